@@ -1,0 +1,35 @@
+# Two commands matter: `make run` starts the simulator, `make test` runs the tests.
+# Both create .venv with what is missing first.
+
+VENV := .venv
+BIN := $(VENV)/bin
+# The first interpreter that is Python 3.12 or newer (mitmproxy 12 needs it).
+PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
+	&& { echo $$p; break; }; done)
+
+.PHONY: install run web test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-test.txt
+	@test -n "$(PYTHON)" || { echo "Python 3.12 or newer is needed (mitmproxy 12 requires it); none was found on PATH." >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-test.txt
+	@touch $@
+
+run: install
+	$(BIN)/mitmdump -s addons/simulator.py
+
+web: install
+	$(BIN)/mitmweb -s addons/simulator.py
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python scripts/bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,48 @@
+"""Made-up embeddings: unit-length vectors, the same vector for the same input."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import sys
+from array import array
+
+
+def vector(key: bytes, dims: int) -> array:
+    """A float32 unit vector derived from `key` alone."""
+    raw = array("h")
+    raw.frombytes(hashlib.shake_256(key).digest(dims * 2))
+    norm = math.sqrt(math.fsum(v * v for v in raw)) or 1.0
+    return array("f", [v / norm for v in raw])
+
+
+def _key(model: str, dims: int, item) -> bytes:
+    text = item if isinstance(item, str) else ",".join(map(str, item))
+    return f"{model}|{dims}|{text}".encode()
+
+
+def items_of(value) -> list:
+    """`input` as a list of inputs (each a string or a token array)."""
+    if isinstance(value, str) or (value and isinstance(value[0], int)):
+        return [value]
+    return list(value)
+
+
+def encode_base64(vec: array) -> str:
+    # The SDK decodes little-endian float32.
+    if sys.byteorder != "little":
+        vec = array("f", vec)
+        vec.byteswap()
+    return base64.b64encode(vec.tobytes()).decode()
+
+
+def response_body(items: list, model: str, model_version: str, dims: int, encoding_format: str,
+                  prompt_tokens: int) -> dict:
+    data = []
+    for index, item in enumerate(items):
+        vec = vector(_key(model, dims, item), dims)
+        data.append({"object": "embedding", "index": index,
+                     "embedding": encode_base64(vec) if encoding_format == "base64" else vec.tolist()})
+    return {"object": "list", "model": model_version, "data": data,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}

@@ -1,0 +1,133 @@
+"""Management: the simulator's own endpoints under /++/ (health, configuration, recordings)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mitmproxy import ctx, exceptions, http
+
+from . import config as cfg
+from . import wire
+from .config import ConfigError, SimulatorConfig
+
+logger = logging.getLogger(__name__)
+
+_LATENCY_OPS = {"chatCompletions": "chat_completions", "completions": "completions", "embeddings": "embeddings"}
+
+
+def config_view(config: SimulatorConfig) -> dict:
+    latency: dict[str, Any] = {"enabled": config.latency_enabled}
+    for key, op in _LATENCY_OPS.items():
+        normal = config.latency_defaults.get(op)
+        latency[key] = normal.to_json() if normal else None
+    return {
+        "mode": config.mode,
+        "seed": config.seed,
+        "allowUndefinedDeployments": config.allow_undefined_deployments,
+        "latency": latency,
+        "deployments": {name: d.to_json() for name, d in config.deployments.items()},
+        "recording": {"dir": config.recording.dir, "autosave": config.recording.autosave},
+    }
+
+
+def _bool(field: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{field}: expected true or false")
+    return value
+
+
+def patch_plan(config: SimulatorConfig, patch: Any) -> tuple[dict[str, Any], dict[str, cfg.Deployment | None]]:
+    """Check a PATCH body; return the option updates and deployment changes it asks for."""
+    if not isinstance(patch, dict):
+        raise ConfigError("body: expected a JSON object")
+    options: dict[str, Any] = {}
+    deployments: dict[str, cfg.Deployment | None] = {}
+    for key, value in patch.items():
+        if key == "mode":
+            if value not in cfg.MODES:
+                raise ConfigError(f"mode: expected one of {', '.join(cfg.MODES)}")
+            options["simulator_mode"] = value
+        elif key == "seed":
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ConfigError("seed: expected a whole number or null")
+            options["simulator_seed"] = "" if value is None else str(value)
+        elif key == "allowUndefinedDeployments":
+            options["allow_undefined_openai_deployments"] = _bool(key, value)
+        elif key == "latency":
+            if not isinstance(value, dict):
+                raise ConfigError("latency: expected an object")
+            for lkey, lvalue in value.items():
+                if lkey == "enabled":
+                    options["simulator_latency"] = _bool("latency.enabled", lvalue)
+                elif lkey in _LATENCY_OPS:
+                    op = _LATENCY_OPS[lkey]
+                    if lvalue is None:
+                        options[f"latency_openai_{op}_mean"] = options[f"latency_openai_{op}_std_dev"] = ""
+                        continue
+                    normal = cfg._normal(f"latency.{lkey}", lvalue)
+                    options[f"latency_openai_{op}_mean"] = str(normal.mean)
+                    options[f"latency_openai_{op}_std_dev"] = str(normal.std_dev)
+                else:
+                    raise ConfigError(f"latency.{lkey}: unknown field; use enabled, {', '.join(_LATENCY_OPS)}")
+        elif key == "deployments":
+            if not isinstance(value, dict):
+                raise ConfigError("deployments: expected an object of deployment name to settings (null removes)")
+            for name, spec in value.items():
+                deployments[name] = None if spec is None else cfg.parse_deployment(name, spec, f"deployments.{name}")
+        else:
+            raise ConfigError(f"{key}: unknown field; use mode, seed, allowUndefinedDeployments, latency, deployments")
+    return options, deployments
+
+
+class Management:
+    def __init__(self, config: SimulatorConfig):
+        self.config = config
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or not flow.request.path.startswith("/++/"):
+            return
+        path = flow.request.path.partition("?")[0].rstrip("/")
+        method = flow.request.method
+        handler = {
+            ("GET", "/++/health"): self.health,
+            ("GET", "/++/config"): self.get_config,
+            ("PATCH", "/++/config"): self.patch_config,
+            ("POST", "/++/save-recordings"): self.save_recordings,
+        }.get((method, path))
+        if handler is None:
+            known = {"/++/health", "/++/config", "/++/save-recordings"}
+            if path in known:
+                flow.response = wire.azure_error(405, "405", f"Method {method} is not allowed on {path}.",
+                                                 flow.request)
+            return
+        flow.response = handler(flow)
+
+    def health(self, flow: http.HTTPFlow) -> http.Response:
+        return wire.json_response(200, {"status": "healthy", "mode": self.config.mode}, flow.request)
+
+    def get_config(self, flow: http.HTTPFlow) -> http.Response:
+        return wire.json_response(200, config_view(self.config), flow.request)
+
+    def patch_config(self, flow: http.HTTPFlow) -> http.Response:
+        try:
+            patch = wire.loads(flow.request.content or b"")
+        except ValueError:
+            return wire.azure_error(400, "BadRequest", "body: not valid JSON", flow.request)
+        try:
+            options, deployments = patch_plan(self.config, patch)
+            if options:
+                ctx.options.update(**options)
+        except (ConfigError, exceptions.OptionsError) as e:
+            return wire.azure_error(400, "BadRequest", str(e), flow.request)
+        for name, deployment in deployments.items():
+            if deployment is None:
+                self.config.deployments.pop(name, None)
+            else:
+                self.config.deployments[name] = deployment
+        logger.info("configuration changed: %s", ", ".join(patch))
+        return wire.json_response(200, config_view(self.config), flow.request)
+
+    def save_recordings(self, flow: http.HTTPFlow) -> http.Response:
+        saved = self.config.recording.save() if self.config.recording.save else 0
+        return wire.json_response(200, {"saved": saved}, flow.request)

@@ -1,0 +1,38 @@
+"""Azure OpenAI simulator: mitmproxy addons that answer where Azure OpenAI would.
+
+    mitmdump -s addons/simulator.py
+
+A request passes the stages below in this order; each is one module in `aoai/`, and the
+first stage to set a response ends the walk (later stages see `flow.response` and step aside).
+"""
+
+import os
+import sys
+
+# The stages live in the `aoai` package beside this file; keep it importable after mitmproxy
+# restores sys.path, so extensions can import it too.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from dotenv import load_dotenv  # noqa: E402
+
+# .env in the working directory fills in what the environment does not set.
+load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
+
+from aoai.auth import Auth  # noqa: E402
+from aoai.config import SimulatorConfig  # noqa: E402
+from aoai.generate import Generate  # noqa: E402
+from aoai.management import Management  # noqa: E402
+from aoai.notfound import NotFound  # noqa: E402
+from aoai.routing import Routing  # noqa: E402
+from aoai.settings import Settings  # noqa: E402
+
+config = SimulatorConfig()
+
+addons = [
+    Settings(config),  # options and environment -> config; the listener
+    Auth(config),  # api-key / Ocp-Apim-Subscription-Key / Bearer, or 401
+    Routing(config),  # operation, deployment, body checks, prompt tokens, or 400/404
+    Generate(config),  # generate mode: made-up answers from config.generators
+    Management(config),  # /++/health, /++/config, /++/save-recordings
+    NotFound(config),  # nothing answered: 404 (record mode: on to Azure)
+]
