@@ -21,18 +21,22 @@ load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
 from aoai.auth import Auth  # noqa: E402
 from aoai.config import SimulatorConfig  # noqa: E402
 from aoai.generate import Generate  # noqa: E402
+from aoai.latency import Gates  # noqa: E402
 from aoai.management import Management  # noqa: E402
 from aoai.notfound import NotFound  # noqa: E402
 from aoai.routing import Routing  # noqa: E402
 from aoai.settings import Settings  # noqa: E402
+from aoai.streaming import Streaming, StreamServer  # noqa: E402
 
 config = SimulatorConfig()
+streams = StreamServer()  # the loopback server paced streams are played from
 
 addons = [
     Settings(config),  # options and environment -> config; the listener
     Auth(config),  # api-key / Ocp-Apim-Subscription-Key / Bearer, or 401
     Routing(config),  # operation, deployment, body checks, prompt tokens, or 400/404
-    Generate(config),  # generate mode: made-up answers from config.generators
+    Generate(config, streams, Gates()),  # generate mode: made-up answers, on time
+    Streaming(streams),  # lets paced streams through chunk by chunk
     Management(config),  # /++/health, /++/config, /++/save-recordings
     NotFound(config),  # nothing answered: 404 (record mode: on to Azure)
 ]

@@ -64,6 +64,10 @@ class ChatAnswer:
 
     def stream_events(self, include_usage: bool) -> list[dict]:
         """The frames of Azure's chat stream, without the closing [DONE]."""
+        return [event for _, event in self.stream_timeline(include_usage)]
+
+    def stream_timeline(self, include_usage: bool) -> list[tuple[int, dict]]:
+        """The stream's frames, each with the token step it belongs to (-1: sent at once)."""
         head = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                 "model": self.model_version, "system_fingerprint": shapes.fingerprint(self.model_version)}
         if include_usage:
@@ -75,8 +79,7 @@ class ChatAnswer:
 
         first = {"id": "", "object": "", "created": 0, "model": "",
                  "prompt_filter_results": shapes.prompt_filter_results(), "choices": []}
-        events: list[dict] = [first]
-        bodies: list[list[dict]] = []
+        per_choice: list[list[dict]] = []
         for c in self.choices:
             frames: list[dict] = []
             if c.tool_calls:
@@ -90,16 +93,12 @@ class ChatAnswer:
                                   for p in self.corpus.pieces(c.tool_call_ids[i]))
             else:
                 frames.append(frame(c.index, {"role": "assistant", "content": "", "refusal": None}))
-                frames.extend(frame(c.index, {"content": p}, filters=shapes.CONTENT_FILTER) for p in self.corpus.pieces(c.token_ids))
+                frames.extend(frame(c.index, {"content": p}, filters=shapes.CONTENT_FILTER)
+                              for p in self.corpus.pieces(c.token_ids))
             frames.append(frame(c.index, {}, c.finish_reason))
-            bodies.append(frames)
-        # n > 1: the choices' frames interleave, as Azure sends them.
-        longest = max(len(f) for f in bodies)
-        for step in range(longest):
-            events.extend(f[step] for f in bodies if step < len(f))
-        if include_usage:
-            events.append({**head, "choices": [], "usage": self.usage()})
-        return events
+            per_choice.append(frames)
+        usage = {**head, "choices": [], "usage": self.usage()} if include_usage else None
+        return shapes.timeline(first, per_choice, usage, opener=True)
 
 
 @dataclass

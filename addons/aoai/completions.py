@@ -48,6 +48,10 @@ class CompletionAnswer:
         }
 
     def stream_events(self, include_usage: bool) -> list[dict]:
+        return [event for _, event in self.stream_timeline(include_usage)]
+
+    def stream_timeline(self, include_usage: bool) -> list[tuple[int, dict]]:
+        """The stream's frames, each with the token step it belongs to (-1: sent at once)."""
         head = {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model_version}
         if include_usage:
             head["usage"] = None
@@ -56,17 +60,14 @@ class CompletionAnswer:
             return {**head, "choices": [{"text": piece, "index": index, "finish_reason": finish, "logprobs": None,
                                          "content_filter_results": shapes.CONTENT_FILTER if piece else {}}]}
 
-        events: list[dict] = [{"id": "", "object": "", "created": 0, "model": "", "choices": [],
-                               "prompt_filter_results": shapes.prompt_filter_results(self.prompts)}]
-        bodies = []
+        first = {"id": "", "object": "", "created": 0, "model": "", "choices": [],
+                 "prompt_filter_results": shapes.prompt_filter_results(self.prompts)}
+        per_choice = []
         for c in self.choices:
             pieces = ([c.prefix] if c.prefix else []) + self.corpus.pieces(c.token_ids)
-            bodies.append([frame(c.index, p, None) for p in pieces] + [frame(c.index, "", c.finish_reason)])
-        for step in range(max(len(b) for b in bodies)):
-            events.extend(b[step] for b in bodies if step < len(b))
-        if include_usage:
-            events.append({**head, "choices": [], "usage": self.usage()})
-        return events
+            per_choice.append([frame(c.index, p, None) for p in pieces] + [frame(c.index, "", c.finish_reason)])
+        usage = {**head, "choices": [], "usage": self.usage()} if include_usage else None
+        return shapes.timeline(first, per_choice, usage, opener=False)
 
 
 def prompts_of(body: dict) -> list:

@@ -1,12 +1,17 @@
-"""Generate: in generate mode, answer with made-up completions and embeddings.
+"""Generate: in generate mode, answer with made-up completions and embeddings, on time.
 
-Generators are tried in order (`config.generators`); the first to return a response wins.
+Generators are tried in order (`config.generators`); the first to return an answer wins.
 The built-in ones are plain functions of a `RequestContext`, named so an extension can find,
-replace or remove them.
+replace or remove them. A generator returns a mitmproxy response, a `StreamPlan` for a
+paced stream, or None to pass.
+
+Non-streamed answers wait as long as the whole generation would take; streamed answers are
+handed to the stream server, which sends each frame when it is due.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import random
@@ -14,8 +19,9 @@ import zlib
 
 from mitmproxy import http
 
-from . import chat, completions, embeddings, wire
+from . import chat, completions, embeddings, latency, wire
 from .config import CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS, RequestContext, SimulatorConfig, context_of
+from .streaming import StreamPlan, StreamServer, sse_frames
 
 logger = logging.getLogger(__name__)
 
@@ -36,19 +42,34 @@ def _settings(config: SimulatorConfig) -> chat.ChatSettings:
     return chat.ChatSettings(config.completion_tokens, config.tool_call_share)
 
 
-def _answer(context: RequestContext, answer) -> http.Response:
+def stream_headers(context: RequestContext) -> dict[str, str]:
+    headers = wire.azure_headers(context.request, context.config.region, "text/event-stream; charset=utf-8")
+    headers["cache-control"] = "no-cache"
+    headers["x-accel-buffering"] = "no"
+    return headers
+
+
+def _answer(context: RequestContext, answer) -> http.Response | StreamPlan:
+    """The response for a chat or completions answer: JSON, or a stream paced or at once."""
     context.values["completion_tokens"] = answer.completion_tokens
-    body = context.body
+    config, body = context.config, context.body
+    hidden = getattr(answer, "reasoning_tokens", 0) // max(1, len(answer.choices))
+    timing = latency.profile(context.deployment, context.operation, config) if config.latency_enabled else None
     if body.get("stream"):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        headers = wire.azure_headers(context.request, context.config.region, "text/event-stream; charset=utf-8")
-        headers["cache-control"] = "no-cache"
-        headers["x-accel-buffering"] = "no"
-        return http.Response.make(200, wire.sse_body(answer.stream_events(include_usage)), headers)
-    return wire.json_response(200, answer.body(), context.request, context.config.region)
+        timeline = answer.stream_timeline(include_usage)
+        if timing is None:
+            return http.Response.make(200, wire.sse_body([e for _, e in timeline]), stream_headers(context))
+        steps = max(step for step, _ in timeline) + 1
+        encoded = [(step, b"data: " + wire.dumps(event) + b"\n\n") for step, event in timeline]
+        return StreamPlan(stream_headers(context), sse_frames(encoded, latency.token_offsets(timing, steps, hidden)))
+    if timing is not None:
+        steps = max((len(c.token_ids) for c in answer.choices), default=1)
+        context.values["latency_s"] = latency.generation_seconds(timing, steps, hidden)
+    return wire.json_response(200, answer.body(), context.request, config.region)
 
 
-def openai_chat(context: RequestContext) -> http.Response | None:
+def openai_chat(context: RequestContext) -> http.Response | StreamPlan | None:
     if context.operation is not CHAT_COMPLETIONS:
         return None
     answer = chat.generate(context.body, context.deployment.model, context.values["prompt_tokens"],
@@ -56,7 +77,7 @@ def openai_chat(context: RequestContext) -> http.Response | None:
     return _answer(context, answer)
 
 
-def openai_completions(context: RequestContext) -> http.Response | None:
+def openai_completions(context: RequestContext) -> http.Response | StreamPlan | None:
     if context.operation is not COMPLETIONS:
         return None
     answer = completions.generate(context.body, context.deployment.model, context.values["prompt_tokens"],
@@ -67,12 +88,14 @@ def openai_completions(context: RequestContext) -> http.Response | None:
 def openai_embeddings(context: RequestContext) -> http.Response | None:
     if context.operation is not EMBEDDINGS:
         return None
-    deployment, body = context.deployment, context.body
+    deployment, body, config = context.deployment, context.body, context.config
     dims = body.get("dimensions") or deployment.embedding_size or deployment.model.embedding_size
     answer = embeddings.response_body(embeddings.items_of(body["input"]), deployment.model.name,
                                       deployment.model.version, dims, body.get("encoding_format") or "float",
                                       context.values["prompt_tokens"])
-    return wire.json_response(200, answer, context.request, context.config.region)
+    if config.latency_enabled:
+        context.values["latency_s"] = latency.profile(deployment, EMBEDDINGS, config).request_ms.draw() / 1000
+    return wire.json_response(200, answer, context.request, config.region)
 
 
 def openai_models(context: RequestContext) -> http.Response | None:
@@ -89,8 +112,10 @@ BUILT_IN = [openai_chat, openai_completions, openai_embeddings, openai_models]
 
 
 class Generate:
-    def __init__(self, config: SimulatorConfig):
+    def __init__(self, config: SimulatorConfig, streams: StreamServer, gates: latency.Gates):
         self.config = config
+        self.streams = streams
+        self.gates = gates
         config.generators.extend(BUILT_IN)
 
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -99,19 +124,40 @@ class Generate:
         context = context_of(flow)
         if context is None:
             context = flow.metadata["aoai"] = RequestContext(flow, self.config)
+        answer = await self._first_answer(context)
+        if answer is None:
+            return
+        gate = self.gates.gate(context.deployment) if context.deployment else None
+        if isinstance(answer, StreamPlan):
+            answer.arrived_ago = latency.since_arrival(flow.request.timestamp_start)
+            answer.gate = gate
+            self.streams.route(flow, answer)
+            return
+        delay = context.values.get("latency_s")
+        if delay:
+            await self._wait(flow, delay, gate)
+        flow.response = answer
+
+    async def _wait(self, flow: http.HTTPFlow, seconds: float, gate: asyncio.Semaphore | None) -> None:
+        if gate is None:
+            await asyncio.sleep(seconds - latency.since_arrival(flow.request.timestamp_start))
+            return
+        async with gate:  # queued behind the deployment's busy slots; the clock starts when let in
+            await asyncio.sleep(seconds)
+
+    async def _first_answer(self, context: RequestContext) -> http.Response | StreamPlan | None:
+        flow = context.flow
         for generator in self.config.generators:
             try:
-                response = generator(context)
-                if inspect.isawaitable(response):
-                    response = await response
+                answer = generator(context)
+                if inspect.isawaitable(answer):
+                    answer = await answer
             except Exception as e:
                 # A broken generator costs one request a 500, never the proxy.
                 where = f"{getattr(generator, '__module__', '?')}.{getattr(generator, '__name__', generator)}"
                 logger.exception("generator %s failed on %s %s", where, flow.request.method, flow.request.path)
-                flow.response = wire.azure_error(500, "InternalServerError",
-                                                 f"The generator {where} failed: {type(e).__name__}: {e}",
-                                                 flow.request)
-                return
-            if response is not None:
-                flow.response = response
-                return
+                return wire.azure_error(500, "InternalServerError",
+                                        f"The generator {where} failed: {type(e).__name__}: {e}", flow.request)
+            if answer is not None:
+                return answer
+        return None

@@ -1,5 +1,5 @@
 """NotFound: the last stage. A request nothing answered gets Azure's 404, or, in record mode,
-goes on to the upstream."""
+goes on to the upstream. Paced streams also go on: to the simulator's own stream server."""
 
 from __future__ import annotations
 
@@ -14,6 +14,6 @@ class NotFound:
         self.config = config
 
     def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response or self.config.mode == "record":
+        if flow.response or self.config.mode == "record" or "aoai.stream" in flow.metadata:
             return
         flow.response = wire.not_found(flow.request)

@@ -14,7 +14,6 @@ import shlex
 from dataclasses import dataclass
 
 from mitmproxy import ctx, exceptions
-from mitmproxy.proxy import mode_specs
 
 from . import config as cfg
 from . import text, tokens
@@ -171,7 +170,8 @@ class Settings:
 
     def _default_proxy_options(self) -> None:
         """Give a bare `mitmdump -s addons/simulator.py` the simulator's listener."""
-        updates: dict = {"connection_strategy": "lazy", "keep_host_header": True}
+        # Streamed bodies are kept so mitmweb shows them like any other.
+        updates: dict = {"connection_strategy": "lazy", "keep_host_header": True, "store_streamed_bodies": True}
         if ctx.options.mode == ["regular"]:
             endpoint = os.environ.get("AZURE_OPENAI_ENDPOINT", "").strip() or PLACEHOLDER_ENDPOINT
             updates["mode"] = [f"reverse:{endpoint}"]

@@ -43,3 +43,25 @@ def usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0)
         "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": 0},
         "total_tokens": prompt_tokens + completion_tokens,
     }
+
+
+def timeline(first: dict, per_choice: list[list[dict]], usage: dict | None,
+             opener: bool) -> list[tuple[int, dict]]:
+    """Order a stream's frames and give each the token step it is due at.
+
+    `first` (the prompt-filter frame) leaves at once (step -1). In each choice's frames, the
+    opener (the role frame, when `opener`) rides with the first token and the closing frame
+    with the last; `n > 1` choices interleave step by step, as Azure sends them.
+    """
+    stepped = []
+    for index, frames in enumerate(per_choice):
+        tokens = len(frames) - 1 - (1 if opener else 0)
+        last = max(tokens - 1, 0)
+        for position, frame in enumerate(frames):
+            step = position - 1 if opener else position
+            stepped.append((min(max(step, 0), last), index, frame))
+    stepped.sort(key=lambda item: (item[0], item[1]))
+    out = [(-1, first)] + [(step, frame) for step, _, frame in stepped]
+    if usage is not None:
+        out.append((out[-1][0], usage))
+    return out

@@ -1,0 +1,159 @@
+"""Paced streaming: server-sent events that leave token by token, on time.
+
+mitmproxy sends a response an addon makes in one piece; only a response that comes from a
+server can be streamed through (`flow.response.stream`). So a streamed answer is prepared as
+a `StreamPlan` (frames and the time each is due), and the flow is pointed at a small HTTP/1.1
+server inside this process, on a loopback port, that writes the frames at their deadlines.
+mitmproxy passes each chunk on as it arrives, and mitmweb shows the flow as any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from dataclasses import dataclass, field
+
+from mitmproxy import http
+
+logger = logging.getLogger(__name__)
+
+PLAN_HEADER = "x-simulator-stream"
+_DONE = b"data: [DONE]\n\n"
+
+@dataclass
+class StreamPlan:
+    headers: dict[str, str]
+    frames: list[tuple[float, bytes]]  # (seconds after the start, bytes), in order
+    arrived_ago: float = 0.0  # how long before planning the request arrived
+    gate: asyncio.Semaphore | None = None  # the deployment's concurrency queue, if any
+    status: int = 200
+    # Set by the server: how it went, for tests and metrics.
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    completed: bool = False
+
+def sse_frames(timeline: list[tuple[int, bytes]], offsets: list[float]) -> list[tuple[float, bytes]]:
+    """Pair each encoded frame with its due time: step -1 at once, step k at offsets[k]."""
+    out = []
+    for step, data in timeline:
+        due = 0.0 if step < 0 else offsets[min(step, len(offsets) - 1)]
+        out.append((due, data))
+    out.append((out[-1][0] if out else 0.0, _DONE))
+    return out
+
+class StreamServer:
+    """Serves planned streams to mitmproxy over loopback HTTP/1.1 with chunked encoding."""
+
+    def __init__(self):
+        self.plans: dict[str, StreamPlan] = {}
+        self._ids = itertools.count(1)
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=1 << 20)
+            self.port = self._server.sockets[0].getsockname()[1]
+            logger.debug("stream server on 127.0.0.1:%d", self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    def route(self, flow: http.HTTPFlow, plan: StreamPlan) -> None:
+        """Send the flow to this server, which will play `plan` as its response."""
+        plan_id = str(next(self._ids))
+        self.plans[plan_id] = plan
+        request = flow.request
+        request.scheme, request.host, request.port = "http", "127.0.0.1", self.port
+        request.headers[PLAN_HEADER] = plan_id
+        flow.metadata["aoai.stream"] = plan_id
+
+    def forget(self, flow: http.HTTPFlow) -> None:
+        plan_id = flow.metadata.get("aoai.stream")
+        if plan_id:
+            self.plans.pop(plan_id, None)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                plan_id, length = _parse_head(head)
+                if length:
+                    await reader.readexactly(length)
+                plan = self.plans.pop(plan_id, None)
+                if plan is None:
+                    writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                    await writer.drain()
+                    continue
+                await self._play(plan, writer)
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass  # mitmproxy closed the connection: the client went away or the flow ended.
+        finally:
+            writer.close()
+
+    async def _play(self, plan: StreamPlan, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        gate = plan.gate
+        if gate is not None:
+            await gate.acquire()
+        try:
+            # Deadlines count from the request's arrival, or from when the queue let it in.
+            start = loop.time() - (plan.arrived_ago if gate is None else 0.0)
+            head = [f"HTTP/1.1 {plan.status} OK", "transfer-encoding: chunked"]
+            head += [f"{k}: {v}" for k, v in plan.headers.items()]
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+            frames, i = plan.frames, 0
+            while i < len(frames):
+                due = frames[i][0]
+                wait = start + due - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                # Everything due by now leaves in one chunk, so a late loop catches up at once.
+                now = loop.time() - start
+                batch = []
+                while i < len(frames) and frames[i][0] <= now:
+                    batch.append(frames[i][1])
+                    i += 1
+                data = b"".join(batch)
+                writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            plan.completed = True
+        finally:
+            plan.finished.set()
+            if gate is not None:
+                gate.release()
+
+def _parse_head(head: bytes) -> tuple[str | None, int]:
+    plan_id, length = None, 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == PLAN_HEADER.encode():
+            plan_id = value.strip().decode()
+        elif name == b"content-length":
+            length = int(value.strip() or 0)
+    return plan_id, length
+
+class Streaming:
+    """Stage that lets planned streams through mitmproxy chunk by chunk."""
+
+    def __init__(self, server: StreamServer):
+        self.server = server
+
+    async def running(self):
+        await self.server.start()
+
+    async def done(self):
+        await self.server.stop()
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if "aoai.stream" in flow.metadata:
+            flow.response.stream = True
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self.server.forget(flow)
+
