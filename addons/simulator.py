@@ -37,6 +37,6 @@ addons = [
     Routing(config),  # operation, deployment, body checks, prompt tokens, or 400/404
     Generate(config, streams, Gates()),  # generate mode: made-up answers, on time
     Streaming(streams),  # lets paced streams through chunk by chunk
-    Management(config),  # /++/health, /++/config, /++/save-recordings
+    Management(config, streams),  # /++/health, /++/config, /++/save-recordings
     NotFound(config),  # nothing answered: 404 (record mode: on to Azure)
 ]

@@ -10,6 +10,7 @@ from mitmproxy import ctx, exceptions, http
 from . import config as cfg
 from . import wire
 from .config import ConfigError, SimulatorConfig
+from .streaming import StreamServer
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +82,9 @@ def patch_plan(config: SimulatorConfig, patch: Any) -> tuple[dict[str, Any], dic
 
 
 class Management:
-    def __init__(self, config: SimulatorConfig):
+    def __init__(self, config: SimulatorConfig, streams: StreamServer | None = None):
         self.config = config
+        self.streams = streams
 
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or not flow.request.path.startswith("/++/"):
@@ -104,7 +106,10 @@ class Management:
         flow.response = handler(flow)
 
     def health(self, flow: http.HTTPFlow) -> http.Response:
-        return wire.json_response(200, {"status": "healthy", "mode": self.config.mode}, flow.request)
+        health: dict[str, Any] = {"status": "healthy", "mode": self.config.mode}
+        if self.streams is not None:
+            health["streams"] = {"active": self.streams.active, "pending": len(self.streams.plans)}
+        return wire.json_response(200, health, flow.request)
 
     def get_config(self, flow: http.HTTPFlow) -> http.Response:
         return wire.json_response(200, config_view(self.config), flow.request)

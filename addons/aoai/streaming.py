@@ -49,6 +49,7 @@ class StreamServer:
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
         self.port = 0
+        self.active = 0  # streams being played now
 
     async def start(self) -> None:
         if self._server is None:
@@ -98,6 +99,7 @@ class StreamServer:
         gate = plan.gate
         if gate is not None:
             await gate.acquire()
+        self.active += 1
         try:
             # Deadlines count from the request's arrival, or from when the queue let it in.
             start = loop.time() - (plan.arrived_ago if gate is None else 0.0)
@@ -123,6 +125,7 @@ class StreamServer:
             await writer.drain()
             plan.completed = True
         finally:
+            self.active -= 1
             plan.finished.set()
             if gate is not None:
                 gate.release()
