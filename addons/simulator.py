@@ -24,17 +24,23 @@ from aoai.generate import Generate  # noqa: E402
 from aoai.latency import Gates  # noqa: E402
 from aoai.management import Management  # noqa: E402
 from aoai.notfound import NotFound  # noqa: E402
+from aoai.record import Record  # noqa: E402
+from aoai.recording import RecordingStore  # noqa: E402
+from aoai.replay import Replay  # noqa: E402
 from aoai.routing import Routing  # noqa: E402
 from aoai.settings import Settings  # noqa: E402
 from aoai.streaming import Streaming, StreamServer  # noqa: E402
 
 config = SimulatorConfig()
 streams = StreamServer()  # the loopback server paced streams are played from
+recordings = RecordingStore(config.recording.dir)
 
 addons = [
     Settings(config),  # options and environment -> config; the listener
     Auth(config),  # api-key / Ocp-Apim-Subscription-Key / Bearer, or 401
     Routing(config),  # operation, deployment, body checks, prompt tokens, or 400/404
+    Replay(config, recordings, streams),  # record and replay modes: answer what is recorded
+    Record(config, recordings),  # record mode: forward the rest to Azure and save it
     Generate(config, streams, Gates()),  # generate mode: made-up answers, on time
     Streaming(streams),  # lets paced streams through chunk by chunk
     Management(config, streams),  # /++/health, /++/config, /++/save-recordings

@@ -192,6 +192,10 @@ class RecordingConfig:
     forwarders: list[Callable] = field(default_factory=list)
     # Set by the recording stage: saves what is pending and returns how many were written.
     save: Callable[[], int] | None = None
+    ignore_fields: tuple[str, ...] = ()  # body fields that do not tell requests apart
+    match_api_version: bool = False  # whether api-version tells requests apart
+    replay_timing: str = "recorded"  # recorded, model (the latency model) or none
+    miss_status: int = 404
 
 
 @dataclass

@@ -52,6 +52,11 @@ SETTINGS = [
     Setting("SIMULATOR_SEED", str, "", "A whole number that makes generated answers reproducible."),
     Setting("RECORDING_DIR", str, "recordings", "Folder of the recording files."),
     Setting("RECORDING_AUTOSAVE", bool, True, "Save each recorded interaction as it completes."),
+    Setting("RECORDING_IGNORE_FIELDS", str, "", "Body fields, comma-separated, that do not tell recordings apart."),
+    Setting("RECORDING_MATCH_API_VERSION", bool, False, "Tell recordings apart by api-version too."),
+    Setting("REPLAY_TIMING", str, "recorded",
+            "Replay pace: recorded (as recorded), model (the latency model) or none."),
+    Setting("REPLAY_MISS_STATUS", str, "404", "HTTP status of the answer to a request with no recording."),
     Setting("EXTENSION_PATH", str, "", "Extension files or packages to load, separated by commas."),
     Setting("AZURE_OPENAI_ENDPOINT", str, "", "The Azure OpenAI endpoint to record from."),
     Setting("AZURE_OPENAI_KEY", str, "", "The Azure OpenAI key used when recording."),
@@ -124,6 +129,12 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
         std = _float(f"latency_openai_{op}_std_dev", getattr(options, f"latency_openai_{op}_std_dev"))
         if mean is not None:
             latency[op] = cfg.Normal(mean, std or 0.0)
+    timing = options.replay_timing.strip().lower()
+    if timing not in ("recorded", "model", "none"):
+        raise ConfigError(f"REPLAY_TIMING: unknown timing {options.replay_timing!r}; use recorded, model or none")
+    miss = options.replay_miss_status.strip()
+    if not miss.isdigit() or not 400 <= int(miss) <= 599:
+        raise ConfigError(f"REPLAY_MISS_STATUS: expected an HTTP error status (400-599), got {miss!r}")
     deployments = config.deployments
     if "openai_deployment_config_path" in updated:
         path = options.openai_deployment_config_path.strip()
@@ -145,6 +156,10 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     config.latency_defaults = latency
     config.recording.dir = options.recording_dir
     config.recording.autosave = options.recording_autosave
+    config.recording.ignore_fields = tuple(f.strip() for f in options.recording_ignore_fields.split(",") if f.strip())
+    config.recording.match_api_version = options.recording_match_api_version
+    config.recording.replay_timing = timing
+    config.recording.miss_status = int(miss)
     logging.getLogger("aoai").setLevel(level)
 
 

@@ -1,0 +1,107 @@
+"""A stand-in for Azure OpenAI on loopback, for record-mode tests: it checks `api-key`, sends
+Azure-like headers, and answers chat (plain and streamed with pauses between chunks) and
+embeddings. It counts what it served, so tests can prove a replay never reached it."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+UPSTREAM_KEY = "azure-secret-key-9f8e7d"
+CHUNK_GAP = 0.05
+
+
+def chat_body(content: str, model: str = "gpt-4o-2024-11-20") -> dict:
+    return {"id": "chatcmpl-" + uuid.uuid4().hex[:20], "object": "chat.completion", "created": int(time.time()),
+            "model": model, "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                "role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14}}
+
+
+class FakeAzure(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512  # the concurrency tests open hundreds of connections at once
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.requests: list[dict] = []
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def __enter__(self) -> FakeAzure:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: FakeAzure
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(body)))
+        self.send_header("apim-request-id", str(uuid.uuid4()))
+        self.send_header("x-ms-region", "Sweden Central")
+        self.send_header("set-cookie", "session=upstream-cookie")
+        self.send_header("x-ratelimit-remaining-tokens", "999")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length", 0))
+        body = json.loads(self.rfile.read(length) or b"{}")
+        self.server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+        if self.headers.get("api-key") != UPSTREAM_KEY:
+            self._send(401, b'{"error":{"code":"401","message":"Access denied due to invalid subscription key."}}')
+            return
+        if "/embeddings" in self.path:
+            data = [{"object": "embedding", "index": i, "embedding": [0.6, 0.8]} for i, _ in enumerate(
+                body["input"] if isinstance(body["input"], list) else [body["input"]])]
+            out = {"object": "list", "model": "text-embedding-3-small", "data": data,
+                   "usage": {"prompt_tokens": 2, "total_tokens": 2}}
+            self._send(200, json.dumps(out).encode())
+            return
+        text = "Upstream says: " + str(body.get("messages", [{}])[-1].get("content"))
+        if body.get("stream"):
+            self._stream(text)
+            return
+        time.sleep(0.2)
+        self._send(200, json.dumps(chat_body(text)).encode())
+
+    def _stream(self, text: str) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream; charset=utf-8")
+        self.send_header("transfer-encoding", "chunked")
+        self.send_header("apim-request-id", str(uuid.uuid4()))
+        self.end_headers()
+        frames = [{"id": "", "object": "", "created": 0, "model": "", "choices": [], "prompt_filter_results": []}]
+        words = text.split(" ")
+        for i, word in enumerate(words):
+            frames.append({"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+                           "choices": [{"index": 0, "delta": {"content": word if i == 0 else " " + word},
+                                        "finish_reason": None}]})
+        frames.append({"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+                       "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        for frame in frames:
+            self._chunk(b"data: " + json.dumps(frame).encode() + b"\n\n")
+            time.sleep(CHUNK_GAP)
+        self._chunk(b"data: [DONE]\n\n")
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
