@@ -20,6 +20,7 @@ load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
 
 from aoai.auth import Auth  # noqa: E402
 from aoai.config import SimulatorConfig  # noqa: E402
+from aoai.extensions import Extensions  # noqa: E402
 from aoai.generate import Generate  # noqa: E402
 from aoai.latency import Gates  # noqa: E402
 from aoai.management import Management  # noqa: E402
@@ -39,6 +40,7 @@ addons = [
     Settings(config),  # options and environment -> config; the listener
     Auth(config),  # api-key / Ocp-Apim-Subscription-Key / Bearer, or 401
     Routing(config),  # operation, deployment, body checks, prompt tokens, or 400/404
+    Extensions(config),  # EXTENSION_PATH: user addons run here; initialize(config) shapes the rest
     Replay(config, recordings, streams),  # record and replay modes: answer what is recorded
     Record(config, recordings),  # record mode: forward the rest to Azure and save it
     Generate(config, streams, Gates()),  # generate mode: made-up answers, on time

@@ -136,6 +136,22 @@ def generate(body: dict, model: Model, prompt_tokens: int, rng: random.Random, s
                       corpus, reasoning * n)
 
 
+def fixed(content: str, body: dict, model: Model, prompt_tokens: int, rng: random.Random) -> ChatAnswer:
+    """An answer with the given text for every choice, cut at the request's limit."""
+    corpus = text.corpus(model.encoding)
+    ids = corpus.enc.encode(content, disallowed_special=())
+    limit = limit_of(body)
+    choices = []
+    for index in range(body.get("n") or 1):
+        if limit is not None and len(ids) > limit:
+            cut = ids[:limit]
+            choices.append(Choice(index, corpus.enc.decode(cut), cut, finish_reason="length", tokens=limit))
+        else:
+            choices.append(Choice(index, content, ids, tokens=len(ids)))
+    return ChatAnswer(shapes.make_id("chatcmpl-", rng), int(time.time()), model.version, choices, prompt_tokens,
+                      corpus)
+
+
 def _chosen_tool(body: dict, rng: random.Random, settings: ChatSettings) -> dict | None:
     tools = [t.get("function") or {} for t in body.get("tools") or []]
     if not tools:

@@ -226,6 +226,17 @@ class SimulatorConfig:
         """Accept `Authorization: Bearer <token>` as well as the API key (extension contract)."""
         self.bearer_tokens.add(token)
 
+    def replace_generator(self, name: str, generator: Callable) -> None:
+        """Put `generator` where the generator called `name` was (e.g. "openai_chat")."""
+        for i, existing in enumerate(self.generators):
+            if getattr(existing, "__name__", None) == name:
+                self.generators[i] = generator
+                return
+        raise KeyError(f"no generator called {name!r}; there are {[g.__name__ for g in self.generators]}")
+
+    def remove_generator(self, name: str) -> None:
+        self.generators[:] = [g for g in self.generators if getattr(g, "__name__", None) != name]
+
     def deployment(self, name: str, kind: str) -> Deployment | None:
         """The deployment called `name`; for an undefined name, a stand-in of the right kind
         when undefined deployments are allowed, else None."""

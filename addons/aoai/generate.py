@@ -15,6 +15,7 @@ import asyncio
 import inspect
 import logging
 import random
+import sys
 import zlib
 
 from mitmproxy import http
@@ -62,7 +63,12 @@ def _answer(context: RequestContext, answer) -> http.Response | StreamPlan:
             return http.Response.make(200, wire.sse_body([e for _, e in timeline]), stream_headers(context))
         steps = max(step for step, _ in timeline) + 1
         encoded = [(step, b"data: " + wire.dumps(event) + b"\n\n") for step, event in timeline]
-        return StreamPlan(stream_headers(context), sse_frames(encoded, latency.token_offsets(timing, steps, hidden)))
+        # A fault injector may ask for the stream to break after some tokens.
+        cut = context.values.get("stream_cut_after")
+        if cut is not None:
+            encoded = [(step, data) for step, data in encoded if step < cut]
+        frames = sse_frames(encoded, latency.token_offsets(timing, steps, hidden), done=cut is None)
+        return StreamPlan(stream_headers(context), frames, cut=cut is not None)
     if timing is not None:
         steps = max((len(c.token_ids) for c in answer.choices), default=1)
         context.values["latency_s"] = latency.generation_seconds(timing, steps, hidden)
@@ -108,6 +114,22 @@ def openai_models(context: RequestContext) -> http.Response | None:
     return wire.json_response(200, {"object": "list", "data": data}, request, context.config.region)
 
 
+def describe(function) -> str:
+    """A generator's name, with the extension file it comes from."""
+    name = getattr(function, "__qualname__", repr(function))
+    module = sys.modules.get(getattr(function, "__module__", ""))
+    file = getattr(module, "__file__", None)
+    return f"{name} in {file}" if file and module.__name__.startswith("aoai_ext_") else f"{function.__module__}.{name}"
+
+
+def chat_response(context: RequestContext, content: str) -> http.Response | StreamPlan:
+    """A chat answer with the given text, shaped, counted, streamed and timed like a generated
+    one: for generators in extensions that choose their own words."""
+    answer = chat.fixed(content, context.body, context.deployment.model, context.values["prompt_tokens"],
+                        rng_for(context))
+    return _answer(context, answer)
+
+
 BUILT_IN = [openai_chat, openai_completions, openai_embeddings, openai_models]
 
 
@@ -119,7 +141,7 @@ class Generate:
         config.generators.extend(BUILT_IN)
 
     async def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response or self.config.mode != "generate":
+        if flow.response or self.config.mode != "generate" or flow.request.path.startswith("/++/"):
             return
         context = context_of(flow)
         if context is None:
@@ -154,8 +176,10 @@ class Generate:
                     answer = await answer
             except Exception as e:
                 # A broken generator costs one request a 500, never the proxy.
-                where = f"{getattr(generator, '__module__', '?')}.{getattr(generator, '__name__', generator)}"
-                logger.exception("generator %s failed on %s %s", where, flow.request.method, flow.request.path)
+                where = describe(generator)
+                # A warning, not an error: mitmproxy stops when an error is logged during start-up.
+                logger.warning("generator %s failed on %s %s", where, flow.request.method, flow.request.path,
+                               exc_info=True)
                 return wire.azure_error(500, "InternalServerError",
                                         f"The generator {where} failed: {type(e).__name__}: {e}", flow.request)
             if answer is not None:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from mitmproxy import http
 
 from . import wire
+from .generate import describe
 from .config import RequestContext, SimulatorConfig, context_of
 from .recording import Event, Interaction, RecordingStore, clean_headers, parse_sse, _SKIP_RESPONSE_HEADERS
 
@@ -72,10 +73,19 @@ class Record:
             return
         context = context_of(flow) or RequestContext(flow, self.config)
         for forwarder in self.config.recording.forwarders:
-            result = forwarder(context)
-            if inspect.isawaitable(result):
-                result = await result
-            response, persist = as_response(result)
+            try:
+                result = forwarder(context)
+                if inspect.isawaitable(result):
+                    result = await result
+                response, persist = as_response(result)
+            except Exception as e:
+                # A broken forwarder costs one request a 500, never the proxy.
+                where = describe(forwarder)
+                logger.warning("forwarder %s failed on %s %s", where, flow.request.method, flow.request.path,
+                               exc_info=True)
+                flow.response = wire.azure_error(500, "InternalServerError",
+                                                 f"The forwarder {where} failed: {type(e).__name__}: {e}", flow.request)
+                return
             if response is not None:
                 flow.response = response
                 flow.metadata["aoai.record"] = persist

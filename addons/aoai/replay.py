@@ -37,6 +37,11 @@ def replay_headers(interaction: Interaction, request: http.Request) -> dict[str,
     client_id = request.headers.get("x-ms-client-request-id")
     if client_id:
         headers["x-ms-client-request-id"] = client_id
+    # An async operation's poll URL must lead back here, whatever address served the recording.
+    location = headers.get("operation-location")
+    if location and "://" in location:
+        rest = location.split("://", 1)[1]
+        headers["operation-location"] = f"{request.scheme}://{request.host_header}/{rest.partition('/')[2]}"
     return headers
 
 

@@ -28,17 +28,19 @@ class StreamPlan:
     arrived_ago: float = 0.0  # how long before planning the request arrived
     gate: asyncio.Semaphore | None = None  # the deployment's concurrency queue, if any
     status: int = 200
+    cut: bool = False  # drop the connection after the last frame instead of ending the body
     # Set by the server: how it went, for tests and metrics.
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     completed: bool = False
 
-def sse_frames(timeline: list[tuple[int, bytes]], offsets: list[float]) -> list[tuple[float, bytes]]:
+def sse_frames(timeline: list[tuple[int, bytes]], offsets: list[float], done: bool = True) -> list[tuple[float, bytes]]:
     """Pair each encoded frame with its due time: step -1 at once, step k at offsets[k]."""
     out = []
     for step, data in timeline:
         due = 0.0 if step < 0 else offsets[min(step, len(offsets) - 1)]
         out.append((due, data))
-    out.append((out[-1][0] if out else 0.0, _DONE))
+    if done:
+        out.append((out[-1][0] if out else 0.0, _DONE))
     return out
 
 class StreamServer:
@@ -121,6 +123,9 @@ class StreamServer:
                 data = b"".join(batch)
                 writer.write(b"%x\r\n%s\r\n" % (len(data), data))
                 await writer.drain()
+            if plan.cut:
+                writer.transport.abort()  # as a network fault looks: no end of body, no [DONE]
+                return
             writer.write(b"0\r\n\r\n")
             await writer.drain()
             plan.completed = True
