@@ -35,7 +35,8 @@ async def forward_document_intelligence(context):
                                   {k: v for k, v in upstream.headers.items() if k.lower() in _PASSED_HEADERS})
     location = upstream.headers.get("operation-location")
     if location and location.startswith(ENDPOINT):
-        response.headers["operation-location"] = f"{request.scheme}://{request.host_header}{location[len(ENDPOINT):]}"
+        scheme = "https" if context.flow.client_conn.tls_established else "http"
+        response.headers["operation-location"] = f"{scheme}://{request.host_header}{location[len(ENDPOINT):]}"
     return {"response": response, "persist": not _still_running(request.method, upstream.content)}
 
 

@@ -119,3 +119,92 @@ def test_a_bad_extension_stops_start_up_with_one_line(simulator_factory, tmp_pat
     lines = [line for line in log.splitlines() if "EXTENSION_PATH" in line]
     assert len(lines) == 1 and str(ext) in lines[0] and expected in lines[0], log
     assert "Traceback" not in log
+
+
+class _FakeDocumentIntelligence:
+    """Azure Document Intelligence on loopback: 202 + Operation-Location, one `running` poll,
+    then `succeeded`."""
+
+    def __init__(self):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        polls: dict[str, int] = {}
+        self.seen: list[tuple[str, str, str]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _reply(self, status, body=b"", headers=()):
+                self.send_response(status)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                outer.seen.append(("POST", self.path, self.headers.get("ocp-apim-subscription-key", "")))
+                base = f"http://127.0.0.1:{self.server.server_address[1]}"
+                location = f"{base}/documentintelligence/documentModels/prebuilt-read/analyzeResults/r1" \
+                           f"?api-version=2024-11-30"
+                self._reply(202, headers=[("operation-location", location), ("retry-after", "1")])
+
+            def do_GET(self):
+                outer.seen.append(("GET", self.path, self.headers.get("ocp-apim-subscription-key", "")))
+                polls[self.path] = polls.get(self.path, 0) + 1
+                status = "running" if polls[self.path] == 1 else "succeeded"
+                body = {"status": status}
+                if status == "succeeded":
+                    body["analyzeResult"] = {"apiVersion": "2024-11-30", "modelId": "prebuilt-read",
+                                             "content": "Recorded text", "pages": []}
+                self._reply(200, json.dumps(body).encode(), [("content-type", "application/json")])
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _analyze(sim, document: bytes) -> dict:
+    headers = {"ocp-apim-subscription-key": sim.key, "content-type": "application/octet-stream"}
+    r = httpx.post(f"{sim.url}/documentintelligence/documentModels/prebuilt-read:analyze?api-version=2024-11-30",
+                   content=document, headers=headers)
+    assert r.status_code == 202, r.text
+    location = r.headers["operation-location"]
+    assert location.startswith(sim.url)  # the client polls the simulator, not Azure
+    for _ in range(10):
+        poll = httpx.get(location, headers=headers).json()
+        if poll["status"] == "succeeded":
+            return poll
+        time.sleep(0.05)
+    raise AssertionError("never succeeded")
+
+
+def test_document_intelligence_forwarder_records_and_replays(simulator_factory, tmp_path):
+    folder = tmp_path / "rec"
+    upstream = _FakeDocumentIntelligence()
+    try:
+        sim = simulator_factory({"SIMULATOR_MODE": "record", "RECORDING_DIR": str(folder),
+                                 "EXTENSION_PATH": str(EXAMPLES / "docintel_forwarder.py"),
+                                 "DOC_INTELLIGENCE_ENDPOINT": upstream.url, "DOC_INTELLIGENCE_KEY": "di-secret"})
+        assert _analyze(sim, b"%PDF-1.4 fake")["analyzeResult"]["content"] == "Recorded text"
+        sim.stop()
+    finally:
+        upstream.close()
+    assert [s for _, _, s in upstream.seen] == ["di-secret"] * 3  # the client's key was replaced
+    text = (folder / "documentintelligence.prebuilt-read.yaml").read_text()
+    assert "di-secret" not in text and sim.key not in text
+    assert "running" not in text  # polls still running are not worth keeping
+
+    sim = simulator_factory({"SIMULATOR_MODE": "replay", "RECORDING_DIR": str(folder)})
+    assert _analyze(sim, b"%PDF-1.4 fake")["analyzeResult"]["content"] == "Recorded text"

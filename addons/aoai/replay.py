@@ -27,7 +27,8 @@ def key_of(flow: http.HTTPFlow, store: RecordingStore) -> str:
                        request.raw_content or b"", request.headers.get("content-type", ""), store.rules)
 
 
-def replay_headers(interaction: Interaction, request: http.Request) -> dict[str, str]:
+def replay_headers(interaction: Interaction, flow: http.HTTPFlow) -> dict[str, str]:
+    request = flow.request
     headers = dict(interaction.response_headers)
     # Fresh request ids, as every Azure answer has its own.
     request_id = str(uuid.uuid4())
@@ -41,7 +42,8 @@ def replay_headers(interaction: Interaction, request: http.Request) -> dict[str,
     location = headers.get("operation-location")
     if location and "://" in location:
         rest = location.split("://", 1)[1]
-        headers["operation-location"] = f"{request.scheme}://{request.host_header}/{rest.partition('/')[2]}"
+        scheme = "https" if flow.client_conn.tls_established else "http"
+        headers["operation-location"] = f"{scheme}://{request.host_header}/{rest.partition('/')[2]}"
     return headers
 
 
@@ -131,7 +133,7 @@ class Replay:
 
     async def _answer(self, flow: http.HTTPFlow, interaction: Interaction) -> None:
         timing = self.config.recording.replay_timing if self.config.latency_enabled else "none"
-        headers = replay_headers(interaction, flow.request)
+        headers = replay_headers(interaction, flow)
         context = context_of(flow)
         flow.metadata["aoai.replayed"] = True
         if interaction.events is not None and timing != "none":
