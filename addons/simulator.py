@@ -24,6 +24,7 @@ from aoai.extensions import Extensions  # noqa: E402
 from aoai.generate import Generate  # noqa: E402
 from aoai.latency import Gates  # noqa: E402
 from aoai.management import Management  # noqa: E402
+from aoai.metrics import Metrics  # noqa: E402
 from aoai.notfound import NotFound  # noqa: E402
 from aoai.record import Record  # noqa: E402
 from aoai.recording import RecordingStore  # noqa: E402
@@ -46,5 +47,6 @@ addons = [
     Generate(config, streams, Gates()),  # generate mode: made-up answers, on time
     Streaming(streams),  # lets paced streams through chunk by chunk
     Management(config, streams),  # /++/health, /++/config, /++/save-recordings
+    Metrics(config, streams),  # /++/metrics; counts and times every flow as it ends
     NotFound(config),  # nothing answered: 404 (record mode: on to Azure)
 ]

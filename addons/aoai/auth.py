@@ -12,7 +12,7 @@ from .config import SimulatorConfig
 
 logger = logging.getLogger(__name__)
 
-OPEN_PATHS = ("/++/health",)
+OPEN_PATHS = ("/++/health", "/++/metrics")  # for probes and scrapers, which carry no key
 
 INVALID_KEY = ("Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid "
                "key for an active subscription and use a correct regional API endpoint for your resource.")

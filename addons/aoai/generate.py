@@ -22,7 +22,7 @@ from mitmproxy import http
 
 from . import chat, completions, embeddings, latency, wire
 from .config import CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS, RequestContext, SimulatorConfig, context_of
-from .streaming import StreamPlan, StreamServer, sse_frames
+from .streaming import StreamPlan, StreamServer, carries_tokens, sse_frames
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +62,15 @@ def _answer(context: RequestContext, answer) -> http.Response | StreamPlan:
         if timing is None:
             return http.Response.make(200, wire.sse_body([e for _, e in timeline]), stream_headers(context))
         steps = max(step for step, _ in timeline) + 1
-        encoded = [(step, b"data: " + wire.dumps(event) + b"\n\n") for step, event in timeline]
         # A fault injector may ask for the stream to break after some tokens.
         cut = context.values.get("stream_cut_after")
         if cut is not None:
-            encoded = [(step, data) for step, data in encoded if step < cut]
+            timeline = [(step, event) for step, event in timeline if step < cut]
+        encoded = [(step, b"data: " + wire.dumps(event) + b"\n\n") for step, event in timeline]
         frames = sse_frames(encoded, latency.token_offsets(timing, steps, hidden), done=cut is None)
-        return StreamPlan(stream_headers(context), frames, cut=cut is not None)
+        token_frames = [carries_tokens(event) for _, event in timeline] + ([False] if cut is None else [])
+        return StreamPlan(stream_headers(context), frames, cut=cut is not None, token_frames=token_frames,
+                          labels={"deployment": context.deployment.name, "operation": context.operation.name})
     if timing is not None:
         steps = max((len(c.token_ids) for c in answer.choices), default=1)
         context.values["latency_s"] = latency.generation_seconds(timing, steps, hidden)

@@ -14,7 +14,7 @@ from mitmproxy import http
 from . import latency, wire
 from .config import RequestContext, SimulatorConfig, context_of
 from .recording import Interaction, KeyRules, RecordingStore, file_name_for, request_key, sse_bytes
-from .streaming import StreamPlan, StreamServer
+from .streaming import StreamPlan, StreamServer, carries_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def stream_plan(interaction: Interaction, headers: dict[str, str], timing: str,
                 context: RequestContext | None) -> StreamPlan:
     events = interaction.events or []
     if timing == "model" and context is not None and context.deployment is not None:
-        content = [i for i, e in enumerate(events) if _has_content(e.data)]
+        content = [i for i, e in enumerate(events) if carries_tokens(e.data)]
         offsets = latency.token_offsets(latency.profile(context.deployment, context.operation, context.config),
                                         max(1, len(content)))
         due, step = [], 0
@@ -63,17 +63,11 @@ def stream_plan(interaction: Interaction, headers: dict[str, str], timing: str,
     else:
         scale = 0.0 if timing == "none" else 1.0
         frames = [(e.at_ms / 1000 * scale, sse_bytes(e.data)) for e in events]
-    return StreamPlan(headers, frames, status=interaction.status)
-
-
-def _has_content(data) -> bool:
-    if not isinstance(data, dict):
-        return False
-    for choice in data.get("choices") or []:
-        delta = choice.get("delta") or {}
-        if delta.get("content") or delta.get("tool_calls") or choice.get("text"):
-            return True
-    return False
+    labels = {}
+    if context is not None and context.deployment is not None:
+        labels = {"deployment": context.deployment.name, "operation": context.operation.name}
+    return StreamPlan(headers, frames, status=interaction.status,
+                      token_frames=[carries_tokens(e.data) for e in events], labels=labels)
 
 
 def miss_response(flow: http.HTTPFlow, store: RecordingStore, key: str, status: int) -> http.Response:

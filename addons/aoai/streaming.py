@@ -29,9 +29,15 @@ class StreamPlan:
     gate: asyncio.Semaphore | None = None  # the deployment's concurrency queue, if any
     status: int = 200
     cut: bool = False  # drop the connection after the last frame instead of ending the body
+    token_frames: list[bool] | None = None  # which frames carry tokens (None: all of them)
+    labels: dict[str, str] = field(default_factory=dict)  # deployment and operation, for metrics
     # Set by the server: how it went, for tests and metrics.
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     completed: bool = False
+    first_frame_s: float | None = None  # arrival to the first token frame, as sent
+    first_frame_due_s: float = 0.0  # ... as planned
+    gaps: list[float] = field(default_factory=list)  # between token frames, as sent
+    last_token_s: float = 0.0
 
 def sse_frames(timeline: list[tuple[int, bytes]], offsets: list[float], done: bool = True) -> list[tuple[float, bytes]]:
     """Pair each encoded frame with its due time: step -1 at once, step k at offsets[k]."""
@@ -52,6 +58,7 @@ class StreamServer:
         self._server: asyncio.Server | None = None
         self.port = 0
         self.active = 0  # streams being played now
+        self.observers: list = []  # called with each plan once played, e.g. by metrics
 
     async def start(self) -> None:
         if self._server is None:
@@ -116,13 +123,18 @@ class StreamServer:
                     await asyncio.sleep(wait)
                 # Everything due by now leaves in one chunk, so a late loop catches up at once.
                 now = loop.time() - start
-                batch = []
+                batch, tokens = [], 0
                 while i < len(frames) and frames[i][0] <= now:
                     batch.append(frames[i][1])
+                    tokens += 1 if plan.token_frames is None or plan.token_frames[i] else 0
+                    if tokens == 1 and plan.first_frame_s is None:
+                        plan.first_frame_due_s = frames[i][0]
                     i += 1
                 data = b"".join(batch)
                 writer.write(b"%x\r\n%s\r\n" % (len(data), data))
                 await writer.drain()
+                if tokens:
+                    _note_tokens(plan, now, tokens)
             if plan.cut:
                 writer.transport.abort()  # as a network fault looks: no end of body, no [DONE]
                 return
@@ -132,8 +144,34 @@ class StreamServer:
         finally:
             self.active -= 1
             plan.finished.set()
+            for observe in self.observers:
+                observe(plan)
             if gate is not None:
                 gate.release()
+
+def carries_tokens(event) -> bool:
+    """Whether an SSE event (parsed JSON) carries generated text or tool-call arguments: what
+    load tools time as tokens."""
+    if not isinstance(event, dict):
+        return False
+    for choice in event.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if delta.get("content") or delta.get("tool_calls") or choice.get("text"):
+            return True
+    return False
+
+
+def _note_tokens(plan: StreamPlan, now: float, tokens: int) -> None:
+    """Record when token frames actually left; frames that left together had no gap."""
+    if plan.first_frame_s is None:
+        plan.first_frame_s = now
+        tokens -= 1
+    elif tokens > 0:
+        plan.gaps.append(now - plan.last_token_s)
+        tokens -= 1
+    plan.gaps.extend([0.0] * tokens)
+    plan.last_token_s = now
+
 
 def _parse_head(head: bytes) -> tuple[str | None, int]:
     plan_id, length = None, 0

@@ -1,0 +1,58 @@
+"""GET /++/metrics: Prometheus text that parses, and values that move as requests are served."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+from openai import AzureOpenAI
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import API_VERSION
+
+
+def scrape(sim) -> dict[tuple[str, tuple], float]:
+    r = httpx.get(f"{sim.url}/++/metrics")  # open to scrapers: no key
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples, name: str, **labels) -> float:
+    return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
+
+
+def test_metrics_move_as_requests_are_served(simulator_factory, tmp_path):
+    deployments = tmp_path / "deployments.json"
+    deployments.write_text(json.dumps({"chat": {"model": "gpt-4o", "latency": {
+        "timeToFirstTokenMs": {"mean": 100, "stdDev": 0}, "interTokenMs": {"mean": 10, "stdDev": 0}}}}))
+    sim = simulator_factory({"OPENAI_DEPLOYMENT_CONFIG_PATH": str(deployments)})
+    before = scrape(sim)
+    assert value(before, "aoai_requests_total") == 0
+
+    c = AzureOpenAI(azure_endpoint=sim.url, api_key=sim.key, api_version=API_VERSION, max_retries=0)
+    messages = [{"role": "user", "content": "Hello!"}]
+    r = c.chat.completions.create(model="chat", messages=messages, max_tokens=5)
+    list(c.chat.completions.create(model="chat", messages=messages, max_tokens=8, stream=True))
+    c.embeddings.create(model="text-embedding-3-small", input="hi")
+    httpx.post(f"{sim.url}/openai/deployments/chat/chat/completions?api-version={API_VERSION}",
+               json={"messages": messages}, headers={"api-key": "wrong"})
+
+    after = scrape(sim)
+    assert value(after, "aoai_requests_total", deployment="chat", operation="chat", status="200") == 2
+    assert value(after, "aoai_requests_total", operation="embeddings", status="200") == 1
+    assert value(after, "aoai_requests_total", status="401") == 1
+    assert value(after, "aoai_prompt_tokens_total", deployment="chat") == 2 * r.usage.prompt_tokens
+    assert value(after, "aoai_completion_tokens_total", deployment="chat") == 5 + 8
+    # One stream: its time to first token (100 ms) and its 7 gaps of about 10 ms, as sent.
+    assert value(after, "aoai_time_to_first_token_seconds_count", deployment="chat") == 1
+    assert 0.09 < value(after, "aoai_time_to_first_token_seconds_sum", deployment="chat") < 0.5
+    assert value(after, "aoai_inter_token_seconds_count", deployment="chat") == 7
+    assert 0.05 < value(after, "aoai_inter_token_seconds_sum", deployment="chat") < 0.3
+    assert value(after, "aoai_request_duration_seconds_count", deployment="chat") == 2
+    assert value(after, "aoai_overhead_seconds_count", deployment="chat") == 2
+    # The simulator's own share of a request is small next to the simulated waits.
+    assert value(after, "aoai_overhead_seconds_sum", deployment="chat") < 0.2
