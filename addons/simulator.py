@@ -21,6 +21,7 @@ load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
 from aoai.auth import Auth  # noqa: E402
 from aoai.config import SimulatorConfig  # noqa: E402
 from aoai.extensions import Extensions  # noqa: E402
+from aoai.flowcap import FlowCap  # noqa: E402
 from aoai.generate import Generate  # noqa: E402
 from aoai.latency import Gates  # noqa: E402
 from aoai.management import Management  # noqa: E402
@@ -49,4 +50,5 @@ addons = [
     Management(config, streams),  # /++/health, /++/config, /++/save-recordings
     Metrics(config, streams),  # /++/metrics; counts and times every flow as it ends
     NotFound(config),  # nothing answered: 404 (record mode: on to Azure)
+    FlowCap(),  # under mitmweb: keep only the newest flows in memory
 ]
