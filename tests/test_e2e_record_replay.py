@@ -219,3 +219,15 @@ def test_autosave_off_saves_on_request_and_at_shutdown(simulator_factory, tmp_pa
         sim.stop()  # a clean shutdown saves the rest
     docs = list(yaml.safe_load_all((folder / "gpt-4o.chat-completions.yaml").read_text()))
     assert len(docs) == 2
+
+
+def test_entra_bearer_passes_through_when_no_azure_key(simulator_factory, tmp_path):
+    with FakeAzure() as upstream:
+        sim = simulator_factory({"SIMULATOR_MODE": "record", "AZURE_OPENAI_ENDPOINT": upstream.url,
+                                 "RECORDING_DIR": str(tmp_path / "rec")})
+        r = httpx.post(f"{sim.url}/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}",
+                       json={"messages": MESSAGES}, headers={"authorization": "Bearer entra-token-123"})
+        # The fake Azure wants its api-key, so it refuses; what matters is what it was sent.
+        assert r.status_code == 401
+        assert upstream.requests[0]["headers"].get("authorization") == "Bearer entra-token-123"
+        assert "api-key" not in {k.lower() for k in upstream.requests[0]["headers"]}

@@ -39,6 +39,8 @@ def check(headers, config: SimulatorConfig) -> http.Response | None:
         token = authorization[7:].strip()
         if _same(token, config.api_key) or any(_same(token, t) for t in config.bearer_tokens):
             return None
+        if config.mode == "record" and not config.azure_openai_key:
+            return None  # an Entra ID token for Azure itself: forwarded, and Azure checks it
         return wire.json_response(401, {"statusCode": 401, "message": INVALID_TOKEN})
     # Azure's gateway text; wrapped in "error" as the direct endpoint's other 401s are.
     return wire.azure_error(401, "401", MISSING_KEY)
