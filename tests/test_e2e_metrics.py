@@ -56,3 +56,42 @@ def test_metrics_move_as_requests_are_served(simulator_factory, tmp_path):
     assert value(after, "aoai_overhead_seconds_count", deployment="chat") == 2
     # The simulator's own share of a request is small next to the simulated waits.
     assert value(after, "aoai_overhead_seconds_sum", deployment="chat") < 0.2
+
+
+def test_otlp_export_when_an_endpoint_is_set(simulator_factory):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[tuple[str, str, bytes]] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            received.append((self.path, self.headers.get("content-type", ""), body))
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sim = None
+    try:
+        sim = simulator_factory({"SIMULATOR_LATENCY": "false",
+                                 "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}",
+                                 "OTEL_METRIC_EXPORT_INTERVAL": "300"})
+        AzureOpenAI(azure_endpoint=sim.url, api_key=sim.key, api_version=API_VERSION).chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "Hello!"}], max_tokens=3)
+        import time
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(b"aoai_requests" in body for _, _, body in received):
+            time.sleep(0.1)
+    finally:
+        if sim is not None:
+            sim.stop()  # before the collector goes, so the last push is not retried
+        server.shutdown()
+    exports = [(path, kind) for path, kind, body in received if b"aoai_requests" in body]
+    assert exports and exports[0] == ("/v1/metrics", "application/x-protobuf")
+    assert any(b"aoai_completion_tokens" in body and b"gpt-4o" in body for _, _, body in received)

@@ -1,7 +1,8 @@
 """Metrics: what happened during a load test, at GET /++/metrics in Prometheus text format.
 
 Counted when a flow ends: requests by deployment, operation, mode and status; tokens; 429s
-by reason. Timed: the whole request, and for streams the time to first token and the gaps
+by reason. With OTEL_EXPORTER_OTLP_ENDPOINT set, the same measurements are also pushed over
+OTLP. Timed: the whole request, and for streams the time to first token and the gaps
 between tokens as they were really sent; and the simulator's own overhead, the part of a
 request's time that was not a simulated wait.
 """
@@ -9,6 +10,7 @@ request's time that was not a simulated wait.
 from __future__ import annotations
 
 import logging
+import os
 
 from mitmproxy import http
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -24,31 +26,81 @@ _TOKEN_GAP_BUCKETS = (.001, .0025, .005, .01, .015, .02, .03, .05, .075, .1, .2,
 _OVERHEAD_BUCKETS = (.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25)
 
 
-class SimulatorMetrics:
-    """The metric families, in a registry of their own (a script reload must not clash)."""
+_REQUEST = ("deployment", "operation", "mode")
 
-    def __init__(self):
+# name: (kind, help, labels, histogram buckets)
+FAMILIES: dict[str, tuple[type, str, tuple[str, ...], tuple[float, ...]]] = {
+    "requests": (Counter, "Requests answered.", _REQUEST + ("status",), ()),
+    "prompt_tokens": (Counter, "Prompt tokens of answered requests.", _REQUEST, ()),
+    "completion_tokens": (Counter, "Completion tokens generated.", _REQUEST, ()),
+    "rate_limited": (Counter, "Requests answered 429, by reason.", ("deployment", "reason"), ()),
+    "request_duration_seconds": (Histogram, "Arrival to last byte.", _REQUEST, _LATENCY_BUCKETS),
+    "time_to_first_token_seconds": (Histogram, "Arrival to first content frame, streams.", _REQUEST,
+                                    _LATENCY_BUCKETS),
+    "inter_token_seconds": (Histogram, "Gaps between content frames as sent, streams.", _REQUEST,
+                            _TOKEN_GAP_BUCKETS),
+    "overhead_seconds": (Histogram, "Time a request spent in the simulator beyond its simulated wait.", _REQUEST,
+                         _OVERHEAD_BUCKETS),
+}
+
+
+class SimulatorMetrics:
+    """The metric families, in a registry of their own (a script reload must not clash), and
+    the same measurements sent over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set."""
+
+    def __init__(self, otlp: bool | None = None):
         self.registry = CollectorRegistry()
-        labels = ("deployment", "operation", "mode")
-        self.requests = Counter("aoai_requests", "Requests answered.", labels + ("status",), registry=self.registry)
-        self.prompt_tokens = Counter("aoai_prompt_tokens", "Prompt tokens of answered requests.", labels,
-                                     registry=self.registry)
-        self.completion_tokens = Counter("aoai_completion_tokens", "Completion tokens generated.", labels,
-                                         registry=self.registry)
-        self.throttled = Counter("aoai_rate_limited", "Requests answered 429, by reason.",
-                                 ("deployment", "reason"), registry=self.registry)
-        self.duration = Histogram("aoai_request_duration_seconds", "Arrival to last byte.", labels,
-                                  buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self.ttft = Histogram("aoai_time_to_first_token_seconds", "Arrival to first content frame, streams.",
-                              labels, buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self.itl = Histogram("aoai_inter_token_seconds", "Gaps between content frames sent, streams.", labels,
-                             buckets=_TOKEN_GAP_BUCKETS, registry=self.registry)
-        self.overhead = Histogram("aoai_overhead_seconds",
-                                  "Time a request spent in the simulator beyond its simulated wait.", labels,
-                                  buckets=_OVERHEAD_BUCKETS, registry=self.registry)
+        self.families = {}
+        for name, (kind, doc, labels, buckets) in FAMILIES.items():
+            extra = {"buckets": buckets} if kind is Histogram else {}
+            self.families[name] = kind(f"aoai_{name}", doc, labels, registry=self.registry, **extra)
+        enabled = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")) if otlp is None else otlp
+        self.otlp = OtlpMirror() if enabled else None
+
+    def inc(self, name: str, labels: tuple, amount: float = 1.0) -> None:
+        self.families[name].labels(*labels).inc(amount)
+        if self.otlp:
+            self.otlp.add(name, labels, amount)
+
+    def observe(self, name: str, labels: tuple, value: float) -> None:
+        self.families[name].labels(*labels).observe(value)
+        if self.otlp:
+            self.otlp.add(name, labels, value)
 
     def text(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class OtlpMirror:
+    """OpenTelemetry instruments mirroring the Prometheus families, pushed over OTLP/HTTP to
+    OTEL_EXPORTER_OTLP_ENDPOINT (the exporter reads the standard OTEL_* variables)."""
+
+    def __init__(self):
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        from opentelemetry.sdk.resources import Resource
+
+        interval = int(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", "10000"))
+        reader = PeriodicExportingMetricReader(OTLPMetricExporter(), export_interval_millis=interval)
+        resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "aoai-simulator")})
+        self.provider = MeterProvider(metric_readers=[reader], resource=resource)
+        meter = self.provider.get_meter("aoai-simulator")
+        self.instruments = {}
+        for name, (kind, doc, labels, _) in FAMILIES.items():
+            make = meter.create_histogram if kind is Histogram else meter.create_counter
+            self.instruments[name] = (make(f"aoai_{name}", description=doc), labels, kind is Histogram)
+
+    def add(self, name: str, labels: tuple, value: float) -> None:
+        instrument, names, histogram = self.instruments[name]
+        attributes = dict(zip(names, labels))
+        if histogram:
+            instrument.record(value, attributes)
+        else:
+            instrument.add(value, attributes)
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()
 
 
 def _labels(flow: http.HTTPFlow, mode: str) -> tuple[str, str, str]:
@@ -81,30 +133,34 @@ class Metrics:
             return
         m, labels = self.metrics, _labels(flow, self.config.mode)
         status = flow.response.status_code
-        m.requests.labels(*labels, str(status)).inc()
+        m.inc("requests", labels + (str(status),))
         context = context_of(flow)
         if status == 429:
             reason = "tokens" if flow.response.headers.get("policy-id", "").endswith("Token") else "requests"
-            m.throttled.labels(labels[0], reason).inc()
+            m.inc("rate_limited", (labels[0], reason))
             return
         if context is not None and status == 200:
-            m.prompt_tokens.labels(*labels).inc(context.values.get("prompt_tokens", 0))
-            m.completion_tokens.labels(*labels).inc(context.values.get("completion_tokens", 0))
+            m.inc("prompt_tokens", labels, context.values.get("prompt_tokens", 0))
+            m.inc("completion_tokens", labels, context.values.get("completion_tokens", 0))
         ended = flow.response.timestamp_end
         if ended and flow.request.timestamp_start:
             took = ended - flow.request.timestamp_start
-            m.duration.labels(*labels).observe(took)
+            m.observe("request_duration_seconds", labels, took)
             if "aoai.stream" not in flow.metadata:
                 waited = context.values.get("latency_s", 0.0) if context else 0.0
-                m.overhead.labels(*labels).observe(max(0.0, took - waited))
+                m.observe("overhead_seconds", labels, max(0.0, took - waited))
 
     def stream_played(self, plan: StreamPlan) -> None:
         if plan.first_frame_s is None or not plan.labels:
             return
         labels = (plan.labels.get("deployment", ""), plan.labels.get("operation", ""), self.config.mode)
         m = self.metrics
-        m.ttft.labels(*labels).observe(plan.first_frame_s)
+        m.observe("time_to_first_token_seconds", labels, plan.first_frame_s)
         # How late the first frame left against its plan: the simulator's own cost for a stream.
-        m.overhead.labels(*labels).observe(max(0.0, plan.first_frame_s - plan.first_frame_due_s))
+        m.observe("overhead_seconds", labels, max(0.0, plan.first_frame_s - plan.first_frame_due_s))
         for gap in plan.gaps:
-            m.itl.labels(*labels).observe(gap)
+            m.observe("inter_token_seconds", labels, gap)
+
+    def done(self) -> None:
+        if self.metrics.otlp:
+            self.metrics.otlp.shutdown()  # pushes what is left
