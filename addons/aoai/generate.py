@@ -20,7 +20,7 @@ import zlib
 
 from mitmproxy import http
 
-from . import chat, completions, embeddings, latency, wire
+from . import chat, completions, docintel, embeddings, latency, wire
 from .config import CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS, RequestContext, SimulatorConfig, context_of
 from .streaming import StreamPlan, StreamServer, carries_tokens, sse_frames
 
@@ -132,7 +132,7 @@ def chat_response(context: RequestContext, content: str) -> http.Response | Stre
     return _answer(context, answer)
 
 
-BUILT_IN = [openai_chat, openai_completions, openai_embeddings, openai_models]
+BUILT_IN = [openai_chat, openai_completions, openai_embeddings, openai_models, docintel.document_intelligence]
 
 
 class Generate:
