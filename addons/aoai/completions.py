@@ -94,10 +94,13 @@ def generate(body: dict, model: Model, prompt_tokens: int, rng: random.Random,
             if limit == 0:
                 choices.append(CompletionChoice(p * n + j, "", [], "length", echo))
                 continue
-            answer = corpus.answer(rng, max(1, int(settings.completion_tokens.draw(rng))), limit)
-            # A completion continues the prompt, so it starts with a space.
-            ids = corpus.enc.encode(" " + answer.text, disallowed_special=())[: len(answer.token_ids)]
+            answer = corpus.answer(rng, max(1, int(settings.completion_tokens.draw(rng))), None)
+            # A completion continues the prompt, so it starts with a space; the space changes how
+            # the text splits into tokens, so the limit is applied after adding it.
+            ids = corpus.enc.encode(" " + answer.text, disallowed_special=())
+            truncated = len(ids) > limit
+            ids = ids[:limit]
             choices.append(CompletionChoice(p * n + j, corpus.enc.decode(ids), ids,
-                                            "length" if answer.truncated else "stop", echo))
+                                            "length" if truncated else "stop", echo))
     return CompletionAnswer(shapes.make_id("cmpl-", rng), int(time.time()), model.version, choices,
                             prompt_tokens, len(prompts), corpus)

@@ -17,7 +17,7 @@ from urllib.parse import unquote
 import orjson
 from mitmproxy import http
 
-from . import catalogue, completions, tokens, validation, wire
+from . import catalogue, completions, embeddings, tokens, validation, wire
 from .config import CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS, Operation, RequestContext, SimulatorConfig
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def route(flow: http.HTTPFlow, config: SimulatorConfig) -> http.Response | None:
 def _context_length_error(operation: Operation, body: dict, model: catalogue.Model, used: int,
                           request: http.Request) -> http.Response | None:
     if operation is EMBEDDINGS:
-        if used > model.context_window * max(1, len(body["input"]) if isinstance(body["input"], list) else 1):
+        if used > model.context_window * len(embeddings.items_of(body["input"])):
             return wire.openai_error(400, f"This model's maximum context length is {model.context_window} tokens, "
                                           f"however you requested {used} tokens. Please reduce your prompt.",
                                      param="input", code="context_length_exceeded", request=request)

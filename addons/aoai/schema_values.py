@@ -4,6 +4,7 @@ nested objects and arrays, $ref to $defs, anyOf/oneOf/allOf, bounds and common f
 
 from __future__ import annotations
 
+import math
 import random
 import uuid
 from collections.abc import Callable
@@ -81,9 +82,11 @@ def _object(schema, rng, words, root, depth):
 
 
 def _array(schema, rng, words, root, depth):
+    # Deep arrays hold at most one item beyond their minimum, so recursive schemas end.
     low = schema.get("minItems", 1 if depth < 3 else 0)
-    high = schema.get("maxItems", max(low, 3))
-    count = rng.randint(low, max(low, min(high, low + 3)))
+    high = schema.get("maxItems", max(low, 3) if depth < 3 else low + 1)
+    low = min(low, high)
+    count = rng.randint(low, min(high, low + 3))
     return [value_for(schema.get("items") or {}, rng, words, root, depth + 1) for _ in range(count)]
 
 
@@ -97,11 +100,15 @@ def _string(schema, rng, words, root, depth):
 
 
 def _number(schema, rng, words, root, depth):
-    low = schema.get("minimum", schema.get("exclusiveMinimum", 0))
-    high = schema.get("maximum", schema.get("exclusiveMaximum", low + 100))
+    low = schema.get("minimum", schema.get("exclusiveMinimum"))
+    high = schema.get("maximum", schema.get("exclusiveMaximum"))
+    if low is None:
+        low = 0 if high is None or high > 0 else high - 100
+    if high is None:
+        high = low + 100
     if schema.get("type") == "integer":
-        lo, hi = int(low) + (1 if "exclusiveMinimum" in schema else 0), int(high) - (
-            1 if "exclusiveMaximum" in schema else 0)
+        lo = math.floor(low) + 1 if "exclusiveMinimum" in schema else math.ceil(low)
+        hi = math.ceil(high) - 1 if "exclusiveMaximum" in schema else math.floor(high)
         return rng.randint(lo, max(lo, hi))
     value = round(rng.uniform(low, high), 2)
     return min(max(value, low), high) if value not in (schema.get("exclusiveMinimum"),

@@ -8,7 +8,9 @@ toward AZURE_OPENAI_ENDPOINT, upstream connections only when a request is forwar
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 import secrets
 import shlex
 from dataclasses import dataclass
@@ -100,7 +102,9 @@ def _float(setting: str, raw: str, *, low: float | None = 0.0, high: float | Non
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{setting.upper()}: expected a number, got {raw!r}") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise ConfigError(f"{setting.upper()}: expected a number, got {raw!r}")
     if low is not None and value < low:
         raise ConfigError(f"{setting.upper()}: must not be below {low:g}, got {raw}")
     if high is not None and value > high:
@@ -114,7 +118,7 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     if mode not in cfg.MODES:
         raise ConfigError(f"SIMULATOR_MODE: unknown mode {options.simulator_mode!r}; use generate, record or replay")
     seed = options.simulator_seed.strip()
-    if seed and not seed.lstrip("-").isdigit():
+    if seed and not re.fullmatch(r"-?[0-9]+", seed):
         raise ConfigError(f"SIMULATOR_SEED: expected a whole number, got {seed!r}")
     level = options.log_level.strip().upper()
     if level not in ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"):

@@ -1,0 +1,60 @@
+import base64
+import math
+import struct
+
+import pytest
+from aoai import embeddings
+
+
+def body(items, dims=8, fmt="float", model="text-embedding-3-small"):
+    return embeddings.response_body(items, model, model + "-v", dims, fmt, 7)
+
+
+@pytest.mark.parametrize("dims", [1, 3, 256, 1536])
+def test_vectors_have_unit_length(dims):
+    vec = body(["Hello"], dims)["data"][0]["embedding"]
+    assert len(vec) == dims
+    assert math.isclose(math.fsum(v * v for v in vec), 1.0, rel_tol=1e-5)
+
+
+def test_same_input_same_vector_and_different_input_different_vector():
+    a = body(["Hello", "Hello", "Bye"])["data"]
+    assert a[0]["embedding"] == a[1]["embedding"] == body(["Hello"])["data"][0]["embedding"]
+    assert a[0]["embedding"] != a[2]["embedding"]
+    # The model and the size are part of the key.
+    assert body(["Hello"], model="text-embedding-3-large")["data"][0]["embedding"] != a[0]["embedding"]
+
+
+def test_token_inputs_are_vectors_of_their_own():
+    a = body([[1, 2, 3]])["data"][0]["embedding"]
+    b = body([[1, 2, 4]])["data"][0]["embedding"]
+    assert a != b and len(a) == 8
+
+
+def test_base64_decodes_to_the_float_list_as_float32():
+    floats = body(["Hello", "Bye"], dims=16)["data"]
+    packed = body(["Hello", "Bye"], dims=16, fmt="base64")["data"]
+    for f, p in zip(floats, packed):
+        raw = base64.b64decode(p["embedding"])
+        assert len(raw) == 16 * 4
+        decoded = list(struct.unpack("<16f", raw))
+        assert decoded == f["embedding"]
+
+
+def test_response_shape():
+    out = body(["a", "b", "c"])
+    assert out["object"] == "list"
+    assert out["model"] == "text-embedding-3-small-v"
+    assert [d["index"] for d in out["data"]] == [0, 1, 2]
+    assert all(d["object"] == "embedding" for d in out["data"])
+    assert out["usage"] == {"prompt_tokens": 7, "total_tokens": 7}
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("a", ["a"]),
+    ([1, 2], [[1, 2]]),
+    (["a", "b"], ["a", "b"]),
+    ([[1], [2]], [[1], [2]]),
+])
+def test_items_of(value, expected):
+    assert embeddings.items_of(value) == expected

@@ -1,0 +1,96 @@
+"""Helpers shared by the unit tests: flows made with mitmproxy's test kit, and a clean
+environment for the settings.
+
+(Not a conftest.py: tests/conftest.py is imported as `conftest` by other test modules.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from typing import Any
+
+from aoai import settings
+from aoai.config import SimulatorConfig
+from mitmproxy import http
+from mitmproxy.test import tflow
+
+API_KEY = "unit-test-key-0123456789"
+VERSION = "2024-10-21"
+
+
+def chat_path(deployment: str = "gpt-4o", version: str | None = VERSION) -> str:
+    query = f"?api-version={version}" if version is not None else ""
+    return f"/openai/deployments/{deployment}/chat/completions{query}"
+
+
+def make_flow(method: str = "POST", path: str = "/", body: Any = None, headers: dict[str, str] | None = None,
+              *, key: str | None = API_KEY, raw: bytes | None = None) -> http.HTTPFlow:
+    """A flow as it reaches the addons: `body` is sent as JSON, `raw` as it is."""
+    f = tflow.tflow()
+    f.request.method = method
+    f.request.path = path
+    f.request.headers.clear()
+    if key is not None:
+        f.request.headers["api-key"] = key
+    for name, value in (headers or {}).items():
+        f.request.headers[name] = value
+    if raw is not None:
+        f.request.content = raw
+    elif body is not None:
+        f.request.headers["content-type"] = "application/json"
+        f.request.content = json.dumps(body).encode()
+    else:
+        f.request.content = b""
+    return f
+
+
+def json_of(response: http.Response) -> Any:
+    assert response is not None, "no response was set"
+    return json.loads(response.content)
+
+
+def make_config(**changes: Any) -> SimulatorConfig:
+    """A generate-mode configuration with the test key and no latency."""
+    config = SimulatorConfig(api_key=API_KEY, latency_enabled=False)
+    for name, value in changes.items():
+        setattr(config, name, value)
+    return config
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def rng(seed: int = 1) -> random.Random:
+    return random.Random(seed)
+
+
+def clear_settings_env(monkeypatch) -> None:
+    """No simulator setting comes from the caller's environment (restored after the test)."""
+    for s in settings.SETTINGS:
+        monkeypatch.delenv(s.env, raising=False)
+
+
+def proxy_options():
+    """mitmproxy options with the listener already chosen, so Settings leaves it alone and no
+    test ever binds a port."""
+    from mitmproxy.options import Options
+
+    return Options(mode=["reverse:http://upstream.invalid"], listen_port=1)
+
+
+def settings_context(config: SimulatorConfig, *addons):
+    """A taddons context with the proxy server's options, the Settings addon for `config`, and
+    `addons`; returns (context, settings)."""
+    from mitmproxy.addons import proxyserver
+    from mitmproxy.test import taddons
+
+    s = settings.Settings(config)
+    return taddons.context(proxyserver.Proxyserver(), s, *addons, options=proxy_options()), s
+
+
+def start(settings_addon) -> None:
+    """Run the Settings addon's `running` hook: from now on bad values raise."""
+    asyncio.run(settings_addon.running())
