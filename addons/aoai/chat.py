@@ -200,5 +200,9 @@ def _text_choice(index: int, body: dict, corpus: text.Corpus, rng: random.Random
         return Choice(index, content, ids, tokens=len(ids))
     natural = max(1, int(settings.completion_tokens.draw(rng)))
     answer = corpus.answer(rng, natural, limit)
+    cut = text.cut_at_stop(answer.text, body.get("stop"))
+    if cut is not None:
+        ids = corpus.enc.encode(cut, disallowed_special=())
+        return Choice(index, cut, ids, tokens=len(ids))
     return Choice(index, answer.text, answer.token_ids,
                   finish_reason="length" if answer.truncated else "stop", tokens=answer.tokens)

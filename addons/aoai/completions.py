@@ -100,7 +100,10 @@ def generate(body: dict, model: Model, prompt_tokens: int, rng: random.Random,
             ids = corpus.enc.encode(" " + answer.text, disallowed_special=())
             truncated = len(ids) > limit
             ids = ids[:limit]
-            choices.append(CompletionChoice(p * n + j, corpus.enc.decode(ids), ids,
-                                            "length" if truncated else "stop", echo))
+            content = corpus.enc.decode(ids)
+            cut = text.cut_at_stop(content, body.get("stop"))
+            if cut is not None:
+                content, ids, truncated = cut, corpus.enc.encode(cut, disallowed_special=()), False
+            choices.append(CompletionChoice(p * n + j, content, ids, "length" if truncated else "stop", echo))
     return CompletionAnswer(shapes.make_id("cmpl-", rng), int(time.time()), model.version, choices,
                             prompt_tokens, len(prompts), corpus)

@@ -8,6 +8,8 @@ import math
 import sys
 from array import array
 
+from . import catalogue, tokens
+
 
 def vector(key: bytes, dims: int) -> array:
     """A float32 unit vector derived from `key` alone."""
@@ -17,9 +19,19 @@ def vector(key: bytes, dims: int) -> array:
     return array("f", [v / norm for v in raw])
 
 
-def _key(model: str, dims: int, item) -> bytes:
-    text = item if isinstance(item, str) else ",".join(map(str, item))
-    return f"{model}|{dims}|{text}".encode()
+def _key(model: str, dims: int, item: str | list[int]) -> bytes:
+    text = item.encode() if isinstance(item, str) else _text_of(model, item)
+    return f"{model}|{dims}|".encode() + text
+
+
+def _text_of(model: str, token_ids: list[int]) -> bytes:
+    """The text a token array encodes: it embeds like that text, as on Azure (LangChain sends
+    token arrays, other clients the strings; both must find the same vectors)."""
+    found = catalogue.find_model(model)
+    try:
+        return tokens.encoding(found.encoding if found else "cl100k_base").decode_bytes(token_ids)
+    except (KeyError, OverflowError):  # ids outside the vocabulary encode no text
+        return ",".join(map(str, token_ids)).encode()
 
 
 def items_of(value) -> list:

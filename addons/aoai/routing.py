@@ -131,9 +131,14 @@ def route(flow: http.HTTPFlow, config: SimulatorConfig) -> http.Response | None:
 def _context_length_error(operation: Operation, body: dict, model: catalogue.Model, used: int,
                           request: http.Request) -> http.Response | None:
     if operation is EMBEDDINGS:
-        if used > model.context_window * len(embeddings.items_of(body["input"])):
+        if used <= model.context_window:
+            return None
+        # The window limits each input, not their sum: one input too long fails the request.
+        enc = tokens.encoding(model.encoding)
+        longest = max(tokens.count_embedding_input([item], enc) for item in embeddings.items_of(body["input"]))
+        if longest > model.context_window:
             return wire.openai_error(400, f"This model's maximum context length is {model.context_window} tokens, "
-                                          f"however you requested {used} tokens. Please reduce your prompt.",
+                                          f"however you requested {longest} tokens. Please reduce your prompt.",
                                      param="input", code="context_length_exceeded", request=request)
         return None
     limit = body.get("max_completion_tokens", body.get("max_tokens")) or 0

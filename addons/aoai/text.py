@@ -71,6 +71,14 @@ class Corpus:
         return [self.enc.decode_single_token_bytes(t).decode("utf-8", "replace") for t in token_ids]
 
 
+def cut_at_stop(content: str, stop: str | list[str] | None) -> str | None:
+    """`content` up to the first of the request's stop sequences in it (a model stops before
+    writing one, and it is not returned), or None when none occurs."""
+    sequences = [stop] if isinstance(stop, str) else stop or []
+    found = [i for i in (content.find(s) for s in sequences if s) if i >= 0]
+    return content[:min(found)] if found else None
+
+
 @functools.cache
 def corpus(encoding_name: str) -> Corpus:
     return Corpus(encoding_name)

@@ -1,0 +1,121 @@
+"""Helpers shared by the end-to-end tests: clients pointed at a running simulator, the
+model encodings, schemas, and checks of Azure's error bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from aoai import tokens
+from conftest import API_VERSION
+from openai import AsyncAzureOpenAI, AzureOpenAI, OpenAI
+
+HELLO = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "Hello!"}]
+HELLO_PROMPT_TOKENS = 19
+
+
+def azure(sim, **kwargs) -> AzureOpenAI:
+    return AzureOpenAI(azure_endpoint=sim.url, api_key=sim.key, api_version=API_VERSION, max_retries=0, **kwargs)
+
+
+def async_azure(sim) -> AsyncAzureOpenAI:
+    return AsyncAzureOpenAI(azure_endpoint=sim.url, api_key=sim.key, api_version=API_VERSION, max_retries=0)
+
+
+def v1(sim) -> OpenAI:
+    return OpenAI(base_url=sim.url + "/openai/v1/", api_key=sim.key, max_retries=0)
+
+
+def count(text: str, encoding: str = "o200k_base") -> int:
+    """Tokens of `text` as tiktoken counts them (the offline copy of the encodings)."""
+    return len(tokens.encoding(encoding).encode(text, disallowed_special=()))
+
+
+def encode(text: str, encoding: str = "o200k_base") -> list[int]:
+    return tokens.encoding(encoding).encode(text, disallowed_special=())
+
+
+def deployment_url(sim, deployment: str, operation: str = "chat/completions", version: str | None = API_VERSION) -> str:
+    query = f"?api-version={version}" if version is not None else ""
+    return f"{sim.url}/openai/deployments/{deployment}/{operation}{query}"
+
+
+def post(sim, deployment: str, body: Any = None, operation: str = "chat/completions", *,
+         content: bytes | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
+    sent = {"api-key": sim.key, "content-type": "application/json", **(headers or {})}
+    if content is None:
+        return httpx.post(deployment_url(sim, deployment, operation), json=body, headers=sent, timeout=30)
+    return httpx.post(deployment_url(sim, deployment, operation), content=content, headers=sent, timeout=30)
+
+
+def assert_azure_error(response: httpx.Response, status: int, code: str | None = None,
+                       message_start: str | None = None) -> dict:
+    """The response is Azure's JSON error with this status (and code, and message opening)."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert isinstance(error["message"], str) and error["message"]
+    if code is not None:
+        assert error["code"] == code, error
+    if message_start is not None:
+        assert error["message"].startswith(message_start), error["message"]
+    return error
+
+
+def assert_still_serving(sim) -> None:
+    """A good request right after a bad one is answered: the proxy is not wedged."""
+    r = post(sim, "gpt-4o", {"messages": [{"role": "user", "content": "Still there?"}], "max_tokens": 3})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] == 3
+
+
+# A function schema with a nested object, an enum, an array, integer bounds and required fields.
+BOOKING_PARAMETERS = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "enum": ["Paris", "Rome", "Lisbon"]},
+        "guests": {"type": "integer", "minimum": 1, "maximum": 4},
+        "nights": {"type": "integer", "exclusiveMinimum": 0, "maximum": 14},
+        "dates": {"type": "array", "items": {"type": "string", "format": "date"}, "minItems": 1, "maxItems": 3},
+        "contact": {
+            "type": "object",
+            "properties": {"name": {"type": "string", "minLength": 2},
+                           "email": {"type": "string", "format": "email"},
+                           "phone": {"type": "string"}},
+            "required": ["name", "email"],
+            "additionalProperties": False,
+        },
+        "breakfast": {"type": "boolean"},
+    },
+    "required": ["city", "guests", "dates", "contact"],
+    "additionalProperties": False,
+}
+BOOKING_TOOL = {"type": "function", "function": {"name": "book_hotel", "description": "Book a hotel room.",
+                                                 "parameters": BOOKING_PARAMETERS}}
+WEATHER_PARAMETERS = {"type": "object", "properties": {"location": {"type": "string"},
+                                                      "unit": {"type": "string", "enum": ["c", "f"]}},
+                      "required": ["location", "unit"], "additionalProperties": False}
+WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER_PARAMETERS}}
+
+# A strict structured-output schema with $defs, $ref and anyOf.
+ORDER_SCHEMA = {
+    "type": "object",
+    "$defs": {
+        "item": {"type": "object",
+                 "properties": {"sku": {"type": "string"}, "quantity": {"type": "integer", "minimum": 1, "maximum": 9},
+                                "size": {"type": "string", "enum": ["S", "M", "L"]}},
+                 "required": ["sku", "quantity", "size"], "additionalProperties": False},
+        "pickup": {"type": "object", "properties": {"store": {"type": "string"}},
+                   "required": ["store"], "additionalProperties": False},
+        "delivery": {"type": "object",
+                     "properties": {"street": {"type": "string"}, "zip": {"type": "string"}},
+                     "required": ["street", "zip"], "additionalProperties": False},
+    },
+    "properties": {
+        "items": {"type": "array", "items": {"$ref": "#/$defs/item"}},
+        "fulfilment": {"anyOf": [{"$ref": "#/$defs/pickup"}, {"$ref": "#/$defs/delivery"}]},
+        "note": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+    },
+    "required": ["items", "fulfilment", "note"],
+    "additionalProperties": False,
+}
