@@ -33,3 +33,18 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# The load-test driver against a running simulator (`make run`, or a deployed one); the report
+# lands in bench-results/. More driver flags: LOADTEST_ARGS="--duration 60 --concurrency 16".
+LOADTEST_URL ?= http://localhost:8000
+LOADTEST_KEY ?=
+LOADTEST_ARGS ?=
+
+.PHONY: loadtest deploy-aca
+
+loadtest: install
+	$(BIN)/python loadtest/driver.py --url "$(LOADTEST_URL)" --key "$(LOADTEST_KEY)" $(LOADTEST_ARGS)
+
+# Azure Container Apps with the settings from .env (needs the az CLI, logged in).
+deploy-aca:
+	bash deploy/aca/deploy.sh
