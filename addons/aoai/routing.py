@@ -9,10 +9,11 @@ them, and the last stage answers 404 if nobody does.
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import re
 from dataclasses import dataclass
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 import orjson
 from mitmproxy import http
@@ -51,17 +52,34 @@ def match(path: str) -> Route | None:
     return None
 
 
+def query_value(path: str, name: str) -> str | None:
+    """The first value of a query parameter, as `request.query.get(name)` gives it, without
+    building the full URL and mitmproxy's query view for it (every request asks)."""
+    query = path.partition("?")[2].partition("#")[0]
+    if not query:
+        return None
+    for key, value in parse_qsl(query, keep_blank_values=True, errors="surrogateescape"):
+        if key == name:
+            return value
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _version_day(version: str) -> datetime.date | None:
+    m = _VERSION.match(version)
+    if not m:
+        return None
+    try:
+        return datetime.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    except ValueError:
+        return None
+
+
 def version_supported(version: str, v1: bool) -> bool:
     if v1 and version in _V1_VERSIONS:
         return True
-    m = _VERSION.match(version)
-    if not m:
-        return False
-    try:
-        day = datetime.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
-    except ValueError:
-        return False
-    return _FIRST_VERSION <= day <= datetime.date.today() + datetime.timedelta(days=31)
+    day = _version_day(version)
+    return day is not None and _FIRST_VERSION <= day <= datetime.date.today() + datetime.timedelta(days=31)
 
 
 def prompt_tokens(operation: Operation, body: dict, enc) -> int:
@@ -82,7 +100,7 @@ def route(flow: http.HTTPFlow, config: SimulatorConfig) -> http.Response | None:
     if request.method != "POST":
         return wire.azure_error(405, "405", f"Method {request.method} is not allowed on {path}; use POST.", request,
                                 headers={"allow": "POST"})
-    version = request.query.get("api-version")
+    version = query_value(request.path, "api-version")
     if version is None and not found.v1:
         return wire.not_found(request)
     if version is not None and not version_supported(version, found.v1):

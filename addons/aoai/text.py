@@ -52,7 +52,8 @@ class Corpus:
         ids = list(self.first_ids[i])
         parts = [self.first_text[i]]
         target = max(1, natural_tokens)
-        while len(ids) < target:
+        # Past the limit the answer is cut there anyway: stop adding sentences.
+        while len(ids) < target and (limit is None or len(ids) <= limit):
             i = (i + 1) % n
             ids.extend(self.next_ids[i])
             parts.append(self.next_text[i])

@@ -1,0 +1,528 @@
+"""Throughput of the simulator compared with a bare mitmdump: `make bench`.
+
+What it measures, in one run:
+
+1. a bare mitmdump (scripts/bench_bare_addon.py: every request answered with one fixed
+   chat-completion-like JSON body, nothing else) in reverse mode on a free loopback port;
+2. the simulator (`mitmdump -s addons/simulator.py`, SIMULATOR_LATENCY=false) generating
+   chat completions for {"messages":[{"role":"user","content":"Hello!"}],"max_tokens":10};
+3. with --embeddings, both again with an embeddings request (text-embedding-3-small,
+   input "Hello world", encoding_format base64).
+
+Each is loaded with POST /openai/deployments/<name>/<operation>?api-version=2024-10-21 over
+--connections keep-alive connections for --duration seconds (after a short warm-up) from one
+load-generator thread: wrk when it is installed, else a Python asyncio generator on raw
+sockets. For each run it prints requests/s, mean latency, errors (responses that are not 200,
+and socket errors), and from /proc the server's CPU time per request and how busy the server,
+the load generator and everything else on the machine were: a run limited by the load
+generator, or disturbed by other processes, says so. Then the ratio simulator/bare, in
+requests/s and in CPU per request (the latter barely moves when other processes compete).
+--rounds N alternates the two servers N times and takes medians, for a noisy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+# The mitmdump of the interpreter running this script (the venv's), else the one on PATH.
+MITMDUMP = Path(sys.executable).with_name("mitmdump")
+if not MITMDUMP.exists():
+    MITMDUMP = Path(shutil.which("mitmdump") or MITMDUMP)
+BARE_ADDON = ROOT / "scripts" / "bench_bare_addon.py"
+SIMULATOR = ROOT / "addons" / "simulator.py"
+API_KEY = "bench-key-0123456789"
+API_VERSION = "2024-10-21"
+TARGET_RATIO = 0.85
+# A load generator using more of a core than this may be what limits the figures.
+LOADER_SATURATED = 0.85
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    path: str
+    body: bytes
+
+
+CHAT = Workload("chat", f"/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}",
+                json.dumps({"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 10},
+                           separators=(",", ":")).encode())
+EMBEDDINGS = Workload("embeddings",
+                      f"/openai/deployments/text-embedding-3-small/embeddings?api-version={API_VERSION}",
+                      json.dumps({"input": "Hello world", "encoding_format": "base64"},
+                                 separators=(",", ":")).encode())
+
+
+@dataclass
+class Result:
+    label: str
+    requests: int  # responses received in the measured window, whatever their status
+    seconds: float
+    latency_ms: float  # mean, over all responses
+    non_200: int
+    socket_errors: int
+    cpu: CpuUse
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def errors(self) -> int:
+        return self.non_200 + self.socket_errors
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return self.cpu.server / self.requests * 1000 if self.requests else math.nan
+
+    def share(self, seconds: float) -> float:
+        """CPU seconds as a share of one core over the measured window."""
+        return seconds / self.seconds if self.seconds else math.nan
+
+
+# --- CPU accounting (Linux /proc; NaN elsewhere) --------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def system_busy_seconds() -> float:
+    """CPU time all processes together have used so far (every core), from /proc/stat."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except OSError:
+        return math.nan
+    idle = values[3] + values[4]  # idle and iowait
+    return (sum(values) - idle) / CLOCK_TICKS
+
+
+@dataclass
+class CpuUse:
+    """CPU seconds used during the measured window."""
+    server: float  # the mitmdump process
+    loader: float  # the load generator
+    system: float  # everything on the machine
+
+    @property
+    def other(self) -> float:
+        # Clock-tick rounding can make it a hair negative on an idle machine.
+        return max(0.0, self.system - self.server - self.loader)
+
+
+class CpuMeter:
+    """Measures the server's and the whole machine's CPU use between start() and stop()."""
+
+    def __init__(self, server_pid: int):
+        self.pid = server_pid
+        self.server = self.system = 0.0
+
+    def start(self) -> None:
+        self.server = process_cpu_seconds(self.pid)
+        self.system = system_busy_seconds()
+
+    def stop(self, loader: float) -> CpuUse:
+        return CpuUse(process_cpu_seconds(self.pid) - self.server, loader, system_busy_seconds() - self.system)
+
+
+# --- the servers -------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    port: int
+    log_path: Path
+
+
+def _clean_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SIMULATOR_", "AZURE_OPENAI", "LATENCY_", "RECORDING_", "OPENAI_"))}
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def mitmdump(label: str, args: list[str], env: dict[str, str], workdir: Path,
+             check: Workload) -> Iterator[Server]:
+    """Run mitmdump on a free loopback port until the block ends; ready once `check` gets 200."""
+    port = free_port()
+    log_path = workdir / f"{label}-{port}.log"
+    command = [str(MITMDUMP), *args, "--listen-host", "127.0.0.1", "-p", str(port)]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=workdir, env=_clean_env(env), stdout=log,
+                                   stderr=subprocess.STDOUT)
+    server = Server(process, port, log_path)
+    try:
+        _wait_ready(server, label, check)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_ready(server: Server, label: str, check: Workload) -> None:
+    url = f"http://127.0.0.1:{server.port}{check.path}"
+    headers = {"api-key": API_KEY, "content-type": "application/json"}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise SystemExit(f"{label}: mitmdump exited with {server.process.returncode}:\n"
+                             f"{server.log_path.read_text(errors='replace')}")
+        try:
+            response = httpx.post(url, content=check.body, headers=headers, timeout=5)
+        except httpx.HTTPError:
+            time.sleep(0.1)
+            continue
+        if response.status_code != 200:
+            raise SystemExit(f"{label}: {check.name} request answered {response.status_code}: "
+                             f"{response.text[:500]}")
+        return
+    raise SystemExit(f"{label}: mitmdump did not answer within 60 s:\n{server.log_path.read_text(errors='replace')}")
+
+
+# --- load with wrk -----------------------------------------------------------------------
+
+def _lua_string(data: bytes) -> str:
+    text = data.decode()
+    level = 0
+    while f"]{'=' * level}]" in text:
+        level += 1
+    return f"[{'=' * level}[{text}]{'=' * level}]"
+
+
+WRK_SCRIPT = """\
+wrk.method = "POST"
+wrk.body = {body}
+wrk.headers["content-type"] = "application/json"
+wrk.headers["api-key"] = {key}
+
+local threads = {{}}
+function setup(thread) table.insert(threads, thread) end
+function init(args) non200 = 0 end
+function response(status, headers, body)
+  if status ~= 200 then non200 = non200 + 1 end
+end
+function done(summary, latency, requests)
+  local bad = 0
+  for _, thread in ipairs(threads) do bad = bad + thread:get("non200") end
+  local e = summary.errors
+  io.write(string.format("BENCH %d %d %.3f %d %d\\n", summary.requests, summary.duration, latency.mean,
+                         bad, e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def wrk_version(wrk: str) -> str:
+    out = subprocess.run([wrk, "--version"], check=False, capture_output=True, text=True).stdout
+    return out.split("[")[0].strip() or "wrk"
+
+
+def run_wrk(wrk: str, label: str, server: Server, workload: Workload, connections: int, seconds: float,
+            warmup: float, workdir: Path) -> Result:
+    script = workdir / f"{workload.name}.lua"
+    script.write_text(WRK_SCRIPT.format(body=_lua_string(workload.body), key=_lua_string(API_KEY.encode())))
+    url = f"http://127.0.0.1:{server.port}{workload.path}"
+
+    def wrk_run(duration: float) -> str:
+        command = [wrk, "-t", "1", "-c", str(connections), "-d", f"{max(1, round(duration))}s",
+                   "--timeout", "10s", "-s", str(script), url]
+        done = subprocess.run(command, check=False, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{label}: wrk failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+        return done.stdout
+
+    if warmup > 0:
+        wrk_run(warmup)
+    meter = CpuMeter(server.process.pid)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    meter.start()
+    out = wrk_run(seconds)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = meter.stop((after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime))
+    line = next((x for x in out.splitlines() if x.startswith("BENCH ")), None)
+    if line is None:
+        raise SystemExit(f"{label}: no summary from wrk:\n{out}")
+    requests, duration_us, latency_us, non_200, socket_errors = line.split()[1:]
+    wall = int(duration_us) / 1e6
+    return Result(label, int(requests), wall, float(latency_us) / 1000, int(non_200), int(socket_errors), cpu)
+
+
+# --- load from Python (when wrk is missing) ----------------------------------------------
+
+@dataclass
+class Tally:
+    requests: int = 0
+    latency_total: float = 0.0
+    non_200: int = 0
+    socket_errors: int = 0
+
+
+def _request_bytes(workload: Workload, port: int) -> bytes:
+    head = (f"POST {workload.path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\napi-key: {API_KEY}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(workload.body)}\r\n\r\n")
+    return head.encode() + workload.body
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """Read one HTTP/1.1 response; its status and whether the server keeps the connection."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ", 2)[1])
+    length, chunked, keep = 0, False, True
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+        elif name == b"connection":
+            keep = b"close" not in value.lower()
+    if chunked:
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    elif length:
+        await reader.readexactly(length)
+    return status, keep
+
+
+async def _connection(port: int, request: bytes, stop_at: float, tally: Tally) -> None:
+    loop = asyncio.get_running_loop()
+    writer: asyncio.StreamWriter | None = None
+    while loop.time() < stop_at:
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+            started = loop.time()
+            writer.write(request)
+            status, keep = await _read_response(reader)
+            tally.requests += 1
+            tally.latency_total += loop.time() - started
+            if status != 200:
+                tally.non_200 += 1
+            if not keep:
+                writer.close()
+                writer = None
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError):
+            tally.socket_errors += 1
+            if writer is not None:
+                writer.close()
+                writer = None
+            await asyncio.sleep(0.01)
+    if writer is not None:
+        writer.close()
+
+
+async def _python_load(port: int, workload: Workload, connections: int, seconds: float) -> tuple[Tally, float]:
+    loop = asyncio.get_running_loop()
+    request = _request_bytes(workload, port)
+    tally = Tally()
+    started = loop.time()
+    stop_at = started + seconds
+    await asyncio.gather(*(_connection(port, request, stop_at, tally) for _ in range(connections)))
+    return tally, loop.time() - started
+
+
+def run_python(label: str, server: Server, workload: Workload, connections: int, seconds: float,
+               warmup: float) -> Result:
+    if warmup > 0:
+        asyncio.run(_python_load(server.port, workload, connections, warmup))
+    meter = CpuMeter(server.process.pid)
+    meter.start()
+    own = time.process_time()
+    tally, wall = asyncio.run(_python_load(server.port, workload, connections, seconds))
+    cpu = meter.stop(time.process_time() - own)
+    latency_ms = tally.latency_total / tally.requests * 1000 if tally.requests else 0.0
+    return Result(label, tally.requests, wall, latency_ms, tally.non_200, tally.socket_errors, cpu)
+
+
+# --- the report --------------------------------------------------------------------------
+
+def machine_line() -> str:
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        from mitmproxy.version import VERSION as mitmproxy_version
+    except ImportError:
+        mitmproxy_version = "unknown"
+    return (f"Machine: {os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
+            f"mitmproxy {mitmproxy_version}, {platform.system()} {platform.release()}")
+
+
+# Other processes using more of the machine than this (cores) make the figures unreliable.
+OTHERS_BUSY = 0.25
+
+
+def _share(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.0%}"
+
+
+HEADER = (f"{'run':<30} {'req/s':>8} {'mean latency':>13} {'errors':>7} {'CPU/request':>12} "
+          f"{'server CPU':>11} {'loader CPU':>11} {'other CPU':>10}")
+
+
+def result_line(r: Result) -> str:
+    errors = str(r.errors)
+    if r.errors:
+        errors += f" ({r.non_200} non-200, {r.socket_errors} socket)"
+    per_request = "n/a" if math.isnan(r.cpu_ms_per_request) else f"{r.cpu_ms_per_request:.3f} ms"
+    return (f"{r.label:<30} {r.rps:>8.1f} {r.latency_ms:>10.2f} ms {errors:>7} {per_request:>12} "
+            f"{_share(r.share(r.cpu.server)):>11} {_share(r.share(r.cpu.loader)):>11} "
+            f"{_share(r.share(r.cpu.other)):>10}")
+
+
+def ratio_line(name: str, simulator: list[Result], bare: list[Result]) -> str:
+    """simulator/bare in req/s and in server CPU per request (medians when there are rounds)."""
+    sim_rps, bare_rps = statistics.median(r.rps for r in simulator), statistics.median(r.rps for r in bare)
+    ratio = sim_rps / bare_rps if bare_rps else 0.0
+    verdict = "met" if ratio >= TARGET_RATIO else "NOT met"
+    of = f", medians of {len(simulator)} rounds" if len(simulator) > 1 else ""
+    line = (f"ratio simulator/bare ({name}{of}): {ratio:.3f} in req/s ({sim_rps:.0f} / {bare_rps:.0f}; "
+            f"target >= {TARGET_RATIO}: {verdict})")
+    sim_cpu = statistics.median(r.cpu_ms_per_request for r in simulator)
+    bare_cpu = statistics.median(r.cpu_ms_per_request for r in bare)
+    if not math.isnan(sim_cpu + bare_cpu):
+        line += f"; {bare_cpu / sim_cpu:.3f} in server CPU per request ({sim_cpu:.3f} / {bare_cpu:.3f} ms)"
+    return line
+
+
+def notes(results: list[Result]) -> list[str]:
+    out = []
+    busy = [r.label for r in results if r.share(r.cpu.loader) >= LOADER_SATURATED]
+    if busy:
+        out.append(f"note: the load generator used >= {LOADER_SATURATED:.0%} of a core in: {', '.join(busy)}; "
+                   "those figures may be limited by it rather than by mitmdump")
+    disturbed = [r.label for r in results if r.share(r.cpu.other) >= OTHERS_BUSY]
+    if disturbed:
+        out.append(f"note: other processes used >= {OTHERS_BUSY:.0%} of a core during: {', '.join(disturbed)}; "
+                   "req/s is disturbed there (CPU per request much less so)")
+    if any(r.errors for r in results):
+        out.append("note: some requests failed; see the errors column")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--connections", type=int, default=50, help="keep-alive connections (default 50)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per run (default 10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load first (default 2)")
+    parser.add_argument("--embeddings", action="store_true", help="also measure embeddings (base64)")
+    parser.add_argument("--loader", choices=("auto", "wrk", "python"), default="auto",
+                        help="load generator: wrk if installed (auto), or force one")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure each server this many times, alternating; ratios of the medians (default 1)")
+    parser.add_argument("--simulator-script", type=Path, default=SIMULATOR, metavar="PATH",
+                        help="the addon script to run as the simulator (default addons/simulator.py)")
+    parser.add_argument("--simulator-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for the simulator, to compare settings (repeatable)")
+    args = parser.parse_args()
+    if args.connections < 1 or args.rounds < 1 or args.duration <= 0 or args.warmup < 0:
+        parser.error("--connections and --rounds must be at least 1, --duration above 0, --warmup not negative")
+    if any("=" not in item for item in args.simulator_env):
+        parser.error("--simulator-env takes NAME=VALUE")
+    extra_env = dict(item.split("=", 1) for item in args.simulator_env)
+
+    wrk = shutil.which("wrk") if args.loader != "python" else None
+    if args.loader == "wrk" and wrk is None:
+        raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
+    if args.loader == "auto" and wrk is None:
+        print("wrk not found: falling back to the Python asyncio load generator "
+              "(it shares the CPU with mitmdump; install wrk for steadier figures)")
+    if wrk is not None and args.duration < 1:
+        parser.error("wrk measures whole seconds: --duration must be at least 1")
+    loader = wrk_version(wrk) if wrk else "Python asyncio (raw sockets)"
+
+    print(machine_line())
+    print(f"Load: {loader}, 1 thread, {args.connections} keep-alive connections, {args.duration:g} s each "
+          f"after {args.warmup:g} s warm-up; errors = non-200 responses + socket errors")
+    if args.simulator_script.resolve() != SIMULATOR:
+        print(f"Simulator script: {args.simulator_script}")
+    if extra_env:
+        print("Simulator environment added: " + " ".join(f"{k}={v}" for k, v in extra_env.items()))
+    workloads = [CHAT, EMBEDDINGS] if args.embeddings else [CHAT]
+
+    def measure(label: str, server: Server, workload: Workload, workdir: Path) -> Result:
+        if wrk:
+            return run_wrk(wrk, label, server, workload, args.connections, args.duration, args.warmup, workdir)
+        return run_python(label, server, workload, args.connections, args.duration, args.warmup)
+
+    results: dict[tuple[str, str], list[Result]] = {}
+    with tempfile.TemporaryDirectory(prefix="aoai-bench-") as tmp, ExitStack() as stack:
+        workdir = Path(tmp)
+        bare_args = ["-s", str(BARE_ADDON), "--mode", "reverse:http://127.0.0.1:9",
+                     "--set", "connection_strategy=lazy"]
+        env = {"SIMULATOR_API_KEY": API_KEY, "SIMULATOR_LATENCY": "false",
+               "RECORDING_DIR": str(workdir / "recordings"), **extra_env}
+        # Both run throughout (an idle mitmdump costs nothing); the runs alternate between them.
+        simulator_args = ["-s", str(args.simulator_script.resolve())]
+        servers = {"bare": stack.enter_context(mitmdump("bare", bare_args, {}, workdir, CHAT)),
+                   "simulator": stack.enter_context(mitmdump("simulator", simulator_args, env, workdir, CHAT))}
+        print()
+        print(HEADER)
+        for round_ in range(args.rounds):
+            kinds = ["bare", "simulator"] if round_ % 2 == 0 else ["simulator", "bare"]
+            for w in workloads:
+                for kind in kinds:
+                    label = f"{'bare mitmdump' if kind == 'bare' else 'simulator'} ({w.name})"
+                    if args.rounds > 1:
+                        label += f" #{round_ + 1}"
+                    r = measure(label, servers[kind], w, workdir)
+                    results.setdefault((kind, w.name), []).append(r)
+                    print(result_line(r), flush=True)
+
+    print()
+    for w in workloads:
+        print(ratio_line(w.name, results["simulator", w.name], results["bare", w.name]))
+    for line in notes([r for runs in results.values() for r in runs]):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
