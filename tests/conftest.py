@@ -51,15 +51,16 @@ class Simulator:
 
 
 def start_simulator(tmp_path: Path, env: dict[str, str] | None = None, args: list[str] | None = None,
-                    script: str = "addons/simulator.py", wait: bool = True) -> Simulator:
-    """Start mitmdump with the simulator; the environment is cleaned of the caller's settings."""
+                    script: str = "addons/simulator.py", wait: bool = True, program: str = "mitmdump") -> Simulator:
+    """Start mitmdump (or mitmweb) with the simulator; the environment is cleaned of the
+    caller's settings."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items()
                 if not k.startswith(("SIMULATOR_", "AZURE_OPENAI", "LATENCY_", "RECORDING_", "OPENAI_"))}
     full_env.update({"SIMULATOR_API_KEY": API_KEY, "RECORDING_DIR": str(tmp_path / "recordings")})
     full_env.update(env or {})
     log_path = tmp_path / f"mitmdump-{port}.log"
-    command = [str(MITMDUMP), "-s", str(ROOT / script),
+    command = [str(MITMDUMP.with_name(program)), "-s", str(ROOT / script),
                "--listen-host", "127.0.0.1", "-p", str(port), *(args or [])]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=tmp_path, env=full_env, stdout=log, stderr=subprocess.STDOUT)
