@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import string
@@ -29,6 +30,7 @@ def make_id(prefix: str, rng: random.Random) -> str:
     return prefix + "".join(rng.choices(_ALPHABET, k=29))
 
 
+@functools.lru_cache(maxsize=64)  # asked for every answer
 def fingerprint(model_version: str) -> str:
     # Stable per model version, as a real deployment's fingerprint is between updates.
     return "fp_" + hashlib.sha1(model_version.encode()).hexdigest()[:10]
