@@ -27,6 +27,7 @@ from aoai.latency import Gates  # noqa: E402
 from aoai.management import Management  # noqa: E402
 from aoai.metrics import Metrics  # noqa: E402
 from aoai.notfound import NotFound  # noqa: E402
+from aoai.ratelimit import Limits  # noqa: E402
 from aoai.record import Record  # noqa: E402
 from aoai.recording import RecordingStore  # noqa: E402
 from aoai.replay import Replay  # noqa: E402
@@ -42,6 +43,7 @@ addons = [
     Settings(config),  # options and environment -> config; the listener
     Auth(config),  # api-key / Ocp-Apim-Subscription-Key / Bearer, or 401
     Routing(config),  # operation, deployment, body checks, prompt tokens, or 400/404
+    Limits(config),  # Azure's quotas, before anything answers or forwards: 429, or quota headers
     Extensions(config),  # EXTENSION_PATH: user addons run here; initialize(config) shapes the rest
     Replay(config, recordings, streams),  # record and replay modes: answer what is recorded
     Record(config, recordings),  # record mode: forward the rest to Azure and save it

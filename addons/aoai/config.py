@@ -221,6 +221,15 @@ class SimulatorConfig:
     # Generators tried in order in generate mode: f(RequestContext) -> Response | None.
     generators: list[Callable] = field(default_factory=list)
     bearer_tokens: set[str] = field(default_factory=set)
+    # Rate limits: windows shared through Redis when a URL is set, else in this process.
+    rate_limit_redis_url: str = ""
+    # Tokens a chat request without max_tokens / max_completion_tokens reserves (limits.py).
+    rate_limit_default_reservation: int = 4096
+    # Length of the request-limit window: 10 s (RPM/6 each) or 1 s (RPM/60 each).
+    rate_limit_request_window_s: float = 10.0
+    doc_intelligence_poll_rps: float = 50.0
+    # Set by the rate-limit stage: view() shows quotas and counters, reset() empties windows.
+    limits: Any = None
 
     def auth_bearer_token(self, token: str) -> None:
         """Accept `Authorization: Bearer <token>` as well as the API key (extension contract)."""

@@ -1,7 +1,9 @@
-"""Management: the simulator's own endpoints under /++/ (health, configuration, recordings)."""
+"""Management: the simulator's own endpoints under /++/ (health, configuration, recordings,
+rate limits)."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
@@ -96,14 +98,23 @@ class Management:
             ("GET", "/++/config"): self.get_config,
             ("PATCH", "/++/config"): self.patch_config,
             ("POST", "/++/save-recordings"): self.save_recordings,
+            ("GET", "/++/limits"): self.limits,
+            ("POST", "/++/reset-limits"): self.reset_limits,
         }.get((method, path))
         if handler is None:
-            known = {"/++/health", "/++/config", "/++/save-recordings"}
+            known = {"/++/health", "/++/config", "/++/save-recordings", "/++/limits", "/++/reset-limits"}
             if path in known:
                 flow.response = wire.azure_error(405, "405", f"Method {method} is not allowed on {path}.",
                                                  flow.request)
             return
-        flow.response = handler(flow)
+        answer = handler(flow)
+        if inspect.isawaitable(answer):  # a handler that waits (shared rate-limit windows)
+            return self._answer_later(flow, answer)
+        flow.response = answer
+
+    @staticmethod
+    async def _answer_later(flow: http.HTTPFlow, answer) -> None:
+        flow.response = await answer
 
     def health(self, flow: http.HTTPFlow) -> http.Response:
         health: dict[str, Any] = {"status": "healthy", "mode": self.config.mode}
@@ -119,6 +130,9 @@ class Management:
             patch = wire.loads(flow.request.content or b"")
         except ValueError:
             return wire.azure_error(400, "BadRequest", "body: not valid JSON", flow.request)
+        reset = patch.pop("resetLimits", False) if isinstance(patch, dict) else False
+        if not isinstance(reset, bool):
+            return wire.azure_error(400, "BadRequest", "resetLimits: expected true or false", flow.request)
         try:
             options, deployments = patch_plan(self.config, patch)
             if options:
@@ -131,7 +145,25 @@ class Management:
             else:
                 self.config.deployments[name] = deployment
         logger.info("configuration changed: %s", ", ".join(patch))
-        return wire.json_response(200, config_view(self.config), flow.request)
+        answer = wire.json_response(200, config_view(self.config), flow.request)
+        if reset and self.config.limits is not None:
+            return self._reset_then(answer)
+        return answer
+
+    async def _reset_then(self, answer: http.Response) -> http.Response:
+        await self.config.limits.reset()
+        return answer
+
+    def limits(self, flow: http.HTTPFlow) -> http.Response:
+        """Quotas, what the windows hold, and the 429 and early-retry counts."""
+        view = self.config.limits.view() if self.config.limits is not None else {}
+        return wire.json_response(200, view, flow.request)
+
+    async def reset_limits(self, flow: http.HTTPFlow) -> http.Response:
+        """Empty every rate-limit window, so a test starts from a full quota."""
+        if self.config.limits is not None:
+            await self.config.limits.reset()
+        return wire.json_response(200, {"reset": True}, flow.request)
 
     def save_recordings(self, flow: http.HTTPFlow) -> http.Response:
         saved = self.config.recording.save() if self.config.recording.save else 0

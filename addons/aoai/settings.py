@@ -79,6 +79,14 @@ SETTINGS = [
     _latency("COMPLETIONS", "STD_DEV", "per completion token"),
     _latency("EMBEDDINGS", "MEAN", "per request"),
     _latency("EMBEDDINGS", "STD_DEV", "per request"),
+    Setting("RATE_LIMIT_REDIS_URL", str, "",
+            "Redis URL (redis://host:port/db) where replicas keep one shared quota; empty: each process alone."),
+    Setting("RATE_LIMIT_DEFAULT_RESERVATION", str, "4096",
+            "Tokens a chat request without max_tokens reserves against the tokens-per-minute quota."),
+    Setting("RATE_LIMIT_REQUEST_WINDOW_SECONDS", str, "10",
+            "Window of the request limit: 10 (RPM/6 per 10 s) or 1 (RPM/60 per second)."),
+    Setting("DOC_INTELLIGENCE_POLL_RPS", str, "50",
+            "Document Intelligence result polls per second; <= 0: no limit."),
 ]
 BY_OPTION = {s.option: s for s in SETTINGS}
 
@@ -139,6 +147,18 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     miss = options.replay_miss_status.strip()
     if not miss.isdigit() or not 400 <= int(miss) <= 599:
         raise ConfigError(f"REPLAY_MISS_STATUS: expected an HTTP error status (400-599), got {miss!r}")
+    reservation = _float("rate_limit_default_reservation", options.rate_limit_default_reservation)
+    if reservation is not None and reservation != int(reservation):
+        raise ConfigError(f"RATE_LIMIT_DEFAULT_RESERVATION: expected a whole number, got "
+                          f"{options.rate_limit_default_reservation!r}")
+    window = _float("rate_limit_request_window_seconds", options.rate_limit_request_window_seconds, high=60.0)
+    if window is not None and window <= 0:
+        raise ConfigError("RATE_LIMIT_REQUEST_WINDOW_SECONDS: must be above 0 (Azure uses 10 or 1)")
+    poll_rps = _float("doc_intelligence_poll_rps", options.doc_intelligence_poll_rps, low=None)
+    redis_url = options.rate_limit_redis_url.strip()
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"RATE_LIMIT_REDIS_URL: expected redis://host:port/db, rediss://… or unix://…, "
+                          f"got {redis_url!r}")
     deployments = config.deployments
     if "openai_deployment_config_path" in updated:
         path = options.openai_deployment_config_path.strip()
@@ -164,6 +184,10 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     config.recording.match_api_version = options.recording_match_api_version
     config.recording.replay_timing = timing
     config.recording.miss_status = int(miss)
+    config.rate_limit_redis_url = redis_url
+    config.rate_limit_default_reservation = 4096 if reservation is None else int(reservation)
+    config.rate_limit_request_window_s = 10.0 if window is None else window
+    config.doc_intelligence_poll_rps = 50.0 if poll_rps is None else poll_rps
     logging.getLogger("aoai").setLevel(level)
 
 
