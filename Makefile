@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { echo $$p; break; }; done)
 
-.PHONY: install run web test bench bench-replay clean
+.PHONY: install run web test bench bench-replay bench-limits clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,9 @@ bench: install
 
 bench-replay: install
 	$(BIN)/python scripts/bench_replay.py
+
+bench-limits: install
+	$(BIN)/python scripts/bench_limits.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,373 @@
+"""Rate limits under load: `make bench-limits`.
+
+What it measures, in one run:
+
+1. the limiter's own cost: the Limits stage's request and response hooks on routed flows
+   spread over 100 deployments with quotas (in memory; and one Redis round trip per request
+   when redis-server is installed), microseconds per request;
+2. one simulator (SIMULATOR_LATENCY=false) with a deployment of 60,000 tokens per minute
+   (so 360 requests per minute: 60 per 10 s), held above its quota for --seconds by
+   --clients concurrent clients sending chat requests with max_tokens 200 and, on a 429,
+   waiting exactly retry-after-ms before retrying;
+3. the same load on two simulators sharing one quota through a redis-server on a loopback
+   port, requests spread round-robin as a load balancer would.
+
+For each load run it prints the tokens accepted (the limiter's estimate: prompt tokens plus
+max_tokens) in each whole minute of the run against the quota, and the least and most in
+any 60 s window; the most requests accepted in any 10 s window against the request limit;
+the 429s by reason; response times; and the early retries the simulator counted (0 for
+clients that honour retry-after-ms). Requests are placed in time by when the simulator
+decided them (scripts/bench_limits_probe.py stamps that on each answer): under a burst a
+response can leave a few hundred milliseconds after its decision, and windows counted by
+the arrival of responses would be blurred by that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "addons"))
+
+MITMDUMP = Path(sys.executable).with_name("mitmdump")
+SIMULATOR = ROOT / "addons" / "simulator.py"
+PROBE = ROOT / "scripts" / "bench_limits_probe.py"
+API_KEY = "bench-key-0123456789"
+API_VERSION = "2024-10-21"
+TPM = 60_000
+MAX_TOKENS = 200
+DEPLOYMENT = "bench"
+TOLERANCE = 0.02
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def machine() -> str:
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}; load average at start {load}")
+
+
+# --- 1. the limiter's own cost ------------------------------------------------------------
+
+def limiter_cost(per_deployment: int = 200, build_429s: bool = True, log_429s: bool = True) -> dict[str, float]:
+    """The Limits stage's hooks on distinct routed requests, 2,000 per (simulated) second over
+    100 deployments: each deployment gets 200 requests in 10 s against 60 allowed, so most
+    are refused. Without `build_429s` the mitmproxy response object of a 429 is made once
+    and reused (the decision alone: estimate, windows, early-retry check, headers and text);
+    with `log_429s`, each refusal's log line is formatted as under mitmdump."""
+    import logging
+
+    from mitmproxy.test import tflow
+
+    from aoai import catalogue, limits, ratelimit, routing
+    from aoai.config import Deployment, SimulatorConfig
+    from aoai.ratelimit import Limits
+
+    model = catalogue.MODELS["gpt-4o"]
+    config = SimulatorConfig(api_key=API_KEY, deployments={
+        f"d{i}": Deployment(f"d{i}", model, tokens_per_minute=TPM) for i in range(100)})
+    clock = [0.0]
+    stage = Limits(config, limits.Limiter(limits.MemoryWindows(), clock=lambda: clock[0]))
+    flows = []
+    for i in range(100 * per_deployment):
+        f = tflow.tflow()
+        f.request.method = "POST"
+        f.request.path = f"/openai/deployments/d{i % 100}/chat/completions?api-version={API_VERSION}"
+        f.request.headers["content-type"] = "application/json"
+        f.request.content = json.dumps({"messages": [{"role": "user", "content": f"Question {i}?"}],
+                                        "max_tokens": MAX_TOKENS}).encode()
+        assert routing.route(f, config) is None
+        flows.append(f)
+    logger = logging.getLogger("aoai.ratelimit")
+    handler = logging.StreamHandler(open(os.devnull, "w"))
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if log_429s else logging.WARNING)
+    logger.propagate = False
+    response = tflow.tresp()
+    build = ratelimit.too_many_requests
+    if not build_429s:
+        made = build("", flows[0].request, {}, "eastus")
+        ratelimit.too_many_requests = lambda *args: made
+    admitted, refused = [], []
+    gc.collect()
+    gc.freeze()  # the 20,000 prepared flows are the benchmark's, not the limiter's, garbage to scan
+    try:
+        for f in flows:
+            clock[0] += 0.0005
+            started = time.perf_counter_ns()
+            stage.request(f)
+            if f.response is None:
+                f.response = response
+                stage.response(f)
+                admitted.append(time.perf_counter_ns() - started)
+            else:
+                refused.append(time.perf_counter_ns() - started)
+    finally:
+        ratelimit.too_many_requests = build
+        gc.unfreeze()
+        logger.removeHandler(handler)
+        logger.propagate = True
+    every = sorted(admitted + refused)
+    return {"mean": statistics.fmean(every) / 1000, "p50": every[len(every) // 2] / 1000,
+            "p99": every[int(len(every) * 0.99)] / 1000, "n": len(every), "throttled": len(refused) / len(every),
+            "admitted": statistics.fmean(admitted) / 1000, "refused": statistics.fmean(refused) / 1000}
+
+
+async def redis_cost(url: str, n: int = 3000) -> float:
+    from aoai import limits
+
+    windows = limits.RedisWindows.from_url(url, prefix="bench-cost:")
+    quota = limits.deployment_quota(TPM, None, 10.0)
+    started = time.perf_counter()
+    for i in range(n):
+        await windows.check(f"d{i % 100}", quota, 220, time.time())
+    took = (time.perf_counter() - started) / n * 1e6
+    await windows.reset()
+    await windows.close()
+    return took
+
+
+# --- 2, 3. holding a deployment above its quota ---------------------------------------------
+
+@dataclass
+class Run:
+    accepted: list[tuple[float, int]] = field(default_factory=list)  # (decided, seconds from start; cost)
+    response_times: list[float] = field(default_factory=list)
+    throttled: int = 0
+    errors: int = 0
+    started: float = 0.0
+
+
+async def client_loop(index: int, urls: list[str], run: Run, until: float, turn: list[int],
+                      http: httpx.AsyncClient) -> None:
+    n = 0
+    while time.monotonic() < until:
+        n += 1
+        # Each request its own text, as real traffic: the simulator tells retries apart by body.
+        body = {"messages": [{"role": "user", "content": f"Client {index}, question {n}: count to ten."}],
+                "max_tokens": MAX_TOKENS}
+        while time.monotonic() < until:
+            turn[0] += 1
+            url = urls[turn[0] % len(urls)]  # round robin, as a load balancer
+            sent = time.monotonic()
+            try:
+                r = await http.post(url, json=body)
+                run.response_times.append(time.monotonic() - sent)
+            except httpx.HTTPError:
+                run.errors += 1
+                await asyncio.sleep(0.05)
+                continue
+            if r.status_code == 429:
+                run.throttled += 1
+                wait = int(r.headers["retry-after-ms"]) / 1000
+                await asyncio.sleep(min(wait, max(0.0, until - time.monotonic())))
+                continue
+            if r.status_code != 200:
+                run.errors += 1
+                break
+            cost = r.json()["usage"]["prompt_tokens"] + MAX_TOKENS
+            run.accepted.append((float(r.headers["x-bench-decided-at"]) - run.started, cost))
+            break
+
+
+async def hold_above_quota(sims: list[str], clients: int, seconds: float, clock) -> Run:
+    """`clock` is the windows' clock (monotonic in memory, wall time for Redis), in which the
+    simulator stamps its decisions."""
+    urls = [f"{s}/openai/deployments/{DEPLOYMENT}/chat/completions?api-version={API_VERSION}" for s in sims]
+    run = Run(started=clock())
+    until = time.monotonic() + seconds
+    limits_ = httpx.Limits(max_connections=clients * 2, max_keepalive_connections=clients * 2)
+    async with httpx.AsyncClient(headers={"api-key": API_KEY}, limits=limits_, timeout=30) as http:
+        turn = [0]
+        await asyncio.gather(*(client_loop(i, urls, run, until, turn, http) for i in range(clients)))
+    return run
+
+
+def report(label: str, run: Run, seconds: float, sims: list[str], request_limit: int, window: float) -> bool:
+    accepted = sorted(run.accepted)
+    times = [t for t, _ in accepted]
+    minutes = [sum(c for t, c in accepted if 60 * m <= t < 60 * (m + 1)) for m in range(int(seconds // 60))]
+    sliding = []
+    start = 0.0
+    while start + 60 <= seconds + 1e-9:
+        sliding.append(sum(c for t, c in accepted if start <= t < start + 60))
+        start += 0.5
+    most_requests, j = 0, 0
+    for i in range(len(times)):
+        while times[i] - times[j] >= window:
+            j += 1
+        most_requests = max(most_requests, i - j + 1)
+    views = [httpx.get(f"{s}/++/limits", headers={"api-key": API_KEY}).json() for s in sims]
+    throttled: dict[str, int] = {}
+    early = 0
+    for v in views:
+        for reason, n in v["throttled"].get(DEPLOYMENT, {}).items():
+            throttled[reason] = throttled.get(reason, 0) + n
+        early += v["earlyRetries"].get(DEPLOYMENT, 0)
+    ok_tokens = all(abs(m - TPM) <= TPM * TOLERANCE for m in minutes)
+    ok_requests = most_requests <= request_limit
+    took = sorted(run.response_times)
+    print(f"\n{label}")
+    print(f"  {len(took)} requests, {len(accepted)} accepted ({sum(c for _, c in accepted)} tokens) in {seconds:.0f} s; "
+          f"429s {', '.join(f'{k} {v}' for k, v in sorted(throttled.items())) or 'none'}; errors {run.errors}; "
+          f"early retries counted {early}")
+    print(f"  response time p50 {took[len(took) // 2] * 1000:.0f} ms, p99 {took[int(len(took) * 0.99)] * 1000:.0f} ms")
+    print("  tokens accepted per minute: " + ", ".join(f"{m} ({(m - TPM) / TPM:+.2%})" for m in minutes)
+          + f" against {TPM}: {'OK' if ok_tokens else 'OUT OF ±2 %'}")
+    print(f"  any 60 s window (every 0.5 s, {len(sliding)} windows): least {min(sliding)}, most {max(sliding)} "
+          f"(acceptance comes in bursts of the request window; a window that cuts one reads low)")
+    print(f"  most requests accepted in any {window:g} s window: {most_requests} against {request_limit}: "
+          f"{'OK' if ok_requests else 'ABOVE THE LIMIT'}")
+    return ok_tokens and ok_requests and max(sliding) <= TPM * (1 + TOLERANCE)
+
+
+def start_sim(folder: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str, Path]:
+    port = free_port()
+    full = {k: v for k, v in os.environ.items()
+            if not k.startswith(("SIMULATOR_", "AZURE_OPENAI", "LATENCY_", "RECORDING_", "OPENAI_", "RATE_LIMIT_"))}
+    full.update({"SIMULATOR_API_KEY": API_KEY, "SIMULATOR_LATENCY": "false", **env})
+    log = folder / f"mitmdump-{port}.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([str(MITMDUMP), "-s", str(SIMULATOR), "-s", str(PROBE), "--listen-host",
+                                    "127.0.0.1", "-p", str(port)], cwd=folder, env=full, stdout=out,
+                                   stderr=subprocess.STDOUT)
+    return process, f"http://127.0.0.1:{port}", log
+
+
+def wait_ready(process: subprocess.Popen, url: str, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the simulator exited:\n{log.read_text(errors='replace')}")
+        try:
+            if httpx.get(f"{url}/++/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("the simulator did not start")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def start_redis() -> tuple[subprocess.Popen, str] | None:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None
+    port = free_port()
+    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return process, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    stop(process)
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=125, help="length of each load run (at least 60)")
+    parser.add_argument("--clients", type=int, default=30)
+    parser.add_argument("--no-redis", action="store_true", help="skip the two-replica run")
+    args = parser.parse_args()
+    seconds = max(60.0, args.seconds)
+    print(f"Machine: {machine()}")
+
+    print(f"\nLimiter cost per request, 100 deployments of {TPM} TPM, windows in memory (best of 3 runs):")
+    ok = True
+    for label, build, logged in (("decision", False, False), ("+ 429 response objects", True, False),
+                                 ("+ each 429 logged", True, True)):
+        cost = min((limiter_cost(build_429s=build, log_429s=logged) for _ in range(3)), key=lambda c: c["mean"])
+        print(f"  {label:24} mean {cost['mean']:6.1f} µs (admitted {cost['admitted']:.1f}, refused "
+              f"{cost['refused']:.1f}), p50 {cost['p50']:.1f}, p99 {cost['p99']:.1f}; {cost['n']} requests, "
+              f"{cost['throttled']:.0%} refused")
+        if label == "decision":
+            ok &= cost["mean"] <= 50
+            print(f"  decision within 50 µs: {'OK' if cost['mean'] <= 50 else 'NO'}")
+
+    redis = None if args.no_redis else start_redis()
+    folder = Path(tempfile.mkdtemp(prefix="bench-limits-"))
+    deployments = folder / "deployments.json"
+    deployments.write_text(json.dumps({DEPLOYMENT: {"model": "gpt-4o", "tokensPerMinute": TPM}}))
+    env = {"OPENAI_DEPLOYMENT_CONFIG_PATH": str(deployments)}
+    request_limit, window = 60, 10.0  # Azure's default: 6 RPM per 1,000 TPM, counted per 10 s
+    processes = []
+    try:
+        if redis is not None:
+            print(f"Redis round trip per check (sequential): {asyncio.run(redis_cost(redis[1])):.0f} µs")
+
+        process, url, log = start_sim(folder, env)
+        processes.append(process)
+        wait_ready(process, url, log)
+        print(f"\nOne simulator: {args.clients} clients above a quota of {TPM} TPM for {seconds:.0f} s …", flush=True)
+        run = asyncio.run(hold_above_quota([url], args.clients, seconds, time.monotonic))
+        ok &= report("One simulator", run, seconds, [url], request_limit, window)
+        stop(process)
+
+        if redis is None:
+            print("\nTwo replicas: skipped (" + ("--no-redis" if args.no_redis else "redis-server not installed")
+                  + ")")
+        else:
+            pair = [start_sim(folder, {**env, "RATE_LIMIT_REDIS_URL": redis[1]}) for _ in range(2)]
+            processes += [p for p, _, _ in pair]
+            for p, u, lg in pair:
+                wait_ready(p, u, lg)
+            urls = [u for _, u, _ in pair]
+            print(f"\nTwo replicas sharing Redis: {args.clients} clients, round robin, for {seconds:.0f} s …",
+                  flush=True)
+            run = asyncio.run(hold_above_quota(urls, args.clients, seconds, time.time))
+            ok &= report("Two replicas sharing one quota through Redis", run, seconds, urls, request_limit, window)
+    finally:
+        for p in processes:
+            stop(p)
+        if redis is not None:
+            stop(redis[0])
+        shutil.rmtree(folder, ignore_errors=True)
+    print("\nAll within target." if ok else "\nSome figures are outside the target.")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
