@@ -19,6 +19,11 @@ class FlowCap:
                           "Under mitmweb, keep at most this many flows, dropping the oldest; 0 keeps all "
                           "(env SIMULATOR_WEB_MAX_FLOWS).")
 
+    def running(self):
+        if ctx.master.addons.get("view") is None:
+            # No flows are kept (mitmdump): take the hooks away, so no request pays for them.
+            self.response = self.error = None
+
     def configure(self, updated):
         if "simulator_web_max_flows" in updated and ctx.options.simulator_web_max_flows < 0:
             raise exceptions.OptionsError("simulator_web_max_flows: must be 0 (keep all) or more")

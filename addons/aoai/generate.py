@@ -17,6 +17,7 @@ import logging
 import random
 import sys
 import zlib
+from collections.abc import Awaitable
 
 from mitmproxy import http
 
@@ -142,48 +143,76 @@ class Generate:
         self.gates = gates
         config.generators.extend(BUILT_IN)
 
-    async def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        # Synchronous unless there is something to wait for (a latency, an async generator):
+        # mitmproxy awaits what a hook returns, and most requests then cost no coroutine.
         if flow.response or self.config.mode != "generate" or flow.request.path.startswith("/++/"):
-            return
+            return None
         context = context_of(flow)
         if context is None:
             context = flow.metadata["aoai"] = RequestContext(flow, self.config)
-        answer = await self._first_answer(context)
-        if answer is None:
-            return
+        generators = self.config.generators
+        for index, generator in enumerate(generators):
+            answer = self._call(generator, context)
+            if inspect.isawaitable(answer):
+                return self._finish(context, generator, answer, generators[index + 1:])
+            if answer is not None:
+                return self._deliver(context, answer)
+        return None
+
+    async def _finish(self, context: RequestContext, generator, pending: Awaitable, rest: list) -> None:
+        """The rest of the generator walk once one generator turned out to be async."""
+        answer = await self._settle(generator, context, pending)
+        for generator in rest:
+            if answer is not None:
+                break
+            answer = await self._settle(generator, context, self._call(generator, context))
+        if answer is not None:
+            waiting = self._deliver(context, answer)
+            if waiting is not None:
+                await waiting
+
+    async def _settle(self, generator, context: RequestContext, answer):
+        if not inspect.isawaitable(answer):
+            return answer
+        try:
+            return await answer
+        except Exception as e:
+            return self._failed(generator, context, e)
+
+    def _call(self, generator, context: RequestContext):
+        try:
+            return generator(context)
+        except Exception as e:
+            return self._failed(generator, context, e)
+
+    def _failed(self, generator, context: RequestContext, error: Exception) -> http.Response:
+        """A broken generator costs one request a 500, never the proxy."""
+        flow, where = context.flow, describe(generator)
+        # A warning, not an error: mitmproxy stops when an error is logged during start-up.
+        logger.warning("generator %s failed on %s %s", where, flow.request.method, flow.request.path, exc_info=error)
+        return wire.azure_error(500, "InternalServerError",
+                                f"The generator {where} failed: {type(error).__name__}: {error}", flow.request)
+
+    def _deliver(self, context: RequestContext, answer: http.Response | StreamPlan) -> Awaitable[None] | None:
+        flow = context.flow
         gate = self.gates.gate(context.deployment) if context.deployment else None
         if isinstance(answer, StreamPlan):
             answer.arrived_ago = latency.since_arrival(flow.request.timestamp_start)
             answer.gate = gate
             self.streams.route(flow, answer)
-            return
+            return None
         delay = context.values.get("latency_s")
         if delay:
-            await self._wait(flow, delay, gate)
+            return self._wait_then_answer(flow, answer, delay, gate)
         flow.response = answer
+        return None
 
-    async def _wait(self, flow: http.HTTPFlow, seconds: float, gate: asyncio.Semaphore | None) -> None:
+    async def _wait_then_answer(self, flow: http.HTTPFlow, answer: http.Response, seconds: float,
+                                gate: asyncio.Semaphore | None) -> None:
         if gate is None:
             await asyncio.sleep(seconds - latency.since_arrival(flow.request.timestamp_start))
-            return
-        async with gate:  # queued behind the deployment's busy slots; the clock starts when let in
-            await asyncio.sleep(seconds)
-
-    async def _first_answer(self, context: RequestContext) -> http.Response | StreamPlan | None:
-        flow = context.flow
-        for generator in self.config.generators:
-            try:
-                answer = generator(context)
-                if inspect.isawaitable(answer):
-                    answer = await answer
-            except Exception as e:
-                # A broken generator costs one request a 500, never the proxy.
-                where = describe(generator)
-                # A warning, not an error: mitmproxy stops when an error is logged during start-up.
-                logger.warning("generator %s failed on %s %s", where, flow.request.method, flow.request.path,
-                               exc_info=True)
-                return wire.azure_error(500, "InternalServerError",
-                                        f"The generator {where} failed: {type(e).__name__}: {e}", flow.request)
-            if answer is not None:
-                return answer
-        return None
+        else:
+            async with gate:  # queued behind the deployment's busy slots; the clock starts when let in
+                await asyncio.sleep(seconds)
+        flow.response = answer

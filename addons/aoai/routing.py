@@ -12,6 +12,7 @@ import datetime
 import functools
 import logging
 import re
+import time
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote
 
@@ -79,7 +80,18 @@ def version_supported(version: str, v1: bool) -> bool:
     if v1 and version in _V1_VERSIONS:
         return True
     day = _version_day(version)
-    return day is not None and _FIRST_VERSION <= day <= datetime.date.today() + datetime.timedelta(days=31)
+    return day is not None and _FIRST_VERSION <= day <= _latest_version_day()
+
+
+@functools.lru_cache(maxsize=1)
+def _latest_day_for(epoch_day: int) -> datetime.date:
+    return datetime.date(1970, 1, 1) + datetime.timedelta(days=epoch_day + 31)
+
+
+def _latest_version_day() -> datetime.date:
+    """The newest api-version date accepted: a month ahead of today (previews come early).
+    Worked out once a day: every request asks."""
+    return _latest_day_for(int(time.time() // 86400))
 
 
 def prompt_tokens(operation: Operation, body: dict, enc) -> int:

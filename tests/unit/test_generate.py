@@ -30,7 +30,10 @@ def answer(flow, config=None, streams=None, before=()):
     async def main():
         with taddons.context(routing, addon):
             routing.request(flow)
-            await addon.request(flow)
+            # As mitmproxy does: a hook may answer at once or return something to await.
+            pending = addon.request(flow)
+            if pending is not None:
+                await pending
 
     run(main())
     return flow
