@@ -133,6 +133,10 @@ def test_a_retry_before_retry_after_is_counted_and_one_after_it_succeeds(sim):
     time.sleep(int(again.headers["retry-after-ms"]) / 1000)
     assert chat(sim, "paced").status_code == 200
     assert view(sim)["earlyRetries"]["paced"] == early_before + 1
+    # Both show in the metrics too.
+    metrics = httpx.get(f"{sim.url}/++/metrics").text
+    assert f'aoai_early_retries_total{{deployment="paced"}} {early_before + 1}.0' in metrics
+    assert 'aoai_rate_limited_total{deployment="paced",reason="requests"}' in metrics
 
 
 def test_completions_and_embeddings_429s_name_their_operation(sim):

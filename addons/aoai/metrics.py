@@ -1,7 +1,7 @@
 """Metrics: what happened during a load test, at GET /++/metrics in Prometheus text format.
 
 Counted when a flow ends: requests by deployment, operation, mode and status; tokens; 429s
-by reason. With OTEL_EXPORTER_OTLP_ENDPOINT set, the same measurements are also pushed over
+by reason; retries that came before their retry-after. With OTEL_EXPORTER_OTLP_ENDPOINT set, the same measurements are also pushed over
 OTLP. Timed: the whole request, and for streams the time to first token and the gaps
 between tokens as they were really sent; and the simulator's own overhead, the part of a
 request's time that was not a simulated wait.
@@ -15,6 +15,7 @@ from typing import Any
 
 from mitmproxy import http
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .config import SimulatorConfig, context_of
@@ -126,10 +127,27 @@ def _other_operation(path: str) -> str:
     return "other"
 
 
+class EarlyRetries:
+    """`aoai_early_retries_total`: clients that came back before their retry-after had passed,
+    read from the rate limiter's own count when scraped."""
+
+    def __init__(self, config: SimulatorConfig):
+        self.config = config
+
+    def collect(self):
+        family = CounterMetricFamily("aoai_early_retries", "Retries sent before the retry-after had passed.",
+                                     labels=("deployment",))
+        limits = self.config.limits
+        for deployment, count in (limits.counters.early_retries.items() if limits is not None else ()):
+            family.add_metric((deployment,), count)
+        yield family
+
+
 class Metrics:
     def __init__(self, config: SimulatorConfig, streams: StreamServer, metrics: SimulatorMetrics | None = None):
         self.config = config
         self.metrics = metrics or SimulatorMetrics()
+        self.metrics.registry.register(EarlyRetries(config))
         streams.observers.append(self.stream_played)
 
     def request(self, flow: http.HTTPFlow) -> None:
