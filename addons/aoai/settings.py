@@ -145,7 +145,7 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     if timing not in ("recorded", "model", "none"):
         raise ConfigError(f"REPLAY_TIMING: unknown timing {options.replay_timing!r}; use recorded, model or none")
     miss = options.replay_miss_status.strip()
-    if not miss.isdigit() or not 400 <= int(miss) <= 599:
+    if not re.fullmatch(r"[0-9]{3}", miss) or not 400 <= int(miss) <= 599:
         raise ConfigError(f"REPLAY_MISS_STATUS: expected an HTTP error status (400-599), got {miss!r}")
     reservation = _float("rate_limit_default_reservation", options.rate_limit_default_reservation)
     if reservation is not None and reservation != int(reservation):
