@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -68,9 +69,13 @@ class Record:
         self.store = store
         config.recording.save = store.save
 
-    async def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        # Synchronous outside record mode, so other modes pay no coroutine for this stage.
         if flow.response or self.config.mode != "record" or flow.request.path.startswith("/++/"):
-            return
+            return None
+        return self._forward(flow)
+
+    async def _forward(self, flow: http.HTTPFlow) -> None:
         context = context_of(flow) or RequestContext(flow, self.config)
         for forwarder in self.config.recording.forwarders:
             try:

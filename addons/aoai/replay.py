@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
 
 from mitmproxy import http
@@ -111,19 +112,20 @@ class Replay:
         self.loaded = wanted
         logger.info("%d recorded interactions in %s", count, recording.dir)
 
-    async def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        # Synchronous where nothing is replayed, so generate mode pays no coroutine for it.
         mode = self.config.mode
         if flow.response or mode == "generate" or flow.request.path.startswith("/++/") \
                 or "aoai.stream" in flow.metadata:
-            return
+            return None
         key = key_of(flow, self.store)
         flow.metadata["aoai.key"] = key
         interaction = self.store.find(key)
         if interaction is None:
             if mode == "replay":
                 flow.response = miss_response(flow, self.store, key, self.config.recording.miss_status)
-            return
-        await self._answer(flow, interaction)
+            return None
+        return self._answer(flow, interaction)
 
     async def _answer(self, flow: http.HTTPFlow, interaction: Interaction) -> None:
         timing = self.config.recording.replay_timing if self.config.latency_enabled else "none"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import functools
+import base64
 import hashlib
 import random
-import string
 
-_ALPHABET = string.ascii_letters + string.digits
+
 
 _SAFE = {"filtered": False, "severity": "safe"}
 PROMPT_FILTER = {
@@ -26,8 +26,13 @@ def prompt_filter_results(prompts: int = 1) -> list[dict]:
     return [{"prompt_index": i, "content_filter_results": PROMPT_FILTER} for i in range(prompts)]
 
 
+_NOT_ALPHANUMERIC = bytes.maketrans(b"+/", b"xQ")
+
+
 def make_id(prefix: str, rng: random.Random) -> str:
-    return prefix + "".join(rng.choices(_ALPHABET, k=29))
+    """`prefix` and 29 letters and digits, as OpenAI's ids. From the request's generator, so a
+    seeded request gets the same id; base64 of random bytes costs a tenth of choosing 29 letters."""
+    return prefix + base64.b64encode(rng.randbytes(22)).translate(_NOT_ALPHANUMERIC)[:29].decode()
 
 
 @functools.lru_cache(maxsize=64)  # asked for every answer
