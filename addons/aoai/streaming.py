@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from dataclasses import dataclass, field
 
 from mitmproxy import http
@@ -26,6 +27,7 @@ class StreamPlan:
     headers: dict[str, str]
     frames: list[tuple[float, bytes]]  # (seconds after the start, bytes), in order
     arrived_ago: float = 0.0  # how long before planning the request arrived
+    routed_at: float | None = None  # time.monotonic() when handed to the stream server
     gate: asyncio.Semaphore | None = None  # the deployment's concurrency queue, if any
     status: int = 200
     cut: bool = False  # drop the connection after the last frame instead of ending the body
@@ -62,7 +64,11 @@ class StreamServer:
 
     async def start(self) -> None:
         if self._server is None:
-            self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=1 << 20)
+            # A burst of new streams opens as many loopback connections at once. With asyncio's
+            # default backlog (100) the kernel drops the excess handshakes, and each retry costs
+            # those streams a 1 s retransmission; the kernel caps this at net.core.somaxconn.
+            self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=1 << 20,
+                                                      backlog=4096)
             self.port = self._server.sockets[0].getsockname()[1]
             logger.debug("stream server on 127.0.0.1:%d", self.port)
 
@@ -74,6 +80,7 @@ class StreamServer:
     def route(self, flow: http.HTTPFlow, plan: StreamPlan) -> None:
         """Send the flow to this server, which will play `plan` as its response."""
         plan_id = str(next(self._ids))
+        plan.routed_at = time.monotonic()
         self.plans[plan_id] = plan
         request = flow.request
         request.scheme, request.host, request.port = "http", "127.0.0.1", self.port
@@ -110,8 +117,15 @@ class StreamServer:
             await gate.acquire()
         self.active += 1
         try:
-            # Deadlines count from the request's arrival, or from when the queue let it in.
-            start = loop.time() - (plan.arrived_ago if gate is None else 0.0)
+            # Deadlines count from the request's arrival, or from when the queue let it in. The
+            # time mitmproxy took since routing to connect here and pass the request on counts
+            # too: under load a stream then starts late and catches up, instead of every deadline
+            # moving back by that delay.
+            if gate is None:
+                routed_ago = time.monotonic() - plan.routed_at if plan.routed_at is not None else 0.0
+                start = loop.time() - plan.arrived_ago - routed_ago
+            else:
+                start = loop.time()
             head = [f"HTTP/1.1 {plan.status} OK", "transfer-encoding: chunked"]
             head += [f"{k}: {v}" for k, v in plan.headers.items()]
             writer.write(("\r\n".join(head) + "\r\n\r\n").encode())

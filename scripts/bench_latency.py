@@ -1,0 +1,609 @@
+#!/usr/bin/env python3
+"""How accurately does the simulator keep its configured latency under concurrency?
+
+Starts `mitmdump -s addons/simulator.py` on a free loopback port with a temporary deployments
+file (TTFT and inter-token latency with standard deviation 0), then measures, for each
+concurrency level given with --streams:
+
+* TTFT: from writing the request to the arrival of the first SSE frame whose
+  `choices[0].delta.content` is non-empty (the definition GenAI-Perf and LLMPerf use);
+* ITL: per stream, the mean gap between consecutive content frames, (last - first) / (n - 1);
+  also the p99 of all single gaps pooled over the streams;
+* errors: connection failures, non-200 answers, broken streams, a missing `data: [DONE]`,
+  or a number of content frames other than max_tokens;
+
+and for concurrent non-streamed requests the time from writing the request to the end of
+the answer, against TTFT + ITL * (max_tokens - 1) from the same configuration.
+
+The client shares the machine with mitmdump, so it is kept cheap: plain asyncio transports
+and protocols (no HTTP library, no task switch per frame), a hand-written HTTP/1.1 request,
+and a minimal chunked/SSE scan that looks for `"content":"` followed by a non-empty value
+instead of parsing JSON. All connections are opened first and the requests are then written
+back to back, each with its own send time, so connection setup is not counted.
+
+Each run also prints the CPU used by the client, by mitmdump and by the rest of the machine
+(mitmdump is one event loop, so near 100 % of one core it is saturated), and any accept-queue
+overflows (a dropped handshake costs 1 s), to tell where the time went when figures slip.
+
+This is a benchmark that prints figures, not a test: it exits 0 whatever it measures
+(unless the simulator fails to start).
+
+    python scripts/bench_latency.py --streams 200,500,1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.metadata
+import json
+import os
+import platform
+import secrets
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+API_VERSION = "2024-10-21"
+CONTENT_KEY = b'"content":"'
+DONE = b"data: [DONE]"
+CONNECT_BATCH = 25  # connections opened at a time, well below the listener's accept backlog
+CONNECT_PAUSE_S = 0.01  # between two batches
+BANNER = "Azure OpenAI simulator:"  # logged by the simulator once its listener is up
+SATURATED = 0.9  # mitmdump CPU share of one core from which its event loop is the bottleneck
+BUSY_OTHERS = 0.25  # CPU share of one core used by other processes above which a run is suspect
+IDLE_CPU, IDLE_WINDOW_S = 0.05, 0.3  # mitmdump counts as idle below 5 % of a core over 0.3 s
+STARTUP_SETTLE_S = 1.0  # for the add-ons that start after the listener (see wait_healthy)
+
+
+# --------------------------------------------------------------------------- the simulator
+
+@dataclass
+class Deployment:
+    name: str
+    ttft_ms: float
+    itl_ms: float
+
+    def config(self) -> dict:
+        return {"model": "gpt-4o", "latency": {"timeToFirstTokenMs": {"mean": self.ttft_ms, "stdDev": 0},
+                                               "interTokenMs": {"mean": self.itl_ms, "stdDev": 0},
+                                               "requestMs": {"mean": 100, "stdDev": 0}}}
+
+    def total_ms(self, tokens: int) -> float:
+        """When the last of `tokens` tokens is due, counted from the request's arrival."""
+        return self.ttft_ms + self.itl_ms * (tokens - 1)
+
+
+@dataclass
+class Simulator:
+    process: subprocess.Popen
+    port: int
+    key: str
+    log_path: Path
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time mitmdump has used so far (Linux /proc; 0 elsewhere)."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def simulator(deployments: list[Deployment], extra_args: list[str]) -> Iterator[Simulator]:
+    """Run mitmdump with the simulator in a temporary folder; stop it on the way out."""
+    mitmdump = Path(sys.executable).with_name("mitmdump")
+    with tempfile.TemporaryDirectory(prefix="bench-latency-") as folder:
+        tmp = Path(folder)
+        config_path = tmp / "deployments.json"
+        config_path.write_text(json.dumps({d.name: d.config() for d in deployments}))
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("SIMULATOR_", "AZURE_OPENAI", "LATENCY_", "RECORDING_", "OPENAI_"))}
+        key = secrets.token_hex(16)
+        env.update({"SIMULATOR_API_KEY": key, "OPENAI_DEPLOYMENT_CONFIG_PATH": str(config_path),
+                    "RECORDING_DIR": str(tmp / "recordings"),
+                    # Natural answers far longer than max_tokens, so the limit sets every length.
+                    "SIMULATOR_COMPLETION_TOKENS_MEAN": "10000", "SIMULATOR_COMPLETION_TOKENS_STD_DEV": "0"})
+        port = free_port()
+        log_path = tmp / "mitmdump.log"
+        command = [str(mitmdump), "-s", str(ROOT / "addons" / "simulator.py"),
+                   "--listen-host", "127.0.0.1", "-p", str(port), *extra_args]
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(command, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
+        sim = Simulator(process, port, key, log_path)
+        try:
+            wait_healthy(sim)
+            yield sim
+        finally:
+            if process.poll() is not None:
+                print(f"\nmitmdump exited with {process.returncode} during the benchmark; its log ends:\n"
+                      + "\n".join(log_path.read_text(errors="replace").splitlines()[-30:]), file=sys.stderr)
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+def wait_healthy(sim: Simulator, timeout: float = 30.0) -> None:
+    """Wait for the start-up banner, let start-up finish, then for GET /++/health = 200.
+
+    The simulator opens its listener in its own `running` hook, before mitmproxy's later
+    add-ons (TLS settings, the stream server) have run theirs; a request in that window makes
+    mitmdump exit with "Errors logged during startup". So nothing is sent before the banner,
+    which is logged once the listener is up, plus a short settling pause.
+    """
+    deadline = time.monotonic() + timeout
+
+    def alive() -> None:
+        if sim.process.poll() is not None:
+            raise RuntimeError(f"mitmdump exited with {sim.process.returncode}:\n"
+                               f"{sim.log_path.read_text(errors='replace')}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"simulator not ready after {timeout:.0f} s:\n"
+                               f"{sim.log_path.read_text(errors='replace')}")
+
+    while BANNER not in sim.log_path.read_text(errors="replace"):
+        alive()
+        time.sleep(0.05)
+    time.sleep(STARTUP_SETTLE_S)
+    while True:
+        alive()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{sim.port}/++/health", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------- the client
+
+@dataclass
+class Outcome:
+    """What one request saw; times are time.perf_counter() values."""
+    sent: float = 0.0
+    status: int = 0
+    ended: float = 0.0
+    content: list[float] = field(default_factory=list)  # arrival of each content frame
+    done: bool = False
+    error: str | None = None
+
+
+def request_bytes(sim: Simulator, deployment: str, max_tokens: int, stream: bool) -> bytes:
+    body = json.dumps({"messages": [{"role": "user", "content": "Tell me a long story."}],
+                       "max_tokens": max_tokens, "stream": stream}).encode()
+    head = (f"POST /openai/deployments/{deployment}/chat/completions?api-version={API_VERSION} HTTP/1.1\r\n"
+            f"host: 127.0.0.1:{sim.port}\r\napi-key: {sim.key}\r\ncontent-type: application/json\r\n"
+            f"accept: {'text/event-stream' if stream else 'application/json'}\r\n"
+            f"content-length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+class BodyScanner:
+    """Incremental reader of a response body (chunked or content-length) that stamps each SSE
+    event carrying non-empty `content` with the time of the read it arrived in."""
+
+    def __init__(self, chunked: bool, length: int | None):
+        self.chunked = chunked
+        self.remaining = length  # content-length bodies: bytes still to come
+        self.raw = bytearray()  # chunked framing not yet decoded
+        self.sse = bytearray()  # decoded body not yet split into events
+        self.complete = False  # the body's end was seen
+        self.done = False  # `data: [DONE]` was seen
+        self.times: list[float] = []
+
+    def feed(self, data: bytes, now: float) -> None:
+        if self.chunked:
+            self._dechunk(data)
+        else:
+            self.sse += data
+            if self.remaining is not None:
+                self.remaining -= len(data)
+                self.complete = self.remaining <= 0
+        sse, pos, times = self.sse, 0, self.times
+        while (end := sse.find(b"\n\n", pos)) >= 0:
+            i = sse.find(CONTENT_KEY, pos, end)
+            if i >= 0 and sse[i + len(CONTENT_KEY)] != 0x22:  # not `"content":""`
+                times.append(now)
+            elif sse.startswith(DONE, pos):
+                self.done = True
+            pos = end + 2
+        if pos:
+            del sse[:pos]
+
+    def _dechunk(self, data: bytes) -> None:
+        raw = self.raw
+        raw += data
+        pos = 0
+        while (eol := raw.find(b"\r\n", pos)) >= 0:
+            size = int(raw[pos:eol].split(b";", 1)[0], 16)
+            start, end = eol + 2, eol + 2 + size
+            if size == 0:  # the last chunk (trailers are not used here)
+                self.complete = True
+                pos = len(raw)
+                break
+            if len(raw) < end + 2:
+                break
+            self.sse += raw[start:end]
+            pos = end + 2
+        if pos:
+            del raw[:pos]
+
+
+class ResponseReader(asyncio.Protocol):
+    """One connection's client side: parses a single response as its bytes arrive.
+
+    A protocol rather than a StreamReader: each read is handled in the callback that receives
+    it, with no task switch per frame, so the client stays cheap at thousands of frames/s.
+    """
+
+    def __init__(self, outcome: Outcome, stream: bool):
+        self.outcome = outcome
+        self.stream = stream
+        self.transport: asyncio.Transport | None = None
+        self.head = bytearray()
+        self.scanner: BodyScanner | None = None
+        self.finished = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, request: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(request)  # the transport sends at once; the stamp is the send time
+        self.outcome.sent = time.perf_counter()
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        if self.finished.done():
+            return
+        try:
+            if self.scanner is None:
+                self.head += data
+                end = self.head.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                data = bytes(self.head[end + 4:])
+                self.scanner = self._start(bytes(self.head[:end]))
+            self.scanner.feed(data, now)
+        except (ValueError, IndexError) as e:
+            self.finish(f"bad response: {type(e).__name__}: {e}")
+            return
+        if self.scanner.complete:
+            self.finish(None)
+
+    def _start(self, head: bytes) -> BodyScanner:
+        lines = head.split(b"\r\n")
+        self.outcome.status = int(lines[0].split(b" ", 2)[1])
+        chunked, length = False, None
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+            elif name == b"content-length":
+                length = int(value)
+        scanner = BodyScanner(chunked, length)
+        scanner.complete = length == 0
+        return scanner
+
+    def eof_received(self) -> bool:
+        self.finish("broken stream" if self.stream else "broken body")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.finish(f"connection lost: {exc}" if exc else ("broken stream" if self.stream else "broken body"))
+
+    def finish(self, error: str | None) -> None:
+        """Settle the outcome once: the body's end, a failure, or the run's timeout."""
+        if self.finished.done():
+            return
+        outcome = self.outcome
+        outcome.ended = time.perf_counter()
+        if self.scanner is not None:
+            outcome.content, outcome.done = self.scanner.times, self.scanner.done
+        if outcome.status and outcome.status != 200:
+            error = f"HTTP {outcome.status}"
+        elif error is None and self.stream and not outcome.done:
+            error = "no [DONE]"
+        outcome.error = error
+        self.finished.set_result(None)
+
+
+async def open_connections(sim: Simulator, outcomes: list[Outcome], stream: bool) -> list[ResponseReader]:
+    """Open one connection per outcome, in small batches with a pause between them, so
+    mitmproxy's accept queue never overflows (an overflowed handshake stalls for a 1 s
+    retransmission); the outcomes of failed connections get their error."""
+    loop = asyncio.get_running_loop()
+
+    async def connect(outcome: Outcome) -> ResponseReader | None:
+        try:
+            _, reader = await loop.create_connection(lambda: ResponseReader(outcome, stream), "127.0.0.1", sim.port)
+            return reader
+        except OSError as e:
+            outcome.error = f"connect: {e}"
+            return None
+
+    readers: list[ResponseReader] = []
+    for first in range(0, len(outcomes), CONNECT_BATCH):
+        batch = outcomes[first:first + CONNECT_BATCH]
+        readers += [r for r in await asyncio.gather(*(connect(o) for o in batch)) if r is not None]
+        await asyncio.sleep(CONNECT_PAUSE_S)
+    return readers
+
+
+async def wait_idle(sim: Simulator, timeout: float = 30.0) -> None:
+    """Wait until mitmdump is idle: after a large run it is busy closing its connections for
+    a while, and a run started then would be measured against that work."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        used = sim.cpu_seconds()
+        await asyncio.sleep(IDLE_WINDOW_S)
+        if sim.cpu_seconds() - used <= IDLE_CPU * IDLE_WINDOW_S:
+            return
+
+
+async def fire(sim: Simulator, count: int, request: bytes, stream: bool,
+               timeout: float) -> tuple[list[Outcome], Load]:
+    """Open `count` connections, then write one request on each back to back and read all
+    answers; the load is measured from the first request written to the last answer read."""
+    outcomes = [Outcome() for _ in range(count)]
+    readers = await open_connections(sim, outcomes, stream)
+    await wait_idle(sim)  # for mitmproxy to take in the connections and finish the last run
+    before = LoadSnapshot.take(sim)
+    for reader in readers:
+        reader.send(request)
+    if readers:
+        await asyncio.wait([r.finished for r in readers], timeout=timeout)
+    load = before.until(LoadSnapshot.take(sim))
+    for reader in readers:
+        if not reader.finished.done():
+            reader.finish("timeout")
+        if reader.transport is not None:
+            reader.transport.close()
+    return outcomes, load
+
+
+# --------------------------------------------------------------------------- figures
+
+def percentile(values: list[float], p: float) -> float:
+    """Linear interpolation between closest ranks; `values` need not be sorted."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    low = int(k)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def deviation(measured: float, configured: float) -> str:
+    return f"{(measured - configured) / configured * 100:+.1f} %"
+
+
+def error_summary(outcomes: list[Outcome]) -> str:
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        if o.error:
+            counts[o.error] = counts.get(o.error, 0) + 1
+    if not counts:
+        return "0"
+    return f"{sum(counts.values())} (" + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) + ")"
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes have used so far, summed over the cores (Linux /proc/stat)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def listen_overflows() -> int:
+    """Times a full accept queue dropped a connection, machine-wide (Linux TcpExt counter)."""
+    try:
+        names, values = [line.split() for line in Path("/proc/net/netstat").read_text().splitlines()
+                         if line.startswith("TcpExt:")][:2]
+        return int(values[names.index("ListenOverflows")])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+@dataclass
+class Load:
+    """CPU seconds used over a run by this client, mitmdump and the whole machine."""
+    wall: float
+    client: float
+    server: float
+    machine: float
+    overflows: int
+
+    def line(self) -> str:
+        def pct(seconds: float) -> str:
+            return f"{seconds / self.wall * 100:.0f} %"
+        others = max(0.0, self.machine - self.client - self.server)
+        text = (f"CPU (% of one core): client {pct(self.client)}, mitmdump {pct(self.server)}, "
+                f"other processes {pct(others)}")
+        if self.overflows:
+            text += f"; accept-queue overflows {self.overflows}"
+        if self.server / self.wall > SATURATED:
+            text += "\n  mitmdump's event loop (one thread) was saturated"
+        if others / self.wall > BUSY_OTHERS:
+            text += "\n  WARNING: other processes were busy during this run; its figures are not reliable"
+        return text
+
+
+@dataclass
+class LoadSnapshot:
+    wall: float
+    client: float
+    server: float
+    machine: float
+    overflows: int
+
+    @classmethod
+    def take(cls, sim: Simulator) -> LoadSnapshot:
+        return cls(time.perf_counter(), time.process_time(), sim.cpu_seconds(), machine_busy_seconds(),
+                   listen_overflows())
+
+    def until(self, later: LoadSnapshot) -> Load:
+        return Load(later.wall - self.wall, later.client - self.client, later.server - self.server,
+                    later.machine - self.machine, later.overflows - self.overflows)
+
+
+async def bench_streams(sim: Simulator, deployment: Deployment, count: int, max_tokens: int,
+                        tolerance: float) -> str:
+    """Run `count` concurrent streams, print their figures, and return a one-line summary."""
+    request = request_bytes(sim, deployment.name, max_tokens, stream=True)
+    timeout = deployment.total_ms(max_tokens) / 1000 + 60
+    outcomes, load = await fire(sim, count, request, True, timeout)
+    for o in outcomes:
+        if o.error is None and len(o.content) != max_tokens:
+            o.error = f"{len(o.content)} content frames, not {max_tokens}"
+    good = [o for o in outcomes if o.error is None]
+    ttft = [(o.content[0] - o.sent) * 1000 for o in good]
+    itl = [(o.content[-1] - o.content[0]) * 1000 / (len(o.content) - 1) for o in good if len(o.content) > 1]
+    gaps = [(b - a) * 1000 for o in good for a, b in zip(o.content, o.content[1:])]
+    last = [(o.content[-1] - o.sent) * 1000 for o in good]
+    sent_spread = (max(o.sent for o in outcomes if o.sent) - min(o.sent for o in outcomes if o.sent)) * 1000 \
+        if any(o.sent for o in outcomes) else 0.0
+    print(f"\n== {count} concurrent streams, max_tokens {max_tokens} "
+          f"(configured TTFT {deployment.ttft_ms:g} ms, ITL {deployment.itl_ms:g} ms)")
+    print(f"  TTFT ms   p50 {percentile(ttft, 50):7.1f}  p90 {percentile(ttft, 90):7.1f}  "
+          f"p99 {percentile(ttft, 99):7.1f}  mean {mean(ttft):7.1f}  max {max(ttft, default=float('nan')):7.1f}"
+          f"   p50 vs configured {deviation(percentile(ttft, 50), deployment.ttft_ms)}")
+    print(f"  ITL ms    mean {mean(itl):6.2f}  p99 (per-stream mean) {percentile(itl, 99):6.2f}  "
+          f"p99 (single gaps) {percentile(gaps, 99):6.2f}   mean vs configured "
+          f"{deviation(mean(itl), deployment.itl_ms)}")
+    print(f"  last token ms  p50 {percentile(last, 50):7.1f}  p99 {percentile(last, 99):7.1f}  "
+          f"(configured {deployment.total_ms(max_tokens):g})")
+    print(f"  wall {load.wall:.2f} s (requests written within {sent_spread:.1f} ms)   "
+          f"errors {error_summary(outcomes)}")
+    print(f"  {load.line()}")
+    within = bool(ttft) and bool(itl) and \
+        abs(percentile(ttft, 50) / deployment.ttft_ms - 1) <= tolerance and \
+        abs(mean(itl) / deployment.itl_ms - 1) <= tolerance and len(good) == count
+    print(f"  TTFT p50 and ITL mean within {tolerance * 100:g} % with zero errors: {'yes' if within else 'NO'}")
+    return (f"{count:5d} streams       TTFT p50 {percentile(ttft, 50):7.1f} ms "
+            f"({deviation(percentile(ttft, 50), deployment.ttft_ms)}), ITL mean {mean(itl):5.2f} ms "
+            f"({deviation(mean(itl), deployment.itl_ms)}), errors {count - len(good)}, "
+            f"mitmdump CPU {load.server / load.wall * 100:.0f} %: {'ok' if within else 'NOT within'}")
+
+
+async def bench_plain(sim: Simulator, deployment: Deployment, count: int, max_tokens: int,
+                      tolerance: float) -> str:
+    """Run `count` concurrent non-streamed requests, print their figures, and return a summary."""
+    request = request_bytes(sim, deployment.name, max_tokens, stream=False)
+    expected = deployment.total_ms(max_tokens)
+    outcomes, load = await fire(sim, count, request, False, expected / 1000 + 60)
+    latency = [(o.ended - o.sent) * 1000 for o in outcomes if o.error is None]
+    print(f"\n== {count} concurrent non-streamed requests, max_tokens {max_tokens} "
+          f"(configured {deployment.ttft_ms:g} + {deployment.itl_ms:g} * {max_tokens - 1} = {expected:g} ms)")
+    print(f"  latency ms  mean {mean(latency):7.1f}  p50 {percentile(latency, 50):7.1f}  "
+          f"p99 {percentile(latency, 99):7.1f}  max {max(latency, default=float('nan')):7.1f}"
+          f"   mean vs configured {deviation(mean(latency), expected)}")
+    print(f"  wall {load.wall:.2f} s   errors {error_summary(outcomes)}")
+    print(f"  {load.line()}")
+    within = bool(latency) and abs(mean(latency) / expected - 1) <= tolerance and len(latency) == count
+    print(f"  mean within {tolerance * 100:g} % with zero errors: {'yes' if within else 'NO'}")
+    return (f"{count:5d} non-streamed  latency mean {mean(latency):7.1f} ms of {expected:g} "
+            f"({deviation(mean(latency), expected)}), errors {count - len(latency)}: "
+            f"{'ok' if within else 'NOT within'}")
+
+
+def machine() -> str:
+    """One line: cores, CPU model, Python and mitmproxy versions, the system and its load."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = f", load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
+    return (f"machine: {cores} cores ({model}), Python {platform.python_version()}, "
+            f"mitmproxy {importlib.metadata.version('mitmproxy')}, {platform.system()} {platform.release()}{load}")
+
+
+# --------------------------------------------------------------------------- main
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--streams", default="200,500",
+                   help="concurrency levels of the streamed runs, comma-separated (e.g. 200,500,1000)")
+    p.add_argument("--nonstreamed", type=int, default=200, help="concurrent non-streamed requests; 0 skips")
+    p.add_argument("--max-tokens", type=int, default=100, help="max_tokens of every request")
+    p.add_argument("--ttft-ms", type=float, default=300, help="TTFT of the streamed deployment")
+    p.add_argument("--itl-ms", type=float, default=20, help="inter-token latency of the streamed deployment")
+    p.add_argument("--total-ms", type=float, default=1000,
+                   help="total latency of a second deployment for the non-streamed run "
+                        "(its TTFT is chosen so TTFT + ITL * (max_tokens - 1) equals this)")
+    p.add_argument("--total-itl-ms", type=float, default=8, help="inter-token latency of that second deployment")
+    p.add_argument("--tolerance", type=float, default=5, help="accepted deviation, %%")
+    p.add_argument("--mitmdump-args", default="", help="extra mitmdump arguments, e.g. '-q'")
+    args = p.parse_args(argv)
+    args.stream_counts = [int(s) for s in args.streams.split(",") if s.strip()]
+    if args.max_tokens < 2:
+        p.error("--max-tokens must be at least 2 to measure inter-token latency")
+    if args.nonstreamed and args.total_ms - args.total_itl_ms * (args.max_tokens - 1) <= 0:
+        p.error("--total-ms is too short for --total-itl-ms and --max-tokens")
+    return args
+
+
+async def run(args: argparse.Namespace, sim: Simulator, paced: Deployment, total: Deployment) -> None:
+    tolerance = args.tolerance / 100
+    # Warm up: the first requests load encodings and warm caches; not counted.
+    await fire(sim, 4, request_bytes(sim, paced.name, args.max_tokens, True), True, 60)
+    if args.nonstreamed:
+        await fire(sim, 4, request_bytes(sim, total.name, args.max_tokens, False), False, 60)
+    summary = [await bench_streams(sim, paced, count, args.max_tokens, tolerance) for count in args.stream_counts]
+    if args.nonstreamed:
+        summary.append(await bench_plain(sim, total, args.nonstreamed, args.max_tokens, tolerance))
+        summary.append(await bench_plain(sim, paced, args.nonstreamed, args.max_tokens, tolerance))
+    print(f"\n== summary (target: within {args.tolerance:g} % with zero errors)")
+    for line in summary:
+        print(f"  {line}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    paced = Deployment("paced", args.ttft_ms, args.itl_ms)
+    total = Deployment("total", args.total_ms - args.total_itl_ms * (args.max_tokens - 1), args.total_itl_ms)
+    print(machine())
+    with simulator([paced, total] if args.nonstreamed else [paced], shlex.split(args.mitmdump_args)) as sim:
+        print(f"simulator: mitmdump on 127.0.0.1:{sim.port} (pid {sim.process.pid})")
+        asyncio.run(run(args, sim, paced, total))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
