@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { echo $$p; break; }; done)
 
-.PHONY: install run web test bench bench-latency bench-replay bench-limits clean
+.PHONY: install run web test bench bench-latency bench-limits bench-replay clean
 
 install: $(VENV)/.installed
 
@@ -34,11 +34,11 @@ bench: install
 bench-latency: install
 	$(BIN)/python scripts/bench_latency.py
 
-bench-replay: install
-	$(BIN)/python scripts/bench_replay.py
-
 bench-limits: install
 	$(BIN)/python scripts/bench_limits.py
+
+bench-replay: install
+	$(BIN)/python scripts/bench_replay.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -87,6 +87,12 @@ class Management:
     def __init__(self, config: SimulatorConfig, streams: StreamServer | None = None):
         self.config = config
         self.streams = streams
+        # mitmproxy listens before the stages' `running` hooks are done (the listener swap,
+        # the stream server); until then health says "starting", so probes and tests wait.
+        self.ready = False
+
+    def running(self) -> None:
+        self.ready = True  # the stages before this one in the chain have finished starting
 
     def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or not flow.request.path.startswith("/++/"):
@@ -117,6 +123,8 @@ class Management:
         flow.response = await answer
 
     def health(self, flow: http.HTTPFlow) -> http.Response:
+        if not self.ready:
+            return wire.json_response(503, {"status": "starting", "mode": self.config.mode}, flow.request)
         health: dict[str, Any] = {"status": "healthy", "mode": self.config.mode}
         if self.streams is not None:
             health["streams"] = {"active": self.streams.active, "pending": len(self.streams.plans)}

@@ -21,6 +21,7 @@ def managed(clean_env):
     with tctx:
         tctx.configure(settings, simulator_api_key=API_KEY)
         start(settings)
+        management.running()
         yield config, management, tctx
 
 
@@ -35,6 +36,12 @@ def test_health(managed):
     response = call(management, "GET", "/++/health")
     assert response.status_code == 200
     assert json_of(response) == {"status": "healthy", "mode": "generate", "streams": {"active": 0, "pending": 0}}
+
+
+def test_health_says_starting_until_the_stages_have_started(clean_env):
+    management = Management(make_config(), StreamServer())
+    response = call(management, "GET", "/++/health")
+    assert response.status_code == 503 and json_of(response)["status"] == "starting"
 
 
 def test_health_counts_pending_streams(managed):
@@ -144,6 +151,7 @@ def test_other_paths_are_left_for_later_stages(managed):
 
 def test_health_without_a_stream_server():
     management = Management(make_config(mode="replay"))
+    management.running()
     flow = make_flow("GET", "/++/health/")
     management.request(flow)
     assert json_of(flow.response) == {"status": "healthy", "mode": "replay"}
