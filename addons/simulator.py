@@ -49,7 +49,7 @@ addons = [
     Record(config, recordings),  # record mode: forward the rest to Azure and save it
     Generate(config, streams, Gates()),  # generate mode: made-up answers, on time
     Streaming(streams),  # lets paced streams through chunk by chunk
-    Management(config, streams),  # /++/health, /++/config, /++/save-recordings
+    Management(config, streams),  # /++/health, /++/config, /++/limits, /++/reset-limits, /++/save-recordings
     Metrics(config, streams),  # /++/metrics; counts and times every flow as it ends
     NotFound(config),  # nothing answered: 404 (record mode: on to Azure)
     FlowCap(),  # under mitmweb: keep only the newest flows in memory
