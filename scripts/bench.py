@@ -189,13 +189,18 @@ def mitmdump(label: str, args: list[str], env: dict[str, str], workdir: Path,
         _wait_ready(server, label, check)
         yield server
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM, as a service manager would; SIGKILL if it has not exited after `timeout` s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _wait_ready(server: Server, label: str, check: Workload) -> None:
@@ -392,8 +397,9 @@ def machine_line() -> str:
         from mitmproxy.version import VERSION as mitmproxy_version
     except ImportError:
         mitmproxy_version = "unknown"
+    load = f", load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
     return (f"Machine: {os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
-            f"mitmproxy {mitmproxy_version}, {platform.system()} {platform.release()}")
+            f"mitmproxy {mitmproxy_version}, {platform.system()} {platform.release()}{load}")
 
 
 # Other processes using more of the machine than this (cores) make the figures unreliable.

@@ -35,13 +35,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata
 import json
 import os
-import platform
 import secrets
 import shlex
-import socket
 import subprocess
 import sys
 import tempfile
@@ -53,6 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+from bench import free_port, machine_line, stop_process  # noqa: E402  (the shared benchmark helpers)
 API_VERSION = "2024-10-21"
 CONTENT_KEY = b'"content":"'
 DONE = b"data: [DONE]"
@@ -99,12 +98,6 @@ class Simulator:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def simulator(deployments: list[Deployment], extra_args: list[str]) -> Iterator[Simulator]:
     """Run mitmdump with the simulator in a temporary folder; stop it on the way out."""
@@ -134,13 +127,7 @@ def simulator(deployments: list[Deployment], extra_args: list[str]) -> Iterator[
             if process.poll() is not None:
                 print(f"\nmitmdump exited with {process.returncode} during the benchmark; its log ends:\n"
                       + "\n".join(log_path.read_text(errors="replace").splitlines()[-30:]), file=sys.stderr)
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop_process(process)
 
 
 def wait_healthy(sim: Simulator, timeout: float = 30.0) -> None:
@@ -537,22 +524,6 @@ async def bench_plain(sim: Simulator, deployment: Deployment, count: int, max_to
             f"{'ok' if within else 'NOT within'}")
 
 
-def machine() -> str:
-    """One line: cores, CPU model, Python and mitmproxy versions, the system and its load."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = f", load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
-    return (f"machine: {cores} cores ({model}), Python {platform.python_version()}, "
-            f"mitmproxy {importlib.metadata.version('mitmproxy')}, {platform.system()} {platform.release()}{load}")
-
-
 # --------------------------------------------------------------------------- main
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -598,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     paced = Deployment("paced", args.ttft_ms, args.itl_ms)
     total = Deployment("total", args.total_ms - args.total_itl_ms * (args.max_tokens - 1), args.total_itl_ms)
-    print(machine())
+    print(machine_line())
     with simulator([paced, total] if args.nonstreamed else [paced], shlex.split(args.mitmdump_args)) as sim:
         print(f"simulator: mitmdump on 127.0.0.1:{sim.port} (pid {sim.process.pid})")
         asyncio.run(run(args, sim, paced, total))

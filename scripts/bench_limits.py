@@ -29,7 +29,6 @@ import asyncio
 import gc
 import json
 import os
-import platform
 import shutil
 import socket
 import statistics
@@ -45,6 +44,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "addons"))
 
+from bench import free_port, machine_line, stop_process  # noqa: E402  (the shared benchmark helpers)
+
 MITMDUMP = Path(sys.executable).with_name("mitmdump")
 SIMULATOR = ROOT / "addons" / "simulator.py"
 PROBE = ROOT / "scripts" / "bench_limits_probe.py"
@@ -54,24 +55,6 @@ TPM = 60_000
 MAX_TOKENS = 200
 DEPLOYMENT = "bench"
 TOLERANCE = 0.02
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}; load average at start {load}")
 
 
 # --- 1. the limiter's own cost ------------------------------------------------------------
@@ -276,16 +259,6 @@ def wait_ready(process: subprocess.Popen, url: str, log: Path) -> None:
     raise SystemExit("the simulator did not start")
 
 
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def start_redis() -> tuple[subprocess.Popen, str] | None:
     binary = shutil.which("redis-server")
     if binary is None:
@@ -302,7 +275,7 @@ def start_redis() -> tuple[subprocess.Popen, str] | None:
                     return process, f"redis://127.0.0.1:{port}/0"
         except OSError:
             time.sleep(0.05)
-    stop(process)
+    stop_process(process)
     return None
 
 
@@ -313,7 +286,7 @@ def main() -> int:
     parser.add_argument("--no-redis", action="store_true", help="skip the two-replica run")
     args = parser.parse_args()
     seconds = max(60.0, args.seconds)
-    print(f"Machine: {machine()}")
+    print(machine_line())
 
     print(f"\nLimiter cost per request, 100 deployments of {TPM} TPM, windows in memory (best of 3 runs):")
     ok = True
@@ -344,7 +317,7 @@ def main() -> int:
         print(f"\nOne simulator: {args.clients} clients above a quota of {TPM} TPM for {seconds:.0f} s …", flush=True)
         run = asyncio.run(hold_above_quota([url], args.clients, seconds, time.monotonic))
         ok &= report("One simulator", run, seconds, [url], request_limit, window)
-        stop(process)
+        stop_process(process)
 
         if redis is None:
             print("\nTwo replicas: skipped (" + ("--no-redis" if args.no_redis else "redis-server not installed")
@@ -361,9 +334,9 @@ def main() -> int:
             ok &= report("Two replicas sharing one quota through Redis", run, seconds, urls, request_limit, window)
     finally:
         for p in processes:
-            stop(p)
+            stop_process(p)
         if redis is not None:
-            stop(redis[0])
+            stop_process(redis[0])
         shutil.rmtree(folder, ignore_errors=True)
     print("\nAll within target." if ok else "\nSome figures are outside the target.")
     return 0 if ok else 1

@@ -50,6 +50,7 @@ import yaml
 # The pieces of the throughput benchmark this one shares: the server handle, result rows,
 # the machine line, wrk helpers and the HTTP/1.1 response reader of its Python generator.
 from bench import (
+    stop_process,
     API_KEY,
     API_VERSION,
     HEADER,
@@ -247,13 +248,7 @@ def start(label: str, env: dict[str, str], workdir: Path, probe: int) -> tuple[S
 def stop(server: Server) -> float:
     """Stop mitmdump (SIGTERM, as a service manager would); the seconds it took to exit."""
     started = time.perf_counter()
-    if server.process.poll() is None:
-        server.process.terminate()
-        try:
-            server.process.wait(60)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
+    stop_process(server.process, timeout=60)
     return time.perf_counter() - started
 
 
