@@ -53,11 +53,14 @@ class Simulator:
 def start_simulator(tmp_path: Path, env: dict[str, str] | None = None, args: list[str] | None = None,
                     script: str = "addons/simulator.py", wait: bool = True, program: str = "mitmdump") -> Simulator:
     """Start mitmdump (or mitmweb) with the simulator; the environment is cleaned of the
-    caller's settings."""
+    caller's settings. Answers are seeded so that a test never meets a rare draw (a 3-token
+    natural answer to a max_tokens=5 request) by chance; pass SIMULATOR_SEED="" for fresh
+    randomness."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items()
                 if not k.startswith(("SIMULATOR_", "AZURE_OPENAI", "LATENCY_", "RECORDING_", "OPENAI_"))}
-    full_env.update({"SIMULATOR_API_KEY": API_KEY, "RECORDING_DIR": str(tmp_path / "recordings")})
+    full_env.update({"SIMULATOR_API_KEY": API_KEY, "RECORDING_DIR": str(tmp_path / "recordings"),
+                     "SIMULATOR_SEED": "1"})
     full_env.update(env or {})
     log_path = tmp_path / f"mitmdump-{port}.log"
     command = [str(MITMDUMP.with_name(program)), "-s", str(ROOT / script),

@@ -127,8 +127,8 @@ def test_stop_sequence_ends_the_answer_before_it(simulator):
 
 # --- seeds --------------------------------------------------------------------------------
 
-def test_seed_gives_the_same_answer_twice(simulator):
-    client = azure(simulator)
+def test_seed_gives_the_same_answer_twice(simulator_factory):
+    client = azure(simulator_factory({"SIMULATOR_SEED": "", "SIMULATOR_LATENCY": "false"}))
 
     def ask(seed: int) -> str:
         return client.chat.completions.create(model="gpt-4o", messages=USER, seed=seed).choices[0].message.content

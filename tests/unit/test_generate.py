@@ -123,8 +123,21 @@ def test_completions():
     flow = answer(make_flow("POST", COMPLETIONS, {"prompt": "Once", "echo": True}))
     body = json_of(flow.response)
     assert body["object"] == "text_completion"
-    assert body["usage"]["completion_tokens"] == 16
     assert body["choices"][0]["text"].startswith("Once ")
+
+
+def test_completions_stop_at_the_default_16_tokens():
+    # Natural answer lengths are random (mean 150), so a few are shorter than 16 and end with
+    # "stop"; none is longer, and every one that reaches the default limit says "length".
+    reasons = set()
+    for seed in range(40):
+        flow = answer(make_flow("POST", COMPLETIONS, {"prompt": "Once", "seed": seed}))
+        body = json_of(flow.response)
+        used, reason = body["usage"]["completion_tokens"], body["choices"][0]["finish_reason"]
+        assert used <= 16
+        assert used == 16 if reason == "length" else reason == "stop"
+        reasons.add(reason)
+    assert "length" in reasons
 
 
 def test_embeddings():
