@@ -36,7 +36,7 @@ from aoai.settings import Settings  # noqa: E402
 from aoai.streaming import Streaming, StreamServer  # noqa: E402
 
 config = SimulatorConfig()
-streams = StreamServer()  # the loopback server paced streams are played from
+streams = StreamServer()  # plays paced streams (and serves those that go through mitmproxy's layers)
 recordings = RecordingStore(config.recording.dir)
 
 addons = [
@@ -48,7 +48,7 @@ addons = [
     Replay(config, recordings, streams),  # record and replay modes: answer what is recorded
     Record(config, recordings),  # record mode: forward the rest to Azure and save it
     Generate(config, streams, Gates()),  # generate mode: made-up answers, on time
-    Streaming(streams),  # lets paced streams through chunk by chunk
+    Streaming(streams, config),  # plays paced streams token by token
     Management(config, streams),  # /++/health, /++/config, /++/limits, /++/reset-limits, /++/save-recordings
     Metrics(config, streams),  # /++/metrics; counts and times every flow as it ends
     NotFound(config),  # nothing answered: 404 (record mode: on to Azure)

@@ -218,6 +218,74 @@ def test_client_disconnect_mid_stream_frees_the_stream(paced):
     assert health["streams"] == {"active": 0, "pending": 0}
 
 
+def read_response(s: socket.socket, buffered: bytes = b"") -> tuple[bytes, bytes, bytes]:
+    """One HTTP/1.1 response from a raw socket: (head, body, bytes read beyond it)."""
+    data = buffered
+    while b"\r\n\r\n" not in data:
+        data += s.recv(65536) or pytest.fail(f"closed after {data!r}")
+    head, _, rest = data.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in head.lower():
+        body = b""
+        while True:
+            while b"\r\n" not in rest:
+                rest += s.recv(65536) or pytest.fail("closed inside a chunk header")
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line, 16)
+            while len(rest) < size + 2:
+                rest += s.recv(65536) or pytest.fail("closed inside a chunk")
+            body, rest = body + rest[:size], rest[size + 2:]
+            if size == 0:
+                return head, body, rest
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    while len(rest) < length:
+        rest += s.recv(65536) or pytest.fail("closed inside the body")
+    return head, rest[:length], rest[length:]
+
+
+def test_one_connection_carries_streamed_and_plain_answers_in_turn(paced):
+    """Streams are written straight onto the client's socket; nothing else may follow them
+    there (mitmproxy's own copy of the response is dropped), so the connection stays usable."""
+    def request(body: dict) -> bytes:
+        raw = json.dumps(body).encode()
+        return (f"POST /openai/deployments/paced/chat/completions?api-version={API_VERSION} HTTP/1.1\r\n"
+                f"Host: 127.0.0.1\r\napi-key: {paced.key}\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(raw)}\r\n\r\n").encode() + raw
+
+    with socket.create_connection(("127.0.0.1", paced.port)) as s:
+        s.settimeout(5)
+        left = b""
+        for stream in (True, True, False, True):
+            s.sendall(request({"messages": MESSAGES, "max_tokens": 3, "stream": stream}))
+            head, body, left = read_response(s, left)
+            assert head.startswith(b"HTTP/1.1 200 OK"), head
+            if stream:
+                assert body.endswith(b"data: [DONE]\n\n")
+            else:
+                assert json.loads(body)["usage"]["completion_tokens"] == 3
+        assert left == b""
+        s.settimeout(0.3)  # and nothing arrives after the last answer
+        with pytest.raises(TimeoutError):
+            s.recv(1)
+
+
+def test_an_extension_watching_responseheaders_sees_streams(simulator_factory, tmp_path):
+    # Such an extension sends streams through mitmproxy's layers, so its hook runs.
+    extension = tmp_path / "stamp.py"
+    extension.write_text(
+        "def responseheaders(flow):\n"
+        "    if flow.response.headers.get('content-type', '').startswith('text/event-stream'):\n"
+        "        flow.response.headers['x-seen-by'] = 'stamp'\n")
+    sim = simulator_factory({"EXTENSION_PATH": str(extension), "LATENCY_OPENAI_CHAT_COMPLETIONS_MEAN": "20"})
+    started = time.perf_counter()
+    with httpx.stream("POST", f"{sim.url}/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}",
+                      headers={"api-key": sim.key},
+                      json={"messages": MESSAGES, "max_tokens": 20, "stream": True}) as r:
+        assert r.headers["x-seen-by"] == "stamp"
+        times = [time.perf_counter() - started for line in r.iter_lines()
+                 if '"content":"' in line and '"content":""' not in line]
+    assert len(times) == 20 and times[-1] - times[0] > 0.2  # still paced
+
+
 def test_patch_config_turns_latency_off(simulator_factory):
     sim = simulator_factory({"LATENCY_OPENAI_CHAT_COMPLETIONS_MEAN": "50"})
     c = client(sim)

@@ -221,6 +221,9 @@ class SimulatorConfig:
     # Generators tried in order in generate mode: f(RequestContext) -> Response | None.
     generators: list[Callable] = field(default_factory=list)
     bearer_tokens: set[str] = field(default_factory=set)
+    # An extension has a `responseheaders` hook: paced streams then pass through mitmproxy's
+    # layers (the loopback server), so that hook sees them, instead of straight to the client.
+    streams_through_hooks: bool = False
     # Rate limits: windows shared through Redis when a URL is set, else in this process.
     rate_limit_redis_url: str = ""
     # Tokens a chat request without max_tokens / max_completion_tokens reserves (limits.py).

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from mitmproxy import ctx, exceptions, hooks
+from mitmproxy import addonmanager, ctx, exceptions, hooks
 
 from .config import ConfigError, SimulatorConfig
 
@@ -109,6 +109,8 @@ class Extensions:
         except exceptions.AddonManagerError as e:
             raise ConfigError(f"EXTENSION_PATH: {path}: {e}") from None
         self.addons.append(module)
+        if any(hasattr(addon, "responseheaders") for addon in addonmanager.traverse([module])):
+            self.config.streams_through_hooks = True
         ctx.master.addons.invoke_addon_sync(module, hooks.ConfigureHook(set(ctx.options.keys())))
         if self.running_:
             ctx.master.addons.invoke_addon_sync(module, hooks.RunningHook())

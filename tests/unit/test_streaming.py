@@ -1,0 +1,143 @@
+"""The streaming stage: a plan played onto the client's own connection, or handed to the
+loopback server when only mitmproxy's layers can carry it."""
+
+import asyncio
+import socket
+import time
+from types import SimpleNamespace
+
+import pytest
+from aoai import streaming
+from aoai.ratelimit import HEADERS_KEY
+from aoai.streaming import PLAN_HEADER, Streaming, StreamPlan, StreamServer
+from mitmproxy.test import taddons
+from unit_support import chat_path, make_config, make_flow, run
+
+FRAMES = [(0.0, b"data: {\"a\":1}\n\n"), (0.05, b"data: {\"b\":2}\n\n"), (0.10, b"data: {\"c\":3}\n\n"),
+          (0.10, b"data: [DONE]\n\n")]
+
+
+def planned_flow(server: StreamServer, frames=FRAMES) -> tuple:
+    flow = make_flow("POST", chat_path(), {"messages": [], "stream": True})
+    plan = StreamPlan({"content-type": "text/event-stream; charset=utf-8", "apim-request-id": "r1"}, list(frames))
+    server.route(flow, plan)
+    return flow, plan
+
+
+_OPEN: list = []  # the unused halves: a StreamWriter closes its socket when collected
+
+
+async def connected_pair() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The client's end (a reader) and the proxy's end (a writer) of one real socket pair."""
+    client, proxy = socket.socketpair()
+    reader, client_writer = await asyncio.open_connection(sock=client)
+    proxy_reader, writer = await asyncio.open_connection(sock=proxy)
+    _OPEN[:] = [client_writer, proxy_reader]
+    return reader, writer
+
+
+def test_a_plan_is_written_to_the_clients_connection_frame_by_frame(monkeypatch):
+    server = StreamServer()
+    stage = Streaming(server, make_config())
+    flow, plan = planned_flow(server)
+    flow.metadata[HEADERS_KEY] = {"x-ratelimit-remaining-requests": "9"}
+
+    async def main():
+        reader, writer = await connected_pair()
+        io = SimpleNamespace(writer=writer)
+        monkeypatch.setattr(streaming, "client_connection", lambda f: io)
+        received: list[tuple[float, bytes]] = []
+
+        async def read():
+            while not received or not received[-1][1].endswith(b"0\r\n\r\n"):
+                data = await asyncio.wait_for(reader.read(65536), 5)
+                assert data, "the connection closed before the end of the body"
+                received.append((time.monotonic(), data))
+
+        started = time.monotonic()
+        with taddons.context(stage):
+            await asyncio.gather(stage.request(flow), read())
+        return io, writer, started, received
+
+    io, writer, started, received = run(main())
+    wire = b"".join(data for _, data in received)
+    head, _, body = wire.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"transfer-encoding: chunked" in head and b"apim-request-id: r1" in head
+    assert b"x-ratelimit-remaining-requests: 9" in head  # the quota headers, as mitmproxy would add them
+    assert body.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
+    # The last frame left no sooner than it was due: paced, not sent at once.
+    last = next(t for t, data in received if b'"c":3' in data)
+    assert last - started >= 0.095
+    # The flow holds what was sent, for mitmweb and the hooks after this one.
+    assert flow.response.status_code == 200
+    assert flow.response.content == b"".join(data for _, data in FRAMES)
+    assert flow.response.headers["x-ratelimit-remaining-requests"] == "9"
+    assert plan.completed and server.active == 0 and not server.plans
+    # mitmproxy's own copy of the response is dropped until the client's next request.
+    assert io.writer is not writer and io.writer.is_closing()
+    io.writer.write(b"HTTP/1.1 200 OK\r\n")  # dropped, not sent
+    following = make_flow("GET", "/")
+    following.client_conn = flow.client_conn
+    stage.requestheaders(following)
+    assert io.writer is writer
+
+
+def test_a_client_that_goes_away_ends_its_stream_early(monkeypatch):
+    server = StreamServer()
+    stage = Streaming(server, make_config())
+    frames = [(i * 0.02, b"data: {\"n\":%d}\n\n" % i) for i in range(50)]
+    flow, plan = planned_flow(server, frames)
+
+    async def main():
+        reader, writer = await connected_pair()
+        monkeypatch.setattr(streaming, "client_connection", lambda f: SimpleNamespace(writer=writer))
+        played = asyncio.ensure_future(stage.request(flow))
+        await reader.read(65536)
+        writer.transport.close()  # as when mitmproxy sees the client's socket close
+        started = time.monotonic()
+        await played
+        return time.monotonic() - started
+
+    took = run(main())
+    assert took < 0.2  # not the 1 s the rest of the stream would have taken
+    assert not plan.completed and 0 < plan.sent < len(frames)
+    assert server.active == 0
+    assert flow.response.content == b"".join(data for _, data in frames[:plan.sent])
+
+
+def test_without_a_plain_client_connection_the_flow_goes_to_the_loopback_server():
+    server = StreamServer()
+    server.port = 12345
+    stage = Streaming(server, make_config())
+    flow, plan = planned_flow(server)
+    with taddons.context(stage):  # no running proxy: no client socket to write to
+        assert stage.request(flow) is None
+    assert (flow.request.scheme, flow.request.host, flow.request.port) == ("http", "127.0.0.1", 12345)
+    assert server.plans[flow.request.headers[PLAN_HEADER]] is plan
+
+
+def test_an_extension_watching_responseheaders_keeps_streams_in_mitmproxys_layers(monkeypatch):
+    server = StreamServer()
+    stage = Streaming(server, make_config(streams_through_hooks=True))
+    flow, _ = planned_flow(server)
+    monkeypatch.setattr(streaming, "client_connection", lambda f: pytest.fail("must not write directly"))
+    with taddons.context(stage):
+        assert stage.request(flow) is None
+    assert PLAN_HEADER in flow.request.headers
+
+
+@pytest.mark.parametrize("change", ["tls", "http2"])
+def test_only_plain_http1_connections_are_written_directly(change):
+    flow = make_flow("POST", chat_path())
+    if change == "tls":
+        flow.client_conn.tls = True
+    else:
+        flow.request.http_version = "HTTP/2.0"
+    assert streaming.client_connection(flow) is None
+
+
+def test_answered_or_unplanned_flows_are_left_alone():
+    server = StreamServer()
+    stage = Streaming(server, make_config())
+    assert stage.request(make_flow("POST", chat_path())) is None
