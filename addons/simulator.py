@@ -27,6 +27,7 @@ from aoai.latency import Gates  # noqa: E402
 from aoai.management import Management  # noqa: E402
 from aoai.metrics import Metrics  # noqa: E402
 from aoai.notfound import NotFound  # noqa: E402
+from aoai.pacing import Pacing  # noqa: E402
 from aoai.ratelimit import Limits  # noqa: E402
 from aoai.record import Record  # noqa: E402
 from aoai.recording import RecordingStore  # noqa: E402
@@ -49,6 +50,7 @@ addons = [
     Record(config, recordings),  # record mode: forward the rest to Azure and save it
     Generate(config, streams, Gates()),  # generate mode: made-up answers, on time
     Streaming(streams, config),  # plays paced streams token by token
+    Pacing(),  # holds other answers until due, after every hook that may change them
     Management(config, streams),  # /++/health, /++/config, /++/limits, /++/reset-limits, /++/save-recordings
     Metrics(config, streams),  # /++/metrics; counts and times every flow as it ends
     NotFound(config),  # nothing answered: 404 (record mode: on to Azure)

@@ -11,7 +11,6 @@ handed to the stream server, which sends each frame when it is due.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import random
@@ -204,15 +203,6 @@ class Generate:
             return None
         delay = context.values.get("latency_s")
         if delay:
-            return self._wait_then_answer(flow, answer, delay, gate)
+            latency.hold(flow, delay, gate)  # the Pacing stage sends it when due
         flow.response = answer
         return None
-
-    async def _wait_then_answer(self, flow: http.HTTPFlow, answer: http.Response, seconds: float,
-                                gate: asyncio.Semaphore | None) -> None:
-        if gate is None:
-            await asyncio.sleep(seconds - latency.since_arrival(flow.request.timestamp_start))
-        else:
-            async with gate:  # queued behind the deployment's busy slots; the clock starts when let in
-                await asyncio.sleep(seconds)
-        flow.response = answer

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from dataclasses import dataclass
 
 from .config import CHAT_COMPLETIONS, COMPLETIONS, Deployment, Latency, Operation, SimulatorConfig, \
     model_latency
@@ -49,6 +50,20 @@ def token_offsets(latency: Latency, ticks: int, hidden_tokens: int = 0) -> list[
         t += itl.draw(_rng) / 1000
         offsets.append(t)
     return offsets
+
+
+HOLD_KEY = "aoai.hold"  # flow.metadata: how long the answer is held (a Hold), for the Pacing stage
+
+
+@dataclass
+class Hold:
+    seconds: float  # counted from the request's arrival, or from entering the gate
+    gate: asyncio.Semaphore | None = None  # the deployment's concurrency queue, if any
+
+
+def hold(flow, seconds: float, gate: asyncio.Semaphore | None = None) -> None:
+    """Have the Pacing stage send the flow's answer `seconds` after the request arrived."""
+    flow.metadata[HOLD_KEY] = Hold(seconds, gate)
 
 
 def since_arrival(timestamp_start: float | None) -> float:

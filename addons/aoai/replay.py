@@ -4,10 +4,8 @@ forwards the rest."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable
 from pathlib import Path
 
 from mitmproxy import http
@@ -112,22 +110,21 @@ class Replay:
         self.loaded = wanted
         logger.info("%d recorded interactions in %s", count, recording.dir)
 
-    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
-        # Synchronous where nothing is replayed, so generate mode pays no coroutine for it.
+    def request(self, flow: http.HTTPFlow) -> None:
         mode = self.config.mode
         if flow.response or mode == "generate" or flow.request.path.startswith("/++/") \
                 or "aoai.stream" in flow.metadata:
-            return None
+            return
         key = key_of(flow, self.store)
         flow.metadata["aoai.key"] = key
         interaction = self.store.find(key)
         if interaction is None:
             if mode == "replay":
                 flow.response = miss_response(flow, self.store, key, self.config.recording.miss_status)
-            return None
-        return self._answer(flow, interaction)
+            return
+        self._answer(flow, interaction)
 
-    async def _answer(self, flow: http.HTTPFlow, interaction: Interaction) -> None:
+    def _answer(self, flow: http.HTTPFlow, interaction: Interaction) -> None:
         timing = self.config.recording.replay_timing if self.config.latency_enabled else "none"
         headers = replay_headers(interaction, flow)
         context = context_of(flow)
@@ -148,9 +145,8 @@ class Replay:
             steps = int(context.values.get("completion_tokens") or _completion_tokens(interaction) or 1)
             wait = latency.generation_seconds(latency.profile(context.deployment, context.operation,
                                                               context.config), steps)
-        wait -= latency.since_arrival(flow.request.timestamp_start)
         if wait > 0:
-            await asyncio.sleep(wait)
+            latency.hold(flow, wait)  # the Pacing stage sends it when due
         flow.response = http.Response.make(interaction.status, body, headers)
 
 
