@@ -245,9 +245,13 @@ class ResponseReader(asyncio.Protocol):
     """
 
     def __init__(self, outcome: Outcome, stream: bool):
-        self.outcome = outcome
         self.stream = stream
         self.transport: asyncio.Transport | None = None
+        self.expect(outcome)
+
+    def expect(self, outcome: Outcome) -> None:
+        """Read the next response on this connection into `outcome`."""
+        self.outcome = outcome
         self.head = bytearray()
         self.scanner: BodyScanner | None = None
         self.finished = asyncio.get_running_loop().create_future()
@@ -371,6 +375,44 @@ async def fire(sim: Simulator, count: int, request: bytes, stream: bool,
     return outcomes, load
 
 
+async def keep_busy(sim: Simulator, count: int, request: bytes, stream: bool, ramp: float,
+                    window: float) -> tuple[list[Outcome], Load]:
+    """Steady load, as a load tool keeps it: `count` clients, started evenly over `ramp`
+    seconds, each sending its next request as soon as its last answer ended, so `count`
+    requests are in flight at any time. Only requests sent in the `window` seconds after
+    the ramp count; the load is measured over that window."""
+    outcomes = [Outcome() for _ in range(count)]
+    readers = await open_connections(sim, outcomes, stream)
+    await wait_idle(sim)
+    counted: list[Outcome] = []
+    started = time.perf_counter()
+    steady, stop = started + ramp, started + ramp + window
+    snapshots: list[LoadSnapshot] = []
+
+    async def client(reader: ResponseReader, delay: float) -> None:
+        await asyncio.sleep(delay)
+        while time.perf_counter() < stop and reader.transport is not None and not reader.transport.is_closing():
+            outcome = Outcome()
+            reader.expect(outcome)
+            reader.send(request)
+            await reader.finished
+            if outcome.sent >= steady:
+                counted.append(outcome)
+
+    async def measure() -> None:
+        await asyncio.sleep(ramp)
+        snapshots.append(LoadSnapshot.take(sim))
+        await asyncio.sleep(window)
+        snapshots.append(LoadSnapshot.take(sim))
+
+    clients = [client(r, ramp * i / len(readers)) for i, r in enumerate(readers)]
+    await asyncio.gather(measure(), *clients)
+    for reader in readers:
+        if reader.transport is not None:
+            reader.transport.close()
+    return counted + [o for o in outcomes if o.error], snapshots[0].until(snapshots[1])
+
+
 # --------------------------------------------------------------------------- figures
 
 def percentile(values: list[float], p: float) -> float:
@@ -465,11 +507,15 @@ class LoadSnapshot:
 
 
 async def bench_streams(sim: Simulator, deployment: Deployment, count: int, max_tokens: int,
-                        tolerance: float) -> str:
-    """Run `count` concurrent streams, print their figures, and return a one-line summary."""
+                        tolerance: float, steady: bool) -> str:
+    """Run `count` concurrent streams, all started together (a burst) or kept in flight (steady
+    load), print their figures, and return a one-line summary."""
     request = request_bytes(sim, deployment.name, max_tokens, stream=True)
-    timeout = deployment.total_ms(max_tokens) / 1000 + 60
-    outcomes, load = await fire(sim, count, request, True, timeout)
+    duration = deployment.total_ms(max_tokens) / 1000
+    if steady:
+        outcomes, load = await keep_busy(sim, count, request, True, ramp=duration, window=2 * duration)
+    else:
+        outcomes, load = await fire(sim, count, request, True, duration + 60)
     for o in outcomes:
         if o.error is None and len(o.content) != max_tokens:
             o.error = f"{len(o.content)} content frames, not {max_tokens}"
@@ -480,8 +526,15 @@ async def bench_streams(sim: Simulator, deployment: Deployment, count: int, max_
     last = [(o.content[-1] - o.sent) * 1000 for o in good]
     sent_spread = (max(o.sent for o in outcomes if o.sent) - min(o.sent for o in outcomes if o.sent)) * 1000 \
         if any(o.sent for o in outcomes) else 0.0
-    print(f"\n== {count} concurrent streams, max_tokens {max_tokens} "
-          f"(configured TTFT {deployment.ttft_ms:g} ms, ITL {deployment.itl_ms:g} ms)")
+    pattern = "steady" if steady else "burst"
+    if steady:
+        print(f"\n== {count} streams kept in flight (steady load: started over {duration:.1f} s, then each "
+              f"client asks again as soon as its stream ends; {len(outcomes)} streams sent in the "
+              f"{2 * duration:.1f} s after that counted), max_tokens {max_tokens} "
+              f"(configured TTFT {deployment.ttft_ms:g} ms, ITL {deployment.itl_ms:g} ms)")
+    else:
+        print(f"\n== {count} concurrent streams started together (burst), max_tokens {max_tokens} "
+              f"(configured TTFT {deployment.ttft_ms:g} ms, ITL {deployment.itl_ms:g} ms)")
     print(f"  TTFT ms   p50 {percentile(ttft, 50):7.1f}  p90 {percentile(ttft, 90):7.1f}  "
           f"p99 {percentile(ttft, 99):7.1f}  mean {mean(ttft):7.1f}  max {max(ttft, default=float('nan')):7.1f}"
           f"   p50 vs configured {deviation(percentile(ttft, 50), deployment.ttft_ms)}")
@@ -490,16 +543,16 @@ async def bench_streams(sim: Simulator, deployment: Deployment, count: int, max_
           f"{deviation(mean(itl), deployment.itl_ms)}")
     print(f"  last token ms  p50 {percentile(last, 50):7.1f}  p99 {percentile(last, 99):7.1f}  "
           f"(configured {deployment.total_ms(max_tokens):g})")
-    print(f"  wall {load.wall:.2f} s (requests written within {sent_spread:.1f} ms)   "
-          f"errors {error_summary(outcomes)}")
+    spread = "" if steady else f" (requests written within {sent_spread:.1f} ms)"
+    print(f"  wall {load.wall:.2f} s{spread}   errors {error_summary(outcomes)}")
     print(f"  {load.line()}")
     within = bool(ttft) and bool(itl) and \
         abs(percentile(ttft, 50) / deployment.ttft_ms - 1) <= tolerance and \
-        abs(mean(itl) / deployment.itl_ms - 1) <= tolerance and len(good) == count
+        abs(mean(itl) / deployment.itl_ms - 1) <= tolerance and len(good) == len(outcomes)
     print(f"  TTFT p50 and ITL mean within {tolerance * 100:g} % with zero errors: {'yes' if within else 'NO'}")
-    return (f"{count:5d} streams       TTFT p50 {percentile(ttft, 50):7.1f} ms "
+    return (f"{count:5d} streams {pattern:6s} TTFT p50 {percentile(ttft, 50):7.1f} ms "
             f"({deviation(percentile(ttft, 50), deployment.ttft_ms)}), ITL mean {mean(itl):5.2f} ms "
-            f"({deviation(mean(itl), deployment.itl_ms)}), errors {count - len(good)}, "
+            f"({deviation(mean(itl), deployment.itl_ms)}), errors {len(outcomes) - len(good)}, "
             f"mitmdump CPU {load.server / load.wall * 100:.0f} %: {'ok' if within else 'NOT within'}")
 
 
@@ -531,6 +584,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--streams", default="200,500",
                    help="concurrency levels of the streamed runs, comma-separated (e.g. 200,500,1000)")
+    p.add_argument("--patterns", default="steady,burst",
+                   help="how the streams start: 'steady' keeps that many in flight as a load tool does "
+                        "(started over one stream's duration, each client asking again when its stream ends); "
+                        "'burst' starts them all at the same instant")
     p.add_argument("--nonstreamed", type=int, default=200, help="concurrent non-streamed requests; 0 skips")
     p.add_argument("--max-tokens", type=int, default=100, help="max_tokens of every request")
     p.add_argument("--ttft-ms", type=float, default=300, help="TTFT of the streamed deployment")
@@ -543,6 +600,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mitmdump-args", default="", help="extra mitmdump arguments, e.g. '-q'")
     args = p.parse_args(argv)
     args.stream_counts = [int(s) for s in args.streams.split(",") if s.strip()]
+    args.patterns = [s.strip() for s in args.patterns.split(",") if s.strip()]
+    if not set(args.patterns) <= {"steady", "burst"}:
+        p.error("--patterns takes steady, burst or both")
     if args.max_tokens < 2:
         p.error("--max-tokens must be at least 2 to measure inter-token latency")
     if args.nonstreamed and args.total_ms - args.total_itl_ms * (args.max_tokens - 1) <= 0:
@@ -556,7 +616,8 @@ async def run(args: argparse.Namespace, sim: Simulator, paced: Deployment, total
     await fire(sim, 4, request_bytes(sim, paced.name, args.max_tokens, True), True, 60)
     if args.nonstreamed:
         await fire(sim, 4, request_bytes(sim, total.name, args.max_tokens, False), False, 60)
-    summary = [await bench_streams(sim, paced, count, args.max_tokens, tolerance) for count in args.stream_counts]
+    summary = [await bench_streams(sim, paced, count, args.max_tokens, tolerance, pattern == "steady")
+               for pattern in args.patterns for count in args.stream_counts]
     if args.nonstreamed:
         summary.append(await bench_plain(sim, total, args.nonstreamed, args.max_tokens, tolerance))
         summary.append(await bench_plain(sim, paced, args.nonstreamed, args.max_tokens, tolerance))
