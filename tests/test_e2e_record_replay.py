@@ -192,7 +192,11 @@ def test_kill_during_recording_leaves_loadable_files(simulator_factory, tmp_path
             c = AsyncAzureOpenAI(azure_endpoint=sim.url, api_key=sim.key, api_version=API_VERSION, max_retries=0)
             tasks = [asyncio.create_task(c.chat.completions.create(
                 model="gpt-4o", messages=[{"role": "user", "content": f"q{i}"}])) for i in range(60)]
-            await asyncio.sleep(0.5)
+            # Kill it once some interactions are written and others are still in flight.
+            recording = folder / "gpt-4o.chat-completions.yaml"
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not (recording.exists() and recording.stat().st_size):
+                await asyncio.sleep(0.02)
             os.kill(sim.process.pid, signal.SIGKILL)
             await asyncio.gather(*tasks, return_exceptions=True)
 

@@ -197,7 +197,7 @@ class Generate:
         flow = context.flow
         gate = self.gates.gate(context.deployment) if context.deployment else None
         if isinstance(answer, StreamPlan):
-            answer.arrived_ago = latency.since_arrival(flow.request.timestamp_start)
+            answer.arrived_ago = latency.since_arrival(flow)
             answer.gate = gate
             self.streams.route(flow, answer)
             return None

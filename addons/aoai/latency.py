@@ -12,6 +12,7 @@ import random
 import time
 from dataclasses import dataclass
 
+from . import client_socket
 from .config import CHAT_COMPLETIONS, COMPLETIONS, Deployment, Latency, Operation, SimulatorConfig, \
     model_latency
 
@@ -66,9 +67,23 @@ def hold(flow, seconds: float, gate: asyncio.Semaphore | None = None) -> None:
     flow.metadata[HOLD_KEY] = Hold(seconds, gate)
 
 
-def since_arrival(timestamp_start: float | None) -> float:
-    """Seconds since the request arrived (mitmproxy stamps it in wall-clock time)."""
-    return max(0.0, time.time() - timestamp_start) if timestamp_start else 0.0
+ARRIVED_KEY = "aoai.arrived"  # flow.metadata: when the request arrived (time.time())
+
+
+def arrived_at(flow) -> float | None:
+    """When the request reached the machine: the kernel's time where it is known, else
+    mitmproxy's stamp. Taken once per flow, so every deadline counts from the same instant."""
+    at = flow.metadata.get(ARRIVED_KEY)
+    if at is None:
+        at = client_socket.received_at(flow) or flow.request.timestamp_start
+        flow.metadata[ARRIVED_KEY] = at
+    return at
+
+
+def since_arrival(flow) -> float:
+    """Seconds since the request arrived."""
+    at = arrived_at(flow)
+    return max(0.0, time.time() - at) if at else 0.0
 
 
 class Gates:

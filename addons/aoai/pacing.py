@@ -27,7 +27,7 @@ class Pacing:
     @staticmethod
     async def _hold(flow: http.HTTPFlow, held: latency.Hold) -> None:
         if held.gate is None:
-            wait = held.seconds - latency.since_arrival(flow.request.timestamp_start)
+            wait = held.seconds - latency.since_arrival(flow)
             if wait > 0:
                 await asyncio.sleep(wait)
         else:

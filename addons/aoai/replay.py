@@ -131,7 +131,7 @@ class Replay:
         flow.metadata["aoai.replayed"] = True
         if interaction.events is not None and timing != "none":
             plan = stream_plan(interaction, headers, timing, context)
-            plan.arrived_ago = latency.since_arrival(flow.request.timestamp_start)
+            plan.arrived_ago = latency.since_arrival(flow)
             self.streams.route(flow, plan)
             return
         if interaction.events is not None:

@@ -28,9 +28,10 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
-from mitmproxy import connection, ctx, http
+from mitmproxy import connection, http
 from mitmproxy.http import status_codes
 
+from . import client_socket
 from .config import SimulatorConfig
 from .ratelimit import HEADERS_KEY
 
@@ -295,15 +296,9 @@ class _Silenced:
 def client_connection(flow: http.HTTPFlow):
     """mitmproxy's record of the client's socket (its reader and writer), when a stream can be
     written to it directly: plain HTTP/1.1 over TCP. None otherwise, or outside a running proxy."""
-    client = flow.client_conn
-    if client.tls or client.transport_protocol != "tcp" or flow.request.http_version != "HTTP/1.1":
+    if flow.client_conn.tls or flow.request.http_version != "HTTP/1.1":
         return None
-    try:
-        handler = ctx.master.addons.get("proxyserver").connections[client.id]
-        io = handler.transports[handler.client]
-    except (AttributeError, KeyError):
-        return None
-    return io if isinstance(io.writer, asyncio.StreamWriter) else None
+    return client_socket.client_io(flow)
 
 
 class Streaming:

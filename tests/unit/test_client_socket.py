@@ -1,0 +1,57 @@
+"""When a request reached the machine: the kernel's receive time of the client's socket."""
+
+import socket
+import sys
+import time
+
+import pytest
+from aoai import client_socket, latency
+from mitmproxy.test import taddons, tflow
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_INFO's layout is Linux's")
+
+
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    listener.close()
+    return client, server
+
+
+@linux_only
+def test_the_kernel_says_when_the_last_bytes_arrived_even_if_nobody_read_them():
+    client, server = tcp_pair()
+    with client, server:
+        client.sendall(b"POST / HTTP/1.1\r\n\r\n")
+        sent = time.time()
+        time.sleep(0.08)  # the proxy is busy; the bytes wait in the socket
+        at = client_socket.kernel_received_at(server, stamped=time.time())
+    assert at is not None
+    assert abs(at - sent) < 0.012  # the kernel counts in jiffies (up to 4 ms)
+
+
+@linux_only
+def test_a_kernel_time_far_before_mitmproxys_stamp_is_not_trusted():
+    client, server = tcp_pair()
+    with client, server:
+        client.sendall(b"x")
+        assert client_socket.kernel_received_at(server, stamped=time.time() + 60) is None
+
+
+def test_outside_a_running_proxy_the_arrival_is_mitmproxys_stamp():
+    flow = tflow.tflow()
+    flow.request.timestamp_start = time.time() - 0.5
+    with taddons.context():
+        assert client_socket.received_at(flow) is None
+        assert latency.arrived_at(flow) == flow.request.timestamp_start
+        assert 0.5 <= latency.since_arrival(flow) < 0.6
+
+
+def test_the_arrival_is_taken_once_per_flow():
+    flow = tflow.tflow()
+    flow.request.timestamp_start = 1000.0
+    with taddons.context():
+        first = latency.arrived_at(flow)
+        flow.request.timestamp_start = 2000.0
+        assert latency.arrived_at(flow) == first == 1000.0
