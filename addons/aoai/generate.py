@@ -5,8 +5,9 @@ The built-in ones are plain functions of a `RequestContext`, named so an extensi
 replace or remove them. A generator returns a mitmproxy response, a `StreamPlan` for a
 paced stream, or None to pass.
 
-Non-streamed answers wait as long as the whole generation would take; streamed answers are
-handed to the stream server, which sends each frame when it is due.
+Non-streamed answers are set at once and held by the pacing stage for as long as the whole
+generation would take; streamed answers become a `StreamPlan` that the streaming stage plays,
+each frame when it is due.
 """
 
 from __future__ import annotations

@@ -59,6 +59,7 @@ def test_a_plan_is_written_to_the_clients_connection_frame_by_frame(monkeypatch)
             await asyncio.gather(stage.request(flow), read())
         return io, writer, started, received
 
+    before = time.time()
     io, writer, started, received = run(main())
     wire = b"".join(data for _, data in received)
     head, _, body = wire.partition(b"\r\n\r\n")
@@ -74,6 +75,10 @@ def test_a_plan_is_written_to_the_clients_connection_frame_by_frame(monkeypatch)
     assert flow.response.content == b"".join(data for _, data in FRAMES)
     assert flow.response.headers["x-ratelimit-remaining-requests"] == "9"
     assert plan.completed and server.active == 0 and not server.plans
+    # mitmproxy runs responseheaders for an addon's response and restamps its start then.
+    flow.response.timestamp_start = time.time() + 5
+    stage.responseheaders(flow)
+    assert before <= flow.response.timestamp_start <= before + 0.05 and not flow.response.stream
     # mitmproxy's own copy of the response is dropped until the client's next request.
     assert io.writer is not writer and io.writer.is_closing()
     io.writer.write(b"HTTP/1.1 200 OK\r\n")  # dropped, not sent
