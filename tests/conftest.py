@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,17 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from processes import free_port, stop_process  # noqa: F401  (free_port: for the test modules)
 
 ROOT = Path(__file__).resolve().parent.parent
 MITMDUMP = Path(sys.executable).with_name("mitmdump")
 API_KEY = "test-key-0123456789"
 API_VERSION = "2024-10-21"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -41,13 +35,7 @@ class Simulator:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def start_simulator(tmp_path: Path, env: dict[str, str] | None = None, args: list[str] | None = None,
