@@ -207,9 +207,6 @@ class Settings:
                 default = s.default
             loader.add_option(s.option, s.type, default, f"{s.help} (env {s.env})")
         self._default_proxy_options()
-        # Encodings and filler text are made now, so the first request is as fast as the rest.
-        for name in tokens.ENCODINGS:
-            text.corpus(name)
 
     def _default_proxy_options(self) -> None:
         """Give a bare `mitmdump -s addons/simulator.py` the simulator's listener."""
@@ -245,6 +242,11 @@ class Settings:
 
     async def running(self):
         self.running_ = True
+        # Encodings and filler text are made before the first request, so it is as fast as the
+        # rest; not at load, so a start that fails on its settings says so at once (mitmproxy
+        # exits before `running` when an error was logged).
+        for name in tokens.ENCODINGS:
+            text.corpus(name)
         proxyserver = ctx.master.addons.get("proxyserver")
         if self.replace_default_listener and proxyserver is not None:
             await proxyserver.setup_servers()
