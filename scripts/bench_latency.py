@@ -3,7 +3,14 @@
 
 Starts `mitmdump -s addons/simulator.py` on a free loopback port with a temporary deployments
 file (TTFT and inter-token latency with standard deviation 0), then measures, for each
-concurrency level given with --streams:
+concurrency level given with --streams and each pattern given with --patterns:
+
+* steady: that many streams kept in flight, as load tools keep a concurrency (clients
+  started evenly over one stream's duration, each asking again on its keep-alive connection
+  as soon as its stream ends; the streams sent in the next two stream durations count);
+* burst: that many streams written at the same instant on fresh connections;
+
+and reports:
 
 * TTFT: from writing the request to the arrival of the first SSE frame whose
   `choices[0].delta.content` is non-empty (the definition GenAI-Perf and LLMPerf use);
@@ -18,8 +25,8 @@ the answer, against TTFT + ITL * (max_tokens - 1) from the same configuration.
 The client shares the machine with mitmdump, so it is kept cheap: plain asyncio transports
 and protocols (no HTTP library, no task switch per frame), a hand-written HTTP/1.1 request,
 and a minimal chunked/SSE scan that looks for `"content":"` followed by a non-empty value
-instead of parsing JSON. All connections are opened first and the requests are then written
-back to back, each with its own send time, so connection setup is not counted.
+instead of parsing JSON. All connections are opened first, so connection setup is not
+counted; every request has its own send time.
 
 Each run also prints the CPU used by the client, by mitmdump and by the rest of the machine
 (mitmdump is one event loop, so near 100 % of one core it is saturated), and any accept-queue
@@ -28,7 +35,7 @@ overflows (a dropped handshake costs 1 s), to tell where the time went when figu
 This is a benchmark that prints figures, not a test: it exits 0 whatever it measures
 (unless the simulator fails to start).
 
-    python scripts/bench_latency.py --streams 200,500,1000
+    python scripts/bench_latency.py --streams 200,500,1000 --patterns steady,burst
 """
 
 from __future__ import annotations
