@@ -6,8 +6,7 @@ machine. mitmproxy stamps a request (`timestamp_start`) when its event loop pars
 a burst that is up to ~0.25 ms per request behind, because each request's intake waits for
 the ones before it. The kernel knows better: Linux's TCP_INFO says how long ago the
 connection last received data, i.e. the request's last byte, at a resolution of a few ms.
-(On an HTTP/2 connection that may be a later request's bytes: the arrival then reads late,
-never early.)
+That time is used when it is earlier than mitmproxy's stamp.
 """
 
 from __future__ import annotations
@@ -58,6 +57,10 @@ def kernel_received_at(sock, stamped: float | None) -> float | None:
     except (OSError, struct.error):
         return None
     at = time.time() - ago_ms / 1000
-    if stamped and at < stamped - _PLAUSIBLE_S:
+    if not stamped:
+        return at
+    if at < stamped - _PLAUSIBLE_S:
         return None
-    return at
+    # Later than mitmproxy's stamp when more bytes came after the request's head (a long body,
+    # another HTTP/2 stream): the head's arrival is then the better answer.
+    return min(at, stamped)

@@ -39,6 +39,16 @@ def test_a_kernel_time_far_before_mitmproxys_stamp_is_not_trusted():
         assert client_socket.kernel_received_at(server, stamped=time.time() + 60) is None
 
 
+@linux_only
+def test_bytes_after_mitmproxys_stamp_do_not_move_the_arrival_later():
+    client, server = tcp_pair()
+    with client, server:
+        stamped = time.time()
+        time.sleep(0.05)
+        client.sendall(b"more of the body")
+        assert client_socket.kernel_received_at(server, stamped=stamped) == stamped
+
+
 def test_outside_a_running_proxy_the_arrival_is_mitmproxys_stamp():
     flow = tflow.tflow()
     flow.request.timestamp_start = time.time() - 0.5
