@@ -89,7 +89,8 @@ def sse_frames(timeline: list[tuple[int, bytes]], offsets: list[float], done: bo
     return out
 
 class StreamServer:
-    """Serves planned streams to mitmproxy over loopback HTTP/1.1 with chunked encoding."""
+    """Keeps the planned streams and plays them: onto a client's own connection (`play_to`),
+    or as a loopback HTTP/1.1 server that mitmproxy fetches them from, chunk by chunk."""
 
     def __init__(self):
         self.plans: dict[str, StreamPlan] = {}
