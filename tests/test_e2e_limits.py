@@ -43,7 +43,7 @@ def deployments_file(folder, deployments=DEPLOYMENTS) -> str:
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
     folder = tmp_path_factory.mktemp("limits")
-    # Latency on (deployments answer at once) so streams go through the stream server.
+    # Latency on, so streams are paced and written by the streaming stage.
     s = start_simulator(folder, {"OPENAI_DEPLOYMENT_CONFIG_PATH": deployments_file(folder), **ENV})
     yield s
     s.stop()

@@ -1,5 +1,6 @@
 """NotFound: the last stage. A request nothing answered gets Azure's 404, or, in record mode,
-goes on to the upstream. Paced streams also go on: to the simulator's own stream server."""
+goes on to the upstream. Paced streams that go through mitmproxy's layers also go on: to the
+simulator's own loopback stream server."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ in every mode (a throttled request in record mode never reaches Azure).
 OpenAI requests are charged against their deployment's token and request windows; Document
 Intelligence analyze submissions and result polls against their own per-second limits. A
 refused request gets Azure's 429; an admitted one gets the quota headers on its response,
-whoever makes it (a generator, a replay, the stream server or Azure itself). The windows and
+whoever makes it (a generator, a replay, the streaming stage or Azure itself). The windows and
 the arithmetic live in limits.py.
 """
 
@@ -208,7 +208,8 @@ class Limits:
     # --- responses: the quota headers -----------------------------------------------------
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        # Streamed answers (the stream server, or Azure in record mode) leave before `response`.
+        # Streams from the loopback stream server or from Azure (record mode) leave before `response`;
+        # streams written straight to the client carry the headers already (streaming.py).
         self._stamp(flow)
 
     def response(self, flow: http.HTTPFlow) -> None:
