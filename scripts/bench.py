@@ -233,12 +233,9 @@ def _lua_string(data: bytes) -> str:
     return f"[{'=' * level}[{text}]{'=' * level}]"
 
 
-WRK_SCRIPT = """\
-wrk.method = "POST"
-wrk.body = {body}
-wrk.headers["content-type"] = "application/json"
-wrk.headers["api-key"] = {key}
-
+# Counts non-200 answers per thread and prints one summary line that run_wrk parses. A
+# str.format template, as the scripts it ends are: braces doubled.
+WRK_SUMMARY = """\
 local threads = {{}}
 function setup(thread) table.insert(threads, thread) end
 function init(args) non200 = 0 end
@@ -253,6 +250,14 @@ function done(summary, latency, requests)
                          bad, e.connect + e.read + e.write + e.timeout))
 end
 """
+
+WRK_SCRIPT = """\
+wrk.method = "POST"
+wrk.body = {body}
+wrk.headers["content-type"] = "application/json"
+wrk.headers["api-key"] = {key}
+
+""" + WRK_SUMMARY
 
 
 def wrk_version(wrk: str) -> str:

@@ -50,13 +50,13 @@ import yaml
 # The pieces of the throughput benchmark this one shares: the server handle, result rows,
 # the machine line, wrk helpers and the HTTP/1.1 response reader of its Python generator.
 from bench import (
-    stop_process,
     API_KEY,
     API_VERSION,
     HEADER,
     MITMDUMP,
     ROOT,
     SIMULATOR,
+    WRK_SUMMARY,
     CpuMeter,
     Result,
     Server,
@@ -69,6 +69,7 @@ from bench import (
     notes,
     process_cpu_seconds,
     result_line,
+    stop_process,
     wrk_version,
 )
 
@@ -299,20 +300,7 @@ function request()
   return wrk.format(nil, {path}, nil, table.concat(out))
 end
 
-local threads = {{}}
-function setup(thread) table.insert(threads, thread) end
-function init(args) non200 = 0 end
-function response(status, headers, body)
-  if status ~= 200 then non200 = non200 + 1 end
-end
-function done(summary, latency, requests)
-  local bad = 0
-  for _, thread in ipairs(threads) do bad = bad + thread:get("non200") end
-  local e = summary.errors
-  io.write(string.format("BENCH %d %d %.3f %d %d\\n", summary.requests, summary.duration, latency.mean,
-                         bad, e.connect + e.read + e.write + e.timeout))
-end
-"""
+""" + WRK_SUMMARY
 
 
 class Load:
