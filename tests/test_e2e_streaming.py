@@ -286,6 +286,19 @@ def test_an_extension_watching_responseheaders_sees_streams(simulator_factory, t
     assert len(times) == 20 and times[-1] - times[0] > 0.2  # still paced
 
 
+def test_a_tls_client_gets_paced_streams_too(paced):
+    # mitmproxy terminates TLS itself (with its own CA), so such streams take the loopback path.
+    started = time.perf_counter()
+    with httpx.Client(verify=False) as c, c.stream(
+            "POST", f"https://127.0.0.1:{paced.port}/openai/deployments/paced/chat/completions?api-version={API_VERSION}",
+            headers={"api-key": paced.key}, json={"messages": MESSAGES, "max_tokens": 20, "stream": True}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        times = [time.perf_counter() - started for line in r.iter_lines()
+                 if '"content":"' in line and '"content":""' not in line]
+    assert len(times) == 20
+    assert times[0] < 0.6 < times[-1]  # TTFT 300 ms, then 19 gaps of 20 ms
+
+
 def test_patch_config_turns_latency_off(simulator_factory):
     sim = simulator_factory({"LATENCY_OPENAI_CHAT_COMPLETIONS_MEAN": "50"})
     c = client(sim)
