@@ -7,6 +7,7 @@ toward AZURE_OPENAI_ENDPOINT, upstream connections only when a request is forwar
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -247,6 +248,9 @@ class Settings:
         # exits before `running` when an error was logged).
         for name in tokens.ENCODINGS:
             text.corpus(name)
+        # What exists now (mitmproxy, the encodings, the corpora) lives as long as the process;
+        # frozen, the garbage collector stops walking it on every full collection.
+        gc.freeze()
         proxyserver = ctx.master.addons.get("proxyserver")
         if self.replace_default_listener and proxyserver is not None:
             await proxyserver.setup_servers()
