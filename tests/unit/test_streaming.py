@@ -146,3 +146,40 @@ def test_answered_or_unplanned_flows_are_left_alone():
     server = StreamServer()
     stage = Streaming(server, make_config())
     assert stage.request(make_flow("POST", chat_path())) is None
+
+
+def play_and_read(monkeypatch, plan_frames, cut=False) -> tuple[bytes, StreamPlan]:
+    """Play a plan straight onto a socket pair; everything the client got before the end."""
+    server = StreamServer()
+    stage = Streaming(server, make_config())
+    flow, plan = planned_flow(server, plan_frames)
+    plan.cut = cut
+
+    async def main():
+        reader, writer = await connected_pair()
+        monkeypatch.setattr(streaming, "client_connection", lambda f: SimpleNamespace(writer=writer))
+        played = asyncio.ensure_future(stage.request(flow))
+        received = b""
+        while not received.endswith(b"0\r\n\r\n"):
+            try:
+                data = await asyncio.wait_for(reader.read(65536), 5)
+            except ConnectionError:
+                break
+            if not data:
+                break
+            received += data
+        await played
+        return received
+
+    return run(main()), plan
+
+
+def test_a_plan_without_frames_is_an_empty_chunked_body(monkeypatch):
+    received, plan = play_and_read(monkeypatch, [])
+    assert received.endswith(b"\r\n\r\n0\r\n\r\n") and plan.completed
+
+
+def test_a_cut_stream_breaks_off_without_ending_its_body(monkeypatch):
+    received, plan = play_and_read(monkeypatch, FRAMES[:2], cut=True)
+    assert b'"b":2' in received and not received.endswith(b"0\r\n\r\n")
+    assert not plan.completed and plan.sent == 2
