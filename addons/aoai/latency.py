@@ -13,8 +13,7 @@ import time
 from dataclasses import dataclass
 
 from . import client_socket
-from .config import CHAT_COMPLETIONS, COMPLETIONS, Deployment, Latency, Operation, SimulatorConfig, \
-    model_latency
+from .config import CHAT_COMPLETIONS, COMPLETIONS, Deployment, Latency, Operation, SimulatorConfig, model_latency
 
 _rng = random.Random()
 

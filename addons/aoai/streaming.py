@@ -54,7 +54,6 @@ class StreamPlan:
     token_frames: list[bool] | None = None  # which frames carry tokens (None: all of them)
     labels: dict[str, str] = field(default_factory=dict)  # deployment and operation, for metrics
     # Set by the server: how it went, for tests and metrics.
-    finished: asyncio.Event = field(default_factory=asyncio.Event)
     completed: bool = False
     first_frame_s: float | None = None  # arrival to the first token frame, as sent
     first_frame_due_s: float = 0.0  # ... as planned
@@ -184,7 +183,6 @@ class StreamServer:
             await player.ended
         finally:
             self.active -= 1
-            plan.finished.set()
             for observe in self.observers:
                 observe(plan)
             if gate is not None:
