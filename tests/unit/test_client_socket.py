@@ -28,7 +28,7 @@ def test_the_kernel_says_when_the_last_bytes_arrived_even_if_nobody_read_them():
         time.sleep(0.08)  # the proxy is busy; the bytes wait in the socket
         at = client_socket.kernel_received_at(server, stamped=time.time())
     assert at is not None
-    assert abs(at - sent) < 0.012  # the kernel counts in jiffies (up to 4 ms)
+    assert abs(at - sent) < 0.025  # the kernel counts in jiffies (1-10 ms); "now" would be 80 ms off
 
 
 @linux_only
