@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -337,13 +337,16 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return status, keep
 
 
-async def _connection(port: int, request: bytes, stop_at: float, tally: Tally) -> None:
+async def keep_asking(port: int, next_request: Callable[[], bytes], stop_at: float, tally: Tally) -> None:
+    """One keep-alive client of the Python load generator: sends `next_request()` and reads the
+    answer, again and again until `stop_at` (loop time), counting into `tally`."""
     loop = asyncio.get_running_loop()
     writer: asyncio.StreamWriter | None = None
     while loop.time() < stop_at:
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+            request = next_request()
             started = loop.time()
             writer.write(request)
             status, keep = await _read_response(reader)
@@ -370,7 +373,7 @@ async def _python_load(port: int, workload: Workload, connections: int, seconds:
     tally = Tally()
     started = loop.time()
     stop_at = started + seconds
-    await asyncio.gather(*(_connection(port, request, stop_at, tally) for _ in range(connections)))
+    await asyncio.gather(*(keep_asking(port, lambda: request, stop_at, tally) for _ in range(connections)))
     return tally, loop.time() - started
 
 

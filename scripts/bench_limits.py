@@ -44,13 +44,17 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "addons"))
 
-from bench import free_port, machine_line, stop_process  # noqa: E402  (the shared benchmark helpers)
+from bench import (  # noqa: E402  (the shared benchmark helpers)
+    API_KEY,
+    API_VERSION,
+    MITMDUMP,
+    SIMULATOR,
+    free_port,
+    machine_line,
+    stop_process,
+)
 
-MITMDUMP = Path(sys.executable).with_name("mitmdump")
-SIMULATOR = ROOT / "addons" / "simulator.py"
 PROBE = ROOT / "scripts" / "bench_limits_probe.py"
-API_KEY = "bench-key-0123456789"
-API_VERSION = "2024-10-21"
 TPM = 60_000
 MAX_TOKENS = 200
 DEPLOYMENT = "bench"

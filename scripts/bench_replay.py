@@ -63,8 +63,8 @@ from bench import (
     Tally,
     _clean_env,
     _lua_string,
-    _read_response,
     free_port,
+    keep_asking,
     machine_line,
     notes,
     process_cpu_seconds,
@@ -352,35 +352,15 @@ class Load:
         head = (f"POST {URL_PATH} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\napi-key: {API_KEY}\r\n"
                 f"content-type: application/json\r\n")
 
-        async def connection(stop_at: float) -> None:
+        def next_request() -> bytes:
             nonlocal position
-            writer = None
-            while loop.time() < stop_at:
-                try:
-                    if writer is None:
-                        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
-                    body = body_bytes(position * self.stride % self.count)
-                    position += 1
-                    sent = loop.time()
-                    writer.write(f"{head}content-length: {len(body)}\r\n\r\n".encode() + body)
-                    status, keep = await _read_response(reader)
-                    tally.requests += 1
-                    tally.latency_total += loop.time() - sent
-                    tally.non_200 += status != 200
-                    if not keep:
-                        writer.close()
-                        writer = None
-                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, IndexError):
-                    tally.socket_errors += 1
-                    if writer is not None:
-                        writer.close()
-                        writer = None
-                    await asyncio.sleep(0.01)
-            if writer is not None:
-                writer.close()
+            body = body_bytes(position * self.stride % self.count)
+            position += 1
+            return f"{head}content-length: {len(body)}\r\n\r\n".encode() + body
 
         started = loop.time()
-        await asyncio.gather(*(connection(started + seconds) for _ in range(self.connections)))
+        await asyncio.gather(*(keep_asking(port, next_request, started + seconds, tally)
+                               for _ in range(self.connections)))
         return tally, loop.time() - started
 
 
