@@ -132,11 +132,9 @@ class StreamServer:
         request.scheme, request.host, request.port = "http", "127.0.0.1", self.port
         request.headers[PLAN_HEADER] = flow.metadata["aoai.stream"]
 
-    async def play_to(self, flow: http.HTTPFlow, writer: asyncio.StreamWriter) -> StreamPlan:
+    async def play_to(self, flow: http.HTTPFlow, writer: asyncio.StreamWriter) -> None:
         """Play the flow's plan onto `writer` (the client's own connection)."""
-        plan = self.plans.pop(flow.metadata["aoai.stream"])
-        await self._play(plan, writer)
-        return plan
+        await self._play(self.plans.pop(flow.metadata["aoai.stream"]), writer)
 
     def forget(self, flow: http.HTTPFlow) -> None:
         plan_id = flow.metadata.get("aoai.stream")
@@ -325,17 +323,17 @@ class Streaming:
         self._unsilence(client.id)
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
-        if flow.response or self.server.planned(flow) is None:
+        plan = None if flow.response else self.server.planned(flow)
+        if plan is None:
             return None
         io = None if self.config.streams_through_hooks else client_connection(flow)
         if io is None:
             self.server.to_loopback(flow)
             return None
-        return self._play_to_client(flow, io)
+        return self._play_to_client(flow, plan, io)
 
-    async def _play_to_client(self, flow: http.HTTPFlow, io) -> None:
+    async def _play_to_client(self, flow: http.HTTPFlow, plan: StreamPlan, io) -> None:
         writer = io.writer
-        plan = self.server.planned(flow)
         plan.headers.update(flow.metadata.pop(HEADERS_KEY, None) or {})  # the quota headers
         started = flow.metadata[_PLAYED] = time.time()
         try:
