@@ -553,6 +553,10 @@ async def bench_streams(sim: Simulator, deployment: Deployment, count: int, max_
     spread = "" if steady else f" (requests written within {sent_spread:.1f} ms)"
     print(f"  wall {load.wall:.2f} s{spread}   errors {error_summary(outcomes)}")
     print(f"  {load.line()}")
+    if steady and outcomes:
+        # Over a steady window the streams started and finished balance: CPU per stream in all.
+        print(f"  mitmdump CPU per stream {load.server / len(outcomes) * 1000:.2f} ms "
+              f"({max_tokens} tokens; start, frames and finish)")
     within = bool(ttft) and bool(itl) and \
         abs(percentile(ttft, 50) / deployment.ttft_ms - 1) <= tolerance and \
         abs(mean(itl) / deployment.itl_ms - 1) <= tolerance and len(good) == len(outcomes)

@@ -8,8 +8,8 @@ in one of two ways:
   and each frame at its deadline straight onto the client's connection, then gives the flow
   the whole response for mitmweb, metrics and later hooks. mitmproxy would now send that
   response a second time, so the connection's writer is silenced until the client's next
-  request begins. One timer and one socket write per frame (about 12 µs of CPU against about
-  0.1 ms on the path below) is what lets one process pace hundreds of streams.
+  request begins. One timer and one socket write per frame (a fraction of the ~0.1 ms a frame
+  costs on the path below) is what lets one process pace hundreds of streams.
 * **Through a loopback server** (TLS or HTTP/2 clients, whose bytes only mitmproxy's layers
   can frame; and every stream when an extension has a `responseheaders` hook, so that it sees
   the stream before it leaves). mitmproxy sends a response an addon makes in one piece; only a
