@@ -133,14 +133,17 @@ def test_an_extension_watching_responseheaders_keeps_streams_in_mitmproxys_layer
     assert PLAN_HEADER in flow.request.headers
 
 
-@pytest.mark.parametrize("change", ["tls", "http2"])
-def test_only_plain_http1_connections_are_written_directly(change):
+@pytest.mark.parametrize("change", ["none", "tls", "http2"])
+def test_only_plain_http1_connections_are_written_directly(change, monkeypatch):
+    socket_record = object()  # as if the proxy held this client's socket
+    monkeypatch.setattr(streaming.client_socket, "client_io", lambda f: socket_record)
     flow = make_flow("POST", chat_path())
     if change == "tls":
         flow.client_conn.tls = True
-    else:
+    elif change == "http2":
         flow.request.http_version = "HTTP/2.0"
-    assert streaming.client_connection(flow) is None
+    expected = socket_record if change == "none" else None
+    assert streaming.client_connection(flow) is expected
 
 
 def test_answered_or_unplanned_flows_are_left_alone():
