@@ -28,7 +28,7 @@ COPY addons/ addons/
 COPY tiktoken_cache/ tiktoken_cache/
 RUN case "$network_type" in \
       unrestricted) ;; \
-      semi-restricted) python -c "import sys; sys.path.insert(0, 'addons'); import aoai.tokens as t; t.install_offline_encodings()" ;; \
+      semi-restricted) python -c "import sys; sys.path.insert(0, 'addons'); import aoai.openai.tokens as t; t.install_offline_encodings()" ;; \
       restricted) ls tiktoken_cache/9b5ad71b2ce5302211f9c61530b329a4922fc6a4 tiktoken_cache/fb374d419588a4632f3f557e76b4b70aebbca790 \
         || { echo "restricted build: run scripts/setup_tiktoken.py first to fill ./tiktoken_cache" >&2; exit 1; } ;; \
       *) echo "network_type must be unrestricted, semi-restricted or restricted" >&2; exit 1 ;; \

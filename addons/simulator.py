@@ -2,15 +2,18 @@
 
     mitmdump -s addons/simulator.py
 
-A request passes the stages below in this order; each is one module in `aoai/`, and the
-first stage to set a response ends the walk (later stages see `flow.response` and step aside).
+A request passes the stages below in this order, one module each in `aoai/stages/`; the
+first stage to set a response ends the walk (later stages see `flow.response` and step
+aside). Routing resolves the request against the route table (`aoai/runtime/routes.py`)
+once, into a typed `RequestContext` that every later stage reads. Each stage's flow hooks
+are guarded: an exception ends that request with Azure's 500 instead of sending it upstream.
 """
 
 import os
 import sys
 
-# The stages live in the `aoai` package beside this file; keep it importable after mitmproxy
-# restores sys.path, so extensions can import it too.
+# The `aoai` package lives beside this file; keep it importable after mitmproxy restores
+# sys.path, so extensions can import it too.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from dotenv import load_dotenv  # noqa: E402
@@ -18,41 +21,57 @@ from dotenv import load_dotenv  # noqa: E402
 # .env in the working directory fills in what the environment does not set.
 load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
 
-from aoai.auth import Auth  # noqa: E402
-from aoai.config import SimulatorConfig  # noqa: E402
-from aoai.extensions import Extensions  # noqa: E402
-from aoai.flowcap import FlowCap  # noqa: E402
-from aoai.generate import Generate  # noqa: E402
-from aoai.latency import Gates  # noqa: E402
-from aoai.management import Management  # noqa: E402
-from aoai.metrics import Metrics  # noqa: E402
-from aoai.notfound import NotFound  # noqa: E402
-from aoai.pacing import Pacing  # noqa: E402
-from aoai.ratelimit import Limits  # noqa: E402
-from aoai.record import Record  # noqa: E402
-from aoai.recording import RecordingStore  # noqa: E402
-from aoai.replay import Replay  # noqa: E402
-from aoai.routing import Routing  # noqa: E402
-from aoai.settings import Settings  # noqa: E402
-from aoai.streaming import Streaming, StreamServer  # noqa: E402
+from aoai.runtime.startup import Startup  # noqa: E402
+from aoai.stages.settings import preflight  # noqa: E402
 
-config = SimulatorConfig()
+# A bad setting stops the process at once, before the rest loads (mitmproxy is already listening).
+startup = Startup(exit_process=True)
+preflight(startup)
+
+from aoai.runtime.config import SimulatorConfig  # noqa: E402
+from aoai.runtime.failures import guard  # noqa: E402
+from aoai.runtime.latency import Gates  # noqa: E402
+from aoai.runtime.recording import RecordingStore  # noqa: E402
+from aoai.runtime.streams import StreamServer  # noqa: E402
+from aoai.stages.auth import Auth  # noqa: E402
+from aoai.stages.checks import Checks  # noqa: E402
+from aoai.stages.extensions import Extensions  # noqa: E402
+from aoai.stages.flowcap import FlowCap  # noqa: E402
+from aoai.stages.generate import Generate  # noqa: E402
+from aoai.stages.management import Management  # noqa: E402
+from aoai.stages.metrics import Metrics  # noqa: E402
+from aoai.stages.notfound import NotFound  # noqa: E402
+from aoai.stages.pacing import Pacing  # noqa: E402
+from aoai.stages.ratelimit import Limits  # noqa: E402
+from aoai.stages.record import Record  # noqa: E402
+from aoai.stages.replay import Replay  # noqa: E402
+from aoai.stages.routing import Routing  # noqa: E402
+from aoai.stages.settings import Settings  # noqa: E402
+from aoai.stages.streaming import Streaming  # noqa: E402
+
+# What the stages share, passed to each that needs it.
+config = SimulatorConfig()  # the configuration; extensions receive it in initialize(config)
 streams = StreamServer()  # plays paced streams (and serves those that go through mitmproxy's layers)
 recordings = RecordingStore(config.recording.dir)
+limits = Limits(config, startup=startup)
+extensions = Extensions(config, startup)
 
 addons = [
-    Settings(config),  # options and environment -> config; the listener
-    Auth(config),  # api-key / Ocp-Apim-Subscription-Key / Bearer, or 401
-    Routing(config),  # operation, deployment, body checks, prompt tokens, or 400/404
-    Limits(config),  # Azure's quotas, before anything answers or forwards: 429, or quota headers
-    Extensions(config),  # EXTENSION_PATH: user addons run here; initialize(config) shapes the rest
+    Settings(config, startup),  # options and environment -> config; the listener
+    Routing(config),  # the request's route (operation, path parameters) -> its RequestContext
+    Auth(config),  # api-key / Ocp-Apim-Subscription-Key / Bearer, or 401 (open routes: none needed)
+    Checks(),  # what Azure refuses first: 405, api-version, body, deployment, fields, context length
+    limits,  # Azure's quotas, before anything answers or forwards: 429, or quota headers
+    extensions,  # EXTENSION_PATH: user addons run here; initialize(config) shapes the rest
     Replay(config, recordings, streams),  # record and replay modes: answer what is recorded
     Record(config, recordings),  # record mode: forward the rest to Azure and save it
     Generate(config, streams, Gates()),  # generate mode: made-up answers, on time
-    Streaming(streams, config),  # plays paced streams token by token
+    Streaming(streams, lambda: extensions.sees_streams),  # plays paced streams token by token
     Pacing(),  # holds other answers until due, after every hook that may change them
-    Management(config, streams),  # /++/health, /++/config, /++/limits, /++/reset-limits, /++/save-recordings
-    Metrics(config, streams),  # /++/metrics; counts and times every flow as it ends
-    NotFound(config),  # nothing answered: 404 (record mode: on to Azure)
+    Management(config, streams, limits, recordings),  # /++/health, /++/config, /++/limits, /++/reset-limits, …
+    Metrics(config, streams, limits),  # /++/metrics; counts and times every flow as it ends
+    NotFound(config),  # nothing answered: 404, so generate and replay never go upstream
     FlowCap(),  # under mitmweb: keep only the newest flows in memory
 ]
+for stage in addons:
+    guard(stage)

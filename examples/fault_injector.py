@@ -16,8 +16,7 @@ import random
 
 from mitmproxy import ctx, exceptions, http
 
-from aoai.config import context_of
-from aoai.wire import azure_error
+from aoai.extension import azure_error, context_of
 
 logger = logging.getLogger(__name__)
 

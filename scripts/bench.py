@@ -30,26 +30,20 @@ import os
 import platform
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import simulator_process
+from simulator_process import ROOT, SIMULATOR, Process
 
-ROOT = Path(__file__).resolve().parent.parent
-# The mitmdump of the interpreter running this script (the venv's), else the one on PATH.
-MITMDUMP = Path(sys.executable).with_name("mitmdump")
-if not MITMDUMP.exists():
-    MITMDUMP = Path(shutil.which("mitmdump") or MITMDUMP)
 BARE_ADDON = ROOT / "scripts" / "bench_bare_addon.py"
-SIMULATOR = ROOT / "addons" / "simulator.py"
 API_KEY = "bench-key-0123456789"
 API_VERSION = "2024-10-21"
 TARGET_RATIO = 0.85
@@ -154,73 +148,24 @@ class CpuMeter:
 
 # --- the servers -------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen
-    port: int
-    log_path: Path
-
-
-def _clean_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SIMULATOR_", "AZURE_OPENAI", "LATENCY_", "RECORDING_", "OPENAI_"))}
-    env.update(extra)
-    return env
-
-
 @contextmanager
-def mitmdump(label: str, args: list[str], env: dict[str, str], workdir: Path,
-             check: Workload) -> Iterator[Server]:
-    """Run mitmdump on a free loopback port until the block ends; ready once `check` gets 200."""
-    port = free_port()
-    log_path = workdir / f"{label}-{port}.log"
-    command = [str(MITMDUMP), *args, "--listen-host", "127.0.0.1", "-p", str(port)]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=workdir, env=_clean_env(env), stdout=log,
-                                   stderr=subprocess.STDOUT)
-    server = Server(process, port, log_path)
+def mitmdump(label: str, script: Path, env: dict[str, str], workdir: Path, extra_args: Iterable[str] = (),
+             health: str | None = "/++/health") -> Iterator[Process]:
+    """Run mitmdump on a free loopback port until the block ends, once ready (at `health`, or
+    once the port accepts with None) and answering the chat workload with 200."""
+    server = simulator_process.start(script, cwd=workdir, env=env, extra_args=extra_args, label=label)
     try:
-        _wait_ready(server, label, check)
+        try:
+            simulator_process.wait_ready(server, health, timeout=60)
+            response = httpx.post(server.url + CHAT.path, content=CHAT.body, timeout=5,
+                                  headers={"api-key": API_KEY, "content-type": "application/json"})
+        except (simulator_process.StartError, httpx.HTTPError) as e:
+            raise SystemExit(f"{label}: {e}") from None
+        if response.status_code != 200:
+            raise SystemExit(f"{label}: {CHAT.name} request answered {response.status_code}: {response.text[:500]}")
         yield server
     finally:
-        stop_process(process)
-
-
-def stop_process(process: subprocess.Popen, timeout: float = 10) -> None:
-    """SIGTERM, as a service manager would; SIGKILL if it has not exited after `timeout` s."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_ready(server: Server, label: str, check: Workload) -> None:
-    url = f"http://127.0.0.1:{server.port}{check.path}"
-    headers = {"api-key": API_KEY, "content-type": "application/json"}
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise SystemExit(f"{label}: mitmdump exited with {server.process.returncode}:\n"
-                             f"{server.log_path.read_text(errors='replace')}")
-        try:
-            response = httpx.post(url, content=check.body, headers=headers, timeout=5)
-        except httpx.HTTPError:
-            time.sleep(0.1)
-            continue
-        if response.status_code != 200:
-            raise SystemExit(f"{label}: {check.name} request answered {response.status_code}: "
-                             f"{response.text[:500]}")
-        return
-    raise SystemExit(f"{label}: mitmdump did not answer within 60 s:\n{server.log_path.read_text(errors='replace')}")
+        server.stop()
 
 
 # --- load with wrk -----------------------------------------------------------------------
@@ -265,7 +210,7 @@ def wrk_version(wrk: str) -> str:
     return out.split("[")[0].strip() or "wrk"
 
 
-def run_wrk(wrk: str, label: str, server: Server, workload: Workload, connections: int, seconds: float,
+def run_wrk(wrk: str, label: str, server: Process, workload: Workload, connections: int, seconds: float,
             warmup: float, workdir: Path) -> Result:
     script = workdir / f"{workload.name}.lua"
     script.write_text(WRK_SCRIPT.format(body=_lua_string(workload.body), key=_lua_string(API_KEY.encode())))
@@ -377,7 +322,7 @@ async def _python_load(port: int, workload: Workload, connections: int, seconds:
     return tally, loop.time() - started
 
 
-def run_python(label: str, server: Server, workload: Workload, connections: int, seconds: float,
+def run_python(label: str, server: Process, workload: Workload, connections: int, seconds: float,
                warmup: float) -> Result:
     if warmup > 0:
         asyncio.run(_python_load(server.port, workload, connections, warmup))
@@ -502,7 +447,7 @@ def main() -> None:
         print("Simulator environment added: " + " ".join(f"{k}={v}" for k, v in extra_env.items()))
     workloads = [CHAT, EMBEDDINGS] if args.embeddings else [CHAT]
 
-    def measure(label: str, server: Server, workload: Workload, workdir: Path) -> Result:
+    def measure(label: str, server: Process, workload: Workload, workdir: Path) -> Result:
         if wrk:
             return run_wrk(wrk, label, server, workload, args.connections, args.duration, args.warmup, workdir)
         return run_python(label, server, workload, args.connections, args.duration, args.warmup)
@@ -510,14 +455,13 @@ def main() -> None:
     results: dict[tuple[str, str], list[Result]] = {}
     with tempfile.TemporaryDirectory(prefix="aoai-bench-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
-        bare_args = ["-s", str(BARE_ADDON), "--mode", "reverse:http://127.0.0.1:9",
-                     "--set", "connection_strategy=lazy"]
+        bare_args = ["--mode", "reverse:http://127.0.0.1:9", "--set", "connection_strategy=lazy"]
         env = {"SIMULATOR_API_KEY": API_KEY, "SIMULATOR_LATENCY": "false",
                "RECORDING_DIR": str(workdir / "recordings"), **extra_env}
         # Both run throughout (an idle mitmdump costs nothing); the runs alternate between them.
-        simulator_args = ["-s", str(args.simulator_script.resolve())]
-        servers = {"bare": stack.enter_context(mitmdump("bare", bare_args, {}, workdir, CHAT)),
-                   "simulator": stack.enter_context(mitmdump("simulator", simulator_args, env, workdir, CHAT))}
+        servers = {"bare": stack.enter_context(mitmdump("bare", BARE_ADDON, {}, workdir, bare_args, health=None)),
+                   "simulator": stack.enter_context(mitmdump("simulator", args.simulator_script.resolve(), env,
+                                                             workdir))}
         print()
         print(HEADER)
         for round_ in range(args.rounds):

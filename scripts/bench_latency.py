@@ -43,22 +43,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import secrets
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import simulator_process
+from bench import machine_line, process_cpu_seconds
+from simulator_process import SIMULATOR
+from simulator_process import Process as Simulator
 
-from bench import free_port, machine_line, stop_process  # noqa: E402  (the shared benchmark helpers)
 API_VERSION = "2024-10-21"
 CONTENT_KEY = b'"content":"'
 DONE = b"data: [DONE]"
@@ -68,7 +69,7 @@ BANNER = "Azure OpenAI simulator:"  # logged by the simulator once its listener 
 SATURATED = 0.9  # mitmdump CPU share of one core from which its event loop is the bottleneck
 BUSY_OTHERS = 0.25  # CPU share of one core used by other processes above which a run is suspect
 IDLE_CPU, IDLE_WINDOW_S = 0.05, 0.3  # mitmdump counts as idle below 5 % of a core over 0.3 s
-STARTUP_SETTLE_S = 1.0  # for the add-ons that start after the listener (see wait_healthy)
+STARTUP_SETTLE_S = 1.0  # for the add-ons that start after the listener (see simulator)
 
 
 # --------------------------------------------------------------------------- the simulator
@@ -89,85 +90,38 @@ class Deployment:
         return self.ttft_ms + self.itl_ms * (tokens - 1)
 
 
-@dataclass
-class Simulator:
-    process: subprocess.Popen
-    port: int
-    key: str
-    log_path: Path
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time mitmdump has used so far (Linux /proc; 0 elsewhere)."""
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(sim: Simulator) -> float:
+    """User + system CPU time mitmdump has used so far (Linux /proc; 0 elsewhere)."""
+    used = process_cpu_seconds(sim.process.pid)
+    return 0.0 if math.isnan(used) else used
 
 
 @contextmanager
 def simulator(deployments: list[Deployment], extra_args: list[str]) -> Iterator[Simulator]:
-    """Run mitmdump with the simulator in a temporary folder; stop it on the way out."""
-    mitmdump = Path(sys.executable).with_name("mitmdump")
+    """Run mitmdump with the simulator in a temporary folder; stop it on the way out.
+
+    Nothing is sent before its start-up banner and a short pause after it: the simulator
+    opens its listener in its own `running` hook, before mitmproxy's later add-ons (TLS
+    settings, the stream server) have run theirs, and a request in that window makes
+    mitmdump exit with "Errors logged during startup".
+    """
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as folder:
         tmp = Path(folder)
         config_path = tmp / "deployments.json"
         config_path.write_text(json.dumps({d.name: d.config() for d in deployments}))
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("SIMULATOR_", "AZURE_OPENAI", "LATENCY_", "RECORDING_", "OPENAI_"))}
-        key = secrets.token_hex(16)
-        env.update({"SIMULATOR_API_KEY": key, "OPENAI_DEPLOYMENT_CONFIG_PATH": str(config_path),
-                    "RECORDING_DIR": str(tmp / "recordings"),
-                    # Natural answers far longer than max_tokens, so the limit sets every length.
-                    "SIMULATOR_COMPLETION_TOKENS_MEAN": "10000", "SIMULATOR_COMPLETION_TOKENS_STD_DEV": "0"})
-        port = free_port()
-        log_path = tmp / "mitmdump.log"
-        command = [str(mitmdump), "-s", str(ROOT / "addons" / "simulator.py"),
-                   "--listen-host", "127.0.0.1", "-p", str(port), *extra_args]
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(command, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
-        sim = Simulator(process, port, key, log_path)
+        sim = simulator_process.start(SIMULATOR, cwd=tmp, extra_args=extra_args, env={
+            "SIMULATOR_API_KEY": secrets.token_hex(16), "OPENAI_DEPLOYMENT_CONFIG_PATH": str(config_path),
+            "RECORDING_DIR": str(tmp / "recordings"),
+            # Natural answers far longer than max_tokens, so the limit sets every length.
+            "SIMULATOR_COMPLETION_TOKENS_MEAN": "10000", "SIMULATOR_COMPLETION_TOKENS_STD_DEV": "0"})
         try:
-            wait_healthy(sim)
+            simulator_process.wait_ready(sim, after_log=BANNER, settle=STARTUP_SETTLE_S)
             yield sim
         finally:
-            if process.poll() is not None:
-                print(f"\nmitmdump exited with {process.returncode} during the benchmark; its log ends:\n"
-                      + "\n".join(log_path.read_text(errors="replace").splitlines()[-30:]), file=sys.stderr)
-            stop_process(process)
-
-
-def wait_healthy(sim: Simulator, timeout: float = 30.0) -> None:
-    """Wait for the start-up banner, let start-up finish, then for GET /++/health = 200.
-
-    The simulator opens its listener in its own `running` hook, before mitmproxy's later
-    add-ons (TLS settings, the stream server) have run theirs; a request in that window makes
-    mitmdump exit with "Errors logged during startup". So nothing is sent before the banner,
-    which is logged once the listener is up, plus a short settling pause.
-    """
-    deadline = time.monotonic() + timeout
-
-    def alive() -> None:
-        if sim.process.poll() is not None:
-            raise RuntimeError(f"mitmdump exited with {sim.process.returncode}:\n"
-                               f"{sim.log_path.read_text(errors='replace')}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"simulator not ready after {timeout:.0f} s:\n"
-                               f"{sim.log_path.read_text(errors='replace')}")
-
-    while BANNER not in sim.log_path.read_text(errors="replace"):
-        alive()
-        time.sleep(0.05)
-    time.sleep(STARTUP_SETTLE_S)
-    while True:
-        alive()
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{sim.port}/++/health", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
+            if not sim.alive():
+                print(f"\nmitmdump exited with {sim.process.returncode} during the benchmark; its log ends:\n"
+                      + sim.log(tail=30), file=sys.stderr)
+            sim.stop()
 
 
 # --------------------------------------------------------------------------- the client
@@ -355,9 +309,9 @@ async def wait_idle(sim: Simulator, timeout: float = 30.0) -> None:
     a while, and a run started then would be measured against that work."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        used = sim.cpu_seconds()
+        used = cpu_seconds(sim)
         await asyncio.sleep(IDLE_WINDOW_S)
-        if sim.cpu_seconds() - used <= IDLE_CPU * IDLE_WINDOW_S:
+        if cpu_seconds(sim) - used <= IDLE_CPU * IDLE_WINDOW_S:
             return
 
 
@@ -505,7 +459,7 @@ class LoadSnapshot:
 
     @classmethod
     def take(cls, sim: Simulator) -> LoadSnapshot:
-        return cls(time.perf_counter(), time.process_time(), sim.cpu_seconds(), machine_busy_seconds(),
+        return cls(time.perf_counter(), time.process_time(), cpu_seconds(sim), machine_busy_seconds(),
                    listen_overflows())
 
     def until(self, later: LoadSnapshot) -> Load:

@@ -30,9 +30,7 @@ import gc
 import json
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,15 +42,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "addons"))
 
-from bench import (  # noqa: E402  (the shared benchmark helpers)
-    API_KEY,
-    API_VERSION,
-    MITMDUMP,
-    SIMULATOR,
-    free_port,
-    machine_line,
-    stop_process,
-)
+import simulator_process
+from bench import API_KEY, API_VERSION, machine_line  # the shared benchmark helpers
+from simulator_process import SIMULATOR, Process, start_redis, stop
 
 PROBE = ROOT / "scripts" / "bench_limits_probe.py"
 TPM = 60_000
@@ -73,9 +65,11 @@ def limiter_cost(per_deployment: int = 200, build_429s: bool = True, log_429s: b
 
     from mitmproxy.test import tflow
 
-    from aoai import catalogue, limits, ratelimit, routing
-    from aoai.config import Deployment, SimulatorConfig
-    from aoai.ratelimit import Limits
+    from aoai.openai import catalogue
+    from aoai.runtime import limits
+    from aoai.runtime.config import Deployment, SimulatorConfig
+    from aoai.stages import checks, ratelimit, routing
+    from aoai.stages.ratelimit import Limits
 
     model = catalogue.MODELS["gpt-4o"]
     config = SimulatorConfig(api_key=API_KEY, deployments={
@@ -90,9 +84,9 @@ def limiter_cost(per_deployment: int = 200, build_429s: bool = True, log_429s: b
         f.request.headers["content-type"] = "application/json"
         f.request.content = json.dumps({"messages": [{"role": "user", "content": f"Question {i}?"}],
                                         "max_tokens": MAX_TOKENS}).encode()
-        assert routing.route(f, config) is None
+        assert checks.check(routing.resolve(f, config)) is None
         flows.append(f)
-    logger = logging.getLogger("aoai.ratelimit")
+    logger = logging.getLogger("aoai.stages.ratelimit")
     handler = logging.StreamHandler(open(os.devnull, "w"))
     handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s"))
     logger.addHandler(handler)
@@ -129,7 +123,7 @@ def limiter_cost(per_deployment: int = 200, build_429s: bool = True, log_429s: b
 
 
 async def redis_cost(url: str, n: int = 3000) -> float:
-    from aoai import limits
+    from aoai.runtime import limits
 
     windows = limits.RedisWindows.from_url(url, prefix="bench-cost:")
     quota = limits.deployment_quota(TPM, None, 10.0)
@@ -236,51 +230,17 @@ def report(label: str, run: Run, seconds: float, sims: list[str], request_limit:
     return ok_tokens and ok_requests and max(sliding) <= TPM * (1 + TOLERANCE)
 
 
-def start_sim(folder: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str, Path]:
-    port = free_port()
-    full = {k: v for k, v in os.environ.items()
-            if not k.startswith(("SIMULATOR_", "AZURE_OPENAI", "LATENCY_", "RECORDING_", "OPENAI_", "RATE_LIMIT_"))}
-    full.update({"SIMULATOR_API_KEY": API_KEY, "SIMULATOR_LATENCY": "false", **env})
-    log = folder / f"mitmdump-{port}.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen([str(MITMDUMP), "-s", str(SIMULATOR), "-s", str(PROBE), "--listen-host",
-                                    "127.0.0.1", "-p", str(port)], cwd=folder, env=full, stdout=out,
-                                   stderr=subprocess.STDOUT)
-    return process, f"http://127.0.0.1:{port}", log
+def start_sim(folder: Path, env: dict[str, str]) -> Process:
+    """A simulator with the probe that stamps decisions; not waited for, so several start at once."""
+    return simulator_process.start([SIMULATOR, PROBE], cwd=folder,
+                                   env={"SIMULATOR_API_KEY": API_KEY, "SIMULATOR_LATENCY": "false", **env})
 
 
-def wait_ready(process: subprocess.Popen, url: str, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the simulator exited:\n{log.read_text(errors='replace')}")
-        try:
-            if httpx.get(f"{url}/++/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit("the simulator did not start")
-
-
-def start_redis() -> tuple[subprocess.Popen, str] | None:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        return None
-    port = free_port()
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return process, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.05)
-    stop_process(process)
-    return None
+def wait_ready(sim: Process) -> None:
+    try:
+        simulator_process.wait_ready(sim, timeout=60)
+    except simulator_process.StartError as e:
+        raise SystemExit(str(e)) from None
 
 
 def main() -> int:
@@ -315,32 +275,32 @@ def main() -> int:
         if redis is not None:
             print(f"Redis round trip per check (sequential): {asyncio.run(redis_cost(redis[1])):.0f} µs")
 
-        process, url, log = start_sim(folder, env)
-        processes.append(process)
-        wait_ready(process, url, log)
+        sim = start_sim(folder, env)
+        processes.append(sim)
+        wait_ready(sim)
         print(f"\nOne simulator: {args.clients} clients above a quota of {TPM} TPM for {seconds:.0f} s …", flush=True)
-        run = asyncio.run(hold_above_quota([url], args.clients, seconds, time.monotonic))
-        ok &= report("One simulator", run, seconds, [url], request_limit, window)
-        stop_process(process)
+        run = asyncio.run(hold_above_quota([sim.url], args.clients, seconds, time.monotonic))
+        ok &= report("One simulator", run, seconds, [sim.url], request_limit, window)
+        sim.stop()
 
         if redis is None:
             print("\nTwo replicas: skipped (" + ("--no-redis" if args.no_redis else "redis-server not installed")
                   + ")")
         else:
             pair = [start_sim(folder, {**env, "RATE_LIMIT_REDIS_URL": redis[1]}) for _ in range(2)]
-            processes += [p for p, _, _ in pair]
-            for p, u, lg in pair:
-                wait_ready(p, u, lg)
-            urls = [u for _, u, _ in pair]
+            processes += pair
+            for sim in pair:
+                wait_ready(sim)
+            urls = [sim.url for sim in pair]
             print(f"\nTwo replicas sharing Redis: {args.clients} clients, round robin, for {seconds:.0f} s …",
                   flush=True)
             run = asyncio.run(hold_above_quota(urls, args.clients, seconds, time.time))
             ok &= report("Two replicas sharing one quota through Redis", run, seconds, urls, request_limit, window)
     finally:
-        for p in processes:
-            stop_process(p)
+        for sim in processes:
+            sim.stop()
         if redis is not None:
-            stop_process(redis[0])
+            stop(redis[0])
         shutil.rmtree(folder, ignore_errors=True)
     print("\nAll within target." if ok else "\nSome figures are outside the target.")
     return 0 if ok else 1

@@ -45,36 +45,32 @@ import time
 from pathlib import Path
 
 import httpx
+import simulator_process
 import yaml
 
-# The pieces of the throughput benchmark this one shares: the server handle, result rows,
-# the machine line, wrk helpers and the HTTP/1.1 response reader of its Python generator.
+# The pieces of the throughput benchmark this one shares: result rows, the machine line, wrk
+# helpers and the HTTP/1.1 response reader of its Python generator.
 from bench import (
     API_KEY,
     API_VERSION,
     HEADER,
-    MITMDUMP,
-    ROOT,
-    SIMULATOR,
     WRK_SUMMARY,
     CpuMeter,
     Result,
-    Server,
     Tally,
-    _clean_env,
     _lua_string,
-    free_port,
     keep_asking,
     machine_line,
     notes,
     process_cpu_seconds,
     result_line,
-    stop_process,
     wrk_version,
 )
+from simulator_process import ROOT, SIMULATOR
+from simulator_process import Process as Server
 
 sys.path.insert(0, str(ROOT / "addons"))
-from aoai.recording import Interaction, KeyRules, _Loader, dump_document, file_name_for, request_key
+from aoai.runtime.recording import Interaction, KeyRules, _Loader, dump_document, file_name_for, request_key
 
 TARGET_WARM_START_S = 5.0
 DEPLOYMENT = "gpt-4o"
@@ -215,41 +211,28 @@ def check_documents(count: int) -> None:
 # --- starting mitmdump -------------------------------------------------------------------
 
 def start(label: str, env: dict[str, str], workdir: Path, probe: int) -> tuple[Server, float]:
-    """Launch mitmdump; return it and the seconds until chat request `probe` was answered 200.
-    Polls every 20 ms while the port refuses; a request accepted early waits for its answer."""
-    port = free_port()
-    log_path = workdir / f"{label}-{port}.log"
-    command = [str(MITMDUMP), "-s", str(SIMULATOR), "--listen-host", "127.0.0.1", "-p", str(port)]
-    full_env = _clean_env({"SIMULATOR_API_KEY": API_KEY, "SIMULATOR_LATENCY": "false", **env})
-    url = f"http://127.0.0.1:{port}{URL_PATH}"
-    headers = {"api-key": API_KEY, "content-type": "application/json"}
-    with open(log_path, "wb") as log:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, cwd=workdir, env=full_env, stdout=log, stderr=subprocess.STDOUT)
-    server = Server(process, port, log_path)
-    deadline = started + 600
-    while time.perf_counter() < deadline:
-        if process.poll() is not None:
-            log = log_path.read_text(errors="replace")
-            raise SystemExit(f"{label}: mitmdump exited with {process.returncode}:\n{log}")
-        try:
-            response = httpx.post(url, content=body_bytes(probe), headers=headers, timeout=600)
-        except httpx.TransportError:
-            time.sleep(0.02)
-            continue
-        elapsed = time.perf_counter() - started
-        if response.status_code != 200:
-            stop(server)
-            raise SystemExit(f"{label}: the first request was answered {response.status_code}: {response.text[:500]}")
-        return server, elapsed
-    stop(server)
-    raise SystemExit(f"{label}: no answer within 600 s:\n{log_path.read_text(errors='replace')}")
+    """Launch mitmdump; return it and the seconds from launch until chat request `probe` was
+    answered 200. Polls health every 20 ms; the probe follows at once and waits for its answer."""
+    server = simulator_process.start(SIMULATOR, cwd=workdir, label=label,
+                                     env={"SIMULATOR_API_KEY": API_KEY, "SIMULATOR_LATENCY": "false", **env})
+    try:
+        simulator_process.wait_ready(server, timeout=600, poll=0.02)
+        response = httpx.post(f"{server.url}{URL_PATH}", content=body_bytes(probe), timeout=600,
+                              headers={"api-key": API_KEY, "content-type": "application/json"})
+    except (simulator_process.StartError, httpx.HTTPError) as e:
+        stop(server)
+        raise SystemExit(f"{label}: {e}") from None
+    elapsed = time.perf_counter() - server.started
+    if response.status_code != 200:
+        stop(server)
+        raise SystemExit(f"{label}: the first request was answered {response.status_code}: {response.text[:500]}")
+    return server, elapsed
 
 
 def stop(server: Server) -> float:
     """Stop mitmdump (SIGTERM, as a service manager would); the seconds it took to exit."""
     started = time.perf_counter()
-    stop_process(server.process, timeout=60)
+    server.stop(timeout=60)
     return time.perf_counter() - started
 
 

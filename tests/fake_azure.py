@@ -1,6 +1,7 @@
 """A stand-in for Azure OpenAI on loopback, for record-mode tests: it checks `api-key`, sends
 Azure-like headers, and answers chat (plain and streamed with pauses between chunks) and
-embeddings. It counts what it served, so tests can prove a replay never reached it."""
+embeddings. It counts the connections it accepted and what it served, so tests can prove a
+replay (or a request the simulator failed on) never reached it."""
 
 from __future__ import annotations
 
@@ -28,7 +29,12 @@ class FakeAzure(ThreadingHTTPServer):
     def __init__(self):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.requests: list[dict] = []
+        self.connections = 0  # every connection accepted, whether or not a request came on it
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    def verify_request(self, request, client_address) -> bool:
+        self.connections += 1
+        return True
 
     @property
     def url(self) -> str:

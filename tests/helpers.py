@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from aoai import tokens
+from aoai.openai import tokens
 from conftest import API_VERSION
 from openai import AsyncAzureOpenAI, AzureOpenAI, OpenAI
 

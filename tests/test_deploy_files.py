@@ -167,7 +167,7 @@ def test_k8s_key_and_deployments_file_come_from_the_secret_and_configmap():
 
 
 def test_k8s_deployments_file_passes_the_simulators_parser():
-    from aoai.config import parse_deployments
+    from aoai.runtime.config import parse_deployments
 
     configmap = find("ConfigMap", "aoai-simulator-deployments")
     deployments = parse_deployments(json.loads(configmap["data"]["deployments.json"]), "deployments.json")

@@ -8,6 +8,7 @@ names get a 404; after every bad request a good one must still be answered.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -284,3 +285,39 @@ def test_bad_configuration_stops_start_up_with_one_clear_line(failed_starts, cas
     naming = [line for line in output.splitlines() if named in line]
     assert len(naming) == 1, output
     assert "Cannot start the simulator" in naming[0]
+
+
+@pytest.mark.parametrize("env, named", [
+    ({"OPENAI_DEPLOYMENT_CONFIG_PATH": "{dir}/unknown-model.json"}, "unknown model 'gpt-99'"),
+    ({"SIMULATOR_MODE": "bogus"}, "SIMULATOR_MODE"),
+    ({"EXTENSION_PATH": "{dir}/missing_extension.py"}, "EXTENSION_PATH"),
+])
+def test_a_failed_start_answers_no_client_and_prints_one_line_while_clients_connect(tmp_path, env, named):
+    """Health probes and load balancers connect while a simulator starts. mitmproxy has its
+    listener up before it loads the simulator, so the kernel may queue such connections; a
+    start that fails must end them without a byte of answer (never a 503, never a 200), and
+    print its one line with no traceback of the cancelled connections."""
+    (tmp_path / "unknown-model.json").write_text(json.dumps({"my-gpt": {"model": "gpt-99"}}))
+    sim = start_simulator(tmp_path, {k: v.format(dir=tmp_path) for k, v in env.items()}, wait=False)
+    connected, answered = 0, []
+    try:
+        deadline = time.monotonic() + 40
+        while sim.process.poll() is None and time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", sim.port), timeout=0.2) as s:
+                    connected += 1
+                    s.settimeout(10)
+                    s.sendall(b"GET /++/health HTTP/1.1\r\nhost: x\r\n\r\n")
+                    data = s.recv(1024)
+                    if data:
+                        answered.append(data)
+            except OSError:
+                time.sleep(0.002)
+        assert sim.process.poll() not in (None, 0)
+    finally:
+        sim.stop()
+    output = sim.log()
+    assert answered == [], output
+    assert "Traceback" not in output and "CancelledError" not in output
+    lines = [line for line in output.splitlines() if line.strip() and "Loading script" not in line]
+    assert len(lines) == 1 and lines[0].startswith("Cannot start the simulator: ") and named in lines[0], output

@@ -10,7 +10,7 @@ import pytest
 from openai import AzureOpenAI
 
 from conftest import API_VERSION, ROOT
-from aoai import tokens
+from aoai.openai import tokens
 
 EXAMPLES = ROOT / "examples"
 MESSAGES = [{"role": "user", "content": "What is the weather like?"}]

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import jsonschema
 import pytest
-from aoai import tokens
+from aoai.openai import tokens
 from conftest import API_VERSION, Simulator, start_simulator
 from helpers import HELLO_PROMPT_TOKENS, WEATHER_PARAMETERS, WEATHER_TOOL, azure, count, v1
 from langchain_core.messages import HumanMessage, SystemMessage

@@ -39,7 +39,7 @@ def test_image_installs_and_starts_without_network(tmp_path, network_type):
     app = tmp_path / "app"
     shutil.copytree(ROOT / "addons", app / "addons", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "requirements.txt", app)
-    fill_cache = 'python -c "import sys; sys.path.insert(0, \'addons\'); import aoai.tokens as t; ' \
+    fill_cache = 'python -c "import sys; sys.path.insert(0, \'addons\'); import aoai.openai.tokens as t; ' \
                  't.install_offline_encodings()"' if network_type == "semi-restricted" else "true"
     script = textwrap.dedent(f"""\
         set -eu

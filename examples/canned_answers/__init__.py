@@ -11,7 +11,7 @@ max_tokens cuts, streaming and latency.
 import json
 from pathlib import Path
 
-from aoai.generate import chat_response, openai_chat
+from aoai.extension import chat_response, openai_chat
 
 ANSWERS: dict[str, str] = json.loads((Path(__file__).parent / "answers.json").read_text())
 

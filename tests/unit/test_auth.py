@@ -1,6 +1,6 @@
 import pytest
-from aoai import auth
-from aoai.auth import Auth
+from aoai.stages import auth
+from aoai.stages.auth import Auth
 from mitmproxy import http
 from mitmproxy.test import taddons
 from unit_support import API_KEY, chat_path, json_of, make_config, make_flow

@@ -3,8 +3,8 @@ import random
 
 import jsonschema
 import pytest
-from aoai import catalogue, chat, tokens
-from aoai.config import Normal
+from aoai.openai import catalogue, chat, tokens
+from aoai.openai.catalogue import Normal
 
 GPT4O = catalogue.MODELS["gpt-4o"]
 GPT35 = catalogue.MODELS["gpt-35-turbo"]

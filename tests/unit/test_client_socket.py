@@ -5,7 +5,8 @@ import sys
 import time
 
 import pytest
-from aoai import client_socket, latency
+from aoai.runtime import internals as client_socket
+from aoai.runtime import latency
 from mitmproxy.test import taddons, tflow
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_INFO's layout is Linux's")

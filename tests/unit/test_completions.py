@@ -1,9 +1,9 @@
 import random
 
 import pytest
-from aoai import catalogue, completions, tokens
-from aoai.chat import ChatSettings
-from aoai.config import Normal
+from aoai.openai import catalogue, completions, tokens
+from aoai.openai.chat import ChatSettings
+from aoai.openai.catalogue import Normal
 
 INSTRUCT = catalogue.MODELS["gpt-35-turbo-instruct"]
 ENC = tokens.encoding(INSTRUCT.encoding)

@@ -2,8 +2,10 @@ import json
 import random
 
 import pytest
-from aoai import catalogue, config
-from aoai.config import ConfigError, Normal
+from aoai.openai import catalogue
+from aoai.runtime import config
+from aoai.runtime.config import ConfigError
+from aoai.openai.catalogue import Normal
 
 
 def error_of(spec, name="d", where="x: d"):

@@ -2,8 +2,12 @@ import base64
 import json
 
 import pytest
-from aoai import docintel, generate
-from aoai.config import RequestContext, SimulatorConfig
+from aoai.docintel import layout as layout_engine
+from aoai.docintel import service as docintel
+from aoai.stages import routing
+from aoai.stages import generate
+from aoai.runtime.config import SimulatorConfig
+from aoai.runtime.state import RequestContext
 from mitmproxy.test import tflow
 
 HOST = "myresource.cognitiveservices.azure.com"
@@ -50,7 +54,7 @@ def call(svc, method: str, path: str, *, raw: bytes | None = None, body=None, co
         flow.request.headers["content-type"] = content_type
     flow.request.content = json.dumps(body).encode() if body is not None else (raw or b"")
     flow.client_conn.timestamp_tls_setup = 1.0 if tls else None
-    return svc(RequestContext(flow, config or make_config()))
+    return svc(routing.resolve(flow, config or make_config()))
 
 
 def result_path(response) -> str:
@@ -59,8 +63,8 @@ def result_path(response) -> str:
 
 
 def analysis(model: str, pages=(1, 2), unit: str = "inch", seed: int = 7,
-             family: str = "documentintelligence") -> docintel.Analysis:
-    return docintel.Analysis("rid", family, model, DI_VERSION, "textElements", list(pages), unit, seed, 0.0, 0.0)
+             family: str = "documentintelligence") -> layout_engine.Analysis:
+    return layout_engine.Analysis("rid", family, model, DI_VERSION, "textElements", list(pages), unit, seed, 0.0, 0.0)
 
 
 # --- where spans and polygons point ----------------------------------------------------------
@@ -86,7 +90,7 @@ def spanned(node, found=None):
 @pytest.mark.parametrize("model", sorted(docintel.MODELS))
 @pytest.mark.parametrize("seed", range(4))
 def test_every_span_indexes_its_own_content(model, seed):
-    result = docintel.build_result(analysis(model, seed=seed))
+    result = layout_engine.build_result(analysis(model, seed=seed))
     content = result["content"]
     found = spanned(result)
     assert len(found["spans"]) > 20
@@ -98,7 +102,7 @@ def test_every_span_indexes_its_own_content(model, seed):
 
 @pytest.mark.parametrize("model", sorted(docintel.MODELS))
 def test_pages_span_their_lines_and_words_sit_inside_lines(model):
-    result = docintel.build_result(analysis(model, pages=(1, 2, 3)))
+    result = layout_engine.build_result(analysis(model, pages=(1, 2, 3)))
     content = result["content"]
     for page in result["pages"]:
         (page_span,) = page["spans"]
@@ -114,7 +118,7 @@ def test_pages_span_their_lines_and_words_sit_inside_lines(model):
 @pytest.mark.parametrize("model", sorted(docintel.MODELS))
 @pytest.mark.parametrize("unit", ["inch", "pixel"])
 def test_polygons_have_eight_numbers_on_the_page(model, unit):
-    result = docintel.build_result(analysis(model, unit=unit))
+    result = layout_engine.build_result(analysis(model, unit=unit))
     polygons = spanned(result)["polygons"]
     assert polygons
     width, height = result["pages"][0]["width"], result["pages"][0]["height"]
@@ -126,7 +130,7 @@ def test_polygons_have_eight_numbers_on_the_page(model, unit):
 
 
 def test_results_are_shaped_like_the_prebuilt_models():
-    layout = docintel.build_result(analysis("prebuilt-layout"))
+    layout = layout_engine.build_result(analysis("prebuilt-layout"))
     assert layout["modelId"] == "prebuilt-layout" and layout["apiVersion"] == DI_VERSION
     assert layout["stringIndexType"] == "textElements" and layout["contentFormat"] == "text"
     assert [p["pageNumber"] for p in layout["pages"]] == [1, 2]
@@ -141,16 +145,16 @@ def test_results_are_shaped_like_the_prebuilt_models():
         (element,) = cell["elements"]
         assert layout["paragraphs"][int(element.rsplit("/", 1)[1])]["content"] == cell["content"]
 
-    read = docintel.build_result(analysis("prebuilt-read", unit="pixel"))
+    read = layout_engine.build_result(analysis("prebuilt-read", unit="pixel"))
     assert "tables" not in read and read["paragraphs"]
     assert (read["pages"][0]["width"], read["pages"][0]["unit"]) == (1700.0, "pixel")
 
-    older = docintel.build_result(analysis("prebuilt-read", family="formrecognizer"))
+    older = layout_engine.build_result(analysis("prebuilt-read", family="formrecognizer"))
     assert "contentFormat" not in older
 
 
 def test_invoice_fields_are_typed_and_add_up():
-    result = docintel.build_result(analysis("prebuilt-invoice"))
+    result = layout_engine.build_result(analysis("prebuilt-invoice"))
     (document,) = result["documents"]
     assert document["docType"] == "invoice"
     fields = document["fields"]
@@ -167,7 +171,7 @@ def test_invoice_fields_are_typed_and_add_up():
 
 
 def test_receipt_has_its_fields():
-    (document,) = docintel.build_result(analysis("prebuilt-receipt"))["documents"]
+    (document,) = layout_engine.build_result(analysis("prebuilt-receipt"))["documents"]
     assert document["docType"].startswith("receipt")
     fields = document["fields"]
     assert fields["MerchantName"]["type"] == "string"
@@ -177,23 +181,12 @@ def test_receipt_has_its_fields():
 
 
 def test_the_same_analysis_gives_the_same_result():
-    assert docintel.build_result(analysis("prebuilt-layout")) == docintel.build_result(analysis("prebuilt-layout"))
-    assert (docintel.build_result(analysis("prebuilt-layout", seed=1))["content"]
-            != docintel.build_result(analysis("prebuilt-layout", seed=2))["content"])
+    assert layout_engine.build_result(analysis("prebuilt-layout")) == layout_engine.build_result(analysis("prebuilt-layout"))
+    assert (layout_engine.build_result(analysis("prebuilt-layout", seed=1))["content"]
+            != layout_engine.build_result(analysis("prebuilt-layout", seed=2))["content"])
 
 
 # --- pure helpers ------------------------------------------------------------------------------
-
-def test_paths_of_both_families():
-    assert docintel.parse_path("/documentintelligence/documentModels/prebuilt-read:analyze?api-version=x") == \
-        docintel.Route("documentintelligence", "prebuilt-read", None)
-    assert docintel.parse_path("/formrecognizer/documentModels/prebuilt-read%3Aanalyze") == \
-        docintel.Route("formrecognizer", "prebuilt-read", None)
-    assert docintel.parse_path("/formrecognizer/documentModels/m1/analyzeResults/abc?api-version=x") == \
-        docintel.Route("formrecognizer", "m1", "abc")
-    assert docintel.parse_path("/documentintelligence/documentModels/m1") is None
-    assert docintel.parse_path("/openai/deployments/gpt-4o/chat/completions") is None
-
 
 def test_pages_query():
     assert docintel.parse_pages("1-3,5, 7-8") == [1, 2, 3, 5, 7, 8]
@@ -225,7 +218,7 @@ def test_page_count_and_unit_from_the_document():
 def test_store_drops_the_oldest():
     store = docintel.ResultStore(limit=3)
     for i in range(5):
-        store.add(docintel.Analysis(str(i), "formrecognizer", "prebuilt-read", FR_VERSION, "textElements",
+        store.add(layout_engine.Analysis(str(i), "formrecognizer", "prebuilt-read", FR_VERSION, "textElements",
                                     [1], "inch", i, 0, 0))
     assert len(store) == 3
     assert store.get("0") is None and store.get("1") is None and store.get("4") is not None

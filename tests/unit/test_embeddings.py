@@ -3,7 +3,7 @@ import math
 import struct
 
 import pytest
-from aoai import embeddings
+from aoai.openai import embeddings
 
 
 def body(items, dims=8, fmt="float", model="text-embedding-3-small"):

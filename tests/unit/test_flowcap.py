@@ -1,7 +1,7 @@
 from mitmproxy.addons.view import View
 from mitmproxy.test import taddons, tflow
 
-from aoai.flowcap import FlowCap
+from aoai.stages.flowcap import FlowCap
 
 
 def finished_flow():

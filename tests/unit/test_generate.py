@@ -2,16 +2,17 @@ import asyncio
 import json
 import time
 
-from aoai import config as cfg
-from aoai import generate, latency
-from aoai.config import context_of
-from aoai.generate import Generate
-from aoai.latency import Gates
-from aoai.routing import Routing
-from aoai.streaming import StreamServer
+from aoai.runtime import config as cfg
+from aoai.stages import generate
+from aoai.runtime import latency
+from aoai.runtime.state import context_of
+from aoai.stages.generate import Generate
+from aoai.runtime.latency import Gates
+from aoai.runtime.state import RequestContext
+from aoai.runtime.streams import StreamServer
 from mitmproxy import http
 from mitmproxy.test import taddons
-from unit_support import chat_path, json_of, make_config, make_flow, run
+from unit_support import admit, chat_path, json_of, make_config, make_flow, run
 
 HELLO = {"messages": [{"role": "system", "content": "You are a helpful assistant."},
                       {"role": "user", "content": "Hello!"}]}
@@ -23,13 +24,12 @@ def answer(flow, config=None, streams=None, before=()):
     """Route the flow, then let Generate answer it; `before` are generators put ahead of the
     built-in ones."""
     config = config or make_config()
-    routing = Routing(config)
     addon = Generate(config, streams or StreamServer(), Gates())
     config.generators[:0] = list(before)
 
     async def main():
-        with taddons.context(routing, addon):
-            routing.request(flow)
+        with taddons.context(addon):
+            admit(flow, config)
             # As mitmproxy does: a hook may answer at once or return something to await.
             pending = addon.request(flow)
             if pending is not None:
@@ -96,8 +96,8 @@ def test_a_paced_stream_is_handed_to_the_stream_server():
     streams.port = 12345
     flow = answer(make_flow("POST", chat_path(), {**HELLO, "max_tokens": 3, "stream": True}), config, streams)
     assert flow.response is None
-    plan_id = flow.metadata["aoai.stream"]
-    plan = streams.plans[plan_id]
+    plan = context_of(flow).stream
+    assert streams.plans[plan.id] is plan
     assert streams.planned(flow) is plan
     assert plan.frames[-1][1] == b"data: [DONE]\n\n"
     assert plan.frames[0][0] == 0.0  # the prompt-filter frame leaves at once
@@ -113,9 +113,9 @@ def test_a_non_streamed_answer_waits_for_its_latency():
     flow.request.timestamp_start = time.time()
     answer(flow, config)
     assert flow.response.status_code == 200
-    assert context_of(flow).values["latency_s"] == 0.15
+    assert context_of(flow).values["latency_s"] == context_of(flow).latency_s == 0.15
     # Answered at once; the Pacing stage holds it until due.
-    assert flow.metadata[latency.HOLD_KEY] == latency.Hold(0.15, None)
+    assert context_of(flow).hold == latency.Hold(0.15, None)
 
 
 def test_completions():
@@ -228,7 +228,18 @@ def test_an_answered_flow_is_left_alone():
 def test_rng_for_uses_the_request_seed_first():
     config = make_config(seed=1)
     flow = make_flow("POST", chat_path(), {**HELLO, "seed": 2})
-    context = cfg.RequestContext(flow, config, body={**HELLO, "seed": 2})
-    same = cfg.RequestContext(make_flow("POST", chat_path(), {**HELLO, "seed": 2}), make_config(seed=9),
+    context = RequestContext(flow, config, body={**HELLO, "seed": 2})
+    same = RequestContext(make_flow("POST", chat_path(), {**HELLO, "seed": 2}), make_config(seed=9),
                               body={**HELLO, "seed": 2})
     assert generate.rng_for(context).random() == generate.rng_for(same).random()
+
+
+def test_latency_settings_are_per_token_for_the_whole_answer_as_in_the_seed():
+    # LATENCY_OPENAI_CHAT_COMPLETIONS_MEAN=10: 5 tokens take 50 ms, the first one included.
+    config = make_config(latency_enabled=True, latency_defaults={"chat_completions": cfg.Normal(10.0)})
+    flow = answer(make_flow("POST", chat_path(), {**HELLO, "max_tokens": 5}), config)
+    assert context_of(flow).latency_s == 0.05
+    # 0 answers at once: no time to first token is left over from the model's defaults.
+    config = make_config(latency_enabled=True, latency_defaults={"chat_completions": cfg.Normal(0.0)})
+    flow = answer(make_flow("POST", chat_path(), {**HELLO, "max_tokens": 5}), config)
+    assert context_of(flow).latency_s == 0.0

@@ -4,9 +4,9 @@ import json
 import re
 from pathlib import Path
 
-from aoai.config import SimulatorConfig
-from aoai.metrics import Metrics
-from aoai.streaming import StreamServer
+from aoai.runtime.config import SimulatorConfig
+from aoai.stages.metrics import Metrics
+from aoai.runtime.streams import StreamServer
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "grafana" / "aoai-simulator-dashboard.json"
 

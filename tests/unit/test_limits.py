@@ -13,11 +13,16 @@ import json
 import pytest
 from mitmproxy.test import taddons, tflow
 
-from aoai import catalogue, limits, routing, tokens
-from aoai.config import CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS, Deployment, SimulatorConfig
-from aoai.limits import Quota
-from aoai.ratelimit import HEADERS_KEY, Limits
+from aoai.openai import catalogue, tokens
+from aoai.runtime import limits
+from aoai.runtime.config import Deployment, SimulatorConfig
+from aoai.runtime.routes import TABLE
+from aoai.runtime.state import context_of
+from aoai.runtime.limits import Quota
+from aoai.stages import routing
+from aoai.stages.ratelimit import Limits
 from redis_server import redis_url  # noqa: F401
+from unit_support import admit
 
 KEY = "unit-key"
 VERSION = "2024-10-21"
@@ -191,8 +196,11 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "description":
                                                           "properties": {"city": {"type": "string"}}}}}]
 
 
+CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS = (TABLE.first(name) for name in ("chat", "completions", "embeddings"))
+
+
 def prompt(operation, body, model=GPT4O) -> int:
-    return routing.prompt_tokens(operation, body, tokens.encoding(model.encoding))
+    return operation.prompt_tokens(body, tokens.encoding(model.encoding))
 
 
 def cost(operation, body, model=GPT4O, reservation=limits.DEFAULT_RESERVATION) -> int:
@@ -331,7 +339,7 @@ def openai_flow(config, deployment="tight", body=None, operation="chat/completio
     for name, value in (headers or {}).items():
         f.request.headers[name] = value
     f.request.content = json.dumps(body or {"messages": MESSAGES, "max_tokens": 400}).encode()
-    assert routing.route(f, config) is None
+    assert admit(f, config) is None
     return f
 
 
@@ -342,7 +350,7 @@ def test_admitted_requests_get_quota_headers_on_their_response(stage):
     stage.response(f)
     assert f.response.headers["x-ratelimit-remaining-tokens"] == str(1000 - 419)
     assert f.response.headers["x-ratelimit-limit-requests"] == "100"
-    assert HEADERS_KEY not in f.metadata
+    assert context_of(f).quota_headers is None
 
 
 def test_streamed_responses_get_them_at_responseheaders(stage):
@@ -396,7 +404,7 @@ def test_retrying_too_soon_is_counted(stage):
 def test_unlimited_deployments_pass_untouched(stage):
     f = openai_flow(stage.config, "free")
     stage.request(f)
-    assert f.response is None and HEADERS_KEY not in f.metadata
+    assert f.response is None and context_of(f).quota_headers is None
 
 
 def test_embeddings_name_their_operation(stage):
@@ -420,6 +428,7 @@ def di_flow(method, path):
     f.request.method = method
     f.request.path = path
     f.request.content = b"%PDF-1.4"
+    routing.resolve(f, None)
     return f
 
 
@@ -465,8 +474,8 @@ def test_reset_empties_the_windows(stage):
 def test_settings_check_the_new_values():
     from types import SimpleNamespace
 
-    from aoai import settings
-    from aoai.config import ConfigError
+    from aoai.stages import settings
+    from aoai.runtime.config import ConfigError
 
     def apply(**changes):
         options = SimpleNamespace(**{s.option: s.default for s in settings.SETTINGS})

@@ -1,5 +1,7 @@
 import pytest
-from aoai.notfound import NotFound
+from aoai.runtime.state import context_of
+from aoai.runtime.streams import StreamPlan
+from aoai.stages.notfound import NotFound
 from mitmproxy import http
 from mitmproxy.test import taddons
 from unit_support import json_of, make_config, make_flow
@@ -31,5 +33,5 @@ def test_answered_flows_and_paced_streams_are_left_alone():
     answered.response = http.Response.make(200, b"ok")
     assert last_stage(answered).content == b"ok"
     streamed = make_flow("POST", "/x")
-    streamed.metadata["aoai.stream"] = "1"
+    context_of(streamed).stream = StreamPlan({}, [])
     assert last_stage(streamed) is None

@@ -3,8 +3,9 @@
 import asyncio
 import time
 
-from aoai import latency
-from aoai.pacing import Pacing
+from aoai.runtime import latency
+from aoai.runtime.state import context_of
+from aoai.stages.pacing import Pacing
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow
 from unit_support import run
@@ -35,7 +36,7 @@ def test_an_answer_leaves_when_due_counted_from_arrival():
     took = hold(Pacing(), flow)
     assert took < 0.2  # the 0.1 s since arrival counts
     assert flow.response.timestamp_end >= flow.request.timestamp_start + 0.245  # not before it is due
-    assert latency.HOLD_KEY not in flow.metadata
+    assert context_of(flow).hold is None
 
 
 def test_an_overdue_answer_leaves_at_once():

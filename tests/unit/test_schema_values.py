@@ -3,7 +3,7 @@ import random
 
 import jsonschema
 import pytest
-from aoai import schema_values, text
+from aoai.openai import schema_values, text
 
 WORDS = text.corpus("o200k_base").words
 SEEDS = range(25)

@@ -2,9 +2,9 @@ import json
 import logging
 
 import pytest
-from aoai import config as cfg
-from aoai import settings
-from aoai.settings import Settings
+from aoai.runtime import config as cfg
+from aoai.stages import settings
+from aoai.stages.settings import Settings
 from mitmproxy import exceptions, hooks
 from mitmproxy.addons import proxyserver
 from mitmproxy.test import taddons
@@ -230,11 +230,12 @@ def test_the_banner_shows_how_to_call(fresh, caplog):
     tctx.configure(addon, simulator_api_key="the-key")
     with caplog.at_level(logging.INFO, logger="aoai"):
         start(addon)
-    banner = "\n".join(r.getMessage() for r in caplog.records if r.name == "aoai.settings")
+    banner = "\n".join(r.getMessage() for r in caplog.records if r.name == "aoai.stages.settings")
     assert banner.startswith("Azure OpenAI simulator: mode generate, listening on http://localhost:8000")
     assert "API key:     the-key" in banner
     assert "gpt-4o (gpt-4o)" in banner and "(undefined names answered too)" in banner
-    assert "curl http://localhost:8000/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21 " \
+    # The URL is quoted: a shell would glob its "?".
+    assert "curl 'http://localhost:8000/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21' " \
            "-H 'api-key: the-key'" in banner
 
 

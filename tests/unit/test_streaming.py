@@ -7,11 +7,12 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from aoai import streaming
-from aoai.ratelimit import HEADERS_KEY
-from aoai.streaming import PLAN_HEADER, Streaming, StreamPlan, StreamServer
+from aoai.runtime.state import context_of
+from aoai.runtime.streams import PLAN_HEADER, StreamPlan, StreamServer
+from aoai.stages import streaming
+from aoai.stages.streaming import Streaming
 from mitmproxy.test import taddons
-from unit_support import chat_path, make_config, make_flow, run
+from unit_support import chat_path, make_flow, run
 
 FRAMES = [(0.0, b"data: {\"a\":1}\n\n"), (0.05, b"data: {\"b\":2}\n\n"), (0.10, b"data: {\"c\":3}\n\n"),
           (0.10, b"data: [DONE]\n\n")]
@@ -38,9 +39,9 @@ async def connected_pair() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
 
 def test_a_plan_is_written_to_the_clients_connection_frame_by_frame(monkeypatch):
     server = StreamServer()
-    stage = Streaming(server, make_config())
+    stage = Streaming(server)
     flow, plan = planned_flow(server)
-    flow.metadata[HEADERS_KEY] = {"x-ratelimit-remaining-requests": "9"}
+    context_of(flow).quota_headers = {"x-ratelimit-remaining-requests": "9"}
 
     async def main():
         reader, writer = await connected_pair()
@@ -91,7 +92,7 @@ def test_a_plan_is_written_to_the_clients_connection_frame_by_frame(monkeypatch)
 
 def test_a_client_that_goes_away_ends_its_stream_early(monkeypatch):
     server = StreamServer()
-    stage = Streaming(server, make_config())
+    stage = Streaming(server)
     frames = [(i * 0.02, b"data: {\"n\":%d}\n\n" % i) for i in range(50)]
     flow, plan = planned_flow(server, frames)
 
@@ -115,7 +116,7 @@ def test_a_client_that_goes_away_ends_its_stream_early(monkeypatch):
 def test_without_a_plain_client_connection_the_flow_goes_to_the_loopback_server():
     server = StreamServer()
     server.port = 12345
-    stage = Streaming(server, make_config())
+    stage = Streaming(server)
     flow, plan = planned_flow(server)
     with taddons.context(stage):  # no running proxy: no client socket to write to
         assert stage.request(flow) is None
@@ -125,7 +126,7 @@ def test_without_a_plain_client_connection_the_flow_goes_to_the_loopback_server(
 
 def test_an_extension_watching_responseheaders_keeps_streams_in_mitmproxys_layers(monkeypatch):
     server = StreamServer()
-    stage = Streaming(server, make_config(streams_through_hooks=True))
+    stage = Streaming(server, lambda: True)
     flow, _ = planned_flow(server)
     monkeypatch.setattr(streaming, "client_connection", lambda f: pytest.fail("must not write directly"))
     with taddons.context(stage):
@@ -136,7 +137,7 @@ def test_an_extension_watching_responseheaders_keeps_streams_in_mitmproxys_layer
 @pytest.mark.parametrize("change", ["none", "tls", "http2"])
 def test_only_plain_http1_connections_are_written_directly(change, monkeypatch):
     socket_record = object()  # as if the proxy held this client's socket
-    monkeypatch.setattr(streaming.client_socket, "client_io", lambda f: socket_record)
+    monkeypatch.setattr(streaming.internals, "client_io", lambda f: socket_record)
     flow = make_flow("POST", chat_path())
     if change == "tls":
         flow.client_conn.tls = True
@@ -148,14 +149,14 @@ def test_only_plain_http1_connections_are_written_directly(change, monkeypatch):
 
 def test_answered_or_unplanned_flows_are_left_alone():
     server = StreamServer()
-    stage = Streaming(server, make_config())
+    stage = Streaming(server)
     assert stage.request(make_flow("POST", chat_path())) is None
 
 
 def play_and_read(monkeypatch, plan_frames, cut=False) -> tuple[bytes, StreamPlan]:
     """Play a plan straight onto a socket pair; everything the client got before the end."""
     server = StreamServer()
-    stage = Streaming(server, make_config())
+    stage = Streaming(server)
     flow, plan = planned_flow(server, plan_frames)
     plan.cut = cut
 

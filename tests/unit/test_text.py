@@ -1,7 +1,7 @@
 import random
 
 import pytest
-from aoai import text, tokens
+from aoai.openai import text, tokens
 
 
 @pytest.fixture(params=tokens.ENCODINGS)

@@ -2,7 +2,7 @@ import hashlib
 import os
 
 import pytest
-from aoai import tokens
+from aoai.openai import tokens
 
 HELLO = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "Hello!"}]
 

@@ -1,6 +1,6 @@
 import pytest
-from aoai import catalogue, validation
-from aoai.validation import Invalid
+from aoai.openai import catalogue, validation
+from aoai.openai.validation import Invalid
 
 GPT4O = catalogue.MODELS["gpt-4o"]
 O3 = catalogue.MODELS["o3-mini"]

@@ -11,8 +11,8 @@ import json
 import random
 from typing import Any
 
-from aoai import settings
-from aoai.config import SimulatorConfig
+from aoai.stages import routing, settings
+from aoai.runtime.config import SimulatorConfig
 from mitmproxy import http
 from mitmproxy.test import tflow
 
@@ -43,6 +43,7 @@ def make_flow(method: str = "POST", path: str = "/", body: Any = None, headers: 
         f.request.content = json.dumps(body).encode()
     else:
         f.request.content = b""
+    routing.resolve(f, None)  # every flow has its context from the routing stage on
     return f
 
 
@@ -95,3 +96,14 @@ def settings_context(config: SimulatorConfig, *addons):
 def start(settings_addon) -> None:
     """Run the Settings addon's `running` hook: from now on bad values raise."""
     asyncio.run(settings_addon.running())
+
+
+def admit(flow: http.HTTPFlow, config: SimulatorConfig) -> http.Response | None:
+    """Run the routing and checks stages on a flow, as the proxy does first: the error Azure
+    would answer, or None with the flow's context filled in."""
+    from aoai.stages import checks, routing
+
+    if flow.response is not None:
+        return None
+    flow.response = checks.check(routing.resolve(flow, config))
+    return flow.response

@@ -1,0 +1,339 @@
+"""Azure AI Document Intelligence (and its older Form Recognizer paths) in generate mode.
+
+    POST /{documentintelligence|formrecognizer}/documentModels/{model}:analyze?api-version=…
+        -> 202, empty body, Operation-Location pointing at the result
+    GET  /{…}/documentModels/{model}/analyzeResults/{resultId}?api-version=…
+        -> {"status": "running"} until the analysis is due, then "succeeded" with an analyzeResult
+
+The document is never read for its text: the result is made up (lorem-like text at made-up
+positions), shaped like the prebuilt model's, and every span indexes into `content`. Only a
+seed and a few numbers are stored per analysis; the result is rebuilt from them on each poll,
+so the store stays small however large the documents are.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import random
+import re
+import time
+import uuid
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import quote, urlsplit
+
+import orjson
+from mitmproxy import http
+
+from .. import wire
+from .layout import (DOCUMENTINTELLIGENCE, FORMRECOGNIZER, MODELS, Analysis, build_result)
+
+if TYPE_CHECKING:
+    from ..runtime.state import RequestContext
+
+# Analysis is due READY_BASE_S after the request plus READY_PER_10KB_S per 10 KB of document.
+# Small on purpose: the SDK waits 1 s before its first poll, so most tests see one poll.
+READY_BASE_S = 0.5
+READY_PER_10KB_S = 0.01
+URL_SOURCE_BYTES = 100_000  # the size assumed for a document given by URL (it is never fetched)
+RETRY_AFTER_S = 1  # whole seconds: the SDK reads Retry-After as an integer
+MAX_RESULTS = 1000  # analyses kept; the oldest are dropped past this
+MAX_PAGES = 20  # pages in one made-up result, to keep answers a sane size
+BYTES_PER_PAGE = 200_000  # page-count guess for documents without countable page objects
+MAX_DOCUMENT_BYTES = 500 * 1024 * 1024  # the S0 tier's file limit
+
+# api-versions each path family serves; another version there gets the gateway's 404, as in Azure.
+API_VERSIONS = {
+    FORMRECOGNIZER: frozenset({"2021-09-30-preview", "2022-01-30-preview", "2022-06-30-preview", "2022-08-31",
+                               "2023-02-28-preview", "2023-07-31"}),
+    DOCUMENTINTELLIGENCE: frozenset({"2023-10-31-preview", "2024-02-29-preview", "2024-07-31-preview",
+                                     "2024-11-30"}),
+}
+STRING_INDEX_TYPES = frozenset({"textElements", "unicodeCodePoint", "utf16CodeUnit"})
+
+_PAGES = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
+_PDF_PAGE = re.compile(rb"/Type\s*/Page(?!\w)")
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM", b"GIF8", b"RIFF")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".heif", ".webp")
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+class Invalid(Exception):
+    """A request Azure would refuse: status, the outer error and the inner one."""
+
+    def __init__(self, status: int, code: str, message: str, inner_code: str, inner_message: str):
+        super().__init__(inner_message)
+        self.status, self.code, self.message = status, code, message
+        self.inner_code, self.inner_message = inner_code, inner_message
+
+    def body(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message,
+                          "innererror": {"code": self.inner_code, "message": self.inner_message}}}
+
+
+def model_not_found() -> Invalid:
+    return Invalid(404, "NotFound", "Resource not found.", "ModelNotFound", "The requested model was not found.")
+
+
+def result_not_found() -> Invalid:
+    return Invalid(404, "NotFound", "Resource not found.", "OperationNotFound",
+                   "The requested operation was not found. The identifier may be invalid or the operation may "
+                   "have expired.")
+
+
+def _source_missing() -> Invalid:
+    return Invalid(400, "InvalidArgument", "Invalid argument.", "ParameterMissing",
+                   "The parameter urlSource or base64Source is required.")
+
+
+def _bad_parameter(name: str) -> Invalid:
+    return Invalid(400, "InvalidArgument", "Invalid argument.", "InvalidParameter",
+                   f"The parameter {name} is invalid.")
+
+
+def _bad_content() -> Invalid:
+    return Invalid(400, "InvalidRequest", "Invalid request.", "InvalidContent",
+                   "The file is corrupted or format is unsupported. Refer to documentation for the list of "
+                   "supported formats.")
+
+
+def _too_large() -> Invalid:
+    return Invalid(400, "InvalidRequest", "Invalid request.", "InvalidContentLength",
+                   "The input image is too large. Refer to documentation for the maximum file size.")
+
+
+# --- requests ----------------------------------------------------------------------------
+
+def parse_pages(spec: str) -> list[int]:
+    """The `pages` query ("1-3,5,7-9"), as sorted page numbers; Invalid if malformed."""
+    numbers: set[int] = set()
+    for part in spec.split(","):
+        m = _PAGES.match(part)
+        if m is None:
+            raise _bad_parameter("pages")
+        first = int(m.group(1))
+        last = int(m.group(2) or first)
+        if first < 1 or last < first:
+            raise _bad_parameter("pages")
+        numbers.update(range(first, min(last, first + MAX_PAGES) + 1))
+    return sorted(numbers)[:MAX_PAGES]
+
+
+@dataclass
+class Source:
+    """What an analyze request gave: the document's bytes, or only its URL."""
+
+    data: bytes | None
+    url: str | None
+    content_type: str
+
+    @property
+    def size(self) -> int:
+        return len(self.data) if self.data is not None else URL_SOURCE_BYTES
+
+
+def read_source(content_type: str, body: bytes) -> Source:
+    """The document of an analyze request: raw bytes, or JSON with urlSource or base64Source."""
+    mime = content_type.partition(";")[0].strip().lower()
+    if mime == "application/json" or mime.endswith("+json"):
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            parsed = None
+        # A file sent as application/json (the SDK's default content type) lands here too.
+        if not isinstance(parsed, dict):
+            raise _source_missing()
+        if parsed.get("base64Source") is not None:
+            encoded = parsed["base64Source"]
+            try:
+                data = base64.b64decode(encoded, validate=True) if isinstance(encoded, str) else None
+            except (binascii.Error, ValueError):
+                data = None
+            if data is None:
+                raise _bad_parameter("base64Source")
+            if not data:
+                raise _bad_content()
+            return Source(data, None, "")
+        url = parsed.get("urlSource")
+        if url is None:
+            raise _source_missing()
+        if not isinstance(url, str) or urlsplit(url).scheme.lower() not in ("http", "https"):
+            raise _bad_parameter("urlSource")
+        return Source(None, url, "")
+    if not body:
+        raise _bad_content()
+    return Source(body, None, mime)
+
+
+def page_unit(source: Source) -> str:
+    """Images are measured in pixels, PDFs and office documents in inches."""
+    data = source.data
+    if data is not None:
+        if data.startswith(b"%PDF"):
+            return "inch"
+        if source.content_type.startswith("image/") or data.startswith(_IMAGE_MAGIC):
+            return "pixel"
+        return "inch"
+    path = urlsplit(source.url or "").path.lower()
+    return "pixel" if path.endswith(_IMAGE_SUFFIXES) else "inch"
+
+
+def estimate_pages(source: Source) -> int:
+    """Pages of the document: its PDF page objects if it has any, else one per BYTES_PER_PAGE."""
+    if source.data is not None and source.data.startswith(b"%PDF"):
+        found = len(_PDF_PAGE.findall(source.data))
+        if found:
+            return min(found, MAX_PAGES)
+    return max(1, min(MAX_PAGES, 1 + source.size // BYTES_PER_PAGE))
+
+
+def ready_seconds(size: int, base_s: float, per_10kb_s: float) -> float:
+    """How long the analysis of a document of `size` bytes takes."""
+    return base_s + per_10kb_s * size / 10_240
+
+
+# --- analyses in memory ----------------------------------------------------------------------
+
+class ResultStore:
+    """Analyses by result id, oldest dropped past `limit`."""
+
+    def __init__(self, limit: int = MAX_RESULTS):
+        self.limit = limit
+        self._items: OrderedDict[str, Analysis] = OrderedDict()
+
+    def add(self, analysis: Analysis) -> None:
+        self._items[analysis.result_id] = analysis
+        while len(self._items) > self.limit:
+            self._items.popitem(last=False)
+
+    def get(self, result_id: str) -> Analysis | None:
+        return self._items.get(result_id)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def iso_time(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def status_body(analysis: Analysis, now: float) -> dict:
+    """What a poll answers at `now`."""
+    if now < analysis.ready:
+        return {"status": "running", "createdDateTime": iso_time(analysis.created),
+                "lastUpdatedDateTime": iso_time(now)}
+    return {"status": "succeeded", "createdDateTime": iso_time(analysis.created),
+            "lastUpdatedDateTime": iso_time(analysis.ready), "analyzeResult": build_result(analysis)}
+
+
+# --- the generator ---------------------------------------------------------------------------
+
+def _client_base(flow: http.HTTPFlow) -> str:
+    """The scheme and host the client used (the listener keeps the client's Host header)."""
+    scheme = "https" if flow.client_conn.tls_established else "http"
+    return f"{scheme}://{flow.request.host_header or flow.request.pretty_host}"
+
+
+def _seed(context: RequestContext, source: Source, model_id: str) -> int:
+    """SIMULATOR_SEED makes a document's result reproducible; else every analysis differs."""
+    if context.config.seed is None:
+        return random.getrandbits(64)
+    digest = zlib.crc32(source.data if source.data is not None else (source.url or "").encode())
+    return random.Random(f"{context.config.seed}:{digest}:{model_id}").getrandbits(64)
+
+
+class DocumentIntelligence:
+    """Analyze and poll; timings None read the module's READY_* values at each request."""
+
+    def __init__(self, store: ResultStore | None = None, ready_base_s: float | None = None,
+                 ready_per_10kb_s: float | None = None, clock: Callable[[], float] = time.time):
+        self.store = store if store is not None else ResultStore()
+        self.ready_base_s = ready_base_s
+        self.ready_per_10kb_s = ready_per_10kb_s
+        self.clock = clock
+
+    def __call__(self, context: RequestContext) -> http.Response | None:
+        """Answer an analyze or poll request the routing stage matched (path parameters family,
+        model and, for polls, result); None for anything else."""
+        route, params = context.route, context.params
+        if route is None or route.family != "document_intelligence":
+            return None
+        request = context.request
+        family, model_id = params["family"].lower(), params["model"]
+        version = request.query.get("api-version")
+        if version not in API_VERSIONS[family]:
+            return wire.not_found(request)
+        try:
+            if model_id not in MODELS:
+                raise model_not_found()
+            if "result" not in params:
+                return self.analyze(context, family, model_id, version)
+            return self.poll(context, model_id, params["result"])
+        except Invalid as e:
+            return wire.json_response(e.status, e.body(), request, context.config.region)
+
+    def analyze(self, context: RequestContext, family: str, model_id: str, version: str) -> http.Response:
+        request = context.request
+        body = request.raw_content or b""
+        if len(body) > MAX_DOCUMENT_BYTES:
+            raise _too_large()
+        source = read_source(request.headers.get("content-type", ""), request.content or b"")
+        if source.data is not None and len(source.data) > MAX_DOCUMENT_BYTES:
+            raise _too_large()
+        pages = request.query.get("pages")
+        page_numbers = parse_pages(pages) if pages else list(range(1, estimate_pages(source) + 1))
+        index_type = request.query.get("stringIndexType")
+        now = self.clock()
+        delay = 0.0
+        if context.config.latency_enabled:
+            base = READY_BASE_S if self.ready_base_s is None else self.ready_base_s
+            per_10kb = READY_PER_10KB_S if self.ready_per_10kb_s is None else self.ready_per_10kb_s
+            delay = ready_seconds(source.size, base, per_10kb)
+        analysis = Analysis(str(uuid.uuid4()), family, model_id, version,
+                            index_type if index_type in STRING_INDEX_TYPES else "textElements",
+                            page_numbers, page_unit(source), _seed(context, source, model_id), now, now + delay)
+        self.store.add(analysis)
+        context.extras["result_id"] = analysis.result_id
+        location = (f"{_client_base(context.flow)}/{family}/documentModels/{quote(model_id, safe='')}"
+                    f"/analyzeResults/{analysis.result_id}?api-version={quote(version, safe='')}")
+        headers = wire.azure_headers(request, context.config.region, "")
+        del headers["content-type"]  # the 202 has no body
+        headers["Operation-Location"] = location
+        headers["Retry-After"] = str(RETRY_AFTER_S)
+        return http.Response.make(202, b"", headers)
+
+    def poll(self, context: RequestContext, model_id: str, result_id: str) -> http.Response:
+        analysis = self.store.get(result_id)
+        if analysis is None or analysis.model_id != model_id:
+            raise result_not_found()
+        body = status_body(analysis, self.clock())
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if body["status"] == "running" else None
+        return wire.json_response(200, body, context.request, context.config.region, headers)
+
+
+def make_generator(store: ResultStore | None = None, ready_base_s: float | None = None,
+                   ready_per_10kb_s: float | None = None,
+                   clock: Callable[[], float] = time.time) -> Callable[[RequestContext], http.Response | None]:
+    """A generator with its own store and timings, e.g. for
+    `config.replace_generator("document_intelligence", make_generator(ready_base_s=5))`."""
+    service = DocumentIntelligence(store, ready_base_s, ready_per_10kb_s, clock)
+
+    def document_intelligence(context: RequestContext) -> http.Response | None:
+        return service(context)
+
+    document_intelligence.service = service  # type: ignore[attr-defined]
+    return document_intelligence
+
+
+SERVICE = DocumentIntelligence()
+
+
+def document_intelligence(context: RequestContext) -> http.Response | None:
+    """The built-in generator: Document Intelligence analyze and poll requests, else None."""
+    return SERVICE(context)

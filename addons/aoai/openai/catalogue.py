@@ -1,0 +1,90 @@
+"""The models a deployment can run, with the facts the simulator needs about each.
+
+`version` is what Azure reports in a response's `model` field (the model version, not the
+deployment name). Latency defaults are typical figures for a standard deployment: smaller
+models stream faster.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+CHAT = "chat"
+COMPLETION = "completion"
+EMBEDDING = "embedding"
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    kind: str
+    version: str
+    encoding: str
+    context_window: int
+    max_output_tokens: int = 0
+    embedding_size: int = 0
+    supports_dimensions: bool = False
+    # Reasoning models take max_completion_tokens only and report reasoning tokens.
+    reasoning: bool = False
+    ttft_ms: float = 0.0
+    itl_ms: float = 0.0
+    request_ms: float = 0.0
+
+
+def _chat(name, version, encoding, context, output, ttft, itl, reasoning=False) -> Model:
+    return Model(name, CHAT, version, encoding, context, output, reasoning=reasoning,
+                 ttft_ms=ttft, itl_ms=itl)
+
+
+MODELS: dict[str, Model] = {
+    m.name: m
+    for m in (
+        _chat("gpt-35-turbo", "gpt-35-turbo", "cl100k_base", 16385, 4096, 250, 12),
+        _chat("gpt-4", "gpt-4", "cl100k_base", 8192, 8192, 600, 45),
+        _chat("gpt-4o", "gpt-4o-2024-11-20", "o200k_base", 128000, 16384, 350, 15),
+        _chat("gpt-4o-mini", "gpt-4o-mini-2024-07-18", "o200k_base", 128000, 16384, 300, 10),
+        _chat("gpt-4.1", "gpt-4.1-2025-04-14", "o200k_base", 1047576, 32768, 400, 14),
+        _chat("gpt-4.1-mini", "gpt-4.1-mini-2025-04-14", "o200k_base", 1047576, 32768, 300, 9),
+        _chat("gpt-4.1-nano", "gpt-4.1-nano-2025-04-14", "o200k_base", 1047576, 32768, 250, 6),
+        _chat("gpt-5", "gpt-5-2025-08-07", "o200k_base", 400000, 128000, 1200, 12, reasoning=True),
+        _chat("gpt-5-mini", "gpt-5-mini-2025-08-07", "o200k_base", 400000, 128000, 800, 8, reasoning=True),
+        _chat("o3-mini", "o3-mini-2025-01-31", "o200k_base", 200000, 100000, 1000, 8, reasoning=True),
+        _chat("o4-mini", "o4-mini-2025-04-16", "o200k_base", 200000, 100000, 1000, 8, reasoning=True),
+        Model("gpt-35-turbo-instruct", COMPLETION, "gpt-35-turbo-instruct", "cl100k_base", 4097, 4096,
+              ttft_ms=200, itl_ms=10),
+        Model("text-embedding-ada-002", EMBEDDING, "text-embedding-ada-002", "cl100k_base", 8191,
+              embedding_size=1536, request_ms=60),
+        Model("text-embedding-3-small", EMBEDDING, "text-embedding-3-small", "cl100k_base", 8191,
+              embedding_size=1536, supports_dimensions=True, request_ms=50),
+        Model("text-embedding-3-large", EMBEDDING, "text-embedding-3-large", "cl100k_base", 8191,
+              embedding_size=3072, supports_dimensions=True, request_ms=80),
+    )
+}
+
+# Users often write OpenAI's spelling of a model name; accept it.
+ALIASES = {"gpt-3.5-turbo": "gpt-35-turbo", "gpt-3.5-turbo-instruct": "gpt-35-turbo-instruct"}
+
+# The model an undefined deployment runs, by the kind of operation called on it.
+DEFAULT_MODEL_FOR_KIND = {CHAT: "gpt-4o", COMPLETION: "gpt-35-turbo-instruct",
+                          EMBEDDING: "text-embedding-3-small"}
+
+
+def find_model(name: str) -> Model | None:
+    return MODELS.get(ALIASES.get(name, name))
+
+
+@dataclass
+class Normal:
+    """A duration in milliseconds drawn from a normal distribution, never negative."""
+
+    mean: float
+    std_dev: float = 0.0
+
+    def draw(self, rng: random.Random | None = None) -> float:
+        if self.std_dev <= 0:
+            return max(0.0, self.mean)
+        return max(0.0, (rng or random).gauss(self.mean, self.std_dev))
+
+    def to_json(self) -> dict:
+        return {"mean": self.mean, "stdDev": self.std_dev}

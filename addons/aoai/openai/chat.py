@@ -1,0 +1,208 @@
+"""Made-up chat completions: text, tool calls or structured output, in Azure's JSON and SSE
+shapes. Pure functions of the request body, the model and a random generator."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+import orjson
+
+from . import shapes, text
+from .catalogue import Model
+from .catalogue import Normal
+from .schema_values import value_for
+
+# Reasoning tokens a reasoning model spends before answering, by reasoning_effort.
+_REASONING = {"minimal": 0, "low": 64, "medium": 192, "high": 448}
+
+
+@dataclass
+class Choice:
+    index: int
+    content: str | None
+    token_ids: list[int]  # the content's tokens, streamed one per frame
+    tool_calls: list[dict] = field(default_factory=list)
+    tool_call_ids: list[list[int]] = field(default_factory=list)  # each call's argument tokens
+    finish_reason: str = "stop"
+    tokens: int = 0
+
+
+@dataclass
+class ChatAnswer:
+    id: str
+    created: int
+    model_version: str
+    choices: list[Choice]
+    prompt_tokens: int
+    corpus: text.Corpus
+    reasoning_tokens: int = 0
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(c.tokens for c in self.choices) + self.reasoning_tokens
+
+    def usage(self) -> dict:
+        return shapes.usage(self.prompt_tokens, self.completion_tokens, self.reasoning_tokens)
+
+    def body(self) -> dict:
+        choices = []
+        for c in self.choices:
+            message = {"role": "assistant", "content": c.content, "refusal": None, "annotations": []}
+            if c.tool_calls:
+                message["tool_calls"] = c.tool_calls
+            choices.append({"index": c.index, "finish_reason": c.finish_reason, "logprobs": None,
+                            "message": message, "content_filter_results": shapes.CONTENT_FILTER_FINAL
+                            if c.content is not None else {}})
+        return {
+            "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model_version,
+            "system_fingerprint": shapes.fingerprint(self.model_version),
+            "prompt_filter_results": shapes.prompt_filter_results(),
+            "choices": choices, "usage": self.usage(),
+        }
+
+    def stream_events(self, include_usage: bool) -> list[dict]:
+        """The frames of Azure's chat stream, without the closing [DONE]."""
+        return [event for _, event in self.stream_timeline(include_usage)]
+
+    def stream_timeline(self, include_usage: bool) -> list[tuple[int, dict]]:
+        """The stream's frames, each with the token step it belongs to (-1: sent at once)."""
+        head = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model_version, "system_fingerprint": shapes.fingerprint(self.model_version)}
+        if include_usage:
+            head["usage"] = None
+
+        def frame(index: int, delta: dict, finish: str | None = None, filters: dict | None = None) -> dict:
+            return {**head, "choices": [{"index": index, "delta": delta, "finish_reason": finish,
+                                         "logprobs": None, "content_filter_results": filters or {}}]}
+
+        first = {"id": "", "object": "", "created": 0, "model": "",
+                 "prompt_filter_results": shapes.prompt_filter_results(), "choices": []}
+        per_choice: list[list[dict]] = []
+        for c in self.choices:
+            frames: list[dict] = []
+            if c.tool_calls:
+                for i, call in enumerate(c.tool_calls):
+                    header = {"index": i, "id": call["id"], "type": "function",
+                              "function": {"name": call["function"]["name"], "arguments": ""}}
+                    delta = {"role": "assistant", "content": None, "tool_calls": [header]} if i == 0 else \
+                        {"tool_calls": [header]}
+                    frames.append(frame(c.index, delta))
+                    frames.extend(frame(c.index, {"tool_calls": [{"index": i, "function": {"arguments": p}}]})
+                                  for p in self.corpus.pieces(c.tool_call_ids[i]))
+            else:
+                frames.append(frame(c.index, {"role": "assistant", "content": "", "refusal": None}))
+                frames.extend(frame(c.index, {"content": p}, filters=shapes.CONTENT_FILTER)
+                              for p in self.corpus.pieces(c.token_ids))
+            frames.append(frame(c.index, {}, c.finish_reason))
+            per_choice.append(frames)
+        usage = {**head, "choices": [], "usage": self.usage()} if include_usage else None
+        return shapes.timeline(first, per_choice, usage, opener=True)
+
+
+@dataclass
+class ChatSettings:
+    completion_tokens: Normal  # natural answer length when nothing stops it earlier
+    tool_call_share: float  # share of tool_choice "auto" requests that call a tool
+
+
+def limit_of(body: dict) -> int | None:
+    value = body.get("max_completion_tokens")
+    return value if value is not None else body.get("max_tokens")
+
+
+def generate(body: dict, model: Model, prompt_tokens: int, rng: random.Random, settings: ChatSettings) -> ChatAnswer:
+    corpus = text.corpus(model.encoding)
+    limit = limit_of(body)
+    reasoning = 0
+    if model.reasoning:
+        base = _REASONING.get(body.get("reasoning_effort") or "medium", 192)
+        reasoning = int(base * rng.uniform(0.5, 1.5)) if base else 0
+        if limit is not None:
+            reasoning = min(reasoning, limit)
+            limit -= reasoning
+    n = body.get("n") or 1
+    tool = _chosen_tool(body, rng, settings)
+    choices = []
+    for index in range(n):
+        if limit == 0:
+            choices.append(Choice(index, "", [], finish_reason="length"))
+        elif tool is not None:
+            choices.append(_tool_choice(index, tool, corpus, rng, limit))
+        else:
+            choices.append(_text_choice(index, body, corpus, rng, limit, settings))
+    return ChatAnswer(shapes.make_id("chatcmpl-", rng), int(time.time()), model.version, choices, prompt_tokens,
+                      corpus, reasoning * n)
+
+
+def fixed(content: str, body: dict, model: Model, prompt_tokens: int, rng: random.Random) -> ChatAnswer:
+    """An answer with the given text for every choice, cut at the request's limit."""
+    corpus = text.corpus(model.encoding)
+    ids = corpus.enc.encode(content, disallowed_special=())
+    limit = limit_of(body)
+    choices = []
+    for index in range(body.get("n") or 1):
+        if limit is not None and len(ids) > limit:
+            cut = ids[:limit]
+            choices.append(Choice(index, corpus.enc.decode(cut), cut, finish_reason="length", tokens=limit))
+        else:
+            choices.append(Choice(index, content, ids, tokens=len(ids)))
+    return ChatAnswer(shapes.make_id("chatcmpl-", rng), int(time.time()), model.version, choices, prompt_tokens,
+                      corpus)
+
+
+def _chosen_tool(body: dict, rng: random.Random, settings: ChatSettings) -> dict | None:
+    tools = [t.get("function") or {} for t in body.get("tools") or []]
+    if not tools:
+        return None
+    choice = body.get("tool_choice", "auto")
+    if choice == "none":
+        return None
+    if isinstance(choice, dict):
+        name = choice["function"]["name"]
+        return next(t for t in tools if t.get("name") == name)
+    if choice == "auto":
+        messages = body.get("messages") or []
+        # After a tool result a model answers in words; otherwise it calls a tool this often.
+        if (messages and messages[-1].get("role") == "tool") or rng.random() >= settings.tool_call_share:
+            return None
+    return rng.choice(tools)
+
+
+def _tool_choice(index: int, tool: dict, corpus: text.Corpus, rng: random.Random, limit: int | None) -> Choice:
+    arguments = orjson.dumps(value_for(tool.get("parameters") or {"type": "object"}, rng, corpus.words)).decode()
+    ids = corpus.enc.encode(arguments, disallowed_special=())
+    name_tokens = len(corpus.enc.encode(tool.get("name", ""), disallowed_special=())) + 3
+    finish = "tool_calls"
+    if limit is not None and name_tokens + len(ids) > limit:
+        ids = ids[: max(0, limit - name_tokens)]
+        arguments = corpus.enc.decode(ids)
+        finish = "length"
+    call = {"id": shapes.make_id("call_", rng)[:29], "type": "function",
+            "function": {"name": tool.get("name", ""), "arguments": arguments}}
+    return Choice(index, None, [], [call], [ids], finish, name_tokens + len(ids))
+
+
+def _text_choice(index: int, body: dict, corpus: text.Corpus, rng: random.Random, limit: int | None,
+                 settings: ChatSettings) -> Choice:
+    fmt = (body.get("response_format") or {}).get("type")
+    if fmt in ("json_object", "json_schema"):
+        if fmt == "json_schema":
+            schema = (body["response_format"].get("json_schema") or {}).get("schema") or {"type": "object"}
+        else:
+            schema = {"type": "object", "properties": {corpus.words(rng, 1): {"type": "string"} for _ in range(3)}}
+        content = orjson.dumps(value_for(schema, rng, corpus.words)).decode()
+        ids = corpus.enc.encode(content, disallowed_special=())
+        if limit is not None and len(ids) > limit:
+            ids = ids[:limit]
+            return Choice(index, corpus.enc.decode(ids), ids, finish_reason="length", tokens=limit)
+        return Choice(index, content, ids, tokens=len(ids))
+    natural = max(1, int(settings.completion_tokens.draw(rng)))
+    answer = corpus.answer(rng, natural, limit)
+    cut = text.cut_at_stop(answer.text, body.get("stop"))
+    if cut is not None:
+        ids = corpus.enc.encode(cut, disallowed_special=())
+        return Choice(index, cut, ids, tokens=len(ids))
+    return Choice(index, answer.text, answer.token_ids,
+                  finish_reason="length" if answer.truncated else "stop", tokens=answer.tokens)

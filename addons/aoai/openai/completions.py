@@ -1,0 +1,124 @@
+"""Made-up legacy completions (`/completions`) in Azure's JSON and SSE shapes."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+from . import shapes, text
+from .catalogue import Model
+from .chat import ChatSettings
+
+
+@dataclass
+class CompletionChoice:
+    index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    prefix: str = ""  # the echoed prompt, sent before the generated text
+
+
+@dataclass
+class CompletionAnswer:
+    id: str
+    created: int
+    model_version: str
+    choices: list[CompletionChoice]
+    prompt_tokens: int
+    prompts: int
+    corpus: text.Corpus
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(len(c.token_ids) for c in self.choices)
+
+    def usage(self) -> dict:
+        return shapes.usage(self.prompt_tokens, self.completion_tokens)
+
+    def body(self) -> dict:
+        return {
+            "id": self.id, "object": "text_completion", "created": self.created, "model": self.model_version,
+            "prompt_filter_results": shapes.prompt_filter_results(self.prompts),
+            "choices": [{"text": c.prefix + c.text, "index": c.index, "finish_reason": c.finish_reason,
+                         "logprobs": None, "content_filter_results": shapes.CONTENT_FILTER}
+                        for c in self.choices],
+            "usage": self.usage(),
+        }
+
+    def stream_events(self, include_usage: bool) -> list[dict]:
+        return [event for _, event in self.stream_timeline(include_usage)]
+
+    def stream_timeline(self, include_usage: bool) -> list[tuple[int, dict]]:
+        """The stream's frames, each with the token step it belongs to (-1: sent at once)."""
+        head = {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model_version}
+        if include_usage:
+            head["usage"] = None
+
+        def frame(index: int, piece: str, finish: str | None) -> dict:
+            return {**head, "choices": [{"text": piece, "index": index, "finish_reason": finish, "logprobs": None,
+                                         "content_filter_results": shapes.CONTENT_FILTER if piece else {}}]}
+
+        first = {"id": "", "object": "", "created": 0, "model": "", "choices": [],
+                 "prompt_filter_results": shapes.prompt_filter_results(self.prompts)}
+        per_choice = []
+        for c in self.choices:
+            pieces = ([c.prefix] if c.prefix else []) + self.corpus.pieces(c.token_ids)
+            per_choice.append([frame(c.index, p, None) for p in pieces] + [frame(c.index, "", c.finish_reason)])
+        usage = {**head, "choices": [], "usage": self.usage()} if include_usage else None
+        return shapes.timeline(first, per_choice, usage, opener=False)
+
+
+def prompts_of(body: dict) -> list:
+    """`prompt` as a list of prompts (each a string or a token array)."""
+    prompt = body.get("prompt", "")
+    if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
+        return [prompt]
+    return list(prompt)
+
+
+def _text_of(token_ids: list[int], corpus: text.Corpus) -> str:
+    """The text a token-array prompt encodes, for echoing it; ids outside the vocabulary
+    encode no text (the checks take any integer, as embeddings inputs do)."""
+    try:
+        return corpus.enc.decode(token_ids)
+    except (KeyError, OverflowError):
+        known = []
+        for token in token_ids:
+            try:
+                known.append(corpus.enc.decode_single_token_bytes(token))
+            except (KeyError, OverflowError):
+                continue
+        return b"".join(known).decode("utf-8", "replace")
+
+
+def generate(body: dict, model: Model, prompt_tokens: int, rng: random.Random,
+             settings: ChatSettings) -> CompletionAnswer:
+    corpus = text.corpus(model.encoding)
+    limit = body.get("max_tokens")
+    limit = 16 if limit is None else limit  # the completions API's default
+    prompts = prompts_of(body)
+    n = body.get("n") or 1
+    choices = []
+    for p, prompt in enumerate(prompts):
+        echo = ""
+        if body.get("echo"):
+            echo = prompt if isinstance(prompt, str) else _text_of(prompt, corpus)
+        for j in range(n):
+            if limit == 0:
+                choices.append(CompletionChoice(p * n + j, "", [], "length", echo))
+                continue
+            answer = corpus.answer(rng, max(1, int(settings.completion_tokens.draw(rng))), None)
+            # A completion continues the prompt, so it starts with a space; the space changes how
+            # the text splits into tokens, so the limit is applied after adding it.
+            ids = corpus.enc.encode(" " + answer.text, disallowed_special=())
+            truncated = len(ids) > limit
+            ids = ids[:limit]
+            content = corpus.enc.decode(ids)
+            cut = text.cut_at_stop(content, body.get("stop"))
+            if cut is not None:
+                content, ids, truncated = cut, corpus.enc.encode(cut, disallowed_special=()), False
+            choices.append(CompletionChoice(p * n + j, content, ids, "length" if truncated else "stop", echo))
+    return CompletionAnswer(shapes.make_id("cmpl-", rng), int(time.time()), model.version, choices,
+                            prompt_tokens, len(prompts), corpus)

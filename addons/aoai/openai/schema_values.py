@@ -1,0 +1,180 @@
+"""Made-up values that validate against a JSON schema, for tool arguments and structured
+output. Covers what function and response schemas use: types, enum, const, required,
+nested objects and arrays, $ref to $defs, anyOf/oneOf/allOf, bounds and common formats."""
+
+from __future__ import annotations
+
+import math
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Words = Callable[[random.Random, int], str]
+
+_FORMATS = {
+    "date-time": lambda rng: f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:"
+                             f"{rng.randint(0, 59):02d}:00Z",
+    "date": lambda rng: f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+    "time": lambda rng: f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00",
+    "email": lambda rng: f"user{rng.randint(1, 999)}@example.com",
+    "uri": lambda rng: f"https://example.com/item/{rng.randint(1, 9999)}",
+    "uuid": lambda rng: str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+    "ipv4": lambda rng: f"192.0.2.{rng.randint(1, 254)}",
+}
+
+
+# Schemas come from requests and are not checked beyond being objects: a member of the wrong
+# type is ignored, and these caps keep a hostile (or self-referencing) schema from running long.
+_MAX_DEPTH = 64
+_MAX_NODES = 20_000
+_MAX_ITEMS = 1_000
+_MAX_LENGTH = 10_000
+
+
+@dataclass
+class _Walk:
+    """One generation: the schema's root (for $ref) and the values still allowed."""
+    rng: random.Random
+    words: Words
+    root: Any
+    left: int = _MAX_NODES
+
+
+def value_for(schema: Any, rng: random.Random, words: Words) -> Any:
+    return _value(schema, _Walk(rng, words, schema), 0)
+
+
+def _value(schema: Any, walk: _Walk, depth: int) -> Any:
+    walk.left -= 1
+    if not isinstance(schema, dict) or depth > _MAX_DEPTH or walk.left < 0:
+        return walk.words(walk.rng, 2)
+    rng = walk.rng
+    if "$ref" in schema:
+        return _value(_resolve(schema["$ref"], walk.root), walk, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return rng.choice(enum)
+    for key in ("anyOf", "oneOf"):
+        options = schema.get(key)
+        if isinstance(options, list) and options:
+            non_null = [s for s in options if not (isinstance(s, dict) and s.get("type") == "null")]
+            return _value(rng.choice(non_null or options), walk, depth + 1)
+    parts = schema.get("allOf")
+    if isinstance(parts, list) and parts:
+        return _value(_merged(parts, walk.root), walk, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        non_null = [k for k in kind if isinstance(k, str) and k != "null"]
+        kind = non_null[0] if non_null else "null"
+    if not isinstance(kind, str):
+        kind = "object" if "properties" in schema else "array" if "items" in schema else "string"
+    return _BUILDERS.get(kind, _string)(schema, walk, depth)
+
+
+def _merged(parts: list, root: Any) -> dict:
+    """The schemas of an allOf as one: their properties and required lists joined."""
+    merged: dict = {}
+    for part in parts:
+        part = _resolve(part["$ref"], root) if isinstance(part, dict) and "$ref" in part else part
+        for k, v in (part if isinstance(part, dict) else {}).items():
+            if k == "properties":
+                if isinstance(v, dict):
+                    merged.setdefault(k, {}).update(v)
+            elif k == "required":
+                if isinstance(v, list):
+                    merged.setdefault(k, []).extend(v)
+            else:
+                merged[k] = v
+    return merged
+
+
+def _resolve(ref: Any, root: Any) -> Any:
+    if not isinstance(ref, str) or not ref.startswith("#"):
+        return {}
+    node = root
+    for part in ref.lstrip("#/").split("/"):
+        if not part:
+            continue
+        node = node.get(part.replace("~1", "/").replace("~0", "~"), {}) if isinstance(node, dict) else {}
+    return node
+
+
+def _whole(value: Any, default: int, cap: int) -> int:
+    """A schema's count or length bound as an int in [0, cap]; `default` when it is not a number."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return default
+    return min(max(int(value), 0), cap)
+
+
+def _bound(value: Any) -> float | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        else None
+
+
+def _object(schema, walk, depth):
+    props = schema.get("properties")
+    props = props if isinstance(props, dict) else {}
+    required = schema.get("required")
+    required = {r for r in required if isinstance(r, str)} if isinstance(required, list) else set()
+    out = {}
+    for name, sub in props.items():
+        # Deep optional branches are skipped so recursive schemas end.
+        if name in required or depth < 3:
+            out[name] = _value(sub, walk, depth + 1)
+    return out
+
+
+def _array(schema, walk, depth):
+    # Deep arrays hold at most one item beyond their minimum, so recursive schemas end.
+    low = _whole(schema.get("minItems"), 1 if depth < 3 else 0, _MAX_ITEMS)
+    high = _whole(schema.get("maxItems"), max(low, 3) if depth < 3 else low + 1, _MAX_ITEMS)
+    low = min(low, high)
+    count = walk.rng.randint(low, min(high, low + 3))
+    items = schema.get("items") or {}
+    return [_value(items, walk, depth + 1) for _ in range(count)]
+
+
+def _string(schema, walk, depth):
+    rng, words = walk.rng, walk.words
+    fmt = schema.get("format", "")
+    fmt = _FORMATS.get(fmt) if isinstance(fmt, str) else None
+    text = fmt(rng) if fmt else words(rng, rng.randint(1, 4))
+    low = _whole(schema.get("minLength"), 0, _MAX_LENGTH)
+    while len(text) < low:
+        text += " " + words(rng, 3)
+    high = schema.get("maxLength")
+    return text[:_whole(high, len(text), len(text))] if high is not None else text
+
+
+def _number(schema, walk, depth):
+    rng = walk.rng
+    low = _bound(schema.get("minimum"))
+    low = _bound(schema.get("exclusiveMinimum")) if low is None else low
+    high = _bound(schema.get("maximum"))
+    high = _bound(schema.get("exclusiveMaximum")) if high is None else high
+    if low is None:
+        low = 0 if high is None or high > 0 else high - 100
+    if high is None:
+        high = low + 100
+    if schema.get("type") == "integer":
+        lo = math.floor(low) + 1 if "exclusiveMinimum" in schema else math.ceil(low)
+        hi = math.ceil(high) - 1 if "exclusiveMaximum" in schema else math.floor(high)
+        return rng.randint(lo, max(lo, hi))
+    value = round(rng.uniform(low, high), 2)
+    return min(max(value, low), high) if value not in (schema.get("exclusiveMinimum"),
+                                                       schema.get("exclusiveMaximum")) else (low + high) / 2
+
+
+_BUILDERS = {
+    "object": _object,
+    "array": _array,
+    "string": _string,
+    "integer": _number,
+    "number": _number,
+    "boolean": lambda schema, walk, depth: walk.rng.random() < 0.5,
+    "null": lambda *_: None,
+}

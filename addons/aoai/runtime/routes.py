@@ -1,0 +1,213 @@
+"""The route table: every API the simulator answers, declared once.
+
+A `Route` says what a request is (operation, method, path), how Azure treats it (its
+operation id in 429 texts, the model kind it needs, which quota it draws from, whether it
+takes an api-version), how a recording of it is named on disk, and which generator answers
+it. The routing stage resolves a request against this table once; auth, checks, limits,
+replay, record, generation and metrics read the result. Adding an API is one `Route` here
+and one module for its answers.
+
+Paths match as Azure matches them: literal segments in any case, an optional trailing slash,
+and percent-encoded characters decoded per segment (so `%3Aanalyze` is `:analyze`, while an
+encoded `/` inside a deployment name stays inside it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from ..openai import catalogue, completions, tokens, validation
+
+# Which quota a route draws from (ratelimit stage).
+NO_QUOTA = "none"
+DEPLOYMENT_QUOTA = "deployment"  # the deployment's tokens- and requests-per-minute windows
+DI_ANALYZE_QUOTA = "document-intelligence:analyze"  # DOC_INTELLIGENCE_RPS
+DI_POLL_QUOTA = "document-intelligence:poll"  # DOC_INTELLIGENCE_POLL_RPS
+
+# Families: who answers, and what they share (auth, metrics).
+OPENAI = "openai"
+DOCUMENT_INTELLIGENCE = "document_intelligence"
+MANAGEMENT = "management"
+
+# api-version: required in the query (missing: Azure's 404), optional (v1 paths), or ignored.
+REQUIRED, OPTIONAL, IGNORED = "required", "optional", "ignored"
+
+
+@dataclass(frozen=True, eq=False)
+class Route:
+    operation: str  # our name for it: metrics label, latency and generator lookups ("chat", …)
+    methods: tuple[str, ...]
+    pattern: str  # "/openai/deployments/{deployment}/chat/completions"; {name:a|b} limits a parameter
+    family: str
+    generator: str = ""  # the built-in generator that answers it
+    azure_operation: str = ""  # Azure's operation id, as its 429 texts name it
+    model_kind: str | None = None  # the model kind the deployment must have (OpenAI routes)
+    verb: str = ""  # Azure's word for it in "the … operation does not work with the specified model"
+    quota: str = NO_QUOTA
+    api_version: str = IGNORED
+    open: bool = False  # answered without a key (probes and scrapers carry none)
+    recording: str = ""  # the recording file's name, from the path's parameters ("" : from the path)
+    # Body checks (raise validation.Invalid) and the prompt's token count, for OpenAI routes.
+    check: Callable[[dict, catalogue.Model], None] | None = None
+    prompt_tokens: Callable[[dict, Any], int] | None = None
+    regex: re.Pattern = field(init=False, repr=False)
+    choices: frozenset[str] = field(init=False, repr=False)  # parameters spelled in lower case
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "regex", _compile(self.pattern))
+        object.__setattr__(self, "choices", frozenset(m.group(1) for m in _PARAM.finditer(self.pattern)
+                                                      if m.group(2)))
+
+    @property
+    def name(self) -> str:
+        """The operation's name (what `context.operation.name` gave extensions)."""
+        return self.operation
+
+    @property
+    def needs_deployment(self) -> bool:
+        return self.model_kind is not None
+
+    def recording_file(self, params: dict[str, str]) -> str | None:
+        """The recording file for a request with these path parameters; None: named by its path."""
+        if not self.recording:
+            return None
+        return self.recording.format(**{k: slug(v) for k, v in params.items()}) + ".yaml"
+
+
+@dataclass(frozen=True)
+class Match:
+    route: Route | None  # None: the path is known but not for this method
+    params: dict[str, str]
+    allowed: tuple[str, ...] = ()  # the methods the path takes, when the method was wrong
+
+
+_PARAM = re.compile(r"\{(\w+)(?::([^}]*))?\}")
+
+
+def _compile(pattern: str) -> re.Pattern:
+    out, pos = [], 0
+    for m in _PARAM.finditer(pattern):
+        out.append(re.escape(pattern[pos:m.start()]))
+        choices = m.group(2)
+        out.append(f"(?P<{m.group(1)}>{choices})" if choices else f"(?P<{m.group(1)}>[^/]+?)")
+        pos = m.end()
+    out.append(re.escape(pattern[pos:]))
+    return re.compile("^" + "".join(out) + "/?$", re.IGNORECASE)
+
+
+def _decoded(path: str) -> str:
+    """The path with each segment percent-decoded; an encoded '/' stays encoded, so it cannot
+    split a segment (it is decoded in the parameter it belongs to)."""
+    if "%" not in path:
+        return path
+    return "/".join(unquote(s).replace("/", "%2F") for s in path.split("/"))
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:80] or "_"
+
+
+def _chat_prompt(body: dict, enc) -> int:
+    return tokens.count_chat_prompt(body["messages"], enc, body.get("tools"))
+
+
+def _completions_prompt(body: dict, enc) -> int:
+    return sum(tokens.count(p, enc) if isinstance(p, str) else len(p) for p in completions.prompts_of(body))
+
+
+def _embeddings_prompt(body: dict, enc) -> int:
+    return tokens.count_embedding_input(body["input"], enc)
+
+
+def _openai(operation: str, path: str, generator: str, azure_operation: str, kind: str, verb: str,
+            check, prompt) -> list[Route]:
+    """An OpenAI operation on its deployment path and on the v1 path (deployment in `model`)."""
+    common = dict(family=OPENAI, generator=generator, azure_operation=azure_operation, model_kind=kind,
+                  verb=verb, quota=DEPLOYMENT_QUOTA, check=check, prompt_tokens=prompt)
+    file = path.replace("/", "-")
+    return [
+        Route(operation, ("POST",), "/openai/deployments/{deployment}/" + path, api_version=REQUIRED,
+              recording="{deployment}." + file, **common),
+        Route(operation, ("POST",), "/openai/v1/" + path, api_version=OPTIONAL, recording="v1." + file, **common),
+    ]
+
+
+_DI_FAMILY = "{family:formrecognizer|documentintelligence}"
+
+ROUTES: list[Route] = [
+    *_openai("chat", "chat/completions", "openai_chat", "ChatCompletions_Create", catalogue.CHAT,
+             "chatCompletion", validation.check_chat, _chat_prompt),
+    *_openai("completions", "completions", "openai_completions", "Completions_Create", catalogue.COMPLETION,
+             "completion", validation.check_completions, _completions_prompt),
+    *_openai("embeddings", "embeddings", "openai_embeddings", "Embeddings_Create", catalogue.EMBEDDING,
+             "embeddings", validation.check_embeddings, _embeddings_prompt),
+    Route("models", ("GET",), "/openai/v1/models", OPENAI, generator="openai_models", api_version=OPTIONAL,
+          recording="v1.models"),
+    Route(DOCUMENT_INTELLIGENCE, ("POST",), f"/{_DI_FAMILY}/documentModels/{{model}}:analyze",
+          DOCUMENT_INTELLIGENCE, generator="document_intelligence", azure_operation="Analyze Document",
+          quota=DI_ANALYZE_QUOTA, recording="{family}.{model}"),
+    Route(DOCUMENT_INTELLIGENCE, ("GET",), f"/{_DI_FAMILY}/documentModels/{{model}}/analyzeResults/{{result}}",
+          DOCUMENT_INTELLIGENCE, generator="document_intelligence", azure_operation="Get Analyze Result",
+          quota=DI_POLL_QUOTA, recording="{family}.{model}"),
+    Route("health", ("GET",), "/++/health", MANAGEMENT, open=True),
+    Route("metrics", ("GET",), "/++/metrics", MANAGEMENT, open=True),
+    Route("config", ("GET", "PATCH"), "/++/config", MANAGEMENT),
+    Route("limits", ("GET",), "/++/limits", MANAGEMENT),
+    Route("reset-limits", ("POST",), "/++/reset-limits", MANAGEMENT),
+    Route("save-recordings", ("POST",), "/++/save-recordings", MANAGEMENT),
+]
+
+
+class RouteTable:
+    """Finds a request's route. Routes are grouped by their first path segment, so a request
+    is tried against the few routes that can match it."""
+
+    def __init__(self, routes: list[Route]):
+        self.routes = list(routes)
+        self._by_head: dict[str, list[Route]] = {}
+        for route in self.routes:
+            self._by_head.setdefault(_head(route.pattern), []).append(route)
+
+    def resolve(self, method: str, path: str) -> Match | None:
+        """The route for a method and path (query allowed); None when no route has the path."""
+        path = _decoded(path.partition("?")[0])
+        candidates = self._by_head.get(_head(path))
+        if candidates is None:
+            candidates = self._by_head.get("", ())  # routes whose first segment is a parameter
+        allowed: list[str] = []
+        params: dict[str, str] = {}
+        for route in candidates:
+            m = route.regex.match(path)
+            if m is None:
+                continue
+            found = {k: v.lower() if k in route.choices else unquote(v) for k, v in m.groupdict().items()}
+            if method in route.methods:
+                return Match(route, found)
+            allowed.extend(route.methods)
+            params = found
+        return Match(None, params, tuple(allowed)) if allowed else None
+
+    def canonical_path(self, method: str, path: str) -> str:
+        """The path as the route spells it (case, no trailing slash, decoded), so variants of
+        one request are one recording; an unknown path as it is."""
+        found = self.resolve(method, path)
+        if found is None or found.route is None:
+            return path.partition("?")[0]
+        route = found.route
+        return _PARAM.sub(lambda m: found.params[m.group(1)].replace("/", "%2F"), route.pattern)
+
+    def first(self, operation: str) -> Route:
+        return next(r for r in self.routes if r.operation == operation)
+
+
+def _head(path: str) -> str:
+    """The first path segment, lower case ("" when it is a parameter with choices)."""
+    first = path.lstrip("/").partition("/")[0]
+    return "" if first.startswith("{") else first.lower()
+
+
+TABLE = RouteTable(ROUTES)

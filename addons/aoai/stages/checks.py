@@ -1,0 +1,165 @@
+"""Checks: what Azure refuses before it runs a model, for the request's route.
+
+A wrong method (405), a missing or unknown api-version, a body too large (413) or not JSON,
+an unknown deployment (404) or one whose model cannot do the operation, a body field of the
+wrong type or value, a prompt beyond the context window (400). A request that passes carries
+its deployment, parsed body and prompt tokens in its context for the stages after this one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import logging
+import re
+import time
+from urllib.parse import parse_qsl
+
+import orjson
+from mitmproxy import http
+
+from .. import wire
+from ..openai import catalogue, embeddings, tokens, validation
+from ..runtime.routes import OPTIONAL, REQUIRED
+from ..runtime.state import RequestContext, context_of
+
+logger = logging.getLogger(__name__)
+
+_VERSION = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(-preview)?$")
+_V1_VERSIONS = {"v1", "preview", "latest"}
+_FIRST_VERSION = datetime.date(2022, 12, 1)
+
+
+def query_value(path: str, name: str) -> str | None:
+    """The first value of a query parameter, as `request.query.get(name)` gives it, without
+    building the full URL and mitmproxy's query view for it (every request asks)."""
+    query = path.partition("?")[2].partition("#")[0]
+    if not query:
+        return None
+    for key, value in parse_qsl(query, keep_blank_values=True, errors="surrogateescape"):
+        if key == name:
+            return value
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _version_day(version: str) -> datetime.date | None:
+    m = _VERSION.match(version)
+    if not m:
+        return None
+    try:
+        return datetime.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    except ValueError:
+        return None
+
+
+def version_supported(version: str, v1: bool) -> bool:
+    if v1 and version in _V1_VERSIONS:
+        return True
+    day = _version_day(version)
+    return day is not None and _FIRST_VERSION <= day <= _latest_version_day()
+
+
+@functools.lru_cache(maxsize=1)
+def _latest_day_for(epoch_day: int) -> datetime.date:
+    return datetime.date(1970, 1, 1) + datetime.timedelta(days=epoch_day + 31)
+
+
+def _latest_version_day() -> datetime.date:
+    """The newest api-version date accepted: a month ahead of today (previews come early).
+    Worked out once a day: every request asks."""
+    return _latest_day_for(int(time.time() // 86400))
+
+
+def check(context: RequestContext) -> http.Response | None:
+    """Azure's error for what is wrong with the request, or None; fills the context."""
+    request = context.request
+    if context.route is None:
+        if context.allowed_methods:
+            path = request.path.partition("?")[0]
+            return wire.azure_error(405, "405", f"Method {request.method} is not allowed on {path}; use "
+                                                f"{' or '.join(context.allowed_methods)}.", request,
+                                    headers={"allow": ", ".join(context.allowed_methods)})
+        return None
+    route, config = context.route, context.config
+    if route.api_version != OPTIONAL and route.api_version != REQUIRED:
+        return None
+    version = query_value(request.path, "api-version")
+    if version is None and route.api_version == REQUIRED:
+        return wire.not_found(request)
+    if version is not None and not version_supported(version, route.api_version == OPTIONAL):
+        return wire.azure_error(400, "BadRequest", "API version not supported", request)
+    context.api_version = version
+    if not route.needs_deployment:
+        return None
+    if len(request.raw_content or b"") > config.max_body_bytes:
+        return wire.azure_error(413, "RequestEntityTooLarge",
+                                f"The request body is larger than the {config.max_body_bytes} bytes allowed.", request)
+    try:
+        body = orjson.loads(request.content or b"")
+    except (orjson.JSONDecodeError, ValueError) as e:
+        return wire.bad_json(request, str(e) if request.content else "The body was empty.")
+    if not isinstance(body, dict):
+        return wire.openai_error(400, "Invalid type for body: expected a JSON object, but got "
+                                      f"{validation.type_name(body)} instead.", request=request)
+    name = context.params.get("deployment")
+    if name is None:
+        name = body.get("model")
+        if not isinstance(name, str) or not name:
+            return wire.openai_error(400, "Missing required parameter: 'model'.", param="model",
+                                     code="missing_required_parameter", request=request)
+    deployment = config.deployment(name, route.model_kind)
+    if deployment is None:
+        return wire.azure_error(404, "DeploymentNotFound",
+                                "The API deployment for this resource does not exist. If you created the deployment "
+                                "within the last 5 minutes, please wait a moment and try again.", request)
+    model = deployment.model
+    if model.kind != route.model_kind:
+        return wire.azure_error(
+            400, "OperationNotSupported",
+            f"The {route.verb} operation does not work with the specified model, {model.name}. Please choose "
+            "different model and try again. You can learn more about which models can be used with each operation "
+            "here: https://go.microsoft.com/fwlink/?linkid=2197993.", request)
+    try:
+        route.check(body, model)
+    except validation.Invalid as e:
+        return wire.openai_error(e.status, e.message, param=e.param, code=e.code, request=request)
+    context.deployment, context.body = deployment, body
+    used = context.prompt_tokens = route.prompt_tokens(body, tokens.encoding(model.encoding))
+    return _context_length_error(context, model, used)
+
+
+def _context_length_error(context: RequestContext, model: catalogue.Model, used: int) -> http.Response | None:
+    body, request = context.body, context.request
+    if context.route.operation == "embeddings":
+        if used <= model.context_window:
+            return None
+        # The window limits each input, not their sum: one input too long fails the request.
+        enc = tokens.encoding(model.encoding)
+        longest = max(tokens.count_embedding_input([item], enc) for item in embeddings.items_of(body["input"]))
+        if longest > model.context_window:
+            return wire.openai_error(400, f"This model's maximum context length is {model.context_window} tokens, "
+                                          f"however you requested {longest} tokens. Please reduce your prompt.",
+                                     param="input", code="context_length_exceeded", request=request)
+        return None
+    limit = body.get("max_completion_tokens", body.get("max_tokens")) or 0
+    wanted = used + limit * (body.get("n") or 1)
+    if wanted <= model.context_window:
+        return None
+    return wire.openai_error(
+        400, f"This model's maximum context length is {model.context_window} tokens. However, you requested "
+             f"{wanted} tokens ({used} in the messages, {wanted - used} in the completion). Please reduce the "
+             "length of the messages or completion.",
+        param="messages" if context.route.operation == "chat" else "prompt", code="context_length_exceeded",
+        request=request)
+
+
+class Checks:
+    def request(self, flow: http.HTTPFlow) -> None:
+        context = context_of(flow)
+        if flow.response or context is None:
+            return
+        error = check(context)
+        if error is not None:
+            logger.debug("%s for %s %s", error.status_code, flow.request.method, flow.request.path)
+            flow.response = error

@@ -1,0 +1,126 @@
+"""Extensions: user code loaded from EXTENSION_PATH as extra mitmproxy addons.
+
+Each `.py` file or package folder becomes an addon placed at this stage of the pipeline
+(after auth and routing, before replay, recording and the generators), so every mitmproxy
+hook it defines runs there, and options it declares appear like ours. Its
+`initialize(config)`, if any, is called once with the shared `SimulatorConfig`, where it can
+add generators and forwarders or allow bearer tokens.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from mitmproxy import addonmanager, ctx, exceptions, hooks
+
+from ..runtime.config import ConfigError, SimulatorConfig
+from ..runtime.failures import guard
+from ..runtime.startup import Startup
+from .settings import extensions_paths
+
+logger = logging.getLogger(__name__)
+
+
+split_paths = extensions_paths
+
+
+def import_extension(path: str) -> ModuleType:
+    """Import a `.py` file or a package folder under a name of its own; ConfigError if it
+    cannot be, naming the path."""
+    target = Path(path).expanduser().resolve()
+    if target.is_dir():
+        init = target / "__init__.py"
+        if not init.is_file():
+            raise ConfigError(f"EXTENSION_PATH: {path}: a folder needs an __init__.py to be an extension package")
+        spec = importlib.util.spec_from_file_location(f"aoai_ext_{_name(target)}", init,
+                                                      submodule_search_locations=[str(target)])
+    elif target.is_file():
+        spec = importlib.util.spec_from_file_location(f"aoai_ext_{_name(target)}", target)
+    else:
+        raise ConfigError(f"EXTENSION_PATH: {path}: no such file or folder")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        sys.modules.pop(spec.name, None)
+        raise ConfigError(f"EXTENSION_PATH: {path}: cannot load it: {_describe(e)}") from None
+    if not getattr(module, "name", None):
+        module.name = f"extension:{target}"  # type: ignore[attr-defined]  # mitmproxy names addons by this
+    return module
+
+
+def _name(path: Path) -> str:
+    return re.sub(r"\W", "_", path.stem)
+
+
+def _describe(e: BaseException) -> str:
+    where = ""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None:
+        where = f" (line {tb.tb_lineno})"
+    return f"{type(e).__name__}: {e}{where}"
+
+
+class Extensions:
+    def __init__(self, config: SimulatorConfig, startup: Startup | None = None):
+        self.config = config
+        self.startup = startup or Startup()
+        self.addons: list[ModuleType] = []  # mitmproxy calls these right after this addon
+        self.loaded_paths: list[str] = []
+        self.running_ = False
+        # An extension has a `responseheaders` hook: paced streams then pass through mitmproxy's
+        # layers (the loopback server), so that hook sees them, instead of straight to the client.
+        self.sees_streams = False
+
+    def configure(self, updated: set[str]) -> None:
+        if "extension_path" not in updated:
+            return
+        paths = split_paths(ctx.options.extension_path)
+        if paths == self.loaded_paths:
+            return
+        if self.loaded_paths:
+            # initialize() has changed the shared config; that cannot be undone.
+            raise exceptions.OptionsError("EXTENSION_PATH: extensions cannot be changed while the simulator "
+                                          "runs; restart it")
+        try:
+            for path in paths:
+                self._load(path)
+        except ConfigError as e:
+            if self.running_:
+                raise exceptions.OptionsError(str(e)) from None
+            self.startup.refuse(str(e))
+        self.loaded_paths = paths
+
+    def _load(self, path: str) -> None:
+        module = import_extension(path)
+        initialize = getattr(module, "initialize", None)
+        if callable(initialize):
+            try:
+                initialize(self.config)
+            except Exception as e:
+                raise ConfigError(f"EXTENSION_PATH: {path}: initialize(config) failed: {_describe(e)}") from None
+        # A hook that raises costs its request an Azure 500, never a trip upstream.
+        guard(module, f"extension {path}")
+        try:
+            ctx.master.addons.register(module)
+        except exceptions.AddonManagerError as e:
+            raise ConfigError(f"EXTENSION_PATH: {path}: {e}") from None
+        self.addons.append(module)
+        if any(hasattr(addon, "responseheaders") for addon in addonmanager.traverse([module])):
+            self.sees_streams = True
+        ctx.master.addons.invoke_addon_sync(module, hooks.ConfigureHook(set(ctx.options.keys())))
+        if self.running_:
+            ctx.master.addons.invoke_addon_sync(module, hooks.RunningHook())
+        logger.info("extension loaded: %s", path)
+
+    def running(self) -> None:
+        self.running_ = True

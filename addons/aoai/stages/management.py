@@ -1,0 +1,183 @@
+"""Management: the simulator's own endpoints under /++/ (health, configuration, recordings,
+rate limits)."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import TYPE_CHECKING, Any
+
+from mitmproxy import ctx, exceptions, http
+
+from .. import wire
+from ..runtime import config as cfg
+from ..runtime.config import ConfigError, SimulatorConfig
+from ..runtime.recording import RecordingStore
+from ..runtime.routes import MANAGEMENT
+from ..runtime.state import context_of
+from ..runtime.streams import StreamServer
+
+if TYPE_CHECKING:
+    from .ratelimit import Limits
+
+logger = logging.getLogger(__name__)
+
+_LATENCY_OPS = {"chatCompletions": "chat_completions", "completions": "completions", "embeddings": "embeddings"}
+
+
+def config_view(config: SimulatorConfig) -> dict:
+    latency: dict[str, Any] = {"enabled": config.latency_enabled}
+    for key, op in _LATENCY_OPS.items():
+        normal = config.latency_defaults.get(op)
+        latency[key] = normal.to_json() if normal else None
+    return {
+        "mode": config.mode,
+        "seed": config.seed,
+        "allowUndefinedDeployments": config.allow_undefined_deployments,
+        "latency": latency,
+        "deployments": {name: d.to_json() for name, d in config.deployments.items()},
+        "recording": {"dir": config.recording.dir, "autosave": config.recording.autosave},
+    }
+
+
+def _bool(field: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{field}: expected true or false")
+    return value
+
+
+def patch_plan(config: SimulatorConfig, patch: Any) -> tuple[dict[str, Any], dict[str, cfg.Deployment | None]]:
+    """Check a PATCH body; return the option updates and deployment changes it asks for."""
+    if not isinstance(patch, dict):
+        raise ConfigError("body: expected a JSON object")
+    options: dict[str, Any] = {}
+    deployments: dict[str, cfg.Deployment | None] = {}
+    for key, value in patch.items():
+        if key == "mode":
+            if value not in cfg.MODES:
+                raise ConfigError(f"mode: expected one of {', '.join(cfg.MODES)}")
+            options["simulator_mode"] = value
+        elif key == "seed":
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ConfigError("seed: expected a whole number or null")
+            options["simulator_seed"] = "" if value is None else str(value)
+        elif key == "allowUndefinedDeployments":
+            options["allow_undefined_openai_deployments"] = _bool(key, value)
+        elif key == "latency":
+            if not isinstance(value, dict):
+                raise ConfigError("latency: expected an object")
+            for lkey, lvalue in value.items():
+                if lkey == "enabled":
+                    options["simulator_latency"] = _bool("latency.enabled", lvalue)
+                elif lkey in _LATENCY_OPS:
+                    op = _LATENCY_OPS[lkey]
+                    if lvalue is None:
+                        options[f"latency_openai_{op}_mean"] = options[f"latency_openai_{op}_std_dev"] = ""
+                        continue
+                    normal = cfg._normal(f"latency.{lkey}", lvalue)
+                    options[f"latency_openai_{op}_mean"] = str(normal.mean)
+                    options[f"latency_openai_{op}_std_dev"] = str(normal.std_dev)
+                else:
+                    raise ConfigError(f"latency.{lkey}: unknown field; use enabled, {', '.join(_LATENCY_OPS)}")
+        elif key == "deployments":
+            if not isinstance(value, dict):
+                raise ConfigError("deployments: expected an object of deployment name to settings (null removes)")
+            for name, spec in value.items():
+                deployments[name] = None if spec is None else cfg.parse_deployment(name, spec, f"deployments.{name}")
+        else:
+            raise ConfigError(f"{key}: unknown field; use mode, seed, allowUndefinedDeployments, latency, deployments")
+    return options, deployments
+
+
+class Management:
+    def __init__(self, config: SimulatorConfig, streams: StreamServer | None = None, limits: Limits | None = None,
+                 recordings: RecordingStore | None = None):
+        self.config = config
+        self.streams = streams
+        self.limits_stage = limits
+        self.recordings = recordings
+        # mitmproxy listens before the stages' `running` hooks are done (the listener swap,
+        # the stream server); until then health says "starting", so probes and tests wait.
+        self.ready = False
+        self.handlers = {
+            ("health", "GET"): self.health,
+            ("config", "GET"): self.get_config,
+            ("config", "PATCH"): self.patch_config,
+            ("save-recordings", "POST"): self.save_recordings,
+            ("limits", "GET"): self.limits,
+            ("reset-limits", "POST"): self.reset_limits,
+        }
+
+    def running(self) -> None:
+        self.ready = True  # the stages before this one in the chain have finished starting
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        context = context_of(flow)
+        if flow.response or context is None or context.route is None or context.route.family != MANAGEMENT:
+            return
+        handler = self.handlers.get((context.route.operation, flow.request.method))
+        if handler is None:
+            return  # /++/metrics: the metrics stage answers it
+        answer = handler(flow)
+        if inspect.isawaitable(answer):  # a handler that waits (shared rate-limit windows)
+            return self._answer_later(flow, answer)
+        flow.response = answer
+
+    @staticmethod
+    async def _answer_later(flow: http.HTTPFlow, answer) -> None:
+        flow.response = await answer
+
+    def health(self, flow: http.HTTPFlow) -> http.Response:
+        if not self.ready:
+            return wire.json_response(503, {"status": "starting", "mode": self.config.mode}, flow.request)
+        health: dict[str, Any] = {"status": "healthy", "mode": self.config.mode}
+        if self.streams is not None:
+            health["streams"] = {"active": self.streams.active, "pending": len(self.streams.plans)}
+        return wire.json_response(200, health, flow.request)
+
+    def get_config(self, flow: http.HTTPFlow) -> http.Response:
+        return wire.json_response(200, config_view(self.config), flow.request)
+
+    def patch_config(self, flow: http.HTTPFlow) -> http.Response:
+        try:
+            patch = wire.loads(flow.request.content or b"")
+        except ValueError:
+            return wire.azure_error(400, "BadRequest", "body: not valid JSON", flow.request)
+        reset = patch.pop("resetLimits", False) if isinstance(patch, dict) else False
+        if not isinstance(reset, bool):
+            return wire.azure_error(400, "BadRequest", "resetLimits: expected true or false", flow.request)
+        try:
+            options, deployments = patch_plan(self.config, patch)
+            if options:
+                ctx.options.update(**options)
+        except (ConfigError, exceptions.OptionsError) as e:
+            return wire.azure_error(400, "BadRequest", str(e), flow.request)
+        for name, deployment in deployments.items():
+            if deployment is None:
+                self.config.deployments.pop(name, None)
+            else:
+                self.config.deployments[name] = deployment
+        logger.info("configuration changed: %s", ", ".join(patch))
+        answer = wire.json_response(200, config_view(self.config), flow.request)
+        if reset and self.limits_stage is not None:
+            return self._reset_then(answer)
+        return answer
+
+    async def _reset_then(self, answer: http.Response) -> http.Response:
+        await self.limits_stage.reset()
+        return answer
+
+    def limits(self, flow: http.HTTPFlow) -> http.Response:
+        """Quotas, what the windows hold, and the 429 and early-retry counts."""
+        view = self.limits_stage.view() if self.limits_stage is not None else {}
+        return wire.json_response(200, view, flow.request)
+
+    async def reset_limits(self, flow: http.HTTPFlow) -> http.Response:
+        """Empty every rate-limit window, so a test starts from a full quota."""
+        if self.limits_stage is not None:
+            await self.limits_stage.reset()
+        return wire.json_response(200, {"reset": True}, flow.request)
+
+    def save_recordings(self, flow: http.HTTPFlow) -> http.Response:
+        saved = self.recordings.save() if self.recordings is not None else 0
+        return wire.json_response(200, {"saved": saved}, flow.request)

@@ -1,0 +1,231 @@
+"""Metrics: what happened during a load test, at GET /++/metrics in Prometheus text format.
+
+Counted when a flow ends: requests by deployment, operation, mode and status; tokens; 429s
+by reason; retries that came before their retry-after. Timed: the whole request, and for streams the time to first token and the gaps
+between tokens as they were really sent; and the simulator's own overhead, the part of a
+request's time that was not a simulated wait. With OTEL_EXPORTER_OTLP_ENDPOINT set, the same
+measurements are also pushed over OTLP.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from mitmproxy import http
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from ..runtime.config import SimulatorConfig
+from ..runtime.routes import MANAGEMENT
+from ..runtime.state import context_of
+from ..runtime.streams import StreamPlan, StreamServer
+
+if TYPE_CHECKING:
+    from .ratelimit import Limits
+
+logger = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (.01, .025, .05, .1, .25, .5, .75, 1, 1.5, 2, 3, 5, 7.5, 10, 15, 30, 60)
+_TOKEN_GAP_BUCKETS = (.001, .0025, .005, .01, .015, .02, .03, .05, .075, .1, .2, .5)
+_OVERHEAD_BUCKETS = (.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25)
+
+
+_REQUEST = ("deployment", "operation", "mode")
+COUNTER, HISTOGRAM = "counter", "histogram"
+
+# name: (kind, help, labels, histogram buckets)
+FAMILIES: dict[str, tuple[str, str, tuple[str, ...], tuple[float, ...]]] = {
+    "requests": (COUNTER, "Requests answered.", _REQUEST + ("status",), ()),
+    "prompt_tokens": (COUNTER, "Prompt tokens of answered requests.", _REQUEST, ()),
+    "completion_tokens": (COUNTER, "Completion tokens generated.", _REQUEST, ()),
+    "rate_limited": (COUNTER, "Requests answered 429, by reason.", ("deployment", "reason"), ()),
+    "request_duration_seconds": (HISTOGRAM, "Arrival to last byte.", _REQUEST, _LATENCY_BUCKETS),
+    "time_to_first_token_seconds": (HISTOGRAM, "Arrival to first content frame, streams.", _REQUEST,
+                                    _LATENCY_BUCKETS),
+    "inter_token_seconds": (HISTOGRAM, "Gaps between content frames as sent, streams.", _REQUEST,
+                            _TOKEN_GAP_BUCKETS),
+    "overhead_seconds": (HISTOGRAM, "Time a request spent in the simulator beyond its simulated wait.", _REQUEST,
+                         _OVERHEAD_BUCKETS),
+}
+
+
+class SimulatorMetrics:
+    """The metric values, kept as plain dicts and bucket lists and turned into Prometheus
+    families only when scraped: prometheus-client's own counters take a lock and walk the
+    buckets in Python on every update, which was most of what counting a request cost.
+    The same measurements go over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set."""
+
+    def __init__(self, otlp: bool | None = None):
+        self.counters: dict[str, dict[tuple, float]] = {}
+        self.histograms: dict[str, dict[tuple, list]] = {}
+        for name, (kind, _, _, _) in FAMILIES.items():
+            (self.counters if kind == COUNTER else self.histograms)[name] = {}
+        self.registry = CollectorRegistry()  # its own: a script reload must not clash
+        self.registry.register(self)
+        enabled = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")) if otlp is None else otlp
+        self.otlp = OtlpMirror() if enabled else None
+
+    def inc(self, name: str, labels: tuple, amount: float = 1.0) -> None:
+        values = self.counters[name]
+        values[labels] = values.get(labels, 0.0) + amount
+        if self.otlp:
+            self.otlp.add(name, labels, amount)
+
+    def observe(self, name: str, labels: tuple, value: float) -> None:
+        series = self.histograms[name].get(labels)
+        if series is None:
+            # One count per bucket, the +Inf bucket, then the sum.
+            series = self.histograms[name][labels] = [0] * (len(FAMILIES[name][3]) + 1) + [0.0]
+        series[bisect.bisect_left(FAMILIES[name][3], value)] += 1  # buckets are "less or equal"
+        series[-1] += value
+        if self.otlp:
+            self.otlp.add(name, labels, value)
+
+    def collect(self):
+        """The families in Prometheus' terms, for the registry's text output."""
+        for name, (kind, doc, label_names, bounds) in FAMILIES.items():
+            if kind == COUNTER:
+                family = CounterMetricFamily(f"aoai_{name}", doc, labels=label_names)
+                for labels, value in self.counters[name].items():
+                    family.add_metric(labels, value)
+            else:
+                family = HistogramMetricFamily(f"aoai_{name}", doc, labels=label_names)
+                for labels, series in self.histograms[name].items():
+                    cumulative = list(itertools.accumulate(series[:-1]))
+                    buckets = [(_bound(b), n) for b, n in zip(bounds, cumulative)] + [("+Inf", cumulative[-1])]
+                    family.add_metric(labels, buckets, series[-1])
+            yield family
+
+    def text(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _bound(value: float) -> str:
+    return repr(float(value))
+
+
+class OtlpMirror:
+    """OpenTelemetry instruments mirroring the Prometheus families, pushed over OTLP/HTTP to
+    OTEL_EXPORTER_OTLP_ENDPOINT (the exporter reads the standard OTEL_* variables)."""
+
+    def __init__(self):
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        from opentelemetry.sdk.resources import Resource
+
+        interval = int(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", "10000"))
+        reader = PeriodicExportingMetricReader(OTLPMetricExporter(), export_interval_millis=interval)
+        resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "aoai-simulator")})
+        self.provider = MeterProvider(metric_readers=[reader], resource=resource)
+        meter = self.provider.get_meter("aoai-simulator")
+        self.instruments = {}
+        for name, (kind, doc, labels, _) in FAMILIES.items():
+            make = meter.create_histogram if kind == HISTOGRAM else meter.create_counter
+            self.instruments[name] = (make(f"aoai_{name}", description=doc), labels, kind == HISTOGRAM)
+
+    def add(self, name: str, labels: tuple, value: float) -> None:
+        instrument, names, histogram = self.instruments[name]
+        attributes = dict(zip(names, labels))
+        if histogram:
+            instrument.record(value, attributes)
+        else:
+            instrument.add(value, attributes)
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()
+
+
+def _labels(flow: http.HTTPFlow, mode: str) -> tuple[str, str, str]:
+    context = context_of(flow)
+    deployment = context.deployment.name if context and context.deployment else ""
+    operation = context.route.operation if context and context.route else "other"
+    return deployment, operation, mode
+
+
+class EarlyRetries:
+    """`aoai_early_retries_total`: clients that came back before their retry-after had passed,
+    read from the rate limiter's own count when scraped."""
+
+    def __init__(self, limits: Limits | None):
+        self.limits = limits
+
+    def collect(self):
+        family = CounterMetricFamily("aoai_early_retries", "Retries sent before the retry-after had passed.",
+                                     labels=("deployment",))
+        for deployment, count in (self.limits.counters.early_retries.items() if self.limits is not None else ()):
+            family.add_metric((deployment,), count)
+        yield family
+
+
+class StreamsPlayed:
+    """`aoai_streams_total`: paced streams by how they were played, `direct` (onto the client's
+    socket) or `loopback` (through mitmproxy's layers, several times the CPU per frame); a
+    fallback to loopback for plain HTTP/1.1 clients shows here."""
+
+    def __init__(self, streams: StreamServer):
+        self.streams = streams
+
+    def collect(self):
+        family = CounterMetricFamily("aoai_streams", "Paced streams played, by path.", labels=("path",))
+        for path, count in self.streams.played.items():
+            family.add_metric((path,), count)
+        yield family
+
+
+class Metrics:
+    def __init__(self, config: SimulatorConfig, streams: StreamServer, limits: Limits | None = None,
+                 metrics: SimulatorMetrics | None = None):
+        self.config = config
+        self.metrics = metrics or SimulatorMetrics()
+        self.metrics.registry.register(EarlyRetries(limits))
+        self.metrics.registry.register(StreamsPlayed(streams))
+        streams.observers.append(self.stream_played)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        context = context_of(flow)
+        if flow.response is None and context is not None and context.route is not None \
+                and context.route.operation == "metrics" and context.route.family == MANAGEMENT:
+            flow.response = http.Response.make(200, self.metrics.text(), {"content-type": CONTENT_TYPE_LATEST})
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        context = context_of(flow)
+        if context is not None and context.route is not None and context.route.family == MANAGEMENT:
+            return
+        m, labels = self.metrics, _labels(flow, self.config.mode)
+        status = flow.response.status_code
+        m.inc("requests", labels + (str(status),))
+        if status == 429:
+            reason = "tokens" if flow.response.headers.get("policy-id", "").endswith("Token") else "requests"
+            m.inc("rate_limited", (labels[0], reason))
+            return
+        if context is not None and status == 200:
+            m.inc("prompt_tokens", labels, context.prompt_tokens)
+            m.inc("completion_tokens", labels, context.completion_tokens)
+        ended = flow.response.timestamp_end
+        if ended and flow.request.timestamp_start:
+            took = ended - flow.request.timestamp_start
+            m.observe("request_duration_seconds", labels, took)
+            if context is None or context.stream is None:
+                waited = context.latency_s if context else 0.0
+                m.observe("overhead_seconds", labels, max(0.0, took - waited))
+
+    def stream_played(self, plan: StreamPlan) -> None:
+        if plan.first_frame_s is None or not plan.labels:
+            return
+        labels = (plan.labels.get("deployment", ""), plan.labels.get("operation", ""), self.config.mode)
+        m = self.metrics
+        m.observe("time_to_first_token_seconds", labels, plan.first_frame_s)
+        # How late the first frame left against its plan: the simulator's own cost for a stream.
+        m.observe("overhead_seconds", labels, max(0.0, plan.first_frame_s - plan.first_frame_due_s))
+        for gap in plan.gaps:
+            m.observe("inter_token_seconds", labels, gap)
+
+    def done(self) -> None:
+        if self.metrics.otlp:
+            self.metrics.otlp.shutdown()  # pushes what is left

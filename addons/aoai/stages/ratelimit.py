@@ -1,0 +1,251 @@
+"""Limits: throttle as Azure does, when the request arrives and before anything answers it,
+in every mode (a throttled request in record mode never reaches Azure).
+
+OpenAI requests are charged against their deployment's token and request windows; Document
+Intelligence analyze submissions and result polls against their own per-second limits. A
+refused request gets Azure's 429; an admitted one gets the quota headers on its response,
+whoever makes it (a generator, a replay, the streaming stage or Azure itself). The windows and
+the arithmetic live in limits.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+
+from mitmproxy import http
+
+from .. import wire
+from ..runtime import limits
+from ..runtime.config import SimulatorConfig
+from ..runtime.routes import DEPLOYMENT_QUOTA, DI_ANALYZE_QUOTA, DI_POLL_QUOTA
+from ..runtime.startup import Startup
+from ..runtime.state import RequestContext, context_of
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Ask:
+    """What one request asks of the limiter."""
+
+    key: str  # the windows it is counted in
+    name: str  # the deployment (or limited service) for counters and logs
+    quota: limits.Quota
+    context: RequestContext
+    cost: int = 0
+
+
+def client_identity(flow: http.HTTPFlow, key: str) -> str:
+    """Who a retry comes from: the request id a client keeps across its retries when it sends
+    one (Azure SDKs: x-ms-client-request-id), else the same body from the same address."""
+    headers = flow.request.headers
+    given = headers.get("x-ms-client-request-id") or headers.get("idempotency-key")
+    if given:
+        return f"{key} id {given}"
+    peer = flow.client_conn.peername[0] if flow.client_conn.peername else "-"
+    digest = hashlib.blake2b(flow.request.raw_content or b"", digest_size=12).hexdigest()
+    return f"{key} {peer} {flow.request.method} {flow.request.path} {digest}"
+
+
+def too_many_requests(message: str, request: http.Request, extra: dict[str, str], region: str) -> http.Response:
+    """Azure's 429 ({"error": {"code": "429", "message": …}} with the usual Azure headers).
+
+    Built directly rather than with Response.make, which re-encodes and re-checks what is
+    already bytes: under a throttled load, 429s are most of the traffic."""
+    content = wire.dumps({"error": {"code": "429", "message": message}})
+    headers = wire.azure_headers(request, region, "application/json")
+    headers.update(extra)
+    headers["content-length"] = str(len(content))
+    fields = tuple((k.encode(), v.encode("utf-8", "surrogateescape")) for k, v in headers.items())
+    now = time.time()
+    return http.Response(b"HTTP/1.1", 429, b"Too Many Requests", http.Headers(fields), content, None, now, now)
+
+
+def redis_unreachable(url: str) -> str | None:
+    """Why Redis at `url` cannot be used, or None. Asked once at start-up, before the port opens."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client.ping()
+    except Exception as e:
+        return str(e) or type(e).__name__
+    finally:
+        client.close()
+    return None
+
+
+class Limits:
+    def __init__(self, config: SimulatorConfig, limiter: limits.Limiter | None = None,
+                 startup: Startup | None = None):
+        self.config = config
+        self.startup = startup or Startup()
+        self.limiter = limiter or limits.Limiter()
+        self.redis_url = ""
+        self._redis_failed_at = -1e9  # when a Redis failure was last logged
+
+    @property
+    def counters(self) -> limits.Counters:
+        """429s by (deployment, reason) and early retries by deployment, for metrics."""
+        return self.limiter.counters
+
+    # --- set-up ---------------------------------------------------------------------------
+
+    def configure(self, updated: set[str]) -> None:
+        url = self.config.rate_limit_redis_url
+        if url == self.redis_url:
+            return
+        if url and not self.startup.running:
+            problem = redis_unreachable(url)
+            if problem is not None:
+                self.startup.refuse(f"RATE_LIMIT_REDIS_URL: cannot reach Redis at {url} ({problem})")
+                return
+        self.redis_url = url
+        self.limiter.use(limits.RedisWindows.from_url(url) if url else limits.MemoryWindows())
+        if url:
+            logger.info("Rate limits shared through Redis at %s", url)
+
+    async def done(self) -> None:
+        if self.limiter.store.shared:
+            await self.limiter.store.close()
+
+    # --- requests -------------------------------------------------------------------------
+
+    def ask(self, context: RequestContext) -> Ask | None:
+        """What the request costs and which quota its route draws from; None: not limited."""
+        route, config = context.route, self.config
+        if route is None:
+            return None
+        if route.quota == DEPLOYMENT_QUOTA:
+            deployment = context.deployment
+            if deployment is None:
+                return None
+            quota = limits.deployment_quota(deployment.tokens_per_minute, deployment.requests_per_minute,
+                                            config.rate_limit_request_window_s)
+            if quota.unlimited:
+                return None
+            cost = context.estimated_tokens = limits.estimate_tokens(
+                route.operation, context.body, context.prompt_tokens,
+                default_reservation=config.rate_limit_default_reservation,
+                max_output_tokens=deployment.model.max_output_tokens)
+            return Ask("d:" + deployment.name, deployment.name, quota, context, cost)
+        if route.quota == DI_ANALYZE_QUOTA:
+            quota = limits.per_second_quota(config.doc_intelligence_rps)
+        elif route.quota == DI_POLL_QUOTA:
+            quota = limits.per_second_quota(config.doc_intelligence_poll_rps)
+        else:
+            return None
+        return None if quota.unlimited else Ask(route.quota, route.quota, quota, context)
+
+    def request(self, flow: http.HTTPFlow):
+        # Plain (not async) so in-memory windows cost no coroutine; Redis returns an awaitable.
+        context = context_of(flow)
+        if flow.response or context is None:
+            return None
+        ask = self.ask(context)
+        if ask is None:
+            return None
+        limiter = self.limiter
+        identity = None
+        if limiter.hints:
+            identity = client_identity(flow, ask.key)
+            early = limiter.early(ask.name, identity)
+            if early:
+                logger.warning("early retry: a client retried %s %.0f ms before its retry-after had passed",
+                               ask.name, early * 1000)
+        result = limiter.check(ask.key, ask.quota, ask.cost)
+        if isinstance(result, limits.Verdict):
+            self.decide(flow, ask, result, identity)
+            return None
+        return self._decide_later(flow, ask, result, identity)
+
+    async def _decide_later(self, flow: http.HTTPFlow, ask: Ask, pending, identity: str | None) -> None:
+        try:
+            verdict = await pending
+        except Exception as e:
+            # Redis went away: let traffic through rather than fail it, and say so (every 10 s).
+            if time.monotonic() - self._redis_failed_at > 10:
+                self._redis_failed_at = time.monotonic()
+                logger.error("rate limits not applied: Redis at %s failed (%s); requests pass unchecked",
+                             self.redis_url, e)
+            return
+        self.decide(flow, ask, verdict, identity)
+
+    def decide(self, flow: http.HTTPFlow, ask: Ask, verdict: limits.Verdict, identity: str | None) -> None:
+        # When the quota was checked (the windows' clock: monotonic, or Redis's wall clock).
+        ask.context.quota_checked_at = verdict.at
+        if verdict.allowed:
+            if ask.key.startswith("d:"):  # deployments' answers carry their quota
+                ask.context.quota_headers = limits.success_headers(ask.quota, verdict)
+            return
+        self.limiter.throttled(ask.name, verdict.reason, identity or client_identity(flow, ask.key),
+                               verdict.retry_after)
+        flow.response = self.throttled(flow, ask, verdict)
+        logger.info("429 %s: %s, retry after %d ms%s", ask.name,
+                    {limits.TOKENS: "token rate limit", limits.REQUESTS: "call rate limit",
+                     limits.TOO_LARGE: "request larger than the token rate limit"}[verdict.reason],
+                    limits.whole_ms(verdict.retry_after), f" (cost {ask.cost} tokens)" if ask.cost else "")
+
+    def throttled(self, flow: http.HTTPFlow, ask: Ask, verdict: limits.Verdict) -> http.Response:
+        request = flow.request
+        seconds = limits.retry_seconds(verdict.retry_after)
+        context = ask.context
+        operation = context.route.azure_operation
+        if context.route.quota != DEPLOYMENT_QUOTA:  # Document Intelligence
+            headers = {"retry-after": str(seconds), "retry-after-ms": str(limits.whole_ms(verdict.retry_after))}
+            message = limits.doc_intelligence_message(operation, request.query.get("api-version"), seconds)
+            return too_many_requests(message, request, headers, self.config.region)
+        headers = limits.throttled_headers(ask.quota, verdict)
+        version = context.api_version
+        if verdict.reason == limits.TOO_LARGE:
+            headers["x-should-retry"] = "false"  # the openai SDKs honour it
+            message = limits.too_large_message(operation, version, ask.name, ask.cost, ask.quota.tokens)
+        else:
+            message = limits.throttled_message(operation, version, verdict.reason, seconds)
+        return too_many_requests(message, request, headers, self.config.region)
+
+    # --- responses: the quota headers -----------------------------------------------------
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        # Streams from the loopback stream server or from Azure (record mode) leave before `response`;
+        # streams written straight to the client carry the headers already (streaming.py).
+        self._stamp(flow)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._stamp(flow)
+
+    @staticmethod
+    def _stamp(flow: http.HTTPFlow) -> None:
+        context = context_of(flow)
+        if context is None or not context.quota_headers or flow.response is None:
+            return
+        flow.response.headers.update(context.quota_headers)
+        context.quota_headers = None
+
+    # --- management -----------------------------------------------------------------------
+
+    async def reset(self) -> None:
+        """Empty every window (not the counters: they only ever grow, as metrics expect)."""
+        await self.limiter.reset()
+        logger.info("rate-limit windows cleared")
+
+    def view(self) -> dict:
+        config, store = self.config, self.limiter.store
+        deployments = {}
+        for name, d in config.deployments.items():
+            quota = limits.deployment_quota(d.tokens_per_minute, d.requests_per_minute,
+                                            config.rate_limit_request_window_s)
+            if quota.unlimited:
+                continue
+            entry = {"tokensPerMinute": quota.tokens, "requestsPerWindow": quota.requests,
+                     "requestWindowSeconds": quota.request_window}
+            if not store.shared:
+                used_tokens, used_requests = store.usage("d:" + name, quota, self.limiter.clock())
+                entry["usedTokens"], entry["usedRequests"] = used_tokens, used_requests
+            deployments[name] = entry
+        return {"windows": "redis" if store.shared else "memory",
+                "defaultReservation": config.rate_limit_default_reservation,
+                "deployments": deployments, **self.limiter.counters.to_json()}

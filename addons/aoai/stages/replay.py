@@ -1,0 +1,159 @@
+"""Replay: answer from the recordings, at their recorded pace; never open an upstream
+connection. In record mode it answers what is already recorded, and the recording stage
+forwards the rest."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+
+from mitmproxy import http
+
+from .. import wire
+from ..runtime import latency
+from ..runtime.config import SimulatorConfig
+from ..runtime.recording import Interaction, KeyRules, RecordingStore, request_key, sse_bytes
+from ..runtime.routes import MANAGEMENT
+from ..runtime.state import RequestContext, context_of
+from ..runtime.streams import StreamPlan, StreamServer, carries_tokens
+
+logger = logging.getLogger(__name__)
+
+TIMINGS = ("recorded", "model", "none")
+
+
+def key_of(flow: http.HTTPFlow, store: RecordingStore) -> str:
+    request = flow.request
+    return request_key(request.method, store.canonical_path(request.method, request.path),
+                       list(request.query.items(multi=True)), request.raw_content or b"",
+                       request.headers.get("content-type", ""), store.rules)
+
+
+def replay_headers(interaction: Interaction, flow: http.HTTPFlow) -> dict[str, str]:
+    request = flow.request
+    headers = dict(interaction.response_headers)
+    # Fresh request ids, as every Azure answer has its own.
+    request_id = str(uuid.uuid4())
+    for name in ("apim-request-id", "x-request-id"):
+        if name in headers:
+            headers[name] = request_id
+    client_id = request.headers.get("x-ms-client-request-id")
+    if client_id:
+        headers["x-ms-client-request-id"] = client_id
+    # An async operation's poll URL must lead back here, whatever address served the recording.
+    location = headers.get("operation-location")
+    if location and "://" in location:
+        rest = location.split("://", 1)[1]
+        scheme = "https" if flow.client_conn.tls_established else "http"
+        headers["operation-location"] = f"{scheme}://{request.host_header}/{rest.partition('/')[2]}"
+    return headers
+
+
+def stream_plan(interaction: Interaction, headers: dict[str, str], timing: str,
+                context: RequestContext | None) -> StreamPlan:
+    events = interaction.events or []
+    if timing == "model" and context is not None and context.deployment is not None:
+        content = [i for i, e in enumerate(events) if carries_tokens(e.data)]
+        offsets = latency.token_offsets(latency.profile(context.deployment, context.operation, context.config),
+                                        max(1, len(content)))
+        due, step = [], 0
+        for i, _ in enumerate(events):
+            due.append(offsets[min(step, len(offsets) - 1)] if i >= (content[0] if content else 0) else 0.0)
+            if i in content:
+                step += 1
+        frames = [(d, sse_bytes(e.data)) for d, e in zip(due, events)]
+    else:
+        scale = 0.0 if timing == "none" else 1.0
+        frames = [(e.at_ms / 1000 * scale, sse_bytes(e.data)) for e in events]
+    labels = {}
+    if context is not None and context.deployment is not None:
+        labels = {"deployment": context.deployment.name, "operation": context.route.operation}
+    return StreamPlan(headers, frames, status=interaction.status,
+                      token_frames=[carries_tokens(e.data) for e in events], labels=labels)
+
+
+def miss_response(flow: http.HTTPFlow, store: RecordingStore, key: str, status: int) -> http.Response:
+    request = flow.request
+    path = request.path.partition("?")[0]
+    file = store.directory / store.file_for(request.method, path)
+    closest = store.closest(request.method, path, request.raw_content or b"")
+    message = f"No recording matches {request.method} {path} (key {key})."
+    details: dict = {"key": key, "file": str(file)}
+    if closest is not None:
+        other, fields = closest
+        other_key = other.key(store.rules, store.table)
+        differs = ", ".join(fields) if fields else "the path or query"
+        message += f" The closest recorded request is {other_key}; it differs in: {differs}."
+        details["closest"] = {"key": other_key, "differs": fields}
+    else:
+        message += " Nothing like it is recorded."
+    logger.warning("replay miss: %s %s would be recorded in %s", request.method, path, file)
+    return wire.azure_error(status, "RecordingNotFound", message, request, **details)
+
+
+_RECORDING_OPTIONS = {"simulator_mode", "recording_dir", "recording_ignore_fields", "recording_match_api_version"}
+
+
+class Replay:
+    def __init__(self, config: SimulatorConfig, store: RecordingStore, streams: StreamServer):
+        self.config = config
+        self.store = store
+        self.streams = streams
+        self.loaded: tuple | None = None
+
+    def configure(self, updated: set[str]) -> None:
+        if not updated & _RECORDING_OPTIONS or self.config.mode == "generate":
+            return
+        recording = self.config.recording
+        wanted = (recording.dir, KeyRules(recording.ignore_fields, recording.match_api_version))
+        if wanted == self.loaded:
+            return
+        self.store.directory, self.store.rules = Path(wanted[0]), wanted[1]
+        count = self.store.load()
+        self.loaded = wanted
+        logger.info("%d recorded interactions in %s", count, recording.dir)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        mode, context = self.config.mode, context_of(flow)
+        if flow.response or mode == "generate" or context is None or context.stream is not None \
+                or (context.route is not None and context.route.family == MANAGEMENT):
+            return
+        key = key_of(flow, self.store)
+        interaction = self.store.find(key)
+        if interaction is None:
+            if mode == "replay":
+                flow.response = miss_response(flow, self.store, key, self.config.recording.miss_status)
+            return
+        self._answer(flow, interaction)
+
+    def _answer(self, flow: http.HTTPFlow, interaction: Interaction) -> None:
+        timing = self.config.recording.replay_timing if self.config.latency_enabled else "none"
+        headers = replay_headers(interaction, flow)
+        context = context_of(flow)
+        if interaction.events is not None and timing != "none":
+            plan = stream_plan(interaction, headers, timing, context)
+            plan.arrived_ago = latency.since_arrival(flow)
+            self.streams.route(flow, plan)
+            return
+        if interaction.events is not None:
+            body = b"".join(sse_bytes(e.data) for e in interaction.events)
+        else:
+            body = interaction.response_body
+        wait = 0.0
+        if timing == "recorded":
+            wait = interaction.duration_ms / 1000
+        elif timing == "model" and context is not None and context.deployment is not None:
+            steps = int(context.completion_tokens or _completion_tokens(interaction) or 1)
+            wait = latency.generation_seconds(latency.profile(context.deployment, context.operation,
+                                                              context.config), steps)
+        if wait > 0:
+            latency.hold(flow, wait)  # the Pacing stage sends it when due
+        flow.response = http.Response.make(interaction.status, body, headers)
+
+
+def _completion_tokens(interaction: Interaction) -> int:
+    try:
+        return int(wire.loads(interaction.response_body)["usage"]["completion_tokens"])
+    except (ValueError, KeyError, TypeError):
+        return 0
