@@ -9,6 +9,7 @@ import httpx
 from aoai.openai import tokens
 from conftest import API_VERSION
 from openai import AsyncAzureOpenAI, AzureOpenAI, OpenAI
+from prometheus_client.parser import text_string_to_metric_families
 
 HELLO = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "Hello!"}]
 HELLO_PROMPT_TOKENS = 19
@@ -119,3 +120,17 @@ ORDER_SCHEMA = {
     "required": ["items", "fulfilment", "note"],
     "additionalProperties": False,
 }
+
+
+def scrape(sim) -> dict[tuple[str, tuple], float]:
+    r = httpx.get(f"{sim.url}/++/metrics")  # open to scrapers: no key
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples, name: str, **labels) -> float:
+    return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))

@@ -205,6 +205,23 @@ def test_document_intelligence_is_limited_per_second(sim):
     assert [r.status_code == 429 for r in polls] == [False, False, False, True]
 
 
+@pytest.mark.parametrize("variant", [
+    "/documentintelligence/documentModels/prebuilt-read:analyze/",
+    "/DocumentIntelligence/documentModels/prebuilt-read:analyze",
+    "/documentintelligence/DocumentModels/prebuilt-read%3Aanalyze",
+])
+def test_document_intelligence_path_variants_are_limited_like_the_canonical_path(sim, variant):
+    """Azure answers these spellings of the analyze path as the service does; they draw on
+    the same DOC_INTELLIGENCE_RPS as the canonical one (2 per second here)."""
+    time.sleep(1.1)  # a fresh second for this case
+    canonical = f"{sim.url}/documentintelligence/documentModels/prebuilt-read:analyze?api-version=2024-11-30"
+    pdf = {**headers(sim), "content-type": "application/pdf"}
+    statuses = [httpx.post(canonical, content=b"%PDF-1.4", headers=pdf).status_code,
+                httpx.post(f"{sim.url}{variant}?api-version=2024-11-30", content=b"%PDF-1.4", headers=pdf).status_code,
+                httpx.post(f"{sim.url}{variant}?api-version=2024-11-30", content=b"%PDF-1.4", headers=pdf).status_code]
+    assert statuses == [202, 202, 429]
+
+
 def test_record_mode_never_forwards_a_throttled_request(tmp_path, simulator_factory):
     with FakeAzure() as upstream:
         sim = simulator_factory({"SIMULATOR_MODE": "record", "AZURE_OPENAI_ENDPOINT": upstream.url,

@@ -6,23 +6,9 @@ import json
 
 import httpx
 from openai import AzureOpenAI
-from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import API_VERSION
-
-
-def scrape(sim) -> dict[tuple[str, tuple], float]:
-    r = httpx.get(f"{sim.url}/++/metrics")  # open to scrapers: no key
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-    samples = {}
-    for family in text_string_to_metric_families(r.text):
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return samples
-
-
-def value(samples, name: str, **labels) -> float:
-    return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
+from helpers import scrape, value
 
 
 def test_metrics_move_as_requests_are_served(simulator_factory, tmp_path):

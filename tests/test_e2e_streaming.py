@@ -15,6 +15,7 @@ import pytest
 from openai import AsyncAzureOpenAI, AzureOpenAI
 
 from conftest import API_VERSION
+from helpers import scrape, value
 
 DEPLOYMENTS = {
     "paced": {"model": "gpt-4o", "latency": {"timeToFirstTokenMs": {"mean": 300, "stdDev": 0},
@@ -297,6 +298,23 @@ def test_a_tls_client_gets_paced_streams_too(paced):
                  if '"content":"' in line and '"content":""' not in line]
     assert len(times) == 20
     assert times[0] < 0.6 < times[-1]  # TTFT 300 ms, then 19 gaps of 20 ms
+
+
+def test_metrics_count_the_streams_played_each_way(paced):
+    """Plain HTTP/1.1 streams are written straight to the client; TLS ones go through
+    mitmproxy's layers. /++/metrics counts both, so a silent fallback would show."""
+    before = scrape(paced)
+    body = {"messages": MESSAGES, "max_tokens": 3, "stream": True}
+    path = f"/openai/deployments/paced/chat/completions?api-version={API_VERSION}"
+    with httpx.stream("POST", paced.url + path, headers={"api-key": paced.key}, json=body) as r:
+        r.read()
+    with httpx.Client(verify=False) as c, c.stream("POST", f"https://127.0.0.1:{paced.port}{path}",
+                                                    headers={"api-key": paced.key}, json=body) as r:
+        r.read()
+    after = scrape(paced)
+    assert value(after, "aoai_streams_total", path="direct") - value(before, "aoai_streams_total", path="direct") == 1
+    assert value(after, "aoai_streams_total", path="loopback") - \
+        value(before, "aoai_streams_total", path="loopback") == 1
 
 
 def test_patch_config_turns_latency_off(simulator_factory):
