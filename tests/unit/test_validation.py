@@ -66,6 +66,57 @@ CHAT_CASES = [
      "missing_required_parameter", "json_schema.name"),
     (chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": []}}),
      "response_format.json_schema.schema", "invalid_type", "expected an object"),
+    # Every field that token counting or generation reads has its type checked.
+    ({"messages": [{"role": {}, "content": "x"}]}, "messages[0].role", "invalid_type",
+     "expected one of 'system', 'assistant', 'user', 'function', 'tool', or 'developer', but got an object"),
+    ({"messages": [{"role": "user", "content": []}]}, "messages[0].content", "empty_array", "empty array"),
+    ({"messages": [{"role": "user", "content": [{"type": "video"}]}]}, "messages[0].content[0].type",
+     "invalid_value", "Invalid value: 'video'. Supported values are: 'text', 'image_url', 'input_audio', and 'file'."),
+    ({"messages": [{"role": "assistant", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+     "messages[0].content[0].type", "invalid_value", "Supported values are: 'text' and 'refusal'."),
+    ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages[0].content[0].text",
+     "missing_required_parameter", "Missing required parameter: 'messages[0].content[0].text'."),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+     "messages[0].content[0].image_url.url", "missing_required_parameter", "image_url.url"),
+    ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "",
+                                                                                       "format": "ogg"}}]}]},
+     "messages[0].content[0].input_audio.format", "invalid_value", "'wav' and 'mp3'"),
+    ({"messages": [{"role": "assistant", "content": "x", "tool_calls": "c"}]}, "messages[0].tool_calls",
+     "invalid_type", "expected an array, but got a string"),
+    ({"messages": [{"role": "assistant", "content": None, "tool_calls": [{"id": "c", "function": {}}]}]},
+     "messages[0].tool_calls[0].type", "missing_required_parameter", "tool_calls[0].type"),
+    ({"messages": [{"role": "assistant", "content": None,
+                    "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": {}}}]}]},
+     "messages[0].tool_calls[0].function.arguments", "invalid_type", "expected a string, but got an object"),
+    ({"messages": [{"role": "assistant", "content": None, "function_call": {"name": 1, "arguments": "{}"}}]},
+     "messages[0].function_call.name", "invalid_type", "expected a string"),
+    ({"messages": [{"role": "function", "content": "42"}]}, "messages[0].name", "missing_required_parameter",
+     "'messages[0].name'"),
+    (chat(reasoning_effort=1), "reasoning_effort", "invalid_type", "expected one of 'minimal', 'low'"),
+    (chat(reasoning_effort="max"), "reasoning_effort", "invalid_value", "'max'"),
+    (chat(logit_bias=[]), "logit_bias", "invalid_type", "expected an object, but got an array"),
+    (chat(logit_bias={"x1": 1}), "logit_bias", None, "Invalid key in 'logit_bias': x1."),
+    (chat(logit_bias={"1": 101}), "logit_bias", "decimal_out_of_range", "between -100 and 100, got 101"),
+    (chat(logit_bias={"1": True}), "logit_bias", "invalid_type", "expected a number, but got a boolean"),
+    (chat(max_completion_tokens=5, max_tokens=0), "max_tokens", "integer_out_of_range", "at least 1"),
+    (chat(logprobs=1), "logprobs", "invalid_type", "expected a boolean"),
+    (chat(top_logprobs=21), "top_logprobs", "integer_out_of_range", "between 0 and 20"),
+    (chat(stream=True, stream_options={"include_usage": "yes"}), "stream_options.include_usage", "invalid_type",
+     "expected a boolean"),
+    (chat(tools=[7]), "tools[0]", "invalid_type", "expected an object, but got an integer"),
+    (chat(tools=[{"function": {"name": "f"}}]), "tools[0].type", "missing_required_parameter", "tools[0].type"),
+    (chat(tools=[{"type": "retrieval", "function": {"name": "f"}}]), "tools[0].type", "invalid_value",
+     "Supported values are: 'function'."),
+    (chat(tools=[{"type": "function", "function": {"name": 1}}]), "tools[0].function.name", "invalid_type",
+     "expected a string, but got an integer"),
+    (chat(tools=[{"type": "function", "function": {"name": "f", "description": ["d"]}}]),
+     "tools[0].function.description", "invalid_type", "expected a string"),
+    (chat(tools=[TOOL], tool_choice={"type": "function", "function": 1}), "tool_choice", "invalid_type",
+     "expected 'none'"),
+    (chat(response_format={"type": 1}), "response_format.type", "invalid_type",
+     "expected one of 'text', 'json_object', or 'json_schema', but got an integer"),
+    (chat(response_format={"type": "json_schema", "json_schema": "x"}), "response_format.json_schema",
+     "invalid_type", "expected an object, but got a string"),
 ]
 
 
@@ -102,6 +153,14 @@ def test_reasoning_models_refuse_max_tokens():
     chat(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "f"}}),
     chat(tools=[TOOL], tool_choice="required"),
     chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}),
+    {"messages": [{"role": "user", "name": "ann", "content": [
+        {"type": "text", "text": "x"}, {"type": "image_url", "image_url": {"url": "data:,", "detail": "high"}},
+        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}]},
+        {"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": "{}"}},
+        {"role": "function", "name": "f", "content": "ok"}]},
+    chat(logit_bias={"50256": -100, "1": 2.5}, logprobs=True, top_logprobs=3, reasoning_effort=None,
+         max_completion_tokens=None, max_tokens=5, parallel_tool_calls=False),
 ])
 def test_valid_chat_bodies_pass(body):
     assert validation.check_chat(body, GPT4O) is None
@@ -124,6 +183,8 @@ COMPLETION_CASES = [
     ({"prompt": "a", "echo": "yes"}, "echo", "invalid_type", "expected a boolean"),
     ({"prompt": "a", "suffix": 1}, "suffix", "invalid_type", "expected a string"),
     ({"prompt": "a", "n": 0}, "n", "integer_out_of_range", "between 1 and 128"),
+    ({"prompt": "a", "logit_bias": {"1": "x"}}, "logit_bias", "invalid_type", "expected a number"),
+    ({"prompt": "a", "stop": [None]}, "stop", "invalid_type", "up to 4 strings"),
 ]
 
 
@@ -152,6 +213,8 @@ EMBEDDING_CASES = [
     ({"input": "a", "dimensions": 0}, SMALL, "dimensions", "integer_out_of_range", "at least 1"),
     ({"input": "a", "dimensions": 1537}, SMALL, "dimensions", "integer_out_of_range", "at most 1536, got 1537"),
     ({"input": "a", "dimensions": 256}, ADA, "dimensions", "invalid_value", "does not support"),
+    ({"input": "a", "user": 1}, SMALL, "user", "invalid_type", "expected a string, but got an integer"),
+    ({"input": [[1], "a"]}, SMALL, "input", "invalid_type", "array of token arrays"),
 ]
 
 

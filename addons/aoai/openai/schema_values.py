@@ -31,6 +31,7 @@ _MAX_DEPTH = 64
 _MAX_NODES = 20_000
 _MAX_ITEMS = 1_000
 _MAX_LENGTH = 10_000
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass
@@ -163,6 +164,8 @@ def _number(schema, walk, depth):
     if schema.get("type") == "integer":
         lo = math.floor(low) + 1 if "exclusiveMinimum" in schema else math.ceil(low)
         hi = math.ceil(high) - 1 if "exclusiveMaximum" in schema else math.floor(high)
+        # Answers are JSON that clients parse as 64-bit integers (and orjson writes no larger).
+        lo, hi = (min(max(bound, _INT_MIN), _INT_MAX) for bound in (lo, hi))
         return rng.randint(lo, max(lo, hi))
     value = round(rng.uniform(low, high), 2)
     return min(max(value, low), high) if value not in (schema.get("exclusiveMinimum"),

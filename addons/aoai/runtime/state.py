@@ -48,7 +48,7 @@ class RequestContext:
     recording: bool | None = None  # record mode: forwarded; True when the exchange is to be saved
     stream_cut_after: int | None = None  # token steps after which a stream breaks (fault injection)
     extras: dict[str, Any] = field(default_factory=dict)  # extensions' own values
-    _values: ExtensionValues | None = field(default=None, repr=False)
+    _values: ExtensionValues | None = field(default=None, init=False, repr=False)
 
     @property
     def request(self) -> http.Request:
