@@ -159,7 +159,9 @@ def mitmdump(label: str, script: Path, env: dict[str, str], workdir: Path, extra
             simulator_process.wait_ready(server, health, timeout=60)
             response = httpx.post(server.url + CHAT.path, content=CHAT.body, timeout=5,
                                   headers={"api-key": API_KEY, "content-type": "application/json"})
-        except (simulator_process.StartError, httpx.HTTPError) as e:
+        except simulator_process.StartError as e:
+            raise SystemExit(str(e)) from None
+        except httpx.HTTPError as e:
             raise SystemExit(f"{label}: {e}") from None
         if response.status_code != 200:
             raise SystemExit(f"{label}: {CHAT.name} request answered {response.status_code}: {response.text[:500]}")

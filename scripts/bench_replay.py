@@ -219,7 +219,9 @@ def start(label: str, env: dict[str, str], workdir: Path, probe: int) -> tuple[S
         simulator_process.wait_ready(server, timeout=600, poll=0.02)
         response = httpx.post(f"{server.url}{URL_PATH}", content=body_bytes(probe), timeout=600,
                               headers={"api-key": API_KEY, "content-type": "application/json"})
-    except (simulator_process.StartError, httpx.HTTPError) as e:
+    except simulator_process.StartError as e:  # it has exited, or been stopped
+        raise SystemExit(str(e)) from None
+    except httpx.HTTPError as e:
         stop(server)
         raise SystemExit(f"{label}: {e}") from None
     elapsed = time.perf_counter() - server.started

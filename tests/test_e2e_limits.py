@@ -13,6 +13,7 @@ import time
 
 import httpx
 import pytest
+import simulator_process
 from openai import AzureOpenAI, RateLimitError
 
 from conftest import API_VERSION, free_port, start_simulator
@@ -244,23 +245,10 @@ def replicas(redis_url, tmp_path_factory):  # noqa: F811
     env = {"OPENAI_DEPLOYMENT_CONFIG_PATH": deployments_file(folder), "RATE_LIMIT_REDIS_URL": redis_url, **ENV}
     pair = [start_simulator(folder, env, wait=False) for _ in range(2)]  # both start at once
     for s in pair:
-        wait_ready(s)
+        simulator_process.wait_ready(s)
     yield pair
     for s in pair:
         s.stop()
-
-
-def wait_ready(s, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert s.process.poll() is None, s.log()
-        try:
-            if httpx.get(f"{s.url}/++/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"simulator did not become ready:\n{s.log()}")
 
 
 def test_two_replicas_enforce_one_quota(replicas):
