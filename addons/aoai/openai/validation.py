@@ -90,6 +90,9 @@ def _field(obj: dict, key: str, where: str, types: tuple, expected: str, require
 
 def _choice(obj: dict, key: str, where: str, values: Sequence[str], required: bool = False) -> str | None:
     """An enumeration: a string of `values`."""
+    value = obj.get(key)
+    if value.__class__ is str and value in values or value is None and not required:
+        return value  # the usual cases, without building messages
     value = _field(obj, key, where, (str,), _one_of(values), required)
     if value is not None and value not in values:
         raise Invalid(f"Invalid value: '{value}'. Supported values are: {_listed(values, 'and')}.",
@@ -98,6 +101,9 @@ def _choice(obj: dict, key: str, where: str, values: Sequence[str], required: bo
 
 
 def _expect(body: dict, key: str, types: tuple, expected: str) -> Any:
+    value = body.get(key)
+    if value is None:  # most options are absent: no second call for them
+        return None
     return _field(body, key, "", types, expected)
 
 

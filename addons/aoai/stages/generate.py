@@ -2,8 +2,9 @@
 
 Generators are tried in order (`config.generators`); the first to return an answer wins.
 The built-in ones are plain functions of a `RequestContext`, named so an extension can find,
-replace or remove them. A generator returns a mitmproxy response, a `StreamPlan` for a
-paced stream, or None to pass.
+replace or remove them, and each is asked only for the routes that name it (runtime/routes.py);
+an extension's generators are asked for every request. A generator returns a mitmproxy
+response, a `StreamPlan` for a paced stream, or None to pass.
 
 Non-streamed answers are set at once and held by the pacing stage for as long as the whole
 generation would take; streamed answers become a `StreamPlan` that the streaming stage plays,
