@@ -19,8 +19,15 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-test.txt
 	@touch $@
 
+# WORKERS=N: N simulator processes behind HAProxy on the same port, one quota through Redis.
+WORKERS ?=
+
 run: install
+ifeq ($(strip $(WORKERS)),)
 	$(BIN)/mitmdump -s addons/simulator.py
+else
+	$(BIN)/python scripts/workers.py --workers $(WORKERS)
+endif
 
 web: install
 	$(BIN)/mitmweb -s addons/simulator.py

@@ -206,6 +206,9 @@ class SimulatorConfig:
     # Length of the request-limit window: 10 s (RPM/6 each) or 1 s (RPM/60 each).
     rate_limit_request_window_s: float = 10.0
     doc_intelligence_poll_rps: float = 50.0
+    # Other workers of the same simulator (scripts/workers.py): management changes reach them too.
+    peers: tuple[str, ...] = ()
+    worker: str = ""  # this worker's name, when there are several
 
     def auth_bearer_token(self, token: str) -> None:
         """Accept `Authorization: Bearer <token>` as well as the API key (extension contract)."""

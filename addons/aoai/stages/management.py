@@ -11,6 +11,7 @@ from mitmproxy import ctx, exceptions, http
 
 from .. import wire
 from ..runtime import config as cfg
+from ..runtime import peers
 from ..runtime.config import ConfigError, SimulatorConfig
 from ..runtime.recording import RecordingStore
 from ..runtime.routes import MANAGEMENT
@@ -89,6 +90,10 @@ def patch_plan(config: SimulatorConfig, patch: Any) -> tuple[dict[str, Any], dic
     return options, deployments
 
 
+# Management changes every worker takes (scripts/workers.py runs several).
+PASSED_ON = frozenset({"config", "save-recordings", "reset-limits"})
+
+
 class Management:
     def __init__(self, config: SimulatorConfig, streams: StreamServer | None = None, limits: Limits | None = None,
                  recordings: RecordingStore | None = None):
@@ -119,6 +124,9 @@ class Management:
         if handler is None:
             return  # /++/metrics: the metrics stage answers it
         answer = handler(flow)
+        if self.config.peers and context.route.operation in PASSED_ON and flow.request.method != "GET" \
+                and not peers.from_peer(flow.request.headers):
+            return self._pass_on(flow, answer)
         if inspect.isawaitable(answer):  # a handler that waits (shared rate-limit windows)
             return self._answer_later(flow, answer)
         flow.response = answer
@@ -127,10 +135,26 @@ class Management:
     async def _answer_later(flow: http.HTTPFlow, answer) -> None:
         flow.response = await answer
 
+    async def _pass_on(self, flow: http.HTTPFlow, answer) -> None:
+        """Done here, then by the other workers; the answer says how each took it."""
+        if inspect.isawaitable(answer):
+            answer = await answer
+        if answer.status_code == 200:
+            request = flow.request
+            taken = await peers.pass_on(self.config.peers, request.method, request.path, request.content or b"",
+                                        self.config.api_key, self.config.worker)
+            body = wire.loads(answer.content)
+            body["workers"] = {self.config.worker or "this": 200, **taken}
+            answer.content = wire.dumps(body)
+        flow.response = answer
+
     def health(self, flow: http.HTTPFlow) -> http.Response:
         if not self.ready:
             return wire.json_response(503, {"status": "starting", "mode": self.config.mode}, flow.request)
         health: dict[str, Any] = {"status": "healthy", "mode": self.config.mode}
+        if self.config.worker:
+            health["worker"] = self.config.worker
+            health["workers"] = len(self.config.peers) + 1
         if self.streams is not None:
             health["streams"] = {"active": self.streams.active, "pending": len(self.streams.plans)}
         return wire.json_response(200, health, flow.request)

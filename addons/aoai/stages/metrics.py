@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ..runtime import peers
 from ..runtime.config import SimulatorConfig
 from ..runtime.routes import MANAGEMENT
 from ..runtime.state import context_of
@@ -191,7 +192,16 @@ class Metrics:
         context = context_of(flow)
         if flow.response is None and context is not None and context.route is not None \
                 and context.route.operation == "metrics" and context.route.family == MANAGEMENT:
+            if self.config.peers and not peers.from_peer(flow.request.headers):
+                return self._every_worker(flow)
             flow.response = http.Response.make(200, self.metrics.text(), {"content-type": CONTENT_TYPE_LATEST})
+        return None
+
+    async def _every_worker(self, flow: http.HTTPFlow) -> None:
+        """One scrape for all workers: each sample labelled with its worker."""
+        texts = {self.config.worker or "this": self.metrics.text().decode()}
+        texts.update(await peers.scrape(self.config.peers))
+        flow.response = http.Response.make(200, peers.merge_metrics(texts), {"content-type": CONTENT_TYPE_LATEST})
 
     def response(self, flow: http.HTTPFlow) -> None:
         context = context_of(flow)

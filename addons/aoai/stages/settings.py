@@ -91,6 +91,11 @@ SETTINGS = [
             "Window of the request limit: 10 (RPM/6 per 10 s) or 1 (RPM/60 per second)."),
     Setting("DOC_INTELLIGENCE_POLL_RPS", str, "50",
             "Document Intelligence result polls per second; <= 0: no limit."),
+    Setting("SIMULATOR_PEERS", str, "",
+            "Base URLs of the other workers (comma-separated): configuration changes, saves, resets and "
+            "/++/metrics reach them too. Set by scripts/workers.py."),
+    Setting("SIMULATOR_WORKER", str, "", "This worker's address (host:port), its name in /++/metrics and /++/health "
+            "(scripts/workers.py)."),
 ]
 BY_OPTION = {s.option: s for s in SETTINGS}
 
@@ -163,6 +168,10 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"RATE_LIMIT_REDIS_URL: expected redis://host:port/db, rediss://… or unix://…, "
                           f"got {redis_url!r}")
+    peers = tuple(p.strip().rstrip("/") for p in options.simulator_peers.split(",") if p.strip())
+    for peer in peers:
+        if not re.fullmatch(r"https?://[^/\s]+", peer):
+            raise ConfigError(f"SIMULATOR_PEERS: expected base URLs such as http://127.0.0.1:8001, got {peer!r}")
     deployments = config.deployments
     if "openai_deployment_config_path" in updated:
         path = options.openai_deployment_config_path.strip()
@@ -192,6 +201,8 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     config.rate_limit_default_reservation = 4096 if reservation is None else int(reservation)
     config.rate_limit_request_window_s = 10.0 if window is None else window
     config.doc_intelligence_poll_rps = 50.0 if poll_rps is None else poll_rps
+    config.peers = peers
+    config.worker = options.simulator_worker.strip()
     logging.getLogger("aoai").setLevel(level)
 
 

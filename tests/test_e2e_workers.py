@@ -1,0 +1,137 @@
+"""Several simulator processes behind HAProxy on one port (scripts/workers.py): one quota,
+configuration changes that reach every worker, one metrics scrape, a worker that dies taken
+out of rotation and started again, and record mode writing each interaction once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from conftest import API_KEY, API_VERSION
+from fake_azure import UPSTREAM_KEY, FakeAzure
+from helpers import scrape, value
+from simulator_process import ROOT, clean_env, free_port
+from workers import haproxy_path
+
+pytestmark = pytest.mark.skipif(haproxy_path() is None, reason="haproxy is not installed (.ci/run installs it)")
+
+DEPLOYMENTS = {"tight": {"model": "gpt-4o", "tokensPerMinute": 1000, "requestsPerMinute": 600}}
+
+
+class Pool:
+    def __init__(self, folder: Path, count: int, env: dict[str, str]):
+        self.port = free_port()
+        self.folder = folder
+        (folder / "deployments.json").write_text(json.dumps(DEPLOYMENTS))
+        full_env = clean_env({"SIMULATOR_API_KEY": API_KEY, "SIMULATOR_LATENCY": "false", "SIMULATOR_SEED": "1",
+                              "OPENAI_DEPLOYMENT_CONFIG_PATH": str(folder / "deployments.json"),
+                              "RECORDING_DIR": str(folder / "recordings"), **env})
+        self.log_path = folder / "workers.log"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, str(ROOT / "scripts" / "workers.py"), "--workers", str(count), "--port",
+                 str(self.port), "--listen-host", "127.0.0.1"], cwd=folder, env=full_env, stdout=log,
+                stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 90
+        while "behind HAProxy" not in self.log():
+            assert self.process.poll() is None, self.log()
+            assert time.monotonic() < deadline, self.log()
+            time.sleep(0.1)
+        self.workers = [u.strip() for u in self.log().split("Workers:")[1].split("(logs")[0].split(",")]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def pool(tmp_path):
+    started = []
+
+    def make(count: int = 2, **env: str) -> Pool:
+        started.append(Pool(tmp_path, count, env))
+        return started[-1]
+
+    yield make
+    for p in started:
+        p.stop()
+        assert p.process.returncode == 0, p.log()
+
+
+def chat(url: str, deployment: str = "gpt-4o", **body) -> httpx.Response:
+    return httpx.post(f"{url}/openai/deployments/{deployment}/chat/completions?api-version={API_VERSION}",
+                      json={"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 400, **body},
+                      headers={"api-key": API_KEY}, timeout=30)
+
+
+def test_two_workers_answer_on_one_port_and_share_one_quota(pool):
+    p = pool()
+    # Each request on a fresh connection, so the balancer spreads them over both workers.
+    statuses = [chat(p.url, "tight").status_code for _ in range(4)]
+    assert statuses == [200, 200, 429, 429]  # 1000 TPM, 419 tokens each: two fit, whoever answers
+    metrics = scrape(p)
+    served = {w: value(metrics, "aoai_requests_total", worker=w.partition("//")[2]) for w in p.workers}
+    assert sum(served.values()) == 4 and all(n >= 1 for n in served.values()), served
+
+
+def test_a_configuration_change_reaches_every_worker(pool):
+    p = pool()
+    patched = httpx.patch(f"{p.url}/++/config", json={"seed": 42, "deployments": {"extra": {"model": "gpt-4o"}}},
+                          headers={"api-key": API_KEY})
+    assert patched.status_code == 200
+    assert set(patched.json()["workers"].values()) == {200} and len(patched.json()["workers"]) == 2
+    for worker in p.workers:
+        config = httpx.get(f"{worker}/++/config", headers={"api-key": API_KEY}).json()
+        assert config["seed"] == 42 and "extra" in config["deployments"]
+
+
+def test_a_killed_worker_is_taken_out_of_rotation_and_started_again(pool):
+    p = pool()
+    victim = p.workers[0]
+    health = httpx.get(f"{victim}/++/health").json()
+    pid = next(int(line.split()[0]) for line in subprocess.run(
+        ["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()
+        if f"-p {victim.rpartition(':')[2]}" in line and "mitmdump" in line)
+    os.kill(pid, signal.SIGKILL)
+    # Nothing was in flight: every request after the kill is answered.
+    assert [chat(p.url).status_code for _ in range(10)] == [200] * 10
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{victim}/++/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, p.log()
+        time.sleep(0.2)
+    assert "worker0 exited" in p.log() and health["worker"] == victim.partition("//")[2]
+
+
+def test_record_mode_writes_each_interaction_once(pool):
+    with FakeAzure() as upstream:
+        p = pool(SIMULATOR_MODE="record", AZURE_OPENAI_ENDPOINT=upstream.url, AZURE_OPENAI_KEY=UPSTREAM_KEY)
+        for i in range(6):
+            assert chat(p.url, user=f"user-{i}").status_code == 200
+        assert len(upstream.requests) == 6
+    files = list((p.folder / "recordings").glob("*.yaml"))
+    documents = [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
+    assert sorted(d["request"]["body"]["user"] for d in documents) == [f"user-{i}" for i in range(6)]
