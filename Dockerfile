@@ -1,4 +1,5 @@
-# The simulator in a container. mitmdump by default; mitmweb with
+# The simulator in a container. mitmdump by default (WORKERS=N: N of them behind HAProxy on the
+# same port, sharing one quota); mitmweb with
 #   docker run -p 8000:8000 -p 8081:8081 IMAGE mitmweb -s addons/simulator.py --web-host 0.0.0.0
 #
 # network_type says where the tiktoken encodings come from (the simulator never downloads
@@ -20,11 +21,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     RECORDING_DIR=/app/recordings
 
 WORKDIR /app
+# HAProxy and Redis for WORKERS=N (several simulators in one container, scripts/workers.py);
+# unused with one. Debian's versions move with its security updates, so they are not pinned.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends haproxy redis-server \
+    && rm -rf /var/lib/apt/lists/*
 COPY requirements.txt .
 RUN pip install -r requirements.txt \
     && useradd --create-home --uid 10001 simulator
 
 COPY addons/ addons/
+COPY scripts/workers.py scripts/simulator_process.py scripts/
 COPY tiktoken_cache/ tiktoken_cache/
 RUN case "$network_type" in \
       unrestricted) ;; \
@@ -42,4 +50,5 @@ VOLUME ["/app/recordings"]
 EXPOSE 8000 8081
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/++/health', timeout=2)"]
-CMD ["mitmdump", "-s", "addons/simulator.py"]
+# One mitmdump, or with WORKERS=N that many behind HAProxy on the same port.
+CMD ["python", "scripts/workers.py"]

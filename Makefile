@@ -36,7 +36,7 @@ test: install
 	$(BIN)/python -m pytest
 
 bench: install
-	$(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/bench.py --workers 1,$$(nproc)
 
 bench-latency: install
 	$(BIN)/python scripts/bench_latency.py

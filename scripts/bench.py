@@ -32,6 +32,7 @@ import resource
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -108,6 +109,21 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and all its descendants (a worker pool: the launcher, HAProxy,
+    Redis and every mitmdump)."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        total += process_cpu_seconds(current)
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            pass
+    return total
+
+
 def system_busy_seconds() -> float:
     """CPU time all processes together have used so far (every core), from /proc/stat."""
     try:
@@ -134,16 +150,17 @@ class CpuUse:
 class CpuMeter:
     """Measures the server's and the whole machine's CPU use between start() and stop()."""
 
-    def __init__(self, server_pid: int):
+    def __init__(self, server_pid: int, tree: bool = False):
         self.pid = server_pid
+        self.used = tree_cpu_seconds if tree else process_cpu_seconds
         self.server = self.system = 0.0
 
     def start(self) -> None:
-        self.server = process_cpu_seconds(self.pid)
+        self.server = self.used(self.pid)
         self.system = system_busy_seconds()
 
     def stop(self, loader: float) -> CpuUse:
-        return CpuUse(process_cpu_seconds(self.pid) - self.server, loader, system_busy_seconds() - self.system)
+        return CpuUse(self.used(self.pid) - self.server, loader, system_busy_seconds() - self.system)
 
 
 # --- the servers -------------------------------------------------------------------------
@@ -168,6 +185,26 @@ def mitmdump(label: str, script: Path, env: dict[str, str], workdir: Path, extra
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def worker_pool(count: int, env: dict[str, str], workdir: Path) -> Iterator[Process]:
+    """scripts/workers.py with `count` simulators behind HAProxy on a free loopback port."""
+    port = simulator_process.free_port()
+    log_path = workdir / f"workers{count}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "workers.py"), "--workers", str(count),
+                                    "--port", str(port), "--listen-host", "127.0.0.1"], cwd=workdir,
+                                   env=simulator_process.clean_env(env), stdout=log, stderr=subprocess.STDOUT)
+    pool = Process(process, port, API_KEY, log_path, f"workers{count}", time.perf_counter())
+    try:
+        try:
+            simulator_process.wait_ready(pool, timeout=120)
+        except simulator_process.StartError as e:
+            raise SystemExit(str(e)) from None
+        yield pool
+    finally:
+        simulator_process.stop(process, timeout=30)
 
 
 # --- load with wrk -----------------------------------------------------------------------
@@ -228,7 +265,7 @@ def run_wrk(wrk: str, label: str, server: Process, workload: Workload, connectio
 
     if warmup > 0:
         wrk_run(warmup)
-    meter = CpuMeter(server.process.pid)
+    meter = CpuMeter(server.process.pid, tree=server.label.startswith("workers"))
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     meter.start()
     out = wrk_run(seconds)
@@ -423,11 +460,23 @@ def main() -> None:
                         help="the addon script to run as the simulator (default addons/simulator.py)")
     parser.add_argument("--simulator-env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the simulator, to compare settings (repeatable)")
+    parser.add_argument("--workers", default="", metavar="N,N,...",
+                        help="also run the simulator as N workers behind HAProxy (scripts/workers.py) for each N "
+                             "and compare their chat throughput, e.g. 1,2")
     args = parser.parse_args()
     if args.connections < 1 or args.rounds < 1 or args.duration <= 0 or args.warmup < 0:
         parser.error("--connections and --rounds must be at least 1, --duration above 0, --warmup not negative")
     if any("=" not in item for item in args.simulator_env):
         parser.error("--simulator-env takes NAME=VALUE")
+    try:
+        pools = [int(n) for n in args.workers.split(",") if n.strip()]
+    except ValueError:
+        parser.error("--workers takes whole numbers separated by commas, e.g. 1,2")
+    if any(n < 1 for n in pools):
+        parser.error("--workers: each count must be at least 1")
+    if pools and shutil.which("haproxy", path=os.environ.get("PATH", "") + ":/usr/sbin") is None:
+        print("note: haproxy is not installed (Debian: apt-get install haproxy): no workers case")
+        pools = []
     extra_env = dict(item.split("=", 1) for item in args.simulator_env)
 
     wrk = shutil.which("wrk") if args.loader != "python" else None
@@ -477,9 +526,26 @@ def main() -> None:
                     results.setdefault((kind, w.name), []).append(r)
                     print(result_line(r), flush=True)
 
+        if pools:
+            print()
+            for count in pools:
+                with worker_pool(count, env, workdir) as pool:
+                    for round_ in range(args.rounds):
+                        label = f"{count} worker{'s' if count > 1 else ''} + HAProxy (chat)"
+                        if args.rounds > 1:
+                            label += f" #{round_ + 1}"
+                        r = measure(label, pool, CHAT, workdir)
+                        results.setdefault((f"workers{count}", CHAT.name), []).append(r)
+                        print(result_line(r), flush=True)
+
     print()
     for w in workloads:
         print(ratio_line(w.name, results["simulator", w.name], results["bare", w.name]))
+    for count in pools:
+        rps = statistics.median(r.rps for r in results[f"workers{count}", CHAT.name])
+        single = statistics.median(r.rps for r in results["simulator", CHAT.name])
+        print(f"{count} worker{'s' if count > 1 else ''} behind HAProxy: {rps:.0f} req/s, {rps / single:.2f}x one "
+              f"simulator process ({os.cpu_count()} cores, the load generator on the same machine)")
     for line in notes([r for runs in results.values() for r in runs]):
         print(line)
 

@@ -528,3 +528,41 @@ def test_make_targets_run_the_scripts():
                            "LOADTEST_KEY=k"], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 0, done.stderr
     assert 'loadtest/driver.py --url "http://127.0.0.1:1" --key "k"' in done.stdout
+
+
+# --- workers: compose, HAProxy and the autoscaler ------------------------------------------------
+
+def test_compose_runs_replicas_behind_haproxy_sharing_redis_and_a_recordings_volume():
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"redis", "simulator", "balancer"}
+    simulator = services["simulator"]
+    assert simulator["environment"]["RATE_LIMIT_REDIS_URL"] == "redis://redis:6379/0"
+    assert simulator["environment"]["RECORDING_FILE_SUFFIX"] == "{hostname}"  # replicas never share a file
+    assert "recordings:/app/recordings" in simulator["volumes"] and "recordings" in compose["volumes"]
+    assert services["balancer"]["ports"] == ["8000:8000"]
+    mounted = services["balancer"]["volumes"][0].split(":")[0]
+    assert (ROOT / mounted).is_file()
+
+
+@pytest.mark.skipif(shutil.which("haproxy", path=os.environ.get("PATH", "") + ":/usr/sbin") is None,
+                    reason="haproxy is not installed (.ci/run installs it)")
+def test_haproxy_accepts_the_compose_and_the_workers_configurations(tmp_path):
+    from workers import haproxy_config, haproxy_path
+
+    generated = tmp_path / "workers.cfg"
+    generated.write_text(haproxy_config("127.0.0.1", 8000, [9001, 9002]))
+    for config in (ROOT / "deploy" / "compose" / "haproxy.cfg", generated):
+        done = subprocess.run([haproxy_path(), "-c", "-f", str(config)], capture_output=True, text=True, timeout=30,
+                              check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_autoscaler_scales_the_simulator_deployment_on_cpu():
+    hpa = yaml.safe_load((K8S / "hpa.yaml").read_text())
+    deployment = next(d for d in yaml.safe_load_all((K8S / "simulator.yaml").read_text()) if d["kind"] == "Deployment")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert hpa["spec"]["minReplicas"] == deployment["spec"]["replicas"]
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["requests"]["cpu"]  # utilization is a share of the request

@@ -80,3 +80,14 @@ def test_canonical_paths_make_variants_one_recording(path, canonical):
 def test_recording_files_are_named_by_the_route(method, path, file):
     found = TABLE.resolve(method, path)
     assert found.route.recording_file(found.params) == file
+
+
+def test_replicas_sharing_a_folder_write_files_of_their_own(tmp_path):
+    from aoai.runtime.recording import RecordingStore
+
+    store = RecordingStore(tmp_path)
+    assert store.file_for("POST", "/openai/deployments/gpt-4o/chat/completions") == "gpt-4o.chat-completions.yaml"
+    store.file_suffix = "replica-7f9c"
+    assert store.file_for("POST", "/openai/deployments/gpt-4o/chat/completions") == \
+        "gpt-4o.chat-completions.replica-7f9c.yaml"
+    assert store.file_for("GET", "/somewhere/else") == "other.somewhere-else.replica-7f9c.yaml"

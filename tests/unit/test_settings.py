@@ -138,6 +138,9 @@ BAD_VALUES = [
     ("latency_openai_embeddings_std_dev", "slow", "LATENCY_OPENAI_EMBEDDINGS_STD_DEV: expected a number, got 'slow'"),
     ("replay_timing", "later", "REPLAY_TIMING: unknown timing 'later'; use recorded, model or none"),
     ("replay_miss_status", "200", "REPLAY_MISS_STATUS: expected an HTTP error status (400-599), got '200'"),
+    ("recording_file_suffix", "a/b", "RECORDING_FILE_SUFFIX: letters, digits, '.', '_' and '-' only, got 'a/b'"),
+    ("simulator_peers", "127.0.0.1:8001", "SIMULATOR_PEERS: expected base URLs such as http://127.0.0.1:8001, "
+                                          "got '127.0.0.1:8001'"),
 ]
 
 

@@ -172,6 +172,7 @@ class RecordingConfig:
     forwarders: list[Callable] = field(default_factory=list)
     ignore_fields: tuple[str, ...] = ()  # body fields that do not tell requests apart
     match_api_version: bool = False  # whether api-version tells requests apart
+    file_suffix: str = ""  # in file names, so replicas sharing a folder write files of their own
     replay_timing: str = "recorded"  # recorded, model (the latency model) or none
     miss_status: int = 404
 

@@ -317,6 +317,7 @@ class RecordingStore:
         self.directory = Path(directory)
         self.rules = rules
         self.table = table
+        self.file_suffix = ""  # new recordings go to NAME.SUFFIX.yaml (replicas sharing a folder)
         self.index: dict[str, list[Ref]] = defaultdict(list)
         self.cursors: dict[str, int] = {}
         self.pending: list[tuple[str, Interaction]] = []
@@ -330,11 +331,9 @@ class RecordingStore:
         """The file that holds a request's recordings: its route names it (one file per
         deployment and operation, or per Document Intelligence model); else its path does."""
         found = self.table.resolve(method, path)
-        if found is not None and found.route is not None:
-            name = found.route.recording_file(found.params)
-            if name:
-                return name
-        return file_name_for(path.partition("?")[0])
+        name = found.route.recording_file(found.params) if found is not None and found.route is not None else None
+        name = name or file_name_for(path.partition("?")[0])
+        return name.removesuffix(".yaml") + f".{self.file_suffix}.yaml" if self.file_suffix else name
 
     @property
     def count(self) -> int:

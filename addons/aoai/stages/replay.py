@@ -92,7 +92,8 @@ def miss_response(flow: http.HTTPFlow, store: RecordingStore, key: str, status: 
     return wire.azure_error(status, "RecordingNotFound", message, request, **details)
 
 
-_RECORDING_OPTIONS = {"simulator_mode", "recording_dir", "recording_ignore_fields", "recording_match_api_version"}
+_RECORDING_OPTIONS = {"simulator_mode", "recording_dir", "recording_ignore_fields", "recording_match_api_version",
+                      "recording_file_suffix"}
 
 
 class Replay:
@@ -106,6 +107,7 @@ class Replay:
         if not updated & _RECORDING_OPTIONS or self.config.mode == "generate":
             return
         recording = self.config.recording
+        self.store.file_suffix = recording.file_suffix
         wanted = (recording.dir, KeyRules(recording.ignore_fields, recording.match_api_version))
         if wanted == self.loaded:
             return

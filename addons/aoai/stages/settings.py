@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import shlex
+import socket
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -60,6 +61,9 @@ SETTINGS = [
     Setting("RECORDING_AUTOSAVE", bool, True, "Save each recorded interaction as it completes."),
     Setting("RECORDING_IGNORE_FIELDS", str, "", "Body fields, comma-separated, that do not tell recordings apart."),
     Setting("RECORDING_MATCH_API_VERSION", bool, False, "Tell recordings apart by api-version too."),
+    Setting("RECORDING_FILE_SUFFIX", str, "",
+            "Added to recording file names ({hostname} is this machine's name), so replicas recording "
+            "to one shared folder never write the same file."),
     Setting("REPLAY_TIMING", str, "recorded",
             "Replay pace: recorded (as recorded), model (the latency model) or none."),
     Setting("REPLAY_MISS_STATUS", str, "404", "HTTP status of the answer to a request with no recording."),
@@ -168,6 +172,9 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"RATE_LIMIT_REDIS_URL: expected redis://host:port/db, rediss://… or unix://…, "
                           f"got {redis_url!r}")
+    file_suffix = options.recording_file_suffix.strip().replace("{hostname}", socket.gethostname())
+    if file_suffix and not re.fullmatch(r"[A-Za-z0-9._-]+", file_suffix):
+        raise ConfigError(f"RECORDING_FILE_SUFFIX: letters, digits, '.', '_' and '-' only, got {file_suffix!r}")
     peers = tuple(p.strip().rstrip("/") for p in options.simulator_peers.split(",") if p.strip())
     for peer in peers:
         if not re.fullmatch(r"https?://[^/\s]+", peer):
@@ -195,6 +202,7 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     config.recording.autosave = options.recording_autosave
     config.recording.ignore_fields = tuple(f.strip() for f in options.recording_ignore_fields.split(",") if f.strip())
     config.recording.match_api_version = options.recording_match_api_version
+    config.recording.file_suffix = file_suffix
     config.recording.replay_timing = timing
     config.recording.miss_status = int(miss)
     config.rate_limit_redis_url = redis_url
