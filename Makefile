@@ -38,8 +38,11 @@ test: install
 bench: install
 	$(BIN)/python scripts/bench.py --workers 1,$$(nproc)
 
+# BENCH_LATENCY_ARGS="--workers 2": the same through HAProxy in front of two simulators.
+BENCH_LATENCY_ARGS ?=
+
 bench-latency: install
-	$(BIN)/python scripts/bench_latency.py
+	$(BIN)/python scripts/bench_latency.py $(BENCH_LATENCY_ARGS)
 
 bench-limits: install
 	$(BIN)/python scripts/bench_limits.py

@@ -47,6 +47,7 @@ import math
 import os
 import secrets
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -56,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import simulator_process
-from bench import machine_line, process_cpu_seconds
+from bench import machine_line, process_cpu_seconds, tree_cpu_seconds
 from simulator_process import SIMULATOR
 from simulator_process import Process as Simulator
 
@@ -91,13 +92,14 @@ class Deployment:
 
 
 def cpu_seconds(sim: Simulator) -> float:
-    """User + system CPU time mitmdump has used so far (Linux /proc; 0 elsewhere)."""
-    used = process_cpu_seconds(sim.process.pid)
+    """User + system CPU time mitmdump (or a worker pool, all its processes) has used so far
+    (Linux /proc; 0 elsewhere)."""
+    used = (tree_cpu_seconds if sim.label == "workers" else process_cpu_seconds)(sim.process.pid)
     return 0.0 if math.isnan(used) else used
 
 
 @contextmanager
-def simulator(deployments: list[Deployment], extra_args: list[str]) -> Iterator[Simulator]:
+def simulator(deployments: list[Deployment], extra_args: list[str], workers: int = 1) -> Iterator[Simulator]:
     """Run mitmdump with the simulator in a temporary folder; stop it on the way out.
 
     Nothing is sent before its start-up banner and a short pause after it: the simulator
@@ -109,19 +111,36 @@ def simulator(deployments: list[Deployment], extra_args: list[str]) -> Iterator[
         tmp = Path(folder)
         config_path = tmp / "deployments.json"
         config_path.write_text(json.dumps({d.name: d.config() for d in deployments}))
-        sim = simulator_process.start(SIMULATOR, cwd=tmp, extra_args=extra_args, env={
-            "SIMULATOR_API_KEY": secrets.token_hex(16), "OPENAI_DEPLOYMENT_CONFIG_PATH": str(config_path),
-            "RECORDING_DIR": str(tmp / "recordings"),
-            # Natural answers far longer than max_tokens, so the limit sets every length.
-            "SIMULATOR_COMPLETION_TOKENS_MEAN": "10000", "SIMULATOR_COMPLETION_TOKENS_STD_DEV": "0"})
+        env = {"SIMULATOR_API_KEY": secrets.token_hex(16), "OPENAI_DEPLOYMENT_CONFIG_PATH": str(config_path),
+               "RECORDING_DIR": str(tmp / "recordings"),
+               # Natural answers far longer than max_tokens, so the limit sets every length.
+               "SIMULATOR_COMPLETION_TOKENS_MEAN": "10000", "SIMULATOR_COMPLETION_TOKENS_STD_DEV": "0"}
+        if workers > 1:
+            sim = worker_pool(workers, env, tmp, extra_args)
+            banner = "behind HAProxy"
+        else:
+            sim = simulator_process.start(SIMULATOR, cwd=tmp, extra_args=extra_args, env=env)
+            banner = BANNER
         try:
-            simulator_process.wait_ready(sim, after_log=BANNER, settle=STARTUP_SETTLE_S)
+            simulator_process.wait_ready(sim, after_log=banner, settle=STARTUP_SETTLE_S, timeout=120)
             yield sim
         finally:
             if not sim.alive():
                 print(f"\nmitmdump exited with {sim.process.returncode} during the benchmark; its log ends:\n"
                       + sim.log(tail=30), file=sys.stderr)
             sim.stop()
+
+
+def worker_pool(count: int, env: dict[str, str], folder: Path, extra_args: list[str]) -> Simulator:
+    """scripts/workers.py: `count` simulators behind HAProxy on a free loopback port."""
+    port = simulator_process.free_port()
+    log_path = folder / "workers.log"
+    command = [sys.executable, str(simulator_process.ROOT / "scripts" / "workers.py"), "--workers", str(count),
+               "--port", str(port), "--listen-host", "127.0.0.1", *(["--", *extra_args] if extra_args else [])]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=folder, env=simulator_process.clean_env(env), stdout=log,
+                                   stderr=subprocess.STDOUT)
+    return Simulator(process, port, env["SIMULATOR_API_KEY"], log_path, "workers", time.perf_counter())
 
 
 # --------------------------------------------------------------------------- the client
@@ -563,6 +582,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--total-itl-ms", type=float, default=8, help="inter-token latency of that second deployment")
     p.add_argument("--tolerance", type=float, default=5, help="accepted deviation, %%")
     p.add_argument("--mitmdump-args", default="", help="extra mitmdump arguments, e.g. '-q'")
+    p.add_argument("--workers", type=int, default=1,
+                   help="simulator processes behind HAProxy (scripts/workers.py); 1: one mitmdump, no balancer")
     args = p.parse_args(argv)
     args.stream_counts = [int(s) for s in args.streams.split(",") if s.strip()]
     args.patterns = [s.strip() for s in args.patterns.split(",") if s.strip()]
@@ -596,8 +617,10 @@ def main(argv: list[str] | None = None) -> int:
     paced = Deployment("paced", args.ttft_ms, args.itl_ms)
     total = Deployment("total", args.total_ms - args.total_itl_ms * (args.max_tokens - 1), args.total_itl_ms)
     print(machine_line())
-    with simulator([paced, total] if args.nonstreamed else [paced], shlex.split(args.mitmdump_args)) as sim:
-        print(f"simulator: mitmdump on 127.0.0.1:{sim.port} (pid {sim.process.pid})")
+    with simulator([paced, total] if args.nonstreamed else [paced], shlex.split(args.mitmdump_args),
+                   args.workers) as sim:
+        what = f"{args.workers} workers behind HAProxy" if args.workers > 1 else "mitmdump"
+        print(f"simulator: {what} on 127.0.0.1:{sim.port} (pid {sim.process.pid})")
         asyncio.run(run(args, sim, paced, total))
     return 0
 
