@@ -32,7 +32,6 @@ import resource
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -190,21 +189,15 @@ def mitmdump(label: str, script: Path, env: dict[str, str], workdir: Path, extra
 @contextmanager
 def worker_pool(count: int, env: dict[str, str], workdir: Path) -> Iterator[Process]:
     """scripts/workers.py with `count` simulators behind HAProxy on a free loopback port."""
-    port = simulator_process.free_port()
-    log_path = workdir / f"workers{count}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "workers.py"), "--workers", str(count),
-                                    "--port", str(port), "--listen-host", "127.0.0.1"], cwd=workdir,
-                                   env=simulator_process.clean_env(env), stdout=log, stderr=subprocess.STDOUT)
-    pool = Process(process, port, API_KEY, log_path, f"workers{count}", time.perf_counter())
+    pool = simulator_process.start_workers(count, cwd=workdir, env=env)
     try:
         try:
-            simulator_process.wait_ready(pool, timeout=120)
+            simulator_process.wait_ready(pool, after_log=simulator_process.WORKERS_BANNER, timeout=120)
         except simulator_process.StartError as e:
             raise SystemExit(str(e)) from None
         yield pool
     finally:
-        simulator_process.stop(process, timeout=30)
+        pool.stop(timeout=30)
 
 
 # --- load with wrk -----------------------------------------------------------------------

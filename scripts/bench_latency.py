@@ -47,7 +47,6 @@ import math
 import os
 import secrets
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -116,8 +115,8 @@ def simulator(deployments: list[Deployment], extra_args: list[str], workers: int
                # Natural answers far longer than max_tokens, so the limit sets every length.
                "SIMULATOR_COMPLETION_TOKENS_MEAN": "10000", "SIMULATOR_COMPLETION_TOKENS_STD_DEV": "0"}
         if workers > 1:
-            sim = worker_pool(workers, env, tmp, extra_args)
-            banner = "behind HAProxy"
+            sim = simulator_process.start_workers(workers, cwd=tmp, env=env, extra_args=extra_args)
+            banner = simulator_process.WORKERS_BANNER
         else:
             sim = simulator_process.start(SIMULATOR, cwd=tmp, extra_args=extra_args, env=env)
             banner = BANNER
@@ -129,18 +128,6 @@ def simulator(deployments: list[Deployment], extra_args: list[str], workers: int
                 print(f"\nmitmdump exited with {sim.process.returncode} during the benchmark; its log ends:\n"
                       + sim.log(tail=30), file=sys.stderr)
             sim.stop()
-
-
-def worker_pool(count: int, env: dict[str, str], folder: Path, extra_args: list[str]) -> Simulator:
-    """scripts/workers.py: `count` simulators behind HAProxy on a free loopback port."""
-    port = simulator_process.free_port()
-    log_path = folder / "workers.log"
-    command = [sys.executable, str(simulator_process.ROOT / "scripts" / "workers.py"), "--workers", str(count),
-               "--port", str(port), "--listen-host", "127.0.0.1", *(["--", *extra_args] if extra_args else [])]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=folder, env=simulator_process.clean_env(env), stdout=log,
-                                   stderr=subprocess.STDOUT)
-    return Simulator(process, port, env["SIMULATOR_API_KEY"], log_path, "workers", time.perf_counter())
 
 
 # --------------------------------------------------------------------------- the client

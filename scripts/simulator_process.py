@@ -141,6 +141,26 @@ def wait_ready(server: Process, path: str | None = "/++/health", *, timeout: flo
         time.sleep(poll)
 
 
+WORKERS_BANNER = "behind HAProxy"  # in scripts/workers.py's start-up lines, once it serves
+
+
+def start_workers(count: int, *, cwd: Path, env: Mapping[str, str] | None = None, port: int | None = None,
+                  extra_args: Iterable[str] = ()) -> Process:
+    """scripts/workers.py: `count` simulators behind HAProxy on a free loopback port, with the
+    cleaned environment plus `env`, its output in `cwd/workers-PORT.log`. It does not wait:
+    `wait_ready(pool, after_log=WORKERS_BANNER)`."""
+    port = port or free_port()
+    full_env = clean_env(env)
+    extra = list(extra_args)
+    command = [sys.executable, str(ROOT / "scripts" / "workers.py"), "--workers", str(count), "--port", str(port),
+               "--listen-host", "127.0.0.1", *(["--", *extra] if extra else [])]
+    log_path = Path(cwd) / f"workers-{port}.log"
+    with open(log_path, "wb") as log:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    return Process(process, port, full_env.get("SIMULATOR_API_KEY", ""), log_path, "workers", started)
+
+
 def stop(process: subprocess.Popen | Process, timeout: float = 10) -> None:
     """SIGTERM, as a service manager would; SIGKILL if it has not exited after `timeout` s."""
     if isinstance(process, Process):

@@ -16,9 +16,11 @@ import pytest
 import simulator_process
 from openai import AzureOpenAI, RateLimitError
 
-from conftest import API_VERSION, free_port, start_simulator
+from conftest import API_KEY, API_VERSION, free_port, start_simulator
 from fake_azure import UPSTREAM_KEY, FakeAzure
+from helpers import scrape, value
 from redis_server import redis_url  # noqa: F401
+from workers import haproxy_path
 
 ZERO = {"timeToFirstTokenMs": {"mean": 0}, "interTokenMs": {"mean": 0}, "requestMs": {"mean": 0}}
 DEPLOYMENTS = {
@@ -41,11 +43,20 @@ def deployments_file(folder, deployments=DEPLOYMENTS) -> str:
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory):
+@pytest.fixture(scope="module", params=["one process", pytest.param("two workers", marks=pytest.mark.skipif(
+        haproxy_path() is None, reason="haproxy is not installed (.ci/run installs it)"))])
+def sim(request, tmp_path_factory):
+    """The simulator, and the same tests again against two workers behind HAProxy sharing one
+    quota through Redis (scripts/workers.py)."""
     folder = tmp_path_factory.mktemp("limits")
     # Latency on, so streams are paced and written by the streaming stage.
-    s = start_simulator(folder, {"OPENAI_DEPLOYMENT_CONFIG_PATH": deployments_file(folder), **ENV})
+    env = {"OPENAI_DEPLOYMENT_CONFIG_PATH": deployments_file(folder), **ENV}
+    if request.param == "one process":
+        s = start_simulator(folder, env)
+    else:
+        s = simulator_process.start_workers(2, cwd=folder, env={"SIMULATOR_API_KEY": API_KEY, "SIMULATOR_SEED": "1",
+                                                                 **env})
+        simulator_process.wait_ready(s, after_log=simulator_process.WORKERS_BANNER, timeout=90)
     yield s
     s.stop()
 
@@ -55,7 +66,7 @@ def headers(sim) -> dict[str, str]:
 
 
 def reset(sim) -> None:
-    assert httpx.post(f"{sim.url}/++/reset-limits", headers=headers(sim)).json() == {"reset": True}
+    assert httpx.post(f"{sim.url}/++/reset-limits", headers=headers(sim)).json()["reset"] is True
 
 
 def view(sim) -> dict:
@@ -66,6 +77,11 @@ def view(sim) -> dict:
 def fresh(request):
     if "sim" in request.fixturenames:
         reset(request.getfixturevalue("sim"))
+
+
+def counted(sim, name: str, **labels: str) -> float:
+    """A counter from /++/metrics, summed over workers where there are several."""
+    return value(scrape(sim), name, **labels)
 
 
 def client(sim, retries: int = 0) -> AzureOpenAI:
@@ -103,41 +119,43 @@ def test_sdk_sees_azures_token_429(sim):
     assert int(r.headers["x-ratelimit-reset-tokens"]) == math.ceil(ms / 1000)
     assert r.json() == {"error": {"code": "429", "message": azure_text(
         "ChatCompletions_Create", "token rate limit", int(r.headers["retry-after"]))}}
-    assert view(sim)["throttled"]["tight"]["tokens"] >= 1
+    assert counted(sim, "aoai_rate_limited_total", deployment="tight", reason="tokens") >= 1
 
 
 def test_sdk_honouring_retry_after_ms_then_succeeds(sim):
     c = client(sim)
     c.chat.completions.create(model="paced", messages=MESSAGES, max_tokens=5)
-    before = view(sim)
+    throttled = counted(sim, "aoai_rate_limited_total", deployment="paced", reason="requests")
+    early = counted(sim, "aoai_early_retries_total", deployment="paced")
     started = time.monotonic()
     raw = client(sim, retries=3).chat.completions.with_raw_response.create(model="paced", messages=MESSAGES,
                                                                            max_tokens=5)
     took = time.monotonic() - started
     assert raw.retries_taken == 1  # one 429, then the retry after retry-after-ms fit
     assert 1.0 < took < 4.0
-    after = view(sim)
-    assert after["throttled"]["paced"]["requests"] == before["throttled"].get("paced", {}).get("requests", 0) + 1
-    assert after["earlyRetries"].get("paced", 0) == before["earlyRetries"].get("paced", 0)
+    assert counted(sim, "aoai_rate_limited_total", deployment="paced", reason="requests") == throttled + 1
+    assert counted(sim, "aoai_early_retries_total", deployment="paced") == early
 
 
 def test_a_retry_before_retry_after_is_counted_and_one_after_it_succeeds(sim):
-    assert chat(sim, "paced").status_code == 200
-    first = chat(sim, "paced")
-    assert first.status_code == 429 and first.headers["policy-id"] == "DeploymentRatelimit-Call"
-    assert first.json()["error"]["message"] == azure_text("ChatCompletions_Create", "call rate limit",
-                                                          int(first.headers["retry-after"]))
-    early_before = view(sim)["earlyRetries"].get("paced", 0)
-    again = chat(sim, "paced")  # the same request at once: too early
-    assert again.status_code == 429
-    assert view(sim)["earlyRetries"]["paced"] == early_before + 1
-    time.sleep(int(again.headers["retry-after-ms"]) / 1000)
-    assert chat(sim, "paced").status_code == 200
-    assert view(sim)["earlyRetries"]["paced"] == early_before + 1
-    # Both show in the metrics too.
-    metrics = httpx.get(f"{sim.url}/++/metrics").text
-    assert f'aoai_early_retries_total{{deployment="paced"}} {early_before + 1}.0' in metrics
-    assert 'aoai_rate_limited_total{deployment="paced",reason="requests"}' in metrics
+    # One connection, as a client keeps it: with workers its retries come back to the worker
+    # that refused it, which is where an early retry is recognised.
+    with httpx.Client(headers=headers(sim), timeout=30) as http:
+        url = f"{sim.url}/openai/deployments/paced/chat/completions?api-version={API_VERSION}"
+        body = {"messages": MESSAGES, "max_tokens": 400}
+        assert http.post(url, json=body).status_code == 200
+        first = http.post(url, json=body)
+        assert first.status_code == 429 and first.headers["policy-id"] == "DeploymentRatelimit-Call"
+        assert first.json()["error"]["message"] == azure_text("ChatCompletions_Create", "call rate limit",
+                                                              int(first.headers["retry-after"]))
+        early_before = counted(sim, "aoai_early_retries_total", deployment="paced")
+        again = http.post(url, json=body)  # the same request at once: too early
+        assert again.status_code == 429
+        assert counted(sim, "aoai_early_retries_total", deployment="paced") == early_before + 1
+        time.sleep(int(again.headers["retry-after-ms"]) / 1000)
+        assert http.post(url, json=body).status_code == 200
+    assert counted(sim, "aoai_early_retries_total", deployment="paced") == early_before + 1
+    assert counted(sim, "aoai_rate_limited_total", deployment="paced", reason="requests") >= 2
 
 
 def test_completions_and_embeddings_429s_name_their_operation(sim):

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import yaml
 from conftest import API_KEY, API_VERSION
 from fake_azure import UPSTREAM_KEY, FakeAzure
 from helpers import scrape, value
-from simulator_process import ROOT, clean_env, free_port
+import simulator_process
 from workers import haproxy_path
 
 pytestmark = pytest.mark.skipif(haproxy_path() is None, reason="haproxy is not installed (.ci/run installs it)")
@@ -27,40 +26,24 @@ DEPLOYMENTS = {"tight": {"model": "gpt-4o", "tokensPerMinute": 1000, "requestsPe
 
 
 class Pool:
+    """A worker pool through the shared process helper, and the worker addresses it printed."""
+
     def __init__(self, folder: Path, count: int, env: dict[str, str]):
-        self.port = free_port()
         self.folder = folder
         (folder / "deployments.json").write_text(json.dumps(DEPLOYMENTS))
-        full_env = clean_env({"SIMULATOR_API_KEY": API_KEY, "SIMULATOR_LATENCY": "false", "SIMULATOR_SEED": "1",
-                              "OPENAI_DEPLOYMENT_CONFIG_PATH": str(folder / "deployments.json"),
-                              "RECORDING_DIR": str(folder / "recordings"), **env})
-        self.log_path = folder / "workers.log"
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, str(ROOT / "scripts" / "workers.py"), "--workers", str(count), "--port",
-                 str(self.port), "--listen-host", "127.0.0.1"], cwd=folder, env=full_env, stdout=log,
-                stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 90
-        while "behind HAProxy" not in self.log():
-            assert self.process.poll() is None, self.log()
-            assert time.monotonic() < deadline, self.log()
-            time.sleep(0.1)
+        self.server = simulator_process.start_workers(count, cwd=folder, env={
+            "SIMULATOR_API_KEY": API_KEY, "SIMULATOR_LATENCY": "false", "SIMULATOR_SEED": "1",
+            "OPENAI_DEPLOYMENT_CONFIG_PATH": str(folder / "deployments.json"),
+            "RECORDING_DIR": str(folder / "recordings"), **env})
+        simulator_process.wait_ready(self.server, after_log=simulator_process.WORKERS_BANNER, timeout=90)
+        self.process, self.port, self.url = self.server.process, self.server.port, self.server.url
         self.workers = [u.strip() for u in self.log().split("Workers:")[1].split("(logs")[0].split(",")]
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.server.log()
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        self.server.stop(timeout=20)
 
 
 @pytest.fixture
