@@ -10,6 +10,7 @@ import datetime
 import importlib.util
 import json
 import ssl
+import subprocess
 import sys
 from pathlib import Path
 
@@ -176,13 +177,22 @@ def test_expired_foreign_malformed_and_stranger_tokens_get_azures_answers(keyles
         assert token.split(".")[1] not in log  # not even the claims part
 
 
+def mint_script(*args: str) -> str:
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "mint_token.py"), *args], capture_output=True,
+                          text=True, timeout=60, check=True)
+    return done.stdout.strip()
+
+
 def test_signature_mode_accepts_the_jwks_key_and_refuses_another(tmp_path):
-    key = entra.load_private_key(entra.new_private_key_pem())
-    jwks = tmp_path / "jwks.json"
-    jwks.write_text(json.dumps(entra.jwks_of(key)))
+    # The documented way: the script makes a key and its JWKS; the simulator gets only the JWKS.
+    key_file, jwks = tmp_path / "key.pem", tmp_path / "jwks.json"
+    first = mint_script("--new-key", str(key_file), "--jwks", str(jwks))
+    assert "PRIVATE" not in jwks.read_text() and '"d"' not in jwks.read_text()
+    key = entra.load_private_key(key_file.read_bytes())
     sim, url, ca = https_sim(tmp_path, {"SIMULATOR_ENTRA_TOKENS": "signature", "SIMULATOR_ENTRA_JWKS": str(jwks)})
     try:
-        signed = entra.mint(entra.token_claims(), key)
+        assert chat_status(url, ca, first).status_code == 200
+        signed = mint_script("--key", str(key_file), "--oid", "someone")
         assert chat_status(url, ca, signed).status_code == 200
         impostor = entra.load_private_key(entra.new_private_key_pem())
         forged = entra.mint(entra.token_claims(), impostor, kid=entra.key_id(key))  # claims to be the JWKS key
