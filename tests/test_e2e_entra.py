@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import importlib.util
-import json
 import ssl
 import subprocess
 import sys
@@ -263,7 +262,7 @@ def self_signed(folder: Path, host: str) -> tuple[Path, Path]:
 def test_the_users_certificate_is_served_for_its_host_name(tmp_path):
     host = "my-resource.openai.example.test"
     cert, key = self_signed(tmp_path, host)
-    sim, url, ca = https_sim(tmp_path, {"SIMULATOR_TLS_CERT": str(cert), "SIMULATOR_TLS_KEY": str(key)})
+    sim, url, _ = https_sim(tmp_path, {"SIMULATOR_TLS_CERT": str(cert), "SIMULATOR_TLS_KEY": str(key)})
     try:
         # A client that trusts only the user's certificate, reaching the simulator by that name.
         trusting_cert = ssl.create_default_context(cafile=str(cert))

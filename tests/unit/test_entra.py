@@ -228,7 +228,8 @@ def test_the_policy_comes_from_the_settings(signer):
 
 
 @pytest.mark.parametrize("values, message", [
-    (dict(simulator_entra_tokens="maybe"), "SIMULATOR_ENTRA_TOKENS: unknown mode 'maybe'; use off, claims or signature"),
+    (dict(simulator_entra_tokens="maybe"),
+     "SIMULATOR_ENTRA_TOKENS: unknown mode 'maybe'; use off, claims or signature"),
     (dict(simulator_entra_tokens="signature"), "SIMULATOR_ENTRA_JWKS: signature mode needs the JWKS file"),
     (dict(simulator_entra_tokens="signature", simulator_entra_jwks="/nowhere/jwks.json"),
      "SIMULATOR_ENTRA_JWKS: /nowhere/jwks.json: cannot read the JWKS file (No such file or directory)"),

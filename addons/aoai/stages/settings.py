@@ -189,7 +189,8 @@ def tls_certificate(options) -> TlsCertificate | None:
             raise ConfigError("SIMULATOR_TLS_KEY: set SIMULATOR_TLS_CERT too, the certificate of this key")
         return None
     try:
-        cert_pem = open(cert_path, "rb").read()
+        with open(cert_path, "rb") as f:
+            cert_pem = f.read()
     except OSError as e:
         raise ConfigError(f"SIMULATOR_TLS_CERT: {cert_path}: cannot read the certificate ({e.strerror})") from None
     try:
@@ -199,7 +200,8 @@ def tls_certificate(options) -> TlsCertificate | None:
     key_pem, key_source = cert_pem, cert_path
     if key_path:
         try:
-            key_pem = open(key_path, "rb").read()
+            with open(key_path, "rb") as f:
+                key_pem = f.read()
         except OSError as e:
             raise ConfigError(f"SIMULATOR_TLS_KEY: {key_path}: cannot read the key ({e.strerror})") from None
         key_source = key_path
