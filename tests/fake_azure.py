@@ -26,8 +26,9 @@ class FakeAzure(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 512  # the concurrency tests open hundreds of connections at once
 
-    def __init__(self):
+    def __init__(self, bearer: str | None = None):
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.bearer = bearer  # an Entra ID token it accepts in place of the key
         self.requests: list[dict] = []
         self.connections = 0  # every connection accepted, whether or not a request came on it
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
@@ -71,7 +72,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length", 0))
         body = json.loads(self.rfile.read(length) or b"{}")
         self.server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-        if self.headers.get("api-key") != UPSTREAM_KEY:
+        entra_ok = self.server.bearer is not None and \
+            self.headers.get("authorization") == f"Bearer {self.server.bearer}"
+        if self.headers.get("api-key") != UPSTREAM_KEY and not entra_ok:
             self._send(401, b'{"error":{"code":"401","message":"Access denied due to invalid subscription key."}}')
             return
         if "/embeddings" in self.path:

@@ -28,7 +28,8 @@ def test_dockerfile_steps_are_the_ones_checked_here():
     # The script below mirrors these lines; if they change, change it too.
     assert "pip install -r requirements.txt" in DOCKERFILE
     assert "t.install_offline_encodings()" in DOCKERFILE
-    assert 'CMD ["mitmdump", "-s", "addons/simulator.py"]' in DOCKERFILE
+    assert "COPY scripts/workers.py scripts/simulator_process.py scripts/" in DOCKERFILE
+    assert 'CMD ["python", "scripts/workers.py", "--", "--set", "confdir=/app/certs"]' in DOCKERFILE
 
 
 @pytest.mark.parametrize("network_type", ["unrestricted", "semi-restricted"])
@@ -38,6 +39,9 @@ def test_image_installs_and_starts_without_network(tmp_path, network_type):
                     "-d", str(wheels)], check=True, timeout=300)
     app = tmp_path / "app"
     shutil.copytree(ROOT / "addons", app / "addons", ignore=shutil.ignore_patterns("__pycache__"))
+    (app / "scripts").mkdir()
+    for name in ("workers.py", "simulator_process.py"):
+        shutil.copy(ROOT / "scripts" / name, app / "scripts")
     shutil.copy(ROOT / "requirements.txt", app)
     fill_cache = 'python -c "import sys; sys.path.insert(0, \'addons\'); import aoai.openai.tokens as t; ' \
                  't.install_offline_encodings()"' if network_type == "semi-restricted" else "true"
@@ -50,7 +54,7 @@ def test_image_installs_and_starts_without_network(tmp_path, network_type):
         export TIKTOKEN_CACHE_DIR={app}/tiktoken_cache RECORDING_DIR={app}/recordings SIMULATOR_API_KEY=k
         pip install --quiet --no-index --find-links {wheels} -r requirements.txt
         {fill_cache}
-        mitmdump -s addons/simulator.py --listen-host 127.0.0.1 -p 18000 > mitmdump.log 2>&1 &
+        python scripts/workers.py --listen-host 127.0.0.1 --port 18000 -- --set confdir={app}/certs > mitmdump.log 2>&1 &
         python - <<'PY'
         import json, time, urllib.request
         for _ in range(100):
@@ -72,5 +76,6 @@ def test_image_installs_and_starts_without_network(tmp_path, network_type):
     log = (app / "mitmdump.log").read_text() if (app / "mitmdump.log").exists() else ""
     assert result.returncode == 0, result.stdout + result.stderr + log
     assert "usage 9 5" in result.stdout
+    assert f"clients trust the CA file {app}/certs/mitmproxy-ca-cert.pem" in log  # the banner names it
     assert sorted(os.listdir(app / "tiktoken_cache")) == ["9b5ad71b2ce5302211f9c61530b329a4922fc6a4",
                                                            "fb374d419588a4632f3f557e76b4b70aebbca790"]

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..openai import catalogue
 from ..openai.catalogue import Model, Normal
+from .entra import TokenPolicy
 
 MODES = ("generate", "record", "replay")
 
@@ -200,6 +201,8 @@ class SimulatorConfig:
     # Generators tried in order in generate mode: f(RequestContext) -> Response | None.
     generators: list[Callable] = field(default_factory=list)
     bearer_tokens: set[str] = field(default_factory=set)
+    # How bearer JWTs (Entra ID tokens) are judged: SIMULATOR_ENTRA_* settings.
+    entra: TokenPolicy = field(default_factory=TokenPolicy)
     # Rate limits: windows shared through Redis when a URL is set, else in this process.
     rate_limit_redis_url: str = ""
     # Tokens a chat request without max_tokens / max_completion_tokens reserves (limits.py).

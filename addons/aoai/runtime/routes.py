@@ -51,6 +51,8 @@ class Route:
     api_version: str = IGNORED
     open: bool = False  # answered without a key (probes and scrapers carry none)
     recording: str = ""  # the recording file's name, from the path's parameters ("" : from the path)
+    # The Azure RBAC data action a principal needs for it, as Azure's PermissionDenied names it.
+    data_action: str = ""
     # Body checks (raise validation.Invalid) and the prompt's token count, for OpenAI routes.
     check: Callable[[dict, catalogue.Model], None] | None = None
     prompt_tokens: Callable[[dict, Any], int] | None = None
@@ -127,7 +129,8 @@ def _openai(operation: str, path: str, generator: str, azure_operation: str, kin
             check, prompt) -> list[Route]:
     """An OpenAI operation on its deployment path and on the v1 path (deployment in `model`)."""
     common = dict(family=OPENAI, generator=generator, azure_operation=azure_operation, model_kind=kind,
-                  verb=verb, quota=DEPLOYMENT_QUOTA, check=check, prompt_tokens=prompt)
+                  verb=verb, quota=DEPLOYMENT_QUOTA, check=check, prompt_tokens=prompt,
+                  data_action=f"Microsoft.CognitiveServices/accounts/OpenAI/deployments/{path}/action")
     file = path.replace("/", "-")
     return [
         Route(operation, ("POST",), "/openai/deployments/{deployment}/" + path, api_version=REQUIRED,
@@ -146,19 +149,22 @@ ROUTES: list[Route] = [
     *_openai("embeddings", "embeddings", "openai_embeddings", "Embeddings_Create", catalogue.EMBEDDING,
              "embeddings", validation.check_embeddings, _embeddings_prompt),
     Route("models", ("GET",), "/openai/v1/models", OPENAI, generator="openai_models", api_version=OPTIONAL,
-          recording="v1.models"),
+          recording="v1.models", data_action="Microsoft.CognitiveServices/accounts/OpenAI/models/read"),
     Route(DOCUMENT_INTELLIGENCE, ("POST",), f"/{_DI_FAMILY}/documentModels/{{model}}:analyze",
           DOCUMENT_INTELLIGENCE, generator="document_intelligence", azure_operation="Analyze Document",
-          quota=DI_ANALYZE_QUOTA, recording="{family}.{model}"),
+          quota=DI_ANALYZE_QUOTA, recording="{family}.{model}",
+          data_action="Microsoft.CognitiveServices/accounts/FormRecognizer/documentmodels:analyze/action"),
     Route(DOCUMENT_INTELLIGENCE, ("GET",), f"/{_DI_FAMILY}/documentModels/{{model}}/analyzeResults/{{result}}",
           DOCUMENT_INTELLIGENCE, generator="document_intelligence", azure_operation="Get Analyze Result",
-          quota=DI_POLL_QUOTA, recording="{family}.{model}"),
+          quota=DI_POLL_QUOTA, recording="{family}.{model}",
+          data_action="Microsoft.CognitiveServices/accounts/FormRecognizer/documentmodels/analyzeresults/read"),
     Route("health", ("GET",), "/++/health", MANAGEMENT, open=True),
     Route("metrics", ("GET",), "/++/metrics", MANAGEMENT, open=True),
     Route("config", ("GET", "PATCH"), "/++/config", MANAGEMENT),
     Route("limits", ("GET",), "/++/limits", MANAGEMENT),
     Route("reset-limits", ("POST",), "/++/reset-limits", MANAGEMENT),
     Route("save-recordings", ("POST",), "/++/save-recordings", MANAGEMENT),
+    Route("token", ("POST",), "/++/token", MANAGEMENT),
 ]
 
 

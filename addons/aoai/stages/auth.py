@@ -1,14 +1,18 @@
-"""Auth: every request but those to open routes (health, metrics) must carry the simulator's key."""
+"""Auth: every request but those to open routes (health, metrics) must carry the simulator's key,
+a bearer string an extension registered, or (SIMULATOR_ENTRA_TOKENS) an Entra ID token."""
 
 from __future__ import annotations
 
 import hmac
 import logging
+import re
 
 from mitmproxy import http
 
 from .. import wire
+from ..runtime import entra
 from ..runtime.config import SimulatorConfig
+from ..runtime.routes import Route
 from ..runtime.state import context_of
 
 logger = logging.getLogger(__name__)
@@ -25,7 +29,8 @@ def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def check(headers, config: SimulatorConfig) -> http.Response | None:
+def check(headers, config: SimulatorConfig, route: Route | None = None, params: dict[str, str] | None = None,
+          method: str = "POST") -> http.Response | None:
     """None when the request may pass, else Azure's 401 for what was wrong with it."""
     key = headers.get("api-key") or headers.get("ocp-apim-subscription-key")
     if key is not None:
@@ -40,9 +45,47 @@ def check(headers, config: SimulatorConfig) -> http.Response | None:
             return None
         if config.mode == "record" and not config.azure_openai_key:
             return None  # an Entra ID token for Azure itself: forwarded, and Azure checks it
-        return wire.json_response(401, {"statusCode": 401, "message": INVALID_TOKEN})
+        verdict = entra.judge(token, config.entra)
+        if verdict.accepted:
+            return None
+        if config.entra.enabled:
+            # Azure's answer says nothing of the cause; the log does (never the token itself).
+            logger.info("bearer token refused: %s", verdict.reason)
+        if verdict.denied:
+            return permission_denied(verdict.principal, route, params or {}, method)
+        return invalid_token()
     # Azure's gateway text; wrapped in "error" as the direct endpoint's other 401s are.
     return wire.azure_error(401, "401", MISSING_KEY)
+
+
+def invalid_token() -> http.Response:
+    """Azure's one answer for a token that is missing, unreadable, expired or for another audience."""
+    return wire.json_response(401, {"statusCode": 401, "message": INVALID_TOKEN})
+
+
+# Azure sends PermissionDenied (a valid token whose principal has no role assignment granting
+# the data action) with status 401, not 403: SDKs raise their authentication error for it.
+PERMISSION_DENIED_STATUS = 401
+_PARAM_NAMES = {"deployment": "deployment-id", "model": "modelId", "result": "resultId"}
+
+
+def permission_denied(principal: str, route: Route | None, params: dict[str, str], method: str) -> http.Response:
+    action = route.data_action if route is not None and route.data_action else \
+        "Microsoft.CognitiveServices/accounts/OpenAI/*"
+    operation = f"{method} {azure_path(route, params)}" if route is not None else method
+    message = (f"The principal `{principal}` lacks the required data action `{action}` to perform "
+               f"`{operation}` operation.")
+    return wire.azure_error(PERMISSION_DENIED_STATUS, "PermissionDenied", message)
+
+
+def azure_path(route: Route, params: dict[str, str]) -> str:
+    """The route's path as Azure's messages spell it: `/openai/deployments/{deployment-id}/…`."""
+    def name(m: re.Match) -> str:
+        param, choices = m.group(1), m.group(2)
+        if choices:  # a fixed word spelled by the request (formrecognizer, documentintelligence)
+            return params.get(param, choices.split("|")[0])
+        return "{" + _PARAM_NAMES.get(param, param) + "}"
+    return re.sub(r"\{(\w+)(?::([^}]*))?\}", name, route.pattern)
 
 
 class Auth:
@@ -53,7 +96,8 @@ class Auth:
         context = context_of(flow)
         if flow.response or (context is not None and context.route is not None and context.route.open):
             return
-        denied = check(flow.request.headers, self.config)
+        denied = check(flow.request.headers, self.config, context.route if context else None,
+                       context.params if context else None, flow.request.method)
         if denied is not None:
             logger.debug("401 for %s %s", flow.request.method, flow.request.path)
             flow.response = denied

@@ -1,8 +1,9 @@
 """Management: the simulator's own endpoints under /++/ (health, configuration, recordings,
-rate limits)."""
+rate limits, test tokens)."""
 
 from __future__ import annotations
 
+import hmac
 import inspect
 import logging
 from typing import TYPE_CHECKING, Any
@@ -11,7 +12,7 @@ from mitmproxy import ctx, exceptions, http
 
 from .. import wire
 from ..runtime import config as cfg
-from ..runtime import peers
+from ..runtime import entra, peers
 from ..runtime.config import ConfigError, SimulatorConfig
 from ..runtime.recording import RecordingStore
 from ..runtime.routes import MANAGEMENT
@@ -38,6 +39,8 @@ def config_view(config: SimulatorConfig) -> dict:
         "latency": latency,
         "deployments": {name: d.to_json() for name, d in config.deployments.items()},
         "recording": {"dir": config.recording.dir, "autosave": config.recording.autosave},
+        "entraTokens": {"mode": config.entra.mode, "audiences": list(config.entra.audiences),
+                        "tenants": sorted(config.entra.tenants), "principals": sorted(config.entra.principals)},
     }
 
 
@@ -109,6 +112,7 @@ class Management:
             ("config", "GET"): self.get_config,
             ("config", "PATCH"): self.patch_config,
             ("save-recordings", "POST"): self.save_recordings,
+            ("token", "POST"): self.token,
             ("limits", "GET"): self.limits,
             ("reset-limits", "POST"): self.reset_limits,
         }
@@ -205,3 +209,56 @@ class Management:
     def save_recordings(self, flow: http.HTTPFlow) -> http.Response:
         saved = self.recordings.save() if self.recordings is not None else 0
         return wire.json_response(200, {"saved": saved}, flow.request)
+
+    def token(self, flow: http.HTTPFlow) -> http.Response:
+        """An Entra ID-shaped access token the simulator accepts in claims mode, for tests of
+        keyless code paths. Body (all optional): oid, tid, appid, aud, expiresIn (seconds;
+        negative for an expired token), claims (more claims). Only the API key may ask."""
+        request = flow.request
+        key = request.headers.get("api-key") or request.headers.get("ocp-apim-subscription-key") or \
+            request.headers.get("authorization", "")[7:].strip()
+        if not hmac.compare_digest(key.encode(), self.config.api_key.encode()):
+            return wire.azure_error(401, "401", "POST /++/token needs the simulator's API key (api-key header)",
+                                    request)
+        mode = self.config.entra.mode
+        if mode != "claims":
+            why = ("the simulator holds only the JWKS's public keys: sign tokens with the private key, e.g. "
+                   "scripts/mint_token.py --key KEY.pem") if mode == "signature" else \
+                "SIMULATOR_ENTRA_TOKENS is off, so no token would be accepted; set it to claims"
+            return wire.azure_error(409, "Conflict", f"no token minted: {why}", request)
+        try:
+            body = wire.loads(request.content) if request.content else {}
+            claims = _token_request(body)
+        except (ValueError, ConfigError) as e:
+            return wire.azure_error(400, "BadRequest", str(e), request)
+        token = entra.mint(claims)
+        return wire.json_response(200, {"access_token": token, "token_type": "Bearer",
+                                        "expires_in": claims["exp"] - claims["iat"], "expires_on": claims["exp"]},
+                                  request)
+
+
+_TOKEN_FIELDS = {"oid": "oid", "tid": "tenant", "appid": "appid", "aud": "audience"}
+
+
+def _token_request(body: Any) -> dict[str, Any]:
+    """The claims a /++/token body asks for; raises ConfigError naming the field."""
+    if not isinstance(body, dict):
+        raise ConfigError("body: expected a JSON object")
+    unknown = set(body) - set(_TOKEN_FIELDS) - {"expiresIn", "claims"}
+    if unknown:
+        raise ConfigError(f"{sorted(unknown)[0]}: unknown field; use oid, tid, appid, aud, expiresIn, claims")
+    kwargs: dict[str, Any] = {}
+    for field, arg in _TOKEN_FIELDS.items():
+        if field in body:
+            if not isinstance(body[field], str) or not body[field]:
+                raise ConfigError(f"{field}: expected a non-empty string")
+            kwargs[arg] = body[field]
+    if "expiresIn" in body:
+        value = body["expiresIn"]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError("expiresIn: expected a whole number of seconds")
+        kwargs["lifetime_s"] = value
+    extra = body.get("claims", {})
+    if not isinstance(extra, dict):
+        raise ConfigError("claims: expected an object of claim names to values")
+    return entra.token_claims(extra=extra, **kwargs)

@@ -18,11 +18,13 @@ import socket
 from dataclasses import dataclass
 from types import SimpleNamespace
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from mitmproxy import ctx, exceptions
 
 from ..openai import text, tokens
 from ..runtime import config as cfg
-from ..runtime import internals
+from ..runtime import entra, internals
 from ..runtime.config import ConfigError, SimulatorConfig
 from ..runtime.startup import Startup
 
@@ -100,8 +102,27 @@ SETTINGS = [
             "/++/metrics reach them too. Set by scripts/workers.py."),
     Setting("SIMULATOR_WORKER", str, "", "This worker's address (host:port), its name in /++/metrics and /++/health "
             "(scripts/workers.py)."),
+    Setting("SIMULATOR_ENTRA_TOKENS", str, "off",
+            "How Entra ID bearer tokens are judged: off (not accepted), claims (audience, expiry, tenant, "
+            "principal; no signature check) or signature (claims and a signature by a SIMULATOR_ENTRA_JWKS key)."),
+    Setting("SIMULATOR_ENTRA_AUDIENCES", str, "",
+            "Accepted token audiences (aud), comma-separated; empty: those Azure AI services accept."),
+    Setting("SIMULATOR_ENTRA_TENANTS", str, "", "Accepted tenant ids (tid), comma-separated; empty: any."),
+    Setting("SIMULATOR_ENTRA_PRINCIPALS", str, "",
+            "Allowed object or application ids (oid, appid), comma-separated; empty: any. Others get "
+            "Azure's PermissionDenied."),
+    Setting("SIMULATOR_ENTRA_JWKS", str, "", "JWKS file whose public keys sign accepted tokens (signature mode)."),
+    Setting("SIMULATOR_TLS_CERT", str, "",
+            "PEM certificate (and chain) HTTPS clients are shown for the host names it names, instead of one "
+            "signed by the simulator's CA."),
+    Setting("SIMULATOR_TLS_KEY", str, "", "PEM private key of SIMULATOR_TLS_CERT, when that file does not hold it."),
 ]
 BY_OPTION = {s.option: s for s in SETTINGS}
+ENTRA_OPTIONS = {"simulator_entra_tokens", "simulator_entra_audiences", "simulator_entra_tenants",
+                 "simulator_entra_principals", "simulator_entra_jwks"}
+TLS_OPTIONS = {"simulator_tls_cert", "simulator_tls_key"}
+CA_FILE = "mitmproxy-ca-cert.pem"  # the CA clients trust, in mitmproxy's confdir
+TLS_FILE = "simulator-tls.pem"  # SIMULATOR_TLS_CERT and its key in one file, as mitmproxy reads them
 
 
 def env_default(setting: Setting) -> object:
@@ -131,6 +152,95 @@ def _float(setting: str, raw: str, *, low: float | None = 0.0, high: float | Non
     if high is not None and value > high:
         raise ConfigError(f"{setting.upper()}: must not be above {high:g}, got {raw}")
     return value
+
+
+def _names(raw: str) -> frozenset[str]:
+    return frozenset(n.strip() for n in raw.split(",") if n.strip())
+
+
+def entra_policy(options) -> entra.TokenPolicy:
+    """The SIMULATOR_ENTRA_* settings as a token policy; raises ConfigError naming the variable."""
+    mode = options.simulator_entra_tokens.strip().lower()
+    mode = {"": "off", "on": "claims", "true": "claims", "false": "off"}.get(mode, mode)
+    if mode not in entra.MODES:
+        raise ConfigError(f"SIMULATOR_ENTRA_TOKENS: unknown mode {options.simulator_entra_tokens!r}; "
+                          f"use off, claims or signature")
+    audiences = tuple(a.strip() for a in options.simulator_entra_audiences.split(",") if a.strip())
+    jwks_path = options.simulator_entra_jwks.strip()
+    keys: tuple = ()
+    if mode == "signature":
+        if not jwks_path:
+            raise ConfigError("SIMULATOR_ENTRA_JWKS: signature mode needs the JWKS file of the keys that sign tokens")
+        try:
+            keys = entra.load_jwks(os.path.expanduser(jwks_path))
+        except ValueError as e:
+            raise ConfigError(f"SIMULATOR_ENTRA_JWKS: {e}") from None
+    elif jwks_path:
+        raise ConfigError(f"SIMULATOR_ENTRA_JWKS: used only when SIMULATOR_ENTRA_TOKENS=signature "
+                          f"(it is {mode})")
+    return entra.TokenPolicy(mode=mode, audiences=audiences or entra.AZURE_AUDIENCES,
+                             tenants=_names(options.simulator_entra_tenants),
+                             principals=_names(options.simulator_entra_principals), keys=keys)
+
+
+@dataclass(frozen=True)
+class TlsCertificate:
+    pem: bytes  # the certificate chain, then its private key
+    names: tuple[str, ...]  # the host names and addresses it serves
+
+
+def tls_certificate(options) -> TlsCertificate | None:
+    """SIMULATOR_TLS_CERT (and _KEY) read and checked; None when unset; raises ConfigError."""
+    cert_path = os.path.expanduser(options.simulator_tls_cert.strip())
+    key_path = os.path.expanduser(options.simulator_tls_key.strip())
+    if not cert_path:
+        if key_path:
+            raise ConfigError("SIMULATOR_TLS_KEY: set SIMULATOR_TLS_CERT too, the certificate of this key")
+        return None
+    try:
+        with open(cert_path, "rb") as f:
+            cert_pem = f.read()
+    except OSError as e:
+        raise ConfigError(f"SIMULATOR_TLS_CERT: {cert_path}: cannot read the certificate ({e.strerror})") from None
+    try:
+        chain = x509.load_pem_x509_certificates(cert_pem)
+    except ValueError:
+        raise ConfigError(f"SIMULATOR_TLS_CERT: {cert_path}: no PEM certificate in it") from None
+    key_pem, key_source = cert_pem, cert_path
+    if key_path:
+        try:
+            with open(key_path, "rb") as f:
+                key_pem = f.read()
+        except OSError as e:
+            raise ConfigError(f"SIMULATOR_TLS_KEY: {key_path}: cannot read the key ({e.strerror})") from None
+        key_source = key_path
+    try:
+        key = serialization.load_pem_private_key(_pem_key_block(key_pem), password=None)
+    except (ValueError, TypeError):
+        variable = "SIMULATOR_TLS_KEY" if key_path else "SIMULATOR_TLS_CERT"
+        raise ConfigError(f"{variable}: {key_source}: no unencrypted PEM private key in it"
+                          + ("" if key_path else "; give the key with SIMULATOR_TLS_KEY")) from None
+    if key.public_key() != chain[0].public_key():
+        raise ConfigError(f"SIMULATOR_TLS_KEY: {key_source}: the key is not the certificate's "
+                          f"(SIMULATOR_TLS_CERT {cert_path})")
+    names: list[str] = []
+    try:
+        san = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names += san.get_values_for_type(x509.DNSName)
+        names += [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    except x509.ExtensionNotFound:
+        names += [str(a.value) for a in chain[0].subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+    if not names:
+        raise ConfigError(f"SIMULATOR_TLS_CERT: {cert_path}: the certificate names no host")
+    pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return TlsCertificate(pem, tuple(dict.fromkeys(names)))
+
+
+def _pem_key_block(pem: bytes) -> bytes:
+    """The private key block of a PEM file that may hold certificates too."""
+    match = re.search(rb"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", pem, re.S)
+    return match.group(0) if match else pem
 
 
 def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
@@ -179,6 +289,9 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     for peer in peers:
         if not re.fullmatch(r"https?://[^/\s]+", peer):
             raise ConfigError(f"SIMULATOR_PEERS: expected base URLs such as http://127.0.0.1:8001, got {peer!r}")
+    policy = entra_policy(options) if updated & ENTRA_OPTIONS else config.entra
+    if updated & TLS_OPTIONS:
+        tls_certificate(options)  # checked here; the Settings stage hands it to mitmproxy
     deployments = config.deployments
     if "openai_deployment_config_path" in updated:
         path = options.openai_deployment_config_path.strip()
@@ -211,6 +324,7 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     config.doc_intelligence_poll_rps = 50.0 if poll_rps is None else poll_rps
     config.peers = peers
     config.worker = options.simulator_worker.strip()
+    config.entra = policy
     logging.getLogger("aoai").setLevel(level)
 
 
@@ -240,6 +354,7 @@ class Settings:
         self.startup = startup or Startup()
         self.env_error: str | None = None
         self.replace_default_listener = False
+        self.tls_specs: list[str] = []  # what SIMULATOR_TLS_CERT added to mitmproxy's certs option
 
     def load(self, loader):
         for s in SETTINGS:
@@ -277,8 +392,28 @@ class Settings:
             if self.env_error:
                 raise ConfigError(self.env_error)
             apply(ctx.options, self.config, updated)
+            if updated & (TLS_OPTIONS | {"scripts"}):
+                self._install_certificate(tls_certificate(ctx.options))
         except ConfigError as e:
             self.startup.refuse(str(e))  # at start-up: one line, before the port opens
+
+    def _install_certificate(self, certificate: TlsCertificate | None) -> None:
+        """Show HTTPS clients the user's certificate for its host names (mitmproxy's `certs`
+        option, which wants the chain and key in one file), its CA's for any other name."""
+        specs = []
+        if certificate is not None:
+            confdir = os.path.expanduser(ctx.options.confdir)
+            os.makedirs(confdir, exist_ok=True)
+            path = os.path.join(confdir, TLS_FILE)
+            # Private key inside: readable by this user only, as mitmproxy keeps its CA's.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(certificate.pem)
+            specs = [f"{name}={path}" for name in certificate.names]
+        others = [spec for spec in ctx.options.certs if spec not in self.tls_specs]
+        if specs or self.tls_specs:
+            self.tls_specs = specs
+            ctx.options.update(certs=others + specs)
 
     async def running(self):
         self.startup.running = True
@@ -300,10 +435,15 @@ class Settings:
             for name in internals.LISTENER_LOGGERS:
                 logging.getLogger(name).removeFilter(internals.hide_listening_line)
         addresses = proxyserver.listen_addrs() if proxyserver else []
-        logger.info(banner(self.config, addresses))
+        logger.info(banner(self.config, addresses, ca_file(), self.tls_specs))
 
 
-def banner(config: SimulatorConfig, addresses: list) -> str:
+def ca_file() -> str:
+    """Where mitmproxy keeps the CA certificate that signs what HTTPS clients are shown."""
+    return os.path.join(os.path.expanduser(ctx.options.confdir), CA_FILE)
+
+
+def banner(config: SimulatorConfig, addresses: list, ca: str = "", tls_specs: list[str] | None = None) -> str:
     host, port = "localhost", DEFAULT_PORT
     if addresses:
         bound = addresses[0][0]
@@ -317,10 +457,19 @@ def banner(config: SimulatorConfig, addresses: list) -> str:
     url = f"{base}/openai/deployments/{name}/chat/completions?api-version=2024-10-21"
     curl = (f"curl {shlex.quote(url)} "
             f"-H 'api-key: {config.api_key}' -H 'content-type: application/json' -d {shlex.quote(body)}")
-    return "\n".join([
+    lines = [
         f"Azure OpenAI simulator: mode {config.mode}, listening on {base}",
         f"  API key:     {config.api_key}",
         f"  Deployments: {deployments}"
         + (" (undefined names answered too)" if config.allow_undefined_deployments else ""),
         f"  Try:         {curl}",
-    ])
+    ]
+    if ca:
+        lines.append(f"  HTTPS:       https://{host}:{port} on the same port; clients trust the CA file {ca}")
+    if tls_specs:
+        names = ", ".join(spec.split("=", 1)[0] for spec in tls_specs)
+        lines.append(f"               SIMULATOR_TLS_CERT serves {names}")
+    if config.entra.enabled:
+        lines.append(f"  Entra ID:    bearer tokens judged by {config.entra.mode}; a token for tests: "
+                     f"POST /++/token with the API key")
+    return "\n".join(lines)

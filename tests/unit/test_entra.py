@@ -1,0 +1,368 @@
+"""Entra ID bearer tokens: judged by claims or by signature, refused with Azure's answers, the
+settings that choose how, and the /++/token that mints one."""
+
+import datetime
+import json
+import logging
+from types import SimpleNamespace
+
+import jwt
+import pytest
+from aoai.runtime import entra
+from aoai.runtime.config import ConfigError, SimulatorConfig
+from aoai.stages import auth, settings
+from aoai.stages.auth import Auth
+from aoai.stages.management import Management
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from mitmproxy import hooks
+from mitmproxy.test import taddons
+from unit_support import API_KEY, chat_path, clear_settings_env, json_of, make_config, make_flow, settings_context, \
+    start
+
+CLAIMS = entra.TokenPolicy(mode="claims")
+INVALID_TOKEN = {"statusCode": 401, "message": auth.INVALID_TOKEN}
+
+
+def token(**kwargs) -> str:
+    return entra.mint(entra.token_claims(**kwargs))
+
+
+def bearer_flow(value: str, path: str | None = None, method: str = "POST"):
+    return make_flow(method, path or chat_path(), key=None, headers={"Authorization": f"Bearer {value}"})
+
+
+def run_auth(flow, policy: entra.TokenPolicy = CLAIMS, **changes):
+    addon = Auth(make_config(entra=policy, **changes))
+    with taddons.context(addon):
+        addon.request(flow)
+    return flow.response
+
+
+# judge(): plain values in, a verdict out.
+
+def test_a_fresh_token_for_azure_ai_services_is_accepted_in_claims_mode():
+    for audience in entra.AZURE_AUDIENCES:
+        verdict = entra.judge(token(audience=audience), CLAIMS)
+        assert verdict.accepted, (audience, verdict.reason)
+        assert verdict.principal == entra.DEFAULT_OID
+
+
+@pytest.mark.parametrize("bad, reason", [
+    (dict(lifetime_s=-entra.LEEWAY_S - 60), "the token has expired"),
+    (dict(audience="https://management.azure.com/"), "the token's audience is not one of"),
+    (dict(extra={"nbf": 2**40}), "the token is not valid yet (nbf)"),
+])
+def test_expired_early_or_foreign_tokens_are_refused(bad, reason):
+    verdict = entra.judge(token(**bad), CLAIMS)
+    assert not verdict.accepted and verdict.reason.startswith(reason)
+
+
+def test_a_token_just_past_expiry_is_within_the_leeway():
+    assert entra.judge(token(lifetime_s=-30), CLAIMS).accepted
+
+
+@pytest.mark.parametrize("text", ["not-a-jwt", "a.b.c", "eyJhbGciOiJSUzI1NiJ9.e30.", ""])
+def test_unreadable_tokens_are_refused(text):
+    verdict = entra.judge(text, CLAIMS)
+    assert not verdict.accepted and not verdict.denied
+
+
+def test_a_token_without_expiry_is_refused():
+    claims = entra.token_claims()
+    del claims["exp"]
+    assert entra.judge(entra.mint(claims), CLAIMS).reason == "the token has no 'exp' claim"
+
+
+def test_tenants_and_principals_narrow_who_is_accepted():
+    policy = entra.TokenPolicy(mode="claims", tenants=frozenset({"t1"}), principals=frozenset({"o1", "app1"}))
+    assert entra.judge(token(tenant="t1", oid="o1"), policy).accepted
+    assert entra.judge(token(tenant="t1", oid="someone", appid="app1"), policy).accepted  # a service principal
+    other_tenant = entra.judge(token(tenant="t2", oid="o1"), policy)
+    assert not other_tenant.accepted and not other_tenant.denied
+    stranger = entra.judge(token(tenant="t1", oid="o2"), policy)
+    assert not stranger.accepted and stranger.denied and stranger.principal == "o2"
+
+
+def test_configured_audiences_replace_azures():
+    policy = entra.TokenPolicy(mode="claims", audiences=("api://my-gateway",))
+    assert entra.judge(token(audience="api://my-gateway"), policy).accepted
+    assert not entra.judge(token(), policy).accepted
+
+
+def test_off_accepts_nothing():
+    assert not entra.judge(token(), entra.TokenPolicy()).accepted
+
+
+@pytest.fixture
+def signer(tmp_path):
+    """(private key, signature-mode policy trusting it, the JWKS file)."""
+    key = entra.load_private_key(entra.new_private_key_pem())
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(entra.jwks_of(key)))
+    return key, entra.TokenPolicy(mode="signature", keys=entra.load_jwks(str(path))), path
+
+
+def test_signature_mode_accepts_the_jwks_key_and_nothing_else(signer):
+    key, policy, _ = signer
+    assert entra.judge(entra.mint(entra.token_claims(), key), policy).accepted
+    impostor = entra.load_private_key(entra.new_private_key_pem())
+    forged = entra.judge(entra.mint(entra.token_claims(), impostor, kid=entra.key_id(key)), policy)
+    assert forged.reason == "the token's signature does not match the key in the JWKS"
+    assert "not in the JWKS" in entra.judge(entra.mint(entra.token_claims(), impostor), policy).reason
+    assert "not in the JWKS" in entra.judge(token(), policy).reason  # claims mode's throwaway key
+    hs = jwt.encode(entra.token_claims(), "a-shared-secret-of-thirty-two-bytes!", algorithm="HS256")
+    assert "algorithm 'HS256' is not accepted" in entra.judge(hs, policy).reason
+    unsigned = jwt.encode(entra.token_claims(), None, algorithm="none")
+    assert not entra.judge(unsigned, policy).accepted
+    # A valid signature does not excuse the claims.
+    assert entra.judge(entra.mint(entra.token_claims(lifetime_s=-3600), key), policy).reason == \
+        "the token has expired"
+
+
+def test_signature_mode_with_an_ec_key(tmp_path):
+    key = ec.generate_private_key(ec.SECP256R1())
+    path = tmp_path / "ec.json"
+    path.write_text(json.dumps(entra.jwks_of(key)))
+    policy = entra.TokenPolicy(mode="signature", keys=entra.load_jwks(str(path)))
+    assert entra.judge(entra.mint(entra.token_claims(), key), policy).accepted
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{", "not valid JSON"),
+    ('{"keys": 1}', 'expected a JWKS, a JSON object with a "keys" list'),
+    ('{"keys": []}', "the JWKS has no keys"),
+    ('{"keys": [{"kty": "RSA"}]}', "keys[0]: not a usable signing key"),
+])
+def test_bad_jwks_files_say_what_is_wrong(tmp_path, content, message):
+    path = tmp_path / "jwks.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        entra.load_jwks(str(path))
+
+
+def test_a_jwks_with_a_private_key_is_refused(tmp_path):
+    key = entra.load_private_key(entra.new_private_key_pem())
+    private = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key))
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [private]}))
+    with pytest.raises(ValueError, match="a private key"):
+        entra.load_jwks(str(path))
+
+
+# The auth stage: Azure's answers.
+
+def test_an_accepted_token_passes_the_auth_stage():
+    assert run_auth(bearer_flow(token())) is None
+
+
+@pytest.mark.parametrize("value", [token(lifetime_s=-3600), token(audience="https://graph.microsoft.com"),
+                                   "garbage", token(tenant="elsewhere")])
+def test_refused_tokens_get_azures_401(value, caplog):
+    policy = entra.TokenPolicy(mode="claims", tenants=frozenset({entra.DEFAULT_TENANT}))
+    with caplog.at_level(logging.INFO, logger="aoai"):
+        response = run_auth(bearer_flow(value), policy)
+    assert response.status_code == 401
+    assert json_of(response) == INVALID_TOKEN
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "bearer token refused" in logged and value not in logged
+
+
+def test_a_principal_not_allowed_gets_permission_denied():
+    policy = entra.TokenPolicy(mode="claims", principals=frozenset({"someone-else"}))
+    response = run_auth(bearer_flow(token(oid="11111111-2222-3333-4444-555555555555")), policy)
+    assert response.status_code == auth.PERMISSION_DENIED_STATUS == 401
+    assert json_of(response) == {"error": {"code": "PermissionDenied", "message": (
+        "The principal `11111111-2222-3333-4444-555555555555` lacks the required data action "
+        "`Microsoft.CognitiveServices/accounts/OpenAI/deployments/chat/completions/action` to perform "
+        "`POST /openai/deployments/{deployment-id}/chat/completions` operation.")}}
+
+
+def test_permission_denied_names_each_routes_action():
+    policy = entra.TokenPolicy(mode="claims", principals=frozenset({"someone-else"}))
+    embeddings = json_of(run_auth(bearer_flow(token(), "/openai/deployments/e/embeddings?api-version=2024-10-21"),
+                                  policy))["error"]["message"]
+    assert "`Microsoft.CognitiveServices/accounts/OpenAI/deployments/embeddings/action`" in embeddings
+    assert "`POST /openai/deployments/{deployment-id}/embeddings`" in embeddings
+    analyze = json_of(run_auth(bearer_flow(
+        token(), "/documentintelligence/documentModels/prebuilt-layout:analyze?api-version=2024-11-30"),
+        policy))["error"]["message"]
+    assert "`POST /documentintelligence/documentModels/{modelId}:analyze`" in analyze
+    assert "FormRecognizer/documentmodels:analyze/action" in analyze
+
+
+def test_keys_and_registered_strings_still_pass_beside_tokens():
+    config_changes = {"bearer_tokens": {"registered"}}
+    assert run_auth(bearer_flow("registered"), **config_changes) is None
+    assert run_auth(bearer_flow(API_KEY)) is None
+    assert run_auth(make_flow(path=chat_path(), key=None, headers={"Ocp-Apim-Subscription-Key": API_KEY})) is None
+    # A wrong key is judged as a key, whatever token comes with it.
+    wrong = make_flow(path=chat_path(), key="wrong", headers={"Authorization": f"Bearer {token()}"})
+    assert json_of(run_auth(wrong))["error"]["code"] == "401"
+
+
+def test_record_mode_without_an_azure_key_leaves_tokens_to_azure():
+    stranger = token(audience="https://graph.microsoft.com")
+    assert run_auth(bearer_flow(stranger), mode="record") is None
+    assert run_auth(bearer_flow(stranger), mode="record", azure_openai_key="k").status_code == 401
+
+
+# Settings.
+
+def options(**values):
+    base = {s.option: s.default for s in settings.SETTINGS}
+    base.update(values)
+    return SimpleNamespace(**base)
+
+
+def test_the_policy_comes_from_the_settings(signer):
+    _, _, path = signer
+    policy = settings.entra_policy(options(simulator_entra_tokens="Claims", simulator_entra_tenants="t1, t2",
+                                           simulator_entra_principals="o1", simulator_entra_audiences=""))
+    assert policy.mode == "claims" and policy.tenants == {"t1", "t2"} and policy.principals == {"o1"}
+    assert policy.audiences == entra.AZURE_AUDIENCES
+    signed = settings.entra_policy(options(simulator_entra_tokens="signature", simulator_entra_jwks=str(path)))
+    assert len(signed.keys) == 1
+    assert settings.entra_policy(options()).mode == "off"
+
+
+@pytest.mark.parametrize("values, message", [
+    (dict(simulator_entra_tokens="maybe"),
+     "SIMULATOR_ENTRA_TOKENS: unknown mode 'maybe'; use off, claims or signature"),
+    (dict(simulator_entra_tokens="signature"), "SIMULATOR_ENTRA_JWKS: signature mode needs the JWKS file"),
+    (dict(simulator_entra_tokens="signature", simulator_entra_jwks="/nowhere/jwks.json"),
+     "SIMULATOR_ENTRA_JWKS: /nowhere/jwks.json: cannot read the JWKS file (No such file or directory)"),
+    (dict(simulator_entra_tokens="claims", simulator_entra_jwks="jwks.json"),
+     "SIMULATOR_ENTRA_JWKS: used only when SIMULATOR_ENTRA_TOKENS=signature (it is claims)"),
+])
+def test_bad_token_settings_name_the_variable(values, message):
+    with pytest.raises(ConfigError) as caught:
+        settings.entra_policy(options(**values))
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_bad_jwks_stops_the_start_with_one_line(monkeypatch, tmp_path, caplog):
+    clear_settings_env(monkeypatch)
+    monkeypatch.setenv("SIMULATOR_ENTRA_TOKENS", "signature")
+    monkeypatch.setenv("SIMULATOR_ENTRA_JWKS", str(tmp_path / "missing.json"))
+    tctx, addon = settings_context(make_config())
+    with tctx, caplog.at_level(logging.ERROR):
+        # What mitmproxy does once the script is loaded: configure with every option.
+        tctx.master.addons.invoke_addon_sync(addon, hooks.ConfigureHook(set(tctx.options.keys())))
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        f"Cannot start the simulator: SIMULATOR_ENTRA_JWKS: {tmp_path / 'missing.json'}: cannot read the JWKS "
+        f"file (No such file or directory)"]
+
+
+def self_signed(tmp_path, names=("aoai.example.test",), *, key_in_cert=False):
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, names[0])])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+            .sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + (key_pem if key_in_cert else b""))
+    key_path.write_bytes(key_pem)
+    return cert_path, key_path
+
+
+def test_the_users_certificate_is_read_with_its_names(tmp_path):
+    cert, key = self_signed(tmp_path, ("aoai.example.test", "*.openai.example.test"))
+    found = settings.tls_certificate(options(simulator_tls_cert=str(cert), simulator_tls_key=str(key)))
+    assert found.names == ("aoai.example.test", "*.openai.example.test")
+    assert b"PRIVATE KEY" in found.pem and b"CERTIFICATE" in found.pem
+    together, _ = self_signed(tmp_path, key_in_cert=True)
+    assert settings.tls_certificate(options(simulator_tls_cert=str(together))).names == ("aoai.example.test",)
+
+
+def test_bad_certificate_settings_name_the_variable(tmp_path):
+    cert, key = self_signed(tmp_path)
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    _, other_key = self_signed(other_dir)
+    cases = [
+        (dict(simulator_tls_cert=str(cert)), "SIMULATOR_TLS_CERT: "),  # no key in it, none given
+        (dict(simulator_tls_cert=str(cert), simulator_tls_key=str(other_key)), "SIMULATOR_TLS_KEY: "),
+        (dict(simulator_tls_cert=str(tmp_path / "none.pem")), "SIMULATOR_TLS_CERT: "),
+        (dict(simulator_tls_cert=str(key), simulator_tls_key=str(key)), "SIMULATOR_TLS_CERT: "),
+        (dict(simulator_tls_key=str(key)), "SIMULATOR_TLS_KEY: set SIMULATOR_TLS_CERT too"),
+    ]
+    for values, prefix in cases:
+        with pytest.raises(ConfigError) as caught:
+            settings.tls_certificate(options(**values))
+        assert str(caught.value).startswith(prefix), (values, str(caught.value))
+
+
+def test_the_certificate_reaches_mitmproxys_certs_option(monkeypatch, tmp_path):
+    clear_settings_env(monkeypatch)
+    cert, key = self_signed(tmp_path, ("aoai.example.test", "other.example.test"))
+    tctx, addon = settings_context(make_config())
+    with tctx:
+        tctx.options.confdir = str(tmp_path / "conf")
+        tctx.configure(addon, simulator_api_key=API_KEY, simulator_tls_cert=str(cert), simulator_tls_key=str(key))
+        combined = tmp_path / "conf" / settings.TLS_FILE
+        assert tctx.options.certs == [f"aoai.example.test={combined}", f"other.example.test={combined}"]
+        assert combined.stat().st_mode & 0o077 == 0  # the key is private
+        tctx.configure(addon, simulator_tls_cert="", simulator_tls_key="")
+        assert tctx.options.certs == []
+
+
+# /++/token.
+
+@pytest.fixture
+def management(monkeypatch):
+    clear_settings_env(monkeypatch)
+    config = make_config(entra=CLAIMS)
+    addon = Management(config)
+    tctx, settings_addon = settings_context(config, addon)
+    with tctx:
+        tctx.configure(settings_addon, simulator_api_key=API_KEY, simulator_entra_tokens="claims")
+        start(settings_addon)
+        addon.running()
+        yield config, addon
+
+
+def post_token(addon, body=None, headers=None, key=API_KEY):
+    flow = make_flow("POST", "/++/token", body, key=key, headers=headers)
+    addon.request(flow)
+    return flow.response
+
+
+def test_the_token_endpoint_mints_what_claims_mode_accepts(management):
+    config, addon = management
+    answer = json_of(post_token(addon, {"oid": "o-1", "tid": "t-1", "expiresIn": 600}))
+    assert answer["token_type"] == "Bearer" and answer["expires_in"] == 600
+    claims = jwt.decode(answer["access_token"], options={"verify_signature": False})
+    assert claims["oid"] == "o-1" and claims["tid"] == "t-1" and claims["aud"] == entra.AZURE_AUDIENCES[0]
+    assert entra.judge(answer["access_token"], config.entra).accepted
+    expired = json_of(post_token(addon, {"expiresIn": -3600}))["access_token"]
+    assert entra.judge(expired, config.entra).reason == "the token has expired"
+
+
+def test_the_token_endpoint_wants_the_key_and_sane_bodies(management):
+    config, addon = management
+    minted = json_of(post_token(addon))["access_token"]
+    assert post_token(addon, key=None, headers={"Authorization": f"Bearer {minted}"}).status_code == 401
+    assert json_of(post_token(addon, {"expiresIn": "soon"}))["error"]["message"] == \
+        "expiresIn: expected a whole number of seconds"
+    assert post_token(addon, {"color": "blue"}).status_code == 400
+    config.entra = entra.TokenPolicy(mode="off")
+    assert "SIMULATOR_ENTRA_TOKENS is off" in json_of(post_token(addon))["error"]["message"]
+
+
+def test_the_config_view_shows_the_token_policy(management):
+    config, addon = management
+    flow = make_flow("GET", "/++/config")
+    addon.request(flow)
+    assert json_of(flow.response)["entraTokens"]["mode"] == "claims"
+
+
+def test_the_simulator_config_defaults_to_off():
+    assert SimulatorConfig().entra.mode == "off"
