@@ -118,3 +118,25 @@ def test_record_mode_writes_each_interaction_once(pool):
     files = list((p.folder / "recordings").glob("*.yaml"))
     documents = [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
     assert sorted(d["request"]["body"]["user"] for d in documents) == [f"user-{i}" for i in range(6)]
+
+
+def test_every_worker_replays_the_recordings(pool, tmp_path):
+    recordings = tmp_path / "recordings"
+    recordings.mkdir()
+    body = {"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 400}
+    (recordings / "gpt-4o.chat-completions.yaml").write_text(yaml.safe_dump({
+        "request": {"method": "POST", "path": "/openai/deployments/gpt-4o/chat/completions",
+                    "headers": {"content-type": "application/json"}, "body": body},
+        "response": {"status": 200, "headers": {"content-type": "application/json"},
+                     "body": {"id": "chatcmpl-recorded", "object": "chat.completion", "choices": [
+                         {"index": 0, "message": {"role": "assistant", "content": "From the recording."},
+                          "finish_reason": "stop"}], "usage": {"prompt_tokens": 9, "completion_tokens": 4,
+                                                               "total_tokens": 13}}},
+        "duration_ms": 0}))
+    p = pool(SIMULATOR_MODE="replay")
+    answers = [chat(p.url) for _ in range(6)]  # fresh connections: both workers answer
+    assert {a.status_code for a in answers} == {200}
+    assert {a.json()["choices"][0]["message"]["content"] for a in answers} == {"From the recording."}
+    metrics = scrape(p)
+    assert all(value(metrics, "aoai_requests_total", worker=w.partition("//")[2], status="200") >= 1
+               for w in p.workers)
