@@ -174,6 +174,7 @@ class RecordingConfig:
     ignore_fields: tuple[str, ...] = ()  # body fields that do not tell requests apart
     match_api_version: bool = False  # whether api-version tells requests apart
     file_suffix: str = ""  # in file names, so replicas sharing a folder write files of their own
+    skip_broken: bool = False  # recordings that do not parse: skipped with a warning, else start-up stops
     replay_timing: str = "recorded"  # recorded, model (the latency model) or none
     miss_status: int = 404
 

@@ -50,6 +50,10 @@ _DOC_SPLIT = re.compile(rb"^---[ \t]*\r?\n", re.M)
 _BOUNDARY = re.compile(r"boundary=\"?([^\";]+)\"?")
 
 
+class BrokenRecording(ValueError):
+    """A recording file holds a document that does not parse; the message names file and line."""
+
+
 @dataclass(frozen=True)
 class KeyRules:
     """What makes two requests the same: method, path, query and the body's JSON meaning."""
@@ -318,6 +322,8 @@ class RecordingStore:
         self.rules = rules
         self.table = table
         self.file_suffix = ""  # new recordings go to NAME.SUFFIX.yaml (replicas sharing a folder)
+        self.skip_broken = False  # a document that does not parse: skipped with a warning, else refused
+        self._unwritable: set[str] = set()  # files whose last write failed (said once each)
         self.index: dict[str, list[Ref]] = defaultdict(list)
         self.cursors: dict[str, int] = {}
         self.pending: list[tuple[str, Interaction]] = []
@@ -346,7 +352,7 @@ class RecordingStore:
         self.cursors.clear()
         self._cache.clear()
         if self.directory.is_dir():
-            for path in sorted(self.directory.glob("*.yaml")):
+            for path in sorted(p for p in self.directory.glob("*.yaml") if p.is_file()):
                 for entry in self._file_index(path):
                     self.index[entry.key].append(Ref(path.name, entry.offset, entry.length))
         return self.count
@@ -394,9 +400,15 @@ class RecordingStore:
                     continue
                 entries.append(IndexEntry(_key_of_request(request, self.rules, self.table), start + offset, length))
             except (yaml.YAMLError, KeyError, TypeError, ValueError) as e:
-                # A torn last document (a crash while appending) or a bad edit: skip it, say so.
-                logger.warning("%s: skipped the document at byte %d (%s)", path.name, start + offset,
-                               str(e).splitlines()[0] if str(e) else type(e).__name__)
+                line = _line_at(path, start + offset)
+                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                # The last document may be torn by a crash while it was appended: always skipped.
+                # One before it is a bad edit: refused, unless RECORDING_SKIP_BROKEN says skip it.
+                if offset + length < len(data) and not self.skip_broken:
+                    raise BrokenRecording(f"{path}: line {line}: a recorded interaction does not parse ({reason}); "
+                                          "fix it, or set RECORDING_SKIP_BROKEN=true to skip such documents") from None
+                logger.warning("%s: line %d: skipped a recorded interaction that does not parse (%s)", path, line,
+                               reason)
         return entries
 
     def save_indexes(self) -> None:
@@ -466,21 +478,36 @@ class RecordingStore:
 
     # saving
 
-    def add(self, interaction: Interaction, autosave: bool) -> None:
+    def add(self, interaction: Interaction, autosave: bool) -> bool:
+        """Keep an interaction (written at once with autosave); False when writing it failed."""
         file = self.file_for(interaction.method, interaction.path)
-        if autosave:
-            self._append(file, [interaction])
-        else:
+        if not autosave:
             self.pending.append((file, interaction))
+            return True
+        return self._write(file, [interaction])
+
+    def _write(self, file: str, interactions: list[Interaction]) -> bool:
+        """Append, saying once per file when the disk refuses (full, read-only, gone) and once
+        when it takes writes again; what was written before stays loadable."""
+        try:
+            self._append(file, interactions)
+        except OSError as e:
+            if file not in self._unwritable:
+                self._unwritable.add(file)
+                logger.error("cannot write recordings to %s: %s; the answers still reach the clients, unrecorded",
+                             self.directory / file, e.strerror or e)
+            return False
+        if file in self._unwritable:
+            self._unwritable.discard(file)
+            logger.info("writing recordings to %s again", self.directory / file)
+        return True
 
     def save(self) -> int:
         by_file: dict[str, list[Interaction]] = defaultdict(list)
         for file, interaction in self.pending:
             by_file[file].append(interaction)
         self.pending.clear()
-        for file, interactions in by_file.items():
-            self._append(file, interactions)
-        return sum(len(v) for v in by_file.values())
+        return sum(len(v) for file, v in by_file.items() if self._write(file, v))
 
     def _append(self, file: str, interactions: list[Interaction]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -491,9 +518,15 @@ class RecordingStore:
         data = b"".join(docs)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            before = os.fstat(fd).st_size
             written = 0
-            while written < len(data):
-                written += os.write(fd, data[written:])
+            try:
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+            except OSError:
+                if written:  # a full disk took part of it: cut it off, so the file stays loadable
+                    os.ftruncate(fd, before)
+                raise
             start = os.lseek(fd, 0, os.SEEK_CUR) - len(data)
         finally:
             os.close(fd)
@@ -502,6 +535,12 @@ class RecordingStore:
             self.index[interaction.key(self.rules, self.table)].append(ref)
             self._cache[ref] = interaction
             start += len(doc)
+
+
+def _line_at(path: Path, offset: int) -> int:
+    """The line number (from 1) at a byte offset of a file."""
+    with open(path, "rb") as f:
+        return f.read(offset).count(b"\n") + 1
 
 
 def _tail_hash(path: Path, size: int) -> str:

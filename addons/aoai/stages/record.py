@@ -155,8 +155,8 @@ class Record:
             duration_ms=(ended - started) * 1000,
             recorded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         )
-        self.store.add(interaction, self.config.recording.autosave)
-        logger.info("recorded %s %s (%d)", request.method, interaction.path, response.status_code)
+        if self.store.add(interaction, self.config.recording.autosave):
+            logger.info("recorded %s %s (%d)", request.method, interaction.path, response.status_code)
 
     def done(self) -> None:
         saved = self.store.save()

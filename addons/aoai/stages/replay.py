@@ -5,6 +5,7 @@ forwards the rest."""
 from __future__ import annotations
 
 import logging
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -13,14 +14,26 @@ from mitmproxy import http
 from .. import wire
 from ..runtime import latency
 from ..runtime.config import SimulatorConfig
-from ..runtime.recording import Interaction, KeyRules, RecordingStore, request_key, sse_bytes
+from ..runtime.recording import BrokenRecording, Interaction, KeyRules, RecordingStore, request_key, sse_bytes
 from ..runtime.routes import MANAGEMENT
+from ..runtime.startup import Startup
 from ..runtime.state import RequestContext, context_of
 from ..runtime.streams import StreamPlan, StreamServer, carries_tokens
 
 logger = logging.getLogger(__name__)
 
 TIMINGS = ("recorded", "model", "none")
+
+
+def unwritable(directory: Path) -> str | None:
+    """Why recordings cannot be written to `directory` (made if missing), or None."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
 
 
 def key_of(flow: http.HTTPFlow, store: RecordingStore) -> str:
@@ -93,26 +106,40 @@ def miss_response(flow: http.HTTPFlow, store: RecordingStore, key: str, status: 
 
 
 _RECORDING_OPTIONS = {"simulator_mode", "recording_dir", "recording_ignore_fields", "recording_match_api_version",
-                      "recording_file_suffix"}
+                      "recording_file_suffix", "recording_skip_broken"}
 
 
 class Replay:
-    def __init__(self, config: SimulatorConfig, store: RecordingStore, streams: StreamServer):
+    def __init__(self, config: SimulatorConfig, store: RecordingStore, streams: StreamServer,
+                 startup: Startup | None = None):
         self.config = config
         self.store = store
         self.streams = streams
+        self.startup = startup or Startup()
         self.loaded: tuple | None = None
 
     def configure(self, updated: set[str]) -> None:
         if not updated & _RECORDING_OPTIONS or self.config.mode == "generate":
             return
         recording = self.config.recording
-        self.store.file_suffix = recording.file_suffix
-        wanted = (recording.dir, KeyRules(recording.ignore_fields, recording.match_api_version))
+        self.store.file_suffix, self.store.skip_broken = recording.file_suffix, recording.skip_broken
+        if self.config.mode == "record":
+            problem = unwritable(Path(recording.dir))
+            if problem:
+                self.startup.refuse(f"RECORDING_DIR: cannot record to {recording.dir}: {problem}")
+                return
+        wanted = (recording.dir, KeyRules(recording.ignore_fields, recording.match_api_version), recording.skip_broken)
         if wanted == self.loaded:
             return
         self.store.directory, self.store.rules = Path(wanted[0]), wanted[1]
-        count = self.store.load()
+        try:
+            count = self.store.load()
+        except BrokenRecording as e:
+            self.startup.refuse(f"RECORDING_DIR: {e}")
+            return
+        except OSError as e:
+            self.startup.refuse(f"RECORDING_DIR: cannot read {e.filename or recording.dir}: {e.strerror or e}")
+            return
         self.loaded = wanted
         logger.info("%d recorded interactions in %s", count, recording.dir)
 

@@ -63,6 +63,8 @@ SETTINGS = [
     Setting("RECORDING_AUTOSAVE", bool, True, "Save each recorded interaction as it completes."),
     Setting("RECORDING_IGNORE_FIELDS", str, "", "Body fields, comma-separated, that do not tell recordings apart."),
     Setting("RECORDING_MATCH_API_VERSION", bool, False, "Tell recordings apart by api-version too."),
+    Setting("RECORDING_SKIP_BROKEN", bool, False,
+            "Skip recorded interactions that do not parse, with a warning, instead of refusing to start."),
     Setting("RECORDING_FILE_SUFFIX", str, "",
             "Added to recording file names ({hostname} is this machine's name), so replicas recording "
             "to one shared folder never write the same file."),
@@ -316,6 +318,7 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     config.recording.ignore_fields = tuple(f.strip() for f in options.recording_ignore_fields.split(",") if f.strip())
     config.recording.match_api_version = options.recording_match_api_version
     config.recording.file_suffix = file_suffix
+    config.recording.skip_broken = options.recording_skip_broken
     config.recording.replay_timing = timing
     config.recording.miss_status = int(miss)
     config.rate_limit_redis_url = redis_url
