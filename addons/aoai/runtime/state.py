@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mitmproxy import http
 
+    from ..openai.forms import Form
     from .config import Deployment, SimulatorConfig
     from .latency import Hold
     from .routes import Route
@@ -34,7 +35,9 @@ class RequestContext:
     allowed_methods: tuple[str, ...] = ()  # the path is known, but not for this method
     deployment: Deployment | None = None
     api_version: str | None = None
-    body: Any = None  # the parsed JSON body of an OpenAI request
+    body: Any = None  # the parsed JSON body of an OpenAI request (a form's text fields, for uploads)
+    form: Form | None = None  # a multipart/form-data body, parsed once (audio uploads, image edits)
+    checked: Any = None  # what the route's check made of the body (audio and image requests)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     estimated_tokens: int = 0  # the up-front estimate charged against the token quota

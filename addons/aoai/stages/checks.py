@@ -19,8 +19,8 @@ import orjson
 from mitmproxy import http
 
 from .. import wire
-from ..openai import catalogue, embeddings, tokens, validation
-from ..runtime.routes import OPTIONAL, REQUIRED
+from ..openai import audio, catalogue, embeddings, forms, tokens, validation
+from ..runtime.routes import FORM_BODY, OPTIONAL, REQUIRED
 from ..runtime.state import RequestContext, context_of
 
 logger = logging.getLogger(__name__)
@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 _VERSION = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(-preview)?$")
 _V1_VERSIONS = {"v1", "preview", "latest"}
 _FIRST_VERSION = datetime.date(2022, 12, 1)
+_WINDOWED = frozenset({"chat", "completions", "embeddings"})  # operations a context window limits
+FORM_BODY_LIMIT = audio.MAX_FILE_BYTES + 1024 * 1024  # a 25 MB upload and its form fields
 
 
 def query_value(path: str, name: str) -> str | None:
@@ -92,16 +94,12 @@ def check(context: RequestContext) -> http.Response | None:
     context.api_version = version
     if not route.needs_deployment:
         return None
-    if len(request.raw_content or b"") > config.max_body_bytes:
-        return wire.azure_error(413, "RequestEntityTooLarge",
-                                f"The request body is larger than the {config.max_body_bytes} bytes allowed.", request)
-    try:
-        body = orjson.loads(request.content or b"")
-    except (orjson.JSONDecodeError, ValueError) as e:
-        return wire.bad_json(request, str(e) if request.content else "The body was empty.")
-    if not isinstance(body, dict):
-        return wire.openai_error(400, "Invalid type for body: expected a JSON object, but got "
-                                      f"{validation.type_name(body)} instead.", request=request)
+    if route.body == FORM_BODY:
+        body = _read_form(context)
+    else:
+        body = _read_json(context)
+    if isinstance(body, http.Response):
+        return body
     name = context.params.get("deployment")
     if name is None:
         name = body.get("model")
@@ -121,12 +119,57 @@ def check(context: RequestContext) -> http.Response | None:
             "different model and try again. You can learn more about which models can be used with each operation "
             "here: https://go.microsoft.com/fwlink/?linkid=2197993.", request)
     try:
-        route.check(body, model)
+        context.checked = route.check(context.form if route.body == FORM_BODY else body, model)
     except validation.Invalid as e:
         return wire.openai_error(e.status, e.message, param=e.param, code=e.code, request=request)
     context.deployment, context.body = deployment, body
     used = context.prompt_tokens = route.prompt_tokens(body, tokens.encoding(model.encoding))
+    if route.operation not in _WINDOWED:
+        return None
     return _context_length_error(context, model, used)
+
+
+def _too_large(request: http.Request, limit: int) -> http.Response | None:
+    if len(request.raw_content or b"") <= limit:
+        return None
+    return wire.azure_error(413, "RequestEntityTooLarge",
+                            f"The request body is larger than the {limit} bytes allowed.", request)
+
+
+def _read_json(context: RequestContext) -> dict | http.Response:
+    """The JSON object in the body, or Azure's answer for a body that is not one."""
+    request = context.request
+    error = _too_large(request, context.config.max_body_bytes)
+    if error is not None:
+        return error
+    try:
+        body = orjson.loads(request.content or b"")
+    except (orjson.JSONDecodeError, ValueError) as e:
+        return wire.bad_json(request, str(e) if request.content else "The body was empty.")
+    if not isinstance(body, dict):
+        return wire.openai_error(400, "Invalid type for body: expected a JSON object, but got "
+                                      f"{validation.type_name(body)} instead.", request=request)
+    return body
+
+
+def _read_form(context: RequestContext) -> dict | http.Response:
+    """A multipart/form-data body, parsed once into `context.form`; its text fields."""
+    request = context.request
+    # Uploads may be up to 25 MB (refused by the route's check past that, with Azure's text);
+    # a body far beyond that is refused before it is parsed.
+    error = _too_large(request, max(context.config.max_body_bytes, FORM_BODY_LIMIT))
+    if error is not None:
+        return error
+    content_type = request.headers.get("content-type", "")
+    try:
+        context.form = forms.parse(request.content or b"", content_type)
+    except forms.NotAForm as e:
+        if forms.boundary_of(content_type) is None:
+            return wire.openai_error(400, f"Invalid Content-Type header ({content_type or 'none'}), expected "
+                                          "multipart/form-data. (HINT: If you're using curl, you can pass -H "
+                                          "'Content-Type: multipart/form-data')", request=request)
+        return wire.openai_error(400, f"Could not parse multipart form: {e}", request=request)
+    return context.form.summary()
 
 
 def _context_length_error(context: RequestContext, model: catalogue.Model, used: int) -> http.Response | None:

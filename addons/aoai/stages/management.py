@@ -11,6 +11,7 @@ from mitmproxy import ctx, exceptions, http
 
 from .. import wire
 from ..runtime import config as cfg
+from ..runtime import media
 from ..runtime.config import ConfigError, SimulatorConfig
 from ..runtime.recording import RecordingStore
 from ..runtime.routes import MANAGEMENT
@@ -106,6 +107,7 @@ class Management:
             ("save-recordings", "POST"): self.save_recordings,
             ("limits", "GET"): self.limits,
             ("reset-limits", "POST"): self.reset_limits,
+            ("image_file", "GET"): self.image_file,
         }
 
     def running(self) -> None:
@@ -134,6 +136,17 @@ class Management:
         if self.streams is not None:
             health["streams"] = {"active": self.streams.active, "pending": len(self.streams.plans)}
         return wire.json_response(200, health, flow.request)
+
+    @staticmethod
+    def image_file(flow: http.HTTPFlow) -> http.Response:
+        """An image answered as a URL, until it expires (then 404, as an expired blob URL)."""
+        name = context_of(flow).params.get("image", "")
+        image = media.images.get(name)
+        if image is None:
+            return wire.azure_error(404, "BlobNotFound", "The specified blob does not exist.", flow.request)
+        headers = wire.azure_headers(flow.request, "", image.content_type)
+        headers.pop("x-ms-region")
+        return wire.plain_response(200, image.data, headers)
 
     def get_config(self, flow: http.HTTPFlow) -> http.Response:
         return wire.json_response(200, config_view(self.config), flow.request)
