@@ -181,8 +181,10 @@ def image_url(context: RequestContext, data: bytes, content_type: str, extension
     name, expires = media.images.put(data, content_type, extension)
     request = context.request
     host = request.host_header or f"{request.host}:{request.port}"
+    # The scheme the client used to reach us (request.scheme is the upstream's in reverse mode).
+    scheme = "https" if context.flow.client_conn.tls_established else "http"
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
-    return f"{request.scheme}://{host}/++/images/{name}?se={stamp}&sp=r"
+    return f"{scheme}://{host}/++/images/{name}?se={stamp}&sp=r"
 
 
 def openai_images(context: RequestContext) -> http.Response | None:
