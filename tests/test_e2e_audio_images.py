@@ -18,7 +18,7 @@ import pytest
 import srt
 import webvtt
 from conftest import API_VERSION, start_simulator
-from helpers import azure, deployment_url, v1
+from helpers import azure, deployment_url, scrape, v1, value
 from media import decoded_seconds, png, tone
 from openai import BadRequestError, RateLimitError
 from PIL import Image
@@ -280,3 +280,18 @@ def test_each_operation_has_azures_requests_per_minute_quota(limited, wav):
         message = error["message"] if "message" in error else error["error"]["message"]
         assert f"Requests to the {operation} Operation" in message and "call rate limit" in message
         assert int(throttled.value.response.headers["retry-after"]) >= 1
+
+
+def test_metrics_count_each_operation(limited):
+    samples = scrape(limited)
+    for operation in ("transcriptions", "translations", "speech", "images", "image_edits"):
+        assert value(samples, "aoai_requests_total", operation=operation) >= 1, operation
+    assert value(samples, "aoai_requests_total", operation="speech", status="429") >= 1
+
+
+def test_a_streamed_transcription_is_paced_over_the_work(limited):
+    started = time.monotonic()
+    seen = [time.monotonic() - started for _ in azure(limited).audio.transcriptions.create(
+        model="gpt-4o-transcribe", file=("a.wav", tone("wav", 10.0)), stream=True)]
+    assert len(seen) > 10
+    assert seen[-1] - seen[0] >= 0.3, seen  # 0.3 s of request time plus 0.08 s per second of audio
