@@ -11,13 +11,14 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import time
 
 import httpx
 import pytest
 import srt
 import webvtt
-from conftest import API_VERSION, start_simulator
+from conftest import start_simulator
 from helpers import azure, deployment_url, scrape, v1, value
 from media import decoded_seconds, png, tone
 from openai import BadRequestError, RateLimitError
@@ -119,11 +120,15 @@ def test_bad_uploads_get_azures_errors(simulator, wav):
     assert openai_error(upload(simulator, path, {"response_format": (None, "json")}), 400, "file")["code"] == \
         "missing_required_parameter"
     not_audio = openai_error(upload(simulator, path, {"file": ("notes.wav", b"these are not samples" * 50)}), 400)
-    assert not_audio["message"] == "Audio file might be corrupted or unsupported"
+    assert not_audio["message"] == "The audio file could not be decoded or its format is not supported."
     unsupported = openai_error(upload(simulator, path, {"file": ("notes.txt", wav)}), 400)
-    assert unsupported["message"].startswith("Invalid file format. Supported formats: ['flac', 'm4a', 'mp3'")
+    assert unsupported["message"] == ("Invalid file format. Supported formats: ['flac', 'm4a', 'mp3', 'mp4', "
+                                      "'mpeg', 'mpga', 'oga', 'ogg', 'wav', 'webm']")
     too_big = upload(simulator, path, {"file": ("big.wav", wav + bytes(25 * 1024 * 1024))})
-    assert openai_error(too_big, 413)["message"].startswith("Maximum content size limit (26214400) exceeded")
+    assert too_big.status_code == 413 and too_big.json()["error"]["type"] == "server_error"
+    read = re.fullmatch(r"Maximum content size limit \(26214400\) exceeded \((\d+) bytes read\)",
+                        too_big.json()["error"]["message"])
+    assert read and int(read.group(1)) > 25 * 1024 * 1024 + len(wav)
     unknown = openai_error(upload(simulator, path, {"file": ("a.wav", wav)}, {"response_format": "xml"}), 400,
                            "response_format")
     assert unknown["message"] == ("Invalid value: 'xml'. Supported values are: 'json', 'text', 'srt', "
@@ -207,7 +212,7 @@ def test_gpt_image_1_edits_an_uploaded_image(simulator):
 
 
 @pytest.mark.parametrize("body, param, code", [
-    ({"prompt": "x", "size": "512x512"}, "size", "invalid_value"),
+    ({"prompt": "x", "size": "512x512"}, None, "invalid_size"),
     ({"prompt": "x", "n": 2}, "n", "invalid_value"),
     ({"prompt": "x", "quality": "ultra"}, "quality", "invalid_value"),
     ({"prompt": "x" * 4001}, "prompt", "string_above_max_length"),

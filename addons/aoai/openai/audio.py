@@ -23,7 +23,7 @@ from .catalogue import Model
 from .forms import Form, Upload
 from .validation import Invalid
 
-MAX_FILE_BYTES = 25 * 1024 * 1024  # Azure's and OpenAI's limit on an uploaded audio file
+MAX_BODY_BYTES = 25 * 1024 * 1024  # Azure's and OpenAI's limit on an upload's whole request body
 # The file extensions Azure accepts, as its error lists them.
 FILE_FORMATS = ("flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "oga", "ogg", "wav", "webm")
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
@@ -34,10 +34,6 @@ SEGMENT_WORDS = 24  # Whisper's segments run up to ~10 s of speech
 AUDIO_TOKENS_PER_SECOND = 10  # gpt-4o audio input: one token per 100 ms
 
 TRANSCRIBE, TRANSLATE = "transcribe", "translate"
-
-
-def _openai_error(message: str, param: str | None, code: str | None, status: int = 400) -> Invalid:
-    return Invalid(message, param, code, status)
 
 
 # --- Reading uploads -----------------------------------------------------------------------
@@ -89,10 +85,10 @@ def _float_field(form: Form, name: str, low: float, high: float, default: float)
     try:
         value = float(raw)
     except ValueError:
-        raise _openai_error(f"Invalid type for '{name}': expected a number, but got a string instead.",
+        raise Invalid(f"Invalid type for '{name}': expected a number, but got a string instead.",
                             name, "invalid_type") from None
     if not math.isfinite(value) or not low <= value <= high:
-        raise _openai_error(f"Invalid '{name}': number must be between {low} and {high}, got {value}.", name,
+        raise Invalid(f"Invalid '{name}': number must be between {low} and {high}, got {value}.", name,
                             "decimal_out_of_range")
     return value
 
@@ -100,7 +96,7 @@ def _float_field(form: Form, name: str, low: float, high: float, default: float)
 def _boolean(form: Form, name: str) -> bool:
     raw = (form.value(name) or "false").lower()
     if raw not in ("true", "false"):
-        raise _openai_error(f"Invalid type for '{name}': expected a boolean, but got a string instead.", name,
+        raise Invalid(f"Invalid type for '{name}': expected a boolean, but got a string instead.", name,
                             "invalid_type")
     return raw == "true"
 
@@ -108,23 +104,20 @@ def _boolean(form: Form, name: str) -> bool:
 def _choice(value: str, name: str, values: tuple[str, ...]) -> None:
     if value not in values:
         listed = ", ".join(f"'{v}'" for v in values[:-1]) + f", and '{values[-1]}'"
-        raise _openai_error(f"Invalid value: '{value}'. Supported values are: {listed}.", name, "invalid_value")
+        raise Invalid(f"Invalid value: '{value}'. Supported values are: {listed}.", name, "invalid_value")
 
 
 def check_upload(form: Form) -> tuple[Upload, float]:
     """The audio file and its duration, or Azure's error for what is wrong with it."""
     upload = form.file("file")
     if upload is None:
-        raise _openai_error("Missing required parameter: 'file'.", "file", "missing_required_parameter")
-    if len(upload.data) > MAX_FILE_BYTES:
-        raise _openai_error(f"Maximum content size limit ({MAX_FILE_BYTES}) exceeded ({len(upload.data)} bytes "
-                            "read)", "file", "content_size_limit_exceeded", 413)
+        raise Invalid("Missing required parameter: 'file'.", "file", "missing_required_parameter")
+    # OpenAI's own bodies for these name no param or code.
     if extension_of(upload.filename) not in FILE_FORMATS:
-        raise _openai_error(f"Invalid file format. Supported formats: {list(FILE_FORMATS)}", "file",
-                            "invalid_value")
+        raise Invalid(f"Invalid file format. Supported formats: {list(FILE_FORMATS)}")
     seconds = duration_of(upload.data)
     if not seconds or seconds <= 0:
-        raise _openai_error("Audio file might be corrupted or unsupported", "file", "invalid_value")
+        raise Invalid("The audio file could not be decoded or its format is not supported.")
     return upload, seconds
 
 
@@ -133,20 +126,20 @@ def check_audio_request(form: Form, model: Model, task: str) -> AudioRequest:
     response_format = form.value("response_format") or "json"
     _choice(response_format, "response_format", RESPONSE_FORMATS)
     if response_format not in _text_formats(model):
-        raise _openai_error(f"response_format '{response_format}' is not compatible with model '{model.name}'. "
+        raise Invalid(f"response_format '{response_format}' is not compatible with model '{model.name}'. "
                             f"Use 'json' or 'text'.", "response_format", "unsupported_value")
     if task == TRANSLATE and model.name != "whisper":
-        raise _openai_error(f"The translations operation does not work with the specified model, {model.name}. "
+        raise Invalid(f"The translations operation does not work with the specified model, {model.name}. "
                             "Please choose a whisper deployment.", "model", "unsupported_value")
     granularities = tuple(form.values("timestamp_granularities"))
     for value in granularities:
         _choice(value, "timestamp_granularities[]", GRANULARITIES)
     if granularities and response_format != "verbose_json":
-        raise _openai_error("timestamp_granularities[] is only supported with response_format 'verbose_json'.",
+        raise Invalid("timestamp_granularities[] is only supported with response_format 'verbose_json'.",
                             "timestamp_granularities[]", "invalid_value")
     stream = _boolean(form, "stream")
     if stream and model.name == "whisper":
-        raise _openai_error("Streaming is not supported for the whisper model.", "stream", "unsupported_value")
+        raise Invalid("Streaming is not supported for the whisper model.", "stream", "unsupported_value")
     temperature = _float_field(form, "temperature", 0, 1, 0.0)
     upload, seconds = check_upload(form)
     language = form.value("language") if task == TRANSCRIBE else None
@@ -332,29 +325,29 @@ def check_speech(body: dict, model: Model) -> SpeechRequest:
     """A speech body, checked as Azure checks it."""
     text_in = body.get("input")
     if text_in is None:
-        raise _openai_error("Missing required parameter: 'input'.", "input", "missing_required_parameter")
+        raise Invalid("Missing required parameter: 'input'.", "input", "missing_required_parameter")
     if not isinstance(text_in, str):
-        raise _openai_error("Invalid type for 'input': expected a string, but got "
+        raise Invalid("Invalid type for 'input': expected a string, but got "
                             f"{type(text_in).__name__} instead.", "input", "invalid_type")
     if len(text_in) > MAX_SPEECH_INPUT:
-        raise _openai_error(f"Invalid 'input': string too long. Expected a string with maximum length "
+        raise Invalid(f"Invalid 'input': string too long. Expected a string with maximum length "
                             f"{MAX_SPEECH_INPUT}, but got a string with length {len(text_in)} instead.", "input",
                             "string_above_max_length")
     voice = body.get("voice")
     if voice is None:
-        raise _openai_error("Missing required parameter: 'voice'.", "voice", "missing_required_parameter")
+        raise Invalid("Missing required parameter: 'voice'.", "voice", "missing_required_parameter")
     _choice(str(voice), "voice", VOICES)
     fmt = body.get("response_format") or "mp3"
     _choice(str(fmt), "response_format", SPEECH_FORMATS)
     speed = body.get("speed", 1.0)
     if isinstance(speed, bool) or not isinstance(speed, (int, float)):
-        raise _openai_error("Invalid type for 'speed': expected a number, but got "
+        raise Invalid("Invalid type for 'speed': expected a number, but got "
                             f"{type(speed).__name__} instead.", "speed", "invalid_type")
     if not 0.25 <= speed <= 4.0:
-        raise _openai_error(f"Invalid 'speed': number must be between 0.25 and 4.0, got {speed}.", "speed",
+        raise Invalid(f"Invalid 'speed': number must be between 0.25 and 4.0, got {speed}.", "speed",
                             "decimal_out_of_range")
     if body.get("instructions") is not None and model.name != "gpt-4o-mini-tts":
-        raise _openai_error(f"instructions are not supported for model '{model.name}'.", "instructions",
+        raise Invalid(f"instructions are not supported for model '{model.name}'.", "instructions",
                             "unsupported_value")
     return SpeechRequest(text_in, str(voice), str(fmt), float(speed))
 

@@ -42,6 +42,7 @@ RESPONSE_FORMATS = ("url", "b64_json")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 BACKGROUNDS = ("transparent", "opaque", "auto")
 MAX_IMAGE_BYTES = 25 * 1024 * 1024  # gpt-image-1 edits: each image under 25 MB
+MAX_EDIT_BODY_BYTES = 4 * MAX_IMAGE_BYTES  # a request with several images
 MAX_EDIT_IMAGES = 16
 # Output tokens gpt-image-1 bills for one image, by quality and size (OpenAI's published table).
 OUTPUT_TOKENS = {
@@ -146,8 +147,10 @@ def _request(fields: dict[str, Any], model: Model, inputs: tuple[Upload, ...] = 
     prompt = _prompt(fields.get("prompt"), rules)
     _gpt_image_only(fields, model)
     n = _count(fields.get("n"), rules, model)
-    size = _choice(fields.get("size") or ("auto" if model.name == GPT_IMAGE_1 else "1024x1024"), "size",
-                   rules.sizes)
+    size = fields.get("size") or ("auto" if model.name == GPT_IMAGE_1 else "1024x1024")
+    if model.name == DALL_E_3 and size not in rules.sizes:
+        raise Invalid("The size is not supported by this model.", None, "invalid_size")  # OpenAI's words
+    size = _choice(size, "size", rules.sizes)
     quality_default = "auto" if model.name == GPT_IMAGE_1 else "standard"
     quality = _choice(fields.get("quality") or quality_default, "quality", rules.qualities)
     if model.name == GPT_IMAGE_1:

@@ -55,6 +55,7 @@ class Route:
     open: bool = False  # answered without a key (probes and scrapers carry none)
     recording: str = ""  # the recording file's name, from the path's parameters ("" : from the path)
     body: str = JSON_BODY
+    max_body: int = 0  # bytes a form body may have (0: the configured limit for JSON bodies)
     # Body checks (raise validation.Invalid) and the prompt's token count, for OpenAI routes.
     # A check gets the JSON body (or the parsed form); what it returns is kept for the
     # generator (audio and image routes return the checked request), None elsewhere.
@@ -146,10 +147,11 @@ def _translation(form, model):
 
 
 def _openai(operation: str, path: str, generator: str, azure_operation: str, kind: str, verb: str,
-            check, prompt, body: str = JSON_BODY) -> list[Route]:
+            check, prompt, body: str = JSON_BODY, max_body: int = 0) -> list[Route]:
     """An OpenAI operation on its deployment path and on the v1 path (deployment in `model`)."""
     common = dict(family=OPENAI, generator=generator, azure_operation=azure_operation, model_kind=kind,
-                  verb=verb, quota=DEPLOYMENT_QUOTA, check=check, prompt_tokens=prompt, body=body)
+                  verb=verb, quota=DEPLOYMENT_QUOTA, check=check, prompt_tokens=prompt, body=body,
+                  max_body=max_body)
     file = path.replace("/", "-")
     return [
         Route(operation, ("POST",), "/openai/deployments/{deployment}/" + path, api_version=REQUIRED,
@@ -168,15 +170,17 @@ ROUTES: list[Route] = [
     *_openai("embeddings", "embeddings", "openai_embeddings", "Embeddings_Create", catalogue.EMBEDDING,
              "embeddings", validation.check_embeddings, _embeddings_prompt),
     *_openai("transcriptions", "audio/transcriptions", "openai_transcriptions", "Transcriptions_Create",
-             catalogue.TRANSCRIPTION, "audioTranscription", _transcription, _no_prompt, FORM_BODY),
+             catalogue.TRANSCRIPTION, "audioTranscription", _transcription, _no_prompt, FORM_BODY,
+             audio.MAX_BODY_BYTES),
     *_openai("translations", "audio/translations", "openai_transcriptions", "Translations_Create",
-             catalogue.TRANSCRIPTION, "audioTranslation", _translation, _no_prompt, FORM_BODY),
+             catalogue.TRANSCRIPTION, "audioTranslation", _translation, _no_prompt, FORM_BODY,
+             audio.MAX_BODY_BYTES),
     *_openai("speech", "audio/speech", "openai_speech", "Speech_Create", catalogue.SPEECH, "audioSpeech",
              audio.check_speech, _no_prompt),
     *_openai("images", "images/generations", "openai_images", "ImageGenerations_Create", catalogue.IMAGE,
              "imagesGeneration", images.check_generation, _image_prompt),
     *_openai("image_edits", "images/edits", "openai_images", "ImageEdits_Create", catalogue.IMAGE,
-             "imagesEdit", images.check_edit, _image_prompt, FORM_BODY),
+             "imagesEdit", images.check_edit, _image_prompt, FORM_BODY, images.MAX_EDIT_BODY_BYTES),
     # Images answered as URLs are fetched here, without a key, as from Azure's signed blob URLs.
     Route("image_file", ("GET",), "/++/images/{image}", MANAGEMENT, open=True),
     Route("models", ("GET",), "/openai/v1/models", OPENAI, generator="openai_models", api_version=OPTIONAL,

@@ -19,7 +19,7 @@ import orjson
 from mitmproxy import http
 
 from .. import wire
-from ..openai import audio, catalogue, embeddings, forms, tokens, validation
+from ..openai import catalogue, embeddings, forms, tokens, validation
 from ..runtime.routes import FORM_BODY, OPTIONAL, REQUIRED
 from ..runtime.state import RequestContext, context_of
 
@@ -29,7 +29,6 @@ _VERSION = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(-preview)?$")
 _V1_VERSIONS = {"v1", "preview", "latest"}
 _FIRST_VERSION = datetime.date(2022, 12, 1)
 _WINDOWED = frozenset({"chat", "completions", "embeddings"})  # operations a context window limits
-FORM_BODY_LIMIT = audio.MAX_FILE_BYTES + 1024 * 1024  # a 25 MB upload and its form fields
 
 
 def query_value(path: str, name: str) -> str | None:
@@ -154,12 +153,11 @@ def _read_json(context: RequestContext) -> dict | http.Response:
 
 def _read_form(context: RequestContext) -> dict | http.Response:
     """A multipart/form-data body, parsed once into `context.form`; its text fields."""
-    request = context.request
-    # Uploads may be up to 25 MB (refused by the route's check past that, with Azure's text);
-    # a body far beyond that is refused before it is parsed.
-    error = _too_large(request, max(context.config.max_body_bytes, FORM_BODY_LIMIT))
-    if error is not None:
-        return error
+    request, limit = context.request, context.route.max_body
+    size = len(request.raw_content or b"")
+    if size > limit:  # Azure counts the whole body, and refuses it before reading the form
+        return wire.openai_error(413, f"Maximum content size limit ({limit}) exceeded ({size} bytes read)",
+                                 type="server_error", request=request)
     content_type = request.headers.get("content-type", "")
     try:
         context.form = forms.parse(request.content or b"", content_type)
