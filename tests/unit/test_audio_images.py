@@ -50,6 +50,20 @@ def test_a_form_is_parsed_into_fields_and_files():
         forms.parse(b"{}", "application/json")
 
 
+def test_a_damaged_form_is_refused_never_an_exception():
+    rng = random.Random(5)
+    body = multipart("xyz", [("file", "a.wav", b"DATA"), ("model", None, b"whisper")])
+    for _ in range(500):
+        damaged = bytearray(body)
+        for _ in range(rng.randrange(1, 6)):
+            at = rng.randrange(len(damaged))
+            damaged[at:at + rng.randrange(0, 4)] = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 4)))
+        try:
+            forms.parse(bytes(damaged), "multipart/form-data; boundary=xyz")
+        except forms.NotAForm:
+            pass
+
+
 def test_recordings_key_a_form_by_fields_and_file_hash_not_boundary_or_order():
     rules = KeyRules()
     one = multipart("aaa", [("model", None, b"whisper"), ("file", "a.wav", b"sound")])

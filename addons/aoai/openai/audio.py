@@ -51,7 +51,7 @@ def duration_of(data: bytes) -> float | None:
                 return container.duration / av.time_base
             # Streams written without a length (live webm): count the samples.
             return sum(frame.samples / frame.sample_rate for frame in container.decode(stream)) or None
-    except (av.FFmpegError, ValueError, IndexError, OSError):
+    except (av.FFmpegError, ValueError, IndexError, OSError, ArithmeticError):  # hostile files fail many ways
         return None
 
 

@@ -78,4 +78,6 @@ def parse(content: bytes, content_type: str) -> Form:
             part.close()
     except multipart.MultipartError as e:
         raise NotAForm(str(e)) from None
+    except UnicodeDecodeError:  # a text field that is not UTF-8
+        raise NotAForm("a form field is not valid UTF-8 text") from None
     return form
