@@ -300,3 +300,27 @@ def test_a_streamed_transcription_is_paced_over_the_work(limited):
         model="gpt-4o-transcribe", file=("a.wav", tone("wav", 10.0)), stream=True)]
     assert len(seen) > 10
     assert seen[-1] - seen[0] >= 0.3, seen  # 0.3 s of request time plus 0.08 s per second of audio
+
+
+EXTENSION = '''
+from aoai.extension import json_response, openai_transcriptions
+
+
+def heard(context):
+    if context.values["operation"] != "transcriptions":
+        return openai_transcriptions(context)
+    seconds = context.values["audio_seconds"]
+    return json_response(200, {"text": f"{seconds:.1f} seconds heard"}, context.request)
+
+
+def initialize(config):
+    config.replace_generator("openai_transcriptions", heard)
+'''
+
+
+def test_an_extension_replaces_the_transcription_generator(simulator_factory, tmp_path, wav):
+    (tmp_path / "heard.py").write_text(EXTENSION)
+    sim = simulator_factory({"EXTENSION_PATH": str(tmp_path / "heard.py"), "SIMULATOR_LATENCY": "false"})
+    client = azure(sim)
+    assert client.audio.transcriptions.create(model="whisper", file=("a.wav", wav)).text == "3.0 seconds heard"
+    assert client.audio.translations.create(model="whisper", file=("a.wav", wav)).text.endswith(".")
