@@ -154,7 +154,7 @@ def openai_transcriptions(context: RequestContext) -> http.Response | StreamPlan
         first = seconds * 0.3
         step = (seconds - first) / max(1, len(events) - 1)
         frames = [(first + i * step, b"data: " + wire.dumps(e) + b"\n\n") for i, e in enumerate(events)]
-        return StreamPlan(stream_headers(context), frames, token_frames=[True] * (len(events) - 1) + [False],
+        return StreamPlan(stream_headers(context), frames, token_frames=[carries_tokens(e) for e in events],
                           labels={"deployment": context.deployment.name, "operation": context.route.operation})
     context.latency_s = seconds
     body, content_type = audio.render(request, script, model)
