@@ -1,9 +1,10 @@
 """Checks: what Azure refuses before it runs a model, for the request's route.
 
-A wrong method (405), a missing or unknown api-version, a body too large (413) or not JSON,
-an unknown deployment (404) or one whose model cannot do the operation, a body field of the
-wrong type or value, a prompt beyond the context window (400). A request that passes carries
-its deployment, parsed body and prompt tokens in its context for the stages after this one.
+A wrong method (405), a missing or unknown api-version, a body too large (413) or not JSON
+(or, for uploads, not a multipart form), an unknown deployment (404) or one whose model cannot
+do the operation, a body field or file of the wrong type or value, a prompt beyond the context
+window (400). A request that passes carries its deployment, parsed body (and form), what the
+route's check made of it, and prompt tokens in its context for the stages after this one.
 """
 
 from __future__ import annotations
