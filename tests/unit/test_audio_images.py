@@ -208,3 +208,14 @@ def test_audio_and_image_deployments_get_azures_request_quota_by_default():
     quota = limits.deployment_quota(0, 3, 10.0)
     assert (quota.tokens, quota.requests, quota.request_window) == (0, 1, 20.0)
     assert limits.estimate_tokens("transcriptions", {}, 0) == 0
+
+
+def test_an_audio_answer_takes_its_request_time_plus_a_share_of_the_audio():
+    from aoai.runtime import latency
+    from aoai.runtime.routes import TABLE
+
+    deployment = cfg.parse_deployment("w", {"model": "whisper", "audioPace": 0.5,
+                                            "latency": {"requestMs": {"mean": 100}}}, "w")
+    route = TABLE.first("transcriptions")
+    assert latency.media_seconds(deployment, route, cfg.SimulatorConfig(), 4.0) == pytest.approx(2.1)
+    assert audio.SpeechRequest("one two three four five", "alloy", "mp3", 2.0).duration == 1.0

@@ -320,6 +320,11 @@ class SpeechRequest:
     response_format: str
     speed: float
 
+    @property
+    def duration(self) -> float:
+        """Seconds of speech the input makes."""
+        return speech_seconds(len(self.input.split()), self.speed)
+
 
 def check_speech(body: dict, model: Model) -> SpeechRequest:
     """A speech body, checked as Azure checks it."""
@@ -366,7 +371,7 @@ def _tone(seconds: float, rate: int, voice: str) -> np.ndarray:
 
 def synthesize(request: SpeechRequest) -> tuple[bytes, str]:
     """Audio as long as the input takes to say, in the format asked, and its content type."""
-    seconds = speech_seconds(len(request.input.split()), request.speed)
+    seconds = request.duration
     if request.response_format == "pcm":  # raw 24 kHz signed 16-bit little-endian mono: no container
         return _tone(seconds, SPEECH_RATE, request.voice).astype("<i2").tobytes(), "audio/pcm"
     container_format, codec, rate, content_type = _ENCODINGS[request.response_format]

@@ -16,6 +16,7 @@ EMBEDDING = "embedding"
 TRANSCRIPTION = "transcription"  # audio in, text out (transcriptions, translations)
 SPEECH = "speech"  # text in, audio out
 IMAGE = "image"  # image generations and edits
+MEDIA_KINDS = frozenset({TRANSCRIPTION, SPEECH, IMAGE})  # timed per request and per second of audio
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,7 @@ VALUES: dict[str, tuple[Any, str | None, str]] = {
     "estimated_tokens": (lambda c: c.estimated_tokens, None, "what the token quota was charged up front"),
     "quota_checked_at": (lambda c: c.quota_checked_at, None, "when the quota was checked (its windows' clock)"),
     "audio_seconds": (lambda c: getattr(c.checked, "duration", None), None,
-                      "seconds of audio in the uploaded file (transcriptions, translations)"),
+                      "seconds of audio: the upload's (transcriptions, translations) or the speech made"),
     "latency_s": (lambda c: c.latency_s, "latency_s", "seconds a non-streamed answer is held after arrival"),
     "stream_cut_after": (lambda c: c.stream_cut_after, "stream_cut_after",
                          "set it to N to break a generated stream after N token steps"),

@@ -124,14 +124,12 @@ def openai_models(context: RequestContext) -> http.Response | None:
     return wire.json_response(200, {"object": "list", "data": data}, request, context.config.region)
 
 
-def _work_seconds(context: RequestContext, audio_seconds: float = 0.0) -> float:
-    """How long an audio or image answer takes: the deployment's request time, plus its
-    pace times the seconds of audio (0 with latency off)."""
+def _work_seconds(context: RequestContext) -> float:
+    """How long an audio or image answer takes (0 with latency off)."""
     if not context.config.latency_enabled:
         return 0.0
-    deployment = context.deployment
-    base = latency.profile(deployment, context.route, context.config).request_ms.draw() / 1000
-    return base + deployment.pace * audio_seconds
+    return latency.media_seconds(context.deployment, context.route, context.config,
+                                 getattr(context.checked, "duration", 0.0))
 
 
 def _text_response(context: RequestContext, content: str, content_type: str) -> http.Response:
@@ -147,7 +145,7 @@ def openai_transcriptions(context: RequestContext) -> http.Response | StreamPlan
     model = context.deployment.model
     language = audio.language_name(request.language) if request.task == audio.TRANSCRIBE else "english"
     script = audio.transcript(request.duration, rng_for(context), language)
-    seconds = _work_seconds(context, request.duration)
+    seconds = _work_seconds(context)
     if request.stream:
         events = audio.stream_events(request, script, model)
         # Deltas spread from the first word's time to the end of the work.
@@ -169,8 +167,7 @@ def openai_speech(context: RequestContext) -> http.Response | None:
         return None
     request: audio.SpeechRequest = context.checked
     data, content_type = audio.synthesize(request)
-    spoken = audio.speech_seconds(len(request.input.split()), request.speed)
-    context.latency_s = _work_seconds(context, spoken)
+    context.latency_s = _work_seconds(context)
     headers = wire.azure_headers(context.request, context.config.region, content_type)
     return wire.plain_response(200, data, headers)
 

@@ -14,6 +14,7 @@ from .. import wire
 from ..runtime import latency
 from ..runtime.config import SimulatorConfig
 from ..runtime.recording import Interaction, KeyRules, RecordingStore, request_key, sse_bytes
+from ..openai.catalogue import MEDIA_KINDS
 from ..runtime.routes import MANAGEMENT
 from ..runtime.state import RequestContext, context_of
 from ..runtime.streams import StreamPlan, StreamServer, carries_tokens
@@ -143,6 +144,10 @@ class Replay:
         wait = 0.0
         if timing == "recorded":
             wait = interaction.duration_ms / 1000
+        elif timing == "model" and context is not None and context.deployment is not None \
+                and context.route.model_kind in MEDIA_KINDS:
+            wait = latency.media_seconds(context.deployment, context.operation, context.config,
+                                         getattr(context.checked, "duration", 0.0))
         elif timing == "model" and context is not None and context.deployment is not None:
             steps = int(context.completion_tokens or _completion_tokens(interaction) or 1)
             wait = latency.generation_seconds(latency.profile(context.deployment, context.operation,
