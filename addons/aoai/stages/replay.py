@@ -11,10 +11,10 @@ from pathlib import Path
 from mitmproxy import http
 
 from .. import wire
+from ..openai.catalogue import MEDIA_KINDS
 from ..runtime import latency
 from ..runtime.config import SimulatorConfig
 from ..runtime.recording import Interaction, KeyRules, RecordingStore, request_key, sse_bytes
-from ..openai.catalogue import MEDIA_KINDS
 from ..runtime.routes import MANAGEMENT
 from ..runtime.state import RequestContext, context_of
 from ..runtime.streams import StreamPlan, StreamServer, carries_tokens
