@@ -1,15 +1,19 @@
 """A stand-in for Azure OpenAI on loopback, for record-mode tests: it checks `api-key`, sends
-Azure-like headers, and answers chat (plain and streamed with pauses between chunks) and
-embeddings. It counts the connections it accepted and what it served, so tests can prove a
+Azure-like headers, and answers chat (plain and streamed with pauses between chunks),
+embeddings, audio transcriptions and dall-e-3 image generations. It counts the connections it accepted and what it served, so tests can prove a
 replay (or a request the simulator failed on) never reached it."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from PIL import Image
 
 UPSTREAM_KEY = "azure-secret-key-9f8e7d"
 CHUNK_GAP = 0.05
@@ -20,6 +24,18 @@ def chat_body(content: str, model: str = "gpt-4o-2024-11-20") -> dict:
             "model": model, "choices": [{"index": 0, "finish_reason": "stop", "message": {
                 "role": "assistant", "content": content}}],
             "usage": {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14}}
+
+
+def image_body(response_format: str) -> dict:
+    """A dall-e-3 answer: a 16x16 PNG as base64, or Azure's blob URL for one."""
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16), (0, 90, 200)).save(out, format="PNG")
+    item = {"revised_prompt": "Upstream drew it."}
+    if response_format == "b64_json":
+        item["b64_json"] = base64.b64encode(out.getvalue()).decode()
+    else:
+        item["url"] = "https://dalleprodsec.blob.core.windows.net/private/images/x/generated_00.png?se=2099-01-01"
+    return {"created": int(time.time()), "data": [item]}
 
 
 class FakeAzure(ThreadingHTTPServer):
@@ -70,12 +86,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         length = int(self.headers.get("content-length", 0))
-        body = json.loads(self.rfile.read(length) or b"{}")
+        raw = self.rfile.read(length)
+        upload = "multipart/form-data" in self.headers.get("content-type", "")
+        body = {"upload_bytes": len(raw)} if upload else json.loads(raw or b"{}")
         self.server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
         entra_ok = self.server.bearer is not None and \
             self.headers.get("authorization") == f"Bearer {self.server.bearer}"
         if self.headers.get("api-key") != UPSTREAM_KEY and not entra_ok:
             self._send(401, b'{"error":{"code":"401","message":"Access denied due to invalid subscription key."}}')
+            return
+        if "/audio/transcriptions" in self.path:
+            self._send(200, json.dumps({"text": f"Upstream heard {len(raw)} bytes."}).encode())
+            return
+        if "/images/generations" in self.path:
+            self._send(200, json.dumps(image_body(body.get("response_format") or "url")).encode())
             return
         if "/embeddings" in self.path:
             data = [{"object": "embedding", "index": i, "embedding": [0.6, 0.8]} for i, _ in enumerate(

@@ -235,3 +235,29 @@ def test_entra_bearer_passes_through_when_no_azure_key(simulator_factory, tmp_pa
         assert r.status_code == 401
         assert upstream.requests[0]["headers"].get("authorization") == "Bearer entra-token-123"
         assert "api-key" not in {k.lower() for k in upstream.requests[0]["headers"]}
+
+
+def test_a_transcription_and_an_image_generation_record_and_replay(simulator_factory, tmp_path):
+    from media import tone
+
+    folder, wav = tmp_path / "rec", tone("wav", 1.0)
+    with FakeAzure() as upstream:
+        sim = simulator_factory(record_env(upstream, folder))
+        c = client(sim)
+        heard = c.audio.transcriptions.create(model="whisper", file=("a.wav", wav), language="en")
+        drawn = c.images.generate(model="dall-e-3", prompt="a kite", response_format="b64_json")
+        assert heard.text == f"Upstream heard {upstream.requests[0]['body']['upload_bytes']} bytes."
+        assert len(upstream.requests) == 2
+        sim.stop()
+    docs = list(yaml.safe_load_all((folder / "whisper.audio-transcriptions.yaml").read_text()))
+    assert "body_base64" in docs[0]["request"]  # the binary upload, stored safely
+
+    sim = simulator_factory({"SIMULATOR_MODE": "replay", "RECORDING_DIR": str(folder)})
+    c = client(sim)
+    # Another boundary and another part order: the same fields and file are the same request.
+    again = c.audio.transcriptions.create(language="en", file=("a.wav", wav), model="whisper")
+    assert again.text == heard.text
+    assert c.images.generate(model="dall-e-3", prompt="a kite", response_format="b64_json").data[0].b64_json == \
+        drawn.data[0].b64_json
+    with pytest.raises(NotFoundError):  # another file is another request
+        c.audio.transcriptions.create(model="whisper", file=("a.wav", tone("wav", 1.5)), language="en")

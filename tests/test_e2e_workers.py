@@ -140,3 +140,16 @@ def test_every_worker_replays_the_recordings(pool, tmp_path):
     metrics = scrape(p)
     assert all(value(metrics, "aoai_requests_total", worker=w.partition("//")[2], status="200") >= 1
                for w in p.workers)
+
+
+def test_an_image_url_made_by_one_worker_downloads_through_any(pool):
+    p = pool()
+    made = httpx.post(f"{p.url}/openai/deployments/dall-e-3/images/generations?api-version={API_VERSION}",
+                      json={"prompt": "A red bicycle", "size": "1024x1024"}, headers={"api-key": API_KEY}, timeout=60)
+    assert made.status_code == 200, made.text
+    url = made.json()["data"][0]["url"]
+    assert url.startswith(p.url)
+    # Fresh connections: the balancer sends them to both workers; each serves the image.
+    downloads = [httpx.get(url, timeout=30) for _ in range(4)]
+    assert {d.status_code for d in downloads} == {200}
+    assert len({d.content for d in downloads}) == 1 and downloads[0].content.startswith(b"\x89PNG")

@@ -14,7 +14,7 @@ shared `SimulatorConfig`, where it can:
 * allow bearer tokens with `config.auth_bearer_token("token")`.
 
 `RequestContext` gives `flow`, `request`, `config` and `values`: the keys in `VALUES`
-(deployment, model, operation, prompt_tokens, completion_tokens, stream_cut_after, …) read
+(deployment, model, operation, prompt_tokens, completion_tokens, audio_seconds, stream_cut_after, …) read
 what the stages know, some may be set, and any other key is yours.
 """
 
@@ -23,10 +23,11 @@ from .openai.catalogue import MODELS, Model, Normal
 from .runtime.config import ConfigError, Deployment, Latency, RecordingConfig, SimulatorConfig
 from .runtime.state import VALUES, RequestContext, context_of
 from .runtime.streams import StreamPlan
-from .stages.generate import chat_response, openai_chat, openai_completions, openai_embeddings, rng_for
+from .stages.generate import (chat_response, openai_chat, openai_completions, openai_embeddings, openai_images,
+                              openai_speech, openai_transcriptions, rng_for)
 from .wire import azure_error, json_response, not_found, openai_error
 
 __all__ = ["MODELS", "VALUES", "ConfigError", "Deployment", "Latency", "Model", "Normal", "RecordingConfig",
            "RequestContext", "SimulatorConfig", "StreamPlan", "azure_error", "chat_response", "context_of",
            "document_intelligence_generator", "json_response", "not_found", "openai_chat", "openai_completions",
-           "openai_embeddings", "openai_error", "rng_for"]
+           "openai_embeddings", "openai_error", "openai_images", "openai_speech", "openai_transcriptions", "rng_for"]

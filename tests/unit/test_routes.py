@@ -24,6 +24,10 @@ from aoai.runtime.routes import TABLE
      {"family": "formrecognizer", "model": "m1", "result": "abc"}),
     ("GET", "/++/health", "health", {}),
     ("PATCH", "/++/config/", "config", {}),
+    ("POST", "/openai/deployments/whisper/audio/translations", "translations", {"deployment": "whisper"}),
+    ("POST", "/openai/v1/audio/transcriptions", "transcriptions", {}),
+    ("POST", "/openai/deployments/dall-e-3/images/generations", "images", {"deployment": "dall-e-3"}),
+    ("GET", "/++/images/ab12.png", "image_file", {"image": "ab12.png"}),
 ])
 def test_resolve(method, path, operation, params):
     found = TABLE.resolve(method, path)
@@ -32,7 +36,7 @@ def test_resolve(method, path, operation, params):
 
 
 @pytest.mark.parametrize("path", [
-    "/openai/deployments/gpt-4o/images/generations", "/openai/deployments//chat/completions",
+    "/openai/deployments/gpt-4o/images/variations", "/openai/deployments//chat/completions",
     "/openai/deployments/a/b/chat/completions", "/chat/completions", "/++/nothing",
     "/documentintelligence/documentModels/m1", "/other/documentModels/m1:analyze",
 ])

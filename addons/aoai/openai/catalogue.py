@@ -13,6 +13,10 @@ from dataclasses import dataclass
 CHAT = "chat"
 COMPLETION = "completion"
 EMBEDDING = "embedding"
+TRANSCRIPTION = "transcription"  # audio in, text out (transcriptions, translations)
+SPEECH = "speech"  # text in, audio out
+IMAGE = "image"  # image generations and edits
+MEDIA_KINDS = frozenset({TRANSCRIPTION, SPEECH, IMAGE})  # timed per request and per second of audio
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,11 @@ class Model:
     ttft_ms: float = 0.0
     itl_ms: float = 0.0
     request_ms: float = 0.0
+    # Audio and image models: Azure's default requests-per-minute quota for a deployment,
+    # and the seconds of work per second of audio (transcription: of the upload; speech: of
+    # the answer).
+    requests_per_minute: int = 0
+    audio_pace: float = 0.0
 
 
 def _chat(name, version, encoding, context, output, ttft, itl, reasoning=False) -> Model:
@@ -59,6 +68,23 @@ MODELS: dict[str, Model] = {
               embedding_size=1536, supports_dimensions=True, request_ms=50),
         Model("text-embedding-3-large", EMBEDDING, "text-embedding-3-large", "cl100k_base", 8191,
               embedding_size=3072, supports_dimensions=True, request_ms=80),
+        # Azure's default quotas: Whisper and the TTS models 3 requests a minute; DALL-E 3 two
+        # capacity units (6 a minute); the gpt-4o audio and gpt-image-1 models are sold in
+        # requests too here, 6 a minute where Azure gives new deployments little more.
+        Model("whisper", TRANSCRIPTION, "whisper-001", "cl100k_base", 0, request_ms=400,
+              requests_per_minute=3, audio_pace=0.12),
+        Model("gpt-4o-transcribe", TRANSCRIPTION, "gpt-4o-transcribe-2025-03-20", "o200k_base", 16000,
+              request_ms=300, requests_per_minute=6, audio_pace=0.08),
+        Model("gpt-4o-mini-transcribe", TRANSCRIPTION, "gpt-4o-mini-transcribe-2025-03-20", "o200k_base", 16000,
+              request_ms=250, requests_per_minute=6, audio_pace=0.05),
+        Model("tts", SPEECH, "tts-001", "cl100k_base", 0, request_ms=300, requests_per_minute=3, audio_pace=0.1),
+        Model("tts-hd", SPEECH, "tts-hd-001", "cl100k_base", 0, request_ms=500, requests_per_minute=3,
+              audio_pace=0.2),
+        Model("gpt-4o-mini-tts", SPEECH, "gpt-4o-mini-tts-2025-03-20", "o200k_base", 2000, request_ms=300,
+              requests_per_minute=6, audio_pace=0.08),
+        Model("dall-e-3", IMAGE, "3.0", "cl100k_base", 0, request_ms=8000, requests_per_minute=6),
+        Model("gpt-image-1", IMAGE, "gpt-image-1-2025-04-15", "o200k_base", 0, request_ms=15000,
+              requests_per_minute=6),
     )
 }
 
@@ -67,7 +93,8 @@ ALIASES = {"gpt-3.5-turbo": "gpt-35-turbo", "gpt-3.5-turbo-instruct": "gpt-35-tu
 
 # The model an undefined deployment runs, by the kind of operation called on it.
 DEFAULT_MODEL_FOR_KIND = {CHAT: "gpt-4o", COMPLETION: "gpt-35-turbo-instruct",
-                          EMBEDDING: "text-embedding-3-small"}
+                          EMBEDDING: "text-embedding-3-small", TRANSCRIPTION: "whisper", SPEECH: "tts",
+                          IMAGE: "dall-e-3"}
 
 
 def find_model(name: str) -> Model | None:

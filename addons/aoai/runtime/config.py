@@ -49,6 +49,7 @@ class Deployment:
     embedding_size: int | None = None
     latency: Latency | None = None  # None: the model's defaults and the LATENCY_* settings
     max_concurrent_requests: int = 0
+    audio_pace: float | None = None  # None: the model's; seconds of work per second of audio
     defined: bool = True  # False for a deployment made up for an undefined name
 
     def to_json(self) -> dict:
@@ -63,7 +64,14 @@ class Deployment:
             out["latency"] = self.latency.to_json()
         if self.max_concurrent_requests:
             out["maxConcurrentRequests"] = self.max_concurrent_requests
+        if self.audio_pace is not None:
+            out["audioPace"] = self.audio_pace
         return out
+
+    @property
+    def pace(self) -> float:
+        """Seconds an audio answer takes per second of audio."""
+        return self.model.audio_pace if self.audio_pace is None else self.audio_pace
 
 
 def default_deployments() -> dict[str, Deployment]:
@@ -94,7 +102,7 @@ def _normal(where: str, value: Any) -> Normal:
 
 
 _DEPLOYMENT_FIELDS = {"model", "tokensPerMinute", "requestsPerMinute", "embeddingSize", "latency",
-                      "maxConcurrentRequests"}
+                      "maxConcurrentRequests", "audioPace"}
 _LATENCY_FIELDS = {"timeToFirstTokenMs": "time_to_first_token_ms", "interTokenMs": "inter_token_ms",
                    "requestMs": "request_ms"}
 
@@ -117,6 +125,12 @@ def parse_deployment(name: str, spec: Any, where: str) -> Deployment:
         dep.tokens_per_minute = _number(f"{where}.tokensPerMinute", spec["tokensPerMinute"], integer=True)
     if "requestsPerMinute" in spec:
         dep.requests_per_minute = _number(f"{where}.requestsPerMinute", spec["requestsPerMinute"], integer=True)
+    elif model.requests_per_minute:
+        dep.requests_per_minute = model.requests_per_minute  # audio and image models: Azure's default quota
+    if "audioPace" in spec:
+        if not model.audio_pace:
+            raise ConfigError(f"{where}.audioPace: {model.name} is not an audio model")
+        dep.audio_pace = _number(f"{where}.audioPace", spec["audioPace"])
     if "maxConcurrentRequests" in spec:
         dep.max_concurrent_requests = _number(f"{where}.maxConcurrentRequests", spec["maxConcurrentRequests"],
                                               integer=True)

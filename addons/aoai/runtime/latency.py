@@ -40,6 +40,12 @@ def profile(deployment: Deployment, operation: Route, config: SimulatorConfig) -
     return Latency(base.time_to_first_token_ms, base.inter_token_ms, override)
 
 
+def media_seconds(deployment: Deployment, operation: Route, config: SimulatorConfig, audio_seconds: float) -> float:
+    """How long an audio or image answer takes: the deployment's request time, plus its audio
+    pace times the seconds of audio (the upload's, or the speech made)."""
+    return profile(deployment, operation, config).request_ms.draw(_rng) / 1000 + deployment.pace * audio_seconds
+
+
 def generation_seconds(latency: Latency, ticks: int, hidden_tokens: int = 0) -> float:
     """Time from arrival to the last token of a non-streamed answer: the same total a stream
     of `ticks` token steps takes. Hidden (reasoning) tokens are spent before the first one."""

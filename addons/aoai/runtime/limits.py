@@ -100,8 +100,8 @@ def estimate_tokens(operation: str, body: dict, prompt_tokens: int, *,
     tokens, which is then the most they can write. Embeddings cost their input.
 
     Everything that decides the estimate is in this one function, so it is easy to retune."""
-    if operation == "embeddings":
-        return prompt_tokens
+    if operation not in ("chat", "completions"):
+        return prompt_tokens  # embeddings cost their input; audio and images are limited in requests
     limit = body.get("max_completion_tokens")
     if limit is None:
         limit = body.get("max_tokens")

@@ -63,6 +63,15 @@ async def scrape(peers: tuple[str, ...]) -> dict[str, str]:
     return texts
 
 
+async def fetch_first(peers: tuple[str, ...], path: str) -> httpx.Response | None:
+    """The first peer's 200 answer to GET `path` (something only one worker holds, such as an
+    image it made), or None."""
+    async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
+        answers = await asyncio.gather(*(client.get(peer + path, headers={PEER_HEADER: "1"}) for peer in peers),
+                                       return_exceptions=True)
+    return next((a for a in answers if not isinstance(a, BaseException) and a.status_code == 200), None)
+
+
 class _Merged:
     """A collector that yields the merged families once."""
 

@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, urlencode
 import orjson
 import yaml
 
+from ..openai import forms
 from .routes import TABLE, RouteTable
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ SECRET_HEADERS = {"api-key", "authorization", "ocp-apim-subscription-key", "cook
 # Not worth keeping: framing the replay recomputes, and quota state that replay's own limits set.
 SKIP_RESPONSE_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive", "date",
                           "content-encoding"}
-_INDEX_VERSION = 3  # 3: keys use the route's spelling of the path
+_INDEX_VERSION = 4  # 3: keys use the route's spelling of the path; 4: forms keyed by fields and file hashes
 _DOC_SPLIT = re.compile(rb"^---[ \t]*\r?\n", re.M)
 _BOUNDARY = re.compile(r"boundary=\"?([^\";]+)\"?")
 
@@ -69,8 +70,9 @@ def _canonical_json(value: Any, rules: KeyRules) -> bytes:
 
 
 def body_fingerprint(content: bytes, content_type: str, rules: KeyRules) -> bytes:
-    """A body's identity: JSON by meaning (key order and spacing do not count), multipart
-    with its random boundary normalised, anything else byte for byte."""
+    """A body's identity: JSON by meaning (key order and spacing do not count), a form by its
+    fields and files' hashes, other multipart with its random boundary normalised, anything
+    else byte for byte."""
     if content:
         stripped = content.lstrip()
         if stripped[:1] in (b"{", b"["):
@@ -78,10 +80,25 @@ def body_fingerprint(content: bytes, content_type: str, rules: KeyRules) -> byte
                 return _canonical_json(orjson.loads(content), rules)
             except orjson.JSONDecodeError:
                 pass
+        if "multipart/form-data" in (content_type or ""):
+            return _form_fingerprint(content, content_type, rules)
         m = _BOUNDARY.search(content_type or "")
         if m and "multipart/" in content_type:
             return content.replace(m.group(1).encode(), b"BOUNDARY")
     return content
+
+
+def _form_fingerprint(content: bytes, content_type: str, rules: KeyRules) -> bytes:
+    """An upload's identity: its fields and each file's name and hash, so the random boundary
+    and the order of the parts do not count."""
+    try:
+        form = forms.parse(content, content_type)
+    except forms.NotAForm:
+        m = _BOUNDARY.search(content_type)
+        return content.replace(m.group(1).encode(), b"BOUNDARY") if m else content
+    files = {name: [[u.filename, hashlib.sha256(u.data).hexdigest()] for u in uploads]
+             for name, uploads in form.files.items()}
+    return _canonical_json({**form.fields, "(files)": files}, rules)
 
 
 def request_key(method: str, path: str, query: list[tuple[str, str]], content: bytes, content_type: str,

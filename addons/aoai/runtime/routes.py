@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from ..openai import catalogue, completions, tokens, validation
+from ..openai import audio, catalogue, completions, images, tokens, validation
 
 # Which quota a route draws from (ratelimit stage).
 NO_QUOTA = "none"
@@ -32,6 +32,9 @@ DI_POLL_QUOTA = "document-intelligence:poll"  # DOC_INTELLIGENCE_POLL_RPS
 OPENAI = "openai"
 DOCUMENT_INTELLIGENCE = "document_intelligence"
 MANAGEMENT = "management"
+
+# How an OpenAI route's body is read: JSON, or a multipart/form-data upload (audio, image edits).
+JSON_BODY, FORM_BODY = "json", "form"
 
 # api-version: required in the query (missing: Azure's 404), optional (v1 paths), or ignored.
 REQUIRED, OPTIONAL, IGNORED = "required", "optional", "ignored"
@@ -53,8 +56,12 @@ class Route:
     recording: str = ""  # the recording file's name, from the path's parameters ("" : from the path)
     # The Azure RBAC data action a principal needs for it, as Azure's PermissionDenied names it.
     data_action: str = ""
+    body: str = JSON_BODY
+    max_body: int = 0  # bytes a form body may have (0: the configured limit for JSON bodies)
     # Body checks (raise validation.Invalid) and the prompt's token count, for OpenAI routes.
-    check: Callable[[dict, catalogue.Model], None] | None = None
+    # A check gets the JSON body (or the parsed form); what it returns is kept for the
+    # generator (audio and image routes return the checked request), None elsewhere.
+    check: Callable[[Any, catalogue.Model], Any] | None = None
     prompt_tokens: Callable[[dict, Any], int] | None = None
     regex: re.Pattern = field(init=False, repr=False)
     choices: frozenset[str] = field(init=False, repr=False)  # parameters spelled in lower case
@@ -125,11 +132,28 @@ def _embeddings_prompt(body: dict, enc) -> int:
     return tokens.count_embedding_input(body["input"], enc)
 
 
+def _image_prompt(body: dict, enc) -> int:
+    return tokens.count(body.get("prompt") or "", enc)
+
+
+def _no_prompt(body: Any, enc) -> int:
+    return 0  # counted in requests, not tokens
+
+
+def _transcription(form, model):
+    return audio.check_audio_request(form, model, audio.TRANSCRIBE)
+
+
+def _translation(form, model):
+    return audio.check_audio_request(form, model, audio.TRANSLATE)
+
+
 def _openai(operation: str, path: str, generator: str, azure_operation: str, kind: str, verb: str,
-            check, prompt) -> list[Route]:
+            check, prompt, body: str = JSON_BODY, max_body: int = 0) -> list[Route]:
     """An OpenAI operation on its deployment path and on the v1 path (deployment in `model`)."""
     common = dict(family=OPENAI, generator=generator, azure_operation=azure_operation, model_kind=kind,
-                  verb=verb, quota=DEPLOYMENT_QUOTA, check=check, prompt_tokens=prompt,
+                  verb=verb, quota=DEPLOYMENT_QUOTA, check=check, prompt_tokens=prompt, body=body,
+                  max_body=max_body,
                   data_action=f"Microsoft.CognitiveServices/accounts/OpenAI/deployments/{path}/action")
     file = path.replace("/", "-")
     return [
@@ -148,6 +172,20 @@ ROUTES: list[Route] = [
              "completion", validation.check_completions, _completions_prompt),
     *_openai("embeddings", "embeddings", "openai_embeddings", "Embeddings_Create", catalogue.EMBEDDING,
              "embeddings", validation.check_embeddings, _embeddings_prompt),
+    *_openai("transcriptions", "audio/transcriptions", "openai_transcriptions", "Transcriptions_Create",
+             catalogue.TRANSCRIPTION, "audioTranscription", _transcription, _no_prompt, FORM_BODY,
+             audio.MAX_BODY_BYTES),
+    *_openai("translations", "audio/translations", "openai_transcriptions", "Translations_Create",
+             catalogue.TRANSCRIPTION, "audioTranslation", _translation, _no_prompt, FORM_BODY,
+             audio.MAX_BODY_BYTES),
+    *_openai("speech", "audio/speech", "openai_speech", "Speech_Create", catalogue.SPEECH, "audioSpeech",
+             audio.check_speech, _no_prompt),
+    *_openai("images", "images/generations", "openai_images", "ImageGenerations_Create", catalogue.IMAGE,
+             "imagesGeneration", images.check_generation, _image_prompt),
+    *_openai("image_edits", "images/edits", "openai_images", "ImageEdits_Create", catalogue.IMAGE,
+             "imagesEdit", images.check_edit, _image_prompt, FORM_BODY, images.MAX_EDIT_BODY_BYTES),
+    # Images answered as URLs are fetched here, without a key, as from Azure's signed blob URLs.
+    Route("image_file", ("GET",), "/++/images/{image}", MANAGEMENT, open=True),
     Route("models", ("GET",), "/openai/v1/models", OPENAI, generator="openai_models", api_version=OPTIONAL,
           recording="v1.models", data_action="Microsoft.CognitiveServices/accounts/OpenAI/models/read"),
     Route(DOCUMENT_INTELLIGENCE, ("POST",), f"/{_DI_FAMILY}/documentModels/{{model}}:analyze",

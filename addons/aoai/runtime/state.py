@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mitmproxy import http
 
+    from ..openai.forms import Form
     from .config import Deployment, SimulatorConfig
     from .latency import Hold
     from .routes import Route
@@ -34,7 +35,9 @@ class RequestContext:
     allowed_methods: tuple[str, ...] = ()  # the path is known, but not for this method
     deployment: Deployment | None = None
     api_version: str | None = None
-    body: Any = None  # the parsed JSON body of an OpenAI request
+    body: Any = None  # the parsed JSON body of an OpenAI request (a form's text fields, for uploads)
+    form: Form | None = None  # a multipart/form-data body, parsed once (audio uploads, image edits)
+    checked: Any = None  # what the route's check made of the body (audio and image requests)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     estimated_tokens: int = 0  # the up-front estimate charged against the token quota
@@ -91,6 +94,8 @@ VALUES: dict[str, tuple[Any, str | None, str]] = {
     "completion_tokens": (lambda c: c.completion_tokens, "completion_tokens", "tokens in the answer, once made"),
     "estimated_tokens": (lambda c: c.estimated_tokens, None, "what the token quota was charged up front"),
     "quota_checked_at": (lambda c: c.quota_checked_at, None, "when the quota was checked (its windows' clock)"),
+    "audio_seconds": (lambda c: getattr(c.checked, "duration", None), None,
+                      "seconds of audio: the upload's (transcriptions, translations) or the speech made"),
     "latency_s": (lambda c: c.latency_s, "latency_s", "seconds a non-streamed answer is held after arrival"),
     "stream_cut_after": (lambda c: c.stream_cut_after, "stream_cut_after",
                          "set it to N to break a generated stream after N token steps"),

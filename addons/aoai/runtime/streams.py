@@ -230,6 +230,8 @@ def carries_tokens(event) -> bool:
     load tools time as tokens."""
     if not isinstance(event, dict):
         return False
+    if event.get("type") == "transcript.text.delta":  # a streamed transcription's words
+        return bool(event.get("delta"))
     for choice in event.get("choices") or ():
         delta = choice.get("delta") or {}
         if delta.get("content") or delta.get("tool_calls") or choice.get("text"):

@@ -1,9 +1,10 @@
 """Checks: what Azure refuses before it runs a model, for the request's route.
 
-A wrong method (405), a missing or unknown api-version, a body too large (413) or not JSON,
-an unknown deployment (404) or one whose model cannot do the operation, a body field of the
-wrong type or value, a prompt beyond the context window (400). A request that passes carries
-its deployment, parsed body and prompt tokens in its context for the stages after this one.
+A wrong method (405), a missing or unknown api-version, a body too large (413) or not JSON
+(or, for uploads, not a multipart form), an unknown deployment (404) or one whose model cannot
+do the operation, a body field or file of the wrong type or value, a prompt beyond the context
+window (400). A request that passes carries its deployment, parsed body (and form), what the
+route's check made of it, and prompt tokens in its context for the stages after this one.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import orjson
 from mitmproxy import http
 
 from .. import wire
-from ..openai import catalogue, embeddings, tokens, validation
-from ..runtime.routes import OPTIONAL, REQUIRED
+from ..openai import catalogue, embeddings, forms, tokens, validation
+from ..runtime.routes import FORM_BODY, OPTIONAL, REQUIRED
 from ..runtime.state import RequestContext, context_of
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 _VERSION = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(-preview)?$")
 _V1_VERSIONS = {"v1", "preview", "latest"}
 _FIRST_VERSION = datetime.date(2022, 12, 1)
+_WINDOWED = frozenset({"chat", "completions", "embeddings"})  # operations a context window limits
 
 
 def query_value(path: str, name: str) -> str | None:
@@ -92,16 +94,12 @@ def check(context: RequestContext) -> http.Response | None:
     context.api_version = version
     if not route.needs_deployment:
         return None
-    if len(request.raw_content or b"") > config.max_body_bytes:
-        return wire.azure_error(413, "RequestEntityTooLarge",
-                                f"The request body is larger than the {config.max_body_bytes} bytes allowed.", request)
-    try:
-        body = orjson.loads(request.content or b"")
-    except (orjson.JSONDecodeError, ValueError) as e:
-        return wire.bad_json(request, str(e) if request.content else "The body was empty.")
-    if not isinstance(body, dict):
-        return wire.openai_error(400, "Invalid type for body: expected a JSON object, but got "
-                                      f"{validation.type_name(body)} instead.", request=request)
+    if route.body == FORM_BODY:
+        body = _read_form(context)
+    else:
+        body = _read_json(context)
+    if isinstance(body, http.Response):
+        return body
     name = context.params.get("deployment")
     if name is None:
         name = body.get("model")
@@ -121,12 +119,56 @@ def check(context: RequestContext) -> http.Response | None:
             "different model and try again. You can learn more about which models can be used with each operation "
             "here: https://go.microsoft.com/fwlink/?linkid=2197993.", request)
     try:
-        route.check(body, model)
+        context.checked = route.check(context.form if route.body == FORM_BODY else body, model)
     except validation.Invalid as e:
         return wire.openai_error(e.status, e.message, param=e.param, code=e.code, request=request)
     context.deployment, context.body = deployment, body
     used = context.prompt_tokens = route.prompt_tokens(body, tokens.encoding(model.encoding))
+    if route.operation not in _WINDOWED:
+        return None
     return _context_length_error(context, model, used)
+
+
+def _too_large(request: http.Request, limit: int) -> http.Response | None:
+    if len(request.raw_content or b"") <= limit:
+        return None
+    return wire.azure_error(413, "RequestEntityTooLarge",
+                            f"The request body is larger than the {limit} bytes allowed.", request)
+
+
+def _read_json(context: RequestContext) -> dict | http.Response:
+    """The JSON object in the body, or Azure's answer for a body that is not one."""
+    request = context.request
+    error = _too_large(request, context.config.max_body_bytes)
+    if error is not None:
+        return error
+    try:
+        body = orjson.loads(request.content or b"")
+    except (orjson.JSONDecodeError, ValueError) as e:
+        return wire.bad_json(request, str(e) if request.content else "The body was empty.")
+    if not isinstance(body, dict):
+        return wire.openai_error(400, "Invalid type for body: expected a JSON object, but got "
+                                      f"{validation.type_name(body)} instead.", request=request)
+    return body
+
+
+def _read_form(context: RequestContext) -> dict | http.Response:
+    """A multipart/form-data body, parsed once into `context.form`; its text fields."""
+    request, limit = context.request, context.route.max_body
+    size = len(request.raw_content or b"")
+    if size > limit:  # Azure counts the whole body, and refuses it before reading the form
+        return wire.openai_error(413, f"Maximum content size limit ({limit}) exceeded ({size} bytes read)",
+                                 type="server_error", request=request)
+    content_type = request.headers.get("content-type", "")
+    try:
+        context.form = forms.parse(request.content or b"", content_type)
+    except forms.NotAForm as e:
+        if forms.boundary_of(content_type) is None:
+            return wire.openai_error(400, f"Invalid Content-Type header ({content_type or 'none'}), expected "
+                                          "multipart/form-data. (HINT: If you're using curl, you can pass -H "
+                                          "'Content-Type: multipart/form-data')", request=request)
+        return wire.openai_error(400, f"Could not parse multipart form: {e}", request=request)
+    return context.form.summary()
 
 
 def _context_length_error(context: RequestContext, model: catalogue.Model, used: int) -> http.Response | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import logging
 import random
+import time
 import zlib
 from collections.abc import Awaitable
 
@@ -23,8 +24,8 @@ from mitmproxy import http
 
 from .. import wire
 from ..docintel import service as docintel
-from ..openai import chat, completions, embeddings
-from ..runtime import latency
+from ..openai import audio, chat, completions, embeddings, images
+from ..runtime import latency, media
 from ..runtime.config import SimulatorConfig
 from ..runtime.failures import describe
 from ..runtime.routes import MANAGEMENT
@@ -123,6 +124,81 @@ def openai_models(context: RequestContext) -> http.Response | None:
     return wire.json_response(200, {"object": "list", "data": data}, request, context.config.region)
 
 
+def _work_seconds(context: RequestContext) -> float:
+    """How long an audio or image answer takes (0 with latency off)."""
+    if not context.config.latency_enabled:
+        return 0.0
+    return latency.media_seconds(context.deployment, context.route, context.config,
+                                 getattr(context.checked, "duration", 0.0))
+
+
+def _text_response(context: RequestContext, content: str, content_type: str) -> http.Response:
+    headers = wire.azure_headers(context.request, context.config.region, content_type)
+    return wire.plain_response(200, content.encode(), headers)
+
+
+def openai_transcriptions(context: RequestContext) -> http.Response | StreamPlan | None:
+    """Transcriptions and translations: text as long as the audio, timed over it."""
+    if context.route is None or context.route.operation not in ("transcriptions", "translations"):
+        return None
+    request: audio.AudioRequest = context.checked
+    model = context.deployment.model
+    language = audio.language_name(request.language) if request.task == audio.TRANSCRIBE else "english"
+    script = audio.transcript(request.duration, rng_for(context), language)
+    seconds = _work_seconds(context)
+    if request.stream:
+        events = audio.stream_events(request, script, model)
+        # Deltas spread from the first word's time to the end of the work.
+        first = seconds * 0.3
+        step = (seconds - first) / max(1, len(events) - 1)
+        frames = [(first + i * step, b"data: " + wire.dumps(e) + b"\n\n") for i, e in enumerate(events)]
+        return StreamPlan(stream_headers(context), frames, token_frames=[carries_tokens(e) for e in events],
+                          labels={"deployment": context.deployment.name, "operation": context.route.operation})
+    context.latency_s = seconds
+    body, content_type = audio.render(request, script, model)
+    if isinstance(body, dict):
+        return wire.json_response(200, body, context.request, context.config.region)
+    return _text_response(context, body, content_type)
+
+
+def openai_speech(context: RequestContext) -> http.Response | None:
+    """Speech: audio of the format asked, as long as the text takes to say."""
+    if context.route is None or context.route.operation != "speech":
+        return None
+    request: audio.SpeechRequest = context.checked
+    data, content_type = audio.synthesize(request)
+    context.latency_s = _work_seconds(context)
+    headers = wire.azure_headers(context.request, context.config.region, content_type)
+    return wire.plain_response(200, data, headers)
+
+
+def image_url(context: RequestContext, data: bytes, content_type: str, extension: str) -> str:
+    """Where a client downloads an image answered as a URL: back at this simulator, with an
+    expiry in the query as Azure's signed blob URLs carry one."""
+    name, expires = media.images.put(data, content_type, extension)
+    request = context.request
+    host = request.host_header or f"{request.host}:{request.port}"
+    # The scheme the client used to reach us (request.scheme is the upstream's in reverse mode).
+    scheme = "https" if context.flow.client_conn.tls_established else "http"
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))
+    return f"{scheme}://{host}/++/images/{name}?se={stamp}&sp=r"
+
+
+def openai_images(context: RequestContext) -> http.Response | None:
+    """Image generations and edits: real images of the size and format asked."""
+    if context.route is None or context.route.operation not in ("images", "image_edits"):
+        return None
+    request: images.ImageRequest = context.checked
+    seed = context.config.seed if context.config.seed is not None else random.random()
+    pictures = [images.draw(request, index, str(seed)) for index in range(request.n)]
+    urls = None
+    if request.response_format == "url":
+        urls = [image_url(context, p, request.content_type, request.output_format) for p in pictures]
+    body = images.answer(request, pictures, urls, int(time.time()), context.prompt_tokens)
+    context.latency_s = _work_seconds(context)
+    return wire.json_response(200, body, context.request, context.config.region)
+
+
 def chat_response(context: RequestContext, content: str) -> http.Response | StreamPlan:
     """A chat answer with the given text, shaped, counted, streamed and timed like a generated
     one: for generators in extensions that choose their own words."""
@@ -131,7 +207,8 @@ def chat_response(context: RequestContext, content: str) -> http.Response | Stre
     return _answer(context, answer)
 
 
-BUILT_IN = [openai_chat, openai_completions, openai_embeddings, openai_models, docintel.document_intelligence]
+BUILT_IN = [openai_chat, openai_completions, openai_embeddings, openai_transcriptions, openai_speech, openai_images,
+            openai_models, docintel.document_intelligence]
 
 
 class Generate:

@@ -12,7 +12,7 @@ from mitmproxy import ctx, exceptions, http
 
 from .. import wire
 from ..runtime import config as cfg
-from ..runtime import entra, peers
+from ..runtime import entra, media, peers
 from ..runtime.config import ConfigError, SimulatorConfig
 from ..runtime.recording import RecordingStore
 from ..runtime.routes import MANAGEMENT
@@ -115,6 +115,7 @@ class Management:
             ("token", "POST"): self.token,
             ("limits", "GET"): self.limits,
             ("reset-limits", "POST"): self.reset_limits,
+            ("image_file", "GET"): self.image_file,
         }
 
     def running(self) -> None:
@@ -162,6 +163,29 @@ class Management:
         if self.streams is not None:
             health["streams"] = {"active": self.streams.active, "pending": len(self.streams.plans)}
         return wire.json_response(200, health, flow.request)
+
+    def image_file(self, flow: http.HTTPFlow):
+        """An image answered as a URL, until it expires (then 404, as an expired blob URL).
+        With workers, the one that made it may be another: it is asked."""
+        name = context_of(flow).params.get("image", "")
+        image = media.images.get(name)
+        if image is None:
+            if self.config.peers and not peers.from_peer(flow.request.headers):
+                return self._image_from_peers(flow)
+            return wire.azure_error(404, "BlobNotFound", "The specified blob does not exist.", flow.request)
+        return self._image(flow, image.data, image.content_type)
+
+    async def _image_from_peers(self, flow: http.HTTPFlow) -> http.Response:
+        found = await peers.fetch_first(self.config.peers, flow.request.path)
+        if found is None:
+            return wire.azure_error(404, "BlobNotFound", "The specified blob does not exist.", flow.request)
+        return self._image(flow, found.content, found.headers.get("content-type", "application/octet-stream"))
+
+    @staticmethod
+    def _image(flow: http.HTTPFlow, data: bytes, content_type: str) -> http.Response:
+        headers = wire.azure_headers(flow.request, "", content_type)
+        headers.pop("x-ms-region")
+        return wire.plain_response(200, data, headers)
 
     def get_config(self, flow: http.HTTPFlow) -> http.Response:
         return wire.json_response(200, config_view(self.config), flow.request)

@@ -12,6 +12,7 @@ from pathlib import Path
 from mitmproxy import http
 
 from .. import wire
+from ..openai.catalogue import MEDIA_KINDS
 from ..runtime import latency
 from ..runtime.config import SimulatorConfig
 from ..runtime.recording import BrokenRecording, Interaction, KeyRules, RecordingStore, request_key, sse_bytes
@@ -172,6 +173,10 @@ class Replay:
         wait = 0.0
         if timing == "recorded":
             wait = interaction.duration_ms / 1000
+        elif timing == "model" and context is not None and context.deployment is not None \
+                and context.route.model_kind in MEDIA_KINDS:
+            wait = latency.media_seconds(context.deployment, context.operation, context.config,
+                                         getattr(context.checked, "duration", 0.0))
         elif timing == "model" and context is not None and context.deployment is not None:
             steps = int(context.completion_tokens or _completion_tokens(interaction) or 1)
             wait = latency.generation_seconds(latency.profile(context.deployment, context.operation,

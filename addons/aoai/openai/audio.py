@@ -1,0 +1,388 @@
+"""Audio: transcriptions and translations of uploaded audio, and speech made from text.
+
+An upload's real duration is read with PyAV (FFmpeg), which knows every container Azure
+accepts; the transcript is made-up text whose length follows that duration, timed word by
+word across it, and written in the format asked (json, text, srt, vtt, verbose_json).
+Speech is a quiet tone as long as the text would take to say, encoded by PyAV in the format
+asked. Nothing here touches mitmproxy.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+import numpy as np
+
+from . import text
+from .catalogue import Model
+from .forms import Form, Upload
+from .validation import Invalid
+
+MAX_BODY_BYTES = 25 * 1024 * 1024  # Azure's and OpenAI's limit on an upload's whole request body
+# The file extensions Azure accepts, as its error lists them.
+FILE_FORMATS = ("flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "oga", "ogg", "wav", "webm")
+RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+TEXT_ONLY_FORMATS = ("json", "text")  # what the gpt-4o transcribe models write
+GRANULARITIES = ("word", "segment")
+WORDS_PER_SECOND = 2.5  # about 150 words a minute: conversational speech
+SEGMENT_WORDS = 24  # Whisper's segments run up to ~10 s of speech
+AUDIO_TOKENS_PER_SECOND = 10  # gpt-4o audio input: one token per 100 ms
+
+TRANSCRIBE, TRANSLATE = "transcribe", "translate"
+
+
+# --- Reading uploads -----------------------------------------------------------------------
+
+def duration_of(data: bytes) -> float | None:
+    """Seconds of audio in a file of any container FFmpeg reads; None when it holds no audio."""
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            if not container.streams.audio:
+                return None
+            stream = container.streams.audio[0]
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            if container.duration:
+                return container.duration / av.time_base
+            # Streams written without a length (live webm): count the samples.
+            return sum(frame.samples / frame.sample_rate for frame in container.decode(stream)) or None
+    except (av.FFmpegError, ValueError, IndexError, OSError, ArithmeticError):  # hostile files fail many ways
+        return None
+
+
+def extension_of(filename: str) -> str:
+    return filename.rpartition(".")[2].lower() if "." in filename else ""
+
+
+@dataclass(frozen=True)
+class AudioRequest:
+    """A checked transcription or translation request."""
+
+    task: str  # TRANSCRIBE or TRANSLATE
+    upload: Upload
+    duration: float
+    response_format: str
+    language: str | None
+    prompt: str | None
+    temperature: float
+    granularities: tuple[str, ...]
+    stream: bool
+
+
+def _text_formats(model: Model) -> tuple[str, ...]:
+    return RESPONSE_FORMATS if model.name == "whisper" else TEXT_ONLY_FORMATS
+
+
+def _float_field(form: Form, name: str, low: float, high: float, default: float) -> float:
+    raw = form.value(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise Invalid(f"Invalid type for '{name}': expected a number, but got a string instead.",
+                            name, "invalid_type") from None
+    if not math.isfinite(value) or not low <= value <= high:
+        raise Invalid(f"Invalid '{name}': number must be between {low} and {high}, got {value}.", name,
+                            "decimal_out_of_range")
+    return value
+
+
+def _boolean(form: Form, name: str) -> bool:
+    raw = (form.value(name) or "false").lower()
+    if raw not in ("true", "false"):
+        raise Invalid(f"Invalid type for '{name}': expected a boolean, but got a string instead.", name,
+                            "invalid_type")
+    return raw == "true"
+
+
+def _choice(value: str, name: str, values: tuple[str, ...]) -> None:
+    if value not in values:
+        listed = ", ".join(f"'{v}'" for v in values[:-1]) + f", and '{values[-1]}'"
+        raise Invalid(f"Invalid value: '{value}'. Supported values are: {listed}.", name, "invalid_value")
+
+
+def check_upload(form: Form) -> tuple[Upload, float]:
+    """The audio file and its duration, or Azure's error for what is wrong with it."""
+    upload = form.file("file")
+    if upload is None:
+        raise Invalid("Missing required parameter: 'file'.", "file", "missing_required_parameter")
+    # OpenAI's own bodies for these name no param or code.
+    if extension_of(upload.filename) not in FILE_FORMATS:
+        raise Invalid(f"Invalid file format. Supported formats: {list(FILE_FORMATS)}")
+    seconds = duration_of(upload.data)
+    if not seconds or seconds <= 0:
+        raise Invalid("The audio file could not be decoded or its format is not supported.")
+    return upload, seconds
+
+
+def check_audio_request(form: Form, model: Model, task: str) -> AudioRequest:
+    """A transcription (or translation) form, checked as Azure checks it."""
+    response_format = form.value("response_format") or "json"
+    _choice(response_format, "response_format", RESPONSE_FORMATS)
+    if response_format not in _text_formats(model):
+        raise Invalid(f"response_format '{response_format}' is not compatible with model '{model.name}'. "
+                            f"Use 'json' or 'text'.", "response_format", "unsupported_value")
+    if task == TRANSLATE and model.name != "whisper":
+        raise Invalid(f"The translations operation does not work with the specified model, {model.name}. "
+                            "Please choose a whisper deployment.", "model", "unsupported_value")
+    granularities = tuple(form.values("timestamp_granularities"))
+    for value in granularities:
+        _choice(value, "timestamp_granularities[]", GRANULARITIES)
+    if granularities and response_format != "verbose_json":
+        raise Invalid("timestamp_granularities[] is only supported with response_format 'verbose_json'.",
+                            "timestamp_granularities[]", "invalid_value")
+    stream = _boolean(form, "stream")
+    if stream and model.name == "whisper":
+        raise Invalid("Streaming is not supported for the whisper model.", "stream", "unsupported_value")
+    temperature = _float_field(form, "temperature", 0, 1, 0.0)
+    upload, seconds = check_upload(form)
+    language = form.value("language") if task == TRANSCRIBE else None
+    return AudioRequest(task, upload, seconds, response_format, language or None, form.value("prompt"),
+                        temperature, granularities or ("segment",), stream)
+
+
+# --- Transcripts ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float
+    end: float
+
+
+@dataclass
+class Segment:
+    id: int
+    start: float
+    end: float
+    words: list[Word]
+    tokens: list[int] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return " " + " ".join(w.word for w in self.words)
+
+
+@dataclass
+class Transcript:
+    duration: float
+    segments: list[Segment]
+    language: str
+
+    @property
+    def words(self) -> list[Word]:
+        return [w for s in self.segments for w in s.words]
+
+    @property
+    def text(self) -> str:
+        return " ".join(" ".join(w.word for w in s.words) for s in self.segments)
+
+
+def _word_list(rng: random.Random, count: int) -> list[str]:
+    sentences = text.corpus("cl100k_base").first_text
+    words: list[str] = []
+    i = rng.randrange(len(sentences))
+    while len(words) < count:
+        words.extend(sentences[i].split())
+        i = (i + 1) % len(sentences)
+    words = words[:count]
+    if not words[-1].endswith("."):
+        words[-1] = words[-1].rstrip(",;") + "."
+    return words
+
+
+def transcript(duration: float, rng: random.Random, language: str = "english",
+               words_per_second: float = WORDS_PER_SECOND) -> Transcript:
+    """Made-up speech spread over `duration` seconds: a word every 1/words_per_second."""
+    count = max(1, round(duration * words_per_second))
+    words = _word_list(rng, count)
+    step = duration / count
+    timed = [Word(w, round(i * step, 2), round(min(duration, (i + 0.9) * step), 2)) for i, w in enumerate(words)]
+    enc = text.corpus("cl100k_base").enc
+    segments = []
+    for n, start in enumerate(range(0, count, SEGMENT_WORDS)):
+        chunk = timed[start:start + SEGMENT_WORDS]
+        segment = Segment(n, chunk[0].start, chunk[-1].end, chunk)
+        segment.tokens = enc.encode(segment.text, disallowed_special=())
+        segments.append(segment)
+    return Transcript(round(duration, 2), segments, language)
+
+
+_LANGUAGES = {"en": "english", "de": "german", "fr": "french", "es": "spanish", "it": "italian",
+              "pt": "portuguese", "nl": "dutch", "ja": "japanese", "zh": "chinese", "ko": "korean"}
+
+
+def language_name(code: str | None) -> str:
+    """verbose_json names the language in words, as Whisper does ("english")."""
+    if not code:
+        return "english"
+    return _LANGUAGES.get(code.lower(), code.lower())
+
+
+def _clock(seconds: float, separator: str) -> str:
+    ms = round(seconds * 1000)
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, ms = divmod(rest, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{separator}{ms:03d}"
+
+
+def srt(script: Transcript) -> str:
+    cues = [f"{s.id + 1}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text.strip()}\n"
+            for s in script.segments]
+    return "\n".join(cues) + "\n"
+
+
+def vtt(script: Transcript) -> str:
+    cues = [f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{s.text.strip()}\n" for s in script.segments]
+    return "WEBVTT\n\n" + "\n".join(cues) + "\n"
+
+
+def usage(request: AudioRequest, script: Transcript, model: Model) -> dict[str, Any] | None:
+    """The `usage` the gpt-4o transcribe models report (Whisper reports none)."""
+    if model.name == "whisper":
+        return None
+    audio = max(1, math.ceil(request.duration * AUDIO_TOKENS_PER_SECOND))
+    prompt = len(text.corpus("cl100k_base").enc.encode(request.prompt or "", disallowed_special=()))
+    output = sum(len(s.tokens) for s in script.segments)
+    return {"type": "tokens", "input_tokens": audio + prompt,
+            "input_token_details": {"text_tokens": prompt, "audio_tokens": audio},
+            "output_tokens": output, "total_tokens": audio + prompt + output}
+
+
+def verbose(request: AudioRequest, script: Transcript) -> dict[str, Any]:
+    body: dict[str, Any] = {"task": request.task, "language": script.language, "duration": script.duration,
+                            "text": script.text}
+    if "segment" in request.granularities:
+        body["segments"] = [{"id": s.id, "seek": int(s.start * 100), "start": s.start, "end": s.end,
+                             "text": s.text, "tokens": s.tokens, "temperature": request.temperature,
+                             "avg_logprob": -0.25, "compression_ratio": 1.4, "no_speech_prob": 0.01}
+                            for s in script.segments]
+    if "word" in request.granularities:
+        body["words"] = [{"word": w.word, "start": w.start, "end": w.end} for w in script.words]
+    return body
+
+
+def render(request: AudioRequest, script: Transcript, model: Model) -> tuple[Any, str]:
+    """The answer in the format asked: a JSON value (json, verbose_json) or text, and its type."""
+    fmt = request.response_format
+    if fmt == "json":
+        body: dict[str, Any] = {"text": script.text}
+        spent = usage(request, script, model)
+        if spent:
+            body["usage"] = spent
+        return body, "application/json"
+    if fmt == "verbose_json":
+        return verbose(request, script), "application/json"
+    if fmt == "srt":
+        return srt(script), "text/plain; charset=utf-8"
+    if fmt == "vtt":
+        return vtt(script), "text/vtt; charset=utf-8"
+    return script.text + "\n", "text/plain; charset=utf-8"
+
+
+def stream_events(request: AudioRequest, script: Transcript, model: Model) -> list[dict[str, Any]]:
+    """The events of a streamed transcription: a delta per word, then the whole text."""
+    words = [w.word for w in script.words]
+    deltas = [{"type": "transcript.text.delta", "delta": (" " if i else "") + w, "logprobs": None}
+              for i, w in enumerate(words)]
+    done = {"type": "transcript.text.done", "text": script.text, "logprobs": None,
+            "usage": usage(request, script, model)}
+    return deltas + [done]
+
+
+# --- Speech --------------------------------------------------------------------------------
+
+VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse")
+SPEECH_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+MAX_SPEECH_INPUT = 4096
+SPEECH_RATE = 24000  # Hz: what OpenAI's voices are sampled at (pcm is 24 kHz 16-bit mono)
+# response_format -> (container, codec, sample rate, content type)
+_ENCODINGS = {
+    "mp3": ("mp3", "libmp3lame", SPEECH_RATE, "audio/mpeg"),
+    "opus": ("ogg", "libopus", 48000, "audio/ogg"),
+    "aac": ("adts", "aac", SPEECH_RATE, "audio/aac"),
+    "flac": ("flac", "flac", SPEECH_RATE, "audio/flac"),
+    "wav": ("wav", "pcm_s16le", SPEECH_RATE, "audio/wav"),
+}
+
+
+@dataclass(frozen=True)
+class SpeechRequest:
+    input: str
+    voice: str
+    response_format: str
+    speed: float
+
+    @property
+    def duration(self) -> float:
+        """Seconds of speech the input makes."""
+        return speech_seconds(len(self.input.split()), self.speed)
+
+
+def check_speech(body: dict, model: Model) -> SpeechRequest:
+    """A speech body, checked as Azure checks it."""
+    text_in = body.get("input")
+    if text_in is None:
+        raise Invalid("Missing required parameter: 'input'.", "input", "missing_required_parameter")
+    if not isinstance(text_in, str):
+        raise Invalid("Invalid type for 'input': expected a string, but got "
+                            f"{type(text_in).__name__} instead.", "input", "invalid_type")
+    if len(text_in) > MAX_SPEECH_INPUT:
+        raise Invalid(f"Invalid 'input': string too long. Expected a string with maximum length "
+                            f"{MAX_SPEECH_INPUT}, but got a string with length {len(text_in)} instead.", "input",
+                            "string_above_max_length")
+    voice = body.get("voice")
+    if voice is None:
+        raise Invalid("Missing required parameter: 'voice'.", "voice", "missing_required_parameter")
+    _choice(str(voice), "voice", VOICES)
+    fmt = body.get("response_format") or "mp3"
+    _choice(str(fmt), "response_format", SPEECH_FORMATS)
+    speed = body.get("speed", 1.0)
+    if isinstance(speed, bool) or not isinstance(speed, (int, float)):
+        raise Invalid("Invalid type for 'speed': expected a number, but got "
+                            f"{type(speed).__name__} instead.", "speed", "invalid_type")
+    if not 0.25 <= speed <= 4.0:
+        raise Invalid(f"Invalid 'speed': number must be between 0.25 and 4.0, got {speed}.", "speed",
+                            "decimal_out_of_range")
+    if body.get("instructions") is not None and model.name != "gpt-4o-mini-tts":
+        raise Invalid(f"instructions are not supported for model '{model.name}'.", "instructions",
+                            "unsupported_value")
+    return SpeechRequest(text_in, str(voice), str(fmt), float(speed))
+
+
+def speech_seconds(words: int, speed: float) -> float:
+    """How long saying `words` words takes at `speed` (at least half a second)."""
+    return max(0.5, words / (WORDS_PER_SECOND * speed))
+
+
+def _tone(seconds: float, rate: int, voice: str) -> np.ndarray:
+    """A soft tone, pitched by the voice so voices sound apart."""
+    pitch = 160 + 20 * VOICES.index(voice) if voice in VOICES else 200
+    t = np.arange(int(seconds * rate)) / rate
+    return (np.sin(2 * np.pi * pitch * t) * 2000).astype(np.int16)
+
+
+def synthesize(request: SpeechRequest) -> tuple[bytes, str]:
+    """Audio as long as the input takes to say, in the format asked, and its content type."""
+    seconds = request.duration
+    if request.response_format == "pcm":  # raw 24 kHz signed 16-bit little-endian mono: no container
+        return _tone(seconds, SPEECH_RATE, request.voice).astype("<i2").tobytes(), "audio/pcm"
+    container_format, codec, rate, content_type = _ENCODINGS[request.response_format]
+    samples = _tone(seconds, rate, request.voice)
+    out = io.BytesIO()
+    with av.open(out, mode="w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return out.getvalue(), content_type

@@ -1,0 +1,67 @@
+"""Images answered as URLs: kept in memory for a while and served back at /++/images/{name},
+as Azure serves generated images from a signed blob URL that expires.
+
+Bounded two ways: an image expires after `ttl` seconds, and past `max_bytes` the oldest
+images go first, so a long load test cannot grow the process without end.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+DEFAULT_TTL = 24 * 3600.0  # Azure keeps generated images for 24 hours
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    data: bytes
+    content_type: str
+    expires_at: float  # time.time()
+
+
+class ImageStore:
+    def __init__(self, ttl: float = DEFAULT_TTL, max_bytes: int = DEFAULT_MAX_BYTES, clock=time.time):
+        self.ttl, self.max_bytes, self.clock = ttl, max_bytes, clock
+        self._images: OrderedDict[str, StoredImage] = OrderedDict()
+        self.bytes = 0
+
+    def put(self, data: bytes, content_type: str, extension: str) -> tuple[str, float]:
+        """Keep an image; its file name and when it expires."""
+        self._expire()
+        name = f"{os.urandom(16).hex()}.{extension}"
+        image = StoredImage(data, content_type, self.clock() + self.ttl)
+        self._images[name] = image
+        self.bytes += len(data)
+        while self.bytes > self.max_bytes and len(self._images) > 1:
+            self._drop(next(iter(self._images)))
+        return name, image.expires_at
+
+    def get(self, name: str) -> StoredImage | None:
+        image = self._images.get(name)
+        if image is None:
+            return None
+        if image.expires_at <= self.clock():
+            self._drop(name)
+            return None
+        return image
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def _expire(self) -> None:
+        now = self.clock()
+        while self._images:
+            name, oldest = next(iter(self._images.items()))
+            if oldest.expires_at > now:
+                break
+            self._drop(name)
+
+    def _drop(self, name: str) -> None:
+        self.bytes -= len(self._images.pop(name).data)
+
+
+images = ImageStore()  # the simulator's one store: generators put, the management stage serves
