@@ -15,6 +15,8 @@ from typing import Any
 
 from ..openai import catalogue
 from ..openai.catalogue import Model, Normal
+from .prompt_cache import PromptCache
+from .stored import ResponseStore
 
 MODES = ("generate", "record", "replay")
 
@@ -206,6 +208,10 @@ class SimulatorConfig:
     # Length of the request-limit window: 10 s (RPM/6 each) or 1 s (RPM/60 each).
     rate_limit_request_window_s: float = 10.0
     doc_intelligence_poll_rps: float = 50.0
+    # Responses kept for retrieve, input_items and previous_response_id (the newest N).
+    stored_responses: ResponseStore = field(default_factory=ResponseStore)
+    # Prompts seen recently, per deployment: what cached_tokens reports.
+    prompt_cache: PromptCache = field(default_factory=PromptCache)
 
     def auth_bearer_token(self, token: str) -> None:
         """Accept `Authorization: Bearer <token>` as well as the API key (extension contract)."""

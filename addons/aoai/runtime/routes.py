@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from ..openai import catalogue, completions, tokens, validation
+from ..openai import catalogue, completions, responses, tokens, validation
 
 # Which quota a route draws from (ratelimit stage).
 NO_QUOTA = "none"
@@ -49,6 +49,7 @@ class Route:
     verb: str = ""  # Azure's word for it in "the … operation does not work with the specified model"
     quota: str = NO_QUOTA
     api_version: str = IGNORED
+    since: str = ""  # the first api-version that has it ("": every version the policy accepts)
     open: bool = False  # answered without a key (probes and scrapers carry none)
     recording: str = ""  # the recording file's name, from the path's parameters ("" : from the path)
     # Body checks (raise validation.Invalid) and the prompt's token count, for OpenAI routes.
@@ -136,6 +137,31 @@ def _openai(operation: str, path: str, generator: str, azure_operation: str, kin
     ]
 
 
+def _responses_prompt(body: dict, enc) -> int:
+    return responses.count_input(body, [], enc)
+
+
+def _responses() -> list[Route]:
+    """The Responses API on the v1 path (no api-version needed) and on the preview path
+    (api-version 2025-04-01-preview or later); the deployment is in the body's `model`."""
+    create = dict(family=OPENAI, generator="openai_responses", azure_operation="Responses_Create",
+                  model_kind=catalogue.CHAT, verb="responses", quota=DEPLOYMENT_QUOTA,
+                  check=responses.check_responses, prompt_tokens=_responses_prompt)
+    stored = dict(family=OPENAI, generator="openai_responses")
+    routes = []
+    for prefix, policy, since, file in (("/openai/v1/", OPTIONAL, "", "v1.responses"),
+                                        ("/openai/", REQUIRED, "2025-04-01-preview", "responses")):
+        versions = dict(api_version=policy, since=since, recording=file)
+        routes += [
+            Route("responses", ("POST",), prefix + "responses", **versions, **create),
+            Route("responses_retrieve", ("GET",), prefix + "responses/{response_id}", **versions, **stored),
+            Route("responses_delete", ("DELETE",), prefix + "responses/{response_id}", **versions, **stored),
+            Route("responses_input_items", ("GET",), prefix + "responses/{response_id}/input_items", **versions,
+                  **stored),
+        ]
+    return routes
+
+
 _DI_FAMILY = "{family:formrecognizer|documentintelligence}"
 
 ROUTES: list[Route] = [
@@ -145,6 +171,7 @@ ROUTES: list[Route] = [
              "completion", validation.check_completions, _completions_prompt),
     *_openai("embeddings", "embeddings", "openai_embeddings", "Embeddings_Create", catalogue.EMBEDDING,
              "embeddings", validation.check_embeddings, _embeddings_prompt),
+    *_responses(),
     Route("models", ("GET",), "/openai/v1/models", OPENAI, generator="openai_models", api_version=OPTIONAL,
           recording="v1.models"),
     Route(DOCUMENT_INTELLIGENCE, ("POST",), f"/{_DI_FAMILY}/documentModels/{{model}}:analyze",

@@ -19,7 +19,7 @@ import orjson
 from mitmproxy import http
 
 from .. import wire
-from ..openai import catalogue, embeddings, tokens, validation
+from ..openai import catalogue, embeddings, responses, tokens, validation
 from ..runtime.routes import OPTIONAL, REQUIRED
 from ..runtime.state import RequestContext, context_of
 
@@ -87,7 +87,8 @@ def check(context: RequestContext) -> http.Response | None:
     version = query_value(request.path, "api-version")
     if version is None and route.api_version == REQUIRED:
         return wire.not_found(request)
-    if version is not None and not version_supported(version, route.api_version == OPTIONAL):
+    if version is not None and (not version_supported(version, route.api_version == OPTIONAL)
+                                or not _since(version, route.since)):
         return wire.azure_error(400, "BadRequest", "API version not supported", request)
     context.api_version = version
     if not route.needs_deployment:
@@ -125,8 +126,28 @@ def check(context: RequestContext) -> http.Response | None:
     except validation.Invalid as e:
         return wire.openai_error(e.status, e.message, param=e.param, code=e.code, request=request)
     context.deployment, context.body = deployment, body
-    used = context.prompt_tokens = route.prompt_tokens(body, tokens.encoding(model.encoding))
+    enc = tokens.encoding(model.encoding)
+    used = route.prompt_tokens(body, enc)
+    previous = body.get("previous_response_id") if route.operation == "responses" else None
+    if previous is not None:
+        stored = config.stored_responses.get(previous)
+        if stored is None:
+            return wire.openai_error(400, f"Previous response with id '{previous}' not found.",
+                                     param="previous_response_id", code="previous_response_not_found",
+                                     request=request)
+        # The earlier turns are read again: they are input tokens of this one, as on Azure.
+        context.history = stored.conversation
+        used += responses.count_history(stored.conversation, enc)
+    context.prompt_tokens = used
     return _context_length_error(context, model, used)
+
+
+def _since(version: str, first: str) -> bool:
+    """Whether `version` is `first` or later (v1 spellings are always new enough)."""
+    if not first or version in _V1_VERSIONS:
+        return True
+    day, first_day = _version_day(version), _version_day(first)
+    return day is not None and first_day is not None and day >= first_day
 
 
 def _context_length_error(context: RequestContext, model: catalogue.Model, used: int) -> http.Response | None:
@@ -142,10 +163,14 @@ def _context_length_error(context: RequestContext, model: catalogue.Model, used:
                                           f"however you requested {longest} tokens. Please reduce your prompt.",
                                      param="input", code="context_length_exceeded", request=request)
         return None
-    limit = body.get("max_completion_tokens", body.get("max_tokens")) or 0
+    limit = body.get("max_completion_tokens", body.get("max_tokens", body.get("max_output_tokens"))) or 0
     wanted = used + limit * (body.get("n") or 1)
     if wanted <= model.context_window:
         return None
+    if context.route.operation == "responses":
+        return wire.openai_error(
+            400, "Your input exceeds the context window of this model. Please adjust your input and try again.",
+            param="input", code="context_length_exceeded", request=request)
     return wire.openai_error(
         400, f"This model's maximum context length is {model.context_window} tokens. However, you requested "
              f"{wanted} tokens ({used} in the messages, {wanted - used} in the completion). Please reduce the "
