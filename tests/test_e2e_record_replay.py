@@ -235,3 +235,35 @@ def test_entra_bearer_passes_through_when_no_azure_key(simulator_factory, tmp_pa
         assert r.status_code == 401
         assert upstream.requests[0]["headers"].get("authorization") == "Bearer entra-token-123"
         assert "api-key" not in {k.lower() for k in upstream.requests[0]["headers"]}
+
+
+def test_a_responses_stream_is_recorded_and_replayed_with_its_events_and_timing(simulator_factory, tmp_path):
+    from openai import OpenAI
+
+    folder = tmp_path / "rec"
+    ask = {"model": "gpt-4o", "input": "stream a response please", "stream": True}
+    with FakeAzure() as upstream:
+        sim = simulator_factory(record_env(upstream, folder))
+        live = list(OpenAI(base_url=sim.url + "/openai/v1/", api_key=sim.key, max_retries=0).responses.create(**ask))
+        plain = OpenAI(base_url=sim.url + "/openai/v1/", api_key=sim.key, max_retries=0).responses.create(
+            model="gpt-4o", input="not streamed")
+        assert [r["path"] for r in upstream.requests] == ["/openai/v1/responses"] * 2
+        sim.stop()
+    assert live[-1].type == "response.completed" and plain.output_text == "Upstream responds: not streamed"
+    docs = list(yaml.safe_load_all((folder / "v1.responses.yaml").read_text()))
+    events = [d for d in docs if "events" in d["response"]][0]["response"]["events"]
+    assert [e["data"]["type"] for e in events] == [e.type for e in live]  # no [DONE] on this API
+
+    sim = simulator_factory({"SIMULATOR_MODE": "replay", "RECORDING_DIR": str(folder)})
+    client = OpenAI(base_url=sim.url + "/openai/v1/", api_key=sim.key, max_retries=0)
+    started = time.perf_counter()
+    with client.responses.stream(model="gpt-4o", input="stream a response please") as stream:
+        seen = [(time.perf_counter() - started, e) for e in stream]
+        final = stream.get_final_response()
+    assert [e.sequence_number for _, e in seen] == [e.sequence_number for e in live]
+    assert final.output_text == "Upstream responds: stream a response please"
+    # Paced as recorded: the events arrive spread over time, not at once.
+    assert seen[-1][0] - seen[0][0] > CHUNK_GAP * 4
+    raw = httpx.post(f"{sim.url}/openai/v1/responses", headers={"api-key": sim.key}, json=ask)
+    assert raw.text.startswith("event: response.created\ndata: {") and "[DONE]" not in raw.text
+    assert client.responses.create(model="gpt-4o", input="not streamed").output_text == plain.output_text
