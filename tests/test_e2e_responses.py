@@ -5,13 +5,14 @@ reasoning models and their refusals."""
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import jsonschema
 import openai
 import pytest
 from conftest import API_KEY
-from helpers import count, v1
+from helpers import count, scrape, v1, value
 from openai import AzureOpenAI
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "The weather in a city.",
@@ -255,3 +256,57 @@ def test_openai_agents_sdk_runs_an_agent_with_a_function_tool(simulator):
     result = agents.Runner.run_sync(agent, "What is the weather in Lisbon?")
     assert called, "the agent called its tool"
     assert isinstance(result.final_output, str) and result.final_output
+
+
+def long_prompt(words: int = 1500) -> str:
+    return " ".join(f"clause{n % 97} of the standing instructions" for n in range(words // 5))
+
+
+def test_a_repeated_long_prompt_reports_cached_tokens_on_both_apis(simulator):
+    client = v1(simulator)
+    instructions = long_prompt()
+    first = client.responses.create(model="gpt-4o", instructions=instructions, input="Question one?",
+                                    max_output_tokens=16)
+    second = client.responses.create(model="gpt-4o", instructions=instructions, input="Question two?",
+                                     max_output_tokens=16)
+    assert first.usage.input_tokens >= 1024 and first.usage.input_tokens_details.cached_tokens == 0
+    cached = second.usage.input_tokens_details.cached_tokens
+    assert 1024 <= cached <= second.usage.input_tokens and (cached - 1024) % 128 == 0
+    assert second.usage.input_tokens - cached < 128 + 20  # all but the differing question and the last step
+    messages = [{"role": "system", "content": instructions}]
+    chat = [client.chat.completions.create(model="gpt-4o", max_tokens=5,
+                                           messages=messages + [{"role": "user", "content": q}])
+            for q in ("First?", "Second?")]
+    assert chat[0].usage.prompt_tokens_details.cached_tokens == 0
+    assert chat[1].usage.prompt_tokens_details.cached_tokens >= 1024
+    short = [client.responses.create(model="gpt-4o", input="Short and repeated.", max_output_tokens=16)
+             for _ in range(2)]
+    assert short[1].usage.input_tokens_details.cached_tokens == 0  # under 1,024 tokens nothing is cached
+
+
+def test_paced_streams_reasoning_first_and_metrics_by_operation(simulator_factory, tmp_path):
+    path = tmp_path / "deployments.json"
+    timing = {"timeToFirstTokenMs": {"mean": 200}, "interTokenMs": {"mean": 2}, "requestMs": {"mean": 0}}
+    path.write_text(json.dumps({"gpt-4o": {"model": "gpt-4o", "latency": timing},
+                                "o4-mini": {"model": "o4-mini", "latency": timing}}))
+    sim = simulator_factory({"OPENAI_DEPLOYMENT_CONFIG_PATH": str(path)})
+    client = v1(sim)
+
+    def first_token(**body) -> float:
+        started, first = time.perf_counter(), None
+        for event in client.responses.create(stream=True, **body):  # read to the end: metrics count it then
+            if first is None and event.type in ("response.output_text.delta",
+                                                "response.function_call_arguments.delta"):
+                first = time.perf_counter() - started
+        assert first is not None, "no token arrived"
+        return first
+
+    assert 0.15 < first_token(model="gpt-4o", input="Paced, please.", max_output_tokens=30) < 1.5
+    quick = first_token(model="o4-mini", input="Answer at once.", reasoning={"effort": "minimal"})
+    slow = first_token(model="o4-mini", input="Think first.", reasoning={"effort": "high"})
+    # Hidden reasoning tokens (about 448 at 2 ms each) are spent before the first visible one.
+    assert quick < 1.0 and slow - quick > 0.3
+    samples = scrape(sim)
+    assert value(samples, "aoai_requests_total", operation="responses", deployment="gpt-4o") == 1
+    assert value(samples, "aoai_time_to_first_token_seconds_count", operation="responses") == 3
+    assert value(samples, "aoai_completion_tokens_total", operation="responses") > 0
