@@ -247,7 +247,11 @@ def test_a_responses_stream_is_recorded_and_replayed_with_its_events_and_timing(
         live = list(OpenAI(base_url=sim.url + "/openai/v1/", api_key=sim.key, max_retries=0).responses.create(**ask))
         plain = OpenAI(base_url=sim.url + "/openai/v1/", api_key=sim.key, max_retries=0).responses.create(
             model="gpt-4o", input="not streamed")
-        assert [r["path"] for r in upstream.requests] == ["/openai/v1/responses"] * 2
+        # A response stored at Azure is Azure's to find: the request goes upstream, not to a 400.
+        followed = OpenAI(base_url=sim.url + "/openai/v1/", api_key=sim.key, max_retries=0).responses.create(
+            model="gpt-4o", input="and then?", previous_response_id=plain.id)
+        assert followed.output_text == "Upstream responds: and then?"
+        assert [r["path"] for r in upstream.requests] == ["/openai/v1/responses"] * 3
         sim.stop()
     assert live[-1].type == "response.completed" and plain.output_text == "Upstream responds: not streamed"
     docs = list(yaml.safe_load_all((folder / "v1.responses.yaml").read_text()))

@@ -129,7 +129,8 @@ def check(context: RequestContext) -> http.Response | None:
     enc = tokens.encoding(model.encoding)
     used = route.prompt_tokens(body, enc)
     previous = body.get("previous_response_id") if route.operation == "responses" else None
-    if previous is not None:
+    # Generated responses are stored here; recorded ones live at Azure, which answers for them.
+    if previous is not None and config.mode == "generate":
         stored = config.stored_responses.get(previous)
         if stored is None:
             return wire.openai_error(400, f"Previous response with id '{previous}' not found.",
