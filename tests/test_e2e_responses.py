@@ -310,3 +310,22 @@ def test_paced_streams_reasoning_first_and_metrics_by_operation(simulator_factor
     assert value(samples, "aoai_requests_total", operation="responses", deployment="gpt-4o") == 1
     assert value(samples, "aoai_time_to_first_token_seconds_count", operation="responses") == 3
     assert value(samples, "aoai_completion_tokens_total", operation="responses") > 0
+
+
+def test_chat_on_a_reasoning_model_reports_reasoning_tokens_and_an_empty_starved_answer(simulator):
+    client = v1(simulator)
+    ask = [{"role": "user", "content": "Think, then answer."}]
+    low = client.chat.completions.create(model="o4-mini", messages=ask, reasoning_effort="low",
+                                         max_completion_tokens=3000)
+    high = client.chat.completions.create(model="o4-mini", messages=ask, reasoning_effort="high",
+                                          max_completion_tokens=3000)
+    spent = [r.usage.completion_tokens_details.reasoning_tokens for r in (low, high)]
+    assert 0 < spent[0] < spent[1]
+    assert low.usage.completion_tokens == spent[0] + count(low.choices[0].message.content)
+    starved = client.chat.completions.create(model="o4-mini", messages=ask, reasoning_effort="high",
+                                             max_completion_tokens=20)
+    assert starved.choices[0].finish_reason == "length" and starved.choices[0].message.content == ""
+    assert starved.usage.completion_tokens == 20 == starved.usage.completion_tokens_details.reasoning_tokens
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="o4-mini", messages=ask, max_tokens=20)
+    assert raised.value.code == "unsupported_parameter"
