@@ -155,3 +155,38 @@ def test_the_prompt_cache_is_bounded():
     for n in range(50):
         cache.use("gpt-4o", [n] * 2048, now=n)
     assert len(cache) == 10
+
+
+def _with_openai_only_fields(value):
+    """`cache_write_tokens` is in OpenAI's usage but not in Azure's (its v1 spec lists only
+    cached_tokens): fill it in so the SDK's models can check everything else."""
+    if isinstance(value, dict):
+        value = {k: _with_openai_only_fields(v) for k, v in value.items()}
+        if "cached_tokens" in value:
+            value.setdefault("cache_write_tokens", 0)
+    elif isinstance(value, list):
+        value = [_with_openai_only_fields(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("model, body", [
+    (GPT4O, {"input": "Hi", "max_output_tokens": 20}),
+    (GPT4O, {"input": "Hi", "text": {"format": {"type": "json_schema", "name": "x", "schema": {
+        "type": "object", "properties": {"a": {"type": "string"}}}, "strict": True}}}),
+    (O4, {"input": "Hi", "tools": [TOOL], "tool_choice": "required", "reasoning": {"summary": "auto"}}),
+])
+def test_the_response_and_every_event_validate_against_the_sdks_models(model, body):
+    pydantic = pytest.importorskip("pydantic")
+    from openai.types.responses import Response, ResponseItem, ResponseStreamEvent
+
+    a = answer(body, model)
+    Response.model_validate(_with_openai_only_fields(a.body()))
+    events = pydantic.TypeAdapter(ResponseStreamEvent)
+    for _, event in a.stream_timeline():
+        parsed = events.validate_python(_with_openai_only_fields(event))
+        assert parsed.type == event["type"]
+    items = pydantic.TypeAdapter(ResponseItem)
+    for item in responses.input_items({"input": [
+            {"role": "user", "content": "a"}, {"type": "function_call", "call_id": "c", "name": "n", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c", "output": "d"}]}, random.Random(1)):
+        items.validate_python(item)

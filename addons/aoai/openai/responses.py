@@ -222,7 +222,8 @@ def input_items(body: dict, rng: random.Random) -> list[dict]:
                           "status": "completed", "role": item["role"], "content": content})
         else:
             prefix = {"function_call": "fc_", "function_call_output": "fco_", "reasoning": "rs_"}.get(kind, "item_")
-            items.append({**item, "type": kind, "id": item.get("id") or shapes.make_id(prefix, rng)})
+            items.append({"status": "completed", **item, "type": kind,
+                          "id": item.get("id") or shapes.make_id(prefix, rng)})
     return items
 
 
