@@ -291,7 +291,7 @@ def test_responses_draw_from_the_deployments_token_quota(sim):
     with v1.responses.with_streaming_response.create(model="tight", input="Count to three.", max_output_tokens=400,
                                                      stream=True) as streamed:
         assert streamed.headers["x-ratelimit-remaining-tokens"] == str(1000 - 2 * cost)
-        assert any(line.startswith("event: response.completed") or line.startswith("event: response.incomplete")
+        assert any(line.startswith(("event: response.completed", "event: response.incomplete"))
                    for line in streamed.iter_lines())
     with pytest.raises(RateLimitError) as caught:
         v1.responses.create(model="tight", input="Count to three.", max_output_tokens=400)

@@ -255,7 +255,7 @@ def test_a_responses_stream_is_recorded_and_replayed_with_its_events_and_timing(
         sim.stop()
     assert live[-1].type == "response.completed" and plain.output_text == "Upstream responds: not streamed"
     docs = list(yaml.safe_load_all((folder / "v1.responses.yaml").read_text()))
-    events = [d for d in docs if "events" in d["response"]][0]["response"]["events"]
+    events = next(d for d in docs if "events" in d["response"])["response"]["events"]
     assert [e["data"]["type"] for e in events] == [e.type for e in live]  # no [DONE] on this API
 
     sim = simulator_factory({"SIMULATOR_MODE": "replay", "RECORDING_DIR": str(folder)})

@@ -16,8 +16,21 @@ from typing import Any
 
 from . import chat, shapes, tokens
 from .catalogue import Model
-from .validation import (REASONING_EFFORTS, Invalid, _choice, _empty_array, _expect, _field, _integer,
-                         _listed, _missing, _number, _wrong_type, check_sampling, type_name)
+from .validation import (
+    REASONING_EFFORTS,
+    Invalid,
+    _choice,
+    _empty_array,
+    _expect,
+    _field,
+    _integer,
+    _listed,
+    _missing,
+    _number,
+    _wrong_type,
+    check_sampling,
+    type_name,
+)
 
 INPUT_ROLES = ("user", "system", "developer", "assistant")
 ITEM_TYPES = ("message", "function_call", "function_call_output", "reasoning", "item_reference")
