@@ -61,6 +61,7 @@ def check_responses(body: dict, model: Model) -> None:
                       f"{MIN_OUTPUT_TOKENS}, but got {limit} instead.", "max_output_tokens", "integer_below_min_value")
     _number(body, "temperature", 0, 2)
     _number(body, "top_p", 0, 1)
+    _integer(body, "top_logprobs", 0, 20)
     if model.reasoning:
         check_sampling(body)
     for key in ("stream", "store", "parallel_tool_calls", "background"):
@@ -426,7 +427,8 @@ def _item_events(output: OutputItem, index: int, first: int, corpus) -> list[tup
 
 
 def echoed_settings(body: dict, model: Model) -> dict:
-    """The request's settings as the response object repeats them, defaults filled in."""
+    """The request's settings as the response object repeats them, defaults filled in (the
+    fields of Azure's `AzureResponse`, and `store`)."""
     fmt = (body.get("text") or {}).get("format") or {"type": "text"}
     reasoning = body.get("reasoning") or {}
     return {
@@ -438,12 +440,13 @@ def echoed_settings(body: dict, model: Model) -> dict:
         "previous_response_id": body.get("previous_response_id"),
         "reasoning": {"effort": effort_of(body) if model.reasoning else None,
                       "summary": reasoning.get("summary") if model.reasoning else None},
-        "service_tier": "default",
+        "prompt": None,
         "store": body.get("store", True),
         "temperature": body.get("temperature", 1.0),
         "text": {"format": fmt},
         "tool_choice": body.get("tool_choice", "auto"),
         "tools": [{"strict": True, "description": None, "parameters": None, **t} for t in body.get("tools") or []],
+        "top_logprobs": body.get("top_logprobs"),
         "top_p": body.get("top_p", 1.0),
         "truncation": body.get("truncation", "disabled"),
         "user": body.get("user"),
