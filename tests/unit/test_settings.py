@@ -138,6 +138,9 @@ BAD_VALUES = [
     ("latency_openai_embeddings_std_dev", "slow", "LATENCY_OPENAI_EMBEDDINGS_STD_DEV: expected a number, got 'slow'"),
     ("replay_timing", "later", "REPLAY_TIMING: unknown timing 'later'; use recorded, model or none"),
     ("replay_miss_status", "200", "REPLAY_MISS_STATUS: expected an HTTP error status (400-599), got '200'"),
+    ("responses_stored", "2.5", "RESPONSES_STORED: expected a whole number, got '2.5'"),
+    ("responses_stored", "-1", "RESPONSES_STORED: must not be below 0, got -1"),
+    ("prompt_cache_idle_seconds", "soon", "PROMPT_CACHE_IDLE_SECONDS: expected a number, got 'soon'"),
 ]
 
 
@@ -165,6 +168,15 @@ def test_good_values_while_running_apply(fresh):
     assert config.latency_defaults == {"chat_completions": cfg.Normal(20.0, 0.0)}
     assert config.tool_call_share == 0.25
     assert config.seed == -7
+
+
+def test_the_responses_store_and_prompt_cache_settings_apply(fresh):
+    config, addon, tctx = fresh
+    tctx.configure(addon, simulator_api_key=API_KEY)
+    start(addon)
+    assert (config.stored_responses.capacity, config.prompt_cache.idle_s) == (1000, 300.0)
+    tctx.configure(addon, responses_stored="5", prompt_cache_idle_seconds="60")
+    assert (config.stored_responses.capacity, config.prompt_cache.idle_s) == (5, 60.0)
 
 
 def test_deployments_file_errors_while_running_name_the_file(fresh, tmp_path):

@@ -66,6 +66,10 @@ def check_responses(body: dict, model: Model) -> None:
         check_sampling(body)
     for key in ("stream", "store", "parallel_tool_calls", "background"):
         _expect(body, key, (bool,), "a boolean")
+    if body.get("background"):
+        # Answering at once while claiming background mode would mislead a client that polls.
+        raise Invalid("Background mode is not supported by this simulator; responses are answered at once.",
+                      "background", "unsupported_value")
     for key in ("previous_response_id", "user"):
         _expect(body, key, (str,), "a string")
     _check_metadata(body)
