@@ -237,7 +237,8 @@ def test_langchain_with_the_responses_api(simulator):
     assert azure_llm.invoke("Hello from Azure LangChain.").text
 
 
-def test_openai_agents_sdk_runs_an_agent_with_a_function_tool(simulator):
+@pytest.mark.parametrize("model", ["gpt-4o", "o4-mini"])  # a reasoning model sends its reasoning items back
+def test_openai_agents_sdk_runs_an_agent_with_a_function_tool(simulator, model):
     agents = pytest.importorskip("agents")
     from openai import AsyncOpenAI
 
@@ -252,8 +253,8 @@ def test_openai_agents_sdk_runs_an_agent_with_a_function_tool(simulator):
 
     client = AsyncOpenAI(base_url=simulator.url + "/openai/v1/", api_key=simulator.key, max_retries=0)
     agent = agents.Agent(name="Forecaster", instructions="Answer with the weather.", tools=[get_weather],
-                         model=agents.OpenAIResponsesModel(model="gpt-4o", openai_client=client))
-    result = agents.Runner.run_sync(agent, "What is the weather in Lisbon?")
+                         model=agents.OpenAIResponsesModel(model=model, openai_client=client))
+    result = agents.Runner.run_sync(agent, f"What is the weather in Lisbon? ({model})")
     assert called, "the agent called its tool"
     assert isinstance(result.final_output, str) and result.final_output
 
