@@ -225,11 +225,8 @@ def _check_reasoning(body: dict, model: Model) -> None:
 def input_items(body: dict, rng: random.Random) -> list[dict]:
     """The request's input as the items `input_items` lists: a string is one user message;
     each item gets an id when it has none."""
-    raw = body["input"]
-    if isinstance(raw, str):
-        raw = [{"role": "user", "content": raw}]
     items = []
-    for item in raw:
+    for item in given_items(body):
         kind = item.get("type") or "message"
         if kind == "message":
             content = item["content"]
@@ -281,13 +278,21 @@ def chat_tools(body: dict) -> list[dict]:
             for t in body.get("tools") or []]
 
 
+def given_items(body: dict) -> list[dict]:
+    """The request's input as a list of items (a string is one user message)."""
+    raw = body["input"]
+    return [{"role": "user", "content": raw}] if isinstance(raw, str) else raw
+
+
+def prompt_messages(body: dict, history: list[dict]) -> list[dict]:
+    """What the model reads: the instructions, the earlier turns and this input, as messages."""
+    return as_messages(history + given_items(body), body.get("instructions"))
+
+
 def count_input(body: dict, history: list[dict], enc) -> int:
     """Input tokens: the earlier turns, the instructions, this input and the tools, counted
     as the chat messages they become."""
-    raw = body["input"]
-    items = [{"role": "user", "content": raw}] if isinstance(raw, str) else raw
-    return tokens.count_chat_prompt(as_messages(history + items, body.get("instructions")), enc,
-                                    chat_tools(body) or None)
+    return tokens.count_chat_prompt(prompt_messages(body, history), enc, chat_tools(body) or None)
 
 
 def count_history(history: list[dict], enc) -> int:
@@ -297,9 +302,7 @@ def count_history(history: list[dict], enc) -> int:
 
 def _as_chat(body: dict, history: list[dict], reasoning: bool) -> dict:
     """The chat request the model answers, with this request's settings."""
-    raw = body["input"]
-    items = [{"role": "user", "content": raw}] if isinstance(raw, str) else raw
-    out: dict[str, Any] = {"messages": as_messages(history + items, body.get("instructions"))}
+    out: dict[str, Any] = {"messages": prompt_messages(body, history)}
     if body.get("tools"):
         out["tools"] = chat_tools(body)
         choice = body.get("tool_choice", "auto")

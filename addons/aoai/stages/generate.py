@@ -139,17 +139,12 @@ def openai_responses(context: RequestContext) -> http.Response | StreamPlan | No
     if route.operation == "responses":
         body, model = context.body, context.deployment.model
         rng = rng_for(context)
-        messages = responses.as_messages(context.history + _raw_input(body), body.get("instructions"))
+        messages = responses.prompt_messages(body, context.history)
         cached = _prompt_cache(context, messages, responses.chat_tools(body) or None)
         answer = responses.generate(body, model, context.prompt_tokens, context.history, rng,
                                     _settings(context.config), cached)
         return responses_answer(context, answer, rng)
     return _stored_response(context, context.params["response_id"])
-
-
-def _raw_input(body: dict) -> list[dict]:
-    raw = body["input"]
-    return [{"role": "user", "content": raw}] if isinstance(raw, str) else raw
 
 
 def responses_answer(context: RequestContext, answer: responses.ResponseAnswer,
