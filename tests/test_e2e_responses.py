@@ -330,3 +330,19 @@ def test_chat_on_a_reasoning_model_reports_reasoning_tokens_and_an_empty_starved
     with pytest.raises(openai.BadRequestError) as raised:
         client.chat.completions.create(model="o4-mini", messages=ask, max_tokens=20)
     assert raised.value.code == "unsupported_parameter"
+
+
+def test_truncation_auto_drops_the_oldest_turns_that_do_not_fit(simulator):
+    client = v1(simulator)  # gpt-4: an 8,192-token window
+    first = client.responses.create(model="gpt-4", input=long_prompt(5000), max_output_tokens=16)
+    assert 4000 < first.usage.input_tokens < 8000
+    follow = {"model": "gpt-4", "input": long_prompt(3500), "previous_response_id": first.id,
+              "max_output_tokens": 16}
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.responses.create(**follow)
+    assert raised.value.code == "context_length_exceeded" and raised.value.param == "input"
+    fitted = client.responses.create(truncation="auto", **follow)
+    alone = client.responses.create(model="gpt-4", input=long_prompt(3500), max_output_tokens=16, store=False)
+    # The first turn no longer fits: only its answer is read again.
+    assert alone.usage.input_tokens < fitted.usage.input_tokens <= alone.usage.input_tokens + 64
+    assert fitted.truncation == "auto"

@@ -137,10 +137,24 @@ def check(context: RequestContext) -> http.Response | None:
                                      param="previous_response_id", code="previous_response_not_found",
                                      request=request)
         # The earlier turns are read again: they are input tokens of this one, as on Azure.
-        context.history = stored.conversation
-        used += responses.count_history(stored.conversation, enc)
+        context.history = _fitted(stored.conversation, body, model, used, enc)
+        used += responses.count_history(context.history, enc)
     context.prompt_tokens = used
     return _context_length_error(context, model, used)
+
+
+def _fitted(history: list[dict], body: dict, model: catalogue.Model, used: int, enc) -> list[dict]:
+    """The earlier turns a request reads: all of them, or with `truncation: "auto"` the newest
+    that fit the context window with this input and its output limit (Azure drops the oldest)."""
+    if body.get("truncation") != "auto":
+        return history
+    room = model.context_window - used - (body.get("max_output_tokens") or 0)
+    costs = [responses.count_history([item], enc) for item in history]  # turns add up one by one
+    start, total = 0, sum(costs)
+    while start < len(history) and total > room:
+        total -= costs[start]
+        start += 1
+    return history[start:]
 
 
 def _since(version: str, first: str) -> bool:
