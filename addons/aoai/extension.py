@@ -24,8 +24,15 @@ from .openai.catalogue import MODELS, Model, Normal
 from .runtime.config import ConfigError, Deployment, Latency, RecordingConfig, SimulatorConfig
 from .runtime.state import VALUES, RequestContext, context_of
 from .runtime.streams import StreamPlan
-from .stages.generate import (chat_response, openai_chat, openai_completions, openai_embeddings, openai_responses,
-                              response_with_text, rng_for)
+from .stages.generate import (
+    chat_response,
+    openai_chat,
+    openai_completions,
+    openai_embeddings,
+    openai_responses,
+    response_with_text,
+    rng_for,
+)
 from .wire import azure_error, json_response, not_found, openai_error
 
 __all__ = ["MODELS", "VALUES", "ConfigError", "Deployment", "Latency", "Model", "Normal", "RecordingConfig",

@@ -144,14 +144,14 @@ def _responses_prompt(body: dict, enc) -> int:
 def _responses() -> list[Route]:
     """The Responses API on the v1 path (no api-version needed) and on the preview path
     (api-version 2025-04-01-preview or later); the deployment is in the body's `model`."""
-    create = dict(family=OPENAI, generator="openai_responses", azure_operation="Responses_Create",
-                  model_kind=catalogue.CHAT, verb="responses", quota=DEPLOYMENT_QUOTA,
-                  check=responses.check_responses, prompt_tokens=_responses_prompt)
-    stored = dict(family=OPENAI, generator="openai_responses")
+    create = {"family": OPENAI, "generator": "openai_responses", "azure_operation": "Responses_Create",
+              "model_kind": catalogue.CHAT, "verb": "responses", "quota": DEPLOYMENT_QUOTA,
+              "check": responses.check_responses, "prompt_tokens": _responses_prompt}
+    stored = {"family": OPENAI, "generator": "openai_responses"}
     routes = []
     for prefix, policy, since, file in (("/openai/v1/", OPTIONAL, "", "v1.responses"),
                                         ("/openai/", REQUIRED, "2025-04-01-preview", "responses")):
-        versions = dict(api_version=policy, since=since, recording=file)
+        versions = {"api_version": policy, "since": since, "recording": file}
         routes += [
             Route("responses", ("POST",), prefix + "responses", **versions, **create),
             Route("responses_retrieve", ("GET",), prefix + "responses/{response_id}", **versions, **stored),
