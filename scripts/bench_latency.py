@@ -3,7 +3,8 @@
 
 Starts `mitmdump -s addons/simulator.py` on a free loopback port with a temporary deployments
 file (TTFT and inter-token latency with standard deviation 0), then measures, for each
-concurrency level given with --streams and each pattern given with --patterns:
+concurrency level given with --streams, each pattern given with --patterns and each API given
+with --apis (chat completions, and the Responses API's event stream):
 
 * steady: that many streams kept in flight, as load tools keep a concurrency (clients
   started evenly over one stream's duration, each asking again on its keep-alive connection
@@ -13,10 +14,12 @@ concurrency level given with --streams and each pattern given with --patterns:
 and reports:
 
 * TTFT: from writing the request to the arrival of the first SSE frame whose
-  `choices[0].delta.content` is non-empty (the definition GenAI-Perf and LLMPerf use);
+  `choices[0].delta.content` is non-empty (the definition GenAI-Perf and LLMPerf use), or, on
+  the Responses API, the first `response.output_text.delta` event;
 * ITL: per stream, the mean gap between consecutive content frames, (last - first) / (n - 1);
   also the p99 of all single gaps pooled over the streams;
-* errors: connection failures, non-200 answers, broken streams, a missing `data: [DONE]`,
+* errors: connection failures, non-200 answers, broken streams, a missing `data: [DONE]` (or
+  Responses `response.completed`),
   or a number of content frames other than max_tokens;
 
 and for concurrent non-streamed requests the time from writing the request to the end of
@@ -63,6 +66,10 @@ from simulator_process import Process as Simulator
 API_VERSION = "2024-10-21"
 CONTENT_KEY = b'"content":"'
 DONE = b"data: [DONE]"
+TEXT_DELTA = b"event: response.output_text.delta\n"  # a Responses stream's token event
+# A Responses stream's end (it has no [DONE]); incomplete when max_output_tokens cut the answer.
+ENDS = (b"event: response.completed\n", b"event: response.incomplete\n")
+APIS = ("chat", "responses")
 CONNECT_BATCH = 25  # connections opened at a time, well below the listener's accept backlog
 CONNECT_PAUSE_S = 0.01  # between two batches
 BANNER = "Azure OpenAI simulator:"  # logged by the simulator once its listener is up
@@ -143,10 +150,16 @@ class Outcome:
     error: str | None = None
 
 
-def request_bytes(sim: Simulator, deployment: str, max_tokens: int, stream: bool) -> bytes:
-    body = json.dumps({"messages": [{"role": "user", "content": "Tell me a long story."}],
-                       "max_tokens": max_tokens, "stream": stream}).encode()
-    head = (f"POST /openai/deployments/{deployment}/chat/completions?api-version={API_VERSION} HTTP/1.1\r\n"
+def request_bytes(sim: Simulator, deployment: str, max_tokens: int, stream: bool, api: str = "chat") -> bytes:
+    if api == "responses":
+        path = "/openai/v1/responses"
+        body = json.dumps({"model": deployment, "input": "Tell me a long story.", "max_output_tokens": max_tokens,
+                           "store": False, "stream": stream}).encode()
+    else:
+        path = f"/openai/deployments/{deployment}/chat/completions?api-version={API_VERSION}"
+        body = json.dumps({"messages": [{"role": "user", "content": "Tell me a long story."}],
+                           "max_tokens": max_tokens, "stream": stream}).encode()
+    head = (f"POST {path} HTTP/1.1\r\n"
             f"host: 127.0.0.1:{sim.port}\r\napi-key: {sim.key}\r\ncontent-type: application/json\r\n"
             f"accept: {'text/event-stream' if stream else 'application/json'}\r\n"
             f"content-length: {len(body)}\r\n\r\n")
@@ -176,6 +189,13 @@ class BodyScanner:
                 self.complete = self.remaining <= 0
         sse, pos, times = self.sse, 0, self.times
         while (end := sse.find(b"\n\n", pos)) >= 0:
+            if sse.startswith(b"event: ", pos):  # the Responses API names each event
+                if sse.startswith(TEXT_DELTA, pos):
+                    times.append(now)
+                elif sse.startswith(ENDS, pos):
+                    self.done = True
+                pos = end + 2
+                continue
             i = sse.find(CONTENT_KEY, pos, end)
             if i >= 0 and sse[i + len(CONTENT_KEY)] != 0x22:  # not `"content":""`
                 times.append(now)
@@ -283,7 +303,7 @@ class ResponseReader(asyncio.Protocol):
         if outcome.status and outcome.status != 200:
             error = f"HTTP {outcome.status}"
         elif error is None and self.stream and not outcome.done:
-            error = "no [DONE]"
+            error = "no end of stream"
         outcome.error = error
         self.finished.set_result(None)
 
@@ -474,10 +494,10 @@ class LoadSnapshot:
 
 
 async def bench_streams(sim: Simulator, deployment: Deployment, count: int, max_tokens: int,
-                        tolerance: float, steady: bool) -> str:
-    """Run `count` concurrent streams, all started together (a burst) or kept in flight (steady
-    load), print their figures, and return a one-line summary."""
-    request = request_bytes(sim, deployment.name, max_tokens, stream=True)
+                        tolerance: float, steady: bool, api: str = "chat") -> str:
+    """Run `count` concurrent streams of `api`, all started together (a burst) or kept in flight
+    (steady load), print their figures, and return a one-line summary."""
+    request = request_bytes(sim, deployment.name, max_tokens, stream=True, api=api)
     duration = deployment.total_ms(max_tokens) / 1000
     if steady:
         outcomes, load = await keep_busy(sim, count, request, True, ramp=duration, window=2 * duration)
@@ -495,12 +515,12 @@ async def bench_streams(sim: Simulator, deployment: Deployment, count: int, max_
         if any(o.sent for o in outcomes) else 0.0
     pattern = "steady" if steady else "burst"
     if steady:
-        print(f"\n== {count} streams kept in flight (steady load: started over {duration:.1f} s, then each "
+        print(f"\n== {api}: {count} streams kept in flight (steady load: started over {duration:.1f} s, then each "
               f"client asks again as soon as its stream ends; {len(outcomes)} streams sent in the "
               f"{2 * duration:.1f} s after that counted), max_tokens {max_tokens} "
               f"(configured TTFT {deployment.ttft_ms:g} ms, ITL {deployment.itl_ms:g} ms)")
     else:
-        print(f"\n== {count} concurrent streams started together (burst), max_tokens {max_tokens} "
+        print(f"\n== {api}: {count} concurrent streams started together (burst), max_tokens {max_tokens} "
               f"(configured TTFT {deployment.ttft_ms:g} ms, ITL {deployment.itl_ms:g} ms)")
     print(f"  TTFT ms   p50 {percentile(ttft, 50):7.1f}  p90 {percentile(ttft, 90):7.1f}  "
           f"p99 {percentile(ttft, 99):7.1f}  mean {mean(ttft):7.1f}  max {max(ttft, default=float('nan')):7.1f}"
@@ -521,7 +541,7 @@ async def bench_streams(sim: Simulator, deployment: Deployment, count: int, max_
         abs(percentile(ttft, 50) / deployment.ttft_ms - 1) <= tolerance and \
         abs(mean(itl) / deployment.itl_ms - 1) <= tolerance and len(good) == len(outcomes)
     print(f"  TTFT p50 and ITL mean within {tolerance * 100:g} % with zero errors: {'yes' if within else 'NO'}")
-    return (f"{count:5d} streams {pattern:6s} TTFT p50 {percentile(ttft, 50):7.1f} ms "
+    return (f"{api:9s} {count:5d} streams {pattern:6s} TTFT p50 {percentile(ttft, 50):7.1f} ms "
             f"({deviation(percentile(ttft, 50), deployment.ttft_ms)}), ITL mean {mean(itl):5.2f} ms "
             f"({deviation(mean(itl), deployment.itl_ms)}), errors {len(outcomes) - len(good)}, "
             f"mitmdump CPU {load.server / load.wall * 100:.0f} %: {'ok' if within else 'NOT within'}")
@@ -559,6 +579,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="how the streams start: 'steady' keeps that many in flight as a load tool does "
                         "(started over one stream's duration, each client asking again when its stream ends); "
                         "'burst' starts them all at the same instant")
+    p.add_argument("--apis", default="chat,responses",
+                   help="which streams to measure: chat (chat completions), responses (the Responses API) or both")
     p.add_argument("--nonstreamed", type=int, default=200, help="concurrent non-streamed requests; 0 skips")
     p.add_argument("--max-tokens", type=int, default=100, help="max_tokens of every request")
     p.add_argument("--ttft-ms", type=float, default=300, help="TTFT of the streamed deployment")
@@ -574,6 +596,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.stream_counts = [int(s) for s in args.streams.split(",") if s.strip()]
     args.patterns = [s.strip() for s in args.patterns.split(",") if s.strip()]
+    args.apis = [s.strip() for s in args.apis.split(",") if s.strip()]
+    if not args.apis or not set(args.apis) <= set(APIS):
+        p.error("--apis takes chat, responses or both")
     if not set(args.patterns) <= {"steady", "burst"}:
         p.error("--patterns takes steady, burst or both")
     if args.max_tokens < 2:
@@ -586,11 +611,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def run(args: argparse.Namespace, sim: Simulator, paced: Deployment, total: Deployment) -> None:
     tolerance = args.tolerance / 100
     # Warm up: the first requests load encodings and warm caches; not counted.
-    await fire(sim, 4, request_bytes(sim, paced.name, args.max_tokens, True), True, 60)
+    for api in args.apis:
+        await fire(sim, 4, request_bytes(sim, paced.name, args.max_tokens, True, api), True, 60)
     if args.nonstreamed:
         await fire(sim, 4, request_bytes(sim, total.name, args.max_tokens, False), False, 60)
-    summary = [await bench_streams(sim, paced, count, args.max_tokens, tolerance, pattern == "steady")
-               for pattern in args.patterns for count in args.stream_counts]
+    summary = [await bench_streams(sim, paced, count, args.max_tokens, tolerance, pattern == "steady", api)
+               for api in args.apis for pattern in args.patterns for count in args.stream_counts]
     if args.nonstreamed:
         summary.append(await bench_plain(sim, total, args.nonstreamed, args.max_tokens, tolerance))
         summary.append(await bench_plain(sim, paced, args.nonstreamed, args.max_tokens, tolerance))

@@ -108,6 +108,9 @@ class _Handler(BaseHTTPRequestHandler):
                    "usage": {"prompt_tokens": 2, "total_tokens": 2}}
             self._send(200, json.dumps(out).encode())
             return
+        if self.path.partition("?")[0].rstrip("/").endswith("/responses"):
+            self._responses(body)
+            return
         text = "Upstream says: " + str(body.get("messages", [{}])[-1].get("content"))
         if body.get("stream"):
             self._stream(text)
@@ -133,6 +136,43 @@ class _Handler(BaseHTTPRequestHandler):
             self._chunk(b"data: " + json.dumps(frame).encode() + b"\n\n")
             time.sleep(CHUNK_GAP)
         self._chunk(b"data: [DONE]\n\n")
+        self.wfile.write(b"0\r\n\r\n")
+
+    def _responses(self, body: dict) -> None:
+        """The Responses API: a response object, or its events with `event:` lines and no [DONE]."""
+        text = "Upstream responds: " + str(body.get("input"))
+        words = text.split(" ")
+        message = {"id": "msg_up", "type": "message", "status": "completed", "role": "assistant",
+                   "content": [{"type": "output_text", "text": text, "annotations": []}]}
+        response = {"id": "resp_up" + uuid.uuid4().hex[:12], "object": "response", "created_at": int(time.time()),
+                    "status": "completed", "model": "gpt-4o-2024-11-20", "output": [message],
+                    "usage": {"input_tokens": 5, "input_tokens_details": {"cached_tokens": 0},
+                              "output_tokens": len(words), "output_tokens_details": {"reasoning_tokens": 0},
+                              "total_tokens": 5 + len(words)}}
+        if not body.get("stream"):
+            self._send(200, json.dumps(response).encode())
+            return
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream; charset=utf-8")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        opened = {**response, "status": "in_progress", "output": [], "usage": None}
+        ref = {"item_id": "msg_up", "output_index": 0, "content_index": 0}
+        events = [{"type": "response.created", "response": opened},
+                  {"type": "response.in_progress", "response": opened},
+                  {"type": "response.output_item.added", "output_index": 0,
+                   "item": {**message, "status": "in_progress", "content": []}},
+                  {"type": "response.content_part.added", **ref, "part": {**message["content"][0], "text": ""}}]
+        events += [{"type": "response.output_text.delta", **ref, "delta": w if i == 0 else " " + w}
+                   for i, w in enumerate(words)]
+        events += [{"type": "response.output_text.done", **ref, "text": text},
+                   {"type": "response.content_part.done", **ref, "part": message["content"][0]},
+                   {"type": "response.output_item.done", "output_index": 0, "item": message},
+                   {"type": "response.completed", "response": response}]
+        for n, event in enumerate(events):
+            event["sequence_number"] = n
+            self._chunk(b"event: " + event["type"].encode() + b"\ndata: " + json.dumps(event).encode() + b"\n\n")
+            time.sleep(CHUNK_GAP)
         self.wfile.write(b"0\r\n\r\n")
 
     def _chunk(self, data: bytes) -> None:

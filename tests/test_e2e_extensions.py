@@ -7,7 +7,7 @@ import time
 import httpx
 import openai
 import pytest
-from openai import AzureOpenAI
+from openai import AzureOpenAI, OpenAI
 
 from conftest import API_VERSION, ROOT
 from aoai.openai import tokens
@@ -48,6 +48,14 @@ def test_canned_answers_replace_the_chat_generator(simulator_factory):
     assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 2
     other = c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
     assert other.choices[0].message.content != answer and other.usage.completion_tokens == 5
+    # The Responses generator is replaced too: stored, streamed and cut like a generated answer.
+    v1 = OpenAI(base_url=sim.url + "/openai/v1/", api_key=sim.key, max_retries=0)
+    response = v1.responses.create(model="gpt-4o", input=MESSAGES[-1]["content"])
+    assert response.output_text == answer and v1.responses.retrieve(response.id).output_text == answer
+    assert response.usage.output_tokens == tokens.count(answer, tokens.encoding("o200k_base"))
+    events = list(v1.responses.create(model="gpt-4o", input=MESSAGES, stream=True))
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == answer
+    assert v1.responses.create(model="gpt-4o", input="hi", max_output_tokens=16).output_text != answer
 
 
 def test_bearer_token_extension(simulator_factory):

@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 import simulator_process
-from openai import AzureOpenAI, RateLimitError
+from openai import AzureOpenAI, OpenAI, RateLimitError
 
 from conftest import API_KEY, API_VERSION, free_port, start_simulator
 from fake_azure import UPSTREAM_KEY, FakeAzure
@@ -299,3 +299,22 @@ def test_unreachable_redis_stops_start_up_with_one_clear_line(tmp_path):
     assert s.process.returncode != 0
     line = next(li for li in s.log().splitlines() if "Cannot start the simulator" in li)
     assert "RATE_LIMIT_REDIS_URL: cannot reach Redis at " + url in line
+
+
+def test_responses_draw_from_the_deployments_token_quota(sim):
+    v1 = OpenAI(base_url=sim.url + "/openai/v1/", api_key=sim.key, max_retries=0)
+    raw = v1.responses.with_raw_response.create(model="tight", input="Count to three.", max_output_tokens=400)
+    cost = raw.parse().usage.input_tokens + 400  # max_output_tokens is the answer's share of the estimate
+    assert raw.headers["x-ratelimit-remaining-tokens"] == str(1000 - cost)
+    with v1.responses.with_streaming_response.create(model="tight", input="Count to three.", max_output_tokens=400,
+                                                     stream=True) as streamed:
+        assert streamed.headers["x-ratelimit-remaining-tokens"] == str(1000 - 2 * cost)
+        assert any(line.startswith(("event: response.completed", "event: response.incomplete"))
+                   for line in streamed.iter_lines())
+    with pytest.raises(RateLimitError) as caught:
+        v1.responses.create(model="tight", input="Count to three.", max_output_tokens=400)
+    message = caught.value.response.json()["error"]["message"]
+    assert message.startswith("Requests to the Responses_Create Operation under Azure OpenAI API ")
+    assert "exceeded token rate limit" in message
+    # Retrieving a stored response draws from no quota.
+    assert v1.responses.retrieve(raw.parse().id).id == raw.parse().id

@@ -261,3 +261,39 @@ def test_a_transcription_and_an_image_generation_record_and_replay(simulator_fac
         drawn.data[0].b64_json
     with pytest.raises(NotFoundError):  # another file is another request
         c.audio.transcriptions.create(model="whisper", file=("a.wav", tone("wav", 1.5)), language="en")
+
+
+def test_a_responses_stream_is_recorded_and_replayed_with_its_events_and_timing(simulator_factory, tmp_path):
+    from openai import OpenAI
+
+    folder = tmp_path / "rec"
+    ask = {"model": "gpt-4o", "input": "stream a response please", "stream": True}
+    with FakeAzure() as upstream:
+        sim = simulator_factory(record_env(upstream, folder))
+        live = list(OpenAI(base_url=sim.url + "/openai/v1/", api_key=sim.key, max_retries=0).responses.create(**ask))
+        plain = OpenAI(base_url=sim.url + "/openai/v1/", api_key=sim.key, max_retries=0).responses.create(
+            model="gpt-4o", input="not streamed")
+        # A response stored at Azure is Azure's to find: the request goes upstream, not to a 400.
+        followed = OpenAI(base_url=sim.url + "/openai/v1/", api_key=sim.key, max_retries=0).responses.create(
+            model="gpt-4o", input="and then?", previous_response_id=plain.id)
+        assert followed.output_text == "Upstream responds: and then?"
+        assert [r["path"] for r in upstream.requests] == ["/openai/v1/responses"] * 3
+        sim.stop()
+    assert live[-1].type == "response.completed" and plain.output_text == "Upstream responds: not streamed"
+    docs = list(yaml.safe_load_all((folder / "v1.responses.yaml").read_text()))
+    events = next(d for d in docs if "events" in d["response"])["response"]["events"]
+    assert [e["data"]["type"] for e in events] == [e.type for e in live]  # no [DONE] on this API
+
+    sim = simulator_factory({"SIMULATOR_MODE": "replay", "RECORDING_DIR": str(folder)})
+    client = OpenAI(base_url=sim.url + "/openai/v1/", api_key=sim.key, max_retries=0)
+    started = time.perf_counter()
+    with client.responses.stream(model="gpt-4o", input="stream a response please") as stream:
+        seen = [(time.perf_counter() - started, e) for e in stream]
+        final = stream.get_final_response()
+    assert [e.sequence_number for _, e in seen] == [e.sequence_number for e in live]
+    assert final.output_text == "Upstream responds: stream a response please"
+    # Paced as recorded: the events arrive spread over time, not at once.
+    assert seen[-1][0] - seen[0][0] > CHUNK_GAP * 4
+    raw = httpx.post(f"{sim.url}/openai/v1/responses", headers={"api-key": sim.key}, json=ask)
+    assert raw.text.startswith("event: response.created\ndata: {") and "[DONE]" not in raw.text
+    assert client.responses.create(model="gpt-4o", input="not streamed").output_text == plain.output_text

@@ -9,7 +9,8 @@ shared `SimulatorConfig`, where it can:
   (`config.replace_generator("openai_chat", f)`, `config.remove_generator(name)`); a
   generator takes a `RequestContext` and returns a mitmproxy `http.Response`, a `StreamPlan`,
   or None to pass; `chat_response(context, text)` makes a chat answer with your text,
-  counted, cut, streamed and timed like a generated one;
+  counted, cut, streamed and timed like a generated one (`response_with_text` for the
+  Responses API);
 * add forwarders to `config.recording.forwarders` (record mode);
 * allow bearer tokens with `config.auth_bearer_token("token")`.
 
@@ -23,11 +24,22 @@ from .openai.catalogue import MODELS, Model, Normal
 from .runtime.config import ConfigError, Deployment, Latency, RecordingConfig, SimulatorConfig
 from .runtime.state import VALUES, RequestContext, context_of
 from .runtime.streams import StreamPlan
-from .stages.generate import (chat_response, openai_chat, openai_completions, openai_embeddings, openai_images,
-                              openai_speech, openai_transcriptions, rng_for)
+from .stages.generate import (
+    chat_response,
+    openai_chat,
+    openai_completions,
+    openai_embeddings,
+    openai_images,
+    openai_responses,
+    openai_speech,
+    openai_transcriptions,
+    response_with_text,
+    rng_for,
+)
 from .wire import azure_error, json_response, not_found, openai_error
 
 __all__ = ["MODELS", "VALUES", "ConfigError", "Deployment", "Latency", "Model", "Normal", "RecordingConfig",
            "RequestContext", "SimulatorConfig", "StreamPlan", "azure_error", "chat_response", "context_of",
            "document_intelligence_generator", "json_response", "not_found", "openai_chat", "openai_completions",
-           "openai_embeddings", "openai_error", "openai_images", "openai_speech", "openai_transcriptions", "rng_for"]
+           "openai_embeddings", "openai_error", "openai_images", "openai_responses", "openai_speech",
+           "openai_transcriptions", "response_with_text", "rng_for"]

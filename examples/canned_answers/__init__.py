@@ -1,4 +1,4 @@
-"""Canned answers: replace the chat generator with answers chosen by keyword.
+"""Canned answers: replace the chat and Responses generators with answers chosen by keyword.
 
 A package, to show that form: the answers live in `answers.json` beside this file. A user
 message containing a keyword gets that keyword's answer; anything else gets the built-in
@@ -11,7 +11,7 @@ max_tokens cuts, streaming and latency.
 import json
 from pathlib import Path
 
-from aoai.extension import chat_response, openai_chat
+from aoai.extension import chat_response, openai_chat, openai_responses, response_with_text
 
 ANSWERS: dict[str, str] = json.loads((Path(__file__).parent / "answers.json").read_text())
 
@@ -26,15 +26,29 @@ def last_user_text(messages: list) -> str:
     return ""
 
 
+def answer_for(text: str) -> str | None:
+    text = text.lower()
+    return next((answer for keyword, answer in ANSWERS.items() if keyword in text), None)
+
+
 def canned_chat(context):
     if context.operation is None or context.operation.name != "chat":
         return None
-    text = last_user_text(context.body["messages"]).lower()
-    for keyword, answer in ANSWERS.items():
-        if keyword in text:
-            return chat_response(context, answer)
-    return openai_chat(context)
+    answer = answer_for(last_user_text(context.body["messages"]))
+    return chat_response(context, answer) if answer is not None else openai_chat(context)
+
+
+def canned_response(context):
+    """The Responses API: `input` is a string or a list of items; messages among them count."""
+    if context.operation is None or context.operation.name != "responses":
+        return openai_responses(context)  # retrieve, delete and input_items stay built in
+    given = context.body["input"]
+    messages = [{"role": "user", "content": given}] if isinstance(given, str) else \
+        [item for item in given if item.get("role") == "user"]
+    answer = answer_for(last_user_text(messages))  # input_text parts carry `text` as chat's parts do
+    return response_with_text(context, answer) if answer is not None else openai_responses(context)
 
 
 def initialize(config):
     config.replace_generator("openai_chat", canned_chat)
+    config.replace_generator("openai_responses", canned_response)

@@ -73,7 +73,7 @@ def test_a_chat_request_gets_its_context():
     assert context.body == HELLO
     assert context.prompt_tokens == 19
     assert context.values == {"deployment": "gpt-4o", "model": "gpt-4o", "operation": "chat",
-                              "api_version": "2024-10-21", "prompt_tokens": 19, "completion_tokens": 0,
+                              "api_version": "2024-10-21", "prompt_tokens": 19, "cached_tokens": 0, "completion_tokens": 0,
                               "estimated_tokens": 0, "latency_s": 0.0}
     assert context.request is flow.request
 

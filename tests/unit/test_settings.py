@@ -141,6 +141,9 @@ BAD_VALUES = [
     ("recording_file_suffix", "a/b", "RECORDING_FILE_SUFFIX: letters, digits, '.', '_' and '-' only, got 'a/b'"),
     ("simulator_peers", "127.0.0.1:8001", "SIMULATOR_PEERS: expected base URLs such as http://127.0.0.1:8001, "
                                           "got '127.0.0.1:8001'"),
+    ("responses_stored", "2.5", "RESPONSES_STORED: expected a whole number, got '2.5'"),
+    ("responses_stored", "-1", "RESPONSES_STORED: must not be below 0, got -1"),
+    ("prompt_cache_idle_seconds", "soon", "PROMPT_CACHE_IDLE_SECONDS: expected a number, got 'soon'"),
 ]
 
 
@@ -168,6 +171,15 @@ def test_good_values_while_running_apply(fresh):
     assert config.latency_defaults == {"chat_completions": cfg.Normal(20.0, 0.0)}
     assert config.tool_call_share == 0.25
     assert config.seed == -7
+
+
+def test_the_responses_store_and_prompt_cache_settings_apply(fresh):
+    config, addon, tctx = fresh
+    tctx.configure(addon, simulator_api_key=API_KEY)
+    start(addon)
+    assert (config.stored_responses.capacity, config.prompt_cache.idle_s) == (1000, 300.0)
+    tctx.configure(addon, responses_stored="5", prompt_cache_idle_seconds="60")
+    assert (config.stored_responses.capacity, config.prompt_cache.idle_s) == (5, 60.0)
 
 
 def test_deployments_file_errors_while_running_name_the_file(fresh, tmp_path):

@@ -38,13 +38,15 @@ class ChatAnswer:
     prompt_tokens: int
     corpus: text.Corpus
     reasoning_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt tokens, those the prompt cache had seen
 
     @property
     def completion_tokens(self) -> int:
         return sum(c.tokens for c in self.choices) + self.reasoning_tokens
 
     def usage(self) -> dict:
-        return shapes.usage(self.prompt_tokens, self.completion_tokens, self.reasoning_tokens)
+        return shapes.usage(self.prompt_tokens, self.completion_tokens, self.reasoning_tokens,
+                            min(self.cached_tokens, self.prompt_tokens))
 
     def body(self) -> dict:
         choices = []

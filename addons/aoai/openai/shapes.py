@@ -41,13 +41,13 @@ def fingerprint(model_version: str) -> str:
     return "fp_" + hashlib.sha1(model_version.encode()).hexdigest()[:10]
 
 
-def usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0) -> dict:
+def usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0, cached_tokens: int = 0) -> dict:
     return {
         "completion_tokens": completion_tokens,
         "completion_tokens_details": {"accepted_prediction_tokens": 0, "audio_tokens": 0,
                                       "reasoning_tokens": reasoning_tokens, "rejected_prediction_tokens": 0},
         "prompt_tokens": prompt_tokens,
-        "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": 0},
+        "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": cached_tokens},
         "total_tokens": prompt_tokens + completion_tokens,
     }
 

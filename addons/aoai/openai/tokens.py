@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
+
 _URLS = {
     "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
     "o200k_base": "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
@@ -168,3 +170,12 @@ def count_embedding_input(value: Any, enc) -> int:
         else:
             total += len(item)
     return total
+
+
+def prompt_ids(messages: list[dict], enc, tools: list | None = None) -> list[int]:
+    """A prompt as one token sequence, tools first and then the messages in order: what prompt
+    caching compares (two prompts share a cached prefix when these sequences do)."""
+    rendered = orjson.dumps(tools or []).decode() + "".join(
+        f"\n{m.get('role')}: " + orjson.dumps({k: v for k, v in m.items() if k != "role"},
+                                              option=orjson.OPT_SORT_KEYS).decode() for m in messages)
+    return enc.encode(rendered, disallowed_special=())

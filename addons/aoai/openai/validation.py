@@ -169,6 +169,21 @@ def _check_logit_bias(body: dict) -> None:
                           "logit_bias", "decimal_out_of_range")
 
 
+# --- Reasoning models ---------------------------------------------------------------------------
+
+# Sampling settings a reasoning model takes only at their defaults.
+SAMPLING_DEFAULTS = {"temperature": 1, "top_p": 1, "presence_penalty": 0, "frequency_penalty": 0}
+
+
+def check_sampling(body: dict) -> None:
+    """Azure's 400 for a sampling setting a reasoning model cannot change."""
+    for key, default in SAMPLING_DEFAULTS.items():
+        value = body.get(key)
+        if value is not None and _is(value, (int, float)) and value != default:
+            raise Invalid(f"Unsupported value: '{key}' does not support {value} with this model. Only the default "
+                          f"({default}) value is supported.", key, "unsupported_value")
+
+
 # --- Chat ---------------------------------------------------------------------------------------
 
 def max_output(body: dict, model: Model) -> int | None:
@@ -192,6 +207,8 @@ def check_chat(body: dict, model: Model) -> None:
         _check_message(message, f"messages[{i}]")
     _common(body)
     max_output(body, model)
+    if model.reasoning:
+        check_sampling(body)
     _choice(body, "reasoning_effort", "", REASONING_EFFORTS)
     _expect(body, "logprobs", (bool,), "a boolean")
     _integer(body, "top_logprobs", 0, 20)

@@ -16,6 +16,8 @@ from typing import Any
 from ..openai import catalogue
 from ..openai.catalogue import Model, Normal
 from .entra import TokenPolicy
+from .prompt_cache import PromptCache
+from .stored import ResponseStore
 
 MODES = ("generate", "record", "replay")
 
@@ -228,6 +230,10 @@ class SimulatorConfig:
     # Other workers of the same simulator (scripts/workers.py): management changes reach them too.
     peers: tuple[str, ...] = ()
     worker: str = ""  # this worker's name, when there are several
+    # Responses kept for retrieve, input_items and previous_response_id (the newest N).
+    stored_responses: ResponseStore = field(default_factory=ResponseStore)
+    # Prompts seen recently, per deployment: what cached_tokens reports.
+    prompt_cache: PromptCache = field(default_factory=PromptCache)
 
     def auth_bearer_token(self, token: str) -> None:
         """Accept `Authorization: Bearer <token>` as well as the API key (extension contract)."""

@@ -19,7 +19,8 @@ from .state import context_for
 
 _rng = random.Random()
 
-_OPTION_NAMES = {"chat": "chat_completions", "completions": "completions", "embeddings": "embeddings"}
+# Responses are chat answers in another shape: the chat latency settings time them too.
+_OPTION_NAMES = {"chat": "chat_completions", "responses": "chat_completions", "completions": "completions", "embeddings": "embeddings"}
 
 
 def profile(deployment: Deployment, operation: Route, config: SimulatorConfig) -> Latency:
@@ -35,7 +36,7 @@ def profile(deployment: Deployment, operation: Route, config: SimulatorConfig) -
     override = config.latency_defaults.get(_OPTION_NAMES.get(operation.name, ""))
     if override is None:
         return base
-    if operation.name in ("chat", "completions"):
+    if operation.name in ("chat", "completions", "responses"):
         return Latency(override, override, base.request_ms)
     return Latency(base.time_to_first_token_ms, base.inter_token_ms, override)
 

@@ -91,9 +91,9 @@ def estimate_tokens(operation: str, body: dict, prompt_tokens: int, *,
                     default_reservation: int = DEFAULT_RESERVATION, max_output_tokens: int = 0) -> int:
     """Azure's up-front estimate of what a request may use, counted against the TPM quota.
 
-    `operation` is "chat", "completions" or "embeddings"; `prompt_tokens` the prompt counted
+    `operation` is "chat", "completions", "embeddings" or "responses"; `prompt_tokens` the prompt counted
     with the model's encoding (messages, tools and all). The answer's share is its maximum:
-    `max_completion_tokens` or `max_tokens`, times every answer produced (`n`, and `best_of`
+    `max_completion_tokens` or `max_tokens` (`max_output_tokens` for responses), times every answer produced (`n`, and `best_of`
     candidates for completions, for each prompt of a completions batch). Chat without a
     maximum reserves `default_reservation` (Azure reserves a large amount, not what the answer
     turns out to use), never more than the model can write; legacy completions default to 16
@@ -105,6 +105,8 @@ def estimate_tokens(operation: str, body: dict, prompt_tokens: int, *,
     limit = body.get("max_completion_tokens")
     if limit is None:
         limit = body.get("max_tokens")
+    if limit is None:
+        limit = body.get("max_output_tokens")  # the Responses API's name for it
     if limit is None:
         if operation == "completions":
             limit = COMPLETIONS_DEFAULT_MAX_TOKENS

@@ -253,6 +253,9 @@ def parse_sse(data: bytes) -> list[Any]:
 
 def sse_bytes(data: Any) -> bytes:
     payload = data.encode() if isinstance(data, str) else orjson.dumps(data)
+    if isinstance(data, dict) and isinstance(data.get("type"), str):
+        # A Responses API event: Azure names its type on an `event:` line too.
+        return b"event: " + data["type"].encode() + b"\ndata: " + payload + b"\n\n"
     return b"data: " + payload + b"\n\n"
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from ..openai import audio, catalogue, completions, images, tokens, validation
+from ..openai import audio, catalogue, completions, images, responses, tokens, validation
 
 # Which quota a route draws from (ratelimit stage).
 NO_QUOTA = "none"
@@ -52,6 +52,7 @@ class Route:
     verb: str = ""  # Azure's word for it in "the … operation does not work with the specified model"
     quota: str = NO_QUOTA
     api_version: str = IGNORED
+    since: str = ""  # the first api-version that has it ("": every version the policy accepts)
     open: bool = False  # answered without a key (probes and scrapers carry none)
     recording: str = ""  # the recording file's name, from the path's parameters ("" : from the path)
     # The Azure RBAC data action a principal needs for it, as Azure's PermissionDenied names it.
@@ -163,6 +164,31 @@ def _openai(operation: str, path: str, generator: str, azure_operation: str, kin
     ]
 
 
+def _responses_prompt(body: dict, enc) -> int:
+    return responses.count_input(body, [], enc)
+
+
+def _responses() -> list[Route]:
+    """The Responses API on the v1 path (no api-version needed) and on the preview path
+    (api-version 2025-04-01-preview or later); the deployment is in the body's `model`."""
+    create = {"family": OPENAI, "generator": "openai_responses", "azure_operation": "Responses_Create",
+              "model_kind": catalogue.CHAT, "verb": "responses", "quota": DEPLOYMENT_QUOTA,
+              "check": responses.check_responses, "prompt_tokens": _responses_prompt}
+    stored = {"family": OPENAI, "generator": "openai_responses"}
+    routes = []
+    for prefix, policy, since, file in (("/openai/v1/", OPTIONAL, "", "v1.responses"),
+                                        ("/openai/", REQUIRED, "2025-04-01-preview", "responses")):
+        versions = {"api_version": policy, "since": since, "recording": file}
+        routes += [
+            Route("responses", ("POST",), prefix + "responses", **versions, **create),
+            Route("responses_retrieve", ("GET",), prefix + "responses/{response_id}", **versions, **stored),
+            Route("responses_delete", ("DELETE",), prefix + "responses/{response_id}", **versions, **stored),
+            Route("responses_input_items", ("GET",), prefix + "responses/{response_id}/input_items", **versions,
+                  **stored),
+        ]
+    return routes
+
+
 _DI_FAMILY = "{family:formrecognizer|documentintelligence}"
 
 ROUTES: list[Route] = [
@@ -184,6 +210,7 @@ ROUTES: list[Route] = [
              "imagesGeneration", images.check_generation, _image_prompt),
     *_openai("image_edits", "images/edits", "openai_images", "ImageEdits_Create", catalogue.IMAGE,
              "imagesEdit", images.check_edit, _image_prompt, FORM_BODY, images.MAX_EDIT_BODY_BYTES),
+    *_responses(),
     # Images answered as URLs are fetched here, without a key, as from Azure's signed blob URLs.
     Route("image_file", ("GET",), "/++/images/{image}", MANAGEMENT, open=True),
     Route("models", ("GET",), "/openai/v1/models", OPENAI, generator="openai_models", api_version=OPTIONAL,

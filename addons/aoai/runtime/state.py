@@ -39,6 +39,8 @@ class RequestContext:
     form: Form | None = None  # a multipart/form-data body, parsed once (audio uploads, image edits)
     checked: Any = None  # what the route's check made of the body (audio and image requests)
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt tokens, those the prompt cache had seen (prompt caching)
+    history: list[dict] = field(default_factory=list)  # Responses: the earlier turns previous_response_id names
     completion_tokens: int = 0
     estimated_tokens: int = 0  # the up-front estimate charged against the token quota
     quota_checked_at: float | None = None  # the windows' clock when the quota was checked
@@ -88,9 +90,10 @@ VALUES: dict[str, tuple[Any, str | None, str]] = {
     "deployment": (_deployment, None, "the deployment's name"),
     "model": (_model, None, "the deployment's model"),
     "operation": (lambda c: c.route.operation if c.route else None, None,
-                  "chat, completions, embeddings, models, document_intelligence, …"),
+                  "chat, completions, embeddings, responses, models, document_intelligence, …"),
     "api_version": (lambda c: c.api_version, None, "the request's api-version"),
     "prompt_tokens": (lambda c: c.prompt_tokens, "prompt_tokens", "tokens in the prompt, counted as Azure does"),
+    "cached_tokens": (lambda c: c.cached_tokens, None, "prompt tokens the prompt cache had seen"),
     "completion_tokens": (lambda c: c.completion_tokens, "completion_tokens", "tokens in the answer, once made"),
     "estimated_tokens": (lambda c: c.estimated_tokens, None, "what the token quota was charged up front"),
     "quota_checked_at": (lambda c: c.quota_checked_at, None, "when the quota was checked (its windows' clock)"),

@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import orjson
 from mitmproxy import http
 from mitmproxy.http import status_codes
 
@@ -225,13 +226,24 @@ class _Player:
         self.ended.set_result(None)
 
 
+# Events (Responses API, streamed transcriptions) that carry generated text or tool-call arguments.
+TOKEN_EVENTS = frozenset({"response.output_text.delta", "response.function_call_arguments.delta",
+                          "response.refusal.delta", "transcript.text.delta"})
+
+
+def event_frame(event: dict) -> bytes:
+    """A Responses API event as Azure frames it: an `event:` line naming its type, then its data."""
+    return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+
+
 def carries_tokens(event) -> bool:
     """Whether an SSE event (parsed JSON) carries generated text or tool-call arguments: what
     load tools time as tokens."""
     if not isinstance(event, dict):
         return False
-    if event.get("type") == "transcript.text.delta":  # a streamed transcription's words
-        return bool(event.get("delta"))
+    kind = event.get("type")
+    if kind is not None:
+        return kind in TOKEN_EVENTS and bool(event.get("delta"))
     for choice in event.get("choices") or ():
         delta = choice.get("delta") or {}
         if delta.get("content") or delta.get("tool_calls") or choice.get("text"):

@@ -20,7 +20,7 @@ import orjson
 from mitmproxy import http
 
 from .. import wire
-from ..openai import catalogue, embeddings, forms, tokens, validation
+from ..openai import catalogue, embeddings, forms, responses, tokens, validation
 from ..runtime.routes import FORM_BODY, OPTIONAL, REQUIRED
 from ..runtime.state import RequestContext, context_of
 
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 _VERSION = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(-preview)?$")
 _V1_VERSIONS = {"v1", "preview", "latest"}
 _FIRST_VERSION = datetime.date(2022, 12, 1)
-_WINDOWED = frozenset({"chat", "completions", "embeddings"})  # operations a context window limits
+_WINDOWED = frozenset({"chat", "completions", "embeddings", "responses"})  # operations a context window limits
 
 
 def query_value(path: str, name: str) -> str | None:
@@ -89,7 +89,8 @@ def check(context: RequestContext) -> http.Response | None:
     version = query_value(request.path, "api-version")
     if version is None and route.api_version == REQUIRED:
         return wire.not_found(request)
-    if version is not None and not version_supported(version, route.api_version == OPTIONAL):
+    if version is not None and (not version_supported(version, route.api_version == OPTIONAL)
+                                or not _since(version, route.since)):
         return wire.azure_error(400, "BadRequest", "API version not supported", request)
     context.api_version = version
     if not route.needs_deployment:
@@ -123,7 +124,20 @@ def check(context: RequestContext) -> http.Response | None:
     except validation.Invalid as e:
         return wire.openai_error(e.status, e.message, param=e.param, code=e.code, request=request)
     context.deployment, context.body = deployment, body
-    used = context.prompt_tokens = route.prompt_tokens(body, tokens.encoding(model.encoding))
+    enc = tokens.encoding(model.encoding)
+    used = route.prompt_tokens(body, enc)
+    previous = body.get("previous_response_id") if route.operation == "responses" else None
+    # Generated responses are stored here; recorded ones live at Azure, which answers for them.
+    if previous is not None and config.mode == "generate":
+        stored = config.stored_responses.get(previous)
+        if stored is None:
+            return wire.openai_error(400, f"Previous response with id '{previous}' not found.",
+                                     param="previous_response_id", code="previous_response_not_found",
+                                     request=request)
+        # The earlier turns are read again: they are input tokens of this one, as on Azure.
+        context.history = _fitted(stored.conversation, body, model, used, enc)
+        used += responses.count_history(context.history, enc)
+    context.prompt_tokens = used
     if route.operation not in _WINDOWED:
         return None
     return _context_length_error(context, model, used)
@@ -171,6 +185,28 @@ def _read_form(context: RequestContext) -> dict | http.Response:
     return context.form.summary()
 
 
+def _fitted(history: list[dict], body: dict, model: catalogue.Model, used: int, enc) -> list[dict]:
+    """The earlier turns a request reads: all of them, or with `truncation: "auto"` the newest
+    that fit the context window with this input and its output limit (Azure drops the oldest)."""
+    if body.get("truncation") != "auto":
+        return history
+    room = model.context_window - used - (body.get("max_output_tokens") or 0)
+    costs = [responses.count_history([item], enc) for item in history]  # turns add up one by one
+    start, total = 0, sum(costs)
+    while start < len(history) and total > room:
+        total -= costs[start]
+        start += 1
+    return history[start:]
+
+
+def _since(version: str, first: str) -> bool:
+    """Whether `version` is `first` or later (v1 spellings are always new enough)."""
+    if not first or version in _V1_VERSIONS:
+        return True
+    day, first_day = _version_day(version), _version_day(first)
+    return day is not None and first_day is not None and day >= first_day
+
+
 def _context_length_error(context: RequestContext, model: catalogue.Model, used: int) -> http.Response | None:
     body, request = context.body, context.request
     if context.route.operation == "embeddings":
@@ -184,10 +220,14 @@ def _context_length_error(context: RequestContext, model: catalogue.Model, used:
                                           f"however you requested {longest} tokens. Please reduce your prompt.",
                                      param="input", code="context_length_exceeded", request=request)
         return None
-    limit = body.get("max_completion_tokens", body.get("max_tokens")) or 0
+    limit = body.get("max_completion_tokens", body.get("max_tokens", body.get("max_output_tokens"))) or 0
     wanted = used + limit * (body.get("n") or 1)
     if wanted <= model.context_window:
         return None
+    if context.route.operation == "responses":
+        return wire.openai_error(
+            400, "Your input exceeds the context window of this model. Please adjust your input and try again.",
+            param="input", code="context_length_exceeded", request=request)
     return wire.openai_error(
         400, f"This model's maximum context length is {model.context_window} tokens. However, you requested "
              f"{wanted} tokens ({used} in the messages, {wanted - used} in the completion). Please reduce the "

@@ -24,13 +24,14 @@ from mitmproxy import http
 
 from .. import wire
 from ..docintel import service as docintel
-from ..openai import audio, chat, completions, embeddings, images
+from ..openai import audio, chat, completions, embeddings, images, responses, tokens
 from ..runtime import latency, media
 from ..runtime.config import SimulatorConfig
 from ..runtime.failures import describe
 from ..runtime.routes import MANAGEMENT
 from ..runtime.state import RequestContext, context_for
-from ..runtime.streams import StreamPlan, StreamServer, carries_tokens, sse_frames
+from ..runtime.stored import StoredResponse
+from ..runtime.streams import StreamPlan, StreamServer, carries_tokens, event_frame, sse_frames
 
 logger = logging.getLogger(__name__)
 
@@ -63,33 +64,63 @@ def _answer(context: RequestContext, answer) -> http.Response | StreamPlan:
     context.completion_tokens = answer.completion_tokens
     config, body = context.config, context.body
     hidden = getattr(answer, "reasoning_tokens", 0) // max(1, len(answer.choices))
-    timing = latency.profile(context.deployment, context.operation, config) if config.latency_enabled else None
     if body.get("stream"):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         timeline = answer.stream_timeline(include_usage)
-        if timing is None:
-            return http.Response.make(200, wire.sse_body([e for _, e in timeline]), stream_headers(context))
-        steps = max(step for step, _ in timeline) + 1
-        # A fault injector may ask for the stream to break after some tokens.
-        cut = context.stream_cut_after
-        if cut is not None:
-            timeline = [(step, event) for step, event in timeline if step < cut]
-        encoded = [(step, b"data: " + wire.dumps(event) + b"\n\n") for step, event in timeline]
-        frames = sse_frames(encoded, latency.token_offsets(timing, steps, hidden), done=cut is None)
-        token_frames = [carries_tokens(event) for _, event in timeline] + ([False] if cut is None else [])
-        return StreamPlan(stream_headers(context), frames, cut=cut is not None, token_frames=token_frames,
-                          labels={"deployment": context.deployment.name, "operation": context.route.operation})
-    if timing is not None:
-        steps = max((len(c.token_ids) for c in answer.choices), default=1)
-        context.latency_s = latency.generation_seconds(timing, steps, hidden)
+        return _stream(context, timeline, lambda event: b"data: " + wire.dumps(event) + b"\n\n", hidden, done=True)
+    steps = max((len(c.token_ids) for c in answer.choices), default=1)
+    _hold(context, steps, hidden)
     return wire.json_response(200, answer.body(), context.request, config.region)
+
+
+def _hold(context: RequestContext, steps: int, hidden: int) -> None:
+    """How long a non-streamed answer of `steps` tokens (and `hidden` reasoning ones) takes."""
+    config = context.config
+    if config.latency_enabled:
+        timing = latency.profile(context.deployment, context.operation, config)
+        context.latency_s = latency.generation_seconds(timing, steps, hidden)
+
+
+def _stream(context: RequestContext, timeline: list[tuple[int, dict]], encode, hidden: int,
+            done: bool) -> http.Response | StreamPlan:
+    """A stream of `timeline`'s events (each at its token step, -1: at once): paced by the
+    deployment's latency, or all at once when latency is off. `done` ends it with [DONE]."""
+    config = context.config
+    if not config.latency_enabled:
+        data = b"".join(encode(event) for _, event in timeline) + (b"data: [DONE]\n\n" if done else b"")
+        return http.Response.make(200, data, stream_headers(context))
+    timing = latency.profile(context.deployment, context.operation, config)
+    steps = max(step for step, _ in timeline) + 1
+    # A fault injector may ask for the stream to break after some tokens.
+    cut = context.stream_cut_after
+    if cut is not None:
+        timeline = [(step, event) for step, event in timeline if step < cut]
+    ends = done and cut is None
+    encoded = [(step, encode(event)) for step, event in timeline]
+    frames = sse_frames(encoded, latency.token_offsets(timing, steps, hidden), done=ends)
+    token_frames = [carries_tokens(event) for _, event in timeline] + ([False] if ends else [])
+    return StreamPlan(stream_headers(context), frames, cut=cut is not None, token_frames=token_frames,
+                      labels={"deployment": context.deployment.name, "operation": context.route.operation})
+
+
+def _prompt_cache(context: RequestContext, messages: list[dict], tools: list | None) -> int:
+    """Prompt tokens the deployment's prompt cache had seen; long prompts only (Azure caches
+    from 1,024 tokens), so short ones cost nothing."""
+    if context.prompt_tokens < 1024:
+        return 0
+    enc = tokens.encoding(context.deployment.model.encoding)
+    seen = context.config.prompt_cache.use(context.deployment.name, tokens.prompt_ids(messages, enc, tools))
+    context.cached_tokens = min(seen, context.prompt_tokens)
+    return context.cached_tokens
 
 
 def openai_chat(context: RequestContext) -> http.Response | StreamPlan | None:
     if context.route is None or context.route.operation != "chat":
         return None
-    answer = chat.generate(context.body, context.deployment.model, context.prompt_tokens,
+    body = context.body
+    answer = chat.generate(body, context.deployment.model, context.prompt_tokens,
                            rng_for(context), _settings(context.config))
+    answer.cached_tokens = _prompt_cache(context, body["messages"], body.get("tools"))
     return _answer(context, answer)
 
 
@@ -99,6 +130,61 @@ def openai_completions(context: RequestContext) -> http.Response | StreamPlan | 
     answer = completions.generate(context.body, context.deployment.model, context.prompt_tokens,
                                   rng_for(context), _settings(context.config))
     return _answer(context, answer)
+
+
+def openai_responses(context: RequestContext) -> http.Response | StreamPlan | None:
+    """The Responses API: create, and retrieve, delete and list the input of a stored response."""
+    route = context.route
+    if route is None or not route.operation.startswith("responses"):
+        return None
+    if route.operation == "responses":
+        body, model = context.body, context.deployment.model
+        rng = rng_for(context)
+        messages = responses.prompt_messages(body, context.history)
+        cached = _prompt_cache(context, messages, responses.chat_tools(body) or None)
+        answer = responses.generate(body, model, context.prompt_tokens, context.history, rng,
+                                    _settings(context.config), cached)
+        return responses_answer(context, answer, rng)
+    return _stored_response(context, context.params["response_id"])
+
+
+def responses_answer(context: RequestContext, answer: responses.ResponseAnswer,
+                     rng: random.Random | None = None) -> http.Response | StreamPlan:
+    """The response for a Responses answer: stored (unless `store` is false), then JSON or a
+    stream of events, timed like chat."""
+    body = context.body
+    context.completion_tokens = answer.completion_tokens
+    if body.get("store", True):
+        items = responses.input_items(body, rng or rng_for(context))
+        finished = answer.body()
+        context.config.stored_responses.put(
+            StoredResponse(finished, items, responses.conversation(context.history, items, finished)))
+    if body.get("stream"):
+        return _stream(context, answer.stream_timeline(), event_frame, answer.reasoning_tokens, done=False)
+    _hold(context, answer.steps, answer.reasoning_tokens)
+    return wire.json_response(200, answer.body(), context.request, context.config.region)
+
+
+def _stored_response(context: RequestContext, response_id: str) -> http.Response:
+    """GET or DELETE /responses/{id}, or GET its input_items; Azure's 404 for an unknown id."""
+    request, region, store = context.request, context.config.region, context.config.stored_responses
+    stored = store.get(response_id)
+    if stored is None:
+        return wire.openai_error(404, f"Response with id '{response_id}' not found.", request=request)
+    operation = context.route.operation
+    if operation == "responses_delete":
+        store.delete(response_id)
+        return wire.json_response(200, {"id": response_id, "object": "response.deleted", "deleted": True},
+                                  request, region)
+    if operation == "responses_retrieve":
+        return wire.json_response(200, stored.body, request, region)
+    query = request.query
+    try:
+        page = responses.item_page(stored.input_items, query.get("order") or "desc", query.get("limit"),
+                                   query.get("after"), query.get("before"))
+    except responses.Invalid as e:
+        return wire.openai_error(400, e.message, param=e.param, code=e.code, request=request)
+    return wire.json_response(200, page, request, region)
 
 
 def openai_embeddings(context: RequestContext) -> http.Response | None:
@@ -122,6 +208,13 @@ def openai_models(context: RequestContext) -> http.Response | None:
     data = [{"id": d.name, "object": "model", "created": 0, "owned_by": "system", "model": d.model.version}
             for d in context.config.deployments.values()]
     return wire.json_response(200, {"object": "list", "data": data}, request, context.config.region)
+
+
+def response_with_text(context: RequestContext, content: str) -> http.Response | StreamPlan:
+    """A Responses answer with the given text, stored, streamed and timed like a generated one."""
+    answer = responses.fixed(content, context.body, context.deployment.model, context.prompt_tokens,
+                             rng_for(context))
+    return responses_answer(context, answer)
 
 
 def _work_seconds(context: RequestContext) -> float:
@@ -207,8 +300,8 @@ def chat_response(context: RequestContext, content: str) -> http.Response | Stre
     return _answer(context, answer)
 
 
-BUILT_IN = [openai_chat, openai_completions, openai_embeddings, openai_transcriptions, openai_speech, openai_images,
-            openai_models, docintel.document_intelligence]
+BUILT_IN = [openai_chat, openai_completions, openai_embeddings, openai_responses, openai_transcriptions,
+            openai_speech, openai_images, openai_models, docintel.document_intelligence]
 
 
 class Generate:

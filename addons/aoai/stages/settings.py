@@ -118,6 +118,10 @@ SETTINGS = [
             "PEM certificate (and chain) HTTPS clients are shown for the host names it names, instead of one "
             "signed by the simulator's CA."),
     Setting("SIMULATOR_TLS_KEY", str, "", "PEM private key of SIMULATOR_TLS_CERT, when that file does not hold it."),
+    Setting("RESPONSES_STORED", str, "1000",
+            "Responses API: how many stored responses are kept (the newest) for retrieve and previous_response_id."),
+    Setting("PROMPT_CACHE_IDLE_SECONDS", str, "300",
+            "Seconds after which an unused prompt prefix leaves the prompt cache (cached_tokens)."),
 ]
 BY_OPTION = {s.option: s for s in SETTINGS}
 ENTRA_OPTIONS = {"simulator_entra_tokens", "simulator_entra_audiences", "simulator_entra_tenants",
@@ -280,6 +284,10 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     if window is not None and window <= 0:
         raise ConfigError("RATE_LIMIT_REQUEST_WINDOW_SECONDS: must be above 0 (Azure uses 10 or 1)")
     poll_rps = _float("doc_intelligence_poll_rps", options.doc_intelligence_poll_rps, low=None)
+    stored = _float("responses_stored", options.responses_stored)
+    if stored is not None and stored != int(stored):
+        raise ConfigError(f"RESPONSES_STORED: expected a whole number, got {options.responses_stored!r}")
+    cache_idle = _float("prompt_cache_idle_seconds", options.prompt_cache_idle_seconds)
     redis_url = options.rate_limit_redis_url.strip()
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"RATE_LIMIT_REDIS_URL: expected redis://host:port/db, rediss://… or unix://…, "
@@ -328,6 +336,8 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     config.peers = peers
     config.worker = options.simulator_worker.strip()
     config.entra = policy
+    config.stored_responses.capacity = 1000 if stored is None else int(stored)
+    config.prompt_cache.idle_s = 300.0 if cache_idle is None else cache_idle
     logging.getLogger("aoai").setLevel(level)
 
 

@@ -1,0 +1,72 @@
+"""Prompt caching as Azure reports it: a prompt of at least 1,024 tokens whose beginning the
+same deployment saw recently reports that beginning as `cached_tokens`, in steps of 128.
+
+The cache keeps a digest of each prompt prefix at those steps (1,024, 1,152, …), never the
+text; an entry not used for `idle_s` is forgotten, as Azure's cache is after minutes idle,
+and at most `capacity` entries are kept (the least recently used go first).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+
+MIN_TOKENS = 1024
+STEP = 128
+DEFAULT_IDLE_S = 300.0
+DEFAULT_CAPACITY = 100_000
+
+
+class PromptCache:
+    def __init__(self, idle_s: float = DEFAULT_IDLE_S, capacity: int = DEFAULT_CAPACITY):
+        self.idle_s = idle_s
+        self.capacity = capacity
+        self._seen: OrderedDict[bytes, float] = OrderedDict()  # prefix digest -> last used
+        self._lock = threading.Lock()
+
+    def use(self, deployment: str, token_ids: Sequence[int], now: float | None = None) -> int:
+        """The tokens of this prompt that were cached; the prompt is remembered for next time."""
+        if len(token_ids) < MIN_TOKENS:
+            return 0
+        now = time.monotonic() if now is None else now
+        digests = _prefix_digests(deployment, token_ids)
+        cached = 0
+        with self._lock:
+            self._forget_idle(now)
+            for length, digest in digests:
+                if digest in self._seen:
+                    cached = length
+                self._seen[digest] = now
+                self._seen.move_to_end(digest)
+            while len(self._seen) > self.capacity:
+                self._seen.popitem(last=False)
+        return cached
+
+    def clear(self) -> None:
+        with self._lock:
+            self._seen.clear()
+
+    def _forget_idle(self, now: float) -> None:
+        # Entries are in order of last use: the idle ones are at the front.
+        while self._seen:
+            digest, used = next(iter(self._seen.items()))
+            if now - used < self.idle_s:
+                return
+            del self._seen[digest]
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+def _prefix_digests(deployment: str, token_ids: Sequence[int]) -> list[tuple[int, bytes]]:
+    """(length, digest) of the prompt's prefixes of 1,024 tokens and every 128 after."""
+    running = hashlib.blake2b(deployment.encode() + b"\0", digest_size=16)
+    out, start = [], 0
+    for length in range(MIN_TOKENS, len(token_ids) + 1, STEP):
+        running.update(b"".join(t.to_bytes(4, "little") for t in token_ids[start:length]))
+        out.append((length, running.copy().digest()))
+        start = length
+    return out
