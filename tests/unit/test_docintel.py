@@ -7,7 +7,6 @@ from aoai.docintel import service as docintel
 from aoai.stages import routing
 from aoai.stages import generate
 from aoai.runtime.config import SimulatorConfig
-from aoai.runtime.state import RequestContext
 from mitmproxy.test import tflow
 
 HOST = "myresource.cognitiveservices.azure.com"
