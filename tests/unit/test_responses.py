@@ -191,3 +191,15 @@ def test_the_response_and_every_event_validate_against_the_sdks_models(model, bo
             {"role": "user", "content": "a"}, {"type": "function_call", "call_id": "c", "name": "n", "arguments": "{}"},
             {"type": "function_call_output", "call_id": "c", "output": "d"}]}, random.Random(1)):
         items.validate_python(item)
+
+
+def test_equal_seeded_requests_are_stored_as_two_responses():
+    import random
+
+    from aoai.openai import catalogue, chat, responses
+
+    body = {"model": "gpt-4o", "input": "Hello!", "seed": 7}
+    settings = chat.ChatSettings(catalogue.Normal(20), 1.0)
+    first = responses.generate(body, catalogue.MODELS["gpt-4o"], 9, [], random.Random(7), settings)
+    second = responses.generate(body, catalogue.MODELS["gpt-4o"], 9, [], random.Random(7), settings)
+    assert first.id != second.id and first.id.startswith("resp_")

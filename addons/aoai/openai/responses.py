@@ -460,6 +460,9 @@ def echoed_settings(body: dict, model: Model) -> dict:
     }
 
 
+_UNIQUE = random.SystemRandom()
+
+
 def generate(body: dict, model: Model, input_tokens: int, history: list[dict], rng: random.Random,
              settings: chat.ChatSettings, cached_tokens: int = 0) -> ResponseAnswer:
     """A made-up answer to a Responses request whose earlier turns are `history`."""
@@ -493,7 +496,8 @@ def _from_chat(answer: chat.ChatAnswer, body: dict, model: Model, rng: random.Ra
         output.append(OutputItem({"id": shapes.make_id("msg_", rng), "type": "message",
                                   "status": "incomplete" if incomplete else "completed", "role": "assistant",
                                   "content": [text]}, choice.token_ids))
-    return ResponseAnswer(shapes.make_id("resp_", rng), int(time.time()), model.version,
+    # Not from the request's (perhaps seeded) generator: two equal requests are two stored responses.
+    return ResponseAnswer(shapes.make_id("resp_", _UNIQUE), int(time.time()), model.version,
                           echoed_settings(body, model), output, answer.prompt_tokens,
                           min(cached_tokens, answer.prompt_tokens), answer.completion_tokens,
                           answer.reasoning_tokens, incomplete, answer.corpus)
