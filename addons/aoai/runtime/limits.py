@@ -93,14 +93,15 @@ def estimate_tokens(operation: str, body: dict, prompt_tokens: int, *,
 
     `operation` is "chat", "completions", "embeddings" or "responses"; `prompt_tokens` the prompt counted
     with the model's encoding (messages, tools and all). The answer's share is its maximum:
-    `max_completion_tokens` or `max_tokens` (`max_output_tokens` for responses), times every answer produced (`n`, and `best_of`
-    candidates for completions, for each prompt of a completions batch). Chat without a
+    `max_completion_tokens` or `max_tokens` (`max_output_tokens` for responses), times every
+    answer produced (`n`, and `best_of` candidates for completions, for each prompt of a
+    completions batch). Chat without a
     maximum reserves `default_reservation` (Azure reserves a large amount, not what the answer
     turns out to use), never more than the model can write; legacy completions default to 16
     tokens, which is then the most they can write. Embeddings cost their input.
 
     Everything that decides the estimate is in this one function, so it is easy to retune."""
-    if operation not in ("chat", "completions"):
+    if operation not in ("chat", "completions", "responses"):
         return prompt_tokens  # embeddings cost their input; audio and images are limited in requests
     limit = body.get("max_completion_tokens")
     if limit is None:

@@ -63,13 +63,14 @@ async def scrape(peers: tuple[str, ...]) -> dict[str, str]:
     return texts
 
 
-async def fetch_first(peers: tuple[str, ...], path: str) -> httpx.Response | None:
-    """The first peer's 200 answer to GET `path` (something only one worker holds, such as an
-    image it made), or None."""
+async def relay(peers: tuple[str, ...], method: str, path: str, key: str) -> httpx.Response | None:
+    """Ask every peer the same request about something only one of them holds (a stored
+    response, an image it made); the first answer that is not a 404, or None."""
+    headers = {"api-key": key, PEER_HEADER: "1"}
     async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
-        answers = await asyncio.gather(*(client.get(peer + path, headers={PEER_HEADER: "1"}) for peer in peers),
+        answers = await asyncio.gather(*(client.request(method, peer + path, headers=headers) for peer in peers),
                                        return_exceptions=True)
-    return next((a for a in answers if not isinstance(a, BaseException) and a.status_code == 200), None)
+    return next((a for a in answers if not isinstance(a, BaseException) and a.status_code != 404), None)
 
 
 class _Merged:

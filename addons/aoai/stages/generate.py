@@ -25,7 +25,7 @@ from mitmproxy import http
 from .. import wire
 from ..docintel import service as docintel
 from ..openai import audio, chat, completions, embeddings, images, responses, tokens
-from ..runtime import latency, media
+from ..runtime import latency, media, peers
 from ..runtime.config import SimulatorConfig
 from ..runtime.failures import describe
 from ..runtime.routes import MANAGEMENT
@@ -169,6 +169,8 @@ def _stored_response(context: RequestContext, response_id: str) -> http.Response
     """GET or DELETE /responses/{id}, or GET its input_items; Azure's 404 for an unknown id."""
     request, region, store = context.request, context.config.region, context.config.stored_responses
     stored = store.get(response_id)
+    if stored is None and context.config.peers and not peers.from_peer(request.headers):
+        return _stored_at_a_peer(context, response_id)  # with workers, another may hold it
     if stored is None:
         return wire.openai_error(404, f"Response with id '{response_id}' not found.", request=request)
     operation = context.route.operation
@@ -185,6 +187,15 @@ def _stored_response(context: RequestContext, response_id: str) -> http.Response
     except responses.Invalid as e:
         return wire.openai_error(400, e.message, param=e.param, code=e.code, request=request)
     return wire.json_response(200, page, request, region)
+
+
+async def _stored_at_a_peer(context: RequestContext, response_id: str) -> http.Response:
+    request = context.request
+    found = await peers.relay(context.config.peers, request.method, request.path, context.config.api_key)
+    if found is None:
+        return wire.openai_error(404, f"Response with id '{response_id}' not found.", request=request)
+    return wire.plain_response(found.status_code, found.content,
+                               wire.azure_headers(request, context.config.region, "application/json"))
 
 
 def openai_embeddings(context: RequestContext) -> http.Response | None:

@@ -176,8 +176,8 @@ class Management:
         return self._image(flow, image.data, image.content_type)
 
     async def _image_from_peers(self, flow: http.HTTPFlow) -> http.Response:
-        found = await peers.fetch_first(self.config.peers, flow.request.path)
-        if found is None:
+        found = await peers.relay(self.config.peers, "GET", flow.request.path, self.config.api_key)
+        if found is None or found.status_code != 200:
             return wire.azure_error(404, "BlobNotFound", "The specified blob does not exist.", flow.request)
         return self._image(flow, found.content, found.headers.get("content-type", "application/octet-stream"))
 
