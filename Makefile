@@ -36,7 +36,7 @@ test: install
 	$(BIN)/python -m pytest
 
 bench: install
-	$(BIN)/python scripts/bench.py --workers 1,$$(nproc)
+	$(BIN)/python scripts/bench.py --workers $$(nproc)
 
 # BENCH_LATENCY_ARGS="--workers 2": the same through HAProxy in front of two simulators.
 BENCH_LATENCY_ARGS ?=

@@ -455,7 +455,7 @@ def main() -> None:
                         help="extra environment for the simulator, to compare settings (repeatable)")
     parser.add_argument("--workers", default="", metavar="N,N,...",
                         help="also run the simulator as N workers behind HAProxy (scripts/workers.py) for each N "
-                             "and compare their chat throughput, e.g. 1,2")
+                             "of 2 or more and compare their chat throughput with one process, e.g. 2,4")
     args = parser.parse_args()
     if args.connections < 1 or args.rounds < 1 or args.duration <= 0 or args.warmup < 0:
         parser.error("--connections and --rounds must be at least 1, --duration above 0, --warmup not negative")
@@ -467,6 +467,7 @@ def main() -> None:
         parser.error("--workers takes whole numbers separated by commas, e.g. 1,2")
     if any(n < 1 for n in pools):
         parser.error("--workers: each count must be at least 1")
+    pools = [n for n in pools if n > 1]  # one worker is the simulator row itself
     if pools and shutil.which("haproxy", path=os.environ.get("PATH", "") + ":/usr/sbin") is None:
         print("note: haproxy is not installed (Debian: apt-get install haproxy): no workers case")
         pools = []
