@@ -256,3 +256,25 @@ def test_many_embedding_inputs_may_add_up_past_the_window():
                 {"input": [list(range(5000)), list(range(5000))]})
     assert flow.response is None
     assert context_of(flow).values["prompt_tokens"] == 10000
+
+
+def test_a_limit_above_what_the_model_writes_is_refused_once_the_request_fits():
+    flow = post(chat_path(), {**HELLO, "max_tokens": 20000})  # fits gpt-4o's window, over its 16,384
+    assert json_of(flow.response)["error"] == {
+        "message": "max_tokens is too large: 20000. This model supports at most 16384 completion tokens, whereas "
+                   "you provided 20000.", "type": "invalid_request_error", "param": "max_tokens",
+        "code": "invalid_value"}
+    # Over the window too: the window is what Azure names first.
+    flow = post(chat_path(), {**HELLO, "max_completion_tokens": 128000})
+    assert json_of(flow.response)["error"]["code"] == "context_length_exceeded"
+    assert post(chat_path(), {**HELLO, "max_tokens": 16384}).response is None
+
+
+def test_more_than_128_tools_are_refused():
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    tools = [{**tool, "function": {**tool["function"], "name": f"f{i}"}} for i in range(129)]
+    error = json_of(post(chat_path(), {**HELLO, "tools": tools}).response)["error"]
+    assert (error["param"], error["code"]) == ("tools", "array_above_max_length")
+    assert error["message"] == ("Invalid 'tools': array too long. Expected an array with maximum length 128, but "
+                                "got an array with length 129 instead.")
+    assert post(chat_path(), {**HELLO, "tools": tools[:128]}).response is None

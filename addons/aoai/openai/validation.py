@@ -197,6 +197,19 @@ def max_output(body: dict, model: Model) -> int | None:
     return completion if completion is not None else tokens
 
 
+def check_output_ceiling(body: dict, model: Model) -> None:
+    """A limit above what the model can write, asked once the request fits the context window
+    (Azure answers context_length_exceeded first). Models whose answer may fill the window have
+    no other ceiling."""
+    completion = body.get("max_completion_tokens")
+    limit, key = (completion, "max_completion_tokens") if completion is not None else \
+        (body.get("max_tokens"), "max_tokens")
+    ceiling = model.max_output_tokens
+    if limit is not None and ceiling and ceiling < model.context_window and limit > ceiling:
+        raise Invalid(f"{key} is too large: {limit}. This model supports at most {ceiling} completion tokens, "
+                      f"whereas you provided {limit}.", key, "invalid_value")
+
+
 def check_chat(body: dict, model: Model) -> None:
     messages = _require(body, "messages")
     if not isinstance(messages, list):
@@ -293,8 +306,14 @@ def _check_tool_calls(calls: list, where: str) -> None:
         _field(fn, "arguments", f"{param}.function", (str,), "a string", required=True)
 
 
+MAX_TOOLS = 128
+
+
 def _check_tools(body: dict) -> None:
     tools = _expect(body, "tools", (list,), "an array")
+    if tools is not None and len(tools) > MAX_TOOLS:
+        raise Invalid(f"Invalid 'tools': array too long. Expected an array with maximum length {MAX_TOOLS}, but got "
+                      f"an array with length {len(tools)} instead.", "tools", "array_above_max_length")
     names = set()
     for i, tool in enumerate(tools or []):
         names.add(_check_tool(tool, f"tools[{i}]"))

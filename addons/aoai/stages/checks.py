@@ -140,7 +140,14 @@ def check(context: RequestContext) -> http.Response | None:
     context.prompt_tokens = used
     if route.operation not in _WINDOWED:
         return None
-    return _context_length_error(context, model, used)
+    too_long = _context_length_error(context, model, used)
+    if too_long is not None or route.operation not in ("chat", "completions"):
+        return too_long
+    try:
+        validation.check_output_ceiling(body, model)
+    except validation.Invalid as e:
+        return wire.openai_error(e.status, e.message, param=e.param, code=e.code, request=request)
+    return None
 
 
 def _too_large(request: http.Request, limit: int) -> http.Response | None:

@@ -13,6 +13,7 @@ each frame when it is due.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import random
@@ -315,6 +316,26 @@ BUILT_IN = [openai_chat, openai_completions, openai_embeddings, openai_responses
             openai_speech, openai_images, openai_models, docintel.document_intelligence]
 
 
+# Answers longer than this, all choices together, are made off the event loop (a few ms of
+# Python per thousand tokens would otherwise hold every other request).
+HEAVY_TOKENS = 20_000
+
+
+def answer_tokens(context: RequestContext) -> int:
+    """The most tokens a request's answers may hold: n times its output limit (or, without one,
+    the natural length's mean plus three deviations), within what the model can write."""
+    body, deployment = context.body, context.deployment
+    if not isinstance(body, dict) or deployment is None:
+        return 0
+    limit = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
+    if not isinstance(limit, int):
+        natural = context.config.completion_tokens
+        limit = int(natural.mean + 3 * natural.std_dev)
+    ceiling = deployment.model.max_output_tokens
+    n = body.get("n") if isinstance(body.get("n"), int) else 1
+    return max(1, n) * (min(limit, ceiling) if ceiling else limit)
+
+
 class Generate:
     def __init__(self, config: SimulatorConfig, streams: StreamServer, gates: latency.Gates):
         self.config = config
@@ -336,13 +357,33 @@ class Generate:
         # or one that replaced a built-in) are asked in turn.
         wanted = route.generator if route is not None else None
         generators = [g for g in self.config.generators if g not in self._built_in or g.__name__ == wanted]
+        if answer_tokens(context) > HEAVY_TOKENS:
+            return self._walk_in_thread(context, generators)
+        index, answer = self._walk(context, generators)
+        if inspect.isawaitable(answer):
+            return self._finish(context, generators[index], answer, generators[index + 1:])
+        if answer is not None:
+            return self._deliver(context, answer)
+        return None
+
+    def _walk(self, context: RequestContext, generators: list) -> tuple[int, object]:
+        """The first generator's answer (or what it returned to await) and its place; (-1, None)."""
         for index, generator in enumerate(generators):
             answer = self._call(generator, context)
-            if inspect.isawaitable(answer):
-                return self._finish(context, generator, answer, generators[index + 1:])
             if answer is not None:
-                return self._deliver(context, answer)
-        return None
+                return index, answer
+        return -1, None
+
+    async def _walk_in_thread(self, context: RequestContext, generators: list) -> None:
+        """A long answer (n=128 of hundreds of tokens takes half a second to make) is made in a
+        worker thread, so the event loop keeps answering everyone else meanwhile."""
+        index, answer = await asyncio.to_thread(self._walk, context, generators)
+        if inspect.isawaitable(answer):
+            await self._finish(context, generators[index], answer, generators[index + 1:])
+        elif answer is not None:
+            waiting = self._deliver(context, answer)
+            if waiting is not None:
+                await waiting
 
     async def _finish(self, context: RequestContext, generator, pending: Awaitable, rest: list) -> None:
         """The rest of the generator walk once one generator turned out to be async."""
