@@ -40,6 +40,8 @@ def test_metrics_move_as_requests_are_served(simulator_factory, tmp_path):
     assert 0.05 < value(after, "aoai_inter_token_seconds_sum", deployment="chat") < 0.3
     assert value(after, "aoai_request_duration_seconds_count", deployment="chat") == 2
     assert value(after, "aoai_overhead_seconds_count", deployment="chat") == 2
+    # The event loop's lag is watched all along, a timer every 0.1 s.
+    assert value(after, "aoai_event_loop_lag_seconds_count") >= 1
     # The simulator's own share of a request is small next to the simulated waits.
     assert value(after, "aoai_overhead_seconds_sum", deployment="chat") < 0.2
 

@@ -9,6 +9,7 @@ measurements are also pushed over OTLP.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import itertools
 import logging
@@ -52,6 +53,8 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...], tuple[float, ...]]] = {
                             _TOKEN_GAP_BUCKETS),
     "overhead_seconds": (HISTOGRAM, "Time a request spent in the simulator beyond its simulated wait.", _REQUEST,
                          _OVERHEAD_BUCKETS),
+    "event_loop_lag_seconds": (HISTOGRAM, "How late the event loop ran a timer: what every answer waits beyond "
+                                          "its due time when the process is busy.", (), _OVERHEAD_BUCKETS),
 }
 
 
@@ -179,6 +182,9 @@ class StreamsPlayed:
         yield family
 
 
+LAG_PERIOD_S = 0.1
+
+
 class Metrics:
     def __init__(self, config: SimulatorConfig, streams: StreamServer, limits: Limits | None = None,
                  metrics: SimulatorMetrics | None = None):
@@ -187,6 +193,7 @@ class Metrics:
         self.metrics.registry.register(EarlyRetries(limits))
         self.metrics.registry.register(StreamsPlayed(streams))
         streams.observers.append(self.stream_played)
+        self._lag: asyncio.Task | None = None  # the loop-lag watch, from running()
 
     def request(self, flow: http.HTTPFlow) -> None:
         context = context_of(flow)
@@ -236,6 +243,19 @@ class Metrics:
         for gap in plan.gaps:
             m.observe("inter_token_seconds", labels, gap)
 
+    async def running(self) -> None:
+        self._lag = asyncio.get_running_loop().create_task(self._watch_the_loop())
+
+    async def _watch_the_loop(self) -> None:
+        """Every LAG_PERIOD_S, how much later than asked a timer fired (the loop's lag)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            asked = loop.time() + LAG_PERIOD_S
+            await asyncio.sleep(LAG_PERIOD_S)
+            self.metrics.observe("event_loop_lag_seconds", (), max(0.0, loop.time() - asked))
+
     def done(self) -> None:
+        if self._lag is not None:
+            self._lag.cancel()
         if self.metrics.otlp:
             self.metrics.otlp.shutdown()  # pushes what is left
