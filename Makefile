@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { echo $$p; break; }; done)
 
-.PHONY: install run web test bench bench-latency bench-limits bench-replay clean
+.PHONY: install run web test bench bench-latency bench-limits bench-replay bench-soak clean
 
 install: $(VENV)/.installed
 
@@ -49,6 +49,12 @@ bench-limits: install
 
 bench-replay: install
 	$(BIN)/python scripts/bench_replay.py
+
+# SOAK_ARGS="--minutes 5": shorter than the default 30 minutes.
+SOAK_ARGS ?=
+
+bench-soak: install
+	$(BIN)/python scripts/bench_soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
