@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import random
 import re
 from typing import Any
@@ -80,7 +81,8 @@ BASES: dict[str, tuple[str, dict]] = {
         "store": False}),
 }
 
-REQUESTS_PER_BASE = 250
+# `make fuzz` raises it (HOSTILE_REQUESTS_PER_BASE=20000) for a long run.
+REQUESTS_PER_BASE = int(os.environ.get("HOSTILE_REQUESTS_PER_BASE", "250"))
 SCALARS = [None, True, False, 0, -1, 1, 7, 3.5, -0.0, 10**20, 1e308, "", "x", "function", "text", "image_url",
            "low", "json_schema", "user", "#", "#/$defs/item"]
 # Keys the code reads somewhere, so nested objects sometimes look nearly right.
