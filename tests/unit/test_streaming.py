@@ -188,3 +188,28 @@ def test_a_cut_stream_breaks_off_without_ending_its_body(monkeypatch):
     received, plan = play_and_read(monkeypatch, FRAMES[:2], cut=True)
     assert b'"b":2' in received and not received.endswith(b"0\r\n\r\n")
     assert not plan.completed and plan.sent == 2
+
+
+def test_a_client_gone_before_its_stream_ends_is_not_remembered(monkeypatch):
+    """mitmproxy says client_disconnected while the stream still plays; the stage must not then
+    keep that connection's writer for a next request that never comes (a leak per such client)."""
+    from mitmproxy.connection import ConnectionState
+
+    server = StreamServer()
+    stage = Streaming(server)
+    flow, plan = planned_flow(server)
+
+    async def main():
+        reader, writer = await connected_pair()
+        io = SimpleNamespace(writer=writer)
+        monkeypatch.setattr(streaming, "client_connection", lambda f: io)
+        played = asyncio.ensure_future(stage.request(flow))
+        await reader.read(100)  # the head: the stream has begun
+        flow.client_conn.state = ConnectionState.CLOSED  # the client left ...
+        stage.client_disconnected(flow.client_conn)  # ... and mitmproxy said so
+        await played
+        return io
+
+    run(main())
+    assert flow.client_conn.id not in stage._silenced
+    assert flow.response is not None  # what was sent is still the flow's, for mitmweb

@@ -81,7 +81,10 @@ class Streaming:
         finally:
             flow.response = plan.response(started)
             io.writer = internals.Silenced(writer)
-            self._silenced[flow.client_conn.id] = (io, writer)
+            # A client that went away mid-stream has had its client_disconnected already:
+            # remembering its connection now would keep it (socket, buffers) for good.
+            if flow.client_conn.connected and not writer.is_closing():
+                self._silenced[flow.client_conn.id] = (io, writer)
 
     def _unsilence(self, client_id: str) -> None:
         silenced = self._silenced.pop(client_id, None)
