@@ -321,3 +321,13 @@ def test_a_failed_start_answers_no_client_and_prints_one_line_while_clients_conn
     assert "Traceback" not in output and "CancelledError" not in output
     lines = [line for line in output.splitlines() if line.strip() and "Loading script" not in line]
     assert len(lines) == 1 and lines[0].startswith("Cannot start the simulator: ") and named in lines[0], output
+
+
+def test_deeply_nested_json_is_refused_at_once(strict):
+    content = b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    started = time.perf_counter()
+    r = post(strict, "gpt-4o", content=content)
+    assert_azure_error(r, 400)
+    assert "could not parse the JSON body" in r.json()["error"]["message"]
+    assert time.perf_counter() - started < 2
+    assert_still_serving(strict)
