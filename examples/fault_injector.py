@@ -14,9 +14,8 @@ import logging
 import os
 import random
 
-from mitmproxy import ctx, exceptions, http
-
 from aoai.extension import azure_error, context_of
+from mitmproxy import ctx, exceptions, http
 
 logger = logging.getLogger(__name__)
 

@@ -63,13 +63,12 @@ def limiter_cost(per_deployment: int = 200, build_429s: bool = True, log_429s: b
     with `log_429s`, each refusal's log line is formatted as under mitmdump."""
     import logging
 
-    from mitmproxy.test import tflow
-
     from aoai.openai import catalogue
     from aoai.runtime import limits
     from aoai.runtime.config import Deployment, SimulatorConfig
     from aoai.stages import checks, ratelimit, routing
     from aoai.stages.ratelimit import Limits
+    from mitmproxy.test import tflow
 
     model = catalogue.MODELS["gpt-4o"]
     config = SimulatorConfig(api_key=API_KEY, deployments={

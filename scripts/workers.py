@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dotenv import load_dotenv
-
 from simulator_process import SIMULATOR, Process, StartError, free_port, program_path, start_redis, stop, wait_ready
 
 HEALTH_INTERVAL_MS = 1000  # HAProxy's check of each worker

@@ -1,7 +1,8 @@
 """A stand-in for Azure OpenAI on loopback, for record-mode tests: it checks `api-key`, sends
 Azure-like headers, and answers chat (plain and streamed with pauses between chunks),
-embeddings, audio transcriptions and dall-e-3 image generations. It counts the connections it accepted and what it served, so tests can prove a
-replay (or a request the simulator failed on) never reached it."""
+embeddings, audio transcriptions, dall-e-3 image generations and Responses. It counts the
+connections it accepted and what it served, so tests can prove a replay (or a request the
+simulator failed on) never reached it."""
 
 from __future__ import annotations
 

@@ -7,10 +7,9 @@ import time
 import httpx
 import openai
 import pytest
-from openai import AzureOpenAI, OpenAI
-
-from conftest import API_VERSION, ROOT
 from aoai.openai import tokens
+from conftest import API_VERSION, ROOT
+from openai import AzureOpenAI, OpenAI
 
 EXAMPLES = ROOT / "examples"
 MESSAGES = [{"role": "user", "content": "What is the weather like?"}]

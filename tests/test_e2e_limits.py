@@ -14,11 +14,10 @@ import time
 import httpx
 import pytest
 import simulator_process
-from openai import AzureOpenAI, OpenAI, RateLimitError
-
 from conftest import API_KEY, API_VERSION, free_port, start_simulator
 from fake_azure import UPSTREAM_KEY, FakeAzure
 from helpers import scrape, value
+from openai import AzureOpenAI, OpenAI, RateLimitError
 from redis_server import redis_url  # noqa: F401
 from workers import haproxy_path
 

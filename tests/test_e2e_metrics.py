@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 
 import httpx
-from openai import AzureOpenAI
-
 from conftest import API_VERSION
 from helpers import scrape, value
+from openai import AzureOpenAI
 
 
 def test_metrics_move_as_requests_are_served(simulator_factory, tmp_path):

@@ -6,9 +6,8 @@ import json
 import time
 
 import httpx
-from openai import AzureOpenAI
-
 from conftest import API_VERSION, free_port
+from openai import AzureOpenAI
 
 PASSWORD = "web-test-password"
 

@@ -11,10 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from openai import AsyncAzureOpenAI, AzureOpenAI, NotFoundError
-
 from conftest import API_KEY, API_VERSION
 from fake_azure import CHUNK_GAP, UPSTREAM_KEY, FakeAzure
+from openai import AsyncAzureOpenAI, AzureOpenAI, NotFoundError
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
 

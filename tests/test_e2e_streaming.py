@@ -12,10 +12,9 @@ import time
 
 import httpx
 import pytest
-from openai import AsyncAzureOpenAI, AzureOpenAI
-
 from conftest import API_VERSION
 from helpers import scrape, value
+from openai import AsyncAzureOpenAI, AzureOpenAI
 
 DEPLOYMENTS = {
     "paced": {"model": "gpt-4o", "latency": {"timeToFirstTokenMs": {"mean": 300, "stdDev": 0},

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+import simulator_process
 import yaml
 from conftest import API_KEY, API_VERSION
 from fake_azure import UPSTREAM_KEY, FakeAzure
 from helpers import scrape, value
-import simulator_process
 from workers import haproxy_path
 
 pytestmark = pytest.mark.skipif(haproxy_path() is None, reason="haproxy is not installed (.ci/run installs it)")

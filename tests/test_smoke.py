@@ -1,6 +1,5 @@
-from openai import AzureOpenAI
-
 from conftest import API_VERSION
+from openai import AzureOpenAI
 
 
 def test_chat_through_sdk(simulator):

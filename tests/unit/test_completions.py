@@ -2,8 +2,8 @@ import random
 
 import pytest
 from aoai.openai import catalogue, completions, tokens
-from aoai.openai.chat import ChatSettings
 from aoai.openai.catalogue import Normal
+from aoai.openai.chat import ChatSettings
 
 INSTRUCT = catalogue.MODELS["gpt-35-turbo-instruct"]
 ENC = tokens.encoding(INSTRUCT.encoding)

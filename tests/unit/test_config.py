@@ -3,9 +3,9 @@ import random
 
 import pytest
 from aoai.openai import catalogue
+from aoai.openai.catalogue import Normal
 from aoai.runtime import config
 from aoai.runtime.config import ConfigError
-from aoai.openai.catalogue import Normal
 
 
 def error_of(spec, name="d", where="x: d"):

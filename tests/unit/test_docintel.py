@@ -4,9 +4,8 @@ import json
 import pytest
 from aoai.docintel import layout as layout_engine
 from aoai.docintel import service as docintel
-from aoai.stages import routing
-from aoai.stages import generate
 from aoai.runtime.config import SimulatorConfig
+from aoai.stages import generate, routing
 from mitmproxy.test import tflow
 
 HOST = "myresource.cognitiveservices.azure.com"

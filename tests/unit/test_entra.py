@@ -18,8 +18,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from mitmproxy import hooks
 from mitmproxy.test import taddons
-from unit_support import API_KEY, chat_path, clear_settings_env, json_of, make_config, make_flow, settings_context, \
-    start
+from unit_support import (
+    API_KEY,
+    chat_path,
+    clear_settings_env,
+    json_of,
+    make_config,
+    make_flow,
+    settings_context,
+    start,
+)
 
 CLAIMS = entra.TokenPolicy(mode="claims")
 INVALID_TOKEN = {"statusCode": 401, "message": auth.INVALID_TOKEN}

@@ -1,7 +1,6 @@
+from aoai.stages.flowcap import FlowCap
 from mitmproxy.addons.view import View
 from mitmproxy.test import taddons, tflow
-
-from aoai.stages.flowcap import FlowCap
 
 
 def finished_flow():

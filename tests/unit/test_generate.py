@@ -3,13 +3,12 @@ import json
 import time
 
 from aoai.runtime import config as cfg
-from aoai.stages import generate
 from aoai.runtime import latency
-from aoai.runtime.state import context_of
-from aoai.stages.generate import Generate
 from aoai.runtime.latency import Gates
-from aoai.runtime.state import RequestContext
+from aoai.runtime.state import RequestContext, context_of
 from aoai.runtime.streams import StreamServer
+from aoai.stages import generate
+from aoai.stages.generate import Generate
 from mitmproxy import http
 from mitmproxy.test import taddons
 from unit_support import admit, chat_path, json_of, make_config, make_flow, run

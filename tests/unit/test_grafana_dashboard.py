@@ -5,8 +5,8 @@ import re
 from pathlib import Path
 
 from aoai.runtime.config import SimulatorConfig
-from aoai.stages.metrics import Metrics
 from aoai.runtime.streams import StreamServer
+from aoai.stages.metrics import Metrics
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "grafana" / "aoai-simulator-dashboard.json"
 

@@ -11,16 +11,15 @@ import asyncio
 import json
 
 import pytest
-from mitmproxy.test import taddons, tflow
-
 from aoai.openai import catalogue, tokens
 from aoai.runtime import limits
 from aoai.runtime.config import Deployment, SimulatorConfig
+from aoai.runtime.limits import Quota
 from aoai.runtime.routes import TABLE
 from aoai.runtime.state import context_of
-from aoai.runtime.limits import Quota
 from aoai.stages import routing
 from aoai.stages.ratelimit import Limits
+from mitmproxy.test import taddons, tflow
 from redis_server import redis_url  # noqa: F401
 from unit_support import admit
 
@@ -474,8 +473,8 @@ def test_reset_empties_the_windows(stage):
 def test_settings_check_the_new_values():
     from types import SimpleNamespace
 
-    from aoai.stages import settings
     from aoai.runtime.config import ConfigError
+    from aoai.stages import settings
 
     def apply(**changes):
         options = SimpleNamespace(**{s.option: s.default for s in settings.SETTINGS})

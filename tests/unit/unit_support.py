@@ -11,8 +11,8 @@ import json
 import random
 from typing import Any
 
-from aoai.stages import routing, settings
 from aoai.runtime.config import SimulatorConfig
+from aoai.stages import routing, settings
 from mitmproxy import http
 from mitmproxy.test import tflow
 

@@ -31,7 +31,7 @@ import orjson
 from mitmproxy import http
 
 from .. import wire
-from .layout import (DOCUMENTINTELLIGENCE, FORMRECOGNIZER, MODELS, Analysis, build_result)
+from .layout import DOCUMENTINTELLIGENCE, FORMRECOGNIZER, MODELS, Analysis, build_result
 
 if TYPE_CHECKING:
     from ..runtime.state import RequestContext

@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from . import shapes, text
-from .catalogue import Model
-from .catalogue import Normal
+from .catalogue import Model, Normal
 from .schema_values import value_for
 
 # Reasoning tokens a reasoning model spends before answering, by reasoning_effort.

@@ -152,7 +152,8 @@ def _check_metadata(body: dict) -> None:
         return
     if len(metadata) > 16:
         raise Invalid("Invalid 'metadata': too many properties. Expected an object with at most 16 properties, "
-                      f"but got an object with {len(metadata)} properties instead.", "metadata", "object_above_max_length")
+                      f"but got an object with {len(metadata)} properties instead.", "metadata",
+                      "object_above_max_length")
     for key, value in metadata.items():
         if not isinstance(value, str):
             raise _wrong_type(f"metadata.{key}", "a string", value)

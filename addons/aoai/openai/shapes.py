@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import base64
+import functools
 import hashlib
 import random
-
-
 
 _SAFE = {"filtered": False, "severity": "safe"}
 PROMPT_FILTER = {

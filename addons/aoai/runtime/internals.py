@@ -24,12 +24,11 @@ a burst that is up to ~0.25 ms per request behind, because each request's intake
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 import socket
 import struct
 import time
-
-import inspect
-import logging
 
 from mitmproxy import ctx, http
 

@@ -1,10 +1,11 @@
 """Metrics: what happened during a load test, at GET /++/metrics in Prometheus text format.
 
 Counted when a flow ends: requests by deployment, operation, mode and status; tokens; 429s
-by reason; retries that came before their retry-after. Timed: the whole request, and for streams the time to first token and the gaps
-between tokens as they were really sent; and the simulator's own overhead, the part of a
-request's time that was not a simulated wait. With OTEL_EXPORTER_OTLP_ENDPOINT set, the same
-measurements are also pushed over OTLP.
+by reason; retries that came before their retry-after; streams by the path they took. Timed:
+the whole request, and for streams the time to first token and the gaps between tokens as they
+were really sent; the simulator's own overhead, the part of a request's time that was not a
+simulated wait; and the event loop's lag. With workers, one scrape answers for all of them.
+With OTEL_EXPORTER_OTLP_ENDPOINT set, the same measurements are also pushed over OTLP.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from ..runtime import internals
 from ..runtime.state import context_of
 from ..runtime.streams import StreamPlan, StreamServer
 
+
 def client_connection(flow: http.HTTPFlow):
     """mitmproxy's record of the client's socket (its reader and writer), when a stream can be
     written to it directly: plain HTTP/1.1 over TCP. None otherwise, or outside a running proxy."""
