@@ -26,7 +26,6 @@ from .settings import extensions_paths
 logger = logging.getLogger(__name__)
 
 
-split_paths = extensions_paths
 
 
 def import_extension(path: str) -> ModuleType:
@@ -84,7 +83,7 @@ class Extensions:
     def configure(self, updated: set[str]) -> None:
         if "extension_path" not in updated:
             return
-        paths = split_paths(ctx.options.extension_path)
+        paths = extensions_paths(ctx.options.extension_path)
         if paths == self.loaded_paths:
             return
         if self.loaded_paths:
