@@ -97,6 +97,49 @@ DEFAULT_MODEL_FOR_KIND = {CHAT: "gpt-4o", COMPLETION: "gpt-35-turbo-instruct",
                           IMAGE: "dall-e-3"}
 
 
+@dataclass(frozen=True)
+class Provisioned:
+    """What one PTU of a model buys on a provisioned deployment, and Azure's sizes for it.
+
+    `input_tpm_per_ptu`: input tokens per minute per PTU; `output_weight`: how many input
+    tokens one output token counts as toward the deployment's utilization. The minimum and
+    the increment are those of global and data-zone provisioned deployments (regional ones
+    are larger); the simulator only warns about them."""
+
+    input_tpm_per_ptu: int
+    output_weight: float
+    minimum_ptu: int = 15
+    ptu_increment: int = 5
+
+
+# Microsoft Learn, "Provisioned throughput unit (PTU) costs and billing" (how-to page
+# provisioned-throughput-onboarding, dated 2026-04-07), "How much throughput per PTU you get
+# for each model". From gpt-4.1 on, output weighs as the global standard price ratio the page
+# gives (4 for the gpt-4.1 family and o4-mini, 8 for gpt-5 and gpt-5-mini). For the previous
+# models (gpt-4o, gpt-4o-mini, o3-mini) the page only says "older models use different ratios";
+# its versions of early 2025 said one output token counts as 3 input tokens for them.
+PROVISIONED: dict[str, Provisioned] = {
+    "gpt-4o": Provisioned(2500, 3),
+    "gpt-4o-mini": Provisioned(37000, 3),
+    "o3-mini": Provisioned(2500, 3),
+    "gpt-4.1": Provisioned(3000, 4),
+    "gpt-4.1-mini": Provisioned(14900, 4),
+    "gpt-4.1-nano": Provisioned(59400, 4),
+    "o4-mini": Provisioned(5400, 4),
+    "gpt-5": Provisioned(4750, 8),
+    "gpt-5-mini": Provisioned(23750, 8),
+}
+# Text models without a published figure (gpt-35-turbo, gpt-35-turbo-instruct, gpt-4): the
+# oldest published figures, gpt-4o's. Override them with PTU_INPUT_TPM_PER_PTU or the
+# deployment's inputTpmPerPtu.
+PROVISIONED_DEFAULT = Provisioned(2500, 3)
+PROVISIONED_KINDS = frozenset({CHAT, COMPLETION})  # Azure offers provisioned deployments of text models
+
+
+def provisioned(model: Model) -> Provisioned:
+    return PROVISIONED.get(model.name, PROVISIONED_DEFAULT)
+
+
 def find_model(name: str) -> Model | None:
     return MODELS.get(ALIASES.get(name, name))
 

@@ -8,6 +8,7 @@ every other stage; nothing here touches mitmproxy's hooks.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,10 @@ from .prompt_cache import PromptCache
 from .stored import ResponseStore
 
 MODES = ("generate", "record", "replay")
+STANDARD_SKUS = ("Standard", "GlobalStandard", "DataZoneStandard")
+PROVISIONED_SKUS = ("ProvisionedManaged", "GlobalProvisionedManaged", "DataZoneProvisionedManaged")
+
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -52,6 +57,9 @@ class Deployment:
     latency: Latency | None = None  # None: the model's defaults and the LATENCY_* settings
     max_concurrent_requests: int = 0
     audio_pace: float | None = None  # None: the model's; seconds of work per second of audio
+    sku: str = "Standard"  # a provisioned SKU is limited by its utilization, not by TPM/RPM
+    ptu: int = 0  # provisioned throughput units, for a provisioned SKU
+    input_tpm_per_ptu: int | None = None  # None: PTU_INPUT_TPM_PER_PTU, else the catalogue's
     defined: bool = True  # False for a deployment made up for an undefined name
 
     def to_json(self) -> dict:
@@ -68,7 +76,15 @@ class Deployment:
             out["maxConcurrentRequests"] = self.max_concurrent_requests
         if self.audio_pace is not None:
             out["audioPace"] = self.audio_pace
+        if self.provisioned:
+            out["sku"], out["ptu"] = self.sku, self.ptu
+            if self.input_tpm_per_ptu is not None:
+                out["inputTpmPerPtu"] = self.input_tpm_per_ptu
         return out
+
+    @property
+    def provisioned(self) -> bool:
+        return self.sku in PROVISIONED_SKUS
 
     @property
     def pace(self) -> float:
@@ -104,7 +120,7 @@ def _normal(where: str, value: Any) -> Normal:
 
 
 _DEPLOYMENT_FIELDS = {"model", "tokensPerMinute", "requestsPerMinute", "embeddingSize", "latency",
-                      "maxConcurrentRequests", "audioPace"}
+                      "maxConcurrentRequests", "audioPace", "sku", "ptu", "inputTpmPerPtu"}
 _LATENCY_FIELDS = {"timeToFirstTokenMs": "time_to_first_token_ms", "interTokenMs": "inter_token_ms",
                    "requestMs": "request_ms"}
 
@@ -143,6 +159,7 @@ def parse_deployment(name: str, spec: Any, where: str) -> Deployment:
         if not 1 <= size <= model.embedding_size:
             raise ConfigError(f"{where}.embeddingSize: must be between 1 and {model.embedding_size}")
         dep.embedding_size = size
+    _parse_sku(dep, spec, where)
     if "latency" in spec:
         lat = spec["latency"]
         if not isinstance(lat, dict):
@@ -156,6 +173,44 @@ def parse_deployment(name: str, spec: Any, where: str) -> Deployment:
             for key, attr in _LATENCY_FIELDS.items()
         })
     return dep
+
+
+def _parse_sku(dep: Deployment, spec: dict, where: str) -> None:
+    """`sku`, `ptu` and `inputTpmPerPtu`: a provisioned deployment has PTUs instead of TPM/RPM."""
+    sku = spec.get("sku", "Standard")
+    if sku not in STANDARD_SKUS + PROVISIONED_SKUS:
+        raise ConfigError(f"{where}.sku: unknown SKU {json.dumps(sku)}; use one of "
+                          f"{', '.join(STANDARD_SKUS + PROVISIONED_SKUS)}")
+    dep.sku = sku
+    if not dep.provisioned:
+        for key in ("ptu", "inputTpmPerPtu"):
+            if key in spec:
+                raise ConfigError(f"{where}.{key}: only for a provisioned SKU (\"sku\": \"ProvisionedManaged\")")
+        return
+    if dep.model.kind not in catalogue.PROVISIONED_KINDS:
+        raise ConfigError(f"{where}.sku: {dep.model.name} has no provisioned deployments; they run chat and "
+                          "completions models")
+    for key in ("tokensPerMinute", "requestsPerMinute"):
+        if key in spec:
+            raise ConfigError(f"{where}.{key}: a provisioned deployment has no {key} quota; its throughput "
+                              "comes from \"ptu\"")
+    dep.tokens_per_minute, dep.requests_per_minute = 0, None
+    if "ptu" not in spec:
+        raise ConfigError(f"{where}.ptu: required for a provisioned SKU, the number of PTUs (e.g. 15)")
+    ptu = _number(f"{where}.ptu", spec["ptu"], integer=True)
+    if ptu < 1:
+        raise ConfigError(f"{where}.ptu: must be at least 1, got {ptu}")
+    dep.ptu = ptu
+    if "inputTpmPerPtu" in spec:
+        per_ptu = _number(f"{where}.inputTpmPerPtu", spec["inputTpmPerPtu"], integer=True)
+        if per_ptu < 1:
+            raise ConfigError(f"{where}.inputTpmPerPtu: must be at least 1, got {per_ptu}")
+        dep.input_tpm_per_ptu = per_ptu
+    sizes = catalogue.provisioned(dep.model)
+    if ptu < sizes.minimum_ptu or ptu % sizes.ptu_increment:
+        # Azure would refuse to create it; the simulator runs it anyway (a test may want a small one).
+        logger.warning("%s.ptu: Azure deploys %s with at least %d PTUs, in steps of %d; %d is used as given",
+                       where, dep.model.name, sizes.minimum_ptu, sizes.ptu_increment, ptu)
 
 
 def parse_deployments(data: Any, where: str) -> dict[str, Deployment]:
@@ -227,6 +282,8 @@ class SimulatorConfig:
     # Length of the request-limit window: 10 s (RPM/6 each) or 1 s (RPM/60 each).
     rate_limit_request_window_s: float = 10.0
     doc_intelligence_poll_rps: float = 50.0
+    # Input tokens per minute per PTU by model, replacing the catalogue's (PTU_INPUT_TPM_PER_PTU).
+    ptu_input_tpm: dict[str, int] = field(default_factory=dict)
     # Other workers of the same simulator (scripts/workers.py): management changes reach them too.
     peers: tuple[str, ...] = ()
     worker: str = ""  # this worker's name, when there are several
@@ -249,6 +306,14 @@ class SimulatorConfig:
 
     def remove_generator(self, name: str) -> None:
         self.generators[:] = [g for g in self.generators if getattr(g, "__name__", None) != name]
+
+    def input_tpm_per_ptu(self, deployment: Deployment) -> int:
+        """A provisioned deployment's input tokens per minute per PTU: its own figure, else
+        PTU_INPUT_TPM_PER_PTU's for its model, else the catalogue's."""
+        if deployment.input_tpm_per_ptu is not None:
+            return deployment.input_tpm_per_ptu
+        model = deployment.model
+        return self.ptu_input_tpm.get(model.name) or catalogue.provisioned(model).input_tpm_per_ptu
 
     def deployment(self, name: str, kind: str) -> Deployment | None:
         """The deployment called `name`; for an undefined name, a stand-in of the right kind

@@ -12,6 +12,9 @@ Azure's model, which this follows:
   is throttled even when the minute as a whole has room;
 - the retry time given with a 429 is the moment the oldest entries that are in the way leave
   the window: a client that waits that long fits, unless others took the room meanwhile.
+
+Provisioned (PTU) deployments follow Azure's utilization model instead: a leaky bucket per
+deployment (see "Provisioned throughput" below).
 """
 
 from __future__ import annotations
@@ -101,8 +104,15 @@ def estimate_tokens(operation: str, body: dict, prompt_tokens: int, *,
     tokens, which is then the most they can write. Embeddings cost their input.
 
     Everything that decides the estimate is in this one function, so it is easy to retune."""
+    return prompt_tokens + estimate_output_tokens(operation, body, default_reservation=default_reservation,
+                                                  max_output_tokens=max_output_tokens)
+
+
+def estimate_output_tokens(operation: str, body: dict, *, default_reservation: int = DEFAULT_RESERVATION,
+                           max_output_tokens: int = 0) -> int:
+    """The answer's share of `estimate_tokens`: the most the request may generate."""
     if operation not in ("chat", "completions", "responses"):
-        return prompt_tokens  # embeddings cost their input; audio and images are limited in requests
+        return 0  # embeddings cost their input; audio and images are limited in requests
     limit = body.get("max_completion_tokens")
     if limit is None:
         limit = body.get("max_tokens")
@@ -118,7 +128,7 @@ def estimate_tokens(operation: str, body: dict, prompt_tokens: int, *,
         prompt = body.get("prompt", "")
         if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
             answers *= len(prompt)  # a batch: every prompt gets its own answers
-    return prompt_tokens + int(limit) * answers
+    return int(limit) * answers
 
 
 # --- Windows ------------------------------------------------------------------------------
@@ -198,6 +208,7 @@ class MemoryWindows:
 
     def __init__(self) -> None:
         self.pairs: dict[str, _Pair] = {}
+        self.buckets: dict[str, tuple[float, float]] = {}  # provisioned deployments: (level, when)
 
     def check(self, key: str, quota: Quota, cost: int, now: float) -> Verdict:
         """Admit the request and count it, or say how long until it would fit."""
@@ -229,8 +240,88 @@ class MemoryWindows:
         pair.requests.expire(now, quota.request_window)
         return pair.tokens.total, pair.requests.total
 
+    def fill(self, key: str, capacity: Capacity, cost: int, now: float) -> Fill:
+        """A provisioned deployment's bucket: admit the request and add its cost, or say when
+        the utilization will be back at 100 %."""
+        level, since = self.buckets.get(key, (0.0, now))
+        level = drained(level, since, now, capacity.per_second)
+        admitted, level, wait = admit(level, capacity, cost)
+        self.buckets[key] = (level, now)
+        return Fill(admitted, level / capacity.bucket, wait, now)
+
+    def utilization(self, key: str, capacity: Capacity, now: float) -> float:
+        level, since = self.buckets.get(key, (0.0, now))
+        return drained(level, since, now, capacity.per_second) / capacity.bucket
+
     def reset(self) -> None:
         self.pairs.clear()
+        self.buckets.clear()
+
+
+# --- Provisioned throughput: utilization --------------------------------------------------
+
+# Azure's model for provisioned deployments ("What is provisioned throughput?", how the
+# service decides when to send a 429): a leaky bucket. A request is refused while the
+# deployment's utilization is above 100 %, with the time until it is back at 100 %; otherwise
+# its estimated cost (prompt tokens plus the most it may generate, output tokens weighted as
+# the model's) is added, so one admitted request may take the utilization a little above
+# 100 %. The level drains continuously at the deployment's capacity. Azure does not publish
+# the bucket's size: here it holds one minute of capacity, so an idle deployment takes a
+# burst of a minute's worth at once and a busy one is held to exactly its capacity.
+PTU_BUCKET_SECONDS = 60.0
+UTILIZATION = "utilization"  # the reason of a provisioned deployment's 429
+UTILIZATION_HEADER = "azure-openai-deployment-utilization"
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """A provisioned deployment's throughput, in input-token equivalents."""
+
+    per_minute: float  # PTUs × input tokens per minute per PTU
+    output_weight: float  # input tokens one output token counts as
+
+    @property
+    def per_second(self) -> float:
+        return self.per_minute / 60.0
+
+    @property
+    def bucket(self) -> float:
+        """What 100 % utilization holds."""
+        return self.per_minute * PTU_BUCKET_SECONDS / 60.0
+
+    def cost(self, prompt_tokens: int, output_tokens: int) -> int:
+        """A request's estimated cost: its prompt plus its weighted output allowance."""
+        return prompt_tokens + math.ceil(output_tokens * self.output_weight)
+
+
+@functools.lru_cache(maxsize=1024)
+def ptu_capacity(ptu: int, input_tpm_per_ptu: int, output_weight: float) -> Capacity:
+    return Capacity(float(ptu * input_tpm_per_ptu), float(output_weight))
+
+
+@dataclass(slots=True)
+class Fill:
+    """A provisioned deployment's answer for one request."""
+
+    allowed: bool
+    utilization: float  # level / bucket: after this request when admitted, else as it stands
+    retry_after: float = 0.0  # seconds until the utilization is back at 100 %
+    at: float = 0.0  # when the bucket was checked, in the store's clock
+
+
+def drained(level: float, since: float, now: float, per_second: float) -> float:
+    return max(0.0, level - max(0.0, now - since) * per_second)
+
+
+def admit(level: float, capacity: Capacity, cost: int) -> tuple[bool, float, float]:
+    """(admitted, the level after, seconds to wait) for a bucket drained to `level` now.
+
+    A client that waits exactly the time it was told finds the level at 100 % and gets in
+    (GRACE absorbs float noise). The Redis script below does the same arithmetic."""
+    wait = (level - capacity.bucket) / capacity.per_second
+    if wait > GRACE:
+        return False, level, wait
+    return True, level + cost, 0.0
 
 
 # --- Redis: one quota for every replica ---------------------------------------------------
@@ -317,6 +408,34 @@ return {0, tostring(twait), tostring(rwait), used, count, string.format('%.6f', 
 
 REDIS_PREFIX = "aoai-sim:"
 
+# A provisioned deployment's bucket, drained, checked and filled in one atomic step: a hash
+# of its level and when that was. The key expires once the level would have drained to 0.
+PTU_SCRIPT = """
+local now
+if ARGV[1] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+else
+  now = tonumber(ARGV[1])
+end
+local rate = tonumber(ARGV[2])
+local bucket = tonumber(ARGV[3])
+local cost = tonumber(ARGV[4])
+local grace = tonumber(ARGV[5])
+local state = redis.call('HMGET', KEYS[1], 'level', 'at')
+local level = tonumber(state[1]) or 0
+local at = tonumber(state[2]) or now
+level = math.max(0, level - math.max(0, now - at) * rate)
+local wait = (level - bucket) / rate
+if wait > grace then
+  return {0, string.format('%.17g', level), string.format('%.17g', wait), string.format('%.6f', now)}
+end
+level = level + cost
+redis.call('HSET', KEYS[1], 'level', string.format('%.17g', level), 'at', string.format('%.6f', now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(level / rate * 1000) + 1000)
+return {1, string.format('%.17g', level), '0', string.format('%.6f', now)}
+"""
+
 
 class RedisWindows:
     """The same windows in Redis, so every replica pointed at it enforces one quota.
@@ -332,6 +451,7 @@ class RedisWindows:
         self.prefix = prefix
         self.server_time = server_time
         self.script = client.register_script(REDIS_SCRIPT)
+        self.ptu_script = client.register_script(PTU_SCRIPT)
         self._origin = os.urandom(4).hex()  # keeps entry ids unique across replicas
         self._serial = 0
 
@@ -353,6 +473,16 @@ class RedisWindows:
             args=["" if self.server_time else repr(now), cost, quota.tokens, TOKEN_WINDOW, quota.requests,
                   quota.request_window, f"{self._origin}{self._serial}", GRACE])
         return verdict(quota, float(twait), float(rwait), int(used), int(count), bool(int(allowed)), float(at))
+
+    async def fill(self, key: str, capacity: Capacity, cost: int, now: float) -> Fill:
+        allowed, level, wait, at = await self.ptu_script(
+            keys=[f"{self.prefix}{{{key}}}:u"],
+            args=["" if self.server_time else repr(now), capacity.per_second, capacity.bucket, cost, GRACE])
+        return Fill(bool(int(allowed)), float(level) / capacity.bucket, float(wait), float(at))
+
+    async def utilization(self, key: str, capacity: Capacity, now: float) -> float:
+        # A cost of 0 changes nothing but the moment the level was drained to.
+        return (await self.fill(key, capacity, 0, now)).utilization
 
     async def ping(self) -> None:
         await self.client.ping()
@@ -417,6 +547,18 @@ def throttled_headers(quota: Quota, v: Verdict) -> dict[str, str]:
     return headers
 
 
+def utilization_headers(fill: Fill) -> dict[str, str]:
+    """What a provisioned deployment's answers carry, e.g. `azure-openai-deployment-utilization: 42.5%`."""
+    return {UTILIZATION_HEADER: f"{fill.utilization * 100:.1f}%"}
+
+
+def utilization_throttled_headers(fill: Fill) -> dict[str, str]:
+    """A provisioned deployment's 429: when to retry, and none of the pay-as-you-go
+    x-ratelimit-* headers (it has no TPM or RPM quota)."""
+    return {"retry-after": str(retry_seconds(fill.retry_after)), "retry-after-ms": str(whole_ms(fill.retry_after)),
+            **utilization_headers(fill)}
+
+
 def _seconds(n: int) -> str:
     return f"{n} second" if n == 1 else f"{n} seconds"
 
@@ -428,6 +570,14 @@ def throttled_message(operation: str, api_version: str | None, reason: str, seco
     return (f"Requests to the {operation} Operation under Azure OpenAI API{version} have exceeded {kind} of "
             f"your current OpenAI S0 pricing tier. Please retry after {_seconds(seconds)}. Please go here: "
             "https://aka.ms/oai/quotaincrease if you would like to further increase the default rate limit.")
+
+
+def utilization_message(operation: str, api_version: str | None, seconds: int) -> str:
+    """The 429 text of a provisioned deployment over 100 % utilization (Azure publishes no
+    wording for it; this one follows its other 429 texts)."""
+    version = f" version {api_version}" if api_version else ""
+    return (f"Requests to the {operation} Operation under Azure OpenAI API{version} have exceeded the provisioned "
+            f"throughput of this deployment: its utilization is above 100%. Please retry after {_seconds(seconds)}.")
 
 
 # A request that can never fit: Azure answers it with a retry time of a day, which SDKs refuse
@@ -523,6 +673,10 @@ class Limiter:
             return Verdict(False, TOO_LARGE, float(NEVER_SECONDS), float(NEVER_SECONDS), 0.0,
                            quota.tokens, quota.requests, self.clock())
         return self.store.check(key, quota, cost, self.clock())
+
+    def fill(self, key: str, capacity: Capacity, cost: int):
+        """A provisioned deployment's verdict (a Fill), or for shared windows an awaitable of it."""
+        return self.store.fill(key, capacity, cost, self.clock())
 
     def throttled(self, name: str, reason: str, identity: str | None, wait: float) -> None:
         self.counters.throttled[(name, reason)] += 1

@@ -222,7 +222,13 @@ class Management:
     def limits(self, flow: http.HTTPFlow) -> http.Response:
         """Quotas, what the windows hold, and the 429 and early-retry counts."""
         view = self.limits_stage.view() if self.limits_stage is not None else {}
+        if inspect.isawaitable(view):  # shared windows: utilization is read from Redis
+            return self._limits_later(flow, view)
         return wire.json_response(200, view, flow.request)
+
+    @staticmethod
+    async def _limits_later(flow: http.HTTPFlow, view) -> http.Response:
+        return wire.json_response(200, await view, flow.request)
 
     async def reset_limits(self, flow: http.HTTPFlow) -> http.Response:
         """Empty every rate-limit window, so a test starts from a full quota."""

@@ -1,7 +1,8 @@
 """Limits: throttle as Azure does, when the request arrives and before anything answers it,
 in every mode (a throttled request in record mode never reaches Azure).
 
-OpenAI requests are charged against their deployment's token and request windows; Document
+OpenAI requests are charged against their deployment's token and request windows (a
+provisioned deployment's: against its utilization bucket); Document
 Intelligence analyze submissions and result polls against their own per-second limits. A
 refused request gets Azure's 429; an admitted one gets the quota headers on its response,
 whoever makes it (a generator, a replay, the streaming stage or Azure itself). The windows and
@@ -18,13 +19,15 @@ from dataclasses import dataclass
 from mitmproxy import http
 
 from .. import wire
+from ..openai import catalogue
 from ..runtime import limits
-from ..runtime.config import SimulatorConfig
+from ..runtime.config import Deployment, SimulatorConfig
 from ..runtime.routes import DEPLOYMENT_QUOTA, DI_ANALYZE_QUOTA, DI_POLL_QUOTA
 from ..runtime.startup import Startup
 from ..runtime.state import RequestContext, context_of
 
 logger = logging.getLogger(__name__)
+UNLIMITED = limits.Quota()  # what a provisioned deployment's Ask carries: its bucket limits it
 
 
 @dataclass(slots=True)
@@ -36,6 +39,7 @@ class Ask:
     quota: limits.Quota
     context: RequestContext
     cost: int = 0
+    capacity: limits.Capacity | None = None  # a provisioned deployment: its bucket instead of the quota
 
 
 def client_identity(flow: http.HTTPFlow, key: str) -> str:
@@ -123,6 +127,8 @@ class Limits:
             deployment = context.deployment
             if deployment is None:
                 return None
+            if deployment.provisioned:
+                return self.ask_provisioned(context)
             quota = limits.deployment_quota(deployment.tokens_per_minute, deployment.requests_per_minute,
                                             config.rate_limit_request_window_s)
             if quota.unlimited:
@@ -140,6 +146,20 @@ class Limits:
             return None
         return None if quota.unlimited else Ask(route.quota, route.quota, quota, context)
 
+    def capacity(self, deployment: Deployment) -> limits.Capacity:
+        return limits.ptu_capacity(deployment.ptu, self.config.input_tpm_per_ptu(deployment),
+                                   catalogue.provisioned(deployment.model).output_weight)
+
+    def ask_provisioned(self, context: RequestContext) -> Ask:
+        deployment = context.deployment
+        capacity = self.capacity(deployment)
+        output = limits.estimate_output_tokens(
+            context.route.operation, context.body,
+            default_reservation=self.config.rate_limit_default_reservation,
+            max_output_tokens=deployment.model.max_output_tokens)
+        cost = context.estimated_tokens = capacity.cost(context.prompt_tokens, output)
+        return Ask("p:" + deployment.name, deployment.name, UNLIMITED, context, cost, capacity)
+
     def request(self, flow: http.HTTPFlow):
         # Plain (not async) so in-memory windows cost no coroutine; Redis returns an awaitable.
         context = context_of(flow)
@@ -156,8 +176,11 @@ class Limits:
             if early:
                 logger.warning("early retry: a client retried %s %.0f ms before its retry-after had passed",
                                ask.name, early * 1000)
-        result = limiter.check(ask.key, ask.quota, ask.cost)
-        if isinstance(result, limits.Verdict):
+        if ask.capacity is not None:
+            result = limiter.fill(ask.key, ask.capacity, ask.cost)
+        else:
+            result = limiter.check(ask.key, ask.quota, ask.cost)
+        if isinstance(result, (limits.Verdict, limits.Fill)):
             self.decide(flow, ask, result, identity)
             return None
         return self._decide_later(flow, ask, result, identity)
@@ -174,9 +197,13 @@ class Limits:
             return
         self.decide(flow, ask, verdict, identity)
 
-    def decide(self, flow: http.HTTPFlow, ask: Ask, verdict: limits.Verdict, identity: str | None) -> None:
+    def decide(self, flow: http.HTTPFlow, ask: Ask, verdict: limits.Verdict | limits.Fill,
+               identity: str | None) -> None:
         # When the quota was checked (the windows' clock: monotonic, or Redis's wall clock).
         ask.context.quota_checked_at = verdict.at
+        if isinstance(verdict, limits.Fill):
+            self.decide_provisioned(flow, ask, verdict, identity)
+            return
         if verdict.allowed:
             if ask.key.startswith("d:"):  # deployments' answers carry their quota
                 ask.context.quota_headers = limits.success_headers(ask.quota, verdict)
@@ -188,6 +215,20 @@ class Limits:
                     {limits.TOKENS: "token rate limit", limits.REQUESTS: "call rate limit",
                      limits.TOO_LARGE: "request larger than the token rate limit"}[verdict.reason],
                     limits.whole_ms(verdict.retry_after), f" (cost {ask.cost} tokens)" if ask.cost else "")
+
+    def decide_provisioned(self, flow: http.HTTPFlow, ask: Ask, fill: limits.Fill, identity: str | None) -> None:
+        if fill.allowed:
+            ask.context.quota_headers = limits.utilization_headers(fill)
+            return
+        self.limiter.throttled(ask.name, limits.UTILIZATION, identity or client_identity(flow, ask.key),
+                               fill.retry_after)
+        context = ask.context
+        message = limits.utilization_message(context.route.azure_operation, context.api_version,
+                                             limits.retry_seconds(fill.retry_after))
+        flow.response = too_many_requests(message, flow.request, limits.utilization_throttled_headers(fill),
+                                          self.config.region)
+        logger.info("429 %s: provisioned utilization %.1f%%, retry after %d ms (cost %d tokens)", ask.name,
+                    fill.utilization * 100, limits.whole_ms(fill.retry_after), ask.cost)
 
     def throttled(self, flow: http.HTTPFlow, ask: Ask, verdict: limits.Verdict) -> http.Response:
         request = flow.request
@@ -232,10 +273,22 @@ class Limits:
         await self.limiter.reset()
         logger.info("rate-limit windows cleared")
 
-    def view(self) -> dict:
+    def view(self):
+        """Quotas and what the windows hold; for shared windows an awaitable of it, since the
+        provisioned deployments' utilization is read from Redis."""
         config, store = self.config, self.limiter.store
-        deployments = {}
+        deployments, provisioned = {}, {}
         for name, d in config.deployments.items():
+            if d.provisioned:
+                capacity = self.capacity(d)
+                provisioned[name] = capacity
+                deployments[name] = {"sku": d.sku, "ptu": d.ptu, "inputTpmPerPtu": config.input_tpm_per_ptu(d),
+                                     "outputTokenWeight": capacity.output_weight,
+                                     "capacityPerMinute": round(capacity.per_minute)}
+                if not store.shared:
+                    deployments[name]["utilization"] = _percent(
+                        store.utilization("p:" + name, capacity, self.limiter.clock()))
+                continue
             quota = limits.deployment_quota(d.tokens_per_minute, d.requests_per_minute,
                                             config.rate_limit_request_window_s)
             if quota.unlimited:
@@ -246,6 +299,24 @@ class Limits:
                 used_tokens, used_requests = store.usage("d:" + name, quota, self.limiter.clock())
                 entry["usedTokens"], entry["usedRequests"] = used_tokens, used_requests
             deployments[name] = entry
-        return {"windows": "redis" if store.shared else "memory",
+        view = {"windows": "redis" if store.shared else "memory",
                 "defaultReservation": config.rate_limit_default_reservation,
                 "deployments": deployments, **self.limiter.counters.to_json()}
+        if store.shared and provisioned:
+            return self._with_utilization(view, provisioned)
+        return view
+
+    async def _with_utilization(self, view: dict, provisioned: dict[str, limits.Capacity]) -> dict:
+        store = self.limiter.store
+        for name, capacity in provisioned.items():
+            try:
+                used = await store.utilization("p:" + name, capacity, self.limiter.clock())
+            except Exception as e:  # Redis went away: the rest of the view still helps
+                logger.error("cannot read %s's utilization from Redis (%s)", name, e)
+                continue
+            view["deployments"][name]["utilization"] = _percent(used)
+        return view
+
+
+def _percent(utilization: float) -> str:
+    return f"{utilization * 100:.1f}%"

@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from mitmproxy import ctx, exceptions
 
-from ..openai import text, tokens
+from ..openai import catalogue, text, tokens
 from ..runtime import config as cfg
 from ..runtime import entra, internals
 from ..runtime.config import ConfigError, SimulatorConfig
@@ -118,6 +118,9 @@ SETTINGS = [
             "PEM certificate (and chain) HTTPS clients are shown for the host names it names, instead of one "
             "signed by the simulator's CA."),
     Setting("SIMULATOR_TLS_KEY", str, "", "PEM private key of SIMULATOR_TLS_CERT, when that file does not hold it."),
+    Setting("PTU_INPUT_TPM_PER_PTU", str, "",
+            "Input tokens per minute one PTU gives, by model, replacing the built-in figures of provisioned "
+            "deployments: model=tokens, comma-separated (gpt-4o=3000,gpt-4.1=2800)."),
     Setting("RESPONSES_STORED", str, "1000",
             "Responses API: how many stored responses are kept (the newest) for retrieve and previous_response_id."),
     Setting("PROMPT_CACHE_IDLE_SECONDS", str, "300",
@@ -158,6 +161,21 @@ def _float(setting: str, raw: str, *, low: float | None = 0.0, high: float | Non
     if high is not None and value > high:
         raise ConfigError(f"{setting.upper()}: must not be above {high:g}, got {raw}")
     return value
+
+
+def ptu_input_tpm(raw: str) -> dict[str, int]:
+    """PTU_INPUT_TPM_PER_PTU: `model=tokens` pairs, comma-separated."""
+    figures: dict[str, int] = {}
+    for pair in (p.strip() for p in raw.split(",") if p.strip()):
+        name, sep, value = (part.strip() for part in pair.partition("="))
+        model = catalogue.find_model(name)
+        if not sep or not re.fullmatch(r"[0-9]+", value) or int(value) < 1:
+            raise ConfigError(f"PTU_INPUT_TPM_PER_PTU: expected model=tokens with a whole number of tokens "
+                              f"above 0, got {pair!r}")
+        if model is None:
+            raise ConfigError(f"PTU_INPUT_TPM_PER_PTU: unknown model {name!r}")
+        figures[model.name] = int(value)
+    return figures
 
 
 def _names(raw: str) -> frozenset[str]:
@@ -284,6 +302,7 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     if window is not None and window <= 0:
         raise ConfigError("RATE_LIMIT_REQUEST_WINDOW_SECONDS: must be above 0 (Azure uses 10 or 1)")
     poll_rps = _float("doc_intelligence_poll_rps", options.doc_intelligence_poll_rps, low=None)
+    per_ptu = ptu_input_tpm(options.ptu_input_tpm_per_ptu)
     stored = _float("responses_stored", options.responses_stored)
     if stored is not None and stored != int(stored):
         raise ConfigError(f"RESPONSES_STORED: expected a whole number, got {options.responses_stored!r}")
@@ -333,6 +352,7 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     config.rate_limit_default_reservation = 4096 if reservation is None else int(reservation)
     config.rate_limit_request_window_s = 10.0 if window is None else window
     config.doc_intelligence_poll_rps = 50.0 if poll_rps is None else poll_rps
+    config.ptu_input_tpm = per_ptu
     config.peers = peers
     config.worker = options.simulator_worker.strip()
     config.entra = policy
