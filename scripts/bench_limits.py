@@ -10,7 +10,12 @@ What it measures, in one run:
    --clients concurrent clients sending chat requests with max_tokens 200 and, on a 429,
    waiting exactly retry-after-ms before retrying;
 3. the same load on two simulators sharing one quota through a redis-server on a loopback
-   port, requests spread round-robin as a load balancer would.
+   port, requests spread round-robin as a load balancer would;
+4. a provisioned deployment (gpt-4o, 15 PTUs: 37,500 input-token equivalents a minute, output
+   tokens counting 3 each) held above 100 % utilization the same way, by one simulator and by
+   two sharing Redis: after a warm-up that fills its bucket (--ptu-warmup), the tokens
+   admitted per minute (prompt tokens plus 3 × max_tokens, as the simulator estimates them)
+   against its capacity, over --ptu-seconds of measurement.
 
 For each load run it prints the tokens accepted (the limiter's estimate: prompt tokens plus
 max_tokens) in each whole minute of the run against the quota, and the least and most in
@@ -28,6 +33,7 @@ import argparse
 import asyncio
 import gc
 import json
+import math
 import os
 import shutil
 import statistics
@@ -51,6 +57,9 @@ TPM = 60_000
 MAX_TOKENS = 200
 DEPLOYMENT = "bench"
 TOLERANCE = 0.02
+PTU_DEPLOYMENT = "bench-ptu"
+PTU_MODEL, PTUS = "gpt-4o", 15
+PTU_MAX_TOKENS = 50  # small requests: one more or less moves a minute's figure by under 0.5 %
 
 
 # --- 1. the limiter's own cost ------------------------------------------------------------
@@ -147,13 +156,13 @@ class Run:
 
 
 async def client_loop(index: int, urls: list[str], run: Run, until: float, turn: list[int],
-                      http: httpx.AsyncClient) -> None:
+                      http: httpx.AsyncClient, max_tokens: int = MAX_TOKENS, output_weight: float = 1) -> None:
     n = 0
     while time.monotonic() < until:
         n += 1
         # Each request its own text, as real traffic: the simulator tells retries apart by body.
         body = {"messages": [{"role": "user", "content": f"Client {index}, question {n}: count to ten."}],
-                "max_tokens": MAX_TOKENS}
+                "max_tokens": max_tokens}
         while time.monotonic() < until:
             turn[0] += 1
             url = urls[turn[0] % len(urls)]  # round robin, as a load balancer
@@ -173,21 +182,23 @@ async def client_loop(index: int, urls: list[str], run: Run, until: float, turn:
             if r.status_code != 200:
                 run.errors += 1
                 break
-            cost = r.json()["usage"]["prompt_tokens"] + MAX_TOKENS
+            cost = r.json()["usage"]["prompt_tokens"] + math.ceil(max_tokens * output_weight)
             run.accepted.append((float(r.headers["x-bench-decided-at"]) - run.started, cost))
             break
 
 
-async def hold_above_quota(sims: list[str], clients: int, seconds: float, clock) -> Run:
+async def hold_above_quota(sims: list[str], clients: int, seconds: float, clock, deployment: str = DEPLOYMENT,
+                           max_tokens: int = MAX_TOKENS, output_weight: float = 1) -> Run:
     """`clock` is the windows' clock (monotonic in memory, wall time for Redis), in which the
     simulator stamps its decisions."""
-    urls = [f"{s}/openai/deployments/{DEPLOYMENT}/chat/completions?api-version={API_VERSION}" for s in sims]
+    urls = [f"{s}/openai/deployments/{deployment}/chat/completions?api-version={API_VERSION}" for s in sims]
     run = Run(started=clock())
     until = time.monotonic() + seconds
     limits_ = httpx.Limits(max_connections=clients * 2, max_keepalive_connections=clients * 2)
     async with httpx.AsyncClient(headers={"api-key": API_KEY}, limits=limits_, timeout=30) as http:
         turn = [0]
-        await asyncio.gather(*(client_loop(i, urls, run, until, turn, http) for i in range(clients)))
+        await asyncio.gather(*(client_loop(i, urls, run, until, turn, http, max_tokens, output_weight)
+                               for i in range(clients)))
     return run
 
 
@@ -229,6 +240,38 @@ def report(label: str, run: Run, seconds: float, sims: list[str], request_limit:
     return ok_tokens and ok_requests and max(sliding) <= TPM * (1 + TOLERANCE)
 
 
+def report_ptu(label: str, run: Run, seconds: float, warmup: float, sims: list[str], capacity: float) -> bool:
+    """Tokens admitted after the warm-up (which the free bucket lets through at once) against
+    the deployment's capacity per minute."""
+    accepted = sorted(run.accepted)
+    burst = sum(c for t, c in accepted if t < warmup)
+    measured = [(t, c) for t, c in accepted if warmup <= t < seconds]
+    span = seconds - warmup
+    per_minute = sum(c for _, c in measured) / span * 60
+    sliding = []
+    start = warmup
+    while start + 60 <= seconds + 1e-9:
+        sliding.append(sum(c for t, c in measured if start <= t < start + 60))
+        start += 0.5
+    views = [httpx.get(f"{s}/++/limits", headers={"api-key": API_KEY}).json() for s in sims]
+    throttled = sum(v["throttled"].get(PTU_DEPLOYMENT, {}).get("utilization", 0) for v in views)
+    early = sum(v["earlyRetries"].get(PTU_DEPLOYMENT, 0) for v in views)
+    ok = abs(per_minute - capacity) <= capacity * TOLERANCE
+    took = sorted(run.response_times)
+    print(f"\n{label}")
+    print(f"  {len(took)} requests, {len(accepted)} admitted; 429s {throttled}; errors {run.errors}; "
+          f"early retries counted {early}")
+    print(f"  warm-up {warmup:.0f} s: {burst} tokens admitted (the free bucket, {capacity:.0f}, and the drain)")
+    print(f"  measured {span:.0f} s: {len(measured)} requests, {sum(c for _, c in measured)} tokens, "
+          f"{per_minute:,.0f} per minute against a capacity of {capacity:,.0f} "
+          f"({(per_minute - capacity) / capacity:+.2%}): {'OK' if ok else 'OUT OF ±2 %'}")
+    if sliding:
+        print(f"  any 60 s window after the warm-up (every 0.5 s, {len(sliding)} windows): least {min(sliding)} "
+              f"({(min(sliding) - capacity) / capacity:+.2%}), most {max(sliding)} "
+              f"({(max(sliding) - capacity) / capacity:+.2%})")
+    return ok
+
+
 def start_sim(folder: Path, env: dict[str, str]) -> Process:
     """A simulator with the probe that stamps decisions; not waited for, so several start at once."""
     return simulator_process.start([SIMULATOR, PROBE], cwd=folder,
@@ -246,11 +289,41 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=125, help="length of each load run (at least 60)")
     parser.add_argument("--clients", type=int, default=30)
-    parser.add_argument("--no-redis", action="store_true", help="skip the two-replica run")
+    parser.add_argument("--no-redis", action="store_true", help="skip the two-replica runs")
+    parser.add_argument("--ptu-seconds", type=float, default=90, help="measured length of each PTU run")
+    parser.add_argument("--ptu-warmup", type=float, default=10, help="seconds before the PTU measurement starts")
+    parser.add_argument("--cases", default="cost,tpm,ptu",
+                        help="which parts to run, comma-separated: cost (the limiter's own), tpm, ptu")
     args = parser.parse_args()
     seconds = max(60.0, args.seconds)
+    cases = {c.strip() for c in args.cases.split(",") if c.strip()}
     print(machine_line())
+    ok = True
+    if "cost" in cases:
+        ok &= measure_cost()
+    redis = None if args.no_redis else start_redis()
+    folder = Path(tempfile.mkdtemp(prefix="bench-limits-"))
+    deployments = folder / "deployments.json"
+    deployments.write_text(json.dumps({
+        DEPLOYMENT: {"model": "gpt-4o", "tokensPerMinute": TPM},
+        PTU_DEPLOYMENT: {"model": PTU_MODEL, "sku": "ProvisionedManaged", "ptu": PTUS}}))
+    env = {"OPENAI_DEPLOYMENT_CONFIG_PATH": str(deployments)}
+    try:
+        if redis is not None and "cost" in cases:
+            print(f"Redis round trip per check (sequential): {asyncio.run(redis_cost(redis[1])):.0f} µs")
+        if "tpm" in cases:
+            ok &= tpm_runs(args, seconds, folder, env, redis)
+        if "ptu" in cases:
+            ok &= ptu_runs(args, folder, env, redis)
+    finally:
+        if redis is not None:
+            stop(redis[0])
+        shutil.rmtree(folder, ignore_errors=True)
+    print("\nAll within target." if ok else "\nSome figures are outside the target.")
+    return 0 if ok else 1
 
+
+def measure_cost() -> bool:
     print(f"\nLimiter cost per request, 100 deployments of {TPM} TPM, windows in memory (best of 3 runs):")
     ok = True
     for label, build, logged in (("decision", False, False), ("+ 429 response objects", True, False),
@@ -262,47 +335,74 @@ def main() -> int:
         if label == "decision":
             ok &= cost["mean"] <= 50
             print(f"  decision within 50 µs: {'OK' if cost['mean'] <= 50 else 'NO'}")
+    return ok
 
-    redis = None if args.no_redis else start_redis()
-    folder = Path(tempfile.mkdtemp(prefix="bench-limits-"))
-    deployments = folder / "deployments.json"
-    deployments.write_text(json.dumps({DEPLOYMENT: {"model": "gpt-4o", "tokensPerMinute": TPM}}))
-    env = {"OPENAI_DEPLOYMENT_CONFIG_PATH": str(deployments)}
-    request_limit, window = 60, 10.0  # Azure's default: 6 RPM per 1,000 TPM, counted per 10 s
+
+def one_then_two(env: dict[str, str], folder: Path, redis, no_redis: bool, one, two) -> bool:
+    """`one(url)` against one simulator, then `two(urls)` against two sharing Redis."""
+    ok = True
     processes = []
     try:
-        if redis is not None:
-            print(f"Redis round trip per check (sequential): {asyncio.run(redis_cost(redis[1])):.0f} µs")
-
         sim = start_sim(folder, env)
         processes.append(sim)
         wait_ready(sim)
-        print(f"\nOne simulator: {args.clients} clients above a quota of {TPM} TPM for {seconds:.0f} s …", flush=True)
-        run = asyncio.run(hold_above_quota([sim.url], args.clients, seconds, time.monotonic))
-        ok &= report("One simulator", run, seconds, [sim.url], request_limit, window)
+        ok &= one(sim.url)
         sim.stop()
-
         if redis is None:
-            print("\nTwo replicas: skipped (" + ("--no-redis" if args.no_redis else "redis-server not installed")
-                  + ")")
-        else:
-            pair = [start_sim(folder, {**env, "RATE_LIMIT_REDIS_URL": redis[1]}) for _ in range(2)]
-            processes += pair
-            for sim in pair:
-                wait_ready(sim)
-            urls = [sim.url for sim in pair]
-            print(f"\nTwo replicas sharing Redis: {args.clients} clients, round robin, for {seconds:.0f} s …",
-                  flush=True)
-            run = asyncio.run(hold_above_quota(urls, args.clients, seconds, time.time))
-            ok &= report("Two replicas sharing one quota through Redis", run, seconds, urls, request_limit, window)
+            print("\nTwo replicas: skipped (" + ("--no-redis" if no_redis else "redis-server not installed") + ")")
+            return ok
+        pair = [start_sim(folder, {**env, "RATE_LIMIT_REDIS_URL": redis[1]}) for _ in range(2)]
+        processes += pair
+        for sim in pair:
+            wait_ready(sim)
+        ok &= two([sim.url for sim in pair])
     finally:
         for sim in processes:
             sim.stop()
-        if redis is not None:
-            stop(redis[0])
-        shutil.rmtree(folder, ignore_errors=True)
-    print("\nAll within target." if ok else "\nSome figures are outside the target.")
-    return 0 if ok else 1
+    return ok
+
+
+def tpm_runs(args, seconds: float, folder: Path, env: dict[str, str], redis) -> bool:
+    request_limit, window = 60, 10.0  # Azure's default: 6 RPM per 1,000 TPM, counted per 10 s
+
+    def one(url: str) -> bool:
+        print(f"\nOne simulator: {args.clients} clients above a quota of {TPM} TPM for {seconds:.0f} s …", flush=True)
+        run = asyncio.run(hold_above_quota([url], args.clients, seconds, time.monotonic))
+        return report("One simulator", run, seconds, [url], request_limit, window)
+
+    def two(urls: list[str]) -> bool:
+        print(f"\nTwo replicas sharing Redis: {args.clients} clients, round robin, for {seconds:.0f} s …", flush=True)
+        run = asyncio.run(hold_above_quota(urls, args.clients, seconds, time.time))
+        return report("Two replicas sharing one quota through Redis", run, seconds, urls, request_limit, window)
+
+    return one_then_two(env, folder, redis, args.no_redis, one, two)
+
+
+def ptu_runs(args, folder: Path, env: dict[str, str], redis) -> bool:
+    from aoai.openai import catalogue
+
+    figures = catalogue.provisioned(catalogue.MODELS[PTU_MODEL])
+    capacity = PTUS * figures.input_tpm_per_ptu
+    warmup = args.ptu_warmup
+    seconds = warmup + max(60.0, args.ptu_seconds)
+    what = (f"{args.clients} clients above a provisioned deployment ({PTU_MODEL}, {PTUS} PTUs: {capacity:,} a "
+            f"minute, output × {figures.output_weight:g}, max_tokens {PTU_MAX_TOKENS}) for {seconds:.0f} s")
+
+    def load(urls: list[str], clock) -> Run:
+        return asyncio.run(hold_above_quota(urls, args.clients, seconds, clock, PTU_DEPLOYMENT, PTU_MAX_TOKENS,
+                                            figures.output_weight))
+
+    def one(url: str) -> bool:
+        print(f"\nOne simulator: {what} …", flush=True)
+        return report_ptu("Provisioned, one simulator", load([url], time.monotonic), seconds, warmup, [url],
+                          capacity)
+
+    def two(urls: list[str]) -> bool:
+        print(f"\nTwo replicas sharing Redis, round robin: {what} …", flush=True)
+        return report_ptu("Provisioned, two replicas sharing one bucket through Redis", load(urls, time.time),
+                          seconds, warmup, urls, capacity)
+
+    return one_then_two(env, folder, redis, args.no_redis, one, two)
 
 
 if __name__ == "__main__":

@@ -105,13 +105,13 @@ def test_over_100_percent_the_sdk_sees_a_429_with_retry_times(sim):
 
 def test_the_sdk_waits_retry_after_ms_and_gets_in(sim):
     assert chat(sim, 1990).status_code == 200
-    assert chat(sim, 50).status_code == 200  # about 150 tokens above 100 %: 1.5 s to wait
+    assert chat(sim, 100).status_code == 200  # about 300 tokens above 100 %: 3 s to wait
     started = time.monotonic()
     raw = client(sim, retries=2).chat.completions.with_raw_response.create(model="ptu", messages=MESSAGES,
                                                                            max_tokens=5)
     took = time.monotonic() - started
     assert raw.retries_taken == 1
-    assert 1.0 < took < 5.0
+    assert 1.0 < took < 7.0
     assert percent(raw.headers[HEADER]) == pytest.approx(100, abs=1)  # back at 100 %, plus this small one
 
 
@@ -172,13 +172,13 @@ def replicas(redis_url, tmp_path_factory):  # noqa: F811
 def test_two_replicas_share_one_bucket(replicas):
     a, b = replicas
     reset(a)
-    first = chat(a, 1000)
-    second = chat(b, 1000)
+    first = chat(a, 600)  # about 1,810 tokens each: 30 %
+    second = chat(b, 600)
     assert (first.status_code, second.status_code) == (200, 200)
-    assert percent(second.headers[HEADER]) > percent(first.headers[HEADER]) + 45  # b saw a's request
-    assert chat(a, 1000).status_code == 200  # about 150 %: above, so the next is refused
-    refused = chat(b, 5)
-    assert refused.status_code == 429 and int(refused.headers["retry-after-ms"]) > 1000
+    assert percent(second.headers[HEADER]) > percent(first.headers[HEADER]) + 25  # b saw a's request
+    assert [chat(s, 600).status_code for s in (a, b)] == [200, 200]  # at 90 %: in, and now 120 %
+    refused = chat(a, 5)
+    assert refused.status_code == 429 and int(refused.headers["retry-after-ms"]) > 500
     assert percent(view(b)["deployments"]["ptu"]["utilization"]) > 100  # read from Redis
     reset(b)  # clears the shared bucket for both
     assert chat(a, 5).status_code == 200
