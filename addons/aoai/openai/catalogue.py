@@ -117,7 +117,7 @@ class Provisioned:
 # for each model". From gpt-4.1 on, output weighs as the global standard price ratio the page
 # gives (4 for the gpt-4.1 family and o4-mini, 8 for gpt-5 and gpt-5-mini). For the previous
 # models (gpt-4o, gpt-4o-mini, o3-mini) the page only says "older models use different ratios";
-# its versions of early 2025 said one output token counts as 3 input tokens for them.
+# its earlier versions said one output token counts as 3 input tokens for them.
 PROVISIONED: dict[str, Provisioned] = {
     "gpt-4o": Provisioned(2500, 3),
     "gpt-4o-mini": Provisioned(37000, 3),
