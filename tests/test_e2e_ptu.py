@@ -101,6 +101,8 @@ def test_over_100_percent_the_sdk_sees_a_429_with_retry_times(sim):
     assert message.startswith("Requests to the ChatCompletions_Create Operation under Azure OpenAI API version "
                               f"{API_VERSION} have exceeded the provisioned throughput")
     assert view(sim)["throttled"]["ptu"]["utilization"] >= 1
+    metrics = httpx.get(f"{sim.url}/++/metrics", headers=headers(sim)).text
+    assert 'aoai_rate_limited_total{deployment="ptu",reason="utilization"}' in metrics
 
 
 def test_the_sdk_waits_retry_after_ms_and_gets_in(sim):

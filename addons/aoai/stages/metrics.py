@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ..runtime import peers
+from ..runtime import limits, peers
 from ..runtime.config import SimulatorConfig
 from ..runtime.routes import MANAGEMENT
 from ..runtime.state import context_of
@@ -146,6 +146,15 @@ class OtlpMirror:
         self.provider.shutdown()
 
 
+def _throttle_reason(headers: http.Headers) -> str:
+    """Which limit a 429 hit: tokens or requests (policy-id), a provisioned deployment's
+    utilization, else requests (Document Intelligence)."""
+    policy = headers.get("policy-id", "")
+    if policy:
+        return "tokens" if policy.endswith("Token") else "requests"
+    return limits.UTILIZATION if limits.UTILIZATION_HEADER in headers else "requests"
+
+
 def _labels(flow: http.HTTPFlow, mode: str) -> tuple[str, str, str]:
     context = context_of(flow)
     deployment = context.deployment.name if context and context.deployment else ""
@@ -219,7 +228,7 @@ class Metrics:
         status = flow.response.status_code
         m.inc("requests", labels + (str(status),))
         if status == 429:
-            reason = "tokens" if flow.response.headers.get("policy-id", "").endswith("Token") else "requests"
+            reason = _throttle_reason(flow.response.headers)
             m.inc("rate_limited", (labels[0], reason))
             return
         if context is not None and status == 200:
