@@ -182,6 +182,8 @@ def test_a_provisioned_deployment_in_the_file():
     assert parse(dep.to_json()).to_json() == dep.to_json()
     standard = parse({"model": "gpt-4o", "sku": "GlobalStandard", "tokensPerMinute": 1000})
     assert not standard.provisioned and standard.tokens_per_minute == 1000
+    assert standard.to_json() == {"model": "gpt-4o", "sku": "GlobalStandard", "tokensPerMinute": 1000}
+    assert "sku" not in parse({"model": "gpt-4o"}).to_json()
 
 
 @pytest.mark.parametrize("spec, message", [

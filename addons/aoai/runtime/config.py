@@ -76,8 +76,10 @@ class Deployment:
             out["maxConcurrentRequests"] = self.max_concurrent_requests
         if self.audio_pace is not None:
             out["audioPace"] = self.audio_pace
+        if self.sku != "Standard":
+            out["sku"] = self.sku
         if self.provisioned:
-            out["sku"], out["ptu"] = self.sku, self.ptu
+            out["ptu"] = self.ptu
             if self.input_tpm_per_ptu is not None:
                 out["inputTpmPerPtu"] = self.input_tpm_per_ptu
         return out
