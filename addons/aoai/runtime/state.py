@@ -42,9 +42,9 @@ class RequestContext:
     cached_tokens: int = 0  # of the prompt tokens, those the prompt cache had seen (prompt caching)
     history: list[dict] = field(default_factory=list)  # Responses: the earlier turns previous_response_id names
     completion_tokens: int = 0
-    estimated_tokens: int = 0  # the up-front estimate charged against the token quota
+    estimated_tokens: int = 0  # the up-front estimate charged against the token quota (or PTU bucket)
     quota_checked_at: float | None = None  # the windows' clock when the quota was checked
-    quota_headers: dict[str, str] | None = None  # x-ratelimit-* headers the answer will carry
+    quota_headers: dict[str, str] | None = None  # x-ratelimit-* (or utilization) headers the answer will carry
     arrived_at: float | None = None  # time.time() the request reached the machine
     latency_s: float = 0.0  # the simulated wait of a non-streamed answer
     hold: Hold | None = None  # the pacing stage sends the answer when this says
