@@ -15,6 +15,7 @@ from typing import Any
 
 from ..openai import catalogue
 from ..openai.catalogue import Model, Normal
+from ..openai.content_filter import FilterSpecError, Policy, parse_policy
 from .entra import TokenPolicy
 from .prompt_cache import PromptCache
 from .stored import ResponseStore
@@ -53,6 +54,7 @@ class Deployment:
     max_concurrent_requests: int = 0
     audio_pace: float | None = None  # None: the model's; seconds of work per second of audio
     defined: bool = True  # False for a deployment made up for an undefined name
+    content_filter: Policy | None = None  # None: Azure's default policy, no rules
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {"model": self.model.name}
@@ -68,6 +70,8 @@ class Deployment:
             out["maxConcurrentRequests"] = self.max_concurrent_requests
         if self.audio_pace is not None:
             out["audioPace"] = self.audio_pace
+        if self.content_filter is not None:
+            out["contentFilter"] = self.content_filter.to_json()
         return out
 
     @property
@@ -104,7 +108,7 @@ def _normal(where: str, value: Any) -> Normal:
 
 
 _DEPLOYMENT_FIELDS = {"model", "tokensPerMinute", "requestsPerMinute", "embeddingSize", "latency",
-                      "maxConcurrentRequests", "audioPace"}
+                      "maxConcurrentRequests", "audioPace", "contentFilter"}
 _LATENCY_FIELDS = {"timeToFirstTokenMs": "time_to_first_token_ms", "interTokenMs": "inter_token_ms",
                    "requestMs": "request_ms"}
 
@@ -143,6 +147,8 @@ def parse_deployment(name: str, spec: Any, where: str) -> Deployment:
         if not 1 <= size <= model.embedding_size:
             raise ConfigError(f"{where}.embeddingSize: must be between 1 and {model.embedding_size}")
         dep.embedding_size = size
+    if "contentFilter" in spec:
+        dep.content_filter = parse_content_filter(spec["contentFilter"], f"{where}.contentFilter")
     if "latency" in spec:
         lat = spec["latency"]
         if not isinstance(lat, dict):
@@ -156,6 +162,13 @@ def parse_deployment(name: str, spec: Any, where: str) -> Deployment:
             for key, attr in _LATENCY_FIELDS.items()
         })
     return dep
+
+
+def parse_content_filter(spec: Any, where: str) -> Policy:
+    try:
+        return parse_policy(spec, where)
+    except FilterSpecError as e:
+        raise ConfigError(str(e)) from None
 
 
 def parse_deployments(data: Any, where: str) -> dict[str, Deployment]:
