@@ -128,7 +128,10 @@ def test_a_filtered_image_prompt_gets_image_generations_wording(sim):
     assert inner["code"] == "ResponsibleAIPolicyViolation"
     assert inner["content_filter_results"]["violence"] == {"filtered": True, "severity": "high"}
     assert inner["content_filter_results"]["jailbreak"] == {"filtered": False, "detected": False}
-    assert azure(sim).images.generate(model="painter", prompt="A quiet harbour").data[0].url
+    item = azure(sim).images.generate(model="painter", prompt="A fight in a quiet harbour").data[0]
+    assert item.url
+    assert item.model_extra["prompt_filter_results"]["violence"] == {"filtered": False, "severity": "low"}
+    assert item.model_extra["prompt_filter_results"]["profanity"] == {"filtered": False, "detected": False}
 
 
 # --- answers --------------------------------------------------------------------------------------

@@ -241,8 +241,8 @@ def judge(rules: Iterable[Rule], text: str, side: str, block_at: str = "medium")
     return verdict
 
 
-def random_category(rng: random.Random, side: str) -> str:
-    """The category a randomly filtered text is reported under: a harm category, at high."""
+def random_category(rng: random.Random) -> str:
+    """The category a randomly filtered text is reported under: a harm category (at high)."""
     return rng.choice(HARM)
 
 
@@ -267,7 +267,7 @@ class Dice:
         if share <= 0:
             return None
         rng = self.stream(deployment, side)
-        return random_category(rng, side) if rng.random() < share else None
+        return random_category(rng) if rng.random() < share else None
 
 
 # --- The forcing header ---------------------------------------------------------------------------

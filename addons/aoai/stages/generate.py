@@ -304,7 +304,8 @@ def openai_images(context: RequestContext) -> http.Response | None:
     urls = None
     if request.response_format == "url":
         urls = [image_url(context, p, request.content_type, request.output_format) for p in pictures]
-    body = images.answer(request, pictures, urls, int(time.time()), context.prompt_tokens)
+    scored = context.prompt_filter[0] if context.prompt_filter else None
+    body = images.answer(request, pictures, urls, int(time.time()), context.prompt_tokens, scored)
     context.latency_s = _work_seconds(context)
     return wire.json_response(200, body, context.request, context.config.region)
 
