@@ -265,3 +265,17 @@ def test_langchain_surfaces_a_filtered_answer(sim):
     model = chat_model(sim, "open", max_tokens=20, default_headers={FORCE: "completion=violence"})
     with pytest.raises(ValueError, match="content filter"):
         model.invoke([HumanMessage("Tell me about lighthouses.")])
+
+
+def test_a_bad_rule_in_the_deployments_file_stops_start_up_with_one_line(tmp_path):
+    path = tmp_path / "deployments.json"
+    path.write_text(json.dumps({"g": {"model": "gpt-4o", "contentFilter": {"prompt": {"hate": [{"regex": "(x"}]}}}}))
+    sim = start_simulator(tmp_path, {"OPENAI_DEPLOYMENT_CONFIG_PATH": str(path)}, wait=False)
+    try:
+        sim.process.wait(timeout=60)
+    finally:
+        sim.stop()
+    lines = [line for line in sim.log().splitlines() if line.strip() and "Loading script" not in line]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"Cannot start the simulator: {path}: g.contentFilter.prompt.hate[0].regex: "
+                               "not a valid regular expression"), lines
