@@ -54,6 +54,14 @@ def test_terms_match_whole_words_in_any_case_and_spacing():
     assert not cf.judge(rules, "bad wordsmith", cf.PROMPT).blocked
 
 
+def test_a_match_is_placed_in_the_text_as_written():
+    rules = policy(prompt={"violence": ["kill"], "hate": [{"regex": "[A-Z]{3}!"}]}).prompt
+    # "İ" lower-cases to two characters: offsets then come from the text itself.
+    assert cf.judge(rules, "İİ skill, kill_it, KILL now", cf.PROMPT).cut_at == 19
+    assert cf.judge(rules, "a ABC!", cf.PROMPT).cut_at == 2
+    assert cf.judge(rules, "a abc!", cf.PROMPT).cut_at == 2
+
+
 def test_regular_expressions_match_anywhere_ignoring_case():
     rules = policy(prompt={"sexual": [{"regex": r"x{3,}", "severity": "medium"}]}).prompt
     assert cf.judge(rules, "aXXXXb", cf.PROMPT).results()["sexual"] == {"filtered": True, "severity": "medium"}

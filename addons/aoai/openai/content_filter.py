@@ -41,14 +41,35 @@ class FilterSpecError(ValueError):
 
 @dataclass(frozen=True)
 class Rule:
+    """A term or a regular expression, matched in any case.
+
+    Python's `re` scans fast only for a pattern that starts with literal text and is not
+    IGNORECASE, so a rule is searched in the text's lower case where that means the same
+    (terms, and regexes without capitals), and a term's start of word is checked here rather
+    than by a leading look-behind: ten terms cost about 0.1 ms on a 1,000-word prompt."""
+
     category: str
-    pattern: re.Pattern
     severity: str  # "high" for detected categories (they have none; detected blocks)
     spec: Any  # as written, for GET /++/config
+    any_case: re.Pattern  # IGNORECASE, for the text as it is
+    lowered: re.Pattern | None = None  # for the text in lower case; None: only any_case fits
+    term: bool = False  # a match must start a word
 
-    def first_match(self, text: str) -> int | None:
-        found = self.pattern.search(text)
-        return None if found is None else found.start()
+    def first_match(self, text: str, lower: str) -> int | None:
+        """Where the rule first matches `text` (`lower` is text.lower()), or None."""
+        if self.lowered is not None and len(lower) == len(text):  # the same offsets
+            pattern, haystack = self.lowered, lower
+        else:
+            pattern, haystack = self.any_case, text
+        for found in pattern.finditer(haystack):
+            start = found.start()
+            if not self.term or start == 0 or not _word_char(haystack[start - 1]):
+                return start
+        return None
+
+
+def _word_char(char: str) -> bool:
+    return char.isalnum() or char == "_"
 
 
 def _side_spec(rules: Iterable[Rule]) -> dict[str, list]:
@@ -109,13 +130,12 @@ def _rule(category: str, spec: Any, where: str) -> Rule:
     value = spec[key]
     if not isinstance(value, str) or not value.strip():
         raise FilterSpecError(f"{where}.{key}: expected a non-empty string")
-    if key == "term":
-        # Whole words: "kill" does not match "skill".
-        source = r"(?<!\w)" + r"\s+".join(re.escape(w) for w in value.split()) + r"(?!\w)"
-    else:
-        source = value
+    term = key == "term"
+    # Whole words for terms: "kill" does not match "skill" (the start is checked by the rule).
+    source = r"\s+".join(re.escape(w) for w in value.lower().split()) + r"(?!\w)" if term else value
     try:
-        pattern = re.compile(source, re.IGNORECASE)
+        any_case = re.compile(source, re.IGNORECASE)
+        lowered = re.compile(source) if term or source == source.lower() else None
     except re.error as e:
         raise FilterSpecError(f"{where}.regex: not a valid regular expression ({e})") from None
     severity = spec.get("severity")
@@ -128,7 +148,7 @@ def _rule(category: str, spec: Any, where: str) -> Rule:
     else:
         severity = "high"
     written = spec[key] if set(spec) == {"term"} else spec
-    return Rule(category, pattern, severity, written)
+    return Rule(category, severity, written, any_case, lowered, term)
 
 
 def _side(spec: Any, side: str, where: str) -> tuple[Rule, ...]:
@@ -234,8 +254,9 @@ class Verdict:
 def judge(rules: Iterable[Rule], text: str, side: str, block_at: str = "medium") -> Verdict:
     """Score `text` against the rules of one side."""
     verdict = Verdict(side, block_at)
+    lower = text.lower()
     for rule in rules:
-        at = rule.first_match(text)
+        at = rule.first_match(text, lower)
         if at is not None:
             verdict.score(rule.category, rule.severity, at)
     return verdict
