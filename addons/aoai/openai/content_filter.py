@@ -94,12 +94,6 @@ class Policy:
         """Nothing to judge: no rules and no random share (a forcing header may still ask)."""
         return not (self.prompt or self.completion or self.prompt_share or self.completion_share)
 
-    def rules(self, side: str) -> tuple[Rule, ...]:
-        return self.prompt if side == PROMPT else self.completion
-
-    def share(self, side: str) -> float:
-        return self.prompt_share if side == PROMPT else self.completion_share
-
     def to_json(self) -> dict:
         out: dict[str, Any] = {"blockAt": self.block_at}
         if self.prompt_share or self.completion_share:
@@ -299,9 +293,6 @@ class Forced:
 
     prompt: tuple[tuple[str, str], ...] = ()
     completion: tuple[tuple[str, str], ...] = ()
-
-    def scores(self, side: str) -> tuple[tuple[str, str], ...]:
-        return self.prompt if side == PROMPT else self.completion
 
 
 def parse_forced(value: str) -> Forced:
