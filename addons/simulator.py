@@ -35,6 +35,7 @@ from aoai.runtime.recording import RecordingStore  # noqa: E402
 from aoai.runtime.streams import StreamServer  # noqa: E402
 from aoai.stages.auth import Auth  # noqa: E402
 from aoai.stages.checks import Checks  # noqa: E402
+from aoai.stages.contentfilter import ContentFilter  # noqa: E402
 from aoai.stages.extensions import Extensions  # noqa: E402
 from aoai.stages.flowcap import FlowCap  # noqa: E402
 from aoai.stages.generate import Generate  # noqa: E402
@@ -62,6 +63,7 @@ addons = [
     Auth(config),  # api-key / Ocp-Apim-Subscription-Key / Bearer, or 401 (open routes: none needed)
     Checks(),  # what Azure refuses first: 405, api-version, body, deployment, fields, context length
     limits,  # Azure's quotas, before anything answers or forwards: 429, or quota headers
+    ContentFilter(config),  # prompts the deployment's content filter blocks: Azure's 400 (not in record mode)
     extensions,  # EXTENSION_PATH: user addons run here; initialize(config) shapes the rest
     Replay(config, recordings, streams, startup),  # record and replay modes: answer what is recorded
     Record(config, recordings),  # record mode: forward the rest to Azure and save it

@@ -37,6 +37,10 @@ SPEC_V1 = SPECS / "azure-openai-v1.json"
 EXAMPLES = int(os.environ.get("CONTRACT_EXAMPLES", "15"))
 IMPLEMENTED = r"/deployments/\{deployment-id\}/(chat/completions|completions|embeddings)$"
 IMPLEMENTED_V1 = r"^/(chat/completions|embeddings|responses|models)$"
+FILTERED = r"/deployments/\{deployment-id\}/(chat/completions|completions)$"  # what the content filter judges
+FILTERED_V1 = r"^/(chat/completions|responses)$"
+# Verdicts the content filter is forced to (a blocked prompt: 400; a blocked answer: cut, 200).
+VERDICTS = {"prompt": "prompt=violence:high", "answer": "completion=hate"}
 
 
 def azure_as_it_answers(spec: dict) -> dict:
@@ -45,6 +49,8 @@ def azure_as_it_answers(spec: dict) -> dict:
     error = spec["components"]["schemas"]["error"]["properties"]
     # Azure's validation errors carry "param": null and "code": null (azure-wire.md).
     error["param"] = {"type": "string", "nullable": True}
+    # Its content-filter 400 says "type": null (azure-wire.md, section 11).
+    error["type"] = {"type": "string", "nullable": True}
     spec["components"]["schemas"]["errorBase"]["properties"]["code"] = {"type": "string", "nullable": True}
     for path, operations in spec["paths"].items():
         for operation in operations.values():
@@ -68,7 +74,7 @@ def v1_as_it_answers(spec: dict) -> dict:
     # Validation errors say "type": "invalid_request_error", as OpenAI's do (the spec allows
     # only "error").
     error = spec["components"]["schemas"]["AzureErrorResponse"]["properties"]["error"]["properties"]
-    error["type"] = {"type": "string"}
+    error["type"] = {"type": "string", "nullable": True}  # null in the content-filter 400
     # And carry "param": null and "code": null, as in the 2024-10-21 API.
     error["param"] = {"type": "string", "nullable": True}
     error["code"] = {"type": "string", "nullable": True}
@@ -85,6 +91,16 @@ if SPEC_2024_10_21.is_file():
         case.headers = {**(case.headers or {}), "api-key": simulator.key}
         case.query = {**(case.query or {}), "api-version": "2024-10-21"}
         case.call_and_validate(base_url=simulator.url + "/openai", checks=CHECKS)
+
+    @schema.include(path_regex=FILTERED).parametrize()
+    @settings(max_examples=max(1, EXAMPLES // 5), deadline=None, suppress_health_check=list(HealthCheck),
+              derandomize=True)
+    @pytest.mark.parametrize("verdict", VERDICTS)
+    def test_filtered_answers_fit_azures_contract(case, simulator, verdict):
+        case.headers = {**(case.headers or {}), "api-key": simulator.key,
+                        "x-ms-simulator-content-filter": VERDICTS[verdict]}
+        case.query = {**(case.query or {}), "api-version": "2024-10-21"}
+        case.call_and_validate(base_url=simulator.url + "/openai", checks=CHECKS)
 else:
     def test_every_answer_fits_azures_contract():
         pytest.skip(f"Azure's OpenAPI files are not beside the project ({SPECS})")
@@ -97,6 +113,15 @@ if SPEC_V1.is_file():
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
     def test_every_v1_answer_fits_azures_contract(case, simulator):
         case.headers = {**(case.headers or {}), "api-key": simulator.key}
+        case.call_and_validate(base_url=simulator.url + "/openai/v1", checks=CHECKS)
+
+    @schema_v1.include(path_regex=FILTERED_V1).parametrize()
+    @settings(max_examples=max(1, EXAMPLES // 5), deadline=None, suppress_health_check=list(HealthCheck),
+              derandomize=True)
+    @pytest.mark.parametrize("verdict", VERDICTS)
+    def test_filtered_v1_answers_fit_azures_contract(case, simulator, verdict):
+        case.headers = {**(case.headers or {}), "api-key": simulator.key,
+                        "x-ms-simulator-content-filter": VERDICTS[verdict]}
         case.call_and_validate(base_url=simulator.url + "/openai/v1", checks=CHECKS)
 else:
     def test_every_v1_answer_fits_azures_contract():

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from . import shapes, text
+from . import content_filter, shapes, text
 from .catalogue import Model, Normal
 from .schema_values import value_for
 
@@ -26,6 +26,7 @@ class Choice:
     tool_call_ids: list[list[int]] = field(default_factory=list)  # each call's argument tokens
     finish_reason: str = "stop"
     tokens: int = 0
+    filter_results: dict | None = None  # what the content filter scored (None: all safe)
 
 
 @dataclass
@@ -38,6 +39,7 @@ class ChatAnswer:
     corpus: text.Corpus
     reasoning_tokens: int = 0
     cached_tokens: int = 0  # of the prompt tokens, those the prompt cache had seen
+    prompt_filter: list[dict] | None = None  # the prompt's content-filter results, when scored
 
     @property
     def completion_tokens(self) -> int:
@@ -53,13 +55,14 @@ class ChatAnswer:
             message = {"role": "assistant", "content": c.content, "refusal": None, "annotations": []}
             if c.tool_calls:
                 message["tool_calls"] = c.tool_calls
+            filters = c.filter_results if c.filter_results is not None else \
+                shapes.CONTENT_FILTER_FINAL if c.content is not None else {}
             choices.append({"index": c.index, "finish_reason": c.finish_reason, "logprobs": None,
-                            "message": message, "content_filter_results": shapes.CONTENT_FILTER_FINAL
-                            if c.content is not None else {}})
+                            "message": message, "content_filter_results": filters})
         return {
             "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model_version,
             "system_fingerprint": shapes.fingerprint(self.model_version),
-            "prompt_filter_results": shapes.prompt_filter_results(),
+            "prompt_filter_results": shapes.prompt_filter_results(1, self.prompt_filter),
             "choices": choices, "usage": self.usage(),
         }
 
@@ -79,7 +82,7 @@ class ChatAnswer:
                                          "logprobs": None, "content_filter_results": filters or {}}]}
 
         first = {"id": "", "object": "", "created": 0, "model": "",
-                 "prompt_filter_results": shapes.prompt_filter_results(), "choices": []}
+                 "prompt_filter_results": shapes.prompt_filter_results(1, self.prompt_filter), "choices": []}
         per_choice: list[list[dict]] = []
         for c in self.choices:
             frames: list[dict] = []
@@ -96,7 +99,8 @@ class ChatAnswer:
                 frames.append(frame(c.index, {"role": "assistant", "content": "", "refusal": None}))
                 frames.extend(frame(c.index, {"content": p}, filters=shapes.CONTENT_FILTER)
                               for p in self.corpus.pieces(c.token_ids))
-            frames.append(frame(c.index, {}, c.finish_reason))
+            # A filtered answer's last frame says which category stopped it.
+            frames.append(frame(c.index, {}, c.finish_reason, c.filter_results))
             per_choice.append(frames)
         usage = {**head, "choices": [], "usage": self.usage()} if include_usage else None
         return shapes.timeline(first, per_choice, usage, opener=True)
@@ -151,6 +155,26 @@ def fixed(content: str, body: dict, model: Model, prompt_tokens: int, rng: rando
             choices.append(Choice(index, content, ids, tokens=len(ids)))
     return ChatAnswer(shapes.make_id("chatcmpl-", rng), int(time.time()), model.version, choices, prompt_tokens,
                       corpus)
+
+
+def filter_answers(answer: ChatAnswer, answers: content_filter.AnswerFilter) -> list[str]:
+    """Judge each text choice: a blocked one keeps the text before what blocked it and ends
+    with `content_filter`. Tool calls pass. Returns the categories that blocked."""
+    blocked: list[str] = []
+    enc = answer.corpus.enc
+    for c in answer.choices:
+        if c.content is None:
+            continue
+        verdict = answers.judge(c.content)
+        if verdict.scored:
+            c.filter_results = verdict.results()
+        if not verdict.blocked:
+            continue
+        ids = content_filter.kept_ids(c.token_ids, c.content, verdict,
+                                      lambda t: enc.encode(t, disallowed_special=()))
+        c.token_ids, c.content, c.tokens, c.finish_reason = ids, enc.decode(ids), len(ids), "content_filter"
+        blocked += verdict.filtered
+    return blocked
 
 
 def _chosen_tool(body: dict, rng: random.Random, settings: ChatSettings) -> dict | None:

@@ -6,7 +6,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from . import shapes, text
+from . import content_filter, shapes, text
 from .catalogue import Model
 from .chat import ChatSettings
 
@@ -18,6 +18,7 @@ class CompletionChoice:
     token_ids: list[int]
     finish_reason: str
     prefix: str = ""  # the echoed prompt, sent before the generated text
+    filter_results: dict | None = None  # what the content filter scored (None: all safe)
 
 
 @dataclass
@@ -29,6 +30,7 @@ class CompletionAnswer:
     prompt_tokens: int
     prompts: int
     corpus: text.Corpus
+    prompt_filter: list[dict] | None = None  # each prompt's content-filter results, when scored
 
     @property
     def completion_tokens(self) -> int:
@@ -40,9 +42,10 @@ class CompletionAnswer:
     def body(self) -> dict:
         return {
             "id": self.id, "object": "text_completion", "created": self.created, "model": self.model_version,
-            "prompt_filter_results": shapes.prompt_filter_results(self.prompts),
+            "prompt_filter_results": shapes.prompt_filter_results(self.prompts, self.prompt_filter),
             "choices": [{"text": c.prefix + c.text, "index": c.index, "finish_reason": c.finish_reason,
-                         "logprobs": None, "content_filter_results": shapes.CONTENT_FILTER}
+                         "logprobs": None, "content_filter_results": shapes.CONTENT_FILTER
+                         if c.filter_results is None else c.filter_results}
                         for c in self.choices],
             "usage": self.usage(),
         }
@@ -56,18 +59,38 @@ class CompletionAnswer:
         if include_usage:
             head["usage"] = None
 
-        def frame(index: int, piece: str, finish: str | None) -> dict:
+        def frame(index: int, piece: str, finish: str | None, filters: dict | None = None) -> dict:
             return {**head, "choices": [{"text": piece, "index": index, "finish_reason": finish, "logprobs": None,
-                                         "content_filter_results": shapes.CONTENT_FILTER if piece else {}}]}
+                                         "content_filter_results": shapes.CONTENT_FILTER if piece else
+                                         filters or {}}]}
 
         first = {"id": "", "object": "", "created": 0, "model": "", "choices": [],
-                 "prompt_filter_results": shapes.prompt_filter_results(self.prompts)}
+                 "prompt_filter_results": shapes.prompt_filter_results(self.prompts, self.prompt_filter)}
         per_choice = []
         for c in self.choices:
             pieces = ([c.prefix] if c.prefix else []) + self.corpus.pieces(c.token_ids)
-            per_choice.append([frame(c.index, p, None) for p in pieces] + [frame(c.index, "", c.finish_reason)])
+            per_choice.append([frame(c.index, p, None) for p in pieces]
+                              + [frame(c.index, "", c.finish_reason, c.filter_results)])
         usage = {**head, "choices": [], "usage": self.usage()} if include_usage else None
         return shapes.timeline(first, per_choice, usage, opener=False)
+
+
+def filter_answers(answer: CompletionAnswer, answers: content_filter.AnswerFilter) -> list[str]:
+    """Judge each choice's text: a blocked one keeps what came before what blocked it and
+    ends with `content_filter`. Returns the categories that blocked."""
+    blocked: list[str] = []
+    enc = answer.corpus.enc
+    for c in answer.choices:
+        verdict = answers.judge(c.text)
+        if verdict.scored:
+            c.filter_results = verdict.results()
+        if not verdict.blocked:
+            continue
+        c.token_ids = content_filter.kept_ids(c.token_ids, c.text, verdict,
+                                              lambda t: enc.encode(t, disallowed_special=()))
+        c.text, c.finish_reason = enc.decode(c.token_ids), "content_filter"
+        blocked += verdict.filtered
+    return blocked
 
 
 def prompts_of(body: dict) -> list:

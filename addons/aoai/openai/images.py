@@ -290,8 +290,9 @@ def usage(request: ImageRequest, prompt_tokens: int) -> dict[str, Any]:
 
 
 def answer(request: ImageRequest, images: list[bytes], urls: list[str] | None, created: int,
-           prompt_tokens: int) -> dict[str, Any]:
-    """The response body: each image as base64 or a URL, with what the model adds."""
+           prompt_tokens: int, prompt_filter: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The response body: each image as base64 or a URL, with what the model adds;
+    `prompt_filter`: the prompt's content-filter results, when a rule scored it."""
     data = []
     for index, image in enumerate(images):
         item: dict[str, Any] = {}
@@ -302,7 +303,7 @@ def answer(request: ImageRequest, images: list[bytes], urls: list[str] | None, c
         if request.model == DALL_E_3:
             item["revised_prompt"] = revised_prompt(request.prompt)
             item["content_filter_results"] = content_filter_results()
-            item["prompt_filter_results"] = prompt_filter_results()
+            item["prompt_filter_results"] = {**prompt_filter_results(), **(prompt_filter or {})}
         data.append(item)
     body: dict[str, Any] = {"created": created, "data": data}
     if request.model == GPT_IMAGE_1:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import chat, shapes, tokens
+from . import chat, content_filter, shapes, tokens
 from .catalogue import Model
 from .validation import (
     REASONING_EFFORTS,
@@ -347,6 +347,8 @@ class ResponseAnswer:
     reasoning_tokens: int
     incomplete: bool
     corpus: Any
+    incomplete_reason: str = "max_output_tokens"  # or content_filter
+    filtered: list[str] = field(default_factory=list)  # the content-filter categories that cut it
 
     @property
     def completion_tokens(self) -> int:
@@ -370,7 +372,7 @@ class ResponseAnswer:
         return {
             "id": self.id, "object": "response", "created_at": self.created_at, "status": status,
             "background": False, "error": None,
-            "incomplete_details": {"reason": "max_output_tokens"} if done and self.incomplete else None,
+            "incomplete_details": {"reason": self.incomplete_reason} if done and self.incomplete else None,
             "model": self.model_version,
             "output": [o.item for o in self.output] if done else [],
             **self.settings,
@@ -465,16 +467,25 @@ _UNIQUE = random.SystemRandom()
 
 
 def generate(body: dict, model: Model, input_tokens: int, history: list[dict], rng: random.Random,
-             settings: chat.ChatSettings, cached_tokens: int = 0) -> ResponseAnswer:
-    """A made-up answer to a Responses request whose earlier turns are `history`."""
+             settings: chat.ChatSettings, cached_tokens: int = 0,
+             answers: content_filter.AnswerFilter | None = None) -> ResponseAnswer:
+    """A made-up answer to a Responses request whose earlier turns are `history`; `answers`
+    judges its text (a blocked answer ends `incomplete`, reason `content_filter`)."""
     answer = chat.generate(_as_chat(body, history, model.reasoning), model, input_tokens, rng, settings)
-    return _from_chat(answer, body, model, rng, cached_tokens)
+    blocked = chat.filter_answers(answer, answers) if answers is not None else []
+    out = _from_chat(answer, body, model, rng, cached_tokens)
+    out.filtered = blocked
+    return out
 
 
-def fixed(content: str, body: dict, model: Model, input_tokens: int, rng: random.Random) -> ResponseAnswer:
+def fixed(content: str, body: dict, model: Model, input_tokens: int, rng: random.Random,
+          answers: content_filter.AnswerFilter | None = None) -> ResponseAnswer:
     """An answer with the given text: for generators in extensions that choose their own words."""
     answer = chat.fixed(content, {"max_completion_tokens": body.get("max_output_tokens")}, model, input_tokens, rng)
-    return _from_chat(answer, body, model, rng, 0)
+    blocked = chat.filter_answers(answer, answers) if answers is not None else []
+    out = _from_chat(answer, body, model, rng, 0)
+    out.filtered = blocked
+    return out
 
 
 def _from_chat(answer: chat.ChatAnswer, body: dict, model: Model, rng: random.Random,
@@ -486,7 +497,7 @@ def _from_chat(answer: chat.ChatAnswer, body: dict, model: Model, rng: random.Ra
         if (body.get("reasoning") or {}).get("summary"):
             summary = [{"type": "summary_text", "text": answer.corpus.words(rng, 12)}]
         output.append(OutputItem({"id": shapes.make_id("rs_", rng), "type": "reasoning", "summary": summary}))
-    incomplete = choice.finish_reason == "length"
+    incomplete = choice.finish_reason in ("length", "content_filter")
     for call, ids in zip(choice.tool_calls, choice.tool_call_ids):
         output.append(OutputItem({"id": shapes.make_id("fc_", rng), "type": "function_call",
                                   "status": "incomplete" if incomplete else "completed",
@@ -501,7 +512,8 @@ def _from_chat(answer: chat.ChatAnswer, body: dict, model: Model, rng: random.Ra
     return ResponseAnswer(shapes.make_id("resp_", _UNIQUE), int(time.time()), model.version,
                           echoed_settings(body, model), output, answer.prompt_tokens,
                           min(cached_tokens, answer.prompt_tokens), answer.completion_tokens,
-                          answer.reasoning_tokens, incomplete, answer.corpus)
+                          answer.reasoning_tokens, incomplete, answer.corpus,
+                          "content_filter" if choice.finish_reason == "content_filter" else "max_output_tokens")
 
 
 def conversation(history: list[dict], items: list[dict], answer_body: dict) -> list[dict]:

@@ -20,7 +20,10 @@ CONTENT_FILTER_FINAL = {
 }
 
 
-def prompt_filter_results(prompts: int = 1) -> list[dict]:
+def prompt_filter_results(prompts: int = 1, scored: list[dict] | None = None) -> list[dict]:
+    """Each prompt's filter results: all safe, or those the content filter `scored`."""
+    if scored:
+        return [{"prompt_index": i, "content_filter_results": r} for i, r in enumerate(scored)]
     return [{"prompt_index": i, "content_filter_results": PROMPT_FILTER} for i in range(prompts)]
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..openai import catalogue
 from ..openai.catalogue import Model, Normal
+from ..openai.content_filter import FilterSpecError, Policy, parse_policy
 from .entra import TokenPolicy
 from .prompt_cache import PromptCache
 from .stored import ResponseStore
@@ -61,6 +62,7 @@ class Deployment:
     ptu: int = 0  # provisioned throughput units, for a provisioned SKU
     input_tpm_per_ptu: int | None = None  # None: PTU_INPUT_TPM_PER_PTU, else the catalogue's
     defined: bool = True  # False for a deployment made up for an undefined name
+    content_filter: Policy | None = None  # None: Azure's default policy, no rules
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {"model": self.model.name}
@@ -82,6 +84,8 @@ class Deployment:
             out["ptu"] = self.ptu
             if self.input_tpm_per_ptu is not None:
                 out["inputTpmPerPtu"] = self.input_tpm_per_ptu
+        if self.content_filter is not None:
+            out["contentFilter"] = self.content_filter.to_json()
         return out
 
     @property
@@ -122,7 +126,8 @@ def _normal(where: str, value: Any) -> Normal:
 
 
 _DEPLOYMENT_FIELDS = {"model", "tokensPerMinute", "requestsPerMinute", "embeddingSize", "latency",
-                      "maxConcurrentRequests", "audioPace", "sku", "ptu", "inputTpmPerPtu"}
+                      "maxConcurrentRequests", "audioPace", "sku", "ptu", "inputTpmPerPtu",
+                      "contentFilter"}
 _LATENCY_FIELDS = {"timeToFirstTokenMs": "time_to_first_token_ms", "interTokenMs": "inter_token_ms",
                    "requestMs": "request_ms"}
 
@@ -162,6 +167,8 @@ def parse_deployment(name: str, spec: Any, where: str) -> Deployment:
             raise ConfigError(f"{where}.embeddingSize: must be between 1 and {model.embedding_size}")
         dep.embedding_size = size
     _parse_sku(dep, spec, where)
+    if "contentFilter" in spec:
+        dep.content_filter = parse_content_filter(spec["contentFilter"], f"{where}.contentFilter")
     if "latency" in spec:
         lat = spec["latency"]
         if not isinstance(lat, dict):
@@ -213,6 +220,11 @@ def _parse_sku(dep: Deployment, spec: dict, where: str) -> None:
         # Azure would refuse to create it; the simulator runs it anyway (a test may want a small one).
         logger.warning("%s.ptu: Azure deploys %s with at least %d PTUs, in steps of %d; %d is used as given",
                        where, dep.model.name, sizes.minimum_ptu, sizes.ptu_increment, ptu)
+def parse_content_filter(spec: Any, where: str) -> Policy:
+    try:
+        return parse_policy(spec, where)
+    except FilterSpecError as e:
+        raise ConfigError(str(e)) from None
 
 
 def parse_deployments(data: Any, where: str) -> dict[str, Deployment]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from ..openai import audio, catalogue, completions, images, responses, tokens, validation
+from ..openai import audio, catalogue, completions, content_filter, images, responses, tokens, validation
 
 # Which quota a route draws from (ratelimit stage).
 NO_QUOTA = "none"
@@ -64,6 +64,8 @@ class Route:
     # generator (audio and image routes return the checked request), None elsewhere.
     check: Callable[[Any, catalogue.Model], Any] | None = None
     prompt_tokens: Callable[[dict, Any], int] | None = None
+    # The texts the content filter judges as the prompt(s); None: the route is not filtered.
+    prompt_texts: Callable[[dict], list[str]] | None = None
     regex: re.Pattern = field(init=False, repr=False)
     choices: frozenset[str] = field(init=False, repr=False)  # parameters spelled in lower case
 
@@ -150,11 +152,11 @@ def _translation(form, model):
 
 
 def _openai(operation: str, path: str, generator: str, azure_operation: str, kind: str, verb: str,
-            check, prompt, body: str = JSON_BODY, max_body: int = 0) -> list[Route]:
+            check, prompt, body: str = JSON_BODY, max_body: int = 0, texts=None) -> list[Route]:
     """An OpenAI operation on its deployment path and on the v1 path (deployment in `model`)."""
     common = dict(family=OPENAI, generator=generator, azure_operation=azure_operation, model_kind=kind,
                   verb=verb, quota=DEPLOYMENT_QUOTA, check=check, prompt_tokens=prompt, body=body,
-                  max_body=max_body,
+                  max_body=max_body, prompt_texts=texts,
                   data_action=f"Microsoft.CognitiveServices/accounts/OpenAI/deployments/{path}/action")
     file = path.replace("/", "-")
     return [
@@ -173,7 +175,8 @@ def _responses() -> list[Route]:
     (api-version 2025-04-01-preview or later); the deployment is in the body's `model`."""
     create = {"family": OPENAI, "generator": "openai_responses", "azure_operation": "Responses_Create",
               "model_kind": catalogue.CHAT, "verb": "responses", "quota": DEPLOYMENT_QUOTA,
-              "check": responses.check_responses, "prompt_tokens": _responses_prompt}
+              "check": responses.check_responses, "prompt_tokens": _responses_prompt,
+              "prompt_texts": content_filter.responses_texts}
     stored = {"family": OPENAI, "generator": "openai_responses"}
     routes = []
     for prefix, policy, since, file in (("/openai/v1/", OPTIONAL, "", "v1.responses"),
@@ -193,9 +196,10 @@ _DI_FAMILY = "{family:formrecognizer|documentintelligence}"
 
 ROUTES: list[Route] = [
     *_openai("chat", "chat/completions", "openai_chat", "ChatCompletions_Create", catalogue.CHAT,
-             "chatCompletion", validation.check_chat, _chat_prompt),
+             "chatCompletion", validation.check_chat, _chat_prompt, texts=content_filter.chat_texts),
     *_openai("completions", "completions", "openai_completions", "Completions_Create", catalogue.COMPLETION,
-             "completion", validation.check_completions, _completions_prompt),
+             "completion", validation.check_completions, _completions_prompt,
+             texts=content_filter.completion_texts),
     *_openai("embeddings", "embeddings", "openai_embeddings", "Embeddings_Create", catalogue.EMBEDDING,
              "embeddings", validation.check_embeddings, _embeddings_prompt),
     *_openai("transcriptions", "audio/transcriptions", "openai_transcriptions", "Transcriptions_Create",
@@ -207,9 +211,10 @@ ROUTES: list[Route] = [
     *_openai("speech", "audio/speech", "openai_speech", "Speech_Create", catalogue.SPEECH, "audioSpeech",
              audio.check_speech, _no_prompt),
     *_openai("images", "images/generations", "openai_images", "ImageGenerations_Create", catalogue.IMAGE,
-             "imagesGeneration", images.check_generation, _image_prompt),
+             "imagesGeneration", images.check_generation, _image_prompt, texts=content_filter.image_texts),
     *_openai("image_edits", "images/edits", "openai_images", "ImageEdits_Create", catalogue.IMAGE,
-             "imagesEdit", images.check_edit, _image_prompt, FORM_BODY, images.MAX_EDIT_BODY_BYTES),
+             "imagesEdit", images.check_edit, _image_prompt, FORM_BODY, images.MAX_EDIT_BODY_BYTES,
+             texts=content_filter.image_texts),
     *_responses(),
     # Images answered as URLs are fetched here, without a key, as from Azure's signed blob URLs.
     Route("image_file", ("GET",), "/++/images/{image}", MANAGEMENT, open=True),

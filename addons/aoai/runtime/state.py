@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mitmproxy import http
 
+    from ..openai.content_filter import AnswerFilter
     from ..openai.forms import Form
     from .config import Deployment, SimulatorConfig
     from .latency import Hold
@@ -52,6 +53,11 @@ class RequestContext:
     played_at: float | None = None  # when a stream written straight to the client began
     recording: bool | None = None  # record mode: forwarded; True when the exchange is to be saved
     stream_cut_after: int | None = None  # token steps after which a stream breaks (fault injection)
+    # Content filter: each prompt's results when a rule scored something (None: all safe), how
+    # answers are judged (generate mode), and what it blocked, as (prompt|completion, category).
+    prompt_filter: list[dict] | None = None
+    answer_filter: AnswerFilter | None = None
+    filtered: list[tuple[str, str]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)  # extensions' own values
     _values: ExtensionValues | None = field(default=None, init=False, repr=False)
 

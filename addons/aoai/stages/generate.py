@@ -62,6 +62,10 @@ def stream_headers(context: RequestContext) -> dict[str, str]:
 
 def _answer(context: RequestContext, answer) -> http.Response | StreamPlan:
     """The response for a chat or completions answer: JSON, or a stream paced or at once."""
+    answer.prompt_filter = context.prompt_filter
+    if context.answer_filter is not None:
+        judged = completions if isinstance(answer, completions.CompletionAnswer) else chat
+        context.filtered += [("completion", c) for c in judged.filter_answers(answer, context.answer_filter)]
     context.completion_tokens = answer.completion_tokens
     config, body = context.config, context.body
     hidden = getattr(answer, "reasoning_tokens", 0) // max(1, len(answer.choices))
@@ -144,7 +148,7 @@ def openai_responses(context: RequestContext) -> http.Response | StreamPlan | No
         messages = responses.prompt_messages(body, context.history)
         cached = _prompt_cache(context, messages, responses.chat_tools(body) or None)
         answer = responses.generate(body, model, context.prompt_tokens, context.history, rng,
-                                    _settings(context.config), cached)
+                                    _settings(context.config), cached, context.answer_filter)
         return responses_answer(context, answer, rng)
     return _stored_response(context, context.params["response_id"])
 
@@ -155,6 +159,7 @@ def responses_answer(context: RequestContext, answer: responses.ResponseAnswer,
     stream of events, timed like chat."""
     body = context.body
     context.completion_tokens = answer.completion_tokens
+    context.filtered += [("completion", c) for c in answer.filtered]
     if body.get("store", True):
         items = responses.input_items(body, rng or rng_for(context))
         finished = answer.body()
@@ -225,7 +230,7 @@ def openai_models(context: RequestContext) -> http.Response | None:
 def response_with_text(context: RequestContext, content: str) -> http.Response | StreamPlan:
     """A Responses answer with the given text, stored, streamed and timed like a generated one."""
     answer = responses.fixed(content, context.body, context.deployment.model, context.prompt_tokens,
-                             rng_for(context))
+                             rng_for(context), context.answer_filter)
     return responses_answer(context, answer)
 
 
@@ -299,7 +304,8 @@ def openai_images(context: RequestContext) -> http.Response | None:
     urls = None
     if request.response_format == "url":
         urls = [image_url(context, p, request.content_type, request.output_format) for p in pictures]
-    body = images.answer(request, pictures, urls, int(time.time()), context.prompt_tokens)
+    scored = context.prompt_filter[0] if context.prompt_filter else None
+    body = images.answer(request, pictures, urls, int(time.time()), context.prompt_tokens, scored)
     context.latency_s = _work_seconds(context)
     return wire.json_response(200, body, context.request, context.config.region)
 

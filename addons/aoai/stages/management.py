@@ -3,6 +3,7 @@ rate limits, test tokens)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import inspect
 import logging
@@ -57,6 +58,8 @@ def patch_plan(config: SimulatorConfig, patch: Any) -> tuple[dict[str, Any], dic
     options: dict[str, Any] = {}
     deployments: dict[str, cfg.Deployment | None] = {}
     for key, value in patch.items():
+        if key == "contentFilter":
+            continue  # after the deployments, which it may name
         if key == "mode":
             if value not in cfg.MODES:
                 raise ConfigError(f"mode: expected one of {', '.join(cfg.MODES)}")
@@ -89,8 +92,24 @@ def patch_plan(config: SimulatorConfig, patch: Any) -> tuple[dict[str, Any], dic
             for name, spec in value.items():
                 deployments[name] = None if spec is None else cfg.parse_deployment(name, spec, f"deployments.{name}")
         else:
-            raise ConfigError(f"{key}: unknown field; use mode, seed, allowUndefinedDeployments, latency, deployments")
+            raise ConfigError(f"{key}: unknown field; use mode, seed, allowUndefinedDeployments, latency, deployments, "
+                              "contentFilter")
+    if "contentFilter" in patch:
+        _content_filters(config, patch["contentFilter"], deployments)
     return options, deployments
+
+
+def _content_filters(config: SimulatorConfig, value: Any, deployments: dict[str, cfg.Deployment | None]) -> None:
+    """`contentFilter: {name: settings}`: replace a deployment's content filter, keeping the
+    rest of it (null: back to the default policy, no rules)."""
+    if not isinstance(value, dict):
+        raise ConfigError("contentFilter: expected an object of deployment name to content-filter settings")
+    for name, spec in value.items():
+        base = deployments[name] if name in deployments else config.deployments.get(name)
+        if base is None:
+            raise ConfigError(f"contentFilter.{name}: no deployment called {name!r}; define it under deployments")
+        policy = None if spec is None else cfg.parse_content_filter(spec, f"contentFilter.{name}")
+        deployments[name] = dataclasses.replace(base, content_filter=policy)
 
 
 # Management changes every worker takes (scripts/workers.py runs several).

@@ -47,6 +47,8 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...], tuple[float, ...]]] = {
     "prompt_tokens": (COUNTER, "Prompt tokens of answered requests.", _REQUEST, ()),
     "completion_tokens": (COUNTER, "Completion tokens generated.", _REQUEST, ()),
     "rate_limited": (COUNTER, "Requests answered 429, by reason.", ("deployment", "reason"), ()),
+    "content_filtered": (COUNTER, "Prompts (400) and answers (cut) the content filter blocked, by category.",
+                         ("deployment", "source", "category"), ()),
     "request_duration_seconds": (HISTOGRAM, "Arrival to last byte.", _REQUEST, _LATENCY_BUCKETS),
     "time_to_first_token_seconds": (HISTOGRAM, "Arrival to first content frame, streams.", _REQUEST,
                                     _LATENCY_BUCKETS),
@@ -227,6 +229,9 @@ class Metrics:
         m, labels = self.metrics, _labels(flow, self.config.mode)
         status = flow.response.status_code
         m.inc("requests", labels + (str(status),))
+        if context is not None and context.filtered:
+            for source, category in context.filtered:
+                m.inc("content_filtered", (labels[0], source, category))
         if status == 429:
             reason = _throttle_reason(flow.response.headers)
             m.inc("rate_limited", (labels[0], reason))
