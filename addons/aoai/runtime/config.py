@@ -16,6 +16,7 @@ from typing import Any
 from ..openai import catalogue
 from ..openai.catalogue import Model, Normal
 from .entra import TokenPolicy
+from .faults import FaultBook, FaultError, FaultProfile, parse_profile
 from .prompt_cache import PromptCache
 from .stored import ResponseStore
 
@@ -53,6 +54,7 @@ class Deployment:
     max_concurrent_requests: int = 0
     audio_pace: float | None = None  # None: the model's; seconds of work per second of audio
     defined: bool = True  # False for a deployment made up for an undefined name
+    faults: FaultProfile | None = None  # None: the default profile (the file's "*" entry)
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {"model": self.model.name}
@@ -68,6 +70,8 @@ class Deployment:
             out["maxConcurrentRequests"] = self.max_concurrent_requests
         if self.audio_pace is not None:
             out["audioPace"] = self.audio_pace
+        if self.faults is not None:
+            out["faults"] = self.faults.to_json()
         return out
 
     @property
@@ -104,7 +108,7 @@ def _normal(where: str, value: Any) -> Normal:
 
 
 _DEPLOYMENT_FIELDS = {"model", "tokensPerMinute", "requestsPerMinute", "embeddingSize", "latency",
-                      "maxConcurrentRequests", "audioPace"}
+                      "maxConcurrentRequests", "audioPace", "faults"}
 _LATENCY_FIELDS = {"timeToFirstTokenMs": "time_to_first_token_ms", "interTokenMs": "inter_token_ms",
                    "requestMs": "request_ms"}
 
@@ -123,6 +127,8 @@ def parse_deployment(name: str, spec: Any, where: str) -> Deployment:
     if model is None:
         raise ConfigError(f"{where}.model: unknown model {model_name!r}; known: {', '.join(catalogue.MODELS)}")
     dep = Deployment(name, model)
+    if "faults" in spec:
+        dep.faults = faults_of(spec["faults"], f"{where}.faults")
     if "tokensPerMinute" in spec:
         dep.tokens_per_minute = _number(f"{where}.tokensPerMinute", spec["tokensPerMinute"], integer=True)
     if "requestsPerMinute" in spec:
@@ -158,13 +164,38 @@ def parse_deployment(name: str, spec: Any, where: str) -> Deployment:
     return dep
 
 
+def faults_of(value: Any, where: str) -> FaultProfile:
+    try:
+        return parse_profile(value, where)
+    except FaultError as e:
+        raise ConfigError(str(e)) from None
+
+
+DEFAULTS_KEY = "*"  # the deployments file's entry for what every deployment without its own gets
+
+
+def parse_defaults(spec: Any, where: str) -> FaultProfile | None:
+    """The `"*"` entry: `{"faults": [...]}` for every deployment that declares none."""
+    if not isinstance(spec, dict) or set(spec) - {"faults"}:
+        raise ConfigError(f"{where}: the \"*\" entry holds only {{\"faults\": [...]}}, the default faults")
+    return faults_of(spec["faults"], f"{where}.faults") if "faults" in spec else None
+
+
 def parse_deployments(data: Any, where: str) -> dict[str, Deployment]:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a JSON object mapping deployment names to settings")
-    return {name: parse_deployment(name, spec, f"{where}: {name}") for name, spec in data.items()}
+    if DEFAULTS_KEY in data:
+        parse_defaults(data[DEFAULTS_KEY], f"{where}: {DEFAULTS_KEY}")  # checked; load_deployments keeps it
+    return {name: parse_deployment(name, spec, f"{where}: {name}") for name, spec in data.items()
+            if name != DEFAULTS_KEY}
 
 
 def load_deployments_file(path: str) -> dict[str, Deployment]:
+    return load_deployments(path)[0]
+
+
+def load_deployments(path: str) -> tuple[dict[str, Deployment], FaultProfile | None]:
+    """The deployments file's deployments, and its default faults (the `"*"` entry)."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -172,7 +203,9 @@ def load_deployments_file(path: str) -> dict[str, Deployment]:
         raise ConfigError(f"{path}: cannot read the deployments file ({e.strerror})") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    return parse_deployments(data, path)
+    deployments = parse_deployments(data, path)
+    defaults = data.get(DEFAULTS_KEY)
+    return deployments, parse_defaults(defaults, f"{path}: {DEFAULTS_KEY}") if defaults is not None else None
 
 
 def model_latency(model: Model) -> Latency:
@@ -234,6 +267,8 @@ class SimulatorConfig:
     stored_responses: ResponseStore = field(default_factory=ResponseStore)
     # Prompts seen recently, per deployment: what cached_tokens reports.
     prompt_cache: PromptCache = field(default_factory=PromptCache)
+    # Declared faults: the default profile, each deployment's draws and quota cuts, the counts.
+    faults: FaultBook = field(default_factory=FaultBook)
 
     def auth_bearer_token(self, token: str) -> None:
         """Accept `Authorization: Bearer <token>` as well as the API key (extension contract)."""

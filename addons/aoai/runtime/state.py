@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from ..openai.forms import Form
     from .config import Deployment, SimulatorConfig
+    from .faults import Fault
     from .latency import Hold
     from .routes import Route
     from .streams import StreamPlan
@@ -52,6 +53,7 @@ class RequestContext:
     played_at: float | None = None  # when a stream written straight to the client began
     recording: bool | None = None  # record mode: forwarded; True when the exchange is to be saved
     stream_cut_after: int | None = None  # token steps after which a stream breaks (fault injection)
+    fault_shapes: tuple[Fault, ...] = ()  # declared faults that change how the answer leaves
     extras: dict[str, Any] = field(default_factory=dict)  # extensions' own values
     _values: ExtensionValues | None = field(default=None, init=False, repr=False)
 

@@ -123,8 +123,7 @@ class Limits:
             deployment = context.deployment
             if deployment is None:
                 return None
-            quota = limits.deployment_quota(deployment.tokens_per_minute, deployment.requests_per_minute,
-                                            config.rate_limit_request_window_s)
+            quota = self.quota_now(deployment)
             if quota.unlimited:
                 return None
             cost = context.estimated_tokens = limits.estimate_tokens(
@@ -139,6 +138,18 @@ class Limits:
         else:
             return None
         return None if quota.unlimited else Ask(route.quota, route.quota, quota, context)
+
+    def quota_now(self, deployment) -> limits.Quota:
+        """The deployment's quota, lowered while a declared quota cut lasts (as Azure does under
+        load: x-ratelimit-limit-tokens shows it). Azure's own in record mode."""
+        config = self.config
+        tokens, rpm = deployment.tokens_per_minute, deployment.requests_per_minute
+        if config.mode != "record":
+            tokens = config.faults.tokens_per_minute(deployment, config.seed)
+            if tokens != deployment.tokens_per_minute and rpm is None:
+                # The request quota stays what the normal token quota gives.
+                rpm = deployment.tokens_per_minute * limits.REQUESTS_PER_1000_TPM / 1000
+        return limits.deployment_quota(tokens, rpm, config.rate_limit_request_window_s)
 
     def request(self, flow: http.HTTPFlow):
         # Plain (not async) so in-memory windows cost no coroutine; Redis returns an awaitable.
@@ -236,8 +247,7 @@ class Limits:
         config, store = self.config, self.limiter.store
         deployments = {}
         for name, d in config.deployments.items():
-            quota = limits.deployment_quota(d.tokens_per_minute, d.requests_per_minute,
-                                            config.rate_limit_request_window_s)
+            quota = self.quota_now(d)
             if quota.unlimited:
                 continue
             entry = {"tokensPerMinute": quota.tokens, "requestsPerWindow": quota.requests,
