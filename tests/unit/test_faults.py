@@ -22,7 +22,8 @@ def profile(*specs):
 def test_every_kind_parses_with_its_parameters():
     p = profile({"kind": "500", "share": 0.1}, {"kind": "503", "share": 0.2, "retryAfter": 3},
                 {"kind": "timeout", "share": 0.1, "status": 504, "afterMs": 1500}, {"kind": "hang", "share": 0.01},
-                {"kind": "streamCut", "share": 0.5, "afterTokens": 20}, {"kind": "streamCut", "share": 0.5, "afterMs": 800},
+                {"kind": "streamCut", "share": 0.5, "afterTokens": 20},
+                {"kind": "streamCut", "share": 0.5, "afterMs": 800},
                 {"kind": "slowFirstByte", "share": 1, "ms": 2000}, {"kind": "trickle", "share": 1, "factor": 5},
                 {"kind": "quotaCut", "share": 0.01, "tokensPerMinute": 1000, "forS": 30},
                 {"kind": "quotaCut", "everyS": 600, "tokensPerMinute": 500, "forS": 60},
@@ -196,11 +197,12 @@ def test_a_quota_cut_lowers_the_quota_for_its_period():
     assert book.injected[("d", "quotaCut")] == 1
 
 
-def test_a_periodic_quota_cut_counts_from_when_the_profile_took_effect():
-    clock = Clock()
-    book = FaultBook(clock)
+def test_a_periodic_quota_cut_counts_from_when_the_profile_was_declared():
     dep = Deployment("d", catalogue.MODELS["gpt-4o"])  # no quota of its own: the cut sets one
     dep.faults = profile({"kind": "quotaCut", "everyS": 10, "tokensPerMinute": 500, "forS": 2})
+    clock = Clock()
+    clock.now = dep.faults.since + 0.5
+    book = FaultBook(clock)
     assert book.tokens_per_minute(dep, None) == 500
     clock.now += 2.5
     assert book.tokens_per_minute(dep, None) == 0
@@ -255,6 +257,7 @@ def test_the_view_shows_profiles_cuts_and_counts():
     book.default = profile({"kind": "503", "share": 1})
     own = Deployment("own", catalogue.MODELS["gpt-4o"], tokens_per_minute=9000)
     own.faults = profile({"kind": "quotaCut", "everyS": 60, "tokensPerMinute": 100, "forS": 5})
+    clock.now = own.faults.since
     plain = Deployment("plain", catalogue.MODELS["gpt-4o"])
     quiet = Deployment("quiet", catalogue.MODELS["gpt-4o"])
     quiet.faults = profile()

@@ -78,6 +78,7 @@ class FaultProfile:
     (a changed deployments file, a PATCH) starts its draws afresh."""
 
     faults: tuple[Fault, ...] = ()
+    since: float = field(default_factory=time.monotonic)  # when declared: periodic quota cuts count from it
 
     def to_json(self) -> list[dict]:
         return [f.to_json() for f in self.faults]
@@ -208,7 +209,6 @@ class _Track:
     profile: FaultProfile
     seed: int | None
     rng: random.Random
-    started: float  # when this profile took effect here: everyS periods count from it
     cut_until: float = 0.0  # a cut started by a draw lasts until then
     cut_tokens: int = 0
 
@@ -233,7 +233,7 @@ class FaultBook:
         track = self._tracks.get(name)
         if track is None or track.profile is not profile or track.seed != seed:
             rng = random.Random(f"{seed}:{name}") if seed is not None else random.Random()
-            track = self._tracks[name] = _Track(profile, seed, rng, self.clock())
+            track = self._tracks[name] = _Track(profile, seed, rng)
         return track
 
     def choose(self, deployment: Deployment, seed: int | None) -> Choice:
@@ -260,7 +260,7 @@ class FaultBook:
         now = self.clock()
         cuts = [track.cut_tokens] if now < track.cut_until else []
         for fault in profile.faults:
-            if fault.every_s is not None and (now - track.started) % fault.every_s < fault.for_s:
+            if fault.every_s is not None and (now - profile.since) % fault.every_s < fault.for_s:
                 cuts.append(fault.tokens_per_minute)
         return min(cuts) if cuts else normal
 
