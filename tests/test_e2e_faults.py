@@ -17,6 +17,7 @@ import httpx
 import openai
 import pytest
 from conftest import API_VERSION, start_simulator
+from fake_azure import UPSTREAM_KEY, FakeAzure
 from helpers import HELLO, assert_azure_error, post, scrape, value
 from openai import AzureOpenAI
 
@@ -314,3 +315,29 @@ def test_a_refused_deployments_file_names_the_field(tmp_path):
         assert f"{path}: gpt-4o.faults[1].share: expected a number from 0 to 1, got -1" in s.log()
     finally:
         s.stop()
+
+
+def test_record_mode_leaves_faults_to_azure_and_replay_injects_them(simulator_factory, tmp_path):
+    folder = tmp_path / "rec"
+    failing = {"gpt-4o": {"model": "gpt-4o", "faults": only(kind="500")}}
+    with FakeAzure() as upstream:
+        sim = simulator_factory({"SIMULATOR_MODE": "record", "AZURE_OPENAI_ENDPOINT": upstream.url,
+                                 "AZURE_OPENAI_KEY": UPSTREAM_KEY, "RECORDING_DIR": str(folder),
+                                 "OPENAI_DEPLOYMENT_CONFIG_PATH": deployments_file(tmp_path, failing)})
+        plain = client(sim).chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=5)
+        streamed = [c.choices[0].delta.content for c in client(sim).chat.completions.create(
+            model="gpt-4o", messages=HELLO, max_tokens=5, stream=True) if c.choices and c.choices[0].delta.content]
+        assert len(upstream.requests) == 2  # no fault of ours: Azure answered both
+        sim.stop()
+    assert plain.choices[0].message.content.startswith("Upstream says") and len(streamed) == 3
+
+    cutting = {"gpt-4o": {"model": "gpt-4o", "faults": only(kind="streamCut", afterTokens=2)}}
+    sim = simulator_factory({"SIMULATOR_MODE": "replay", "RECORDING_DIR": str(folder),
+                             "OPENAI_DEPLOYMENT_CONFIG_PATH": deployments_file(tmp_path, cutting)})
+    replayed = []
+    with pytest.raises((httpx.RemoteProtocolError, openai.APIError)):
+        for chunk in client(sim).chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=5, stream=True):
+            replayed += [c.delta.content for c in chunk.choices if c.delta.content]
+    assert replayed == streamed[:2]
+    assert patch(sim, {"deployments": {"gpt-4o": {"faults": only(kind="503")}}}).status_code == 200
+    assert_azure_error(chat(sim, "gpt-4o", max_tokens=5), 503, "ServiceUnavailable")
