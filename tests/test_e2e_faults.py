@@ -18,7 +18,7 @@ import openai
 import pytest
 from conftest import API_VERSION, start_simulator
 from fake_azure import UPSTREAM_KEY, FakeAzure
-from helpers import HELLO, assert_azure_error, post, scrape, value
+from helpers import HELLO, assert_azure_error, scrape, value
 from openai import AzureOpenAI
 
 FAST = {"timeToFirstTokenMs": {"mean": 20}, "interTokenMs": {"mean": 10}, "requestMs": {"mean": 10}}
