@@ -144,7 +144,7 @@ class Limits:
         load: x-ratelimit-limit-tokens shows it). Azure's own in record mode."""
         config = self.config
         tokens, rpm = deployment.tokens_per_minute, deployment.requests_per_minute
-        if config.mode != "record":
+        if config.mode != "record" and (deployment.faults is not None or config.faults.default is not None):
             tokens = config.faults.tokens_per_minute(deployment, config.seed)
             if tokens != deployment.tokens_per_minute and rpm is None:
                 # The request quota stays what the normal token quota gives.
