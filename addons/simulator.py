@@ -37,6 +37,7 @@ from aoai.stages.auth import Auth  # noqa: E402
 from aoai.stages.checks import Checks  # noqa: E402
 from aoai.stages.contentfilter import ContentFilter  # noqa: E402
 from aoai.stages.extensions import Extensions  # noqa: E402
+from aoai.stages.faults import Faults, FaultTiming  # noqa: E402
 from aoai.stages.flowcap import FlowCap  # noqa: E402
 from aoai.stages.generate import Generate  # noqa: E402
 from aoai.stages.management import Management  # noqa: E402
@@ -62,12 +63,14 @@ addons = [
     Routing(config),  # the request's route (operation, path parameters) -> its RequestContext
     Auth(config),  # api-key / Ocp-Apim-Subscription-Key / Bearer, or 401 (open routes: none needed)
     Checks(),  # what Azure refuses first: 405, api-version, body, deployment, fields, context length
-    limits,  # Azure's quotas, before anything answers or forwards: 429, or quota headers
+    limits,  # Azure's quotas, before anything answers or forwards: 429, or quota headers (a quota cut lowers them)
     ContentFilter(config),  # prompts the deployment's content filter blocks: Azure's 400 (not in record mode)
+    Faults(config),  # declared faults that answer an admitted request: 500, 503, timeouts, hangs, too long
     extensions,  # EXTENSION_PATH: user addons run here; initialize(config) shapes the rest
     Replay(config, recordings, streams, startup),  # record and replay modes: answer what is recorded
     Record(config, recordings),  # record mode: forward the rest to Azure and save it
     Generate(config, streams, Gates()),  # generate mode: made-up answers, on time
+    FaultTiming(config),  # declared faults that reshape an answer: slow first byte, trickle, stream cut
     Streaming(streams, lambda: extensions.sees_streams),  # plays paced streams token by token
     Pacing(),  # holds other answers until due, after every hook that may change them
     Management(config, streams, limits, recordings),  # /++/health, /++/config, /++/limits, /++/reset-limits, …

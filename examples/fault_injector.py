@@ -1,5 +1,9 @@
-"""Fault injector: the failures a resilient client must survive, driven by options of its own
-(set with --set or in mitmweb's Options, or with the environment variables below):
+"""Fault injector: an example of writing your own faults as an extension. The simulator has
+declared fault profiles built in (a deployment's `faults` in the deployments file: 500s, 503s,
+timeouts, hangs, stream cuts, slow first bytes, trickles, quota cuts, context-length errors,
+seeded and counted; see the README's "Faults" section); reach for an extension like this one
+when you need a failure of your own. This one is driven by options of its own (set with --set
+or in mitmweb's Options, or with the environment variables below):
 
 - fault_error_share: share (0 to 1) of requests answered 503 with a retry-after;
 - fault_retry_after: the seconds that retry-after says;

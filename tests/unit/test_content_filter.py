@@ -333,11 +333,11 @@ def test_embeddings_are_not_filtered():
 
 def test_patch_replaces_a_deployments_rules_and_keeps_the_rest():
     config = make_config()
-    _, deployments = patch_plan(config, {"contentFilter": {"gpt-4o": {"blockAt": "low"}}})
+    deployments = patch_plan(config, {"contentFilter": {"gpt-4o": {"blockAt": "low"}}}).deployments
     assert deployments["gpt-4o"].content_filter.block_at == "low"
     assert deployments["gpt-4o"].model is config.deployments["gpt-4o"].model
-    _, deployments = patch_plan(config, {"contentFilter": {"new": VIOLENCE},
-                                         "deployments": {"new": {"model": "gpt-4o-mini"}}})
+    deployments = patch_plan(config, {"contentFilter": {"new": VIOLENCE},
+                                         "deployments": {"new": {"model": "gpt-4o-mini"}}}).deployments
     assert deployments["new"].model.name == "gpt-4o-mini" and deployments["new"].content_filter.prompt
 
 

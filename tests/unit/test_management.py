@@ -107,7 +107,8 @@ def test_patch_can_clear_seed_and_latency(managed):
     ({"deployments": []}, "deployments: expected an object of deployment name to settings (null removes)"),
     ({"deployments": {"d": {"model": "gpt-4o", "embeddingSize": 8}}},
      "deployments.d.embeddingSize: gpt-4o is not an embedding model"),
-    ({"colour": "red"}, "colour: unknown field; use mode, seed, allowUndefinedDeployments, latency, deployments, "
+    ({"colour": "red"},
+     "colour: unknown field; use mode, seed, allowUndefinedDeployments, latency, deployments, faults, "
      "contentFilter"),
     ([1], "body: expected a JSON object"),
 ])

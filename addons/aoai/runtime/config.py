@@ -18,6 +18,7 @@ from ..openai import catalogue
 from ..openai.catalogue import Model, Normal
 from ..openai.content_filter import FilterSpecError, Policy, parse_policy
 from .entra import TokenPolicy
+from .faults import FaultBook, FaultError, FaultProfile, parse_profile
 from .prompt_cache import PromptCache
 from .stored import ResponseStore
 
@@ -63,6 +64,7 @@ class Deployment:
     input_tpm_per_ptu: int | None = None  # None: PTU_INPUT_TPM_PER_PTU, else the catalogue's
     defined: bool = True  # False for a deployment made up for an undefined name
     content_filter: Policy | None = None  # None: Azure's default policy, no rules
+    faults: FaultProfile | None = None  # None: the default profile (the file's "*" entry)
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {"model": self.model.name}
@@ -86,6 +88,8 @@ class Deployment:
                 out["inputTpmPerPtu"] = self.input_tpm_per_ptu
         if self.content_filter is not None:
             out["contentFilter"] = self.content_filter.to_json()
+        if self.faults is not None:
+            out["faults"] = self.faults.to_json()
         return out
 
     @property
@@ -127,7 +131,7 @@ def _normal(where: str, value: Any) -> Normal:
 
 _DEPLOYMENT_FIELDS = {"model", "tokensPerMinute", "requestsPerMinute", "embeddingSize", "latency",
                       "maxConcurrentRequests", "audioPace", "sku", "ptu", "inputTpmPerPtu",
-                      "contentFilter"}
+                      "contentFilter", "faults"}
 _LATENCY_FIELDS = {"timeToFirstTokenMs": "time_to_first_token_ms", "interTokenMs": "inter_token_ms",
                    "requestMs": "request_ms"}
 
@@ -146,6 +150,8 @@ def parse_deployment(name: str, spec: Any, where: str) -> Deployment:
     if model is None:
         raise ConfigError(f"{where}.model: unknown model {model_name!r}; known: {', '.join(catalogue.MODELS)}")
     dep = Deployment(name, model)
+    if "faults" in spec:
+        dep.faults = faults_of(spec["faults"], f"{where}.faults")
     if "tokensPerMinute" in spec:
         dep.tokens_per_minute = _number(f"{where}.tokensPerMinute", spec["tokensPerMinute"], integer=True)
     if "requestsPerMinute" in spec:
@@ -220,6 +226,8 @@ def _parse_sku(dep: Deployment, spec: dict, where: str) -> None:
         # Azure would refuse to create it; the simulator runs it anyway (a test may want a small one).
         logger.warning("%s.ptu: Azure deploys %s with at least %d PTUs, in steps of %d; %d is used as given",
                        where, dep.model.name, sizes.minimum_ptu, sizes.ptu_increment, ptu)
+
+
 def parse_content_filter(spec: Any, where: str) -> Policy:
     try:
         return parse_policy(spec, where)
@@ -227,13 +235,38 @@ def parse_content_filter(spec: Any, where: str) -> Policy:
         raise ConfigError(str(e)) from None
 
 
+def faults_of(value: Any, where: str) -> FaultProfile:
+    try:
+        return parse_profile(value, where)
+    except FaultError as e:
+        raise ConfigError(str(e)) from None
+
+
+DEFAULTS_KEY = "*"  # the deployments file's entry for what every deployment without its own gets
+
+
+def parse_defaults(spec: Any, where: str) -> FaultProfile | None:
+    """The `"*"` entry: `{"faults": [...]}` for every deployment that declares none."""
+    if not isinstance(spec, dict) or set(spec) - {"faults"}:
+        raise ConfigError(f"{where}: the \"*\" entry holds only {{\"faults\": [...]}}, the default faults")
+    return faults_of(spec["faults"], f"{where}.faults") if "faults" in spec else None
+
+
 def parse_deployments(data: Any, where: str) -> dict[str, Deployment]:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a JSON object mapping deployment names to settings")
-    return {name: parse_deployment(name, spec, f"{where}: {name}") for name, spec in data.items()}
+    if DEFAULTS_KEY in data:
+        parse_defaults(data[DEFAULTS_KEY], f"{where}: {DEFAULTS_KEY}")  # checked; load_deployments keeps it
+    return {name: parse_deployment(name, spec, f"{where}: {name}") for name, spec in data.items()
+            if name != DEFAULTS_KEY}
 
 
 def load_deployments_file(path: str) -> dict[str, Deployment]:
+    return load_deployments(path)[0]
+
+
+def load_deployments(path: str) -> tuple[dict[str, Deployment], FaultProfile | None]:
+    """The deployments file's deployments, and its default faults (the `"*"` entry)."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -241,7 +274,9 @@ def load_deployments_file(path: str) -> dict[str, Deployment]:
         raise ConfigError(f"{path}: cannot read the deployments file ({e.strerror})") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
-    return parse_deployments(data, path)
+    deployments = parse_deployments(data, path)
+    defaults = data.get(DEFAULTS_KEY)
+    return deployments, parse_defaults(defaults, f"{path}: {DEFAULTS_KEY}") if defaults is not None else None
 
 
 def model_latency(model: Model) -> Latency:
@@ -305,6 +340,8 @@ class SimulatorConfig:
     stored_responses: ResponseStore = field(default_factory=ResponseStore)
     # Prompts seen recently, per deployment: what cached_tokens reports.
     prompt_cache: PromptCache = field(default_factory=PromptCache)
+    # Declared faults: the default profile, each deployment's draws and quota cuts, the counts.
+    faults: FaultBook = field(default_factory=FaultBook)
 
     def auth_bearer_token(self, token: str) -> None:
         """Accept `Authorization: Bearer <token>` as well as the API key (extension contract)."""

@@ -232,6 +232,7 @@ ROUTES: list[Route] = [
     Route("metrics", ("GET",), "/++/metrics", MANAGEMENT, open=True),
     Route("config", ("GET", "PATCH"), "/++/config", MANAGEMENT),
     Route("limits", ("GET",), "/++/limits", MANAGEMENT),
+    Route("faults", ("GET",), "/++/faults", MANAGEMENT),
     Route("reset-limits", ("POST",), "/++/reset-limits", MANAGEMENT),
     Route("save-recordings", ("POST",), "/++/save-recordings", MANAGEMENT),
     Route("token", ("POST",), "/++/token", MANAGEMENT),

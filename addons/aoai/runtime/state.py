@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ..openai.content_filter import AnswerFilter
     from ..openai.forms import Form
     from .config import Deployment, SimulatorConfig
+    from .faults import Fault
     from .latency import Hold
     from .routes import Route
     from .streams import StreamPlan
@@ -58,6 +59,7 @@ class RequestContext:
     prompt_filter: list[dict] | None = None
     answer_filter: AnswerFilter | None = None
     filtered: list[tuple[str, str]] = field(default_factory=list)
+    fault_shapes: tuple[Fault, ...] = ()  # declared faults that change how the answer leaves
     extras: dict[str, Any] = field(default_factory=dict)  # extensions' own values
     _values: ExtensionValues | None = field(default=None, init=False, repr=False)
 

@@ -33,6 +33,7 @@ class StreamPlan:
     gate: asyncio.Semaphore | None = None  # the deployment's concurrency queue, if any
     status: int = 200
     cut: bool = False  # drop the connection after the last frame instead of ending the body
+    head_delay_s: float = 0.0  # the status line and headers leave this long after arrival (a slow first byte)
     token_frames: list[bool] | None = None  # which frames carry tokens (None: all of them)
     labels: dict[str, str] = field(default_factory=dict)  # deployment and operation, for metrics
     id: str = ""  # set when routed: the loopback server finds the plan by it
@@ -161,6 +162,10 @@ class StreamServer:
                 start = loop.time() - plan.arrived_ago - routed_ago
             else:
                 start = loop.time()
+            if plan.head_delay_s > 0:
+                await asyncio.sleep(max(0.0, start + plan.head_delay_s - loop.time()))
+                if writer.is_closing():
+                    return  # the client gave up waiting
             writer.write(plan.head())
             player = _Player(plan, writer, start, loop)
             player.schedule()
@@ -209,8 +214,8 @@ class _Player:
             if tokens == 1 and plan.first_frame_s is None:
                 plan.first_frame_due_s = frames[i][0]
             i += 1
-        if batch:
-            data = b"".join(batch)
+        data = b"".join(batch)
+        if data:  # an empty frame only marks a time (where a cut stream drops); an empty chunk would end the body
             writer.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.next = plan.sent = i
         if tokens:

@@ -215,31 +215,36 @@ def _since(version: str, first: str) -> bool:
 
 
 def _context_length_error(context: RequestContext, model: catalogue.Model, used: int) -> http.Response | None:
-    body, request = context.body, context.request
+    body = context.body
     if context.route.operation == "embeddings":
         if used <= model.context_window:
             return None
         # The window limits each input, not their sum: one input too long fails the request.
         enc = tokens.encoding(model.encoding)
         longest = max(tokens.count_embedding_input([item], enc) for item in embeddings.items_of(body["input"]))
-        if longest > model.context_window:
-            return wire.openai_error(400, f"This model's maximum context length is {model.context_window} tokens, "
-                                          f"however you requested {longest} tokens. Please reduce your prompt.",
-                                     param="input", code="context_length_exceeded", request=request)
-        return None
+        return too_long(context, model.context_window, longest, longest) if longest > model.context_window else None
     limit = body.get("max_completion_tokens", body.get("max_tokens", body.get("max_output_tokens"))) or 0
     wanted = used + limit * (body.get("n") or 1)
-    if wanted <= model.context_window:
-        return None
-    if context.route.operation == "responses":
+    return too_long(context, model.context_window, used, wanted) if wanted > model.context_window else None
+
+
+def too_long(context: RequestContext, window: int, used: int, wanted: int) -> http.Response:
+    """Azure's context_length_exceeded 400 in the words of the route's API: `used` tokens of
+    prompt (the longest input, for embeddings) and `wanted` with the answers' room."""
+    request, operation = context.request, context.route.operation
+    if operation == "embeddings":
+        return wire.openai_error(400, f"This model's maximum context length is {window} tokens, "
+                                      f"however you requested {wanted} tokens. Please reduce your prompt.",
+                                 param="input", code="context_length_exceeded", request=request)
+    if operation == "responses":
         return wire.openai_error(
             400, "Your input exceeds the context window of this model. Please adjust your input and try again.",
             param="input", code="context_length_exceeded", request=request)
     return wire.openai_error(
-        400, f"This model's maximum context length is {model.context_window} tokens. However, you requested "
+        400, f"This model's maximum context length is {window} tokens. However, you requested "
              f"{wanted} tokens ({used} in the messages, {wanted - used} in the completion). Please reduce the "
              "length of the messages or completion.",
-        param="messages" if context.route.operation == "chat" else "prompt", code="context_length_exceeded",
+        param="messages" if operation == "chat" else "prompt", code="context_length_exceeded",
         request=request)
 
 

@@ -15,6 +15,7 @@ from .. import wire
 from ..runtime import config as cfg
 from ..runtime import entra, media, peers
 from ..runtime.config import ConfigError, SimulatorConfig
+from ..runtime.faults import FaultProfile
 from ..runtime.recording import RecordingStore
 from ..runtime.routes import MANAGEMENT
 from ..runtime.state import context_of
@@ -39,6 +40,7 @@ def config_view(config: SimulatorConfig) -> dict:
         "allowUndefinedDeployments": config.allow_undefined_deployments,
         "latency": latency,
         "deployments": {name: d.to_json() for name, d in config.deployments.items()},
+        "faults": config.faults.default.to_json() if config.faults.default is not None else None,
         "recording": {"dir": config.recording.dir, "autosave": config.recording.autosave},
         "entraTokens": {"mode": config.entra.mode, "audiences": list(config.entra.audiences),
                         "tenants": sorted(config.entra.tenants), "principals": sorted(config.entra.principals)},
@@ -51,12 +53,26 @@ def _bool(field: str, value: Any) -> bool:
     return value
 
 
-def patch_plan(config: SimulatorConfig, patch: Any) -> tuple[dict[str, Any], dict[str, cfg.Deployment | None]]:
-    """Check a PATCH body; return the option updates and deployment changes it asks for."""
+@dataclasses.dataclass
+class PatchPlan:
+    """What a PATCH /++/config asks for, checked: option updates, deployments set or removed,
+    and fault profiles (None: back to the default) by deployment name, "*" for the default."""
+
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    deployments: dict[str, cfg.Deployment | None] = dataclasses.field(default_factory=dict)
+    faults: dict[str, FaultProfile | None] = dataclasses.field(default_factory=dict)
+
+
+def _profile(value: Any, where: str) -> FaultProfile | None:
+    return None if value is None else cfg.faults_of(value, where)
+
+
+def patch_plan(config: SimulatorConfig, patch: Any) -> PatchPlan:
+    """Check a PATCH body; return the option updates, deployment and fault changes it asks for."""
     if not isinstance(patch, dict):
         raise ConfigError("body: expected a JSON object")
-    options: dict[str, Any] = {}
-    deployments: dict[str, cfg.Deployment | None] = {}
+    plan = PatchPlan()
+    options, deployments = plan.options, plan.deployments
     for key, value in patch.items():
         if key == "contentFilter":
             continue  # after the deployments, which it may name
@@ -90,13 +106,19 @@ def patch_plan(config: SimulatorConfig, patch: Any) -> tuple[dict[str, Any], dic
             if not isinstance(value, dict):
                 raise ConfigError("deployments: expected an object of deployment name to settings (null removes)")
             for name, spec in value.items():
+                if isinstance(spec, dict) and set(spec) == {"faults"} and name in config.deployments:
+                    # Only the faults of a deployment there is: the rest of it stays.
+                    plan.faults[name] = _profile(spec["faults"], f"deployments.{name}.faults")
+                    continue
                 deployments[name] = None if spec is None else cfg.parse_deployment(name, spec, f"deployments.{name}")
+        elif key == "faults":
+            plan.faults[cfg.DEFAULTS_KEY] = _profile(value, "faults")
         else:
-            raise ConfigError(f"{key}: unknown field; use mode, seed, allowUndefinedDeployments, latency, deployments, "
-                              "contentFilter")
+            raise ConfigError(f"{key}: unknown field; use mode, seed, allowUndefinedDeployments, latency, "
+                              "deployments, faults, contentFilter")
     if "contentFilter" in patch:
         _content_filters(config, patch["contentFilter"], deployments)
-    return options, deployments
+    return plan
 
 
 def _content_filters(config: SimulatorConfig, value: Any, deployments: dict[str, cfg.Deployment | None]) -> None:
@@ -133,6 +155,7 @@ class Management:
             ("save-recordings", "POST"): self.save_recordings,
             ("token", "POST"): self.token,
             ("limits", "GET"): self.limits,
+            ("faults", "GET"): self.faults,
             ("reset-limits", "POST"): self.reset_limits,
             ("image_file", "GET"): self.image_file,
         }
@@ -218,16 +241,21 @@ class Management:
         if not isinstance(reset, bool):
             return wire.azure_error(400, "BadRequest", "resetLimits: expected true or false", flow.request)
         try:
-            options, deployments = patch_plan(self.config, patch)
-            if options:
-                ctx.options.update(**options)
+            plan = patch_plan(self.config, patch)
+            if plan.options:
+                ctx.options.update(**plan.options)
         except (ConfigError, exceptions.OptionsError) as e:
             return wire.azure_error(400, "BadRequest", str(e), flow.request)
-        for name, deployment in deployments.items():
+        for name, deployment in plan.deployments.items():
             if deployment is None:
                 self.config.deployments.pop(name, None)
             else:
                 self.config.deployments[name] = deployment
+        for name, profile in plan.faults.items():
+            if name == cfg.DEFAULTS_KEY:
+                self.config.faults.default = profile
+            else:
+                self.config.deployments[name] = dataclasses.replace(self.config.deployments[name], faults=profile)
         logger.info("configuration changed: %s", ", ".join(patch))
         answer = wire.json_response(200, config_view(self.config), flow.request)
         if reset and self.limits_stage is not None:
@@ -237,6 +265,12 @@ class Management:
     async def _reset_then(self, answer: http.Response) -> http.Response:
         await self.limits_stage.reset()
         return answer
+
+    def faults(self, flow: http.HTTPFlow) -> http.Response:
+        """The fault profile in force per deployment and by default, quota cuts now, and the
+        faults injected so far by deployment and kind."""
+        view = self.config.faults.view(self.config.deployments, self.config.seed)
+        return wire.json_response(200, view, flow.request)
 
     def limits(self, flow: http.HTTPFlow) -> http.Response:
         """Quotas, what the windows hold, and the 429 and early-retry counts."""

@@ -1,7 +1,8 @@
 """Metrics: what happened during a load test, at GET /++/metrics in Prometheus text format.
 
 Counted when a flow ends: requests by deployment, operation, mode and status; tokens; 429s
-by reason; retries that came before their retry-after; streams by the path they took. Timed:
+by reason; retries that came before their retry-after; streams by the path they took; declared
+faults injected, by deployment and kind. Timed:
 the whole request, and for streams the time to first token and the gaps between tokens as they
 were really sent; the simulator's own overhead, the part of a request's time that was not a
 simulated wait; and the event loop's lag. With workers, one scrape answers for all of them.
@@ -179,6 +180,21 @@ class EarlyRetries:
         yield family
 
 
+class FaultsInjected:
+    """`aoai_faults_injected_total`: declared faults that struck, by deployment and kind (a
+    quota cut counts once, when it begins), read from the fault book when scraped."""
+
+    def __init__(self, config: SimulatorConfig):
+        self.config = config
+
+    def collect(self):
+        family = CounterMetricFamily("aoai_faults_injected", "Declared faults injected, by deployment and kind.",
+                                     labels=("deployment", "kind"))
+        for (deployment, kind), count in sorted(self.config.faults.injected.items()):
+            family.add_metric((deployment, kind), count)
+        yield family
+
+
 class StreamsPlayed:
     """`aoai_streams_total`: paced streams by how they were played, `direct` (onto the client's
     socket) or `loopback` (through mitmproxy's layers, several times the CPU per frame); a
@@ -204,6 +220,7 @@ class Metrics:
         self.metrics = metrics or SimulatorMetrics()
         self.metrics.registry.register(EarlyRetries(limits))
         self.metrics.registry.register(StreamsPlayed(streams))
+        self.metrics.registry.register(FaultsInjected(config))
         streams.observers.append(self.stream_played)
         self._lag: asyncio.Task | None = None  # the loop-lag watch, from running()
 

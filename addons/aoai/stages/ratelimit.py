@@ -129,8 +129,7 @@ class Limits:
                 return None
             if deployment.provisioned:
                 return self.ask_provisioned(context)
-            quota = limits.deployment_quota(deployment.tokens_per_minute, deployment.requests_per_minute,
-                                            config.rate_limit_request_window_s)
+            quota = self.quota_now(deployment)
             if quota.unlimited:
                 return None
             cost = context.estimated_tokens = limits.estimate_tokens(
@@ -159,6 +158,18 @@ class Limits:
             max_output_tokens=deployment.model.max_output_tokens)
         cost = context.estimated_tokens = capacity.cost(context.prompt_tokens, output)
         return Ask("p:" + deployment.name, deployment.name, UNLIMITED, context, cost, capacity)
+
+    def quota_now(self, deployment: Deployment) -> limits.Quota:
+        """The deployment's quota, lowered while a declared quota cut lasts (as Azure does under
+        load: x-ratelimit-limit-tokens shows it). Azure's own in record mode."""
+        config = self.config
+        tokens, rpm = deployment.tokens_per_minute, deployment.requests_per_minute
+        if config.mode != "record" and (deployment.faults is not None or config.faults.default is not None):
+            tokens = config.faults.tokens_per_minute(deployment, config.seed)
+            if tokens != deployment.tokens_per_minute and rpm is None:
+                # The request quota stays what the normal token quota gives.
+                rpm = deployment.tokens_per_minute * limits.REQUESTS_PER_1000_TPM / 1000
+        return limits.deployment_quota(tokens, rpm, config.rate_limit_request_window_s)
 
     def request(self, flow: http.HTTPFlow):
         # Plain (not async) so in-memory windows cost no coroutine; Redis returns an awaitable.
@@ -289,8 +300,7 @@ class Limits:
                     deployments[name]["utilization"] = _percent(
                         store.utilization("p:" + name, capacity, self.limiter.clock()))
                 continue
-            quota = limits.deployment_quota(d.tokens_per_minute, d.requests_per_minute,
-                                            config.rate_limit_request_window_s)
+            quota = self.quota_now(d)
             if quota.unlimited:
                 continue
             entry = {"tokensPerMinute": quota.tokens, "requestsPerWindow": quota.requests,

@@ -321,16 +321,17 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     policy = entra_policy(options) if updated & ENTRA_OPTIONS else config.entra
     if updated & TLS_OPTIONS:
         tls_certificate(options)  # checked here; the Settings stage hands it to mitmproxy
-    deployments = config.deployments
+    deployments, default_faults = config.deployments, config.faults.default
     if "openai_deployment_config_path" in updated:
         path = options.openai_deployment_config_path.strip()
-        deployments = cfg.load_deployments_file(path) if path else cfg.default_deployments()
+        deployments, default_faults = cfg.load_deployments(path) if path else (cfg.default_deployments(), None)
 
     # Everything checked: now change the shared config.
     config.mode = mode
     config.api_key = options.simulator_api_key or config.api_key or secrets.token_urlsafe(24)
     config.seed = int(seed) if seed else None
     config.deployments = deployments
+    config.faults.default = default_faults
     config.allow_undefined_deployments = options.allow_undefined_openai_deployments
     config.azure_openai_endpoint = options.azure_openai_endpoint.strip()
     config.azure_openai_key = options.azure_openai_key
