@@ -48,9 +48,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "addons"))
 
-import simulator_process
-from bench import API_KEY, API_VERSION, machine_line  # the shared benchmark helpers
-from simulator_process import SIMULATOR, Process, start_redis, stop
+import simulator_process  # noqa: E402
+from bench import API_KEY, API_VERSION, machine_line  # noqa: E402  (the shared benchmark helpers)
+from simulator_process import SIMULATOR, Process, start_redis, stop  # noqa: E402
 
 PROBE = ROOT / "scripts" / "bench_limits_probe.py"
 TPM = 60_000
@@ -227,7 +227,8 @@ def report(label: str, run: Run, seconds: float, sims: list[str], request_limit:
     ok_requests = most_requests <= request_limit
     took = sorted(run.response_times)
     print(f"\n{label}")
-    print(f"  {len(took)} requests, {len(accepted)} accepted ({sum(c for _, c in accepted)} tokens) in {seconds:.0f} s; "
+    tokens = sum(c for _, c in accepted)
+    print(f"  {len(took)} requests, {len(accepted)} accepted ({tokens} tokens) in {seconds:.0f} s; "
           f"429s {', '.join(f'{k} {v}' for k, v in sorted(throttled.items())) or 'none'}; errors {run.errors}; "
           f"early retries counted {early}")
     print(f"  response time p50 {took[len(took) // 2] * 1000:.0f} ms, p99 {took[int(len(took) * 0.99)] * 1000:.0f} ms")
