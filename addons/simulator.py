@@ -64,7 +64,7 @@ addons = [
     limits,  # Azure's quotas, before anything answers or forwards: 429, or quota headers
     extensions,  # EXTENSION_PATH: user addons run here; initialize(config) shapes the rest
     Replay(config, recordings, streams, startup),  # record and replay modes: answer what is recorded
-    Record(config, recordings),  # record mode: forward the rest to Azure and save it
+    Record(config, recordings, streams, startup),  # record mode: forward the rest to Azure and save it
     Generate(config, streams, Gates()),  # generate mode: made-up answers, on time
     Streaming(streams, lambda: extensions.sees_streams),  # plays paced streams token by token
     Pacing(),  # holds other answers until due, after every hook that may change them
