@@ -43,7 +43,7 @@ from aoai.stages.metrics import Metrics  # noqa: E402
 from aoai.stages.notfound import NotFound  # noqa: E402
 from aoai.stages.pacing import Pacing  # noqa: E402
 from aoai.stages.ratelimit import Limits  # noqa: E402
-from aoai.stages.record import Record  # noqa: E402
+from aoai.stages.record import ForwardTarget, Record  # noqa: E402
 from aoai.stages.replay import Replay  # noqa: E402
 from aoai.stages.routing import Routing  # noqa: E402
 from aoai.stages.settings import Settings  # noqa: E402
@@ -63,8 +63,9 @@ addons = [
     Checks(),  # what Azure refuses first: 405, api-version, body, deployment, fields, context length
     limits,  # Azure's quotas, before anything answers or forwards: 429, or quota headers
     extensions,  # EXTENSION_PATH: user addons run here; initialize(config) shapes the rest
+    ForwardTarget(config, startup),  # record mode needs AZURE_OPENAI_ENDPOINT or an extension's forwarder
     Replay(config, recordings, streams, startup),  # record and replay modes: answer what is recorded
-    Record(config, recordings, streams, startup),  # record mode: forward the rest to Azure and save it
+    Record(config, recordings, streams),  # record mode: forward the rest to Azure and save it
     Generate(config, streams, Gates()),  # generate mode: made-up answers, on time
     Streaming(streams, lambda: extensions.sees_streams),  # plays paced streams token by token
     Pacing(),  # holds other answers until due, after every hook that may change them

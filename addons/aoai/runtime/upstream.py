@@ -9,7 +9,7 @@ be reached or answers something that is not Azure's, 504 when it does not answer
 
 from __future__ import annotations
 
-import errno
+import os
 import re
 import ssl
 from collections.abc import Iterable, Iterator
@@ -136,9 +136,9 @@ def _os_reason(error: BaseException) -> str | None:
     """The operating system's words for a socket error in the chain (connection refused, …)."""
     for cause in _causes(error):
         if isinstance(cause, OSError) and cause.errno:
-            if cause.strerror:
-                return cause.strerror[:1].lower() + cause.strerror[1:]
-            return errno.errorcode.get(cause.errno, str(cause.errno))
+            # asyncio's own text names the address ("Connect call failed (…)"); the errno says what happened.
+            text = os.strerror(cause.errno) if cause.errno > 0 else (cause.strerror or str(cause))
+            return text[:1].lower() + text[1:]
     return None
 
 

@@ -97,23 +97,31 @@ class Relayed:
         await self.answer.aclose()
 
 
-class Record:
-    def __init__(self, config: SimulatorConfig, store: RecordingStore, streams: StreamServer | None = None,
-                 startup: Startup | None = None):
+class ForwardTarget:
+    """Record mode needs somewhere to forward to: AZURE_OPENAI_ENDPOINT, or an extension's
+    forwarder. Without either it refuses to start, or to switch to record mode at run time.
+    Placed right after the extensions stage: forwarders registered in initialize(config)
+    count, and the refusal comes before the recordings are loaded (one line, nothing before)."""
+
+    def __init__(self, config: SimulatorConfig, startup: Startup | None = None):
         self.config = config
-        self.store = store
-        self.streams = streams or StreamServer()
         self.startup = startup or Startup()
-        self.upstream = Upstream()
 
     def configure(self, updated: set[str]) -> None:
-        # Runs after the extensions stage, so forwarders registered in initialize(config) count.
         if not updated & {"simulator_mode", "azure_openai_endpoint", "extension_path"}:
             return
         if self.config.mode == "record" and not self.config.azure_openai_endpoint \
                 and not self.config.recording.forwarders:
             self.startup.refuse("AZURE_OPENAI_ENDPOINT: record mode forwards to Azure OpenAI; set it to the "
                                 "resource's endpoint, such as https://NAME.openai.azure.com")
+
+
+class Record:
+    def __init__(self, config: SimulatorConfig, store: RecordingStore, streams: StreamServer | None = None):
+        self.config = config
+        self.store = store
+        self.streams = streams or StreamServer()
+        self.upstream = Upstream()
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         # Synchronous outside record mode, so other modes pay no coroutine for this stage.
