@@ -108,7 +108,8 @@ def test_a_gateways_html_error_page_becomes_azures_json_502_naming_the_status(fa
     assert e.value.status_code == 502
     assert e.value.response.headers["content-type"].startswith("application/json")
     assert e.value.body["code"] == "BadGateway"
-    assert e.value.body["message"] == f"{upstream.url} answered 503 Service Unavailable with text/html, not Azure's JSON"
+    assert e.value.body["message"] == (f"{upstream.url} answered 503 Service Unavailable with text/html, "
+                                       "not Azure's JSON")
     assert "gateway.chat-completions.yaml" not in recorded(folder)
     assert_recorded_after(sim, folder)
 

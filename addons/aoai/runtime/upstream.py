@@ -121,13 +121,12 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
 
 def _tls_reason(error: BaseException) -> str | None:
     for cause in _causes(error):
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return f"certificate verify failed: {cause.verify_message}" if cause.verify_message else \
-                "certificate verify failed"
+        if isinstance(cause, ssl.SSLCertVerificationError) and getattr(cause, "verify_message", None):
+            return f"certificate verify failed: {cause.verify_message}"
         if isinstance(cause, ssl.SSLError):
             # "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1000)" -> "wrong version number"
-            text = re.sub(r"^\[[^\]]*\]\s*|\s*\(_ssl\.c:\d+\)$", "", str(cause.args[1] if len(cause.args) > 1
-                                                                          else cause))
+            text = str(cause.args[1]) if len(cause.args) > 1 else str(cause)
+            text = re.sub(r"^\[[^\]]*\]\s*|\s*\(_ssl\.c:\d+\)$", "", text)
             return text or cause.reason or "TLS error"
     return None
 
