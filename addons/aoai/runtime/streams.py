@@ -162,7 +162,8 @@ class StreamServer:
 
     async def _play(self, plan: StreamPlan, writer: asyncio.StreamWriter, how: str) -> None:
         loop = asyncio.get_running_loop()
-        self.played[how] += 1
+        if plan.source is None:  # relayed streams are not paced: not counted among those played
+            self.played[how] += 1
         gate = plan.gate
         if gate is not None:
             await gate.acquire()
