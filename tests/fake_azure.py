@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import gzip
 import io
 import ipaddress
 import json
@@ -90,6 +91,7 @@ class FakeAzure(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", port), _Handler)
         self.bearer = bearer  # an Entra ID token it accepts in place of the key
         self.faults: dict[str, str] = {}  # deployment name -> how to misbehave for it
+        self.compress = False  # gzip answers for clients that accept it
         self.released = threading.Event()  # set when it stops: a hanging answer gives up
         self.tls = tls is not None
         if tls is not None:
@@ -128,6 +130,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
         self.send_response(status)
         self.send_header("content-type", content_type)
+        if self.server.compress and "gzip" in self.headers.get("accept-encoding", ""):
+            body = gzip.compress(body)
+            self.send_header("content-encoding", "gzip")
         self.send_header("content-length", str(len(body)))
         self.send_header("apim-request-id", str(uuid.uuid4()))
         self.send_header("x-ms-region", "Sweden Central")

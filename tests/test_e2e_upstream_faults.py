@@ -157,6 +157,25 @@ def test_a_certificate_nobody_vouches_for_is_a_502_naming_the_tls_failure(simula
         assert_recorded_after(trusting, folder)
 
 
+def test_a_compressed_answer_reaches_the_client_as_sent_and_is_recorded_decoded(simulator_factory, tmp_path):
+    folder = tmp_path / "recordings"
+    with FakeAzure() as upstream:
+        upstream.compress = True
+        sim = simulator_factory(record_env(upstream.url, folder))
+        r = httpx.post(deployment_url(sim, "gpt-4o"), json={"messages": MESSAGES},
+                       headers={"api-key": sim.key, "accept-encoding": "gzip"})
+        assert r.headers["content-encoding"] == "gzip"  # relayed as Azure sent it
+        assert r.json()["choices"][0]["message"]["content"] == "Upstream says: hello there"
+        # A client that asks for no encoding gets none, whatever the upstream client would like.
+        r = httpx.post(deployment_url(sim, "gpt-4o"), json={"messages": MESSAGES, "user": "plain"},
+                       headers={"api-key": sim.key, "accept-encoding": "identity"})
+        assert "content-encoding" not in r.headers and r.json()["object"] == "chat.completion"
+        sent = [{k.lower(): v for k, v in req["headers"].items()} for req in upstream.requests]
+        assert [h.get("accept-encoding") for h in sent] == ["gzip", "identity"]
+    text = saved(folder, "gpt-4o")
+    assert "content: 'Upstream says: hello there'" in text and "gzip" not in text
+
+
 def failed_start(tmp_path: Path, env: dict[str, str]) -> str:
     sim = start_simulator(tmp_path, env, wait=False)
     try:

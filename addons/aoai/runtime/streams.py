@@ -252,9 +252,10 @@ async def _relay(plan: StreamPlan, writer: asyncio.StreamWriter) -> None:
     started = time.monotonic()
     source = plan.source
     assert source is not None
+    chunks = aiter(source)
     try:
         writer.write(plan.head())
-        async for data in source:
+        async for data in chunks:
             if writer.is_closing():
                 return  # the client went away
             writer.write(b"%x\r\n%s\r\n" % (len(data), data))
@@ -268,6 +269,8 @@ async def _relay(plan: StreamPlan, writer: asyncio.StreamWriter) -> None:
     except Exception:
         writer.transport.abort()  # the source broke (its reader logs why)
     finally:
+        if hasattr(chunks, "aclose"):
+            await chunks.aclose()  # a generator left mid-way (the client went away) ends now
         await source.aclose()
 
 
