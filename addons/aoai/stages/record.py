@@ -78,9 +78,10 @@ class Relayed:
     """Azure's stream being relayed to the client (a `StreamPlan` source): its chunks as they
     arrive, each noted for the recording."""
 
-    def __init__(self, answer: httpx.Response, endpoint: str):
+    def __init__(self, answer: httpx.Response, endpoint: str, timeout_s: float):
         self.answer = answer
         self.endpoint = endpoint
+        self.timeout_s = timeout_s
         self.capture = StreamCapture()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -90,7 +91,7 @@ class Relayed:
                 yield chunk
         except httpx.HTTPError as e:
             logger.warning("the stream from %s broke off (%s); the client's stream ends there, unrecorded",
-                           self.endpoint, failed(e, self.endpoint, 0).message)
+                           self.endpoint, failed(e, self.endpoint, self.timeout_s).message)
             raise
 
     async def aclose(self) -> None:
@@ -163,19 +164,14 @@ class Record:
         endpoint = origin(self.config.azure_openai_endpoint)
         timeout_s = self.config.azure_openai_timeout_s
         request = flow.request
-        headers = request_headers(request.headers.items(multi=True), _CLIENT_AUTH)
-        if self.config.azure_openai_key:
-            headers.append(("api-key", self.config.azure_openai_key))
-        elif request.headers.get("authorization"):
-            headers.append(("authorization", request.headers["authorization"]))  # Entra ID: Azure checks it
         try:
-            answer = await self.upstream.send(request.method, endpoint + request.path, headers,
+            answer = await self.upstream.send(request.method, endpoint + request.path, self._headers(request),
                                               request.raw_content or b"", timeout_s)
         except httpx.HTTPError as e:
             self._fail(flow, failed(e, endpoint, timeout_s))
             return
         if answer.status_code < 500 and "text/event-stream" in answer.headers.get("content-type", ""):
-            self._relay(context, answer, endpoint)
+            self._relay(context, answer, endpoint, timeout_s)
             return
         try:
             raw = b"".join([chunk async for chunk in answer.aiter_raw()])
@@ -195,12 +191,22 @@ class Record:
         flow.response = response
         context.recording = True
 
-    def _relay(self, context: RequestContext, answer: httpx.Response, endpoint: str) -> None:
+    def _headers(self, request: http.Request) -> list[tuple[str, str]]:
+        """The client's headers with Azure's key in place of the simulator's."""
+        headers = request_headers(request.headers.items(multi=True), _CLIENT_AUTH)
+        if self.config.azure_openai_key:
+            headers.append(("api-key", self.config.azure_openai_key))
+        elif request.headers.get("authorization"):
+            headers.append(("authorization", request.headers["authorization"]))  # Entra ID: Azure checks it
+        return headers
+
+    def _relay(self, context: RequestContext, answer: httpx.Response, endpoint: str, timeout_s: float) -> None:
         """Hand Azure's stream to the streaming stage, which passes each chunk on as it comes."""
         # The chunks are relayed decoded, so the encoding header goes.
         headers = {k.decode("latin-1"): v.decode("latin-1")
                    for k, v in response_headers(answer.headers.raw, decoded=True)}
-        plan = StreamPlan(headers=headers, frames=[], status=answer.status_code, source=Relayed(answer, endpoint))
+        plan = StreamPlan(headers=headers, frames=[], status=answer.status_code,
+                          source=Relayed(answer, endpoint, timeout_s))
         self.streams.route(context.flow, plan)
         context.recording = True
 
