@@ -9,6 +9,7 @@ be reached or answers something that is not Azure's, 504 when it does not answer
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import ssl
@@ -18,6 +19,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import orjson
+
+# httpx logs every request at INFO; mitmproxy's own line for the flow says it already.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 # Headers about one connection, not the message: never passed on in either direction.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -76,12 +76,13 @@ def as_response(result: Any) -> tuple[http.Response | None, bool]:
 
 class Relayed:
     """Azure's stream being relayed to the client (a `StreamPlan` source): its chunks as they
-    arrive, each noted for the recording."""
+    arrive, each noted for the recording; `ended` is called once Azure's stream is complete."""
 
-    def __init__(self, answer: httpx.Response, endpoint: str, timeout_s: float):
+    def __init__(self, answer: httpx.Response, endpoint: str, timeout_s: float, ended: Callable[[Relayed], None]):
         self.answer = answer
         self.endpoint = endpoint
         self.timeout_s = timeout_s
+        self.ended = ended
         self.capture = StreamCapture()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -93,6 +94,9 @@ class Relayed:
             logger.warning("the stream from %s broke off (%s); the client's stream ends there, unrecorded",
                            self.endpoint, failed(e, self.endpoint, self.timeout_s).message)
             raise
+        # Saved here, not in the response hook: a client that closes as soon as it reads [DONE]
+        # ends its flow before mitmproxy would call that hook, yet the exchange is complete.
+        self.ended(self)
 
     async def aclose(self) -> None:
         await self.answer.aclose()
@@ -205,10 +209,15 @@ class Record:
         # The chunks are relayed decoded, so the encoding header goes.
         headers = {k.decode("latin-1"): v.decode("latin-1")
                    for k, v in response_headers(answer.headers.raw, decoded=True)}
-        plan = StreamPlan(headers=headers, frames=[], status=answer.status_code,
-                          source=Relayed(answer, endpoint, timeout_s))
+        plan = StreamPlan(headers=headers, frames=[], status=answer.status_code)
+        plan.source = Relayed(answer, endpoint, timeout_s, lambda relayed: self._stream_ended(context, plan, relayed))
         self.streams.route(context.flow, plan)
         context.recording = True
+
+    def _stream_ended(self, context: RequestContext, plan: StreamPlan, relayed: Relayed) -> None:
+        request = context.flow.request
+        self._save(request, plan.status, list(plan.headers.items()), b"",
+                   relayed.capture.events(request.timestamp_start), time.time())
 
     @staticmethod
     def _fail(flow: http.HTTPFlow, fault: Fault) -> None:
@@ -219,33 +228,33 @@ class Record:
         context = context_of(flow)
         if context is None or not context.recording:
             return
+        if context.stream is not None and isinstance(context.stream.source, Relayed):
+            return  # saved when Azure's stream ended, if it did
         response = flow.response
+        self._save(flow.request, response.status_code, list(response.headers.items(multi=True)),
+                   response.content or b"", None, response.timestamp_end or time.time())
+
+    def _save(self, request: http.Request, status: int, headers: list[tuple[str, str]], body: bytes,
+              events: list[Event] | None, ended: float) -> None:
         # Throttling and server errors are moments, not answers worth replaying.
-        if response.status_code == 429 or response.status_code >= 500:
+        if status == 429 or status >= 500:
             return
-        plan = context.stream
-        relayed = plan.source if plan is not None and isinstance(plan.source, Relayed) else None
-        if relayed is not None and not plan.completed:
-            return  # the stream broke off (or the client left): only complete exchanges are saved
-        started = flow.request.timestamp_start
-        request = flow.request
-        events = relayed.capture.events(started) if relayed is not None else None
-        ended = response.timestamp_end or time.time()
+        started = request.timestamp_start
         interaction = Interaction(
             method=request.method,
             path=request.path.partition("?")[0],
             query=list(request.query.items(multi=True)),
             request_headers={k: v for k, v in (("content-type", request.headers.get("content-type")),) if v},
             request_body=request.raw_content or b"",
-            status=response.status_code,
-            response_headers=clean_headers(list(response.headers.items(multi=True)), SKIP_RESPONSE_HEADERS),
-            response_body=b"" if events is not None else (response.content or b""),
+            status=status,
+            response_headers=clean_headers(headers, SKIP_RESPONSE_HEADERS),
+            response_body=body,
             events=events,
             duration_ms=(ended - started) * 1000,
             recorded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         )
         if self.store.add(interaction, self.config.recording.autosave):
-            logger.info("recorded %s %s (%d)", request.method, interaction.path, response.status_code)
+            logger.info("recorded %s %s (%d)", request.method, interaction.path, status)
 
     async def done(self) -> None:
         saved = self.store.save()
