@@ -45,7 +45,7 @@ from aoai.stages.metrics import Metrics  # noqa: E402
 from aoai.stages.notfound import NotFound  # noqa: E402
 from aoai.stages.pacing import Pacing  # noqa: E402
 from aoai.stages.ratelimit import Limits  # noqa: E402
-from aoai.stages.record import Record  # noqa: E402
+from aoai.stages.record import ForwardTarget, Record  # noqa: E402
 from aoai.stages.replay import Replay  # noqa: E402
 from aoai.stages.routing import Routing  # noqa: E402
 from aoai.stages.settings import Settings  # noqa: E402
@@ -67,8 +67,9 @@ addons = [
     ContentFilter(config),  # prompts the deployment's content filter blocks: Azure's 400 (not in record mode)
     Faults(config),  # declared faults that answer an admitted request: 500, 503, timeouts, hangs, too long
     extensions,  # EXTENSION_PATH: user addons run here; initialize(config) shapes the rest
+    ForwardTarget(config, startup),  # record mode needs AZURE_OPENAI_ENDPOINT or an extension's forwarder
     Replay(config, recordings, streams, startup),  # record and replay modes: answer what is recorded
-    Record(config, recordings),  # record mode: forward the rest to Azure and save it
+    Record(config, recordings, streams),  # record mode: forward the rest to Azure and save it
     Generate(config, streams, Gates()),  # generate mode: made-up answers, on time
     FaultTiming(config),  # declared faults that reshape an answer: slow first byte, trickle, stream cut
     Streaming(streams, lambda: extensions.sees_streams),  # plays paced streams token by token

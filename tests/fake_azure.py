@@ -2,18 +2,34 @@
 Azure-like headers, and answers chat (plain and streamed with pauses between chunks),
 embeddings, audio transcriptions, dall-e-3 image generations and Responses. It counts the
 connections it accepted and what it served, so tests can prove a replay (or a request the
-simulator failed on) never reached it."""
+simulator failed on) never reached it.
+
+It can also misbehave for chosen deployments (`faults`): never answer, break a stream off
+with a reset, or answer a server error as a gateway's HTML page or as Azure's JSON; and it
+can serve HTTPS with a given certificate (`self_signed` makes one)."""
 
 from __future__ import annotations
 
 import base64
+import datetime
+import gzip
 import io
+import ipaddress
 import json
+import re
+import socket
+import ssl
+import struct
 import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from PIL import Image
 
 UPSTREAM_KEY = "azure-secret-key-9f8e7d"
@@ -39,13 +55,49 @@ def image_body(response_format: str) -> dict:
     return {"created": int(time.time()), "data": [item]}
 
 
+# What `faults` can make it do for a deployment.
+HANG = "hang"  # read the request, then never answer
+CUT_STREAM = "cut-stream"  # start a stream, send a few events, then reset the connection
+HTML_503 = "html-503"  # a gateway's 503 page
+JSON_500 = "json-500"  # Azure's own 500
+AZURE_500 = {"error": {"code": "InternalServerError",
+                       "message": "The server had an error while processing your request. Sorry about that!"}}
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by its own key (no CA vouches for it): cert and key files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake azure")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "fake-azure-cert.pem", folder / "fake-azure-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
 class FakeAzure(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 512  # the concurrency tests open hundreds of connections at once
 
-    def __init__(self, bearer: str | None = None):
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, bearer: str | None = None, port: int = 0, tls: tuple[Path, Path] | None = None):
+        super().__init__(("127.0.0.1", port), _Handler)
         self.bearer = bearer  # an Entra ID token it accepts in place of the key
+        self.faults: dict[str, str] = {}  # deployment name -> how to misbehave for it
+        self.compress = False  # gzip answers for clients that accept it
+        self.released = threading.Event()  # set when it stops: a hanging answer gives up
+        self.tls = tls is not None
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.socket = context.wrap_socket(self.socket, server_side=True)
         self.requests: list[dict] = []
         self.connections = 0  # every connection accepted, whether or not a request came on it
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
@@ -56,13 +108,14 @@ class FakeAzure(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.server_address[1]}"
 
     def __enter__(self) -> FakeAzure:
         self.thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        self.released.set()
         self.shutdown()
         self.server_close()
 
@@ -77,6 +130,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
         self.send_response(status)
         self.send_header("content-type", content_type)
+        if self.server.compress and "gzip" in self.headers.get("accept-encoding", ""):
+            body = gzip.compress(body)
+            self.send_header("content-encoding", "gzip")
         self.send_header("content-length", str(len(body)))
         self.send_header("apim-request-id", str(uuid.uuid4()))
         self.send_header("x-ms-region", "Sweden Central")
@@ -91,6 +147,11 @@ class _Handler(BaseHTTPRequestHandler):
         upload = "multipart/form-data" in self.headers.get("content-type", "")
         body = {"upload_bytes": len(raw)} if upload else json.loads(raw or b"{}")
         self.server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+        deployment = re.search(r"/deployments/([^/]+)/", self.path)
+        fault = self.server.faults.get(deployment.group(1) if deployment else "")
+        if fault is not None:
+            self._misbehave(fault)
+            return
         entra_ok = self.server.bearer is not None and \
             self.headers.get("authorization") == f"Bearer {self.server.bearer}"
         if self.headers.get("api-key") != UPSTREAM_KEY and not entra_ok:
@@ -118,6 +179,31 @@ class _Handler(BaseHTTPRequestHandler):
             return
         time.sleep(0.2)
         self._send(200, json.dumps(chat_body(text)).encode())
+
+    def _misbehave(self, fault: str) -> None:
+        if fault == HANG:
+            self.server.released.wait(60)
+            self.close_connection = True
+        elif fault == HTML_503:
+            self._send(503, b"<html><body><h1>503 Service Unavailable</h1></body></html>", "text/html")
+        elif fault == JSON_500:
+            self._send(500, json.dumps(AZURE_500).encode())
+        elif fault == CUT_STREAM:
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream; charset=utf-8")
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            for word in ("Half", " an"):
+                frame = {"id": "chatcmpl-cut", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+                         "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
+                self._chunk(b"data: " + json.dumps(frame).encode() + b"\n\n")
+                time.sleep(CHUNK_GAP)
+            # A reset, not a clean close: linger 0 makes close() send RST.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+        else:
+            raise ValueError(f"unknown fault {fault!r}")
 
     def _stream(self, text: str) -> None:
         self.send_response(200)

@@ -144,6 +144,10 @@ BAD_VALUES = [
     ("responses_stored", "2.5", "RESPONSES_STORED: expected a whole number, got '2.5'"),
     ("responses_stored", "-1", "RESPONSES_STORED: must not be below 0, got -1"),
     ("prompt_cache_idle_seconds", "soon", "PROMPT_CACHE_IDLE_SECONDS: expected a number, got 'soon'"),
+    ("azure_openai_endpoint", "myres.openai.azure.com", "AZURE_OPENAI_ENDPOINT: expected an http(s) URL such as "
+                                                       "https://NAME.openai.azure.com, got 'myres.openai.azure.com'"),
+    ("azure_openai_timeout_seconds", "0", "AZURE_OPENAI_TIMEOUT_SECONDS: must be above 0"),
+    ("azure_openai_timeout_seconds", "soon", "AZURE_OPENAI_TIMEOUT_SECONDS: expected a number, got 'soon'"),
 ]
 
 

@@ -307,6 +307,7 @@ class SimulatorConfig:
     allow_undefined_deployments: bool = True
     azure_openai_endpoint: str = ""
     azure_openai_key: str = ""
+    azure_openai_timeout_s: float = 300.0  # record mode: wait at most this for Azure to connect, or for each read
     doc_intelligence_rps: float = 15
     seed: int | None = None
     # Answer length when the request sets no limit (tokens).

@@ -2,6 +2,9 @@
 server that plays them, onto a client's own connection or as a loopback HTTP/1.1 server
 that mitmproxy fetches them from chunk by chunk (see the streaming stage for when each is
 used). Deadlines count from the request's arrival, one timer and one write per frame.
+
+A plan can instead have a live `source` (record mode: Azure's stream): its chunks are
+passed on as they arrive, by the same two paths.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import orjson
 from mitmproxy import http
@@ -23,6 +28,14 @@ logger = logging.getLogger(__name__)
 PLAN_HEADER = "x-simulator-stream"
 _DONE = b"data: [DONE]\n\n"
 DIRECT, LOOPBACK = "direct", "loopback"  # how a stream was played: onto the client's socket, or via mitmproxy
+
+class LiveSource(Protocol):
+    """Chunks of a stream as they arrive from elsewhere; `aclose` lets go of it, read or not."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
 
 @dataclass
 class StreamPlan:
@@ -37,6 +50,7 @@ class StreamPlan:
     token_frames: list[bool] | None = None  # which frames carry tokens (None: all of them)
     labels: dict[str, str] = field(default_factory=dict)  # deployment and operation, for metrics
     id: str = ""  # set when routed: the loopback server finds the plan by it
+    source: LiveSource | None = None  # relay these chunks as they come, instead of `frames` (which they fill)
     # Set by the server: how it went, for tests and metrics.
     completed: bool = False
     first_frame_s: float | None = None  # arrival to the first token frame, as sent
@@ -125,7 +139,9 @@ class StreamServer:
     def forget(self, flow: http.HTTPFlow) -> None:
         context = context_of(flow)
         if context is not None and context.stream is not None:
-            self.plans.pop(context.stream.id, None)
+            plan = self.plans.pop(context.stream.id, None)
+            if plan is not None and plan.source is not None:
+                asyncio.ensure_future(plan.source.aclose())  # never played: let go of the upstream
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -147,12 +163,16 @@ class StreamServer:
 
     async def _play(self, plan: StreamPlan, writer: asyncio.StreamWriter, how: str) -> None:
         loop = asyncio.get_running_loop()
-        self.played[how] += 1
+        if plan.source is None:  # relayed streams are not paced: not counted among those played
+            self.played[how] += 1
         gate = plan.gate
         if gate is not None:
             await gate.acquire()
         self.active += 1
         try:
+            if plan.source is not None:
+                await _relay(plan, writer)
+                return
             # Deadlines count from the request's arrival, or from when the queue let it in. The
             # time since routing (mitmproxy's hooks, or its trip to the loopback server) counts
             # too: under load a stream then starts late and catches up, instead of every deadline
@@ -229,6 +249,34 @@ class _Player:
             writer.write(b"0\r\n\r\n")
             plan.completed = True
         self.ended.set_result(None)
+
+
+async def _relay(plan: StreamPlan, writer: asyncio.StreamWriter) -> None:
+    """Pass a live source's chunks on as they arrive, noting each in `plan.frames`. If the
+    source breaks, so does the client's stream (no end of body), as a network fault looks."""
+    started = time.monotonic()
+    source = plan.source
+    assert source is not None
+    chunks = aiter(source)
+    try:
+        writer.write(plan.head())
+        async for data in chunks:
+            if writer.is_closing():
+                return  # the client went away
+            writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+            plan.frames.append((time.monotonic() - started, data))
+            plan.sent = len(plan.frames)
+            await writer.drain()  # a slow client slows the relay instead of filling memory
+        writer.write(b"0\r\n\r\n")
+        plan.completed = True
+    except ConnectionError:
+        pass  # the client went away
+    except Exception:
+        writer.transport.abort()  # the source broke (its reader logs why)
+    finally:
+        if hasattr(chunks, "aclose"):
+            await chunks.aclose()  # a generator left mid-way (the client went away) ends now
+        await source.aclose()
 
 
 # Events (Responses API, streamed transcriptions) that carry generated text or tool-call arguments.

@@ -1,16 +1,22 @@
 """Record: in record mode, forward what is not yet recorded to Azure OpenAI (or to an
-extension's forwarder) and save each exchange. Streamed answers reach the client live and
-are saved with each event's arrival time."""
+extension's forwarder) and save each complete exchange. Streamed answers reach the client
+live and are saved with each event's arrival time.
+
+The stage forwards to Azure itself (runtime/upstream.py) rather than letting mitmproxy do
+it, so that a fault upstream (refused, unreachable, too slow, reset, TLS, a gateway's HTML
+page) reaches the client as Azure's JSON error naming the cause, never as mitmproxy's HTML
+page. A stream relayed live that breaks off breaks off for the client too, and is not saved.
+"""
 
 from __future__ import annotations
 
 import inspect
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
+import httpx
 from mitmproxy import http
 
 from .. import wire
@@ -18,7 +24,10 @@ from ..runtime.config import SimulatorConfig
 from ..runtime.failures import describe
 from ..runtime.recording import SKIP_RESPONSE_HEADERS, Event, Interaction, RecordingStore, clean_headers, parse_sse
 from ..runtime.routes import MANAGEMENT
+from ..runtime.startup import Startup
 from ..runtime.state import RequestContext, context_for, context_of
+from ..runtime.streams import StreamPlan, StreamServer
+from ..runtime.upstream import Fault, Upstream, bad_answer, failed, origin, request_headers, response_headers
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +35,7 @@ _CLIENT_AUTH = ("api-key", "ocp-apim-subscription-key", "authorization")
 
 
 class StreamCapture:
-    """`flow.response.stream` callable: passes each chunk on at once and notes when it came."""
+    """Notes when each chunk of a stream came (called with each chunk as it passes)."""
 
     def __init__(self):
         self.chunks: list[tuple[float, bytes]] = []
@@ -65,10 +74,59 @@ def as_response(result: Any) -> tuple[http.Response | None, bool]:
     return http.Response.make(status, result.content, headers), persist
 
 
+class Relayed:
+    """Azure's stream being relayed to the client (a `StreamPlan` source): its chunks as they
+    arrive, each noted for the recording; `ended` is called once Azure's stream is complete."""
+
+    def __init__(self, answer: httpx.Response, endpoint: str, timeout_s: float, ended: Callable[[Relayed], None]):
+        self.answer = answer
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        self.ended = ended
+        self.capture = StreamCapture()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self.answer.aiter_bytes():
+                self.capture(chunk)
+                yield chunk
+        except httpx.HTTPError as e:
+            logger.warning("the stream from %s broke off (%s); the client's stream ends there, unrecorded",
+                           self.endpoint, failed(e, self.endpoint, self.timeout_s).message)
+            raise
+        # Saved here, not in the response hook: a client that closes as soon as it reads [DONE]
+        # ends its flow before mitmproxy would call that hook, yet the exchange is complete.
+        self.ended(self)
+
+    async def aclose(self) -> None:
+        await self.answer.aclose()
+
+
+class ForwardTarget:
+    """Record mode needs somewhere to forward to: AZURE_OPENAI_ENDPOINT, or an extension's
+    forwarder. Without either it refuses to start, or to switch to record mode at run time.
+    Placed right after the extensions stage: forwarders registered in initialize(config)
+    count, and the refusal comes before the recordings are loaded (one line, nothing before)."""
+
+    def __init__(self, config: SimulatorConfig, startup: Startup | None = None):
+        self.config = config
+        self.startup = startup or Startup()
+
+    def configure(self, updated: set[str]) -> None:
+        if not updated & {"simulator_mode", "azure_openai_endpoint", "extension_path"}:
+            return
+        if self.config.mode == "record" and not self.config.azure_openai_endpoint \
+                and not self.config.recording.forwarders:
+            self.startup.refuse("AZURE_OPENAI_ENDPOINT: record mode forwards to Azure OpenAI; set it to the "
+                                "resource's endpoint, such as https://NAME.openai.azure.com")
+
+
 class Record:
-    def __init__(self, config: SimulatorConfig, store: RecordingStore):
+    def __init__(self, config: SimulatorConfig, store: RecordingStore, streams: StreamServer | None = None):
         self.config = config
         self.store = store
+        self.streams = streams or StreamServer()
+        self.upstream = Upstream()
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         # Synchronous outside record mode, so other modes pay no coroutine for this stage.
@@ -99,67 +157,108 @@ class Record:
                 flow.response = response
                 context.recording = persist
                 return
-        self._to_azure(context)
+        await self._to_azure(context)
 
-    def _to_azure(self, context: RequestContext) -> None:
+    async def _to_azure(self, context: RequestContext) -> None:
         flow = context.flow
-        endpoint = self.config.azure_openai_endpoint
-        if not endpoint:
+        if not self.config.azure_openai_endpoint:
             flow.response = wire.azure_error(502, "NoUpstream", "Record mode needs AZURE_OPENAI_ENDPOINT: the Azure "
                                                                 "OpenAI endpoint to forward to.", flow.request)
             return
-        target = urlsplit(endpoint)
+        endpoint = origin(self.config.azure_openai_endpoint)
+        timeout_s = self.config.azure_openai_timeout_s
         request = flow.request
-        request.scheme = target.scheme or "https"
-        request.host = target.hostname or ""
-        request.port = target.port or (443 if request.scheme == "https" else 80)
-        request.host_header = target.netloc
-        bearer = request.headers.get("authorization", "")
-        for name in _CLIENT_AUTH:
-            request.headers.pop(name, None)
-        if self.config.azure_openai_key:
-            request.headers["api-key"] = self.config.azure_openai_key
-        elif bearer:
-            request.headers["authorization"] = bearer  # an Entra ID token, checked by Azure itself
+        try:
+            answer = await self.upstream.send(request.method, endpoint + request.path, self._headers(request),
+                                              request.raw_content or b"", timeout_s)
+        except httpx.HTTPError as e:
+            self._fail(flow, failed(e, endpoint, timeout_s))
+            return
+        if answer.status_code < 500 and "text/event-stream" in answer.headers.get("content-type", ""):
+            self._relay(context, answer, endpoint, timeout_s)
+            return
+        try:
+            raw = b"".join([chunk async for chunk in answer.aiter_raw()])
+        except httpx.HTTPError as e:
+            self._fail(flow, failed(e, endpoint, timeout_s))
+            return
+        finally:
+            await answer.aclose()
+        response = http.Response.make(answer.status_code, b"", http.Headers(response_headers(answer.headers.raw)))
+        response.raw_content = raw
+        response.headers["content-length"] = str(len(raw))
+        fault = bad_answer(answer.status_code, answer.headers.get("content-type", ""),
+                           response.get_content(strict=False) or b"", endpoint, answer.reason_phrase)
+        if fault is not None:
+            self._fail(flow, fault)
+            return
+        flow.response = response
         context.recording = True
 
-    def responseheaders(self, flow: http.HTTPFlow) -> None:
-        context = context_of(flow)
-        if context is not None and context.recording and \
-                "text/event-stream" in flow.response.headers.get("content-type", ""):
-            flow.response.stream = StreamCapture()
+    def _headers(self, request: http.Request) -> list[tuple[str, str]]:
+        """The client's headers with Azure's key in place of the simulator's."""
+        headers = request_headers(request.headers.items(multi=True), _CLIENT_AUTH)
+        if self.config.azure_openai_key:
+            headers.append(("api-key", self.config.azure_openai_key))
+        elif request.headers.get("authorization"):
+            headers.append(("authorization", request.headers["authorization"]))  # Entra ID: Azure checks it
+        return headers
+
+    def _relay(self, context: RequestContext, answer: httpx.Response, endpoint: str, timeout_s: float) -> None:
+        """Hand Azure's stream to the streaming stage, which passes each chunk on as it comes."""
+        # The chunks are relayed decoded, so the encoding header goes.
+        headers = {k.decode("latin-1"): v.decode("latin-1")
+                   for k, v in response_headers(answer.headers.raw, decoded=True)}
+        plan = StreamPlan(headers=headers, frames=[], status=answer.status_code)
+        plan.source = Relayed(answer, endpoint, timeout_s, lambda relayed: self._stream_ended(context, plan, relayed))
+        self.streams.route(context.flow, plan)
+        context.recording = True
+
+    def _stream_ended(self, context: RequestContext, plan: StreamPlan, relayed: Relayed) -> None:
+        request = context.flow.request
+        self._save(request, plan.status, list(plan.headers.items()), b"",
+                   relayed.capture.events(request.timestamp_start), time.time())
+
+    @staticmethod
+    def _fail(flow: http.HTTPFlow, fault: Fault) -> None:
+        logger.warning("%s %s: %s", flow.request.method, flow.request.path.partition("?")[0], fault.message)
+        flow.response = wire.azure_error(fault.status, fault.code, fault.message, flow.request)
 
     def response(self, flow: http.HTTPFlow) -> None:
         context = context_of(flow)
         if context is None or not context.recording:
             return
+        if context.stream is not None and isinstance(context.stream.source, Relayed):
+            return  # saved when Azure's stream ended, if it did
         response = flow.response
+        self._save(flow.request, response.status_code, list(response.headers.items(multi=True)),
+                   response.content or b"", None, response.timestamp_end or time.time())
+
+    def _save(self, request: http.Request, status: int, headers: list[tuple[str, str]], body: bytes,
+              events: list[Event] | None, ended: float) -> None:
         # Throttling and server errors are moments, not answers worth replaying.
-        if response.status_code == 429 or response.status_code >= 500:
+        if status == 429 or status >= 500:
             return
-        started = flow.request.timestamp_start
-        request = flow.request
-        capture = response.stream if isinstance(response.stream, StreamCapture) else None
-        events = capture.events(started) if capture else None
-        ended = response.timestamp_end or time.time()
+        started = request.timestamp_start
         interaction = Interaction(
             method=request.method,
             path=request.path.partition("?")[0],
             query=list(request.query.items(multi=True)),
             request_headers={k: v for k, v in (("content-type", request.headers.get("content-type")),) if v},
             request_body=request.raw_content or b"",
-            status=response.status_code,
-            response_headers=clean_headers(list(response.headers.items(multi=True)), SKIP_RESPONSE_HEADERS),
-            response_body=b"" if events is not None else (response.content or b""),
+            status=status,
+            response_headers=clean_headers(headers, SKIP_RESPONSE_HEADERS),
+            response_body=body,
             events=events,
             duration_ms=(ended - started) * 1000,
             recorded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         )
         if self.store.add(interaction, self.config.recording.autosave):
-            logger.info("recorded %s %s (%d)", request.method, interaction.path, response.status_code)
+            logger.info("recorded %s %s (%d)", request.method, interaction.path, status)
 
-    def done(self) -> None:
+    async def done(self) -> None:
         saved = self.store.save()
         if saved:
             logger.info("saved %d recorded interactions", saved)
         self.store.save_indexes()
+        await self.upstream.close()

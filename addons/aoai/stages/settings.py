@@ -24,7 +24,7 @@ from mitmproxy import ctx, exceptions
 
 from ..openai import catalogue, text, tokens
 from ..runtime import config as cfg
-from ..runtime import entra, internals
+from ..runtime import entra, internals, upstream
 from ..runtime.config import ConfigError, SimulatorConfig
 from ..runtime.startup import Startup
 
@@ -74,6 +74,9 @@ SETTINGS = [
     Setting("EXTENSION_PATH", str, "", "Extension files or packages to load, separated by commas."),
     Setting("AZURE_OPENAI_ENDPOINT", str, "", "The Azure OpenAI endpoint to record from."),
     Setting("AZURE_OPENAI_KEY", str, "", "The Azure OpenAI key used when recording."),
+    Setting("AZURE_OPENAI_TIMEOUT_SECONDS", str, "300",
+            "Record mode: seconds Azure may take to accept the connection, and then to send each part of "
+            "its answer, before the client gets a 504."),
     Setting("OPENAI_DEPLOYMENT_CONFIG_PATH", str, "", "JSON file describing the deployments."),
     Setting("ALLOW_UNDEFINED_OPENAI_DEPLOYMENTS", bool, True,
             "Answer for deployment names the deployments file does not define."),
@@ -307,6 +310,13 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     if stored is not None and stored != int(stored):
         raise ConfigError(f"RESPONSES_STORED: expected a whole number, got {options.responses_stored!r}")
     cache_idle = _float("prompt_cache_idle_seconds", options.prompt_cache_idle_seconds)
+    endpoint = options.azure_openai_endpoint.strip()
+    if endpoint and not upstream.is_endpoint(endpoint):
+        raise ConfigError(f"AZURE_OPENAI_ENDPOINT: expected an http(s) URL such as https://NAME.openai.azure.com, "
+                          f"got {endpoint!r}")
+    upstream_timeout = _float("azure_openai_timeout_seconds", options.azure_openai_timeout_seconds)
+    if upstream_timeout is not None and upstream_timeout <= 0:
+        raise ConfigError("AZURE_OPENAI_TIMEOUT_SECONDS: must be above 0")
     redis_url = options.rate_limit_redis_url.strip()
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"RATE_LIMIT_REDIS_URL: expected redis://host:port/db, rediss://… or unix://…, "
@@ -333,8 +343,9 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     config.deployments = deployments
     config.faults.default = default_faults
     config.allow_undefined_deployments = options.allow_undefined_openai_deployments
-    config.azure_openai_endpoint = options.azure_openai_endpoint.strip()
+    config.azure_openai_endpoint = endpoint
     config.azure_openai_key = options.azure_openai_key
+    config.azure_openai_timeout_s = 300.0 if upstream_timeout is None else upstream_timeout
     config.doc_intelligence_rps = 15.0 if rps is None else rps
     config.completion_tokens = cfg.Normal(150.0 if completion_mean is None else completion_mean,
                                           50.0 if completion_std is None else completion_std)

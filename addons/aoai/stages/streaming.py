@@ -1,4 +1,5 @@
-"""Streaming: the stage that plays planned streams (runtime/streams.py).
+"""Streaming: the stage that plays planned streams (runtime/streams.py), and relays Azure's
+streams in record mode (plans with a live source), by the same two paths.
 
 * **To the client directly** (plain HTTP/1.1 clients: the usual case for a simulator on
   http://localhost:8000). The `request` hook holds the flow while it writes the response head
