@@ -296,3 +296,16 @@ def test_a_responses_stream_is_recorded_and_replayed_with_its_events_and_timing(
     raw = httpx.post(f"{sim.url}/openai/v1/responses", headers={"api-key": sim.key}, json=ask)
     assert raw.text.startswith("event: response.created\ndata: {") and "[DONE]" not in raw.text
     assert client.responses.create(model="gpt-4o", input="not streamed").output_text == plain.output_text
+
+
+def test_azure_gets_its_key_and_none_of_the_clients_or_the_simulators_headers(simulator_factory, tmp_path):
+    with FakeAzure() as upstream:
+        sim = simulator_factory(record_env(upstream, tmp_path / "rec"))
+        r = httpx.post(f"{sim.url}/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}",
+                       json={"messages": MESSAGES},
+                       headers={"api-key": API_KEY, "x-ms-simulator-content-filter": "prompt=violence:high"})
+        # In record mode Azure filters for itself: the forcing header is neither obeyed nor sent on.
+        assert r.status_code == 200
+        sent = {k.lower(): v for k, v in upstream.requests[0]["headers"].items()}
+        assert sent["api-key"] == UPSTREAM_KEY
+        assert "x-ms-simulator-content-filter" not in sent

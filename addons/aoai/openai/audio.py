@@ -13,15 +13,18 @@ import io
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Any
-
-import av
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from . import text
 from .catalogue import Model
 from .forms import Form, Upload
 from .validation import Invalid
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# PyAV and NumPy are imported by the functions that use them: together they take half a
+# second to import, which every start would pay, and only audio requests need them.
 
 MAX_BODY_BYTES = 25 * 1024 * 1024  # Azure's and OpenAI's limit on an upload's whole request body
 # The file extensions Azure accepts, as its error lists them.
@@ -40,6 +43,8 @@ TRANSCRIBE, TRANSLATE = "transcribe", "translate"
 
 def duration_of(data: bytes) -> float | None:
     """Seconds of audio in a file of any container FFmpeg reads; None when it holds no audio."""
+    import av
+
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.audio:
@@ -364,6 +369,8 @@ def speech_seconds(words: int, speed: float) -> float:
 
 def _tone(seconds: float, rate: int, voice: str) -> np.ndarray:
     """A soft tone, pitched by the voice so voices sound apart."""
+    import numpy as np
+
     pitch = 160 + 20 * VOICES.index(voice) if voice in VOICES else 200
     t = np.arange(int(seconds * rate)) / rate
     return (np.sin(2 * np.pi * pitch * t) * 2000).astype(np.int16)
@@ -371,6 +378,8 @@ def _tone(seconds: float, rate: int, voice: str) -> np.ndarray:
 
 def synthesize(request: SpeechRequest) -> tuple[bytes, str]:
     """Audio as long as the input takes to say, in the format asked, and its content type."""
+    import av
+
     seconds = request.duration
     if request.response_format == "pcm":  # raw 24 kHz signed 16-bit little-endian mono: no container
         return _tone(seconds, SPEECH_RATE, request.voice).astype("<i2").tobytes(), "audio/pcm"

@@ -41,8 +41,11 @@ class Corpus:
         # Each sentence in two forms: opening an answer, and following another one.
         self.first_text = texts
         self.next_text = [" " + t for t in texts]
-        self.first_ids = self.enc.encode_batch(self.first_text, disallowed_special=())
-        self.next_ids = self.enc.encode_batch(self.next_text, disallowed_special=())
+        # One call per sentence: for short texts tiktoken's encode_batch costs several times
+        # more (its thread pool), and this runs at every start.
+        encode = self.enc.encode_ordinary
+        self.first_ids = [encode(t) for t in self.first_text]
+        self.next_ids = [encode(t) for t in self.next_text]
 
     def answer(self, rng: random.Random, natural_tokens: int, limit: int | None) -> Answer:
         """Whole sentences up to about `natural_tokens`, or exactly `limit` tokens when they

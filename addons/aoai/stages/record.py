@@ -20,6 +20,7 @@ import httpx
 from mitmproxy import http
 
 from .. import wire
+from ..openai import content_filter as filters
 from ..runtime.config import SimulatorConfig
 from ..runtime.failures import describe
 from ..runtime.recording import SKIP_RESPONSE_HEADERS, Event, Interaction, RecordingStore, clean_headers, parse_sse
@@ -31,7 +32,8 @@ from ..runtime.upstream import Fault, Upstream, bad_answer, failed, origin, requ
 
 logger = logging.getLogger(__name__)
 
-_CLIENT_AUTH = ("api-key", "ocp-apim-subscription-key", "authorization")
+# The client's credentials (Azure gets its own) and the simulator's own headers.
+_NOT_FOR_AZURE = ("api-key", "ocp-apim-subscription-key", "authorization", filters.HEADER)
 
 
 class StreamCapture:
@@ -197,7 +199,7 @@ class Record:
 
     def _headers(self, request: http.Request) -> list[tuple[str, str]]:
         """The client's headers with Azure's key in place of the simulator's."""
-        headers = request_headers(request.headers.items(multi=True), _CLIENT_AUTH)
+        headers = request_headers(request.headers.items(multi=True), _NOT_FOR_AZURE)
         if self.config.azure_openai_key:
             headers.append(("api-key", self.config.azure_openai_key))
         elif request.headers.get("authorization"):
