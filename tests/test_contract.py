@@ -40,6 +40,7 @@ IMPLEMENTED_V1 = r"^/(chat/completions|embeddings|responses|models)$"
 FILTERED = r"/deployments/\{deployment-id\}/(chat/completions|completions)$"  # what the content filter judges
 FILTERED_V1 = r"^/(chat/completions|responses)$"
 # Verdicts the content filter is forced to (a blocked prompt: 400; a blocked answer: cut, 200).
+# One example each in `make test` (the shapes do not depend on the request), 20 in `make fuzz`.
 VERDICTS = {"prompt": "prompt=violence:high", "answer": "completion=hate"}
 
 
@@ -95,7 +96,7 @@ if SPEC_2024_10_21.is_file():
         case.call_and_validate(base_url=simulator.url + "/openai", checks=CHECKS)
 
     @filtered.parametrize()
-    @settings(max_examples=max(1, EXAMPLES // 5), deadline=None, suppress_health_check=list(HealthCheck),
+    @settings(max_examples=max(1, EXAMPLES // 15), deadline=None, suppress_health_check=list(HealthCheck),
               derandomize=True)
     @pytest.mark.parametrize("verdict", VERDICTS)
     def test_filtered_answers_fit_azures_contract(case, simulator, verdict):
@@ -119,7 +120,7 @@ if SPEC_V1.is_file():
         case.call_and_validate(base_url=simulator.url + "/openai/v1", checks=CHECKS)
 
     @filtered_v1.parametrize()
-    @settings(max_examples=max(1, EXAMPLES // 5), deadline=None, suppress_health_check=list(HealthCheck),
+    @settings(max_examples=max(1, EXAMPLES // 15), deadline=None, suppress_health_check=list(HealthCheck),
               derandomize=True)
     @pytest.mark.parametrize("verdict", VERDICTS)
     def test_filtered_v1_answers_fit_azures_contract(case, simulator, verdict):

@@ -292,7 +292,7 @@ SEEDED = {"flaky": {"model": "gpt-4o", "latency": FAST,
 
 def statuses(folder, seed: str) -> list[int]:
     s = start_simulator(folder, {"OPENAI_DEPLOYMENT_CONFIG_PATH": deployments_file(folder, SEEDED),
-                                 "SIMULATOR_SEED": seed})
+                                 "SIMULATOR_SEED": seed, "SIMULATOR_LATENCY": "false"})
     try:
         return [chat(s, "flaky").status_code for _ in range(40)]
     finally:

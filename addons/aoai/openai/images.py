@@ -15,8 +15,6 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from PIL import Image, ImageDraw, UnidentifiedImageError
-
 from .catalogue import Model
 from .forms import Form, Upload
 from .validation import Invalid
@@ -222,6 +220,8 @@ def check_edit(form: Form, model: Model) -> ImageRequest:
 
 def image_size(data: bytes) -> tuple[int, int] | None:
     """An image file's width and height; None when Pillow cannot read it."""
+    from PIL import Image, UnidentifiedImageError  # here: only image requests pay for loading Pillow
+
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.verify()
@@ -235,6 +235,8 @@ def image_size(data: bytes) -> tuple[int, int] | None:
 def draw(request: ImageRequest, index: int, seed: str) -> bytes:
     """One image of the requested size and format: a gradient and shapes chosen by the prompt,
     so different prompts look different and the same one looks the same."""
+    from PIL import Image, ImageDraw
+
     digest = hashlib.sha256(f"{seed}:{request.prompt}:{index}".encode()).digest()
     rng = random.Random(digest)
     width, height = request.width, request.height
