@@ -34,13 +34,14 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 SPECS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "openapi"
 SPEC_2024_10_21 = SPECS / "azure-openai-2024-10-21.json"
 SPEC_V1 = SPECS / "azure-openai-v1.json"
-EXAMPLES = int(os.environ.get("CONTRACT_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("CONTRACT_EXAMPLES", "8"))
 IMPLEMENTED = r"/deployments/\{deployment-id\}/(chat/completions|completions|embeddings)$"
 IMPLEMENTED_V1 = r"^/(chat/completions|embeddings|responses|models)$"
 FILTERED = r"/deployments/\{deployment-id\}/(chat/completions|completions)$"  # what the content filter judges
 FILTERED_V1 = r"^/(chat/completions|responses)$"
 # Verdicts the content filter is forced to (a blocked prompt: 400; a blocked answer: cut, 200).
-# One example each in `make test` (the shapes do not depend on the request), 20 in `make fuzz`.
+# One example each in `make test` (the shapes do not depend on the request), 20 in `make fuzz`;
+# 8 per operation otherwise in `make test`, keeping CI within its time, 300 in `make fuzz`.
 VERDICTS = {"prompt": "prompt=violence:high", "answer": "completion=hate"}
 
 
