@@ -4,6 +4,7 @@ Azure gives before it runs a model."""
 import datetime
 
 import pytest
+from aoai.runtime.bounds import Bounds
 from aoai.runtime.state import context_of
 from aoai.stages import checks
 from aoai.stages.checks import Checks
@@ -164,7 +165,7 @@ def test_other_methods_are_405(method):
 
 
 def test_a_body_over_the_limit_is_413():
-    flow = post(chat_path(), HELLO, config=make_config(max_body_bytes=50))
+    flow = post(chat_path(), HELLO, config=make_config(bounds=Bounds(max_body_bytes=50)))
     assert flow.response.status_code == 413
     assert json_of(flow.response)["error"]["code"] == "RequestEntityTooLarge"
     assert "50 bytes" in json_of(flow.response)["error"]["message"]

@@ -17,6 +17,7 @@ from typing import Any
 from ..openai import catalogue
 from ..openai.catalogue import Model, Normal
 from ..openai.content_filter import FilterSpecError, Policy, parse_policy
+from .bounds import Bounds
 from .entra import TokenPolicy
 from .faults import FaultBook, FaultError, FaultProfile, parse_profile
 from .prompt_cache import PromptCache
@@ -317,7 +318,7 @@ class SimulatorConfig:
     latency_enabled: bool = True
     # Per-token (chat, completions) and per-request (embeddings) defaults, milliseconds.
     latency_defaults: dict[str, Normal] = field(default_factory=dict)
-    max_body_bytes: int = 10 * 1024 * 1024
+    bounds: Bounds = field(default_factory=Bounds)  # every limit on what a client can make us spend
     region: str = "eastus"
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     # Generators tried in order in generate mode: f(RequestContext) -> Response | None.
@@ -343,6 +344,10 @@ class SimulatorConfig:
     prompt_cache: PromptCache = field(default_factory=PromptCache)
     # Declared faults: the default profile, each deployment's draws and quota cuts, the counts.
     faults: FaultBook = field(default_factory=FaultBook)
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.bounds.max_body_bytes
 
     def auth_bearer_token(self, token: str) -> None:
         """Accept `Authorization: Bearer <token>` as well as the API key (extension contract)."""

@@ -24,6 +24,7 @@ from mitmproxy import ctx, exceptions
 
 from ..openai import catalogue, text, tokens
 from ..runtime import config as cfg
+from ..runtime import bounds as limits_table
 from ..runtime import entra, internals, upstream
 from ..runtime.config import ConfigError, SimulatorConfig
 from ..runtime.startup import Startup
@@ -128,6 +129,8 @@ SETTINGS = [
             "Responses API: how many stored responses are kept (the newest) for retrieve and previous_response_id."),
     Setting("PROMPT_CACHE_IDLE_SECONDS", str, "300",
             "Seconds after which an unused prompt prefix leaves the prompt cache (cached_tokens)."),
+    # Every bound on what a client can make the simulator spend (runtime/bounds.py).
+    *(Setting(b.env, str, str(b.default), b.help) for b in limits_table.BOUNDS),
 ]
 BY_OPTION = {s.option: s for s in SETTINGS}
 ENTRA_OPTIONS = {"simulator_entra_tokens", "simulator_entra_audiences", "simulator_entra_tenants",
@@ -328,6 +331,10 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     for peer in peers:
         if not re.fullmatch(r"https?://[^/\s]+", peer):
             raise ConfigError(f"SIMULATOR_PEERS: expected base URLs such as http://127.0.0.1:8001, got {peer!r}")
+    try:
+        bounds = limits_table.parse_bounds({b.env: getattr(options, b.option) for b in limits_table.BOUNDS})
+    except limits_table.BoundError as e:
+        raise ConfigError(str(e)) from None
     policy = entra_policy(options) if updated & ENTRA_OPTIONS else config.entra
     if updated & TLS_OPTIONS:
         tls_certificate(options)  # checked here; the Settings stage hands it to mitmproxy
@@ -368,6 +375,7 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     config.peers = peers
     config.worker = options.simulator_worker.strip()
     config.entra = policy
+    config.bounds = bounds
     config.stored_responses.capacity = 1000 if stored is None else int(stored)
     config.prompt_cache.idle_s = 300.0 if cache_idle is None else cache_idle
     logging.getLogger("aoai").setLevel(level)
