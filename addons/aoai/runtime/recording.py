@@ -20,7 +20,7 @@ import os
 import pickle
 import re
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -336,6 +336,23 @@ def _key_of_request(request: dict, rules: KeyRules, table: RouteTable) -> str:
                        body_from_yaml(request), headers.get("content-type", ""), rules)
 
 
+def interaction_bytes(interaction: Interaction) -> int:
+    """About what an interaction takes in memory: its bodies, path and headers, and each
+    streamed event's JSON (serialized only here, for record mode without autosave)."""
+    size = 512 + len(interaction.path) + len(interaction.request_body) + len(interaction.response_body)
+    size += sum(len(k) + len(v) for k, v in interaction.query)
+    size += sum(len(k) + len(v) for headers in (interaction.request_headers, interaction.response_headers)
+                for k, v in headers.items())
+    for event in interaction.events or ():
+        data = event.data
+        size += 64 + (len(data) if isinstance(data, str) else len(orjson.dumps(data)))
+    return size
+
+
+PENDING_MAX_BYTES = 64 * 1024 * 1024  # RECORDING_PENDING_MAX_BYTES's default
+CACHE_MAX_BYTES = 64 * 1024 * 1024  # RECORDING_CACHE_MAX_BYTES's default
+
+
 class RecordingStore:
     def __init__(self, directory: str | os.PathLike, rules: KeyRules = KeyRules(), table: RouteTable = TABLE):
         self.directory = Path(directory)
@@ -347,7 +364,16 @@ class RecordingStore:
         self.index: dict[str, list[Ref]] = defaultdict(list)
         self.cursors: dict[str, int] = {}
         self.pending: list[tuple[str, Interaction]] = []
-        self._cache: dict[Ref, Interaction] = {}
+        # Without autosave, recordings wait in memory for /++/save-recordings; past this many
+        # bytes they are saved at once (RECORDING_PENDING_MAX_BYTES), so none is lost.
+        self.pending_bytes = 0
+        self.pending_max_bytes = PENDING_MAX_BYTES
+        self._said_pending = False
+        # Interactions parsed (or just written), the least recently used first: at most
+        # `cache_max_bytes` of them, as their documents' sizes (RECORDING_CACHE_MAX_BYTES).
+        self._cache: OrderedDict[Ref, Interaction] = OrderedDict()
+        self.cache_bytes = 0
+        self.cache_max_bytes = CACHE_MAX_BYTES
 
     def canonical_path(self, method: str, path: str) -> str:
         """The path as its route spells it: the variants of one request share recordings."""
@@ -365,12 +391,19 @@ class RecordingStore:
     def count(self) -> int:
         return sum(len(refs) for refs in self.index.values())
 
+    def usage(self) -> dict[str, dict]:
+        """For /++/limits: the recordings waiting to be saved, and those kept parsed."""
+        return {"pending": {"count": len(self.pending), "bytes": self.pending_bytes,
+                            "maxBytes": self.pending_max_bytes},
+                "cache": {"count": len(self._cache), "bytes": self.cache_bytes, "maxBytes": self.cache_max_bytes}}
+
     # loading
 
     def load(self) -> int:
         self.index.clear()
         self.cursors.clear()
         self._cache.clear()
+        self.cache_bytes = 0
         if self.directory.is_dir():
             for path in sorted(p for p in self.directory.glob("*.yaml") if p.is_file()):
                 for entry in self._file_index(path):
@@ -459,12 +492,25 @@ class RecordingStore:
 
     def get(self, ref: Ref) -> Interaction:
         interaction = self._cache.get(ref)
-        if interaction is None:
-            with open(self.directory / ref.file, "rb") as f:
-                f.seek(ref.offset)
-                doc = _load_plain(f.read(ref.length))
-            interaction = self._cache[ref] = Interaction.from_document(doc)
+        if interaction is not None:
+            self._cache.move_to_end(ref)
+            return interaction
+        with open(self.directory / ref.file, "rb") as f:
+            f.seek(ref.offset)
+            doc = _load_plain(f.read(ref.length))
+        interaction = Interaction.from_document(doc)
+        self._remember(ref, interaction)
         return interaction
+
+    def _remember(self, ref: Ref, interaction: Interaction) -> None:
+        """Keep a parsed interaction, forgetting the least recently used past the budget (an
+        interaction larger than it all is read from its file each time)."""
+        if ref.length > self.cache_max_bytes or ref in self._cache:
+            return
+        self._cache[ref] = interaction
+        self.cache_bytes += ref.length
+        while self.cache_bytes > self.cache_max_bytes:
+            self.cache_bytes -= self._cache.popitem(last=False)[0].length
 
     def find(self, key: str) -> Interaction | None:
         """The next recording for `key`: in recorded order, then the last one again."""
@@ -503,6 +549,13 @@ class RecordingStore:
         file = self.file_for(interaction.method, interaction.path)
         if not autosave:
             self.pending.append((file, interaction))
+            self.pending_bytes += interaction_bytes(interaction)
+            if self.pending_bytes > self.pending_max_bytes:
+                if not self._said_pending:
+                    self._said_pending = True
+                    logger.warning("recordings waiting to be saved passed RECORDING_PENDING_MAX_BYTES (%d bytes): "
+                                   "saving them now, and whenever they pass it again", self.pending_max_bytes)
+                return self.save() > 0
             return True
         return self._write(file, [interaction])
 
@@ -527,6 +580,7 @@ class RecordingStore:
         for file, interaction in self.pending:
             by_file[file].append(interaction)
         self.pending.clear()
+        self.pending_bytes = 0
         return sum(len(v) for file, v in by_file.items() if self._write(file, v))
 
     def _append(self, file: str, interactions: list[Interaction]) -> None:
@@ -553,7 +607,7 @@ class RecordingStore:
         for interaction, doc in zip(interactions, docs):
             ref = Ref(file, start, len(doc))
             self.index[interaction.key(self.rules, self.table)].append(ref)
-            self._cache[ref] = interaction
+            self._remember(ref, interaction)
             start += len(doc)
 
 

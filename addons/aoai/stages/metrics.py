@@ -160,7 +160,8 @@ def _throttle_reason(headers: http.Headers) -> str:
 
 def _labels(flow: http.HTTPFlow, mode: str) -> tuple[str, str, str]:
     context = context_of(flow)
-    deployment = context.deployment.name if context and context.deployment else ""
+    # Never the name a client sent as it is: a bounded label (runtime/labels.py).
+    deployment = context.deployment.label if context and context.deployment else ""
     operation = context.route.operation if context and context.route else "other"
     return deployment, operation, mode
 

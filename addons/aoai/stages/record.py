@@ -130,6 +130,11 @@ class Record:
         self.streams = streams or StreamServer()
         self.upstream = Upstream()
 
+    def configure(self, updated: set[str]) -> None:
+        bounds = self.config.bounds
+        self.store.pending_max_bytes = bounds.recording_pending_bytes
+        self.store.cache_max_bytes = bounds.recording_cache_bytes
+
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         # Synchronous outside record mode, so other modes pay no coroutine for this stage.
         if flow.response or self.config.mode != "record":

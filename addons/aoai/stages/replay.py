@@ -82,7 +82,7 @@ def stream_plan(interaction: Interaction, headers: dict[str, str], timing: str,
         frames = [(e.at_ms / 1000 * scale, sse_bytes(e.data)) for e in events]
     labels = {}
     if context is not None and context.deployment is not None:
-        labels = {"deployment": context.deployment.name, "operation": context.route.operation}
+        labels = {"deployment": context.deployment.label, "operation": context.route.operation}
     return StreamPlan(headers, frames, status=interaction.status,
                       token_frames=[carries_tokens(e.data) for e in events], labels=labels)
 
