@@ -20,7 +20,7 @@ from ..openai.content_filter import FilterSpecError, Policy, parse_policy
 from .bounds import Bounds
 from .entra import TokenPolicy
 from .faults import FaultBook, FaultError, FaultProfile, parse_profile
-from .labels import DeploymentLabels, capped
+from .labels import MAX_LABEL_CHARS, DeploymentLabels, capped
 from .prompt_cache import PromptCache
 from .stored import ResponseStore
 
@@ -74,7 +74,10 @@ class Deployment:
     def label(self) -> str:
         """What metrics, counters and rate-limit windows know it by (runtime/labels.py): its
         name, at most 128 characters; for an undefined deployment, perhaps `(other)`."""
-        return capped(self.name) if self.undefined_label is None else self.undefined_label
+        if self.undefined_label is not None:
+            return self.undefined_label
+        name = self.name
+        return name if len(name) <= MAX_LABEL_CHARS else capped(name)  # asked for every request
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {"model": self.model.name}

@@ -45,6 +45,6 @@ class DeploymentLabels:
     def __len__(self) -> int:
         return len(self._undefined)
 
-    def to_json(self) -> dict:
-        return {"undefinedDeployments": len(self._undefined), "maxUndefinedDeployments": self.limit,
-                "maxLabelChars": MAX_LABEL_CHARS}
+    def usage(self) -> dict:
+        """For /++/limits: the undefined names with labels of their own, and the most there may be."""
+        return {"count": len(self._undefined), "maxCount": self.limit, "maxLabelChars": MAX_LABEL_CHARS}

@@ -149,8 +149,7 @@ def stores_view(config: SimulatorConfig, recordings: RecordingStore | None, limi
                                              maxBytes="DOC_INTELLIGENCE_RESULTS_MAX_BYTES"),
         "promptCache": store(config.prompt_cache.usage(), maxBytes="PROMPT_CACHE_MAX_BYTES"),
         "routeCache": routes.TABLE.usage(),  # a fixed bound: paths longer than maxPathChars are never kept
-        "deploymentLabels": store(config.deployment_labels.to_json(),
-                                  maxUndefinedDeployments="METRICS_MAX_DEPLOYMENT_LABELS"),
+        "undefinedDeploymentLabels": store(config.deployment_labels.usage(), maxCount="METRICS_MAX_DEPLOYMENT_LABELS"),
     }
     if limits is not None:
         stores["retryHints"] = store(limits.limiter.hints.usage(), maxBytes="RETRY_HINTS_MAX_BYTES")

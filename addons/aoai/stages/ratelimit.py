@@ -262,7 +262,8 @@ class Limits:
         version = context.api_version
         if verdict.reason == limits.TOO_LARGE:
             headers["x-should-retry"] = "false"  # the openai SDKs honour it
-            message = limits.too_large_message(operation, version, ask.name, ask.cost, ask.quota.tokens)
+            name = context.deployment.name if context.deployment is not None else ask.name  # as the client named it
+            message = limits.too_large_message(operation, version, name, ask.cost, ask.quota.tokens)
         else:
             message = limits.throttled_message(operation, version, verdict.reason, seconds)
         return too_many_requests(message, request, headers, self.config.region)
