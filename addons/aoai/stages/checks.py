@@ -260,5 +260,5 @@ class Checks:
             return
         error = check(context)
         if error is not None:
-            logger.debug("%s for %s %s", error.status_code, flow.request.method, flow.request.path)
+            logger.debug("%s for %s %.200s", error.status_code, flow.request.method, flow.request.path)
             flow.response = error

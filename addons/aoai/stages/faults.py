@@ -97,7 +97,7 @@ class Faults:
         if fault is None or (fault.kind == "contextLength" and context.route.operation not in _CONTEXT_OPERATIONS):
             return None
         book.count(context.deployment.label, fault.kind)
-        logger.info("fault %s injected on %s %s", fault.kind, flow.request.method, flow.request.path)
+        logger.info("fault %s injected on %s %.200s", fault.kind, flow.request.method, flow.request.path)
         context.fault_shapes = ()
         request = flow.request
         if fault.kind == "500":

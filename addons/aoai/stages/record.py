@@ -155,7 +155,7 @@ class Record:
             except Exception as e:
                 # A broken forwarder costs one request a 500, never the proxy.
                 where = describe(forwarder)
-                logger.warning("forwarder %s failed on %s %s", where, flow.request.method, flow.request.path,
+                logger.warning("forwarder %s failed on %s %.200s", where, flow.request.method, flow.request.path,
                                exc_info=True)
                 flow.response = wire.azure_error(500, "InternalServerError",
                                                  f"The forwarder {where} failed: {type(e).__name__}: {e}", flow.request)
@@ -228,7 +228,7 @@ class Record:
 
     @staticmethod
     def _fail(flow: http.HTTPFlow, fault: Fault) -> None:
-        logger.warning("%s %s: %s", flow.request.method, flow.request.path.partition("?")[0], fault.message)
+        logger.warning("%s %.200s: %s", flow.request.method, flow.request.path.partition("?")[0], fault.message)
         flow.response = wire.azure_error(fault.status, fault.code, fault.message, flow.request)
 
     def response(self, flow: http.HTTPFlow) -> None:
@@ -261,7 +261,7 @@ class Record:
             recorded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         )
         if self.store.add(interaction, self.config.recording.autosave):
-            logger.info("recorded %s %s (%d)", request.method, interaction.path, status)
+            logger.info("recorded %s %.200s (%d)", request.method, interaction.path, status)
 
     async def done(self) -> None:
         saved = self.store.save()

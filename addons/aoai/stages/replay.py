@@ -102,7 +102,7 @@ def miss_response(flow: http.HTTPFlow, store: RecordingStore, key: str, status: 
         details["closest"] = {"key": other_key, "differs": fields}
     else:
         message += " Nothing like it is recorded."
-    logger.warning("replay miss: %s %s would be recorded in %s", request.method, path, file)
+    logger.warning("replay miss: %s %.200s would be recorded in %s", request.method, path, file)
     return wire.azure_error(status, "RecordingNotFound", message, request, **details)
 
 
