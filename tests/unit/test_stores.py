@@ -110,12 +110,14 @@ def test_a_prompt_cache_entry_takes_what_entry_bytes_says():
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        for n in range(2000):
-            cache.use("d" * 5000, [n] + [0] * 1023, now=0)
+        prompt = [0] * 1024
+        for n in range(1000):
+            prompt[0] = n
+            cache.use("d" * 5000, prompt, now=0)
         grown = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert len(cache) == 2000 and grown / 2000 <= ENTRY_BYTES
+    assert len(cache) == 1000 and grown / 1000 <= ENTRY_BYTES
 
 
 # --- early-retry hints ------------------------------------------------------------------------
@@ -406,3 +408,18 @@ def test_the_settings_bound_every_store(monkeypatch):
     assert stores["retryHints"]["maxCount"] == 10 and stores["promptCache"]["maxCount"] == 20
     assert stores["routeCache"]["maxPathChars"] == 256
     assert all({"count", "settings"} <= set(view) for name, view in stores.items() if name != "routeCache")
+
+
+def test_a_conversation_cut_to_its_newest_turns_counts_only_those():
+    config = make_config()
+    previous, sizes = None, []
+    for _ in range(6):
+        body = {"model": "gpt-4o", "input": "word " * 30_000, "max_output_tokens": 16, "truncation": "auto"}
+        if previous is not None:
+            body["previous_response_id"] = previous
+        made = answer(responses_flow(body), config)
+        assert made.response.status_code == 200, made.response.content[:300]
+        previous = json_of(made.response)["id"]
+        sizes.append(config.stored_responses.get(previous).size)
+    # gpt-4o's window holds four such turns: the older ones are dropped, and no longer counted.
+    assert sizes[1] > 1.9 * sizes[0] and max(sizes[4:]) <= sizes[3], sizes

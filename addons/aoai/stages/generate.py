@@ -186,10 +186,15 @@ def stored_size(context: RequestContext, completion_tokens: int) -> int:
     encoded = "content-encoding" in request.headers  # the decoded body is what is kept
     size = len((request.content if encoded else request.raw_content) or b"")
     size += STORED_OVERHEAD_BYTES + completion_tokens * STORED_BYTES_PER_TOKEN
-    if context.history:
+    history = context.history
+    if history:
         previous = context.config.stored_responses.get(context.body.get("previous_response_id") or "")
-        # Gone since the request was checked (another request made room): measure the turns.
-        size += previous.size if previous is not None else len(wire.dumps(context.history))
+        if previous is not None and len(previous.conversation) == len(history):
+            size += previous.size  # all of the conversation it continues
+        else:
+            # Only the newest turns (truncation "auto"), or the response has gone since the
+            # request was checked: measured.
+            size += len(wire.dumps(history))
     return size
 
 

@@ -246,7 +246,8 @@ class Metrics:
             return
         m, labels = self.metrics, _labels(flow, self.config.mode)
         status = flow.response.status_code
-        m.inc("requests", labels + (str(status),))
+        # A fixed set of label values: an HTTP status, else "other" (an extension's odd number).
+        m.inc("requests", labels + (str(status) if 100 <= status < 600 else "other",))
         if context is not None and context.filtered:
             for source, category in context.filtered:
                 m.inc("content_filtered", (labels[0], source, category))

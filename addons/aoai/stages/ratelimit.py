@@ -144,7 +144,8 @@ class Limits:
                 default_reservation=config.rate_limit_default_reservation,
                 max_output_tokens=deployment.model.max_output_tokens)
             # By label: an undefined deployment's window is never keyed by the whole name a client sent.
-            return Ask("d:" + deployment.label, deployment.label, quota, context, cost)
+            label = deployment.label
+            return Ask("d:" + label, label, quota, context, cost)
         if route.quota == DI_ANALYZE_QUOTA:
             quota = limits.per_second_quota(config.doc_intelligence_rps)
         elif route.quota == DI_POLL_QUOTA:
@@ -165,7 +166,8 @@ class Limits:
             default_reservation=self.config.rate_limit_default_reservation,
             max_output_tokens=deployment.model.max_output_tokens)
         cost = context.estimated_tokens = capacity.cost(context.prompt_tokens, output)
-        return Ask("p:" + deployment.label, deployment.label, UNLIMITED, context, cost, capacity)
+        label = deployment.label
+        return Ask("p:" + label, label, UNLIMITED, context, cost, capacity)
 
     def quota_now(self, deployment: Deployment) -> limits.Quota:
         """The deployment's quota, lowered while a declared quota cut lasts (as Azure does under
