@@ -209,3 +209,29 @@ def test_limits_shows_every_store_with_its_bound(sim, client):
             assert store["settings"]["maxBytes"].endswith("_MAX_BYTES"), name
     assert stores["responses"]["settings"] == {"maxCount": "RESPONSES_STORED", "maxBytes": "RESPONSES_STORED_MAX_BYTES"}
     assert stores["images"]["maxBytes"] == 64 * MiB  # the default
+
+
+def test_recordings_waiting_past_their_bound_are_saved_not_lost(tmp_path):
+    from fake_azure import UPSTREAM_KEY, FakeAzure
+
+    folder = tmp_path / "rec"
+    with FakeAzure() as upstream:
+        s = start_simulator(tmp_path, {"SIMULATOR_MODE": "record", "AZURE_OPENAI_ENDPOINT": upstream.url,
+                                       "AZURE_OPENAI_KEY": UPSTREAM_KEY, "RECORDING_DIR": str(folder),
+                                       "RECORDING_AUTOSAVE": "false", "RECORDING_PENDING_MAX_BYTES": "20000"})
+        try:
+            with httpx.Client(base_url=s.url, timeout=30) as c:
+                for n in range(12):
+                    r = c.post(f"/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}",
+                               headers={"api-key": s.key},
+                               json={"messages": [{"role": "user", "content": f"{n} " + "w" * 4000}]})
+                    assert r.status_code == 200, r.text
+                pending = c.get("/++/limits", headers={"api-key": s.key}).json()["stores"]["pendingRecordings"]
+                saved = c.post("/++/save-recordings", headers={"api-key": s.key}).json()["saved"]
+        finally:
+            s.stop()
+        log = s.log()
+    assert pending["bytes"] <= pending["maxBytes"] == 20000 and pending["count"] < 5  # each is over 4 KB
+    documents = (folder / "gpt-4o.chat-completions.yaml").read_text().count("\nrecorded_at:")
+    assert documents == 12 and saved == pending["count"]  # every one saved: before the bound was passed, or after
+    assert log.count("RECORDING_PENDING_MAX_BYTES") == 1
