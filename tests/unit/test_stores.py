@@ -152,6 +152,10 @@ def test_retry_hints_are_bounded_in_bytes_the_oldest_forgotten_first():
     assert hints.arrived((249).to_bytes(16, "little"), 0.0) > 0  # the newest is kept
     assert hints.arrived((0).to_bytes(16, "little"), 0.0) == 0.0  # the oldest forgotten
     assert hints.usage()["maxCount"] == 100
+    tiny = limits.RetryHints(max_bytes=1)
+    for n in range(5):
+        tiny.told(n.to_bytes(16, "little"), due=10.0, now=0.0)
+    assert len(tiny) == 1 and tiny.arrived((4).to_bytes(16, "little"), 0.0) == 10.0
 
 
 def test_a_hint_takes_what_entry_bytes_says():

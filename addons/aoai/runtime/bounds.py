@@ -50,7 +50,7 @@ BOUNDS: tuple[Bound, ...] = (
     Bound("RECORDING_PENDING_MAX_BYTES", "recording_pending_bytes", 64 * MiB,
           "Record mode without autosave: bytes of recorded interactions held for /++/save-recordings; past "
           "this they are saved at once."),
-    Bound("PROMPT_CACHE_MAX_BYTES", "prompt_cache_bytes", 16 * MiB,
+    Bound("PROMPT_CACHE_MAX_BYTES", "prompt_cache_bytes", 20 * MiB,
           "Bytes the prompt cache's prefix digests may take (about 200 each); the least recently used leave first."),
     Bound("RETRY_HINTS_MAX_BYTES", "retry_hints_bytes", 8 * MiB,
           "Bytes the early-retry hints of throttled clients may take (about 160 each, the client's identity "

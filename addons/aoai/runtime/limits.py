@@ -654,8 +654,8 @@ class RetryHints:
         capacity = self.capacity
         if len(self.due) >= capacity:
             self.due = {k: t for k, t in self.due.items() if t > now}
-            if len(self.due) >= capacity:  # all still pending: forget the oldest half
-                self.due = dict(list(self.due.items())[capacity // 2:])
+            if len(self.due) >= capacity:  # all still pending: keep the newest half
+                self.due = dict(list(self.due.items())[len(self.due) - capacity // 2:])
         self.due[identity] = due
 
     def arrived(self, identity: bytes, now: float) -> float:

@@ -20,7 +20,7 @@ MIN_TOKENS = 1024
 STEP = 128
 DEFAULT_IDLE_S = 300.0
 ENTRY_BYTES = 200  # a 16-byte digest, its last use and its ordered-dict slot, measured
-DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024  # PROMPT_CACHE_MAX_BYTES's default: about 100,000 entries
 
 
 class PromptCache:

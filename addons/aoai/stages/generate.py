@@ -453,7 +453,8 @@ class Generate:
         """A broken generator costs one request a 500, never the proxy."""
         flow, where = context.flow, describe(generator)
         # A warning, not an error: mitmproxy stops when an error is logged during start-up.
-        logger.warning("generator %s failed on %s %.200s", where, flow.request.method, flow.request.path, exc_info=error)
+        logger.warning("generator %s failed on %s %.200s", where, flow.request.method, flow.request.path,
+                       exc_info=error)
         return wire.azure_error(500, "InternalServerError",
                                 f"The generator {where} failed: {type(error).__name__}: {error}", flow.request)
 
