@@ -222,23 +222,51 @@ def interaction(n: int, size: int = 1000) -> recording.Interaction:
                                  {"content-type": "application/json"}, b'{"a": "' + b"x" * size + b'"}')
 
 
-def test_pending_recordings_past_their_bound_are_saved_with_one_warning(tmp_path, caplog):
+def test_pending_recordings_past_their_bound_are_taken_to_be_saved_with_one_warning(tmp_path, caplog):
     store = recording.RecordingStore(tmp_path)
     one = recording.interaction_bytes(interaction(0))
     assert one > 1000
     store.pending_max_bytes = 4 * one + one // 2
     with caplog.at_level(logging.WARNING, "aoai.runtime.recording"):
         for n in range(4):
-            assert store.add(interaction(n), autosave=False)
+            assert store.add(interaction(n), autosave=False) and store.overflow() == []
         assert store.usage()["pending"] == {"count": 4, "bytes": 4 * one, "maxBytes": store.pending_max_bytes}
         assert not list(tmp_path.glob("*.yaml"))
-        assert store.add(interaction(4), autosave=False)  # past the bound: all saved, nothing lost
-        assert store.pending == [] and store.pending_bytes == 0
+        store.add(interaction(4), autosave=False)
+        batch = store.overflow()  # past the bound: all of them, to be saved now
+        assert len(batch) == 5 and store.pending == [] and store.pending_bytes == 0
+        assert store.save(batch) == 5
         for n in range(5, 15):
             store.add(interaction(n), autosave=False)
+            store.save(store.overflow())
     assert caplog.text.count("RECORDING_PENDING_MAX_BYTES") == 1
     store.save()
     assert store.load() == 15
+
+
+def test_the_record_stage_saves_them_in_a_worker_thread(tmp_path):
+    import asyncio
+    import threading
+
+    from aoai.stages.record import Record
+
+    store = recording.RecordingStore(tmp_path)
+    store.pending_max_bytes = 1
+    config = make_config(mode="record")
+    config.recording.autosave = False
+    stage = Record(config, store)
+    writers = []
+    save = store.save
+    store.save = lambda batch=None: writers.append(threading.current_thread()) or save(batch)
+
+    async def main():
+        flow = tflow.tflow(resp=True)
+        stage._save(flow.request, 200, [], b"{}", None, flow.request.timestamp_start + 1)
+        assert stage._saving
+        await stage.done()
+
+    asyncio.run(main())
+    assert writers[0] is not threading.main_thread() and store.load() == 1
 
 
 def test_pending_streams_count_their_events():

@@ -19,6 +19,7 @@ import logging
 import os
 import pickle
 import re
+import threading
 import time
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
@@ -374,6 +375,9 @@ class RecordingStore:
         self._cache: OrderedDict[Ref, Interaction] = OrderedDict()
         self.cache_bytes = 0
         self.cache_max_bytes = CACHE_MAX_BYTES
+        # Pending recordings past their bound are written by a worker thread (see overflow).
+        self._cache_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one append at a time: each knows where it landed
 
     def canonical_path(self, method: str, path: str) -> str:
         """The path as its route spells it: the variants of one request share recordings."""
@@ -491,10 +495,11 @@ class RecordingStore:
     # finding
 
     def get(self, ref: Ref) -> Interaction:
-        interaction = self._cache.get(ref)
-        if interaction is not None:
-            self._cache.move_to_end(ref)
-            return interaction
+        with self._cache_lock:
+            interaction = self._cache.get(ref)
+            if interaction is not None:
+                self._cache.move_to_end(ref)
+                return interaction
         with open(self.directory / ref.file, "rb") as f:
             f.seek(ref.offset)
             doc = _load_plain(f.read(ref.length))
@@ -505,12 +510,13 @@ class RecordingStore:
     def _remember(self, ref: Ref, interaction: Interaction) -> None:
         """Keep a parsed interaction, forgetting the least recently used past the budget (an
         interaction larger than it all is read from its file each time)."""
-        if ref.length > self.cache_max_bytes or ref in self._cache:
-            return
-        self._cache[ref] = interaction
-        self.cache_bytes += ref.length
-        while self.cache_bytes > self.cache_max_bytes:
-            self.cache_bytes -= self._cache.popitem(last=False)[0].length
+        with self._cache_lock:
+            if ref.length > self.cache_max_bytes or ref in self._cache:
+                return
+            self._cache[ref] = interaction
+            self.cache_bytes += ref.length
+            while self.cache_bytes > self.cache_max_bytes:
+                self.cache_bytes -= self._cache.popitem(last=False)[0].length
 
     def find(self, key: str) -> Interaction | None:
         """The next recording for `key`: in recorded order, then the last one again."""
@@ -550,20 +556,30 @@ class RecordingStore:
         if not autosave:
             self.pending.append((file, interaction))
             self.pending_bytes += interaction_bytes(interaction)
-            if self.pending_bytes > self.pending_max_bytes:
-                if not self._said_pending:
-                    self._said_pending = True
-                    logger.warning("recordings waiting to be saved passed RECORDING_PENDING_MAX_BYTES (%d bytes): "
-                                   "saving them now, and whenever they pass it again", self.pending_max_bytes)
-                return self.save() > 0
             return True
         return self._write(file, [interaction])
+
+    def overflow(self) -> list[tuple[str, Interaction]]:
+        """The pending recordings, taken to be saved at once (`save(batch)`), when they have
+        passed RECORDING_PENDING_MAX_BYTES; else none. Said once, as a warning."""
+        if self.pending_bytes <= self.pending_max_bytes:
+            return []
+        if not self._said_pending:
+            self._said_pending = True
+            logger.warning("recordings waiting to be saved passed RECORDING_PENDING_MAX_BYTES (%d bytes): saving "
+                           "them now, and whenever they pass it again", self.pending_max_bytes)
+        return self._take_pending()
+
+    def _take_pending(self) -> list[tuple[str, Interaction]]:
+        batch, self.pending, self.pending_bytes = self.pending, [], 0
+        return batch
 
     def _write(self, file: str, interactions: list[Interaction]) -> bool:
         """Append, saying once per file when the disk refuses (full, read-only, gone) and once
         when it takes writes again; what was written before stays loadable."""
         try:
-            self._append(file, interactions)
+            with self._write_lock:
+                self._append(file, interactions)
         except OSError as e:
             if file not in self._unwritable:
                 self._unwritable.add(file)
@@ -575,12 +591,11 @@ class RecordingStore:
             logger.info("writing recordings to %s again", self.directory / file)
         return True
 
-    def save(self) -> int:
+    def save(self, batch: list[tuple[str, Interaction]] | None = None) -> int:
+        """Write the pending recordings (or a batch `overflow` took from them); how many."""
         by_file: dict[str, list[Interaction]] = defaultdict(list)
-        for file, interaction in self.pending:
+        for file, interaction in self._take_pending() if batch is None else batch:
             by_file[file].append(interaction)
-        self.pending.clear()
-        self.pending_bytes = 0
         return sum(len(v) for file, v in by_file.items() if self._write(file, v))
 
     def _append(self, file: str, interactions: list[Interaction]) -> None:

@@ -23,7 +23,7 @@ class StoredResponse:
     body: dict  # the response object as it was answered
     input_items: list[dict]  # this request's input, as items with ids
     conversation: list[dict]  # the earlier turns, this input and this output: what a follow-up continues
-    # What it holds, in bytes, as measured when it was made (see generate.stored_size): counted
+    # What it holds, in bytes, as measured when it was made (stages/generate.py, stored_size): counted
     # against RESPONSES_STORED_MAX_BYTES. It includes the earlier turns it carries, so the
     # budget is never smaller than what the kept responses hold together.
     size: int = 0

@@ -10,6 +10,7 @@ page. A stream relayed live that breaks off breaks off for the client too, and i
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -129,6 +130,7 @@ class Record:
         self.store = store
         self.streams = streams or StreamServer()
         self.upstream = Upstream()
+        self._saving: set[asyncio.Task] = set()  # pending recordings being written past their bound
 
     def configure(self, updated: set[str]) -> None:
         bounds = self.config.bounds
@@ -262,8 +264,25 @@ class Record:
         )
         if self.store.add(interaction, self.config.recording.autosave):
             logger.info("recorded %s %.200s (%d)", request.method, interaction.path, status)
+        batch = self.store.overflow()
+        if batch:
+            self._save_off_the_loop(batch)
+
+    def _save_off_the_loop(self, batch: list) -> None:
+        """Write pending recordings that passed their bound in a worker thread: tens of MiB of
+        YAML take seconds, which the event loop must not wait."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside the proxy's loop (tests): at once
+            self.store.save(batch)
+            return
+        task = loop.create_task(asyncio.to_thread(self.store.save, batch))
+        self._saving.add(task)
+        task.add_done_callback(self._saving.discard)
 
     async def done(self) -> None:
+        if self._saving:
+            await asyncio.gather(*self._saving)
         saved = self.store.save()
         if saved:
             logger.info("saved %d recorded interactions", saved)
