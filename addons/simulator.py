@@ -77,7 +77,7 @@ addons = [
     Management(config, streams, limits, recordings),  # /++/health, /++/config, /++/limits, /++/reset-limits, …
     Metrics(config, streams, limits),  # /++/metrics; counts and times every flow as it ends
     NotFound(config),  # nothing answered: 404, so generate and replay never go upstream
-    FlowCap(),  # under mitmweb: keep only the newest flows in memory
+    FlowCap(config),  # under mitmweb: keep only the newest flows in memory (by count and bytes)
 ]
 for stage in addons:
     guard(stage)

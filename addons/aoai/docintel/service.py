@@ -43,6 +43,7 @@ READY_PER_10KB_S = 0.01
 URL_SOURCE_BYTES = 100_000  # the size assumed for a document given by URL (it is never fetched)
 RETRY_AFTER_S = 1  # whole seconds: the SDK reads Retry-After as an integer
 MAX_RESULTS = 1000  # analyses kept; the oldest are dropped past this
+RESULTS_MAX_BYTES = 32 * 1024 * 1024  # DOC_INTELLIGENCE_RESULTS_MAX_BYTES's default
 MAX_PAGES = 20  # pages in one made-up result, to keep answers a sane size
 BYTES_PER_PAGE = 200_000  # page-count guess for documents without countable page objects
 MAX_DOCUMENT_BYTES = 500 * 1024 * 1024  # the S0 tier's file limit
@@ -201,22 +202,46 @@ def ready_seconds(size: int, base_s: float, per_10kb_s: float) -> float:
 # --- analyses in memory ----------------------------------------------------------------------
 
 class ResultStore:
-    """Analyses by result id, oldest dropped past `limit`."""
+    """Analyses by result id, oldest dropped past `limit` of them or `max_bytes` together
+    (DOC_INTELLIGENCE_RESULTS_MAX_BYTES); a dropped one's polls get Azure's 404 for an expired
+    operation."""
 
-    def __init__(self, limit: int = MAX_RESULTS):
+    def __init__(self, limit: int = MAX_RESULTS, max_bytes: int = RESULTS_MAX_BYTES):
         self.limit = limit
-        self._items: OrderedDict[str, Analysis] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: OrderedDict[str, tuple[Analysis, int]] = OrderedDict()
 
     def add(self, analysis: Analysis) -> None:
-        self._items[analysis.result_id] = analysis
-        while len(self._items) > self.limit:
-            self._items.popitem(last=False)
+        self._drop(analysis.result_id)
+        size = analysis_bytes(analysis)
+        self._items[analysis.result_id] = (analysis, size)
+        self.bytes += size
+        while self._items and (len(self._items) > self.limit or self.bytes > self.max_bytes):
+            self.bytes -= self._items.popitem(last=False)[1][1]
 
     def get(self, result_id: str) -> Analysis | None:
-        return self._items.get(result_id)
+        kept = self._items.get(result_id)
+        return kept[0] if kept is not None else None
+
+    def _drop(self, result_id: str) -> None:
+        kept = self._items.pop(result_id, None)
+        if kept is not None:
+            self.bytes -= kept[1]
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def usage(self) -> dict:
+        """For /++/limits: what the store holds and may hold."""
+        return {"count": len(self._items), "maxCount": self.limit, "bytes": self.bytes, "maxBytes": self.max_bytes}
+
+
+def analysis_bytes(analysis: Analysis) -> int:
+    """What an analysis takes in memory (measured: about 500 bytes, and 40 a page); the
+    result itself is rebuilt on each poll, never kept."""
+    return 512 + 40 * len(analysis.page_numbers) + len(analysis.result_id) + len(analysis.model_id) \
+        + len(analysis.api_version)
 
 
 def iso_time(epoch: float) -> str:

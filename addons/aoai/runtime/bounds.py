@@ -50,6 +50,16 @@ BOUNDS: tuple[Bound, ...] = (
     Bound("RECORDING_PENDING_MAX_BYTES", "recording_pending_bytes", 64 * MiB,
           "Record mode without autosave: bytes of recorded interactions held for /++/save-recordings; past "
           "this they are saved at once."),
+    Bound("PROMPT_CACHE_MAX_BYTES", "prompt_cache_bytes", 20 * MiB,
+          "Bytes the prompt cache's prefix digests may take (about 200 each); the least recently used leave first."),
+    Bound("RETRY_HINTS_MAX_BYTES", "retry_hints_bytes", 8 * MiB,
+          "Bytes the early-retry hints of throttled clients may take (about 160 each, the client's identity "
+          "hashed); past this the oldest are forgotten."),
+    Bound("RECORDING_CACHE_MAX_BYTES", "recording_cache_bytes", 64 * MiB,
+          "Bytes of recorded interactions kept parsed in memory for replay (as their YAML sizes); the least "
+          "recently used are read from their files again."),
+    Bound("SIMULATOR_WEB_MAX_FLOW_BYTES", "web_flow_bytes", 256 * MiB,
+          "Under mitmweb, bytes the flows kept for its view may take (bodies and heads); the oldest go first."),
     Bound("METRICS_MAX_DEPLOYMENT_LABELS", "metrics_deployment_labels", 200,
           "Distinct undefined deployment names counted under their own label in /++/metrics; the rest share "
           "the label '(other)'."),
@@ -74,6 +84,10 @@ class Bounds:
     images_stored_bytes: int = BY_ENV["IMAGES_STORED_MAX_BYTES"].default  # type: ignore[assignment]
     doc_intelligence_results_bytes: int = BY_ENV["DOC_INTELLIGENCE_RESULTS_MAX_BYTES"].default  # type: ignore[assignment]
     recording_pending_bytes: int = BY_ENV["RECORDING_PENDING_MAX_BYTES"].default  # type: ignore[assignment]
+    prompt_cache_bytes: int = BY_ENV["PROMPT_CACHE_MAX_BYTES"].default  # type: ignore[assignment]
+    retry_hints_bytes: int = BY_ENV["RETRY_HINTS_MAX_BYTES"].default  # type: ignore[assignment]
+    recording_cache_bytes: int = BY_ENV["RECORDING_CACHE_MAX_BYTES"].default  # type: ignore[assignment]
+    web_flow_bytes: int = BY_ENV["SIMULATOR_WEB_MAX_FLOW_BYTES"].default  # type: ignore[assignment]
     metrics_deployment_labels: int = BY_ENV["METRICS_MAX_DEPLOYMENT_LABELS"].default  # type: ignore[assignment]
     image_max_pixels: int = BY_ENV["IMAGE_MAX_PIXELS"].default  # type: ignore[assignment]
     audio_max_seconds: int = BY_ENV["AUDIO_MAX_SECONDS"].default  # type: ignore[assignment]

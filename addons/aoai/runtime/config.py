@@ -20,6 +20,7 @@ from ..openai.content_filter import FilterSpecError, Policy, parse_policy
 from .bounds import Bounds
 from .entra import TokenPolicy
 from .faults import FaultBook, FaultError, FaultProfile, parse_profile
+from .labels import MAX_LABEL_CHARS, DeploymentLabels, capped
 from .prompt_cache import PromptCache
 from .stored import ResponseStore
 
@@ -66,6 +67,17 @@ class Deployment:
     defined: bool = True  # False for a deployment made up for an undefined name
     content_filter: Policy | None = None  # None: Azure's default policy, no rules
     faults: FaultProfile | None = None  # None: the default profile (the file's "*" entry)
+    # An undefined deployment's label, given by SimulatorConfig.deployment (see `label`).
+    undefined_label: str | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def label(self) -> str:
+        """What metrics, counters and rate-limit windows know it by (runtime/labels.py): its
+        name, at most 128 characters; for an undefined deployment, perhaps `(other)`."""
+        if self.undefined_label is not None:
+            return self.undefined_label
+        name = self.name
+        return name if len(name) <= MAX_LABEL_CHARS else capped(name)  # asked for every request
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {"model": self.model.name}
@@ -344,6 +356,8 @@ class SimulatorConfig:
     prompt_cache: PromptCache = field(default_factory=PromptCache)
     # Declared faults: the default profile, each deployment's draws and quota cuts, the counts.
     faults: FaultBook = field(default_factory=FaultBook)
+    # Undefined deployment names counted under their own label (METRICS_MAX_DEPLOYMENT_LABELS).
+    deployment_labels: DeploymentLabels = field(default_factory=DeploymentLabels)
 
     @property
     def max_body_bytes(self) -> int:
@@ -381,4 +395,4 @@ class SimulatorConfig:
         model = catalogue.find_model(name)
         if model is None or model.kind != kind:
             model = catalogue.MODELS[catalogue.DEFAULT_MODEL_FOR_KIND[kind]]
-        return Deployment(name, model, defined=False)
+        return Deployment(name, model, defined=False, undefined_label=self.deployment_labels.undefined(name))

@@ -215,7 +215,9 @@ class _Track:
 
 class FaultBook:
     """The profiles in force and their state: each deployment's draws, quota cuts, and the
-    counts of faults injected (for metrics and GET /++/faults)."""
+    counts of faults injected (for metrics and GET /++/faults). Kept by each deployment's
+    label (runtime/labels.py), so undefined deployment names beyond the labels' limit share
+    one track and one count, and a client's endless names cannot grow the book."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.default: FaultProfile | None = None  # for deployments that declare none
@@ -241,13 +243,13 @@ class FaultBook:
         profile = self.profile_for(deployment)
         if profile is None:
             return Choice()
-        track = self._track(deployment.name, profile, seed)
+        track = self._track(deployment.label, profile, seed)
         hits = draw(profile, track.rng)
         now = self.clock()
         for fault in hits:
             if fault.kind == QUOTA_CUT and now >= track.cut_until:
                 track.cut_until, track.cut_tokens = now + fault.for_s, fault.tokens_per_minute
-                self.count(deployment.name, QUOTA_CUT)
+                self.count(deployment.label, QUOTA_CUT)
         return split(hits)
 
     def tokens_per_minute(self, deployment: Deployment, seed: int | None) -> int:
@@ -256,7 +258,7 @@ class FaultBook:
         profile = self.profile_for(deployment)
         if profile is None:
             return normal
-        track = self._track(deployment.name, profile, seed)
+        track = self._track(deployment.label, profile, seed)
         now = self.clock()
         cuts = [track.cut_tokens] if now < track.cut_until else []
         for fault in profile.faults:
@@ -264,8 +266,9 @@ class FaultBook:
                 cuts.append(fault.tokens_per_minute)
         return min(cuts) if cuts else normal
 
-    def count(self, deployment: str, kind: str) -> None:
-        self.injected[(deployment, kind)] += 1
+    def count(self, label: str, kind: str) -> None:
+        """One more fault of `kind` on the deployment with this label (Deployment.label)."""
+        self.injected[(label, kind)] += 1
 
     def view(self, deployments: dict[str, Deployment], seed: int | None) -> dict:
         """GET /++/faults: the profile in force per deployment, quota cuts now, counts."""

@@ -623,31 +623,52 @@ class Counters:
 class RetryHints:
     """When each throttled client was told it may retry, to catch those that come back early.
 
-    A client is recognised by an identity the caller derives from the request (see
-    ratelimit.client_identity); a hint is used once, by the next request with that identity."""
+    A client is recognised by an identity the caller derives from the request and hashes
+    (see ratelimit.client_identity): every hint takes the same few bytes, however long the
+    request id a client sends, and at most `max_bytes` of them are kept (past that, the hints
+    already due go, then the oldest half). A hint is used once, by the next request with that
+    identity."""
 
-    MAX = 50_000
+    ENTRY_BYTES = 160  # a 16-byte digest, its due time and its dict slot, measured
+    DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 
-    def __init__(self) -> None:
-        self.due: dict[str, float] = {}
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.due: dict[bytes, float] = {}
 
     def __bool__(self) -> bool:
         return bool(self.due)
 
-    def told(self, identity: str, due: float, now: float) -> None:
-        if len(self.due) >= self.MAX:
+    def __len__(self) -> int:
+        return len(self.due)
+
+    @property
+    def capacity(self) -> int:
+        return max(1, self.max_bytes // self.ENTRY_BYTES)
+
+    @property
+    def bytes(self) -> int:
+        return len(self.due) * self.ENTRY_BYTES
+
+    def told(self, identity: bytes, due: float, now: float) -> None:
+        capacity = self.capacity
+        if len(self.due) >= capacity:
             self.due = {k: t for k, t in self.due.items() if t > now}
-            if len(self.due) >= self.MAX:  # all still pending: forget the oldest half
-                self.due = dict(list(self.due.items())[self.MAX // 2:])
+            if len(self.due) >= capacity:  # all still pending: keep the newest half
+                self.due = dict(list(self.due.items())[len(self.due) - capacity // 2:])
         self.due[identity] = due
 
-    def arrived(self, identity: str, now: float) -> float:
+    def arrived(self, identity: bytes, now: float) -> float:
         """How many seconds too early this request came back (0.0: on time or no hint)."""
         due = self.due.pop(identity, None)
         return due - now if due is not None and due - now > GRACE else 0.0
 
     def clear(self) -> None:
         self.due.clear()
+
+    def usage(self) -> dict:
+        """For /++/limits: what the hints hold and may hold."""
+        return {"count": len(self.due), "maxCount": self.capacity, "bytes": self.bytes, "maxBytes": self.max_bytes}
 
 
 class Limiter:
@@ -678,14 +699,14 @@ class Limiter:
         """A provisioned deployment's verdict (a Fill), or for shared windows an awaitable of it."""
         return self.store.fill(key, capacity, cost, self.clock())
 
-    def throttled(self, name: str, reason: str, identity: str | None, wait: float) -> None:
+    def throttled(self, name: str, reason: str, identity: bytes | None, wait: float) -> None:
         self.counters.throttled[(name, reason)] += 1
         if identity is not None and reason != TOO_LARGE:
             now = self.clock()
             # The client may retry once the rounded-up wait it was given has passed.
             self.hints.told(identity, now + whole_ms(wait) / 1000, now)
 
-    def early(self, name: str, identity: str) -> float:
+    def early(self, name: str, identity: bytes) -> float:
         """Seconds this request came before its retry time (0.0: it did not); counted."""
         early = self.hints.arrived(identity, self.clock())
         if early > 0:

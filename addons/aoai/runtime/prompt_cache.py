@@ -2,8 +2,10 @@
 same deployment saw recently reports that beginning as `cached_tokens`, in steps of 128.
 
 The cache keeps a digest of each prompt prefix at those steps (1,024, 1,152, …), never the
-text; an entry not used for `idle_s` is forgotten, as Azure's cache is after minutes idle,
-and at most `capacity` entries are kept (the least recently used go first).
+text nor the deployment's name (both are inside the digest), so every entry takes the same
+few bytes however long the prompt or the name; an entry not used for `idle_s` is forgotten,
+as Azure's cache is after minutes idle, and at most `max_bytes` of entries are kept
+(PROMPT_CACHE_MAX_BYTES; the least recently used go first).
 """
 
 from __future__ import annotations
@@ -17,15 +19,26 @@ from collections.abc import Sequence
 MIN_TOKENS = 1024
 STEP = 128
 DEFAULT_IDLE_S = 300.0
-DEFAULT_CAPACITY = 100_000
+ENTRY_BYTES = 200  # a 16-byte digest, its last use and its ordered-dict slot, measured
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024  # PROMPT_CACHE_MAX_BYTES's default: about 100,000 entries
 
 
 class PromptCache:
-    def __init__(self, idle_s: float = DEFAULT_IDLE_S, capacity: int = DEFAULT_CAPACITY):
+    def __init__(self, idle_s: float = DEFAULT_IDLE_S, capacity: int | None = None,
+                 max_bytes: int = DEFAULT_MAX_BYTES):
         self.idle_s = idle_s
-        self.capacity = capacity
+        # Entries are all the same size: the byte budget is a count (`capacity` sets it directly).
+        self.max_bytes = max_bytes if capacity is None else capacity * ENTRY_BYTES
         self._seen: OrderedDict[bytes, float] = OrderedDict()  # prefix digest -> last used
         self._lock = threading.Lock()
+
+    @property
+    def capacity(self) -> int:
+        return max(1, self.max_bytes // ENTRY_BYTES)
+
+    @property
+    def bytes(self) -> int:
+        return len(self._seen) * ENTRY_BYTES
 
     def use(self, deployment: str, token_ids: Sequence[int], now: float | None = None) -> int:
         """The tokens of this prompt that were cached; the prompt is remembered for next time."""
@@ -41,7 +54,8 @@ class PromptCache:
                     cached = length
                 self._seen[digest] = now
                 self._seen.move_to_end(digest)
-            while len(self._seen) > self.capacity:
+            capacity = self.capacity
+            while len(self._seen) > capacity:
                 self._seen.popitem(last=False)
         return cached
 
@@ -59,6 +73,10 @@ class PromptCache:
 
     def __len__(self) -> int:
         return len(self._seen)
+
+    def usage(self) -> dict:
+        """For /++/limits: what the cache holds and may hold."""
+        return {"count": len(self._seen), "maxCount": self.capacity, "bytes": self.bytes, "maxBytes": self.max_bytes}
 
 
 def _prefix_digests(deployment: str, token_ids: Sequence[int]) -> list[tuple[int, bytes]]:

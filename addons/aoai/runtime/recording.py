@@ -19,8 +19,9 @@ import logging
 import os
 import pickle
 import re
+import threading
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -336,6 +337,23 @@ def _key_of_request(request: dict, rules: KeyRules, table: RouteTable) -> str:
                        body_from_yaml(request), headers.get("content-type", ""), rules)
 
 
+def interaction_bytes(interaction: Interaction) -> int:
+    """About what an interaction takes in memory: its bodies, path and headers, and each
+    streamed event's JSON (serialized only here, for record mode without autosave)."""
+    size = 512 + len(interaction.path) + len(interaction.request_body) + len(interaction.response_body)
+    size += sum(len(k) + len(v) for k, v in interaction.query)
+    size += sum(len(k) + len(v) for headers in (interaction.request_headers, interaction.response_headers)
+                for k, v in headers.items())
+    for event in interaction.events or ():
+        data = event.data
+        size += 64 + (len(data) if isinstance(data, str) else len(orjson.dumps(data)))
+    return size
+
+
+PENDING_MAX_BYTES = 64 * 1024 * 1024  # RECORDING_PENDING_MAX_BYTES's default
+CACHE_MAX_BYTES = 64 * 1024 * 1024  # RECORDING_CACHE_MAX_BYTES's default
+
+
 class RecordingStore:
     def __init__(self, directory: str | os.PathLike, rules: KeyRules = KeyRules(), table: RouteTable = TABLE):
         self.directory = Path(directory)
@@ -347,7 +365,19 @@ class RecordingStore:
         self.index: dict[str, list[Ref]] = defaultdict(list)
         self.cursors: dict[str, int] = {}
         self.pending: list[tuple[str, Interaction]] = []
-        self._cache: dict[Ref, Interaction] = {}
+        # Without autosave, recordings wait in memory for /++/save-recordings; past this many
+        # bytes they are saved at once (RECORDING_PENDING_MAX_BYTES), so none is lost.
+        self.pending_bytes = 0
+        self.pending_max_bytes = PENDING_MAX_BYTES
+        self._said_pending = False
+        # Interactions parsed (or just written), the least recently used first: at most
+        # `cache_max_bytes` of them, as their documents' sizes (RECORDING_CACHE_MAX_BYTES).
+        self._cache: OrderedDict[Ref, Interaction] = OrderedDict()
+        self.cache_bytes = 0
+        self.cache_max_bytes = CACHE_MAX_BYTES
+        # Pending recordings past their bound are written by a worker thread (see overflow).
+        self._cache_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one append at a time: each knows where it landed
 
     def canonical_path(self, method: str, path: str) -> str:
         """The path as its route spells it: the variants of one request share recordings."""
@@ -365,12 +395,19 @@ class RecordingStore:
     def count(self) -> int:
         return sum(len(refs) for refs in self.index.values())
 
+    def usage(self) -> dict[str, dict]:
+        """For /++/limits: the recordings waiting to be saved, and those kept parsed."""
+        return {"pending": {"count": len(self.pending), "bytes": self.pending_bytes,
+                            "maxBytes": self.pending_max_bytes},
+                "cache": {"count": len(self._cache), "bytes": self.cache_bytes, "maxBytes": self.cache_max_bytes}}
+
     # loading
 
     def load(self) -> int:
         self.index.clear()
         self.cursors.clear()
         self._cache.clear()
+        self.cache_bytes = 0
         if self.directory.is_dir():
             for path in sorted(p for p in self.directory.glob("*.yaml") if p.is_file()):
                 for entry in self._file_index(path):
@@ -458,13 +495,28 @@ class RecordingStore:
     # finding
 
     def get(self, ref: Ref) -> Interaction:
-        interaction = self._cache.get(ref)
-        if interaction is None:
-            with open(self.directory / ref.file, "rb") as f:
-                f.seek(ref.offset)
-                doc = _load_plain(f.read(ref.length))
-            interaction = self._cache[ref] = Interaction.from_document(doc)
+        with self._cache_lock:
+            interaction = self._cache.get(ref)
+            if interaction is not None:
+                self._cache.move_to_end(ref)
+                return interaction
+        with open(self.directory / ref.file, "rb") as f:
+            f.seek(ref.offset)
+            doc = _load_plain(f.read(ref.length))
+        interaction = Interaction.from_document(doc)
+        self._remember(ref, interaction)
         return interaction
+
+    def _remember(self, ref: Ref, interaction: Interaction) -> None:
+        """Keep a parsed interaction, forgetting the least recently used past the budget (an
+        interaction larger than it all is read from its file each time)."""
+        with self._cache_lock:
+            if ref.length > self.cache_max_bytes or ref in self._cache:
+                return
+            self._cache[ref] = interaction
+            self.cache_bytes += ref.length
+            while self.cache_bytes > self.cache_max_bytes:
+                self.cache_bytes -= self._cache.popitem(last=False)[0].length
 
     def find(self, key: str) -> Interaction | None:
         """The next recording for `key`: in recorded order, then the last one again."""
@@ -503,14 +555,31 @@ class RecordingStore:
         file = self.file_for(interaction.method, interaction.path)
         if not autosave:
             self.pending.append((file, interaction))
+            self.pending_bytes += interaction_bytes(interaction)
             return True
         return self._write(file, [interaction])
+
+    def overflow(self) -> list[tuple[str, Interaction]]:
+        """The pending recordings, taken to be saved at once (`save(batch)`), when they have
+        passed RECORDING_PENDING_MAX_BYTES; else none. Said once, as a warning."""
+        if self.pending_bytes <= self.pending_max_bytes:
+            return []
+        if not self._said_pending:
+            self._said_pending = True
+            logger.warning("recordings waiting to be saved passed RECORDING_PENDING_MAX_BYTES (%d bytes): saving "
+                           "them now, and whenever they pass it again", self.pending_max_bytes)
+        return self._take_pending()
+
+    def _take_pending(self) -> list[tuple[str, Interaction]]:
+        batch, self.pending, self.pending_bytes = self.pending, [], 0
+        return batch
 
     def _write(self, file: str, interactions: list[Interaction]) -> bool:
         """Append, saying once per file when the disk refuses (full, read-only, gone) and once
         when it takes writes again; what was written before stays loadable."""
         try:
-            self._append(file, interactions)
+            with self._write_lock:
+                self._append(file, interactions)
         except OSError as e:
             if file not in self._unwritable:
                 self._unwritable.add(file)
@@ -522,11 +591,11 @@ class RecordingStore:
             logger.info("writing recordings to %s again", self.directory / file)
         return True
 
-    def save(self) -> int:
+    def save(self, batch: list[tuple[str, Interaction]] | None = None) -> int:
+        """Write the pending recordings (or a batch `overflow` took from them); how many."""
         by_file: dict[str, list[Interaction]] = defaultdict(list)
-        for file, interaction in self.pending:
+        for file, interaction in self._take_pending() if batch is None else batch:
             by_file[file].append(interaction)
-        self.pending.clear()
         return sum(len(v) for file, v in by_file.items() if self._write(file, v))
 
     def _append(self, file: str, interactions: list[Interaction]) -> None:
@@ -553,7 +622,7 @@ class RecordingStore:
         for interaction, doc in zip(interactions, docs):
             ref = Ref(file, start, len(doc))
             self.index[interaction.key(self.rules, self.table)].append(ref)
-            self._cache[ref] = interaction
+            self._remember(ref, interaction)
             start += len(doc)
 
 

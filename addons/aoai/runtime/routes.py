@@ -245,6 +245,10 @@ class RouteTable:
     paths again and again, so recent answers are kept (a Match is shared: read it only)."""
 
     CACHED = 4096  # paths remembered; past this the memory starts afresh
+    # Longer paths (and methods) are resolved each time, never remembered: Azure's own paths
+    # are far shorter, and a client sending endless long ones must not fill the memory.
+    CACHED_PATH_CHARS = 256
+    CACHED_METHOD_CHARS = 16
 
     def __init__(self, routes: list[Route]):
         self.routes = list(routes)
@@ -260,10 +264,16 @@ class RouteTable:
             return self._recent[key]
         except KeyError:
             pass
-        if len(self._recent) >= self.CACHED:
-            self._recent.clear()
-        found = self._recent[key] = self._match(method, _decoded(key[1]))
+        found = self._match(method, _decoded(key[1]))
+        if len(key[1]) <= self.CACHED_PATH_CHARS and len(method) <= self.CACHED_METHOD_CHARS:
+            if len(self._recent) >= self.CACHED:
+                self._recent.clear()
+            self._recent[key] = found
         return found
+
+    def usage(self) -> dict:
+        """For /++/limits: the paths remembered, and the most that may be."""
+        return {"count": len(self._recent), "maxCount": self.CACHED, "maxPathChars": self.CACHED_PATH_CHARS}
 
     def _match(self, method: str, path: str) -> Match | None:
         candidates = self._by_head.get(_head(path))

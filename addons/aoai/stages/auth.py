@@ -99,5 +99,5 @@ class Auth:
         denied = check(flow.request.headers, self.config, context.route if context else None,
                        context.params if context else None, flow.request.method)
         if denied is not None:
-            logger.debug("401 for %s %s", flow.request.method, flow.request.path)
+            logger.debug("401 for %s %.200s", flow.request.method, flow.request.path)
             flow.response = denied

@@ -44,8 +44,13 @@ def query_value(path: str, name: str) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=256)
 def _version_day(version: str) -> datetime.date | None:
+    # Only what can be a date is remembered: a client's endless long versions never are.
+    return _day_of(version) if len(version) <= len("2024-10-01-preview") else None
+
+
+@functools.lru_cache(maxsize=256)
+def _day_of(version: str) -> datetime.date | None:
     m = _VERSION.match(version)
     if not m:
         return None
@@ -255,5 +260,5 @@ class Checks:
             return
         error = check(context)
         if error is not None:
-            logger.debug("%s for %s %s", error.status_code, flow.request.method, flow.request.path)
+            logger.debug("%s for %s %.200s", error.status_code, flow.request.method, flow.request.path)
             flow.response = error

@@ -53,7 +53,7 @@ class ContentFilter:
         if blocked is not None:
             context.filtered = [(filters.PROMPT, category) for category in blocked.filtered]
             flow.response = self.refusal(context, blocked)
-            logger.info("content filter: %s prompt blocked (%s)", context.deployment.name,
+            logger.info("content filter: %s prompt blocked (%s)", context.deployment.label,
                         ", ".join(blocked.filtered))
             return
         if any(v.scored for v in verdicts):

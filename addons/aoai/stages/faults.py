@@ -96,8 +96,8 @@ class Faults:
         fault = choice.answer
         if fault is None or (fault.kind == "contextLength" and context.route.operation not in _CONTEXT_OPERATIONS):
             return None
-        book.count(context.deployment.name, fault.kind)
-        logger.info("fault %s injected on %s %s", fault.kind, flow.request.method, flow.request.path)
+        book.count(context.deployment.label, fault.kind)
+        logger.info("fault %s injected on %s %.200s", fault.kind, flow.request.method, flow.request.path)
         context.fault_shapes = ()
         request = flow.request
         if fault.kind == "500":
@@ -161,4 +161,4 @@ class FaultTiming:
 
     def _count(self, context: RequestContext, applied: list[str]) -> None:
         for kind in applied:
-            self.config.faults.count(context.deployment.name, kind)
+            self.config.faults.count(context.deployment.label, kind)

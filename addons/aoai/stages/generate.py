@@ -105,7 +105,7 @@ def _stream(context: RequestContext, timeline: list[tuple[int, dict]], encode, h
     frames = sse_frames(encoded, latency.token_offsets(timing, steps, hidden), done=ends)
     token_frames = [carries_tokens(event) for _, event in timeline] + ([False] if ends else [])
     return StreamPlan(stream_headers(context), frames, cut=cut is not None, token_frames=token_frames,
-                      labels={"deployment": context.deployment.name, "operation": context.route.operation})
+                      labels={"deployment": context.deployment.label, "operation": context.route.operation})
 
 
 def _prompt_cache(context: RequestContext, messages: list[dict], tools: list | None) -> int:
@@ -164,11 +164,38 @@ def responses_answer(context: RequestContext, answer: responses.ResponseAnswer,
         items = responses.input_items(body, rng or rng_for(context))
         finished = answer.body()
         context.config.stored_responses.put(
-            StoredResponse(finished, items, responses.conversation(context.history, items, finished)))
+            StoredResponse(finished, items, responses.conversation(context.history, items, finished),
+                           stored_size(context, answer.completion_tokens)))
     if body.get("stream"):
         return _stream(context, answer.stream_timeline(), event_frame, answer.reasoning_tokens, done=False)
     _hold(context, answer.steps, answer.reasoning_tokens)
     return wire.json_response(200, answer.body(), context.request, context.config.region)
+
+
+# What a stored response holds beyond its request's body and its answer's text, and what a
+# token of that text takes in it (about 4 characters of text, more for tool arguments in JSON).
+STORED_OVERHEAD_BYTES = 1024
+STORED_BYTES_PER_TOKEN = 6
+
+
+def stored_size(context: RequestContext, completion_tokens: int) -> int:
+    """The bytes a stored response holds, measured without serializing anything: the request's
+    body (its input items, and the settings the response echoes), the answer's text (by its
+    tokens), and the earlier turns it carries on (the size of the response it continues)."""
+    request = context.request
+    encoded = "content-encoding" in request.headers  # the decoded body is what is kept
+    size = len((request.content if encoded else request.raw_content) or b"")
+    size += STORED_OVERHEAD_BYTES + completion_tokens * STORED_BYTES_PER_TOKEN
+    history = context.history
+    if history:
+        previous = context.config.stored_responses.get(context.body.get("previous_response_id") or "")
+        if previous is not None and len(previous.conversation) == len(history):
+            size += previous.size  # all of the conversation it continues
+        else:
+            # Only the newest turns (truncation "auto"), or the response has gone since the
+            # request was checked: measured.
+            size += len(wire.dumps(history))
+    return size
 
 
 def _stored_response(context: RequestContext, response_id: str) -> http.Response:
@@ -263,7 +290,7 @@ def openai_transcriptions(context: RequestContext) -> http.Response | StreamPlan
         step = (seconds - first) / max(1, len(events) - 1)
         frames = [(first + i * step, b"data: " + wire.dumps(e) + b"\n\n") for i, e in enumerate(events)]
         return StreamPlan(stream_headers(context), frames, token_frames=[carries_tokens(e) for e in events],
-                          labels={"deployment": context.deployment.name, "operation": context.route.operation})
+                          labels={"deployment": context.deployment.label, "operation": context.route.operation})
     context.latency_s = seconds
     body, content_type = audio.render(request, script, model)
     if isinstance(body, dict):
@@ -350,6 +377,11 @@ class Generate:
         config.generators.extend(BUILT_IN)
         self._built_in = frozenset(BUILT_IN)
 
+    def configure(self, updated: set[str]) -> None:
+        # The stores the built-in generators fill, bounded as the settings say.
+        media.images.max_bytes = self.config.bounds.images_stored_bytes
+        docintel.SERVICE.store.max_bytes = self.config.bounds.doc_intelligence_results_bytes
+
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         # Synchronous unless there is something to wait for (a latency, an async generator):
         # mitmproxy awaits what a hook returns, and most requests then cost no coroutine.
@@ -421,7 +453,8 @@ class Generate:
         """A broken generator costs one request a 500, never the proxy."""
         flow, where = context.flow, describe(generator)
         # A warning, not an error: mitmproxy stops when an error is logged during start-up.
-        logger.warning("generator %s failed on %s %s", where, flow.request.method, flow.request.path, exc_info=error)
+        logger.warning("generator %s failed on %s %.200s", where, flow.request.method, flow.request.path,
+                       exc_info=error)
         return wire.azure_error(500, "InternalServerError",
                                 f"The generator {where} failed: {type(error).__name__}: {error}", flow.request)
 

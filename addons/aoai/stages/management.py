@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 from mitmproxy import ctx, exceptions, http
 
 from .. import wire
+from ..docintel import service as docintel
 from ..runtime import config as cfg
-from ..runtime import entra, media, peers
+from ..runtime import entra, media, peers, routes
 from ..runtime.config import ConfigError, SimulatorConfig
 from ..runtime.faults import FaultProfile
 from ..runtime.recording import RecordingStore
@@ -132,6 +133,31 @@ def _content_filters(config: SimulatorConfig, value: Any, deployments: dict[str,
             raise ConfigError(f"contentFilter.{name}: no deployment called {name!r}; define it under deployments")
         policy = None if spec is None else cfg.parse_content_filter(spec, f"contentFilter.{name}")
         deployments[name] = dataclasses.replace(base, content_filter=policy)
+
+
+def stores_view(config: SimulatorConfig, recordings: RecordingStore | None, limits: Limits | None) -> dict:
+    """What each store that grows with clients' requests holds (count, bytes) and may hold,
+    with the settings that bound it; for GET /++/limits."""
+    def store(usage: dict, **settings: str) -> dict:
+        return {**usage, "settings": settings} if settings else usage
+
+    stores = {
+        "responses": store(config.stored_responses.usage(), maxCount="RESPONSES_STORED",
+                           maxBytes="RESPONSES_STORED_MAX_BYTES"),
+        "images": store(media.images.usage(), maxBytes="IMAGES_STORED_MAX_BYTES"),
+        "documentIntelligenceResults": store(docintel.SERVICE.store.usage(),
+                                             maxBytes="DOC_INTELLIGENCE_RESULTS_MAX_BYTES"),
+        "promptCache": store(config.prompt_cache.usage(), maxBytes="PROMPT_CACHE_MAX_BYTES"),
+        "routeCache": routes.TABLE.usage(),  # a fixed bound: paths longer than maxPathChars are never kept
+        "undefinedDeploymentLabels": store(config.deployment_labels.usage(), maxCount="METRICS_MAX_DEPLOYMENT_LABELS"),
+    }
+    if limits is not None:
+        stores["retryHints"] = store(limits.limiter.hints.usage(), maxBytes="RETRY_HINTS_MAX_BYTES")
+    if recordings is not None:
+        usage = recordings.usage()
+        stores["pendingRecordings"] = store(usage["pending"], maxBytes="RECORDING_PENDING_MAX_BYTES")
+        stores["recordingCache"] = store(usage["cache"], maxBytes="RECORDING_CACHE_MAX_BYTES")
+    return stores
 
 
 # Management changes every worker takes (scripts/workers.py runs several).
@@ -273,15 +299,18 @@ class Management:
         return wire.json_response(200, view, flow.request)
 
     def limits(self, flow: http.HTTPFlow) -> http.Response:
-        """Quotas, what the windows hold, and the 429 and early-retry counts."""
+        """Quotas, what the windows hold, the 429 and early-retry counts, and what the stores
+        hold against their bounds."""
         view = self.limits_stage.view() if self.limits_stage is not None else {}
         if inspect.isawaitable(view):  # shared windows: utilization is read from Redis
             return self._limits_later(flow, view)
+        view["stores"] = stores_view(self.config, self.recordings, self.limits_stage)
         return wire.json_response(200, view, flow.request)
 
-    @staticmethod
-    async def _limits_later(flow: http.HTTPFlow, view) -> http.Response:
-        return wire.json_response(200, await view, flow.request)
+    async def _limits_later(self, flow: http.HTTPFlow, view) -> http.Response:
+        view = await view
+        view["stores"] = stores_view(self.config, self.recordings, self.limits_stage)
+        return wire.json_response(200, view, flow.request)
 
     async def reset_limits(self, flow: http.HTTPFlow) -> http.Response:
         """Empty every rate-limit window, so a test starts from a full quota."""

@@ -160,7 +160,8 @@ def _throttle_reason(headers: http.Headers) -> str:
 
 def _labels(flow: http.HTTPFlow, mode: str) -> tuple[str, str, str]:
     context = context_of(flow)
-    deployment = context.deployment.name if context and context.deployment else ""
+    # Never the name a client sent as it is: a bounded label (runtime/labels.py).
+    deployment = context.deployment.label if context and context.deployment else ""
     operation = context.route.operation if context and context.route else "other"
     return deployment, operation, mode
 
@@ -245,7 +246,8 @@ class Metrics:
             return
         m, labels = self.metrics, _labels(flow, self.config.mode)
         status = flow.response.status_code
-        m.inc("requests", labels + (str(status),))
+        # A fixed set of label values: an HTTP status, else "other" (an extension's odd number).
+        m.inc("requests", labels + (str(status) if 100 <= status < 600 else "other",))
         if context is not None and context.filtered:
             for source, category in context.filtered:
                 m.inc("content_filtered", (labels[0], source, category))

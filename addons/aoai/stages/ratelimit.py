@@ -22,6 +22,7 @@ from .. import wire
 from ..openai import catalogue
 from ..runtime import limits
 from ..runtime.config import Deployment, SimulatorConfig
+from ..runtime.labels import capped
 from ..runtime.routes import DEPLOYMENT_QUOTA, DI_ANALYZE_QUOTA, DI_POLL_QUOTA
 from ..runtime.startup import Startup
 from ..runtime.state import RequestContext, context_of
@@ -42,16 +43,21 @@ class Ask:
     capacity: limits.Capacity | None = None  # a provisioned deployment: its bucket instead of the quota
 
 
-def client_identity(flow: http.HTTPFlow, key: str) -> str:
+def client_identity(flow: http.HTTPFlow, key: str) -> bytes:
     """Who a retry comes from: the request id a client keeps across its retries when it sends
-    one (Azure SDKs: x-ms-client-request-id), else the same body from the same address."""
-    headers = flow.request.headers
-    given = headers.get("x-ms-client-request-id") or headers.get("idempotency-key")
+    one (Azure SDKs: x-ms-client-request-id), else the same body from the same address.
+    A digest of it, so a hint costs the same however long the id or path a client sends."""
+    request = flow.request
+    given = request.headers.get("x-ms-client-request-id") or request.headers.get("idempotency-key")
+    identity = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16)
     if given:
-        return f"{key} id {given}"
+        identity.update(b"\0id\0" + given.encode("utf-8", "surrogatepass"))
+        return identity.digest()
     peer = flow.client_conn.peername[0] if flow.client_conn.peername else "-"
-    digest = hashlib.blake2b(flow.request.raw_content or b"", digest_size=12).hexdigest()
-    return f"{key} {peer} {flow.request.method} {flow.request.path} {digest}"
+    identity.update(f"\0{peer}\0{request.method}\0".encode("utf-8", "surrogatepass"))
+    identity.update(request.path.encode("utf-8", "surrogatepass") + b"\0")
+    identity.update(request.raw_content or b"")
+    return identity.digest()
 
 
 def too_many_requests(message: str, request: http.Request, extra: dict[str, str], region: str) -> http.Response:
@@ -99,6 +105,7 @@ class Limits:
     # --- set-up ---------------------------------------------------------------------------
 
     def configure(self, updated: set[str]) -> None:
+        self.limiter.hints.max_bytes = self.config.bounds.retry_hints_bytes
         url = self.config.rate_limit_redis_url
         if url == self.redis_url:
             return
@@ -136,7 +143,9 @@ class Limits:
                 route.operation, context.body, context.prompt_tokens,
                 default_reservation=config.rate_limit_default_reservation,
                 max_output_tokens=deployment.model.max_output_tokens)
-            return Ask("d:" + deployment.name, deployment.name, quota, context, cost)
+            # By label: an undefined deployment's window is never keyed by the whole name a client sent.
+            label = deployment.label
+            return Ask("d:" + label, label, quota, context, cost)
         if route.quota == DI_ANALYZE_QUOTA:
             quota = limits.per_second_quota(config.doc_intelligence_rps)
         elif route.quota == DI_POLL_QUOTA:
@@ -157,7 +166,8 @@ class Limits:
             default_reservation=self.config.rate_limit_default_reservation,
             max_output_tokens=deployment.model.max_output_tokens)
         cost = context.estimated_tokens = capacity.cost(context.prompt_tokens, output)
-        return Ask("p:" + deployment.name, deployment.name, UNLIMITED, context, cost, capacity)
+        label = deployment.label
+        return Ask("p:" + label, label, UNLIMITED, context, cost, capacity)
 
     def quota_now(self, deployment: Deployment) -> limits.Quota:
         """The deployment's quota, lowered while a declared quota cut lasts (as Azure does under
@@ -196,7 +206,7 @@ class Limits:
             return None
         return self._decide_later(flow, ask, result, identity)
 
-    async def _decide_later(self, flow: http.HTTPFlow, ask: Ask, pending, identity: str | None) -> None:
+    async def _decide_later(self, flow: http.HTTPFlow, ask: Ask, pending, identity: bytes | None) -> None:
         try:
             verdict = await pending
         except Exception as e:
@@ -209,7 +219,7 @@ class Limits:
         self.decide(flow, ask, verdict, identity)
 
     def decide(self, flow: http.HTTPFlow, ask: Ask, verdict: limits.Verdict | limits.Fill,
-               identity: str | None) -> None:
+               identity: bytes | None) -> None:
         # When the quota was checked (the windows' clock: monotonic, or Redis's wall clock).
         ask.context.quota_checked_at = verdict.at
         if isinstance(verdict, limits.Fill):
@@ -227,7 +237,7 @@ class Limits:
                      limits.TOO_LARGE: "request larger than the token rate limit"}[verdict.reason],
                     limits.whole_ms(verdict.retry_after), f" (cost {ask.cost} tokens)" if ask.cost else "")
 
-    def decide_provisioned(self, flow: http.HTTPFlow, ask: Ask, fill: limits.Fill, identity: str | None) -> None:
+    def decide_provisioned(self, flow: http.HTTPFlow, ask: Ask, fill: limits.Fill, identity: bytes | None) -> None:
         if fill.allowed:
             ask.context.quota_headers = limits.utilization_headers(fill)
             return
@@ -254,7 +264,8 @@ class Limits:
         version = context.api_version
         if verdict.reason == limits.TOO_LARGE:
             headers["x-should-retry"] = "false"  # the openai SDKs honour it
-            message = limits.too_large_message(operation, version, ask.name, ask.cost, ask.quota.tokens)
+            name = context.deployment.name if context.deployment is not None else ask.name  # as the client named it
+            message = limits.too_large_message(operation, version, name, ask.cost, ask.quota.tokens)
         else:
             message = limits.throttled_message(operation, version, verdict.reason, seconds)
         return too_many_requests(message, request, headers, self.config.region)
@@ -298,7 +309,7 @@ class Limits:
                                      "capacityPerMinute": round(capacity.per_minute)}
                 if not store.shared:
                     deployments[name]["utilization"] = _percent(
-                        store.utilization("p:" + name, capacity, self.limiter.clock()))
+                        store.utilization("p:" + d.label, capacity, self.limiter.clock()))
                 continue
             quota = self.quota_now(d)
             if quota.unlimited:
@@ -306,7 +317,7 @@ class Limits:
             entry = {"tokensPerMinute": quota.tokens, "requestsPerWindow": quota.requests,
                      "requestWindowSeconds": quota.request_window}
             if not store.shared:
-                used_tokens, used_requests = store.usage("d:" + name, quota, self.limiter.clock())
+                used_tokens, used_requests = store.usage("d:" + d.label, quota, self.limiter.clock())
                 entry["usedTokens"], entry["usedRequests"] = used_tokens, used_requests
             deployments[name] = entry
         view = {"windows": "redis" if store.shared else "memory",
@@ -320,7 +331,7 @@ class Limits:
         store = self.limiter.store
         for name, capacity in provisioned.items():
             try:
-                used = await store.utilization("p:" + name, capacity, self.limiter.clock())
+                used = await store.utilization("p:" + capped(name), capacity, self.limiter.clock())
             except Exception as e:  # Redis went away: the rest of the view still helps
                 logger.error("cannot read %s's utilization from Redis (%s)", name, e)
                 continue

@@ -10,6 +10,7 @@ page. A stream relayed live that breaks off breaks off for the client too, and i
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -129,6 +130,12 @@ class Record:
         self.store = store
         self.streams = streams or StreamServer()
         self.upstream = Upstream()
+        self._saving: set[asyncio.Task] = set()  # pending recordings being written past their bound
+
+    def configure(self, updated: set[str]) -> None:
+        bounds = self.config.bounds
+        self.store.pending_max_bytes = bounds.recording_pending_bytes
+        self.store.cache_max_bytes = bounds.recording_cache_bytes
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         # Synchronous outside record mode, so other modes pay no coroutine for this stage.
@@ -150,7 +157,7 @@ class Record:
             except Exception as e:
                 # A broken forwarder costs one request a 500, never the proxy.
                 where = describe(forwarder)
-                logger.warning("forwarder %s failed on %s %s", where, flow.request.method, flow.request.path,
+                logger.warning("forwarder %s failed on %s %.200s", where, flow.request.method, flow.request.path,
                                exc_info=True)
                 flow.response = wire.azure_error(500, "InternalServerError",
                                                  f"The forwarder {where} failed: {type(e).__name__}: {e}", flow.request)
@@ -223,7 +230,7 @@ class Record:
 
     @staticmethod
     def _fail(flow: http.HTTPFlow, fault: Fault) -> None:
-        logger.warning("%s %s: %s", flow.request.method, flow.request.path.partition("?")[0], fault.message)
+        logger.warning("%s %.200s: %s", flow.request.method, flow.request.path.partition("?")[0], fault.message)
         flow.response = wire.azure_error(fault.status, fault.code, fault.message, flow.request)
 
     def response(self, flow: http.HTTPFlow) -> None:
@@ -256,9 +263,26 @@ class Record:
             recorded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         )
         if self.store.add(interaction, self.config.recording.autosave):
-            logger.info("recorded %s %s (%d)", request.method, interaction.path, status)
+            logger.info("recorded %s %.200s (%d)", request.method, interaction.path, status)
+        batch = self.store.overflow()
+        if batch:
+            self._save_off_the_loop(batch)
+
+    def _save_off_the_loop(self, batch: list) -> None:
+        """Write pending recordings that passed their bound in a worker thread: tens of MiB of
+        YAML take seconds, which the event loop must not wait."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside the proxy's loop (tests): at once
+            self.store.save(batch)
+            return
+        task = loop.create_task(asyncio.to_thread(self.store.save, batch))
+        self._saving.add(task)
+        task.add_done_callback(self._saving.discard)
 
     async def done(self) -> None:
+        if self._saving:
+            await asyncio.gather(*self._saving)
         saved = self.store.save()
         if saved:
             logger.info("saved %d recorded interactions", saved)

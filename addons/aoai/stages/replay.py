@@ -82,7 +82,7 @@ def stream_plan(interaction: Interaction, headers: dict[str, str], timing: str,
         frames = [(e.at_ms / 1000 * scale, sse_bytes(e.data)) for e in events]
     labels = {}
     if context is not None and context.deployment is not None:
-        labels = {"deployment": context.deployment.name, "operation": context.route.operation}
+        labels = {"deployment": context.deployment.label, "operation": context.route.operation}
     return StreamPlan(headers, frames, status=interaction.status,
                       token_frames=[carries_tokens(e.data) for e in events], labels=labels)
 
@@ -102,7 +102,7 @@ def miss_response(flow: http.HTTPFlow, store: RecordingStore, key: str, status: 
         details["closest"] = {"key": other_key, "differs": fields}
     else:
         message += " Nothing like it is recorded."
-    logger.warning("replay miss: %s %s would be recorded in %s", request.method, path, file)
+    logger.warning("replay miss: %s %.200s would be recorded in %s", request.method, path, file)
     return wire.azure_error(status, "RecordingNotFound", message, request, **details)
 
 

@@ -377,6 +377,9 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     config.entra = policy
     config.bounds = bounds
     config.stored_responses.capacity = 1000 if stored is None else int(stored)
+    config.stored_responses.max_bytes = bounds.responses_stored_bytes
+    config.prompt_cache.max_bytes = bounds.prompt_cache_bytes
+    config.deployment_labels.limit = bounds.metrics_deployment_labels
     config.prompt_cache.idle_s = 300.0 if cache_idle is None else cache_idle
     logging.getLogger("aoai").setLevel(level)
 
