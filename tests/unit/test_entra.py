@@ -10,6 +10,7 @@ import jwt
 import pytest
 from aoai.runtime import entra
 from aoai.runtime.config import ConfigError, SimulatorConfig
+from aoai.runtime.state import context_of
 from aoai.stages import auth, settings
 from aoai.stages.auth import Auth
 from aoai.stages.management import Management
@@ -210,10 +211,21 @@ def test_keys_and_registered_strings_still_pass_beside_tokens():
     assert json_of(run_auth(wrong))["error"]["code"] == "401"
 
 
-def test_record_mode_without_an_azure_key_leaves_tokens_to_azure():
+def test_record_mode_without_an_azure_key_leaves_tokens_to_azure_when_the_policy_is_off():
     stranger = token(audience="https://graph.microsoft.com")
-    assert run_auth(bearer_flow(stranger), mode="record") is None
-    assert run_auth(bearer_flow(stranger), mode="record", azure_openai_key="k").status_code == 401
+    flow = bearer_flow(stranger)
+    assert run_auth(flow, entra.TokenPolicy(), mode="record") is None
+    assert context_of(flow).passed_through  # forwarded for Azure to judge, never answered from recordings
+    assert run_auth(bearer_flow(stranger), entra.TokenPolicy(), mode="record",
+                    azure_openai_key="k").status_code == 401
+
+
+def test_record_mode_with_the_policy_on_judges_tokens_itself():
+    stranger = token(audience="https://graph.microsoft.com")
+    assert run_auth(bearer_flow(stranger), mode="record").status_code == 401
+    accepted = bearer_flow(token())
+    assert run_auth(accepted, mode="record") is None
+    assert not context_of(accepted).passed_through  # vouched for: recordings may answer it
 
 
 # Settings.
