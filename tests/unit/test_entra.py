@@ -371,7 +371,7 @@ def test_the_token_endpoint_wants_the_key_and_sane_bodies(management):
     minted = json_of(post_token(addon))["access_token"]
     assert post_token(addon, key=None, headers={"Authorization": f"Bearer {minted}"}).status_code == 401
     assert json_of(post_token(addon, {"expiresIn": "soon"}))["error"]["message"] == \
-        "expiresIn: expected a whole number of seconds"
+        "expiresIn: expected a whole number of seconds (negative for an expired token)"
     assert post_token(addon, {"color": "blue"}).status_code == 400
     config.entra = entra.TokenPolicy(mode="off")
     assert "SIMULATOR_ENTRA_TOKENS is off" in json_of(post_token(addon))["error"]["message"]

@@ -96,8 +96,8 @@ def test_patch_can_clear_seed_and_latency(managed):
 
 @pytest.mark.parametrize("body, message", [
     ({"mode": "bogus"}, "mode: expected one of generate, record, replay"),
-    ({"seed": "x"}, "seed: expected a whole number or null"),
-    ({"seed": True}, "seed: expected a whole number or null"),
+    ({"seed": "x"}, "seed: expected a whole number from -9223372036854775808 to 9223372036854775807, or null"),
+    ({"seed": True}, "seed: expected a whole number from -9223372036854775808 to 9223372036854775807, or null"),
     ({"allowUndefinedDeployments": "yes"}, "allowUndefinedDeployments: expected true or false"),
     ({"latency": 3}, "latency: expected an object"),
     ({"latency": {"enabled": 1}}, "latency.enabled: expected true or false"),

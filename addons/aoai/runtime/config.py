@@ -364,6 +364,7 @@ class SimulatorConfig:
     # Other workers of the same simulator (scripts/workers.py): management changes reach them too.
     peers: tuple[str, ...] = ()
     worker: str = ""  # this worker's name, when there are several
+    peer_secret: str = ""  # SIMULATOR_PEER_SECRET: what calls between workers carry (a client cannot)
     # Responses kept for retrieve, input_items and previous_response_id (the newest N).
     stored_responses: ResponseStore = field(default_factory=ResponseStore)
     # Prompts seen recently, per deployment: what cached_tokens reports.
