@@ -1,6 +1,7 @@
 """Entra ID bearer tokens: judged by claims or by signature, refused with Azure's answers, the
 settings that choose how, and the /++/token that mints one."""
 
+import base64
 import datetime
 import json
 import logging
@@ -386,3 +387,120 @@ def test_the_config_view_shows_the_token_policy(management):
 
 def test_the_simulator_config_defaults_to_off():
     assert SimulatorConfig().entra.mode == "off"
+
+
+# Token bodies: every field checked, a 400 naming it, never a 500.
+
+@pytest.mark.parametrize("body, field", [
+    ({"expiresIn": 1e300}, "expiresIn"),
+    ({"expiresIn": -10**12}, "expiresIn"),
+    ({"expiresIn": 2**63}, "expiresIn"),
+    ({"expiresIn": 1.5}, "expiresIn"),
+    ({"expiresIn": "3600"}, "expiresIn"),
+    ({"expiresIn": None}, "expiresIn"),
+    ({"expiresIn": True}, "expiresIn"),
+    ({"oid": ["o"]}, "oid"),
+    ({"tid": {"t": 1}}, "tid"),
+    ({"appid": 7}, "appid"),
+    ({"aud": ""}, "aud"),
+    ({"aud": "x" * 2000}, "aud"),
+    ({"claims": []}, "claims"),
+    ({"claims": {"exp": "never"}}, "claims.exp"),
+    ({"claims": {"exp": 1e300}}, "claims.exp"),
+    ({"claims": {"exp": -1}}, "claims.exp"),
+    ({"claims": {"exp": 2**63}}, "claims.exp"),
+    ({"claims": {"nbf": [1]}}, "claims.nbf"),
+    ({"claims": {"iat": {"at": 1}}}, "claims.iat"),
+    ({"claims": {"aud": []}}, "claims.aud"),
+    ({"claims": {"aud": ["ok", 5]}}, "claims.aud"),
+    ({"claims": {"tid": ["a", "b"]}}, "claims.tid"),
+    ({"claims": {"oid": None}}, "claims.oid"),
+    ({"claims": {"sub": 12}}, "claims.sub"),
+    ({"claims": {"iss": {}}}, "claims.iss"),
+    ({"claims": {"roles": ["x" * 20_000]}}, "claims"),
+    ({"claims": {"deep": json.loads("[" * 300 + "]" * 300)}}, "claims"),
+    ([], "body"),
+    ("token", "body"),
+])
+def test_every_token_field_is_checked(management, body, field):
+    _, addon = management
+    response = post_token(addon, body)
+    assert response.status_code == 400
+    error = json_of(response)["error"]
+    assert error["code"] == "BadRequest" and error["message"].startswith(field + ":"), error
+
+
+def test_a_token_body_that_is_not_json_is_a_400(management):
+    _, addon = management
+    flow = make_flow("POST", "/++/token", raw=b"{never")
+    addon.request(flow)
+    assert flow.response.status_code == 400
+
+
+def test_token_claims_in_range_are_minted_as_asked(management):
+    config, addon = management
+    answer = json_of(post_token(addon, {"expiresIn": 366 * 86400, "claims": {
+        "aud": ["https://ai.azure.com", "other"], "roles": ["reader"], "iat": 1_700_000_000}}))
+    claims = jwt.decode(answer["access_token"], options={"verify_signature": False})
+    assert claims["aud"] == ["https://ai.azure.com", "other"] and claims["roles"] == ["reader"]
+    assert answer["expires_in"] == claims["exp"] - 1_700_000_000
+    assert entra.judge(answer["access_token"], config.entra).accepted
+
+
+# Claims of unexpected types or sizes: Azure's 401, never a 500.
+
+def raw_token(claims: dict, header: dict | None = None) -> str:
+    """A JWT whose parts are written as given (PyJWT would refuse to write some of these)."""
+    def part(value) -> str:
+        data = value if isinstance(value, bytes) else json.dumps(value).encode()
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    return f"{part(header or {'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+ODD_VALUES = [["a", "b"], {"a": 1}, 12, 1.5, True, None, "x" * 5000, [[["deep"]]]]
+TENANTS = entra.TokenPolicy(mode="claims", tenants=frozenset({entra.DEFAULT_TENANT}),
+                            principals=frozenset({entra.DEFAULT_OID}))
+
+
+@pytest.mark.parametrize("claim", ["aud", "exp", "nbf", "tid", "oid", "appid", "azp", "sub", "iss"])
+@pytest.mark.parametrize("value", ODD_VALUES, ids=lambda v: type(v).__name__ + str(len(str(v))))
+@pytest.mark.parametrize("policy", [CLAIMS, TENANTS], ids=["any-tenant", "tenants-set"])
+def test_an_odd_claim_is_azures_401(claim, value, policy):
+    claims = entra.token_claims()
+    claims[claim] = value
+    response = run_auth(bearer_flow(raw_token(claims)), policy)
+    if response is None:
+        # Only what a real token may hold passes: a missing optional claim (null is absent), or
+        # a "not before" that is a number in the past.
+        assert (value is None and claim in ("tid", "oid", "appid", "azp", "sub", "iss", "nbf")) or \
+            (claim == "nbf" and isinstance(value, (int, float))), (claim, value)
+        return
+    assert response.status_code == 401
+    assert json_of(response) == INVALID_TOKEN or json_of(response)["error"]["code"] == "PermissionDenied"
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"exp": Infinity, "aud": "https://ai.azure.com"}',
+    b'{"exp": NaN, "aud": "https://ai.azure.com"}',
+    b'{"exp": 1' + b"0" * 5000 + b', "aud": "https://ai.azure.com"}',
+    b'{"aud": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    b"[1, 2]",
+    b"\xff\xfe",
+])
+@pytest.mark.parametrize("policy", [CLAIMS, TENANTS], ids=["any-tenant", "tenants-set"])
+def test_unreadable_payloads_are_azures_401(payload, policy):
+    assert json_of(run_auth(bearer_flow(raw_token(payload)), policy)) == INVALID_TOKEN
+
+
+@pytest.mark.parametrize("header", [{"alg": ["RS256"]}, {"alg": "RS256", "kid": {"k": 1}}, {"alg": None},
+                                    {"alg": "RS256", "kid": "x" * 5000}])
+def test_odd_headers_in_signature_mode_are_azures_401(signer, header):
+    _, policy, _ = signer
+    assert json_of(run_auth(bearer_flow(raw_token(entra.token_claims(), header)), policy)) == INVALID_TOKEN
+
+
+def test_odd_claim_names_the_claim():
+    claims = entra.token_claims()
+    claims["tid"] = ["a"]
+    verdict = entra.judge(raw_token(claims), TENANTS)
+    assert not verdict.accepted and "'tid'" in verdict.reason
