@@ -1,5 +1,11 @@
 """Management: the simulator's own endpoints under /++/ (health, configuration, recordings,
-rate limits, test tokens)."""
+rate limits, test tokens). Auth admits only the simulator's key to them (health, metrics and
+image URLs are open).
+
+A PATCH of /++/config is checked whole before anything is applied (`read_patch`), so a later
+view can never fail on what it set. With workers, the worker a client reaches has every other
+check the change first, then applies it and has them apply it; if one fails, those that took it
+undo it, and the answer's `workers` says how each ended."""
 
 from __future__ import annotations
 
@@ -353,7 +359,7 @@ class Management:
         if kind == "undo":
             return self._undo(change, request)
         try:
-            plan = read_patch(self.config, request.content or b"")
+            plan = read_patch(self.config, _content(request))
         except ConfigError as e:
             return wire.azure_error(400, "BadRequest", str(e), request)
         if kind == "check":
@@ -391,7 +397,7 @@ class Management:
     async def _patch_everywhere(self, flow: http.HTTPFlow, plan: PatchPlan) -> http.Response:
         """Every worker takes the change or none does; the answer's `workers` says which."""
         request, this = flow.request, self.config.worker or "this"
-        content = request.content or b""
+        content = _content(request)
         checked = await peers.ask_all(self.config, "PATCH", "/++/config", content, "check")
         refused = {peer: o for peer, o in checked.items() if o.status != 200}
         if refused:
@@ -489,6 +495,13 @@ class Management:
         return wire.json_response(200, {"access_token": token, "token_type": "Bearer",
                                         "expires_in": claims["exp"] - claims["iat"], "expires_on": claims["exp"]},
                                   request)
+
+
+def _content(request: http.Request) -> bytes:
+    try:
+        return request.content or b""
+    except ValueError:  # a Content-Encoding its bytes are not in
+        raise ConfigError("body: cannot be decoded as its Content-Encoding says") from None
 
 
 def _outcome_text(outcome: peers.Outcome, ok: str) -> str:
