@@ -161,3 +161,9 @@ def test_relays_share_one_client_carry_the_secret_and_remember_misses(monkeypatc
     assert len(peer.requests) == 4  # each name asked of both workers once, then remembered
     assert {r.headers["x-simulator-peer"] for r in peer.requests} == {SECRET}
     assert {r.headers["api-key"] for r in peer.requests} == {API_KEY}
+
+
+def test_an_encoded_key_name_is_found_too():
+    flow = make_flow(path=chat_path() + "&%61pi-%6Bey=SECRET")
+    Routing(make_config()).request(flow)
+    assert "SECRET" not in flow.request.path and context_of(flow).query_secrets == (("api-key", "SECRET"),)

@@ -19,8 +19,9 @@ SECRET_NAMES = frozenset({
     "client_secret", "secret", "password", "pwd", "auth", "authorization",
 })
 SECRET_SUFFIXES = ("key", "_token", "-token", "secret", "password", "signature")
-# A cheap look at the raw query first: most requests carry only api-version.
-_HINT = re.compile(r"key|sig|code|token|secret|pass|pwd|auth", re.IGNORECASE)
+# A cheap look at the raw query first (its bytes, not decoded): most requests carry only
+# api-version. A "%" may hide a name, so a query with one is read in full.
+_HINT = re.compile(rb"key|sig|code|token|secret|pass|pwd|auth|%", re.IGNORECASE)
 
 
 def secret_query_name(name: str) -> bool:
@@ -31,8 +32,8 @@ def secret_query_name(name: str) -> bool:
 
 def take_query_secrets(request: http.Request) -> tuple[tuple[str, str], ...]:
     """Remove the key-like parameters from the request's query; return them, in order."""
-    path = request.path
-    start = path.find("?")
+    path = request.data.path
+    start = path.find(b"?")
     if start < 0 or _HINT.search(path, start) is None:
         return ()
     items = request.query.items(multi=True)
