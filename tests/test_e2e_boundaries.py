@@ -115,8 +115,14 @@ def test_a_passed_through_bearer_opens_no_management_endpoint_and_reads_no_recor
         # Azure's token again: forwarded, answered by Azure, and not recorded a second time.
         again = httpx.post(url, json=body, headers={"Authorization": f"Bearer {azure_token}"})
         assert again.status_code == 200 and len(upstream.requests) == 3
-    documents = [p.read_text().count("recorded-once") for p in folder.glob("*.yaml")]
-    assert sum(documents) == 1
+        # A stranger first on a new request: Azure's 401 is not recorded for the key to replay.
+        fresh = {"messages": MESSAGES, "user": "stranger-first"}
+        assert httpx.post(url, json=fresh, headers={"Authorization": "Bearer anything"}).status_code == 401
+        assert httpx.post(url, json=fresh, headers=KEY).status_code == 401  # forwarded: no Azure key here
+        assert len(upstream.requests) == 5
+    documents = [p.read_text() for p in folder.glob("*.yaml")]
+    assert sum(d.count("recorded-once") for d in documents) == 1
+    assert not any("stranger-first" in d for d in documents)
 
 
 # --- keys in the query string ---------------------------------------------------------------

@@ -253,8 +253,9 @@ class Record:
 
     def _save(self, request: http.Request, status: int, headers: list[tuple[str, str]], body: bytes,
               events: list[Event] | None, ended: float) -> None:
-        # Throttling and server errors are moments, not answers worth replaying.
-        if status == 429 or status >= 500:
+        # Throttling and server errors are moments, not answers worth replaying; a refused
+        # credential says who asked, not what was asked.
+        if status in (401, 403, 429) or status >= 500:
             return
         started = request.timestamp_start
         interaction = Interaction(
