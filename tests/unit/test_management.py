@@ -421,3 +421,13 @@ def test_a_worker_that_cannot_undo_is_named(coordinator, monkeypatch):
     error = json_of(client_patch(management, {"seed": 4}))["error"]
     assert error["workers"]["w1:1"] == "applied; could not be rolled back: unreachable: ConnectError"
     assert error["workers"]["w2:2"] == "400: bad"
+
+
+def test_an_undo_that_cannot_restore_an_option_says_so(peer, monkeypatch):
+    config, management, tctx = peer
+    assert peer_call(management, {"seed": 9, "deployments": {"x": {"model": "gpt-4o"}}}, "apply c2").status_code == 200
+    snapshot = management.undo["c2"]
+    snapshot.options["simulator_mode"] = "record"  # a mode that cannot be taken (no endpoint)
+    response = peer_call(management, None, "undo c2")
+    assert response.status_code == 409 and "AZURE_OPENAI_ENDPOINT" in json_of(response)["error"]["message"]
+    assert "x" not in config.deployments  # the rest is back

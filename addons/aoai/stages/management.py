@@ -199,12 +199,18 @@ def apply_plan(config: SimulatorConfig, plan: PatchPlan) -> Snapshot:
     return snapshot
 
 
-def restore(config: SimulatorConfig, snapshot: Snapshot) -> None:
-    if snapshot.options:
-        ctx.options.update(**snapshot.options)
+def restore(config: SimulatorConfig, snapshot: Snapshot) -> str:
+    """Put back what a change replaced; "" when all of it is back, else what is not."""
     config.deployments.clear()
     config.deployments.update(snapshot.deployments)
     config.faults.default = snapshot.default_faults
+    try:
+        if snapshot.options:
+            ctx.options.update(**snapshot.options)
+    except exceptions.OptionsError as e:  # e.g. the mode it had cannot be taken again now
+        logger.error("a configuration change could not be fully undone: %s", e)
+        return str(e)
+    return ""
 
 
 def view_response(status: int, view: dict, request: http.Request | None) -> http.Response:
@@ -390,7 +396,9 @@ class Management:
         snapshot = self.undo.pop(change, None)
         if snapshot is None:
             return wire.azure_error(404, "NotFound", f"no change {change!r} to undo", request)
-        restore(self.config, snapshot)
+        left = restore(self.config, snapshot)
+        if left:
+            return wire.azure_error(409, "Conflict", f"undone but for the options: {left}", request)
         logger.warning("configuration change undone: another worker could not take it")
         return wire.json_response(200, {"undone": True}, request)
 
@@ -420,11 +428,11 @@ class Management:
             answer = self._applied(plan, request, {this: "applied", **{peer: "applied" for peer in applied}})
             return await answer if inspect.isawaitable(answer) else answer
         # Someone could not take it: put back what the others took.
-        restore(self.config, snapshot)
+        left = restore(self.config, snapshot)
         took = tuple(peer for peer in self.config.peers if peers.address(peer) in applied
                      and peers.address(peer) not in failed)
         undone = await peers.ask_all(self.config, "PATCH", "/++/config", b"", f"undo {change}", took) if took else {}
-        workers = {this: "rolled back"}
+        workers = {this: f"applied; could not be rolled back: {left}" if left else "rolled back"}
         for peer, outcome in applied.items():
             if peer in failed:
                 workers[peer] = _outcome_text(outcome, "not applied")
