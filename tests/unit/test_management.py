@@ -427,7 +427,7 @@ def test_an_undo_that_cannot_restore_an_option_says_so(peer, monkeypatch):
     config, management, tctx = peer
     assert peer_call(management, {"seed": 9, "deployments": {"x": {"model": "gpt-4o"}}}, "apply c2").status_code == 200
     snapshot = management.undo["c2"]
-    snapshot.options["simulator_mode"] = "record"  # a mode that cannot be taken (no endpoint)
+    snapshot.options["simulator_mode"] = "bogus"  # a value the settings refuse
     response = peer_call(management, None, "undo c2")
-    assert response.status_code == 409 and "AZURE_OPENAI_ENDPOINT" in json_of(response)["error"]["message"]
+    assert response.status_code == 409 and "SIMULATOR_MODE" in json_of(response)["error"]["message"]
     assert "x" not in config.deployments  # the rest is back
