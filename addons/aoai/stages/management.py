@@ -485,7 +485,7 @@ class Management:
         request = flow.request
         key = request.headers.get("api-key") or request.headers.get("ocp-apim-subscription-key") or \
             request.headers.get("authorization", "")[7:].strip()
-        if not hmac.compare_digest(key.encode(), self.config.api_key.encode()):
+        if not hmac.compare_digest(key.encode("utf-8", "surrogateescape"), self.config.api_key.encode()):
             return wire.azure_error(401, "401", "POST /++/token needs the simulator's API key (api-key header)",
                                     request)
         mode = self.config.entra.mode
