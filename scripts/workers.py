@@ -2,7 +2,8 @@
 
 One mitmdump is one event loop on one core. This starts N of them on loopback ports, each
 told the others' addresses (SIMULATOR_PEERS, so a PATCH of /++/config, a save or a reset
-reaches all of them, and /++/metrics answers for all), one Redis for the shared rate-limit
+reaches all of them, and /++/metrics answers for all) and a secret made for this launch that
+their calls to each other carry (SIMULATOR_PEER_SECRET), one Redis for the shared rate-limit
 windows (unless RATE_LIMIT_REDIS_URL names one), and HAProxy on the usual port in front:
 TCP mode, so TLS and HTTP/2 still reach the workers as they are, least-connections balancing,
 and a health check on /++/health every second that takes a worker out of rotation while it
@@ -97,6 +98,8 @@ class Workers:
         self.env = dict(os.environ)
         if not self.env.get("SIMULATOR_API_KEY"):
             self.env["SIMULATOR_API_KEY"] = secrets.token_urlsafe(24)  # one key for every worker
+        # New for each launch: only these workers' calls to each other carry it.
+        self.env["SIMULATOR_PEER_SECRET"] = secrets.token_urlsafe(32)
         if not self.env.get("RATE_LIMIT_REDIS_URL"):
             started = start_redis()
             if started is None:

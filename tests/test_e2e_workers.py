@@ -81,10 +81,57 @@ def test_a_configuration_change_reaches_every_worker(pool):
     patched = httpx.patch(f"{p.url}/++/config", json={"seed": 42, "deployments": {"extra": {"model": "gpt-4o"}}},
                           headers={"api-key": API_KEY})
     assert patched.status_code == 200
-    assert set(patched.json()["workers"].values()) == {200} and len(patched.json()["workers"]) == 2
+    assert patched.json()["workers"] == {w.partition("//")[2]: "applied" for w in p.workers}
     for worker in p.workers:
         config = httpx.get(f"{worker}/++/config", headers={"api-key": API_KEY}).json()
         assert config["seed"] == 42 and "extra" in config["deployments"]
+
+
+def worker_pid(worker: str) -> int:
+    return next(int(line.split()[0]) for line in subprocess.run(
+        ["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()
+        if f"-p {worker.rpartition(':')[2]}" in line and "mitmdump" in line)
+
+
+def wait_healthy(worker: str, p: Pool) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{worker}/++/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, p.log()
+        time.sleep(0.2)
+
+
+def test_every_worker_or_none_takes_a_change_and_a_client_cannot_pose_as_a_worker(pool):
+    p = pool()
+    first, second = p.workers
+    config = f"{first}/++/config"
+    # A client's x-simulator-peer is a client's header: the change still reaches every worker.
+    posed = httpx.patch(config, json={"seed": 7}, headers={"api-key": API_KEY, "x-simulator-peer": "1",
+                                                           "x-simulator-change": "check"})
+    assert posed.status_code == 200 and set(posed.json()["workers"].values()) == {"applied"}
+    assert httpx.get(f"{second}/++/config", headers={"api-key": API_KEY}).json()["seed"] == 7
+    # A change either worker refuses changes neither.
+    refused = httpx.patch(config, json={"seed": 8, "deployments": {"big": {"model": "gpt-4o",
+                                                                           "tokensPerMinute": 1e300}}},
+                          headers={"api-key": API_KEY})
+    assert refused.status_code == 400
+    # With a worker down, a change cannot be checked everywhere: none takes it.
+    os.kill(worker_pid(second), signal.SIGKILL)
+    down = httpx.patch(config, json={"seed": 9}, headers={"api-key": API_KEY}, timeout=30)
+    assert down.status_code == 503, down.text
+    assert down.json()["error"]["workers"][first.partition("//")[2]] == "not applied"
+    assert httpx.get(config, headers={"api-key": API_KEY}).json()["seed"] == 7
+    wait_healthy(second, p)
+    # An image no worker holds: asked of the other worker once, then remembered for a moment.
+    for _ in range(5):
+        assert httpx.get(f"{first}/++/images/nowhere-to-be-found.png").status_code == 404
+    folder = Path(p.log().split("(logs in ")[1].split(")")[0])
+    second_log = (folder / "worker1.log").read_text()
+    assert second_log.count("/++/images/nowhere") == 1, second_log[-2000:]  # (mitmdump cuts long URLs)
 
 
 def test_a_killed_worker_is_taken_out_of_rotation_and_started_again(pool):

@@ -1,4 +1,8 @@
+import json
+
 import pytest
+from aoai.runtime import entra
+from aoai.runtime.state import context_of
 from aoai.stages import auth
 from aoai.stages.auth import Auth
 from mitmproxy import http
@@ -74,3 +78,68 @@ def test_a_flow_already_answered_is_left_alone():
     flow = make_flow(path=chat_path(), key="wrong")
     flow.response = http.Response.make(418)
     assert run_auth(flow).status_code == 418
+
+
+# The management endpoints take only the simulator's key (or a signed token of a named principal).
+
+MANAGED = [("GET", "/++/config"), ("PATCH", "/++/config"), ("GET", "/++/limits"), ("GET", "/++/faults"),
+           ("POST", "/++/reset-limits"), ("POST", "/++/save-recordings"), ("POST", "/++/token")]
+
+
+@pytest.mark.parametrize("method, path", MANAGED)
+def test_management_takes_the_key_in_any_of_its_headers(method, path):
+    for headers in ({"api-key": API_KEY}, {"Ocp-Apim-Subscription-Key": API_KEY},
+                    {"Authorization": f"Bearer {API_KEY}"}):
+        assert run_auth(make_flow(method, path, key=None, headers=headers)) is None
+
+
+@pytest.mark.parametrize("method, path", MANAGED)
+@pytest.mark.parametrize("changes", [{}, {"mode": "record"}, {"mode": "replay"}],
+                         ids=["generate", "record-without-azure-key", "replay"])
+def test_management_refuses_any_other_bearer(method, path, changes):
+    config = make_config(**changes)
+    config.auth_bearer_token("registered-for-the-api")
+    for bearer in ("anything", "registered-for-the-api", f"{API_KEY}x"):
+        response = run_auth(make_flow(method, path, key=None, headers={"Authorization": f"Bearer {bearer}"}), config)
+        assert response.status_code == 401
+        assert json_of(response)["error"]["message"] == auth.MANAGEMENT_ONLY
+    assert run_auth(make_flow(method, path, key="wrong"), config).status_code == 401
+    assert json_of(run_auth(make_flow(method, path, key=None), config))["error"]["message"] == auth.MISSING_KEY
+
+
+def test_management_takes_a_signed_token_of_a_named_principal_only(tmp_path):
+    private = entra.load_private_key(entra.new_private_key_pem())
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(entra.jwks_of(private)))
+    keys = entra.load_jwks(str(jwks))
+    signed = entra.mint(entra.token_claims(oid="admin"), private)
+    stranger = entra.mint(entra.token_claims(oid="someone"), private)
+
+    def managed(token, policy):
+        return run_auth(make_flow("GET", "/++/config", key=None, headers={"Authorization": f"Bearer {token}"}),
+                        make_config(entra=policy))
+
+    named = entra.TokenPolicy(mode="signature", keys=keys, principals=frozenset({"admin"}))
+    assert managed(signed, named) is None
+    assert managed(stranger, named).status_code == 401
+    # Any principal (none named), or claims mode (no signature: anyone can write any oid): no.
+    assert managed(signed, entra.TokenPolicy(mode="signature", keys=keys)).status_code == 401
+    unsigned = entra.mint(entra.token_claims(oid="admin"))
+    assert managed(unsigned, entra.TokenPolicy(mode="claims", principals=frozenset({"admin"}))).status_code == 401
+
+
+def test_a_bearer_passed_through_to_azure_is_marked(monkeypatch):
+    flow = make_flow(path=chat_path(), key=None, headers={"Authorization": "Bearer for-azure"})
+    assert run_auth(flow, make_config(mode="record")) is None
+    assert context_of(flow).passed_through
+    keyed = make_flow(path=chat_path())
+    assert run_auth(keyed, make_config(mode="record")) is None and not context_of(keyed).passed_through
+    # With AZURE_OPENAI_KEY the simulator answers for every credential: a stranger is a 401.
+    assert run_auth(make_flow(path=chat_path(), key=None, headers={"Authorization": "Bearer for-azure"}),
+                    make_config(mode="record", azure_openai_key="k")).status_code == 401
+
+
+def test_undecodable_key_bytes_are_a_wrong_key():
+    flow = make_flow(path="/++/config", key=None)
+    flow.request.headers.fields = ((b"api-key", b"\xff\xfe-not-utf8"),)
+    assert run_auth(flow).status_code == 401

@@ -352,6 +352,43 @@ def test_bad_bodies_get_400(raw, content_type, inner):
     assert json_of(response)["error"]["innererror"]["code"] == inner
 
 
+@pytest.mark.parametrize("url", ["http://[::1", "http://[::1/doc.pdf", "https://host:99999/doc.pdf",
+                                 "https://host:port/doc.pdf", "https://host:0/doc.pdf", "http://", "https:///doc.pdf",
+                                 "http://host/a b.pdf", "http://host/\u0000.pdf", "", "https://h/" + "x" * 9000,
+                                 "javascript:alert(1)", 12, ["https://h/a.pdf"], {"url": "https://h/a.pdf"}, True])
+def test_a_malformed_url_source_is_azures_400(url):
+    svc, _ = service()
+    response = call(svc, "POST", analyze_path(), raw=json.dumps({"urlSource": url}).encode(),
+                    content_type="application/json")
+    assert response.status_code == 400
+    assert json_of(response)["error"] == {"code": "InvalidArgument", "message": "Invalid argument.", "innererror": {
+        "code": "InvalidParameter", "message": "The parameter urlSource is invalid."}}
+
+
+@pytest.mark.parametrize("source", [12, ["QUJD"], {"b": 1}, "not base64!", "QUJD\u00e9"])
+def test_a_malformed_base64_source_is_azures_400(source):
+    svc, _ = service()
+    response = call(svc, "POST", analyze_path(), raw=json.dumps({"base64Source": source}).encode(),
+                    content_type="application/json")
+    assert response.status_code == 400
+    assert json_of(response)["error"]["innererror"]["message"] == "The parameter base64Source is invalid."
+
+
+def test_an_ipv6_url_source_is_taken():
+    svc, _ = service()
+    response = call(svc, "POST", analyze_path(), raw=json.dumps({"urlSource": "http://[::1]:8080/a.png"}).encode(),
+                    content_type="application/json")
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize("pages", ["9" * 5000, "1-" + "9" * 5000, ",".join(["1"] * 200), "1-2,x", "-1", "3-1"])
+def test_pages_beyond_reason_get_400(pages):
+    svc, _ = service()
+    response = call(svc, "POST", analyze_path(query=f"&pages={pages}"), raw=b"doc", content_type="application/pdf")
+    assert response.status_code == 400
+    assert json_of(response)["error"]["innererror"]["message"] == "The parameter pages is invalid."
+
+
 def test_bad_pages_get_400():
     svc, _ = service()
     response = call(svc, "POST", analyze_path(query="&pages=0-2"), raw=b"doc", content_type="application/pdf")

@@ -1,6 +1,7 @@
 """Entra ID bearer tokens: judged by claims or by signature, refused with Azure's answers, the
 settings that choose how, and the /++/token that mints one."""
 
+import base64
 import datetime
 import json
 import logging
@@ -10,6 +11,7 @@ import jwt
 import pytest
 from aoai.runtime import entra
 from aoai.runtime.config import ConfigError, SimulatorConfig
+from aoai.runtime.state import context_of
 from aoai.stages import auth, settings
 from aoai.stages.auth import Auth
 from aoai.stages.management import Management
@@ -210,10 +212,21 @@ def test_keys_and_registered_strings_still_pass_beside_tokens():
     assert json_of(run_auth(wrong))["error"]["code"] == "401"
 
 
-def test_record_mode_without_an_azure_key_leaves_tokens_to_azure():
+def test_record_mode_without_an_azure_key_leaves_tokens_to_azure_when_the_policy_is_off():
     stranger = token(audience="https://graph.microsoft.com")
-    assert run_auth(bearer_flow(stranger), mode="record") is None
-    assert run_auth(bearer_flow(stranger), mode="record", azure_openai_key="k").status_code == 401
+    flow = bearer_flow(stranger)
+    assert run_auth(flow, entra.TokenPolicy(), mode="record") is None
+    assert context_of(flow).passed_through  # forwarded for Azure to judge, never answered from recordings
+    assert run_auth(bearer_flow(stranger), entra.TokenPolicy(), mode="record",
+                    azure_openai_key="k").status_code == 401
+
+
+def test_record_mode_with_the_policy_on_judges_tokens_itself():
+    stranger = token(audience="https://graph.microsoft.com")
+    assert run_auth(bearer_flow(stranger), mode="record").status_code == 401
+    accepted = bearer_flow(token())
+    assert run_auth(accepted, mode="record") is None
+    assert not context_of(accepted).passed_through  # vouched for: recordings may answer it
 
 
 # Settings.
@@ -359,7 +372,7 @@ def test_the_token_endpoint_wants_the_key_and_sane_bodies(management):
     minted = json_of(post_token(addon))["access_token"]
     assert post_token(addon, key=None, headers={"Authorization": f"Bearer {minted}"}).status_code == 401
     assert json_of(post_token(addon, {"expiresIn": "soon"}))["error"]["message"] == \
-        "expiresIn: expected a whole number of seconds"
+        "expiresIn: expected a whole number of seconds (negative for an expired token)"
     assert post_token(addon, {"color": "blue"}).status_code == 400
     config.entra = entra.TokenPolicy(mode="off")
     assert "SIMULATOR_ENTRA_TOKENS is off" in json_of(post_token(addon))["error"]["message"]
@@ -374,3 +387,120 @@ def test_the_config_view_shows_the_token_policy(management):
 
 def test_the_simulator_config_defaults_to_off():
     assert SimulatorConfig().entra.mode == "off"
+
+
+# Token bodies: every field checked, a 400 naming it, never a 500.
+
+@pytest.mark.parametrize("body, field", [
+    ({"expiresIn": 1e300}, "expiresIn"),
+    ({"expiresIn": -10**12}, "expiresIn"),
+    ({"expiresIn": 2**63}, "expiresIn"),
+    ({"expiresIn": 1.5}, "expiresIn"),
+    ({"expiresIn": "3600"}, "expiresIn"),
+    ({"expiresIn": None}, "expiresIn"),
+    ({"expiresIn": True}, "expiresIn"),
+    ({"oid": ["o"]}, "oid"),
+    ({"tid": {"t": 1}}, "tid"),
+    ({"appid": 7}, "appid"),
+    ({"aud": ""}, "aud"),
+    ({"aud": "x" * 2000}, "aud"),
+    ({"claims": []}, "claims"),
+    ({"claims": {"exp": "never"}}, "claims.exp"),
+    ({"claims": {"exp": 1e300}}, "claims.exp"),
+    ({"claims": {"exp": -1}}, "claims.exp"),
+    ({"claims": {"exp": 2**63}}, "claims.exp"),
+    ({"claims": {"nbf": [1]}}, "claims.nbf"),
+    ({"claims": {"iat": {"at": 1}}}, "claims.iat"),
+    ({"claims": {"aud": []}}, "claims.aud"),
+    ({"claims": {"aud": ["ok", 5]}}, "claims.aud"),
+    ({"claims": {"tid": ["a", "b"]}}, "claims.tid"),
+    ({"claims": {"oid": None}}, "claims.oid"),
+    ({"claims": {"sub": 12}}, "claims.sub"),
+    ({"claims": {"iss": {}}}, "claims.iss"),
+    ({"claims": {"roles": ["x" * 20_000]}}, "claims"),
+    ({"claims": {"deep": json.loads("[" * 300 + "]" * 300)}}, "claims"),
+    ([], "body"),
+    ("token", "body"),
+])
+def test_every_token_field_is_checked(management, body, field):
+    _, addon = management
+    response = post_token(addon, body)
+    assert response.status_code == 400
+    error = json_of(response)["error"]
+    assert error["code"] == "BadRequest" and error["message"].startswith(field + ":"), error
+
+
+def test_a_token_body_that_is_not_json_is_a_400(management):
+    _, addon = management
+    flow = make_flow("POST", "/++/token", raw=b"{never")
+    addon.request(flow)
+    assert flow.response.status_code == 400
+
+
+def test_token_claims_in_range_are_minted_as_asked(management):
+    config, addon = management
+    answer = json_of(post_token(addon, {"expiresIn": 366 * 86400, "claims": {
+        "aud": ["https://ai.azure.com", "other"], "roles": ["reader"], "iat": 1_700_000_000}}))
+    claims = jwt.decode(answer["access_token"], options={"verify_signature": False})
+    assert claims["aud"] == ["https://ai.azure.com", "other"] and claims["roles"] == ["reader"]
+    assert answer["expires_in"] == claims["exp"] - 1_700_000_000
+    assert entra.judge(answer["access_token"], config.entra).accepted
+
+
+# Claims of unexpected types or sizes: Azure's 401, never a 500.
+
+def raw_token(claims: dict, header: dict | None = None) -> str:
+    """A JWT whose parts are written as given (PyJWT would refuse to write some of these)."""
+    def part(value) -> str:
+        data = value if isinstance(value, bytes) else json.dumps(value).encode()
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    return f"{part(header or {'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+ODD_VALUES = [["a", "b"], {"a": 1}, 12, 1.5, True, None, "x" * 5000, [[["deep"]]]]
+TENANTS = entra.TokenPolicy(mode="claims", tenants=frozenset({entra.DEFAULT_TENANT}),
+                            principals=frozenset({entra.DEFAULT_OID}))
+
+
+@pytest.mark.parametrize("claim", ["aud", "exp", "nbf", "tid", "oid", "appid", "azp", "sub", "iss"])
+@pytest.mark.parametrize("value", ODD_VALUES, ids=lambda v: type(v).__name__ + str(len(str(v))))
+@pytest.mark.parametrize("policy", [CLAIMS, TENANTS], ids=["any-tenant", "tenants-set"])
+def test_an_odd_claim_is_azures_401(claim, value, policy):
+    claims = entra.token_claims()
+    claims[claim] = value
+    response = run_auth(bearer_flow(raw_token(claims)), policy)
+    if response is None:
+        # Only what a real token may hold passes: a missing optional claim (null is absent), or
+        # a "not before" that is a number in the past.
+        assert (value is None and claim in ("tid", "oid", "appid", "azp", "sub", "iss", "nbf")) or \
+            (claim == "nbf" and isinstance(value, (int, float))), (claim, value)
+        return
+    assert response.status_code == 401
+    assert json_of(response) == INVALID_TOKEN or json_of(response)["error"]["code"] == "PermissionDenied"
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"exp": Infinity, "aud": "https://ai.azure.com"}',
+    b'{"exp": NaN, "aud": "https://ai.azure.com"}',
+    b'{"exp": 1' + b"0" * 5000 + b', "aud": "https://ai.azure.com"}',
+    b'{"aud": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    b"[1, 2]",
+    b"\xff\xfe",
+])
+@pytest.mark.parametrize("policy", [CLAIMS, TENANTS], ids=["any-tenant", "tenants-set"])
+def test_unreadable_payloads_are_azures_401(payload, policy):
+    assert json_of(run_auth(bearer_flow(raw_token(payload)), policy)) == INVALID_TOKEN
+
+
+@pytest.mark.parametrize("header", [{"alg": ["RS256"]}, {"alg": "RS256", "kid": {"k": 1}}, {"alg": None},
+                                    {"alg": "RS256", "kid": "x" * 5000}])
+def test_odd_headers_in_signature_mode_are_azures_401(signer, header):
+    _, policy, _ = signer
+    assert json_of(run_auth(bearer_flow(raw_token(entra.token_claims(), header)), policy)) == INVALID_TOKEN
+
+
+def test_odd_claim_names_the_claim():
+    claims = entra.token_claims()
+    claims["tid"] = ["a"]
+    verdict = entra.judge(raw_token(claims), TENANTS)
+    assert not verdict.accepted and "'tid'" in verdict.reason

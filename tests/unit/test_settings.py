@@ -141,6 +141,13 @@ BAD_VALUES = [
     ("recording_file_suffix", "a/b", "RECORDING_FILE_SUFFIX: letters, digits, '.', '_' and '-' only, got 'a/b'"),
     ("simulator_peers", "127.0.0.1:8001", "SIMULATOR_PEERS: expected base URLs such as http://127.0.0.1:8001, "
                                           "got '127.0.0.1:8001'"),
+    ("simulator_peers", "http://127.0.0.1:8001", "SIMULATOR_PEER_SECRET: workers (SIMULATOR_PEERS) need a secret "
+                                                 "of at least 16 characters for their calls to each other; "
+                                                 "scripts/workers.py makes one"),
+    ("simulator_seed", "9223372036854775808", "SIMULATOR_SEED: expected a whole number from -9223372036854775808 to "
+                                              "9223372036854775807, got '9223372036854775808'"),
+    ("ptu_input_tpm_per_ptu", "gpt-4o=99999999999", "PTU_INPUT_TPM_PER_PTU: expected model=tokens with a whole "
+                                                     "number of tokens from 1 to 1000000000, got 'gpt-4o=99999999999'"),
     ("responses_stored", "2.5", "RESPONSES_STORED: expected a whole number, got '2.5'"),
     ("responses_stored", "-1", "RESPONSES_STORED: must not be below 0, got -1"),
     ("prompt_cache_idle_seconds", "soon", "PROMPT_CACHE_IDLE_SECONDS: expected a number, got 'soon'"),

@@ -47,6 +47,8 @@ RESULTS_MAX_BYTES = 32 * 1024 * 1024  # DOC_INTELLIGENCE_RESULTS_MAX_BYTES's def
 MAX_PAGES = 20  # pages in one made-up result, to keep answers a sane size
 BYTES_PER_PAGE = 200_000  # page-count guess for documents without countable page objects
 MAX_DOCUMENT_BYTES = 500 * 1024 * 1024  # the S0 tier's file limit
+MAX_URL_CHARS = 8192  # a document's URL (Azure's request line would not carry a longer one)
+MAX_PAGE_RANGES = 100  # ranges in the `pages` query ("1-3,5,…")
 
 # api-versions each path family serves; another version there gets the gateway's 404, as in Azure.
 API_VERSIONS = {
@@ -114,9 +116,12 @@ def _too_large() -> Invalid:
 def parse_pages(spec: str) -> list[int]:
     """The `pages` query ("1-3,5,7-9"), as sorted page numbers; Invalid if malformed."""
     numbers: set[int] = set()
-    for part in spec.split(","):
+    parts = spec.split(",")
+    if len(parts) > MAX_PAGE_RANGES:
+        raise _bad_parameter("pages")
+    for part in parts:
         m = _PAGES.match(part)
-        if m is None:
+        if m is None or len(m.group(1)) > 9 or len(m.group(2) or "") > 9:  # past any document's pages
             raise _bad_parameter("pages")
         first = int(m.group(1))
         last = int(m.group(2) or first)
@@ -164,12 +169,24 @@ def read_source(content_type: str, body: bytes) -> Source:
         url = parsed.get("urlSource")
         if url is None:
             raise _source_missing()
-        if not isinstance(url, str) or urlsplit(url).scheme.lower() not in ("http", "https"):
+        if not web_address(url):
             raise _bad_parameter("urlSource")
         return Source(None, url, "")
     if not body:
         raise _bad_content()
     return Source(body, None, mime)
+
+
+def web_address(url: object) -> bool:
+    """Whether `urlSource` is a URL Azure could fetch: http(s), a host, a valid port, at most
+    MAX_URL_CHARS and no spaces or control characters."""
+    if not isinstance(url, str) or not url or len(url) > MAX_URL_CHARS or not url.isprintable() or " " in url:
+        return False
+    try:
+        parts = urlsplit(url)
+        return parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # "http://[::1", a port that is not a number or above 65535
+        return False
 
 
 def page_unit(source: Source) -> str:

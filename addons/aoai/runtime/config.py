@@ -122,14 +122,39 @@ def default_deployments() -> dict[str, Deployment]:
     return {n: Deployment(n, catalogue.MODELS[n]) for n in names}
 
 
-def _number(where: str, value: Any, *, integer: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{where}: expected a number, got {json.dumps(value)}")
+# What a configured number may be. Whole numbers fit a signed 64-bit integer (what every JSON
+# reader, Redis and the views' serializer hold); the rest are far beyond any real deployment
+# yet small enough that sums, products and sleeps made of them stay finite.
+MAX_WHOLE = 2**63 - 1
+MAX_MS = 3_600_000  # a latency: one hour, in milliseconds
+MAX_AUDIO_PACE = 1000  # seconds of work per second of audio
+MAX_PTU = 100_000
+MAX_TPM_PER_PTU = 1_000_000_000
+
+
+def _number(where: str, value: Any, *, integer: bool = False, high: float | None = None) -> Any:
+    """A non-negative number (whole with `integer`) no larger than `high` (a 64-bit integer's
+    largest, for whole numbers, when not given); raises ConfigError naming `where`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            (isinstance(value, float) and not math.isfinite(value)):
+        raise ConfigError(f"{where}: expected a number, got {_shown(value)}")
     if value < 0:
-        raise ConfigError(f"{where}: must not be negative, got {value}")
+        raise ConfigError(f"{where}: must not be negative, got {_shown(value)}")
     if integer and int(value) != value:
-        raise ConfigError(f"{where}: expected a whole number, got {value}")
+        raise ConfigError(f"{where}: expected a whole number, got {_shown(value)}")
+    top = high if high is not None else (MAX_WHOLE if integer else None)
+    if top is not None and value > top:
+        raise ConfigError(f"{where}: must not be above {top}, got {_shown(value)}")
     return int(value) if integer else float(value)
+
+
+def _shown(value: Any) -> str:
+    """A value as the error quotes it: JSON, cut short (a body may hold anything)."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _normal(where: str, value: Any) -> Normal:
@@ -138,8 +163,8 @@ def _normal(where: str, value: Any) -> Normal:
     unknown = set(value) - {"mean", "stdDev"}
     if unknown:
         raise ConfigError(f"{where}: unknown field {sorted(unknown)[0]!r}")
-    return Normal(_number(f"{where}.mean", value["mean"]),
-                  _number(f"{where}.stdDev", value.get("stdDev", 0)))
+    return Normal(_number(f"{where}.mean", value["mean"], high=MAX_MS),
+                  _number(f"{where}.stdDev", value.get("stdDev", 0), high=MAX_MS))
 
 
 _DEPLOYMENT_FIELDS = {"model", "tokensPerMinute", "requestsPerMinute", "embeddingSize", "latency",
@@ -174,7 +199,7 @@ def parse_deployment(name: str, spec: Any, where: str) -> Deployment:
     if "audioPace" in spec:
         if not model.audio_pace:
             raise ConfigError(f"{where}.audioPace: {model.name} is not an audio model")
-        dep.audio_pace = _number(f"{where}.audioPace", spec["audioPace"])
+        dep.audio_pace = _number(f"{where}.audioPace", spec["audioPace"], high=MAX_AUDIO_PACE)
     if "maxConcurrentRequests" in spec:
         dep.max_concurrent_requests = _number(f"{where}.maxConcurrentRequests", spec["maxConcurrentRequests"],
                                               integer=True)
@@ -225,12 +250,13 @@ def _parse_sku(dep: Deployment, spec: dict, where: str) -> None:
     dep.tokens_per_minute, dep.requests_per_minute = 0, None
     if "ptu" not in spec:
         raise ConfigError(f"{where}.ptu: required for a provisioned SKU, the number of PTUs (e.g. 15)")
-    ptu = _number(f"{where}.ptu", spec["ptu"], integer=True)
+    ptu = _number(f"{where}.ptu", spec["ptu"], integer=True, high=MAX_PTU)
     if ptu < 1:
         raise ConfigError(f"{where}.ptu: must be at least 1, got {ptu}")
     dep.ptu = ptu
     if "inputTpmPerPtu" in spec:
-        per_ptu = _number(f"{where}.inputTpmPerPtu", spec["inputTpmPerPtu"], integer=True)
+        per_ptu = _number(f"{where}.inputTpmPerPtu", spec["inputTpmPerPtu"], integer=True,
+                          high=MAX_TPM_PER_PTU)
         if per_ptu < 1:
             raise ConfigError(f"{where}.inputTpmPerPtu: must be at least 1, got {per_ptu}")
         dep.input_tpm_per_ptu = per_ptu
@@ -350,6 +376,7 @@ class SimulatorConfig:
     # Other workers of the same simulator (scripts/workers.py): management changes reach them too.
     peers: tuple[str, ...] = ()
     worker: str = ""  # this worker's name, when there are several
+    peer_secret: str = ""  # SIMULATOR_PEER_SECRET: what calls between workers carry (a client cannot)
     # Responses kept for retrieve, input_items and previous_response_id (the newest N).
     stored_responses: ResponseStore = field(default_factory=ResponseStore)
     # Prompts seen recently, per deployment: what cached_tokens reports.

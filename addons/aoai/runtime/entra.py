@@ -44,6 +44,10 @@ DEFAULT_TENANT = "00000000-0000-0000-0000-00000000cafe"
 DEFAULT_OID = "00000000-0000-0000-0000-0000000000a1"
 DEFAULT_LIFETIME_S = 3600
 MINT_KID = "simulator"
+# Claims naming who and where (tenant, object, application, subject): Entra writes them as short
+# strings (GUIDs mostly). Anything else is a token Azure cannot read.
+IDENTITY_CLAIMS = ("tid", "oid", "appid", "azp", "sub", "iss")
+MAX_CLAIM_CHARS = 1024
 
 
 @dataclass(frozen=True)
@@ -94,9 +98,12 @@ def judge(token: str, policy: TokenPolicy) -> Verdict:
         return Verdict(False, "the token's signature does not match the key in the JWKS")
     except _NoKey as e:
         return Verdict(False, str(e))
-    except (jwt.PyJWTError, ValueError, TypeError) as e:
+    except (jwt.PyJWTError, ValueError, TypeError, ArithmeticError, RecursionError) as e:
         # Not three base64url parts of JSON, a key of the wrong type for the algorithm, …
         return Verdict(False, f"the token cannot be read ({type(e).__name__})")
+    odd = odd_claim(claims)
+    if odd:
+        return Verdict(False, f"the token's {odd!r} claim is not a string of at most {MAX_CLAIM_CHARS} characters")
     principal = _principal(claims)
     tenant = claims.get("tid")
     if policy.tenants and tenant not in policy.tenants:
@@ -106,6 +113,15 @@ def judge(token: str, policy: TokenPolicy) -> Verdict:
         return Verdict(False, f"principal {principal!r} is not in SIMULATOR_ENTRA_PRINCIPALS", principal,
                        denied=True, claims=claims)
     return Verdict(True, principal=principal, claims=claims)
+
+
+def odd_claim(claims: dict[str, Any]) -> str | None:
+    """The first identity claim that is present but not a short string, or None."""
+    for name in IDENTITY_CLAIMS:
+        value = claims.get(name)
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_CLAIM_CHARS):
+            return name
+    return None
 
 
 def _principal(claims: dict[str, Any]) -> str:

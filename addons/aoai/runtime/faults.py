@@ -46,6 +46,13 @@ _FIELDS: dict[str, frozenset[str]] = {
     QUOTA_CUT: frozenset({"tokensPerMinute", "forS", "everyS"}),
 }
 HANG_MAX_S = 600.0  # a hung request answers 408 after this long (10 minutes) unless maxS says otherwise
+# The largest values accepted: far beyond any useful test, small enough that every sum and
+# sleep made of them stays finite (whole numbers fit a signed 64-bit integer).
+MAX_FAULTS = 100  # in one profile: every request draws once per fault
+MAX_MS = 3_600_000  # afterMs, ms: an hour
+MAX_SECONDS = 30 * 86_400  # maxS, forS, everyS: thirty days
+MAX_FACTOR = 1000  # trickle
+MAX_WHOLE = 2**63 - 1
 
 
 class FaultError(ValueError):
@@ -87,18 +94,32 @@ class FaultProfile:
 # --- Parsing --------------------------------------------------------------------------------
 
 def _number(where: str, value: Any, low: float, high: float | None = None, *, above: bool = False,
-            whole: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            whole: bool = False, cap: float | None = None) -> float:
+    """A number from `low` to `high` (the range the field means), no larger than `cap` (a
+    sanity limit, far beyond any useful value); raises FaultError naming `where`."""
+    kind = "a whole number" if whole else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            (isinstance(value, float) and not math.isfinite(value)):
         bad = True
     else:
         bad = value <= low if above else value < low
         bad = bad or (high is not None and value > high) or (whole and int(value) != value)
+        if not bad and cap is not None and value > cap:
+            raise FaultError(f"{where}: expected {kind} of at most {_plain(cap)}, got {_shown(value)}")
     if bad:
-        kind = "a whole number" if whole else "a number"
-        span = f"from {low:g} to {high:g}" if high is not None else \
-            (f"above {low:g}" if above else f"of at least {low:g}")
-        raise FaultError(f"{where}: expected {kind} {span}, got {json.dumps(value)}")
+        span = f"from {_plain(low)} to {_plain(high)}" if high is not None else \
+            (f"above {_plain(low)}" if above else f"of at least {_plain(low)}")
+        raise FaultError(f"{where}: expected {kind} {span}, got {_shown(value)}")
     return int(value) if whole else float(value)
+
+
+def _plain(number: float) -> str:
+    return str(int(number)) if number == int(number) else f"{number:g}"
+
+
+def _shown(value: Any) -> str:
+    shown = json.dumps(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 def parse_fault(spec: Any, where: str) -> Fault:
@@ -119,7 +140,7 @@ def parse_fault(spec: Any, where: str) -> Fault:
     if every:
         if "share" in spec:
             raise FaultError(f"{where}.share: a quotaCut takes either share or everyS, not both")
-        args["every_s"] = _number(f"{where}.everyS", spec["everyS"], 0, above=True)
+        args["every_s"] = _number(f"{where}.everyS", spec["everyS"], 0, cap=MAX_SECONDS, above=True)
     elif "share" not in spec:
         raise FaultError(f"{where}.share: required, a number from 0 to 1 (the share of requests it strikes)")
     else:
@@ -136,30 +157,31 @@ def parse_fault(spec: Any, where: str) -> Fault:
         args["status"] = status
         if "afterMs" not in spec:
             raise FaultError(f"{where}.afterMs: required, the milliseconds before the timeout answers")
-        args["after_s"] = _number(f"{where}.afterMs", spec["afterMs"], 0) / 1000
+        args["after_s"] = _number(f"{where}.afterMs", spec["afterMs"], 0, cap=MAX_MS) / 1000
     elif kind == "hang":
-        args["max_s"] = _number(f"{where}.maxS", spec.get("maxS", HANG_MAX_S), 0, above=True)
+        args["max_s"] = _number(f"{where}.maxS", spec.get("maxS", HANG_MAX_S), 0, cap=MAX_SECONDS, above=True)
     elif kind == "slowFirstByte":
         if "ms" not in spec:
             raise FaultError(f"{where}.ms: required, the milliseconds added before the first byte")
-        args["delay_s"] = _number(f"{where}.ms", spec["ms"], 0) / 1000
+        args["delay_s"] = _number(f"{where}.ms", spec["ms"], 0, cap=MAX_MS) / 1000
     elif kind == "trickle":
         if "factor" not in spec:
             raise FaultError(f"{where}.factor: required, how many times slower the tokens come (at least 1)")
-        args["factor"] = _number(f"{where}.factor", spec["factor"], 1)
+        args["factor"] = _number(f"{where}.factor", spec["factor"], 1, cap=MAX_FACTOR)
     elif kind == "streamCut":
         if ("afterTokens" in spec) == ("afterMs" in spec):
             raise FaultError(f"{where}: a streamCut takes afterTokens or afterMs (one of them)")
         if "afterTokens" in spec:
-            args["after_tokens"] = _number(f"{where}.afterTokens", spec["afterTokens"], 0, whole=True)
+            args["after_tokens"] = _number(f"{where}.afterTokens", spec["afterTokens"], 0, cap=MAX_WHOLE, whole=True)
         else:
-            args["after_s"] = _number(f"{where}.afterMs", spec["afterMs"], 0) / 1000
+            args["after_s"] = _number(f"{where}.afterMs", spec["afterMs"], 0, cap=MAX_MS) / 1000
     elif kind == QUOTA_CUT:
         for name in ("tokensPerMinute", "forS"):
             if name not in spec:
                 raise FaultError(f"{where}.{name}: required for a quotaCut")
-        args["tokens_per_minute"] = _number(f"{where}.tokensPerMinute", spec["tokensPerMinute"], 1, whole=True)
-        args["for_s"] = _number(f"{where}.forS", spec["forS"], 0, above=True)
+        args["tokens_per_minute"] = _number(f"{where}.tokensPerMinute", spec["tokensPerMinute"], 1, cap=MAX_WHOLE,
+                                            whole=True)
+        args["for_s"] = _number(f"{where}.forS", spec["forS"], 0, cap=MAX_SECONDS, above=True)
     return Fault(**args)
 
 
@@ -167,6 +189,8 @@ def parse_profile(value: Any, where: str) -> FaultProfile:
     """A `faults` list (`where` names it, e.g. `deployments.json: gpt-4o.faults`)."""
     if not isinstance(value, list):
         raise FaultError(f"{where}: expected a list of faults such as [{{\"kind\": \"503\", \"share\": 0.1}}]")
+    if len(value) > MAX_FAULTS:
+        raise FaultError(f"{where}: at most {MAX_FAULTS} faults, got {len(value)}")
     return FaultProfile(tuple(parse_fault(spec, f"{where}[{i}]") for i, spec in enumerate(value)))
 
 

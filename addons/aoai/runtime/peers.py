@@ -1,47 +1,161 @@
 """Workers of one simulator reaching each other (scripts/workers.py runs several behind a
 load balancer, which sends each request to one of them).
 
-A configuration change, a save of recordings or a reset of the rate limits that reaches one
-worker is passed on to the others (`pass_on`), marked so they do not pass it on again; a
-scrape of /++/metrics collects every worker's metrics, each sample labelled with its worker
-(`merge_metrics`).
+A save of recordings or a reset of the rate limits that reaches one worker is passed on to
+the others (`pass_on`); a configuration change is checked by every worker before any takes it
+(`ask_all`, the management stage runs the steps); a scrape of /++/metrics collects every
+worker's metrics, each sample labelled with its worker (`merge_metrics`); a stored response
+or an image one worker made is found through any (`relay`).
+
+Calls between workers carry the launch's secret (SIMULATOR_PEER_SECRET) in `x-simulator-peer`;
+a request whose header does not hold it is a client's like any other. They share one pooled
+client (`LINK`), closed when the simulator stops, and a relay that found nothing anywhere is
+remembered for a few seconds, so a client asking again and again for a name no worker holds
+costs one round of calls, not one per request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
+import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+if TYPE_CHECKING:
+    from .config import SimulatorConfig
+
 logger = logging.getLogger(__name__)
 
-PEER_HEADER = "x-simulator-peer"  # on requests one worker passes to another
+PEER_HEADER = "x-simulator-peer"  # on requests one worker makes of another: the launch's secret
+CHANGE_HEADER = "x-simulator-change"  # a configuration change's step: check, apply ID or undo ID
 TIMEOUT_S = 5.0
+MISS_SECONDS = 5.0  # how long a relay that found nothing is remembered
+MISS_ENTRIES = 1024
 
 
-def from_peer(headers) -> bool:
-    return headers.get(PEER_HEADER) is not None
+def from_peer(headers, secret: str) -> bool:
+    """Whether another worker of this launch made the request (it holds the secret)."""
+    given = headers.get(PEER_HEADER)
+    if given is None or not secret:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), secret.encode())
 
 
-async def pass_on(peers: tuple[str, ...], method: str, path: str, content: bytes, key: str,
-                  worker: str) -> dict[str, int | str]:
-    """Send the same request to every peer; each peer's status, or what went wrong."""
-    headers = {"api-key": key, PEER_HEADER: worker or "1", "content-type": "application/json"}
-    async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
-        answers = await asyncio.gather(*(client.request(method, peer + path, content=content, headers=headers)
-                                         for peer in peers), return_exceptions=True)
-    out: dict[str, int | str] = {}
-    for peer, answer in zip(peers, answers):
+class Misses:
+    """Paths no worker held a moment ago, by hash (a client chooses them: only their digests
+    are kept, at most `limit`, each for `seconds`)."""
+
+    def __init__(self, seconds: float = MISS_SECONDS, limit: int = MISS_ENTRIES, clock=time.monotonic):
+        self.seconds, self.limit, self.clock = seconds, limit, clock
+        self._until: OrderedDict[bytes, float] = OrderedDict()
+
+    @staticmethod
+    def _key(method: str, path: str) -> bytes:
+        return hashlib.sha256(f"{method} {path}".encode("utf-8", "surrogateescape")).digest()[:16]
+
+    def recent(self, method: str, path: str) -> bool:
+        key = self._key(method, path)
+        until = self._until.get(key)
+        if until is None:
+            return False
+        if until <= self.clock():
+            del self._until[key]
+            return False
+        return True
+
+    def add(self, method: str, path: str) -> None:
+        key = self._key(method, path)
+        self._until[key] = self.clock() + self.seconds
+        self._until.move_to_end(key)
+        while len(self._until) > self.limit:
+            self._until.popitem(last=False)
+
+    def clear(self) -> None:
+        self._until.clear()
+
+
+class Link:
+    """One pooled HTTP client for every call to the other workers, made when first needed (on
+    the running loop), and the misses remembered."""
+
+    def __init__(self):
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.misses = Misses()
+
+    def client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            # A client belongs to the loop it was made on (a test may run several in turn).
+            self._client = httpx.AsyncClient(timeout=TIMEOUT_S, limits=httpx.Limits(max_keepalive_connections=32))
+            self._loop = loop
+        return self._client
+
+    async def close(self) -> None:
+        client, self._client, self._loop = self._client, None, None
+        if client is not None:
+            await client.aclose()
+
+
+LINK = Link()
+
+
+def _headers(config: SimulatorConfig, **more: str) -> dict[str, str]:
+    return {"api-key": config.api_key, PEER_HEADER: config.peer_secret, **more}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one worker answered: its status (None when it could not be reached) and what it said."""
+
+    status: int | None
+    message: str = ""
+    body: bytes = b""
+
+
+async def ask_all(config: SimulatorConfig, method: str, path: str, content: bytes, step: str = "",
+                  peers: tuple[str, ...] | None = None) -> dict[str, Outcome]:
+    """Send the same request to every peer (or those given); each one's outcome by address."""
+    headers = _headers(config, **{"content-type": "application/json"})
+    if step:
+        headers[CHANGE_HEADER] = step
+    targets = config.peers if peers is None else peers
+    client = LINK.client()
+    answers = await asyncio.gather(*(client.request(method, peer + path, content=content, headers=headers)
+                                     for peer in targets), return_exceptions=True)
+    out: dict[str, Outcome] = {}
+    for peer, answer in zip(targets, answers):
         if isinstance(answer, BaseException):
-            logger.warning("worker %s did not take %s %s: %s", peer, method, path, answer)
-            out[address(peer)] = f"{type(answer).__name__}: {answer}"
+            logger.warning("worker %s did not answer %s %s: %s", peer, method, path, answer)
+            out[address(peer)] = Outcome(None, f"{type(answer).__name__}: {answer}".rstrip(": "))
         else:
-            out[address(peer)] = answer.status_code
+            out[address(peer)] = Outcome(answer.status_code, _error_message(answer.content), answer.content)
     return out
+
+
+def _error_message(content: bytes) -> str:
+    """The message of an Azure-shaped error body, or ""."""
+    try:
+        error = orjson.loads(content).get("error", {})
+        return str(error.get("message", "")) if isinstance(error, dict) else ""
+    except (ValueError, AttributeError):
+        return ""
+
+
+async def pass_on(config: SimulatorConfig, method: str, path: str, content: bytes) -> dict[str, int | str]:
+    """Send the same request to every peer; each peer's status, or what went wrong."""
+    outcomes = await ask_all(config, method, path, content)
+    return {peer: o.status if o.status is not None else o.message for peer, o in outcomes.items()}
 
 
 def address(peer: str) -> str:
@@ -49,13 +163,14 @@ def address(peer: str) -> str:
     return peer.partition("//")[2]
 
 
-async def scrape(peers: tuple[str, ...]) -> dict[str, str]:
+async def scrape(config: SimulatorConfig) -> dict[str, str]:
     """Each reachable peer's own metrics text by its address (one that does not answer is left out)."""
-    async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
-        answers = await asyncio.gather(*(client.get(peer + "/++/metrics", headers={PEER_HEADER: "1"})
-                                         for peer in peers), return_exceptions=True)
+    client = LINK.client()
+    headers = {PEER_HEADER: config.peer_secret}
+    answers = await asyncio.gather(*(client.get(peer + "/++/metrics", headers=headers) for peer in config.peers),
+                                   return_exceptions=True)
     texts = {}
-    for peer, answer in zip(peers, answers):
+    for peer, answer in zip(config.peers, answers):
         if isinstance(answer, BaseException) or answer.status_code != 200:
             logger.warning("worker %s gave no metrics: %s", peer, answer)
             continue
@@ -63,14 +178,18 @@ async def scrape(peers: tuple[str, ...]) -> dict[str, str]:
     return texts
 
 
-async def relay(peers: tuple[str, ...], method: str, path: str, key: str) -> httpx.Response | None:
+async def relay(config: SimulatorConfig, method: str, path: str) -> httpx.Response | None:
     """Ask every peer the same request about something only one of them holds (a stored
     response, an image it made); the first answer that is not a 404, or None."""
-    headers = {"api-key": key, PEER_HEADER: "1"}
-    async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
-        answers = await asyncio.gather(*(client.request(method, peer + path, headers=headers) for peer in peers),
-                                       return_exceptions=True)
-    return next((a for a in answers if not isinstance(a, BaseException) and a.status_code != 404), None)
+    if LINK.misses.recent(method, path):
+        return None
+    client = LINK.client()
+    answers = await asyncio.gather(*(client.request(method, peer + path, headers=_headers(config))
+                                     for peer in config.peers), return_exceptions=True)
+    found = next((a for a in answers if not isinstance(a, BaseException) and a.status_code != 404), None)
+    if found is None and not any(isinstance(a, BaseException) for a in answers):
+        LINK.misses.add(method, path)  # every worker said it has none
+    return found
 
 
 class _Merged:

@@ -31,6 +31,7 @@ import orjson
 import yaml
 
 from ..openai import forms
+from .redaction import secret_query_name
 from .routes import TABLE, RouteTable
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,8 @@ def _form_fingerprint(content: bytes, content_type: str, rules: KeyRules) -> byt
 
 def request_key(method: str, path: str, query: list[tuple[str, str]], content: bytes, content_type: str,
                 rules: KeyRules) -> str:
-    kept = sorted((k, v) for k, v in query if rules.match_api_version or k != "api-version")
+    kept = sorted((k, v) for k, v in query
+                  if (rules.match_api_version or k != "api-version") and not secret_query_name(k))
     target = path + ("?" + urlencode(kept) if kept else "")
     digest = hashlib.sha1(body_fingerprint(content, content_type, rules)).hexdigest()[:20]
     return f"{method} {target} {digest}"
@@ -197,8 +199,9 @@ class Interaction:
 
     def to_document(self) -> dict:
         request: dict[str, Any] = {"method": self.method, "path": self.path}
-        if self.query:
-            request["query"] = dict(self.query)
+        query = {k: v for k, v in self.query if not secret_query_name(k)}  # keys are never written
+        if query:
+            request["query"] = query
         if self.request_headers:
             request["headers"] = self.request_headers
         request.update(_body_to_yaml(self.request_body, self.content_type))

@@ -53,6 +53,10 @@ class RequestContext:
     stream: StreamPlan | None = None  # a paced stream the streaming stage plays
     played_at: float | None = None  # when a stream written straight to the client began
     recording: bool | None = None  # record mode: forwarded; True when the exchange is to be saved
+    # Record mode without AZURE_OPENAI_KEY: a bearer passed to Azure unchecked (Azure judges it),
+    # so the request is forwarded even when a recording would answer it.
+    passed_through: bool = False
+    query_secrets: tuple[tuple[str, str], ...] = ()  # key-like query parameters taken off the request
     stream_cut_after: int | None = None  # token steps after which a stream breaks (fault injection)
     # Content filter: each prompt's results when a rule scored something (None: all safe), how
     # answers are judged (generate mode), and what it blocked, as (prompt|completion, category).

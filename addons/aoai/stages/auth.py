@@ -1,18 +1,24 @@
 """Auth: every request but those to open routes (health, metrics) must carry the simulator's key,
-a bearer string an extension registered, or (SIMULATOR_ENTRA_TOKENS) an Entra ID token."""
+a bearer string an extension registered, or (SIMULATOR_ENTRA_TOKENS) an Entra ID token.
+
+The management endpoints take less: the simulator's key only, or in signature mode the token of
+a principal SIMULATOR_ENTRA_PRINCIPALS names. In record mode without AZURE_OPENAI_KEY a bearer
+the simulator cannot vouch for is passed to Azure, which judges it; such a request is never
+answered from the recordings (the replay stage reads `passed_through`)."""
 
 from __future__ import annotations
 
 import hmac
 import logging
 import re
+from dataclasses import dataclass
 
 from mitmproxy import http
 
 from .. import wire
 from ..runtime import entra
 from ..runtime.config import SimulatorConfig
-from ..runtime.routes import Route
+from ..runtime.routes import MANAGEMENT, Route
 from ..runtime.state import context_of
 
 logger = logging.getLogger(__name__)
@@ -25,37 +31,88 @@ INVALID_TOKEN = ("Unauthorized. Access token is missing, invalid, audience is in
                  "(https://cognitiveservices.azure.com), or have expired.")
 
 
+MANAGEMENT_ONLY = ("The simulator's management endpoints take only its API key (api-key, "
+                   "Ocp-Apim-Subscription-Key or Authorization: Bearer), or in signature mode an Entra ID token "
+                   "of a principal SIMULATOR_ENTRA_PRINCIPALS names.")
+
+
 def _same(given: str, expected: str) -> bool:
-    return hmac.compare_digest(given.encode(), expected.encode())
+    # surrogateescape: a header's undecodable bytes come back as themselves, and simply differ.
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape"))
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What auth made of a request: its refusal, or None and whether its bearer was passed
+    through to Azure unchecked (record mode without AZURE_OPENAI_KEY)."""
+
+    refusal: http.Response | None = None
+    passed_through: bool = False
+
+
+ADMITTED = Admission()
+PASSED_THROUGH = Admission(passed_through=True)
 
 
 def check(headers, config: SimulatorConfig, route: Route | None = None, params: dict[str, str] | None = None,
           method: str = "POST") -> http.Response | None:
     """None when the request may pass, else Azure's 401 for what was wrong with it."""
+    return admit(headers, config, route, params, method).refusal
+
+
+def admit(headers, config: SimulatorConfig, route: Route | None = None, params: dict[str, str] | None = None,
+          method: str = "POST") -> Admission:
+    if route is not None and route.family == MANAGEMENT:
+        refusal = check_management(headers, config)
+        return ADMITTED if refusal is None else Admission(refusal)
     key = headers.get("api-key") or headers.get("ocp-apim-subscription-key")
     if key is not None:
         # openai 1.x sends the key twice (api-key and Bearer); the api-key decides.
         if _same(key, config.api_key):
-            return None
-        return wire.azure_error(401, "401", INVALID_KEY)
+            return ADMITTED
+        return Admission(wire.azure_error(401, "401", INVALID_KEY))
     authorization = headers.get("authorization", "")
     if authorization[:7].lower() == "bearer ":
         token = authorization[7:].strip()
         if _same(token, config.api_key) or any(_same(token, t) for t in config.bearer_tokens):
-            return None
-        if config.mode == "record" and not config.azure_openai_key:
-            return None  # an Entra ID token for Azure itself: forwarded, and Azure checks it
+            return ADMITTED
+        if config.mode == "record" and not config.azure_openai_key and not config.entra.enabled:
+            # An Entra ID token for Azure itself: forwarded, and Azure checks it. Nothing here
+            # vouches for it, so recorded answers are not its to read.
+            return PASSED_THROUGH
         verdict = entra.judge(token, config.entra)
         if verdict.accepted:
-            return None
+            return ADMITTED
         if config.entra.enabled:
             # Azure's answer says nothing of the cause; the log does (never the token itself).
             logger.info("bearer token refused: %s", verdict.reason)
         if verdict.denied:
-            return permission_denied(verdict.principal, route, params or {}, method)
-        return invalid_token()
+            return Admission(permission_denied(verdict.principal, route, params or {}, method))
+        return Admission(invalid_token())
     # Azure's gateway text; wrapped in "error" as the direct endpoint's other 401s are.
-    return wire.azure_error(401, "401", MISSING_KEY)
+    return Admission(wire.azure_error(401, "401", MISSING_KEY))
+
+
+def check_management(headers, config: SimulatorConfig) -> http.Response | None:
+    """The simulator's own endpoints (configuration, limits, faults, saves, tokens): its key, or
+    in signature mode a token whose principal the settings name; never a bearer passed through
+    to Azure, nor a bearer string an extension registered for the API."""
+    key = headers.get("api-key") or headers.get("ocp-apim-subscription-key")
+    if key is not None:
+        return None if _same(key, config.api_key) else wire.azure_error(401, "401", INVALID_KEY)
+    authorization = headers.get("authorization", "")
+    if authorization[:7].lower() != "bearer ":
+        return wire.azure_error(401, "401", MISSING_KEY)
+    token = authorization[7:].strip()
+    if _same(token, config.api_key) or _named_principal(token, config.entra):
+        return None
+    return wire.azure_error(401, "401", MANAGEMENT_ONLY)
+
+
+def _named_principal(token: str, policy: entra.TokenPolicy) -> bool:
+    # Claims mode checks no signature, so anyone can write any principal into a token: only a
+    # signed token names one the settings can trust with the simulator's own controls.
+    return policy.mode == "signature" and bool(policy.principals) and entra.judge(token, policy).accepted
 
 
 def invalid_token() -> http.Response:
@@ -96,8 +153,10 @@ class Auth:
         context = context_of(flow)
         if flow.response or (context is not None and context.route is not None and context.route.open):
             return
-        denied = check(flow.request.headers, self.config, context.route if context else None,
-                       context.params if context else None, flow.request.method)
-        if denied is not None:
-            logger.debug("401 for %s %.200s", flow.request.method, flow.request.path)
-            flow.response = denied
+        admission = admit(flow.request.headers, self.config, context.route if context else None,
+                          context.params if context else None, flow.request.method)
+        if admission.refusal is not None:
+            logger.debug("401 for %s %.200s", flow.request.method, flow.request.path.partition("?")[0])
+            flow.response = admission.refusal
+        elif admission.passed_through and context is not None:
+            context.passed_through = True

@@ -202,7 +202,7 @@ def _stored_response(context: RequestContext, response_id: str) -> http.Response
     """GET or DELETE /responses/{id}, or GET its input_items; Azure's 404 for an unknown id."""
     request, region, store = context.request, context.config.region, context.config.stored_responses
     stored = store.get(response_id)
-    if stored is None and context.config.peers and not peers.from_peer(request.headers):
+    if stored is None and context.config.peers and not peers.from_peer(request.headers, context.config.peer_secret):
         return _stored_at_a_peer(context, response_id)  # with workers, another may hold it
     if stored is None:
         return wire.openai_error(404, f"Response with id '{response_id}' not found.", request=request)
@@ -224,7 +224,7 @@ def _stored_response(context: RequestContext, response_id: str) -> http.Response
 
 async def _stored_at_a_peer(context: RequestContext, response_id: str) -> http.Response:
     request = context.request
-    found = await peers.relay(context.config.peers, request.method, request.path, context.config.api_key)
+    found = await peers.relay(context.config, request.method, request.path)
     if found is None:
         return wire.openai_error(404, f"Response with id '{response_id}' not found.", request=request)
     return wire.plain_response(found.status_code, found.content,

@@ -1,5 +1,11 @@
 """Management: the simulator's own endpoints under /++/ (health, configuration, recordings,
-rate limits, test tokens)."""
+rate limits, test tokens). Auth admits only the simulator's key to them (health, metrics and
+image URLs are open).
+
+A PATCH of /++/config is checked whole before anything is applied (`read_patch`), so a later
+view can never fail on what it set. With workers, the worker a client reaches has every other
+check the change first, then applies it and has them apply it; if one fails, those that took it
+undo it, and the answer's `workers` says how each ended."""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ import dataclasses
 import hmac
 import inspect
 import logging
+import secrets
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from mitmproxy import ctx, exceptions, http
@@ -62,6 +70,8 @@ class PatchPlan:
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     deployments: dict[str, cfg.Deployment | None] = dataclasses.field(default_factory=dict)
     faults: dict[str, FaultProfile | None] = dataclasses.field(default_factory=dict)
+    reset: bool = False  # resetLimits: empty the rate-limit windows once applied
+    fields: tuple[str, ...] = ()  # the body's fields, for the log
 
 
 def _profile(value: Any, where: str) -> FaultProfile | None:
@@ -82,8 +92,9 @@ def patch_plan(config: SimulatorConfig, patch: Any) -> PatchPlan:
                 raise ConfigError(f"mode: expected one of {', '.join(cfg.MODES)}")
             options["simulator_mode"] = value
         elif key == "seed":
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-                raise ConfigError("seed: expected a whole number or null")
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or not SEED_LOW <= value <= SEED_HIGH):
+                raise ConfigError(f"seed: expected a whole number from {SEED_LOW} to {SEED_HIGH}, or null")
             options["simulator_seed"] = "" if value is None else str(value)
         elif key == "allowUndefinedDeployments":
             options["allow_undefined_openai_deployments"] = _bool(key, value)
@@ -107,6 +118,7 @@ def patch_plan(config: SimulatorConfig, patch: Any) -> PatchPlan:
             if not isinstance(value, dict):
                 raise ConfigError("deployments: expected an object of deployment name to settings (null removes)")
             for name, spec in value.items():
+                _deployment_name(name)
                 if isinstance(spec, dict) and set(spec) == {"faults"} and name in config.deployments:
                     # Only the faults of a deployment there is: the rest of it stays.
                     plan.faults[name] = _profile(spec["faults"], f"deployments.{name}.faults")
@@ -119,7 +131,109 @@ def patch_plan(config: SimulatorConfig, patch: Any) -> PatchPlan:
                               "deployments, faults, contentFilter")
     if "contentFilter" in patch:
         _content_filters(config, patch["contentFilter"], deployments)
+    added = sum(1 for name, d in deployments.items() if d is not None and name not in config.deployments)
+    removed = sum(1 for name, d in deployments.items() if d is None and name in config.deployments)
+    if len(config.deployments) + added - removed > MAX_DEPLOYMENTS:
+        raise ConfigError(f"deployments: at most {MAX_DEPLOYMENTS} deployments may be defined")
     return plan
+
+
+SEED_LOW, SEED_HIGH = -2**63, 2**63 - 1  # a signed 64-bit integer, as SIMULATOR_SEED
+MAX_DEPLOYMENTS = 1000  # every view, scrape and limits check walks them
+MAX_NAME_CHARS = 256
+
+
+def _deployment_name(name: str) -> None:
+    # A name no request path could carry would only ever sit in the views.
+    if not name or len(name) > MAX_NAME_CHARS or "/" in name or not name.isprintable():
+        raise ConfigError(f"deployments: a deployment name is 1 to {MAX_NAME_CHARS} printable characters "
+                          f"without '/', got {cfg._shown(name)}")
+
+
+def read_patch(config: SimulatorConfig, content: bytes) -> PatchPlan:
+    """A PATCH /++/config body, checked whole: nothing is applied yet. Raises ConfigError."""
+    try:
+        patch = wire.loads(content or b"")
+    except ValueError:
+        raise ConfigError("body: not valid JSON") from None
+    if not isinstance(patch, dict):
+        raise ConfigError("body: expected a JSON object")
+    reset = patch.pop("resetLimits", False)
+    if not isinstance(reset, bool):
+        raise ConfigError("resetLimits: expected true or false")
+    plan = patch_plan(config, patch)
+    plan.reset, plan.fields = reset, tuple(patch)
+    if plan.options.get("simulator_mode") == "record" and not config.azure_openai_endpoint \
+            and not config.recording.forwarders:
+        # What the record stage refuses when the option changes, told before anything changes.
+        raise ConfigError("AZURE_OPENAI_ENDPOINT: record mode forwards to Azure OpenAI; set it to the "
+                          "resource's endpoint, such as https://NAME.openai.azure.com")
+    return plan
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """What a change replaced, to put back (a worker that failed to take it undoes the rest)."""
+
+    options: dict[str, Any]
+    deployments: dict[str, cfg.Deployment]
+    default_faults: FaultProfile | None
+
+
+def apply_plan(config: SimulatorConfig, plan: PatchPlan) -> Snapshot:
+    """Apply a checked plan; returns what it replaced. An option a stage refuses raises
+    OptionsError with nothing changed (mitmproxy rolls the options back)."""
+    snapshot = Snapshot({name: getattr(ctx.options, name) for name in plan.options}, dict(config.deployments),
+                        config.faults.default)
+    if plan.options:
+        ctx.options.update(**plan.options)
+    for name, deployment in plan.deployments.items():
+        if deployment is None:
+            config.deployments.pop(name, None)
+        else:
+            config.deployments[name] = deployment
+    for name, profile in plan.faults.items():
+        if name == cfg.DEFAULTS_KEY:
+            config.faults.default = profile
+        elif name in config.deployments:
+            config.deployments[name] = dataclasses.replace(config.deployments[name], faults=profile)
+    return snapshot
+
+
+def restore(config: SimulatorConfig, snapshot: Snapshot) -> str:
+    """Put back what a change replaced; "" when all of it is back, else what is not."""
+    config.deployments.clear()
+    config.deployments.update(snapshot.deployments)
+    config.faults.default = snapshot.default_faults
+    try:
+        if snapshot.options:
+            ctx.options.update(**snapshot.options)
+    except exceptions.OptionsError as e:  # e.g. the mode it had cannot be taken again now
+        logger.error("a configuration change could not be fully undone: %s", e)
+        return str(e)
+    return ""
+
+
+def view_response(status: int, view: dict, request: http.Request | None) -> http.Response:
+    """A management view as JSON. Every value is checked where it is set, so this never needs
+    its fallback; if one is odd all the same, it is shown as text rather than failing the view."""
+    try:
+        return wire.json_response(status, view, request)
+    except TypeError:  # orjson: an integer beyond 64 bits, a key that is not a string, an object
+        logger.warning("a management view held a value JSON cannot carry; it is shown as text")
+        return wire.json_response(status, _plain(view), request)
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, dict) and depth < 64:
+        return {str(k): _plain(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and depth < 64:
+        return [_plain(v, depth + 1) for v in value]
+    if value is None or isinstance(value, (str, bool, float)):
+        return value
+    if isinstance(value, int) and -2**63 <= value < 2**64:
+        return value
+    return str(value)
 
 
 def _content_filters(config: SimulatorConfig, value: Any, deployments: dict[str, cfg.Deployment | None]) -> None:
@@ -160,8 +274,10 @@ def stores_view(config: SimulatorConfig, recordings: RecordingStore | None, limi
     return stores
 
 
-# Management changes every worker takes (scripts/workers.py runs several).
-PASSED_ON = frozenset({"config", "save-recordings", "reset-limits"})
+# Management actions every worker takes (scripts/workers.py runs several); a configuration
+# change is coordinated apart (every worker checks it before any takes it).
+PASSED_ON = frozenset({"save-recordings", "reset-limits"})
+UNDO_KEPT = 16  # changes a worker can still undo when another worker failed to take them
 
 
 class Management:
@@ -174,6 +290,7 @@ class Management:
         # mitmproxy listens before the stages' `running` hooks are done (the listener swap,
         # the stream server); until then health says "starting", so probes and tests wait.
         self.ready = False
+        self.undo: OrderedDict[str, Snapshot] = OrderedDict()  # by change id, changes taken for another worker
         self.handlers = {
             ("health", "GET"): self.health,
             ("config", "GET"): self.get_config,
@@ -189,6 +306,9 @@ class Management:
     def running(self) -> None:
         self.ready = True  # the stages before this one in the chain have finished starting
 
+    async def done(self) -> None:
+        await peers.LINK.close()
+
     def request(self, flow: http.HTTPFlow) -> None:
         context = context_of(flow)
         if flow.response or context is None or context.route is None or context.route.family != MANAGEMENT:
@@ -197,12 +317,14 @@ class Management:
         if handler is None:
             return  # /++/metrics: the metrics stage answers it
         answer = handler(flow)
-        if self.config.peers and context.route.operation in PASSED_ON and flow.request.method != "GET" \
-                and not peers.from_peer(flow.request.headers):
+        if self.config.peers and context.route.operation in PASSED_ON and not self._from_peer(flow):
             return self._pass_on(flow, answer)
-        if inspect.isawaitable(answer):  # a handler that waits (shared rate-limit windows)
+        if inspect.isawaitable(answer):  # a handler that waits (shared rate-limit windows, other workers)
             return self._answer_later(flow, answer)
         flow.response = answer
+
+    def _from_peer(self, flow: http.HTTPFlow) -> bool:
+        return peers.from_peer(flow.request.headers, self.config.peer_secret)
 
     @staticmethod
     async def _answer_later(flow: http.HTTPFlow, answer) -> None:
@@ -214,8 +336,7 @@ class Management:
             answer = await answer
         if answer.status_code == 200:
             request = flow.request
-            taken = await peers.pass_on(self.config.peers, request.method, request.path, request.content or b"",
-                                        self.config.api_key, self.config.worker)
+            taken = await peers.pass_on(self.config, request.method, request.path, request.content or b"")
             body = wire.loads(answer.content)
             body["workers"] = {self.config.worker or "this": 200, **taken}
             answer.content = wire.dumps(body)
@@ -238,13 +359,13 @@ class Management:
         name = context_of(flow).params.get("image", "")
         image = media.images.get(name)
         if image is None:
-            if self.config.peers and not peers.from_peer(flow.request.headers):
+            if self.config.peers and not self._from_peer(flow):
                 return self._image_from_peers(flow)
             return wire.azure_error(404, "BlobNotFound", "The specified blob does not exist.", flow.request)
         return self._image(flow, image.data, image.content_type)
 
     async def _image_from_peers(self, flow: http.HTTPFlow) -> http.Response:
-        found = await peers.relay(self.config.peers, "GET", flow.request.path, self.config.api_key)
+        found = await peers.relay(self.config, "GET", flow.request.path)
         if found is None or found.status_code != 200:
             return wire.azure_error(404, "BlobNotFound", "The specified blob does not exist.", flow.request)
         return self._image(flow, found.content, found.headers.get("content-type", "application/octet-stream"))
@@ -256,37 +377,101 @@ class Management:
         return wire.plain_response(200, data, headers)
 
     def get_config(self, flow: http.HTTPFlow) -> http.Response:
-        return wire.json_response(200, config_view(self.config), flow.request)
+        return view_response(200, config_view(self.config), flow.request)
 
-    def patch_config(self, flow: http.HTTPFlow) -> http.Response:
+    # --- PATCH /++/config ---------------------------------------------------------------------
+
+    def patch_config(self, flow: http.HTTPFlow):
+        """Check the whole body, then apply it. With workers, the one a client reaches checks
+        it, has every other check it, then applies it and has the others apply it; a worker
+        that fails to take it has the others undo it (`_patch_everywhere`)."""
+        request = flow.request
+        step = request.headers.get(peers.CHANGE_HEADER, "") if self._from_peer(flow) else ""
+        kind, _, change = step.partition(" ")
+        if kind == "undo":
+            return self._undo(change, request)
         try:
-            patch = wire.loads(flow.request.content or b"")
-        except ValueError:
-            return wire.azure_error(400, "BadRequest", "body: not valid JSON", flow.request)
-        reset = patch.pop("resetLimits", False) if isinstance(patch, dict) else False
-        if not isinstance(reset, bool):
-            return wire.azure_error(400, "BadRequest", "resetLimits: expected true or false", flow.request)
+            plan = read_patch(self.config, _content(request))
+        except ConfigError as e:
+            return wire.azure_error(400, "BadRequest", str(e), request)
+        if kind == "check":
+            return wire.json_response(200, {"valid": True}, request)
+        if self.config.peers and not self._from_peer(flow):
+            return self._patch_everywhere(flow, plan)
         try:
-            plan = patch_plan(self.config, patch)
-            if plan.options:
-                ctx.options.update(**plan.options)
-        except (ConfigError, exceptions.OptionsError) as e:
-            return wire.azure_error(400, "BadRequest", str(e), flow.request)
-        for name, deployment in plan.deployments.items():
-            if deployment is None:
-                self.config.deployments.pop(name, None)
-            else:
-                self.config.deployments[name] = deployment
-        for name, profile in plan.faults.items():
-            if name == cfg.DEFAULTS_KEY:
-                self.config.faults.default = profile
-            else:
-                self.config.deployments[name] = dataclasses.replace(self.config.deployments[name], faults=profile)
-        logger.info("configuration changed: %s", ", ".join(patch))
-        answer = wire.json_response(200, config_view(self.config), flow.request)
-        if reset and self.limits_stage is not None:
+            snapshot = apply_plan(self.config, plan)
+        except exceptions.OptionsError as e:
+            return wire.azure_error(400, "BadRequest", str(e), request)
+        if kind == "apply" and change:
+            self.undo[change] = snapshot
+            while len(self.undo) > UNDO_KEPT:
+                self.undo.popitem(last=False)
+        return self._applied(plan, request)
+
+    def _applied(self, plan: PatchPlan, request: http.Request, workers: dict[str, str] | None = None):
+        logger.info("configuration changed: %s", ", ".join(plan.fields))
+        view = config_view(self.config)
+        if workers is not None:
+            view["workers"] = workers
+        answer = view_response(200, view, request)
+        if plan.reset and self.limits_stage is not None:
             return self._reset_then(answer)
         return answer
+
+    def _undo(self, change: str, request: http.Request) -> http.Response:
+        snapshot = self.undo.pop(change, None)
+        if snapshot is None:
+            return wire.azure_error(404, "NotFound", f"no change {change!r} to undo", request)
+        left = restore(self.config, snapshot)
+        if left:
+            return wire.azure_error(409, "Conflict", f"undone but for the options: {left}", request)
+        logger.warning("configuration change undone: another worker could not take it")
+        return wire.json_response(200, {"undone": True}, request)
+
+    async def _patch_everywhere(self, flow: http.HTTPFlow, plan: PatchPlan) -> http.Response:
+        """Every worker takes the change or none does; the answer's `workers` says which."""
+        request, this = flow.request, self.config.worker or "this"
+        content = _content(request)
+        checked = await peers.ask_all(self.config, "PATCH", "/++/config", content, "check")
+        refused = {peer: o for peer, o in checked.items() if o.status != 200}
+        if refused:
+            peer, outcome = next(iter(refused.items()))
+            workers = {this: "not applied", **{p: _outcome_text(o, "not applied") for p, o in checked.items()}}
+            if outcome.status == 400:
+                return wire.azure_error(400, "BadRequest", f"worker {peer}: {outcome.message}; no worker changed",
+                                        request, workers=workers)
+            return wire.azure_error(503, "ServiceUnavailable",
+                                    f"worker {peer} could not check the change ({_outcome_text(outcome, '')}); "
+                                    "no worker changed", request, workers=workers)
+        try:
+            snapshot = apply_plan(self.config, plan)
+        except exceptions.OptionsError as e:
+            return wire.azure_error(400, "BadRequest", f"{e}; no worker changed", request)
+        change = secrets.token_hex(8)
+        applied = await peers.ask_all(self.config, "PATCH", "/++/config", content, f"apply {change}")
+        failed = {peer: o for peer, o in applied.items() if o.status != 200}
+        if not failed:
+            answer = self._applied(plan, request, {this: "applied", **{peer: "applied" for peer in applied}})
+            return await answer if inspect.isawaitable(answer) else answer
+        # Someone could not take it: put back what the others took.
+        left = restore(self.config, snapshot)
+        took = tuple(peer for peer in self.config.peers if peers.address(peer) in applied
+                     and peers.address(peer) not in failed)
+        undone = await peers.ask_all(self.config, "PATCH", "/++/config", b"", f"undo {change}", took) if took else {}
+        workers = {this: f"applied; could not be rolled back: {left}" if left else "rolled back"}
+        for peer, outcome in applied.items():
+            if peer in failed:
+                workers[peer] = _outcome_text(outcome, "not applied")
+            elif undone[peer].status == 200:
+                workers[peer] = "rolled back"
+            else:
+                workers[peer] = "applied; could not be rolled back: " + _outcome_text(undone[peer], "")
+        peer, outcome = next(iter(failed.items()))
+        logger.warning("configuration change rolled back: worker %s did not take it", peer)
+        status, code = (400, "BadRequest") if outcome.status == 400 else (503, "ServiceUnavailable")
+        return wire.azure_error(status, code, f"worker {peer} did not take the change "
+                                f"({_outcome_text(outcome, '')}); it was rolled back where it was taken",
+                                request, workers=workers)
 
     async def _reset_then(self, answer: http.Response) -> http.Response:
         await self.limits_stage.reset()
@@ -296,7 +481,7 @@ class Management:
         """The fault profile in force per deployment and by default, quota cuts now, and the
         faults injected so far by deployment and kind."""
         view = self.config.faults.view(self.config.deployments, self.config.seed)
-        return wire.json_response(200, view, flow.request)
+        return view_response(200, view, flow.request)
 
     def limits(self, flow: http.HTTPFlow) -> http.Response:
         """Quotas, what the windows hold, the 429 and early-retry counts, and what the stores
@@ -305,12 +490,12 @@ class Management:
         if inspect.isawaitable(view):  # shared windows: utilization is read from Redis
             return self._limits_later(flow, view)
         view["stores"] = stores_view(self.config, self.recordings, self.limits_stage)
-        return wire.json_response(200, view, flow.request)
+        return view_response(200, view, flow.request)
 
     async def _limits_later(self, flow: http.HTTPFlow, view) -> http.Response:
         view = await view
         view["stores"] = stores_view(self.config, self.recordings, self.limits_stage)
-        return wire.json_response(200, view, flow.request)
+        return view_response(200, view, flow.request)
 
     async def reset_limits(self, flow: http.HTTPFlow) -> http.Response:
         """Empty every rate-limit window, so a test starts from a full quota."""
@@ -329,7 +514,7 @@ class Management:
         request = flow.request
         key = request.headers.get("api-key") or request.headers.get("ocp-apim-subscription-key") or \
             request.headers.get("authorization", "")[7:].strip()
-        if not hmac.compare_digest(key.encode(), self.config.api_key.encode()):
+        if not hmac.compare_digest(key.encode("utf-8", "surrogateescape"), self.config.api_key.encode()):
             return wire.azure_error(401, "401", "POST /++/token needs the simulator's API key (api-key header)",
                                     request)
         mode = self.config.entra.mode
@@ -349,7 +534,26 @@ class Management:
                                   request)
 
 
+def _content(request: http.Request) -> bytes:
+    try:
+        return request.content or b""
+    except ValueError:  # a Content-Encoding its bytes are not in
+        raise ConfigError("body: cannot be decoded as its Content-Encoding says") from None
+
+
+def _outcome_text(outcome: peers.Outcome, ok: str) -> str:
+    """How one worker took a step, for the answer's `workers`."""
+    if outcome.status is None:
+        return f"unreachable: {outcome.message}"
+    if outcome.status == 200:
+        return ok or "200"
+    return f"{outcome.status}: {outcome.message}" if outcome.message else str(outcome.status)
+
+
 _TOKEN_FIELDS = {"oid": "oid", "tid": "tenant", "appid": "appid", "aud": "audience"}
+TOKEN_MAX_LIFETIME_S = 366 * 86_400  # expiresIn, either way: a year is more than any test waits
+TOKEN_MAX_CLAIMS_BYTES = 16 * 1024  # a token travels in a header; more would not fit one
+_LATEST_TIME = 2**53 - 1  # exp, nbf, iat: seconds since 1970 that every JSON reader holds exactly
 
 
 def _token_request(body: Any) -> dict[str, Any]:
@@ -362,15 +566,43 @@ def _token_request(body: Any) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     for field, arg in _TOKEN_FIELDS.items():
         if field in body:
-            if not isinstance(body[field], str) or not body[field]:
-                raise ConfigError(f"{field}: expected a non-empty string")
-            kwargs[arg] = body[field]
+            kwargs[arg] = _claim_text(field, body[field])
     if "expiresIn" in body:
-        value = body["expiresIn"]
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError("expiresIn: expected a whole number of seconds")
-        kwargs["lifetime_s"] = value
+        kwargs["lifetime_s"] = _whole(body["expiresIn"], "expiresIn", -TOKEN_MAX_LIFETIME_S, TOKEN_MAX_LIFETIME_S,
+                                      "a whole number of seconds (negative for an expired token)")
     extra = body.get("claims", {})
     if not isinstance(extra, dict):
         raise ConfigError("claims: expected an object of claim names to values")
+    try:
+        size = len(wire.dumps(extra))
+    except TypeError:  # nested deeper than a token's JSON is written
+        raise ConfigError("claims: nested too deeply") from None
+    if size > TOKEN_MAX_CLAIMS_BYTES:
+        raise ConfigError(f"claims: at most {TOKEN_MAX_CLAIMS_BYTES} bytes of JSON (a token travels in a header)")
+    for name, value in extra.items():
+        if name in ("exp", "nbf", "iat"):
+            extra[name] = _whole(value, f"claims.{name}", 0, _LATEST_TIME, "a whole number of seconds since 1970")
+        elif name == "aud":
+            audiences = value if isinstance(value, list) else [value]
+            if not audiences:
+                raise ConfigError("claims.aud: expected a string or a list of strings")
+            for audience in audiences:
+                _claim_text("claims.aud", audience)
+        elif name in entra.IDENTITY_CLAIMS:
+            _claim_text(f"claims.{name}", value)
     return entra.token_claims(extra=extra, **kwargs)
+
+
+def _claim_text(field: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > entra.MAX_CLAIM_CHARS:
+        raise ConfigError(f"{field}: expected a non-empty string of at most {entra.MAX_CLAIM_CHARS} characters")
+    return value
+
+
+def _whole(value: Any, field: str, low: int, high: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            (isinstance(value, float) and (not value.is_integer())):
+        raise ConfigError(f"{field}: expected {what}")
+    if not low <= value <= high:
+        raise ConfigError(f"{field}: expected {what} from {low} to {high}")
+    return int(value)

@@ -229,7 +229,7 @@ class Metrics:
         context = context_of(flow)
         if flow.response is None and context is not None and context.route is not None \
                 and context.route.operation == "metrics" and context.route.family == MANAGEMENT:
-            if self.config.peers and not peers.from_peer(flow.request.headers):
+            if self.config.peers and not peers.from_peer(flow.request.headers, self.config.peer_secret):
                 return self._every_worker(flow)
             flow.response = http.Response.make(200, self.metrics.text(), {"content-type": CONTENT_TYPE_LATEST})
         return None
@@ -237,7 +237,7 @@ class Metrics:
     async def _every_worker(self, flow: http.HTTPFlow) -> None:
         """One scrape for all workers: each sample labelled with its worker."""
         texts = {self.config.worker or "this": self.metrics.text().decode()}
-        texts.update(await peers.scrape(self.config.peers))
+        texts.update(await peers.scrape(self.config))
         flow.response = http.Response.make(200, peers.merge_metrics(texts), {"content-type": CONTENT_TYPE_LATEST})
 
     def response(self, flow: http.HTTPFlow) -> None:

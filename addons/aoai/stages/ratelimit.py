@@ -301,31 +301,40 @@ class Limits:
         config, store = self.config, self.limiter.store
         deployments, provisioned = {}, {}
         for name, d in config.deployments.items():
-            if d.provisioned:
-                capacity = self.capacity(d)
-                provisioned[name] = capacity
-                deployments[name] = {"sku": d.sku, "ptu": d.ptu, "inputTpmPerPtu": config.input_tpm_per_ptu(d),
-                                     "outputTokenWeight": capacity.output_weight,
-                                     "capacityPerMinute": round(capacity.per_minute)}
-                if not store.shared:
-                    deployments[name]["utilization"] = _percent(
-                        store.utilization("p:" + d.label, capacity, self.limiter.clock()))
-                continue
-            quota = self.quota_now(d)
-            if quota.unlimited:
-                continue
-            entry = {"tokensPerMinute": quota.tokens, "requestsPerWindow": quota.requests,
-                     "requestWindowSeconds": quota.request_window}
-            if not store.shared:
-                used_tokens, used_requests = store.usage("d:" + d.label, quota, self.limiter.clock())
-                entry["usedTokens"], entry["usedRequests"] = used_tokens, used_requests
-            deployments[name] = entry
+            try:
+                self._view_one(name, d, deployments, provisioned)
+            except (ArithmeticError, ValueError, TypeError) as e:
+                # Values are checked where they are set; a view still never fails on one.
+                logger.warning("cannot show %s's limits: %s: %s", name, type(e).__name__, e)
+                deployments[name] = {"error": f"cannot be shown ({type(e).__name__})"}
         view = {"windows": "redis" if store.shared else "memory",
                 "defaultReservation": config.rate_limit_default_reservation,
                 "deployments": deployments, **self.limiter.counters.to_json()}
         if store.shared and provisioned:
             return self._with_utilization(view, provisioned)
         return view
+
+    def _view_one(self, name: str, d: Deployment, deployments: dict, provisioned: dict) -> None:
+        config, store = self.config, self.limiter.store
+        if d.provisioned:
+            capacity = self.capacity(d)
+            provisioned[name] = capacity
+            deployments[name] = {"sku": d.sku, "ptu": d.ptu, "inputTpmPerPtu": config.input_tpm_per_ptu(d),
+                                 "outputTokenWeight": capacity.output_weight,
+                                 "capacityPerMinute": round(capacity.per_minute)}
+            if not store.shared:
+                deployments[name]["utilization"] = _percent(
+                    store.utilization("p:" + d.label, capacity, self.limiter.clock()))
+            return
+        quota = self.quota_now(d)
+        if quota.unlimited:
+            return
+        entry = {"tokensPerMinute": quota.tokens, "requestsPerWindow": quota.requests,
+                 "requestWindowSeconds": quota.request_window}
+        if not store.shared:
+            used_tokens, used_requests = store.usage("d:" + d.label, quota, self.limiter.clock())
+            entry["usedTokens"], entry["usedRequests"] = used_tokens, used_requests
+        deployments[name] = entry
 
     async def _with_utilization(self, view: dict, provisioned: dict[str, limits.Capacity]) -> dict:
         store = self.limiter.store

@@ -23,6 +23,7 @@ from mitmproxy import http
 from .. import wire
 from ..openai import content_filter as filters
 from ..runtime.config import SimulatorConfig
+from ..runtime import redaction
 from ..runtime.failures import describe
 from ..runtime.recording import SKIP_RESPONSE_HEADERS, Event, Interaction, RecordingStore, clean_headers, parse_sse
 from ..runtime.routes import MANAGEMENT
@@ -35,6 +36,12 @@ logger = logging.getLogger(__name__)
 
 # The client's credentials (Azure gets its own) and the simulator's own headers.
 _NOT_FOR_AZURE = ("api-key", "ocp-apim-subscription-key", "authorization", filters.HEADER)
+
+
+def _save_unless_recorded(context: RequestContext, persist: bool = True) -> None:
+    """Mark a forwarded exchange for saving, unless the replay stage found it recorded already
+    (a passed-through bearer's request is forwarded all the same, and saved once)."""
+    context.recording = persist and context.recording is not False
 
 
 class StreamCapture:
@@ -164,7 +171,7 @@ class Record:
                 return
             if response is not None:
                 flow.response = response
-                context.recording = persist
+                _save_unless_recorded(context, persist)
                 return
         await self._to_azure(context)
 
@@ -178,7 +185,7 @@ class Record:
         timeout_s = self.config.azure_openai_timeout_s
         request = flow.request
         try:
-            answer = await self.upstream.send(request.method, endpoint + request.path, self._headers(request),
+            answer = await self.upstream.send(request.method, endpoint + self._path(context), self._headers(request),
                                               request.raw_content or b"", timeout_s)
         except httpx.HTTPError as e:
             self._fail(flow, failed(e, endpoint, timeout_s))
@@ -202,7 +209,13 @@ class Record:
             self._fail(flow, fault)
             return
         flow.response = response
-        context.recording = True
+        _save_unless_recorded(context)
+
+    def _path(self, context: RequestContext) -> str:
+        """The request's path and query for Azure: keys the client put in the query go along
+        only when its credentials do (no AZURE_OPENAI_KEY in their place)."""
+        path = context.flow.request.path
+        return path if self.config.azure_openai_key else redaction.with_query(path, context.query_secrets)
 
     def _headers(self, request: http.Request) -> list[tuple[str, str]]:
         """The client's headers with Azure's key in place of the simulator's."""
@@ -221,9 +234,11 @@ class Record:
         plan = StreamPlan(headers=headers, frames=[], status=answer.status_code)
         plan.source = Relayed(answer, endpoint, timeout_s, lambda relayed: self._stream_ended(context, plan, relayed))
         self.streams.route(context.flow, plan)
-        context.recording = True
+        _save_unless_recorded(context)
 
     def _stream_ended(self, context: RequestContext, plan: StreamPlan, relayed: Relayed) -> None:
+        if not context.recording:
+            return
         request = context.flow.request
         self._save(request, plan.status, list(plan.headers.items()), b"",
                    relayed.capture.events(request.timestamp_start), time.time())
@@ -245,8 +260,9 @@ class Record:
 
     def _save(self, request: http.Request, status: int, headers: list[tuple[str, str]], body: bytes,
               events: list[Event] | None, ended: float) -> None:
-        # Throttling and server errors are moments, not answers worth replaying.
-        if status == 429 or status >= 500:
+        # Throttling and server errors are moments, not answers worth replaying; a refused
+        # credential says who asked, not what was asked.
+        if status in (401, 403, 429) or status >= 500:
             return
         started = request.timestamp_start
         interaction = Interaction(

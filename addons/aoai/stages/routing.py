@@ -3,13 +3,15 @@
 Every flow leaves this stage with its `RequestContext` (runtime/state.py): the route (or
 None for a path no route has: an extension may serve it), the path's parameters, and the
 methods the path takes when this one was wrong. Nothing is answered here: auth comes next,
-and Azure refuses a request without a key before it looks at anything else.
+and Azure refuses a request without a key before it looks at anything else. Key-like query
+parameters (`?api-key=`, `sig`, …) are taken off the request here (runtime/redaction.py).
 """
 
 from __future__ import annotations
 
 from mitmproxy import http
 
+from ..runtime import redaction
 from ..runtime.config import SimulatorConfig
 from ..runtime.routes import TABLE, RouteTable
 from ..runtime.state import METADATA_KEY, RequestContext
@@ -30,4 +32,9 @@ class Routing:
         self.table = table
 
     def request(self, flow: http.HTTPFlow) -> None:
-        resolve(flow, self.config, self.table)
+        # Keys in the query leave the request first: nothing after this stage (logs,
+        # recordings, mitmproxy's own flow lines) sees them.
+        secrets = redaction.take_query_secrets(flow.request)
+        context = resolve(flow, self.config, self.table)
+        if secrets:
+            context.query_secrets = secrets

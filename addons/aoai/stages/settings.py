@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_PORT = 8000
 PLACEHOLDER_ENDPOINT = "https://azure-openai-endpoint.invalid"
 
+PEER_SECRET_MIN = 16
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -108,6 +109,9 @@ SETTINGS = [
             "/++/metrics reach them too. Set by scripts/workers.py."),
     Setting("SIMULATOR_WORKER", str, "", "This worker's address (host:port), its name in /++/metrics and /++/health "
             "(scripts/workers.py)."),
+    Setting("SIMULATOR_PEER_SECRET", str, "",
+            "The secret calls between workers carry (at least 16 characters; required with SIMULATOR_PEERS). "
+            "scripts/workers.py makes a new one for each launch."),
     Setting("SIMULATOR_ENTRA_TOKENS", str, "off",
             "How Entra ID bearer tokens are judged: off (not accepted), claims (audience, expiry, tenant, "
             "principal; no signature check) or signature (claims and a signature by a SIMULATOR_ENTRA_JWKS key)."),
@@ -175,9 +179,9 @@ def ptu_input_tpm(raw: str) -> dict[str, int]:
     for pair in (p.strip() for p in raw.split(",") if p.strip()):
         name, sep, value = (part.strip() for part in pair.partition("="))
         model = catalogue.find_model(name)
-        if not sep or not re.fullmatch(r"[0-9]+", value) or int(value) < 1:
+        if not sep or not re.fullmatch(r"[0-9]{1,10}", value) or not 1 <= int(value) <= cfg.MAX_TPM_PER_PTU:
             raise ConfigError(f"PTU_INPUT_TPM_PER_PTU: expected model=tokens with a whole number of tokens "
-                              f"above 0, got {pair!r}")
+                              f"from 1 to {cfg.MAX_TPM_PER_PTU}, got {pair!r}")
         if model is None:
             raise ConfigError(f"PTU_INPUT_TPM_PER_PTU: unknown model {name!r}")
         figures[model.name] = int(value)
@@ -280,7 +284,9 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
         raise ConfigError(f"SIMULATOR_MODE: unknown mode {options.simulator_mode!r}; use generate, record or replay")
     seed = options.simulator_seed.strip()
     if seed and not re.fullmatch(r"-?[0-9]+", seed):
-        raise ConfigError(f"SIMULATOR_SEED: expected a whole number, got {seed!r}")
+        raise ConfigError(f"SIMULATOR_SEED: expected a whole number, got {seed[:40]!r}")
+    if seed and not (len(seed) <= 20 and -2**63 <= int(seed) < 2**63):
+        raise ConfigError(f"SIMULATOR_SEED: expected a whole number from {-2**63} to {2**63 - 1}, got {seed[:40]!r}")
     level = options.log_level.strip().upper()
     if level not in ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"):
         raise ConfigError(f"LOG_LEVEL: unknown level {options.log_level!r}; use DEBUG, INFO, WARNING or ERROR")
@@ -331,6 +337,10 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     for peer in peers:
         if not re.fullmatch(r"https?://[^/\s]+", peer):
             raise ConfigError(f"SIMULATOR_PEERS: expected base URLs such as http://127.0.0.1:8001, got {peer!r}")
+    peer_secret = options.simulator_peer_secret.strip()
+    if peers and len(peer_secret) < PEER_SECRET_MIN:
+        raise ConfigError(f"SIMULATOR_PEER_SECRET: workers (SIMULATOR_PEERS) need a secret of at least "
+                          f"{PEER_SECRET_MIN} characters for their calls to each other; scripts/workers.py makes one")
     try:
         bounds = limits_table.parse_bounds({b.env: getattr(options, b.option) for b in limits_table.BOUNDS})
     except limits_table.BoundError as e:
@@ -374,6 +384,7 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     config.ptu_input_tpm = per_ptu
     config.peers = peers
     config.worker = options.simulator_worker.strip()
+    config.peer_secret = peer_secret
     config.entra = policy
     config.bounds = bounds
     config.stored_responses.capacity = 1000 if stored is None else int(stored)
