@@ -315,7 +315,7 @@ class Result:
                 "targets": {"rss_mib": self.case.rss_mib, "health_p99_ms": self.case.lag_ms},
                 "exception": self.case.exception, "seconds": round(self.seconds, 2),
                 "attempts": self.attempts, "skipped": self.skipped, "failures": self.failures(),
-                "notes": self.notes}
+                "notes": self.notes, "fuzz_rounds": getattr(self, "fuzz_rounds", None)}
 
 
 def _allowed(outcome: str, allowed: set[str]) -> bool:
@@ -646,7 +646,7 @@ def _image_edit_case(name: str, what: str, make: Callable[[], tuple[bytes, str, 
 
 _image_edit_case("png-decompression-bomb", "image edit with a 48 KB PNG of 20,000 x 20,000 pixels",
                  lambda: (png_bomb(20000), "bomb.png", "image/png"))
-_image_edit_case("jpeg-22-byte-header", "image edit with a JPEG cut after its first 22 bytes",
+_image_edit_case("jpeg-22-byte-header", "image edit with a JPEG cut after its first 22 bytes (SOF0 header: 65,000 x 65,000)",
                  lambda: (JPEG_22_BYTES, "cut.jpg", "image/jpeg"))
 
 

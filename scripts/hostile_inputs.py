@@ -68,9 +68,11 @@ def png_bomb(side: int = 20000) -> bytes:
             + _png_chunk(b"IEND", b""))
 
 
-# The start of a JPEG and nothing more: the start-of-image marker and a JFIF APP0 segment,
-# then the first two bytes of the next marker.
-JPEG_22_BYTES = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xdb"
+# The start of a JPEG and nothing more: the start-of-image marker, a baseline frame header
+# (SOF0: 8 bits, 65,000 x 65,000, three components) and the first byte of the next marker: a
+# bomb's header in 22 bytes (4.2 billion pixels claimed, none there).
+JPEG_22_BYTES = (b"\xff\xd8\xff\xc0" + struct.pack(">HBHHB", 17, 8, 65000, 65000, 3)
+                 + bytes([1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1]) + b"\xff")
 assert len(JPEG_22_BYTES) == 22
 
 
