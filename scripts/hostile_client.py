@@ -279,11 +279,12 @@ Body = bytes | Iterable[bytes] | AsyncIterator[bytes] | None
 
 
 async def exchange(port: int, head: bytes, body: Body = None, *, timeout: float = 30.0,
-                   keep: int = 64 * KiB) -> Answer:
+                   keep: int = 64 * KiB, half_close: bool = False) -> Answer:
     """Send one request (its head as given, then the body: bytes, or chunks written as the
     connection takes them) on a new connection and read the answer. The answer may come
-    before the body is all sent (a refusal): sending stops there. Never raises for what the
-    server does: a connection closed without an answer is outcome "closed"."""
+    before the body is all sent (a refusal): sending stops there. With `half_close`, the
+    sending side is shut once all is sent (a client that promised more and stopped). Never
+    raises for what the server does: a connection closed without an answer is outcome "closed"."""
     started = time.monotonic()
     try:
         reader, writer = await asyncio.wait_for(
@@ -313,6 +314,8 @@ async def exchange(port: int, head: bytes, body: Body = None, *, timeout: float 
                 writer.write(chunk)
                 sent += len(chunk)
                 await writer.drain()
+        if half_close and writer.can_write_eof():
+            writer.write_eof()
 
     sender = asyncio.create_task(send())
     try:
