@@ -47,7 +47,7 @@ import jwt
 import simulator_process
 from hostile_client import MiB, Answer, Monitor, Samples, exchange, held_open, request_head
 from hostile_inputs import (JPEG_22_BYTES, data_url, flac_claiming, gzip_bomb, multipart, noise_png, png_bomb,
-                            words)
+                            tone, words)
 from simulator_process import SIMULATOR
 
 sys.path.insert(0, str(simulator_process.ROOT / "tests"))
@@ -60,6 +60,8 @@ UPSTREAM_TOKEN = "upstream-entra-token-7f3a"  # a bearer the fake Azure accepts 
 HEADER_TIMEOUT_S = 2.0
 BODY_TIMEOUT_S = 2.0
 STORED_BYTES = 16 * MiB  # RESPONSES_STORED_MAX_BYTES for the run: the store's bound, kept small
+METRICS_LABELS = 50  # METRICS_MAX_DEPLOYMENT_LABELS for the run: fewer than the names the case sends
+PENDING_BYTES = 16 * MiB  # RECORDING_PENDING_MAX_BYTES for the record-mode simulator
 
 # Targets (issue: "0 5xx; RSS growth under 100 MiB for any request whose answer is small;
 # event-loop lag p99 under 50 ms while any one hostile request runs").
@@ -158,6 +160,7 @@ class Servers:
             "SIMULATOR_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT_S),
             "SIMULATOR_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT_S),
             "RESPONSES_STORED_MAX_BYTES": str(STORED_BYTES),
+            "METRICS_MAX_DEPLOYMENT_LABELS": str(METRICS_LABELS),
         }
 
     async def get(self, kind: str) -> Server:
@@ -179,8 +182,10 @@ class Servers:
         if kind == "record":
             if self.upstream is None:
                 self.upstream = FakeAzure(bearer=UPSTREAM_TOKEN).__enter__()
+            # Saved on request (or past RECORDING_PENDING_MAX_BYTES), so pending recordings are held.
             env.update({"SIMULATOR_MODE": "record", "AZURE_OPENAI_ENDPOINT": self.upstream.url,
-                        "SIMULATOR_ENTRA_TOKENS": "off"})
+                        "SIMULATOR_ENTRA_TOKENS": "off", "RECORDING_AUTOSAVE": "false",
+                        "RECORDING_PENDING_MAX_BYTES": str(PENDING_BYTES)})
             process = simulator_process.start(SIMULATOR, cwd=folder, env=env, label="record")
             simulator_process.wait_ready(process, timeout=60)
             return Server(kind, process, folder)
@@ -518,7 +523,8 @@ async def throttled_ids(ctx: Ctx) -> None:
 
 @case("metrics-20kb-deployment-names", "memory",
       "500 chats to distinct 20 KB deployment names, then GET /++/metrics", {"": "200,400,404", "metrics": "200"},
-      exception=f"also: the metrics answer stays under {METRICS_TARGET_BYTES // MiB} MiB")
+      exception=f"also: the metrics answer stays under {METRICS_TARGET_BYTES // MiB} MiB "
+                f"(METRICS_MAX_DEPLOYMENT_LABELS={METRICS_LABELS} for the run)")
 async def metrics_names(ctx: Ctx) -> None:
     count = ctx.n(500, 200)
     filler = os.urandom(10 * 1024).hex()
@@ -721,8 +727,28 @@ async def record_replayed(ctx: Ctx) -> None:
     path = deployment_path("recorded")
     await ctx.send("POST", path, json_body=body, key=False, tag="record",
                    headers={"authorization": f"Bearer {UPSTREAM_TOKEN}"})
+    await ctx.send("POST", "/++/save-recordings", tag="record")  # the simulator's key
     async with ctx.measured():
         await ctx.send("POST", path, json_body=body, key=False, headers={"authorization": "Bearer anything"})
+
+
+@case("record-pending-recordings", "memory",
+      "record mode, autosave off: 60 transcriptions of distinct 5 MiB WAVs held for /++/save-recordings (item 2)",
+      {"": "200", "save": "200"}, server="record",
+      exception=f"RECORDING_PENDING_MAX_BYTES={PENDING_BYTES // MiB} MiB for the run")
+async def pending_recordings(ctx: Ctx) -> None:
+    count = ctx.n(60, 20)
+    wav = bytearray(tone("wav", 5 * MiB / 32000))  # 16 kHz, 16-bit mono: 32,000 bytes a second
+
+    async def one(i: int) -> None:
+        data = bytes(wav[:-8]) + i.to_bytes(8, "big")  # distinct, so none is answered from the others
+        body, content_type = multipart([("file", data, "a.wav", "audio/wav"), ("response_format", b"json", None, None)])
+        await ctx.send("POST", deployment_path("whisper", "audio/transcriptions"), content=body, key=False,
+                       headers={"content-type": content_type, "authorization": f"Bearer {UPSTREAM_TOKEN}"})
+
+    async with ctx.measured():
+        await ctx.burst(count, 2, one)
+    await ctx.send("POST", "/++/save-recordings", tag="save")
 
 
 @case("record-query-api-key", "boundary", "record mode: a key sent as ?api-key= must not reach the recordings",
@@ -759,8 +785,9 @@ async def peer_header(ctx: Ctx) -> None:
     await ctx.send("PATCH", "/++/config", json_body={"seed": 1}, tag="cleanup")
 
 
-def _connections_to(port: int) -> set[tuple[str, str]]:
-    """TCP connections (any state but listening) with `port` at either end: (local, remote)."""
+def _connections_to(port: int) -> set[frozenset[str]]:
+    """TCP connections (any state but listening) with `port` at one end, each once (on
+    loopback both ends of a connection are listed)."""
     found = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -773,7 +800,7 @@ def _connections_to(port: int) -> set[tuple[str, str]]:
             if state == "0A":
                 continue
             if int(local.rsplit(":", 1)[1], 16) == port or int(remote.rsplit(":", 1)[1], 16) == port:
-                found.add((local, remote))
+                found.add(frozenset((local, remote)))
     return found
 
 
@@ -808,7 +835,7 @@ async def image_misses(ctx: Ctx) -> None:
 @case("slow-headers", "boundary", "headers sent at 1 byte/s, never finished", "closed,400,408,431")
 async def slow_headers(ctx: Ctx) -> None:
     opening = f"POST {deployment_path('gpt-4o')} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
-    limit = HEADER_TIMEOUT_S + 6
+    limit = HEADER_TIMEOUT_S + ctx.n(6, 4)
     async with ctx.measured():
         outcome, seconds = await held_open(ctx.port, opening, b"X-Slow: " + b"a" * 200, every_s=1.0, limit_s=limit)
     ctx.record(outcome)
@@ -824,7 +851,7 @@ async def trickled_body(ctx: Ctx) -> None:
     body = json.dumps(chat("slowly")).encode()
     opening = request_head("POST", deployment_path("gpt-4o"), [("api-key", KEY), ("Content-Type", "application/json")],
                            length=len(body))
-    limit = BODY_TIMEOUT_S + 6
+    limit = BODY_TIMEOUT_S + ctx.n(6, 4)
     async with ctx.measured():
         outcome, seconds = await held_open(ctx.port, opening, body, every_s=1.0, limit_s=limit)
     ctx.record(outcome)
