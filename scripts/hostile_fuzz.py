@@ -680,24 +680,21 @@ async def run(harness: Harness, server: Server, rounds: int, seed: int, first: i
                                 half_close=(draft.length_delta or 0) > 0)
         outcome = answer.outcome
         this = Round(number, base.name, mutations, outcome, began, time.monotonic(), head[:300])
+        trouble = None
         if outcome == "refused" or not server.process.alive():
-            this.failures.append("the simulator exited" if not server.process.alive() else "connection refused")
-            segments.append(await asyncio.to_thread(monitor.stop))
-            trouble = await harness.servers.recover(server, 30)
-            server = await harness.servers.get("main")
+            trouble = await harness.servers.recover(server, 30) or "connection refused"
+        elif outcome == "timeout":  # held, or waiting for a body it was promised: wait until it serves again
+            trouble = await harness.servers.recover(server, 60)
+        if trouble:
+            this.failures.append(trouble)
+            if harness.servers.running.get("main") is not server:  # it was restarted: measure the new one
+                segments.append(await asyncio.to_thread(monitor.stop))
+                server = await harness.servers.get("main")
+                await asyncio.to_thread(monitor.start, server.port, server.pids())
+        if base.changes_config and server.process.alive():
+            trouble = await restore(harness, server)
             if trouble:
                 this.failures.append(trouble)
-            await asyncio.to_thread(monitor.start, server.port, server.pids())
-        else:
-            if outcome == "timeout":  # held, or waiting for a body it was promised: wait until it serves again
-                trouble = await harness.servers.recover(server, 60)
-                if trouble:
-                    this.failures.append(trouble)
-                    server = await harness.servers.get("main")
-            if base.changes_config:
-                trouble = await restore(harness, server)
-                if trouble:
-                    this.failures.append(trouble)
         done.append(this)
         result.statuses[("", outcome if not outcome[0].isdigit() else outcome[0] + "xx")] += 1
     result.seconds = time.monotonic() - started
@@ -771,4 +768,4 @@ def _judge(rounds: list[Round], samples: Samples) -> None:
 def _log_errors_of(server: Server, offset: int) -> list[str]:
     from hostile import _log_errors
 
-    return _log_errors(server.log_since(offset))
+    return _log_errors(server.log_since(offset), most=8)
