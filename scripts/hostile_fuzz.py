@@ -722,7 +722,7 @@ async def run(harness: Harness, server: Server, rounds: int, seed: int, first: i
     if errors:
         result.notes.append("log: " + " | ".join(errors))
     result.fuzz_rounds = [{"round": r.number, "base": r.base, "mutations": r.mutations, "outcome": r.outcome,
-                           "failures": r.failures} for r in failed]  # type: ignore[attr-defined]
+                           "failures": r.failures} for r in failed]
     return result
 
 

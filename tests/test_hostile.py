@@ -1,5 +1,5 @@
 """The hostile suite in its short form (scripts/hostile.py --short; `make hostile` is the
-long one): each case of the issue's list against a real simulator, with its memory and
+long one): each hostile case against a real simulator, with its memory and
 /++/health lag measured, and a few hundred mutation-fuzzer rounds. A failure names each
 case that missed its target, with the suite's table."""
 
