@@ -8,10 +8,11 @@ import asyncio
 import gzip
 import io
 import json
+import os
 
 import av
 import pytest
-from hostile_client import INTERVAL_S, Samples, exchange, request_head
+from hostile_client import INTERVAL_S, Monitor, Samples, exchange, held_open, request_head
 from hostile_fuzz import corpus, make_round
 from hostile_inputs import JPEG_22_BYTES, flac_claiming, gzip_bomb, multipart, png_bomb
 from PIL import Image
@@ -97,3 +98,59 @@ def test_multipart_parts_are_written_as_given():
     assert body == (b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
                     b"Content-Type: audio/wav\r\n\r\n\x00\xff\r\n"
                     b'--b\r\nContent-Disposition: form-data; name="language"\r\n\r\nen\r\n--b--\r\n')
+
+
+def test_a_slow_client_is_told_when_the_server_closes_and_when_it_never_does():
+    async def scenario(close_after: float | None):
+        async def serve(reader, writer):
+            if close_after is None:  # held until the client gives up
+                while await reader.read(4096):
+                    pass
+            else:
+                await asyncio.sleep(close_after)
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            return await held_open(port, b"POST / HTTP/1.1\r\n", b"x-slow: aaaa", every_s=0.1, limit_s=0.7)
+
+    outcome, seconds = asyncio.run(scenario(0.3))
+    assert outcome == "closed" and 0.25 < seconds < 0.9
+    outcome, seconds = asyncio.run(scenario(None))
+    assert outcome == "open" and seconds >= 0.7
+
+
+def test_the_monitor_sees_a_server_that_stops_answering_for_half_a_second():
+    import socketserver
+    import threading
+    import time
+
+    stalled = threading.Event()
+
+    class Health(socketserver.StreamRequestHandler):
+        def handle(self):
+            while self.rfile.readline():
+                while self.rfile.readline() not in (b"\r\n", b""):
+                    pass
+                if stalled.is_set():
+                    stalled.clear()
+                    time.sleep(0.5)
+                self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Health) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        monitor = Monitor()
+        try:
+            monitor.start(server.server_address[1], [os.getpid()])
+            time.sleep(0.3)
+            stalled.set()
+            time.sleep(0.8)
+            samples = monitor.stop()
+        finally:
+            monitor.close()
+            server.shutdown()
+    p50, p99, worst = samples.lag_figures()
+    assert p50 < 20 and worst >= 500
+    assert p99 >= 400  # the half second held back ~25 probes
+    assert samples.rss and all(pid == os.getpid() for _, pid, _ in samples.rss)
