@@ -10,6 +10,7 @@ import io
 import os
 import struct
 import sys
+import wave
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -74,6 +75,18 @@ def png_bomb(side: int = 20000) -> bytes:
 JPEG_22_BYTES = (b"\xff\xd8\xff\xc0" + struct.pack(">HBHHB", 17, 8, 65000, 65000, 3)
                  + bytes([1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1]) + b"\xff")
 assert len(JPEG_22_BYTES) == 22
+
+
+def noise_wav(size_bytes: int, rate: int = 16000) -> bytes:
+    """A 16-bit mono WAV of random samples, `size_bytes` of them (written directly: no
+    arrays of floats on the way)."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(os.urandom(size_bytes - size_bytes % 2))
+    return out.getvalue()
 
 
 def noise_png(size_bytes: int) -> bytes:
