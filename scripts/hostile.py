@@ -355,7 +355,7 @@ def _statuses(counts: Counter) -> str:
     parts = []
     for (tag, outcome), n in sorted(counts.items()):
         label = f"{tag}:{outcome}" if tag else outcome
-        parts.append(label + (f"x{n}" if n > 1 else ""))
+        parts.append(label + (f"({n})" if n > 1 else ""))
     return " ".join(parts)
 
 
@@ -1063,10 +1063,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{c.name:40} {c.klass:9} {c.server:8} health p99 < {c.lag_ms:g} ms, RSS < {c.rss_mib:g} MiB"
                   f"{'; ' + c.exception if c.exception else ''}\n    {c.what}")
         return 0
-    only_fuzz = args.only is not None and {w.strip() for w in args.only.split(",")} == {"fuzz"}
-    cases = [] if only_fuzz else select(CASES, args.only)
+    picked = {w.strip() for w in args.only.split(",")} if args.only else set()
+    cases = select(CASES, args.only) if picked != {"fuzz"} else []
     if args.fuzz is None:
-        args.fuzz = (300 if args.short else 1000) if (only_fuzz or not args.only) else 0
+        args.fuzz = (300 if args.short else 1000) if (not picked or "fuzz" in picked) else 0
     if not cases and not args.fuzz:
         parser.error(f"nothing selected by --only {args.only!r}")
     print(f"Hostile suite{' (short)' if args.short else ''}: {len(cases)} cases"

@@ -60,6 +60,9 @@ def _deployment(deployment: str, operation: str) -> tuple[str, list[tuple[str, s
     return f"/openai/deployments/{deployment}/{operation}", [("api-version", VERSION)]
 
 
+ADDED_DEPLOYMENTS = ("fz", "fz-ptu")  # what the PATCH bases below add
+
+
 def corpus() -> list[Base]:
     wav, mp3, flac = tone("wav", 1.0), tone("mp3", 1.0), tone("flac", 1.0)
     png, jpeg = small_png(48, 32), small_jpeg(40, 40)
@@ -632,6 +635,8 @@ async def restore(harness: Harness, server: Server) -> str | None:
     try:
         now = await client.get(server.url + "/++/config", headers=headers, timeout=10)
         names = set(now.json().get("deployments", {})) if now.status_code == 200 else set()
+        # The corpus's own names go whatever GET says (a value it cannot show may be in force).
+        names |= set(ADDED_DEPLOYMENTS)
         deployments: dict[str, Any] = {name: None for name in names - set(DEPLOYMENTS)}
         deployments.update(DEPLOYMENTS)
         patch = {"mode": "generate", "seed": 1, "allowUndefinedDeployments": True, "faults": None,
@@ -708,7 +713,7 @@ async def run(harness: Harness, server: Server, rounds: int, seed: int, first: i
             r.failures.insert(0, f"answered {r.outcome}")
     if failed:
         result.problems.append(f"{len(failed)} of {len(done)} rounds failed")
-    kinds = Counter(f.split(" ")[0] if not f.startswith("health") else "stall" for r in failed for f in r.failures)
+    kinds = Counter(_kind(f) for r in failed for f in r.failures)
     result.notes.append(f"{len(done)} rounds in {result.seconds:.0f} s; failures by kind: "
                         + (", ".join(f"{k} {n}" for k, n in kinds.most_common()) or "none"))
     for r in failed[:25]:
@@ -724,6 +729,13 @@ async def run(harness: Harness, server: Server, rounds: int, seed: int, first: i
     result.fuzz_rounds = [{"round": r.number, "base": r.base, "mutations": r.mutations, "outcome": r.outcome,
                            "failures": r.failures} for r in failed]
     return result
+
+
+def _kind(failure: str) -> str:
+    for start, kind in (("answered", "5xx"), ("health", "stall"), ("RSS", "memory"), ("restoring", "restore")):
+        if failure.startswith(start):
+            return kind
+    return "exit"
 
 
 def _judge(rounds: list[Round], samples: Samples) -> None:
