@@ -682,7 +682,8 @@ def _image_edit_case(name: str, what: str, make: Callable[[], tuple[bytes, str, 
 
 _image_edit_case("png-decompression-bomb", "image edit with a 48 KB PNG of 20,000 x 20,000 pixels",
                  lambda: (png_bomb(20000), "bomb.png", "image/png"))
-_image_edit_case("jpeg-22-byte-header", "image edit with a JPEG cut after its first 22 bytes (SOF0 header: 65,000 x 65,000)",
+_image_edit_case("jpeg-22-byte-header",
+                 "image edit with a JPEG cut after its first 22 bytes (SOF0 header: 65,000 x 65,000)",
                  lambda: (JPEG_22_BYTES, "cut.jpg", "image/jpeg"))
 
 
