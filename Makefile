@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { echo $$p; break; }; done)
 
-.PHONY: install run web test fuzz bench bench-latency bench-limits bench-replay bench-soak clean
+.PHONY: install run web test fuzz hostile bench bench-latency bench-limits bench-replay bench-soak clean
 
 install: $(VENV)/.installed
 
@@ -39,6 +39,14 @@ test: install
 fuzz: install
 	CONTRACT_EXAMPLES=300 CONTRACT_FILTERED=1 HOSTILE_REQUESTS_PER_BASE=20000 $(BIN)/python -m pytest -q tests/test_contract.py \
 		tests/unit/test_hostile_bodies.py
+
+# Hostile clients against a real simulator: every case of memory, loop stalls, 500s and
+# boundaries, measured (RSS, /++/health lag, statuses), then 1000 mutation-fuzzer rounds.
+# HOSTILE_ARGS="--short" is the CI size; "--only memory", "--only fuzz --fuzz 5000", "--json out.json".
+HOSTILE_ARGS ?=
+
+hostile: install
+	$(BIN)/python scripts/hostile.py $(HOSTILE_ARGS)
 
 bench: install
 	$(BIN)/python scripts/bench.py --workers $$(nproc)
