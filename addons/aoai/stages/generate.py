@@ -26,7 +26,7 @@ from mitmproxy import http
 from .. import wire
 from ..docintel import service as docintel
 from ..openai import audio, chat, completions, embeddings, images, responses, tokens
-from ..runtime import latency, media, peers
+from ..runtime import latency, media, offload, peers
 from ..runtime.config import SimulatorConfig
 from ..runtime.failures import describe
 from ..runtime.routes import MANAGEMENT
@@ -271,12 +271,26 @@ def openai_transcriptions(context: RequestContext) -> http.Response | StreamPlan
     return _text_response(context, body, content_type)
 
 
-def openai_speech(context: RequestContext) -> http.Response | None:
+# Speech longer than this is encoded in a worker thread (a millisecond or two per second of
+# audio; the longest, 55 minutes, takes seconds).
+SPEECH_ON_LOOP_SECONDS = 10.0
+
+
+def openai_speech(context: RequestContext) -> http.Response | Awaitable[http.Response] | None:
     """Speech: audio of the format asked, as long as the text takes to say."""
     if context.route is None or context.route.operation != "speech":
         return None
     request: audio.SpeechRequest = context.checked
-    data, content_type = audio.synthesize(request)
+    if request.duration > SPEECH_ON_LOOP_SECONDS:
+        return _speech_off_loop(context, request)
+    return _speech_response(context, *audio.synthesize(request))
+
+
+async def _speech_off_loop(context: RequestContext, request: audio.SpeechRequest) -> http.Response:
+    return _speech_response(context, *await asyncio.to_thread(audio.synthesize, request))
+
+
+def _speech_response(context: RequestContext, data: bytes, content_type: str) -> http.Response:
     context.latency_s = _work_seconds(context)
     headers = wire.azure_headers(context.request, context.config.region, content_type)
     return wire.plain_response(200, data, headers)
@@ -294,13 +308,18 @@ def image_url(context: RequestContext, data: bytes, content_type: str, extension
     return f"{scheme}://{host}/++/images/{name}?se={stamp}&sp=r"
 
 
-def openai_images(context: RequestContext) -> http.Response | None:
+def openai_images(context: RequestContext) -> Awaitable[http.Response] | None:
     """Image generations and edits: real images of the size and format asked."""
     if context.route is None or context.route.operation not in ("images", "image_edits"):
         return None
-    request: images.ImageRequest = context.checked
+    return _images_answer(context, context.checked)
+
+
+async def _images_answer(context: RequestContext, request: images.ImageRequest) -> http.Response:
     seed = context.config.seed if context.config.seed is not None else random.random()
-    pictures = [images.draw(request, index, str(seed)) for index in range(request.n)]
+    # Drawing and encoding take 7 to 70 ms an image, up to ten a request: in a worker thread.
+    pictures = await asyncio.to_thread(lambda: [images.draw(request, index, str(seed))
+                                                for index in range(request.n)])
     urls = None
     if request.response_format == "url":
         urls = [image_url(context, p, request.content_type, request.output_format) for p in pictures]
@@ -329,17 +348,27 @@ HEAVY_TOKENS = 20_000
 
 def answer_tokens(context: RequestContext) -> int:
     """The most tokens a request's answers may hold: n times its output limit (or, without one,
-    the natural length's mean plus three deviations), within what the model can write."""
+    the natural length's mean plus three deviations; for JSON, which a schema may make as long
+    as the model can write, the model's limit), within what the model can write."""
     body, deployment = context.body, context.deployment
     if not isinstance(body, dict) or deployment is None:
         return 0
     limit = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
+    ceiling = deployment.model.max_output_tokens
     if not isinstance(limit, int):
         natural = context.config.completion_tokens
-        limit = int(natural.mean + 3 * natural.std_dev)
-    ceiling = deployment.model.max_output_tokens
+        limit = (ceiling or chat.DEFAULT_OUTPUT_TOKENS) if _writes_json(body) else \
+            int(natural.mean + 3 * natural.std_dev)
     n = body.get("n") if isinstance(body.get("n"), int) else 1
     return max(1, n) * (min(limit, ceiling) if ceiling else limit)
+
+
+def _writes_json(body: dict) -> bool:
+    """Whether the answer may be JSON made from a schema: tool arguments or structured output."""
+    fmt = body.get("response_format")
+    text = body.get("text")
+    fmt = fmt if isinstance(fmt, dict) else (text.get("format") if isinstance(text, dict) else None)
+    return bool(body.get("tools")) or (isinstance(fmt, dict) and fmt.get("type") in ("json_schema", "json_object"))
 
 
 class Generate:
@@ -363,7 +392,7 @@ class Generate:
         # or one that replaced a built-in) are asked in turn.
         wanted = route.generator if route is not None else None
         generators = [g for g in self.config.generators if g not in self._built_in or g.__name__ == wanted]
-        if answer_tokens(context) > HEAVY_TOKENS:
+        if answer_tokens(context) > HEAVY_TOKENS or offload.heavy(flow.request):
             return self._walk_in_thread(context, generators)
         index, answer = self._walk(context, generators)
         if inspect.isawaitable(answer):
