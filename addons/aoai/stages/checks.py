@@ -123,7 +123,10 @@ def check(context: RequestContext) -> http.Response | None:
             "different model and try again. You can learn more about which models can be used with each operation "
             "here: https://go.microsoft.com/fwlink/?linkid=2197993.", request)
     try:
-        context.checked = route.check(context.form if route.body == FORM_BODY else body, model)
+        if route.body == FORM_BODY:  # uploads: their media are judged by the bounds too
+            context.checked = route.check(context.form, model, config.bounds)
+        else:
+            context.checked = route.check(body, model)
     except validation.Invalid as e:
         return wire.openai_error(e.status, e.message, param=e.param, code=e.code, request=request)
     context.deployment, context.body = deployment, body
