@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import text
+from . import text, tokens
 from .catalogue import Model
 from .forms import Form, Upload
 from .validation import Invalid
@@ -288,7 +288,7 @@ def usage(request: AudioRequest, script: Transcript, model: Model) -> dict[str, 
     if model.name == "whisper":
         return None
     audio = max(1, math.ceil(request.duration * AUDIO_TOKENS_PER_SECOND))
-    prompt = len(text.corpus("cl100k_base").enc.encode(request.prompt or "", disallowed_special=()))
+    prompt = tokens.count(request.prompt or "", text.corpus("cl100k_base").enc)
     output = sum(len(s.tokens) for s in script.segments)
     return {"type": "tokens", "input_tokens": audio + prompt,
             "input_token_details": {"text_tokens": prompt, "audio_tokens": audio},

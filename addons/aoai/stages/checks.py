@@ -260,8 +260,12 @@ class Checks:
         if flow.response or context is None:
             return None
         # A large body is parsed, checked and counted in a worker thread (seconds for 10 MiB of
-        # prompt); the usual small one here, with no thread hop.
-        if context.route is not None and context.route.needs_deployment and offload.heavy(flow.request):
+        # prompt), and so is a Responses follow-up, whose earlier turns (any length) are counted
+        # again; the usual small request here, with no thread hop.
+        route = context.route
+        if route is not None and route.needs_deployment and (
+                offload.heavy(flow.request) or (route.operation == "responses"
+                                                and b"previous_response_id" in (flow.request.raw_content or b""))):
             return self._check_off_loop(flow, context)
         self._answer(flow, check(context))
         return None

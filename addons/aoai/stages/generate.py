@@ -204,14 +204,26 @@ async def _stored_at_a_peer(context: RequestContext, response_id: str) -> http.R
                                wire.azure_headers(request, context.config.region, "application/json"))
 
 
-def openai_embeddings(context: RequestContext) -> http.Response | None:
+# Embedding answers of more numbers than this are made in a worker thread: 2,048 inputs of
+# 3,072 dimensions take most of a second to make and write.
+EMBEDDING_ON_LOOP_NUMBERS = 32_768
+
+
+def openai_embeddings(context: RequestContext) -> http.Response | Awaitable[http.Response] | None:
     if context.route is None or context.route.operation != "embeddings":
         return None
-    deployment, body, config = context.deployment, context.body, context.config
+    deployment, body = context.deployment, context.body
     dims = body.get("dimensions") or deployment.embedding_size or deployment.model.embedding_size
-    answer = embeddings.response_body(embeddings.items_of(body["input"]), deployment.model.name,
-                                      deployment.model.version, dims, body.get("encoding_format") or "float",
-                                      context.prompt_tokens)
+    items = embeddings.items_of(body["input"])
+    if len(items) * dims > EMBEDDING_ON_LOOP_NUMBERS:
+        return asyncio.to_thread(_embeddings, context, items, dims)
+    return _embeddings(context, items, dims)
+
+
+def _embeddings(context: RequestContext, items: list, dims: int) -> http.Response:
+    deployment, body, config = context.deployment, context.body, context.config
+    answer = embeddings.response_body(items, deployment.model.name, deployment.model.version, dims,
+                                      body.get("encoding_format") or "float", context.prompt_tokens)
     if config.latency_enabled:
         context.latency_s = latency.profile(deployment, context.route, config).request_ms.draw() / 1000
     return wire.json_response(200, answer, context.request, config.region)
@@ -352,6 +364,9 @@ BUILT_IN = [openai_chat, openai_completions, openai_embeddings, openai_responses
 # Answers longer than this, all choices together, are made off the event loop (a few ms of
 # Python per thousand tokens would otherwise hold every other request).
 HEAVY_TOKENS = 20_000
+# So are answers to prompts longer than this (a long prompt is tokenised again for the prompt
+# cache; a Responses follow-up's earlier turns may be long while its own body is short).
+HEAVY_PROMPT_TOKENS = 16_384
 
 
 def answer_tokens(context: RequestContext) -> int:
@@ -368,7 +383,10 @@ def answer_tokens(context: RequestContext) -> int:
         limit = (ceiling or chat.DEFAULT_OUTPUT_TOKENS) if _writes_json(body) else \
             int(natural.mean + 3 * natural.std_dev)
     n = body.get("n") if isinstance(body.get("n"), int) else 1
-    return max(1, n) * (min(limit, ceiling) if ceiling else limit)
+    # Completions answer n choices for each prompt of a list.
+    prompt = body.get("prompt") if context.route is not None and context.route.operation == "completions" else None
+    prompts = len(prompt) if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int) else 1
+    return max(1, n) * prompts * (min(limit, ceiling) if ceiling else limit)
 
 
 def _writes_json(body: dict) -> bool:
@@ -400,7 +418,8 @@ class Generate:
         # or one that replaced a built-in) are asked in turn.
         wanted = route.generator if route is not None else None
         generators = [g for g in self.config.generators if g not in self._built_in or g.__name__ == wanted]
-        if answer_tokens(context) > HEAVY_TOKENS or offload.heavy(flow.request):
+        if answer_tokens(context) > HEAVY_TOKENS or context.prompt_tokens > HEAVY_PROMPT_TOKENS \
+                or offload.heavy(flow.request):
             return self._walk_in_thread(context, generators)
         index, answer = self._walk(context, generators)
         if inspect.isawaitable(answer):
