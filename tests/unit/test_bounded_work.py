@@ -327,6 +327,13 @@ def test_terms_keep_whole_words_in_any_script_and_spacing():
     assert not content_filter.judge(rules, "xaa a", content_filter.PROMPT).scored
 
 
+def test_a_term_inside_a_million_words_costs_linear_time():
+    rules = content_filter.parse_policy({"prompt": {"hate": ["a"]}}, "f").prompt
+    prompt = "ba " * 1_000_000 + "a"
+    verdict, spent = cpu_seconds(lambda: content_filter.judge(rules, prompt, content_filter.PROMPT))
+    assert verdict.cut_at == len(prompt) - 1 and spent < 1
+
+
 def test_a_pattern_re2_cannot_run_is_a_400_naming_the_field_in_the_patch():
     with pytest.raises(ConfigError) as caught:
         patch_plan(make_config(), {"contentFilter": {"gpt-4o": {"prompt": {"violence": [{"regex": r"(\w+) \1"}]}}}})

@@ -78,28 +78,57 @@ class Rule:
 
     A rule is searched in the text's lower case where that means the same (terms, and
     regexes without capitals): a case-sensitive scan for literal text is many times faster.
-    A term is one pattern with its word boundaries in it, so its first match is found in one
-    scan: ten terms cost about 0.1 ms on a 1,000-word prompt."""
+    For the same reason a term is first looked for as its text alone, and the start of a word
+    checked here; only when several matches start inside words ("kill" in "skill, skills")
+    does the pattern with the boundary before it take over, which finds the first whole word
+    in one scan. Ten terms cost about 0.02 ms on a 1,000-word prompt."""
 
     category: str
     severity: str  # "high" for detected categories (they have none; detected blocks)
     spec: Any  # as written, for GET /++/config
-    any_case: Any  # re2 pattern, case-insensitive, for the text as it is
+    any_case: Any  # re2 pattern, case-insensitive, for the text as it is; a term's group 1 is the term
     lowered: Any = None  # re2 pattern for the text in lower case; None: only any_case fits
-    term: bool = False  # the pattern's group 1 is the term (group 0 includes its boundaries)
+    term: bool = False
+    quick_any_case: Any = None  # a term without the boundary before it (found fast, its start checked here)
+    quick_lowered: Any = None
 
     def first_match(self, text: str | Text, lower: str | None = None) -> int | None:
         """The character offset where the rule first matches `text`, or None."""
         if not isinstance(text, Text):
             text = Text(text)
         if self.lowered is not None and text.lower is not None:
-            pattern, haystack = self.lowered, text.lower
+            exact, quick, haystack = self.lowered, self.quick_lowered, text.lower
         else:
-            pattern, haystack = self.any_case, text.data
-        found = pattern.search(haystack)
+            exact, quick, haystack = self.any_case, self.quick_any_case, text.data
+        start = 0
+        if quick is not None:
+            for _ in range(_QUICK_TRIES):
+                found = quick.search(haystack, start)
+                if found is None:
+                    return None
+                at = found.start()
+                if not _word_before(haystack, at):
+                    return text.offset(haystack, at)
+                start = at + 1
+            start -= 1  # the exact pattern takes the character before the term with it
+        found = exact.search(haystack, start)
         if found is None:
             return None
         return text.offset(haystack, found.start(1) if self.term else found.start())
+
+
+_QUICK_TRIES = 8  # matches inside words a term's quick pattern may meet before the exact one takes over
+
+
+def _word_before(data: bytes, at: int) -> bool:
+    """Whether the character before byte `at` of UTF-8 `data` is a word character."""
+    if at == 0:
+        return False
+    start = at - 1
+    while start > 0 and 0x80 <= data[start] < 0xC0:  # back to the first byte of that character
+        start -= 1
+    char = data[start:at].decode("utf-8", "replace")
+    return char.isalnum() or char == "_"
 
 
 def _side_spec(rules: Iterable[Rule]) -> dict[str, list]:
@@ -156,11 +185,14 @@ def _rule(category: str, spec: Any, where: str) -> Rule:
         raise FilterSpecError(f"{where}.{key}: expected a non-empty string")
     term = key == "term"
     # Whole words for terms: "kill" does not match "skill" or "killer".
-    source = f"(?:^|[^{_WORD}])(" + _SPACES.join(re2.escape(w) for w in value.lower().split()) + \
-        f")(?:[^{_WORD}]|$)" if term else value
+    words = _SPACES.join(re2.escape(w) for w in value.lower().split()) + f"(?:[^{_WORD}]|$)"
+    source = f"(?:^|[^{_WORD}])({words})" if term else value
+    quick_any_case = quick_lowered = None
     try:
         any_case = re2.compile(source, _options(any_case=True))
         lowered = re2.compile(source, _options(any_case=False)) if term or source == source.lower() else None
+        if term:
+            quick_any_case, quick_lowered = (re2.compile(words, _options(any_case=c)) for c in (True, False))
     except re2.error as e:
         reason = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else str(e)
         raise FilterSpecError(f"{where}.regex: not a valid regular expression ({reason}); rules use RE2 syntax, "
@@ -175,7 +207,7 @@ def _rule(category: str, spec: Any, where: str) -> Rule:
     else:
         severity = "high"
     written = spec[key] if set(spec) == {"term"} else spec
-    return Rule(category, severity, written, any_case, lowered, term)
+    return Rule(category, severity, written, any_case, lowered, term, quick_any_case, quick_lowered)
 
 
 def _side(spec: Any, side: str, where: str) -> tuple[Rule, ...]:
