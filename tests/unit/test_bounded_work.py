@@ -162,6 +162,18 @@ def test_tool_arguments_are_cut_at_the_budget_too():
     assert spent < 0.5
 
 
+def test_many_choices_of_long_json_share_the_bound_on_a_requests_json_answers():
+    settings = chat.ChatSettings(Normal(200, 50), 0.5, json_answer_tokens=4096)
+    answer, spent = cpu_seconds(lambda: chat.generate(structured(HOSTILE_SCHEMA, n=128), catalogue.MODELS["gpt-4o"],
+                                                      10, random.Random(1), settings))
+    assert len(answer.choices) == 128 and answer.completion_tokens == 128 * 32  # 4096 // 128 each
+    assert all(c.finish_reason == "length" for c in answer.choices)
+    assert spent < 2
+    # The default bound leaves one answer as long as the largest model writes.
+    assert chat.ChatSettings(Normal(1), 0).json_answer_tokens >= catalogue.MODELS["gpt-5"].max_output_tokens
+    assert Bounds().json_answer_tokens == chat.ChatSettings(Normal(1), 0).json_answer_tokens
+
+
 def test_a_value_is_built_only_as_far_as_its_room():
     corpus = text.corpus("o200k_base")
     value, whole = schema_values.value_within(HOSTILE_SCHEMA, random.Random(1), corpus.words, 5_000)

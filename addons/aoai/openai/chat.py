@@ -115,6 +115,7 @@ class ChatAnswer:
 class ChatSettings:
     completion_tokens: Normal  # natural answer length when nothing stops it earlier
     tool_call_share: float  # share of tool_choice "auto" requests that call a tool
+    json_answer_tokens: int = 131_072  # JSON_ANSWER_MAX_TOKENS: a request's JSON answers together
 
 
 def limit_of(body: dict) -> int | None:
@@ -134,8 +135,10 @@ def generate(body: dict, model: Model, prompt_tokens: int, rng: random.Random, s
             limit -= reasoning
     n = body.get("n") or 1
     tool = _chosen_tool(body, rng, settings)
-    # Without a limit the model writes until its own output limit stops it.
+    # Without a limit the model writes until its own output limit stops it. JSON a schema makes
+    # as long as that, n times over, is held to the bound on a request's JSON answers.
     budget = limit if limit is not None else model.max_output_tokens or DEFAULT_OUTPUT_TOKENS
+    budget = min(budget, max(1, settings.json_answer_tokens // n))
     choices = []
     for index in range(n):
         if limit == 0:

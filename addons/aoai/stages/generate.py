@@ -50,7 +50,7 @@ def rng_for(context: RequestContext) -> random.Random:
 
 
 def _settings(config: SimulatorConfig) -> chat.ChatSettings:
-    return chat.ChatSettings(config.completion_tokens, config.tool_call_share)
+    return chat.ChatSettings(config.completion_tokens, config.tool_call_share, config.bounds.json_answer_tokens)
 
 
 def stream_headers(context: RequestContext) -> dict[str, str]:
