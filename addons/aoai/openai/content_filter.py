@@ -61,7 +61,6 @@ class Text:
     """A text as the rules search it: UTF-8, as it is and in lower case, each made once."""
 
     def __init__(self, text: str):
-        self.text = text
         self.data = text.encode("utf-8", "surrogatepass")
         lower = text.lower()
         # Lower case keeps the offsets only when it keeps the length.
@@ -92,7 +91,7 @@ class Rule:
     quick_any_case: Any = None  # a term without the boundary before it (found fast, its start checked here)
     quick_lowered: Any = None
 
-    def first_match(self, text: str | Text, lower: str | None = None) -> int | None:
+    def first_match(self, text: str | Text) -> int | None:
         """The character offset where the rule first matches `text`, or None."""
         if not isinstance(text, Text):
             text = Text(text)

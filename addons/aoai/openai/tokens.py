@@ -93,7 +93,7 @@ def encode(text: str, enc) -> list[int]:
         try:
             # disallowed_special=() : user text may contain "<|endoftext|>"; count it as text.
             return enc.encode(text, disallowed_special=())
-        except ValueError:  # tiktoken's split failed (it cannot here, but never a 500 for it)
+        except ValueError:  # tiktoken's split gave up (not seen below half a million characters)
             pass
     ids: list[int] = []
     for piece in slices(text):
