@@ -85,6 +85,34 @@ def test_the_longest_speech_leaves_the_loop_free(simulator):
     assert slowest < LATE
 
 
+def rss_mib(sim) -> float:
+    for line in open(f"/proc/{sim.process.pid}/status"):
+        if line.startswith("VmHWM"):  # the highest the resident set has been
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_the_longest_wav_speech_is_sent_as_it_is_made_never_held(simulator):
+    body = {"model": "tts", "input": " ".join(["a"] * 2048), "voice": "alloy", "response_format": "wav",
+            "speed": 0.25}
+    before = rss_mib(simulator)
+
+    def send():
+        size, head = 0, b""
+        with httpx.stream("POST", deployment_url(simulator, "tts", "audio/speech"), headers=headers(simulator),
+                          json=body, timeout=60) as response:
+            for chunk in response.iter_raw():
+                head, size = head or chunk[:44], size + len(chunk)
+        return response, head, size
+    (response, head, size), slowest = while_watching(simulator, send)
+    assert response.status_code == 200 and response.headers["content-type"] == "audio/wav"
+    seconds = 2048 / (2.5 * 0.25)
+    assert head[:4] == b"RIFF" and struct.unpack("<I", head[40:44])[0] == int(seconds * 24000) * 2
+    assert size == 44 + int(seconds * 24000) * 2  # 150 MiB
+    assert rss_mib(simulator) - before < 50  # was +1.8 GiB; the answer is never held whole
+    assert slowest < LATE
+
+
 # --- text ----------------------------------------------------------------------------------------
 
 HOSTILE_SCHEMA = {"type": "object", "required": ["rows"], "properties": {"rows": {

@@ -23,6 +23,7 @@ from aoai.runtime import offload
 from aoai.runtime.bounds import Bounds
 from aoai.stages.checks import Checks
 from aoai.stages.contentfilter import ContentFilter
+from aoai.stages import generate as generate_module
 from aoai.stages.generate import Generate, answer_tokens
 from aoai.stages.management import patch_plan
 from aoai.stages.routing import Routing
@@ -272,6 +273,25 @@ def test_the_longest_speech_holds_little_beyond_its_answer():
     assert peak < len(data) + 8 * 2 ** 20  # was +1.8 GiB: every sample as float64, then a copy per step
     from media import decoded_seconds
     assert decoded_seconds(data[:44 + 48000 * 10]) == pytest.approx(10.0, abs=0.01)  # a valid WAV
+
+
+def test_long_wav_speech_is_a_stream_of_one_shared_second():
+    config = make_config()
+    body = {"model": "tts", "input": " ".join(["a"] * 2048), "voice": "alloy", "response_format": "wav", "speed": 0.25}
+    flow = make_flow("POST", "/openai/deployments/tts/audio/speech?api-version=2024-10-21", body)
+    routing, checking = Routing(config), Checks()
+    with taddons.context(routing, checking):
+        routing.request(flow)
+        checking.request(flow)
+    plan = generate_module.openai_speech(context_of(flow))
+    assert plan.keep_body is False and plan.headers["content-type"] == "audio/wav"
+
+    async def read():
+        pieces = [piece async for piece in plan.source]
+        return pieces[0][:44], sum(len(p) for p in pieces), len({id(p) for p in pieces[1:-1]})
+    head, size, distinct = asyncio.run(read())
+    assert head[:4] == b"RIFF" and size == 44 + int(LONGEST_SPEECH.duration * 24000) * 2
+    assert distinct == 1  # 3,275 seconds of audio, one buffer
 
 
 def test_encoded_speech_is_made_a_second_at_a_time():

@@ -297,16 +297,42 @@ def _transcription(context: RequestContext) -> http.Response | StreamPlan:
 # Speech longer than this is encoded in a worker thread (up to 3 ms per second of audio; the
 # longest, 55 minutes, takes seconds).
 SPEECH_ON_LOOP_SECONDS = 2.0
+# wav and pcm answers longer than this (3 MB) are sent a second at a time as they are due,
+# never held whole: the longest, 55 minutes, is 150 MB.
+SPEECH_STREAMED_SECONDS = 60.0
 
 
-def openai_speech(context: RequestContext) -> http.Response | Awaitable[http.Response] | None:
+def openai_speech(context: RequestContext) -> http.Response | StreamPlan | Awaitable[http.Response] | None:
     """Speech: audio of the format asked, as long as the text takes to say."""
     if context.route is None or context.route.operation != "speech":
         return None
     request: audio.SpeechRequest = context.checked
+    if request.response_format in audio.UNCOMPRESSED and request.duration > SPEECH_STREAMED_SECONDS:
+        return _speech_stream(context, request)
     if request.duration > SPEECH_ON_LOOP_SECONDS:
         return asyncio.to_thread(_speech, context, request)
     return _speech(context, request)
+
+
+def _speech_stream(context: RequestContext, request: audio.SpeechRequest) -> StreamPlan:
+    """A long wav or pcm answer as a chunked body (as Azure sends speech), a second of audio a
+    chunk, spread over the work's time like a streamed transcription's words."""
+    pieces, content_type = audio.uncompressed(request)
+    seconds = _work_seconds(context)
+    first = seconds * 0.3
+    step = (seconds - first) / max(1, len(pieces))
+    flow = context.flow
+
+    async def chunks():
+        for index, piece in enumerate(pieces):
+            wait = first + index * step - latency.since_arrival(flow)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            yield piece
+
+    headers = wire.azure_headers(context.request, context.config.region, content_type)
+    return StreamPlan(headers, [], source=chunks(), keep_body=False,
+                      labels={"deployment": context.deployment.name, "operation": context.route.operation})
 
 
 def _speech(context: RequestContext, request: audio.SpeechRequest) -> http.Response:
