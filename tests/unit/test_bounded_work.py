@@ -12,7 +12,9 @@ import time
 import tracemalloc
 import zlib
 
+import av
 import lorem
+import numpy as np
 import orjson
 import pytest
 from aoai.openai import audio, catalogue, chat, content_filter, images, schema_values, text, tokens
@@ -21,17 +23,17 @@ from aoai.openai.forms import Form, Upload
 from aoai.openai.validation import Invalid
 from aoai.runtime import offload
 from aoai.runtime.bounds import Bounds
-from aoai.stages.checks import Checks
-from aoai.stages.contentfilter import ContentFilter
-from aoai.stages import generate as generate_module
-from aoai.stages.generate import Generate, answer_tokens
-from aoai.stages.management import patch_plan
-from aoai.stages.routing import Routing
 from aoai.runtime.config import ConfigError
 from aoai.runtime.latency import Gates
 from aoai.runtime.state import context_of
 from aoai.runtime.streams import StreamServer
-from media import png, tone
+from aoai.stages import generate as generate_module
+from aoai.stages.checks import Checks
+from aoai.stages.contentfilter import ContentFilter
+from aoai.stages.generate import Generate, answer_tokens
+from aoai.stages.management import patch_plan
+from aoai.stages.routing import Routing
+from media import decoded_seconds, png, tone
 from mitmproxy.test import taddons
 from unit_support import chat_path, json_of, make_config, make_flow
 
@@ -238,9 +240,6 @@ def test_audio_longer_than_the_bound_is_refused():
 
 
 def test_a_stream_without_a_stated_length_is_measured_by_its_packets():
-    import av
-
-    import numpy as np
     out = io.BytesIO()
     with av.open(out, mode="w", format="webm", options={"live": "1"}) as container:
         stream = container.add_stream("libopus", rate=48000, layout="mono")
@@ -271,7 +270,6 @@ def test_the_longest_speech_holds_little_beyond_its_answer():
     (data, content_type), peak = traced_peak(lambda: audio.synthesize(LONGEST_SPEECH))
     assert content_type == "audio/wav" and len(data) == 44 + int(LONGEST_SPEECH.duration * 24000) * 2
     assert peak < len(data) + 8 * 2 ** 20  # was +1.8 GiB: every sample as float64, then a copy per step
-    from media import decoded_seconds
     assert decoded_seconds(data[:44 + 48000 * 10]) == pytest.approx(10.0, abs=0.01)  # a valid WAV
 
 
@@ -297,7 +295,6 @@ def test_long_wav_speech_is_a_stream_of_one_shared_second():
 def test_encoded_speech_is_made_a_second_at_a_time():
     request = audio.SpeechRequest(" ".join(["word"] * 150), "nova", "flac", 1.0)  # 60 s
     (data, content_type), peak = traced_peak(lambda: audio.synthesize(request))
-    from media import decoded_seconds
     assert content_type == "audio/flac" and decoded_seconds(data) == pytest.approx(60.0, abs=0.1)
     assert peak < len(data) * 2 + 4 * 2 ** 20  # no array of the whole length (60 s of float64: 11 MiB)
 
