@@ -177,6 +177,23 @@ def test_many_choices_of_long_json_share_the_bound_on_a_requests_json_answers():
     assert Bounds().json_answer_tokens == chat.ChatSettings(Normal(1), 0).json_answer_tokens
 
 
+@pytest.mark.parametrize("costly", ["allOf", "$ref"])
+def test_a_schema_whose_nodes_are_costly_to_resolve_costs_them_once(costly):
+    if costly == "allOf":  # 20,000 parts to merge (into one small object)
+        items = {"allOf": [{"properties": {"p": {"type": "integer"}}, "required": ["p"]}] * 20_000}
+        defs = {}
+    else:  # a path 20,000 steps long
+        defs = {"type": "integer"}
+        for _ in range(20_000):
+            defs = {"a": defs}
+        items = {"$ref": "#/$defs/" + "/".join(["a"] * 20_000)}
+    schema = {"type": "array", "minItems": 1000, "maxItems": 1000, "items": items, "$defs": defs}
+    corpus = text.corpus("o200k_base")
+    (value, _), spent = cpu_seconds(lambda: schema_values.value_within(schema, random.Random(1), corpus.words,
+                                                                         1_000_000))
+    assert len(value) == 1000 and spent < 1  # each of the 1,000 items resolved it anew: seconds
+
+
 def test_a_value_is_built_only_as_far_as_its_room():
     corpus = text.corpus("o200k_base")
     value, whole = schema_values.value_within(HOSTILE_SCHEMA, random.Random(1), corpus.words, 5_000)

@@ -14,7 +14,7 @@ import random
 import sys
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -50,6 +50,9 @@ class _Walk:
     root: Any
     left: int = _MAX_NODES
     room: int = sys.maxsize  # characters of JSON the answer may still take
+    # What each $ref and allOf came to, worked out once: a node visited a thousand times (the
+    # items of an array) would otherwise walk a long path or merge many parts each time.
+    seen: dict = field(default_factory=dict)
 
     @property
     def full(self) -> bool:
@@ -90,7 +93,9 @@ def _value(schema: Any, walk: _Walk, depth: int) -> Any:
         return walk.spend(walk.words(walk.rng, 2))
     rng = walk.rng
     if "$ref" in schema:
-        return _value(_resolve(schema["$ref"], walk.root), walk, depth + 1)
+        ref = schema["$ref"]
+        return _value(_once(walk, ref if isinstance(ref, str) else id(ref), lambda: _resolve(ref, walk.root)), walk,
+                      depth + 1)
     if "const" in schema:
         return walk.spend(schema["const"])
     enum = schema.get("enum")
@@ -103,7 +108,7 @@ def _value(schema: Any, walk: _Walk, depth: int) -> Any:
             return _value(rng.choice(non_null or options), walk, depth + 1)
     parts = schema.get("allOf")
     if isinstance(parts, list) and parts:
-        return _value(_merged(parts, walk.root), walk, depth + 1)
+        return _value(_once(walk, id(parts), lambda: _merged(parts, walk.root)), walk, depth + 1)
     kind = schema.get("type")
     if isinstance(kind, list):
         non_null = [k for k in kind if isinstance(k, str) and k != "null"]
@@ -111,6 +116,15 @@ def _value(schema: Any, walk: _Walk, depth: int) -> Any:
     if not isinstance(kind, str):
         kind = "object" if "properties" in schema else "array" if "items" in schema else "string"
     return _BUILDERS.get(kind, _string)(schema, walk, depth)
+
+
+def _once(walk: _Walk, key: str | int, work: Callable[[], Any]) -> Any:
+    """`work()`, done once per walk for the same `key`: a $ref string, or the id of a list
+    in the schema (which lives as long as the walk)."""
+    found = walk.seen.get(key, walk)
+    if found is walk:
+        found = walk.seen[key] = work()
+    return found
 
 
 def _merged(parts: list, root: Any) -> dict:
@@ -157,7 +171,8 @@ def _object(schema, walk, depth):
     props = schema.get("properties")
     props = props if isinstance(props, dict) else {}
     required = schema.get("required")
-    required = {r for r in required if isinstance(r, str)} if isinstance(required, list) else set()
+    required = _once(walk, id(required), lambda: {r for r in required if isinstance(r, str)}) \
+        if isinstance(required, list) else set()
     out = {}
     walk.room -= 2
     for name, sub in props.items():
