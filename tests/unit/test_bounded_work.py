@@ -212,6 +212,15 @@ def test_json_answers_without_a_limit_count_as_the_models_limit_when_choosing_a_
     assert answer_tokens(context) == 2 * catalogue.MODELS["gpt-4o"].max_output_tokens
 
 
+# --- embeddings ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["float", "base64"])
+def test_embeddings_are_written_a_vector_at_a_time_as_the_same_json(fmt):
+    from aoai.openai import embeddings
+    args = (["Hello", [1, 2, 3], "Bye"], "text-embedding-3-small", "v", 16, fmt, 7)
+    assert embeddings.response_json(*args) == orjson.dumps(embeddings.response_body(*args))
+
+
 # --- audio uploads ---------------------------------------------------------------------------------
 
 def flac_claiming(seconds: float) -> bytes:

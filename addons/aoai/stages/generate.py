@@ -222,11 +222,11 @@ def openai_embeddings(context: RequestContext) -> http.Response | Awaitable[http
 
 def _embeddings(context: RequestContext, items: list, dims: int) -> http.Response:
     deployment, body, config = context.deployment, context.body, context.config
-    answer = embeddings.response_body(items, deployment.model.name, deployment.model.version, dims,
+    answer = embeddings.response_json(items, deployment.model.name, deployment.model.version, dims,
                                       body.get("encoding_format") or "float", context.prompt_tokens)
     if config.latency_enabled:
         context.latency_s = latency.profile(deployment, context.route, config).request_ms.draw() / 1000
-    return wire.json_response(200, answer, context.request, config.region)
+    return wire.plain_response(200, answer, wire.azure_headers(context.request, config.region, "application/json"))
 
 
 def openai_models(context: RequestContext) -> http.Response | None:
