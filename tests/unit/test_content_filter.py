@@ -114,8 +114,16 @@ def test_a_policy_shows_as_it_was_written():
     ({"prompt": {"hate": [{"severity": "low"}]}}, 'f: d.contentFilter.prompt.hate[0]: give either "term" or "regex"'),
     ({"prompt": {"hate": [{"term": " "}]}}, "f: d.contentFilter.prompt.hate[0].term: expected a non-empty string"),
     ({"prompt": {"hate": [{"regex": "(a"}]}},
-     "f: d.contentFilter.prompt.hate[0].regex: not a valid regular expression (missing ), unterminated subpattern "
-     "at position 0)"),
+     "f: d.contentFilter.prompt.hate[0].regex: not a valid regular expression (missing ): (a); rules use RE2 "
+     "syntax, without backreferences or lookarounds"),
+    # A backtracking engine takes exponential time on some patterns; RE2 never does, and refuses
+    # what it cannot run in linear time.
+    ({"prompt": {"hate": [{"regex": "(a)\\1"}]}},
+     "f: d.contentFilter.prompt.hate[0].regex: not a valid regular expression (invalid escape sequence: \\1); "
+     "rules use RE2 syntax, without backreferences or lookarounds"),
+    ({"prompt": {"hate": [{"regex": "kill(?!ed)"}]}},
+     "f: d.contentFilter.prompt.hate[0].regex: not a valid regular expression (invalid perl operator: (?!); "
+     "rules use RE2 syntax, without backreferences or lookarounds"),
     ({"prompt": {"hate": [{"term": "a", "severity": "safe"}]}},
      "f: d.contentFilter.prompt.hate[0].severity: expected one of low, medium, high, got 'safe'"),
     ({"prompt": {"jailbreak": [{"term": "a", "severity": "low"}]}},

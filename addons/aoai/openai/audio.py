@@ -1,21 +1,24 @@
 """Audio: transcriptions and translations of uploaded audio, and speech made from text.
 
-An upload's real duration is read with PyAV (FFmpeg), which knows every container Azure
-accepts; the transcript is made-up text whose length follows that duration, timed word by
-word across it, and written in the format asked (json, text, srt, vtt, verbose_json).
+An upload's duration is read with PyAV (FFmpeg), which knows every container Azure accepts,
+and believed only as far as the file's bytes can hold it (a header may claim anything); the
+transcript is made-up text whose length follows that duration, timed word by word across
+it, and written in the format asked (json, text, srt, vtt, verbose_json).
 Speech is a quiet tone as long as the text would take to say, encoded by PyAV in the format
 asked. Nothing here touches mitmproxy.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import random
+import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import text
+from . import text, tokens
 from .catalogue import Model
 from .forms import Form, Upload
 from .validation import Invalid
@@ -41,8 +44,17 @@ TRANSCRIBE, TRANSLATE = "transcribe", "translate"
 
 # --- Reading uploads -----------------------------------------------------------------------
 
-def duration_of(data: bytes) -> float | None:
-    """Seconds of audio in a file of any container FFmpeg reads; None when it holds no audio."""
+# The fewest bits a second of compressed audio takes: silence at a codec's lowest setting
+# takes about 600 bit/s in AAC, 2,000 to 3,000 in FLAC and Opus. A file whose header claims
+# more seconds than its bytes hold at this rate is not believed (2 KB of FLAC can claim 190
+# hours); uncompressed audio (PCM) holds exactly its bytes over its byte rate.
+MIN_BITS_PER_SECOND = 256
+
+
+def duration_of(data: bytes, longest: float = math.inf) -> float | None:
+    """Seconds of audio in a file of any container FFmpeg reads, as far as its bytes can hold
+    them; None when it holds no audio, or claims more than its bytes can hold. A file without
+    a stated length is measured packet by packet, up to just past `longest` seconds."""
     import av
 
     try:
@@ -50,14 +62,32 @@ def duration_of(data: bytes) -> float | None:
             if not container.streams.audio:
                 return None
             stream = container.streams.audio[0]
+            pcm = stream.codec_context.name.startswith("pcm_") and (stream.codec_context.bit_rate or 0) > 0
+            room = len(data) * 8 / (stream.codec_context.bit_rate if pcm else MIN_BITS_PER_SECOND)
             if stream.duration is not None and stream.time_base is not None:
-                return float(stream.duration * stream.time_base)
-            if container.duration:
-                return container.duration / av.time_base
-            # Streams written without a length (live webm): count the samples.
-            return sum(frame.samples / frame.sample_rate for frame in container.decode(stream)) or None
+                claimed = float(stream.duration * stream.time_base)
+            elif container.duration:
+                claimed = container.duration / av.time_base
+            else:  # written without a length (live webm): the packets' lengths, added up
+                claimed = _packet_seconds(container, stream, min(longest, room))
     except (av.FFmpegError, ValueError, IndexError, OSError, ArithmeticError):  # hostile files fail many ways
         return None
+    if not claimed or not math.isfinite(claimed) or claimed <= 0:
+        return None
+    if pcm:  # a WAV cut short (or written as a stream) says more than it holds: it lasts what it holds
+        return min(claimed, room)
+    return claimed if claimed <= room else None
+
+
+def _packet_seconds(container, stream, enough: float) -> float:
+    """The stream's packets' lengths added up, stopping once past `enough` seconds."""
+    total, base = 0.0, stream.time_base
+    for packet in container.demux(stream):
+        if packet.duration:
+            total += float(packet.duration * base)
+            if total > enough:
+                break
+    return total
 
 
 def extension_of(filename: str) -> str:
@@ -112,21 +142,25 @@ def _choice(value: str, name: str, values: tuple[str, ...]) -> None:
         raise Invalid(f"Invalid value: '{value}'. Supported values are: {listed}.", name, "invalid_value")
 
 
-def check_upload(form: Form) -> tuple[Upload, float]:
-    """The audio file and its duration, or Azure's error for what is wrong with it."""
+def check_upload(form: Form, longest: float = math.inf) -> tuple[Upload, float]:
+    """The audio file and its duration, or Azure's error for what is wrong with it (or for
+    lasting longer than `longest` seconds)."""
     upload = form.file("file")
     if upload is None:
         raise Invalid("Missing required parameter: 'file'.", "file", "missing_required_parameter")
     # OpenAI's own bodies for these name no param or code.
     if extension_of(upload.filename) not in FILE_FORMATS:
         raise Invalid(f"Invalid file format. Supported formats: {list(FILE_FORMATS)}")
-    seconds = duration_of(upload.data)
+    seconds = duration_of(upload.data, longest)
     if not seconds or seconds <= 0:
         raise Invalid("The audio file could not be decoded or its format is not supported.")
+    if seconds > longest:
+        raise Invalid(f"The audio file is too long: it lasts more than the {longest:g} seconds this resource "
+                      "accepts.")
     return upload, seconds
 
 
-def check_audio_request(form: Form, model: Model, task: str) -> AudioRequest:
+def check_audio_request(form: Form, model: Model, task: str, longest: float = math.inf) -> AudioRequest:
     """A transcription (or translation) form, checked as Azure checks it."""
     response_format = form.value("response_format") or "json"
     _choice(response_format, "response_format", RESPONSE_FORMATS)
@@ -146,7 +180,7 @@ def check_audio_request(form: Form, model: Model, task: str) -> AudioRequest:
     if stream and model.name == "whisper":
         raise Invalid("Streaming is not supported for the whisper model.", "stream", "unsupported_value")
     temperature = _float_field(form, "temperature", 0, 1, 0.0)
-    upload, seconds = check_upload(form)
+    upload, seconds = check_upload(form, longest)
     language = form.value("language") if task == TRANSCRIBE else None
     return AudioRequest(task, upload, seconds, response_format, language or None, form.value("prompt"),
                         temperature, granularities or ("segment",), stream)
@@ -254,7 +288,7 @@ def usage(request: AudioRequest, script: Transcript, model: Model) -> dict[str, 
     if model.name == "whisper":
         return None
     audio = max(1, math.ceil(request.duration * AUDIO_TOKENS_PER_SECOND))
-    prompt = len(text.corpus("cl100k_base").enc.encode(request.prompt or "", disallowed_special=()))
+    prompt = tokens.count(request.prompt or "", text.corpus("cl100k_base").enc)
     output = sum(len(s.tokens) for s in script.segments)
     return {"type": "tokens", "input_tokens": audio + prompt,
             "input_token_details": {"text_tokens": prompt, "audio_tokens": audio},
@@ -314,8 +348,9 @@ _ENCODINGS = {
     "opus": ("ogg", "libopus", 48000, "audio/ogg"),
     "aac": ("adts", "aac", SPEECH_RATE, "audio/aac"),
     "flac": ("flac", "flac", SPEECH_RATE, "audio/flac"),
-    "wav": ("wav", "pcm_s16le", SPEECH_RATE, "audio/wav"),
-}
+}  # wav and pcm are written here: 16-bit PCM needs no encoder
+# The encoders' fastest settings (half the CPU of their defaults): a tone needs no finer search.
+_FAST = {"libmp3lame": {"compression_level": "9"}, "libopus": {"compression_level": "0"}}
 
 
 @dataclass(frozen=True)
@@ -367,31 +402,66 @@ def speech_seconds(words: int, speed: float) -> float:
     return max(0.5, words / (WORDS_PER_SECOND * speed))
 
 
-def _tone(seconds: float, rate: int, voice: str) -> np.ndarray:
-    """A soft tone, pitched by the voice so voices sound apart."""
+@functools.lru_cache(maxsize=64)
+def _second(rate: int, voice: str) -> np.ndarray:
+    """One second of a soft tone, pitched by the voice so voices sound apart. The pitch is a
+    whole number of hertz, so seconds follow each other without a seam: long speech repeats
+    this one second instead of computing (and holding) every sample."""
     import numpy as np
 
     pitch = 160 + 20 * VOICES.index(voice) if voice in VOICES else 200
-    t = np.arange(int(seconds * rate)) / rate
-    return (np.sin(2 * np.pi * pitch * t) * 2000).astype(np.int16)
+    t = np.arange(rate) / rate
+    return (np.sin(2 * np.pi * pitch * t) * 2000).astype("<i2")
+
+
+def _pcm(samples: int, rate: int, voice: str) -> list[bytes]:
+    """`samples` samples of the tone as 16-bit little-endian PCM, in one-second pieces that
+    share one buffer (joined once, into the answer itself)."""
+    second = _second(rate, voice).tobytes()
+    whole, rest = divmod(samples, rate)
+    return [second] * whole + ([second[:rest * 2]] if rest else [])
+
+
+def _wav_header(data_bytes: int, rate: int) -> bytes:
+    """The 44-byte header of a mono 16-bit PCM WAV file."""
+    return b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVEfmt " + \
+        struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16) + b"data" + struct.pack("<I", data_bytes)
+
+
+UNCOMPRESSED = ("wav", "pcm")
+
+
+def uncompressed(request: SpeechRequest) -> tuple[list[bytes], str]:
+    """A wav or pcm answer (pcm: raw 24 kHz signed 16-bit little-endian mono) in pieces of a
+    second, the first with the WAV header; the pieces share one second's buffer, so a long
+    answer can be sent piece by piece without ever being held whole."""
+    pieces = _pcm(int(request.duration * SPEECH_RATE), SPEECH_RATE, request.voice)
+    if request.response_format == "pcm":
+        return pieces, "audio/pcm"
+    header = _wav_header(sum(len(p) for p in pieces), SPEECH_RATE)
+    return [header + pieces[0], *pieces[1:]], "audio/wav"
 
 
 def synthesize(request: SpeechRequest) -> tuple[bytes, str]:
-    """Audio as long as the input takes to say, in the format asked, and its content type."""
+    """Audio as long as the input takes to say, in the format asked, and its content type.
+    Made a second at a time: what it holds besides the answer stays the same at any length."""
+    if request.response_format in UNCOMPRESSED:
+        pieces, content_type = uncompressed(request)
+        return b"".join(pieces), content_type
+    seconds = request.duration
     import av
 
-    seconds = request.duration
-    if request.response_format == "pcm":  # raw 24 kHz signed 16-bit little-endian mono: no container
-        return _tone(seconds, SPEECH_RATE, request.voice).astype("<i2").tobytes(), "audio/pcm"
     container_format, codec, rate, content_type = _ENCODINGS[request.response_format]
-    samples = _tone(seconds, rate, request.voice)
+    second = _second(rate, request.voice).reshape(1, -1)
     out = io.BytesIO()
     with av.open(out, mode="w", format=container_format) as container:
-        stream = container.add_stream(codec, rate=rate, layout="mono")
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = rate
-        for packet in stream.encode(frame):
-            container.mux(packet)
+        stream = container.add_stream(codec, rate=rate, layout="mono", options=_FAST.get(codec, {}))
+        total = int(seconds * rate)
+        for start in range(0, total, rate):
+            frame = av.AudioFrame.from_ndarray(second[:, :min(rate, total - start)], format="s16", layout="mono")
+            frame.sample_rate, frame.pts = rate, start
+            for packet in stream.encode(frame):
+                container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
     return out.getvalue(), content_type

@@ -9,12 +9,17 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from . import content_filter, shapes, text
+from . import content_filter, shapes, text, tokens
 from .catalogue import Model, Normal
-from .schema_values import value_for
+from .schema_values import value_within
 
 # Reasoning tokens a reasoning model spends before answering, by reasoning_effort.
 _REASONING = {"minimal": 0, "low": 64, "medium": 192, "high": 448}
+# A JSON answer (structured output, tool arguments) is built only as far as its token budget
+# reaches, at this many characters a token: twice what generated JSON takes (words run about
+# four characters a token, punctuation fewer), so the budget, not the value, ends a long answer.
+CHARS_PER_TOKEN = 8
+DEFAULT_OUTPUT_TOKENS = 4096  # the budget without max_tokens, for a model whose output limit is unknown
 
 
 @dataclass
@@ -110,6 +115,7 @@ class ChatAnswer:
 class ChatSettings:
     completion_tokens: Normal  # natural answer length when nothing stops it earlier
     tool_call_share: float  # share of tool_choice "auto" requests that call a tool
+    json_answer_tokens: int = 131_072  # JSON_ANSWER_MAX_TOKENS: a request's JSON answers together
 
 
 def limit_of(body: dict) -> int | None:
@@ -129,14 +135,18 @@ def generate(body: dict, model: Model, prompt_tokens: int, rng: random.Random, s
             limit -= reasoning
     n = body.get("n") or 1
     tool = _chosen_tool(body, rng, settings)
+    # Without a limit the model writes until its own output limit stops it. JSON a schema makes
+    # as long as that, n times over, is held to the bound on a request's JSON answers.
+    budget = limit if limit is not None else model.max_output_tokens or DEFAULT_OUTPUT_TOKENS
+    budget = min(budget, max(1, settings.json_answer_tokens // n))
     choices = []
     for index in range(n):
         if limit == 0:
             choices.append(Choice(index, "", [], finish_reason="length"))
         elif tool is not None:
-            choices.append(_tool_choice(index, tool, corpus, rng, limit))
+            choices.append(_tool_choice(index, tool, corpus, rng, budget))
         else:
-            choices.append(_text_choice(index, body, corpus, rng, limit, settings))
+            choices.append(_text_choice(index, body, corpus, rng, limit, settings, budget))
     return ChatAnswer(shapes.make_id("chatcmpl-", rng), int(time.time()), model.version, choices, prompt_tokens,
                       corpus, reasoning * n)
 
@@ -144,7 +154,7 @@ def generate(body: dict, model: Model, prompt_tokens: int, rng: random.Random, s
 def fixed(content: str, body: dict, model: Model, prompt_tokens: int, rng: random.Random) -> ChatAnswer:
     """An answer with the given text for every choice, cut at the request's limit."""
     corpus = text.corpus(model.encoding)
-    ids = corpus.enc.encode(content, disallowed_special=())
+    ids = tokens.encode(content, corpus.enc)
     limit = limit_of(body)
     choices = []
     for index in range(body.get("n") or 1):
@@ -195,34 +205,41 @@ def _chosen_tool(body: dict, rng: random.Random, settings: ChatSettings) -> dict
     return rng.choice(tools)
 
 
-def _tool_choice(index: int, tool: dict, corpus: text.Corpus, rng: random.Random, limit: int | None) -> Choice:
-    arguments = orjson.dumps(value_for(tool.get("parameters") or {"type": "object"}, rng, corpus.words)).decode()
-    ids = corpus.enc.encode(arguments, disallowed_special=())
-    name_tokens = len(corpus.enc.encode(tool.get("name", ""), disallowed_special=())) + 3
-    finish = "tool_calls"
-    if limit is not None and name_tokens + len(ids) > limit:
-        ids = ids[: max(0, limit - name_tokens)]
-        arguments = corpus.enc.decode(ids)
-        finish = "length"
+def json_answer(schema: dict, corpus: text.Corpus, rng: random.Random, budget: int) -> tuple[str, list[int], bool]:
+    """JSON for `schema` in at most `budget` tokens: its text, its tokens, and whether the
+    budget cut it (a value longer than the budget is built only as far as the budget reaches)."""
+    room = budget * CHARS_PER_TOKEN
+    value, whole = value_within(schema, rng, corpus.words, room)
+    content = orjson.dumps(value).decode()
+    if len(content) > room:
+        content, whole = content[:room], False
+    ids = tokens.encode(content, corpus.enc)
+    if whole and len(ids) <= budget:
+        return content, ids, False
+    # A value cut short ends mid-text, as one the model had to stop writing does.
+    ids = ids[:budget] if len(ids) > budget else ids[:-1]
+    return corpus.enc.decode(ids), ids, True
+
+
+def _tool_choice(index: int, tool: dict, corpus: text.Corpus, rng: random.Random, budget: int) -> Choice:
+    name_tokens = tokens.count(tool.get("name", ""), corpus.enc) + 3
+    arguments, ids, cut = json_answer(tool.get("parameters") or {"type": "object"}, corpus, rng,
+                                      max(0, budget - name_tokens))
     call = {"id": shapes.make_id("call_", rng)[:29], "type": "function",
             "function": {"name": tool.get("name", ""), "arguments": arguments}}
-    return Choice(index, None, [], [call], [ids], finish, name_tokens + len(ids))
+    return Choice(index, None, [], [call], [ids], "length" if cut else "tool_calls", name_tokens + len(ids))
 
 
 def _text_choice(index: int, body: dict, corpus: text.Corpus, rng: random.Random, limit: int | None,
-                 settings: ChatSettings) -> Choice:
+                 settings: ChatSettings, budget: int) -> Choice:
     fmt = (body.get("response_format") or {}).get("type")
     if fmt in ("json_object", "json_schema"):
         if fmt == "json_schema":
             schema = (body["response_format"].get("json_schema") or {}).get("schema") or {"type": "object"}
         else:
             schema = {"type": "object", "properties": {corpus.words(rng, 1): {"type": "string"} for _ in range(3)}}
-        content = orjson.dumps(value_for(schema, rng, corpus.words)).decode()
-        ids = corpus.enc.encode(content, disallowed_special=())
-        if limit is not None and len(ids) > limit:
-            ids = ids[:limit]
-            return Choice(index, corpus.enc.decode(ids), ids, finish_reason="length", tokens=limit)
-        return Choice(index, content, ids, tokens=len(ids))
+        content, ids, cut = json_answer(schema, corpus, rng, budget)
+        return Choice(index, content, ids, finish_reason="length" if cut else "stop", tokens=len(ids))
     natural = max(1, int(settings.completion_tokens.draw(rng)))
     answer = corpus.answer(rng, natural, limit)
     cut = text.cut_at_stop(answer.text, body.get("stop"))

@@ -6,7 +6,10 @@ low, medium, high) and blocks from a threshold (medium by default); jailbreak at
 prompts) and protected material (in answers) are detected or not, and blocked when detected.
 Here the scores come from the deployment's rules (terms or regular expressions, each with a
 severity), from a seeded share of requests filtered at random, or from a header a test sends.
-Pure functions and dataclasses: nothing here touches mitmproxy.
+Rules run on RE2, whose time grows only linearly with the text whatever the pattern, so no
+rule can stall the simulator on a crafted prompt (a backtracking engine takes exponential
+time on `(a+)+$`); RE2 has no backreferences or lookarounds, and a rule that needs them is
+refused where it is set. Pure functions and dataclasses: nothing here touches mitmproxy.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+import re2
 
 SEVERITIES = ("safe", "low", "medium", "high")
 BLOCK_AT = ("low", "medium", "high", "off")  # "off": annotate only, never block
@@ -39,36 +44,89 @@ class FilterSpecError(ValueError):
 
 # --- Rules and policies ---------------------------------------------------------------------------
 
+# Python's \w and \s (any script) in RE2, whose own \w and \s are ASCII only. A term matches
+# whole words: no word character just before or after it.
+_WORD = r"\p{L}\p{N}_"
+_SPACES = r"[\t-\r\x1c-\x20\x85\p{Z}]+"
+
+
+def _options(any_case: bool) -> re2.Options:
+    options = re2.Options()
+    options.case_sensitive = not any_case
+    options.log_errors = False  # a refused pattern is reported where it was set, not on stderr
+    return options
+
+
+class Text:
+    """A text as the rules search it: UTF-8, as it is and in lower case, each made once."""
+
+    def __init__(self, text: str):
+        self.data = text.encode("utf-8", "surrogatepass")
+        lower = text.lower()
+        # Lower case keeps the offsets only when it keeps the length.
+        self.lower = lower.encode("utf-8", "surrogatepass") if len(lower) == len(text) else None
+
+    def offset(self, data: bytes, at: int) -> int:
+        """The character offset of byte `at` of `data` (this text, or its lower case)."""
+        return len(data[:at].decode("utf-8", "surrogatepass"))
+
+
 @dataclass(frozen=True)
 class Rule:
     """A term or a regular expression, matched in any case.
 
-    Python's `re` scans fast only for a pattern that starts with literal text and is not
-    IGNORECASE, so a rule is searched in the text's lower case where that means the same
-    (terms, and regexes without capitals), and a term's start of word is checked here rather
-    than by a leading look-behind: ten terms cost about 0.1 ms on a 1,000-word prompt."""
+    A rule is searched in the text's lower case where that means the same (terms, and
+    regexes without capitals): a case-sensitive scan for literal text is many times faster.
+    For the same reason a term is first looked for as its text alone, and the start of a word
+    checked here; only when several matches start inside words ("kill" in "skill, skills")
+    does the pattern with the boundary before it take over, which finds the first whole word
+    in one scan. Ten terms cost about 0.02 ms on a 1,000-word prompt."""
 
     category: str
     severity: str  # "high" for detected categories (they have none; detected blocks)
     spec: Any  # as written, for GET /++/config
-    any_case: re.Pattern  # IGNORECASE, for the text as it is
-    lowered: re.Pattern | None = None  # for the text in lower case; None: only any_case fits
-    term: bool = False  # a match must start a word
+    any_case: Any  # re2 pattern, case-insensitive, for the text as it is; a term's group 1 is the term
+    lowered: Any = None  # re2 pattern for the text in lower case; None: only any_case fits
+    term: bool = False
+    quick_any_case: Any = None  # a term without the boundary before it (found fast, its start checked here)
+    quick_lowered: Any = None
 
-    def first_match(self, text: str, lower: str) -> int | None:
-        """Where the rule first matches `text` (`lower` is text.lower()), or None."""
-        if self.lowered is not None and len(lower) == len(text):  # the same offsets
-            pattern, haystack = self.lowered, lower
+    def first_match(self, text: str | Text) -> int | None:
+        """The character offset where the rule first matches `text`, or None."""
+        if not isinstance(text, Text):
+            text = Text(text)
+        if self.lowered is not None and text.lower is not None:
+            exact, quick, haystack = self.lowered, self.quick_lowered, text.lower
         else:
-            pattern, haystack = self.any_case, text
-        for found in pattern.finditer(haystack):
-            start = found.start()
-            if not self.term or start == 0 or not _word_char(haystack[start - 1]):
-                return start
-        return None
+            exact, quick, haystack = self.any_case, self.quick_any_case, text.data
+        start = 0
+        if quick is not None:
+            for _ in range(_QUICK_TRIES):
+                found = quick.search(haystack, start)
+                if found is None:
+                    return None
+                at = found.start()
+                if not _word_before(haystack, at):
+                    return text.offset(haystack, at)
+                start = at + 1
+            start -= 1  # the exact pattern takes the character before the term with it
+        found = exact.search(haystack, start)
+        if found is None:
+            return None
+        return text.offset(haystack, found.start(1) if self.term else found.start())
 
 
-def _word_char(char: str) -> bool:
+_QUICK_TRIES = 8  # matches inside words a term's quick pattern may meet before the exact one takes over
+
+
+def _word_before(data: bytes, at: int) -> bool:
+    """Whether the character before byte `at` of UTF-8 `data` is a word character."""
+    if at == 0:
+        return False
+    start = at - 1
+    while start > 0 and 0x80 <= data[start] < 0xC0:  # back to the first byte of that character
+        start -= 1
+    char = data[start:at].decode("utf-8", "replace")
     return char.isalnum() or char == "_"
 
 
@@ -125,13 +183,19 @@ def _rule(category: str, spec: Any, where: str) -> Rule:
     if not isinstance(value, str) or not value.strip():
         raise FilterSpecError(f"{where}.{key}: expected a non-empty string")
     term = key == "term"
-    # Whole words for terms: "kill" does not match "skill" (the start is checked by the rule).
-    source = r"\s+".join(re.escape(w) for w in value.lower().split()) + r"(?!\w)" if term else value
+    # Whole words for terms: "kill" does not match "skill" or "killer".
+    words = _SPACES.join(re2.escape(w) for w in value.lower().split()) + f"(?:[^{_WORD}]|$)"
+    source = f"(?:^|[^{_WORD}])({words})" if term else value
+    quick_any_case = quick_lowered = None
     try:
-        any_case = re.compile(source, re.IGNORECASE)
-        lowered = re.compile(source) if term or source == source.lower() else None
-    except re.error as e:
-        raise FilterSpecError(f"{where}.regex: not a valid regular expression ({e})") from None
+        any_case = re2.compile(source, _options(any_case=True))
+        lowered = re2.compile(source, _options(any_case=False)) if term or source == source.lower() else None
+        if term:
+            quick_any_case, quick_lowered = (re2.compile(words, _options(any_case=c)) for c in (True, False))
+    except re2.error as e:
+        reason = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else str(e)
+        raise FilterSpecError(f"{where}.regex: not a valid regular expression ({reason}); rules use RE2 syntax, "
+                              "without backreferences or lookarounds") from None
     severity = spec.get("severity")
     if category in HARM:
         severity = "high" if severity is None else severity
@@ -142,7 +206,7 @@ def _rule(category: str, spec: Any, where: str) -> Rule:
     else:
         severity = "high"
     written = spec[key] if set(spec) == {"term"} else spec
-    return Rule(category, severity, written, any_case, lowered, term)
+    return Rule(category, severity, written, any_case, lowered, term, quick_any_case, quick_lowered)
 
 
 def _side(spec: Any, side: str, where: str) -> tuple[Rule, ...]:
@@ -248,9 +312,10 @@ class Verdict:
 def judge(rules: Iterable[Rule], text: str, side: str, block_at: str = "medium") -> Verdict:
     """Score `text` against the rules of one side."""
     verdict = Verdict(side, block_at)
-    lower = text.lower()
+    searched = None
     for rule in rules:
-        at = rule.first_match(text, lower)
+        searched = searched or Text(text)
+        at = rule.first_match(searched)
         if at is not None:
             verdict.score(rule.category, rule.severity, at)
     return verdict

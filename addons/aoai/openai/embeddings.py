@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import math
 import sys
 from array import array
+
+import orjson
 
 from . import catalogue, tokens
 
@@ -47,6 +50,24 @@ def encode_base64(vec: array) -> str:
         vec = array("f", vec)
         vec.byteswap()
     return base64.b64encode(vec.tobytes()).decode()
+
+
+def response_json(items: list, model: str, model_version: str, dims: int, encoding_format: str,
+                  prompt_tokens: int) -> bytes:
+    """`response_body` as JSON, written a vector at a time: the same bytes, without every
+    number of a large answer alive at once as a float object (2,048 vectors of 3,072: 6
+    million), and without one serializing call that holds the interpreter for 150 ms."""
+    head = {"object": "list", "model": model_version, "data": [],
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
+    opening, _, closing = orjson.dumps(head).partition(b'"data":[]')
+    out = io.BytesIO()
+    out.write(opening + b'"data":[')
+    for index, item in enumerate(items):
+        vec = vector(_key(model, dims, item), dims)
+        value = encode_base64(vec) if encoding_format == "base64" else vec.tolist()
+        out.write((b"," if index else b"") + orjson.dumps({"object": "embedding", "index": index, "embedding": value}))
+    out.write(b"]" + closing)
+    return out.getvalue()  # the buffer itself, not a copy
 
 
 def response_body(items: list, model: str, model_version: str, dims: int, encoding_format: str,

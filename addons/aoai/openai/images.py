@@ -42,6 +42,7 @@ BACKGROUNDS = ("transparent", "opaque", "auto")
 MAX_IMAGE_BYTES = 25 * 1024 * 1024  # gpt-image-1 edits: each image under 25 MB
 MAX_EDIT_BODY_BYTES = 4 * MAX_IMAGE_BYTES  # a request with several images
 MAX_EDIT_IMAGES = 16
+DEFAULT_MAX_PIXELS = 36_000_000  # IMAGE_MAX_PIXELS: an edit's input images, width times height
 # Output tokens gpt-image-1 bills for one image, by quality and size (OpenAI's published table).
 OUTPUT_TOKENS = {
     "low": {"1024x1024": 272, "1024x1536": 408, "1536x1024": 400},
@@ -191,8 +192,9 @@ def _form_number(form: Form, name: str) -> Any:
         return raw  # refused by the count check with the type it has
 
 
-def check_edit(form: Form, model: Model) -> ImageRequest:
-    """An images/edits form: one or more images (and a mask) to change with a prompt."""
+def check_edit(form: Form, model: Model, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageRequest:
+    """An images/edits form: one or more images (and a mask) to change with a prompt; an image
+    of more than `max_pixels` pixels is refused from its header, before anything decodes it."""
     if model.name != GPT_IMAGE_1:
         raise Invalid(f"The images edit operation does not work with the specified model, {model.name}.",
                       "model", "unsupported_value")
@@ -204,10 +206,14 @@ def check_edit(form: Form, model: Model) -> ImageRequest:
                       f"but got an array with length {len(uploads)} instead.", "image", "array_above_max_length")
     first_size = None
     for index, upload in enumerate(uploads):
-        size = image_size(upload.data)
-        if len(upload.data) > MAX_IMAGE_BYTES or size is None:
+        size = image_size(upload.data) if len(upload.data) <= MAX_IMAGE_BYTES else None
+        if size is None:
             raise Invalid(f"Invalid image file or mode for image {index + 1}, please check your image file.",
                           "image", "invalid_image_format")
+        if size[0] * size[1] > max_pixels:
+            raise Invalid(f"Invalid image file or mode for image {index + 1}, please check your image file: it has "
+                          f"{size[0]}x{size[1]} pixels, more than the {max_pixels} accepted.", "image",
+                          "invalid_image_format")
         first_size = first_size or size
     mask = form.file("mask")
     if mask is not None and image_size(mask.data) != first_size:
@@ -219,14 +225,16 @@ def check_edit(form: Form, model: Model) -> ImageRequest:
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:
-    """An image file's width and height; None when Pillow cannot read it."""
-    from PIL import Image, UnidentifiedImageError  # here: only image requests pay for loading Pillow
+    """An image file's width and height, read from its header (nothing is decoded); None when
+    Pillow cannot read it, or will not: past 178M pixels it takes the file for a decompression
+    bomb (a 22-byte JPEG header can claim 65535x65535)."""
+    from PIL import Image  # here: only image requests pay for loading Pillow
 
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.verify()
             return image.size
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+    except Exception:  # hostile files fail in many ways (struct, EOF, index, syntax errors, bombs)
         return None
 
 

@@ -1,15 +1,23 @@
 """Made-up values that validate against a JSON schema, for tool arguments and structured
 output. Covers what function and response schemas use: types, enum, const, required,
-nested objects and arrays, $ref to $defs, anyOf/oneOf/allOf, bounds and common formats."""
+nested objects and arrays, $ref to $defs, anyOf/oneOf/allOf, bounds and common formats.
+
+A model writes until its answer's token budget runs out, so a value is built only as far as
+the answer can hold (`room`, in characters of JSON): a schema that asks for more than the
+budget gets a value cut short, never a value built whole and cut afterwards.
+"""
 
 from __future__ import annotations
 
 import math
 import random
+import sys
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 Words = Callable[[random.Random, int], str]
 
@@ -41,24 +49,58 @@ class _Walk:
     words: Words
     root: Any
     left: int = _MAX_NODES
+    room: int = sys.maxsize  # characters of JSON the answer may still take
+    # What each $ref and allOf came to, worked out once: a node visited a thousand times (the
+    # items of an array) would otherwise walk a long path or merge many parts each time.
+    seen: dict = field(default_factory=dict)
+
+    @property
+    def full(self) -> bool:
+        return self.room <= 0
+
+    def spend(self, value: Any) -> Any:
+        self.room -= _size(value)
+        return value
+
+
+def _size(value: Any) -> int:
+    """About how many characters `value` takes in JSON, with its separator."""
+    if isinstance(value, str):
+        return len(value) + 3
+    if isinstance(value, (bool, int, float)) or value is None:
+        return 6
+    try:
+        return len(orjson.dumps(value)) + 1  # a const or enum value from the schema: measured
+    except orjson.JSONEncodeError:
+        return len(str(value)) + 1
 
 
 def value_for(schema: Any, rng: random.Random, words: Words) -> Any:
     return _value(schema, _Walk(rng, words, schema), 0)
 
 
+def value_within(schema: Any, rng: random.Random, words: Words, room: int) -> tuple[Any, bool]:
+    """A value for `schema` built while it takes less than about `room` characters of JSON,
+    and whether it is whole (False: it stopped short where the room ran out)."""
+    walk = _Walk(rng, words, schema, room=room)
+    value = _value(schema, walk, 0)
+    return value, not walk.full
+
+
 def _value(schema: Any, walk: _Walk, depth: int) -> Any:
     walk.left -= 1
     if not isinstance(schema, dict) or depth > _MAX_DEPTH or walk.left < 0:
-        return walk.words(walk.rng, 2)
+        return walk.spend(walk.words(walk.rng, 2))
     rng = walk.rng
     if "$ref" in schema:
-        return _value(_resolve(schema["$ref"], walk.root), walk, depth + 1)
+        ref = schema["$ref"]
+        return _value(_once(walk, ref if isinstance(ref, str) else id(ref), lambda: _resolve(ref, walk.root)), walk,
+                      depth + 1)
     if "const" in schema:
-        return schema["const"]
+        return walk.spend(schema["const"])
     enum = schema.get("enum")
     if isinstance(enum, list) and enum:
-        return rng.choice(enum)
+        return walk.spend(rng.choice(enum))
     for key in ("anyOf", "oneOf"):
         options = schema.get(key)
         if isinstance(options, list) and options:
@@ -66,7 +108,7 @@ def _value(schema: Any, walk: _Walk, depth: int) -> Any:
             return _value(rng.choice(non_null or options), walk, depth + 1)
     parts = schema.get("allOf")
     if isinstance(parts, list) and parts:
-        return _value(_merged(parts, walk.root), walk, depth + 1)
+        return _value(_once(walk, id(parts), lambda: _merged(parts, walk.root)), walk, depth + 1)
     kind = schema.get("type")
     if isinstance(kind, list):
         non_null = [k for k in kind if isinstance(k, str) and k != "null"]
@@ -74,6 +116,15 @@ def _value(schema: Any, walk: _Walk, depth: int) -> Any:
     if not isinstance(kind, str):
         kind = "object" if "properties" in schema else "array" if "items" in schema else "string"
     return _BUILDERS.get(kind, _string)(schema, walk, depth)
+
+
+def _once(walk: _Walk, key: str | int, work: Callable[[], Any]) -> Any:
+    """`work()`, done once per walk for the same `key`: a $ref string, or the id of a list
+    in the schema (which lives as long as the walk)."""
+    found = walk.seen.get(key, walk)
+    if found is walk:
+        found = walk.seen[key] = work()
+    return found
 
 
 def _merged(parts: list, root: Any) -> dict:
@@ -120,11 +171,16 @@ def _object(schema, walk, depth):
     props = schema.get("properties")
     props = props if isinstance(props, dict) else {}
     required = schema.get("required")
-    required = {r for r in required if isinstance(r, str)} if isinstance(required, list) else set()
+    required = _once(walk, id(required), lambda: {r for r in required if isinstance(r, str)}) \
+        if isinstance(required, list) else set()
     out = {}
+    walk.room -= 2
     for name, sub in props.items():
+        if walk.full:
+            break
         # Deep optional branches are skipped so recursive schemas end.
         if name in required or depth < 3:
+            walk.room -= len(name) + 3
             out[name] = _value(sub, walk, depth + 1)
     return out
 
@@ -136,7 +192,13 @@ def _array(schema, walk, depth):
     low = min(low, high)
     count = walk.rng.randint(low, min(high, low + 3))
     items = schema.get("items") or {}
-    return [_value(items, walk, depth + 1) for _ in range(count)]
+    out = []
+    walk.room -= 2
+    for _ in range(count):
+        if walk.full:
+            break
+        out.append(_value(items, walk, depth + 1))
+    return out
 
 
 def _string(schema, walk, depth):
@@ -145,10 +207,19 @@ def _string(schema, walk, depth):
     fmt = _FORMATS.get(fmt) if isinstance(fmt, str) else None
     text = fmt(rng) if fmt else words(rng, rng.randint(1, 4))
     low = _whole(schema.get("minLength"), 0, _MAX_LENGTH)
-    while len(text) < low:
-        text += " " + words(rng, 3)
+    if len(text) < low:
+        # Words are added up to the length asked, or as far as the answer's room goes.
+        want = min(low, max(walk.room, 1))
+        parts, length = [text], len(text)
+        while length < want:
+            more = " " + words(rng, 3)
+            parts.append(more)
+            length += len(more)
+        text = "".join(parts)
+        if length >= walk.room:
+            text = text[:max(walk.room, 1)]
     high = schema.get("maxLength")
-    return text[:_whole(high, len(text), len(text))] if high is not None else text
+    return walk.spend(text[:_whole(high, len(text), len(text))] if high is not None else text)
 
 
 def _number(schema, walk, depth):
@@ -166,10 +237,11 @@ def _number(schema, walk, depth):
         hi = math.ceil(high) - 1 if "exclusiveMaximum" in schema else math.floor(high)
         # Answers are JSON that clients parse as 64-bit integers (and orjson writes no larger).
         lo, hi = (min(max(bound, _INT_MIN), _INT_MAX) for bound in (lo, hi))
-        return rng.randint(lo, max(lo, hi))
+        return walk.spend(rng.randint(lo, max(lo, hi)))
     value = round(rng.uniform(low, high), 2)
-    return min(max(value, low), high) if value not in (schema.get("exclusiveMinimum"),
-                                                       schema.get("exclusiveMaximum")) else (low + high) / 2
+    return walk.spend(min(max(value, low), high) if value not in (schema.get("exclusiveMinimum"),
+                                                                  schema.get("exclusiveMaximum"))
+                      else (low + high) / 2)
 
 
 _BUILDERS = {
@@ -178,6 +250,6 @@ _BUILDERS = {
     "string": _string,
     "integer": _number,
     "number": _number,
-    "boolean": lambda schema, walk, depth: walk.rng.random() < 0.5,
-    "null": lambda *_: None,
+    "boolean": lambda schema, walk, depth: walk.spend(walk.rng.random() < 0.5),
+    "null": lambda schema, walk, depth: walk.spend(None),
 }

@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import importlib.resources
 import os
+import re
 import tempfile
 from collections.abc import Iterable
 from typing import Any
@@ -62,9 +63,51 @@ def encoding(name: str):
     return tiktoken.get_encoding(name)
 
 
+# tiktoken splits text with a regular expression before its byte-pair merges. On a run of
+# about a million spaces or tabs that expression runs out of stack and fails, and one long
+# run of a letter costs seconds, so long text is encoded in slices. A slice ends where
+# tiktoken's own split always ends a piece: before a space that follows a letter or digit, or
+# after a newline that a letter or digit follows. The slices' tokens are then the whole
+# text's exactly; only text with no such place within half a slice (a run of one kind of
+# character) is cut blindly, where a token may differ per cut.
+SLICE_CHARS = 49_152  # a multiple of 3 and 128: a blind cut in a run of digits or spaces stays exact
+LONG_TEXT = 2 * SLICE_CHARS  # shorter text is encoded in one call
+_CUT = re.compile(r"(?<=[^\W_]) |(?<=\n)(?=[^\W_])")
+
+
+def slices(text: str, size: int = SLICE_CHARS) -> Iterable[str]:
+    """`text` in pieces of at most `size` characters, cut where tiktoken's split cuts it."""
+    start, end = 0, len(text)
+    while end - start > size:
+        limit = start + size
+        found = _CUT.search(text, limit - size // 2, limit)
+        cut = found.start() if found else limit
+        yield text[start:cut]
+        start = cut
+    yield text[start:]
+
+
+def encode(text: str, enc) -> list[int]:
+    """The tokens of `text` (user text: special-token text counts as text); long text in slices."""
+    if len(text) <= LONG_TEXT:
+        try:
+            # disallowed_special=() : user text may contain "<|endoftext|>"; count it as text.
+            return enc.encode(text, disallowed_special=())
+        except ValueError:  # tiktoken's split gave up (not seen below half a million characters)
+            pass
+    ids: list[int] = []
+    for piece in slices(text):
+        ids += enc.encode(piece, disallowed_special=())
+    return ids
+
+
 def count(text: str, enc) -> int:
-    # disallowed_special=() : user text may contain "<|endoftext|>"; count it as text.
-    return len(enc.encode(text, disallowed_special=()))
+    if len(text) <= LONG_TEXT:
+        try:
+            return len(enc.encode(text, disallowed_special=()))
+        except ValueError:
+            pass
+    return sum(len(enc.encode(piece, disallowed_special=())) for piece in slices(text))
 
 
 def _content_tokens(content: Any, enc) -> int:
@@ -178,4 +221,4 @@ def prompt_ids(messages: list[dict], enc, tools: list | None = None) -> list[int
     rendered = orjson.dumps(tools or []).decode() + "".join(
         f"\n{m.get('role')}: " + orjson.dumps({k: v for k, v in m.items() if k != "role"},
                                               option=orjson.OPT_SORT_KEYS).decode() for m in messages)
-    return enc.encode(rendered, disallowed_special=())
+    return encode(rendered, enc)

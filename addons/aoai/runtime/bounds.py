@@ -68,6 +68,9 @@ BOUNDS: tuple[Bound, ...] = (
           "Pixels an uploaded image may have (width x height) before it is decoded; more is Azure's 400."),
     Bound("AUDIO_MAX_SECONDS", "audio_max_seconds", 3 * 3600,
           "Longest audio upload, in seconds, as the bytes can hold it; longer is Azure's 400."),
+    Bound("JSON_ANSWER_MAX_TOKENS", "json_answer_tokens", 131_072,
+          "Tokens a request's JSON answers (structured output, tool arguments) may hold together, all "
+          "choices; a schema asking for more gets answers cut there, with finish_reason length."),
 )
 BY_ENV = {b.env: b for b in BOUNDS}
 
@@ -91,6 +94,7 @@ class Bounds:
     metrics_deployment_labels: int = BY_ENV["METRICS_MAX_DEPLOYMENT_LABELS"].default  # type: ignore[assignment]
     image_max_pixels: int = BY_ENV["IMAGE_MAX_PIXELS"].default  # type: ignore[assignment]
     audio_max_seconds: int = BY_ENV["AUDIO_MAX_SECONDS"].default  # type: ignore[assignment]
+    json_answer_tokens: int = BY_ENV["JSON_ANSWER_MAX_TOKENS"].default  # type: ignore[assignment]
 
     def to_json(self) -> dict[str, int | float]:
         """For /++/limits: each bound under its setting's name."""

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from ..openai import audio, catalogue, completions, content_filter, images, responses, tokens, validation
+from .bounds import Bounds
 
 # Which quota a route draws from (ratelimit stage).
 NO_QUOTA = "none"
@@ -60,9 +61,10 @@ class Route:
     body: str = JSON_BODY
     max_body: int = 0  # bytes a form body may have (0: the configured limit for JSON bodies)
     # Body checks (raise validation.Invalid) and the prompt's token count, for OpenAI routes.
-    # A check gets the JSON body (or the parsed form); what it returns is kept for the
-    # generator (audio and image routes return the checked request), None elsewhere.
-    check: Callable[[Any, catalogue.Model], Any] | None = None
+    # A check gets the JSON body (or the parsed form, and the bounds its media are judged by);
+    # what it returns is kept for the generator (audio and image routes return the checked
+    # request), None elsewhere.
+    check: Callable[..., Any] | None = None
     prompt_tokens: Callable[[dict, Any], int] | None = None
     # The texts the content filter judges as the prompt(s); None: the route is not filtered.
     prompt_texts: Callable[[dict], list[str]] | None = None
@@ -143,12 +145,16 @@ def _no_prompt(body: Any, enc) -> int:
     return 0  # counted in requests, not tokens
 
 
-def _transcription(form, model):
-    return audio.check_audio_request(form, model, audio.TRANSCRIBE)
+def _transcription(form, model, bounds: Bounds):
+    return audio.check_audio_request(form, model, audio.TRANSCRIBE, bounds.audio_max_seconds)
 
 
-def _translation(form, model):
-    return audio.check_audio_request(form, model, audio.TRANSLATE)
+def _translation(form, model, bounds: Bounds):
+    return audio.check_audio_request(form, model, audio.TRANSLATE, bounds.audio_max_seconds)
+
+
+def _image_edit(form, model, bounds: Bounds):
+    return images.check_edit(form, model, bounds.image_max_pixels)
 
 
 def _openai(operation: str, path: str, generator: str, azure_operation: str, kind: str, verb: str,
@@ -213,7 +219,7 @@ ROUTES: list[Route] = [
     *_openai("images", "images/generations", "openai_images", "ImageGenerations_Create", catalogue.IMAGE,
              "imagesGeneration", images.check_generation, _image_prompt, texts=content_filter.image_texts),
     *_openai("image_edits", "images/edits", "openai_images", "ImageEdits_Create", catalogue.IMAGE,
-             "imagesEdit", images.check_edit, _image_prompt, FORM_BODY, images.MAX_EDIT_BODY_BYTES,
+             "imagesEdit", _image_edit, _image_prompt, FORM_BODY, images.MAX_EDIT_BODY_BYTES,
              texts=content_filter.image_texts),
     *_responses(),
     # Images answered as URLs are fetched here, without a key, as from Azure's signed blob URLs.

@@ -51,6 +51,7 @@ class StreamPlan:
     labels: dict[str, str] = field(default_factory=dict)  # deployment and operation, for metrics
     id: str = ""  # set when routed: the loopback server finds the plan by it
     source: LiveSource | None = None  # relay these chunks as they come, instead of `frames` (which they fill)
+    keep_body: bool = True  # False: a long binary answer (speech) is sent, never held; the flow shows none of it
     # Set by the server: how it went, for tests and metrics.
     completed: bool = False
     first_frame_s: float | None = None  # arrival to the first token frame, as sent
@@ -71,9 +72,9 @@ class StreamPlan:
         headers = http.Headers(transfer_encoding="chunked")
         for k, v in self.headers.items():
             headers.add(k, v)
+        body = b"".join(data for _, data in self.frames[:self.sent]) if self.keep_body else b""
         return http.Response(b"HTTP/1.1", self.status, status_codes.RESPONSES.get(self.status, "").encode(),
-                             headers, b"".join(data for _, data in self.frames[:self.sent]), None,
-                             started, time.time())
+                             headers, body, None, started, time.time())
 
 def sse_frames(timeline: list[tuple[int, bytes]], offsets: list[float], done: bool = True) -> list[tuple[float, bytes]]:
     """Pair each encoded frame with its due time: step -1 at once, step k at offsets[k]."""
@@ -263,8 +264,10 @@ async def _relay(plan: StreamPlan, writer: asyncio.StreamWriter) -> None:
         async for data in chunks:
             if writer.is_closing():
                 return  # the client went away
+            if not data:
+                continue  # an empty chunk would end the body
             writer.write(b"%x\r\n%s\r\n" % (len(data), data))
-            plan.frames.append((time.monotonic() - started, data))
+            plan.frames.append((time.monotonic() - started, data if plan.keep_body else b""))
             plan.sent = len(plan.frames)
             await writer.drain()  # a slow client slows the relay instead of filling memory
         writer.write(b"0\r\n\r\n")

@@ -9,11 +9,13 @@ route's check made of it, and prompt tokens in its context for the stages after 
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import functools
 import logging
 import re
 import time
+from collections.abc import Awaitable
 from urllib.parse import parse_qsl
 
 import orjson
@@ -21,6 +23,7 @@ from mitmproxy import http
 
 from .. import wire
 from ..openai import catalogue, embeddings, forms, responses, tokens, validation
+from ..runtime import offload
 from ..runtime.routes import FORM_BODY, OPTIONAL, REQUIRED
 from ..runtime.state import RequestContext, context_of
 
@@ -125,7 +128,10 @@ def check(context: RequestContext) -> http.Response | None:
             "different model and try again. You can learn more about which models can be used with each operation "
             "here: https://go.microsoft.com/fwlink/?linkid=2197993.", request)
     try:
-        context.checked = route.check(context.form if route.body == FORM_BODY else body, model)
+        if route.body == FORM_BODY:  # uploads: their media are judged by the bounds too
+            context.checked = route.check(context.form, model, config.bounds)
+        else:
+            context.checked = route.check(body, model)
     except validation.Invalid as e:
         return wire.openai_error(e.status, e.message, param=e.param, code=e.code, request=request)
     context.deployment, context.body = deployment, body
@@ -254,11 +260,26 @@ def too_long(context: RequestContext, window: int, used: int, wanted: int) -> ht
 
 
 class Checks:
-    def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         context = context_of(flow)
         if flow.response or context is None:
-            return
-        error = check(context)
+            return None
+        # A large body is parsed, checked and counted in a worker thread (seconds for 10 MiB of
+        # prompt), and so is a Responses follow-up, whose earlier turns (any length) are counted
+        # again; the usual small request here, with no thread hop.
+        route = context.route
+        if route is not None and route.needs_deployment and (
+                offload.heavy(flow.request) or (route.operation == "responses"
+                                                and b"previous_response_id" in (flow.request.raw_content or b""))):
+            return self._check_off_loop(flow, context)
+        self._answer(flow, check(context))
+        return None
+
+    async def _check_off_loop(self, flow: http.HTTPFlow, context: RequestContext) -> None:
+        self._answer(flow, await asyncio.to_thread(check, context))
+
+    @staticmethod
+    def _answer(flow: http.HTTPFlow, error: http.Response | None) -> None:
         if error is not None:
             logger.debug("%s for %s %.200s", error.status_code, flow.request.method, flow.request.path)
             flow.response = error

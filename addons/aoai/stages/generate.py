@@ -26,7 +26,7 @@ from mitmproxy import http
 from .. import wire
 from ..docintel import service as docintel
 from ..openai import audio, chat, completions, embeddings, images, responses, tokens
-from ..runtime import latency, media, peers
+from ..runtime import latency, media, offload, peers
 from ..runtime.config import SimulatorConfig
 from ..runtime.failures import describe
 from ..runtime.routes import MANAGEMENT
@@ -50,7 +50,7 @@ def rng_for(context: RequestContext) -> random.Random:
 
 
 def _settings(config: SimulatorConfig) -> chat.ChatSettings:
-    return chat.ChatSettings(config.completion_tokens, config.tool_call_share)
+    return chat.ChatSettings(config.completion_tokens, config.tool_call_share, config.bounds.json_answer_tokens)
 
 
 def stream_headers(context: RequestContext) -> dict[str, str]:
@@ -231,17 +231,29 @@ async def _stored_at_a_peer(context: RequestContext, response_id: str) -> http.R
                                wire.azure_headers(request, context.config.region, "application/json"))
 
 
-def openai_embeddings(context: RequestContext) -> http.Response | None:
+# Embedding answers of more numbers than this are made in a worker thread: 2,048 inputs of
+# 3,072 dimensions take most of a second to make and write.
+EMBEDDING_ON_LOOP_NUMBERS = 32_768
+
+
+def openai_embeddings(context: RequestContext) -> http.Response | Awaitable[http.Response] | None:
     if context.route is None or context.route.operation != "embeddings":
         return None
-    deployment, body, config = context.deployment, context.body, context.config
+    deployment, body = context.deployment, context.body
     dims = body.get("dimensions") or deployment.embedding_size or deployment.model.embedding_size
-    answer = embeddings.response_body(embeddings.items_of(body["input"]), deployment.model.name,
-                                      deployment.model.version, dims, body.get("encoding_format") or "float",
-                                      context.prompt_tokens)
+    items = embeddings.items_of(body["input"])
+    if len(items) * dims > EMBEDDING_ON_LOOP_NUMBERS:
+        return asyncio.to_thread(_embeddings, context, items, dims)
+    return _embeddings(context, items, dims)
+
+
+def _embeddings(context: RequestContext, items: list, dims: int) -> http.Response:
+    deployment, body, config = context.deployment, context.body, context.config
+    answer = embeddings.response_json(items, deployment.model.name, deployment.model.version, dims,
+                                      body.get("encoding_format") or "float", context.prompt_tokens)
     if config.latency_enabled:
         context.latency_s = latency.profile(deployment, context.route, config).request_ms.draw() / 1000
-    return wire.json_response(200, answer, context.request, config.region)
+    return wire.plain_response(200, answer, wire.azure_headers(context.request, config.region, "application/json"))
 
 
 def openai_models(context: RequestContext) -> http.Response | None:
@@ -274,10 +286,21 @@ def _text_response(context: RequestContext, content: str, content_type: str) -> 
     return wire.plain_response(200, content.encode(), headers)
 
 
-def openai_transcriptions(context: RequestContext) -> http.Response | StreamPlan | None:
+# Audio longer than this has its transcript made in a worker thread (about 4 ms per 10 minutes
+# of audio; the longest upload, 3 hours, takes a tenth of a second).
+TRANSCRIPT_ON_LOOP_SECONDS = 600.0
+
+
+def openai_transcriptions(context: RequestContext) -> http.Response | StreamPlan | Awaitable | None:
     """Transcriptions and translations: text as long as the audio, timed over it."""
     if context.route is None or context.route.operation not in ("transcriptions", "translations"):
         return None
+    if context.checked.duration > TRANSCRIPT_ON_LOOP_SECONDS:
+        return asyncio.to_thread(_transcription, context)
+    return _transcription(context)
+
+
+def _transcription(context: RequestContext) -> http.Response | StreamPlan:
     request: audio.AudioRequest = context.checked
     model = context.deployment.model
     language = audio.language_name(request.language) if request.task == audio.TRANSCRIBE else "english"
@@ -298,11 +321,48 @@ def openai_transcriptions(context: RequestContext) -> http.Response | StreamPlan
     return _text_response(context, body, content_type)
 
 
-def openai_speech(context: RequestContext) -> http.Response | None:
+# Speech longer than this is encoded in a worker thread (up to 3 ms per second of audio; the
+# longest, 55 minutes, takes seconds).
+SPEECH_ON_LOOP_SECONDS = 2.0
+# wav and pcm answers longer than this (3 MB) are sent a second at a time as they are due,
+# never held whole: the longest, 55 minutes, is 150 MB.
+SPEECH_STREAMED_SECONDS = 60.0
+
+
+def openai_speech(context: RequestContext) -> http.Response | StreamPlan | Awaitable[http.Response] | None:
     """Speech: audio of the format asked, as long as the text takes to say."""
     if context.route is None or context.route.operation != "speech":
         return None
     request: audio.SpeechRequest = context.checked
+    if request.response_format in audio.UNCOMPRESSED and request.duration > SPEECH_STREAMED_SECONDS:
+        return _speech_stream(context, request)
+    if request.duration > SPEECH_ON_LOOP_SECONDS:
+        return asyncio.to_thread(_speech, context, request)
+    return _speech(context, request)
+
+
+def _speech_stream(context: RequestContext, request: audio.SpeechRequest) -> StreamPlan:
+    """A long wav or pcm answer as a chunked body (as Azure sends speech), a second of audio a
+    chunk, spread over the work's time like a streamed transcription's words."""
+    pieces, content_type = audio.uncompressed(request)
+    seconds = _work_seconds(context)
+    first = seconds * 0.3
+    step = (seconds - first) / max(1, len(pieces))
+    flow = context.flow
+
+    async def chunks():
+        for index, piece in enumerate(pieces):
+            wait = first + index * step - latency.since_arrival(flow)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            yield piece
+
+    headers = wire.azure_headers(context.request, context.config.region, content_type)
+    return StreamPlan(headers, [], source=chunks(), keep_body=False,
+                      labels={"deployment": context.deployment.name, "operation": context.route.operation})
+
+
+def _speech(context: RequestContext, request: audio.SpeechRequest) -> http.Response:
     data, content_type = audio.synthesize(request)
     context.latency_s = _work_seconds(context)
     headers = wire.azure_headers(context.request, context.config.region, content_type)
@@ -321,13 +381,18 @@ def image_url(context: RequestContext, data: bytes, content_type: str, extension
     return f"{scheme}://{host}/++/images/{name}?se={stamp}&sp=r"
 
 
-def openai_images(context: RequestContext) -> http.Response | None:
+def openai_images(context: RequestContext) -> Awaitable[http.Response] | None:
     """Image generations and edits: real images of the size and format asked."""
     if context.route is None or context.route.operation not in ("images", "image_edits"):
         return None
-    request: images.ImageRequest = context.checked
+    return _images_answer(context, context.checked)
+
+
+async def _images_answer(context: RequestContext, request: images.ImageRequest) -> http.Response:
     seed = context.config.seed if context.config.seed is not None else random.random()
-    pictures = [images.draw(request, index, str(seed)) for index in range(request.n)]
+    # Drawing and encoding take 7 to 70 ms an image, up to ten a request: in a worker thread.
+    pictures = await asyncio.to_thread(lambda: [images.draw(request, index, str(seed))
+                                                for index in range(request.n)])
     urls = None
     if request.response_format == "url":
         urls = [image_url(context, p, request.content_type, request.output_format) for p in pictures]
@@ -352,21 +417,37 @@ BUILT_IN = [openai_chat, openai_completions, openai_embeddings, openai_responses
 # Answers longer than this, all choices together, are made off the event loop (a few ms of
 # Python per thousand tokens would otherwise hold every other request).
 HEAVY_TOKENS = 20_000
+# So are answers to prompts longer than this (a long prompt is tokenised again for the prompt
+# cache; a Responses follow-up's earlier turns may be long while its own body is short).
+HEAVY_PROMPT_TOKENS = 16_384
 
 
 def answer_tokens(context: RequestContext) -> int:
     """The most tokens a request's answers may hold: n times its output limit (or, without one,
-    the natural length's mean plus three deviations), within what the model can write."""
+    the natural length's mean plus three deviations; for JSON, which a schema may make as long
+    as the model can write, the model's limit), within what the model can write."""
     body, deployment = context.body, context.deployment
     if not isinstance(body, dict) or deployment is None:
         return 0
     limit = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
+    ceiling = deployment.model.max_output_tokens
     if not isinstance(limit, int):
         natural = context.config.completion_tokens
-        limit = int(natural.mean + 3 * natural.std_dev)
-    ceiling = deployment.model.max_output_tokens
+        limit = (ceiling or chat.DEFAULT_OUTPUT_TOKENS) if _writes_json(body) else \
+            int(natural.mean + 3 * natural.std_dev)
     n = body.get("n") if isinstance(body.get("n"), int) else 1
-    return max(1, n) * (min(limit, ceiling) if ceiling else limit)
+    # Completions answer n choices for each prompt of a list.
+    prompt = body.get("prompt") if context.route is not None and context.route.operation == "completions" else None
+    prompts = len(prompt) if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int) else 1
+    return max(1, n) * prompts * (min(limit, ceiling) if ceiling else limit)
+
+
+def _writes_json(body: dict) -> bool:
+    """Whether the answer may be JSON made from a schema: tool arguments or structured output."""
+    fmt = body.get("response_format")
+    text = body.get("text")
+    fmt = fmt if isinstance(fmt, dict) else (text.get("format") if isinstance(text, dict) else None)
+    return bool(body.get("tools")) or (isinstance(fmt, dict) and fmt.get("type") in ("json_schema", "json_object"))
 
 
 class Generate:
@@ -395,7 +476,8 @@ class Generate:
         # or one that replaced a built-in) are asked in turn.
         wanted = route.generator if route is not None else None
         generators = [g for g in self.config.generators if g not in self._built_in or g.__name__ == wanted]
-        if answer_tokens(context) > HEAVY_TOKENS:
+        if answer_tokens(context) > HEAVY_TOKENS or context.prompt_tokens > HEAVY_PROMPT_TOKENS \
+                or offload.heavy(flow.request):
             return self._walk_in_thread(context, generators)
         index, answer = self._walk(context, generators)
         if inspect.isawaitable(answer):
