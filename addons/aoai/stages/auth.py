@@ -10,9 +10,9 @@ import re
 from mitmproxy import http
 
 from .. import wire
-from ..runtime import entra
+from ..runtime import entra, intake
 from ..runtime.config import SimulatorConfig
-from ..runtime.routes import Route
+from ..runtime.routes import TABLE, Route
 from ..runtime.state import context_of
 
 logger = logging.getLogger(__name__)
@@ -26,7 +26,8 @@ INVALID_TOKEN = ("Unauthorized. Access token is missing, invalid, audience is in
 
 
 def _same(given: str, expected: str) -> bool:
-    return hmac.compare_digest(given.encode(), expected.encode())
+    # Header values hold bytes that are not UTF-8 as surrogates (mitmproxy decodes them so).
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode())
 
 
 def check(headers, config: SimulatorConfig, route: Route | None = None, params: dict[str, str] | None = None,
@@ -91,6 +92,19 @@ def azure_path(route: Route, params: dict[str, str]) -> str:
 class Auth:
     def __init__(self, config: SimulatorConfig):
         self.config = config
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        # A large body is not read for a request that cannot pass: the 401 leaves from its head
+        # (the intake stage sends it), as a gateway refuses an upload without reading it.
+        length = intake.declared_length(flow.request)
+        if flow.response or (length is not None and length <= intake.SMALL_BODY):
+            return
+        found = TABLE.resolve(flow.request.method, flow.request.path)
+        route = found.route if found is not None else None
+        if route is not None and route.open:
+            return
+        flow.response = check(flow.request.headers, self.config, route, found.params if found else None,
+                              flow.request.method)
 
     def request(self, flow: http.HTTPFlow) -> None:
         context = context_of(flow)
