@@ -196,9 +196,12 @@ def _brotli(data: bytes, limit: int) -> bytes:
     parts: list[bytes] = []
     size = 0
     try:
-        size = _grown(parts, size, decoder.process(data, output_buffer_limit=_SLICE), limit)
-        while not decoder.can_accept_more_data():
-            size = _grown(parts, size, decoder.process(b"", output_buffer_limit=_SLICE), limit)
+        # The output limit is approximate (the buffer grows in steps past it); what is held back
+        # comes with further calls without input, until the stream ends or nothing more comes.
+        chunk = decoder.process(data, output_buffer_limit=_SLICE)
+        while chunk:
+            size = _grown(parts, size, chunk, limit)
+            chunk = decoder.process(b"", output_buffer_limit=_SLICE) if not decoder.is_finished() else b""
     except brotli.error as e:
         raise Undecodable("br", str(e) or "invalid data") from None
     if not decoder.is_finished():

@@ -170,7 +170,7 @@ class ClientGuard:
         self.discarding = False  # what the client sends now is dropped, never handed to mitmproxy
         self.discard_until: float | None = None
         self.discarded = 0
-        self.streams_due: dict[str, float] | None = None  # HTTP/2: flow id -> when its body must be in
+        self.streams_due: dict[str, tuple[float, http.HTTPFlow]] | None = None  # HTTP/2: flow id -> (due, flow)
         self.read_before = 0  # bytes read before the HTTP layer existed
         self.tls_first = False
 
@@ -222,11 +222,15 @@ class ClientGuard:
         """The deadline has passed (the stage's sweep): answer and close, or just close."""
         conn = self.conn or self._find()
         if self.streams_due is not None:
-            if min(self.streams_due.values(), default=now + 1) <= now:
-                logger.info("closing %s: a request body did not arrive in time", _peer(self.client))
-                self.abort()
-            else:
-                self.deadline = min(self.streams_due.values(), default=None)
+            for flow_id, (due, flow) in list(self.streams_due.items()):
+                if not flow.live:  # ended without its request hook (never expected): forgotten
+                    del self.streams_due[flow_id]
+                elif due <= now:
+                    # One stream cannot be reset from here: the connection, all its streams, closes.
+                    logger.info("closing %s: a request body did not arrive in time", _peer(self.client))
+                    self.abort()
+                    return
+            self.deadline = min((due for due, _ in self.streams_due.values()), default=None)
             return
         if self.h1 and conn.state is not self.seen:
             self._entered(conn.state)  # it moved on while its reads were held up: judged afresh
@@ -283,18 +287,18 @@ class ClientGuard:
         if stream is not None:
             stream.request_body_buf = CappedBody(limit, over)
 
-    def stream_due(self, flow_id: str, at: float | None) -> None:
+    def stream_due(self, flow: http.HTTPFlow, at: float | None) -> None:
         """HTTP/2: the flow's body must be in by `at` (None: it is)."""
         if at is None:
             if self.streams_due is not None:
-                self.streams_due.pop(flow_id, None)
+                self.streams_due.pop(flow.id, None)
                 if not self.streams_due:
                     self.streams_due = None
                     self.deadline = None
             return
         if self.streams_due is None:
             self.streams_due = {}
-        self.streams_due[flow_id] = at
+        self.streams_due[flow.id] = (at, flow)
         if self.deadline is None or at < self.deadline:
             self.deadline = at
 

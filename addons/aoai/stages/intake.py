@@ -112,7 +112,7 @@ class Intake:
         if request.is_http2:
             guard = self.guards.get(flow.client_conn.id)
             if guard is not None:
-                guard.stream_due(flow.id, None)
+                guard.stream_due(flow, None)
         if flow.response is not None:
             return None
         coding = intake.header_value(request.headers, b"content-encoding")
@@ -129,7 +129,7 @@ class Intake:
         if flow.request is not None and flow.request.is_http2:
             guard = self.guards.get(flow.client_conn.id)
             if guard is not None:
-                guard.stream_due(flow.id, None)
+                guard.stream_due(flow, None)
 
     # -- inside -------------------------------------------------------------------------------
 
@@ -158,7 +158,7 @@ class Intake:
     def _body_due(self, flow: http.HTTPFlow) -> None:
         guard = self.guards.get(flow.client_conn.id)
         if guard is not None:
-            guard.stream_due(flow.id, time.monotonic() + self.limits.body_timeout)
+            guard.stream_due(flow, time.monotonic() + self.limits.body_timeout)
 
     def _decode(self, flow: http.HTTPFlow, value: str):
         request = flow.request
