@@ -383,8 +383,8 @@ class ClientGuard:
                 self.deadline = None  # the body was ended: the answer leaves at once
         elif phase == BODY:
             self.deadline = time.monotonic() + self.limits.body_timeout
-        elif phase != HEAD or self.phase != HANDSHAKE:  # a head begun in the handshake keeps its clock
-            self.deadline = None
+        elif phase != HEAD or self.phase != HANDSHAKE or self.conn.stream_id != 1:
+            self.deadline = None  # (the first head, begun before the parser existed, keeps its clock)
         self.phase = phase
 
     async def _end_after_head(self) -> None:
