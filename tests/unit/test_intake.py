@@ -186,13 +186,20 @@ def test_with_extensions_a_path_no_route_has_takes_a_json_body(tmp_path):
         assert flow.response is None
 
 
-def test_mitmproxys_body_size_limit_is_the_largest_route_limit():
+def test_mitmproxys_body_size_limit_guards_only_where_the_guard_cannot():
     config = make_config()
     stage = Intake(config)
+    assert stage.gone == []  # this mitmproxy has all the guard needs
+    with taddons.context(proxyserver.Proxyserver(), stage) as tctx:
+        tctx.configure(stage)
+        assert tctx.options.body_size_limit is None  # (it would parse every request's length again)
+    stage.gone = ["HttpStream.request_body_buf (request bodies capped)"]  # as after a mitmproxy upgrade
     with taddons.context(proxyserver.Proxyserver(), stage) as tctx:
         tctx.configure(stage)
         largest = intake.largest_limit(routes.TABLE.routes, config.bounds)
         assert tctx.options.body_size_limit == str(largest)
+        stage.client_connected(tflow.tclient_conn())
+        assert stage.guards == {}
         tctx.options.update(body_size_limit="1k")  # the user's smaller limit is kept
         stage.configure({"body_size_limit"})
         assert tctx.options.body_size_limit == "1k"

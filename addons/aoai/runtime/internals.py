@@ -308,15 +308,13 @@ class ClientGuard:
         if not isinstance(writer, Lingering):
             self.io.writer = Lingering(writer, self)
 
-    def answer_and_close(self, response: http.Response, or_abort: bool = True) -> None:
-        """Write `response` straight onto the socket (plain HTTP/1 only; else abort the
-        connection, or with `or_abort` false leave it be) and close once the client has had
-        time to read it. mitmproxy writes nothing more."""
+    def answer_and_close(self, response: http.Response) -> None:
+        """Write `response` straight onto the socket (plain HTTP/1 only; else just close) and
+        close once the client has had time to read it. mitmproxy writes nothing more."""
         if self.conn is None:
             self._find()
         if not self.plain:
-            if or_abort:
-                self.abort()
+            self.abort()
             return
         if self.h1:
             self.conn.buf.maybe_extract_at_most(len(self.conn.buf))  # nothing of it is kept (or logged)
@@ -556,42 +554,61 @@ def hide_listening_line(record: logging.LogRecord) -> bool:
     return LISTENING_LOG_TEXT not in record.getMessage()
 
 
+def _source(thing) -> str:
+    try:
+        return inspect.getsource(thing)
+    except (OSError, TypeError):
+        return ""
+
+
 def missing() -> list[str]:
     """What this module uses that the installed mitmproxy no longer offers (empty: all there)."""
     import dataclasses
 
-    from mitmproxy.addons import proxyserver, view
-    from mitmproxy.proxy import context, mode_servers, server
-    from mitmproxy.proxy.layers import http as http_layers
-
-    def source(thing) -> str:
-        try:
-            return inspect.getsource(thing)
-        except (OSError, TypeError):
-            return ""
+    from mitmproxy.addons import view
+    from mitmproxy.proxy import mode_servers, server
 
     checks = [
-        ("self.connections" in source(proxyserver.Proxyserver.__init__),
-         "Proxyserver.connections (client handlers by connection id)"),
-        ("self.transports" in source(server.ConnectionHandler.__init__), "ConnectionHandler.transports"),
-        ("self.client" in source(server.ConnectionHandler.__init__), "ConnectionHandler.client"),
         ("writer" in {f.name for f in dataclasses.fields(server.ConnectionIO)}, "ConnectionIO.writer"),
-        ("writer.is_closing()" in source(server.ConnectionHandler),
+        ("writer.is_closing()" in _source(server.ConnectionHandler),
          "ConnectionHandler writes only while writer.is_closing() is false (silencing a second response)"),
-        ("self._store" in source(view.View.__init__), "View._store (flows in arrival order)"),
-        ("listening at" in source(mode_servers), "the 'HTTP(S) proxy listening at' log line"),
-        ("reader = self.transports[connection].reader" in source(server.ConnectionHandler.handle_connection),
-         "ConnectionHandler reads a client through transports[client].reader (the intake guard)"),
-        ("self.buf" in source(Http1Connection.__init__) and "self.body_reader(self.buf)" in source(Http1Connection),
-         "Http1Connection.buf and .body_reader (heads bounded, bodies ended early)"),
-        ("self.stream_id += 2" in source(Http1Server) or "self.stream_id += 2" in source(Http1Connection),
-         "Http1Server.stream_id (the request being read)"),
-        ("self.connections" in source(HttpLayer.__init__) and "self.streams" in source(HttpLayer.__init__),
-         "HttpLayer.connections and .streams"),
-        ("self.request_body_buf += event.data" in source(http_layers.HttpStream.state_consume_request_body),
-         "HttpStream.request_body_buf (request bodies capped)"),
-        ("layers" in source(context.Context.__init__), "Context.layers (a connection's layers)"),
-        ("self._len" in source(ReceiveBuffer), "ReceiveBuffer._len"),
-        ("async def server_event" in source(server.ConnectionHandler), "ConnectionHandler.server_event"),
+        ("self._store" in _source(view.View.__init__), "View._store (flows in arrival order)"),
+        ("listening at" in _source(mode_servers), "the 'HTTP(S) proxy listening at' log line"),
+    ]
+    gone = _connections_missing() + [what for present, what in checks if not present] + missing_for_guard()
+    return list(dict.fromkeys(gone))
+
+
+def _connections_missing() -> list[str]:
+    from mitmproxy.addons import proxyserver
+    from mitmproxy.proxy import server
+
+    checks = [
+        ("self.connections" in _source(proxyserver.Proxyserver.__init__),
+         "Proxyserver.connections (client handlers by connection id)"),
+        ("self.transports" in _source(server.ConnectionHandler.__init__), "ConnectionHandler.transports"),
+        ("self.client" in _source(server.ConnectionHandler.__init__), "ConnectionHandler.client"),
     ]
     return [what for present, what in checks if not present]
+
+
+def missing_for_guard() -> list[str]:
+    """What the intake guard (`ClientGuard`) uses that the installed mitmproxy lacks."""
+    from mitmproxy.proxy import context, server
+    from mitmproxy.proxy.layers import http as http_layers
+
+    checks = [
+        ("reader = self.transports[connection].reader" in _source(server.ConnectionHandler.handle_connection),
+         "ConnectionHandler reads a client through transports[client].reader (the intake guard)"),
+        ("self.buf" in _source(Http1Connection.__init__) and "self.body_reader(self.buf)" in _source(Http1Connection),
+         "Http1Connection.buf and .body_reader (heads bounded, bodies ended early)"),
+        ("self.stream_id += 2" in _source(Http1Connection), "Http1Server.stream_id (the request being read)"),
+        ("self.connections" in _source(HttpLayer.__init__) and "self.streams" in _source(HttpLayer.__init__),
+         "HttpLayer.connections and .streams"),
+        ("self.request_body_buf += event.data" in _source(http_layers.HttpStream.state_consume_request_body),
+         "HttpStream.request_body_buf (request bodies capped)"),
+        ("layers" in _source(context.Context.__init__), "Context.layers (a connection's layers)"),
+        ("self._len" in _source(ReceiveBuffer), "ReceiveBuffer._len"),
+        ("async def server_event" in _source(server.ConnectionHandler), "ConnectionHandler.server_event"),
+    ]
+    return _connections_missing() + [what for present, what in checks if not present]

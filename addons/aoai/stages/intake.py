@@ -16,10 +16,12 @@ How an answer from the head leaves, by transport:
   record (a client waiting for "100 Continue" gets it first).
 * HTTP/2: the rest of the stream's body is dropped as it comes, never kept; the answer
   leaves when the stream ends.
-* A declared length past every route's limit meets mitmproxy's own `body_size_limit` (set
-  here to the largest route limit), which refuses it before any hook: plain HTTP/1 clients
-  still get Azure's JSON (written here, mitmproxy's page dropped), TLS and HTTP/2 clients get
-  mitmproxy's HTML 413.
+
+Should the installed mitmproxy lack what the guard uses (`internals.missing_for_guard()`), no guard is
+installed and mitmproxy's own `body_size_limit` is set to the largest route limit instead:
+answers set from the head then leave once the body is read, and a larger body gets
+mitmproxy's HTML 413. (With the guard that option stays unset: mitmproxy would parse every
+request's length headers again for it, ~6 µs a request, to enforce what is enforced here.)
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Intake:
         self.guards: dict[str, internals.ClientGuard] = {}  # by client connection id
         self.unknown_limit = intake.SMALL_BODY  # a body to a path no route has (extensions: as JSON routes)
         self.largest = intake.largest_limit(table.routes, config.bounds)
+        self.gone = internals.missing_for_guard()  # what the guard needs that this mitmproxy lacks (none: guarded)
         self._body_size_limit: str | None = None  # what this stage set mitmproxy's option to
         self._sweeper: asyncio.Task | None = None
 
@@ -58,9 +61,9 @@ class Intake:
         extensions = getattr(ctx.options, "extension_path", "")  # they may serve paths no route has
         self.unknown_limit = bounds.max_body_bytes if str(extensions).strip() else intake.SMALL_BODY
         self.largest = intake.largest_limit(self.table.routes, bounds)
-        # The last guard: mitmproxy refuses (HTML 413) a body larger than any route takes, should
-        # one get past the hooks below. A smaller limit the user set is kept.
-        if "body_size_limit" in ctx.options:
+        # Without the guard, mitmproxy refuses (HTML 413) a body larger than any route takes.
+        # A smaller limit the user set is kept.
+        if self.gone and "body_size_limit" in ctx.options:
             current = ctx.options.body_size_limit
             if current is None or current == self._body_size_limit or human.parse_size(current) > self.largest:
                 self._body_size_limit = str(self.largest)
@@ -68,7 +71,10 @@ class Intake:
                     ctx.options.update(body_size_limit=self._body_size_limit)
 
     async def running(self) -> None:
-        if self._sweeper is None:
+        if self.gone:
+            logger.warning("request heads and bodies are not guarded (this mitmproxy lacks %s): bodies are read, "
+                           "up to %d bytes, before they are refused", "; ".join(self.gone), self.largest)
+        elif self._sweeper is None:
             self._sweeper = asyncio.ensure_future(self._sweep())
 
     async def done(self) -> None:
@@ -77,7 +83,7 @@ class Intake:
             self._sweeper = None
 
     def client_connected(self, client: connection.Client) -> None:
-        guard = internals.guard_client(client, self.limits)
+        guard = None if self.gone else internals.guard_client(client, self.limits)
         if guard is not None:
             self.guards[client.id] = guard
 
@@ -88,7 +94,7 @@ class Intake:
         request = flow.request
         length = intake.declared_length(request)
         if flow.response is not None:  # answered from the head by a stage before this one (Auth's 401)
-            return self._answer_early(flow, flow.response, length)
+            return self._answer_early(flow, flow.response)
         if request.is_http2 and length != 0:
             self._body_due(flow)
         if length is not None and length <= intake.SMALL_BODY:
@@ -105,7 +111,7 @@ class Intake:
             return None
         logger.debug("413 from the head of %s %s: %d bytes declared, %d allowed", request.method, request.path,
                      length, limit)
-        return self._answer_early(flow, intake.too_large(route, limit, request, length), length)
+        return self._answer_early(flow, intake.too_large(route, limit, request, length))
 
     def request(self, flow: http.HTTPFlow):
         request = flow.request
@@ -133,15 +139,10 @@ class Intake:
 
     # -- inside -------------------------------------------------------------------------------
 
-    def _answer_early(self, flow: http.HTTPFlow, answer: http.Response, length: int | None):
+    def _answer_early(self, flow: http.HTTPFlow, answer: http.Response):
         guard = self.guards.get(flow.client_conn.id)
         if guard is None:
             flow.response = answer  # no guard (no proxy): the body is read, up to body_size_limit, then answered
-            return None
-        if length is not None and length > self.largest and self._body_size_limit is not None:
-            # mitmproxy refuses this one itself once this hook returns (its body_size_limit).
-            flow.response = None
-            guard.answer_and_close(answer, or_abort=False)  # plain HTTP/1: this answer, not mitmproxy's page
             return None
         return guard.end_body(flow, answer, in_hook=True)
 
