@@ -199,9 +199,15 @@ class ClientGuard:
                 n = max(1, min(n, self.limits.max_head + 1 - buffered))
             elif self.phase == WAITING and buffered > self.limits.max_head:
                 await self._until_answered()  # a client sending ahead of its answer waits for it
-        if self.discarding:
-            return await self._discard()
-        data = await self.reader.read(n)
+        try:
+            if self.discarding:
+                return await self._discard()
+            data = await self.reader.read(n)
+        except asyncio.CancelledError:
+            # mitmproxy closes the connection (after an early answer: close gently, see Lingering).
+            if self.ending or self.discarding:
+                self.linger_on_close()
+            raise
         if data:
             if self.conn is None:
                 if not self.read_before and data[0] == 0x16:  # a TLS record: the handshake comes first
@@ -302,8 +308,8 @@ class ClientGuard:
         if self.deadline is None or at < self.deadline:
             self.deadline = at
 
-    def answered(self) -> None:
-        """The answer to a request ended early is about to leave: close gently after it."""
+    def linger_on_close(self) -> None:
+        """The answer to a request ended early has left: the close waits for the client."""
         writer = self.io.writer
         if not isinstance(writer, Lingering):
             self.io.writer = Lingering(writer, self)

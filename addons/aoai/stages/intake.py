@@ -126,11 +126,6 @@ class Intake:
             return None
         return self._decode(flow, coding.decode("latin-1"))
 
-    def response(self, flow: http.HTTPFlow) -> None:
-        guard = self.guards.get(flow.client_conn.id)
-        if guard is not None and guard.ending:
-            guard.answered()  # close gently once it has left: the client may still be sending
-
     def error(self, flow: http.HTTPFlow) -> None:
         if flow.request is not None and flow.request.is_http2:
             guard = self.guards.get(flow.client_conn.id)
