@@ -272,3 +272,60 @@ def test_tls_and_http2_clients_get_the_413_and_401_too(bounded, h2):
         huge = client.post(url, headers={"api-key": bounded.key, "content-length": str(200 * MiB)},
                            content=(b"x" * MiB for _ in range(200)))  # past every route's limit
         assert_azure_error(huge, 413, "RequestEntityTooLarge")
+
+
+def tls_connect(sim) -> ssl.SSLSocket:
+    s = insecure(False).wrap_socket(socket.create_connection(("127.0.0.1", sim.port)), server_hostname="localhost")
+    s.settimeout(10)
+    return s
+
+
+def test_over_tls_slow_heads_are_closed_and_trickled_bodies_get_the_408(bounded):
+    # Without a request there is nothing mitmproxy can answer through TLS: the connection closes.
+    with tls_connect(bounded) as s:
+        started = time.monotonic()
+        s.sendall(b"POST " + CHAT.encode() + b" HTTP/1.1\r\nhost: x\r\n")
+        assert s.recv(65536) == b""
+        assert HEADER_TIMEOUT <= time.monotonic() - started < HEADER_TIMEOUT + 2
+    with tls_connect(bounded) as s:
+        s.sendall(head(key=bounded.key, content_length="1000"))
+        started = time.monotonic()
+        s.settimeout(0.25)
+        answer = b""
+        while not answer and time.monotonic() - started < BODY_TIMEOUT + 3:
+            s.sendall(b"{")  # each byte a TLS record: the next one after the timeout lets the 408 out
+            try:
+                answer = s.recv(65536)
+            except TimeoutError:
+                pass
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert BODY_TIMEOUT <= time.monotonic() - started < BODY_TIMEOUT + 2.5
+
+
+def test_an_http2_stream_trickling_its_body_closes_the_connection(bounded):
+    import h2.config
+    import h2.connection
+
+    context = insecure(True)
+    context.set_alpn_protocols(["h2"])
+    with context.wrap_socket(socket.create_connection(("127.0.0.1", bounded.port)), server_hostname="localhost") as s:
+        assert s.selected_alpn_protocol() == "h2"
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        client.initiate_connection()
+        client.send_headers(1, [(":method", "POST"), (":path", CHAT), (":authority", "localhost"),
+                                (":scheme", "https"), ("api-key", bounded.key), ("content-length", "1000")])
+        s.sendall(client.data_to_send())
+        started = time.monotonic()
+        s.settimeout(0.25)
+        closed = False
+        while not closed and time.monotonic() - started < BODY_TIMEOUT + 3:
+            try:
+                client.send_data(1, b"{")
+                s.sendall(client.data_to_send())
+                closed = s.recv(65536) == b""
+            except TimeoutError:
+                pass
+            except OSError:
+                closed = True
+    # One stream cannot be reset from outside mitmproxy's HTTP/2 layer: the connection closes.
+    assert closed and BODY_TIMEOUT <= time.monotonic() - started < BODY_TIMEOUT + 2.5

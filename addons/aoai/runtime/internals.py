@@ -372,9 +372,9 @@ class ClientGuard:
                 self.conn, self.http_layer = conn, layer
                 self.h1 = isinstance(conn, Http1Server)
                 self.plain = self.h1 and not self.client.tls
-                if not self.h1:
+                if not self.h1:  # HTTP/2: its streams' bodies have deadlines, the connection none
                     self.phase = OTHER
-                    self.deadline = None
+                    self.deadline = min((due for due, _ in (self.streams_due or {}).values()), default=None)
                 return conn
         return None
 
