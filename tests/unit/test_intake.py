@@ -471,3 +471,26 @@ def test_a_tls_connection_is_closed_where_nothing_can_be_written():
             pending.cancel()
 
     asyncio.run(scenario())
+
+
+def test_a_client_sending_far_ahead_of_its_answer_waits_for_it():
+    async def scenario():
+        with taddons.context(proxyserver.Proxyserver()) as tctx:
+            conn, guard = guarded(tctx, max_head=100)
+            conn.reader.feed_data(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            conn.parse(await guard.read(65535))
+            conn.reader.feed_data(b"x" * 500)
+            conn.parse(await guard.read(65535))  # sent before its answer: mitmproxy keeps it
+            assert guard.phase == internals.WAITING
+            pending = asyncio.ensure_future(guard.read(65535))
+            conn.reader.feed_data(b"y" * 500)
+            await asyncio.sleep(0.1)
+            assert not pending.done()  # nothing more is read while 500 bytes wait for the answer
+            http1 = conn.layer.connections[conn.client]
+            # The answer left: mitmproxy's parser moves on to what was sent ahead (here: consumed).
+            http1.buf.maybe_extract_at_most(len(http1.buf))
+            http1.state = http1.read_headers
+            assert await asyncio.wait_for(pending, 1) == b"y" * 500
+            assert guard.phase == internals.HEAD
+
+    asyncio.run(scenario())

@@ -191,14 +191,18 @@ class ClientGuard:
         if self.h1:
             if conn.state is not self.seen:
                 self._entered(conn.state)
+            if self.phase == WAITING and len(conn.buf) > self.limits.max_head:
+                await self._until_answered()  # a client sending far ahead of its answer waits for it
+                if conn.state is not self.seen:
+                    self._entered(conn.state)
             buffered = len(conn.buf)
             if self.phase == HEAD:
                 if buffered > self.limits.max_head:
+                    logger.debug("431 to %s: the request head passed %d bytes", _peer(self.client),
+                                 self.limits.max_head)
                     self.answer_and_close(intake.head_too_large(self.limits.max_head))
                 # Never read past the bound: the head it holds stays within it.
                 n = max(1, min(n, self.limits.max_head + 1 - buffered))
-            elif self.phase == WAITING and buffered > self.limits.max_head:
-                await self._until_answered()  # a client sending ahead of its answer waits for it
         try:
             if self.discarding:
                 return await self._discard()
@@ -243,10 +247,17 @@ class ClientGuard:
             if self.deadline is None or self.deadline > now:
                 return
         if self.ending or not self.h1:
-            self.abort()  # the answer could not leave in its grace time; or the handshake was too slow
+            # The answer could not leave in its grace time; or the handshake was too slow.
+            logger.info("closing %s: %s", _peer(self.client),
+                        "its answer could not leave" if self.ending else "its request did not begin in time")
+            self.abort()
         elif self.phase == HEAD:
+            logger.debug("408 to %s: the request head took longer than %g s", _peer(self.client),
+                         self.limits.header_timeout)
             self.answer_and_close(intake.too_slow("headers", self.limits.header_timeout))
         elif self.phase == BODY:
+            logger.debug("408 to %s: the request body took longer than %g s", _peer(self.client),
+                         self.limits.body_timeout)
             flow = self.current_flow()
             if flow is None:
                 self.abort()
