@@ -120,6 +120,15 @@ def test_a_length_past_every_route_limit_gets_azures_json_too(bounded):
     assert status == 413 and body["error"]["code"] == "RequestEntityTooLarge"
 
 
+def test_a_document_too_large_gets_document_intelligences_400_before_it_is_sent(bounded):
+    path = "/documentintelligence/documentModels/prebuilt-read:analyze?api-version=2024-11-30"
+    with connect(bounded) as s:
+        s.sendall(head(path, key=bounded.key, content_length=str(60 * MiB)).replace(
+            b"application/json", b"application/pdf"))
+        status, _, body = status_and_json(read_until_closed(s))
+    assert status == 400 and body["error"]["innererror"]["code"] == "InvalidContentLength"
+
+
 def test_a_chunked_body_is_cut_off_at_the_limit(bounded):
     with connect(bounded) as s:
         s.sendall(head(key=bounded.key, transfer_encoding="chunked"))

@@ -113,6 +113,16 @@ def test_limits_by_route():
     assert intake.largest_limit(table.routes, bounds.Bounds(max_body_bytes=2**40)) == 2**40
 
 
+def test_document_intelligence_takes_larger_documents_and_refuses_with_its_own_400():
+    analyze = routes.TABLE.resolve("POST", "/documentintelligence/documentModels/prebuilt-read:analyze").route
+    b = bounds.Bounds(max_body_bytes=1000, doc_intelligence_body_bytes=5000)
+    assert intake.body_limit(analyze, b) == 5000
+    assert intake.largest_limit(routes.TABLE.routes, bounds.Bounds(doc_intelligence_body_bytes=2**30)) == 2**30
+    refused = intake.too_large(analyze, 5000, None, 6000)
+    assert refused.status_code == 400
+    assert json_of(refused)["error"]["innererror"]["code"] == "InvalidContentLength"
+
+
 def test_the_413_speaks_as_the_routes_checks_do():
     chat = routes.TABLE.resolve("POST", chat_path()).route
     audio = routes.TABLE.resolve("POST", AUDIO).route

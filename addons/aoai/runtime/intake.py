@@ -16,8 +16,9 @@ import zstandard
 from mitmproxy import http
 
 from .. import wire
+from ..docintel import service as docintel
 from .bounds import Bounds
-from .routes import FORM_BODY, Route
+from .routes import DOCUMENT_INTELLIGENCE, FORM_BODY, Route
 
 KiB, MiB = 1024, 1024 * 1024
 
@@ -35,15 +36,18 @@ ZSTD_MAX_WINDOW = 16 * MiB
 
 def body_limit(route: Route | None, bounds: Bounds, unknown: int = SMALL_BODY) -> int:
     """The largest body the route takes, in bytes (decoded): an upload route's own limit, the
-    configured one for JSON bodies, `unknown` for a path (or method) no route has."""
+    configured ones for Document Intelligence and JSON bodies, `unknown` for a path (or
+    method) no route has."""
     if route is None:
         return unknown
+    if route.family == DOCUMENT_INTELLIGENCE:
+        return bounds.doc_intelligence_body_bytes
     return route.max_body or bounds.max_body_bytes
 
 
 def largest_limit(routes: Iterable[Route], bounds: Bounds) -> int:
     """The largest body any route takes: nothing larger is ever buffered."""
-    return max([bounds.max_body_bytes, *(r.max_body for r in routes)])
+    return max([bounds.max_body_bytes, bounds.doc_intelligence_body_bytes, *(r.max_body for r in routes)])
 
 
 def header_value(headers: http.Headers, name: bytes) -> bytes | None:
@@ -72,8 +76,12 @@ def declared_length(request: http.Request) -> int | None:
 
 
 def too_large(route: Route | None, limit: int, request: http.Request | None, read: int | None = None) -> http.Response:
-    """Azure's 413, in the words the route's checks use for a body past `limit` (checks.py).
-    `read`: the bytes declared or read so far, for upload routes' message."""
+    """Azure's 413, in the words the route's checks use for a body past `limit` (checks.py);
+    Document Intelligence's 400. `read`: the bytes declared or read so far, for upload routes'
+    message."""
+    if route is not None and route.family == DOCUMENT_INTELLIGENCE:
+        error = docintel.too_large()  # Azure's Document Intelligence says it with a 400
+        return wire.json_response(error.status, error.body(), request)
     if route is not None and route.body == FORM_BODY:
         size = f"{read} bytes read" if read is not None else "more bytes"
         return wire.openai_error(413, f"Maximum content size limit ({limit}) exceeded ({size})",
