@@ -82,7 +82,9 @@ def read_response(s: socket.socket) -> bytes:
 def head(path: str = CHAT, key: str | None = "", **headers: str) -> bytes:
     lines = [f"POST {path} HTTP/1.1", "host: localhost", "content-type: application/json"]
     lines += [f"{k.replace('_', '-')}: {v}" for k, v in headers.items()]
-    return ("\r\n".join(lines) + "\r\n").encode() + (f"api-key: {key}\r\n".encode() if key is not None else b"") + b"\r\n"
+    if key is not None:
+        lines.append(f"api-key: {key}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 def status_and_json(raw: bytes) -> tuple[int, dict[str, str], dict]:
@@ -173,7 +175,8 @@ def test_a_compressed_body_within_the_limit_is_read_and_other_codings_are_refuse
     refused = httpx.post(bounded.url + CHAT, content=body, headers={**sent, "content-encoding": "compress"})
     assert_azure_error(refused, 415, "UnsupportedMediaType")
     assert refused.headers["accept-encoding"] == "gzip, deflate, br, zstd"
-    broken = httpx.post(bounded.url + CHAT, content=b"\x1f\x8b\x08garbage", headers={**sent, "content-encoding": "gzip"})
+    broken = httpx.post(bounded.url + CHAT, content=b"\x1f\x8b\x08garbage",
+                        headers={**sent, "content-encoding": "gzip"})
     assert broken.status_code == 400 and "as gzip" in broken.json()["error"]["message"]
 
 
