@@ -40,6 +40,7 @@ from aoai.stages.extensions import Extensions  # noqa: E402
 from aoai.stages.faults import Faults, FaultTiming  # noqa: E402
 from aoai.stages.flowcap import FlowCap  # noqa: E402
 from aoai.stages.generate import Generate  # noqa: E402
+from aoai.stages.intake import Intake  # noqa: E402
 from aoai.stages.management import Management  # noqa: E402
 from aoai.stages.metrics import Metrics  # noqa: E402
 from aoai.stages.notfound import NotFound  # noqa: E402
@@ -62,6 +63,7 @@ addons = [
     Settings(config, startup),  # options and environment -> config; the listener
     Routing(config),  # the request's route (operation, path parameters) -> its RequestContext
     Auth(config),  # api-key / Ocp-Apim-Subscription-Key / Bearer, or 401 (open routes: none needed)
+    Intake(config),  # bodies, heads and their time bounded before they are read: 413, 431, 408; bodies decoded
     Checks(),  # what Azure refuses first: 405, api-version, body, deployment, fields, context length
     limits,  # Azure's quotas, before anything answers or forwards: 429, or quota headers (a quota cut lowers them)
     ContentFilter(config),  # prompts the deployment's content filter blocks: Azure's 400 (not in record mode)

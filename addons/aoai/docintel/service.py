@@ -106,7 +106,7 @@ def _bad_content() -> Invalid:
                    "supported formats.")
 
 
-def _too_large() -> Invalid:
+def too_large() -> Invalid:
     return Invalid(400, "InvalidRequest", "Invalid request.", "InvalidContentLength",
                    "The input image is too large. Refer to documentation for the maximum file size.")
 
@@ -324,10 +324,10 @@ class DocumentIntelligence:
         request = context.request
         body = request.raw_content or b""
         if len(body) > MAX_DOCUMENT_BYTES:
-            raise _too_large()
+            raise too_large()
         source = read_source(request.headers.get("content-type", ""), request.content or b"")
         if source.data is not None and len(source.data) > MAX_DOCUMENT_BYTES:
-            raise _too_large()
+            raise too_large()
         pages = request.query.get("pages")
         page_numbers = parse_pages(pages) if pages else list(range(1, estimate_pages(source) + 1))
         index_type = request.query.get("stringIndexType")

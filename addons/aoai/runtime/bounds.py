@@ -32,6 +32,9 @@ BOUNDS: tuple[Bound, ...] = (
     # What a request may bring, judged before its body is read.
     Bound("SIMULATOR_MAX_BODY_BYTES", "max_body_bytes", 10 * MiB,
           "Largest JSON request body, in bytes (decoded); larger bodies get Azure's 413 before they are read."),
+    Bound("DOC_INTELLIGENCE_MAX_BODY_BYTES", "doc_intelligence_body_bytes", 50 * MiB,
+          "Document Intelligence: largest analyze body (a document, or JSON holding one), in bytes; larger gets "
+          "Azure's 400 InvalidContentLength before it is read. (Azure's S0 tier takes up to 500 MB.)"),
     Bound("SIMULATOR_MAX_HEADER_BYTES", "max_header_bytes", 64 * KiB,
           "Largest request line and headers together, in bytes; a larger head closes the connection with a 431."),
     Bound("SIMULATOR_HEADER_TIMEOUT_SECONDS", "header_timeout_s", 30.0,
@@ -80,6 +83,7 @@ class Bounds:
     """The values in force (the defaults until settings are applied)."""
 
     max_body_bytes: int = BY_ENV["SIMULATOR_MAX_BODY_BYTES"].default  # type: ignore[assignment]
+    doc_intelligence_body_bytes: int = BY_ENV["DOC_INTELLIGENCE_MAX_BODY_BYTES"].default  # type: ignore[assignment]
     max_header_bytes: int = BY_ENV["SIMULATOR_MAX_HEADER_BYTES"].default  # type: ignore[assignment]
     header_timeout_s: float = BY_ENV["SIMULATOR_HEADER_TIMEOUT_SECONDS"].default
     body_timeout_s: float = BY_ENV["SIMULATOR_BODY_TIMEOUT_SECONDS"].default

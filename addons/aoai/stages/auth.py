@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from mitmproxy import http
 
 from .. import wire
-from ..runtime import entra
+from ..runtime import entra, intake, redaction
 from ..runtime.config import SimulatorConfig
-from ..runtime.routes import MANAGEMENT, Route
+from ..runtime.routes import MANAGEMENT, TABLE, Route
 from ..runtime.state import context_of
 
 logger = logging.getLogger(__name__)
@@ -148,6 +148,21 @@ def azure_path(route: Route, params: dict[str, str]) -> str:
 class Auth:
     def __init__(self, config: SimulatorConfig):
         self.config = config
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        # A large body is not read for a request that cannot pass: the 401 leaves from its head
+        # (the intake stage sends it), as a gateway refuses an upload without reading it.
+        length = intake.declared_length(flow.request)
+        if flow.response or (length is not None and length <= intake.SMALL_BODY):
+            return
+        found = TABLE.resolve(flow.request.method, flow.request.path)
+        route = found.route if found is not None else None
+        if route is not None and route.open:
+            return
+        flow.response = check(flow.request.headers, self.config, route, found.params if found else None,
+                              flow.request.method)
+        if flow.response is not None:
+            redaction.take_query_secrets(flow.request)  # refused here, it never reaches routing's scrub
 
     def request(self, flow: http.HTTPFlow) -> None:
         context = context_of(flow)
