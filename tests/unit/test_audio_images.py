@@ -7,11 +7,11 @@ import itertools
 import random
 
 import pytest
-from aoai.openai import audio, catalogue, forms, images
+from aoai.openai import audio, catalogue, forms, images, tokens
 from aoai.openai.forms import Form, Upload
 from aoai.openai.validation import Invalid
 from aoai.runtime import config as cfg
-from aoai.runtime import limits
+from aoai.runtime import limits, routes
 from aoai.runtime.media import ImageStore
 from aoai.runtime.recording import KeyRules, body_fingerprint
 from media import png, tone
@@ -219,3 +219,13 @@ def test_an_audio_answer_takes_its_request_time_plus_a_share_of_the_audio():
     route = TABLE.first("transcriptions")
     assert latency.media_seconds(deployment, route, cfg.SimulatorConfig(), 4.0) == pytest.approx(2.1)
     assert audio.SpeechRequest("one two three four five", "alloy", "mp3", 2.0).duration == 1.0
+
+
+def test_an_image_form_field_sent_twice_is_read_as_its_first_value():
+    # A client that repeats `prompt` must get an answer, not a 500 from counting a list.
+    route = next(r for r in routes.TABLE.routes if r.operation == "image_edits")
+    enc = tokens.encoding("o200k_base")
+    body = {"prompt": ["a red fox", "ignored"]}
+    assert route.prompt_tokens(body, enc) == tokens.count("a red fox", enc)
+    assert route.prompt_texts(body) == ["a red fox"]
+    assert route.prompt_tokens({"prompt": []}, enc) == 0
