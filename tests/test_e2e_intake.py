@@ -16,7 +16,7 @@ from pathlib import Path
 import brotli
 import httpx
 import pytest
-import zstandard
+from aoai.runtime.intake import zstd
 from conftest import API_VERSION, start_simulator
 from helpers import assert_azure_error, assert_still_serving
 
@@ -154,7 +154,7 @@ def gzip_bomb(size: int) -> bytes:
 @pytest.mark.parametrize("coding, bomb", [
     ("gzip", lambda: gzip_bomb(200 * MiB)),
     ("br", lambda: brotli.compress(b" " * (200 * MiB), quality=1)),
-    ("zstd", lambda: zstandard.ZstdCompressor(level=1).compress(b" " * (200 * MiB))),
+    ("zstd", lambda: zstd.compress(b" " * (200 * MiB), level=1)),
 ])
 def test_a_compressed_body_is_bounded_by_its_decoded_size(bounded, coding, bomb):
     data = bomb()
@@ -169,7 +169,7 @@ def test_a_compressed_body_within_the_limit_is_read_and_other_codings_are_refuse
     body = b'{"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 3}'
     sent = {"api-key": bounded.key, "content-type": "application/json"}
     for coding, data in (("gzip", gzip.compress(body)), ("br", brotli.compress(body)),
-                         ("deflate", zlib.compress(body)), ("zstd", zstandard.ZstdCompressor().compress(body))):
+                         ("deflate", zlib.compress(body)), ("zstd", zstd.compress(body))):
         response = httpx.post(bounded.url + CHAT, content=data, headers={**sent, "content-encoding": coding})
         assert response.status_code == 200, (coding, response.text)
     refused = httpx.post(bounded.url + CHAT, content=body, headers={**sent, "content-encoding": "compress"})

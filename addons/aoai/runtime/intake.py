@@ -12,7 +12,11 @@ import zlib
 from collections.abc import Iterable
 
 import brotli
-import zstandard
+
+try:  # Python 3.14's zstd module, or its backport (which mitmproxy itself uses)
+    from compression import zstd
+except ImportError:
+    from backports import zstd
 from mitmproxy import http
 
 from .. import wire
@@ -31,7 +35,7 @@ _ALIASES = {"x-gzip": "gzip"}
 _SLICE = 256 * KiB  # decoded bytes produced per step, so the limit is checked as they grow
 # zstd frames may ask for a window of up to 128 MiB (the decoder allocates it); a frame whose
 # window is larger than this is refused as undecodable. 16 MiB covers zstd's levels up to 19.
-ZSTD_MAX_WINDOW = 16 * MiB
+ZSTD_MAX_WINDOW_LOG = 24  # 16 MiB
 
 
 def body_limit(route: Route | None, bounds: Bounds, unknown: int = SMALL_BODY) -> int:
@@ -218,18 +222,25 @@ def _brotli(data: bytes, limit: int) -> bytes:
 
 
 def _zstd(data: bytes, limit: int) -> bytes:
-    # (zstandard's reader ends quietly at data cut short mid-frame; the JSON or form parser
-    # then refuses what it got.)
-    decoder = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
     parts: list[bytes] = []
     size = 0
+    pending = data
     try:
-        with decoder.stream_reader(io.BytesIO(data), read_across_frames=True) as reader:
-            while chunk := reader.read(_SLICE):
+        while True:  # one frame after another, as zstd allows
+            decoder = zstd.ZstdDecompressor(options={zstd.DecompressionParameter.window_log_max: ZSTD_MAX_WINDOW_LOG})
+            chunk = decoder.decompress(pending, max_length=_SLICE)
+            while True:
                 size = _grown(parts, size, chunk, limit)
-    except zstandard.ZstdError as e:
+                if decoder.eof or decoder.needs_input:
+                    break
+                chunk = decoder.decompress(b"", max_length=_SLICE)
+            if not decoder.eof:
+                raise Undecodable("zstd", "the data ends before the end of the compressed stream")
+            pending = decoder.unused_data
+            if not pending:
+                return b"".join(parts)
+    except zstd.ZstdError as e:
         raise Undecodable("zstd", str(e)) from None
-    return b"".join(parts)
 
 
 _DECODERS = {"gzip": _gzip, "deflate": _deflate, "br": _brotli, "zstd": _zstd}
