@@ -55,15 +55,20 @@ _PLAUSIBLE_S = 5.0  # a kernel time further before mitmproxy's stamp than this i
 def client_io(flow: http.HTTPFlow):
     """mitmproxy's record of the client's connection (its reader and writer), or None outside
     a running proxy or for connections that are not plain TCP sockets."""
-    client = flow.client_conn
+    found = _handler_and_io(flow.client_conn)
+    io = found[1] if found is not None else None
+    return io if isinstance(getattr(io, "writer", None), asyncio.StreamWriter) else None
+
+
+def _handler_and_io(client):
+    """mitmproxy's handler of a plain TCP client connection and its reader and writer, or None."""
     if client.transport_protocol != "tcp":
         return None
     try:
         handler = ctx.master.addons.get("proxyserver").connections[client.id]
-        io = handler.transports[handler.client]
+        return handler, handler.transports[handler.client]
     except (AttributeError, KeyError):
         return None
-    return io if isinstance(getattr(io, "writer", None), asyncio.StreamWriter) else None
 
 
 def received_at(flow: http.HTTPFlow) -> float | None:
@@ -548,13 +553,10 @@ def _peer(client) -> str:
 def guard_client(client, limits: GuardLimits) -> ClientGuard | None:
     """Read this client's connection through a `ClientGuard` (from the client_connected hook,
     before mitmproxy starts reading it); None where that cannot be done."""
-    if client.transport_protocol != "tcp":
+    found = _handler_and_io(client)
+    if found is None:
         return None
-    try:
-        handler = ctx.master.addons.get("proxyserver").connections[client.id]
-        io = handler.transports[handler.client]
-    except (AttributeError, KeyError):
-        return None
+    handler, io = found
     if not isinstance(io.reader, asyncio.StreamReader):
         return None
     guard = ClientGuard(handler, io, limits)
