@@ -109,8 +109,8 @@ class Intake:
             return None
         if length <= limit:
             return None
-        logger.debug("413 from the head of %s %s: %d bytes declared, %d allowed", request.method, request.path,
-                     length, limit)
+        logger.debug("413 from the head of %s %.200s: %d bytes declared, %d allowed", request.method,
+                     _logged(request.path), length, limit)
         return self._answer_early(flow, intake.too_large(route, limit, request, length))
 
     def request(self, flow: http.HTTPFlow):
@@ -143,7 +143,8 @@ class Intake:
 
     def _cut_off(self, flow: http.HTTPFlow, route: Route | None, limit: int, read: int) -> None:
         """A body of undeclared length passed the limit: answered now, the rest dropped."""
-        logger.debug("413 for %s %s: the body passed %d bytes", flow.request.method, flow.request.path, limit)
+        logger.debug("413 for %s %.200s: the body passed %d bytes", flow.request.method, _logged(flow.request.path),
+                     limit)
         answer = intake.too_large(route, limit, flow.request, read)
         guard = self.guards.get(flow.client_conn.id)
         if guard is None:
@@ -177,8 +178,8 @@ class Intake:
         try:
             data = await asyncio.to_thread(intake.decode, request.raw_content or b"", codings, limit)
         except intake.BodyTooLarge:
-            logger.debug("413 for %s %s: the body decodes to more than %d bytes", request.method, request.path,
-                         limit)
+            logger.debug("413 for %s %.200s: the body decodes to more than %d bytes", request.method,
+                         _logged(request.path), limit)
             flow.response = intake.too_large(route, limit, request)
             request.raw_content = b""  # nobody decodes it again (mitmweb would)
             return
@@ -205,3 +206,8 @@ class Intake:
                     except Exception:  # one connection's trouble never stops the sweep
                         logger.exception("closing a connection past its deadline failed")
                         guard.abort()
+
+
+def _logged(path: str) -> str:
+    """A path as log lines show it: without its query, which may carry a key."""
+    return path.partition("?")[0]
