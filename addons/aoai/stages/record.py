@@ -144,6 +144,10 @@ class Record:
         self.store.pending_max_bytes = bounds.recording_pending_bytes
         self.store.cache_max_bytes = bounds.recording_cache_bytes
 
+    def running(self) -> None:
+        if self.config.mode == "record" and self.config.azure_openai_endpoint:
+            self.upstream.warm()
+
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         # Synchronous outside record mode, so other modes pay no coroutine for this stage.
         if flow.response or self.config.mode != "record":

@@ -4,16 +4,18 @@ forwards the rest."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
 
 from mitmproxy import http
 
 from .. import wire
 from ..openai.catalogue import MEDIA_KINDS
-from ..runtime import latency
+from ..runtime import latency, offload
 from ..runtime.config import SimulatorConfig
 from ..runtime.recording import BrokenRecording, Interaction, KeyRules, RecordingStore, request_key, sse_bytes
 from ..runtime.routes import MANAGEMENT
@@ -144,24 +146,39 @@ class Replay:
         self.loaded = wanted
         logger.info("%d recorded interactions in %s", count, recording.dir)
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         mode, context = self.config.mode, context_of(flow)
         if flow.response or mode == "generate" or context is None or context.stream is not None \
                 or (context.route is not None and context.route.family == MANAGEMENT):
-            return
+            return None
+        if offload.heavy(flow.request):
+            return self._answer_in_thread(flow, context)
+        interaction = self._look_up(flow, context)
+        if interaction is not None:
+            self._answer(flow, interaction)
+        return None
+
+    async def _answer_in_thread(self, flow: http.HTTPFlow, context: RequestContext) -> None:
+        # A large body's key (its JSON sorted, or its form's files hashed) and its recording's
+        # YAML take milliseconds each.
+        interaction = await asyncio.to_thread(self._look_up, flow, context)
+        if interaction is not None:
+            self._answer(flow, interaction)
+
+    def _look_up(self, flow: http.HTTPFlow, context: RequestContext) -> Interaction | None:
+        """The recording that answers the request, if one does (a miss in replay mode gets its
+        404 here)."""
         key = key_of(flow, self.store)
         if context.passed_through:
             # A bearer nothing here vouches for reads no recording: Azure answers it, and an
             # exchange already recorded is not saved again.
             if self.store.index.get(key):
                 context.recording = False
-            return
+            return None
         interaction = self.store.find(key)
-        if interaction is None:
-            if mode == "replay":
-                flow.response = miss_response(flow, self.store, key, self.config.recording.miss_status)
-            return
-        self._answer(flow, interaction)
+        if interaction is None and self.config.mode == "replay":
+            flow.response = miss_response(flow, self.store, key, self.config.recording.miss_status)
+        return interaction
 
     def _answer(self, flow: http.HTTPFlow, interaction: Interaction) -> None:
         timing = self.config.recording.replay_timing if self.config.latency_enabled else "none"
