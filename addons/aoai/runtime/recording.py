@@ -412,6 +412,10 @@ def interaction_bytes(interaction: Interaction) -> int:
 PENDING_MAX_BYTES = 64 * 1024 * 1024  # RECORDING_PENDING_MAX_BYTES's default
 # Documents are written in groups of about this many bytes (one write each).
 WRITE_GROUP_BYTES = 1024 * 1024
+# A just-written interaction stays parsed in memory only when its document is at most this: a
+# large upload's recording is read back from its file if it is asked for (rarely at once),
+# rather than keeping its body in memory after its flow is gone.
+REMEMBER_WRITTEN_BYTES = 1024 * 1024
 CACHE_MAX_BYTES = 64 * 1024 * 1024  # RECORDING_CACHE_MAX_BYTES's default
 
 
@@ -581,12 +585,21 @@ class RecordingStore:
 
     def find(self, key: str) -> Interaction | None:
         """The next recording for `key`: in recorded order, then the last one again."""
+        ref = self.next_ref(key)
+        return None if ref is None else self.get(ref)
+
+    def next_ref(self, key: str) -> Ref | None:
+        """Where the next recording for `key` is (`get` reads it), as `find` takes them."""
         refs = self.index.get(key)
         if not refs:
             return None
         position = self.cursors.get(key, 0)
         self.cursors[key] = position + 1
-        return self.get(refs[min(position, len(refs) - 1)])
+        return refs[min(position, len(refs) - 1)]
+
+    def parsed(self, ref: Ref) -> bool:
+        """Whether `get(ref)` answers from memory (else it reads and parses the document)."""
+        return ref in self._cache
 
     def closest(self, method: str, path: str, body: bytes, limit: int = 200) -> tuple[Interaction, list[str]] | None:
         """The recorded request most like this one (same method and path first), and the
@@ -697,7 +710,8 @@ class RecordingStore:
         for interaction, doc in group:
             ref = Ref(file, start, len(doc))
             self.index[interaction.key(self.rules, self.table)].append(ref)
-            self._remember(ref, interaction)
+            if len(doc) <= REMEMBER_WRITTEN_BYTES:
+                self._remember(ref, interaction)
             start += len(doc)
 
 

@@ -17,7 +17,7 @@ from .. import wire
 from ..openai.catalogue import MEDIA_KINDS
 from ..runtime import latency, offload
 from ..runtime.config import SimulatorConfig
-from ..runtime.recording import BrokenRecording, Interaction, KeyRules, RecordingStore, request_key, sse_bytes
+from ..runtime.recording import BrokenRecording, Interaction, KeyRules, RecordingStore, Ref, request_key, sse_bytes
 from ..runtime.routes import MANAGEMENT
 from ..runtime.startup import Startup
 from ..runtime.state import RequestContext, context_of
@@ -153,21 +153,27 @@ class Replay:
             return None
         if offload.heavy(flow.request):
             return self._answer_in_thread(flow, context)
-        interaction = self._look_up(flow, context)
-        if interaction is not None:
-            self._answer(flow, interaction)
+        ref = self._look_up(flow, context)
+        if ref is None:
+            return None
+        if ref.length > offload.OFF_LOOP_BYTES and not self.store.parsed(ref):
+            return self._read_in_thread(flow, ref)
+        self._answer(flow, self.store.get(ref))
         return None
 
     async def _answer_in_thread(self, flow: http.HTTPFlow, context: RequestContext) -> None:
-        # A large body's key (its JSON sorted, or its form's files hashed) and its recording's
-        # YAML take milliseconds each.
-        interaction = await asyncio.to_thread(self._look_up, flow, context)
-        if interaction is not None:
-            self._answer(flow, interaction)
+        # A large body's key (its JSON sorted, or its form's files hashed) takes milliseconds.
+        ref = await asyncio.to_thread(self._look_up, flow, context)
+        if ref is not None:
+            await self._read_in_thread(flow, ref)
 
-    def _look_up(self, flow: http.HTTPFlow, context: RequestContext) -> Interaction | None:
-        """The recording that answers the request, if one does (a miss in replay mode gets its
-        404 here)."""
+    async def _read_in_thread(self, flow: http.HTTPFlow, ref: Ref) -> None:
+        # So does parsing a large recording's YAML.
+        self._answer(flow, await asyncio.to_thread(self.store.get, ref))
+
+    def _look_up(self, flow: http.HTTPFlow, context: RequestContext) -> Ref | None:
+        """Where the recording that answers the request is, if one does (a miss in replay mode
+        gets its 404 here)."""
         key = key_of(flow, self.store)
         if context.passed_through:
             # A bearer nothing here vouches for reads no recording: Azure answers it, and an
@@ -175,10 +181,10 @@ class Replay:
             if self.store.index.get(key):
                 context.recording = False
             return None
-        interaction = self.store.find(key)
-        if interaction is None and self.config.mode == "replay":
+        ref = self.store.next_ref(key)
+        if ref is None and self.config.mode == "replay":
             flow.response = miss_response(flow, self.store, key, self.config.recording.miss_status)
-        return interaction
+        return ref
 
     def _answer(self, flow: http.HTTPFlow, interaction: Interaction) -> None:
         timing = self.config.recording.replay_timing if self.config.latency_enabled else "none"
