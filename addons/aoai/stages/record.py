@@ -245,7 +245,7 @@ class Record:
             return
         request = context.flow.request
         self._save(request, plan.status, list(plan.headers.items()), b"",
-                   relayed.capture.events(request.timestamp_start), time.time())
+                   relayed.capture.events(request.timestamp_start), time.time(), context.recording_key)
 
     @staticmethod
     def _fail(flow: http.HTTPFlow, fault: Fault) -> None:
@@ -260,10 +260,11 @@ class Record:
             return  # saved when Azure's stream ended, if it did
         response = flow.response
         self._save(flow.request, response.status_code, list(response.headers.items(multi=True)),
-                   response.content or b"", None, response.timestamp_end or time.time())
+                   response.content or b"", None, response.timestamp_end or time.time(), context.recording_key)
 
     def _save(self, request: http.Request, status: int, headers: list[tuple[str, str]], body: bytes,
-              events: list[Event] | None, ended: float) -> None:
+              events: list[Event] | None, ended: float, key: str | None = None) -> None:
+        """Keep the exchange (`key`: the request's, as the replay stage worked it out)."""
         # Throttling and server errors are moments, not answers worth replaying; a refused
         # credential says who asked, not what was asked.
         if status in (401, 403, 429) or status >= 500:
@@ -281,6 +282,7 @@ class Record:
             events=events,
             duration_ms=(ended - started) * 1000,
             recorded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            known_key=(self.store.rules, self.store.table, key) if key is not None else None,
         )
         if self.store.add(interaction, self.config.recording.autosave):
             logger.info("recorded %s %.200s (%d)", request.method, interaction.path, status)

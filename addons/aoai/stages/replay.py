@@ -40,10 +40,12 @@ def unwritable(directory: Path) -> str | None:
 
 
 def key_of(flow: http.HTTPFlow, store: RecordingStore) -> str:
-    request = flow.request
+    request, context = flow.request, context_of(flow)
+    # The checks parsed an upload's form already (from the same bytes, unless they were encoded).
+    form = context.form if context is not None and "content-encoding" not in request.headers else None
     return request_key(request.method, store.canonical_path(request.method, request.path),
                        list(request.query.items(multi=True)), request.raw_content or b"",
-                       request.headers.get("content-type", ""), store.rules)
+                       request.headers.get("content-type", ""), store.rules, form)
 
 
 def replay_headers(interaction: Interaction, flow: http.HTTPFlow) -> dict[str, str]:
@@ -174,7 +176,7 @@ class Replay:
     def _look_up(self, flow: http.HTTPFlow, context: RequestContext) -> Ref | None:
         """Where the recording that answers the request is, if one does (a miss in replay mode
         gets its 404 here)."""
-        key = key_of(flow, self.store)
+        key = context.recording_key = key_of(flow, self.store)
         if context.passed_through:
             # A bearer nothing here vouches for reads no recording: Azure answers it, and an
             # exchange already recorded is not saved again.
