@@ -685,21 +685,33 @@ class RecordingStore:
         return True
 
     def save(self, batch: list[tuple[str, Interaction]] | None = None) -> int:
-        """Write the pending recordings (or a batch `overflow` took from them); how many."""
+        """Write the pending recordings (or a batch `overflow` took from them, which is emptied);
+        how many. Each is let go once written, so a batch of large uploads leaves memory as it
+        is saved, not when the last is."""
+        taken = self._take_pending() if batch is None else batch
         by_file: dict[str, list[Interaction]] = defaultdict(list)
-        for file, interaction in self._take_pending() if batch is None else batch:
+        for file, interaction in taken:
             by_file[file].append(interaction)
-        return sum(len(v) for file, v in by_file.items() if self._write(file, v))
+        taken.clear()
+        saved = 0
+        while by_file:
+            file, interactions = by_file.popitem()
+            count = len(interactions)
+            if self._write(file, interactions):
+                saved += count
+        return saved
 
     def _append(self, file: str, interactions: list[Interaction]) -> None:
         """Append the interactions' documents, a group of about WRITE_GROUP_BYTES at a time, so a
         batch of large uploads is never all in memory as YAML at once."""
         self.directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.directory / file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        interactions.reverse()  # taken from the end, each let go once its group is written
         try:
             group: list[tuple[Interaction, list[bytes], int]] = []
             size = 0
-            for interaction in interactions:
+            while interactions:
+                interaction = interactions.pop()
                 pieces = document_pieces(interaction)
                 length = sum(len(p) for p in pieces)
                 group.append((interaction, pieces, length))

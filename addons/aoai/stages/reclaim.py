@@ -1,10 +1,10 @@
 """Reclaim: the memory of a large request goes back to the system soon after it ends.
 
-A finished flow is freed by Python's cycle collector (runtime/memory.py says why), which a
-few large uploads do not wake: without this stage, 24 Responses requests with 5 MiB images
-kept +160 MiB until some later collection. The collector runs when a large request arrives
-after others ended (before its body is read), when ended ones add up past 16 MiB, or a
-moment after the last one ended. A small request pays a comparison or two.
+A finished flow is freed by Python's cycle collector (runtime/memory.py says why), which
+large uploads alone do not wake: 24 Responses requests with 5 MiB images kept +160 MiB until
+some later collection. This stage collects when a large request arrives after others ended
+(before its body is read), when ended ones pass 16 MiB, and a moment after the last one
+ended; collections take at most 5 % of the time. A small request pays a comparison or two.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from mitmproxy import http
 
 from ..runtime import memory
 
-# After a large flow ends, its memory is collected this much later if nothing collected it
-# before (its answer has been sent by then).
+# A large flow's own memory is collected this much after it ended, if nothing collected it
+# meanwhile (its answer has been sent by then).
 DELAY_S = 0.25
 
 
@@ -36,8 +36,8 @@ def declared_length(request: http.Request) -> int:
 
 
 class Reclaim:
-    def __init__(self):
-        self.reclaimer = memory.Reclaimer()
+    def __init__(self, reclaimer: memory.Reclaimer | None = None):
+        self.reclaimer = reclaimer or memory.Reclaimer()
         self._timer: asyncio.TimerHandle | None = None
 
     def running(self) -> None:
@@ -45,7 +45,7 @@ class Reclaim:
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if self.reclaimer.pending and self.reclaimer.arriving(declared_length(flow.request)):
-            self._collect()
+            self.reclaimer.collect()
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._ended(flow)
@@ -58,31 +58,29 @@ class Reclaim:
         if size < memory.LARGE_FLOW_BYTES:
             return
         if self.reclaimer.ended(size):
-            self._collect(still_held=size)  # the flows before it; its own memory waits for the timer
+            self.reclaimer.collect(still_held=size)  # the flows before this one, which is not done yet
         self._later()
 
     def _later(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:  # outside the proxy (tests)
+        except RuntimeError:  # outside the proxy (tests that call the hooks)
             return
+        if self._timer is not None:
+            self._timer.cancel()
         wait = max(DELAY_S, self.reclaimer.not_before - self.reclaimer.clock())
         self._timer = loop.call_later(wait, self._when_due)
 
     def _when_due(self) -> None:
-        # Even when a collection ran since the flow ended: it may have run while the answer
-        # was still being sent.
+        # Even when a collection ran since the flow ended: it may have run before the answer
+        # was sent, while the flow was still in use.
         self._timer = None
         if self.reclaimer.allowed():
-            self._collect()
+            self.reclaimer.collect()
         else:
             self._later()
-
-    def _collect(self, still_held: int = 0) -> None:
-        self.reclaimer.collect(still_held)
 
     def done(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
