@@ -461,6 +461,7 @@ class RecordingStore:
         self.cache_max_bytes = CACHE_MAX_BYTES
         # Pending recordings past their bound are written by a worker thread (see overflow).
         self._cache_lock = threading.Lock()
+        self._cursor_lock = threading.Lock()
         self._write_lock = threading.Lock()  # one append at a time: each knows where it landed
 
     def canonical_path(self, method: str, path: str) -> str:
@@ -612,8 +613,9 @@ class RecordingStore:
         refs = self.index.get(key)
         if not refs:
             return None
-        position = self.cursors.get(key, 0)
-        self.cursors[key] = position + 1
+        with self._cursor_lock:  # large requests look up from worker threads
+            position = self.cursors.get(key, 0)
+            self.cursors[key] = position + 1
         return refs[min(position, len(refs) - 1)]
 
     def parsed(self, ref: Ref) -> bool:
