@@ -266,3 +266,22 @@ def test_record_mode_makes_its_upstream_client_at_start():
                        RecordingStore("unused"))
         stage.running()
         assert (stage.upstream._client is not None) is made
+
+
+def test_the_form_the_checks_read_gives_the_key_only_for_the_bytes_it_was_read_from(tmp_path, monkeypatch):
+    from aoai.stages.replay import key_of
+
+    one = upload(1)
+    config = make_config(mode="record")
+    flow = make_flow("POST", "/openai/deployments/whisper/audio/transcriptions?api-version=2024-10-21",
+                     raw=one.request_body, headers={"content-type": one.content_type})
+    routing.resolve(flow, config)
+    context_of(flow).form = forms.parse(flow.request.content, one.content_type)
+    store = RecordingStore(tmp_path)
+    expected = one.key(store.rules)
+    parsed = []
+    parse = forms.parse
+    monkeypatch.setattr(recording.forms, "parse", lambda *a: parsed.append(1) or parse(*a))
+    assert key_of(flow, store) == expected and parsed == []  # not read again
+    flow.request.content = one.request_body.replace(b"a.wav", b"b.wav")  # an extension changed it
+    assert key_of(flow, store) != expected and parsed == [1]

@@ -29,6 +29,9 @@ class Upload:
 class Form:
     fields: dict[str, list[str]] = field(default_factory=dict)
     files: dict[str, list[Upload]] = field(default_factory=dict)
+    # The body it was read from (that object, not a copy): whoever holds the same bytes may use
+    # this form rather than read them again.
+    body: bytes | None = field(default=None, repr=False, compare=False)
 
     def value(self, name: str) -> str | None:
         """The first value of a text field (None: not sent)."""
@@ -68,7 +71,7 @@ def parse(content: bytes, content_type: str) -> Form:
     boundary = boundary_of(content_type)
     if boundary is None:
         raise NotAForm("Content-Type must be multipart/form-data with a boundary")
-    form = Form()
+    form = Form(body=content)
     try:
         # Leaving the block checks that the form ended (a missing end marker is an error).
         with multipart.PushMultipartParser(boundary, len(content), max_segment_count=MAX_PARTS) as parser:

@@ -41,8 +41,10 @@ def unwritable(directory: Path) -> str | None:
 
 def key_of(flow: http.HTTPFlow, store: RecordingStore) -> str:
     request, context = flow.request, context_of(flow)
-    # The checks parsed an upload's form already (from the same bytes, unless they were encoded).
-    form = context.form if context is not None and "content-encoding" not in request.headers else None
+    # The checks read an upload's form already: used when it was read from these very bytes
+    # (not when they were encoded, or an extension replaced them since).
+    form = context.form if context is not None and context.form is not None \
+        and context.form.body is request.raw_content else None
     return request_key(request.method, store.canonical_path(request.method, request.path),
                        list(request.query.items(multi=True)), request.raw_content or b"",
                        request.headers.get("content-type", ""), store.rules, form)
@@ -165,13 +167,17 @@ class Replay:
 
     async def _answer_in_thread(self, flow: http.HTTPFlow, context: RequestContext) -> None:
         # A large body's key (its JSON sorted, or its form's files hashed) takes milliseconds.
-        ref = await asyncio.to_thread(self._look_up, flow, context)
-        if ref is not None:
-            await self._read_in_thread(flow, ref)
+        interaction = await asyncio.to_thread(self._find, flow, context)
+        if interaction is not None:
+            self._answer(flow, interaction)
 
     async def _read_in_thread(self, flow: http.HTTPFlow, ref: Ref) -> None:
         # So does parsing a large recording's YAML.
         self._answer(flow, await asyncio.to_thread(self.store.get, ref))
+
+    def _find(self, flow: http.HTTPFlow, context: RequestContext) -> Interaction | None:
+        ref = self._look_up(flow, context)
+        return None if ref is None else self.store.get(ref)
 
     def _look_up(self, flow: http.HTTPFlow, context: RequestContext) -> Ref | None:
         """Where the recording that answers the request is, if one does (a miss in replay mode
