@@ -285,3 +285,24 @@ def test_the_form_the_checks_read_gives_the_key_only_for_the_bytes_it_was_read_f
     assert key_of(flow, store) == expected and parsed == []  # not read again
     flow.request.content = one.request_body.replace(b"a.wav", b"b.wav")  # an extension changed it
     assert key_of(flow, store) != expected and parsed == [1]
+
+
+def test_with_autosave_a_large_exchange_is_written_from_a_worker_thread_a_small_one_at_once(tmp_path):
+    config = make_config(mode="record")
+    store = RecordingStore(tmp_path)
+    stage = Record(config, store)
+    writers = []
+    append = store._append
+    store._append = lambda file, interactions: writers.append(threading.current_thread()) or append(file, interactions)
+
+    async def main():
+        flow = tflow.tflow(resp=True)
+        stage._save(flow.request, 200, [], b'{"small": true}', None, flow.request.timestamp_start + 1)
+        assert writers == [threading.main_thread()]  # written before the answer leaves, as before
+        answer = json.dumps({"data": [[0.5] * 1536 for _ in range(20)]}).encode()  # 3 MB of YAML
+        stage._save(flow.request, 200, [], answer, None, flow.request.timestamp_start + 1)
+        assert len(writers) == 1 and stage._saving
+        await stage.done()
+
+    asyncio.run(main())
+    assert writers[1] is not threading.main_thread() and RecordingStore(tmp_path).load() == 2
