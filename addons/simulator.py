@@ -46,6 +46,7 @@ from aoai.stages.metrics import Metrics  # noqa: E402
 from aoai.stages.notfound import NotFound  # noqa: E402
 from aoai.stages.pacing import Pacing  # noqa: E402
 from aoai.stages.ratelimit import Limits  # noqa: E402
+from aoai.stages.reclaim import Reclaim  # noqa: E402
 from aoai.stages.record import ForwardTarget, Record  # noqa: E402
 from aoai.stages.replay import Replay  # noqa: E402
 from aoai.stages.routing import Routing  # noqa: E402
@@ -80,6 +81,7 @@ addons = [
     Metrics(config, streams, limits),  # /++/metrics; counts and times every flow as it ends
     NotFound(config),  # nothing answered: 404, so generate and replay never go upstream
     FlowCap(config),  # under mitmweb: keep only the newest flows in memory (by count and bytes)
+    Reclaim(),  # the memory of large requests goes back to the system soon after they end
 ]
 for stage in addons:
     guard(stage)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import random
+import tracemalloc
 
 import pytest
 from aoai.openai import audio, catalogue, forms, images, tokens
@@ -62,6 +63,36 @@ def test_a_damaged_form_is_refused_never_an_exception():
             forms.parse(bytes(damaged), "multipart/form-data; boundary=xyz")
         except forms.NotAForm:
             pass
+
+
+def test_a_field_in_a_charset_python_does_not_know_is_refused_not_a_crash():
+    body = (b'--xyz\r\nContent-Disposition: form-data; name="model"\r\n'
+            b'Content-Type: text/plain; charset=no-such-charset\r\n\r\nwhisper\r\n--xyz--\r\n')
+    with pytest.raises(forms.NotAForm, match="charset"):
+        forms.parse(body, "multipart/form-data; boundary=xyz")
+
+
+def test_a_part_without_a_type_gets_the_usual_default():
+    body = multipart("xyz", [("file", "a.wav", b"RIFF"), ("blank", None, b"")])
+    body = body.replace(b'name="blank"', b'name="f2"; filename=""')
+    parsed = forms.parse(body, "multipart/form-data; boundary=xyz")
+    assert parsed.file("file").content_type == "application/octet-stream"
+    assert parsed.file("f2").content_type == "text/plain"  # an empty file name: a text part
+
+
+def test_an_upload_is_copied_once_as_its_form_is_read():
+    data = bytes(range(256)) * (16 * 1024)  # 4 MiB
+    body = multipart("xyz", [("model", None, b"whisper"), ("file", "a.wav", data)])
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        parsed = forms.parse(body, "multipart/form-data; boundary=xyz")
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert parsed.file("file").data == data
+    assert peak < 1.25 * len(data)  # read as a stream, it took twice the file
 
 
 def test_recordings_key_a_form_by_fields_and_file_hash_not_boundary_or_order():

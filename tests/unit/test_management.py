@@ -1,3 +1,4 @@
+import asyncio
 from types import SimpleNamespace
 
 import pytest
@@ -134,12 +135,32 @@ def test_patch_config_with_a_body_that_is_not_json(managed):
     assert json_of(response)["error"] == {"code": "BadRequest", "message": "body: not valid JSON"}
 
 
+def saved_by(management) -> tuple[int, dict]:
+    flow = make_flow("POST", "/++/save-recordings")
+    assert admit(flow, management.config) is None
+    run(management.request(flow))  # the writing is done in a worker thread
+    return flow.response.status_code, json_of(flow.response)
+
+
 def test_save_recordings(managed):
     config, management, _ = managed
-    assert json_of(call(management, "POST", "/++/save-recordings")) == {"saved": 0}
+    assert saved_by(management) == (200, {"saved": 0})
     management.recordings = SimpleNamespace(save=lambda: 3)
-    response = call(management, "POST", "/++/save-recordings")
-    assert response.status_code == 200 and json_of(response) == {"saved": 3}
+    assert saved_by(management) == (200, {"saved": 3})
+
+
+def test_save_recordings_writes_off_the_event_loop(managed):
+    _, management, _ = managed
+    loops = []
+
+    def save():
+        try:
+            loops.append(asyncio.get_running_loop())
+        except RuntimeError:
+            loops.append(None)
+        return 1
+    management.recordings = SimpleNamespace(save=save)
+    assert saved_by(management) == (200, {"saved": 1}) and loops == [None]
 
 
 @pytest.mark.parametrize("method, path", [("DELETE", "/++/config"), ("POST", "/++/health"),

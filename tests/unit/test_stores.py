@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 import tracemalloc
 
+import pytest
 from aoai.docintel import layout
 from aoai.docintel import service as docintel
 from aoai.openai import catalogue
@@ -73,13 +75,38 @@ def test_a_stored_response_counts_its_request_its_answer_and_the_turns_it_carrie
         "max_output_tokens": 20}), config)
     first_id = json_of(first.response)["id"]
     first_size = config.stored_responses.get(first_id).size
-    assert len(first.request.content) < first_size < len(first.request.content) + 2048 + 20 * 8
+    assert len(first.request.content) < first_size < len(first.request.content) + 2048 + 20 * 8 + 3 * 400
     second = answer(responses_flow({"model": "gpt-4o", "input": "And now?", "previous_response_id": first_id,
                                     "max_output_tokens": 20}), config)
     second_size = config.stored_responses.get(json_of(second.response)["id"]).size
     # The earlier turns (and their image) are held by the new response too: counted with it.
     assert second_size > first_size + len(second.request.content)
     assert config.stored_responses.bytes == first_size + second_size
+
+
+def deep_size(value, seen: set[int]) -> int:
+    """The bytes Python objects take, each counted once (what a stored response holds)."""
+    if id(value) in seen:
+        return 0
+    seen.add(id(value))
+    size = sys.getsizeof(value)
+    if isinstance(value, dict):
+        size += sum(deep_size(k, seen) + deep_size(v, seen) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        size += sum(deep_size(v, seen) for v in value)
+    return size
+
+
+@pytest.mark.parametrize("content", [[{"type": "input_text", "text": "hi"}], "hi"])
+def test_a_stored_response_of_many_small_items_counts_what_they_take_as_objects(content):
+    config = make_config()
+    body = {"model": "gpt-4o", "max_output_tokens": 16, "input": [{"role": "user", "content": content}] * 20_000}
+    made = answer(responses_flow(body), config)
+    stored = config.stored_responses.get(json_of(made.response)["id"])
+    seen: set[int] = set()
+    held = sum(deep_size(part, seen) for part in (stored.body, stored.input_items, stored.conversation))
+    # Counted by its 0.7 MB body alone, it held 12 MB.
+    assert held <= stored.size < 2 * held
 
 
 def test_a_response_too_large_to_keep_answers_404_when_retrieved():

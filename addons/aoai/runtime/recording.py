@@ -22,7 +22,7 @@ import re
 import threading
 import time
 from collections import OrderedDict, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -71,10 +71,10 @@ def _canonical_json(value: Any, rules: KeyRules) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
-def body_fingerprint(content: bytes, content_type: str, rules: KeyRules) -> bytes:
+def body_fingerprint(content: bytes, content_type: str, rules: KeyRules, form: forms.Form | None = None) -> bytes:
     """A body's identity: JSON by meaning (key order and spacing do not count), a form by its
     fields and files' hashes, other multipart with its random boundary normalised, anything
-    else byte for byte."""
+    else byte for byte. `form`: the body's form, when it was parsed already."""
     if content:
         stripped = content.lstrip()
         if stripped[:1] in (b"{", b"["):
@@ -83,18 +83,18 @@ def body_fingerprint(content: bytes, content_type: str, rules: KeyRules) -> byte
             except orjson.JSONDecodeError:
                 pass
         if "multipart/form-data" in (content_type or ""):
-            return _form_fingerprint(content, content_type, rules)
+            return _form_fingerprint(content, content_type, rules, form)
         m = _BOUNDARY.search(content_type or "")
         if m and "multipart/" in content_type:
             return content.replace(m.group(1).encode(), b"BOUNDARY")
     return content
 
 
-def _form_fingerprint(content: bytes, content_type: str, rules: KeyRules) -> bytes:
+def _form_fingerprint(content: bytes, content_type: str, rules: KeyRules, form: forms.Form | None = None) -> bytes:
     """An upload's identity: its fields and each file's name and hash, so the random boundary
     and the order of the parts do not count."""
     try:
-        form = forms.parse(content, content_type)
+        form = form or forms.parse(content, content_type)
     except forms.NotAForm:
         m = _BOUNDARY.search(content_type)
         return content.replace(m.group(1).encode(), b"BOUNDARY") if m else content
@@ -104,11 +104,11 @@ def _form_fingerprint(content: bytes, content_type: str, rules: KeyRules) -> byt
 
 
 def request_key(method: str, path: str, query: list[tuple[str, str]], content: bytes, content_type: str,
-                rules: KeyRules) -> str:
+                rules: KeyRules, form: forms.Form | None = None) -> str:
     kept = sorted((k, v) for k, v in query
                   if (rules.match_api_version or k != "api-version") and not secret_query_name(k))
     target = path + ("?" + urlencode(kept) if kept else "")
-    digest = hashlib.sha1(body_fingerprint(content, content_type, rules)).hexdigest()[:20]
+    digest = hashlib.sha1(body_fingerprint(content, content_type, rules, form)).hexdigest()[:20]
     return f"{method} {target} {digest}"
 
 
@@ -146,7 +146,20 @@ def _body_to_yaml(content: bytes, content_type: str) -> dict:
             return {"body_text": text}
     except UnicodeDecodeError:
         pass
-    return {"body_base64": base64.b64encode(content).decode()}
+    if len(content) < LARGE_SCALAR_CHARS:
+        return {"body_base64": base64.b64encode(content).decode()}
+    # Encoded a slice at a time: one call on 5 MiB holds the GIL (and the event loop) 8 ms.
+    step = 3 * 256 * 1024  # whole groups of 3 bytes: the slices' base64 joins without padding
+    view = memoryview(content)  # slices of it are not copies
+    return {"body_base64": Verbatim(tuple(base64.b64encode(view[i:i + step]) for i in range(0, len(content), step)))}
+
+
+@dataclass(frozen=True)
+class Verbatim:
+    """A long string value known to need no escaping (base64), as pieces of ASCII that
+    `dump_document` writes double-quoted as they are, one after the other."""
+
+    pieces: tuple[bytes, ...]
 
 
 def body_from_yaml(part: dict) -> bytes:
@@ -188,12 +201,17 @@ class Interaction:
     events: list[Event] | None = None  # a streamed answer, frame by frame
     duration_ms: float = 0.0
     recorded_at: str = ""
+    # The key the replay stage worked out for the request, under these rules: not worked out
+    # again when it is saved (a 5 MiB upload's form parsed and hashed once).
+    known_key: tuple[KeyRules, RouteTable, str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def content_type(self) -> str:
         return self.request_headers.get("content-type", "")
 
     def key(self, rules: KeyRules, table: RouteTable = TABLE) -> str:
+        if self.known_key is not None and self.known_key[0] == rules and self.known_key[1] is table:
+            return self.known_key[2]
         return request_key(self.method, table.canonical_path(self.method, self.path), self.query,
                            self.request_body, self.content_type, rules)
 
@@ -235,9 +253,62 @@ class Interaction:
 
 
 def dump_document(interaction: Interaction) -> bytes:
-    text = yaml.dump(interaction.to_document(), Dumper=_Dumper, sort_keys=False, allow_unicode=True,
-                     default_flow_style=False, width=120)
-    return b"---\n" + text.encode("utf-8")
+    return b"".join(document_pieces(interaction))
+
+
+def document_pieces(interaction: Interaction) -> list[bytes]:
+    """An interaction's YAML document, in pieces that are written one after the other (a long
+    value is not copied into one whole)."""
+    large: list[tuple[bytes, ...]] = []
+    document = _set_aside(interaction.to_document(), large)
+    text = yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True,
+                     default_flow_style=False, width=120).encode("utf-8")
+    if not large:
+        return [b"---\n", text]
+    # Each long value goes where its placeholder was, double-quoted as the emitter would
+    # quote it (it holds no quote, backslash or control character).
+    pieces = text.split(_PLACEHOLDER)
+    out = [b"---\n", pieces[0]]
+    for index, piece in enumerate(pieces[1:]):
+        number, _, rest = piece.partition(b"@")
+        if int(number) != index:
+            raise ValueError("a recorded value holds the placeholder of another")
+        out += [b'"', *large[index], b'"', rest]
+    return out
+
+
+# A string value this long is written by hand: libyaml's emitter takes ~7 ms a MiB of it (a
+# 5 MiB upload as base64 held the GIL for 45 ms), a copy takes a fraction of a millisecond.
+LARGE_SCALAR_CHARS = 64 * 1024
+# What a long value's placeholder begins with; the emitter writes it as it is (a plain scalar).
+_PLACEHOLDER = b"LARGE-SCALAR-" + os.urandom(8).hex().encode() + b"-"
+# Printable ASCII but the double quote and the backslash: all a double-quoted YAML scalar
+# holds without escapes (base64, data URLs, most long text on one line).
+_UNESCAPED = bytes(range(0x20, 0x7F)).replace(b'"', b"").replace(b"\\", b"")
+
+
+def _set_aside(value: Any, large: list[tuple[bytes, ...]]) -> Any:
+    """`value` with each long string that needs no escaping replaced by a placeholder, the
+    string (as pieces of ASCII) appended to `large`. Mapping keys stay as they are."""
+    if isinstance(value, Verbatim):
+        return _placeholder(value.pieces, large)
+    if isinstance(value, str):
+        if len(value) < LARGE_SCALAR_CHARS or not value.isascii():
+            return value
+        data = value.encode("ascii")
+        if data.translate(None, _UNESCAPED):
+            return value  # a quote, backslash, line break or control character: the emitter's job
+        return _placeholder((data,), large)
+    if isinstance(value, dict):
+        return {k: _set_aside(v, large) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_set_aside(v, large) for v in value]
+    return value
+
+
+def _placeholder(pieces: tuple[bytes, ...], large: list[tuple[bytes, ...]]) -> str:
+    large.append(pieces)
+    return (_PLACEHOLDER + str(len(large) - 1).encode() + b"@").decode("ascii")
 
 
 def parse_sse(data: bytes) -> list[Any]:
@@ -354,6 +425,16 @@ def interaction_bytes(interaction: Interaction) -> int:
 
 
 PENDING_MAX_BYTES = 64 * 1024 * 1024  # RECORDING_PENDING_MAX_BYTES's default
+# Documents are written in groups of about this many bytes (one write each).
+WRITE_GROUP_BYTES = 1024 * 1024
+try:  # the buffers one write may take
+    _MAX_PIECES = max(16, min(os.sysconf("SC_IOV_MAX"), 1024))
+except (AttributeError, ValueError, OSError):
+    _MAX_PIECES = 16
+# A just-written interaction stays parsed in memory only when its document is at most this: a
+# large upload's recording is read back from its file if it is asked for (rarely at once),
+# rather than keeping its body in memory after its flow is gone.
+REMEMBER_WRITTEN_BYTES = 1024 * 1024
 CACHE_MAX_BYTES = 64 * 1024 * 1024  # RECORDING_CACHE_MAX_BYTES's default
 
 
@@ -380,6 +461,7 @@ class RecordingStore:
         self.cache_max_bytes = CACHE_MAX_BYTES
         # Pending recordings past their bound are written by a worker thread (see overflow).
         self._cache_lock = threading.Lock()
+        self._cursor_lock = threading.Lock()
         self._write_lock = threading.Lock()  # one append at a time: each knows where it landed
 
     def canonical_path(self, method: str, path: str) -> str:
@@ -523,12 +605,22 @@ class RecordingStore:
 
     def find(self, key: str) -> Interaction | None:
         """The next recording for `key`: in recorded order, then the last one again."""
+        ref = self.next_ref(key)
+        return None if ref is None else self.get(ref)
+
+    def next_ref(self, key: str) -> Ref | None:
+        """Where the next recording for `key` is (`get` reads it), as `find` takes them."""
         refs = self.index.get(key)
         if not refs:
             return None
-        position = self.cursors.get(key, 0)
-        self.cursors[key] = position + 1
-        return self.get(refs[min(position, len(refs) - 1)])
+        with self._cursor_lock:  # large requests look up from worker threads
+            position = self.cursors.get(key, 0)
+            self.cursors[key] = position + 1
+        return refs[min(position, len(refs) - 1)]
+
+    def parsed(self, ref: Ref) -> bool:
+        """Whether `get(ref)` answers from memory (else it reads and parses the document)."""
+        return ref in self._cache
 
     def closest(self, method: str, path: str, body: bytes, limit: int = 200) -> tuple[Interaction, list[str]] | None:
         """The recorded request most like this one (same method and path first), and the
@@ -595,38 +687,89 @@ class RecordingStore:
         return True
 
     def save(self, batch: list[tuple[str, Interaction]] | None = None) -> int:
-        """Write the pending recordings (or a batch `overflow` took from them); how many."""
+        """Write the pending recordings (or a batch `overflow` took from them, which is emptied);
+        how many. Each is let go once written, so a batch of large uploads leaves memory as it
+        is saved, not when the last is."""
+        taken = self._take_pending() if batch is None else batch
         by_file: dict[str, list[Interaction]] = defaultdict(list)
-        for file, interaction in self._take_pending() if batch is None else batch:
+        for file, interaction in taken:
             by_file[file].append(interaction)
-        return sum(len(v) for file, v in by_file.items() if self._write(file, v))
+        taken.clear()
+        saved = 0
+        while by_file:
+            file, interactions = by_file.popitem()
+            count = len(interactions)
+            if self._write(file, interactions):
+                saved += count
+        return saved
 
     def _append(self, file: str, interactions: list[Interaction]) -> None:
+        """Append the interactions' documents, a group of about WRITE_GROUP_BYTES at a time, so a
+        batch of large uploads is never all in memory as YAML at once."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / file
-        docs = [dump_document(i) for i in interactions]
-        # One O_APPEND write per batch: concurrent recorders never interleave a document, and
-        # a kill loses at most the batch being written.
-        data = b"".join(docs)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.directory / file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        interactions.reverse()  # taken from the end, each let go once its group is written
         try:
-            before = os.fstat(fd).st_size
-            written = 0
-            try:
-                while written < len(data):
-                    written += os.write(fd, data[written:])
-            except OSError:
-                if written:  # a full disk took part of it: cut it off, so the file stays loadable
-                    os.ftruncate(fd, before)
-                raise
-            start = os.lseek(fd, 0, os.SEEK_CUR) - len(data)
+            group: list[tuple[Interaction, list[bytes], int]] = []
+            size = 0
+            while interactions:
+                interaction = interactions.pop()
+                pieces = document_pieces(interaction)
+                length = sum(len(p) for p in pieces)
+                group.append((interaction, pieces, length))
+                size += length
+                if size >= WRITE_GROUP_BYTES:
+                    self._append_group(fd, file, group)
+                    group, size = [], 0
+            if group:
+                self._append_group(fd, file, group)
         finally:
             os.close(fd)
-        for interaction, doc in zip(interactions, docs):
-            ref = Ref(file, start, len(doc))
+
+    def _append_group(self, fd: int, file: str, group: list[tuple[Interaction, list[bytes], int]]) -> None:
+        # One O_APPEND write per group: concurrent recorders never interleave a document, and
+        # a kill loses at most the group being written.
+        pieces = _coalesced([p for _, doc, _ in group for p in doc])
+        total = sum(length for _, _, length in group)
+        before = os.fstat(fd).st_size
+        written = 0
+        try:
+            while pieces:
+                done = os.writev(fd, pieces[:_MAX_PIECES])
+                written += done
+                while pieces and done >= len(pieces[0]):
+                    done -= len(pieces.pop(0))
+                if done:
+                    pieces[0] = pieces[0][done:]
+        except OSError:
+            if written:  # a full disk took part of it: cut it off, so the file stays loadable
+                os.ftruncate(fd, before)
+            raise
+        start = os.lseek(fd, 0, os.SEEK_CUR) - total
+        for interaction, _, length in group:
+            ref = Ref(file, start, length)
             self.index[interaction.key(self.rules, self.table)].append(ref)
-            self._remember(ref, interaction)
-            start += len(doc)
+            if length <= REMEMBER_WRITTEN_BYTES:
+                self._remember(ref, interaction)
+            start += length
+
+
+def _coalesced(pieces: list[bytes]) -> list[memoryview]:
+    """The pieces to write, each run of small ones joined, so a group of many small documents
+    is one buffer and a long value is never copied."""
+    out: list[memoryview] = []
+    run: list[bytes] = []
+    for piece in pieces:
+        if len(piece) < LARGE_SCALAR_CHARS:
+            run.append(piece)
+            continue
+        if run:
+            out.append(memoryview(b"".join(run)))
+            run = []
+        out.append(memoryview(piece))
+    if run:
+        out.append(memoryview(b"".join(run)))
+    return [p for p in out if len(p)]
 
 
 def _line_at(path: Path, offset: int) -> int:

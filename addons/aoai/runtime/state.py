@@ -53,6 +53,7 @@ class RequestContext:
     stream: StreamPlan | None = None  # a paced stream the streaming stage plays
     played_at: float | None = None  # when a stream written straight to the client began
     recording: bool | None = None  # record mode: forwarded; True when the exchange is to be saved
+    recording_key: str | None = None  # record and replay modes: the request's key among the recordings
     # Record mode without AZURE_OPENAI_KEY: a bearer passed to Azure unchecked (Azure judges it),
     # so the request is forwarded even when a recording would answer it.
     passed_through: bool = False

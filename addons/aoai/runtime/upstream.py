@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import anyio
 import httpx
 import orjson
 
@@ -158,6 +159,12 @@ class Upstream:
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
                 follow_redirects=False)
         return self._client
+
+    def warm(self) -> None:
+        """Make the client and load what its first request would (the TLS context, httpx's
+        async backend): some 50 ms that the first forwarded request held the event loop for."""
+        self.client()
+        anyio.Event()  # imports anyio's asyncio backend, as the first request's pool would
 
     async def send(self, method: str, url: str, headers: list[tuple[str, str]], body: bytes,
                    timeout_s: float) -> httpx.Response:

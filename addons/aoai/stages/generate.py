@@ -19,7 +19,7 @@ import logging
 import random
 import time
 import zlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 
 from mitmproxy import http
 
@@ -165,7 +165,7 @@ def responses_answer(context: RequestContext, answer: responses.ResponseAnswer,
         finished = answer.body()
         context.config.stored_responses.put(
             StoredResponse(finished, items, responses.conversation(context.history, items, finished),
-                           stored_size(context, answer.completion_tokens)))
+                           stored_size(context, answer.completion_tokens, items)))
     if body.get("stream"):
         return _stream(context, answer.stream_timeline(), event_frame, answer.reasoning_tokens, done=False)
     _hold(context, answer.steps, answer.reasoning_tokens)
@@ -176,16 +176,23 @@ def responses_answer(context: RequestContext, answer: responses.ResponseAnswer,
 # token of that text takes in it (about 4 characters of text, more for tool arguments in JSON).
 STORED_OVERHEAD_BYTES = 1024
 STORED_BYTES_PER_TOKEN = 6
+# What each input item and content part takes as Python objects beyond its text: ~320 bytes
+# measured (its dictionaries, id and list). 20,000 one-word messages, 0.7 MB of JSON, held
+# 12 MB: counted by the body alone, a store of 64 MiB could have held a gigabyte of them.
+STORED_BYTES_PER_ITEM = 400
 
 
-def stored_size(context: RequestContext, completion_tokens: int) -> int:
+def stored_size(context: RequestContext, completion_tokens: int, items: Sequence[dict] = ()) -> int:
     """The bytes a stored response holds, measured without serializing anything: the request's
-    body (its input items, and the settings the response echoes), the answer's text (by its
-    tokens), and the earlier turns it carries on (the size of the response it continues)."""
+    body (its input items, and the settings the response echoes) and the objects its `items`
+    became, the answer's text (by its tokens), and the earlier turns it carries on (the size of
+    the response it continues)."""
     request = context.request
     encoded = "content-encoding" in request.headers  # the decoded body is what is kept
     size = len((request.content if encoded else request.raw_content) or b"")
     size += STORED_OVERHEAD_BYTES + completion_tokens * STORED_BYTES_PER_TOKEN
+    parts = sum(len(item["content"]) for item in items if isinstance(item.get("content"), list))
+    size += (len(items) + parts) * STORED_BYTES_PER_ITEM
     history = context.history
     if history:
         previous = context.config.stored_responses.get(context.body.get("previous_response_id") or "")
@@ -194,7 +201,7 @@ def stored_size(context: RequestContext, completion_tokens: int) -> int:
         else:
             # Only the newest turns (truncation "auto"), or the response has gone since the
             # request was checked: measured.
-            size += len(wire.dumps(history))
+            size += len(wire.dumps(history)) + len(history) * STORED_BYTES_PER_ITEM
     return size
 
 

@@ -23,7 +23,7 @@ from mitmproxy import http
 from .. import wire
 from ..openai import content_filter as filters
 from ..runtime.config import SimulatorConfig
-from ..runtime import redaction
+from ..runtime import offload, redaction
 from ..runtime.failures import describe
 from ..runtime.recording import SKIP_RESPONSE_HEADERS, Event, Interaction, RecordingStore, clean_headers, parse_sse
 from ..runtime.routes import MANAGEMENT
@@ -42,6 +42,16 @@ def _save_unless_recorded(context: RequestContext, persist: bool = True) -> None
     """Mark a forwarded exchange for saving, unless the replay stage found it recorded already
     (a passed-through bearer's request is forwarded all the same, and saved once)."""
     context.recording = persist and context.recording is not False
+
+
+# What a streamed event adds to an exchange's YAML, about, in bytes (its JSON and keys).
+_EVENT_BYTES = 256
+
+
+def _large(interaction: Interaction) -> bool:
+    """Whether writing the exchange takes long enough to belong in a worker thread."""
+    size = len(interaction.request_body) + len(interaction.response_body)
+    return size + _EVENT_BYTES * len(interaction.events or ()) > offload.OFF_LOOP_BYTES
 
 
 class StreamCapture:
@@ -144,6 +154,10 @@ class Record:
         self.store.pending_max_bytes = bounds.recording_pending_bytes
         self.store.cache_max_bytes = bounds.recording_cache_bytes
 
+    def running(self) -> None:
+        if self.config.mode == "record" and self.config.azure_openai_endpoint:
+            self.upstream.warm()
+
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         # Synchronous outside record mode, so other modes pay no coroutine for this stage.
         if flow.response or self.config.mode != "record":
@@ -241,7 +255,7 @@ class Record:
             return
         request = context.flow.request
         self._save(request, plan.status, list(plan.headers.items()), b"",
-                   relayed.capture.events(request.timestamp_start), time.time())
+                   relayed.capture.events(request.timestamp_start), time.time(), context.recording_key)
 
     @staticmethod
     def _fail(flow: http.HTTPFlow, fault: Fault) -> None:
@@ -256,10 +270,11 @@ class Record:
             return  # saved when Azure's stream ended, if it did
         response = flow.response
         self._save(flow.request, response.status_code, list(response.headers.items(multi=True)),
-                   response.content or b"", None, response.timestamp_end or time.time())
+                   response.content or b"", None, response.timestamp_end or time.time(), context.recording_key)
 
     def _save(self, request: http.Request, status: int, headers: list[tuple[str, str]], body: bytes,
-              events: list[Event] | None, ended: float) -> None:
+              events: list[Event] | None, ended: float, key: str | None = None) -> None:
+        """Keep the exchange (`key`: the request's, as the replay stage worked it out)."""
         # Throttling and server errors are moments, not answers worth replaying; a refused
         # credential says who asked, not what was asked.
         if status in (401, 403, 429) or status >= 500:
@@ -277,16 +292,23 @@ class Record:
             events=events,
             duration_ms=(ended - started) * 1000,
             recorded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            known_key=(self.store.rules, self.store.table, key) if key is not None else None,
         )
-        if self.store.add(interaction, self.config.recording.autosave):
+        autosave = self.config.recording.autosave
+        if autosave and _large(interaction):
+            # Its YAML takes milliseconds to write (3 MB of embeddings, half a second): appended
+            # from a worker thread, as soon as it is free.
+            self._save_off_the_loop([(self.store.file_for(interaction.method, interaction.path), interaction)])
+            logger.info("recorded %s %.200s (%d)", request.method, interaction.path, status)
+        elif self.store.add(interaction, autosave):
             logger.info("recorded %s %.200s (%d)", request.method, interaction.path, status)
         batch = self.store.overflow()
         if batch:
             self._save_off_the_loop(batch)
 
     def _save_off_the_loop(self, batch: list) -> None:
-        """Write pending recordings that passed their bound in a worker thread: tens of MiB of
-        YAML take seconds, which the event loop must not wait."""
+        """Write recordings in a worker thread (pending ones past their bound, or a large one):
+        tens of MiB of YAML take seconds, which the event loop must not wait."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # called outside the proxy's loop (tests): at once

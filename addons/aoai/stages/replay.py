@@ -4,18 +4,20 @@ forwards the rest."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
 
 from mitmproxy import http
 
 from .. import wire
 from ..openai.catalogue import MEDIA_KINDS
-from ..runtime import latency
+from ..runtime import latency, offload
 from ..runtime.config import SimulatorConfig
-from ..runtime.recording import BrokenRecording, Interaction, KeyRules, RecordingStore, request_key, sse_bytes
+from ..runtime.recording import BrokenRecording, Interaction, KeyRules, RecordingStore, Ref, request_key, sse_bytes
 from ..runtime.routes import MANAGEMENT
 from ..runtime.startup import Startup
 from ..runtime.state import RequestContext, context_of
@@ -38,10 +40,14 @@ def unwritable(directory: Path) -> str | None:
 
 
 def key_of(flow: http.HTTPFlow, store: RecordingStore) -> str:
-    request = flow.request
+    request, context = flow.request, context_of(flow)
+    # The checks read an upload's form already: used when it was read from these very bytes
+    # (not when they were encoded, or an extension replaced them since).
+    form = context.form if context is not None and context.form is not None \
+        and context.form.body is request.raw_content else None
     return request_key(request.method, store.canonical_path(request.method, request.path),
                        list(request.query.items(multi=True)), request.raw_content or b"",
-                       request.headers.get("content-type", ""), store.rules)
+                       request.headers.get("content-type", ""), store.rules, form)
 
 
 def replay_headers(interaction: Interaction, flow: http.HTTPFlow) -> dict[str, str]:
@@ -144,24 +150,49 @@ class Replay:
         self.loaded = wanted
         logger.info("%d recorded interactions in %s", count, recording.dir)
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         mode, context = self.config.mode, context_of(flow)
         if flow.response or mode == "generate" or context is None or context.stream is not None \
                 or (context.route is not None and context.route.family == MANAGEMENT):
-            return
-        key = key_of(flow, self.store)
+            return None
+        if offload.heavy(flow.request):
+            return self._answer_in_thread(flow, context)
+        ref = self._look_up(flow, context)
+        if ref is None:
+            return None
+        if ref.length > offload.OFF_LOOP_BYTES and not self.store.parsed(ref):
+            return self._read_in_thread(flow, ref)
+        self._answer(flow, self.store.get(ref))
+        return None
+
+    async def _answer_in_thread(self, flow: http.HTTPFlow, context: RequestContext) -> None:
+        # A large body's key (its JSON sorted, or its form's files hashed) takes milliseconds.
+        interaction = await asyncio.to_thread(self._find, flow, context)
+        if interaction is not None:
+            self._answer(flow, interaction)
+
+    async def _read_in_thread(self, flow: http.HTTPFlow, ref: Ref) -> None:
+        # So does parsing a large recording's YAML.
+        self._answer(flow, await asyncio.to_thread(self.store.get, ref))
+
+    def _find(self, flow: http.HTTPFlow, context: RequestContext) -> Interaction | None:
+        ref = self._look_up(flow, context)
+        return None if ref is None else self.store.get(ref)
+
+    def _look_up(self, flow: http.HTTPFlow, context: RequestContext) -> Ref | None:
+        """Where the recording that answers the request is, if one does (a miss in replay mode
+        gets its 404 here)."""
+        key = context.recording_key = key_of(flow, self.store)
         if context.passed_through:
             # A bearer nothing here vouches for reads no recording: Azure answers it, and an
             # exchange already recorded is not saved again.
             if self.store.index.get(key):
                 context.recording = False
-            return
-        interaction = self.store.find(key)
-        if interaction is None:
-            if mode == "replay":
-                flow.response = miss_response(flow, self.store, key, self.config.recording.miss_status)
-            return
-        self._answer(flow, interaction)
+            return None
+        ref = self.store.next_ref(key)
+        if ref is None and self.config.mode == "replay":
+            flow.response = miss_response(flow, self.store, key, self.config.recording.miss_status)
+        return ref
 
     def _answer(self, flow: http.HTTPFlow, interaction: Interaction) -> None:
         timing = self.config.recording.replay_timing if self.config.latency_enabled else "none"
