@@ -279,3 +279,28 @@ def test_more_than_128_tools_are_refused():
     assert error["message"] == ("Invalid 'tools': array too long. Expected an array with maximum length 128, but "
                                 "got an array with length 129 instead.")
     assert post(chat_path(), {**HELLO, "tools": tools[:128]}).response is None
+
+
+
+def test_a_body_nested_too_deep_is_a_400():
+    deep = {"messages": [{"role": "user", "content": "Hi"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}
+    node = deep["response_format"]["json_schema"]["schema"]
+    for _ in range(200):  # JSON answers echo such parts; their encoder stops at 255 levels
+        node["items"] = {}
+        node = node["items"]
+    flow = post(chat_path(), deep)
+    assert flow.response.status_code == 400
+    assert "nested more than 128 levels" in json_of(flow.response)["error"]["message"]
+
+
+def test_nesting_is_measured_only_when_the_brackets_could_reach_the_limit():
+    from aoai.openai import validation
+
+    class Untouchable(dict):
+        def values(self):
+            raise AssertionError("an ordinary body was walked")
+
+    assert not validation.nested_too_deep(b'{"a": [1, {"b": 2}]}', Untouchable(), limit=3)
+    assert not validation.nested_too_deep(b"[[[]]]", [[[]]], limit=3)
+    assert validation.nested_too_deep(b"[[[[]]]]", [[[[]]]], limit=3)

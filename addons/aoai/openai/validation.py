@@ -35,6 +35,29 @@ class Invalid(Exception):
         self.message, self.param, self.code, self.status = message, param, code, status
 
 
+# Arrays and objects inside one another in a request body. JSON answers echo parts of the
+# request (a Responses schema, tool parameters) and their encoder stops at 255 levels; no real
+# request comes near this.
+MAX_NESTING = 128
+
+
+def nested_too_deep(raw: bytes, body: Any, limit: int = MAX_NESTING) -> bool:
+    """Whether `body` (parsed from `raw`) nests arrays and objects more than `limit` deep.
+    The brackets in `raw` are counted first, so an ordinary body is never walked."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    pending: list[tuple[Any, int]] = [(body, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > limit:
+            return True
+        if isinstance(value, dict):
+            pending.extend((v, depth + 1) for v in value.values() if isinstance(v, (dict, list)))
+        elif isinstance(value, list):
+            pending.extend((v, depth + 1) for v in value if isinstance(v, (dict, list)))
+    return False
+
+
 def type_name(value: Any) -> str:
     return _TYPE_NAMES.get(type(value), type(value).__name__)
 

@@ -181,6 +181,9 @@ def _read_json(context: RequestContext) -> dict | http.Response:
     if not isinstance(body, dict):
         return wire.openai_error(400, "Invalid type for body: expected a JSON object, but got "
                                       f"{validation.type_name(body)} instead.", request=request)
+    if validation.nested_too_deep(request.content or b"", body):
+        return wire.openai_error(400, f"Invalid body: arrays and objects are nested more than "
+                                      f"{validation.MAX_NESTING} levels deep.", request=request)
     return body
 
 
