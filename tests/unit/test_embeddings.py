@@ -1,5 +1,6 @@
 import base64
 import math
+import random
 import struct
 
 import pytest
@@ -58,3 +59,16 @@ def test_response_shape():
 ])
 def test_items_of(value, expected):
     assert embeddings.items_of(value) == expected
+
+
+def test_token_arrays_decoded_together_give_each_inputs_own_key():
+    # One call into tiktoken for all arrays (many brief calls starve the event loop's thread);
+    # the keys, and so the vectors, are exactly those of each input decoded alone.
+    rng = random.Random(5)
+    model = "text-embedding-3-large"
+    items = [[rng.randrange(100_000) for _ in range(rng.randrange(1, 30))] for _ in range(50)]
+    items[10] = "a string between them"
+    items.append([100257])  # a special token
+    assert embeddings.keys_of(model, 256, items) == [embeddings._key(model, 256, item) for item in items]
+    outside = [[1, 2], [10**9]]  # ids beyond the vocabulary: one by one, as before
+    assert embeddings.keys_of(model, 256, outside) == [embeddings._key(model, 256, item) for item in outside]

@@ -498,3 +498,12 @@ def test_settings_check_the_new_values():
                                 ("rate_limit_redis_url", "localhost:6379", "RATE_LIMIT_REDIS_URL")]:
         with pytest.raises(ConfigError, match=text):
             apply(**{option: value})
+
+
+def test_the_estimate_reads_only_the_operations_own_limit_fields_and_whole_numbers():
+    # A Responses body carrying chat's field (any type) is judged by max_output_tokens alone.
+    stray = {"max_completion_tokens": {"type": "json_object"}, "n": {}, "max_output_tokens": 50}
+    assert limits.estimate_output_tokens("responses", stray) == 50
+    assert limits.answer_limit("responses", {"max_tokens": 7}) is None
+    assert limits.answer_limit("chat", {"max_completion_tokens": True, "max_tokens": 9}) == 9
+    assert limits.estimate_output_tokens("chat", {"max_tokens": 10, "n": "3"}) == 10

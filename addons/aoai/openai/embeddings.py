@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import math
@@ -25,6 +26,45 @@ def vector(key: bytes, dims: int) -> array:
 def _key(model: str, dims: int, item: str | list[int]) -> bytes:
     text = item.encode() if isinstance(item, str) else _text_of(model, item)
     return f"{model}|{dims}|".encode() + text
+
+
+def keys_of(model: str, dims: int, items: list) -> list[bytes]:
+    """`_key` of every input, the token arrays among them decoded in one call: decoded one by
+    one, each brief call into tiktoken lets go of the interpreter and takes it straight back,
+    and a thread that does that a thousand times in a row keeps the event loop's thread from
+    ever getting in (the answer is made in a worker thread so that it can)."""
+    arrays = [item for item in items if not isinstance(item, str)]
+    texts = iter(_texts_of(model, arrays) if len(arrays) > 1 else [_text_of(model, a) for a in arrays])
+    prefix = f"{model}|{dims}|".encode()
+    return [prefix + (item.encode() if isinstance(item, str) else next(texts)) for item in items]
+
+
+def _texts_of(model: str, arrays: list[list[int]]) -> list[bytes]:
+    found = catalogue.find_model(model)
+    name = found.encoding if found else "cl100k_base"
+    try:
+        whole = tokens.encoding(name).decode_bytes([t for array in arrays for t in array])
+        widths = _token_widths(name)
+        texts, start = [], 0
+        for array in arrays:
+            end = start + sum(widths[t] for t in array)
+            texts.append(whole[start:end])
+            start = end
+    except (KeyError, OverflowError, IndexError, TypeError):  # ids outside the vocabulary: one by one
+        return [_text_of(model, a) for a in arrays]
+    return texts
+
+
+@functools.lru_cache(maxsize=4)
+def _token_widths(name: str) -> array:
+    """How many bytes each token id of an encoding decodes to."""
+    enc = tokens.encoding(name)
+    widths = array("H", bytes(2 * (enc.max_token_value + 1)))
+    for token_bytes, rank in enc._mergeable_ranks.items():
+        widths[rank] = len(token_bytes)
+    for text, rank in enc._special_tokens.items():
+        widths[rank] = len(text.encode())
+    return widths
 
 
 def _text_of(model: str, token_ids: list[int]) -> bytes:
@@ -62,8 +102,8 @@ def response_json(items: list, model: str, model_version: str, dims: int, encodi
     opening, _, closing = orjson.dumps(head).partition(b'"data":[]')
     out = io.BytesIO()
     out.write(opening + b'"data":[')
-    for index, item in enumerate(items):
-        vec = vector(_key(model, dims, item), dims)
+    for index, key in enumerate(keys_of(model, dims, items)):
+        vec = vector(key, dims)
         value = encode_base64(vec) if encoding_format == "base64" else vec.tolist()
         out.write((b"," if index else b"") + orjson.dumps({"object": "embedding", "index": index, "embedding": value}))
     out.write(b"]" + closing)
@@ -73,8 +113,8 @@ def response_json(items: list, model: str, model_version: str, dims: int, encodi
 def response_body(items: list, model: str, model_version: str, dims: int, encoding_format: str,
                   prompt_tokens: int) -> dict:
     data = []
-    for index, item in enumerate(items):
-        vec = vector(_key(model, dims, item), dims)
+    for index, key in enumerate(keys_of(model, dims, items)):
+        vec = vector(key, dims)
         data.append({"object": "embedding", "index": index,
                      "embedding": encode_base64(vec) if encoding_format == "base64" else vec.tolist()})
     return {"object": "list", "model": model_version, "data": data,

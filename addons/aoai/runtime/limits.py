@@ -113,22 +113,39 @@ def estimate_output_tokens(operation: str, body: dict, *, default_reservation: i
     """The answer's share of `estimate_tokens`: the most the request may generate."""
     if operation not in ("chat", "completions", "responses"):
         return 0  # embeddings cost their input; audio and images are limited in requests
-    limit = body.get("max_completion_tokens")
-    if limit is None:
-        limit = body.get("max_tokens")
-    if limit is None:
-        limit = body.get("max_output_tokens")  # the Responses API's name for it
+    limit = answer_limit(operation, body)
     if limit is None:
         if operation == "completions":
             limit = COMPLETIONS_DEFAULT_MAX_TOKENS
         else:
             limit = min(default_reservation, max_output_tokens) if max_output_tokens else default_reservation
-    answers = max(body.get("n") or 1, body.get("best_of") or 1)
+    answers = 1 if operation == "responses" else max(_whole(body.get("n")) or 1, _whole(body.get("best_of")) or 1)
     if operation == "completions":
         prompt = body.get("prompt", "")
         if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
             answers *= len(prompt)  # a batch: every prompt gets its own answers
     return int(limit) * answers
+
+
+# The fields that limit an answer's length, by operation, in the order Azure reads them.
+_LIMIT_FIELDS = {"chat": ("max_completion_tokens", "max_tokens"), "completions": ("max_tokens",),
+                 "responses": ("max_output_tokens",)}
+
+
+def answer_limit(operation: str, body: dict) -> int | None:
+    """The most tokens the request lets one answer have, from the operation's own fields (a
+    field another API uses means nothing here); None where it sets none."""
+    for name in _LIMIT_FIELDS.get(operation, ()):
+        value = _whole(body.get(name))
+        if value is not None:
+            return value
+    return None
+
+
+def _whole(value) -> int | None:
+    """A whole number the checks let through (they refuse other types where the API has the
+    field; where it has not, a stray value counts as unset)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 # --- Windows ------------------------------------------------------------------------------

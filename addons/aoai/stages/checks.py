@@ -23,7 +23,7 @@ from mitmproxy import http
 
 from .. import wire
 from ..openai import catalogue, embeddings, forms, responses, tokens, validation
-from ..runtime import offload
+from ..runtime import limits, offload
 from ..runtime.routes import FORM_BODY, OPTIONAL, REQUIRED
 from ..runtime.state import RequestContext, context_of
 
@@ -237,8 +237,9 @@ def _context_length_error(context: RequestContext, model: catalogue.Model, used:
         enc = tokens.encoding(model.encoding)
         longest = max(tokens.count_embedding_input([item], enc) for item in embeddings.items_of(body["input"]))
         return too_long(context, model.context_window, longest, longest) if longest > model.context_window else None
-    limit = body.get("max_completion_tokens", body.get("max_tokens", body.get("max_output_tokens"))) or 0
-    wanted = used + limit * (body.get("n") or 1)
+    limit = limits.answer_limit(context.route.operation, body) or 0
+    answers = body.get("n") if context.route.operation != "responses" else None
+    wanted = used + limit * (answers if isinstance(answers, int) and answers > 0 else 1)
     return too_long(context, model.context_window, used, wanted) if wanted > model.context_window else None
 
 
