@@ -18,7 +18,24 @@ loads = orjson.loads
 
 
 def dumps(value: Any) -> bytes:
-    return orjson.dumps(value)
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        # A header's bytes that are not UTF-8 reach Python as surrogates, and an answer that
+        # quotes them (an error naming the Content-Type sent) cannot be UTF-8: shown replaced.
+        return orjson.dumps(_without_surrogates(value))
+
+
+def _without_surrogates(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if depth > 64:
+        return value
+    if isinstance(value, dict):
+        return {_without_surrogates(k, depth + 1): _without_surrogates(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_surrogates(v, depth + 1) for v in value]
+    return value
 
 
 def new_request_id() -> str:

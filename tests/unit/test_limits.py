@@ -11,7 +11,7 @@ import asyncio
 import json
 
 import pytest
-from aoai.openai import catalogue, tokens
+from aoai.openai import catalogue, tokens, validation
 from aoai.runtime import limits
 from aoai.runtime.config import Deployment, SimulatorConfig
 from aoai.runtime.limits import Quota
@@ -504,6 +504,6 @@ def test_the_estimate_reads_only_the_operations_own_limit_fields_and_whole_numbe
     # A Responses body carrying chat's field (any type) is judged by max_output_tokens alone.
     stray = {"max_completion_tokens": {"type": "json_object"}, "n": {}, "max_output_tokens": 50}
     assert limits.estimate_output_tokens("responses", stray) == 50
-    assert limits.answer_limit("responses", {"max_tokens": 7}) is None
-    assert limits.answer_limit("chat", {"max_completion_tokens": True, "max_tokens": 9}) == 9
+    assert validation.answer_limit("responses", {"max_tokens": 7}) is None
+    assert validation.answer_limit("chat", {"max_completion_tokens": True, "max_tokens": 9}) == 9
     assert limits.estimate_output_tokens("chat", {"max_tokens": 10, "n": "3"}) == 10

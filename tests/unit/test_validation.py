@@ -229,3 +229,13 @@ def test_embeddings_checks(body, model, param, code, fragment):
 @pytest.mark.parametrize("value", ["a", ["a", "b"], [1, 2, 3], [[1], [2]], list(range(3000))])
 def test_embedding_input_forms_pass(value):
     assert validation.check_embeddings({"input": value, "encoding_format": "base64", "dimensions": 8}, SMALL) is None
+
+
+def test_the_output_ceiling_reads_only_the_operations_own_fields():
+    from aoai.openai import catalogue
+
+    model = catalogue.MODELS["gpt-35-turbo-instruct"]
+    # completions have no max_completion_tokens: a stray one of any type is not a limit
+    validation.check_output_ceiling({"max_completion_tokens": {}, "max_tokens": 5}, model, "completions")
+    with pytest.raises(validation.Invalid, match="max_tokens is too large"):
+        validation.check_output_ceiling({"max_completion_tokens": {}, "max_tokens": 10**6}, model, "completions")

@@ -220,13 +220,33 @@ def max_output(body: dict, model: Model) -> int | None:
     return completion if completion is not None else tokens
 
 
-def check_output_ceiling(body: dict, model: Model) -> None:
+# The fields that limit an answer's length, by operation, in the order Azure reads them.
+LIMIT_FIELDS = {"chat": ("max_completion_tokens", "max_tokens"), "completions": ("max_tokens",),
+                "responses": ("max_output_tokens",)}
+
+
+def answer_limit(operation: str, body: dict, *, named: bool = False):
+    """The most tokens the request lets one answer have, from the operation's own fields (a
+    field another API uses means nothing here); None where it sets none. With `named`, the
+    pair (limit, field)."""
+    for name in LIMIT_FIELDS.get(operation, ()):
+        value = whole(body.get(name))
+        if value is not None:
+            return (value, name) if named else value
+    return (None, "") if named else None
+
+
+def whole(value: Any) -> int | None:
+    """A whole number the checks let through (they refuse other types where the API has the
+    field; where it has not, a stray value counts as unset)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def check_output_ceiling(body: dict, model: Model, operation: str = "chat") -> None:
     """A limit above what the model can write, asked once the request fits the context window
     (Azure answers context_length_exceeded first). Models whose answer may fill the window have
     no other ceiling."""
-    completion = body.get("max_completion_tokens")
-    limit, key = (completion, "max_completion_tokens") if completion is not None else \
-        (body.get("max_tokens"), "max_tokens")
+    limit, key = answer_limit(operation, body, named=True)
     ceiling = model.max_output_tokens
     if limit is not None and ceiling and ceiling < model.context_window and limit > ceiling:
         raise Invalid(f"{key} is too large: {limit}. This model supports at most {ceiling} completion tokens, "

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..openai.validation import answer_limit, whole
+
 TOKEN_WINDOW = 60.0  # seconds; Azure's token quota is per minute
 REQUESTS_PER_1000_TPM = 6  # Azure's default request quota for a token quota
 DEFAULT_RESERVATION = 4096  # see estimate_tokens
@@ -119,33 +121,12 @@ def estimate_output_tokens(operation: str, body: dict, *, default_reservation: i
             limit = COMPLETIONS_DEFAULT_MAX_TOKENS
         else:
             limit = min(default_reservation, max_output_tokens) if max_output_tokens else default_reservation
-    answers = 1 if operation == "responses" else max(_whole(body.get("n")) or 1, _whole(body.get("best_of")) or 1)
+    answers = 1 if operation == "responses" else max(whole(body.get("n")) or 1, whole(body.get("best_of")) or 1)
     if operation == "completions":
         prompt = body.get("prompt", "")
         if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
             answers *= len(prompt)  # a batch: every prompt gets its own answers
     return int(limit) * answers
-
-
-# The fields that limit an answer's length, by operation, in the order Azure reads them.
-_LIMIT_FIELDS = {"chat": ("max_completion_tokens", "max_tokens"), "completions": ("max_tokens",),
-                 "responses": ("max_output_tokens",)}
-
-
-def answer_limit(operation: str, body: dict) -> int | None:
-    """The most tokens the request lets one answer have, from the operation's own fields (a
-    field another API uses means nothing here); None where it sets none."""
-    for name in _LIMIT_FIELDS.get(operation, ()):
-        value = _whole(body.get(name))
-        if value is not None:
-            return value
-    return None
-
-
-def _whole(value) -> int | None:
-    """A whole number the checks let through (they refuse other types where the API has the
-    field; where it has not, a stray value counts as unset)."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 # --- Windows ------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from mitmproxy import http
 
 from .. import wire
 from ..openai import catalogue, embeddings, forms, responses, tokens, validation
-from ..runtime import limits, offload
+from ..runtime import offload
 from ..runtime.routes import FORM_BODY, OPTIONAL, REQUIRED
 from ..runtime.state import RequestContext, context_of
 
@@ -155,7 +155,7 @@ def check(context: RequestContext) -> http.Response | None:
     if too_long is not None or route.operation not in ("chat", "completions"):
         return too_long
     try:
-        validation.check_output_ceiling(body, model)
+        validation.check_output_ceiling(body, model, route.operation)
     except validation.Invalid as e:
         return wire.openai_error(e.status, e.message, param=e.param, code=e.code, request=request)
     return None
@@ -237,7 +237,7 @@ def _context_length_error(context: RequestContext, model: catalogue.Model, used:
         enc = tokens.encoding(model.encoding)
         longest = max(tokens.count_embedding_input([item], enc) for item in embeddings.items_of(body["input"]))
         return too_long(context, model.context_window, longest, longest) if longest > model.context_window else None
-    limit = limits.answer_limit(context.route.operation, body) or 0
+    limit = validation.answer_limit(context.route.operation, body) or 0
     answers = body.get("n") if context.route.operation != "responses" else None
     wanted = used + limit * (answers if isinstance(answers, int) and answers > 0 else 1)
     return too_long(context, model.context_window, used, wanted) if wanted > model.context_window else None

@@ -21,6 +21,7 @@ import logging
 from mitmproxy import http
 
 from .. import wire
+from ..openai import validation
 from ..runtime import faults, latency
 from ..runtime.config import SimulatorConfig
 from ..runtime.routes import OPENAI
@@ -71,8 +72,10 @@ def context_too_long(context: RequestContext) -> http.Response:
     window = context.deployment.model.context_window
     body = context.body if isinstance(context.body, dict) else {}
     used = window + max(1, context.prompt_tokens)
-    room = body.get("max_completion_tokens", body.get("max_tokens", body.get("max_output_tokens"))) or 0
-    wanted = used if context.route.operation == "embeddings" else used + room * (body.get("n") or 1)
+    operation = context.route.operation
+    room = validation.answer_limit(operation, body) or 0
+    answers = validation.whole(body.get("n")) if operation != "responses" else None
+    wanted = used if operation == "embeddings" else used + room * (answers if answers and answers > 0 else 1)
     return too_long(context, window, used, wanted)
 
 

@@ -25,7 +25,7 @@ from mitmproxy import http
 
 from .. import wire
 from ..docintel import service as docintel
-from ..openai import audio, chat, completions, embeddings, images, responses, tokens
+from ..openai import audio, chat, completions, embeddings, images, responses, tokens, validation
 from ..runtime import latency, media, offload, peers
 from ..runtime.config import SimulatorConfig
 from ..runtime.failures import describe
@@ -436,7 +436,7 @@ def answer_tokens(context: RequestContext) -> int:
     body, deployment = context.body, context.deployment
     if not isinstance(body, dict) or deployment is None:
         return 0
-    limit = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
+    limit = validation.answer_limit(context.route.operation, body) if context.route is not None else None
     ceiling = deployment.model.max_output_tokens
     if not isinstance(limit, int):
         natural = context.config.completion_tokens
