@@ -359,3 +359,14 @@ def test_patch_errors_name_the_field(patch, message):
     with pytest.raises(ConfigError) as caught:
         patch_plan(make_config(), patch)
     assert str(caught.value) == message
+
+
+def test_rules_are_bounded_in_length_and_number_naming_the_field():
+    parse_policy, FilterSpecError = cf.parse_policy, cf.FilterSpecError
+    long_term = {"prompt": {"hate": [{"term": " a" * 5000}]}}
+    with pytest.raises(FilterSpecError, match=r"^cf\.prompt\.hate\[0\]\.term: at most 4096 characters"):
+        parse_policy(long_term, "cf")
+    many = {"prompt": {"hate": ["word"] * 600, "violence": ["word"] * 401}}
+    with pytest.raises(FilterSpecError, match=r"^cf\.prompt\.violence: at most 1000 rules"):
+        parse_policy(many, "cf")
+    assert len(parse_policy({"prompt": {"hate": ["word"] * 1000}}, "cf").prompt) == 1000

@@ -166,6 +166,12 @@ class Policy:
 DEFAULT = Policy()
 
 
+# Every prompt and answer is judged by every rule of its side, and each rule is compiled when
+# it is set (a PATCH is answered on the event loop): both stay small.
+MAX_RULES = 1000
+MAX_RULE_CHARS = 4096
+
+
 def _rule(category: str, spec: Any, where: str) -> Rule:
     """One rule: a string is a term (whole words, any case); an object has "term" or "regex",
     and a "severity" for the harm categories (default high)."""
@@ -182,6 +188,8 @@ def _rule(category: str, spec: Any, where: str) -> Rule:
     value = spec[key]
     if not isinstance(value, str) or not value.strip():
         raise FilterSpecError(f"{where}.{key}: expected a non-empty string")
+    if len(value) > MAX_RULE_CHARS:
+        raise FilterSpecError(f"{where}.{key}: at most {MAX_RULE_CHARS} characters, got {len(value)}")
     term = key == "term"
     # Whole words for terms: "kill" does not match "skill" or "killer".
     words = _SPACES.join(re2.escape(w) for w in value.lower().split()) + f"(?:[^{_WORD}]|$)"
@@ -221,6 +229,8 @@ def _side(spec: Any, side: str, where: str) -> tuple[Rule, ...]:
             listed = [listed]
         if not isinstance(listed, list):
             raise FilterSpecError(f"{where}.{category}: expected a list of rules")
+        if len(rules) + len(listed) > MAX_RULES:
+            raise FilterSpecError(f"{where}.{category}: at most {MAX_RULES} rules for {side}s")
         rules += [_rule(category, item, f"{where}.{category}[{i}]") for i, item in enumerate(listed)]
     return tuple(rules)
 
