@@ -13,7 +13,7 @@ import asyncio
 
 from mitmproxy import http
 
-from ..runtime import memory
+from ..runtime import intake, memory
 
 # A large flow's own memory is collected this much after it ended, if nothing collected it
 # meanwhile (its answer has been sent by then).
@@ -28,13 +28,6 @@ def body_bytes(flow: http.HTTPFlow) -> int:
     return size
 
 
-def declared_length(request: http.Request) -> int:
-    try:
-        return int(request.headers.get("content-length") or 0)
-    except ValueError:
-        return 0
-
-
 class Reclaim:
     def __init__(self, reclaimer: memory.Reclaimer | None = None):
         self.reclaimer = reclaimer or memory.Reclaimer()
@@ -44,7 +37,7 @@ class Reclaim:
         memory.map_large_blocks()
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if self.reclaimer.pending and self.reclaimer.arriving(declared_length(flow.request)):
+        if self.reclaimer.pending and self.reclaimer.arriving(intake.declared_length(flow.request) or 0):
             self.reclaimer.collect()
 
     def response(self, flow: http.HTTPFlow) -> None:
