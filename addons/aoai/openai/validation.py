@@ -236,6 +236,14 @@ def answer_limit(operation: str, body: dict, *, named: bool = False):
     return (None, "") if named else None
 
 
+def answers_room(operation: str, body: dict) -> int:
+    """The tokens a request's answers may add to its prompt: its answer limit times its `n`
+    (0 where it sets no limit), as Azure counts it against the context window."""
+    limit = answer_limit(operation, body) or 0
+    answers = whole(body.get("n")) if operation != "responses" else None
+    return limit * (answers if answers is not None and answers > 0 else 1)
+
+
 def whole(value: Any) -> int | None:
     """A whole number the checks let through (they refuse other types where the API has the
     field; where it has not, a stray value counts as unset)."""

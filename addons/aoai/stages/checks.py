@@ -237,9 +237,7 @@ def _context_length_error(context: RequestContext, model: catalogue.Model, used:
         enc = tokens.encoding(model.encoding)
         longest = max(tokens.count_embedding_input([item], enc) for item in embeddings.items_of(body["input"]))
         return too_long(context, model.context_window, longest, longest) if longest > model.context_window else None
-    limit = validation.answer_limit(context.route.operation, body) or 0
-    answers = body.get("n") if context.route.operation != "responses" else None
-    wanted = used + limit * (answers if isinstance(answers, int) and answers > 0 else 1)
+    wanted = used + validation.answers_room(context.route.operation, body)
     return too_long(context, model.context_window, used, wanted) if wanted > model.context_window else None
 
 

@@ -73,9 +73,7 @@ def context_too_long(context: RequestContext) -> http.Response:
     body = context.body if isinstance(context.body, dict) else {}
     used = window + max(1, context.prompt_tokens)
     operation = context.route.operation
-    room = validation.answer_limit(operation, body) or 0
-    answers = validation.whole(body.get("n")) if operation != "responses" else None
-    wanted = used if operation == "embeddings" else used + room * (answers if answers and answers > 0 else 1)
+    wanted = used if operation == "embeddings" else used + validation.answers_room(operation, body)
     return too_long(context, window, used, wanted)
 
 
