@@ -366,7 +366,7 @@ def _speech_stream(context: RequestContext, request: audio.SpeechRequest) -> Str
 
     headers = wire.azure_headers(context.request, context.config.region, content_type)
     return StreamPlan(headers, [], source=chunks(), keep_body=False,
-                      labels={"deployment": context.deployment.name, "operation": context.route.operation})
+                      labels={"deployment": context.deployment.label, "operation": context.route.operation})
 
 
 def _speech(context: RequestContext, request: audio.SpeechRequest) -> http.Response:
