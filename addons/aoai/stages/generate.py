@@ -53,6 +53,11 @@ def _settings(config: SimulatorConfig) -> chat.ChatSettings:
     return chat.ChatSettings(config.completion_tokens, config.tool_call_share, config.bounds.json_answer_tokens)
 
 
+def stream_labels(context: RequestContext) -> dict[str, str]:
+    """What a stream's metrics are counted under (the deployment's label is bounded)."""
+    return {"deployment": context.deployment.label, "operation": context.route.operation}
+
+
 def stream_headers(context: RequestContext) -> dict[str, str]:
     headers = wire.azure_headers(context.request, context.config.region, "text/event-stream; charset=utf-8")
     headers["cache-control"] = "no-cache"
@@ -105,7 +110,7 @@ def _stream(context: RequestContext, timeline: list[tuple[int, dict]], encode, h
     frames = sse_frames(encoded, latency.token_offsets(timing, steps, hidden), done=ends)
     token_frames = [carries_tokens(event) for _, event in timeline] + ([False] if ends else [])
     return StreamPlan(stream_headers(context), frames, cut=cut is not None, token_frames=token_frames,
-                      labels={"deployment": context.deployment.label, "operation": context.route.operation})
+                      labels=stream_labels(context))
 
 
 def _prompt_cache(context: RequestContext, messages: list[dict], tools: list | None) -> int:
@@ -320,7 +325,7 @@ def _transcription(context: RequestContext) -> http.Response | StreamPlan:
         step = (seconds - first) / max(1, len(events) - 1)
         frames = [(first + i * step, b"data: " + wire.dumps(e) + b"\n\n") for i, e in enumerate(events)]
         return StreamPlan(stream_headers(context), frames, token_frames=[carries_tokens(e) for e in events],
-                          labels={"deployment": context.deployment.label, "operation": context.route.operation})
+                          labels=stream_labels(context))
     context.latency_s = seconds
     body, content_type = audio.render(request, script, model)
     if isinstance(body, dict):
@@ -366,7 +371,7 @@ def _speech_stream(context: RequestContext, request: audio.SpeechRequest) -> Str
 
     headers = wire.azure_headers(context.request, context.config.region, content_type)
     return StreamPlan(headers, [], source=chunks(), keep_body=False,
-                      labels={"deployment": context.deployment.label, "operation": context.route.operation})
+                      labels=stream_labels(context))
 
 
 def _speech(context: RequestContext, request: audio.SpeechRequest) -> http.Response:
