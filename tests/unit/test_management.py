@@ -31,6 +31,18 @@ def managed(clean_env):
         yield config, management, tctx
 
 
+@pytest.fixture
+def limited(clean_env):
+    """A running management addon that shows a Limits stage's views too."""
+    config = make_config()
+    management = Management(config, StreamServer(), Limits(config))
+    tctx, settings = settings_context(config, management)
+    with tctx:
+        tctx.configure(settings, simulator_api_key=API_KEY)
+        start(settings)
+        yield management
+
+
 def call(management, method, path, body=None, raw=None):
     flow = make_flow(method, path, body, raw=raw)
     if admit(flow, management.config) is None:  # routing and checks come first, as in the proxy
@@ -241,40 +253,28 @@ def _fault(**fields):
     ({"deployments": {f"d{i}": {"model": "gpt-4o"} for i in range(1001)}}, "deployments"),
     ({"resetLimits": "yes"}, "resetLimits"),
 ])
-def test_patch_out_of_range_is_a_400_naming_the_field_and_every_view_still_answers(clean_env, body, field):
-    config = make_config()
-    limits = Limits(config)
-    management = Management(config, StreamServer(), limits)
-    tctx, settings = settings_context(config, management)
-    with tctx:
-        tctx.configure(settings, simulator_api_key=API_KEY)
-        start(settings)
-        before = json_of(call(management, "GET", "/++/config"))
-        response = call(management, "PATCH", "/++/config", {"seed": 7, **body})
-        assert response.status_code == 400, response.content
-        message = json_of(response)["error"]["message"]
-        assert message.startswith(field + ":"), message
-        assert len(message) < 300  # what the client sent is quoted short
-        assert json_of(call(management, "GET", "/++/config")) == before  # nothing applied, not even the seed
-        for path in ("/++/config", "/++/limits", "/++/faults"):
-            assert call(management, "GET", path).status_code == 200
+def test_patch_out_of_range_is_a_400_naming_the_field_and_every_view_still_answers(limited, body, field):
+    management = limited
+    before = json_of(call(management, "GET", "/++/config"))
+    response = call(management, "PATCH", "/++/config", {"seed": 7, **body})
+    assert response.status_code == 400, response.content
+    message = json_of(response)["error"]["message"]
+    assert message.startswith(field + ":"), message
+    assert len(message) < 300  # what the client sent is quoted short
+    assert json_of(call(management, "GET", "/++/config")) == before  # nothing applied, not even the seed
+    for path in ("/++/config", "/++/limits", "/++/faults"):
+        assert call(management, "GET", path).status_code == 200
 
 
-def test_the_largest_whole_numbers_are_taken_and_shown(clean_env):
-    config = make_config()
-    limits = Limits(config)
-    management = Management(config, StreamServer(), limits)
-    tctx, settings = settings_context(config, management)
-    with tctx:
-        tctx.configure(settings, simulator_api_key=API_KEY)
-        start(settings)
-        top = 2**63 - 1
-        response = call(management, "PATCH", "/++/config", {
-            "seed": -2**63, **_tight(tokensPerMinute=top, requestsPerMinute=top, maxConcurrentRequests=top)})
-        assert response.status_code == 200
-        assert json_of(response)["deployments"]["tight"]["tokensPerMinute"] == top
-        assert json_of(call(management, "GET", "/++/limits"))["deployments"]["tight"]["tokensPerMinute"] == top
-        assert json_of(call(management, "GET", "/++/config"))["seed"] == -2**63
+def test_the_largest_whole_numbers_are_taken_and_shown(limited):
+    management = limited
+    top = 2**63 - 1
+    response = call(management, "PATCH", "/++/config", {
+        "seed": -2**63, **_tight(tokensPerMinute=top, requestsPerMinute=top, maxConcurrentRequests=top)})
+    assert response.status_code == 200
+    assert json_of(response)["deployments"]["tight"]["tokensPerMinute"] == top
+    assert json_of(call(management, "GET", "/++/limits"))["deployments"]["tight"]["tokensPerMinute"] == top
+    assert json_of(call(management, "GET", "/++/config"))["seed"] == -2**63
 
 
 def test_views_never_fail_on_an_odd_value(managed):
