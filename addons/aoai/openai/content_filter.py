@@ -458,8 +458,6 @@ def responses_texts(body: dict) -> list[str]:
 
 def image_texts(body: dict) -> list[str]:
     prompt = body.get("prompt") if isinstance(body, dict) else None
-    if isinstance(prompt, list) and prompt:  # a form field sent more than once: its first value, as checked
-        prompt = prompt[0]
     return [prompt if isinstance(prompt, str) else ""]
 
 

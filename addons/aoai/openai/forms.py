@@ -49,9 +49,10 @@ class Form:
     def uploads(self, name: str) -> list[Upload]:
         return self.files.get(name, []) + self.files.get(name + "[]", [])
 
-    def summary(self) -> dict[str, str | list[str]]:
-        """The text fields as a plain dictionary (one value, or a list when repeated)."""
-        return {k: v[0] if len(v) == 1 else list(v) for k, v in self.fields.items()}
+    def summary(self) -> dict[str, str]:
+        """The text fields as a plain dictionary, each as the checks read it: a field sent more
+        than once is its first value."""
+        return {k: v[0] for k, v in self.fields.items() if v}
 
 
 def boundary_of(content_type: str) -> str | None:

@@ -138,14 +138,7 @@ def _embeddings_prompt(body: dict, enc) -> int:
 
 
 def _image_prompt(body: dict, enc) -> int:
-    return tokens.count(_first(body.get("prompt")), enc)
-
-
-def _first(value: Any) -> str:
-    """A form field's text; a field sent more than once is read as its first value, as the checks read it."""
-    if isinstance(value, list):
-        value = value[0] if value else ""
-    return value if isinstance(value, str) else ""
+    return tokens.count(body.get("prompt") or "", enc)
 
 
 def _no_prompt(body: Any, enc) -> int:
