@@ -1,10 +1,13 @@
 import asyncio
+import threading
 from types import SimpleNamespace
 
+import orjson
 import pytest
 from aoai.runtime import config as cfg
 from aoai.runtime import peers
 from aoai.runtime.streams import StreamServer
+from aoai.stages import management as management_stage
 from aoai.stages.management import Management
 from aoai.stages.ratelimit import Limits
 from unit_support import (API_KEY, admit, clear_settings_env, json_of, make_config, make_flow, run,
@@ -46,7 +49,9 @@ def limited(clean_env):
 def call(management, method, path, body=None, raw=None):
     flow = make_flow(method, path, body, raw=raw)
     if admit(flow, management.config) is None:  # routing and checks come first, as in the proxy
-        management.request(flow)
+        pending = management.request(flow)
+        if pending is not None:  # answered once a worker thread or another worker has done its part
+            run(pending)
     return flow.response
 
 
@@ -452,3 +457,25 @@ def test_an_undo_that_cannot_restore_an_option_says_so(peer, monkeypatch):
     response = peer_call(management, None, "undo c2")
     assert response.status_code == 409 and "SIMULATOR_MODE" in json_of(response)["error"]["message"]
     assert "x" not in config.deployments  # the rest is back
+
+
+def test_a_large_patch_is_read_in_a_worker_thread_and_applied(managed, monkeypatch):
+    config, management, _ = managed
+    threads = []
+    real = management_stage.read_patch
+    monkeypatch.setattr(management_stage, "read_patch",
+                        lambda *a: threads.append(threading.current_thread()) or real(*a))
+    terms = [f"word{i}" for i in range(150)]  # over 64 KiB of body with the padding below
+    body = {"contentFilter": {"gpt-4o": {"prompt": {"hate": terms}}}, "seed": 3, "_": None}
+    raw = orjson.dumps(body).replace(b'"_":null', b'"_":null' + b" " * 70_000)
+    flow = make_flow("PATCH", "/++/config", raw=raw)
+    assert admit(flow, management.config) is None
+    run(management.request(flow))
+    assert flow.response.status_code == 400  # "_" is no field: the whole body was read and refused
+    raw = raw.replace(b',"_":null', b"")
+    flow = make_flow("PATCH", "/++/config", raw=raw)
+    assert admit(flow, management.config) is None
+    run(management.request(flow))
+    assert flow.response.status_code == 200, flow.response.content
+    assert config.seed == 3 and len(config.deployments["gpt-4o"].content_filter.prompt) == 150
+    assert threads and all(t is not threading.main_thread() for t in threads)

@@ -23,7 +23,7 @@ from mitmproxy import ctx, exceptions, http
 from .. import wire
 from ..docintel import service as docintel
 from ..runtime import config as cfg
-from ..runtime import entra, media, peers, routes
+from ..runtime import entra, media, offload, peers, routes
 from ..runtime.config import ConfigError, SimulatorConfig
 from ..runtime.faults import FaultProfile
 from ..runtime.recording import RecordingStore
@@ -391,10 +391,26 @@ class Management:
         kind, _, change = step.partition(" ")
         if kind == "undo":
             return self._undo(change, request)
+        if offload.heavy(request) or b"contentFilter" in (request.raw_content or b""):
+            # A large change, or content-filter rules to compile (about 2 ms each), is read and
+            # checked in a worker thread; it is applied here, on the event loop, as any other.
+            return self._patch_read_off_loop(flow, kind, change)
         try:
             plan = read_patch(self.config, _content(request))
         except ConfigError as e:
             return wire.azure_error(400, "BadRequest", str(e), request)
+        return self._patch_with(flow, plan, kind, change)
+
+    async def _patch_read_off_loop(self, flow: http.HTTPFlow, kind: str, change: str):
+        try:
+            plan = await asyncio.to_thread(read_patch, self.config, _content(flow.request))
+        except ConfigError as e:
+            return wire.azure_error(400, "BadRequest", str(e), flow.request)
+        answer = self._patch_with(flow, plan, kind, change)
+        return await answer if inspect.isawaitable(answer) else answer
+
+    def _patch_with(self, flow: http.HTTPFlow, plan: PatchPlan, kind: str, change: str):
+        request = flow.request
         if kind == "check":
             return wire.json_response(200, {"valid": True}, request)
         if self.config.peers and not self._from_peer(flow):
