@@ -37,7 +37,7 @@ test: install
 
 # Longer runs of the contract tests (Azure's OpenAPI files) and of hostile request bodies.
 fuzz: install
-	CONTRACT_EXAMPLES=300 CONTRACT_FILTERED=1 HOSTILE_REQUESTS_PER_BASE=20000 $(BIN)/python -m pytest -q tests/test_contract.py \
+	CONTRACT_EXAMPLES=300 CONTRACT_FILTERED=1 HOSTILE_REQUESTS_PER_BASE=20000 $(BIN)/python -m pytest -q tests/contract/test_contract.py \
 		tests/unit/test_hostile_bodies.py
 
 # Hostile clients against a real simulator: every case of memory, loop stalls, 500s and

@@ -16,7 +16,7 @@ import sys
 # sys.path, so extensions can import it too.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from dotenv import load_dotenv  # noqa: E402
+from dotenv import load_dotenv
 
 # .env in the working directory fills in what the environment does not set.
 load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)

@@ -29,14 +29,18 @@ async def forward_document_intelligence(context):
     if request.headers.get("content-type"):
         headers["content-type"] = request.headers["content-type"]
     async with httpx.AsyncClient(timeout=60) as client:
-        upstream = await client.request(request.method, ENDPOINT + request.path, content=request.raw_content,
-                                        headers=headers)
-    response = http.Response.make(upstream.status_code, upstream.content,
-                                  {k: v for k, v in upstream.headers.items() if k.lower() in _PASSED_HEADERS})
+        upstream = await client.request(
+            request.method, ENDPOINT + request.path, content=request.raw_content, headers=headers
+        )
+    response = http.Response.make(
+        upstream.status_code,
+        upstream.content,
+        {k: v for k, v in upstream.headers.items() if k.lower() in _PASSED_HEADERS},
+    )
     location = upstream.headers.get("operation-location")
     if location and location.startswith(ENDPOINT):
         scheme = "https" if context.flow.client_conn.tls_established else "http"
-        response.headers["operation-location"] = f"{scheme}://{request.host_header}{location[len(ENDPOINT):]}"
+        response.headers["operation-location"] = f"{scheme}://{request.host_header}{location[len(ENDPOINT) :]}"
     return {"response": response, "persist": not _still_running(request.method, upstream.content)}
 
 

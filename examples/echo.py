@@ -1,7 +1,7 @@
 """Echo: serve a path of your own. `POST /echo` answers with the body it was sent.
 
-    EXTENSION_PATH=examples/echo.py make run
-    curl localhost:8000/echo -H "api-key: $KEY" -d 'hello'   ->   Echo: hello
+EXTENSION_PATH=examples/echo.py make run
+curl localhost:8000/echo -H "api-key: $KEY" -d 'hello'   ->   Echo: hello
 """
 
 from mitmproxy import http

@@ -18,22 +18,39 @@ import logging
 import os
 import random
 
-from aoai.extension import azure_error, context_of
 from mitmproxy import ctx, exceptions, http
+
+from aoai.extension import azure_error, context_of
 
 logger = logging.getLogger(__name__)
 
 
 class FaultInjector:
     def load(self, loader):
-        loader.add_option("fault_error_share", str, os.environ.get("FAULT_ERROR_SHARE", "0"),
-                          "Share (0 to 1) of requests answered 503.")
-        loader.add_option("fault_retry_after", int, int(os.environ.get("FAULT_RETRY_AFTER", "1")),
-                          "Seconds in the retry-after of injected 503s.")
-        loader.add_option("fault_cut_after_tokens", int, int(os.environ.get("FAULT_CUT_AFTER_TOKENS", "0")),
-                          "Break streamed answers after this many tokens; 0: never.")
-        loader.add_option("fault_slow_first_byte_ms", int, int(os.environ.get("FAULT_SLOW_FIRST_BYTE_MS", "0")),
-                          "Delay every answer by this many milliseconds.")
+        loader.add_option(
+            "fault_error_share",
+            str,
+            os.environ.get("FAULT_ERROR_SHARE", "0"),
+            "Share (0 to 1) of requests answered 503.",
+        )
+        loader.add_option(
+            "fault_retry_after",
+            int,
+            int(os.environ.get("FAULT_RETRY_AFTER", "1")),
+            "Seconds in the retry-after of injected 503s.",
+        )
+        loader.add_option(
+            "fault_cut_after_tokens",
+            int,
+            int(os.environ.get("FAULT_CUT_AFTER_TOKENS", "0")),
+            "Break streamed answers after this many tokens; 0: never.",
+        )
+        loader.add_option(
+            "fault_slow_first_byte_ms",
+            int,
+            int(os.environ.get("FAULT_SLOW_FIRST_BYTE_MS", "0")),
+            "Delay every answer by this many milliseconds.",
+        )
         self.share = 0.0
 
     def configure(self, updated):
@@ -53,8 +70,13 @@ class FaultInjector:
             await asyncio.sleep(ctx.options.fault_slow_first_byte_ms / 1000)
         if self.share and random.random() < self.share:
             logger.info("injected 503 for %s", flow.request.path)
-            flow.response = azure_error(503, "ServiceUnavailable", "The service is temporarily unavailable.",
-                                        flow.request, headers={"retry-after": str(ctx.options.fault_retry_after)})
+            flow.response = azure_error(
+                503,
+                "ServiceUnavailable",
+                "The service is temporarily unavailable.",
+                flow.request,
+                headers={"retry-after": str(ctx.options.fault_retry_after)},
+            )
             return
         context = context_of(flow)
         if context is not None and ctx.options.fault_cut_after_tokens > 0:

@@ -29,16 +29,18 @@ class SimulatorCredential:
     # Asked for again this long before expiry, as azure-identity's credentials refresh early.
     REFRESH_MARGIN_S = 300
 
-    def __init__(self, endpoint: str, api_key: str, *, verify: Any = True, oid: str | None = None,
-                 tenant: str | None = None):
+    def __init__(
+        self, endpoint: str, api_key: str, *, verify: Any = True, oid: str | None = None, tenant: str | None = None
+    ):
         self.url = endpoint.rstrip("/") + "/++/token"
         self.api_key = api_key
         self.verify = verify
         self.claims = {k: v for k, v in (("oid", oid), ("tid", tenant)) if v}
         self._tokens: dict[tuple, AccessToken] = {}  # by scopes and tenant
 
-    def get_token(self, *scopes: str, claims: str | None = None, tenant_id: str | None = None,
-                  **kwargs: Any) -> AccessToken:
+    def get_token(
+        self, *scopes: str, claims: str | None = None, tenant_id: str | None = None, **kwargs: Any
+    ) -> AccessToken:
         # The scope names the audience: "https://cognitiveservices.azure.com/.default" -> aud
         # "https://cognitiveservices.azure.com", as Entra issues it.
         token = self._tokens.get((scopes, tenant_id))
@@ -48,8 +50,7 @@ class SimulatorCredential:
                 body["aud"] = scopes[0].removesuffix("/.default")
             if tenant_id:
                 body["tid"] = tenant_id
-            answer = httpx.post(self.url, json=body, headers={"api-key": self.api_key}, verify=self.verify,
-                                timeout=10)
+            answer = httpx.post(self.url, json=body, headers={"api-key": self.api_key}, verify=self.verify, timeout=10)
             answer.raise_for_status()
             data = answer.json()
             token = self._tokens[(scopes, tenant_id)] = AccessToken(data["access_token"], int(data["expires_on"]))

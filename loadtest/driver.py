@@ -64,6 +64,7 @@ class ArgumentError(Exception):
 
 # --- Arguments --------------------------------------------------------------------------------
 
+
 def parse_mix(text: str) -> dict[str, float]:
     """`chat=0.5,stream=0.3,embeddings=0.2` -> weights normalised to sum 1."""
     weights: dict[str, float] = {}
@@ -91,29 +92,46 @@ def names(values: list[str]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--url", default="http://localhost:8000", help="endpoint base URL (default: %(default)s)")
-    p.add_argument("--key", default="",
-                   help="the api-key header value (default: LOADTEST_KEY, SIMULATOR_API_KEY, or that in ./.env)")
+    p.add_argument(
+        "--key",
+        default="",
+        help="the api-key header value (default: LOADTEST_KEY, SIMULATOR_API_KEY, or that in ./.env)",
+    )
     p.add_argument("--duration", type=float, default=30.0, help="seconds to send requests (default: %(default)s)")
     p.add_argument("--concurrency", type=int, default=8, help="workers, one connection each (default: %(default)s)")
-    p.add_argument("--mix", default="chat=0.5,stream=0.3,embeddings=0.2",
-                   help="share of each request kind (default: %(default)s)")
-    p.add_argument("--deployment", action="append", default=[],
-                   help="chat deployment names, comma-separated or repeated (default: gpt-4o)")
-    p.add_argument("--embedding-deployment", action="append", default=[],
-                   help="embedding deployment names (default: text-embedding-3-small)")
+    p.add_argument(
+        "--mix", default="chat=0.5,stream=0.3,embeddings=0.2", help="share of each request kind (default: %(default)s)"
+    )
+    p.add_argument(
+        "--deployment",
+        action="append",
+        default=[],
+        help="chat deployment names, comma-separated or repeated (default: gpt-4o)",
+    )
+    p.add_argument(
+        "--embedding-deployment",
+        action="append",
+        default=[],
+        help="embedding deployment names (default: text-embedding-3-small)",
+    )
     p.add_argument("--max-tokens", type=int, default=32, help="max_tokens of chat requests (default: %(default)s)")
     p.add_argument("--api-version", default=API_VERSION, help="(default: %(default)s)")
     p.add_argument("--expected-ttft-ms", type=float, help="configured time to first token")
     p.add_argument("--expected-itl-ms", type=float, help="configured inter-token latency")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds one request may take (default: %(default)s)")
-    p.add_argument("--max-backoff", type=float, default=1.0,
-                   help="longest wait in seconds after a 429 (default: %(default)s)")
+    p.add_argument(
+        "--max-backoff", type=float, default=1.0, help="longest wait in seconds after a 429 (default: %(default)s)"
+    )
     p.add_argument("--seed", type=int, help="makes the sequence of request kinds reproducible")
-    p.add_argument("--out", default="bench-results/loadtest",
-                   help="report path prefix: PREFIX.txt, PREFIX.json, PREFIX.png (default: %(default)s)")
+    p.add_argument(
+        "--out",
+        default="bench-results/loadtest",
+        help="report path prefix: PREFIX.txt, PREFIX.json, PREFIX.png (default: %(default)s)",
+    )
     p.add_argument("--no-chart", action="store_true", help="skip the PNG (no matplotlib needed)")
     return p
 
@@ -158,20 +176,34 @@ class Settings:
     def from_args(cls, argv: list[str] | None = None) -> Settings:
         a = build_parser().parse_args(argv)
         if a.duration <= 0 or a.concurrency < 1 or a.max_tokens < 1 or a.timeout <= 0 or a.max_backoff < 0:
-            raise ArgumentError("--duration, --timeout must be above 0; --concurrency, --max-tokens at least 1; "
-                                "--max-backoff 0 or more")
+            raise ArgumentError(
+                "--duration, --timeout must be above 0; --concurrency, --max-tokens at least 1; --max-backoff 0 or more"
+            )
         parts = urlsplit(a.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ArgumentError(f"--url: expected http://host[:port] or https://…, got {a.url!r}")
-        return cls(url=a.url.rstrip("/"), key=a.key or default_key(), duration=a.duration, concurrency=a.concurrency,
-                   mix=parse_mix(a.mix), deployments=names(a.deployment) or ["gpt-4o"],
-                   embedding_deployments=names(a.embedding_deployment) or ["text-embedding-3-small"],
-                   max_tokens=a.max_tokens, api_version=a.api_version, expected_ttft_ms=a.expected_ttft_ms,
-                   expected_itl_ms=a.expected_itl_ms, timeout=a.timeout, max_backoff=a.max_backoff,
-                   seed=a.seed, out=a.out, chart=not a.no_chart)
+        return cls(
+            url=a.url.rstrip("/"),
+            key=a.key or default_key(),
+            duration=a.duration,
+            concurrency=a.concurrency,
+            mix=parse_mix(a.mix),
+            deployments=names(a.deployment) or ["gpt-4o"],
+            embedding_deployments=names(a.embedding_deployment) or ["text-embedding-3-small"],
+            max_tokens=a.max_tokens,
+            api_version=a.api_version,
+            expected_ttft_ms=a.expected_ttft_ms,
+            expected_itl_ms=a.expected_itl_ms,
+            timeout=a.timeout,
+            max_backoff=a.max_backoff,
+            seed=a.seed,
+            out=a.out,
+            chart=not a.no_chart,
+        )
 
 
 # --- A minimal HTTP/1.1 client ----------------------------------------------------------------
+
 
 class Connection:
     """One keep-alive HTTP/1.1 connection; reopened after an error or a `connection: close`."""
@@ -196,16 +228,21 @@ class Connection:
             self.writer.close()
         self.reader = self.writer = None
 
-    async def request(self, method: str, path: str, headers: dict[str, str], body: bytes = b"",
-                      on_chunk=None) -> tuple[int, dict[str, str], bytes]:
+    async def request(
+        self, method: str, path: str, headers: dict[str, str], body: bytes = b"", on_chunk=None
+    ) -> tuple[int, dict[str, str], bytes]:
         """Send one request; return status, headers (lower-case names) and body.
 
         With `on_chunk`, each piece of the body is handed over as it arrives (and not kept)."""
         if self.writer is None or self.writer.is_closing():
             await self._open()
         assert self.reader is not None and self.writer is not None
-        head = [f"{method} {self.base_path}{path} HTTP/1.1", f"host: {self.host_header}",
-                f"content-length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]
+        head = [
+            f"{method} {self.base_path}{path} HTTP/1.1",
+            f"host: {self.host_header}",
+            f"content-length: {len(body)}",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
         self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
         await self.writer.drain()
         reader = self.reader
@@ -240,6 +277,7 @@ class Connection:
 
 
 # --- The load ---------------------------------------------------------------------------------
+
 
 @dataclass
 class Result:
@@ -319,8 +357,9 @@ class Load:
         wait = 0.0
         try:
             async with asyncio.timeout(self.s.timeout):
-                status, headers, _ = await conn.request("POST", path, self.headers, body,
-                                                        stream.feed if stream else None)
+                status, headers, _ = await conn.request(
+                    "POST", path, self.headers, body, stream.feed if stream else None
+                )
             result.status = status
             if status == 429:
                 wait = min(retry_after_seconds(headers), self.s.max_backoff)
@@ -376,6 +415,7 @@ async def configured_latency(settings: Settings) -> tuple[float | None, float | 
 
 # --- The report -------------------------------------------------------------------------------
 
+
 def percentile(values: list[float], q: float) -> float | None:
     """Linear interpolation between the closest ranks (numpy's default method)."""
     if not values:
@@ -392,7 +432,7 @@ def distribution(values: list[float], expected: float | None = None) -> dict:
         out[f"p{q}"] = percentile(values, q)
     out["mean"] = sum(values) / len(values) if values else None
     out["expected"] = expected
-    out["p50_over_expected"] = (out["p50"] / expected if expected and out["p50"] is not None else None)
+    out["p50_over_expected"] = out["p50"] / expected if expected and out["p50"] is not None else None
     return out
 
 
@@ -454,14 +494,20 @@ def _dist_line(label: str, d: dict) -> str:
 def render_text(summary: dict) -> str:
     mix = ", ".join(f"{k}={v:.2f}" for k, v in summary["mix"].items() if v)
     lines = [
-        (f"Load test of {summary['url']}: {summary['duration_s']:g} s (ran {summary['elapsed_s']:.1f} s), "
-         f"concurrency {summary['concurrency']}, mix {mix}"),
-        (f"deployments {', '.join(summary['deployments'])}; embeddings "
-         f"{', '.join(summary['embedding_deployments'])}; max_tokens {summary['max_tokens']}"),
+        (
+            f"Load test of {summary['url']}: {summary['duration_s']:g} s (ran {summary['elapsed_s']:.1f} s), "
+            f"concurrency {summary['concurrency']}, mix {mix}"
+        ),
+        (
+            f"deployments {', '.join(summary['deployments'])}; embeddings "
+            f"{', '.join(summary['embedding_deployments'])}; max_tokens {summary['max_tokens']}"
+        ),
         "",
-        (f"requests    {summary['requests']} ({summary['throughput_rps']:.1f}/s)   "
-         f"ok {summary['ok']} ({summary['ok_rps']:.1f}/s)   "
-         f"429 {summary['throttled']} ({summary['throttled_share']:.1%})   other {summary['errors']}"),
+        (
+            f"requests    {summary['requests']} ({summary['throughput_rps']:.1f}/s)   "
+            f"ok {summary['ok']} ({summary['ok_rps']:.1f}/s)   "
+            f"429 {summary['throttled']} ({summary['throttled_share']:.1%})   other {summary['errors']}"
+        ),
         "statuses    " + ", ".join(f"{k}: {v}" for k, v in sorted(summary["statuses"].items())),
         "",
         "latency, ms",
@@ -471,8 +517,10 @@ def render_text(summary: dict) -> str:
     if summary["ttft_ms"]["expected"] is None or summary["itl_ms"]["expected"] is None:
         lines.append("(configured latency unknown: pass --expected-ttft-ms and --expected-itl-ms to compare)")
     for kind, k in summary["by_kind"].items():
-        lines.append(_dist_line(f"{kind} req", k["request_ms"])
-                     + f"   ({k['requests']} sent, {k['ok']} ok, {k['throttled']} throttled)")
+        lines.append(
+            _dist_line(f"{kind} req", k["request_ms"])
+            + f"   ({k['requests']} sent, {k['ok']} ok, {k['throttled']} throttled)"
+        )
     if summary["statuses"].get("401"):
         lines += ["", "401: the endpoint refused the key; pass --key (make: LOADTEST_KEY=...)"]
     if summary["first_errors"]:
@@ -487,13 +535,18 @@ def render_chart(summary: dict, results: list[Result], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_ttft, ax_itl, ax_rate) = plt.subplots(3, 1, figsize=(9, 11))
-    fig.suptitle(f"Load test of {summary['url']}: {summary['requests']} requests, "
-                 f"{summary['throttled_share']:.1%} throttled (429)")
+    fig.suptitle(
+        f"Load test of {summary['url']}: {summary['requests']} requests, "
+        f"{summary['throttled_share']:.1%} throttled (429)"
+    )
 
     for ax, key, title in ((ax_ttft, "ttft_ms", "Time to first token"), (ax_itl, "itl_ms", "Inter-token latency")):
         d = summary[key]
-        values = ([r.ttft_ms for r in results if r.ttft_ms is not None] if key == "ttft_ms"
-                  else [x for r in results for x in r.itls_ms])
+        values = (
+            [r.ttft_ms for r in results if r.ttft_ms is not None]
+            if key == "ttft_ms"
+            else [x for r in results for x in r.itls_ms]
+        )
         if values:
             ax.hist(values, bins=min(50, max(10, len(values) // 4)), color="tab:blue", alpha=0.75)
             ax.axvline(d["p50"], color="tab:blue", linestyle="--", label=f"p50 {d['p50']:.1f} ms")
@@ -516,8 +569,15 @@ def render_chart(summary: dict, results: list[Result], path: Path) -> None:
     xs = range(seconds)
     ax_rate.bar(xs, ok, width=0.9, align="edge", color="tab:green", label="ok")
     ax_rate.bar(xs, throttled, width=0.9, align="edge", bottom=ok, color="tab:orange", label="429")
-    ax_rate.bar(xs, other, width=0.9, align="edge", bottom=[a + b for a, b in zip(ok, throttled)],
-                color="tab:red", label="other")
+    ax_rate.bar(
+        xs,
+        other,
+        width=0.9,
+        align="edge",
+        bottom=[a + b for a, b in zip(ok, throttled, strict=False)],
+        color="tab:red",
+        label="other",
+    )
     ax_rate.set_title("Requests per second (by completion time)")
     ax_rate.set_xlabel("seconds since start")
     ax_rate.set_ylabel("requests")
@@ -552,8 +612,9 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 import matplotlib  # noqa: F401  (fail before the run, not after it)
             except ImportError:
-                raise ArgumentError("matplotlib is needed for the chart: pip install -r loadtest/requirements.txt, "
-                                    "or pass --no-chart") from None
+                raise ArgumentError(
+                    "matplotlib is needed for the chart: pip install -r loadtest/requirements.txt, or pass --no-chart"
+                ) from None
     except ArgumentError as e:
         print(f"driver.py: {e}", file=sys.stderr)
         return 2

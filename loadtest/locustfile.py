@@ -135,8 +135,9 @@ class AzureOpenAIUser(HttpUser):
         self.client.headers.update({"api-key": KEY})
 
     def _metric(self, kind: str, deployment: str, ms: float) -> None:
-        self.environment.events.request.fire(request_type=kind, name=deployment, response_time=ms,
-                                             response_length=0, exception=None, context={})
+        self.environment.events.request.fire(
+            request_type=kind, name=deployment, response_time=ms, response_length=0, exception=None, context={}
+        )
 
     def _finish(self, response) -> None:
         """Count the answer; mark 429s as named failures and back off as the answer says."""
@@ -156,17 +157,26 @@ class AzureOpenAIUser(HttpUser):
 
     def chat(self):
         deployment = random.choice(DEPLOYMENTS)
-        with self.client.post(f"/openai/deployments/{deployment}/chat/completions?api-version={API_VERSION}",
-                              json=self._chat_body(False), name=f"chat {deployment}",
-                              catch_response=True, timeout=120) as response:
+        with self.client.post(
+            f"/openai/deployments/{deployment}/chat/completions?api-version={API_VERSION}",
+            json=self._chat_body(False),
+            name=f"chat {deployment}",
+            catch_response=True,
+            timeout=120,
+        ) as response:
             self._finish(response)
 
     def stream(self):
         deployment = random.choice(DEPLOYMENTS)
         sent = time.perf_counter()
-        with self.client.post(f"/openai/deployments/{deployment}/chat/completions?api-version={API_VERSION}",
-                              json=self._chat_body(True), name=f"stream {deployment}", stream=True,
-                              catch_response=True, timeout=120) as response:
+        with self.client.post(
+            f"/openai/deployments/{deployment}/chat/completions?api-version={API_VERSION}",
+            json=self._chat_body(True),
+            name=f"stream {deployment}",
+            stream=True,
+            catch_response=True,
+            timeout=120,
+        ) as response:
             if response.status_code == 200:
                 buffer, last = b"", None
                 # chunk_size=None hands over each HTTP chunk as it arrives, so frames are timed
@@ -188,11 +198,18 @@ class AzureOpenAIUser(HttpUser):
 
     def embeddings(self):
         deployment = random.choice(EMBEDDING_DEPLOYMENTS)
-        with self.client.post(f"/openai/deployments/{deployment}/embeddings?api-version={API_VERSION}",
-                              json={"input": random.choice(PROMPTS)}, name=f"embeddings {deployment}",
-                              catch_response=True, timeout=120) as response:
+        with self.client.post(
+            f"/openai/deployments/{deployment}/embeddings?api-version={API_VERSION}",
+            json={"input": random.choice(PROMPTS)},
+            name=f"embeddings {deployment}",
+            catch_response=True,
+            timeout=120,
+        ) as response:
             self._finish(response)
 
     # Locust picks tasks in proportion to whole-number weights; the mix is given in shares.
-    tasks: ClassVar = {fn: max(1, round(MIX[kind] * 100)) for kind, fn in
-             (("chat", chat), ("stream", stream), ("embeddings", embeddings)) if MIX.get(kind, 0) > 0}
+    tasks: ClassVar = {
+        fn: max(1, round(MIX[kind] * 100))
+        for kind, fn in (("chat", chat), ("stream", stream), ("embeddings", embeddings))
+        if MIX.get(kind, 0) > 0
+    }

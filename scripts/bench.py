@@ -58,13 +58,16 @@ class Workload:
     body: bytes
 
 
-CHAT = Workload("chat", f"/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}",
-                json.dumps({"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 10},
-                           separators=(",", ":")).encode())
-EMBEDDINGS = Workload("embeddings",
-                      f"/openai/deployments/text-embedding-3-small/embeddings?api-version={API_VERSION}",
-                      json.dumps({"input": "Hello world", "encoding_format": "base64"},
-                                 separators=(",", ":")).encode())
+CHAT = Workload(
+    "chat",
+    f"/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}",
+    json.dumps({"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 10}, separators=(",", ":")).encode(),
+)
+EMBEDDINGS = Workload(
+    "embeddings",
+    f"/openai/deployments/text-embedding-3-small/embeddings?api-version={API_VERSION}",
+    json.dumps({"input": "Hello world", "encoding_format": "base64"}, separators=(",", ":")).encode(),
+)
 
 
 @dataclass
@@ -136,6 +139,7 @@ def system_busy_seconds() -> float:
 @dataclass
 class CpuUse:
     """CPU seconds used during the measured window."""
+
     server: float  # the mitmdump process
     loader: float  # the load generator
     system: float  # everything on the machine
@@ -164,17 +168,28 @@ class CpuMeter:
 
 # --- the servers -------------------------------------------------------------------------
 
+
 @contextmanager
-def mitmdump(label: str, script: Path, env: dict[str, str], workdir: Path, extra_args: Iterable[str] = (),
-             health: str | None = "/++/health") -> Iterator[Process]:
+def mitmdump(
+    label: str,
+    script: Path,
+    env: dict[str, str],
+    workdir: Path,
+    extra_args: Iterable[str] = (),
+    health: str | None = "/++/health",
+) -> Iterator[Process]:
     """Run mitmdump on a free loopback port until the block ends, once ready (at `health`, or
     once the port accepts with None) and answering the chat workload with 200."""
     server = simulator_process.start(script, cwd=workdir, env=env, extra_args=extra_args, label=label)
     try:
         try:
             simulator_process.wait_ready(server, health, timeout=60)
-            response = httpx.post(server.url + CHAT.path, content=CHAT.body, timeout=5,
-                                  headers={"api-key": API_KEY, "content-type": "application/json"})
+            response = httpx.post(
+                server.url + CHAT.path,
+                content=CHAT.body,
+                timeout=5,
+                headers={"api-key": API_KEY, "content-type": "application/json"},
+            )
         except simulator_process.StartError as e:
             raise SystemExit(str(e)) from None
         except httpx.HTTPError as e:
@@ -202,6 +217,7 @@ def worker_pool(count: int, env: dict[str, str], workdir: Path) -> Iterator[Proc
 
 # --- load with wrk -----------------------------------------------------------------------
 
+
 def _lua_string(data: bytes) -> str:
     text = data.decode()
     level = 0
@@ -228,13 +244,16 @@ function done(summary, latency, requests)
 end
 """
 
-WRK_SCRIPT = """\
+WRK_SCRIPT = (
+    """\
 wrk.method = "POST"
 wrk.body = {body}
 wrk.headers["content-type"] = "application/json"
 wrk.headers["api-key"] = {key}
 
-""" + WRK_SUMMARY
+"""
+    + WRK_SUMMARY
+)
 
 
 def wrk_version(wrk: str) -> str:
@@ -242,15 +261,35 @@ def wrk_version(wrk: str) -> str:
     return out.split("[")[0].strip() or "wrk"
 
 
-def run_wrk(wrk: str, label: str, server: Process, workload: Workload, connections: int, seconds: float,
-            warmup: float, workdir: Path) -> Result:
+def run_wrk(
+    wrk: str,
+    label: str,
+    server: Process,
+    workload: Workload,
+    connections: int,
+    seconds: float,
+    warmup: float,
+    workdir: Path,
+) -> Result:
     script = workdir / f"{workload.name}.lua"
     script.write_text(WRK_SCRIPT.format(body=_lua_string(workload.body), key=_lua_string(API_KEY.encode())))
     url = f"http://127.0.0.1:{server.port}{workload.path}"
 
     def wrk_run(duration: float) -> str:
-        command = [wrk, "-t", "1", "-c", str(connections), "-d", f"{max(1, round(duration))}s",
-                   "--timeout", "10s", "-s", str(script), url]
+        command = [
+            wrk,
+            "-t",
+            "1",
+            "-c",
+            str(connections),
+            "-d",
+            f"{max(1, round(duration))}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url,
+        ]
         done = subprocess.run(command, check=False, capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"{label}: wrk failed ({done.returncode}):\n{done.stdout}{done.stderr}")
@@ -274,6 +313,7 @@ def run_wrk(wrk: str, label: str, server: Process, workload: Workload, connectio
 
 # --- load from Python (when wrk is missing) ----------------------------------------------
 
+
 @dataclass
 class Tally:
     requests: int = 0
@@ -283,8 +323,10 @@ class Tally:
 
 
 def _request_bytes(workload: Workload, port: int) -> bytes:
-    head = (f"POST {workload.path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\napi-key: {API_KEY}\r\n"
-            f"content-type: application/json\r\ncontent-length: {len(workload.body)}\r\n\r\n")
+    head = (
+        f"POST {workload.path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\napi-key: {API_KEY}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(workload.body)}\r\n\r\n"
+    )
     return head.encode() + workload.body
 
 
@@ -354,8 +396,9 @@ async def _python_load(port: int, workload: Workload, connections: int, seconds:
     return tally, loop.time() - started
 
 
-def run_python(label: str, server: Process, workload: Workload, connections: int, seconds: float,
-               warmup: float) -> Result:
+def run_python(
+    label: str, server: Process, workload: Workload, connections: int, seconds: float, warmup: float
+) -> Result:
     if warmup > 0:
         asyncio.run(_python_load(server.port, workload, connections, warmup))
     meter = CpuMeter(server.process.pid)
@@ -368,6 +411,7 @@ def run_python(label: str, server: Process, workload: Workload, connections: int
 
 
 # --- the report --------------------------------------------------------------------------
+
 
 def machine_line() -> str:
     model = platform.processor() or "unknown CPU"
@@ -383,8 +427,10 @@ def machine_line() -> str:
     except ImportError:
         mitmproxy_version = "unknown"
     load = f", load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
-    return (f"Machine: {os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
-            f"mitmproxy {mitmproxy_version}, {platform.system()} {platform.release()}{load}")
+    return (
+        f"Machine: {os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
+        f"mitmproxy {mitmproxy_version}, {platform.system()} {platform.release()}{load}"
+    )
 
 
 # Other processes using more of the machine than this (cores) make the figures unreliable.
@@ -395,8 +441,10 @@ def _share(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.0%}"
 
 
-HEADER = (f"{'run':<30} {'req/s':>8} {'mean latency':>13} {'errors':>7} {'CPU/request':>12} "
-          f"{'server CPU':>11} {'loader CPU':>11} {'other CPU':>10}")
+HEADER = (
+    f"{'run':<30} {'req/s':>8} {'mean latency':>13} {'errors':>7} {'CPU/request':>12} "
+    f"{'server CPU':>11} {'loader CPU':>11} {'other CPU':>10}"
+)
 
 
 def result_line(r: Result) -> str:
@@ -404,9 +452,11 @@ def result_line(r: Result) -> str:
     if r.errors:
         errors += f" ({r.non_200} non-200, {r.socket_errors} socket)"
     per_request = "n/a" if math.isnan(r.cpu_ms_per_request) else f"{r.cpu_ms_per_request:.3f} ms"
-    return (f"{r.label:<30} {r.rps:>8.1f} {r.latency_ms:>10.2f} ms {errors:>7} {per_request:>12} "
-            f"{_share(r.share(r.cpu.server)):>11} {_share(r.share(r.cpu.loader)):>11} "
-            f"{_share(r.share(r.cpu.other)):>10}")
+    return (
+        f"{r.label:<30} {r.rps:>8.1f} {r.latency_ms:>10.2f} ms {errors:>7} {per_request:>12} "
+        f"{_share(r.share(r.cpu.server)):>11} {_share(r.share(r.cpu.loader)):>11} "
+        f"{_share(r.share(r.cpu.other)):>10}"
+    )
 
 
 def ratio_line(name: str, simulator: list[Result], bare: list[Result]) -> str:
@@ -415,8 +465,10 @@ def ratio_line(name: str, simulator: list[Result], bare: list[Result]) -> str:
     ratio = sim_rps / bare_rps if bare_rps else 0.0
     verdict = "met" if ratio >= TARGET_RATIO else "NOT met"
     of = f", medians of {len(simulator)} rounds" if len(simulator) > 1 else ""
-    line = (f"ratio simulator/bare ({name}{of}): {ratio:.3f} in req/s ({sim_rps:.0f} / {bare_rps:.0f}; "
-            f"target >= {TARGET_RATIO}: {verdict})")
+    line = (
+        f"ratio simulator/bare ({name}{of}): {ratio:.3f} in req/s ({sim_rps:.0f} / {bare_rps:.0f}; "
+        f"target >= {TARGET_RATIO}: {verdict})"
+    )
     sim_cpu = statistics.median(r.cpu_ms_per_request for r in simulator)
     bare_cpu = statistics.median(r.cpu_ms_per_request for r in bare)
     if not math.isnan(sim_cpu + bare_cpu):
@@ -428,12 +480,16 @@ def notes(results: list[Result]) -> list[str]:
     out = []
     busy = [r.label for r in results if r.share(r.cpu.loader) >= LOADER_SATURATED]
     if busy:
-        out.append(f"note: the load generator used >= {LOADER_SATURATED:.0%} of a core in: {', '.join(busy)}; "
-                   "those figures may be limited by it rather than by mitmdump")
+        out.append(
+            f"note: the load generator used >= {LOADER_SATURATED:.0%} of a core in: {', '.join(busy)}; "
+            "those figures may be limited by it rather than by mitmdump"
+        )
     disturbed = [r.label for r in results if r.share(r.cpu.other) >= OTHERS_BUSY]
     if disturbed:
-        out.append(f"note: other processes used >= {OTHERS_BUSY:.0%} of a core during: {', '.join(disturbed)}; "
-                   "req/s is disturbed there (CPU per request much less so)")
+        out.append(
+            f"note: other processes used >= {OTHERS_BUSY:.0%} of a core during: {', '.join(disturbed)}; "
+            "req/s is disturbed there (CPU per request much less so)"
+        )
     if any(r.errors for r in results):
         out.append("note: some requests failed; see the errors column")
     return out
@@ -445,17 +501,39 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per run (default 10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load first (default 2)")
     parser.add_argument("--embeddings", action="store_true", help="also measure embeddings (base64)")
-    parser.add_argument("--loader", choices=("auto", "wrk", "python"), default="auto",
-                        help="load generator: wrk if installed (auto), or force one")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="measure each server this many times, alternating; ratios of the medians (default 1)")
-    parser.add_argument("--simulator-script", type=Path, default=SIMULATOR, metavar="PATH",
-                        help="the addon script to run as the simulator (default addons/simulator.py)")
-    parser.add_argument("--simulator-env", action="append", default=[], metavar="NAME=VALUE",
-                        help="extra environment for the simulator, to compare settings (repeatable)")
-    parser.add_argument("--workers", default="", metavar="N,N,...",
-                        help="also run the simulator as N workers behind HAProxy (scripts/workers.py) for each N "
-                             "of 2 or more and compare their chat throughput with one process, e.g. 2,4")
+    parser.add_argument(
+        "--loader",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="load generator: wrk if installed (auto), or force one",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure each server this many times, alternating; ratios of the medians (default 1)",
+    )
+    parser.add_argument(
+        "--simulator-script",
+        type=Path,
+        default=SIMULATOR,
+        metavar="PATH",
+        help="the addon script to run as the simulator (default addons/simulator.py)",
+    )
+    parser.add_argument(
+        "--simulator-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the simulator, to compare settings (repeatable)",
+    )
+    parser.add_argument(
+        "--workers",
+        default="",
+        metavar="N,N,...",
+        help="also run the simulator as N workers behind HAProxy (scripts/workers.py) for each N "
+        "of 2 or more and compare their chat throughput with one process, e.g. 2,4",
+    )
     args = parser.parse_args()
     if args.connections < 1 or args.rounds < 1 or args.duration <= 0 or args.warmup < 0:
         parser.error("--connections and --rounds must be at least 1, --duration above 0, --warmup not negative")
@@ -477,15 +555,19 @@ def main() -> None:
     if args.loader == "wrk" and wrk is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
     if args.loader == "auto" and wrk is None:
-        print("wrk not found: falling back to the Python asyncio load generator "
-              "(it shares the CPU with mitmdump; install wrk for steadier figures)")
+        print(
+            "wrk not found: falling back to the Python asyncio load generator "
+            "(it shares the CPU with mitmdump; install wrk for steadier figures)"
+        )
     if wrk is not None and args.duration < 1:
         parser.error("wrk measures whole seconds: --duration must be at least 1")
     loader = wrk_version(wrk) if wrk else "Python asyncio (raw sockets)"
 
     print(machine_line())
-    print(f"Load: {loader}, 1 thread, {args.connections} keep-alive connections, {args.duration:g} s each "
-          f"after {args.warmup:g} s warm-up; errors = non-200 responses + socket errors")
+    print(
+        f"Load: {loader}, 1 thread, {args.connections} keep-alive connections, {args.duration:g} s each "
+        f"after {args.warmup:g} s warm-up; errors = non-200 responses + socket errors"
+    )
     if args.simulator_script.resolve() != SIMULATOR:
         print(f"Simulator script: {args.simulator_script}")
     if extra_env:
@@ -501,12 +583,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="aoai-bench-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         bare_args = ["--mode", "reverse:http://127.0.0.1:9", "--set", "connection_strategy=lazy"]
-        env = {"SIMULATOR_API_KEY": API_KEY, "SIMULATOR_LATENCY": "false",
-               "RECORDING_DIR": str(workdir / "recordings"), **extra_env}
+        env = {
+            "SIMULATOR_API_KEY": API_KEY,
+            "SIMULATOR_LATENCY": "false",
+            "RECORDING_DIR": str(workdir / "recordings"),
+            **extra_env,
+        }
         # Both run throughout (an idle mitmdump costs nothing); the runs alternate between them.
-        servers = {"bare": stack.enter_context(mitmdump("bare", BARE_ADDON, {}, workdir, bare_args, health=None)),
-                   "simulator": stack.enter_context(mitmdump("simulator", args.simulator_script.resolve(), env,
-                                                             workdir))}
+        servers = {
+            "bare": stack.enter_context(mitmdump("bare", BARE_ADDON, {}, workdir, bare_args, health=None)),
+            "simulator": stack.enter_context(mitmdump("simulator", args.simulator_script.resolve(), env, workdir)),
+        }
         print()
         print(HEADER)
         for round_ in range(args.rounds):
@@ -538,8 +625,10 @@ def main() -> None:
     for count in pools:
         rps = statistics.median(r.rps for r in results[f"workers{count}", CHAT.name])
         single = statistics.median(r.rps for r in results["simulator", CHAT.name])
-        print(f"{count} worker{'s' if count > 1 else ''} behind HAProxy: {rps:.0f} req/s, {rps / single:.2f}x one "
-              f"simulator process ({os.cpu_count()} cores, the load generator on the same machine)")
+        print(
+            f"{count} worker{'s' if count > 1 else ''} behind HAProxy: {rps:.0f} req/s, {rps / single:.2f}x one "
+            f"simulator process ({os.cpu_count()} cores, the load generator on the same machine)"
+        )
     for line in notes([r for runs in results.values() for r in runs]):
         print(line)
 

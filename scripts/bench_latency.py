@@ -81,6 +81,7 @@ STARTUP_SETTLE_S = 1.0  # for the add-ons that start after the listener (see sim
 
 # --------------------------------------------------------------------------- the simulator
 
+
 @dataclass
 class Deployment:
     name: str
@@ -88,9 +89,14 @@ class Deployment:
     itl_ms: float
 
     def config(self) -> dict:
-        return {"model": "gpt-4o", "latency": {"timeToFirstTokenMs": {"mean": self.ttft_ms, "stdDev": 0},
-                                               "interTokenMs": {"mean": self.itl_ms, "stdDev": 0},
-                                               "requestMs": {"mean": 100, "stdDev": 0}}}
+        return {
+            "model": "gpt-4o",
+            "latency": {
+                "timeToFirstTokenMs": {"mean": self.ttft_ms, "stdDev": 0},
+                "interTokenMs": {"mean": self.itl_ms, "stdDev": 0},
+                "requestMs": {"mean": 100, "stdDev": 0},
+            },
+        }
 
     def total_ms(self, tokens: int) -> float:
         """When the last of `tokens` tokens is due, counted from the request's arrival."""
@@ -117,10 +123,14 @@ def simulator(deployments: list[Deployment], extra_args: list[str], workers: int
         tmp = Path(folder)
         config_path = tmp / "deployments.json"
         config_path.write_text(json.dumps({d.name: d.config() for d in deployments}))
-        env = {"SIMULATOR_API_KEY": secrets.token_hex(16), "OPENAI_DEPLOYMENT_CONFIG_PATH": str(config_path),
-               "RECORDING_DIR": str(tmp / "recordings"),
-               # Natural answers far longer than max_tokens, so the limit sets every length.
-               "SIMULATOR_COMPLETION_TOKENS_MEAN": "10000", "SIMULATOR_COMPLETION_TOKENS_STD_DEV": "0"}
+        env = {
+            "SIMULATOR_API_KEY": secrets.token_hex(16),
+            "OPENAI_DEPLOYMENT_CONFIG_PATH": str(config_path),
+            "RECORDING_DIR": str(tmp / "recordings"),
+            # Natural answers far longer than max_tokens, so the limit sets every length.
+            "SIMULATOR_COMPLETION_TOKENS_MEAN": "10000",
+            "SIMULATOR_COMPLETION_TOKENS_STD_DEV": "0",
+        }
         if workers > 1:
             sim = simulator_process.start_workers(workers, cwd=tmp, env=env, extra_args=extra_args)
             banner = simulator_process.WORKERS_BANNER
@@ -132,16 +142,21 @@ def simulator(deployments: list[Deployment], extra_args: list[str], workers: int
             yield sim
         finally:
             if not sim.alive():
-                print(f"\nmitmdump exited with {sim.process.returncode} during the benchmark; its log ends:\n"
-                      + sim.log(tail=30), file=sys.stderr)
+                print(
+                    f"\nmitmdump exited with {sim.process.returncode} during the benchmark; its log ends:\n"
+                    + sim.log(tail=30),
+                    file=sys.stderr,
+                )
             sim.stop()
 
 
 # --------------------------------------------------------------------------- the client
 
+
 @dataclass
 class Outcome:
     """What one request saw; times are time.perf_counter() values."""
+
     sent: float = 0.0
     status: int = 0
     ended: float = 0.0
@@ -153,16 +168,30 @@ class Outcome:
 def request_bytes(sim: Simulator, deployment: str, max_tokens: int, stream: bool, api: str = "chat") -> bytes:
     if api == "responses":
         path = "/openai/v1/responses"
-        body = json.dumps({"model": deployment, "input": "Tell me a long story.", "max_output_tokens": max_tokens,
-                           "store": False, "stream": stream}).encode()
+        body = json.dumps(
+            {
+                "model": deployment,
+                "input": "Tell me a long story.",
+                "max_output_tokens": max_tokens,
+                "store": False,
+                "stream": stream,
+            }
+        ).encode()
     else:
         path = f"/openai/deployments/{deployment}/chat/completions?api-version={API_VERSION}"
-        body = json.dumps({"messages": [{"role": "user", "content": "Tell me a long story."}],
-                           "max_tokens": max_tokens, "stream": stream}).encode()
-    head = (f"POST {path} HTTP/1.1\r\n"
-            f"host: 127.0.0.1:{sim.port}\r\napi-key: {sim.key}\r\ncontent-type: application/json\r\n"
-            f"accept: {'text/event-stream' if stream else 'application/json'}\r\n"
-            f"content-length: {len(body)}\r\n\r\n")
+        body = json.dumps(
+            {
+                "messages": [{"role": "user", "content": "Tell me a long story."}],
+                "max_tokens": max_tokens,
+                "stream": stream,
+            }
+        ).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\n"
+        f"host: 127.0.0.1:{sim.port}\r\napi-key: {sim.key}\r\ncontent-type: application/json\r\n"
+        f"accept: {'text/event-stream' if stream else 'application/json'}\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    )
     return head.encode() + body
 
 
@@ -261,7 +290,7 @@ class ResponseReader(asyncio.Protocol):
                 end = self.head.find(b"\r\n\r\n")
                 if end < 0:
                     return
-                data = bytes(self.head[end + 4:])
+                data = bytes(self.head[end + 4 :])
                 self.scanner = self._start(bytes(self.head[:end]))
             self.scanner.feed(data, now)
         except (ValueError, IndexError) as e:
@@ -324,7 +353,7 @@ async def open_connections(sim: Simulator, outcomes: list[Outcome], stream: bool
 
     readers: list[ResponseReader] = []
     for first in range(0, len(outcomes), CONNECT_BATCH):
-        batch = outcomes[first:first + CONNECT_BATCH]
+        batch = outcomes[first : first + CONNECT_BATCH]
         readers += [r for r in await asyncio.gather(*(connect(o) for o in batch)) if r is not None]
         await asyncio.sleep(CONNECT_PAUSE_S)
     return readers
@@ -341,8 +370,7 @@ async def wait_idle(sim: Simulator, timeout: float = 30.0) -> None:
             return
 
 
-async def fire(sim: Simulator, count: int, request: bytes, stream: bool,
-               timeout: float) -> tuple[list[Outcome], Load]:
+async def fire(sim: Simulator, count: int, request: bytes, stream: bool, timeout: float) -> tuple[list[Outcome], Load]:
     """Open `count` connections, then write one request on each back to back and read all
     answers; the load is measured from the first request written to the last answer read."""
     outcomes = [Outcome() for _ in range(count)]
@@ -362,8 +390,9 @@ async def fire(sim: Simulator, count: int, request: bytes, stream: bool,
     return outcomes, load
 
 
-async def keep_busy(sim: Simulator, count: int, request: bytes, stream: bool, ramp: float,
-                    window: float) -> tuple[list[Outcome], Load]:
+async def keep_busy(
+    sim: Simulator, count: int, request: bytes, stream: bool, ramp: float, window: float
+) -> tuple[list[Outcome], Load]:
     """Steady load, as a load tool keeps it: `count` clients, started evenly over `ramp`
     seconds, each sending its next request as soon as its last answer ended, so `count`
     requests are in flight at any time. Only requests sent in the `window` seconds after
@@ -401,6 +430,7 @@ async def keep_busy(sim: Simulator, count: int, request: bytes, stream: bool, ra
 
 
 # --------------------------------------------------------------------------- figures
+
 
 def percentile(values: list[float], p: float) -> float:
     """Linear interpolation between closest ranks; `values` need not be sorted."""
@@ -444,8 +474,9 @@ def machine_busy_seconds() -> float:
 def listen_overflows() -> int:
     """Times a full accept queue dropped a connection, machine-wide (Linux TcpExt counter)."""
     try:
-        names, values = [line.split() for line in Path("/proc/net/netstat").read_text().splitlines()
-                         if line.startswith("TcpExt:")][:2]
+        names, values = [
+            line.split() for line in Path("/proc/net/netstat").read_text().splitlines() if line.startswith("TcpExt:")
+        ][:2]
         return int(values[names.index("ListenOverflows")])
     except (OSError, ValueError, IndexError):
         return 0
@@ -454,6 +485,7 @@ def listen_overflows() -> int:
 @dataclass
 class Load:
     """CPU seconds used over a run by this client, mitmdump and the whole machine."""
+
     wall: float
     client: float
     server: float
@@ -463,9 +495,12 @@ class Load:
     def line(self) -> str:
         def pct(seconds: float) -> str:
             return f"{seconds / self.wall * 100:.0f} %"
+
         others = max(0.0, self.machine - self.client - self.server)
-        text = (f"CPU (% of one core): client {pct(self.client)}, mitmdump {pct(self.server)}, "
-                f"other processes {pct(others)}")
+        text = (
+            f"CPU (% of one core): client {pct(self.client)}, mitmdump {pct(self.server)}, "
+            f"other processes {pct(others)}"
+        )
         if self.overflows:
             text += f"; accept-queue overflows {self.overflows}"
         if self.server / self.wall > SATURATED:
@@ -485,16 +520,29 @@ class LoadSnapshot:
 
     @classmethod
     def take(cls, sim: Simulator) -> LoadSnapshot:
-        return cls(time.perf_counter(), time.process_time(), cpu_seconds(sim), machine_busy_seconds(),
-                   listen_overflows())
+        return cls(
+            time.perf_counter(), time.process_time(), cpu_seconds(sim), machine_busy_seconds(), listen_overflows()
+        )
 
     def until(self, later: LoadSnapshot) -> Load:
-        return Load(later.wall - self.wall, later.client - self.client, later.server - self.server,
-                    later.machine - self.machine, later.overflows - self.overflows)
+        return Load(
+            later.wall - self.wall,
+            later.client - self.client,
+            later.server - self.server,
+            later.machine - self.machine,
+            later.overflows - self.overflows,
+        )
 
 
-async def bench_streams(sim: Simulator, deployment: Deployment, count: int, max_tokens: int,
-                        tolerance: float, steady: bool, api: str = "chat") -> str:
+async def bench_streams(
+    sim: Simulator,
+    deployment: Deployment,
+    count: int,
+    max_tokens: int,
+    tolerance: float,
+    steady: bool,
+    api: str = "chat",
+) -> str:
     """Run `count` concurrent streams of `api`, all started together (a burst) or kept in flight
     (steady load), print their figures, and return a one-line summary."""
     request = request_bytes(sim, deployment.name, max_tokens, stream=True, api=api)
@@ -509,90 +557,135 @@ async def bench_streams(sim: Simulator, deployment: Deployment, count: int, max_
     good = [o for o in outcomes if o.error is None]
     ttft = [(o.content[0] - o.sent) * 1000 for o in good]
     itl = [(o.content[-1] - o.content[0]) * 1000 / (len(o.content) - 1) for o in good if len(o.content) > 1]
-    gaps = [(b - a) * 1000 for o in good for a, b in zip(o.content, o.content[1:])]
+    gaps = [(b - a) * 1000 for o in good for a, b in zip(o.content, o.content[1:], strict=False)]
     last = [(o.content[-1] - o.sent) * 1000 for o in good]
-    sent_spread = (max(o.sent for o in outcomes if o.sent) - min(o.sent for o in outcomes if o.sent)) * 1000 \
-        if any(o.sent for o in outcomes) else 0.0
+    sent_spread = (
+        (max(o.sent for o in outcomes if o.sent) - min(o.sent for o in outcomes if o.sent)) * 1000
+        if any(o.sent for o in outcomes)
+        else 0.0
+    )
     pattern = "steady" if steady else "burst"
     if steady:
-        print(f"\n== {api}: {count} streams kept in flight (steady load: started over {duration:.1f} s, then each "
-              f"client asks again as soon as its stream ends; {len(outcomes)} streams sent in the "
-              f"{2 * duration:.1f} s after that counted), max_tokens {max_tokens} "
-              f"(configured TTFT {deployment.ttft_ms:g} ms, ITL {deployment.itl_ms:g} ms)")
+        print(
+            f"\n== {api}: {count} streams kept in flight (steady load: started over {duration:.1f} s, then each "
+            f"client asks again as soon as its stream ends; {len(outcomes)} streams sent in the "
+            f"{2 * duration:.1f} s after that counted), max_tokens {max_tokens} "
+            f"(configured TTFT {deployment.ttft_ms:g} ms, ITL {deployment.itl_ms:g} ms)"
+        )
     else:
-        print(f"\n== {api}: {count} concurrent streams started together (burst), max_tokens {max_tokens} "
-              f"(configured TTFT {deployment.ttft_ms:g} ms, ITL {deployment.itl_ms:g} ms)")
-    print(f"  TTFT ms   p50 {percentile(ttft, 50):7.1f}  p90 {percentile(ttft, 90):7.1f}  "
-          f"p99 {percentile(ttft, 99):7.1f}  mean {mean(ttft):7.1f}  max {max(ttft, default=float('nan')):7.1f}"
-          f"   p50 vs configured {deviation(percentile(ttft, 50), deployment.ttft_ms)}")
-    print(f"  ITL ms    mean {mean(itl):6.2f}  p99 (per-stream mean) {percentile(itl, 99):6.2f}  "
-          f"p99 (single gaps) {percentile(gaps, 99):6.2f}   mean vs configured "
-          f"{deviation(mean(itl), deployment.itl_ms)}")
-    print(f"  last token ms  p50 {percentile(last, 50):7.1f}  p99 {percentile(last, 99):7.1f}  "
-          f"(configured {deployment.total_ms(max_tokens):g})")
+        print(
+            f"\n== {api}: {count} concurrent streams started together (burst), max_tokens {max_tokens} "
+            f"(configured TTFT {deployment.ttft_ms:g} ms, ITL {deployment.itl_ms:g} ms)"
+        )
+    print(
+        f"  TTFT ms   p50 {percentile(ttft, 50):7.1f}  p90 {percentile(ttft, 90):7.1f}  "
+        f"p99 {percentile(ttft, 99):7.1f}  mean {mean(ttft):7.1f}  max {max(ttft, default=float('nan')):7.1f}"
+        f"   p50 vs configured {deviation(percentile(ttft, 50), deployment.ttft_ms)}"
+    )
+    print(
+        f"  ITL ms    mean {mean(itl):6.2f}  p99 (per-stream mean) {percentile(itl, 99):6.2f}  "
+        f"p99 (single gaps) {percentile(gaps, 99):6.2f}   mean vs configured "
+        f"{deviation(mean(itl), deployment.itl_ms)}"
+    )
+    print(
+        f"  last token ms  p50 {percentile(last, 50):7.1f}  p99 {percentile(last, 99):7.1f}  "
+        f"(configured {deployment.total_ms(max_tokens):g})"
+    )
     spread = "" if steady else f" (requests written within {sent_spread:.1f} ms)"
     print(f"  wall {load.wall:.2f} s{spread}   errors {error_summary(outcomes)}")
     print(f"  {load.line()}")
     if steady and outcomes:
         # Over a steady window the streams started and finished balance: CPU per stream in all.
-        print(f"  mitmdump CPU per stream {load.server / len(outcomes) * 1000:.2f} ms "
-              f"({max_tokens} tokens; start, frames and finish)")
-    within = bool(ttft) and bool(itl) and \
-        abs(percentile(ttft, 50) / deployment.ttft_ms - 1) <= tolerance and \
-        abs(mean(itl) / deployment.itl_ms - 1) <= tolerance and len(good) == len(outcomes)
+        print(
+            f"  mitmdump CPU per stream {load.server / len(outcomes) * 1000:.2f} ms "
+            f"({max_tokens} tokens; start, frames and finish)"
+        )
+    within = (
+        bool(ttft)
+        and bool(itl)
+        and abs(percentile(ttft, 50) / deployment.ttft_ms - 1) <= tolerance
+        and abs(mean(itl) / deployment.itl_ms - 1) <= tolerance
+        and len(good) == len(outcomes)
+    )
     print(f"  TTFT p50 and ITL mean within {tolerance * 100:g} % with zero errors: {'yes' if within else 'NO'}")
-    return (f"{api:9s} {count:5d} streams {pattern:6s} TTFT p50 {percentile(ttft, 50):7.1f} ms "
-            f"({deviation(percentile(ttft, 50), deployment.ttft_ms)}), ITL mean {mean(itl):5.2f} ms "
-            f"({deviation(mean(itl), deployment.itl_ms)}), errors {len(outcomes) - len(good)}, "
-            f"mitmdump CPU {load.server / load.wall * 100:.0f} %: {'ok' if within else 'NOT within'}")
+    return (
+        f"{api:9s} {count:5d} streams {pattern:6s} TTFT p50 {percentile(ttft, 50):7.1f} ms "
+        f"({deviation(percentile(ttft, 50), deployment.ttft_ms)}), ITL mean {mean(itl):5.2f} ms "
+        f"({deviation(mean(itl), deployment.itl_ms)}), errors {len(outcomes) - len(good)}, "
+        f"mitmdump CPU {load.server / load.wall * 100:.0f} %: {'ok' if within else 'NOT within'}"
+    )
 
 
-async def bench_plain(sim: Simulator, deployment: Deployment, count: int, max_tokens: int,
-                      tolerance: float) -> str:
+async def bench_plain(sim: Simulator, deployment: Deployment, count: int, max_tokens: int, tolerance: float) -> str:
     """Run `count` concurrent non-streamed requests, print their figures, and return a summary."""
     request = request_bytes(sim, deployment.name, max_tokens, stream=False)
     expected = deployment.total_ms(max_tokens)
     outcomes, load = await fire(sim, count, request, False, expected / 1000 + 60)
     latency = [(o.ended - o.sent) * 1000 for o in outcomes if o.error is None]
-    print(f"\n== {count} concurrent non-streamed requests, max_tokens {max_tokens} "
-          f"(configured {deployment.ttft_ms:g} + {deployment.itl_ms:g} * {max_tokens - 1} = {expected:g} ms)")
-    print(f"  latency ms  mean {mean(latency):7.1f}  p50 {percentile(latency, 50):7.1f}  "
-          f"p99 {percentile(latency, 99):7.1f}  max {max(latency, default=float('nan')):7.1f}"
-          f"   mean vs configured {deviation(mean(latency), expected)}")
+    print(
+        f"\n== {count} concurrent non-streamed requests, max_tokens {max_tokens} "
+        f"(configured {deployment.ttft_ms:g} + {deployment.itl_ms:g} * {max_tokens - 1} = {expected:g} ms)"
+    )
+    print(
+        f"  latency ms  mean {mean(latency):7.1f}  p50 {percentile(latency, 50):7.1f}  "
+        f"p99 {percentile(latency, 99):7.1f}  max {max(latency, default=float('nan')):7.1f}"
+        f"   mean vs configured {deviation(mean(latency), expected)}"
+    )
     print(f"  wall {load.wall:.2f} s   errors {error_summary(outcomes)}")
     print(f"  {load.line()}")
     within = bool(latency) and abs(mean(latency) / expected - 1) <= tolerance and len(latency) == count
     print(f"  mean within {tolerance * 100:g} % with zero errors: {'yes' if within else 'NO'}")
-    return (f"{count:5d} non-streamed  latency mean {mean(latency):7.1f} ms of {expected:g} "
-            f"({deviation(mean(latency), expected)}), errors {count - len(latency)}: "
-            f"{'ok' if within else 'NOT within'}")
+    return (
+        f"{count:5d} non-streamed  latency mean {mean(latency):7.1f} ms of {expected:g} "
+        f"({deviation(mean(latency), expected)}), errors {count - len(latency)}: "
+        f"{'ok' if within else 'NOT within'}"
+    )
 
 
 # --------------------------------------------------------------------------- main
 
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--streams", default="200,500",
-                   help="concurrency levels of the streamed runs, comma-separated (e.g. 200,500,1000)")
-    p.add_argument("--patterns", default="steady,burst",
-                   help="how the streams start: 'steady' keeps that many in flight as a load tool does "
-                        "(started over one stream's duration, each client asking again when its stream ends); "
-                        "'burst' starts them all at the same instant")
-    p.add_argument("--apis", default="chat,responses",
-                   help="which streams to measure: chat (chat completions), responses (the Responses API) or both")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--streams",
+        default="200,500",
+        help="concurrency levels of the streamed runs, comma-separated (e.g. 200,500,1000)",
+    )
+    p.add_argument(
+        "--patterns",
+        default="steady,burst",
+        help="how the streams start: 'steady' keeps that many in flight as a load tool does "
+        "(started over one stream's duration, each client asking again when its stream ends); "
+        "'burst' starts them all at the same instant",
+    )
+    p.add_argument(
+        "--apis",
+        default="chat,responses",
+        help="which streams to measure: chat (chat completions), responses (the Responses API) or both",
+    )
     p.add_argument("--nonstreamed", type=int, default=200, help="concurrent non-streamed requests; 0 skips")
     p.add_argument("--max-tokens", type=int, default=100, help="max_tokens of every request")
     p.add_argument("--ttft-ms", type=float, default=300, help="TTFT of the streamed deployment")
     p.add_argument("--itl-ms", type=float, default=20, help="inter-token latency of the streamed deployment")
-    p.add_argument("--total-ms", type=float, default=1000,
-                   help="total latency of a second deployment for the non-streamed run "
-                        "(its TTFT is chosen so TTFT + ITL * (max_tokens - 1) equals this)")
+    p.add_argument(
+        "--total-ms",
+        type=float,
+        default=1000,
+        help="total latency of a second deployment for the non-streamed run "
+        "(its TTFT is chosen so TTFT + ITL * (max_tokens - 1) equals this)",
+    )
     p.add_argument("--total-itl-ms", type=float, default=8, help="inter-token latency of that second deployment")
     p.add_argument("--tolerance", type=float, default=5, help="accepted deviation, %%")
     p.add_argument("--mitmdump-args", default="", help="extra mitmdump arguments, e.g. '-q'")
-    p.add_argument("--workers", type=int, default=1,
-                   help="simulator processes behind HAProxy (scripts/workers.py); 1: one mitmdump, no balancer")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="simulator processes behind HAProxy (scripts/workers.py); 1: one mitmdump, no balancer",
+    )
     args = p.parse_args(argv)
     args.stream_counts = [int(s) for s in args.streams.split(",") if s.strip()]
     args.patterns = [s.strip() for s in args.patterns.split(",") if s.strip()]
@@ -615,8 +708,12 @@ async def run(args: argparse.Namespace, sim: Simulator, paced: Deployment, total
         await fire(sim, 4, request_bytes(sim, paced.name, args.max_tokens, True, api), True, 60)
     if args.nonstreamed:
         await fire(sim, 4, request_bytes(sim, total.name, args.max_tokens, False), False, 60)
-    summary = [await bench_streams(sim, paced, count, args.max_tokens, tolerance, pattern == "steady", api)
-               for api in args.apis for pattern in args.patterns for count in args.stream_counts]
+    summary = [
+        await bench_streams(sim, paced, count, args.max_tokens, tolerance, pattern == "steady", api)
+        for api in args.apis
+        for pattern in args.patterns
+        for count in args.stream_counts
+    ]
     if args.nonstreamed:
         summary.append(await bench_plain(sim, total, args.nonstreamed, args.max_tokens, tolerance))
         summary.append(await bench_plain(sim, paced, args.nonstreamed, args.max_tokens, tolerance))
@@ -630,8 +727,9 @@ def main(argv: list[str] | None = None) -> int:
     paced = Deployment("paced", args.ttft_ms, args.itl_ms)
     total = Deployment("total", args.total_ms - args.total_itl_ms * (args.max_tokens - 1), args.total_itl_ms)
     print(machine_line())
-    with simulator([paced, total] if args.nonstreamed else [paced], shlex.split(args.mitmdump_args),
-                   args.workers) as sim:
+    with simulator(
+        [paced, total] if args.nonstreamed else [paced], shlex.split(args.mitmdump_args), args.workers
+    ) as sim:
         what = f"{args.workers} workers behind HAProxy" if args.workers > 1 else "mitmdump"
         print(f"simulator: {what} on 127.0.0.1:{sim.port} (pid {sim.process.pid})")
         asyncio.run(run(args, sim, paced, total))

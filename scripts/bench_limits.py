@@ -64,6 +64,7 @@ PTU_MAX_TOKENS = 50  # small requests: one more or less moves a minute's figure 
 
 # --- 1. the limiter's own cost ------------------------------------------------------------
 
+
 def limiter_cost(per_deployment: int = 200, build_429s: bool = True, log_429s: bool = True) -> dict[str, float]:
     """The Limits stage's hooks on distinct routed requests, 2,000 per (simulated) second over
     100 deployments: each deployment gets 200 requests in 10 s against 60 allowed, so most
@@ -72,16 +73,18 @@ def limiter_cost(per_deployment: int = 200, build_429s: bool = True, log_429s: b
     with `log_429s`, each refusal's log line is formatted as under mitmdump."""
     import logging
 
+    from mitmproxy.test import tflow
+
     from aoai.openai import catalogue
     from aoai.runtime import limits
     from aoai.runtime.config import Deployment, SimulatorConfig
     from aoai.stages import checks, ratelimit, routing
     from aoai.stages.ratelimit import Limits
-    from mitmproxy.test import tflow
 
     model = catalogue.MODELS["gpt-4o"]
-    config = SimulatorConfig(api_key=API_KEY, deployments={
-        f"d{i}": Deployment(f"d{i}", model, tokens_per_minute=TPM) for i in range(100)})
+    config = SimulatorConfig(
+        api_key=API_KEY, deployments={f"d{i}": Deployment(f"d{i}", model, tokens_per_minute=TPM) for i in range(100)}
+    )
     clock = [0.0]
     stage = Limits(config, limits.Limiter(limits.MemoryWindows(), clock=lambda: clock[0]))
     flows = []
@@ -90,12 +93,13 @@ def limiter_cost(per_deployment: int = 200, build_429s: bool = True, log_429s: b
         f.request.method = "POST"
         f.request.path = f"/openai/deployments/d{i % 100}/chat/completions?api-version={API_VERSION}"
         f.request.headers["content-type"] = "application/json"
-        f.request.content = json.dumps({"messages": [{"role": "user", "content": f"Question {i}?"}],
-                                        "max_tokens": MAX_TOKENS}).encode()
+        f.request.content = json.dumps(
+            {"messages": [{"role": "user", "content": f"Question {i}?"}], "max_tokens": MAX_TOKENS}
+        ).encode()
         assert checks.check(routing.resolve(f, config)) is None
         flows.append(f)
     logger = logging.getLogger("aoai.stages.ratelimit")
-    handler = logging.StreamHandler(open(os.devnull, "w"))
+    handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115
     handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO if log_429s else logging.WARNING)
@@ -125,9 +129,15 @@ def limiter_cost(per_deployment: int = 200, build_429s: bool = True, log_429s: b
         logger.removeHandler(handler)
         logger.propagate = True
     every = sorted(admitted + refused)
-    return {"mean": statistics.fmean(every) / 1000, "p50": every[len(every) // 2] / 1000,
-            "p99": every[int(len(every) * 0.99)] / 1000, "n": len(every), "throttled": len(refused) / len(every),
-            "admitted": statistics.fmean(admitted) / 1000, "refused": statistics.fmean(refused) / 1000}
+    return {
+        "mean": statistics.fmean(every) / 1000,
+        "p50": every[len(every) // 2] / 1000,
+        "p99": every[int(len(every) * 0.99)] / 1000,
+        "n": len(every),
+        "throttled": len(refused) / len(every),
+        "admitted": statistics.fmean(admitted) / 1000,
+        "refused": statistics.fmean(refused) / 1000,
+    }
 
 
 async def redis_cost(url: str, n: int = 3000) -> float:
@@ -146,6 +156,7 @@ async def redis_cost(url: str, n: int = 3000) -> float:
 
 # --- 2, 3. holding a deployment above its quota ---------------------------------------------
 
+
 @dataclass
 class Run:
     accepted: list[tuple[float, int]] = field(default_factory=list)  # (decided, seconds from start; cost)
@@ -155,14 +166,24 @@ class Run:
     started: float = 0.0
 
 
-async def client_loop(index: int, urls: list[str], run: Run, until: float, turn: list[int],
-                      http: httpx.AsyncClient, max_tokens: int = MAX_TOKENS, output_weight: float = 1) -> None:
+async def client_loop(
+    index: int,
+    urls: list[str],
+    run: Run,
+    until: float,
+    turn: list[int],
+    http: httpx.AsyncClient,
+    max_tokens: int = MAX_TOKENS,
+    output_weight: float = 1,
+) -> None:
     n = 0
     while time.monotonic() < until:
         n += 1
         # Each request its own text, as real traffic: the simulator tells retries apart by body.
-        body = {"messages": [{"role": "user", "content": f"Client {index}, question {n}: count to ten."}],
-                "max_tokens": max_tokens}
+        body = {
+            "messages": [{"role": "user", "content": f"Client {index}, question {n}: count to ten."}],
+            "max_tokens": max_tokens,
+        }
         while time.monotonic() < until:
             turn[0] += 1
             url = urls[turn[0] % len(urls)]  # round robin, as a load balancer
@@ -187,8 +208,15 @@ async def client_loop(index: int, urls: list[str], run: Run, until: float, turn:
             break
 
 
-async def hold_above_quota(sims: list[str], clients: int, seconds: float, clock, deployment: str = DEPLOYMENT,
-                           max_tokens: int = MAX_TOKENS, output_weight: float = 1) -> Run:
+async def hold_above_quota(
+    sims: list[str],
+    clients: int,
+    seconds: float,
+    clock,
+    deployment: str = DEPLOYMENT,
+    max_tokens: int = MAX_TOKENS,
+    output_weight: float = 1,
+) -> Run:
     """`clock` is the windows' clock (monotonic in memory, wall time for Redis), in which the
     simulator stamps its decisions."""
     urls = [f"{s}/openai/deployments/{deployment}/chat/completions?api-version={API_VERSION}" for s in sims]
@@ -197,8 +225,9 @@ async def hold_above_quota(sims: list[str], clients: int, seconds: float, clock,
     limits_ = httpx.Limits(max_connections=clients * 2, max_keepalive_connections=clients * 2)
     async with httpx.AsyncClient(headers={"api-key": API_KEY}, limits=limits_, timeout=30) as http:
         turn = [0]
-        await asyncio.gather(*(client_loop(i, urls, run, until, turn, http, max_tokens, output_weight)
-                               for i in range(clients)))
+        await asyncio.gather(
+            *(client_loop(i, urls, run, until, turn, http, max_tokens, output_weight) for i in range(clients))
+        )
     return run
 
 
@@ -228,16 +257,25 @@ def report(label: str, run: Run, seconds: float, sims: list[str], request_limit:
     took = sorted(run.response_times)
     print(f"\n{label}")
     tokens = sum(c for _, c in accepted)
-    print(f"  {len(took)} requests, {len(accepted)} accepted ({tokens} tokens) in {seconds:.0f} s; "
-          f"429s {', '.join(f'{k} {v}' for k, v in sorted(throttled.items())) or 'none'}; errors {run.errors}; "
-          f"early retries counted {early}")
+    print(
+        f"  {len(took)} requests, {len(accepted)} accepted ({tokens} tokens) in {seconds:.0f} s; "
+        f"429s {', '.join(f'{k} {v}' for k, v in sorted(throttled.items())) or 'none'}; errors {run.errors}; "
+        f"early retries counted {early}"
+    )
     print(f"  response time p50 {took[len(took) // 2] * 1000:.0f} ms, p99 {took[int(len(took) * 0.99)] * 1000:.0f} ms")
-    print("  tokens accepted per minute: " + ", ".join(f"{m} ({(m - TPM) / TPM:+.2%})" for m in minutes)
-          + f" against {TPM}: {'OK' if ok_tokens else 'OUT OF ±2 %'}")
-    print(f"  any 60 s window (every 0.5 s, {len(sliding)} windows): least {min(sliding)}, most {max(sliding)} "
-          f"(acceptance comes in bursts of the request window; a window that cuts one reads low)")
-    print(f"  most requests accepted in any {window:g} s window: {most_requests} against {request_limit}: "
-          f"{'OK' if ok_requests else 'ABOVE THE LIMIT'}")
+    print(
+        "  tokens accepted per minute: "
+        + ", ".join(f"{m} ({(m - TPM) / TPM:+.2%})" for m in minutes)
+        + f" against {TPM}: {'OK' if ok_tokens else 'OUT OF ±2 %'}"
+    )
+    print(
+        f"  any 60 s window (every 0.5 s, {len(sliding)} windows): least {min(sliding)}, most {max(sliding)} "
+        f"(acceptance comes in bursts of the request window; a window that cuts one reads low)"
+    )
+    print(
+        f"  most requests accepted in any {window:g} s window: {most_requests} against {request_limit}: "
+        f"{'OK' if ok_requests else 'ABOVE THE LIMIT'}"
+    )
     return ok_tokens and ok_requests and max(sliding) <= TPM * (1 + TOLERANCE)
 
 
@@ -260,23 +298,30 @@ def report_ptu(label: str, run: Run, seconds: float, warmup: float, sims: list[s
     ok = abs(per_minute - capacity) <= capacity * TOLERANCE
     took = sorted(run.response_times)
     print(f"\n{label}")
-    print(f"  {len(took)} requests, {len(accepted)} admitted; 429s {throttled}; errors {run.errors}; "
-          f"early retries counted {early}")
+    print(
+        f"  {len(took)} requests, {len(accepted)} admitted; 429s {throttled}; errors {run.errors}; "
+        f"early retries counted {early}"
+    )
     print(f"  warm-up {warmup:.0f} s: {burst} tokens admitted (the free bucket, {capacity:.0f}, and the drain)")
-    print(f"  measured {span:.0f} s: {len(measured)} requests, {sum(c for _, c in measured)} tokens, "
-          f"{per_minute:,.0f} per minute against a capacity of {capacity:,.0f} "
-          f"({(per_minute - capacity) / capacity:+.2%}): {'OK' if ok else 'OUT OF ±2 %'}")
+    print(
+        f"  measured {span:.0f} s: {len(measured)} requests, {sum(c for _, c in measured)} tokens, "
+        f"{per_minute:,.0f} per minute against a capacity of {capacity:,.0f} "
+        f"({(per_minute - capacity) / capacity:+.2%}): {'OK' if ok else 'OUT OF ±2 %'}"
+    )
     if sliding:
-        print(f"  any 60 s window after the warm-up (every 0.5 s, {len(sliding)} windows): least {min(sliding)} "
-              f"({(min(sliding) - capacity) / capacity:+.2%}), most {max(sliding)} "
-              f"({(max(sliding) - capacity) / capacity:+.2%})")
+        print(
+            f"  any 60 s window after the warm-up (every 0.5 s, {len(sliding)} windows): least {min(sliding)} "
+            f"({(min(sliding) - capacity) / capacity:+.2%}), most {max(sliding)} "
+            f"({(max(sliding) - capacity) / capacity:+.2%})"
+        )
     return ok
 
 
 def start_sim(folder: Path, env: dict[str, str]) -> Process:
     """A simulator with the probe that stamps decisions; not waited for, so several start at once."""
-    return simulator_process.start([SIMULATOR, PROBE], cwd=folder,
-                                   env={"SIMULATOR_API_KEY": API_KEY, "SIMULATOR_LATENCY": "false", **env})
+    return simulator_process.start(
+        [SIMULATOR, PROBE], cwd=folder, env={"SIMULATOR_API_KEY": API_KEY, "SIMULATOR_LATENCY": "false", **env}
+    )
 
 
 def wait_ready(sim: Process) -> None:
@@ -293,8 +338,11 @@ def main() -> int:
     parser.add_argument("--no-redis", action="store_true", help="skip the two-replica runs")
     parser.add_argument("--ptu-seconds", type=float, default=90, help="measured length of each PTU run")
     parser.add_argument("--ptu-warmup", type=float, default=10, help="seconds before the PTU measurement starts")
-    parser.add_argument("--cases", default="cost,tpm,ptu",
-                        help="which parts to run, comma-separated: cost (the limiter's own), tpm, ptu")
+    parser.add_argument(
+        "--cases",
+        default="cost,tpm,ptu",
+        help="which parts to run, comma-separated: cost (the limiter's own), tpm, ptu",
+    )
     args = parser.parse_args()
     seconds = max(60.0, args.seconds)
     cases = {c.strip() for c in args.cases.split(",") if c.strip()}
@@ -305,9 +353,14 @@ def main() -> int:
     redis = None if args.no_redis else start_redis()
     folder = Path(tempfile.mkdtemp(prefix="bench-limits-"))
     deployments = folder / "deployments.json"
-    deployments.write_text(json.dumps({
-        DEPLOYMENT: {"model": "gpt-4o", "tokensPerMinute": TPM},
-        PTU_DEPLOYMENT: {"model": PTU_MODEL, "sku": "ProvisionedManaged", "ptu": PTUS}}))
+    deployments.write_text(
+        json.dumps(
+            {
+                DEPLOYMENT: {"model": "gpt-4o", "tokensPerMinute": TPM},
+                PTU_DEPLOYMENT: {"model": PTU_MODEL, "sku": "ProvisionedManaged", "ptu": PTUS},
+            }
+        )
+    )
     env = {"OPENAI_DEPLOYMENT_CONFIG_PATH": str(deployments)}
     try:
         if redis is not None and "cost" in cases:
@@ -327,12 +380,17 @@ def main() -> int:
 def measure_cost() -> bool:
     print(f"\nLimiter cost per request, 100 deployments of {TPM} TPM, windows in memory (best of 3 runs):")
     ok = True
-    for label, build, logged in (("decision", False, False), ("+ 429 response objects", True, False),
-                                 ("+ each 429 logged", True, True)):
+    for label, build, logged in (
+        ("decision", False, False),
+        ("+ 429 response objects", True, False),
+        ("+ each 429 logged", True, True),
+    ):
         cost = min((limiter_cost(build_429s=build, log_429s=logged) for _ in range(3)), key=lambda c: c["mean"])
-        print(f"  {label:24} mean {cost['mean']:6.1f} µs (admitted {cost['admitted']:.1f}, refused "
-              f"{cost['refused']:.1f}), p50 {cost['p50']:.1f}, p99 {cost['p99']:.1f}; {cost['n']} requests, "
-              f"{cost['throttled']:.0%} refused")
+        print(
+            f"  {label:24} mean {cost['mean']:6.1f} µs (admitted {cost['admitted']:.1f}, refused "
+            f"{cost['refused']:.1f}), p50 {cost['p50']:.1f}, p99 {cost['p99']:.1f}; {cost['n']} requests, "
+            f"{cost['throttled']:.0%} refused"
+        )
         if label == "decision":
             ok &= cost["mean"] <= 50
             print(f"  decision within 50 µs: {'OK' if cost['mean'] <= 50 else 'NO'}")
@@ -386,22 +444,30 @@ def ptu_runs(args, folder: Path, env: dict[str, str], redis) -> bool:
     capacity = PTUS * figures.input_tpm_per_ptu
     warmup = args.ptu_warmup
     seconds = warmup + max(60.0, args.ptu_seconds)
-    what = (f"{args.clients} clients above a provisioned deployment ({PTU_MODEL}, {PTUS} PTUs: {capacity:,} a "
-            f"minute, output × {figures.output_weight:g}, max_tokens {PTU_MAX_TOKENS}) for {seconds:.0f} s")
+    what = (
+        f"{args.clients} clients above a provisioned deployment ({PTU_MODEL}, {PTUS} PTUs: {capacity:,} a "
+        f"minute, output × {figures.output_weight:g}, max_tokens {PTU_MAX_TOKENS}) for {seconds:.0f} s"
+    )
 
     def load(urls: list[str], clock) -> Run:
-        return asyncio.run(hold_above_quota(urls, args.clients, seconds, clock, PTU_DEPLOYMENT, PTU_MAX_TOKENS,
-                                            figures.output_weight))
+        return asyncio.run(
+            hold_above_quota(urls, args.clients, seconds, clock, PTU_DEPLOYMENT, PTU_MAX_TOKENS, figures.output_weight)
+        )
 
     def one(url: str) -> bool:
         print(f"\nOne simulator: {what} …", flush=True)
-        return report_ptu("Provisioned, one simulator", load([url], time.monotonic), seconds, warmup, [url],
-                          capacity)
+        return report_ptu("Provisioned, one simulator", load([url], time.monotonic), seconds, warmup, [url], capacity)
 
     def two(urls: list[str]) -> bool:
         print(f"\nTwo replicas sharing Redis, round robin: {what} …", flush=True)
-        return report_ptu("Provisioned, two replicas sharing one bucket through Redis", load(urls, time.time),
-                          seconds, warmup, urls, capacity)
+        return report_ptu(
+            "Provisioned, two replicas sharing one bucket through Redis",
+            load(urls, time.time),
+            seconds,
+            warmup,
+            urls,
+            capacity,
+        )
 
     return one_then_two(env, folder, redis, args.no_redis, one, two)
 

@@ -82,9 +82,15 @@ MAX_TOKENS = 200
 
 
 def request_body(n: int | str) -> dict:
-    return {"messages": [{"role": "system", "content": SYSTEM_PROMPT},
-                         {"role": "user", "content": f"Summarise support ticket {n} in one sentence."}],
-            "model": DEPLOYMENT, "max_tokens": MAX_TOKENS, "temperature": 0.7}
+    return {
+        "messages": [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": f"Summarise support ticket {n} in one sentence."},
+        ],
+        "model": DEPLOYMENT,
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0.7,
+    }
 
 
 # The request body as text with the counter left out: what both load generators fill in.
@@ -177,12 +183,22 @@ def document(n: int) -> str:
     prompt_tokens = 38 + len(str(n)) // 2
     completion_tokens = 12 + len(answer) // 5
     return DOCUMENT.format(
-        path=PATH, api_version=API_VERSION, system=SYSTEM_PROMPT, deployment=DEPLOYMENT, max_tokens=MAX_TOKENS, n=n,
-        request_id=f"{mixed >> 32:08x}-{mixed >> 16 & 0xffff:04x}-4{mixed & 0xfff:03x}-a{n >> 16 & 0xfff:03x}-{n:012x}",
-        answer=answer, created=created, chat_id=f"B{mixed:020d}{n:08d}",
-        completion_tokens=completion_tokens, prompt_tokens=prompt_tokens,
-        total_tokens=prompt_tokens + completion_tokens, duration_ms=f"{420 + mixed % 2600 + n % 10 / 10:.1f}",
-        recorded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created)))
+        path=PATH,
+        api_version=API_VERSION,
+        system=SYSTEM_PROMPT,
+        deployment=DEPLOYMENT,
+        max_tokens=MAX_TOKENS,
+        n=n,
+        request_id=f"{mixed >> 32:08x}-{mixed >> 16 & 0xFFFF:04x}-4{mixed & 0xFFF:03x}-a{n >> 16 & 0xFFF:03x}-{n:012x}",
+        answer=answer,
+        created=created,
+        chat_id=f"B{mixed:020d}{n:08d}",
+        completion_tokens=completion_tokens,
+        prompt_tokens=prompt_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+        duration_ms=f"{420 + mixed % 2600 + n % 10 / 10:.1f}",
+        recorded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created)),
+    )
 
 
 def write_recording(folder: Path, count: int) -> Path:
@@ -210,15 +226,21 @@ def check_documents(count: int) -> None:
 
 # --- starting mitmdump -------------------------------------------------------------------
 
+
 def start(label: str, env: dict[str, str], workdir: Path, probe: int) -> tuple[Server, float]:
     """Launch mitmdump; return it and the seconds from launch until chat request `probe` was
     answered 200. Polls health every 20 ms; the probe follows at once and waits for its answer."""
-    server = simulator_process.start(SIMULATOR, cwd=workdir, label=label,
-                                     env={"SIMULATOR_API_KEY": API_KEY, "SIMULATOR_LATENCY": "false", **env})
+    server = simulator_process.start(
+        SIMULATOR, cwd=workdir, label=label, env={"SIMULATOR_API_KEY": API_KEY, "SIMULATOR_LATENCY": "false", **env}
+    )
     try:
         simulator_process.wait_ready(server, timeout=600, poll=0.02)
-        response = httpx.post(f"{server.url}{URL_PATH}", content=body_bytes(probe), timeout=600,
-                              headers={"api-key": API_KEY, "content-type": "application/json"})
+        response = httpx.post(
+            f"{server.url}{URL_PATH}",
+            content=body_bytes(probe),
+            timeout=600,
+            headers={"api-key": API_KEY, "content-type": "application/json"},
+        )
     except simulator_process.StartError as e:  # it has exited, or been stopped
         raise SystemExit(str(e)) from None
     except httpx.HTTPError as e:
@@ -239,8 +261,10 @@ def stop(server: Server) -> float:
 
 
 def start_line(label: str, seconds: float, server: Server) -> str:
-    return (f"  {label:<28} {seconds:6.2f} s   mitmdump CPU {process_cpu_seconds(server.process.pid):5.2f} s   "
-            f"peak memory {peak_memory_mib(server):4.0f} MiB")
+    return (
+        f"  {label:<28} {seconds:6.2f} s   mitmdump CPU {process_cpu_seconds(server.process.pid):5.2f} s   "
+        f"peak memory {peak_memory_mib(server):4.0f} MiB"
+    )
 
 
 def peak_memory_mib(server: Server) -> float:
@@ -257,6 +281,7 @@ def recorded_count(server: Server) -> int | None:
 
 # --- load over many keys -----------------------------------------------------------------
 
+
 def stride_for(count: int) -> int:
     """A step coprime with `count`, so position * step % count visits every interaction once
     per `count` requests, far apart in the file."""
@@ -266,7 +291,8 @@ def stride_for(count: int) -> int:
     return step
 
 
-WRK_SCRIPT = """\
+WRK_SCRIPT = (
+    """\
 wrk.method = "POST"
 wrk.headers["content-type"] = "application/json"
 wrk.headers["api-key"] = {key}
@@ -285,7 +311,9 @@ function request()
   return wrk.format(nil, {path}, nil, table.concat(out))
 end
 
-""" + WRK_SUMMARY
+"""
+    + WRK_SUMMARY
+)
 
 
 class Load:
@@ -317,11 +345,30 @@ class Load:
 
     def _wrk(self, label: str, port: int, seconds: float) -> tuple[Tally, float]:
         script = self.workdir / "replay-load.lua"
-        script.write_text(WRK_SCRIPT.format(
-            key=_lua_string(API_KEY.encode()), parts=", ".join(_lua_string(p.encode()) for p in BODY_PARTS),
-            count=self.count, stride=self.stride, start=self.position, path=_lua_string(URL_PATH.encode())))
-        command = [self.wrk, "-t", "1", "-c", str(self.connections), "-d", f"{max(1, round(seconds))}s",
-                   "--timeout", "10s", "-s", str(script), f"http://127.0.0.1:{port}{URL_PATH}"]
+        script.write_text(
+            WRK_SCRIPT.format(
+                key=_lua_string(API_KEY.encode()),
+                parts=", ".join(_lua_string(p.encode()) for p in BODY_PARTS),
+                count=self.count,
+                stride=self.stride,
+                start=self.position,
+                path=_lua_string(URL_PATH.encode()),
+            )
+        )
+        command = [
+            self.wrk,
+            "-t",
+            "1",
+            "-c",
+            str(self.connections),
+            "-d",
+            f"{max(1, round(seconds))}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}{URL_PATH}",
+        ]
         done = subprocess.run(command, check=False, capture_output=True, text=True)
         line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH ")), None)
         if done.returncode != 0 or line is None:
@@ -334,8 +381,10 @@ class Load:
         loop = asyncio.get_running_loop()
         tally = Tally()
         position = self.position
-        head = (f"POST {URL_PATH} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\napi-key: {API_KEY}\r\n"
-                f"content-type: application/json\r\n")
+        head = (
+            f"POST {URL_PATH} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\napi-key: {API_KEY}\r\n"
+            f"content-type: application/json\r\n"
+        )
 
         def next_request() -> bytes:
             nonlocal position
@@ -344,22 +393,28 @@ class Load:
             return f"{head}content-length: {len(body)}\r\n\r\n".encode() + body
 
         started = loop.time()
-        await asyncio.gather(*(keep_asking(port, next_request, started + seconds, tally)
-                               for _ in range(self.connections)))
+        await asyncio.gather(
+            *(keep_asking(port, next_request, started + seconds, tally) for _ in range(self.connections))
+        )
         return tally, loop.time() - started
 
 
 def check_answers(server: Server, samples: list[int]) -> None:
     """Replayed answers are the recorded ones, not merely 200s."""
     for n in samples:
-        response = httpx.post(f"http://127.0.0.1:{server.port}{URL_PATH}", content=body_bytes(n),
-                              headers={"api-key": API_KEY, "content-type": "application/json"}, timeout=30)
+        response = httpx.post(
+            f"http://127.0.0.1:{server.port}{URL_PATH}",
+            content=body_bytes(n),
+            headers={"api-key": API_KEY, "content-type": "application/json"},
+            timeout=30,
+        )
         content = response.json()["choices"][0]["message"]["content"]
         if content != ANSWERS[n % len(ANSWERS)].format(n=n):
             raise SystemExit(f"interaction {n}: replayed {content!r}, not the recorded answer")
 
 
 # --- the run -----------------------------------------------------------------------------
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -368,15 +423,24 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50, help="keep-alive connections (default 50)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of measured load per mode (default 10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load first (default 2)")
-    parser.add_argument("--loader", choices=("auto", "wrk", "python"), default="auto",
-                        help="load generator: wrk if installed (auto), or force one")
-    parser.add_argument("--workdir", type=Path,
-                        help="keep the recording and logs in this directory (its recordings/ folder is replaced); "
-                             "default: a temporary directory, removed at the end")
+    parser.add_argument(
+        "--loader",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="load generator: wrk if installed (auto), or force one",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="keep the recording and logs in this directory (its recordings/ folder is replaced); "
+        "default: a temporary directory, removed at the end",
+    )
     args = parser.parse_args()
     if args.interactions < 1 or args.warm_starts < 1 or args.connections < 1 or args.duration <= 0 or args.warmup < 0:
-        parser.error("--interactions, --warm-starts and --connections must be at least 1, --duration above 0, "
-                     "--warmup not negative")
+        parser.error(
+            "--interactions, --warm-starts and --connections must be at least 1, --duration above 0, "
+            "--warmup not negative"
+        )
     wrk = shutil.which("wrk") if args.loader != "python" else None
     if args.loader == "wrk" and wrk is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
@@ -386,8 +450,10 @@ def main() -> None:
     print(machine_line())
     print(f"Load average before the run: {os.getloadavg()[0]:.2f} (other work on the machine skews the figures)")
     loader = wrk_version(wrk) if wrk else "Python asyncio (raw sockets; shares the CPU with mitmdump)"
-    print(f"Load: {loader}, 1 thread, {args.connections} keep-alive connections, {args.duration:g} s after "
-          f"{args.warmup:g} s warm-up, each request for a different recorded interaction")
+    print(
+        f"Load: {loader}, 1 thread, {args.connections} keep-alive connections, {args.duration:g} s after "
+        f"{args.warmup:g} s warm-up, each request for a different recorded interaction"
+    )
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
         run(args, wrk, args.workdir.resolve())
@@ -405,8 +471,10 @@ def run(args: argparse.Namespace, wrk: str | None, workdir: Path) -> None:
     path = write_recording(folder, count)
     seconds = time.perf_counter() - started
     size = path.stat().st_size
-    print(f"\nRecording: {count:,} interactions, {size / 1e6:.1f} MB ({size / count:,.0f} bytes each) "
-          f"in {path.name}, written in {seconds:.2f} s")
+    print(
+        f"\nRecording: {count:,} interactions, {size / 1e6:.1f} MB ({size / count:,.0f} bytes each) "
+        f"in {path.name}, written in {seconds:.2f} s"
+    )
 
     replay_env = {"SIMULATOR_MODE": "replay", "RECORDING_DIR": str(folder)}
     probe = count - 1  # the first request of each start: the file's last interaction
@@ -453,9 +521,11 @@ def run(args: argparse.Namespace, wrk: str | None, workdir: Path) -> None:
         stop(generate_server)
 
     ratio = replay.rps / generate.rps if generate.rps else 0.0
-    print(f"\nratio replay/generate: {ratio:.2f} in req/s ({replay.rps:.0f} / {generate.rps:.0f}); "
-          f"{generate.cpu_ms_per_request / replay.cpu_ms_per_request:.2f} in server CPU per request "
-          f"({replay.cpu_ms_per_request:.3f} / {generate.cpu_ms_per_request:.3f} ms)")
+    print(
+        f"\nratio replay/generate: {ratio:.2f} in req/s ({replay.rps:.0f} / {generate.rps:.0f}); "
+        f"{generate.cpu_ms_per_request / replay.cpu_ms_per_request:.2f} in server CPU per request "
+        f"({replay.cpu_ms_per_request:.3f} / {generate.cpu_ms_per_request:.3f} ms)"
+    )
     print(f"start to serving, for comparison:\n{generate_start_line}")
     print(f"load average after the run: {os.getloadavg()[0]:.2f}")
     for line in notes([replay, generate]):

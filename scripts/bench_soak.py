@@ -32,13 +32,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from simulator_process import SIMULATOR
 
 sys.path.insert(0, str(simulator_process.ROOT / "tests"))
-from fake_azure import UPSTREAM_KEY, FakeAzure  # noqa: E402  (the tests' stand-in for Azure)
+from fake_azure import UPSTREAM_KEY, FakeAzure
 
 KEY = "soak-key-0123456789"
 VERSION = "2024-10-21"
 DEPLOYMENTS = {
-    "chat": {"model": "gpt-4o", "latency": {"timeToFirstTokenMs": {"mean": 50, "stdDev": 10},
-                                            "interTokenMs": {"mean": 5, "stdDev": 1}}},
+    "chat": {
+        "model": "gpt-4o",
+        "latency": {"timeToFirstTokenMs": {"mean": 50, "stdDev": 10}, "interTokenMs": {"mean": 5, "stdDev": 1}},
+    },
     "tight": {"model": "gpt-4o-mini", "tokensPerMinute": 6000, "requestsPerMinute": 600},
     "embed": {"model": "text-embedding-3-small", "latency": {"requestMs": {"mean": 20, "stdDev": 5}}},
 }
@@ -55,8 +57,11 @@ class Minute:
 
 def process_figures(pid: int) -> tuple[int, int]:
     """Resident memory (KiB) and open file descriptors of a process."""
-    rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-               if line.startswith("VmRSS:"))
+    rss = next(
+        int(line.split()[1])
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("VmRSS:")
+    )
     return rss, len(list(Path(f"/proc/{pid}/fd").iterdir()))
 
 
@@ -84,14 +89,21 @@ class Traffic:
         self.rng = random.Random(1)
 
     async def one(self, client: httpx.AsyncClient) -> None:
-        kind = self.rng.choices(["chat", "stream", "cut", "embed", "tight", "record", "down"],
-                                [30, 25, 5, 20, 10, 6, 4])[0]
+        kind = self.rng.choices(
+            ["chat", "stream", "cut", "embed", "tight", "record", "down"], [30, 25, 5, 20, 10, 6, 4]
+        )[0]
         base = self.urls[kind if kind in ("record", "down") else "generate"]
         deployment = {"embed": "embed", "tight": "tight", "record": "gpt-4o", "down": "gpt-4o"}.get(kind, "chat")
         operation = "embeddings" if kind == "embed" else "chat/completions"
-        body = {"input": f"soak {self.rng.random()}"} if kind == "embed" else {
-            "messages": [{"role": "user", "content": f"soak {self.rng.randrange(50)}"}], "max_tokens": 20,
-            "stream": kind in ("stream", "cut")}
+        body = (
+            {"input": f"soak {self.rng.random()}"}
+            if kind == "embed"
+            else {
+                "messages": [{"role": "user", "content": f"soak {self.rng.randrange(50)}"}],
+                "max_tokens": 20,
+                "stream": kind in ("stream", "cut"),
+            }
+        )
         url = f"{base}/openai/deployments/{deployment}/{operation}?api-version={VERSION}"
         minute = self.minute
         try:
@@ -131,9 +143,11 @@ async def soak(args: argparse.Namespace, generate, record, down) -> bool:
     traffic = Traffic(generate.url, record.url, down.url, args.rate)
     runner = asyncio.create_task(traffic.run(args.minutes * 60))
     baseline_at = min(5, max(1, args.minutes // 2))
-    rows, lags = [], lag_buckets(httpx.get(generate.url + "/++/metrics").text)
-    print(f"{'minute':>6} {'RSS MiB':>8} {'fds':>5} {'loop lag p99':>13} {'requests':>9} {'429s':>6} "
-          f"{'injected':>9} {'unexpected':>11}")
+    rows, lags = [], lag_buckets(httpx.get(generate.url + "/++/metrics").text)  # noqa: ASYNC210 (before the load)
+    print(
+        f"{'minute':>6} {'RSS MiB':>8} {'fds':>5} {'loop lag p99':>13} {'requests':>9} {'429s':>6} "
+        f"{'injected':>9} {'unexpected':>11}"
+    )
     for minute in range(1, args.minutes + 1):
         await asyncio.sleep(60)
         scrape = await asyncio.to_thread(httpx.get, generate.url + "/++/metrics")
@@ -141,9 +155,12 @@ async def soak(args: argparse.Namespace, generate, record, down) -> bool:
         rss, fds = process_figures(generate.process.pid)
         done, traffic.minute = traffic.minute, Minute()
         rows.append((rss, fds, done))
-        print(f"{minute:>6} {rss / 1024:>8.1f} {fds:>5} {p99(lags, now_lags) * 1000:>10.1f} ms {done.requests:>9} "
-              f"{done.throttled:>6} {done.injected:>9} {len(done.unexpected):>11}"
-              + (f"  ({', '.join(sorted(set(done.unexpected))[:3])})" if done.unexpected else ""), flush=True)
+        print(
+            f"{minute:>6} {rss / 1024:>8.1f} {fds:>5} {p99(lags, now_lags) * 1000:>10.1f} ms {done.requests:>9} "
+            f"{done.throttled:>6} {done.injected:>9} {len(done.unexpected):>11}"
+            + (f"  ({', '.join(sorted(set(done.unexpected))[:3])})" if done.unexpected else ""),
+            flush=True,
+        )
         lags = now_lags
     await runner
     base_rss, base_fds, _ = rows[baseline_at - 1]
@@ -151,8 +168,10 @@ async def soak(args: argparse.Namespace, generate, record, down) -> bool:
     rss_growth, fd_growth = last_rss / base_rss - 1, last_fds / base_fds - 1
     unexpected = sum(len(r[2].unexpected) for r in rows)
     flat = rss_growth < GROWTH_LIMIT and fd_growth < GROWTH_LIMIT
-    print(f"\nafter minute {baseline_at}: RSS {rss_growth:+.1%}, fds {fd_growth:+.1%} (limit {GROWTH_LIMIT:.0%}); "
-          f"unexpected errors {unexpected}: {'flat and clean' if flat and not unexpected else 'NOT within target'}")
+    print(
+        f"\nafter minute {baseline_at}: RSS {rss_growth:+.1%}, fds {fd_growth:+.1%} (limit {GROWTH_LIMIT:.0%}); "
+        f"unexpected errors {unexpected}: {'flat and clean' if flat and not unexpected else 'NOT within target'}"
+    )
     return flat and not unexpected
 
 
@@ -164,20 +183,40 @@ def main(argv: list[str] | None = None) -> int:
     if args.minutes < 1 or args.rate <= 0:
         parser.error("--minutes at least 1, --rate above 0")
     print(machine_line())
-    print(f"Soak: {args.minutes} min, {args.rate:g} requests/s started (chat 30 %, streams 25 %, cut streams 5 %, "
-          "embeddings 20 %, throttled 10 %, record 6 %, record with the upstream down 4 %)\n")
+    print(
+        f"Soak: {args.minutes} min, {args.rate:g} requests/s started (chat 30 %, streams 25 %, cut streams 5 %, "
+        "embeddings 20 %, throttled 10 %, record 6 %, record with the upstream down 4 %)\n"
+    )
     with tempfile.TemporaryDirectory(prefix="soak-") as folder, FakeAzure() as upstream:
         tmp = Path(folder)
         (tmp / "deployments.json").write_text(json.dumps(DEPLOYMENTS))
         common = {"SIMULATOR_API_KEY": KEY, "OPENAI_DEPLOYMENT_CONFIG_PATH": str(tmp / "deployments.json")}
         servers = [
             simulator_process.start(SIMULATOR, cwd=tmp, label="generate", env=common),
-            simulator_process.start(SIMULATOR, cwd=tmp, label="record", env={
-                **common, "SIMULATOR_MODE": "record", "AZURE_OPENAI_ENDPOINT": upstream.url,
-                "AZURE_OPENAI_KEY": UPSTREAM_KEY, "RECORDING_DIR": str(tmp / "recordings")}),
-            simulator_process.start(SIMULATOR, cwd=tmp, label="down", env={
-                **common, "SIMULATOR_MODE": "record", "AZURE_OPENAI_ENDPOINT": "http://127.0.0.1:9",
-                "AZURE_OPENAI_KEY": UPSTREAM_KEY, "RECORDING_DIR": str(tmp / "down")}),
+            simulator_process.start(
+                SIMULATOR,
+                cwd=tmp,
+                label="record",
+                env={
+                    **common,
+                    "SIMULATOR_MODE": "record",
+                    "AZURE_OPENAI_ENDPOINT": upstream.url,
+                    "AZURE_OPENAI_KEY": UPSTREAM_KEY,
+                    "RECORDING_DIR": str(tmp / "recordings"),
+                },
+            ),
+            simulator_process.start(
+                SIMULATOR,
+                cwd=tmp,
+                label="down",
+                env={
+                    **common,
+                    "SIMULATOR_MODE": "record",
+                    "AZURE_OPENAI_ENDPOINT": "http://127.0.0.1:9",
+                    "AZURE_OPENAI_KEY": UPSTREAM_KEY,
+                    "RECORDING_DIR": str(tmp / "down"),
+                },
+            ),
         ]
         try:
             for server in servers:

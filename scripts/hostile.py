@@ -20,7 +20,7 @@ headers and management bodies, mutated, and counts any 5xx, health stall or memo
 as a failure with the seed and round that reproduce it.
 
 `--short` runs smaller counts and sizes that still show each problem, for CI
-(tests/test_hostile.py). The exit status is 1 when any case or fuzz round fails; the last
+(tests/e2e/test_hostile.py). The exit status is 1 when any case or fuzz round fails; the last
 line names them.
 """
 
@@ -47,11 +47,19 @@ from pathlib import Path
 import httpx
 import jwt
 import simulator_process
-from hostile_client import MiB, Answer, Monitor, Samples, exchange, held_open, request_head
-from hostile_inputs import (JPEG_22_BYTES, data_url, flac_claiming, gzip_bomb, multipart, noise_png, noise_wav,
-                            png_bomb, words)
+from hostile_client import Answer, MiB, Monitor, Samples, exchange, held_open, request_head
+from hostile_inputs import (
+    JPEG_22_BYTES,
+    data_url,
+    flac_claiming,
+    gzip_bomb,
+    multipart,
+    noise_png,
+    noise_wav,
+    png_bomb,
+    words,
+)
 from simulator_process import SIMULATOR
-
 
 KEY = "hostile-key-0123456789"
 VERSION = "2024-10-21"
@@ -156,8 +164,11 @@ with FakeAzure(bearer=sys.argv[2]) as upstream:
 
 
 def start_fake_azure() -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen([sys.executable, "-c", _FAKE_AZURE, str(simulator_process.ROOT / "tests"),
-                                UPSTREAM_TOKEN], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", _FAKE_AZURE, str(simulator_process.ROOT / "tests"), UPSTREAM_TOKEN],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     url = process.stdout.readline().strip()
     if not url:
         raise simulator_process.StartError(f"the fake Azure exited with {process.wait()}")
@@ -176,9 +187,12 @@ class Servers:
 
     def env(self) -> dict[str, str]:
         return {
-            "SIMULATOR_API_KEY": KEY, "SIMULATOR_LATENCY": "false", "SIMULATOR_SEED": "1",
+            "SIMULATOR_API_KEY": KEY,
+            "SIMULATOR_LATENCY": "false",
+            "SIMULATOR_SEED": "1",
             "OPENAI_DEPLOYMENT_CONFIG_PATH": str(self.folder / "deployments.json"),
-            "SIMULATOR_ENTRA_TOKENS": "claims", "SIMULATOR_ENTRA_TENANTS": TENANT,
+            "SIMULATOR_ENTRA_TOKENS": "claims",
+            "SIMULATOR_ENTRA_TENANTS": TENANT,
             "SIMULATOR_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT_S),
             "SIMULATOR_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT_S),
             "RESPONSES_STORED_MAX_BYTES": str(STORED_BYTES),
@@ -205,9 +219,15 @@ class Servers:
             if self.upstream is None:
                 self.upstream, self.upstream_url = start_fake_azure()
             # Saved on request (or past RECORDING_PENDING_MAX_BYTES), so pending recordings are held.
-            env.update({"SIMULATOR_MODE": "record", "AZURE_OPENAI_ENDPOINT": self.upstream_url,
-                        "SIMULATOR_ENTRA_TOKENS": "off", "RECORDING_AUTOSAVE": "false",
-                        "RECORDING_PENDING_MAX_BYTES": str(PENDING_BYTES)})
+            env.update(
+                {
+                    "SIMULATOR_MODE": "record",
+                    "AZURE_OPENAI_ENDPOINT": self.upstream_url,
+                    "SIMULATOR_ENTRA_TOKENS": "off",
+                    "RECORDING_AUTOSAVE": "false",
+                    "RECORDING_PENDING_MAX_BYTES": str(PENDING_BYTES),
+                }
+            )
             process = simulator_process.start(SIMULATOR, cwd=folder, env=env, label="record")
             simulator_process.wait_ready(process, timeout=60)
             return Server(kind, process, folder)
@@ -275,8 +295,17 @@ class Case:
 CASES: list[Case] = []
 
 
-def case(name: str, klass: str, what: str, allowed: str | Allowed, *, server: str = "main",
-         lag_ms: float = LAG_TARGET_MS, rss_mib: float = RSS_TARGET_MIB, exception: str = ""):
+def case(
+    name: str,
+    klass: str,
+    what: str,
+    allowed: str | Allowed,
+    *,
+    server: str = "main",
+    lag_ms: float = LAG_TARGET_MS,
+    rss_mib: float = RSS_TARGET_MIB,
+    exception: str = "",
+):
     """Register a case; `allowed` is "200,400" for every request, or {tag: "200,400"}."""
     if isinstance(allowed, str):
         allowed = {"": allowed}
@@ -285,6 +314,7 @@ def case(name: str, klass: str, what: str, allowed: str | Allowed, *, server: st
     def register(fn: Callable[[Ctx], Awaitable[None]]):
         CASES.append(Case(name, klass, what, server, fn, parsed, lag_ms, rss_mib, exception))
         return fn
+
     return register
 
 
@@ -334,17 +364,27 @@ class Result:
 
     def to_json(self) -> dict:
         p50, p99, worst = self.lag
-        return {"case": self.case.name, "class": self.case.klass, "what": self.case.what,
-                "statuses": {f"{t}:{o}" if t else o: n for (t, o), n in self.statuses.items()},
-                "rss_growth_mib": round(self.rss_mib, 1),
-                "rss_kept_mib": round(self.samples.rss_end_mib(), 1) if self.samples else None,
-                "health_ms": {"p50": round(p50, 1), "p99": round(p99, 1), "max": round(worst, 1)},
-                "unanswered_probes": self.samples.unanswered() if self.samples else None,
-                "targets": {"rss_mib": self.case.rss_mib,
-                            "health_p99_ms": self.case.lag_ms if math.isfinite(self.case.lag_ms) else None},
-                "exception": self.case.exception, "seconds": round(self.seconds, 2),
-                "attempts": self.attempts, "skipped": self.skipped, "failures": self.failures(),
-                "notes": self.notes, "fuzz_rounds": self.fuzz_rounds}
+        return {
+            "case": self.case.name,
+            "class": self.case.klass,
+            "what": self.case.what,
+            "statuses": {f"{t}:{o}" if t else o: n for (t, o), n in self.statuses.items()},
+            "rss_growth_mib": round(self.rss_mib, 1),
+            "rss_kept_mib": round(self.samples.rss_end_mib(), 1) if self.samples else None,
+            "health_ms": {"p50": round(p50, 1), "p99": round(p99, 1), "max": round(worst, 1)},
+            "unanswered_probes": self.samples.unanswered() if self.samples else None,
+            "targets": {
+                "rss_mib": self.case.rss_mib,
+                "health_p99_ms": self.case.lag_ms if math.isfinite(self.case.lag_ms) else None,
+            },
+            "exception": self.case.exception,
+            "seconds": round(self.seconds, 2),
+            "attempts": self.attempts,
+            "skipped": self.skipped,
+            "failures": self.failures(),
+            "notes": self.notes,
+            "fuzz_rounds": self.fuzz_rounds,
+        }
 
 
 def _allowed(outcome: str, allowed: set[str]) -> bool:
@@ -410,9 +450,18 @@ class Ctx:
             self.result.seconds = time.monotonic() - started
             self.result.samples = await asyncio.to_thread(monitor.stop)
 
-    async def send(self, method: str, path: str, *, json_body=None, content: bytes | None = None,
-                   headers: dict[str, str] | None = None, key: bool = True, tag: str = "",
-                   base: str | None = None) -> httpx.Response | None:
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body=None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        key: bool = True,
+        tag: str = "",
+        base: str | None = None,
+    ) -> httpx.Response | None:
         """One request through httpx; its status recorded (or "timeout", "closed")."""
         sent = {"api-key": KEY} if key else {}
         if json_body is not None:
@@ -420,8 +469,9 @@ class Ctx:
             sent["content-type"] = "application/json"
         sent.update(headers or {})
         try:
-            response = await self.client.request(method, (base or self.url) + path, content=content,
-                                                 headers=sent, timeout=self.timeout)
+            response = await self.client.request(
+                method, (base or self.url) + path, content=content, headers=sent, timeout=self.timeout
+            )
         except httpx.TimeoutException:
             self.record("timeout", tag)
             return None
@@ -441,6 +491,7 @@ class Ctx:
         async def gated(i: int) -> None:
             async with gate:
                 await one(i)
+
         await asyncio.gather(*(gated(i) for i in range(count)))
 
 
@@ -454,6 +505,7 @@ def chat(content: str, max_tokens: int = 5, **more) -> dict:
 
 # Memory from nothing ---------------------------------------------------------------------------
 
+
 @case("flac-190-hours", "memory", "2 KB FLAC whose STREAMINFO claims 190 hours, transcribed", "200,400")
 async def flac_190_hours(ctx: Ctx) -> None:
     hours = ctx.n(190, 60)
@@ -461,15 +513,24 @@ async def flac_190_hours(ctx: Ctx) -> None:
     body, content_type = multipart([("file", data, "a.flac", "audio/flac"), ("response_format", b"json", None, None)])
     ctx.note(f"{len(data)} bytes claiming {hours} h")
     async with ctx.measured():
-        r = await ctx.send("POST", deployment_path("whisper", "audio/transcriptions"), content=body,
-                           headers={"content-type": content_type})
+        r = await ctx.send(
+            "POST",
+            deployment_path("whisper", "audio/transcriptions"),
+            content=body,
+            headers={"content-type": content_type},
+        )
     if r is not None and r.status_code == 200 and len(r.content) > MiB:
         ctx.problem(f"a {len(r.content) / MiB:.1f} MiB transcript for {len(data)} bytes of audio")
 
 
-@case("unauthenticated-200mb-body", "memory", "200 MB body without a key (Content-Length given, streamed)",
-      "401,413,closed", exception="a connection closed before the body was all sent counts as refused (a "
-                                  "reset may reach the client before the 413 does)")
+@case(
+    "unauthenticated-200mb-body",
+    "memory",
+    "200 MB body without a key (Content-Length given, streamed)",
+    "401,413,closed",
+    exception="a connection closed before the body was all sent counts as refused (a "
+    "reset may reach the client before the 413 does)",
+)
 async def unauthenticated_body(ctx: Ctx) -> None:
     size = ctx.n(200_000_000, 120_000_000)
     head = request_head("POST", deployment_path("gpt-4o"), [("Content-Type", "application/json")], length=size)
@@ -478,7 +539,7 @@ async def unauthenticated_body(ctx: Ctx) -> None:
     def chunks():
         left = size
         while left > 0:
-            yield chunk[:min(left, MiB)]
+            yield chunk[: min(left, MiB)]
             left -= MiB
 
     async with ctx.measured():
@@ -495,12 +556,20 @@ async def gzip_body(ctx: Ctx) -> None:
     body = gzip_bomb(json.dumps(chat("hi")).encode(), inflated)
     ctx.note(f"{len(body) / 1024:.0f} KiB inflating to {inflated / MiB:.0f} MiB")
     async with ctx.measured():
-        await ctx.send("POST", deployment_path("gpt-4o"), content=body,
-                       headers={"content-type": "application/json", "content-encoding": "gzip"})
+        await ctx.send(
+            "POST",
+            deployment_path("gpt-4o"),
+            content=body,
+            headers={"content-type": "application/json", "content-encoding": "gzip"},
+        )
 
 
-@case("unauthenticated-1mib-paths", "memory", "300 requests without a key, each with a distinct 1 MiB path",
-      "400,401,404,414,431,closed")
+@case(
+    "unauthenticated-1mib-paths",
+    "memory",
+    "300 requests without a key, each with a distinct 1 MiB path",
+    "400,401,404,414,431,closed",
+)
 async def long_paths(ctx: Ctx) -> None:
     count = ctx.n(300, 100)
     filler = os.urandom(MiB // 2).hex()
@@ -513,15 +582,32 @@ async def long_paths(ctx: Ctx) -> None:
         await ctx.burst(count, 8, one)
 
 
-@case("responses-5mib-images", "memory", "250 Responses requests, each with a 5 MiB input_image (stored)", "200",
-      exception=f"RESPONSES_STORED_MAX_BYTES={STORED_BYTES // MiB} MiB for the run, so the store's bound "
-                "shows within 100 MiB")
+@case(
+    "responses-5mib-images",
+    "memory",
+    "250 Responses requests, each with a 5 MiB input_image (stored)",
+    "200",
+    exception=f"RESPONSES_STORED_MAX_BYTES={STORED_BYTES // MiB} MiB for the run, so the store's bound "
+    "shows within 100 MiB",
+)
 async def responses_images(ctx: Ctx) -> None:
     count = ctx.n(250, 24)
     image = data_url(noise_png(5 * MiB))
-    body = json.dumps({"model": "gpt-4o", "max_output_tokens": 16, "input": [{"role": "user", "content": [
-        {"type": "input_text", "text": "What is in this picture?"},
-        {"type": "input_image", "image_url": image}]}]}).encode()
+    body = json.dumps(
+        {
+            "model": "gpt-4o",
+            "max_output_tokens": 16,
+            "input": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": "What is in this picture?"},
+                        {"type": "input_image", "image_url": image},
+                    ],
+                }
+            ],
+        }
+    ).encode()
     del image
     ctx.note(f"{len(body) / MiB:.1f} MiB bodies")
 
@@ -532,17 +618,28 @@ async def responses_images(ctx: Ctx) -> None:
         await ctx.burst(count, 1, one)
 
 
-@case("throttled-1mb-request-ids", "memory",
-      "299 throttled requests, each with a distinct 1 MB x-ms-client-request-id", "200,400,429,431,closed")
+@case(
+    "throttled-1mb-request-ids",
+    "memory",
+    "299 throttled requests, each with a distinct 1 MB x-ms-client-request-id",
+    "200,400,429,431,closed",
+)
 async def throttled_ids(ctx: Ctx) -> None:
     count = ctx.n(299, 120)
     filler = os.urandom(MiB // 2).hex()
     body = json.dumps(chat("Throttle me")).encode()
 
     async def one(i: int) -> None:
-        head = request_head("POST", deployment_path("tight"), [
-            ("api-key", KEY), ("Content-Type", "application/json"),
-            ("x-ms-client-request-id", f"{i:08d}{filler[8:]}")], length=len(body))
+        head = request_head(
+            "POST",
+            deployment_path("tight"),
+            [
+                ("api-key", KEY),
+                ("Content-Type", "application/json"),
+                ("x-ms-client-request-id", f"{i:08d}{filler[8:]}"),
+            ],
+            length=len(body),
+        )
         ctx.record(await exchange(ctx.port, head, body, timeout=ctx.timeout))
 
     async with ctx.measured():
@@ -550,10 +647,14 @@ async def throttled_ids(ctx: Ctx) -> None:
     await ctx.send("POST", "/++/reset-limits", tag="reset")
 
 
-@case("metrics-20kb-deployment-names", "memory",
-      "500 chats to distinct 20 KB deployment names, then GET /++/metrics", {"": "200,400,404", "metrics": "200"},
-      exception=f"also: the metrics answer stays under {METRICS_TARGET_BYTES // MiB} MiB "
-                f"(METRICS_MAX_DEPLOYMENT_LABELS={METRICS_LABELS} for the run)")
+@case(
+    "metrics-20kb-deployment-names",
+    "memory",
+    "500 chats to distinct 20 KB deployment names, then GET /++/metrics",
+    {"": "200,400,404", "metrics": "200"},
+    exception=f"also: the metrics answer stays under {METRICS_TARGET_BYTES // MiB} MiB "
+    f"(METRICS_MAX_DEPLOYMENT_LABELS={METRICS_LABELS} for the run)",
+)
 async def metrics_names(ctx: Ctx) -> None:
     count = ctx.n(500, 200)
     filler = os.urandom(10 * 1024).hex()
@@ -581,6 +682,7 @@ async def metrics_names(ctx: Ctx) -> None:
 
 # The loop stalls for everyone ---------------------------------------------------------------------
 
+
 @case("speech-4096-characters-at-0.25", "stall", "speech of 4,096 characters at speed 0.25 (20 min of MP3)", "200")
 async def long_speech(ctx: Ctx) -> None:
     characters = ctx.n(4096, 1024)
@@ -588,8 +690,13 @@ async def long_speech(ctx: Ctx) -> None:
     size = 0
     async with ctx.measured():
         try:
-            async with ctx.client.stream("POST", ctx.url + deployment_path("tts", "audio/speech"), json=body,
-                                         headers={"api-key": KEY}, timeout=ctx.timeout) as r:
+            async with ctx.client.stream(
+                "POST",
+                ctx.url + deployment_path("tts", "audio/speech"),
+                json=body,
+                headers={"api-key": KEY},
+                timeout=ctx.timeout,
+            ) as r:
                 async for chunk in r.aiter_bytes():
                     size += len(chunk)
             ctx.record(r)
@@ -602,15 +709,39 @@ async def long_speech(ctx: Ctx) -> None:
 
 def huge_strings_schema(length: int) -> dict:
     # ~375 bytes of schema asking for 1,000 x 10 strings of `length` characters each.
-    return {"type": "json_schema", "json_schema": {"name": "report", "strict": True, "schema": {
-        "type": "object", "additionalProperties": False, "required": ["rows"],
-        "properties": {"rows": {"type": "array", "minItems": 1000, "maxItems": 1000, "items": {
-            "type": "array", "minItems": 10, "maxItems": 10, "items": {
-                "type": "string", "minLength": length, "maxLength": length}}}}}}}
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "report",
+            "strict": True,
+            "schema": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["rows"],
+                "properties": {
+                    "rows": {
+                        "type": "array",
+                        "minItems": 1000,
+                        "maxItems": 1000,
+                        "items": {
+                            "type": "array",
+                            "minItems": 10,
+                            "maxItems": 10,
+                            "items": {"type": "string", "minLength": length, "maxLength": length},
+                        },
+                    }
+                },
+            },
+        },
+    }
 
 
-@case("json-schema-10000-character-strings", "stall",
-      "375-byte json_schema asking for 1,000 x 10 strings of 10,000 characters, max_tokens 16", "200,400")
+@case(
+    "json-schema-10000-character-strings",
+    "stall",
+    "375-byte json_schema asking for 1,000 x 10 strings of 10,000 characters, max_tokens 16",
+    "200,400",
+)
 async def schema_strings(ctx: Ctx) -> None:
     length = ctx.n(10_000, 1_000)
     body = chat("Fill the table.", max_tokens=16, response_format=huge_strings_schema(length))
@@ -627,9 +758,12 @@ async def one_letter(ctx: Ctx) -> None:
         await ctx.send("POST", deployment_path("gpt-4o"), content=body, headers={"content-type": "application/json"})
 
 
-@case("content-filter-regex-backtracking", "stall",
-      "content-filter regex (a+)+$ set through PATCH /++/config, then a prompt of 27 a's and '!'",
-      {"patch": "200,400", "": "200,400", "cleanup": "200"})
+@case(
+    "content-filter-regex-backtracking",
+    "stall",
+    "content-filter regex (a+)+$ set through PATCH /++/config, then a prompt of 27 a's and '!'",
+    {"patch": "200,400", "": "200,400", "cleanup": "200"},
+)
 async def regex_backtracking(ctx: Ctx) -> None:
     count = ctx.n(27, 24)
     rules = {"contentFilter": {"cf": {"prompt": {"violence": [{"regex": "(a+)+$", "severity": "high"}]}}}}
@@ -641,12 +775,14 @@ async def regex_backtracking(ctx: Ctx) -> None:
 
 # 500 where Azure answers 4xx -----------------------------------------------------------------------
 
+
 def _bad_bytes_case(name: str, header: str, value: bytes) -> None:
     @case(name, "error", f"{header} header with bytes that are not UTF-8 (raw socket)", "400,401")
     async def run(ctx: Ctx) -> None:
         body = json.dumps(chat("hi")).encode()
-        head = request_head("POST", deployment_path("gpt-4o"), [("Content-Type", "application/json"),
-                                                                (header, value)], length=len(body))
+        head = request_head(
+            "POST", deployment_path("gpt-4o"), [("Content-Type", "application/json"), (header, value)], length=len(body)
+        )
         async with ctx.measured():
             ctx.record(await exchange(ctx.port, head, body, timeout=ctx.timeout))
 
@@ -661,8 +797,9 @@ def _whitespace_case(name: str, character: str, label: str) -> None:
     async def run(ctx: Ctx) -> None:
         body = json.dumps(chat(character * 1_000_000)).encode()
         async with ctx.measured():
-            await ctx.send("POST", deployment_path("gpt-4o"), content=body,
-                           headers={"content-type": "application/json"})
+            await ctx.send(
+                "POST", deployment_path("gpt-4o"), content=body, headers={"content-type": "application/json"}
+            )
 
 
 _whitespace_case("million-spaces", " ", "spaces")
@@ -673,36 +810,65 @@ def _image_edit_case(name: str, what: str, make: Callable[[], tuple[bytes, str, 
     @case(name, "error", what, "400")
     async def run(ctx: Ctx) -> None:
         data, filename, content_type = make()
-        body, form_type = multipart([("image", data, filename, content_type), ("prompt", b"Add a hat", None, None),
-                                     ("model", b"gpt-image-1", None, None)])
+        body, form_type = multipart(
+            [
+                ("image", data, filename, content_type),
+                ("prompt", b"Add a hat", None, None),
+                ("model", b"gpt-image-1", None, None),
+            ]
+        )
         async with ctx.measured():
-            await ctx.send("POST", deployment_path("gpt-image-1", "images/edits"), content=body,
-                           headers={"content-type": form_type})
+            await ctx.send(
+                "POST",
+                deployment_path("gpt-image-1", "images/edits"),
+                content=body,
+                headers={"content-type": form_type},
+            )
 
 
-_image_edit_case("png-decompression-bomb", "image edit with a 48 KB PNG of 20,000 x 20,000 pixels",
-                 lambda: (png_bomb(20000), "bomb.png", "image/png"))
-_image_edit_case("jpeg-22-byte-header",
-                 "image edit with a JPEG cut after its first 22 bytes (SOF0 header: 65,000 x 65,000)",
-                 lambda: (JPEG_22_BYTES, "cut.jpg", "image/jpeg"))
+_image_edit_case(
+    "png-decompression-bomb",
+    "image edit with a 48 KB PNG of 20,000 x 20,000 pixels",
+    lambda: (png_bomb(20000), "bomb.png", "image/png"),
+)
+_image_edit_case(
+    "jpeg-22-byte-header",
+    "image edit with a JPEG cut after its first 22 bytes (SOF0 header: 65,000 x 65,000)",
+    lambda: (JPEG_22_BYTES, "cut.jpg", "image/jpeg"),
+)
 
 
 @case("entra-list-valued-tid", "error", "claims mode with tenants set: a token whose tid is a list", "401")
 async def list_tid(ctx: Ctx) -> None:
     now = int(time.time())
-    claims = {"aud": "https://cognitiveservices.azure.com", "iat": now, "nbf": now, "exp": now + 3600,
-              "tid": [TENANT, "00000000-0000-0000-0000-000000000000"], "oid": "hostile-oid", "ver": "1.0"}
+    claims = {
+        "aud": "https://cognitiveservices.azure.com",
+        "iat": now,
+        "nbf": now,
+        "exp": now + 3600,
+        "tid": [TENANT, "00000000-0000-0000-0000-000000000000"],
+        "oid": "hostile-oid",
+        "ver": "1.0",
+    }
     token = jwt.encode(claims, "claims-mode-checks-no-signature-0123456789", algorithm="HS256")
     async with ctx.measured():
-        await ctx.send("POST", deployment_path("gpt-4o"), json_body=chat("hi"), key=False,
-                       headers={"authorization": f"Bearer {token}"})
+        await ctx.send(
+            "POST",
+            deployment_path("gpt-4o"),
+            json_body=chat("hi"),
+            key=False,
+            headers={"authorization": f"Bearer {token}"},
+        )
 
 
 @case("docintel-url-source-broken-ipv6", "error", 'Document Intelligence analyze with urlSource "http://[::1"', "400")
 async def url_source(ctx: Ctx) -> None:
     async with ctx.measured():
-        await ctx.send("POST", "/documentintelligence/documentModels/prebuilt-read:analyze?api-version=2024-11-30",
-                       json_body={"urlSource": "http://[::1"})
+        await ctx.send(
+            "POST",
+            "/documentintelligence/documentModels/prebuilt-read:analyze?api-version=2024-11-30",
+            json_body={"urlSource": "http://[::1"},
+        )
 
 
 @case("token-exp-never", "error", 'POST /++/token with claims.exp "never"', "400")
@@ -711,25 +877,40 @@ async def token_never(ctx: Ctx) -> None:
         await ctx.send("POST", "/++/token", json_body={"claims": {"exp": "never"}})
 
 
-@case("patch-tokens-per-minute-1e300", "error",
-      "PATCH /++/config tokensPerMinute 1e300, then GET /++/config and /++/limits",
-      {"patch": "400", "config": "200", "limits": "200", "cleanup": "200,400"})
+@case(
+    "patch-tokens-per-minute-1e300",
+    "error",
+    "PATCH /++/config tokensPerMinute 1e300, then GET /++/config and /++/limits",
+    {"patch": "400", "config": "200", "limits": "200", "cleanup": "200,400"},
+)
 async def patch_huge(ctx: Ctx) -> None:
     async with ctx.measured():
-        await ctx.send("PATCH", "/++/config", tag="patch", json_body={"deployments": {
-            "huge": {"model": "gpt-4o", "tokensPerMinute": 1e300}}})
+        await ctx.send(
+            "PATCH",
+            "/++/config",
+            tag="patch",
+            json_body={"deployments": {"huge": {"model": "gpt-4o", "tokensPerMinute": 1e300}}},
+        )
         await ctx.send("GET", "/++/config", tag="config")
         await ctx.send("GET", "/++/limits", tag="limits")
     await ctx.send("PATCH", "/++/config", json_body={"deployments": {"huge": None}}, tag="cleanup")
 
 
-@case("workers-patch-tokens-per-minute-1e300", "error",
-      "with 2 workers: PATCH tokensPerMinute 1e300, then each worker's GET /++/config",
-      {"patch": "400", "config": "200", "cleanup": "200,400"}, server="workers")
+@case(
+    "workers-patch-tokens-per-minute-1e300",
+    "error",
+    "with 2 workers: PATCH tokensPerMinute 1e300, then each worker's GET /++/config",
+    {"patch": "400", "config": "200", "cleanup": "200,400"},
+    server="workers",
+)
 async def workers_patch_huge(ctx: Ctx) -> None:
     async with ctx.measured():
-        await ctx.send("PATCH", "/++/config", tag="patch", json_body={"deployments": {
-            "huge": {"model": "gpt-4o", "tokensPerMinute": 1e300}}})
+        await ctx.send(
+            "PATCH",
+            "/++/config",
+            tag="patch",
+            json_body={"deployments": {"huge": {"model": "gpt-4o", "tokensPerMinute": 1e300}}},
+        )
         took = []
         for worker in ctx.server.workers:
             r = await ctx.send("GET", "/++/config", tag="config", base=worker)
@@ -742,52 +923,80 @@ async def workers_patch_huge(ctx: Ctx) -> None:
 
 # Boundaries ----------------------------------------------------------------------------------------
 
-MANAGEMENT_CALLS = [("GET", "/++/config", None), ("PATCH", "/++/config", {"seed": 7}), ("GET", "/++/limits", None),
-                    ("GET", "/++/faults", None), ("POST", "/++/reset-limits", None),
-                    ("POST", "/++/save-recordings", None)]
+MANAGEMENT_CALLS = [
+    ("GET", "/++/config", None),
+    ("PATCH", "/++/config", {"seed": 7}),
+    ("GET", "/++/limits", None),
+    ("GET", "/++/faults", None),
+    ("POST", "/++/reset-limits", None),
+    ("POST", "/++/save-recordings", None),
+]
 
 
-@case("record-bearer-opens-management", "boundary",
-      "record mode without AZURE_OPENAI_KEY: Authorization: Bearer anything on every management endpoint",
-      "401,403", server="record")
+@case(
+    "record-bearer-opens-management",
+    "boundary",
+    "record mode without AZURE_OPENAI_KEY: Authorization: Bearer anything on every management endpoint",
+    "401,403",
+    server="record",
+)
 async def record_management(ctx: Ctx) -> None:
     async with ctx.measured():
         for method, path, body in MANAGEMENT_CALLS:
-            await ctx.send(method, path, json_body=body, key=False, tag=f"{method} {path}",
-                           headers={"authorization": "Bearer anything"})
+            await ctx.send(
+                method,
+                path,
+                json_body=body,
+                key=False,
+                tag=f"{method} {path}",
+                headers={"authorization": "Bearer anything"},
+            )
 
 
-@case("record-bearer-replays-recording", "boundary",
-      "record mode without AZURE_OPENAI_KEY: a recorded request sent again with Bearer anything",
-      {"record": "200", "": "401"}, server="record")
+@case(
+    "record-bearer-replays-recording",
+    "boundary",
+    "record mode without AZURE_OPENAI_KEY: a recorded request sent again with Bearer anything",
+    {"record": "200", "": "401"},
+    server="record",
+)
 async def record_replayed(ctx: Ctx) -> None:
     body = chat("Record this once.")
     path = deployment_path("recorded")
-    await ctx.send("POST", path, json_body=body, key=False, tag="record",
-                   headers={"authorization": f"Bearer {UPSTREAM_TOKEN}"})
+    await ctx.send(
+        "POST", path, json_body=body, key=False, tag="record", headers={"authorization": f"Bearer {UPSTREAM_TOKEN}"}
+    )
     await ctx.send("POST", "/++/save-recordings", tag="record")  # the simulator's key
     async with ctx.measured():
         await ctx.send("POST", path, json_body=body, key=False, headers={"authorization": "Bearer anything"})
 
 
-@case("record-pending-recordings", "memory",
-      "record mode, autosave off: 60 transcriptions of distinct 5 MiB WAVs held for /++/save-recordings",
-      {"": "200", "save": "200"}, server="record",
-      exception=f"RECORDING_PENDING_MAX_BYTES={PENDING_BYTES // MiB} MiB for the run")
+@case(
+    "record-pending-recordings",
+    "memory",
+    "record mode, autosave off: 60 transcriptions of distinct 5 MiB WAVs held for /++/save-recordings",
+    {"": "200", "save": "200"},
+    server="record",
+    exception=f"RECORDING_PENDING_MAX_BYTES={PENDING_BYTES // MiB} MiB for the run",
+)
 async def pending_recordings(ctx: Ctx) -> None:
     count = ctx.n(60, 20)
     # One body for all but its last eight audio bytes, which make each distinct (so none is
     # answered from the recording of another): sent in three pieces, copied by no one.
-    body, content_type = multipart([("file", noise_wav(5 * MiB), "a.wav", "audio/wav"),
-                                    ("response_format", b"json", None, None)])
+    body, content_type = multipart(
+        [("file", noise_wav(5 * MiB), "a.wav", "audio/wav"), ("response_format", b"json", None, None)]
+    )
     cut = body.index(b"\r\n--", len(body) - 200) - 8
-    before, after = body[:cut], body[cut + 8:]
+    before, after = body[:cut], body[cut + 8 :]
     del body
 
     async def one(i: int) -> None:
-        head = request_head("POST", deployment_path("whisper", "audio/transcriptions"), [
-            ("Content-Type", content_type), ("Authorization", f"Bearer {UPSTREAM_TOKEN}")],
-            length=len(before) + 8 + len(after))
+        head = request_head(
+            "POST",
+            deployment_path("whisper", "audio/transcriptions"),
+            [("Content-Type", content_type), ("Authorization", f"Bearer {UPSTREAM_TOKEN}")],
+            length=len(before) + 8 + len(after),
+        )
         ctx.record(await exchange(ctx.port, head, (before, i.to_bytes(8, "big"), after), timeout=ctx.timeout))
 
     async with ctx.measured():
@@ -795,16 +1004,27 @@ async def pending_recordings(ctx: Ctx) -> None:
     await ctx.send("POST", "/++/save-recordings", tag="save")
 
 
-@case("record-query-api-key", "boundary", "record mode: a key sent as ?api-key= must not reach the recordings",
-      "200,400,401", server="record")
+@case(
+    "record-query-api-key",
+    "boundary",
+    "record mode: a key sent as ?api-key= must not reach the recordings",
+    "200,400,401",
+    server="record",
+)
 async def record_query_key(ctx: Ctx) -> None:
     secret = "query-secret-" + os.urandom(6).hex()
     async with ctx.measured():
-        await ctx.send("POST", deployment_path("querykey") + f"&api-key={secret}", json_body=chat("Keep my key."),
-                       key=False, headers={"authorization": f"Bearer {UPSTREAM_TOKEN}"})
+        await ctx.send(
+            "POST",
+            deployment_path("querykey") + f"&api-key={secret}",
+            json_body=chat("Keep my key."),
+            key=False,
+            headers={"authorization": f"Bearer {UPSTREAM_TOKEN}"},
+        )
         await ctx.send("POST", "/++/save-recordings", tag="save")
-    found = [p.name for p in (ctx.server.folder / "recordings").rglob("*") if p.is_file()
-             and _file_holds(p, secret.encode())]
+    found = [
+        p.name for p in (ctx.server.folder / "recordings").rglob("*") if p.is_file() and _file_holds(p, secret.encode())
+    ]
     if found:
         ctx.problem(f"the query key is in {', '.join(sorted(found))}")
     log = ctx.server.process.log()
@@ -819,13 +1039,17 @@ def _file_holds(path: Path, needle: bytes) -> bool:
         while piece := f.read(MiB):
             if needle in tail + piece:
                 return True
-            tail = piece[-len(needle):]
+            tail = piece[-len(needle) :]
     return False
 
 
-@case("workers-client-peer-header", "boundary",
-      "with 2 workers: PATCH /++/config carrying a client-set x-simulator-peer header",
-      {"": "200,400,401,403", "config": "200", "cleanup": "200"}, server="workers")
+@case(
+    "workers-client-peer-header",
+    "boundary",
+    "with 2 workers: PATCH /++/config carrying a client-set x-simulator-peer header",
+    {"": "200,400,401,403", "config": "200", "cleanup": "200"},
+    server="workers",
+)
 async def peer_header(ctx: Ctx) -> None:
     seed = 4242 + int.from_bytes(os.urandom(2), "big")
     async with ctx.measured():
@@ -859,9 +1083,14 @@ def _connections_to(port: int) -> set[frozenset[str]]:
     return found
 
 
-@case("workers-image-misses", "boundary",
-      "with 2 workers: 100 GET /++/images/<miss> to one worker (each relayed to the other)", "404",
-      server="workers", exception="also: the relays take at most a few new connections to the other worker")
+@case(
+    "workers-image-misses",
+    "boundary",
+    "with 2 workers: 100 GET /++/images/<miss> to one worker (each relayed to the other)",
+    "404",
+    server="workers",
+    exception="also: the relays take at most a few new connections to the other worker",
+)
 async def image_misses(ctx: Ctx) -> None:
     count = ctx.n(100, 40)
     first, other = ctx.server.workers[0], ctx.server.workers[1]
@@ -871,8 +1100,7 @@ async def image_misses(ctx: Ctx) -> None:
     started = time.monotonic()
 
     async def one(i: int) -> None:
-        await ctx.send("GET", f"/++/images/miss-{i}-{os.urandom(4).hex()}.png?se=2099-01-01", key=False,
-                       base=first)
+        await ctx.send("GET", f"/++/images/miss-{i}-{os.urandom(4).hex()}.png?se=2099-01-01", key=False, base=first)
         seen.update(_connections_to(other_port))
 
     async with ctx.measured():
@@ -904,8 +1132,9 @@ async def slow_headers(ctx: Ctx) -> None:
 @case("trickled-body", "boundary", "a body trickled at 1 byte/s after complete headers", "closed,400,408")
 async def trickled_body(ctx: Ctx) -> None:
     body = json.dumps(chat("slowly")).encode()
-    opening = request_head("POST", deployment_path("gpt-4o"), [("api-key", KEY), ("Content-Type", "application/json")],
-                           length=len(body))
+    opening = request_head(
+        "POST", deployment_path("gpt-4o"), [("api-key", KEY), ("Content-Type", "application/json")], length=len(body)
+    )
     limit = BODY_TIMEOUT_S + ctx.n(6, 4)
     async with ctx.measured():
         outcome, seconds = await held_open(ctx.port, opening, body, every_s=1.0, limit_s=limit)
@@ -966,8 +1195,7 @@ class Harness:
                 result = await self.run_case(case)
                 failures = result.failures()
                 # A lag a busy shared machine can cause: one more run, the better one kept.
-                if failures and all(f.startswith("health p99") for f in failures) \
-                        and result.lag[1] < 4 * case.lag_ms:
+                if failures and all(f.startswith("health p99") for f in failures) and result.lag[1] < 4 * case.lag_ms:
                     again = await self.run_case(case)
                     again.attempts = 2
                     if len(again.failures()) <= len(failures):
@@ -983,8 +1211,9 @@ class Harness:
                 except simulator_process.StartError as e:
                     print(f"the fuzzer did not run: the simulator did not start: {e}", file=sys.stderr)
                     raise SystemExit(1) from e
-                results.append(await hostile_fuzz.run(self, server, self.args.fuzz, self.args.seed,
-                                                      self.args.fuzz_from))
+                results.append(
+                    await hostile_fuzz.run(self, server, self.args.fuzz, self.args.seed, self.args.fuzz_from)
+                )
         return results
 
     def close(self) -> None:
@@ -1034,14 +1263,24 @@ def table(results: list[Result]) -> str:
             if r.attempts > 1:
                 verdict += " (2nd run)"
         statuses = _statuses(r.statuses)
-        rows.append((r.case.name, r.case.klass, statuses if len(statuses) <= 44 else statuses[:41] + "...",
-                     "" if r.skipped else f"{r.rss_mib:+.0f}",
-                     "" if r.skipped else f"{p50:.0f}/{p99:.0f}/{worst:.0f}", verdict))
+        rows.append(
+            (
+                r.case.name,
+                r.case.klass,
+                statuses if len(statuses) <= 44 else statuses[:41] + "...",
+                "" if r.skipped else f"{r.rss_mib:+.0f}",
+                "" if r.skipped else f"{p50:.0f}/{p99:.0f}/{worst:.0f}",
+                verdict,
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = []
     for n, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(widths[i]) if i != 3 else cell.rjust(widths[i])
-                               for i, cell in enumerate(row[:5])) + "  " + row[5])
+        lines.append(
+            "  ".join(cell.ljust(widths[i]) if i != 3 else cell.rjust(widths[i]) for i, cell in enumerate(row[:5]))
+            + "  "
+            + row[5]
+        )
         if n == 0:
             lines.append("-" * (sum(widths) + 2 * 5 + 7))
     return "\n".join(lines)
@@ -1050,10 +1289,14 @@ def table(results: list[Result]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--short", action="store_true", help="smaller counts and sizes (CI)")
-    parser.add_argument("--only", help="comma-separated case names, classes (memory, stall, error, boundary), "
-                                       "servers (main, record, workers), or 'fuzz' for the fuzzer alone")
-    parser.add_argument("--fuzz", type=int, default=None,
-                        help="mutation-fuzzer rounds (default 1000, 300 with --short; 0: none)")
+    parser.add_argument(
+        "--only",
+        help="comma-separated case names, classes (memory, stall, error, boundary), "
+        "servers (main, record, workers), or 'fuzz' for the fuzzer alone",
+    )
+    parser.add_argument(
+        "--fuzz", type=int, default=None, help="mutation-fuzzer rounds (default 1000, 300 with --short; 0: none)"
+    )
     parser.add_argument("--seed", type=int, default=1, help="the fuzzer's seed (default 1)")
     parser.add_argument("--fuzz-from", type=int, default=0, help="the first fuzz round (to reproduce one)")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
@@ -1061,8 +1304,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.list:
         for c in CASES:
-            print(f"{c.name:40} {c.klass:9} {c.server:8} health p99 < {c.lag_ms:g} ms, RSS < {c.rss_mib:g} MiB"
-                  f"{'; ' + c.exception if c.exception else ''}\n    {c.what}")
+            print(
+                f"{c.name:40} {c.klass:9} {c.server:8} health p99 < {c.lag_ms:g} ms, RSS < {c.rss_mib:g} MiB"
+                f"{'; ' + c.exception if c.exception else ''}\n    {c.what}"
+            )
         return 0
     picked = {w.strip() for w in args.only.split(",")} if args.only else set()
     cases = select(CASES, args.only) if picked != {"fuzz"} else []
@@ -1070,8 +1315,11 @@ def main(argv: list[str] | None = None) -> int:
         args.fuzz = (300 if args.short else 1000) if (not picked or "fuzz" in picked) else 0
     if not cases and not args.fuzz:
         parser.error(f"nothing selected by --only {args.only!r}")
-    print(f"Hostile suite{' (short)' if args.short else ''}: {len(cases)} cases"
-          + (f", {args.fuzz} fuzz rounds (seed {args.seed})" if args.fuzz else ""), file=sys.stderr)
+    print(
+        f"Hostile suite{' (short)' if args.short else ''}: {len(cases)} cases"
+        + (f", {args.fuzz} fuzz rounds (seed {args.seed})" if args.fuzz else ""),
+        file=sys.stderr,
+    )
     with tempfile.TemporaryDirectory(prefix="hostile-") as folder:
         harness = Harness(args, Path(folder))
         try:
@@ -1090,8 +1338,10 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"FAILED ({len(failed)} of {len(results)}): {', '.join(failed)}")
         return 1
-    print(f"all {len(results)} passed" + (f" ({sum(1 for r in results if r.skipped)} skipped)"
-                                          if any(r.skipped for r in results) else ""))
+    print(
+        f"all {len(results)} passed"
+        + (f" ({sum(1 for r in results if r.skipped)} skipped)" if any(r.skipped for r in results) else "")
+    )
     return 0
 
 

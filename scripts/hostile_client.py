@@ -69,8 +69,10 @@ class _Sampling:
         self.probes: list[tuple[float, float, bool]] = []  # (sent at, seconds to the answer, answered)
         self.rss: list[tuple[float, int, int | None]] = []  # (at, pid, KiB)
         self.in_flight: float | None = None  # when the probe waiting now was sent
-        self.threads = [threading.Thread(target=self._probe, daemon=True),
-                        threading.Thread(target=self._memory, daemon=True)]
+        self.threads = [
+            threading.Thread(target=self._probe, daemon=True),
+            threading.Thread(target=self._memory, daemon=True),
+        ]
         for thread in self.threads:
             thread.start()
 
@@ -185,8 +187,10 @@ class Samples:
         values = sorted(self.lags())
         if not values:
             return (0.0, 0.0, 0.0)
+
         def at(q: float) -> float:
             return values[min(len(values) - 1, int(q * len(values)))] * 1000
+
         return at(0.5), at(0.99), values[-1] * 1000
 
     def unanswered(self) -> int:
@@ -244,7 +248,7 @@ async def _read_answer_async(reader: asyncio.StreamReader, keep: int) -> Answer:
     def take(data: bytes) -> None:
         answer.size += len(data)
         if len(body) < keep:
-            body.extend(data[:keep - len(body)])
+            body.extend(data[: keep - len(body)])
 
     if headers.get("transfer-encoding", "").lower() == "chunked":
         while True:
@@ -278,8 +282,9 @@ async def _read_answer_async(reader: asyncio.StreamReader, keep: int) -> Answer:
 Body = bytes | Iterable[bytes] | AsyncIterator[bytes] | None
 
 
-async def exchange(port: int, head: bytes, body: Body = None, *, timeout: float = 30.0,
-                   keep: int = 64 * KiB, half_close: bool = False) -> Answer:
+async def exchange(
+    port: int, head: bytes, body: Body = None, *, timeout: float = 30.0, keep: int = 64 * KiB, half_close: bool = False
+) -> Answer:
     """Send one request (its head as given, then the body: bytes, or chunks written as the
     connection takes them) on a new connection and read the answer. The answer may come
     before the body is all sent (a refusal): sending stops there. With `half_close`, the
@@ -287,9 +292,8 @@ async def exchange(port: int, head: bytes, body: Body = None, *, timeout: float 
     raises for what the server does: a connection closed without an answer is outcome "closed"."""
     started = time.monotonic()
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", port, limit=2 * MiB), timeout)
-    except (OSError, asyncio.TimeoutError):
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, limit=2 * MiB), timeout)
+    except (TimeoutError, OSError):
         return Answer("refused", seconds=time.monotonic() - started)
     sent = 0
 
@@ -322,8 +326,7 @@ async def exchange(port: int, head: bytes, body: Body = None, *, timeout: float 
         async with asyncio.timeout(timeout):
             try:
                 answer = await _read_answer_async(reader, keep)
-            except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, ValueError,
-                    IndexError):
+            except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, ValueError, IndexError):
                 answer = Answer("closed")
     except TimeoutError:
         answer = Answer("timeout")
@@ -339,11 +342,14 @@ async def exchange(port: int, head: bytes, body: Body = None, *, timeout: float 
     return answer
 
 
-def request_head(method: str, path: str | bytes, headers: Iterable[tuple[str | bytes, str | bytes]] = (),
-                 length: int | None = None) -> bytes:
+def request_head(
+    method: str, path: str | bytes, headers: Iterable[tuple[str | bytes, str | bytes]] = (), length: int | None = None
+) -> bytes:
     """A request's line and headers, as bytes (any bytes: nothing is checked)."""
+
     def raw(v: str | bytes) -> bytes:
         return v if isinstance(v, bytes) else v.encode("latin-1", "surrogateescape")
+
     out = [raw(method) + b" " + raw(path) + b" HTTP/1.1", b"Host: 127.0.0.1"]
     out += [raw(name) + b": " + raw(value) for name, value in headers]
     if length is not None:
@@ -366,7 +372,7 @@ async def held_open(port: int, opening: bytes, drip: bytes, *, every_s: float, l
         while time.monotonic() - started < limit_s:
             try:
                 data = await asyncio.wait_for(reader.read(4096), every_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 data = None
             if data == b"":
                 return "closed", time.monotonic() - started
@@ -375,7 +381,7 @@ async def held_open(port: int, opening: bytes, drip: bytes, *, every_s: float, l
                 status = line[1].decode() if len(line) > 1 and line[0].startswith(b"HTTP/") else "closed"
                 return status, time.monotonic() - started
             if position < len(drip):
-                writer.write(drip[position:position + 1])
+                writer.write(drip[position : position + 1])
                 position += 1
                 try:
                     await writer.drain()

@@ -67,91 +67,309 @@ def corpus() -> list[Base]:
     wav, mp3, flac = tone("wav", 1.0), tone("mp3", 1.0), tone("flac", 1.0)
     png, jpeg = small_png(48, 32), small_jpeg(40, 40)
     pdf = b"%PDF-1.7\n" + b"".join(b"%d 0 obj << /Type /Page >> endobj\n" % i for i in range(2)) + b"%%EOF\n"
-    schema = {"type": "object", "additionalProperties": False, "required": ["city", "nights", "tags"],
-              "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]},
-                             "nights": {"type": "integer", "minimum": 1, "maximum": 9},
-                             "tags": {"type": "array", "items": {"type": "string", "minLength": 2}, "maxItems": 3}}}
-    tool = {"type": "function", "function": {"name": "get_weather", "description": "Weather.", "parameters": {
-        "type": "object", "properties": {"location": {"type": "string"}, "unit": {"type": "string",
-                                                                                   "enum": ["c", "f"]}},
-        "required": ["location"]}}}
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["city", "nights", "tags"],
+        "properties": {
+            "city": {"type": "string", "enum": ["Paris", "Rome"]},
+            "nights": {"type": "integer", "minimum": 1, "maximum": 9},
+            "tags": {"type": "array", "items": {"type": "string", "minLength": 2}, "maxItems": 3},
+        },
+    }
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather.",
+            "parameters": {
+                "type": "object",
+                "properties": {"location": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
+                "required": ["location"],
+            },
+        },
+    }
     chat_path, chat_query = _deployment("gpt-4o", "chat/completions")
     bases = [
-        Base("chat", "POST", chat_path, chat_query, json={
-            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there!"}],
-            "max_tokens": 8, "temperature": 0.7, "n": 1, "seed": 3, "user": "u1"}),
-        Base("chat-tools", "POST", chat_path, chat_query, json={
-            "messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": [tool], "tool_choice": "auto",
-            "max_tokens": 30}),
-        Base("chat-schema", "POST", chat_path, chat_query, json={
-            "messages": [{"role": "user", "content": [{"type": "text", "text": "Plan a trip."},
-                                                      {"type": "image_url", "image_url": {"url": data_url(png)}}]}],
-            "response_format": {"type": "json_schema", "json_schema": {"name": "trip", "strict": True,
-                                                                       "schema": schema}},
-            "max_tokens": 40}),
-        Base("chat-stream", "POST", "/openai/v1/chat/completions", json={
-            "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Count to five."}], "max_tokens": 10,
-            "stream": True, "stream_options": {"include_usage": True}}),
-        Base("completions", "POST", *_deployment("gpt-35-turbo-instruct", "completions"), json={
-            "prompt": ["Once upon", "a time"], "max_tokens": 6, "echo": True, "best_of": 1, "logprobs": 2}),
-        Base("embeddings", "POST", *_deployment("text-embedding-3-small", "embeddings"), json={
-            "input": ["first text", "second text"], "dimensions": 64, "encoding_format": "base64"}),
-        Base("embeddings-tokens", "POST", "/openai/v1/embeddings", json={
-            "model": "text-embedding-3-large", "input": [[1, 2, 3, 4], [5, 6]]}),
-        Base("responses", "POST", "/openai/v1/responses", json={
-            "model": "gpt-4o", "instructions": "Be brief.", "max_output_tokens": 32, "input": [
-                {"role": "user", "content": [{"type": "input_text", "text": "What is this?"},
-                                             {"type": "input_image", "image_url": data_url(png)}]}],
-            "text": {"format": {"type": "json_schema", "name": "answer", "schema": schema, "strict": True}},
-            "metadata": {"k": "v"}}),
-        Base("responses-tools", "POST", "/openai/v1/responses", json={
-            "model": "o4-mini", "input": "Weather?", "reasoning": {"effort": "low", "summary": "auto"},
-            "tools": [{"type": "function", "name": "get_weather", "parameters": tool["function"]["parameters"]}],
-            "max_output_tokens": 300, "stream": True}),
-        Base("responses-get", "GET", "/openai/v1/responses/resp_0123456789abcdef/input_items",
-             [("limit", "5"), ("order", "asc")]),
-        Base("speech", "POST", *_deployment("tts", "audio/speech"), json={
-            "model": "tts", "input": "A short sentence to say.", "voice": "alloy", "speed": 1.5,
-            "response_format": "mp3"}),
-        Base("image-generation", "POST", *_deployment("dall-e-3", "images/generations"), json={
-            "prompt": "A lighthouse", "size": "1024x1024", "quality": "standard", "response_format": "b64_json"}),
-        Base("transcription-wav", "POST", *_deployment("whisper", "audio/transcriptions"), parts=[
-            ["file", wav, "a.wav", "audio/wav"], ["response_format", b"verbose_json", None, None],
-            ["timestamp_granularities[]", b"word", None, None], ["language", b"en", None, None]]),
-        Base("transcription-mp3", "POST", "/openai/v1/audio/transcriptions", parts=[
-            ["file", mp3, "a.mp3", "audio/mpeg"], ["model", b"whisper", None, None],
-            ["response_format", b"srt", None, None], ["temperature", b"0.2", None, None]]),
-        Base("translation-flac", "POST", *_deployment("whisper", "audio/translations"), parts=[
-            ["file", flac, "a.flac", "audio/flac"], ["response_format", b"vtt", None, None],
-            ["prompt", b"A talk.", None, None]]),
-        Base("image-edit-png", "POST", *_deployment("gpt-image-1", "images/edits"), parts=[
-            ["image", png, "in.png", "image/png"], ["prompt", b"Add a hat", None, None],
-            ["size", b"1024x1024", None, None], ["quality", b"low", None, None]]),
-        Base("image-edit-jpeg", "POST", "/openai/v1/images/edits", parts=[
-            ["model", b"gpt-image-1", None, None], ["image[]", jpeg, "in.jpg", "image/jpeg"],
-            ["image[]", png, "two.png", "image/png"], ["mask", png, "mask.png", "image/png"],
-            ["prompt", b"Make it blue", None, None], ["output_format", b"webp", None, None]]),
-        Base("docintel-pdf", "POST", "/documentintelligence/documentModels/prebuilt-layout:analyze",
-             [("api-version", "2024-11-30")], raw=pdf, content_type="application/pdf"),
-        Base("docintel-json", "POST", "/formrecognizer/documentModels/prebuilt-invoice:analyze",
-             [("api-version", "2023-07-31")], json={"base64Source": "JVBERi0xLjcKJSVFT0YK"}),
-        Base("docintel-url", "POST", "/documentintelligence/documentModels/prebuilt-read:analyze",
-             [("api-version", "2024-11-30")], json={"urlSource": "https://example.com/doc.pdf"}),
-        Base("patch-config", "PATCH", "/++/config", changes_config=True, json={
-            "seed": 5, "latency": {"enabled": False, "chatCompletions": {"mean": 1, "stdDev": 0}},
-            "deployments": {"fz": {"model": "gpt-4o", "tokensPerMinute": 100000, "requestsPerMinute": 600,
-                                   "maxConcurrentRequests": 8}}}),
-        Base("patch-filter", "PATCH", "/++/config", changes_config=True, json={
-            "contentFilter": {"cf": {"blockAt": "medium", "randomShare": {"prompt": 0.1, "completion": 0.1},
-                                     "prompt": {"violence": [{"term": "fight", "severity": "low"},
-                                                             {"regex": "\\bkill(ed)?\\b", "severity": "high"}],
-                                                "jailbreak": ["ignore previous instructions"]}}}}),
-        Base("patch-ptu", "PATCH", "/++/config", changes_config=True, json={
-            "allowUndefinedDeployments": True, "resetLimits": True, "deployments": {
-                "fz-ptu": {"model": "gpt-4o", "sku": "ProvisionedManaged", "ptu": 15, "inputTpmPerPtu": 2500}}}),
-        Base("token", "POST", "/++/token", json={
-            "oid": "0000-oid", "tid": "0000-tid", "appid": "app", "aud": "https://cognitiveservices.azure.com",
-            "expiresIn": 3600, "claims": {"roles": ["reader"], "name": "Hostile"}}),
+        Base(
+            "chat",
+            "POST",
+            chat_path,
+            chat_query,
+            json={
+                "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there!"}],
+                "max_tokens": 8,
+                "temperature": 0.7,
+                "n": 1,
+                "seed": 3,
+                "user": "u1",
+            },
+        ),
+        Base(
+            "chat-tools",
+            "POST",
+            chat_path,
+            chat_query,
+            json={
+                "messages": [{"role": "user", "content": "Weather in Paris?"}],
+                "tools": [tool],
+                "tool_choice": "auto",
+                "max_tokens": 30,
+            },
+        ),
+        Base(
+            "chat-schema",
+            "POST",
+            chat_path,
+            chat_query,
+            json={
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "Plan a trip."},
+                            {"type": "image_url", "image_url": {"url": data_url(png)}},
+                        ],
+                    }
+                ],
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "trip", "strict": True, "schema": schema},
+                },
+                "max_tokens": 40,
+            },
+        ),
+        Base(
+            "chat-stream",
+            "POST",
+            "/openai/v1/chat/completions",
+            json={
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": "Count to five."}],
+                "max_tokens": 10,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
+        ),
+        Base(
+            "completions",
+            "POST",
+            *_deployment("gpt-35-turbo-instruct", "completions"),
+            json={"prompt": ["Once upon", "a time"], "max_tokens": 6, "echo": True, "best_of": 1, "logprobs": 2},
+        ),
+        Base(
+            "embeddings",
+            "POST",
+            *_deployment("text-embedding-3-small", "embeddings"),
+            json={"input": ["first text", "second text"], "dimensions": 64, "encoding_format": "base64"},
+        ),
+        Base(
+            "embeddings-tokens",
+            "POST",
+            "/openai/v1/embeddings",
+            json={"model": "text-embedding-3-large", "input": [[1, 2, 3, 4], [5, 6]]},
+        ),
+        Base(
+            "responses",
+            "POST",
+            "/openai/v1/responses",
+            json={
+                "model": "gpt-4o",
+                "instructions": "Be brief.",
+                "max_output_tokens": 32,
+                "input": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "input_text", "text": "What is this?"},
+                            {"type": "input_image", "image_url": data_url(png)},
+                        ],
+                    }
+                ],
+                "text": {"format": {"type": "json_schema", "name": "answer", "schema": schema, "strict": True}},
+                "metadata": {"k": "v"},
+            },
+        ),
+        Base(
+            "responses-tools",
+            "POST",
+            "/openai/v1/responses",
+            json={
+                "model": "o4-mini",
+                "input": "Weather?",
+                "reasoning": {"effort": "low", "summary": "auto"},
+                "tools": [{"type": "function", "name": "get_weather", "parameters": tool["function"]["parameters"]}],
+                "max_output_tokens": 300,
+                "stream": True,
+            },
+        ),
+        Base(
+            "responses-get",
+            "GET",
+            "/openai/v1/responses/resp_0123456789abcdef/input_items",
+            [("limit", "5"), ("order", "asc")],
+        ),
+        Base(
+            "speech",
+            "POST",
+            *_deployment("tts", "audio/speech"),
+            json={
+                "model": "tts",
+                "input": "A short sentence to say.",
+                "voice": "alloy",
+                "speed": 1.5,
+                "response_format": "mp3",
+            },
+        ),
+        Base(
+            "image-generation",
+            "POST",
+            *_deployment("dall-e-3", "images/generations"),
+            json={"prompt": "A lighthouse", "size": "1024x1024", "quality": "standard", "response_format": "b64_json"},
+        ),
+        Base(
+            "transcription-wav",
+            "POST",
+            *_deployment("whisper", "audio/transcriptions"),
+            parts=[
+                ["file", wav, "a.wav", "audio/wav"],
+                ["response_format", b"verbose_json", None, None],
+                ["timestamp_granularities[]", b"word", None, None],
+                ["language", b"en", None, None],
+            ],
+        ),
+        Base(
+            "transcription-mp3",
+            "POST",
+            "/openai/v1/audio/transcriptions",
+            parts=[
+                ["file", mp3, "a.mp3", "audio/mpeg"],
+                ["model", b"whisper", None, None],
+                ["response_format", b"srt", None, None],
+                ["temperature", b"0.2", None, None],
+            ],
+        ),
+        Base(
+            "translation-flac",
+            "POST",
+            *_deployment("whisper", "audio/translations"),
+            parts=[
+                ["file", flac, "a.flac", "audio/flac"],
+                ["response_format", b"vtt", None, None],
+                ["prompt", b"A talk.", None, None],
+            ],
+        ),
+        Base(
+            "image-edit-png",
+            "POST",
+            *_deployment("gpt-image-1", "images/edits"),
+            parts=[
+                ["image", png, "in.png", "image/png"],
+                ["prompt", b"Add a hat", None, None],
+                ["size", b"1024x1024", None, None],
+                ["quality", b"low", None, None],
+            ],
+        ),
+        Base(
+            "image-edit-jpeg",
+            "POST",
+            "/openai/v1/images/edits",
+            parts=[
+                ["model", b"gpt-image-1", None, None],
+                ["image[]", jpeg, "in.jpg", "image/jpeg"],
+                ["image[]", png, "two.png", "image/png"],
+                ["mask", png, "mask.png", "image/png"],
+                ["prompt", b"Make it blue", None, None],
+                ["output_format", b"webp", None, None],
+            ],
+        ),
+        Base(
+            "docintel-pdf",
+            "POST",
+            "/documentintelligence/documentModels/prebuilt-layout:analyze",
+            [("api-version", "2024-11-30")],
+            raw=pdf,
+            content_type="application/pdf",
+        ),
+        Base(
+            "docintel-json",
+            "POST",
+            "/formrecognizer/documentModels/prebuilt-invoice:analyze",
+            [("api-version", "2023-07-31")],
+            json={"base64Source": "JVBERi0xLjcKJSVFT0YK"},
+        ),
+        Base(
+            "docintel-url",
+            "POST",
+            "/documentintelligence/documentModels/prebuilt-read:analyze",
+            [("api-version", "2024-11-30")],
+            json={"urlSource": "https://example.com/doc.pdf"},
+        ),
+        Base(
+            "patch-config",
+            "PATCH",
+            "/++/config",
+            changes_config=True,
+            json={
+                "seed": 5,
+                "latency": {"enabled": False, "chatCompletions": {"mean": 1, "stdDev": 0}},
+                "deployments": {
+                    "fz": {
+                        "model": "gpt-4o",
+                        "tokensPerMinute": 100000,
+                        "requestsPerMinute": 600,
+                        "maxConcurrentRequests": 8,
+                    }
+                },
+            },
+        ),
+        Base(
+            "patch-filter",
+            "PATCH",
+            "/++/config",
+            changes_config=True,
+            json={
+                "contentFilter": {
+                    "cf": {
+                        "blockAt": "medium",
+                        "randomShare": {"prompt": 0.1, "completion": 0.1},
+                        "prompt": {
+                            "violence": [
+                                {"term": "fight", "severity": "low"},
+                                {"regex": "\\bkill(ed)?\\b", "severity": "high"},
+                            ],
+                            "jailbreak": ["ignore previous instructions"],
+                        },
+                    }
+                }
+            },
+        ),
+        Base(
+            "patch-ptu",
+            "PATCH",
+            "/++/config",
+            changes_config=True,
+            json={
+                "allowUndefinedDeployments": True,
+                "resetLimits": True,
+                "deployments": {
+                    "fz-ptu": {"model": "gpt-4o", "sku": "ProvisionedManaged", "ptu": 15, "inputTpmPerPtu": 2500}
+                },
+            },
+        ),
+        Base(
+            "token",
+            "POST",
+            "/++/token",
+            json={
+                "oid": "0000-oid",
+                "tid": "0000-tid",
+                "appid": "app",
+                "aud": "https://cognitiveservices.azure.com",
+                "expiresIn": 3600,
+                "claims": {"roles": ["reader"], "name": "Hostile"},
+            },
+        ),
         Base("config", "GET", "/++/config"),
         Base("limits", "GET", "/++/limits"),
         Base("models", "GET", "/openai/v1/models"),
@@ -198,8 +416,12 @@ class Draft:
         target = self.path + ("?" + query if query else "")
         headers = list(self.headers)
         length = len(body) + (self.length_delta or 0)
-        head = request_head(self.method, target.encode("utf-8", "surrogateescape"), headers,
-                            length=max(0, length) if (body or self.method in ("POST", "PATCH")) else None)
+        head = request_head(
+            self.method,
+            target.encode("utf-8", "surrogateescape"),
+            headers,
+            length=max(0, length) if (body or self.method in ("POST", "PATCH")) else None,
+        )
         return head, body
 
 
@@ -208,8 +430,16 @@ KEY_PLACEHOLDER = "{key}"
 
 def draft_of(base: Base, key: str) -> Draft:
     headers = [("api-key", key.encode()), ("Connection", b"close")]
-    draft = Draft(base.method, base.path, list(base.query), headers, copy.deepcopy(base.json),
-                  copy.deepcopy(base.parts), base.raw, base.content_type)
+    draft = Draft(
+        base.method,
+        base.path,
+        list(base.query),
+        headers,
+        copy.deepcopy(base.json),
+        copy.deepcopy(base.parts),
+        base.raw,
+        base.content_type,
+    )
     if base.json is not None:
         draft.headers.append(("Content-Type", b"application/json"))
     elif base.parts is not None:
@@ -222,25 +452,132 @@ def draft_of(base: Base, key: str) -> Draft:
 # --- mutations -----------------------------------------------------------------------------------
 
 HUGE_INTS = [2**31, 2**32 + 1, 2**53 + 1, 2**63, 2**64, -(2**63) - 1, 10**30, 10**400, -1, 0]
-ODD_VALUES: list[Any] = [None, True, False, 0, -1, 1.5, 1e308, -1e308, 5e-324, "", "0", "-1", "NaN", "1e999",
-                         "\u0000", "\ud800", "\U0001F600" * 50, [], {}, [None], {"": None}, [[[]]],
-                         {"type": "object"}, "x" * 5000, 2**64, 10**30]
-ODD_TEXT = [b"-1", b"0", b"1e309", b"NaN", b"inf", b"99999999999999999999999999", b"", b" ", b"\x00",
-            b"\xff\xfe", b"..", b"%00", b"\xc3\x28", b"true", b"[]", b"{}", b"a" * 5000]
-KNOWN_FIELDS = ["n", "max_tokens", "max_completion_tokens", "max_output_tokens", "logprobs", "top_logprobs",
-                "stream", "stream_options", "tools", "tool_choice", "response_format", "seed", "dimensions",
-                "encoding_format", "user", "logit_bias", "stop", "previous_response_id", "store", "truncation",
-                "reasoning", "reasoning_effort", "text", "metadata", "parallel_tool_calls", "temperature",
-                "top_p", "best_of", "echo", "suffix", "input", "messages", "prompt", "model", "voice", "speed",
-                "size", "quality", "style", "background", "include", "functions", "function_call",
-                "data_sources", "prediction", "modalities", "audio", "instructions", "urlSource",
-                "base64Source", "expiresIn", "claims", "deployments", "contentFilter", "faults", "latency",
-                "mode"]
-PATHOLOGICAL = [" ", "\t", "\n", "a", "\u200b", "\U0001F600", "<|endoftext|>", "\\", "\"", "ab", " a", "1"]
-FUZZ_HEADERS = ["api-key", "authorization", "ocp-apim-subscription-key", "content-type", "content-encoding",
-                "accept-encoding", "x-ms-client-request-id", "idempotency-key", "x-ms-simulator-content-filter",
-                "x-simulator-stream", "x-simulator-peer", "x-request-id", "traceparent", "accept", "expect",
-                "transfer-encoding", "host"]
+ODD_VALUES: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1.5,
+    1e308,
+    -1e308,
+    5e-324,
+    "",
+    "0",
+    "-1",
+    "NaN",
+    "1e999",
+    "\u0000",
+    "\ud800",
+    "\U0001f600" * 50,
+    [],
+    {},
+    [None],
+    {"": None},
+    [[[]]],
+    {"type": "object"},
+    "x" * 5000,
+    2**64,
+    10**30,
+]
+ODD_TEXT = [
+    b"-1",
+    b"0",
+    b"1e309",
+    b"NaN",
+    b"inf",
+    b"99999999999999999999999999",
+    b"",
+    b" ",
+    b"\x00",
+    b"\xff\xfe",
+    b"..",
+    b"%00",
+    b"\xc3\x28",
+    b"true",
+    b"[]",
+    b"{}",
+    b"a" * 5000,
+]
+KNOWN_FIELDS = [
+    "n",
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "logprobs",
+    "top_logprobs",
+    "stream",
+    "stream_options",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "seed",
+    "dimensions",
+    "encoding_format",
+    "user",
+    "logit_bias",
+    "stop",
+    "previous_response_id",
+    "store",
+    "truncation",
+    "reasoning",
+    "reasoning_effort",
+    "text",
+    "metadata",
+    "parallel_tool_calls",
+    "temperature",
+    "top_p",
+    "best_of",
+    "echo",
+    "suffix",
+    "input",
+    "messages",
+    "prompt",
+    "model",
+    "voice",
+    "speed",
+    "size",
+    "quality",
+    "style",
+    "background",
+    "include",
+    "functions",
+    "function_call",
+    "data_sources",
+    "prediction",
+    "modalities",
+    "audio",
+    "instructions",
+    "urlSource",
+    "base64Source",
+    "expiresIn",
+    "claims",
+    "deployments",
+    "contentFilter",
+    "faults",
+    "latency",
+    "mode",
+]
+PATHOLOGICAL = [" ", "\t", "\n", "a", "\u200b", "\U0001f600", "<|endoftext|>", "\\", '"', "ab", " a", "1"]
+FUZZ_HEADERS = [
+    "api-key",
+    "authorization",
+    "ocp-apim-subscription-key",
+    "content-type",
+    "content-encoding",
+    "accept-encoding",
+    "x-ms-client-request-id",
+    "idempotency-key",
+    "x-ms-simulator-content-filter",
+    "x-simulator-stream",
+    "x-simulator-peer",
+    "x-request-id",
+    "traceparent",
+    "accept",
+    "expect",
+    "transfer-encoding",
+    "host",
+]
 
 
 def _nodes(value: Any, path: tuple = ()) -> list[tuple[tuple, Any]]:
@@ -395,8 +732,19 @@ def m_truncate(d: Draft, rng: random.Random) -> str | None:
 def m_insert(d: Draft, rng: random.Random) -> str | None:
     data, put = _body_bytes(d)
     at = rng.randrange(len(data) + 1)
-    blob = rng.choice([b"\x00", b"\xff" * 4, b"\"", b"{", b"[" * 64, b"\\u0000", b"\r\n\r\n", b"\xc3\x28",
-                       bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))])
+    blob = rng.choice(
+        [
+            b"\x00",
+            b"\xff" * 4,
+            b'"',
+            b"{",
+            b"[" * 64,
+            b"\\u0000",
+            b"\r\n\r\n",
+            b"\xc3\x28",
+            bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64))),
+        ]
+    )
     put(data[:at] + blob + data[at:])
     return f"insert {len(blob)} bytes at {at}"
 
@@ -432,9 +780,9 @@ def _png_with(data: bytes, width: int, height: int) -> bytes | None:
 def _jpeg_with(data: bytes, width: int, height: int) -> bytes | None:
     i = 2
     while i + 9 < len(data) and data[i] == 0xFF:
-        marker, length = data[i + 1], int.from_bytes(data[i + 2:i + 4], "big")
+        marker, length = data[i + 1], int.from_bytes(data[i + 2 : i + 4], "big")
         if marker in (0xC0, 0xC1, 0xC2):
-            return data[:i + 5] + struct.pack(">HH", height, width) + data[i + 9:]
+            return data[: i + 5] + struct.pack(">HH", height, width) + data[i + 9 :]
         i += 2 + length
     return None
 
@@ -444,7 +792,7 @@ def _wav_with(data: bytes, rng: random.Random) -> tuple[bytes, str] | None:
         return None
     field_at, name = rng.choice([(4, "riff size"), (24, "sample rate"), (28, "byte rate"), (40, "data size")])
     value = rng.choice([0, 1, 0xFFFFFFFF, 0x7FFFFFFF, 8000])
-    return data[:field_at] + struct.pack("<I", value) + data[field_at + 4:], f"wav {name}={value}"
+    return data[:field_at] + struct.pack("<I", value) + data[field_at + 4 :], f"wav {name}={value}"
 
 
 def _flac_with(data: bytes, rng: random.Random) -> tuple[bytes, str] | None:
@@ -497,8 +845,19 @@ def m_form(d: Draft, rng: random.Random) -> str | None:
     choice = rng.randrange(6)
     part = rng.choice(d.parts)
     if choice == 0 and part[2] is not None:
-        part[2] = rng.choice(["a.exe", "a", "", "a.wav.flac", "a.FLAC", "x" * 4000 + ".wav", "a\x00.wav",
-                              "\u00e9\U0001F600.mp3", "../../etc/passwd.png"])
+        part[2] = rng.choice(
+            [
+                "a.exe",
+                "a",
+                "",
+                "a.wav.flac",
+                "a.FLAC",
+                "x" * 4000 + ".wav",
+                "a\x00.wav",
+                "\u00e9\U0001f600.mp3",
+                "../../etc/passwd.png",
+            ]
+        )
         return f"form filename={_short(part[2])}"
     if choice == 1 and part[2] is None:
         part[1] = rng.choice(ODD_TEXT)
@@ -513,8 +872,16 @@ def m_form(d: Draft, rng: random.Random) -> str | None:
         d.parts.extend(copy.deepcopy(part) for _ in range(times))
         return f"form repeat {part[0]} x{times}"
     if choice == 4:
-        part[3] = rng.choice(["application/octet-stream", "", "text/plain; charset=\xff", "image/png", "audio/wav",
-                              "multipart/form-data; boundary=" + d.boundary])
+        part[3] = rng.choice(
+            [
+                "application/octet-stream",
+                "",
+                "text/plain; charset=\xff",
+                "image/png",
+                "audio/wav",
+                "multipart/form-data; boundary=" + d.boundary,
+            ]
+        )
         return f"form part type={_short(part[3])}"
     d.boundary = rng.choice(["", "x", "a" * 200, "fuzz-boundary-5c2e--", "\u00e9"])
     if rng.random() < 0.5:  # the header and the body disagree
@@ -539,9 +906,23 @@ def m_header(d: Draft, rng: random.Random) -> str | None:
         d.headers = [(n, v) for n, v in d.headers if n.lower() != name]
         return f"header drop {name}"
     else:
-        value = rng.choice([b"gzip", b"br", b"zstd", b"deflate", b"chunked", b"100-continue", b"Bearer ",
-                            b"Bearer x.y.z", b"prompt=violence:high,completion=hate", b"prompt=", b"application/json",
-                            b"text/plain", b"1"])
+        value = rng.choice(
+            [
+                b"gzip",
+                b"br",
+                b"zstd",
+                b"deflate",
+                b"chunked",
+                b"100-continue",
+                b"Bearer ",
+                b"Bearer x.y.z",
+                b"prompt=violence:high,completion=hate",
+                b"prompt=",
+                b"application/json",
+                b"text/plain",
+                b"1",
+            ]
+        )
         what = "odd value"
     if rng.random() < 0.5:
         d.headers = [(n, v) for n, v in d.headers if n.lower() != name]
@@ -552,16 +933,30 @@ def m_header(d: Draft, rng: random.Random) -> str | None:
 def m_query(d: Draft, rng: random.Random) -> str | None:
     choice = rng.randrange(4)
     if choice == 0:
-        value = rng.choice(["", "2024-10-21-preview", "9999-99-99", "2024-10-21&api-version=2023-01-01",
-                            "x" * 5000, "%ff%fe", str(2**64), "2025-04-01-preview"])
+        value = rng.choice(
+            [
+                "",
+                "2024-10-21-preview",
+                "9999-99-99",
+                "2024-10-21&api-version=2023-01-01",
+                "x" * 5000,
+                "%ff%fe",
+                str(2**64),
+                "2025-04-01-preview",
+            ]
+        )
         d.query = [(k, v) for k, v in d.query if k != "api-version"] + [("api-version", value)]
         return f"query api-version={_short(value)}"
     if choice == 1:
         d.query.append(("api-key", rng.choice(["wrong", "", "%ff"])))
         return "query api-key"
     if choice == 2:
-        d.query.append((rng.choice(["limit", "order", "after", "before", "include[]", "stream"]),
-                        str(rng.choice(HUGE_INTS + ["asc", "", "%00"]))))
+        d.query.append(
+            (
+                rng.choice(["limit", "order", "after", "before", "include[]", "stream"]),
+                str(rng.choice(HUGE_INTS + ["asc", "", "%00"])),
+            )
+        )
         return "query extra"
     d.query = d.query * rng.choice([2, 50])
     return "query repeated"
@@ -572,8 +967,22 @@ def m_path(d: Draft, rng: random.Random) -> str | None:
     if len(segments) < 3:
         return None
     i = rng.randrange(1, len(segments))
-    value = rng.choice(["", "%2F", "%00", "..", "x" * 3000, "%ff%fe", "\u00e9", "gpt-4o%2Fchat",
-                        "GPT-4O", "deployments", "%3Aanalyze", "a" * 64])
+    value = rng.choice(
+        [
+            "",
+            "%2F",
+            "%00",
+            "..",
+            "x" * 3000,
+            "%ff%fe",
+            "\u00e9",
+            "gpt-4o%2Fchat",
+            "GPT-4O",
+            "deployments",
+            "%3Aanalyze",
+            "a" * 64,
+        ]
+    )
     segments[i] = value
     d.path = "/".join(segments)
     return f"path segment {i}={_short(value)}"
@@ -584,10 +993,26 @@ def m_framing(d: Draft, rng: random.Random) -> str | None:
     return f"content-length off by {d.length_delta}"
 
 
-MUTATIONS = [(m_json_type, 6), (m_json_number, 4), (m_json_drop, 3), (m_json_duplicate, 2), (m_json_nest, 2),
-             (m_json_string, 3), (m_json_field, 4), (m_bitflip, 4), (m_truncate, 3), (m_insert, 2),
-             (m_duplicate, 2), (m_delete, 2), (m_media_header, 4), (m_form, 4), (m_header, 5), (m_query, 2),
-             (m_path, 2), (m_framing, 1)]
+MUTATIONS = [
+    (m_json_type, 6),
+    (m_json_number, 4),
+    (m_json_drop, 3),
+    (m_json_duplicate, 2),
+    (m_json_nest, 2),
+    (m_json_string, 3),
+    (m_json_field, 4),
+    (m_bitflip, 4),
+    (m_truncate, 3),
+    (m_insert, 2),
+    (m_duplicate, 2),
+    (m_delete, 2),
+    (m_media_header, 4),
+    (m_form, 4),
+    (m_header, 5),
+    (m_query, 2),
+    (m_path, 2),
+    (m_framing, 1),
+]
 
 
 def _short(value: Any) -> str:
@@ -602,7 +1027,7 @@ def make_round(bases: list[Base], key: str, seed: int, number: int) -> tuple[Bas
     done: list[str] = []
     wanted = rng.choice([1, 1, 2, 3])
     tries = 0
-    functions, weights = zip(*MUTATIONS)
+    functions, weights = zip(*MUTATIONS, strict=False)
     while len(done) < wanted and tries < 20:
         tries += 1
         what = rng.choices(functions, weights)[0](draft, rng)
@@ -639,13 +1064,19 @@ async def restore(harness: Harness, server: Server) -> str | None:
         names |= set(ADDED_DEPLOYMENTS)
         deployments: dict[str, Any] = {name: None for name in names - set(DEPLOYMENTS)}
         deployments.update(DEPLOYMENTS)
-        patch = {"mode": "generate", "seed": 1, "allowUndefinedDeployments": True, "faults": None,
-                 "latency": {"enabled": False, "chatCompletions": None, "completions": None, "embeddings": None},
-                 "deployments": deployments, "resetLimits": True}
+        patch = {
+            "mode": "generate",
+            "seed": 1,
+            "allowUndefinedDeployments": True,
+            "faults": None,
+            "latency": {"enabled": False, "chatCompletions": None, "completions": None, "embeddings": None},
+            "deployments": deployments,
+            "resetLimits": True,
+        }
         answer = await client.patch(server.url + "/++/config", json=patch, headers=headers, timeout=10)
         if answer.status_code != 200:
             return f"restoring the configuration got {answer.status_code}: {answer.text[:120]}"
-    except Exception as e:  # noqa: BLE001  (whatever it is, the round reports it)
+    except Exception as e:
         return f"restoring the configuration failed: {type(e).__name__}: {e}"
     return None
 
@@ -654,10 +1085,18 @@ async def run(harness: Harness, server: Server, rounds: int, seed: int, first: i
     """`rounds` fuzz rounds from round `first`, against `server`; one Result for the table."""
     from hostile import KEY, Case, Result
 
-    fuzz_case = Case("fuzz", "fuzz", f"{rounds} mutated requests (seed {seed})", "main", None,  # type: ignore[arg-type]
-                     {"": {"2xx", "3xx", "4xx", "closed", "timeout"}}, lag_ms=float("inf"), rss_mib=RSS_LIMIT_MIB,
-                     exception=f"rounds fail one by one: a 5xx, a health probe held >= {SPIKE_S * 1000:.0f} ms, "
-                               f"+{RSS_LIMIT_MIB:g} MiB within a round, or an exit")
+    fuzz_case = Case(
+        "fuzz",
+        "fuzz",
+        f"{rounds} mutated requests (seed {seed})",
+        "main",
+        None,  # type: ignore[arg-type]
+        {"": {"2xx", "3xx", "4xx", "closed", "timeout"}},
+        lag_ms=float("inf"),
+        rss_mib=RSS_LIMIT_MIB,
+        exception=f"rounds fail one by one: a 5xx, a health probe held >= {SPIKE_S * 1000:.0f} ms, "
+        f"+{RSS_LIMIT_MIB:g} MiB within a round, or an exit",
+    )
     result = Result(fuzz_case)
     bases = corpus()
     done: list[Round] = []
@@ -676,13 +1115,14 @@ async def run(harness: Harness, server: Server, rounds: int, seed: int, first: i
         try:
             base, draft, mutations = make_round(bases, KEY, seed, number)
             head, body = draft.encode()
-        except Exception as e:  # noqa: BLE001  (the fuzzer's own bug: noted, the run goes on)
+        except Exception as e:
             result.notes.append(f"round {number} not sent: {type(e).__name__}: {e}")
             continue
         began = time.monotonic()
         # A body shorter than its Content-Length is followed by the end of what the client sends.
-        answer = await exchange(server.port, head, body, timeout=ROUND_TIMEOUT_S, keep=0,
-                                half_close=(draft.length_delta or 0) > 0)
+        answer = await exchange(
+            server.port, head, body, timeout=ROUND_TIMEOUT_S, keep=0, half_close=(draft.length_delta or 0) > 0
+        )
         outcome = answer.outcome
         this = Round(number, base.name, mutations, outcome, began, time.monotonic(), head[:300])
         trouble = None
@@ -714,20 +1154,25 @@ async def run(harness: Harness, server: Server, rounds: int, seed: int, first: i
     if failed:
         result.problems.append(f"{len(failed)} of {len(done)} rounds failed")
     kinds = Counter(_kind(f) for r in failed for f in r.failures)
-    result.notes.append(f"{len(done)} rounds in {result.seconds:.0f} s; failures by kind: "
-                        + (", ".join(f"{k} {n}" for k, n in kinds.most_common()) or "none"))
+    result.notes.append(
+        f"{len(done)} rounds in {result.seconds:.0f} s; failures by kind: "
+        + (", ".join(f"{k} {n}" for k, n in kinds.most_common()) or "none")
+    )
     for r in failed[:25]:
         result.notes.append(
             f"round {r.number} ({r.base}: {'; '.join(r.mutations)}): {'; '.join(r.failures)}"
             f"\n      {r.head.split(b'\r\n')[0][:160].decode('latin-1')}"
-            f"\n      reproduce: python scripts/hostile.py --only fuzz --fuzz 1 --fuzz-from {r.number} --seed {seed}")
+            f"\n      reproduce: python scripts/hostile.py --only fuzz --fuzz 1 --fuzz-from {r.number} --seed {seed}"
+        )
     if len(failed) > 25:
         result.notes.append(f"… and {len(failed) - 25} more rounds (all in --json)")
     errors = _log_errors_of(server, log_offset)
     if errors:
         result.notes.append("log: " + " | ".join(errors))
-    result.fuzz_rounds = [{"round": r.number, "base": r.base, "mutations": r.mutations, "outcome": r.outcome,
-                           "failures": r.failures} for r in failed]
+    result.fuzz_rounds = [
+        {"round": r.number, "base": r.base, "mutations": r.mutations, "outcome": r.outcome, "failures": r.failures}
+        for r in failed
+    ]
     return result
 
 
@@ -756,8 +1201,7 @@ def _judge(rounds: list[Round], samples: Samples) -> None:
             r.failures.append(f"health probe held {latency * 1000:.0f} ms")
 
     def victim(r: Round) -> bool:
-        return any(begin < r.start < end for begin, end in held) and not any(
-            f.startswith("health") for f in r.failures)
+        return any(begin < r.start < end for begin, end in held) and not any(f.startswith("health") for f in r.failures)
 
     by_pid: dict[int, list[tuple[float, int]]] = {}
     for at, pid, kib in samples.rss:

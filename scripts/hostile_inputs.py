@@ -18,7 +18,7 @@ from pathlib import Path
 import simulator_process
 
 sys.path.insert(0, str(simulator_process.ROOT / "tests"))
-from media import tone  # noqa: E402  (the tests' audio files, made with PyAV)
+from media import tone
 
 MiB = 1024 * 1024
 
@@ -29,9 +29,9 @@ def flac_claiming(hours: float) -> bytes:
     position, streaminfo, frames_at = 4, b"", 0
     while True:  # the metadata blocks: keep STREAMINFO, drop the rest (padding, tags)
         header = real[position]
-        length = int.from_bytes(real[position + 1:position + 4], "big")
+        length = int.from_bytes(real[position + 1 : position + 4], "big")
         if header & 0x7F == 0:
-            streaminfo = bytearray(real[position + 4:position + 4 + length])
+            streaminfo = bytearray(real[position + 4 : position + 4 + length])
         position += 4 + length
         if header & 0x80:
             frames_at = position
@@ -65,15 +65,23 @@ def png_bomb(side: int = 20000) -> bytes:
         left -= n
     parts.append(packer.flush())
     header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", b"".join(parts))
-            + _png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", b"".join(parts))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 # The start of a JPEG and nothing more: the start-of-image marker, a baseline frame header
 # (SOF0: 8 bits, 65,000 x 65,000, three components) and the first byte of the next marker: a
 # bomb's header in 22 bytes (4.2 billion pixels claimed, none there).
-JPEG_22_BYTES = (b"\xff\xd8\xff\xc0" + struct.pack(">HBHHB", 17, 8, 65000, 65000, 3)
-                 + bytes([1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1]) + b"\xff")
+JPEG_22_BYTES = (
+    b"\xff\xd8\xff\xc0"
+    + struct.pack(">HBHHB", 17, 8, 65000, 65000, 3)
+    + bytes([1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1])
+    + b"\xff"
+)
 assert len(JPEG_22_BYTES) == 22
 
 
@@ -128,7 +136,7 @@ def gzip_bomb(prefix: bytes, inflated: int) -> bytes:
     spaces = b" " * MiB
     left = inflated - len(prefix)
     while left > 0:
-        parts.append(packer.compress(spaces[:min(left, MiB)]))
+        parts.append(packer.compress(spaces[: min(left, MiB)]))
         left -= MiB
     parts.append(packer.flush())
     return b"".join(parts)
@@ -154,8 +162,9 @@ def multipart(parts: Iterable[Part], boundary: str = "hostile-boundary-7d1f") ->
 
 def words(characters: int) -> str:
     """Plain English-like words, `characters` long."""
-    text = ("The quick brown fox jumps over the lazy dog while the patient crew reads every word aloud. " * (
-        characters // 80 + 2))
+    text = "The quick brown fox jumps over the lazy dog while the patient crew reads every word aloud. " * (
+        characters // 80 + 2
+    )
     return text[:characters]
 
 

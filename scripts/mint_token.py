@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "addons"))
 
-from aoai.runtime import entra  # noqa: E402
+from aoai.runtime import entra
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,8 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tid", default=entra.DEFAULT_TENANT, help="tenant id (tid)")
     parser.add_argument("--appid", help="application id of a service principal (appid)")
     parser.add_argument("--aud", default=entra.AZURE_AUDIENCES[0], help="audience (aud)")
-    parser.add_argument("--expires-in", type=int, default=entra.DEFAULT_LIFETIME_S,
-                        help="seconds until it expires; negative for an expired token")
+    parser.add_argument(
+        "--expires-in",
+        type=int,
+        default=entra.DEFAULT_LIFETIME_S,
+        help="seconds until it expires; negative for an expired token",
+    )
     keys = parser.add_mutually_exclusive_group()
     keys.add_argument("--key", type=Path, help="PEM private key (RSA or EC) to sign with, for signature mode")
     keys.add_argument("--new-key", type=Path, help="make a new RSA key here (PEM) and sign with it")
@@ -55,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         if private_key is None:
             parser.error("--jwks needs --key or --new-key: the JWKS is of the key that signs")
         args.jwks.write_text(json.dumps(entra.jwks_of(private_key), indent=2) + "\n")
-    claims = entra.token_claims(audience=args.aud, tenant=args.tid, oid=args.oid, appid=args.appid,
-                                lifetime_s=args.expires_in)
+    claims = entra.token_claims(
+        audience=args.aud, tenant=args.tid, oid=args.oid, appid=args.appid, lifetime_s=args.expires_in
+    )
     print(entra.mint(claims, private_key))
     return 0
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "addons"))
 
-from aoai.openai.tokens import ENCODINGS, cache_file_name, install_offline_encodings  # noqa: E402
+from aoai.openai.tokens import ENCODINGS, cache_file_name, install_offline_encodings
 
 
 def main() -> None:

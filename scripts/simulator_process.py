@@ -29,8 +29,17 @@ ROOT = Path(__file__).resolve().parent.parent
 SIMULATOR = ROOT / "addons" / "simulator.py"
 # The simulator's settings: the caller's own (a developer's shell, a CI job) must not leak
 # into a run that sets what it measures or tests.
-SETTINGS_PREFIXES = ("SIMULATOR_", "AZURE_OPENAI", "LATENCY_", "RECORDING_", "OPENAI_", "RATE_LIMIT_",
-                     "EXTENSION_PATH", "DOC_INTELLIGENCE_", "OTEL_")
+SETTINGS_PREFIXES = (
+    "SIMULATOR_",
+    "AZURE_OPENAI",
+    "LATENCY_",
+    "RECORDING_",
+    "OPENAI_",
+    "RATE_LIMIT_",
+    "EXTENSION_PATH",
+    "DOC_INTELLIGENCE_",
+    "OTEL_",
+)
 LOG_TAIL_LINES = 60  # of the log quoted when a start fails
 
 
@@ -85,9 +94,16 @@ class Process:
         stop(self.process, timeout)
 
 
-def start(scripts: str | Path | Iterable[str | Path], *, cwd: Path, env: Mapping[str, str] | None = None,
-          port: int | None = None, program: str = "mitmdump", extra_args: Iterable[str] = (),
-          label: str | None = None) -> Process:
+def start(
+    scripts: str | Path | Iterable[str | Path],
+    *,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    port: int | None = None,
+    program: str = "mitmdump",
+    extra_args: Iterable[str] = (),
+    label: str | None = None,
+) -> Process:
     """Launch `program -s SCRIPT... --listen-host 127.0.0.1 -p PORT EXTRA_ARGS` in `cwd`, with
     the cleaned environment plus `env`, its output in `cwd/LABEL-PORT.log`. It does not wait:
     see wait_ready."""
@@ -95,8 +111,15 @@ def start(scripts: str | Path | Iterable[str | Path], *, cwd: Path, env: Mapping
     port = port or free_port()
     label = label or program
     full_env = clean_env(env)
-    command = [str(program_path(program)), *(a for s in scripts for a in ("-s", str(s))),
-               "--listen-host", "127.0.0.1", "-p", str(port), *extra_args]
+    command = [
+        str(program_path(program)),
+        *(a for s in scripts for a in ("-s", str(s))),
+        "--listen-host",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        *extra_args,
+    ]
     log_path = Path(cwd) / f"{label}-{port}.log"
     with open(log_path, "wb") as log:
         started = time.perf_counter()
@@ -104,8 +127,15 @@ def start(scripts: str | Path | Iterable[str | Path], *, cwd: Path, env: Mapping
     return Process(process, port, full_env.get("SIMULATOR_API_KEY", ""), log_path, label, started)
 
 
-def wait_ready(server: Process, path: str | None = "/++/health", *, timeout: float = 30, poll: float = 0.1,
-               after_log: str | None = None, settle: float = 0.0) -> None:
+def wait_ready(
+    server: Process,
+    path: str | None = "/++/health",
+    *,
+    timeout: float = 30,
+    poll: float = 0.1,
+    after_log: str | None = None,
+    settle: float = 0.0,
+) -> None:
     """Wait until GET `path` answers 200 (the simulator's health says 503 until its stages
     have started), or with path None until the port accepts (a bare mitmdump). With
     `after_log`, nothing is sent before that text is in the log, and then not for `settle`
@@ -117,8 +147,7 @@ def wait_ready(server: Process, path: str | None = "/++/health", *, timeout: flo
 
     def check() -> None:
         if not server.alive():
-            raise StartError(f"{server.label} exited with {server.process.returncode}:\n"
-                             f"{server.log(LOG_TAIL_LINES)}")
+            raise StartError(f"{server.label} exited with {server.process.returncode}:\n{server.log(LOG_TAIL_LINES)}")
         if time.monotonic() > deadline:
             server.stop()
             raise StartError(f"{server.label} was not ready after {timeout:g} s:\n{server.log(LOG_TAIL_LINES)}")
@@ -144,16 +173,31 @@ def wait_ready(server: Process, path: str | None = "/++/health", *, timeout: flo
 WORKERS_BANNER = "behind HAProxy"  # in scripts/workers.py's start-up lines, once it serves
 
 
-def start_workers(count: int, *, cwd: Path, env: Mapping[str, str] | None = None, port: int | None = None,
-                  extra_args: Iterable[str] = ()) -> Process:
+def start_workers(
+    count: int,
+    *,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    port: int | None = None,
+    extra_args: Iterable[str] = (),
+) -> Process:
     """scripts/workers.py: `count` simulators behind HAProxy on a free loopback port, with the
     cleaned environment plus `env`, its output in `cwd/workers-PORT.log`. It does not wait:
     `wait_ready(pool, after_log=WORKERS_BANNER)`."""
     port = port or free_port()
     full_env = clean_env(env)
     extra = list(extra_args)
-    command = [sys.executable, str(ROOT / "scripts" / "workers.py"), "--workers", str(count), "--port", str(port),
-               "--listen-host", "127.0.0.1", *(["--", *extra] if extra else [])]
+    command = [
+        sys.executable,
+        str(ROOT / "scripts" / "workers.py"),
+        "--workers",
+        str(count),
+        "--port",
+        str(port),
+        "--listen-host",
+        "127.0.0.1",
+        *(["--", *extra] if extra else []),
+    ]
     log_path = Path(cwd) / f"workers-{port}.log"
     with open(log_path, "wb") as log:
         started = time.perf_counter()
@@ -182,8 +226,11 @@ def start_redis(timeout: float = 10) -> tuple[subprocess.Popen, str] | None:
     if binary is None:
         return None
     port = free_port()
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:

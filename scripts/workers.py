@@ -50,8 +50,10 @@ def max_connections() -> int:
 
 def haproxy_config(listen_host: str, port: int, worker_ports: list[int]) -> str:
     """HAProxy in TCP mode: the client's bytes, TLS included, reach a worker unchanged."""
-    servers = "\n".join(f"    server worker{i} 127.0.0.1:{p} check inter {HEALTH_INTERVAL_MS} fall 2 rise 1"
-                        for i, p in enumerate(worker_ports))
+    servers = "\n".join(
+        f"    server worker{i} 127.0.0.1:{p} check inter {HEALTH_INTERVAL_MS} fall 2 rise 1"
+        for i, p in enumerate(worker_ports)
+    )
     return f"""global
     maxconn {max_connections()}
 
@@ -103,8 +105,9 @@ class Workers:
         if not self.env.get("RATE_LIMIT_REDIS_URL"):
             started = start_redis()
             if started is None:
-                raise StartError("WORKERS needs Redis for one shared quota: set RATE_LIMIT_REDIS_URL or install "
-                                 "redis-server")
+                raise StartError(
+                    "WORKERS needs Redis for one shared quota: set RATE_LIMIT_REDIS_URL or install redis-server"
+                )
             self.redis, self.env["RATE_LIMIT_REDIS_URL"] = started
         ports = [free_port() for _ in range(self.count)]
         # The first worker starts alone: on a first start it makes mitmproxy's CA in the shared
@@ -116,21 +119,38 @@ class Workers:
             wait_ready(worker, timeout=60)
         config = self.folder / "haproxy.cfg"
         config.write_text(haproxy_config(self.listen_host, self.port, ports))
-        self.haproxy = subprocess.Popen([haproxy, "-f", str(config), "-db"], stdout=subprocess.DEVNULL,
-                                        stderr=open(self.folder / "haproxy.log", "wb"))
+        self.haproxy = subprocess.Popen(
+            [haproxy, "-f", str(config), "-db"],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.folder / "haproxy.log", "wb"),  # noqa: SIM115 (held by the process)
+        )
         wait_ready(Process(self.haproxy, self.port, "", self.folder / "haproxy.log", "haproxy", 0.0), path=None)
         host = "localhost" if self.listen_host in ("0.0.0.0", "::", "") else self.listen_host
-        print(f"Azure OpenAI simulator: {self.count} workers behind HAProxy on http://{host}:{self.port}\n"
-              f"  API key:     {self.env['SIMULATOR_API_KEY']}\n"
-              f"  Quota:       shared through Redis at {self.env['RATE_LIMIT_REDIS_URL']}\n"
-              f"  Workers:     {', '.join(w.url for w in self.workers)} (logs in {self.folder})", flush=True)
+        print(
+            f"Azure OpenAI simulator: {self.count} workers behind HAProxy on http://{host}:{self.port}\n"
+            f"  API key:     {self.env['SIMULATOR_API_KEY']}\n"
+            f"  Quota:       shared through Redis at {self.env['RATE_LIMIT_REDIS_URL']}\n"
+            f"  Workers:     {', '.join(w.url for w in self.workers)} (logs in {self.folder})",
+            flush=True,
+        )
 
     def _launch(self, index: int, port: int, ports: list[int]) -> Process:
-        env = {**self.env, "SIMULATOR_WORKER": f"127.0.0.1:{port}",
-               "SIMULATOR_PEERS": ",".join(f"http://127.0.0.1:{p}" for p in ports if p != port)}
+        env = {
+            **self.env,
+            "SIMULATOR_WORKER": f"127.0.0.1:{port}",
+            "SIMULATOR_PEERS": ",".join(f"http://127.0.0.1:{p}" for p in ports if p != port),
+        }
         log_path = self.folder / f"worker{index}.log"
-        command = [str(program_path("mitmdump")), "-s", str(SIMULATOR), "--listen-host", "127.0.0.1",
-                   "-p", str(port), *self.mitmdump_args]
+        command = [
+            str(program_path("mitmdump")),
+            "-s",
+            str(SIMULATOR),
+            "--listen-host",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            *self.mitmdump_args,
+        ]
         with open(log_path, "ab") as log:
             process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         return Process(process, port, env["SIMULATOR_API_KEY"], log_path, f"worker{index}", time.perf_counter())
@@ -160,8 +180,12 @@ class Workers:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS") or 1),
-                        help="worker processes (default: $WORKERS, else 1: one mitmdump, no balancer)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("WORKERS") or 1),
+        help="worker processes (default: $WORKERS, else 1: one mitmdump, no balancer)",
+    )
     parser.add_argument("--port", type=int, default=8000, help="the port clients use (default 8000)")
     parser.add_argument("--listen-host", default="0.0.0.0", help="the address HAProxy listens on (default all)")
     parser.add_argument("mitmdump_args", nargs="*", help="more mitmdump arguments for every worker, after --")
@@ -170,11 +194,27 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers: at least 1")
     if args.workers == 1:  # the simulator as it always runs: this process becomes mitmdump
         mitmdump = str(program_path("mitmdump"))
-        os.execv(mitmdump, [mitmdump, "-s", str(SIMULATOR), "--listen-host", args.listen_host, "-p", str(args.port),
-                            *args.mitmdump_args])
+        os.execv(
+            mitmdump,
+            [
+                mitmdump,
+                "-s",
+                str(SIMULATOR),
+                "--listen-host",
+                args.listen_host,
+                "-p",
+                str(args.port),
+                *args.mitmdump_args,
+            ],
+        )
     load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
-    workers = Workers(args.workers, args.listen_host, args.port, args.mitmdump_args,
-                      Path(tempfile.mkdtemp(prefix="simulator-workers-")))
+    workers = Workers(
+        args.workers,
+        args.listen_host,
+        args.port,
+        args.mitmdump_args,
+        Path(tempfile.mkdtemp(prefix="simulator-workers-")),
+    )
 
     def finish(*_) -> None:
         workers.stopping = True

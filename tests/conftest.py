@@ -14,15 +14,30 @@ API_KEY = "test-key-0123456789"
 API_VERSION = "2024-10-21"
 
 
-def start_simulator(tmp_path: Path, env: dict[str, str] | None = None, args: list[str] | None = None,
-                    script: str = "addons/simulator.py", wait: bool = True, program: str = "mitmdump") -> Simulator:
+def start_simulator(
+    tmp_path: Path,
+    env: dict[str, str] | None = None,
+    args: list[str] | None = None,
+    script: str = "addons/simulator.py",
+    wait: bool = True,
+    program: str = "mitmdump",
+) -> Simulator:
     """Start mitmdump (or mitmweb) with the simulator; the environment is cleaned of the
     caller's settings. Answers are seeded so that a test never meets a rare draw (a 3-token
     natural answer to a max_tokens=5 request) by chance; pass SIMULATOR_SEED="" for fresh
     randomness."""
-    sim = simulator_process.start(ROOT / script, cwd=tmp_path, program=program, extra_args=args or (), env={
-        "SIMULATOR_API_KEY": API_KEY, "RECORDING_DIR": str(tmp_path / "recordings"), "SIMULATOR_SEED": "1",
-        **(env or {})})
+    sim = simulator_process.start(
+        ROOT / script,
+        cwd=tmp_path,
+        program=program,
+        extra_args=args or (),
+        env={
+            "SIMULATOR_API_KEY": API_KEY,
+            "RECORDING_DIR": str(tmp_path / "recordings"),
+            "SIMULATOR_SEED": "1",
+            **(env or {}),
+        },
+    )
     if wait:
         simulator_process.wait_ready(sim)
     return sim

@@ -37,10 +37,14 @@ CHUNK_GAP = 0.05
 
 
 def chat_body(content: str, model: str = "gpt-4o-2024-11-20") -> dict:
-    return {"id": "chatcmpl-" + uuid.uuid4().hex[:20], "object": "chat.completion", "created": int(time.time()),
-            "model": model, "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                "role": "assistant", "content": content}}],
-            "usage": {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14}}
+    return {
+        "id": "chatcmpl-" + uuid.uuid4().hex[:20],
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14},
+    }
 
 
 def image_body(response_format: str) -> dict:
@@ -60,26 +64,36 @@ HANG = "hang"  # read the request, then never answer
 CUT_STREAM = "cut-stream"  # start a stream, send a few events, then reset the connection
 HTML_503 = "html-503"  # a gateway's 503 page
 JSON_500 = "json-500"  # Azure's own 500
-AZURE_500 = {"error": {"code": "InternalServerError",
-                       "message": "The server had an error while processing your request. Sorry about that!"}}
+AZURE_500 = {
+    "error": {
+        "code": "InternalServerError",
+        "message": "The server had an error while processing your request. Sorry about that!",
+    }
+}
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 signed by its own key (no CA vouches for it): cert and key files."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake azure")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     cert_path, key_path = folder / "fake-azure-cert.pem", folder / "fake-azure-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path
 
 
@@ -152,8 +166,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None:
             self._misbehave(fault)
             return
-        entra_ok = self.server.bearer is not None and \
-            self.headers.get("authorization") == f"Bearer {self.server.bearer}"
+        entra_ok = (
+            self.server.bearer is not None and self.headers.get("authorization") == f"Bearer {self.server.bearer}"
+        )
         if self.headers.get("api-key") != UPSTREAM_KEY and not entra_ok:
             self._send(401, b'{"error":{"code":"401","message":"Access denied due to invalid subscription key."}}')
             return
@@ -164,10 +179,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, json.dumps(image_body(body.get("response_format") or "url")).encode())
             return
         if "/embeddings" in self.path:
-            data = [{"object": "embedding", "index": i, "embedding": [0.6, 0.8]} for i, _ in enumerate(
-                body["input"] if isinstance(body["input"], list) else [body["input"]])]
-            out = {"object": "list", "model": "text-embedding-3-small", "data": data,
-                   "usage": {"prompt_tokens": 2, "total_tokens": 2}}
+            data = [
+                {"object": "embedding", "index": i, "embedding": [0.6, 0.8]}
+                for i, _ in enumerate(body["input"] if isinstance(body["input"], list) else [body["input"]])
+            ]
+            out = {
+                "object": "list",
+                "model": "text-embedding-3-small",
+                "data": data,
+                "usage": {"prompt_tokens": 2, "total_tokens": 2},
+            }
             self._send(200, json.dumps(out).encode())
             return
         if self.path.partition("?")[0].rstrip("/").endswith("/responses"):
@@ -194,8 +215,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("transfer-encoding", "chunked")
             self.end_headers()
             for word in ("Half", " an"):
-                frame = {"id": "chatcmpl-cut", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
-                         "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
+                frame = {
+                    "id": "chatcmpl-cut",
+                    "object": "chat.completion.chunk",
+                    "created": 1,
+                    "model": "gpt-4o",
+                    "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
+                }
                 self._chunk(b"data: " + json.dumps(frame).encode() + b"\n\n")
                 time.sleep(CHUNK_GAP)
             # A reset, not a clean close: linger 0 makes close() send RST.
@@ -214,11 +240,26 @@ class _Handler(BaseHTTPRequestHandler):
         frames = [{"id": "", "object": "", "created": 0, "model": "", "choices": [], "prompt_filter_results": []}]
         words = text.split(" ")
         for i, word in enumerate(words):
-            frames.append({"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
-                           "choices": [{"index": 0, "delta": {"content": word if i == 0 else " " + word},
-                                        "finish_reason": None}]})
-        frames.append({"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
-                       "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            frames.append(
+                {
+                    "id": "chatcmpl-x",
+                    "object": "chat.completion.chunk",
+                    "created": 1,
+                    "model": "gpt-4o",
+                    "choices": [
+                        {"index": 0, "delta": {"content": word if i == 0 else " " + word}, "finish_reason": None}
+                    ],
+                }
+            )
+        frames.append(
+            {
+                "id": "chatcmpl-x",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": "gpt-4o",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            }
+        )
         for frame in frames:
             self._chunk(b"data: " + json.dumps(frame).encode() + b"\n\n")
             time.sleep(CHUNK_GAP)
@@ -229,13 +270,28 @@ class _Handler(BaseHTTPRequestHandler):
         """The Responses API: a response object, or its events with `event:` lines and no [DONE]."""
         text = "Upstream responds: " + str(body.get("input"))
         words = text.split(" ")
-        message = {"id": "msg_up", "type": "message", "status": "completed", "role": "assistant",
-                   "content": [{"type": "output_text", "text": text, "annotations": []}]}
-        response = {"id": "resp_up" + uuid.uuid4().hex[:12], "object": "response", "created_at": int(time.time()),
-                    "status": "completed", "model": "gpt-4o-2024-11-20", "output": [message],
-                    "usage": {"input_tokens": 5, "input_tokens_details": {"cached_tokens": 0},
-                              "output_tokens": len(words), "output_tokens_details": {"reasoning_tokens": 0},
-                              "total_tokens": 5 + len(words)}}
+        message = {
+            "id": "msg_up",
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}],
+        }
+        response = {
+            "id": "resp_up" + uuid.uuid4().hex[:12],
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "completed",
+            "model": "gpt-4o-2024-11-20",
+            "output": [message],
+            "usage": {
+                "input_tokens": 5,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": len(words),
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": 5 + len(words),
+            },
+        }
         if not body.get("stream"):
             self._send(200, json.dumps(response).encode())
             return
@@ -245,17 +301,26 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         opened = {**response, "status": "in_progress", "output": [], "usage": None}
         ref = {"item_id": "msg_up", "output_index": 0, "content_index": 0}
-        events = [{"type": "response.created", "response": opened},
-                  {"type": "response.in_progress", "response": opened},
-                  {"type": "response.output_item.added", "output_index": 0,
-                   "item": {**message, "status": "in_progress", "content": []}},
-                  {"type": "response.content_part.added", **ref, "part": {**message["content"][0], "text": ""}}]
-        events += [{"type": "response.output_text.delta", **ref, "delta": w if i == 0 else " " + w}
-                   for i, w in enumerate(words)]
-        events += [{"type": "response.output_text.done", **ref, "text": text},
-                   {"type": "response.content_part.done", **ref, "part": message["content"][0]},
-                   {"type": "response.output_item.done", "output_index": 0, "item": message},
-                   {"type": "response.completed", "response": response}]
+        events = [
+            {"type": "response.created", "response": opened},
+            {"type": "response.in_progress", "response": opened},
+            {
+                "type": "response.output_item.added",
+                "output_index": 0,
+                "item": {**message, "status": "in_progress", "content": []},
+            },
+            {"type": "response.content_part.added", **ref, "part": {**message["content"][0], "text": ""}},
+        ]
+        events += [
+            {"type": "response.output_text.delta", **ref, "delta": w if i == 0 else " " + w}
+            for i, w in enumerate(words)
+        ]
+        events += [
+            {"type": "response.output_text.done", **ref, "text": text},
+            {"type": "response.content_part.done", **ref, "part": message["content"][0]},
+            {"type": "response.output_item.done", "output_index": 0, "item": message},
+            {"type": "response.completed", "response": response},
+        ]
         for n, event in enumerate(events):
             event["sequence_number"] = n
             self._chunk(b"event: " + event["type"].encode() + b"\ndata: " + json.dumps(event).encode() + b"\n\n")

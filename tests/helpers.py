@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from aoai.openai import tokens
 from conftest import API_VERSION
 from openai import AsyncAzureOpenAI, AzureOpenAI, OpenAI
 from prometheus_client.parser import text_string_to_metric_families
+
+from aoai.openai import tokens
 
 HELLO = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "Hello!"}]
 HELLO_PROMPT_TOKENS = 19
@@ -41,16 +42,24 @@ def deployment_url(sim, deployment: str, operation: str = "chat/completions", ve
     return f"{sim.url}/openai/deployments/{deployment}/{operation}{query}"
 
 
-def post(sim, deployment: str, body: Any = None, operation: str = "chat/completions", *,
-         content: bytes | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
+def post(
+    sim,
+    deployment: str,
+    body: Any = None,
+    operation: str = "chat/completions",
+    *,
+    content: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     sent = {"api-key": sim.key, "content-type": "application/json", **(headers or {})}
     if content is None:
         return httpx.post(deployment_url(sim, deployment, operation), json=body, headers=sent, timeout=30)
     return httpx.post(deployment_url(sim, deployment, operation), content=content, headers=sent, timeout=30)
 
 
-def assert_azure_error(response: httpx.Response, status: int, code: str | None = None,
-                       message_start: str | None = None) -> dict:
+def assert_azure_error(
+    response: httpx.Response, status: int, code: str | None = None, message_start: str | None = None
+) -> dict:
     """The response is Azure's JSON error with this status (and code, and message opening)."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
@@ -80,9 +89,11 @@ BOOKING_PARAMETERS = {
         "dates": {"type": "array", "items": {"type": "string", "format": "date"}, "minItems": 1, "maxItems": 3},
         "contact": {
             "type": "object",
-            "properties": {"name": {"type": "string", "minLength": 2},
-                           "email": {"type": "string", "format": "email"},
-                           "phone": {"type": "string"}},
+            "properties": {
+                "name": {"type": "string", "minLength": 2},
+                "email": {"type": "string", "format": "email"},
+                "phone": {"type": "string"},
+            },
             "required": ["name", "email"],
             "additionalProperties": False,
         },
@@ -91,26 +102,44 @@ BOOKING_PARAMETERS = {
     "required": ["city", "guests", "dates", "contact"],
     "additionalProperties": False,
 }
-BOOKING_TOOL = {"type": "function", "function": {"name": "book_hotel", "description": "Book a hotel room.",
-                                                 "parameters": BOOKING_PARAMETERS}}
-WEATHER_PARAMETERS = {"type": "object", "properties": {"location": {"type": "string"},
-                                                      "unit": {"type": "string", "enum": ["c", "f"]}},
-                      "required": ["location", "unit"], "additionalProperties": False}
+BOOKING_TOOL = {
+    "type": "function",
+    "function": {"name": "book_hotel", "description": "Book a hotel room.", "parameters": BOOKING_PARAMETERS},
+}
+WEATHER_PARAMETERS = {
+    "type": "object",
+    "properties": {"location": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
+    "required": ["location", "unit"],
+    "additionalProperties": False,
+}
 WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER_PARAMETERS}}
 
 # A strict structured-output schema with $defs, $ref and anyOf.
 ORDER_SCHEMA = {
     "type": "object",
     "$defs": {
-        "item": {"type": "object",
-                 "properties": {"sku": {"type": "string"}, "quantity": {"type": "integer", "minimum": 1, "maximum": 9},
-                                "size": {"type": "string", "enum": ["S", "M", "L"]}},
-                 "required": ["sku", "quantity", "size"], "additionalProperties": False},
-        "pickup": {"type": "object", "properties": {"store": {"type": "string"}},
-                   "required": ["store"], "additionalProperties": False},
-        "delivery": {"type": "object",
-                     "properties": {"street": {"type": "string"}, "zip": {"type": "string"}},
-                     "required": ["street", "zip"], "additionalProperties": False},
+        "item": {
+            "type": "object",
+            "properties": {
+                "sku": {"type": "string"},
+                "quantity": {"type": "integer", "minimum": 1, "maximum": 9},
+                "size": {"type": "string", "enum": ["S", "M", "L"]},
+            },
+            "required": ["sku", "quantity", "size"],
+            "additionalProperties": False,
+        },
+        "pickup": {
+            "type": "object",
+            "properties": {"store": {"type": "string"}},
+            "required": ["store"],
+            "additionalProperties": False,
+        },
+        "delivery": {
+            "type": "object",
+            "properties": {"street": {"type": "string"}, "zip": {"type": "string"}},
+            "required": ["street", "zip"],
+            "additionalProperties": False,
+        },
     },
     "properties": {
         "items": {"type": "array", "items": {"$ref": "#/$defs/item"}},

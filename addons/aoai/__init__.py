@@ -30,12 +30,38 @@ MOVED: dict[str, tuple[str, ...]] = {
     "generate": ("aoai.stages.generate",),
     "streaming": ("aoai.runtime.streams", "aoai.stages.streaming"),
     "client_socket": ("aoai.runtime.internals",),
-    **{name: (f"aoai.openai.{name}",) for name in ("catalogue", "chat", "completions", "embeddings",
-                                                  "schema_values", "shapes", "text", "tokens", "validation")},
+    **{
+        name: (f"aoai.openai.{name}",)
+        for name in (
+            "catalogue",
+            "chat",
+            "completions",
+            "embeddings",
+            "schema_values",
+            "shapes",
+            "text",
+            "tokens",
+            "validation",
+        )
+    },
     **{name: (f"aoai.runtime.{name}",) for name in ("latency", "limits", "recording")},
-    **{name: (f"aoai.stages.{name}",) for name in ("auth", "extensions", "flowcap", "management", "metrics",
-                                                  "notfound", "pacing", "ratelimit", "record", "replay",
-                                                  "routing", "settings")},
+    **{
+        name: (f"aoai.stages.{name}",)
+        for name in (
+            "auth",
+            "extensions",
+            "flowcap",
+            "management",
+            "metrics",
+            "notfound",
+            "pacing",
+            "ratelimit",
+            "record",
+            "replay",
+            "routing",
+            "settings",
+        )
+    },
 }
 
 
@@ -61,9 +87,12 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def exec_module(self, module) -> None:
         targets = MOVED[module.__name__.partition(".")[2]]
-        warnings.warn(f"{module.__name__} is deprecated: extensions import from aoai.extension; the code now "
-                      f"lives in {targets[-1] if len(targets) == 1 else ', '.join(targets)}",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"{module.__name__} is deprecated: extensions import from aoai.extension; the code now "
+            f"lives in {targets[-1] if len(targets) == 1 else ', '.join(targets)}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         module.__getattr__ = functools.partial(_lookup, targets)
 
 

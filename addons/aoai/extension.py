@@ -38,8 +38,32 @@ from .stages.generate import (
 )
 from .wire import azure_error, json_response, not_found, openai_error
 
-__all__ = ["MODELS", "VALUES", "ConfigError", "Deployment", "Latency", "Model", "Normal", "RecordingConfig",
-           "RequestContext", "SimulatorConfig", "StreamPlan", "azure_error", "chat_response", "context_of",
-           "document_intelligence_generator", "json_response", "not_found", "openai_chat", "openai_completions",
-           "openai_embeddings", "openai_error", "openai_images", "openai_responses", "openai_speech",
-           "openai_transcriptions", "response_with_text", "rng_for"]
+__all__ = [
+    "MODELS",
+    "VALUES",
+    "ConfigError",
+    "Deployment",
+    "Latency",
+    "Model",
+    "Normal",
+    "RecordingConfig",
+    "RequestContext",
+    "SimulatorConfig",
+    "StreamPlan",
+    "azure_error",
+    "chat_response",
+    "context_of",
+    "document_intelligence_generator",
+    "json_response",
+    "not_found",
+    "openai_chat",
+    "openai_completions",
+    "openai_embeddings",
+    "openai_error",
+    "openai_images",
+    "openai_responses",
+    "openai_speech",
+    "openai_transcriptions",
+    "response_with_text",
+    "rng_for",
+]

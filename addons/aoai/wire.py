@@ -62,8 +62,13 @@ def azure_headers(request: http.Request | None, region: str, content_type: str) 
     return headers
 
 
-def json_response(status: int, body: Any, request: http.Request | None = None, region: str = "eastus",
-                  headers: dict[str, str] | None = None) -> http.Response:
+def json_response(
+    status: int,
+    body: Any,
+    request: http.Request | None = None,
+    region: str = "eastus",
+    headers: dict[str, str] | None = None,
+) -> http.Response:
     all_headers = azure_headers(request, region, "application/json")
     if headers:
         all_headers.update(headers)
@@ -75,27 +80,46 @@ def plain_response(status: int, content: bytes, headers: dict[str, str]) -> http
     """What `http.Response.make` makes for lower-case headers without content-length or any
     encoding, a third cheaper: no per-header type checks, and no re-encoding of the body
     to set content-length. Every generated answer is made here."""
-    fields = [(k.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape"))
-              for k, v in headers.items()]
+    fields = [(k.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape")) for k, v in headers.items()]
     fields.append((b"content-length", b"%d" % len(content)))
     now = time.time()
-    return http.Response(b"HTTP/1.1", status, status_codes.RESPONSES.get(status, "").encode(), http.Headers(fields),
-                         content, None, now, now)
+    return http.Response(
+        b"HTTP/1.1",
+        status,
+        status_codes.RESPONSES.get(status, "").encode(),
+        http.Headers(fields),
+        content,
+        None,
+        now,
+        now,
+    )
 
 
-def openai_error(status: int, message: str, *, type: str | None = "invalid_request_error",
-                 param: str | None = None, code: str | None = None, request: http.Request | None = None,
-                 headers: dict[str, str] | None = None) -> http.Response:
+def openai_error(
+    status: int,
+    message: str,
+    *,
+    type: str | None = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+    request: http.Request | None = None,
+    headers: dict[str, str] | None = None,
+) -> http.Response:
     """The OpenAI-style error body Azure returns for request validation failures."""
     body = {"error": {"message": message, "type": type, "param": param, "code": code}}
     return json_response(status, body, request, headers=headers)
 
 
-def azure_error(status: int, code: str, message: str, request: http.Request | None = None,
-                headers: dict[str, str] | None = None, **extra: Any) -> http.Response:
+def azure_error(
+    status: int,
+    code: str,
+    message: str,
+    request: http.Request | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> http.Response:
     """The Azure gateway-style error body: {"error": {"code": …, "message": …}}."""
-    return json_response(status, {"error": {"code": code, "message": message, **extra}}, request,
-                         headers=headers)
+    return json_response(status, {"error": {"code": code, "message": message, **extra}}, request, headers=headers)
 
 
 def not_found(request: http.Request | None = None) -> http.Response:

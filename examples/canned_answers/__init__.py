@@ -43,8 +43,11 @@ def canned_response(context):
     if context.operation is None or context.operation.name != "responses":
         return openai_responses(context)  # retrieve, delete and input_items stay built in
     given = context.body["input"]
-    messages = [{"role": "user", "content": given}] if isinstance(given, str) else \
-        [item for item in given if item.get("role") == "user"]
+    messages = (
+        [{"role": "user", "content": given}]
+        if isinstance(given, str)
+        else [item for item in given if item.get("role") == "user"]
+    )
     answer = answer_for(last_user_text(messages))  # input_text parts carry `text` as chat's parts do
     return response_with_text(context, answer) if answer is not None else openai_responses(context)
 

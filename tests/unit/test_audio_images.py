@@ -8,6 +8,9 @@ import random
 import tracemalloc
 
 import pytest
+from media import png, tone
+from PIL import Image
+
 from aoai.openai import audio, catalogue, forms, images, tokens
 from aoai.openai.forms import Form, Upload
 from aoai.openai.validation import Invalid
@@ -15,8 +18,6 @@ from aoai.runtime import config as cfg
 from aoai.runtime import limits, routes
 from aoai.runtime.media import ImageStore
 from aoai.runtime.recording import KeyRules, body_fingerprint
-from media import png, tone
-from PIL import Image
 
 WHISPER, TRANSCRIBE_4O = catalogue.MODELS["whisper"], catalogue.MODELS["gpt-4o-transcribe"]
 
@@ -40,9 +41,17 @@ def multipart(boundary: str, parts: list[tuple[str, str | None, bytes]]) -> byte
 
 # --- forms ---------------------------------------------------------------------------------
 
+
 def test_a_form_is_parsed_into_fields_and_files():
-    body = multipart("xyz", [("model", None, b"whisper"), ("timestamp_granularities[]", None, b"word"),
-                             ("timestamp_granularities[]", None, b"segment"), ("file", "a.wav", b"RIFF....")])
+    body = multipart(
+        "xyz",
+        [
+            ("model", None, b"whisper"),
+            ("timestamp_granularities[]", None, b"word"),
+            ("timestamp_granularities[]", None, b"segment"),
+            ("file", "a.wav", b"RIFF...."),
+        ],
+    )
     parsed = forms.parse(body, "multipart/form-data; boundary=xyz")
     assert parsed.value("model") == "whisper"
     assert parsed.values("timestamp_granularities") == ["word", "segment"]
@@ -58,7 +67,7 @@ def test_a_damaged_form_is_refused_never_an_exception():
         damaged = bytearray(body)
         for _ in range(rng.randrange(1, 6)):
             at = rng.randrange(len(damaged))
-            damaged[at:at + rng.randrange(0, 4)] = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 4)))
+            damaged[at : at + rng.randrange(0, 4)] = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 4)))
         try:
             forms.parse(bytes(damaged), "multipart/form-data; boundary=xyz")
         except forms.NotAForm:
@@ -66,8 +75,10 @@ def test_a_damaged_form_is_refused_never_an_exception():
 
 
 def test_a_field_in_a_charset_python_does_not_know_is_refused_not_a_crash():
-    body = (b'--xyz\r\nContent-Disposition: form-data; name="model"\r\n'
-            b'Content-Type: text/plain; charset=no-such-charset\r\n\r\nwhisper\r\n--xyz--\r\n')
+    body = (
+        b'--xyz\r\nContent-Disposition: form-data; name="model"\r\n'
+        b"Content-Type: text/plain; charset=no-such-charset\r\n\r\nwhisper\r\n--xyz--\r\n"
+    )
     with pytest.raises(forms.NotAForm, match="charset"):
         forms.parse(body, "multipart/form-data; boundary=xyz")
 
@@ -100,6 +111,7 @@ def test_recordings_key_a_form_by_fields_and_file_hash_not_boundary_or_order():
     one = multipart("aaa", [("model", None, b"whisper"), ("file", "a.wav", b"sound")])
     two = multipart("bbb", [("file", "a.wav", b"sound"), ("model", None, b"whisper")])
     other = multipart("aaa", [("model", None, b"whisper"), ("file", "a.wav", b"noise")])
+
     def key(body: bytes, boundary: str) -> bytes:
         return body_fingerprint(body, f"multipart/form-data; boundary={boundary}", rules)
 
@@ -108,20 +120,24 @@ def test_recordings_key_a_form_by_fields_and_file_hash_not_boundary_or_order():
 
 # --- transcriptions ------------------------------------------------------------------------
 
+
 def test_the_duration_is_read_from_the_file_and_junk_is_refused():
     assert audio.duration_of(tone("mp3", 2.5)) == pytest.approx(2.5, abs=0.1)
     assert audio.duration_of(b"not audio at all" * 10) is None
     assert audio.duration_of(png()) is None  # an image holds no audio stream
 
 
-@pytest.mark.parametrize("bad, param, status", [
-    (form(response_format="json"), "file", 400),
-    (form(wav_upload(name="a.txt")), None, 400),
-    (form(Upload("file", "a.wav", "audio/wav", b"junk" * 100)), None, 400),
-    (form(wav_upload(), response_format="xml"), "response_format", 400),
-    (form(wav_upload(), temperature="2"), "temperature", 400),
-    (form(wav_upload(), timestamp_granularities=["word"]), "timestamp_granularities[]", 400),
-])
+@pytest.mark.parametrize(
+    "bad, param, status",
+    [
+        (form(response_format="json"), "file", 400),
+        (form(wav_upload(name="a.txt")), None, 400),
+        (form(Upload("file", "a.wav", "audio/wav", b"junk" * 100)), None, 400),
+        (form(wav_upload(), response_format="xml"), "response_format", 400),
+        (form(wav_upload(), temperature="2"), "temperature", 400),
+        (form(wav_upload(), timestamp_granularities=["word"]), "timestamp_granularities[]", 400),
+    ],
+)
 def test_bad_transcription_requests(bad, param, status):
     with pytest.raises(Invalid) as refused:
         audio.check_audio_request(bad, WHISPER, audio.TRANSCRIBE)
@@ -162,6 +178,7 @@ def test_usage_counts_audio_at_ten_tokens_a_second():
 
 # --- speech --------------------------------------------------------------------------------
 
+
 def test_speech_length_follows_words_and_speed():
     assert audio.speech_seconds(25, 1.0) == 10.0
     assert audio.speech_seconds(25, 2.0) == 5.0
@@ -170,11 +187,16 @@ def test_speech_length_follows_words_and_speed():
     assert content_type == "audio/pcm" and len(data) == 2 * 24000 * 2
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"voice": "alloy"}, "input"), ({"input": "hi"}, "voice"), ({"input": "hi", "voice": "bob"}, "voice"),
-    ({"input": "hi", "voice": "alloy", "speed": 5}, "speed"),
-    ({"input": "hi", "voice": "alloy", "instructions": "calm"}, "instructions"),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"voice": "alloy"}, "input"),
+        ({"input": "hi"}, "voice"),
+        ({"input": "hi", "voice": "bob"}, "voice"),
+        ({"input": "hi", "voice": "alloy", "speed": 5}, "speed"),
+        ({"input": "hi", "voice": "alloy", "instructions": "calm"}, "instructions"),
+    ],
+)
 def test_bad_speech_requests(body, param):
     with pytest.raises(Invalid) as refused:
         audio.check_speech(body, catalogue.MODELS["tts"])
@@ -183,10 +205,15 @@ def test_bad_speech_requests(body, param):
 
 # --- images --------------------------------------------------------------------------------
 
+
 def test_dall_e_3_defaults_and_drawing():
     request = images.check_generation({"prompt": "a fox"}, catalogue.MODELS["dall-e-3"])
-    assert (request.size, request.quality, request.style, request.response_format) == \
-        ("1024x1024", "standard", "vivid", "url")
+    assert (request.size, request.quality, request.style, request.response_format) == (
+        "1024x1024",
+        "standard",
+        "vivid",
+        "url",
+    )
     picture = Image.open(io.BytesIO(images.draw(request, 0, "s")))
     assert picture.format == "PNG" and picture.size == (1024, 1024)
     assert images.draw(request, 0, "s") == images.draw(request, 0, "s") != images.draw(request, 1, "s")
@@ -197,8 +224,9 @@ def test_gpt_image_1_resolves_auto_and_counts_tokens():
     assert (request.size, request.quality, request.response_format) == ("1024x1024", "high", "b64_json")
     assert images.usage(request, 4)["output_tokens"] == 3 * 4160
     with pytest.raises(Invalid, match="jpeg"):
-        images.check_generation({"prompt": "x", "background": "transparent", "output_format": "jpeg"},
-                                catalogue.MODELS["gpt-image-1"])
+        images.check_generation(
+            {"prompt": "x", "background": "transparent", "output_format": "jpeg"}, catalogue.MODELS["gpt-image-1"]
+        )
 
 
 def test_an_edit_needs_a_readable_image():
@@ -228,6 +256,7 @@ def test_the_image_store_expires_and_stays_bounded():
 
 # --- deployments and quotas ----------------------------------------------------------------
 
+
 def test_audio_and_image_deployments_get_azures_request_quota_by_default():
     whisper = cfg.parse_deployment("w", {"model": "whisper"}, "w")
     assert whisper.requests_per_minute == 3 and whisper.pace == WHISPER.audio_pace
@@ -245,8 +274,9 @@ def test_an_audio_answer_takes_its_request_time_plus_a_share_of_the_audio():
     from aoai.runtime import latency
     from aoai.runtime.routes import TABLE
 
-    deployment = cfg.parse_deployment("w", {"model": "whisper", "audioPace": 0.5,
-                                            "latency": {"requestMs": {"mean": 100}}}, "w")
+    deployment = cfg.parse_deployment(
+        "w", {"model": "whisper", "audioPace": 0.5, "latency": {"requestMs": {"mean": 100}}}, "w"
+    )
     route = TABLE.first("transcriptions")
     assert latency.media_seconds(deployment, route, cfg.SimulatorConfig(), 4.0) == pytest.approx(2.1)
     assert audio.SpeechRequest("one two three four five", "alloy", "mp3", 2.0).duration == 1.0

@@ -1,13 +1,14 @@
 import json
 
 import pytest
+from mitmproxy import http
+from mitmproxy.test import taddons
+from unit_support import API_KEY, chat_path, json_of, make_config, make_flow
+
 from aoai.runtime import entra
 from aoai.runtime.state import context_of
 from aoai.stages import auth
 from aoai.stages.auth import Auth
-from mitmproxy import http
-from mitmproxy.test import taddons
-from unit_support import API_KEY, chat_path, json_of, make_config, make_flow
 
 INVALID_KEY = {"error": {"code": "401", "message": auth.INVALID_KEY}}
 
@@ -62,10 +63,13 @@ def test_the_api_key_decides_when_both_are_sent():
 def test_tokens_added_by_extensions_pass():
     config = make_config()
     config.auth_bearer_token("entra-token")
-    assert run_auth(make_flow(path=chat_path(), key=None, headers={"Authorization": "Bearer entra-token"}),
-                    config) is None
-    assert run_auth(make_flow(path=chat_path(), key=None, headers={"Authorization": "Bearer other"}),
-                    config).status_code == 401
+    assert (
+        run_auth(make_flow(path=chat_path(), key=None, headers={"Authorization": "Bearer entra-token"}), config) is None
+    )
+    assert (
+        run_auth(make_flow(path=chat_path(), key=None, headers={"Authorization": "Bearer other"}), config).status_code
+        == 401
+    )
 
 
 def test_health_is_open_but_the_rest_of_management_is_not():
@@ -82,20 +86,31 @@ def test_a_flow_already_answered_is_left_alone():
 
 # The management endpoints take only the simulator's key (or a signed token of a named principal).
 
-MANAGED = [("GET", "/++/config"), ("PATCH", "/++/config"), ("GET", "/++/limits"), ("GET", "/++/faults"),
-           ("POST", "/++/reset-limits"), ("POST", "/++/save-recordings"), ("POST", "/++/token")]
+MANAGED = [
+    ("GET", "/++/config"),
+    ("PATCH", "/++/config"),
+    ("GET", "/++/limits"),
+    ("GET", "/++/faults"),
+    ("POST", "/++/reset-limits"),
+    ("POST", "/++/save-recordings"),
+    ("POST", "/++/token"),
+]
 
 
 @pytest.mark.parametrize("method, path", MANAGED)
 def test_management_takes_the_key_in_any_of_its_headers(method, path):
-    for headers in ({"api-key": API_KEY}, {"Ocp-Apim-Subscription-Key": API_KEY},
-                    {"Authorization": f"Bearer {API_KEY}"}):
+    for headers in (
+        {"api-key": API_KEY},
+        {"Ocp-Apim-Subscription-Key": API_KEY},
+        {"Authorization": f"Bearer {API_KEY}"},
+    ):
         assert run_auth(make_flow(method, path, key=None, headers=headers)) is None
 
 
 @pytest.mark.parametrize("method, path", MANAGED)
-@pytest.mark.parametrize("changes", [{}, {"mode": "record"}, {"mode": "replay"}],
-                         ids=["generate", "record-without-azure-key", "replay"])
+@pytest.mark.parametrize(
+    "changes", [{}, {"mode": "record"}, {"mode": "replay"}], ids=["generate", "record-without-azure-key", "replay"]
+)
 def test_management_refuses_any_other_bearer(method, path, changes):
     config = make_config(**changes)
     config.auth_bearer_token("registered-for-the-api")
@@ -116,8 +131,10 @@ def test_management_takes_a_signed_token_of_a_named_principal_only(tmp_path):
     stranger = entra.mint(entra.token_claims(oid="someone"), private)
 
     def managed(token, policy):
-        return run_auth(make_flow("GET", "/++/config", key=None, headers={"Authorization": f"Bearer {token}"}),
-                        make_config(entra=policy))
+        return run_auth(
+            make_flow("GET", "/++/config", key=None, headers={"Authorization": f"Bearer {token}"}),
+            make_config(entra=policy),
+        )
 
     named = entra.TokenPolicy(mode="signature", keys=keys, principals=frozenset({"admin"}))
     assert managed(signed, named) is None
@@ -135,8 +152,13 @@ def test_a_bearer_passed_through_to_azure_is_marked(monkeypatch):
     keyed = make_flow(path=chat_path())
     assert run_auth(keyed, make_config(mode="record")) is None and not context_of(keyed).passed_through
     # With AZURE_OPENAI_KEY the simulator answers for every credential: a stranger is a 401.
-    assert run_auth(make_flow(path=chat_path(), key=None, headers={"Authorization": "Bearer for-azure"}),
-                    make_config(mode="record", azure_openai_key="k")).status_code == 401
+    assert (
+        run_auth(
+            make_flow(path=chat_path(), key=None, headers={"Authorization": "Bearer for-azure"}),
+            make_config(mode="record", azure_openai_key="k"),
+        ).status_code
+        == 401
+    )
 
 
 def test_undecodable_key_bytes_are_a_wrong_key():

@@ -7,6 +7,8 @@ import asyncio
 
 import httpx
 import pytest
+from unit_support import API_KEY, chat_path, make_config, make_flow
+
 from aoai.runtime import peers, redaction
 from aoai.runtime.recording import Interaction, KeyRules, RecordingStore, dump_document, request_key
 from aoai.runtime.state import context_of
@@ -15,20 +17,48 @@ from aoai.stages import routing
 from aoai.stages.record import Record
 from aoai.stages.replay import Replay
 from aoai.stages.routing import Routing
-from unit_support import API_KEY, chat_path, make_config, make_flow
 
 # --- keys in the query --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["api-key", "API-KEY", "subscription-key", "Ocp-Apim-Subscription-Key", "sig",
-                                  "code", "access_token", "token", "client_secret", "apiKey", "x-functions-key",
-                                  "refresh_token", "password"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "api-key",
+        "API-KEY",
+        "subscription-key",
+        "Ocp-Apim-Subscription-Key",
+        "sig",
+        "code",
+        "access_token",
+        "token",
+        "client_secret",
+        "apiKey",
+        "x-functions-key",
+        "refresh_token",
+        "password",
+    ],
+)
 def test_key_like_names_are_secret(name):
     assert redaction.secret_query_name(name)
 
 
-@pytest.mark.parametrize("name", ["api-version", "limit", "after", "order", "pages", "stringIndexType", "include[]",
-                                  "$skiptoken", "features", "locale", "output"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "api-version",
+        "limit",
+        "after",
+        "order",
+        "pages",
+        "stringIndexType",
+        "include[]",
+        "$skiptoken",
+        "features",
+        "locale",
+        "output",
+    ],
+)
 def test_the_apis_own_parameters_are_not(name):
     assert not redaction.secret_query_name(name)
 
@@ -50,15 +80,23 @@ def test_a_query_without_keys_is_left_as_it_is():
 
 
 def test_recordings_never_hold_a_query_key(tmp_path):
-    interaction = Interaction("POST", "/openai/deployments/gpt-4o/chat/completions",
-                              [("api-version", "2024-10-21"), ("api-key", "SECRET"), ("subscription-key", "S2")],
-                              {"content-type": "application/json"}, b"{}", 200, {}, b"{}")
+    interaction = Interaction(
+        "POST",
+        "/openai/deployments/gpt-4o/chat/completions",
+        [("api-version", "2024-10-21"), ("api-key", "SECRET"), ("subscription-key", "S2")],
+        {"content-type": "application/json"},
+        b"{}",
+        200,
+        {},
+        b"{}",
+    )
     document = dump_document(interaction)
     assert b"SECRET" not in document and b"S2" not in document and b"api-version" in document
     # A request with a key in its query finds the recording made without it.
     rules = KeyRules()
-    assert request_key("POST", "/p", [("api-key", "A")], b"{}", "application/json", rules) == \
-        request_key("POST", "/p", [], b"{}", "application/json", rules)
+    assert request_key("POST", "/p", [("api-key", "A")], b"{}", "application/json", rules) == request_key(
+        "POST", "/p", [], b"{}", "application/json", rules
+    )
 
 
 def test_record_mode_sends_query_keys_upstream_only_when_the_clients_credentials_go_through():
@@ -71,11 +109,19 @@ def test_record_mode_sends_query_keys_upstream_only_when_the_clients_credentials
 
 # --- a bearer passed through to Azure reads no recording ---------------------------------------
 
+
 def recorded_store(tmp_path, flow) -> RecordingStore:
     request = flow.request
-    interaction = Interaction("POST", request.path.partition("?")[0], list(request.query.items(multi=True)),
-                              {"content-type": "application/json"}, request.content, 200,
-                              {"content-type": "application/json"}, b'{"recorded": true}')
+    interaction = Interaction(
+        "POST",
+        request.path.partition("?")[0],
+        list(request.query.items(multi=True)),
+        {"content-type": "application/json"},
+        request.content,
+        200,
+        {"content-type": "application/json"},
+        b'{"recorded": true}',
+    )
     (tmp_path / "gpt-4o.chat-completions.yaml").write_bytes(dump_document(interaction))
     store = RecordingStore(tmp_path)
     store.load()
@@ -84,8 +130,12 @@ def recorded_store(tmp_path, flow) -> RecordingStore:
 
 def test_a_passed_through_bearer_is_forwarded_even_when_recorded_and_not_saved_again(tmp_path):
     config = make_config(mode="record")
-    flow = make_flow(path=chat_path(), body={"messages": [{"role": "user", "content": "hi"}]}, key=None,
-                     headers={"Authorization": "Bearer for-azure"})
+    flow = make_flow(
+        path=chat_path(),
+        body={"messages": [{"role": "user", "content": "hi"}]},
+        key=None,
+        headers={"Authorization": "Bearer for-azure"},
+    )
     routing.resolve(flow, config)
     store = recorded_store(tmp_path, flow)
     replay = Replay(config, store, StreamServer())

@@ -17,6 +17,10 @@ import lorem
 import numpy as np
 import orjson
 import pytest
+from media import decoded_seconds, png, tone
+from mitmproxy.test import taddons
+from unit_support import chat_path, json_of, make_config, make_flow
+
 from aoai.openai import audio, catalogue, chat, content_filter, images, schema_values, text, tokens
 from aoai.openai.catalogue import Normal
 from aoai.openai.forms import Form, Upload
@@ -33,9 +37,6 @@ from aoai.stages.contentfilter import ContentFilter
 from aoai.stages.generate import Generate, answer_tokens
 from aoai.stages.management import patch_plan
 from aoai.stages.routing import Routing
-from media import decoded_seconds, png, tone
-from mitmproxy.test import taddons
-from unit_support import chat_path, json_of, make_config, make_flow
 
 SETTINGS = chat.ChatSettings(Normal(200, 50), 0.5)
 
@@ -53,6 +54,7 @@ def cpu_seconds(work) -> tuple[object, float]:
 
 # --- tokens -----------------------------------------------------------------------------------------
 
+
 def mixed_text(seed: int, parts: int = 6000) -> str:
     """Prose with newlines, runs of spaces, numbers, contractions, other scripts and emoji."""
     rng = random.Random(seed)
@@ -69,7 +71,7 @@ def mixed_text(seed: int, parts: int = 6000) -> str:
             elif r < 0.72:
                 out.append(" " * rng.randint(1, 40))
             elif r < 0.8:
-                out.append(str(rng.randint(0, 10 ** 9)))
+                out.append(str(rng.randint(0, 10**9)))
             else:
                 out.append(rng.choice(["don't it's ", "Ünïcödé ½ 日本語 😀 ", ".\n/x", "\t\t", "'s", "\r\n", "  \n  "]))
         return "".join(out)
@@ -91,8 +93,9 @@ def test_slices_are_cut_where_tiktoken_cuts(enc):
     for size in (500, 4096):
         pieces = list(tokens.slices(content, size))
         assert "".join(pieces) == content and max(len(p) for p in pieces) <= size
-        assert sum(len(enc.encode(p, disallowed_special=())) for p in pieces) == \
-            len(enc.encode(content, disallowed_special=()))
+        assert sum(len(enc.encode(p, disallowed_special=())) for p in pieces) == len(
+            enc.encode(content, disallowed_special=())
+        )
 
 
 @pytest.mark.parametrize("char, per_token, fails", [(" ", 128, True), ("\t", 16, True), ("\n", 16, False)])
@@ -106,8 +109,9 @@ def test_a_million_whitespace_characters_are_counted_not_failed(char, per_token,
     half = len(enc.encode(char * 500_000, disallowed_special=()))
     assert abs(counted - 2 * half) <= 2 and counted >= 1_000_000 // per_token // 2
     assert spent < 5
-    assert len(tokens.encode("Hi" + char * 1_000_000 + "there", enc)) == tokens.count("Hi" + char * 1_000_000 +
-                                                                                       "there", enc)
+    assert len(tokens.encode("Hi" + char * 1_000_000 + "there", enc)) == tokens.count(
+        "Hi" + char * 1_000_000 + "there", enc
+    )
 
 
 def test_megabytes_of_one_letter_are_counted_in_slices():
@@ -125,20 +129,35 @@ def test_a_short_prompt_is_encoded_in_one_call(enc, monkeypatch):
 # --- schema values and tool arguments -----------------------------------------------------------------
 
 # 1,000 rows of 10 strings of at least 10,000 characters: 100 million characters asked for.
-HOSTILE_SCHEMA = {"type": "object", "required": ["rows"], "properties": {"rows": {
-    "type": "array", "minItems": 1000, "maxItems": 1000, "items": {
-        "type": "array", "minItems": 10, "maxItems": 10, "items": {"type": "string", "minLength": 10000}}}}}
+HOSTILE_SCHEMA = {
+    "type": "object",
+    "required": ["rows"],
+    "properties": {
+        "rows": {
+            "type": "array",
+            "minItems": 1000,
+            "maxItems": 1000,
+            "items": {"type": "array", "minItems": 10, "maxItems": 10, "items": {"type": "string", "minLength": 10000}},
+        }
+    },
+}
 
 
 def structured(schema: dict, **body) -> dict:
-    return {"messages": [{"role": "user", "content": "rows"}],
-            "response_format": {"type": "json_schema", "json_schema": {"name": "rows", "schema": schema}}, **body}
+    return {
+        "messages": [{"role": "user", "content": "rows"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "rows", "schema": schema}},
+        **body,
+    }
 
 
 def test_a_schema_asking_for_too_much_is_cut_at_the_token_budget_before_it_is_built():
     text.corpus("o200k_base")  # loaded once per process, not part of the answer's cost
-    answer, spent = cpu_seconds(lambda: chat.generate(structured(HOSTILE_SCHEMA, max_tokens=16),
-                                                      catalogue.MODELS["gpt-4o"], 10, random.Random(1), SETTINGS))
+    answer, spent = cpu_seconds(
+        lambda: chat.generate(
+            structured(HOSTILE_SCHEMA, max_tokens=16), catalogue.MODELS["gpt-4o"], 10, random.Random(1), SETTINGS
+        )
+    )
     choice = answer.choices[0]
     assert choice.finish_reason == "length" and choice.tokens == 16 == len(choice.token_ids)
     assert choice.content.startswith('{"rows":[["')
@@ -147,18 +166,22 @@ def test_a_schema_asking_for_too_much_is_cut_at_the_token_budget_before_it_is_bu
 
 def test_without_a_limit_the_models_output_limit_ends_the_answer():
     model = catalogue.MODELS["gpt-4o"]
-    answer, spent = cpu_seconds(lambda: chat.generate(structured(HOSTILE_SCHEMA), model, 10, random.Random(1),
-                                                      SETTINGS))
+    answer, spent = cpu_seconds(
+        lambda: chat.generate(structured(HOSTILE_SCHEMA), model, 10, random.Random(1), SETTINGS)
+    )
     choice = answer.choices[0]
     assert choice.finish_reason == "length" and choice.tokens == model.max_output_tokens
     assert spent < 1
 
 
 def test_tool_arguments_are_cut_at_the_budget_too():
-    body = {"messages": [{"role": "user", "content": "go"}], "max_tokens": 20, "tool_choice": "required",
-            "tools": [{"type": "function", "function": {"name": "fill", "parameters": HOSTILE_SCHEMA}}]}
-    answer, spent = cpu_seconds(lambda: chat.generate(body, catalogue.MODELS["gpt-4o"], 10, random.Random(1),
-                                                      SETTINGS))
+    body = {
+        "messages": [{"role": "user", "content": "go"}],
+        "max_tokens": 20,
+        "tool_choice": "required",
+        "tools": [{"type": "function", "function": {"name": "fill", "parameters": HOSTILE_SCHEMA}}],
+    }
+    answer, spent = cpu_seconds(lambda: chat.generate(body, catalogue.MODELS["gpt-4o"], 10, random.Random(1), SETTINGS))
     choice = answer.choices[0]
     assert choice.finish_reason == "length" and choice.tokens == 20
     assert choice.tool_calls[0]["function"]["arguments"].startswith('{"rows":[["')
@@ -167,8 +190,11 @@ def test_tool_arguments_are_cut_at_the_budget_too():
 
 def test_many_choices_of_long_json_share_the_bound_on_a_requests_json_answers():
     settings = chat.ChatSettings(Normal(200, 50), 0.5, json_answer_tokens=4096)
-    answer, spent = cpu_seconds(lambda: chat.generate(structured(HOSTILE_SCHEMA, n=128), catalogue.MODELS["gpt-4o"],
-                                                      10, random.Random(1), settings))
+    answer, spent = cpu_seconds(
+        lambda: chat.generate(
+            structured(HOSTILE_SCHEMA, n=128), catalogue.MODELS["gpt-4o"], 10, random.Random(1), settings
+        )
+    )
     assert len(answer.choices) == 128 and answer.completion_tokens == 128 * 32  # 4096 // 128 each
     assert all(c.finish_reason == "length" for c in answer.choices)
     assert spent < 2
@@ -189,8 +215,9 @@ def test_a_schema_whose_nodes_are_costly_to_resolve_costs_them_once(costly):
         items = {"$ref": "#/$defs/" + "/".join(["a"] * 20_000)}
     schema = {"type": "array", "minItems": 1000, "maxItems": 1000, "items": items, "$defs": defs}
     corpus = text.corpus("o200k_base")
-    (value, _), spent = cpu_seconds(lambda: schema_values.value_within(schema, random.Random(1), corpus.words,
-                                                                         1_000_000))
+    (value, _), spent = cpu_seconds(
+        lambda: schema_values.value_within(schema, random.Random(1), corpus.words, 1_000_000)
+    )
     assert len(value) == 1000 and spent < 1  # each of the 1,000 items resolved it anew: seconds
 
 
@@ -214,14 +241,17 @@ def test_json_answers_without_a_limit_count_as_the_models_limit_when_choosing_a_
 
 # --- embeddings ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("fmt", ["float", "base64"])
 def test_embeddings_are_written_a_vector_at_a_time_as_the_same_json(fmt):
     from aoai.openai import embeddings
+
     args = (["Hello", [1, 2, 3], "Bye"], "text-embedding-3-small", "v", 16, fmt, 7)
     assert embeddings.response_json(*args) == orjson.dumps(embeddings.response_body(*args))
 
 
 # --- audio uploads ---------------------------------------------------------------------------------
+
 
 def flac_claiming(seconds: float) -> bytes:
     """A real 1-second FLAC whose STREAMINFO claims `seconds` of audio."""
@@ -252,7 +282,7 @@ def test_a_flac_header_claiming_190_hours_is_not_believed():
 def test_a_wav_header_claiming_more_than_its_bytes_lasts_what_its_bytes_hold():
     data = bytearray(tone("wav", 2.0))
     at = data.index(b"data")
-    data[at + 4:at + 8] = struct.pack("<I", 0xFFFFFFF0)  # a WAV written as a stream says this
+    data[at + 4 : at + 8] = struct.pack("<I", 0xFFFFFFF0)  # a WAV written as a stream says this
     assert audio.duration_of(bytes(data)) == pytest.approx(2.0, abs=0.05)
 
 
@@ -261,8 +291,9 @@ def test_audio_longer_than_the_bound_is_refused():
     with pytest.raises(Invalid) as caught:
         audio.check_audio_request(form, catalogue.MODELS["whisper"], audio.TRANSCRIBE, 2)
     assert caught.value.status == 400 and "too long" in caught.value.message
-    assert audio.check_audio_request(form, catalogue.MODELS["whisper"], audio.TRANSCRIBE, 5).duration == \
-        pytest.approx(3.0, abs=0.1)
+    assert audio.check_audio_request(form, catalogue.MODELS["whisper"], audio.TRANSCRIBE, 5).duration == pytest.approx(
+        3.0, abs=0.1
+    )
 
 
 def test_a_stream_without_a_stated_length_is_measured_by_its_packets():
@@ -295,8 +326,8 @@ def test_the_longest_speech_holds_little_beyond_its_answer():
     assert len(LONGEST_SPEECH.input) <= audio.MAX_SPEECH_INPUT and LONGEST_SPEECH.duration > 3000
     (data, content_type), peak = traced_peak(lambda: audio.synthesize(LONGEST_SPEECH))
     assert content_type == "audio/wav" and len(data) == 44 + int(LONGEST_SPEECH.duration * 24000) * 2
-    assert peak < len(data) + 8 * 2 ** 20  # was +1.8 GiB: every sample as float64, then a copy per step
-    assert decoded_seconds(data[:44 + 48000 * 10]) == pytest.approx(10.0, abs=0.01)  # a valid WAV
+    assert peak < len(data) + 8 * 2**20  # was +1.8 GiB: every sample as float64, then a copy per step
+    assert decoded_seconds(data[: 44 + 48000 * 10]) == pytest.approx(10.0, abs=0.01)  # a valid WAV
 
 
 def test_long_wav_speech_is_a_stream_of_one_shared_second():
@@ -313,6 +344,7 @@ def test_long_wav_speech_is_a_stream_of_one_shared_second():
     async def read():
         pieces = [piece async for piece in plan.source]
         return pieces[0][:44], sum(len(p) for p in pieces), len({id(p) for p in pieces[1:-1]})
+
     head, size, distinct = asyncio.run(read())
     assert head[:4] == b"RIFF" and size == 44 + int(LONGEST_SPEECH.duration * 24000) * 2
     assert distinct == 1  # 3,275 seconds of audio, one buffer
@@ -322,15 +354,18 @@ def test_encoded_speech_is_made_a_second_at_a_time():
     request = audio.SpeechRequest(" ".join(["word"] * 150), "nova", "flac", 1.0)  # 60 s
     (data, content_type), peak = traced_peak(lambda: audio.synthesize(request))
     assert content_type == "audio/flac" and decoded_seconds(data) == pytest.approx(60.0, abs=0.1)
-    assert peak < len(data) * 2 + 4 * 2 ** 20  # no array of the whole length (60 s of float64: 11 MiB)
+    assert peak < len(data) * 2 + 4 * 2**20  # no array of the whole length (60 s of float64: 11 MiB)
 
 
 # --- image edits ------------------------------------------------------------------------------------
 
+
 def png_claiming(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height, with a few rows of data: a decompression bomb."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     head = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     rows = zlib.compress(b"\x00" * (width // 8 + 1) * 4, 9)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
@@ -344,9 +379,11 @@ def edit_form(data: bytes) -> Form:
     return Form({"prompt": ["make it blue"]}, {"image": [Upload("image", "a.png", "image/png", data)]})
 
 
-@pytest.mark.parametrize("data", [png_claiming(100_000, 100_000), png_claiming(20_000, 20_000), TRUNCATED_JPEG,
-                                  b"\x89PNG\r\n\x1a\n" + b"\x00" * 20],
-                         ids=["png-bomb-10G", "png-bomb-400M", "jpeg-22-bytes", "png-truncated"])
+@pytest.mark.parametrize(
+    "data",
+    [png_claiming(100_000, 100_000), png_claiming(20_000, 20_000), TRUNCATED_JPEG, b"\x89PNG\r\n\x1a\n" + b"\x00" * 20],
+    ids=["png-bomb-10G", "png-bomb-400M", "jpeg-22-bytes", "png-truncated"],
+)
 def test_bombs_and_truncated_headers_are_azures_400(data):
     with pytest.raises(Invalid) as caught:
         images.check_edit(edit_form(data), catalogue.MODELS["gpt-image-1"])
@@ -363,6 +400,7 @@ def test_more_pixels_than_the_bound_are_refused_from_the_header():
 
 
 # --- content-filter regular expressions -----------------------------------------------------------
+
 
 def test_a_backtracking_regex_costs_linear_time():
     rules = content_filter.parse_policy({"prompt": {"hate": [{"regex": "(a+)+$"}]}}, "f").prompt
@@ -392,11 +430,13 @@ def test_a_term_inside_a_million_words_costs_linear_time():
 def test_a_pattern_re2_cannot_run_is_a_400_naming_the_field_in_the_patch():
     with pytest.raises(ConfigError) as caught:
         patch_plan(make_config(), {"contentFilter": {"gpt-4o": {"prompt": {"violence": [{"regex": r"(\w+) \1"}]}}}})
-    assert str(caught.value).startswith("contentFilter.gpt-4o.prompt.violence[0].regex: not a valid regular "
-                                        "expression (")
+    assert str(caught.value).startswith(
+        "contentFilter.gpt-4o.prompt.violence[0].regex: not a valid regular expression ("
+    )
 
 
 # --- the stages hand large work to a thread -----------------------------------------------------
+
 
 def test_offload_judges_a_body_by_its_size():
     assert not offload.heavy(make_flow("POST", chat_path(), {"messages": []}).request)
@@ -408,6 +448,7 @@ def test_offload_judges_a_body_by_its_size():
 
 def ticking_while(coro) -> tuple[object, float]:
     """Run `coro` with a ticker on the same loop; the longest gap between ticks."""
+
     async def main():
         gaps, last, done = [], time.perf_counter(), False
 
@@ -418,6 +459,7 @@ def ticking_while(coro) -> tuple[object, float]:
                 now = time.perf_counter()
                 gaps.append(now - last)
                 last = now
+
         ticker = asyncio.ensure_future(tick())
         try:
             result = await coro
@@ -425,6 +467,7 @@ def ticking_while(coro) -> tuple[object, float]:
             done = True
             await ticker
         return result, max(gaps, default=0.0)
+
     return asyncio.run(main())
 
 
@@ -446,7 +489,8 @@ def test_a_large_prompt_is_checked_off_the_loop():
 def test_a_large_prompt_is_judged_off_the_loop():
     config = make_config()
     config.deployments["gpt-4o"].content_filter = content_filter.parse_policy(
-        {"prompt": {"hate": [{"regex": "(a+)+$"}, "nasty"]}}, "f")
+        {"prompt": {"hate": [{"regex": "(a+)+$"}, "nasty"]}}, "f"
+    )
     flow = make_flow("POST", chat_path(), {"messages": [{"role": "user", "content": "a " * 100_000 + "nasty"}]})
     routing, checking, judging = Routing(config), Checks(), ContentFilter(config)
     with taddons.context(routing, checking, judging):
@@ -469,8 +513,7 @@ def test_a_small_prompt_is_checked_where_it_is():
 
 def test_long_speech_is_made_off_the_loop():
     config = make_config()
-    body = {"model": "tts", "input": " ".join(["a"] * 2048), "voice": "alloy", "response_format": "flac",
-            "speed": 0.25}
+    body = {"model": "tts", "input": " ".join(["a"] * 2048), "voice": "alloy", "response_format": "flac", "speed": 0.25}
     flow = make_flow("POST", "/openai/deployments/tts/audio/speech?api-version=2024-10-21", body)
     routing, checking = Routing(config), Checks()
     generate = Generate(config, StreamServer(), Gates())

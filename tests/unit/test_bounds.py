@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from aoai.runtime import bounds
 from aoai.runtime.bounds import BOUNDS, BoundError, Bounds, parse_bound, parse_bounds
 
@@ -18,8 +19,9 @@ def test_every_bound_has_a_field_and_its_default_is_the_fields():
 
 
 def test_settings_parse_as_numbers_and_empty_keeps_the_default():
-    parsed = parse_bounds({"SIMULATOR_MAX_BODY_BYTES": "1_048_576", "SIMULATOR_BODY_TIMEOUT_SECONDS": "2.5",
-                           "IMAGE_MAX_PIXELS": ""})
+    parsed = parse_bounds(
+        {"SIMULATOR_MAX_BODY_BYTES": "1_048_576", "SIMULATOR_BODY_TIMEOUT_SECONDS": "2.5", "IMAGE_MAX_PIXELS": ""}
+    )
     assert parsed.max_body_bytes == 1_048_576
     assert parsed.body_timeout_s == 2.5
     assert parsed.image_max_pixels == Bounds().image_max_pixels
@@ -27,7 +29,7 @@ def test_settings_parse_as_numbers_and_empty_keeps_the_default():
 
 @pytest.mark.parametrize("raw", ["0", "-1", "1.5", "nan", "inf", "1e300", "ten", str(2**63)])
 def test_a_whole_number_bound_refuses_what_is_not_one_in_range_naming_the_variable(raw):
-    with pytest.raises(BoundError, match="^SIMULATOR_MAX_BODY_BYTES: "):
+    with pytest.raises(BoundError, match=r"^SIMULATOR_MAX_BODY_BYTES: "):
         parse_bound(bounds.BY_ENV["SIMULATOR_MAX_BODY_BYTES"], raw)
 
 

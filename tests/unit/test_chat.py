@@ -3,6 +3,7 @@ import random
 
 import jsonschema
 import pytest
+
 from aoai.openai import catalogue, chat, tokens
 from aoai.openai.catalogue import Normal
 
@@ -10,12 +11,18 @@ GPT4O = catalogue.MODELS["gpt-4o"]
 GPT35 = catalogue.MODELS["gpt-35-turbo"]
 O3 = catalogue.MODELS["o3-mini"]
 USER = [{"role": "user", "content": "Hello!"}]
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer",
-                                                                                         "minimum": 1,
-                                                                                         "maximum": 7}},
-                   "required": ["city", "days"], "additionalProperties": False}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1, "maximum": 7}},
+            "required": ["city", "days"],
+            "additionalProperties": False,
+        },
+    },
+}
 
 
 def settings(mean=20, share=1.0):
@@ -83,8 +90,10 @@ def test_body_shape():
     assert body["model"] == "gpt-4o-2024-11-20"
     assert body["system_fingerprint"].startswith("fp_")
     assert body["prompt_filter_results"][0]["prompt_index"] == 0
-    assert body["choices"][0]["content_filter_results"]["protected_material_text"] == {"filtered": False,
-                                                                                       "detected": False}
+    assert body["choices"][0]["content_filter_results"]["protected_material_text"] == {
+        "filtered": False,
+        "detected": False,
+    }
 
 
 def test_same_seed_same_answer():
@@ -135,15 +144,30 @@ def test_tool_arguments_are_cut_at_the_limit():
     assert answer.completion_tokens == 6
 
 
-@pytest.mark.parametrize("body, share", [
-    ({"tools": [WEATHER], "tool_choice": "none"}, 1.0),
-    ({"tools": [WEATHER], "tool_choice": "auto"}, 0.0),
-    ({"tools": [WEATHER], "messages": USER + [
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function",
-                                                                "function": {"name": "get_weather",
-                                                                             "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": "c", "content": "sunny"}]}, 1.0),
-])
+@pytest.mark.parametrize(
+    "body, share",
+    [
+        ({"tools": [WEATHER], "tool_choice": "none"}, 1.0),
+        ({"tools": [WEATHER], "tool_choice": "auto"}, 0.0),
+        (
+            {
+                "tools": [WEATHER],
+                "messages": USER
+                + [
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {"id": "c", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+                        ],
+                    },
+                    {"role": "tool", "tool_call_id": "c", "content": "sunny"},
+                ],
+            },
+            1.0,
+        ),
+    ],
+)
 def test_text_instead_of_a_tool_call(body, share):
     choice = generate(body, share=share).choices[0]
     assert choice.tool_calls == []
@@ -156,8 +180,14 @@ def test_auto_calls_a_tool_when_the_share_is_one():
 
 
 def test_structured_output_follows_the_schema():
-    schema = {"type": "object", "properties": {"name": {"type": "string"}, "tags": {"type": "array", "items": {
-        "type": "string", "enum": ["a", "b"]}, "minItems": 1}}, "required": ["name", "tags"]}
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "tags": {"type": "array", "items": {"type": "string", "enum": ["a", "b"]}, "minItems": 1},
+        },
+        "required": ["name", "tags"],
+    }
     body = {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}
     choice = generate(body).choices[0]
     jsonschema.validate(json.loads(choice.content), schema)
@@ -227,8 +257,13 @@ def test_tool_call_stream_frames():
     call = answer.choices[0].tool_calls[0]
     events = answer.stream_events(include_usage=False)
     header = events[1]["choices"][0]["delta"]
-    assert header == {"role": "assistant", "content": None, "tool_calls": [
-        {"index": 0, "id": call["id"], "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}
+    assert header == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"index": 0, "id": call["id"], "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+        ],
+    }
     fragments = events[2:-1]
     assert fragments
     assert all(list(f["choices"][0]["delta"]) == ["tool_calls"] for f in fragments)

@@ -5,9 +5,10 @@ import sys
 import time
 
 import pytest
+from mitmproxy.test import taddons, tflow
+
 from aoai.runtime import internals as client_socket
 from aoai.runtime import latency
-from mitmproxy.test import taddons, tflow
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_INFO's layout is Linux's")
 

@@ -1,6 +1,7 @@
 import random
 
 import pytest
+
 from aoai.openai import catalogue, completions, tokens
 from aoai.openai.catalogue import Normal
 from aoai.openai.chat import ChatSettings
@@ -45,7 +46,7 @@ def test_echo_puts_the_prompt_first():
     body = generate({"prompt": "Once upon a time", "echo": True, "max_tokens": 5}).body()
     text = body["choices"][0]["text"]
     assert text.startswith("Once upon a time ")
-    assert len(ENC.encode(text[len("Once upon a time"):])) == 5
+    assert len(ENC.encode(text[len("Once upon a time") :])) == 5
     assert body["usage"]["completion_tokens"] == 5
 
 
@@ -67,20 +68,29 @@ def test_prompt_lists_index_choices_prompt_times_n_plus_j():
     answer = generate({"prompt": ["first", "second", "third"], "n": 2, "echo": True, "max_tokens": 3})
     body = answer.body()
     assert [c["index"] for c in body["choices"]] == [0, 1, 2, 3, 4, 5]
-    assert [c["text"].split(" ")[0] for c in body["choices"]] == ["first", "first", "second", "second", "third",
-                                                                   "third"]
+    assert [c["text"].split(" ")[0] for c in body["choices"]] == [
+        "first",
+        "first",
+        "second",
+        "second",
+        "third",
+        "third",
+    ]
     assert len(body["prompt_filter_results"]) == 3
     assert [p["prompt_index"] for p in body["prompt_filter_results"]] == [0, 1, 2]
     assert body["usage"]["completion_tokens"] == 18
     assert body["usage"]["total_tokens"] == 18 + 4
 
 
-@pytest.mark.parametrize("prompt, expected", [
-    ("a", ["a"]),
-    ([1, 2], [[1, 2]]),
-    (["a", "b"], ["a", "b"]),
-    ([[1], [2, 3]], [[1], [2, 3]]),
-])
+@pytest.mark.parametrize(
+    "prompt, expected",
+    [
+        ("a", ["a"]),
+        ([1, 2], [[1, 2]]),
+        (["a", "b"], ["a", "b"]),
+        ([[1], [2, 3]], [[1], [2, 3]]),
+    ],
+)
 def test_prompts_of(prompt, expected):
     assert completions.prompts_of({"prompt": prompt}) == expected
 

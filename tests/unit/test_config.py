@@ -2,6 +2,7 @@ import json
 import random
 
 import pytest
+
 from aoai.openai import catalogue
 from aoai.openai.catalogue import Normal
 from aoai.runtime import config
@@ -14,33 +15,42 @@ def error_of(spec, name="d", where="x: d"):
     return str(caught.value)
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("gpt-4o", 'x: d: expected an object with at least "model"'),
-    ({}, 'x: d.model: required, the name of a model such as "gpt-4o"'),
-    ({"model": 4}, 'x: d.model: required, the name of a model such as "gpt-4o"'),
-    ({"model": "gpt-4o", "colour": "red"}, "x: d: unknown field 'colour'"),
-    ({"model": "gpt-4o", "tokensPerMinute": -1}, "x: d.tokensPerMinute: must not be negative, got -1"),
-    ({"model": "gpt-4o", "tokensPerMinute": 1.5}, "x: d.tokensPerMinute: expected a whole number, got 1.5"),
-    ({"model": "gpt-4o", "tokensPerMinute": "10"}, 'x: d.tokensPerMinute: expected a number, got "10"'),
-    ({"model": "gpt-4o", "tokensPerMinute": True}, "x: d.tokensPerMinute: expected a number, got true"),
-    ({"model": "gpt-4o", "requestsPerMinute": -5}, "x: d.requestsPerMinute: must not be negative, got -5"),
-    ({"model": "gpt-4o", "maxConcurrentRequests": -2}, "x: d.maxConcurrentRequests: must not be negative, got -2"),
-    ({"model": "gpt-4o", "embeddingSize": 256}, "x: d.embeddingSize: gpt-4o is not an embedding model"),
-    ({"model": "text-embedding-3-small", "embeddingSize": 0},
-     "x: d.embeddingSize: must be between 1 and 1536"),
-    ({"model": "text-embedding-3-large", "embeddingSize": 3073},
-     "x: d.embeddingSize: must be between 1 and 3072"),
-    ({"model": "gpt-4o", "latency": 5}, "x: d.latency: expected an object"),
-    ({"model": "gpt-4o", "latency": {"ttft": {}}}, "x: d.latency: unknown field 'ttft'"),
-    ({"model": "gpt-4o", "latency": {"interTokenMs": 5}},
-     'x: d.latency.interTokenMs: expected {"mean": ms, "stdDev": ms}'),
-    ({"model": "gpt-4o", "latency": {"interTokenMs": {"mean": -1}}},
-     "x: d.latency.interTokenMs.mean: must not be negative, got -1"),
-    ({"model": "gpt-4o", "latency": {"interTokenMs": {"mean": 1, "stdDev": -1}}},
-     "x: d.latency.interTokenMs.stdDev: must not be negative, got -1"),
-    ({"model": "gpt-4o", "latency": {"requestMs": {"mean": 1, "p99": 3}}},
-     "x: d.latency.requestMs: unknown field 'p99'"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("gpt-4o", 'x: d: expected an object with at least "model"'),
+        ({}, 'x: d.model: required, the name of a model such as "gpt-4o"'),
+        ({"model": 4}, 'x: d.model: required, the name of a model such as "gpt-4o"'),
+        ({"model": "gpt-4o", "colour": "red"}, "x: d: unknown field 'colour'"),
+        ({"model": "gpt-4o", "tokensPerMinute": -1}, "x: d.tokensPerMinute: must not be negative, got -1"),
+        ({"model": "gpt-4o", "tokensPerMinute": 1.5}, "x: d.tokensPerMinute: expected a whole number, got 1.5"),
+        ({"model": "gpt-4o", "tokensPerMinute": "10"}, 'x: d.tokensPerMinute: expected a number, got "10"'),
+        ({"model": "gpt-4o", "tokensPerMinute": True}, "x: d.tokensPerMinute: expected a number, got true"),
+        ({"model": "gpt-4o", "requestsPerMinute": -5}, "x: d.requestsPerMinute: must not be negative, got -5"),
+        ({"model": "gpt-4o", "maxConcurrentRequests": -2}, "x: d.maxConcurrentRequests: must not be negative, got -2"),
+        ({"model": "gpt-4o", "embeddingSize": 256}, "x: d.embeddingSize: gpt-4o is not an embedding model"),
+        ({"model": "text-embedding-3-small", "embeddingSize": 0}, "x: d.embeddingSize: must be between 1 and 1536"),
+        ({"model": "text-embedding-3-large", "embeddingSize": 3073}, "x: d.embeddingSize: must be between 1 and 3072"),
+        ({"model": "gpt-4o", "latency": 5}, "x: d.latency: expected an object"),
+        ({"model": "gpt-4o", "latency": {"ttft": {}}}, "x: d.latency: unknown field 'ttft'"),
+        (
+            {"model": "gpt-4o", "latency": {"interTokenMs": 5}},
+            'x: d.latency.interTokenMs: expected {"mean": ms, "stdDev": ms}',
+        ),
+        (
+            {"model": "gpt-4o", "latency": {"interTokenMs": {"mean": -1}}},
+            "x: d.latency.interTokenMs.mean: must not be negative, got -1",
+        ),
+        (
+            {"model": "gpt-4o", "latency": {"interTokenMs": {"mean": 1, "stdDev": -1}}},
+            "x: d.latency.interTokenMs.stdDev: must not be negative, got -1",
+        ),
+        (
+            {"model": "gpt-4o", "latency": {"requestMs": {"mean": 1, "p99": 3}}},
+            "x: d.latency.requestMs: unknown field 'p99'",
+        ),
+    ],
+)
 def test_deployment_errors_name_the_field(spec, message):
     assert error_of(spec) == message
 
@@ -52,13 +62,33 @@ def test_an_unknown_model_is_named_with_the_known_ones():
 
 
 def test_a_full_deployment_parses():
-    dep = config.parse_deployment("emb", {"model": "text-embedding-3-large", "tokensPerMinute": 1000,
-                                          "requestsPerMinute": 6, "embeddingSize": 256,
-                                          "maxConcurrentRequests": 2}, "f: emb")
-    assert (dep.name, dep.model.name, dep.tokens_per_minute, dep.requests_per_minute, dep.embedding_size,
-            dep.max_concurrent_requests, dep.defined) == ("emb", "text-embedding-3-large", 1000, 6, 256, 2, True)
-    assert dep.to_json() == {"model": "text-embedding-3-large", "tokensPerMinute": 1000, "requestsPerMinute": 6,
-                             "embeddingSize": 256, "maxConcurrentRequests": 2}
+    dep = config.parse_deployment(
+        "emb",
+        {
+            "model": "text-embedding-3-large",
+            "tokensPerMinute": 1000,
+            "requestsPerMinute": 6,
+            "embeddingSize": 256,
+            "maxConcurrentRequests": 2,
+        },
+        "f: emb",
+    )
+    assert (
+        dep.name,
+        dep.model.name,
+        dep.tokens_per_minute,
+        dep.requests_per_minute,
+        dep.embedding_size,
+        dep.max_concurrent_requests,
+        dep.defined,
+    ) == ("emb", "text-embedding-3-large", 1000, 6, 256, 2, True)
+    assert dep.to_json() == {
+        "model": "text-embedding-3-large",
+        "tokensPerMinute": 1000,
+        "requestsPerMinute": 6,
+        "embeddingSize": 256,
+        "maxConcurrentRequests": 2,
+    }
 
 
 def test_openai_spellings_of_models_are_accepted():
@@ -87,8 +117,7 @@ def test_load_deployments_file(tmp_path):
     path = tmp_path / "deployments.json"
     path.write_text(json.dumps({"chat": {"model": "gpt-4o-mini"}, "emb": {"model": "text-embedding-ada-002"}}))
     deployments = config.load_deployments_file(str(path))
-    assert {n: d.model.name for n, d in deployments.items()} == {"chat": "gpt-4o-mini",
-                                                                  "emb": "text-embedding-ada-002"}
+    assert {n: d.model.name for n, d in deployments.items()} == {"chat": "gpt-4o-mini", "emb": "text-embedding-ada-002"}
 
 
 def test_deployments_file_errors_name_the_file(tmp_path):
@@ -117,8 +146,13 @@ def test_normal_draws_are_never_negative():
 
 def test_default_deployments():
     deployments = config.default_deployments()
-    assert set(deployments) == {"gpt-4o", "gpt-4o-mini", "gpt-35-turbo-instruct", "text-embedding-3-small",
-                                "text-embedding-ada-002"}
+    assert set(deployments) == {
+        "gpt-4o",
+        "gpt-4o-mini",
+        "gpt-35-turbo-instruct",
+        "text-embedding-3-small",
+        "text-embedding-ada-002",
+    }
     assert all(d.model.name == n for n, d in deployments.items())
 
 

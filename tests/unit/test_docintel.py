@@ -2,19 +2,24 @@ import base64
 import json
 
 import pytest
+from mitmproxy.test import tflow
+
 from aoai.docintel import layout as layout_engine
 from aoai.docintel import service as docintel
 from aoai.runtime.config import SimulatorConfig
 from aoai.stages import generate, routing
-from mitmproxy.test import tflow
 
 HOST = "myresource.cognitiveservices.azure.com"
 DI_VERSION = "2024-11-30"
 FR_VERSION = "2023-07-31"
 
 
-def analyze_path(model: str = "prebuilt-layout", family: str = "documentintelligence",
-                 version: str | None = DI_VERSION, query: str = "") -> str:
+def analyze_path(
+    model: str = "prebuilt-layout",
+    family: str = "documentintelligence",
+    version: str | None = DI_VERSION,
+    query: str = "",
+) -> str:
     version_query = f"?api-version={version}" if version is not None else "?"
     return f"/{family}/documentModels/{model}:analyze{version_query}{query}"
 
@@ -42,8 +47,17 @@ def make_config(latency_enabled: bool = True) -> SimulatorConfig:
     return SimulatorConfig(api_key="unit-key", latency_enabled=latency_enabled)
 
 
-def call(svc, method: str, path: str, *, raw: bytes | None = None, body=None, content_type: str | None = None,
-         tls: bool = False, config=None):
+def call(
+    svc,
+    method: str,
+    path: str,
+    *,
+    raw: bytes | None = None,
+    body=None,
+    content_type: str | None = None,
+    tls: bool = False,
+    config=None,
+):
     flow = tflow.tflow()
     flow.request.method, flow.request.path = method, path
     flow.request.headers.clear()
@@ -60,12 +74,14 @@ def result_path(response) -> str:
     return location.split(HOST, 1)[1]
 
 
-def analysis(model: str, pages=(1, 2), unit: str = "inch", seed: int = 7,
-             family: str = "documentintelligence") -> layout_engine.Analysis:
+def analysis(
+    model: str, pages=(1, 2), unit: str = "inch", seed: int = 7, family: str = "documentintelligence"
+) -> layout_engine.Analysis:
     return layout_engine.Analysis("rid", family, model, DI_VERSION, "textElements", list(pages), unit, seed, 0.0, 0.0)
 
 
 # --- where spans and polygons point ----------------------------------------------------------
+
 
 def spanned(node, found=None):
     """Every (object, its spans) in a result, and every polygon."""
@@ -95,7 +111,7 @@ def test_every_span_indexes_its_own_content(model, seed):
     for node, spans in found["spans"]:
         assert len(spans) == 1
         span = spans[0]
-        assert content[span["offset"]:span["offset"] + span["length"]] == node["content"], node
+        assert content[span["offset"] : span["offset"] + span["length"]] == node["content"], node
 
 
 @pytest.mark.parametrize("model", sorted(docintel.MODELS))
@@ -163,8 +179,11 @@ def test_invoice_fields_are_typed_and_add_up():
     subtotal = fields["SubTotal"]["valueCurrency"]["amount"]
     assert subtotal == pytest.approx(sum(amounts))
     total = fields["InvoiceTotal"]["valueCurrency"]
-    assert total == {"currencySymbol": "$", "currencyCode": "USD",
-                     "amount": pytest.approx(subtotal + fields["TotalTax"]["valueCurrency"]["amount"])}
+    assert total == {
+        "currencySymbol": "$",
+        "currencyCode": "USD",
+        "amount": pytest.approx(subtotal + fields["TotalTax"]["valueCurrency"]["amount"]),
+    }
     assert 0 < document["confidence"] <= 1
 
 
@@ -179,12 +198,17 @@ def test_receipt_has_its_fields():
 
 
 def test_the_same_analysis_gives_the_same_result():
-    assert layout_engine.build_result(analysis("prebuilt-layout")) == layout_engine.build_result(analysis("prebuilt-layout"))
-    assert (layout_engine.build_result(analysis("prebuilt-layout", seed=1))["content"]
-            != layout_engine.build_result(analysis("prebuilt-layout", seed=2))["content"])
+    assert layout_engine.build_result(analysis("prebuilt-layout")) == layout_engine.build_result(
+        analysis("prebuilt-layout")
+    )
+    assert (
+        layout_engine.build_result(analysis("prebuilt-layout", seed=1))["content"]
+        != layout_engine.build_result(analysis("prebuilt-layout", seed=2))["content"]
+    )
 
 
 # --- pure helpers ------------------------------------------------------------------------------
+
 
 def test_pages_query():
     assert docintel.parse_pages("1-3,5, 7-8") == [1, 2, 3, 5, 7, 8]
@@ -216,18 +240,21 @@ def test_page_count_and_unit_from_the_document():
 def test_store_drops_the_oldest():
     store = docintel.ResultStore(limit=3)
     for i in range(5):
-        store.add(layout_engine.Analysis(str(i), "formrecognizer", "prebuilt-read", FR_VERSION, "textElements",
-                                    [1], "inch", i, 0, 0))
+        store.add(
+            layout_engine.Analysis(
+                str(i), "formrecognizer", "prebuilt-read", FR_VERSION, "textElements", [1], "inch", i, 0, 0
+            )
+        )
     assert len(store) == 3
     assert store.get("0") is None and store.get("1") is None and store.get("4") is not None
 
 
 # --- the generator -------------------------------------------------------------------------------
 
+
 def test_the_generator_runs_in_the_built_in_chain():
     assert docintel.document_intelligence in generate.BUILT_IN
-    assert call(docintel.SERVICE, "POST", "/openai/deployments/gpt-4o/chat/completions?api-version=x",
-                body={}) is None
+    assert call(docintel.SERVICE, "POST", "/openai/deployments/gpt-4o/chat/completions?api-version=x", body={}) is None
 
 
 def test_analyze_answers_202_pointing_at_the_client_host_then_running_then_succeeded():
@@ -275,20 +302,32 @@ def test_a_larger_document_is_ready_later():
 
 def test_with_latency_off_the_result_is_ready_at_once():
     svc, _ = service()
-    response = call(svc, "POST", analyze_path(), raw=b"a" * 100_000, content_type="application/pdf",
-                    config=make_config(latency_enabled=False))
+    response = call(
+        svc,
+        "POST",
+        analyze_path(),
+        raw=b"a" * 100_000,
+        content_type="application/pdf",
+        config=make_config(latency_enabled=False),
+    )
     assert json_of(call(svc, "GET", result_path(response)))["status"] == "succeeded"
 
 
 def test_json_sources_and_the_older_path_family():
     svc, clock = service()
-    by_url = call(svc, "POST", analyze_path("prebuilt-read", "formrecognizer", FR_VERSION),
-                  body={"urlSource": "https://example.com/scan.png"}, content_type="application/json")
+    by_url = call(
+        svc,
+        "POST",
+        analyze_path("prebuilt-read", "formrecognizer", FR_VERSION),
+        body={"urlSource": "https://example.com/scan.png"},
+        content_type="application/json",
+    )
     assert by_url.status_code == 202
     assert "/formrecognizer/documentModels/prebuilt-read/analyzeResults/" in by_url.headers["operation-location"]
     encoded = base64.b64encode(b"%PDF-1.7 " + b"<< /Type /Page >> " * 2).decode()
-    by_bytes = call(svc, "POST", analyze_path("prebuilt-invoice"), body={"base64Source": encoded},
-                    content_type="application/json")
+    by_bytes = call(
+        svc, "POST", analyze_path("prebuilt-invoice"), body={"base64Source": encoded}, content_type="application/json"
+    )
     assert by_bytes.status_code == 202
     clock.now += 100
     read = json_of(call(svc, "GET", result_path(by_url)))["analyzeResult"]
@@ -299,8 +338,13 @@ def test_json_sources_and_the_older_path_family():
 
 def test_pages_and_string_index_type_are_honoured():
     svc, clock = service()
-    response = call(svc, "POST", analyze_path(query="&pages=2-3,5&stringIndexType=utf16CodeUnit"), raw=b"doc",
-                    content_type="application/pdf")
+    response = call(
+        svc,
+        "POST",
+        analyze_path(query="&pages=2-3,5&stringIndexType=utf16CodeUnit"),
+        raw=b"doc",
+        content_type="application/pdf",
+    )
     clock.now += 100
     result = json_of(call(svc, "GET", result_path(response)))["analyzeResult"]
     assert [p["pageNumber"] for p in result["pages"]] == [2, 3, 5]
@@ -309,18 +353,29 @@ def test_pages_and_string_index_type_are_honoured():
 
 def test_unknown_model_is_404_model_not_found():
     svc, _ = service()
-    for method, path in (("POST", analyze_path("my-custom-model")),
-                         ("GET", "/documentintelligence/documentModels/nope/analyzeResults/x?api-version=2024-11-30")):
+    for method, path in (
+        ("POST", analyze_path("my-custom-model")),
+        ("GET", "/documentintelligence/documentModels/nope/analyzeResults/x?api-version=2024-11-30"),
+    ):
         response = call(svc, method, path, raw=b"doc", content_type="application/pdf")
         assert response.status_code == 404
-        assert json_of(response) == {"error": {"code": "NotFound", "message": "Resource not found.", "innererror": {
-            "code": "ModelNotFound", "message": "The requested model was not found."}}}
+        assert json_of(response) == {
+            "error": {
+                "code": "NotFound",
+                "message": "Resource not found.",
+                "innererror": {"code": "ModelNotFound", "message": "The requested model was not found."},
+            }
+        }
 
 
 def test_unknown_result_is_404():
     svc, _ = service()
-    missing = call(svc, "GET", "/documentintelligence/documentModels/prebuilt-read/analyzeResults/"
-                               "00000000-0000-0000-0000-000000000000?api-version=2024-11-30")
+    missing = call(
+        svc,
+        "GET",
+        "/documentintelligence/documentModels/prebuilt-read/analyzeResults/"
+        "00000000-0000-0000-0000-000000000000?api-version=2024-11-30",
+    )
     assert missing.status_code == 404
     error = json_of(missing)["error"]
     assert error["code"] == "NotFound" and error["innererror"]["code"] == "OperationNotFound"
@@ -338,13 +393,16 @@ def test_versions_outside_the_family_get_the_gateway_404():
         assert json_of(response)["error"]["code"] == "404"
 
 
-@pytest.mark.parametrize("raw, content_type, inner", [
-    (b"%PDF-1.7 not json", "application/json", "ParameterMissing"),
-    (json.dumps({"other": 1}).encode(), "application/json", "ParameterMissing"),
-    (json.dumps({"base64Source": "***"}).encode(), "application/json", "InvalidParameter"),
-    (json.dumps({"urlSource": "ftp://x/y.pdf"}).encode(), "application/json", "InvalidParameter"),
-    (b"", "application/pdf", "InvalidContent"),
-])
+@pytest.mark.parametrize(
+    "raw, content_type, inner",
+    [
+        (b"%PDF-1.7 not json", "application/json", "ParameterMissing"),
+        (json.dumps({"other": 1}).encode(), "application/json", "ParameterMissing"),
+        (json.dumps({"base64Source": "***"}).encode(), "application/json", "InvalidParameter"),
+        (json.dumps({"urlSource": "ftp://x/y.pdf"}).encode(), "application/json", "InvalidParameter"),
+        (b"", "application/pdf", "InvalidContent"),
+    ],
+)
 def test_bad_bodies_get_400(raw, content_type, inner):
     svc, _ = service()
     response = call(svc, "POST", analyze_path(), raw=raw, content_type=content_type)
@@ -352,32 +410,59 @@ def test_bad_bodies_get_400(raw, content_type, inner):
     assert json_of(response)["error"]["innererror"]["code"] == inner
 
 
-@pytest.mark.parametrize("url", ["http://[::1", "http://[::1/doc.pdf", "https://host:99999/doc.pdf",
-                                 "https://host:port/doc.pdf", "https://host:0/doc.pdf", "http://", "https:///doc.pdf",
-                                 "http://host/a b.pdf", "http://host/\u0000.pdf", "", "https://h/" + "x" * 9000,
-                                 "javascript:alert(1)", 12, ["https://h/a.pdf"], {"url": "https://h/a.pdf"}, True])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::1",
+        "http://[::1/doc.pdf",
+        "https://host:99999/doc.pdf",
+        "https://host:port/doc.pdf",
+        "https://host:0/doc.pdf",
+        "http://",
+        "https:///doc.pdf",
+        "http://host/a b.pdf",
+        "http://host/\u0000.pdf",
+        "",
+        "https://h/" + "x" * 9000,
+        "javascript:alert(1)",
+        12,
+        ["https://h/a.pdf"],
+        {"url": "https://h/a.pdf"},
+        True,
+    ],
+)
 def test_a_malformed_url_source_is_azures_400(url):
     svc, _ = service()
-    response = call(svc, "POST", analyze_path(), raw=json.dumps({"urlSource": url}).encode(),
-                    content_type="application/json")
+    response = call(
+        svc, "POST", analyze_path(), raw=json.dumps({"urlSource": url}).encode(), content_type="application/json"
+    )
     assert response.status_code == 400
-    assert json_of(response)["error"] == {"code": "InvalidArgument", "message": "Invalid argument.", "innererror": {
-        "code": "InvalidParameter", "message": "The parameter urlSource is invalid."}}
+    assert json_of(response)["error"] == {
+        "code": "InvalidArgument",
+        "message": "Invalid argument.",
+        "innererror": {"code": "InvalidParameter", "message": "The parameter urlSource is invalid."},
+    }
 
 
 @pytest.mark.parametrize("source", [12, ["QUJD"], {"b": 1}, "not base64!", "QUJD\u00e9"])
 def test_a_malformed_base64_source_is_azures_400(source):
     svc, _ = service()
-    response = call(svc, "POST", analyze_path(), raw=json.dumps({"base64Source": source}).encode(),
-                    content_type="application/json")
+    response = call(
+        svc, "POST", analyze_path(), raw=json.dumps({"base64Source": source}).encode(), content_type="application/json"
+    )
     assert response.status_code == 400
     assert json_of(response)["error"]["innererror"]["message"] == "The parameter base64Source is invalid."
 
 
 def test_an_ipv6_url_source_is_taken():
     svc, _ = service()
-    response = call(svc, "POST", analyze_path(), raw=json.dumps({"urlSource": "http://[::1]:8080/a.png"}).encode(),
-                    content_type="application/json")
+    response = call(
+        svc,
+        "POST",
+        analyze_path(),
+        raw=json.dumps({"urlSource": "http://[::1]:8080/a.png"}).encode(),
+        content_type="application/json",
+    )
     assert response.status_code == 202
 
 
@@ -393,15 +478,21 @@ def test_bad_pages_get_400():
     svc, _ = service()
     response = call(svc, "POST", analyze_path(query="&pages=0-2"), raw=b"doc", content_type="application/pdf")
     assert response.status_code == 400
-    assert json_of(response)["error"]["innererror"] == {"code": "InvalidParameter",
-                                                        "message": "The parameter pages is invalid."}
+    assert json_of(response)["error"]["innererror"] == {
+        "code": "InvalidParameter",
+        "message": "The parameter pages is invalid.",
+    }
 
 
 def test_other_methods_pass():
     svc, _ = service()
     assert call(svc, "GET", analyze_path()) is None
-    assert call(svc, "DELETE", "/documentintelligence/documentModels/prebuilt-read/analyzeResults/x"
-                               "?api-version=2024-11-30") is None
+    assert (
+        call(
+            svc, "DELETE", "/documentintelligence/documentModels/prebuilt-read/analyzeResults/x?api-version=2024-11-30"
+        )
+        is None
+    )
 
 
 def test_make_generator_has_its_own_store_and_timing():

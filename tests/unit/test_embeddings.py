@@ -4,6 +4,7 @@ import random
 import struct
 
 import pytest
+
 from aoai.openai import embeddings
 
 
@@ -35,7 +36,7 @@ def test_token_inputs_are_vectors_of_their_own():
 def test_base64_decodes_to_the_float_list_as_float32():
     floats = body(["Hello", "Bye"], dims=16)["data"]
     packed = body(["Hello", "Bye"], dims=16, fmt="base64")["data"]
-    for f, p in zip(floats, packed):
+    for f, p in zip(floats, packed, strict=False):
         raw = base64.b64decode(p["embedding"])
         assert len(raw) == 16 * 4
         decoded = list(struct.unpack("<16f", raw))
@@ -51,12 +52,15 @@ def test_response_shape():
     assert out["usage"] == {"prompt_tokens": 7, "total_tokens": 7}
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("a", ["a"]),
-    ([1, 2], [[1, 2]]),
-    (["a", "b"], ["a", "b"]),
-    ([[1], [2]], [[1], [2]]),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("a", ["a"]),
+        ([1, 2], [[1, 2]]),
+        (["a", "b"], ["a", "b"]),
+        ([[1], [2]], [[1], [2]]),
+    ],
+)
 def test_items_of(value, expected):
     assert embeddings.items_of(value) == expected
 

@@ -9,12 +9,6 @@ from types import SimpleNamespace
 
 import jwt
 import pytest
-from aoai.runtime import entra
-from aoai.runtime.config import ConfigError, SimulatorConfig
-from aoai.runtime.state import context_of
-from aoai.stages import auth, settings
-from aoai.stages.auth import Auth
-from aoai.stages.management import Management
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -30,6 +24,13 @@ from unit_support import (
     settings_context,
     start,
 )
+
+from aoai.runtime import entra
+from aoai.runtime.config import ConfigError, SimulatorConfig
+from aoai.runtime.state import context_of
+from aoai.stages import auth, settings
+from aoai.stages.auth import Auth
+from aoai.stages.management import Management
 
 CLAIMS = entra.TokenPolicy(mode="claims")
 INVALID_TOKEN = {"statusCode": 401, "message": auth.INVALID_TOKEN}
@@ -52,6 +53,7 @@ def run_auth(flow, policy: entra.TokenPolicy = CLAIMS, **changes):
 
 # judge(): plain values in, a verdict out.
 
+
 def test_a_fresh_token_for_azure_ai_services_is_accepted_in_claims_mode():
     for audience in entra.AZURE_AUDIENCES:
         verdict = entra.judge(token(audience=audience), CLAIMS)
@@ -59,11 +61,14 @@ def test_a_fresh_token_for_azure_ai_services_is_accepted_in_claims_mode():
         assert verdict.principal == entra.DEFAULT_OID
 
 
-@pytest.mark.parametrize("bad, reason", [
-    (dict(lifetime_s=-entra.LEEWAY_S - 60), "the token has expired"),
-    (dict(audience="https://management.azure.com/"), "the token's audience is not one of"),
-    (dict(extra={"nbf": 2**40}), "the token is not valid yet (nbf)"),
-])
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (dict(lifetime_s=-entra.LEEWAY_S - 60), "the token has expired"),
+        (dict(audience="https://management.azure.com/"), "the token's audience is not one of"),
+        (dict(extra={"nbf": 2**40}), "the token is not valid yet (nbf)"),
+    ],
+)
 def test_expired_early_or_foreign_tokens_are_refused(bad, reason):
     verdict = entra.judge(token(**bad), CLAIMS)
     assert not verdict.accepted and verdict.reason.startswith(reason)
@@ -127,8 +132,7 @@ def test_signature_mode_accepts_the_jwks_key_and_nothing_else(signer):
     unsigned = jwt.encode(entra.token_claims(), None, algorithm="none")
     assert not entra.judge(unsigned, policy).accepted
     # A valid signature does not excuse the claims.
-    assert entra.judge(entra.mint(entra.token_claims(lifetime_s=-3600), key), policy).reason == \
-        "the token has expired"
+    assert entra.judge(entra.mint(entra.token_claims(lifetime_s=-3600), key), policy).reason == "the token has expired"
 
 
 def test_signature_mode_with_an_ec_key(tmp_path):
@@ -139,12 +143,15 @@ def test_signature_mode_with_an_ec_key(tmp_path):
     assert entra.judge(entra.mint(entra.token_claims(), key), policy).accepted
 
 
-@pytest.mark.parametrize("content, message", [
-    ("{", "not valid JSON"),
-    ('{"keys": 1}', 'expected a JWKS, a JSON object with a "keys" list'),
-    ('{"keys": []}', "the JWKS has no keys"),
-    ('{"keys": [{"kty": "RSA"}]}', "keys[0]: not a usable signing key"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{", "not valid JSON"),
+        ('{"keys": 1}', 'expected a JWKS, a JSON object with a "keys" list'),
+        ('{"keys": []}', "the JWKS has no keys"),
+        ('{"keys": [{"kty": "RSA"}]}', "keys[0]: not a usable signing key"),
+    ],
+)
 def test_bad_jwks_files_say_what_is_wrong(tmp_path, content, message):
     path = tmp_path / "jwks.json"
     path.write_text(content)
@@ -163,12 +170,15 @@ def test_a_jwks_with_a_private_key_is_refused(tmp_path):
 
 # The auth stage: Azure's answers.
 
+
 def test_an_accepted_token_passes_the_auth_stage():
     assert run_auth(bearer_flow(token())) is None
 
 
-@pytest.mark.parametrize("value", [token(lifetime_s=-3600), token(audience="https://graph.microsoft.com"),
-                                   "garbage", token(tenant="elsewhere")])
+@pytest.mark.parametrize(
+    "value",
+    [token(lifetime_s=-3600), token(audience="https://graph.microsoft.com"), "garbage", token(tenant="elsewhere")],
+)
 def test_refused_tokens_get_azures_401(value, caplog):
     policy = entra.TokenPolicy(mode="claims", tenants=frozenset({entra.DEFAULT_TENANT}))
     with caplog.at_level(logging.INFO, logger="aoai"):
@@ -183,21 +193,31 @@ def test_a_principal_not_allowed_gets_permission_denied():
     policy = entra.TokenPolicy(mode="claims", principals=frozenset({"someone-else"}))
     response = run_auth(bearer_flow(token(oid="11111111-2222-3333-4444-555555555555")), policy)
     assert response.status_code == auth.PERMISSION_DENIED_STATUS == 401
-    assert json_of(response) == {"error": {"code": "PermissionDenied", "message": (
-        "The principal `11111111-2222-3333-4444-555555555555` lacks the required data action "
-        "`Microsoft.CognitiveServices/accounts/OpenAI/deployments/chat/completions/action` to perform "
-        "`POST /openai/deployments/{deployment-id}/chat/completions` operation.")}}
+    assert json_of(response) == {
+        "error": {
+            "code": "PermissionDenied",
+            "message": (
+                "The principal `11111111-2222-3333-4444-555555555555` lacks the required data action "
+                "`Microsoft.CognitiveServices/accounts/OpenAI/deployments/chat/completions/action` to perform "
+                "`POST /openai/deployments/{deployment-id}/chat/completions` operation."
+            ),
+        }
+    }
 
 
 def test_permission_denied_names_each_routes_action():
     policy = entra.TokenPolicy(mode="claims", principals=frozenset({"someone-else"}))
-    embeddings = json_of(run_auth(bearer_flow(token(), "/openai/deployments/e/embeddings?api-version=2024-10-21"),
-                                  policy))["error"]["message"]
+    embeddings = json_of(
+        run_auth(bearer_flow(token(), "/openai/deployments/e/embeddings?api-version=2024-10-21"), policy)
+    )["error"]["message"]
     assert "`Microsoft.CognitiveServices/accounts/OpenAI/deployments/embeddings/action`" in embeddings
     assert "`POST /openai/deployments/{deployment-id}/embeddings`" in embeddings
-    analyze = json_of(run_auth(bearer_flow(
-        token(), "/documentintelligence/documentModels/prebuilt-layout:analyze?api-version=2024-11-30"),
-        policy))["error"]["message"]
+    analyze = json_of(
+        run_auth(
+            bearer_flow(token(), "/documentintelligence/documentModels/prebuilt-layout:analyze?api-version=2024-11-30"),
+            policy,
+        )
+    )["error"]["message"]
     assert "`POST /documentintelligence/documentModels/{modelId}:analyze`" in analyze
     assert "FormRecognizer/documentmodels:analyze/action" in analyze
 
@@ -217,8 +237,7 @@ def test_record_mode_without_an_azure_key_leaves_tokens_to_azure_when_the_policy
     flow = bearer_flow(stranger)
     assert run_auth(flow, entra.TokenPolicy(), mode="record") is None
     assert context_of(flow).passed_through  # forwarded for Azure to judge, never answered from recordings
-    assert run_auth(bearer_flow(stranger), entra.TokenPolicy(), mode="record",
-                    azure_openai_key="k").status_code == 401
+    assert run_auth(bearer_flow(stranger), entra.TokenPolicy(), mode="record", azure_openai_key="k").status_code == 401
 
 
 def test_record_mode_with_the_policy_on_judges_tokens_itself():
@@ -231,6 +250,7 @@ def test_record_mode_with_the_policy_on_judges_tokens_itself():
 
 # Settings.
 
+
 def options(**values):
     base = {s.option: s.default for s in settings.SETTINGS}
     base.update(values)
@@ -239,8 +259,14 @@ def options(**values):
 
 def test_the_policy_comes_from_the_settings(signer):
     _, _, path = signer
-    policy = settings.entra_policy(options(simulator_entra_tokens="Claims", simulator_entra_tenants="t1, t2",
-                                           simulator_entra_principals="o1", simulator_entra_audiences=""))
+    policy = settings.entra_policy(
+        options(
+            simulator_entra_tokens="Claims",
+            simulator_entra_tenants="t1, t2",
+            simulator_entra_principals="o1",
+            simulator_entra_audiences="",
+        )
+    )
     assert policy.mode == "claims" and policy.tenants == {"t1", "t2"} and policy.principals == {"o1"}
     assert policy.audiences == entra.AZURE_AUDIENCES
     signed = settings.entra_policy(options(simulator_entra_tokens="signature", simulator_entra_jwks=str(path)))
@@ -248,15 +274,24 @@ def test_the_policy_comes_from_the_settings(signer):
     assert settings.entra_policy(options()).mode == "off"
 
 
-@pytest.mark.parametrize("values, message", [
-    (dict(simulator_entra_tokens="maybe"),
-     "SIMULATOR_ENTRA_TOKENS: unknown mode 'maybe'; use off, claims or signature"),
-    (dict(simulator_entra_tokens="signature"), "SIMULATOR_ENTRA_JWKS: signature mode needs the JWKS file"),
-    (dict(simulator_entra_tokens="signature", simulator_entra_jwks="/nowhere/jwks.json"),
-     "SIMULATOR_ENTRA_JWKS: /nowhere/jwks.json: cannot read the JWKS file (No such file or directory)"),
-    (dict(simulator_entra_tokens="claims", simulator_entra_jwks="jwks.json"),
-     "SIMULATOR_ENTRA_JWKS: used only when SIMULATOR_ENTRA_TOKENS=signature (it is claims)"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (
+            dict(simulator_entra_tokens="maybe"),
+            "SIMULATOR_ENTRA_TOKENS: unknown mode 'maybe'; use off, claims or signature",
+        ),
+        (dict(simulator_entra_tokens="signature"), "SIMULATOR_ENTRA_JWKS: signature mode needs the JWKS file"),
+        (
+            dict(simulator_entra_tokens="signature", simulator_entra_jwks="/nowhere/jwks.json"),
+            "SIMULATOR_ENTRA_JWKS: /nowhere/jwks.json: cannot read the JWKS file (No such file or directory)",
+        ),
+        (
+            dict(simulator_entra_tokens="claims", simulator_entra_jwks="jwks.json"),
+            "SIMULATOR_ENTRA_JWKS: used only when SIMULATOR_ENTRA_TOKENS=signature (it is claims)",
+        ),
+    ],
+)
 def test_bad_token_settings_name_the_variable(values, message):
     with pytest.raises(ConfigError) as caught:
         settings.entra_policy(options(**values))
@@ -274,20 +309,28 @@ def test_a_bad_jwks_stops_the_start_with_one_line(monkeypatch, tmp_path, caplog)
         tctx.master.addons.invoke_addon_sync(addon, hooks.ConfigureHook(set(tctx.options.keys())))
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
         f"Cannot start the simulator: SIMULATOR_ENTRA_JWKS: {tmp_path / 'missing.json'}: cannot read the JWKS "
-        f"file (No such file or directory)"]
+        f"file (No such file or directory)"
+    ]
 
 
 def self_signed(tmp_path, names=("aoai.example.test",), *, key_in_cert=False):
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, names[0])])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
-            .sign(key, hashes.SHA256()))
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + (key_pem if key_in_cert else b""))
     key_path.write_bytes(key_pem)
@@ -337,6 +380,7 @@ def test_the_certificate_reaches_mitmproxys_certs_option(monkeypatch, tmp_path):
 
 # /++/token.
 
+
 @pytest.fixture
 def management(monkeypatch):
     clear_settings_env(monkeypatch)
@@ -371,15 +415,17 @@ def test_the_token_endpoint_wants_the_key_and_sane_bodies(management):
     config, addon = management
     minted = json_of(post_token(addon))["access_token"]
     assert post_token(addon, key=None, headers={"Authorization": f"Bearer {minted}"}).status_code == 401
-    assert json_of(post_token(addon, {"expiresIn": "soon"}))["error"]["message"] == \
-        "expiresIn: expected a whole number of seconds (negative for an expired token)"
+    assert (
+        json_of(post_token(addon, {"expiresIn": "soon"}))["error"]["message"]
+        == "expiresIn: expected a whole number of seconds (negative for an expired token)"
+    )
     assert post_token(addon, {"color": "blue"}).status_code == 400
     config.entra = entra.TokenPolicy(mode="off")
     assert "SIMULATOR_ENTRA_TOKENS is off" in json_of(post_token(addon))["error"]["message"]
 
 
 def test_the_config_view_shows_the_token_policy(management):
-    config, addon = management
+    _config, addon = management
     flow = make_flow("GET", "/++/config")
     addon.request(flow)
     assert json_of(flow.response)["entraTokens"]["mode"] == "claims"
@@ -391,37 +437,41 @@ def test_the_simulator_config_defaults_to_off():
 
 # Token bodies: every field checked, a 400 naming it, never a 500.
 
-@pytest.mark.parametrize("body, field", [
-    ({"expiresIn": 1e300}, "expiresIn"),
-    ({"expiresIn": -10**12}, "expiresIn"),
-    ({"expiresIn": 2**63}, "expiresIn"),
-    ({"expiresIn": 1.5}, "expiresIn"),
-    ({"expiresIn": "3600"}, "expiresIn"),
-    ({"expiresIn": None}, "expiresIn"),
-    ({"expiresIn": True}, "expiresIn"),
-    ({"oid": ["o"]}, "oid"),
-    ({"tid": {"t": 1}}, "tid"),
-    ({"appid": 7}, "appid"),
-    ({"aud": ""}, "aud"),
-    ({"aud": "x" * 2000}, "aud"),
-    ({"claims": []}, "claims"),
-    ({"claims": {"exp": "never"}}, "claims.exp"),
-    ({"claims": {"exp": 1e300}}, "claims.exp"),
-    ({"claims": {"exp": -1}}, "claims.exp"),
-    ({"claims": {"exp": 2**63}}, "claims.exp"),
-    ({"claims": {"nbf": [1]}}, "claims.nbf"),
-    ({"claims": {"iat": {"at": 1}}}, "claims.iat"),
-    ({"claims": {"aud": []}}, "claims.aud"),
-    ({"claims": {"aud": ["ok", 5]}}, "claims.aud"),
-    ({"claims": {"tid": ["a", "b"]}}, "claims.tid"),
-    ({"claims": {"oid": None}}, "claims.oid"),
-    ({"claims": {"sub": 12}}, "claims.sub"),
-    ({"claims": {"iss": {}}}, "claims.iss"),
-    ({"claims": {"roles": ["x" * 20_000]}}, "claims"),
-    ({"claims": {"deep": json.loads("[" * 300 + "]" * 300)}}, "claims"),
-    ([], "body"),
-    ("token", "body"),
-])
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"expiresIn": 1e300}, "expiresIn"),
+        ({"expiresIn": -(10**12)}, "expiresIn"),
+        ({"expiresIn": 2**63}, "expiresIn"),
+        ({"expiresIn": 1.5}, "expiresIn"),
+        ({"expiresIn": "3600"}, "expiresIn"),
+        ({"expiresIn": None}, "expiresIn"),
+        ({"expiresIn": True}, "expiresIn"),
+        ({"oid": ["o"]}, "oid"),
+        ({"tid": {"t": 1}}, "tid"),
+        ({"appid": 7}, "appid"),
+        ({"aud": ""}, "aud"),
+        ({"aud": "x" * 2000}, "aud"),
+        ({"claims": []}, "claims"),
+        ({"claims": {"exp": "never"}}, "claims.exp"),
+        ({"claims": {"exp": 1e300}}, "claims.exp"),
+        ({"claims": {"exp": -1}}, "claims.exp"),
+        ({"claims": {"exp": 2**63}}, "claims.exp"),
+        ({"claims": {"nbf": [1]}}, "claims.nbf"),
+        ({"claims": {"iat": {"at": 1}}}, "claims.iat"),
+        ({"claims": {"aud": []}}, "claims.aud"),
+        ({"claims": {"aud": ["ok", 5]}}, "claims.aud"),
+        ({"claims": {"tid": ["a", "b"]}}, "claims.tid"),
+        ({"claims": {"oid": None}}, "claims.oid"),
+        ({"claims": {"sub": 12}}, "claims.sub"),
+        ({"claims": {"iss": {}}}, "claims.iss"),
+        ({"claims": {"roles": ["x" * 20_000]}}, "claims"),
+        ({"claims": {"deep": json.loads("[" * 300 + "]" * 300)}}, "claims"),
+        ([], "body"),
+        ("token", "body"),
+    ],
+)
 def test_every_token_field_is_checked(management, body, field):
     _, addon = management
     response = post_token(addon, body)
@@ -439,8 +489,15 @@ def test_a_token_body_that_is_not_json_is_a_400(management):
 
 def test_token_claims_in_range_are_minted_as_asked(management):
     config, addon = management
-    answer = json_of(post_token(addon, {"expiresIn": 366 * 86400, "claims": {
-        "aud": ["https://ai.azure.com", "other"], "roles": ["reader"], "iat": 1_700_000_000}}))
+    answer = json_of(
+        post_token(
+            addon,
+            {
+                "expiresIn": 366 * 86400,
+                "claims": {"aud": ["https://ai.azure.com", "other"], "roles": ["reader"], "iat": 1_700_000_000},
+            },
+        )
+    )
     claims = jwt.decode(answer["access_token"], options={"verify_signature": False})
     assert claims["aud"] == ["https://ai.azure.com", "other"] and claims["roles"] == ["reader"]
     assert answer["expires_in"] == claims["exp"] - 1_700_000_000
@@ -449,17 +506,21 @@ def test_token_claims_in_range_are_minted_as_asked(management):
 
 # Claims of unexpected types or sizes: Azure's 401, never a 500.
 
+
 def raw_token(claims: dict, header: dict | None = None) -> str:
     """A JWT whose parts are written as given (PyJWT would refuse to write some of these)."""
+
     def part(value) -> str:
         data = value if isinstance(value, bytes) else json.dumps(value).encode()
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
     return f"{part(header or {'alg': 'RS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
 
 
 ODD_VALUES = [["a", "b"], {"a": 1}, 12, 1.5, True, None, "x" * 5000, [[["deep"]]]]
-TENANTS = entra.TokenPolicy(mode="claims", tenants=frozenset({entra.DEFAULT_TENANT}),
-                            principals=frozenset({entra.DEFAULT_OID}))
+TENANTS = entra.TokenPolicy(
+    mode="claims", tenants=frozenset({entra.DEFAULT_TENANT}), principals=frozenset({entra.DEFAULT_OID})
+)
 
 
 @pytest.mark.parametrize("claim", ["aud", "exp", "nbf", "tid", "oid", "appid", "azp", "sub", "iss"])
@@ -472,28 +533,34 @@ def test_an_odd_claim_is_azures_401(claim, value, policy):
     if response is None:
         # Only what a real token may hold passes: a missing optional claim (null is absent), or
         # a "not before" that is a number in the past.
-        assert (value is None and claim in ("tid", "oid", "appid", "azp", "sub", "iss", "nbf")) or \
-            (claim == "nbf" and isinstance(value, (int, float))), (claim, value)
+        assert (value is None and claim in ("tid", "oid", "appid", "azp", "sub", "iss", "nbf")) or (
+            claim == "nbf" and isinstance(value, (int, float))
+        ), (claim, value)
         return
     assert response.status_code == 401
     assert json_of(response) == INVALID_TOKEN or json_of(response)["error"]["code"] == "PermissionDenied"
 
 
-@pytest.mark.parametrize("payload", [
-    b'{"exp": Infinity, "aud": "https://ai.azure.com"}',
-    b'{"exp": NaN, "aud": "https://ai.azure.com"}',
-    b'{"exp": 1' + b"0" * 5000 + b', "aud": "https://ai.azure.com"}',
-    b'{"aud": ' + b"[" * 5000 + b"]" * 5000 + b"}",
-    b"[1, 2]",
-    b"\xff\xfe",
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"exp": Infinity, "aud": "https://ai.azure.com"}',
+        b'{"exp": NaN, "aud": "https://ai.azure.com"}',
+        b'{"exp": 1' + b"0" * 5000 + b', "aud": "https://ai.azure.com"}',
+        b'{"aud": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b"[1, 2]",
+        b"\xff\xfe",
+    ],
+)
 @pytest.mark.parametrize("policy", [CLAIMS, TENANTS], ids=["any-tenant", "tenants-set"])
 def test_unreadable_payloads_are_azures_401(payload, policy):
     assert json_of(run_auth(bearer_flow(raw_token(payload)), policy)) == INVALID_TOKEN
 
 
-@pytest.mark.parametrize("header", [{"alg": ["RS256"]}, {"alg": "RS256", "kid": {"k": 1}}, {"alg": None},
-                                    {"alg": "RS256", "kid": "x" * 5000}])
+@pytest.mark.parametrize(
+    "header",
+    [{"alg": ["RS256"]}, {"alg": "RS256", "kid": {"k": 1}}, {"alg": None}, {"alg": "RS256", "kid": "x" * 5000}],
+)
 def test_odd_headers_in_signature_mode_are_azures_401(signer, header):
     _, policy, _ = signer
     assert json_of(run_auth(bearer_flow(raw_token(entra.token_claims(), header)), policy)) == INVALID_TOKEN

@@ -5,8 +5,9 @@ import asyncio
 import logging
 
 import pytest
-from aoai.runtime.failures import guard
 from unit_support import chat_path, json_of, make_flow, run
+
+from aoai.runtime.failures import guard
 
 
 class Broken:
@@ -29,15 +30,17 @@ class Child:
 
 
 class Parent:
-    addons = [Child()]
+    addons = [Child()]  # noqa: RUF012 (as mitmproxy reads nested addons)
 
 
 def call(hook, flow):
     """Run a hook as mitmproxy does: call it, and await what it returns."""
+
     async def main():
         pending = hook(flow)
         if pending is not None:
             await pending
+
     run(main())
     return flow.response
 

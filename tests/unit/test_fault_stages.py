@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import time
 
+from mitmproxy.test import taddons, tutils
+from unit_support import chat_path, json_of, make_config, make_flow, run
+
 from aoai.runtime import latency
 from aoai.runtime.config import faults_of
 from aoai.runtime.state import context_of
 from aoai.stages.faults import Faults, FaultTiming
 from aoai.stages.ratelimit import Limits
-from mitmproxy.test import taddons, tutils
-from unit_support import chat_path, json_of, make_config, make_flow, run
 
 
 def declared(config, deployment: str, *specs) -> None:
@@ -23,8 +24,12 @@ def admitted(config, deployment: str = "gpt-4o", body: dict | None = None):
     body = body or {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5}
     flow = make_flow(path=chat_path(deployment), body=body)
     context = context_of(flow)
-    context.config, context.deployment, context.body, context.prompt_tokens = \
-        config, config.deployments[deployment], body, 8
+    context.config, context.deployment, context.body, context.prompt_tokens = (
+        config,
+        config.deployments[deployment],
+        body,
+        8,
+    )
     return flow
 
 
@@ -99,8 +104,9 @@ def test_a_hang_answers_408_after_max_s():
 
 def test_shapes_wait_for_the_timing_stage():
     config = make_config()
-    declared(config, "gpt-4o", {"kind": "slowFirstByte", "share": 1, "ms": 500},
-             {"kind": "trickle", "share": 1, "factor": 3})
+    declared(
+        config, "gpt-4o", {"kind": "slowFirstByte", "share": 1, "ms": 500}, {"kind": "trickle", "share": 1, "factor": 3}
+    )
     flow = admitted(config)
     Faults(config).request(flow)
     assert flow.response is None
@@ -121,8 +127,10 @@ def test_a_context_length_fault_is_azures_400():
     Faults(config).request(flow)
     error = json_of(flow.response)["error"]
     assert flow.response.status_code == 400 and error["code"] == "context_length_exceeded"
-    assert error["message"].startswith("This model's maximum context length is 128000 tokens. However, you "
-                                       "requested 128013 tokens (128008 in the messages, 5 in the completion).")
+    assert error["message"].startswith(
+        "This model's maximum context length is 128000 tokens. However, you "
+        "requested 128013 tokens (128008 in the messages, 5 in the completion)."
+    )
 
 
 def test_the_limits_stage_sees_a_quota_cut_and_record_mode_does_not():

@@ -7,6 +7,7 @@ import json
 import random
 
 import pytest
+
 from aoai.openai import catalogue
 from aoai.runtime import config as cfg
 from aoai.runtime import faults
@@ -20,14 +21,19 @@ def profile(*specs):
 
 
 def test_every_kind_parses_with_its_parameters():
-    p = profile({"kind": "500", "share": 0.1}, {"kind": "503", "share": 0.2, "retryAfter": 3},
-                {"kind": "timeout", "share": 0.1, "status": 504, "afterMs": 1500}, {"kind": "hang", "share": 0.01},
-                {"kind": "streamCut", "share": 0.5, "afterTokens": 20},
-                {"kind": "streamCut", "share": 0.5, "afterMs": 800},
-                {"kind": "slowFirstByte", "share": 1, "ms": 2000}, {"kind": "trickle", "share": 1, "factor": 5},
-                {"kind": "quotaCut", "share": 0.01, "tokensPerMinute": 1000, "forS": 30},
-                {"kind": "quotaCut", "everyS": 600, "tokensPerMinute": 500, "forS": 60},
-                {"kind": "contextLength", "share": 0.05})
+    p = profile(
+        {"kind": "500", "share": 0.1},
+        {"kind": "503", "share": 0.2, "retryAfter": 3},
+        {"kind": "timeout", "share": 0.1, "status": 504, "afterMs": 1500},
+        {"kind": "hang", "share": 0.01},
+        {"kind": "streamCut", "share": 0.5, "afterTokens": 20},
+        {"kind": "streamCut", "share": 0.5, "afterMs": 800},
+        {"kind": "slowFirstByte", "share": 1, "ms": 2000},
+        {"kind": "trickle", "share": 1, "factor": 5},
+        {"kind": "quotaCut", "share": 0.01, "tokensPerMinute": 1000, "forS": 30},
+        {"kind": "quotaCut", "everyS": 600, "tokensPerMinute": 500, "forS": 60},
+        {"kind": "contextLength", "share": 0.05},
+    )
     f = p.faults
     assert (f[0].retry_after_s, f[1].retry_after_s) == (None, 3)
     assert (f[2].status, f[2].after_s) == (504, 1.5)
@@ -41,29 +47,41 @@ def test_every_kind_parses_with_its_parameters():
     assert p.to_json()[1] == {"kind": "503", "share": 0.2, "retryAfter": 3}
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("503", 'f[0]: expected an object such as {"kind": "503", "share": 0.1}'),
-    ({"kind": "404", "share": 1}, "f[0].kind: expected one of 500, 503, timeout, hang"),
-    ({"kind": "503"}, "f[0].share: required, a number from 0 to 1"),
-    ({"kind": "503", "share": 1.5}, "f[0].share: expected a number from 0 to 1, got 1.5"),
-    ({"kind": "503", "share": True}, "f[0].share: expected a number from 0 to 1, got true"),
-    ({"kind": "503", "share": 1, "retryAfter": 1.5}, "f[0].retryAfter: expected a whole number from 0 to 3600"),
-    ({"kind": "503", "share": 1, "afterMs": 5}, "f[0].afterMs: unknown field for kind 503 (it takes share and "
-                                                "retryAfter)"),
-    ({"kind": "timeout", "share": 1, "afterMs": 5, "status": 500}, "f[0].status: expected 408 or 504, got 500"),
-    ({"kind": "timeout", "share": 1}, "f[0].afterMs: required"),
-    ({"kind": "hang", "share": 1, "maxS": 0}, "f[0].maxS: expected a number above 0, got 0"),
-    ({"kind": "streamCut", "share": 1}, "f[0]: a streamCut takes afterTokens or afterMs (one of them)"),
-    ({"kind": "streamCut", "share": 1, "afterTokens": 2, "afterMs": 5}, "f[0]: a streamCut takes afterTokens or"),
-    ({"kind": "streamCut", "share": 1, "afterTokens": -1}, "f[0].afterTokens: expected a whole number of at least 0"),
-    ({"kind": "trickle", "share": 1, "factor": 0.5}, "f[0].factor: expected a number of at least 1, got 0.5"),
-    ({"kind": "slowFirstByte", "share": 1}, "f[0].ms: required"),
-    ({"kind": "quotaCut", "share": 1, "forS": 5}, "f[0].tokensPerMinute: required for a quotaCut"),
-    ({"kind": "quotaCut", "share": 1, "tokensPerMinute": 0, "forS": 5},
-     "f[0].tokensPerMinute: expected a whole number of at least 1, got 0"),
-    ({"kind": "quotaCut", "share": 1, "everyS": 5, "tokensPerMinute": 10, "forS": 1},
-     "f[0].share: a quotaCut takes either share or everyS, not both"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("503", 'f[0]: expected an object such as {"kind": "503", "share": 0.1}'),
+        ({"kind": "404", "share": 1}, "f[0].kind: expected one of 500, 503, timeout, hang"),
+        ({"kind": "503"}, "f[0].share: required, a number from 0 to 1"),
+        ({"kind": "503", "share": 1.5}, "f[0].share: expected a number from 0 to 1, got 1.5"),
+        ({"kind": "503", "share": True}, "f[0].share: expected a number from 0 to 1, got true"),
+        ({"kind": "503", "share": 1, "retryAfter": 1.5}, "f[0].retryAfter: expected a whole number from 0 to 3600"),
+        (
+            {"kind": "503", "share": 1, "afterMs": 5},
+            "f[0].afterMs: unknown field for kind 503 (it takes share and retryAfter)",
+        ),
+        ({"kind": "timeout", "share": 1, "afterMs": 5, "status": 500}, "f[0].status: expected 408 or 504, got 500"),
+        ({"kind": "timeout", "share": 1}, "f[0].afterMs: required"),
+        ({"kind": "hang", "share": 1, "maxS": 0}, "f[0].maxS: expected a number above 0, got 0"),
+        ({"kind": "streamCut", "share": 1}, "f[0]: a streamCut takes afterTokens or afterMs (one of them)"),
+        ({"kind": "streamCut", "share": 1, "afterTokens": 2, "afterMs": 5}, "f[0]: a streamCut takes afterTokens or"),
+        (
+            {"kind": "streamCut", "share": 1, "afterTokens": -1},
+            "f[0].afterTokens: expected a whole number of at least 0",
+        ),
+        ({"kind": "trickle", "share": 1, "factor": 0.5}, "f[0].factor: expected a number of at least 1, got 0.5"),
+        ({"kind": "slowFirstByte", "share": 1}, "f[0].ms: required"),
+        ({"kind": "quotaCut", "share": 1, "forS": 5}, "f[0].tokensPerMinute: required for a quotaCut"),
+        (
+            {"kind": "quotaCut", "share": 1, "tokensPerMinute": 0, "forS": 5},
+            "f[0].tokensPerMinute: expected a whole number of at least 1, got 0",
+        ),
+        (
+            {"kind": "quotaCut", "share": 1, "everyS": 5, "tokensPerMinute": 10, "forS": 1},
+            "f[0].share: a quotaCut takes either share or everyS, not both",
+        ),
+    ],
+)
 def test_mistakes_name_the_field(spec, message):
     with pytest.raises(FaultError) as e:
         parse_profile([spec], "f")
@@ -77,12 +95,16 @@ def test_a_profile_must_be_a_list():
 
 def test_deployments_file_faults_and_the_default_entry(tmp_path):
     path = tmp_path / "deployments.json"
-    path.write_text(json.dumps({
-        "*": {"faults": [{"kind": "503", "share": 0.1}]},
-        "gpt-4o": {"model": "gpt-4o", "faults": [{"kind": "500", "share": 1}]},
-        "quiet": {"model": "gpt-4o", "faults": []},
-        "plain": {"model": "gpt-4o"},
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "*": {"faults": [{"kind": "503", "share": 0.1}]},
+                "gpt-4o": {"model": "gpt-4o", "faults": [{"kind": "500", "share": 1}]},
+                "quiet": {"model": "gpt-4o", "faults": []},
+                "plain": {"model": "gpt-4o"},
+            }
+        )
+    )
     deployments, default = cfg.load_deployments(str(path))
     assert set(deployments) == {"gpt-4o", "quiet", "plain"}  # "*" is no deployment
     assert default.to_json() == [{"kind": "503", "share": 0.1}]
@@ -97,9 +119,20 @@ def test_deployments_file_faults_and_the_default_entry(tmp_path):
 
 def test_deployments_file_errors_name_file_deployment_and_index(tmp_path):
     path = tmp_path / "deployments.json"
-    path.write_text(json.dumps({"gpt-4o": {"model": "gpt-4o", "faults": [{"kind": "503", "share": 0.1},
-                                                                          {"kind": "500", "share": 0.1},
-                                                                          {"kind": "503", "share": 2}]}}))
+    path.write_text(
+        json.dumps(
+            {
+                "gpt-4o": {
+                    "model": "gpt-4o",
+                    "faults": [
+                        {"kind": "503", "share": 0.1},
+                        {"kind": "500", "share": 0.1},
+                        {"kind": "503", "share": 2},
+                    ],
+                }
+            }
+        )
+    )
     with pytest.raises(ConfigError) as e:
         cfg.load_deployments(str(path))
     assert str(e.value) == f"{path}: gpt-4o.faults[2].share: expected a number from 0 to 1, got 2"
@@ -135,8 +168,9 @@ def sequence(book: FaultBook, deployment: Deployment, seed, n=200) -> list:
 
 def mixed() -> Deployment:
     dep = Deployment("gpt-4o", catalogue.MODELS["gpt-4o"])
-    dep.faults = profile({"kind": "503", "share": 0.2}, {"kind": "500", "share": 0.1},
-                         {"kind": "trickle", "share": 0.3, "factor": 2})
+    dep.faults = profile(
+        {"kind": "503", "share": 0.2}, {"kind": "500", "share": 0.1}, {"kind": "trickle", "share": 0.3, "factor": 2}
+    )
     return dep
 
 
@@ -167,8 +201,12 @@ def test_a_new_profile_or_seed_starts_the_draws_afresh():
 
 
 def test_the_first_answering_fault_wins_and_shapes_combine():
-    p = profile({"kind": "slowFirstByte", "share": 1, "ms": 5}, {"kind": "503", "share": 1},
-                {"kind": "500", "share": 1}, {"kind": "trickle", "share": 1, "factor": 2})
+    p = profile(
+        {"kind": "slowFirstByte", "share": 1, "ms": 5},
+        {"kind": "503", "share": 1},
+        {"kind": "500", "share": 1},
+        {"kind": "trickle", "share": 1, "factor": 2},
+    )
     choice = faults.split(faults.draw(p, random.Random(1)))
     assert choice.answer.kind == "503"
     assert [f.kind for f in choice.shapes] == ["slowFirstByte", "trickle"]
@@ -236,17 +274,27 @@ def test_a_stream_cut_after_a_time_drops_at_that_time():
 
 def test_slow_first_byte_and_trickle_reshape_a_plan():
     p = plan([0, 0.5, 0.6, 0.7], [False, True, True, True])
-    applied = faults.shape_stream(p, list(profile({"kind": "slowFirstByte", "share": 1, "ms": 1000},
-                                                  {"kind": "trickle", "share": 1, "factor": 3}).faults))
+    applied = faults.shape_stream(
+        p,
+        list(
+            profile(
+                {"kind": "slowFirstByte", "share": 1, "ms": 1000}, {"kind": "trickle", "share": 1, "factor": 3}
+            ).faults
+        ),
+    )
     assert applied == ["slowFirstByte", "trickle"] and not p.cut
     assert p.head_delay_s == 1.0
     assert [round(d, 6) for d, _ in p.frames] == [1.0, 1.5, 1.8, 2.1]
 
 
 def test_waits_of_answers_sent_at_once():
-    shapes = list(profile({"kind": "slowFirstByte", "share": 1, "ms": 500}, {"kind": "trickle", "share": 1,
-                                                                             "factor": 4},
-                          {"kind": "streamCut", "share": 1, "afterTokens": 1}).faults)
+    shapes = list(
+        profile(
+            {"kind": "slowFirstByte", "share": 1, "ms": 500},
+            {"kind": "trickle", "share": 1, "factor": 4},
+            {"kind": "streamCut", "share": 1, "afterTokens": 1},
+        ).faults
+    )
     assert faults.shape_wait(1.0, shapes) == (4.5, ["trickle", "slowFirstByte"])
     assert faults.shape_wait(0.0, shapes) == (0.5, ["slowFirstByte"])
 
@@ -264,9 +312,16 @@ def test_the_view_shows_profiles_cuts_and_counts():
     book.count("plain", "503")
     view = book.view({"own": own, "plain": plain, "quiet": quiet}, 7)
     assert view == {
-        "seed": 7, "default": [{"kind": "503", "share": 1}],
+        "seed": 7,
+        "default": [{"kind": "503", "share": 1}],
         "deployments": {
-            "own": {"faults": [{"kind": "quotaCut", "everyS": 60, "tokensPerMinute": 100, "forS": 5}],
-                    "from": "deployment", "tokensPerMinuteNow": 100},
-            "plain": {"faults": [{"kind": "503", "share": 1}], "from": "default"}},
-        "injected": {"plain": {"503": 1}}, "hanging": 0}
+            "own": {
+                "faults": [{"kind": "quotaCut", "everyS": 60, "tokensPerMinute": 100, "forS": 5}],
+                "from": "deployment",
+                "tokensPerMinuteNow": 100,
+            },
+            "plain": {"faults": [{"kind": "503", "share": 1}], "from": "default"},
+        },
+        "injected": {"plain": {"503": 1}},
+        "hanging": 0,
+    }

@@ -1,8 +1,9 @@
+from mitmproxy.addons.view import View
+from mitmproxy.test import taddons, tflow
+
 from aoai.runtime.bounds import Bounds
 from aoai.runtime.config import SimulatorConfig
 from aoai.stages.flowcap import FlowCap, flow_bytes
-from mitmproxy.addons.view import View
-from mitmproxy.test import taddons, tflow
 
 
 def finished_flow():

@@ -2,6 +2,10 @@ import asyncio
 import json
 import time
 
+from mitmproxy import http
+from mitmproxy.test import taddons
+from unit_support import admit, chat_path, json_of, make_config, make_flow, run
+
 from aoai.runtime import config as cfg
 from aoai.runtime import latency
 from aoai.runtime.latency import Gates
@@ -9,12 +13,10 @@ from aoai.runtime.state import RequestContext, context_of
 from aoai.runtime.streams import StreamServer
 from aoai.stages import generate
 from aoai.stages.generate import Generate
-from mitmproxy import http
-from mitmproxy.test import taddons
-from unit_support import admit, chat_path, json_of, make_config, make_flow, run
 
-HELLO = {"messages": [{"role": "system", "content": "You are a helpful assistant."},
-                      {"role": "user", "content": "Hello!"}]}
+HELLO = {
+    "messages": [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "Hello!"}]
+}
 EMBEDDINGS = "/openai/deployments/text-embedding-3-small/embeddings?api-version=2024-10-21"
 COMPLETIONS = "/openai/deployments/gpt-35-turbo-instruct/completions?api-version=2024-10-21"
 
@@ -106,8 +108,11 @@ def test_a_paced_stream_is_handed_to_the_stream_server():
 
 def test_a_non_streamed_answer_waits_for_its_latency():
     config = make_config(latency_enabled=True)
-    config.deployments["fast"] = cfg.parse_deployment("fast", {"model": "gpt-4o", "latency": {
-        "timeToFirstTokenMs": {"mean": 150}, "interTokenMs": {"mean": 0}}}, "test")
+    config.deployments["fast"] = cfg.parse_deployment(
+        "fast",
+        {"model": "gpt-4o", "latency": {"timeToFirstTokenMs": {"mean": 150}, "interTokenMs": {"mean": 0}}},
+        "test",
+    )
     flow = make_flow("POST", chat_path("fast"), {**HELLO, "max_tokens": 3})
     flow.request.timestamp_start = time.time()
     answer(flow, config)
@@ -148,8 +153,9 @@ def test_embeddings():
 
 def test_embeddings_use_the_deployments_size():
     config = make_config()
-    config.deployments["small"] = cfg.parse_deployment("small", {"model": "text-embedding-3-large",
-                                                                 "embeddingSize": 64}, "test")
+    config.deployments["small"] = cfg.parse_deployment(
+        "small", {"model": "text-embedding-3-large", "embeddingSize": 64}, "test"
+    )
     flow = answer(make_flow("POST", EMBEDDINGS.replace("text-embedding-3-small", "small"), {"input": "a"}), config)
     assert len(json_of(flow.response)["data"][0]["embedding"]) == 64
 
@@ -160,8 +166,13 @@ def test_v1_models_lists_the_deployments():
     body = json_of(flow.response)
     assert body["object"] == "list"
     assert [m["id"] for m in body["data"]] == list(config.deployments)
-    assert body["data"][0] == {"id": "gpt-4o", "object": "model", "created": 0, "owned_by": "system",
-                               "model": "gpt-4o-2024-11-20"}
+    assert body["data"][0] == {
+        "id": "gpt-4o",
+        "object": "model",
+        "created": 0,
+        "owned_by": "system",
+        "model": "gpt-4o-2024-11-20",
+    }
 
 
 def test_other_paths_are_not_answered():
@@ -211,8 +222,9 @@ def test_a_failing_generator_costs_a_500_naming_it():
 def test_nothing_happens_outside_generate_mode():
     called = []
     for mode in ("record", "replay"):
-        flow = answer(make_flow("POST", chat_path(), HELLO), make_config(mode=mode),
-                      before=[lambda context: called.append(1)])
+        flow = answer(
+            make_flow("POST", chat_path(), HELLO), make_config(mode=mode), before=[lambda context: called.append(1)]
+        )
         assert flow.response is None
     assert called == []
 
@@ -228,8 +240,9 @@ def test_rng_for_uses_the_request_seed_first():
     config = make_config(seed=1)
     flow = make_flow("POST", chat_path(), {**HELLO, "seed": 2})
     context = RequestContext(flow, config, body={**HELLO, "seed": 2})
-    same = RequestContext(make_flow("POST", chat_path(), {**HELLO, "seed": 2}), make_config(seed=9),
-                              body={**HELLO, "seed": 2})
+    same = RequestContext(
+        make_flow("POST", chat_path(), {**HELLO, "seed": 2}), make_config(seed=9), body={**HELLO, "seed": 2}
+    )
     assert generate.rng_for(context).random() == generate.rng_for(same).random()
 
 

@@ -10,10 +10,6 @@ import zlib
 
 import brotli
 import pytest
-from aoai.runtime.intake import zstd
-from aoai.runtime import bounds, internals, intake, routes
-from aoai.stages.auth import Auth
-from aoai.stages.intake import Intake
 from mitmproxy import http
 from mitmproxy.addons import proxyserver
 from mitmproxy.proxy import events
@@ -22,6 +18,11 @@ from mitmproxy.proxy.layers.http import HttpLayer, HTTPMode
 from mitmproxy.test import taddons, tflow
 from unit_support import API_KEY, chat_path, json_of, make_config, make_flow
 
+from aoai.runtime import bounds, intake, internals, routes
+from aoai.runtime.intake import zstd
+from aoai.stages.auth import Auth
+from aoai.stages.intake import Intake
+
 MiB = 1024 * 1024
 BODY = b'{"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 5}'
 AUDIO = "/openai/deployments/whisper/audio/transcriptions?api-version=2024-10-21"
@@ -29,23 +30,30 @@ AUDIO = "/openai/deployments/whisper/audio/transcriptions?api-version=2024-10-21
 
 # -- plain functions ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("coding, encode", [
-    ("gzip", gzip.compress),
-    ("deflate", zlib.compress),
-    ("deflate", lambda d: zlib.compress(d)[2:-4]),  # bare deflate data, as some clients send it
-    ("br", brotli.compress),
-    ("zstd", lambda d: zstd.compress(d)),
-])
+
+@pytest.mark.parametrize(
+    "coding, encode",
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("deflate", lambda d: zlib.compress(d)[2:-4]),  # bare deflate data, as some clients send it
+        ("br", brotli.compress),
+        ("zstd", lambda d: zstd.compress(d)),
+    ],
+)
 def test_each_coding_decodes_within_the_limit(coding, encode):
     assert intake.decode(encode(BODY), [coding], len(BODY)) == BODY
 
 
-@pytest.mark.parametrize("coding, encode", [
-    ("gzip", gzip.compress),
-    ("deflate", zlib.compress),
-    ("br", lambda d: brotli.compress(d, quality=5)),
-    ("zstd", lambda d: zstd.compress(d)),
-])
+@pytest.mark.parametrize(
+    "coding, encode",
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("br", lambda d: brotli.compress(d, quality=5)),
+        ("zstd", lambda d: zstd.compress(d)),
+    ],
+)
 def test_a_bomb_stops_at_the_limit_without_inflating(coding, encode):
     bomb = encode(b" " * (16 * MiB))
     assert len(bomb) < MiB
@@ -62,15 +70,18 @@ def test_layered_codings_and_gzip_members():
     assert intake.decode(zstd.compress(BODY) + zstd.compress(BODY), ["zstd"], 10_000) == BODY * 2  # two frames
 
 
-@pytest.mark.parametrize("coding, data", [
-    ("gzip", gzip.compress(BODY)[:-12]),
-    ("gzip", b"not gzip at all"),
-    ("deflate", b"\x00\x01"),
-    ("br", brotli.compress(BODY)[:-3]),
-    ("zstd", b"not zstd data"),
-    ("zstd", zstd.compress(b"x" * 100)[:4] + b"\xff" * 20),
-    ("zstd", zstd.compress(BODY)[:-6]),  # cut short mid-frame
-])
+@pytest.mark.parametrize(
+    "coding, data",
+    [
+        ("gzip", gzip.compress(BODY)[:-12]),
+        ("gzip", b"not gzip at all"),
+        ("deflate", b"\x00\x01"),
+        ("br", brotli.compress(BODY)[:-3]),
+        ("zstd", b"not zstd data"),
+        ("zstd", zstd.compress(b"x" * 100)[:4] + b"\xff" * 20),
+        ("zstd", zstd.compress(BODY)[:-6]),  # cut short mid-frame
+    ],
+)
 def test_data_that_is_not_its_coding_is_undecodable(coding, data):
     with pytest.raises(intake.Undecodable) as caught:
         intake.decode(data, [coding], 10_000)
@@ -129,7 +140,8 @@ def test_the_413_speaks_as_the_routes_checks_do():
     chat = routes.TABLE.resolve("POST", chat_path()).route
     audio = routes.TABLE.resolve("POST", AUDIO).route
     assert json_of(intake.too_large(chat, 10, None)) == {
-        "error": {"code": "RequestEntityTooLarge", "message": "The request body is larger than the 10 bytes allowed."}}
+        "error": {"code": "RequestEntityTooLarge", "message": "The request body is larger than the 10 bytes allowed."}
+    }
     error = json_of(intake.too_large(audio, 10, None, 25))["error"]
     assert error["message"] == "Maximum content size limit (10) exceeded (25 bytes read)"
     assert error["type"] == "server_error"
@@ -152,6 +164,7 @@ def test_a_capped_body_keeps_up_to_its_limit_then_drops_the_rest():
 
 
 # -- the stage and auth, without a proxy ------------------------------------------------------
+
 
 def head_flow(path: str, length: int | None, key: str | None = API_KEY, **headers: str) -> http.HTTPFlow:
     """A flow as it is at requestheaders: a head, no body yet."""
@@ -238,12 +251,15 @@ def test_auth_answers_a_large_unauthenticated_body_from_its_head():
         assert health.response is None
 
 
-@pytest.mark.parametrize("name, value", [
-    (b"api-key", b"\xff\xfekey"),
-    (b"Ocp-Apim-Subscription-Key", b"\xc3\x28"),
-    (b"Authorization", b"Bearer \xff\xfe"),
-    (b"Authorization", b"Bearer eyJ\xff.eyJ\xfe.sig"),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        (b"api-key", b"\xff\xfekey"),
+        (b"Ocp-Apim-Subscription-Key", b"\xc3\x28"),
+        (b"Authorization", b"Bearer \xff\xfe"),
+        (b"Authorization", b"Bearer eyJ\xff.eyJ\xfe.sig"),
+    ],
+)
 @pytest.mark.parametrize("entra_mode", ["off", "claims"])
 def test_key_headers_that_are_not_utf8_get_azures_401(name, value, entra_mode):
     from aoai.runtime import entra
@@ -301,10 +317,12 @@ def test_unsupported_and_undecodable_codings():
         corrupt = decode_flow(stage, "gzip", b"\x1f\x8b not really")
         assert corrupt.response.status_code == 400
         assert json_of(corrupt.response)["error"]["message"].startswith(
-            "We could not decode the body of your request as gzip")
+            "We could not decode the body of your request as gzip"
+        )
 
 
 # -- the guard, on mitmproxy's own HTTP layer -------------------------------------------------
+
 
 class FakeTransport:
     def __init__(self):

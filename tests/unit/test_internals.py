@@ -4,9 +4,10 @@ take the slower loopback path (and mitmweb's flows would no longer be trimmed)."
 
 import dataclasses
 
-from aoai.runtime import internals
 from mitmproxy.addons import proxyserver
 from mitmproxy.proxy import server
+
+from aoai.runtime import internals
 
 
 def test_the_installed_mitmproxy_offers_what_the_fast_paths_use():

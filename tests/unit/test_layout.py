@@ -50,8 +50,11 @@ def test_the_runtime_does_not_import_the_stages():
 
 def test_the_stages_folder_holds_exactly_the_stages_simulator_py_stacks():
     source = (PACKAGE.parent / "simulator.py").read_text()
-    stacked = {line.split("from aoai.stages.")[1].split()[0] for line in source.splitlines()
-               if line.startswith("from aoai.stages.") and " import " in line}
+    stacked = {
+        line.split("from aoai.stages.")[1].split()[0]
+        for line in source.splitlines()
+        if line.startswith("from aoai.stages.") and " import " in line
+    }
     on_disk = {p.stem for p in files("stages") if p.stem != "__init__"}
     assert stacked == on_disk
 
@@ -61,12 +64,17 @@ def test_old_import_paths_still_work_with_a_deprecation_warning():
         config = importlib.import_module("aoai.config")
     from aoai.extension import RequestContext, SimulatorConfig, context_of
 
-    assert (config.SimulatorConfig, config.RequestContext, config.context_of) == \
-        (SimulatorConfig, RequestContext, context_of)
+    assert (config.SimulatorConfig, config.RequestContext, config.context_of) == (
+        SimulatorConfig,
+        RequestContext,
+        context_of,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        assert importlib.import_module("aoai.generate").chat_response is \
-            importlib.import_module("aoai.extension").chat_response
+        assert (
+            importlib.import_module("aoai.generate").chat_response
+            is importlib.import_module("aoai.extension").chat_response
+        )
         assert importlib.import_module("aoai.streaming").StreamPlan.__module__ == "aoai.runtime.streams"
         with pytest.raises(AttributeError, match="no longer in the simulator"):
             importlib.import_module("aoai.routing").no_such_name  # noqa: B018

@@ -11,6 +11,10 @@ import asyncio
 import json
 
 import pytest
+from mitmproxy.test import taddons, tflow
+from redis_server import redis_url  # noqa: F401
+from unit_support import admit
+
 from aoai.openai import catalogue, tokens, validation
 from aoai.runtime import limits
 from aoai.runtime.config import Deployment, SimulatorConfig
@@ -19,15 +23,13 @@ from aoai.runtime.routes import TABLE
 from aoai.runtime.state import context_of
 from aoai.stages import routing
 from aoai.stages.ratelimit import Limits
-from mitmproxy.test import taddons, tflow
-from redis_server import redis_url  # noqa: F401
-from unit_support import admit
 
 KEY = "unit-key"
 VERSION = "2024-10-21"
 
 
 # --- windows --------------------------------------------------------------------------------
+
 
 class SyncRedis:
     """The Redis windows driven from plain test code, on one event loop."""
@@ -166,14 +168,18 @@ def test_memory_windows_cost_little_with_100_deployments():
 
 # --- quotas ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("per_minute, window, expected", [
-    (600, 1.0, (10, 1.0)),  # Azure's example: 600 RPM is 10 per second
-    (360, 10.0, (60, 10.0)),
-    (100, 10.0, (16, 10.0)),  # rounded down: never above the rate
-    (6, 1.0, (1, 10.0)),  # below one per window: the window stretches to hold one
-    (0.6, 10.0, (1, 100.0)),
-    (0, 10.0, (0, 10.0)),
-])
+
+@pytest.mark.parametrize(
+    "per_minute, window, expected",
+    [
+        (600, 1.0, (10, 1.0)),  # Azure's example: 600 RPM is 10 per second
+        (360, 10.0, (60, 10.0)),
+        (100, 10.0, (16, 10.0)),  # rounded down: never above the rate
+        (6, 1.0, (1, 10.0)),  # below one per window: the window stretches to hold one
+        (0.6, 10.0, (1, 100.0)),
+        (0, 10.0, (0, 10.0)),
+    ],
+)
 def test_request_limit(per_minute, window, expected):
     assert limits.request_limit(per_minute, window) == expected
 
@@ -190,9 +196,16 @@ def test_deployment_quota_defaults_to_6_rpm_per_1000_tpm():
 
 GPT4O = catalogue.MODELS["gpt-4o"]
 MESSAGES = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "Hello!"}]
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
-                                           "parameters": {"type": "object", "required": ["city"],
-                                                          "properties": {"city": {"type": "string"}}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather in a city",
+            "parameters": {"type": "object", "required": ["city"], "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
 
 
 CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS = (TABLE.first(name) for name in ("chat", "completions", "embeddings"))
@@ -203,8 +216,13 @@ def prompt(operation, body, model=GPT4O) -> int:
 
 
 def cost(operation, body, model=GPT4O, reservation=limits.DEFAULT_RESERVATION) -> int:
-    return limits.estimate_tokens(operation.name, body, prompt(operation, body, model),
-                                  default_reservation=reservation, max_output_tokens=model.max_output_tokens)
+    return limits.estimate_tokens(
+        operation.name,
+        body,
+        prompt(operation, body, model),
+        default_reservation=reservation,
+        max_output_tokens=model.max_output_tokens,
+    )
 
 
 def test_chat_cost_is_the_prompt_plus_max_tokens_for_every_choice():
@@ -230,8 +248,10 @@ def test_completions_cost_counts_best_of_each_prompt_and_the_apis_default_of_16(
     instruct = catalogue.MODELS["gpt-35-turbo-instruct"]
     one = prompt(COMPLETIONS, {"prompt": "Say this is a test"}, instruct)
     assert cost(COMPLETIONS, {"prompt": "Say this is a test"}, instruct) == one + 16
-    assert cost(COMPLETIONS, {"prompt": "Say this is a test", "max_tokens": 10, "n": 2, "best_of": 3},
-                instruct) == one + 30
+    assert (
+        cost(COMPLETIONS, {"prompt": "Say this is a test", "max_tokens": 10, "n": 2, "best_of": 3}, instruct)
+        == one + 30
+    )
     assert cost(COMPLETIONS, {"prompt": ["Say this is a test"] * 2, "max_tokens": 10}, instruct) == 2 * one + 20
     assert cost(COMPLETIONS, {"prompt": [1, 2, 3], "max_tokens": 10}, instruct) == 3 + 10
 
@@ -244,26 +264,42 @@ def test_embeddings_cost_their_input():
 
 # --- headers and texts ----------------------------------------------------------------------
 
+
 def test_success_headers():
     quota = Quota(tokens=60000, requests=60, request_window=10.0)
     v = limits.Verdict(True, remaining_tokens=59780, remaining_requests=59)
     assert limits.success_headers(quota, v) == {
-        "x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "59",
-        "x-ratelimit-limit-tokens": "60000", "x-ratelimit-remaining-tokens": "59780"}
+        "x-ratelimit-limit-requests": "60",
+        "x-ratelimit-remaining-requests": "59",
+        "x-ratelimit-limit-tokens": "60000",
+        "x-ratelimit-remaining-tokens": "59780",
+    }
     assert limits.success_headers(Quota(requests=5), limits.Verdict(True, remaining_requests=4)) == {
-        "x-ratelimit-limit-requests": "5", "x-ratelimit-remaining-requests": "4"}
+        "x-ratelimit-limit-requests": "5",
+        "x-ratelimit-remaining-requests": "4",
+    }
 
 
 def test_throttled_headers_round_up():
     quota = Quota(tokens=1000, requests=2, request_window=10.0)
     v = limits.Verdict(False, limits.TOKENS, 6.0004, 6.0004, 1.5, 120, 0)
     assert limits.throttled_headers(quota, v) == {
-        "retry-after": "7", "retry-after-ms": "6001", "policy-id": "DeploymentRatelimit-Token",
-        "x-ratelimit-reset-requests": "2", "x-ratelimit-limit-requests": "2", "x-ratelimit-remaining-requests": "0",
-        "x-ratelimit-reset-tokens": "7", "x-ratelimit-limit-tokens": "1000", "x-ratelimit-remaining-tokens": "120"}
+        "retry-after": "7",
+        "retry-after-ms": "6001",
+        "policy-id": "DeploymentRatelimit-Token",
+        "x-ratelimit-reset-requests": "2",
+        "x-ratelimit-limit-requests": "2",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-tokens": "7",
+        "x-ratelimit-limit-tokens": "1000",
+        "x-ratelimit-remaining-tokens": "120",
+    }
     calls = limits.throttled_headers(Quota(requests=2), limits.Verdict(False, limits.REQUESTS, 0.25, 0, 0.25))
-    assert (calls["retry-after"], calls["retry-after-ms"], calls["policy-id"]) == ("1", "250",
-                                                                                  "DeploymentRatelimit-Call")
+    assert (calls["retry-after"], calls["retry-after-ms"], calls["policy-id"]) == (
+        "1",
+        "250",
+        "DeploymentRatelimit-Call",
+    )
 
 
 def test_rounding_never_shortens_a_wait_beyond_float_noise():
@@ -277,14 +313,17 @@ def test_azure_429_texts():
     assert limits.throttled_message("ChatCompletions_Create", "2024-10-21", limits.TOKENS, 7) == (
         "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version 2024-10-21 have exceeded "
         "token rate limit of your current OpenAI S0 pricing tier. Please retry after 7 seconds. Please go here: "
-        "https://aka.ms/oai/quotaincrease if you would like to further increase the default rate limit.")
+        "https://aka.ms/oai/quotaincrease if you would like to further increase the default rate limit."
+    )
     calls = limits.throttled_message("Embeddings_Create", "2024-06-01", limits.REQUESTS, 1)
-    assert "Embeddings_Create Operation under Azure OpenAI API version 2024-06-01 have exceeded call rate " \
-           "limit" in calls
+    assert (
+        "Embeddings_Create Operation under Azure OpenAI API version 2024-06-01 have exceeded call rate limit" in calls
+    )
     assert "Please retry after 1 second. " in calls
 
 
 # --- early retries --------------------------------------------------------------------------
+
 
 def test_a_client_back_before_its_retry_time_is_counted_once():
     now = [100.0]
@@ -319,8 +358,9 @@ class Clock:
 
 @pytest.fixture
 def stage():
-    config = SimulatorConfig(api_key=KEY, deployments=dict(DEPLOYMENTS), doc_intelligence_rps=2,
-                             doc_intelligence_poll_rps=3)
+    config = SimulatorConfig(
+        api_key=KEY, deployments=dict(DEPLOYMENTS), doc_intelligence_rps=2, doc_intelligence_poll_rps=3
+    )
     clock = Clock()
     addon = Limits(config, limits.Limiter(limits.MemoryWindows(), clock=clock))
     addon.clock = clock
@@ -370,8 +410,12 @@ def test_a_throttled_request_is_answered_with_azures_429(stage):
     assert (r.headers["retry-after"], r.headers["retry-after-ms"]) == ("60", "60000")
     assert r.headers["policy-id"] == "DeploymentRatelimit-Token"
     assert r.headers["x-ratelimit-remaining-tokens"] == str(1000 - 2 * 419)
-    assert json.loads(r.content) == {"error": {"code": "429", "message": limits.throttled_message(
-        "ChatCompletions_Create", VERSION, limits.TOKENS, 60)}}
+    assert json.loads(r.content) == {
+        "error": {
+            "code": "429",
+            "message": limits.throttled_message("ChatCompletions_Create", VERSION, limits.TOKENS, 60),
+        }
+    }
     assert stage.limiter.counters.throttled[("tight", limits.TOKENS)] == 1
 
 
@@ -431,11 +475,14 @@ def di_flow(method, path):
     return f
 
 
-@pytest.mark.parametrize("method, path, allowed", [
-    ("POST", "/formrecognizer/documentModels/prebuilt-read:analyze?api-version=2023-07-31", 2),
-    ("POST", "/documentintelligence/documentModels/prebuilt-layout:analyze?api-version=2024-11-30", 2),
-    ("GET", "/documentintelligence/documentModels/prebuilt-layout/analyzeResults/abc?api-version=2024-11-30", 3),
-])
+@pytest.mark.parametrize(
+    "method, path, allowed",
+    [
+        ("POST", "/formrecognizer/documentModels/prebuilt-read:analyze?api-version=2023-07-31", 2),
+        ("POST", "/documentintelligence/documentModels/prebuilt-layout:analyze?api-version=2024-11-30", 2),
+        ("GET", "/documentintelligence/documentModels/prebuilt-layout/analyzeResults/abc?api-version=2024-11-30", 3),
+    ],
+)
 def test_document_intelligence_is_limited_per_second(stage, method, path, allowed):
     flows = [di_flow(method, path) for _ in range(allowed + 1)]
     for f in flows:
@@ -485,17 +532,30 @@ def test_settings_check_the_new_values():
         return config
 
     config = apply()
-    assert (config.rate_limit_request_window_s, config.rate_limit_default_reservation,
-            config.doc_intelligence_poll_rps, config.rate_limit_redis_url) == (10.0, 4096, 50.0, "")
-    config = apply(rate_limit_request_window_seconds="1", rate_limit_default_reservation="1000",
-                   doc_intelligence_poll_rps="20", rate_limit_redis_url="redis://127.0.0.1:6390/0")
-    assert (config.rate_limit_request_window_s, config.rate_limit_default_reservation,
-            config.doc_intelligence_poll_rps, config.rate_limit_redis_url) == (1.0, 1000, 20.0,
-                                                                               "redis://127.0.0.1:6390/0")
-    for option, value, text in [("rate_limit_request_window_seconds", "0", "RATE_LIMIT_REQUEST_WINDOW_SECONDS"),
-                                ("rate_limit_request_window_seconds", "61", "RATE_LIMIT_REQUEST_WINDOW_SECONDS"),
-                                ("rate_limit_default_reservation", "1.5", "RATE_LIMIT_DEFAULT_RESERVATION"),
-                                ("rate_limit_redis_url", "localhost:6379", "RATE_LIMIT_REDIS_URL")]:
+    assert (
+        config.rate_limit_request_window_s,
+        config.rate_limit_default_reservation,
+        config.doc_intelligence_poll_rps,
+        config.rate_limit_redis_url,
+    ) == (10.0, 4096, 50.0, "")
+    config = apply(
+        rate_limit_request_window_seconds="1",
+        rate_limit_default_reservation="1000",
+        doc_intelligence_poll_rps="20",
+        rate_limit_redis_url="redis://127.0.0.1:6390/0",
+    )
+    assert (
+        config.rate_limit_request_window_s,
+        config.rate_limit_default_reservation,
+        config.doc_intelligence_poll_rps,
+        config.rate_limit_redis_url,
+    ) == (1.0, 1000, 20.0, "redis://127.0.0.1:6390/0")
+    for option, value, text in [
+        ("rate_limit_request_window_seconds", "0", "RATE_LIMIT_REQUEST_WINDOW_SECONDS"),
+        ("rate_limit_request_window_seconds", "61", "RATE_LIMIT_REQUEST_WINDOW_SECONDS"),
+        ("rate_limit_default_reservation", "1.5", "RATE_LIMIT_DEFAULT_RESERVATION"),
+        ("rate_limit_redis_url", "localhost:6379", "RATE_LIMIT_REDIS_URL"),
+    ]:
         with pytest.raises(ConfigError, match=text):
             apply(**{option: value})
 

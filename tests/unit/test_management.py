@@ -4,14 +4,24 @@ from types import SimpleNamespace
 
 import orjson
 import pytest
+from unit_support import (
+    API_KEY,
+    admit,
+    clear_settings_env,
+    json_of,
+    make_config,
+    make_flow,
+    run,
+    settings_context,
+    start,
+)
+
 from aoai.runtime import config as cfg
 from aoai.runtime import peers
 from aoai.runtime.streams import StreamServer
 from aoai.stages import management as management_stage
 from aoai.stages.management import Management
 from aoai.stages.ratelimit import Limits
-from unit_support import (API_KEY, admit, clear_settings_env, json_of, make_config, make_flow, run,
-                          settings_context, start)
 
 
 @pytest.fixture
@@ -88,11 +98,18 @@ def test_get_config(managed):
 
 def test_patch_config_changes_options_and_deployments(managed):
     config, management, tctx = managed
-    response = call(management, "PATCH", "/++/config", {
-        "mode": "replay", "seed": 5, "allowUndefinedDeployments": False,
-        "latency": {"enabled": False, "chatCompletions": {"mean": 20, "stdDev": 2}},
-        "deployments": {"mine": {"model": "gpt-4o-mini", "tokensPerMinute": 1000}, "gpt-4o": None},
-    })
+    response = call(
+        management,
+        "PATCH",
+        "/++/config",
+        {
+            "mode": "replay",
+            "seed": 5,
+            "allowUndefinedDeployments": False,
+            "latency": {"enabled": False, "chatCompletions": {"mean": 20, "stdDev": 2}},
+            "deployments": {"mine": {"model": "gpt-4o-mini", "tokensPerMinute": 1000}, "gpt-4o": None},
+        },
+    )
     assert response.status_code == 200
     view = json_of(response)
     assert (view["mode"], view["seed"], view["allowUndefinedDeployments"]) == ("replay", 5, False)
@@ -115,24 +132,33 @@ def test_patch_can_clear_seed_and_latency(managed):
     assert config.seed is None and "embeddings" not in config.latency_defaults
 
 
-@pytest.mark.parametrize("body, message", [
-    ({"mode": "bogus"}, "mode: expected one of generate, record, replay"),
-    ({"seed": "x"}, "seed: expected a whole number from -9223372036854775808 to 9223372036854775807, or null"),
-    ({"seed": True}, "seed: expected a whole number from -9223372036854775808 to 9223372036854775807, or null"),
-    ({"allowUndefinedDeployments": "yes"}, "allowUndefinedDeployments: expected true or false"),
-    ({"latency": 3}, "latency: expected an object"),
-    ({"latency": {"enabled": 1}}, "latency.enabled: expected true or false"),
-    ({"latency": {"chat": {"mean": 1}}},
-     "latency.chat: unknown field; use enabled, chatCompletions, completions, embeddings"),
-    ({"latency": {"completions": {"mean": -1}}}, "latency.completions.mean: must not be negative, got -1"),
-    ({"deployments": []}, "deployments: expected an object of deployment name to settings (null removes)"),
-    ({"deployments": {"d": {"model": "gpt-4o", "embeddingSize": 8}}},
-     "deployments.d.embeddingSize: gpt-4o is not an embedding model"),
-    ({"colour": "red"},
-     "colour: unknown field; use mode, seed, allowUndefinedDeployments, latency, deployments, faults, "
-     "contentFilter"),
-    ([1], "body: expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"mode": "bogus"}, "mode: expected one of generate, record, replay"),
+        ({"seed": "x"}, "seed: expected a whole number from -9223372036854775808 to 9223372036854775807, or null"),
+        ({"seed": True}, "seed: expected a whole number from -9223372036854775808 to 9223372036854775807, or null"),
+        ({"allowUndefinedDeployments": "yes"}, "allowUndefinedDeployments: expected true or false"),
+        ({"latency": 3}, "latency: expected an object"),
+        ({"latency": {"enabled": 1}}, "latency.enabled: expected true or false"),
+        (
+            {"latency": {"chat": {"mean": 1}}},
+            "latency.chat: unknown field; use enabled, chatCompletions, completions, embeddings",
+        ),
+        ({"latency": {"completions": {"mean": -1}}}, "latency.completions.mean: must not be negative, got -1"),
+        ({"deployments": []}, "deployments: expected an object of deployment name to settings (null removes)"),
+        (
+            {"deployments": {"d": {"model": "gpt-4o", "embeddingSize": 8}}},
+            "deployments.d.embeddingSize: gpt-4o is not an embedding model",
+        ),
+        (
+            {"colour": "red"},
+            "colour: unknown field; use mode, seed, allowUndefinedDeployments, latency, deployments, faults, "
+            "contentFilter",
+        ),
+        ([1], "body: expected a JSON object"),
+    ],
+)
 def test_patch_config_rejects_bad_values_and_changes_nothing(managed, body, message):
     config, management, tctx = managed
     # A valid change is listed first: nothing of an invalid request may take effect.
@@ -160,7 +186,7 @@ def saved_by(management) -> tuple[int, dict]:
 
 
 def test_save_recordings(managed):
-    config, management, _ = managed
+    _config, management, _ = managed
     assert saved_by(management) == (200, {"saved": 0})
     management.recordings = SimpleNamespace(save=lambda: 3)
     assert saved_by(management) == (200, {"saved": 3})
@@ -176,12 +202,14 @@ def test_save_recordings_writes_off_the_event_loop(managed):
         except RuntimeError:
             loops.append(None)
         return 1
+
     management.recordings = SimpleNamespace(save=save)
     assert saved_by(management) == (200, {"saved": 1}) and loops == [None]
 
 
-@pytest.mark.parametrize("method, path", [("DELETE", "/++/config"), ("POST", "/++/health"),
-                                          ("GET", "/++/save-recordings")])
+@pytest.mark.parametrize(
+    "method, path", [("DELETE", "/++/config"), ("POST", "/++/health"), ("GET", "/++/save-recordings")]
+)
 def test_wrong_methods_are_405(managed, method, path):
     _, management, _ = managed
     response = call(management, method, path)
@@ -206,6 +234,7 @@ def test_health_without_a_stream_server():
 # Numbers out of range, and odd types: every one a 400 naming the field, nothing applied, and
 # every view still answers afterwards.
 
+
 def _tight(**fields):
     return {"deployments": {"tight": {"model": "gpt-4o", **fields}}}
 
@@ -218,46 +247,52 @@ def _fault(**fields):
     return {"faults": [fields]}
 
 
-@pytest.mark.parametrize("body, field", [
-    (_tight(tokensPerMinute=1e300), "deployments.tight.tokensPerMinute"),
-    (_tight(tokensPerMinute=-1), "deployments.tight.tokensPerMinute"),
-    (_tight(tokensPerMinute=2**63), "deployments.tight.tokensPerMinute"),
-    (_tight(tokensPerMinute=2**64 + 1), "deployments.tight.tokensPerMinute"),
-    (_tight(tokensPerMinute="NaN"), "deployments.tight.tokensPerMinute"),
-    (_tight(tokensPerMinute="1e300"), "deployments.tight.tokensPerMinute"),
-    (_tight(tokensPerMinute=[1]), "deployments.tight.tokensPerMinute"),
-    (_tight(tokensPerMinute={"value": 1}), "deployments.tight.tokensPerMinute"),
-    (_tight(requestsPerMinute=1e300), "deployments.tight.requestsPerMinute"),
-    (_tight(maxConcurrentRequests=2**63), "deployments.tight.maxConcurrentRequests"),
-    (_tight(latency={"requestMs": {"mean": 1e300}}), "deployments.tight.latency.requestMs.mean"),
-    (_tight(latency={"interTokenMs": {"mean": 5, "stdDev": 1e12}}), "deployments.tight.latency.interTokenMs.stdDev"),
-    (_tight(latency={"requestMs": [5]}), "deployments.tight.latency.requestMs"),
-    ({"deployments": {"w": {"model": "whisper", "audioPace": 1e300}}}, "deployments.w.audioPace"),
-    (_ptu(ptu=10**9), "deployments.ptu.ptu"),
-    (_ptu(inputTpmPerPtu=10**15), "deployments.ptu.inputTpmPerPtu"),
-    ({"latency": {"chatCompletions": {"mean": 1e300}}}, "latency.chatCompletions.mean"),
-    ({"seed": 2**63}, "seed"),
-    ({"seed": -2**63 - 1}, "seed"),
-    ({"seed": 1e300}, "seed"),
-    (_fault(kind="timeout", share=0.1, afterMs=1e300), "faults[0].afterMs"),
-    (_fault(kind="slowFirstByte", share=0.1, ms=1e300), "faults[0].ms"),
-    (_fault(kind="hang", share=0.1, maxS=1e300), "faults[0].maxS"),
-    (_fault(kind="trickle", share=0.1, factor=1e9), "faults[0].factor"),
-    (_fault(kind="streamCut", share=0.1, afterTokens=2**63), "faults[0].afterTokens"),
-    (_fault(kind="quotaCut", share=0.1, tokensPerMinute=2**63, forS=1), "faults[0].tokensPerMinute"),
-    (_fault(kind="quotaCut", everyS=1e300, tokensPerMinute=10, forS=1), "faults[0].everyS"),
-    (_fault(kind="quotaCut", share=0.1, tokensPerMinute=10, forS=1e300), "faults[0].forS"),
-    (_fault(kind="500", share="0.5"), "faults[0].share"),
-    ({"faults": [{"kind": "500", "share": 0.1}] * 101}, "faults"),
-    ({"deployments": {"gpt-4o": {"faults": [{"kind": "503", "share": 2}]}}}, "deployments.gpt-4o.faults[0].share"),
-    ({"contentFilter": {"gpt-4o": {"randomShare": {"prompt": 1e300}}}}, "contentFilter.gpt-4o.randomShare.prompt"),
-    ({"contentFilter": {"gpt-4o": {"blockAt": {"x": [1]}}}}, "contentFilter.gpt-4o.blockAt"),
-    ({"deployments": {"": {"model": "gpt-4o"}}}, "deployments"),
-    ({"deployments": {"a/b": {"model": "gpt-4o"}}}, "deployments"),
-    ({"deployments": {"x" * 300: {"model": "gpt-4o"}}}, "deployments"),
-    ({"deployments": {f"d{i}": {"model": "gpt-4o"} for i in range(1001)}}, "deployments"),
-    ({"resetLimits": "yes"}, "resetLimits"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        (_tight(tokensPerMinute=1e300), "deployments.tight.tokensPerMinute"),
+        (_tight(tokensPerMinute=-1), "deployments.tight.tokensPerMinute"),
+        (_tight(tokensPerMinute=2**63), "deployments.tight.tokensPerMinute"),
+        (_tight(tokensPerMinute=2**64 + 1), "deployments.tight.tokensPerMinute"),
+        (_tight(tokensPerMinute="NaN"), "deployments.tight.tokensPerMinute"),
+        (_tight(tokensPerMinute="1e300"), "deployments.tight.tokensPerMinute"),
+        (_tight(tokensPerMinute=[1]), "deployments.tight.tokensPerMinute"),
+        (_tight(tokensPerMinute={"value": 1}), "deployments.tight.tokensPerMinute"),
+        (_tight(requestsPerMinute=1e300), "deployments.tight.requestsPerMinute"),
+        (_tight(maxConcurrentRequests=2**63), "deployments.tight.maxConcurrentRequests"),
+        (_tight(latency={"requestMs": {"mean": 1e300}}), "deployments.tight.latency.requestMs.mean"),
+        (
+            _tight(latency={"interTokenMs": {"mean": 5, "stdDev": 1e12}}),
+            "deployments.tight.latency.interTokenMs.stdDev",
+        ),
+        (_tight(latency={"requestMs": [5]}), "deployments.tight.latency.requestMs"),
+        ({"deployments": {"w": {"model": "whisper", "audioPace": 1e300}}}, "deployments.w.audioPace"),
+        (_ptu(ptu=10**9), "deployments.ptu.ptu"),
+        (_ptu(inputTpmPerPtu=10**15), "deployments.ptu.inputTpmPerPtu"),
+        ({"latency": {"chatCompletions": {"mean": 1e300}}}, "latency.chatCompletions.mean"),
+        ({"seed": 2**63}, "seed"),
+        ({"seed": -(2**63) - 1}, "seed"),
+        ({"seed": 1e300}, "seed"),
+        (_fault(kind="timeout", share=0.1, afterMs=1e300), "faults[0].afterMs"),
+        (_fault(kind="slowFirstByte", share=0.1, ms=1e300), "faults[0].ms"),
+        (_fault(kind="hang", share=0.1, maxS=1e300), "faults[0].maxS"),
+        (_fault(kind="trickle", share=0.1, factor=1e9), "faults[0].factor"),
+        (_fault(kind="streamCut", share=0.1, afterTokens=2**63), "faults[0].afterTokens"),
+        (_fault(kind="quotaCut", share=0.1, tokensPerMinute=2**63, forS=1), "faults[0].tokensPerMinute"),
+        (_fault(kind="quotaCut", everyS=1e300, tokensPerMinute=10, forS=1), "faults[0].everyS"),
+        (_fault(kind="quotaCut", share=0.1, tokensPerMinute=10, forS=1e300), "faults[0].forS"),
+        (_fault(kind="500", share="0.5"), "faults[0].share"),
+        ({"faults": [{"kind": "500", "share": 0.1}] * 101}, "faults"),
+        ({"deployments": {"gpt-4o": {"faults": [{"kind": "503", "share": 2}]}}}, "deployments.gpt-4o.faults[0].share"),
+        ({"contentFilter": {"gpt-4o": {"randomShare": {"prompt": 1e300}}}}, "contentFilter.gpt-4o.randomShare.prompt"),
+        ({"contentFilter": {"gpt-4o": {"blockAt": {"x": [1]}}}}, "contentFilter.gpt-4o.blockAt"),
+        ({"deployments": {"": {"model": "gpt-4o"}}}, "deployments"),
+        ({"deployments": {"a/b": {"model": "gpt-4o"}}}, "deployments"),
+        ({"deployments": {"x" * 300: {"model": "gpt-4o"}}}, "deployments"),
+        ({"deployments": {f"d{i}": {"model": "gpt-4o"} for i in range(1001)}}, "deployments"),
+        ({"resetLimits": "yes"}, "resetLimits"),
+    ],
+)
 def test_patch_out_of_range_is_a_400_naming_the_field_and_every_view_still_answers(limited, body, field):
     management = limited
     before = json_of(call(management, "GET", "/++/config"))
@@ -274,12 +309,16 @@ def test_patch_out_of_range_is_a_400_naming_the_field_and_every_view_still_answe
 def test_the_largest_whole_numbers_are_taken_and_shown(limited):
     management = limited
     top = 2**63 - 1
-    response = call(management, "PATCH", "/++/config", {
-        "seed": -2**63, **_tight(tokensPerMinute=top, requestsPerMinute=top, maxConcurrentRequests=top)})
+    response = call(
+        management,
+        "PATCH",
+        "/++/config",
+        {"seed": -(2**63), **_tight(tokensPerMinute=top, requestsPerMinute=top, maxConcurrentRequests=top)},
+    )
     assert response.status_code == 200
     assert json_of(response)["deployments"]["tight"]["tokensPerMinute"] == top
     assert json_of(call(management, "GET", "/++/limits"))["deployments"]["tight"]["tokensPerMinute"] == top
-    assert json_of(call(management, "GET", "/++/config"))["seed"] == -2**63
+    assert json_of(call(management, "GET", "/++/config"))["seed"] == -(2**63)
 
 
 def test_views_never_fail_on_an_odd_value(managed):
@@ -291,8 +330,9 @@ def test_views_never_fail_on_an_odd_value(managed):
     assert json_of(response)["deployments"]["odd"]["tokensPerMinute"] == str(10**30)
     limits = Limits(config)
     limits.capacity = lambda d: 1 / 0  # a view's arithmetic that fails
-    config.deployments["ptu"] = cfg.parse_deployment("ptu", {"model": "gpt-4o", "sku": "ProvisionedManaged",
-                                                             "ptu": 15}, "ptu")
+    config.deployments["ptu"] = cfg.parse_deployment(
+        "ptu", {"model": "gpt-4o", "sku": "ProvisionedManaged", "ptu": 15}, "ptu"
+    )
     management.limits_stage = limits
     shown = call(management, "GET", "/++/limits")
     assert shown.status_code == 200 and "error" in json_of(shown)["deployments"]["ptu"]
@@ -330,14 +370,15 @@ def peer(clean_env):
     management = Management(config, StreamServer())
     tctx, settings = settings_context(config, management)
     with tctx:
-        tctx.configure(settings, simulator_api_key=API_KEY, simulator_peers="http://127.0.0.1:1",
-                       simulator_peer_secret=PEER_SECRET)
+        tctx.configure(
+            settings, simulator_api_key=API_KEY, simulator_peers="http://127.0.0.1:1", simulator_peer_secret=PEER_SECRET
+        )
         start(settings)
         yield config, management, tctx
 
 
 def test_a_check_step_changes_nothing(peer):
-    config, management, tctx = peer
+    config, management, _tctx = peer
     response = peer_call(management, {"seed": 9, "deployments": {"x": {"model": "gpt-4o"}}}, "check")
     assert response.status_code == 200 and json_of(response) == {"valid": True}
     assert config.seed is None and "x" not in config.deployments
@@ -347,8 +388,15 @@ def test_a_check_step_changes_nothing(peer):
 
 def test_an_applied_step_can_be_undone(peer):
     config, management, tctx = peer
-    applied = peer_call(management, {"seed": 9, "deployments": {"x": {"model": "gpt-4o"}, "gpt-4o": None},
-                                     "faults": [{"kind": "503", "share": 0.5}]}, "apply c1")
+    applied = peer_call(
+        management,
+        {
+            "seed": 9,
+            "deployments": {"x": {"model": "gpt-4o"}, "gpt-4o": None},
+            "faults": [{"kind": "503", "share": 0.5}],
+        },
+        "apply c1",
+    )
     assert applied.status_code == 200
     assert config.seed == 9 and "x" in config.deployments and "gpt-4o" not in config.deployments
     assert config.faults.default is not None
@@ -360,7 +408,7 @@ def test_an_applied_step_can_be_undone(peer):
 
 
 def test_steps_without_the_secret_are_a_clients_request(peer):
-    config, management, tctx = peer
+    config, management, _tctx = peer
     # A client's "check" is no check: it is a change like any other, coordinated with the
     # other worker, which cannot be reached here, so nothing changes anywhere.
     for secret in ("wrong", ""):
@@ -384,8 +432,10 @@ class FakeWorkers:
     async def ask_all(self, config, method, path, content, step="", targets=None):
         kind = step.partition(" ")[0]
         self.asked.append((kind, targets))
-        return {peers.address(p): self.outcomes.get((kind, peers.address(p)), peers.Outcome(200))
-                for p in (config.peers if targets is None else targets)}
+        return {
+            peers.address(p): self.outcomes.get((kind, peers.address(p)), peers.Outcome(200))
+            for p in (config.peers if targets is None else targets)
+        }
 
 
 @pytest.fixture
@@ -394,8 +444,13 @@ def coordinator(clean_env):
     management = Management(config, StreamServer())
     tctx, settings = settings_context(config, management)
     with tctx:
-        tctx.configure(settings, simulator_api_key=API_KEY, simulator_peers="http://w1:1,http://w2:2",
-                       simulator_peer_secret=PEER_SECRET, simulator_worker="w0:0")
+        tctx.configure(
+            settings,
+            simulator_api_key=API_KEY,
+            simulator_peers="http://w1:1,http://w2:2",
+            simulator_peer_secret=PEER_SECRET,
+            simulator_worker="w0:0",
+        )
         start(settings)
         yield config, management, tctx
 
@@ -423,8 +478,11 @@ def test_a_change_one_worker_refuses_is_taken_by_none(coordinator, monkeypatch):
     assert response.status_code == 400
     error = json_of(response)["error"]
     assert error["message"] == "worker w2:2: deployments.x: no such thing; no worker changed"
-    assert error["workers"] == {"w0:0": "not applied", "w1:1": "not applied",
-                                "w2:2": "400: deployments.x: no such thing"}
+    assert error["workers"] == {
+        "w0:0": "not applied",
+        "w1:1": "not applied",
+        "w2:2": "400: deployments.x: no such thing",
+    }
     assert config.seed is None
 
 
@@ -442,15 +500,17 @@ def test_a_worker_that_fails_while_applying_has_the_others_undo_it(coordinator, 
 
 def test_a_worker_that_cannot_undo_is_named(coordinator, monkeypatch):
     _, management, _ = coordinator
-    FakeWorkers(monkeypatch, {("apply", "w2:2"): peers.Outcome(400, "bad"),
-                              ("undo", "w1:1"): peers.Outcome(None, "ConnectError")})
+    FakeWorkers(
+        monkeypatch,
+        {("apply", "w2:2"): peers.Outcome(400, "bad"), ("undo", "w1:1"): peers.Outcome(None, "ConnectError")},
+    )
     error = json_of(client_patch(management, {"seed": 4}))["error"]
     assert error["workers"]["w1:1"] == "applied; could not be rolled back: unreachable: ConnectError"
     assert error["workers"]["w2:2"] == "400: bad"
 
 
 def test_an_undo_that_cannot_restore_an_option_says_so(peer, monkeypatch):
-    config, management, tctx = peer
+    config, management, _tctx = peer
     assert peer_call(management, {"seed": 9, "deployments": {"x": {"model": "gpt-4o"}}}, "apply c2").status_code == 200
     snapshot = management.undo["c2"]
     snapshot.options["simulator_mode"] = "bogus"  # a value the settings refuse
@@ -463,8 +523,9 @@ def test_a_large_patch_is_read_in_a_worker_thread_and_applied(managed, monkeypat
     config, management, _ = managed
     threads = []
     real = management_stage.read_patch
-    monkeypatch.setattr(management_stage, "read_patch",
-                        lambda *a: threads.append(threading.current_thread()) or real(*a))
+    monkeypatch.setattr(
+        management_stage, "read_patch", lambda *a: threads.append(threading.current_thread()) or real(*a)
+    )
     terms = [f"word{i}" for i in range(150)]  # over 64 KiB of body with the padding below
     body = {"contentFilter": {"gpt-4o": {"prompt": {"hate": terms}}}, "seed": 3, "_": None}
     raw = orjson.dumps(body).replace(b'"_":null', b'"_":null' + b" " * 70_000)

@@ -9,10 +9,11 @@ import platform
 import weakref
 
 import pytest
+from mitmproxy.test import taddons, tflow
+
 from aoai.runtime import memory
 from aoai.stages import reclaim
 from aoai.stages.reclaim import Reclaim
-from mitmproxy.test import taddons, tflow
 
 MiB = 1024 * 1024
 
@@ -32,6 +33,7 @@ def counting(clock: Clock, takes: float = 0.0):
     def collect():
         calls.append(clock.now)
         clock.now += takes
+
     return memory.Reclaimer(clock, collect), calls
 
 
@@ -44,6 +46,7 @@ def flow_of(size: int, declared: int | None = None):
 
 
 # --- when to collect -------------------------------------------------------------------------
+
 
 def test_small_flows_are_left_to_pythons_own_schedule():
     reclaimer, calls = counting(Clock())
@@ -86,6 +89,7 @@ def test_large_blocks_are_mapped_on_their_own_under_glibc():
 
 
 # --- the stage ----------------------------------------------------------------------------------
+
 
 def held_in_a_cycle(flow) -> weakref.ref:
     """The flow held as mitmproxy's layers hold it: by objects that refer to each other, so only

@@ -1,10 +1,11 @@
 import pytest
-from aoai.runtime.state import context_of
-from aoai.runtime.streams import StreamPlan
-from aoai.stages.notfound import NotFound
 from mitmproxy import http
 from mitmproxy.test import taddons
 from unit_support import json_of, make_config, make_flow
+
+from aoai.runtime.state import context_of
+from aoai.runtime.streams import StreamPlan
+from aoai.stages.notfound import NotFound
 
 
 def last_stage(flow, mode="generate"):
@@ -16,8 +17,9 @@ def last_stage(flow, mode="generate"):
 
 @pytest.mark.parametrize("mode", ["generate", "replay"])
 def test_unanswered_requests_get_azures_404(mode):
-    response = last_stage(make_flow("GET", "/openai/deployments/x/images/generations",
-                                    headers={"x-ms-client-request-id": "r1"}), mode)
+    response = last_stage(
+        make_flow("GET", "/openai/deployments/x/images/generations", headers={"x-ms-client-request-id": "r1"}), mode
+    )
     assert response.status_code == 404
     assert json_of(response) == {"error": {"code": "404", "message": "Resource not found"}}
     assert response.headers["x-ms-client-request-id"] == "r1"

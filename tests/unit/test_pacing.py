@@ -3,12 +3,13 @@
 import asyncio
 import time
 
-from aoai.runtime import latency
-from aoai.runtime.state import context_of
-from aoai.stages.pacing import Pacing
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow
 from unit_support import run
+
+from aoai.runtime import latency
+from aoai.runtime.state import context_of
+from aoai.stages.pacing import Pacing
 
 
 def held_flow(seconds: float, gate=None, arrived_ago: float = 0.0) -> http.HTTPFlow:
@@ -20,6 +21,7 @@ def held_flow(seconds: float, gate=None, arrived_ago: float = 0.0) -> http.HTTPF
 
 def hold(pacing: Pacing, flow: http.HTTPFlow) -> float:
     """Run the response hook as mitmproxy does; how long it held the flow."""
+
     async def main():
         with taddons.context(pacing):
             started = time.monotonic()

@@ -12,6 +12,10 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from mitmproxy.test import taddons, tflow
+from redis_server import redis_url  # noqa: F401
+from unit_support import admit
+
 from aoai.openai import catalogue
 from aoai.runtime import config as cfg
 from aoai.runtime import limits
@@ -19,9 +23,6 @@ from aoai.runtime.config import ConfigError, Deployment, SimulatorConfig
 from aoai.runtime.state import context_of
 from aoai.stages import settings
 from aoai.stages.ratelimit import Limits
-from mitmproxy.test import taddons, tflow
-from redis_server import redis_url  # noqa: F401
-from unit_support import admit
 
 KEY = "unit-key"
 VERSION = "2024-10-21"
@@ -30,6 +31,7 @@ SMALL = limits.ptu_capacity(1, 6000, 3.0)
 
 
 # --- the bucket -----------------------------------------------------------------------------
+
 
 class SyncRedis:
     """The Redis bucket driven from plain test code, on one event loop, with the test's clock."""
@@ -143,9 +145,9 @@ def test_shared_buckets_use_redis_time(redis_url):  # noqa: F811
 
 # --- headers and texts ----------------------------------------------------------------------
 
+
 def test_answers_carry_the_utilization_with_one_decimal():
-    assert limits.utilization_headers(limits.Fill(True, 0.42449)) == {
-        "azure-openai-deployment-utilization": "42.4%"}
+    assert limits.utilization_headers(limits.Fill(True, 0.42449)) == {"azure-openai-deployment-utilization": "42.4%"}
     assert limits.utilization_headers(limits.Fill(True, 1.0312))["azure-openai-deployment-utilization"] == "103.1%"
 
 
@@ -153,18 +155,29 @@ def test_a_429_says_when_to_retry_and_has_no_pay_as_you_go_headers():
     headers = limits.utilization_throttled_headers(limits.Fill(False, 1.05, 2.0004))
     assert headers == {"retry-after": "3", "retry-after-ms": "2001", "azure-openai-deployment-utilization": "105.0%"}
     text = limits.utilization_message("ChatCompletions_Create", VERSION, 3)
-    assert text.startswith("Requests to the ChatCompletions_Create Operation under Azure OpenAI API version "
-                           "2024-10-21 have exceeded the provisioned throughput")
+    assert text.startswith(
+        "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version "
+        "2024-10-21 have exceeded the provisioned throughput"
+    )
     assert text.endswith("Please retry after 3 seconds.")
 
 
 # --- the catalogue, the deployments file and the setting ------------------------------------
 
-@pytest.mark.parametrize("model, per_ptu, weight", [
-    ("gpt-4o", 2500, 3), ("gpt-4o-mini", 37000, 3), ("gpt-4.1", 3000, 4), ("gpt-4.1-nano", 59400, 4),
-    ("o4-mini", 5400, 4), ("gpt-5", 4750, 8), ("gpt-5-mini", 23750, 8),
-    ("gpt-35-turbo", 2500, 3),  # no published figure: the documented default
-])
+
+@pytest.mark.parametrize(
+    "model, per_ptu, weight",
+    [
+        ("gpt-4o", 2500, 3),
+        ("gpt-4o-mini", 37000, 3),
+        ("gpt-4.1", 3000, 4),
+        ("gpt-4.1-nano", 59400, 4),
+        ("o4-mini", 5400, 4),
+        ("gpt-5", 4750, 8),
+        ("gpt-5-mini", 23750, 8),
+        ("gpt-35-turbo", 2500, 3),  # no published figure: the documented default
+    ],
+)
 def test_catalogue_figures(model, per_ptu, weight):
     figures = catalogue.provisioned(catalogue.MODELS[model])
     assert (figures.input_tpm_per_ptu, figures.output_weight) == (per_ptu, weight)
@@ -177,8 +190,7 @@ def parse(spec: dict) -> Deployment:
 def test_a_provisioned_deployment_in_the_file():
     dep = parse({"model": "gpt-4.1", "sku": "GlobalProvisionedManaged", "ptu": 50, "inputTpmPerPtu": 2800})
     assert (dep.provisioned, dep.sku, dep.ptu, dep.input_tpm_per_ptu) == (True, "GlobalProvisionedManaged", 50, 2800)
-    assert dep.to_json() == {"model": "gpt-4.1", "sku": "GlobalProvisionedManaged", "ptu": 50,
-                             "inputTpmPerPtu": 2800}
+    assert dep.to_json() == {"model": "gpt-4.1", "sku": "GlobalProvisionedManaged", "ptu": 50, "inputTpmPerPtu": 2800}
     assert parse(dep.to_json()).to_json() == dep.to_json()
     standard = parse({"model": "gpt-4o", "sku": "GlobalStandard", "tokensPerMinute": 1000})
     assert not standard.provisioned and standard.tokens_per_minute == 1000
@@ -186,21 +198,30 @@ def test_a_provisioned_deployment_in_the_file():
     assert "sku" not in parse({"model": "gpt-4o"}).to_json()
 
 
-@pytest.mark.parametrize("spec, message", [
-    ({"model": "gpt-4o", "sku": "Provisioned", "ptu": 15}, r"^deps.json: p.sku: unknown SKU \"Provisioned\"; use"),
-    ({"model": "gpt-4o", "sku": "ProvisionedManaged"}, r"^deps.json: p.ptu: required for a provisioned SKU"),
-    ({"model": "gpt-4o", "sku": "ProvisionedManaged", "ptu": 0}, r"^deps.json: p.ptu: must be at least 1, got 0"),
-    ({"model": "gpt-4o", "sku": "ProvisionedManaged", "ptu": 15.5}, r"p.ptu: expected a whole number, got 15.5"),
-    ({"model": "gpt-4o", "sku": "ProvisionedManaged", "ptu": "15"}, r"p.ptu: expected a number, got \"15\""),
-    ({"model": "gpt-4o", "sku": "ProvisionedManaged", "ptu": 15, "inputTpmPerPtu": 0},
-     r"p.inputTpmPerPtu: must be at least 1"),
-    ({"model": "gpt-4o", "ptu": 15}, r"^deps.json: p.ptu: only for a provisioned SKU"),
-    ({"model": "gpt-4o", "inputTpmPerPtu": 3000}, r"p.inputTpmPerPtu: only for a provisioned SKU"),
-    ({"model": "gpt-4o", "sku": "ProvisionedManaged", "ptu": 15, "tokensPerMinute": 1000},
-     r"p.tokensPerMinute: a provisioned deployment has no tokensPerMinute quota"),
-    ({"model": "text-embedding-3-small", "sku": "ProvisionedManaged", "ptu": 15},
-     r"p.sku: text-embedding-3-small has no provisioned deployments"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"model": "gpt-4o", "sku": "Provisioned", "ptu": 15}, r"^deps.json: p.sku: unknown SKU \"Provisioned\"; use"),
+        ({"model": "gpt-4o", "sku": "ProvisionedManaged"}, r"^deps.json: p.ptu: required for a provisioned SKU"),
+        ({"model": "gpt-4o", "sku": "ProvisionedManaged", "ptu": 0}, r"^deps.json: p.ptu: must be at least 1, got 0"),
+        ({"model": "gpt-4o", "sku": "ProvisionedManaged", "ptu": 15.5}, r"p.ptu: expected a whole number, got 15.5"),
+        ({"model": "gpt-4o", "sku": "ProvisionedManaged", "ptu": "15"}, r"p.ptu: expected a number, got \"15\""),
+        (
+            {"model": "gpt-4o", "sku": "ProvisionedManaged", "ptu": 15, "inputTpmPerPtu": 0},
+            r"p.inputTpmPerPtu: must be at least 1",
+        ),
+        ({"model": "gpt-4o", "ptu": 15}, r"^deps.json: p.ptu: only for a provisioned SKU"),
+        ({"model": "gpt-4o", "inputTpmPerPtu": 3000}, r"p.inputTpmPerPtu: only for a provisioned SKU"),
+        (
+            {"model": "gpt-4o", "sku": "ProvisionedManaged", "ptu": 15, "tokensPerMinute": 1000},
+            r"p.tokensPerMinute: a provisioned deployment has no tokensPerMinute quota",
+        ),
+        (
+            {"model": "text-embedding-3-small", "sku": "ProvisionedManaged", "ptu": 15},
+            r"p.sku: text-embedding-3-small has no provisioned deployments",
+        ),
+    ],
+)
 def test_deployments_file_errors_name_the_field(spec, message):
     with pytest.raises(ConfigError, match=message):
         parse(spec)
@@ -260,8 +281,10 @@ class Clock:
 
 @pytest.fixture
 def stage():
-    deployments = {d.name: d for d in (provisioned("ptu-4o", "gpt-4o"), provisioned("ptu-41", "gpt-4.1"),
-                                       provisioned("ptu-5", "gpt-5"))}
+    deployments = {
+        d.name: d
+        for d in (provisioned("ptu-4o", "gpt-4o"), provisioned("ptu-41", "gpt-4.1"), provisioned("ptu-5", "gpt-5"))
+    }
     config = SimulatorConfig(api_key=KEY, deployments=deployments)
     clock = Clock()
     addon = Limits(config, limits.Limiter(limits.MemoryWindows(), clock=clock))

@@ -10,6 +10,9 @@ import threading
 import weakref
 
 import pytest
+from mitmproxy.test import tflow
+from unit_support import VERSION, chat_path, make_config, make_flow
+
 from aoai.openai import forms
 from aoai.runtime import recording
 from aoai.runtime.recording import BrokenRecording, Interaction, RecordingStore, dump_document
@@ -18,14 +21,19 @@ from aoai.runtime.streams import StreamServer
 from aoai.stages import routing
 from aoai.stages.record import Record
 from aoai.stages.replay import Replay
-from mitmproxy.test import tflow
-from unit_support import VERSION, chat_path, make_config, make_flow
 
 
 def interaction(user: str) -> Interaction:
-    return Interaction("POST", "/openai/deployments/gpt-4o/chat/completions", [("api-version", "2024-10-21")],
-                       {"content-type": "application/json"}, b'{"messages": [], "user": "%s"}' % user.encode(),
-                       200, {"content-type": "application/json"}, b'{"id": "x"}')
+    return Interaction(
+        "POST",
+        "/openai/deployments/gpt-4o/chat/completions",
+        [("api-version", "2024-10-21")],
+        {"content-type": "application/json"},
+        b'{"messages": [], "user": "%s"}' % user.encode(),
+        200,
+        {"content-type": "application/json"},
+        b'{"id": "x"}',
+    )
 
 
 def write(folder, *documents: bytes) -> None:
@@ -77,14 +85,21 @@ def test_a_file_that_cannot_be_written_is_said_once_and_costs_nothing_else(tmp_p
 
 # --- large bodies ------------------------------------------------------------------------------
 
+
 def upload(n: int, size: int = 3 * 1024 * 1024) -> Interaction:
     """A transcription of `size` bytes of audio (binary: base64 in its document)."""
     audio = bytes([n]) * 8 + os.urandom(size)
-    body = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n' + audio
-            + b"\r\n--b--\r\n")
-    return Interaction("POST", "/openai/deployments/whisper/audio/transcriptions", [("api-version", "2024-10-21")],
-                       {"content-type": "multipart/form-data; boundary=b"}, body, 200,
-                       {"content-type": "application/json"}, b'{"text": "hello"}')
+    body = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n' + audio + b"\r\n--b--\r\n"
+    return Interaction(
+        "POST",
+        "/openai/deployments/whisper/audio/transcriptions",
+        [("api-version", "2024-10-21")],
+        {"content-type": "multipart/form-data; boundary=b"},
+        body,
+        200,
+        {"content-type": "application/json"},
+        b'{"text": "hello"}',
+    )
 
 
 def test_the_yaml_emitter_never_sees_a_long_value(monkeypatch):
@@ -93,16 +108,23 @@ def test_the_yaml_emitter_never_sees_a_long_value(monkeypatch):
     dump = recording.yaml.dump
     monkeypatch.setattr(recording.yaml, "dump", lambda doc, **kw: emitted.append(doc) or dump(doc, **kw))
     image = "data:image/png;base64," + base64.b64encode(os.urandom(200_000)).decode()
-    responses = Interaction("POST", "/openai/v1/responses", [], {"content-type": "application/json"},
-                            json.dumps({"input": [{"role": "user", "content": [
-                                {"type": "input_image", "image_url": image}]}]}).encode(),
-                            200, {"content-type": "application/json"}, b'{"id": "resp_1"}')
+    responses = Interaction(
+        "POST",
+        "/openai/v1/responses",
+        [],
+        {"content-type": "application/json"},
+        json.dumps({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": image}]}]}).encode(),
+        200,
+        {"content-type": "application/json"},
+        b'{"id": "resp_1"}',
+    )
     for interaction in (upload(1), responses):
         document = dump_document(interaction)
         assert max(_longest_string(doc) for doc in emitted) < recording.LARGE_SCALAR_CHARS
         back = Interaction.from_document(recording._load_plain(document))
-        assert back.request_body == interaction.request_body or \
-            json.loads(back.request_body) == json.loads(interaction.request_body)
+        assert back.request_body == interaction.request_body or json.loads(back.request_body) == json.loads(
+            interaction.request_body
+        )
 
 
 def _longest_string(value) -> int:
@@ -115,26 +137,38 @@ def _longest_string(value) -> int:
     return 0
 
 
-@pytest.mark.parametrize("text", [
-    "x" * 70_000 + '"quoted" and \\ back',  # needs escapes: the emitter writes it
-    "line one\nline two\t" * 5_000,
-    "é" * 70_000,  # not ASCII: the emitter writes it
-    "plain " * 20_000,  # spaces only: written by hand on one line
-    "LARGE-SCALAR-" + "0" * 70_000,  # looks like a placeholder, is text
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x" * 70_000 + '"quoted" and \\ back',  # needs escapes: the emitter writes it
+        "line one\nline two\t" * 5_000,
+        "é" * 70_000,  # not ASCII: the emitter writes it
+        "plain " * 20_000,  # spaces only: written by hand on one line
+        "LARGE-SCALAR-" + "0" * 70_000,  # looks like a placeholder, is text
+    ],
+)
 def test_long_values_of_every_kind_read_back_as_they_were(text):
     body = json.dumps({"messages": [{"role": "user", "content": text}], "list": [text, "short"]}).encode()
-    interaction = Interaction("POST", "/openai/deployments/gpt-4o/chat/completions", [],
-                              {"content-type": "application/json"}, body, 200,
-                              {"content-type": "text/plain"}, text.encode())
+    interaction = Interaction(
+        "POST",
+        "/openai/deployments/gpt-4o/chat/completions",
+        [],
+        {"content-type": "application/json"},
+        body,
+        200,
+        {"content-type": "text/plain"},
+        text.encode(),
+    )
     back = Interaction.from_document(recording._load_plain(dump_document(interaction)))
     assert json.loads(back.request_body) == json.loads(body) and back.response_body == text.encode()
 
 
 def test_large_and_small_recordings_saved_together_each_read_back_from_where_it_was_written(tmp_path):
     store = RecordingStore(tmp_path)
-    batch = [("whisper.audio-transcriptions.yaml", upload(n, 300_000 + n) if n % 3 == 0 else interaction(str(n)))
-             for n in range(12)]
+    batch = [
+        ("whisper.audio-transcriptions.yaml", upload(n, 300_000 + n) if n % 3 == 0 else interaction(str(n)))
+        for n in range(12)
+    ]
     batch = [(store.file_for(i.method, i.path), i) for _, i in batch]
     kept = [i for _, i in batch]
     assert store.save(batch) == 12 and batch == []  # each let go once written
@@ -143,8 +177,11 @@ def test_large_and_small_recordings_saved_together_each_read_back_from_where_it_
     for original in kept:
         (ref,) = fresh.index[original.key(fresh.rules)]
         body = fresh.get(ref).request_body
-        assert body == original.request_body if b"form-data" in body else json.loads(body) == json.loads(
-            original.request_body)
+        assert (
+            body == original.request_body
+            if b"form-data" in body
+            else json.loads(body) == json.loads(original.request_body)
+        )
 
 
 def test_a_large_upload_just_written_is_not_kept_parsed_in_memory(tmp_path):
@@ -168,6 +205,7 @@ def test_saving_lets_each_recording_go_once_written(tmp_path, monkeypatch):
     def watched(interaction):
         seen.append([ref() is not None for ref in alive])
         return pieces(interaction)
+
     monkeypatch.setattr(recording, "document_pieces", watched)
     batch = [(store.file_for(i.method, i.path), i) for i in uploads]
     del uploads
@@ -192,16 +230,25 @@ def test_an_uploads_key_is_the_same_from_its_parsed_form():
     one = upload(1)
     rules = recording.KeyRules()
     form = forms.parse(one.request_body, one.content_type)
-    assert recording.request_key("POST", one.path, one.query, one.request_body, one.content_type, rules, form) == \
-        one.key(rules)
+    assert recording.request_key(
+        "POST", one.path, one.query, one.request_body, one.content_type, rules, form
+    ) == one.key(rules)
 
 
 # --- replaying and recording large requests ------------------------------------------------------
 
+
 def recorded(tmp_path, body: bytes, answer: bytes) -> RecordingStore:
-    request = Interaction("POST", "/openai/deployments/gpt-4o/chat/completions", [("api-version", VERSION)],
-                          {"content-type": "application/json"}, body, 200, {"content-type": "application/json"},
-                          answer)
+    request = Interaction(
+        "POST",
+        "/openai/deployments/gpt-4o/chat/completions",
+        [("api-version", VERSION)],
+        {"content-type": "application/json"},
+        body,
+        200,
+        {"content-type": "application/json"},
+        answer,
+    )
     (tmp_path / "gpt-4o.chat-completions.yaml").write_bytes(dump_document(request))
     store = RecordingStore(tmp_path)
     store.load()
@@ -256,14 +303,15 @@ def test_a_recorded_exchange_carries_the_key_the_replay_stage_worked_out(tmp_pat
     stage = Record(config, store)
     flow = tflow.tflow(resp=True)
     stage._save(flow.request, 200, [], b"{}", None, flow.request.timestamp_start + 1, "POST /x 0123")
-    (_, saved), = store.pending
+    ((_, saved),) = store.pending
     assert saved.key(store.rules, store.table) == "POST /x 0123"
 
 
 def test_record_mode_makes_its_upstream_client_at_start():
     for mode, made in (("record", True), ("generate", False)):
-        stage = Record(make_config(mode=mode, azure_openai_endpoint="https://example.openai.azure.com"),
-                       RecordingStore("unused"))
+        stage = Record(
+            make_config(mode=mode, azure_openai_endpoint="https://example.openai.azure.com"), RecordingStore("unused")
+        )
         stage.running()
         assert (stage.upstream._client is not None) is made
 
@@ -273,8 +321,12 @@ def test_the_form_the_checks_read_gives_the_key_only_for_the_bytes_it_was_read_f
 
     one = upload(1)
     config = make_config(mode="record")
-    flow = make_flow("POST", "/openai/deployments/whisper/audio/transcriptions?api-version=2024-10-21",
-                     raw=one.request_body, headers={"content-type": one.content_type})
+    flow = make_flow(
+        "POST",
+        "/openai/deployments/whisper/audio/transcriptions?api-version=2024-10-21",
+        raw=one.request_body,
+        headers={"content-type": one.content_type},
+    )
     routing.resolve(flow, config)
     context_of(flow).form = forms.parse(flow.request.content, one.content_type)
     store = RecordingStore(tmp_path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from aoai.openai import catalogue, chat, responses, tokens
 from aoai.openai.catalogue import Normal
 from aoai.openai.validation import Invalid
@@ -16,8 +17,11 @@ from aoai.runtime.streams import carries_tokens, event_frame
 GPT4O = catalogue.MODELS["gpt-4o"]
 O4 = catalogue.MODELS["o4-mini"]
 SETTINGS = chat.ChatSettings(Normal(30, 0), 1.0)
-TOOL = {"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {
-    "q": {"type": "string"}}, "required": ["q"]}}
+TOOL = {
+    "type": "function",
+    "name": "lookup",
+    "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]},
+}
 
 
 def answer(body: dict, model=GPT4O, seed: int = 1) -> responses.ResponseAnswer:
@@ -35,10 +39,11 @@ def test_a_text_stream_follows_azures_order():
     names = kinds(timeline)
     deltas = names.count("response.output_text.delta")
     assert deltas == 30
-    assert names == (["response.created", "response.in_progress", "response.output_item.added",
-                      "response.content_part.added"] + ["response.output_text.delta"] * deltas
-                     + ["response.output_text.done", "response.content_part.done", "response.output_item.done",
-                        "response.completed"])
+    assert names == (
+        ["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added"]
+        + ["response.output_text.delta"] * deltas
+        + ["response.output_text.done", "response.content_part.done", "response.output_item.done", "response.completed"]
+    )
 
 
 def test_sequence_numbers_count_from_zero_and_steps_never_go_back():
@@ -53,12 +58,16 @@ def test_sequence_numbers_count_from_zero_and_steps_never_go_back():
 def test_a_reasoning_tool_call_stream():
     a = answer({"input": "Hi", "tools": [TOOL], "tool_choice": "required", "reasoning": {"summary": "auto"}}, O4)
     names = kinds(a.stream_timeline())
-    assert names[2:8] == ["response.output_item.added", "response.reasoning_summary_part.added",
-                          "response.reasoning_summary_text.delta", "response.reasoning_summary_text.done",
-                          "response.reasoning_summary_part.done", "response.output_item.done"]
+    assert names[2:8] == [
+        "response.output_item.added",
+        "response.reasoning_summary_part.added",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_summary_text.done",
+        "response.reasoning_summary_part.done",
+        "response.output_item.done",
+    ]
     assert names[8] == "response.output_item.added"
-    assert names[-3:] == ["response.function_call_arguments.done", "response.output_item.done",
-                          "response.completed"]
+    assert names[-3:] == ["response.function_call_arguments.done", "response.output_item.done", "response.completed"]
     deltas = "".join(e["delta"] for _, e in a.stream_timeline() if e["type"].endswith("arguments.delta"))
     assert deltas == a.body()["output"][1]["arguments"]
     assert a.reasoning_tokens > 0 and a.usage()["output_tokens_details"]["reasoning_tokens"] == a.reasoning_tokens
@@ -80,48 +89,74 @@ def test_frames_name_their_event_and_only_deltas_carry_tokens():
 
 
 def test_effort_changes_reasoning_tokens():
-    spent = {effort: answer({"input": "Hi", "reasoning": {"effort": effort}}, O4, seed=3).reasoning_tokens
-             for effort in ("minimal", "low", "medium", "high")}
+    spent = {
+        effort: answer({"input": "Hi", "reasoning": {"effort": effort}}, O4, seed=3).reasoning_tokens
+        for effort in ("minimal", "low", "medium", "high")
+    }
     assert spent["minimal"] == 0 < spent["low"] < spent["medium"] < spent["high"]
 
 
-@pytest.mark.parametrize("body, param, code", [
-    ({}, "input", "missing_required_parameter"),
-    ({"input": []}, "input", "empty_array"),
-    ({"input": 3}, "input", "invalid_type"),
-    ({"input": [{"role": "robot", "content": "x"}]}, "input[0].role", "invalid_value"),
-    ({"input": [{"role": "user", "content": [{"type": "output_text", "text": "x"}]}]}, "input[0].content[0].type",
-     "invalid_value"),
-    ({"input": [{"type": "function_call_output", "call_id": "c"}]}, "input[0].output", "missing_required_parameter"),
-    ({"input": "x", "tools": [{"type": "file_search"}]}, "tools[0].type", "unsupported_value"),
-    ({"input": "x", "tool_choice": {"type": "function", "name": "nope"}, "tools": [TOOL]}, "tool_choice", None),
-    ({"input": "x", "text": {"format": {"type": "json_schema", "name": "n"}}}, "text.format.schema",
-     "missing_required_parameter"),
-    ({"input": "x", "reasoning": {"effort": "high"}}, "reasoning.effort", "unsupported_parameter"),
-    ({"input": "x", "truncation": "sometimes"}, "truncation", "invalid_value"),
-    ({"input": "x", "metadata": {"k": 1}}, "metadata.k", "invalid_type"),
-    ({"input": "x", "background": True}, "background", "unsupported_value"),
-])
+@pytest.mark.parametrize(
+    "body, param, code",
+    [
+        ({}, "input", "missing_required_parameter"),
+        ({"input": []}, "input", "empty_array"),
+        ({"input": 3}, "input", "invalid_type"),
+        ({"input": [{"role": "robot", "content": "x"}]}, "input[0].role", "invalid_value"),
+        (
+            {"input": [{"role": "user", "content": [{"type": "output_text", "text": "x"}]}]},
+            "input[0].content[0].type",
+            "invalid_value",
+        ),
+        (
+            {"input": [{"type": "function_call_output", "call_id": "c"}]},
+            "input[0].output",
+            "missing_required_parameter",
+        ),
+        ({"input": "x", "tools": [{"type": "file_search"}]}, "tools[0].type", "unsupported_value"),
+        ({"input": "x", "tool_choice": {"type": "function", "name": "nope"}, "tools": [TOOL]}, "tool_choice", None),
+        (
+            {"input": "x", "text": {"format": {"type": "json_schema", "name": "n"}}},
+            "text.format.schema",
+            "missing_required_parameter",
+        ),
+        ({"input": "x", "reasoning": {"effort": "high"}}, "reasoning.effort", "unsupported_parameter"),
+        ({"input": "x", "truncation": "sometimes"}, "truncation", "invalid_value"),
+        ({"input": "x", "metadata": {"k": 1}}, "metadata.k", "invalid_type"),
+        ({"input": "x", "background": True}, "background", "unsupported_value"),
+    ],
+)
 def test_bad_requests_name_the_field(body, param, code):
     with pytest.raises(Invalid) as raised:
         responses.check_responses(body, GPT4O)
     assert (raised.value.param, raised.value.code) == (param, code)
 
 
-@pytest.mark.parametrize("field, value, default", [("temperature", 0.2, 1), ("top_p", 0.9, 1),
-                                                    ("presence_penalty", 0.5, 0), ("frequency_penalty", -1, 0)])
+@pytest.mark.parametrize(
+    "field, value, default",
+    [("temperature", 0.2, 1), ("top_p", 0.9, 1), ("presence_penalty", 0.5, 0), ("frequency_penalty", -1, 0)],
+)
 def test_reasoning_models_take_sampling_settings_only_at_their_defaults(field, value, default):
     with pytest.raises(Invalid) as raised:
         responses.check_responses({"input": "x", field: value}, O4)
-    assert raised.value.message == (f"Unsupported value: '{field}' does not support {value} with this model. "
-                                    f"Only the default ({default}) value is supported.")
+    assert raised.value.message == (
+        f"Unsupported value: '{field}' does not support {value} with this model. "
+        f"Only the default ({default}) value is supported."
+    )
     responses.check_responses({"input": "x", field: default}, O4)
 
 
 def test_input_items_get_ids_and_pages():
-    items = responses.input_items({"input": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-                                             {"type": "function_call_output", "call_id": "c", "output": "d"}]},
-                                  random.Random(1))
+    items = responses.input_items(
+        {
+            "input": [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "b"},
+                {"type": "function_call_output", "call_id": "c", "output": "d"},
+            ]
+        },
+        random.Random(1),
+    )
     assert [i["id"][:4] for i in items] == ["msg_", "msg_", "fco_"]
     assert items[1]["content"] == [{"type": "output_text", "text": "b"}]
     page = responses.item_page(items, "desc", "2", None, None)
@@ -170,12 +205,27 @@ def _with_openai_only_fields(value):
     return value
 
 
-@pytest.mark.parametrize("model, body", [
-    (GPT4O, {"input": "Hi", "max_output_tokens": 20}),
-    (GPT4O, {"input": "Hi", "text": {"format": {"type": "json_schema", "name": "x", "schema": {
-        "type": "object", "properties": {"a": {"type": "string"}}}, "strict": True}}}),
-    (O4, {"input": "Hi", "tools": [TOOL], "tool_choice": "required", "reasoning": {"summary": "auto"}}),
-])
+@pytest.mark.parametrize(
+    "model, body",
+    [
+        (GPT4O, {"input": "Hi", "max_output_tokens": 20}),
+        (
+            GPT4O,
+            {
+                "input": "Hi",
+                "text": {
+                    "format": {
+                        "type": "json_schema",
+                        "name": "x",
+                        "schema": {"type": "object", "properties": {"a": {"type": "string"}}},
+                        "strict": True,
+                    }
+                },
+            },
+        ),
+        (O4, {"input": "Hi", "tools": [TOOL], "tool_choice": "required", "reasoning": {"summary": "auto"}}),
+    ],
+)
 def test_the_response_and_every_event_validate_against_the_sdks_models(model, body):
     pydantic = pytest.importorskip("pydantic")
     from openai.types.responses import Response, ResponseItem, ResponseStreamEvent
@@ -187,9 +237,16 @@ def test_the_response_and_every_event_validate_against_the_sdks_models(model, bo
         parsed = events.validate_python(_with_openai_only_fields(event))
         assert parsed.type == event["type"]
     items = pydantic.TypeAdapter(ResponseItem)
-    for item in responses.input_items({"input": [
-            {"role": "user", "content": "a"}, {"type": "function_call", "call_id": "c", "name": "n", "arguments": "{}"},
-            {"type": "function_call_output", "call_id": "c", "output": "d"}]}, random.Random(1)):
+    for item in responses.input_items(
+        {
+            "input": [
+                {"role": "user", "content": "a"},
+                {"type": "function_call", "call_id": "c", "name": "n", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c", "output": "d"},
+            ]
+        },
+        random.Random(1),
+    ):
         items.validate_python(item)
 
 

@@ -3,6 +3,7 @@ import random
 
 import jsonschema
 import pytest
+
 from aoai.openai import schema_values, text
 
 WORDS = text.corpus("o200k_base").words
@@ -24,13 +25,26 @@ SCHEMAS = {
     "flat object": {
         "type": "object",
         "properties": {"city": {"type": "string"}, "days": {"type": "integer"}, "metric": {"type": "boolean"}},
-        "required": ["city", "days", "metric"], "additionalProperties": False,
+        "required": ["city", "days", "metric"],
+        "additionalProperties": False,
     },
     "nested objects": {
         "type": "object",
-        "properties": {"a": {"type": "object", "properties": {"b": {"type": "object", "properties": {
-            "c": {"type": "object", "properties": {"d": {"type": "string"}}, "required": ["d"]}},
-            "required": ["c"]}}, "required": ["b"]}},
+        "properties": {
+            "a": {
+                "type": "object",
+                "properties": {
+                    "b": {
+                        "type": "object",
+                        "properties": {
+                            "c": {"type": "object", "properties": {"d": {"type": "string"}}, "required": ["d"]}
+                        },
+                        "required": ["c"],
+                    }
+                },
+                "required": ["b"],
+            }
+        },
         "required": ["a"],
     },
     "array bounds": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 4},
@@ -58,8 +72,14 @@ SCHEMAS = {
     "string lengths": {"type": "string", "minLength": 40, "maxLength": 45},
     "short string": {"type": "string", "maxLength": 3},
     "refs": {
-        "$defs": {"point": {"type": "object", "properties": {"x": {"type": "number"}, "y": {"type": "number"}},
-                            "required": ["x", "y"], "additionalProperties": False}},
+        "$defs": {
+            "point": {
+                "type": "object",
+                "properties": {"x": {"type": "number"}, "y": {"type": "number"}},
+                "required": ["x", "y"],
+                "additionalProperties": False,
+            }
+        },
         "type": "object",
         "properties": {"points": {"type": "array", "items": {"$ref": "#/$defs/point"}, "minItems": 1}},
         "required": ["points"],
@@ -67,22 +87,33 @@ SCHEMAS = {
     "ref at the root": {"$defs": {"name": {"type": "string", "minLength": 2}}, "$ref": "#/$defs/name"},
     "anyOf with null": {"anyOf": [{"type": "string", "format": "email"}, {"type": "null"}]},
     "oneOf": {"oneOf": [{"type": "integer", "minimum": 5, "maximum": 6}, {"type": "boolean"}]},
-    "allOf": {"allOf": [
-        {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]},
-        {"properties": {"b": {"type": "integer", "minimum": 1}}, "required": ["b"]},
-    ]},
+    "allOf": {
+        "allOf": [
+            {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]},
+            {"properties": {"b": {"type": "integer", "minimum": 1}}, "required": ["b"]},
+        ]
+    },
     "allOf with ref": {
-        "$defs": {"base": {"type": "object", "properties": {"id": {"type": "string", "format": "uuid"}},
-                           "required": ["id"]}},
+        "$defs": {
+            "base": {"type": "object", "properties": {"id": {"type": "string", "format": "uuid"}}, "required": ["id"]}
+        },
         "allOf": [{"$ref": "#/$defs/base"}, {"properties": {"n": {"type": "integer"}}, "required": ["n"]}],
     },
     "type list": {"type": ["integer", "null"], "minimum": 3, "maximum": 3},
     "only null": {"type": ["null"]},
     "untyped properties": {"properties": {"k": {"type": "string"}}, "required": ["k"]},
     "recursive": {
-        "$defs": {"node": {"type": "object", "properties": {
-            "name": {"type": "string"}, "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
-            "required": ["name", "children"], "additionalProperties": False}},
+        "$defs": {
+            "node": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "children": {"type": "array", "items": {"$ref": "#/$defs/node"}},
+                },
+                "required": ["name", "children"],
+                "additionalProperties": False,
+            }
+        },
         "$ref": "#/$defs/node",
     },
 }
@@ -116,5 +147,6 @@ def test_optional_properties_are_filled_near_the_top():
 
 def test_same_generator_same_value():
     schema = SCHEMAS["refs"]
-    assert schema_values.value_for(schema, random.Random(5), WORDS) == \
-        schema_values.value_for(schema, random.Random(5), WORDS)
+    assert schema_values.value_for(schema, random.Random(5), WORDS) == schema_values.value_for(
+        schema, random.Random(5), WORDS
+    )

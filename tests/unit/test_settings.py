@@ -2,13 +2,14 @@ import json
 import logging
 
 import pytest
-from aoai.runtime import config as cfg
-from aoai.stages import settings
-from aoai.stages.settings import Settings
 from mitmproxy import exceptions, hooks
 from mitmproxy.addons import proxyserver
 from mitmproxy.test import taddons
 from unit_support import API_KEY, clear_settings_env, make_config, settings_context, start
+
+from aoai.runtime import config as cfg
+from aoai.stages import settings
+from aoai.stages.settings import Settings
 
 
 @pytest.fixture
@@ -65,11 +66,19 @@ def test_environment_variables_are_the_option_defaults(clean_env, tmp_path):
     deployments = tmp_path / "deployments.json"
     deployments.write_text(json.dumps({"only": {"model": "gpt-4o-mini"}}))
     for name, value in {
-        "SIMULATOR_MODE": "Replay", "SIMULATOR_API_KEY": "k", "SIMULATOR_SEED": "42", "RECORDING_AUTOSAVE": "no",
-        "ALLOW_UNDEFINED_OPENAI_DEPLOYMENTS": "false", "SIMULATOR_LATENCY": "0", "DOC_INTELLIGENCE_RPS": "-1",
-        "LATENCY_OPENAI_EMBEDDINGS_MEAN": "40", "LATENCY_OPENAI_EMBEDDINGS_STD_DEV": "4",
-        "SIMULATOR_COMPLETION_TOKENS_MEAN": "10", "RECORDING_IGNORE_FIELDS": "user, seed,,",
-        "OPENAI_DEPLOYMENT_CONFIG_PATH": str(deployments), "REPLAY_MISS_STATUS": "500",
+        "SIMULATOR_MODE": "Replay",
+        "SIMULATOR_API_KEY": "k",
+        "SIMULATOR_SEED": "42",
+        "RECORDING_AUTOSAVE": "no",
+        "ALLOW_UNDEFINED_OPENAI_DEPLOYMENTS": "false",
+        "SIMULATOR_LATENCY": "0",
+        "DOC_INTELLIGENCE_RPS": "-1",
+        "LATENCY_OPENAI_EMBEDDINGS_MEAN": "40",
+        "LATENCY_OPENAI_EMBEDDINGS_STD_DEV": "4",
+        "SIMULATOR_COMPLETION_TOKENS_MEAN": "10",
+        "RECORDING_IGNORE_FIELDS": "user, seed,,",
+        "OPENAI_DEPLOYMENT_CONFIG_PATH": str(deployments),
+        "REPLAY_MISS_STATUS": "500",
     }.items():
         clean_env.setenv(name, value)
     config = cfg.SimulatorConfig()
@@ -107,7 +116,8 @@ def test_a_bad_value_at_start_up_logs_one_error_and_changes_nothing(fresh, caplo
     with caplog.at_level(logging.ERROR):
         tctx.configure(addon, simulator_mode="bogus")
     assert errors(caplog) == [
-        "Cannot start the simulator: SIMULATOR_MODE: unknown mode 'bogus'; use generate, record or replay"]
+        "Cannot start the simulator: SIMULATOR_MODE: unknown mode 'bogus'; use generate, record or replay"
+    ]
     assert config.mode == "generate"
     assert config.api_key == ""  # nothing was applied
 
@@ -120,7 +130,8 @@ def test_a_missing_deployments_file_at_start_up_names_the_file(clean_env, tmp_pa
     with tctx, caplog.at_level(logging.ERROR):
         configure_all(tctx, addon)
     assert errors(caplog) == [
-        f"Cannot start the simulator: {missing}: cannot read the deployments file (No such file or directory)"]
+        f"Cannot start the simulator: {missing}: cannot read the deployments file (No such file or directory)"
+    ]
 
 
 BAD_VALUES = [
@@ -139,20 +150,39 @@ BAD_VALUES = [
     ("replay_timing", "later", "REPLAY_TIMING: unknown timing 'later'; use recorded, model or none"),
     ("replay_miss_status", "200", "REPLAY_MISS_STATUS: expected an HTTP error status (400-599), got '200'"),
     ("recording_file_suffix", "a/b", "RECORDING_FILE_SUFFIX: letters, digits, '.', '_' and '-' only, got 'a/b'"),
-    ("simulator_peers", "127.0.0.1:8001", "SIMULATOR_PEERS: expected base URLs such as http://127.0.0.1:8001, "
-                                          "got '127.0.0.1:8001'"),
-    ("simulator_peers", "http://127.0.0.1:8001", "SIMULATOR_PEER_SECRET: workers (SIMULATOR_PEERS) need a secret "
-                                                 "of at least 16 characters for their calls to each other; "
-                                                 "scripts/workers.py makes one"),
-    ("simulator_seed", "9223372036854775808", "SIMULATOR_SEED: expected a whole number from -9223372036854775808 to "
-                                              "9223372036854775807, got '9223372036854775808'"),
-    ("ptu_input_tpm_per_ptu", "gpt-4o=99999999999", "PTU_INPUT_TPM_PER_PTU: expected model=tokens with a whole "
-                                                     "number of tokens from 1 to 1000000000, got 'gpt-4o=99999999999'"),
+    (
+        "simulator_peers",
+        "127.0.0.1:8001",
+        "SIMULATOR_PEERS: expected base URLs such as http://127.0.0.1:8001, got '127.0.0.1:8001'",
+    ),
+    (
+        "simulator_peers",
+        "http://127.0.0.1:8001",
+        "SIMULATOR_PEER_SECRET: workers (SIMULATOR_PEERS) need a secret "
+        "of at least 16 characters for their calls to each other; "
+        "scripts/workers.py makes one",
+    ),
+    (
+        "simulator_seed",
+        "9223372036854775808",
+        "SIMULATOR_SEED: expected a whole number from -9223372036854775808 to "
+        "9223372036854775807, got '9223372036854775808'",
+    ),
+    (
+        "ptu_input_tpm_per_ptu",
+        "gpt-4o=99999999999",
+        "PTU_INPUT_TPM_PER_PTU: expected model=tokens with a whole "
+        "number of tokens from 1 to 1000000000, got 'gpt-4o=99999999999'",
+    ),
     ("responses_stored", "2.5", "RESPONSES_STORED: expected a whole number, got '2.5'"),
     ("responses_stored", "-1", "RESPONSES_STORED: must not be below 0, got -1"),
     ("prompt_cache_idle_seconds", "soon", "PROMPT_CACHE_IDLE_SECONDS: expected a number, got 'soon'"),
-    ("azure_openai_endpoint", "myres.openai.azure.com", "AZURE_OPENAI_ENDPOINT: expected an http(s) URL such as "
-                                                       "https://NAME.openai.azure.com, got 'myres.openai.azure.com'"),
+    (
+        "azure_openai_endpoint",
+        "myres.openai.azure.com",
+        "AZURE_OPENAI_ENDPOINT: expected an http(s) URL such as "
+        "https://NAME.openai.azure.com, got 'myres.openai.azure.com'",
+    ),
     ("azure_openai_timeout_seconds", "0", "AZURE_OPENAI_TIMEOUT_SECONDS: must be above 0"),
     ("azure_openai_timeout_seconds", "soon", "AZURE_OPENAI_TIMEOUT_SECONDS: expected a number, got 'soon'"),
 ]
@@ -168,16 +198,26 @@ def test_a_bad_value_while_running_raises_and_changes_nothing(fresh, option, val
         tctx.configure(addon, **{option: value})
     assert str(caught.value) == message
     assert getattr(tctx.options, option) == settings.BY_OPTION[option].default  # rolled back
-    assert (config.mode, config.seed, config.completion_tokens, config.latency_defaults,
-            config.tool_call_share) == before
+    assert (
+        config.mode,
+        config.seed,
+        config.completion_tokens,
+        config.latency_defaults,
+        config.tool_call_share,
+    ) == before
 
 
 def test_good_values_while_running_apply(fresh):
     config, addon, tctx = fresh
     tctx.configure(addon, simulator_api_key=API_KEY)
     start(addon)
-    tctx.configure(addon, simulator_mode=" RECORD ", latency_openai_chat_completions_mean="20",
-                   simulator_tool_call_share="0.25", simulator_seed="-7")
+    tctx.configure(
+        addon,
+        simulator_mode=" RECORD ",
+        latency_openai_chat_completions_mean="20",
+        simulator_tool_call_share="0.25",
+        simulator_seed="-7",
+    )
     assert config.mode == "record"
     assert config.latency_defaults == {"chat_completions": cfg.Normal(20.0, 0.0)}
     assert config.tool_call_share == 0.25
@@ -210,8 +250,7 @@ def test_deployments_file_errors_while_running_name_the_file(fresh, tmp_path):
     good = tmp_path / "good.json"
     good.write_text(json.dumps({"a": {"model": "gpt-4o"}, "b": {"model": "text-embedding-3-large"}}))
     tctx.configure(addon, openai_deployment_config_path=str(good))
-    assert {n: d.model.name for n, d in config.deployments.items()} == {"a": "gpt-4o",
-                                                                      "b": "text-embedding-3-large"}
+    assert {n: d.model.name for n, d in config.deployments.items()} == {"a": "gpt-4o", "b": "text-embedding-3-large"}
     tctx.configure(addon, openai_deployment_config_path="")
     assert set(config.deployments) == set(cfg.default_deployments())
 
@@ -261,8 +300,10 @@ def test_the_banner_shows_how_to_call(fresh, caplog):
     assert "API key:     the-key" in banner
     assert "gpt-4o (gpt-4o)" in banner and "(undefined names answered too)" in banner
     # The URL is quoted: a shell would glob its "?".
-    assert "curl 'http://localhost:8000/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21' " \
-           "-H 'api-key: the-key'" in banner
+    assert (
+        "curl 'http://localhost:8000/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21' "
+        "-H 'api-key: the-key'" in banner
+    )
 
 
 def test_banner_with_a_bound_address():

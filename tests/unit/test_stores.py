@@ -10,6 +10,10 @@ import sys
 import tracemalloc
 
 import pytest
+from mitmproxy.test import taddons, tflow
+from test_generate import answer
+from unit_support import admit, chat_path, json_of, make_config, make_flow
+
 from aoai.docintel import layout
 from aoai.docintel import service as docintel
 from aoai.openai import catalogue
@@ -24,15 +28,13 @@ from aoai.runtime.streams import StreamServer
 from aoai.stages import checks
 from aoai.stages.metrics import Metrics
 from aoai.stages.ratelimit import Limits, client_identity
-from mitmproxy.test import taddons, tflow
-from test_generate import answer
-from unit_support import admit, chat_path, json_of, make_config, make_flow
 
 GPT4O = catalogue.MODELS["gpt-4o"]
 HELLO = {"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 5}
 
 
 # --- stored responses -------------------------------------------------------------------------
+
 
 def stored(n: int, size: int) -> StoredResponse:
     return StoredResponse({"id": f"resp_{n}"}, [], [], size)
@@ -70,14 +72,33 @@ def responses_flow(body: dict, headers: dict | None = None):
 def test_a_stored_response_counts_its_request_its_answer_and_the_turns_it_carries():
     config = make_config()
     image = "data:image/png;base64," + "A" * 200_000
-    first = answer(responses_flow({"model": "gpt-4o", "input": [{"role": "user", "content": [
-        {"type": "input_text", "text": "What is this?"}, {"type": "input_image", "image_url": image}]}],
-        "max_output_tokens": 20}), config)
+    first = answer(
+        responses_flow(
+            {
+                "model": "gpt-4o",
+                "input": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "input_text", "text": "What is this?"},
+                            {"type": "input_image", "image_url": image},
+                        ],
+                    }
+                ],
+                "max_output_tokens": 20,
+            }
+        ),
+        config,
+    )
     first_id = json_of(first.response)["id"]
     first_size = config.stored_responses.get(first_id).size
     assert len(first.request.content) < first_size < len(first.request.content) + 2048 + 20 * 8 + 3 * 400
-    second = answer(responses_flow({"model": "gpt-4o", "input": "And now?", "previous_response_id": first_id,
-                                    "max_output_tokens": 20}), config)
+    second = answer(
+        responses_flow(
+            {"model": "gpt-4o", "input": "And now?", "previous_response_id": first_id, "max_output_tokens": 20}
+        ),
+        config,
+    )
     second_size = config.stored_responses.get(json_of(second.response)["id"]).size
     # The earlier turns (and their image) are held by the new response too: counted with it.
     assert second_size > first_size + len(second.request.content)
@@ -122,13 +143,18 @@ def test_a_response_too_large_to_keep_answers_404_when_retrieved():
 
 # --- the prompt cache ---------------------------------------------------------------------------
 
+
 def test_the_prompt_cache_is_bounded_in_bytes_and_never_keeps_the_name():
     cache = PromptCache(idle_s=300, max_bytes=10 * ENTRY_BYTES)
     long_name = "d" * 20_000
     for n in range(30):
         cache.use(long_name + str(n), [n] * 2048, now=n)
-    assert len(cache) == 10 and cache.usage() == {"count": 10, "maxCount": 10, "bytes": 10 * ENTRY_BYTES,
-                                                  "maxBytes": 10 * ENTRY_BYTES}
+    assert len(cache) == 10 and cache.usage() == {
+        "count": 10,
+        "maxCount": 10,
+        "bytes": 10 * ENTRY_BYTES,
+        "maxBytes": 10 * ENTRY_BYTES,
+    }
     assert all(isinstance(k, bytes) and len(k) == 16 for k in cache._seen)
 
 
@@ -148,6 +174,7 @@ def test_a_prompt_cache_entry_takes_what_entry_bytes_says():
 
 
 # --- early-retry hints ------------------------------------------------------------------------
+
 
 def flow_with_id(request_id: str, path: str = "/openai/deployments/d/chat/completions"):
     f = tflow.tflow()
@@ -200,6 +227,7 @@ def test_a_hint_takes_what_entry_bytes_says():
 
 # --- images -------------------------------------------------------------------------------------
 
+
 def test_images_are_bounded_in_bytes_and_one_too_large_is_not_kept(caplog):
     store = media.ImageStore(ttl=60, max_bytes=1000)
     names = [store.put(bytes(400), "image/png", "png")[0] for _ in range(3)]
@@ -212,9 +240,20 @@ def test_images_are_bounded_in_bytes_and_one_too_large_is_not_kept(caplog):
 
 # --- Document Intelligence results ------------------------------------------------------------
 
+
 def analysis(n: int, pages: int = 1) -> layout.Analysis:
-    return layout.Analysis(f"result-{n}", "documentintelligence", "prebuilt-read", "2024-11-30", "textElements",
-                           list(range(1, pages + 1)), "inch", n, 0, 0)
+    return layout.Analysis(
+        f"result-{n}",
+        "documentintelligence",
+        "prebuilt-read",
+        "2024-11-30",
+        "textElements",
+        list(range(1, pages + 1)),
+        "inch",
+        n,
+        0,
+        0,
+    )
 
 
 def test_document_intelligence_results_are_bounded_in_bytes():
@@ -232,9 +271,21 @@ def test_an_analysis_takes_no_more_than_analysis_bytes_says():
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        kept = [layout.Analysis(f"{n:036d}", "documentintelligence", "prebuilt-read", "2024-11-30", "textElements",
-                                list(range(10**6, 10**6 + 20)), "inch", 2**63 + n, 1.0 * n, 2.0 * n)
-                for n in range(2000)]
+        kept = [
+            layout.Analysis(
+                f"{n:036d}",
+                "documentintelligence",
+                "prebuilt-read",
+                "2024-11-30",
+                "textElements",
+                list(range(10**6, 10**6 + 20)),
+                "inch",
+                2**63 + n,
+                1.0 * n,
+                2.0 * n,
+            )
+            for n in range(2000)
+        ]
         grown = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
@@ -243,10 +294,18 @@ def test_an_analysis_takes_no_more_than_analysis_bytes_says():
 
 # --- recordings ---------------------------------------------------------------------------------
 
+
 def interaction(n: int, size: int = 1000) -> recording.Interaction:
-    return recording.Interaction("POST", "/openai/deployments/gpt-4o/chat/completions", [("api-version", "x")],
-                                 {"content-type": "application/json"}, b'{"n": %d}' % n, 200,
-                                 {"content-type": "application/json"}, b'{"a": "' + b"x" * size + b'"}')
+    return recording.Interaction(
+        "POST",
+        "/openai/deployments/gpt-4o/chat/completions",
+        [("api-version", "x")],
+        {"content-type": "application/json"},
+        b'{"n": %d}' % n,
+        200,
+        {"content-type": "application/json"},
+        b'{"a": "' + b"x" * size + b'"}',
+    )
 
 
 def test_pending_recordings_past_their_bound_are_taken_to_be_saved_with_one_warning(tmp_path, caplog):
@@ -298,8 +357,7 @@ def test_the_record_stage_saves_them_in_a_worker_thread(tmp_path):
 
 def test_pending_streams_count_their_events():
     streamed = interaction(0, 0)
-    streamed.events = [recording.Event(float(i), {"choices": [{"delta": {"content": "w" * 100}}]})
-                       for i in range(50)]
+    streamed.events = [recording.Event(float(i), {"choices": [{"delta": {"content": "w" * 100}}]}) for i in range(50)]
     assert recording.interaction_bytes(streamed) > 50 * 100
 
 
@@ -324,6 +382,7 @@ def test_parsed_recordings_kept_in_memory_are_bounded_in_bytes(tmp_path):
 
 # --- caches keyed by client strings ----------------------------------------------------------
 
+
 def test_the_route_cache_never_keeps_a_long_path():
     table = RouteTable(ROUTES)
     long_path = "/openai/deployments/" + "d" * 100_000 + "/chat/completions"
@@ -333,8 +392,11 @@ def test_the_route_cache_never_keeps_a_long_path():
     assert table.resolve("X" * 100, "/++/health").route is None
     assert len(table._recent) == 0
     table.resolve("POST", chat_path())
-    assert len(table._recent) == 1 and table.usage() == {"count": 1, "maxCount": table.CACHED,
-                                                         "maxPathChars": table.CACHED_PATH_CHARS}
+    assert len(table._recent) == 1 and table.usage() == {
+        "count": 1,
+        "maxCount": table.CACHED,
+        "maxPathChars": table.CACHED_PATH_CHARS,
+    }
 
 
 def test_long_api_versions_are_never_remembered():
@@ -346,6 +408,7 @@ def test_long_api_versions_are_never_remembered():
 
 
 # --- labels ---------------------------------------------------------------------------------------
+
 
 def test_label_values_are_capped_and_long_names_stay_apart():
     short = "gpt-4o"
@@ -407,8 +470,9 @@ def test_the_fault_book_keeps_undefined_deployments_by_label():
 def test_throttled_undefined_deployments_share_windows_and_counters_by_label():
     config = SimulatorConfig(api_key="k")
     config.deployment_labels.limit = 2
-    config.faults.default = parse_profile([{"kind": "quotaCut", "tokensPerMinute": 10, "forS": 60,
-                                            "everyS": 60}], "faults")
+    config.faults.default = parse_profile(
+        [{"kind": "quotaCut", "tokensPerMinute": 10, "forS": 60, "everyS": 60}], "faults"
+    )
     stage = Limits(config)
     with taddons.context(stage):
         for n in range(20):
@@ -426,33 +490,49 @@ def test_throttled_undefined_deployments_share_windows_and_counters_by_label():
 
 # --- settings and the view ----------------------------------------------------------------------
 
+
 def test_the_settings_bound_every_store(monkeypatch):
+    from unit_support import clear_settings_env, settings_context, start
+
     from aoai.runtime.latency import Gates
     from aoai.stages.generate import Generate
     from aoai.stages.management import Management
     from aoai.stages.record import Record
-    from unit_support import clear_settings_env, settings_context, start
 
     clear_settings_env(monkeypatch)
     config = make_config()
     recordings = recording.RecordingStore("unused")
     limits_stage = Limits(config)
     management = Management(config, StreamServer(), limits_stage, recordings)
-    tctx, settings = settings_context(config, limits_stage, Generate(config, StreamServer(), Gates()),
-                                      Record(config, recordings), management)
+    tctx, settings = settings_context(
+        config, limits_stage, Generate(config, StreamServer(), Gates()), Record(config, recordings), management
+    )
     saved = (media.images.max_bytes, docintel.SERVICE.store.max_bytes)
     try:
         with tctx:
             tctx.configure(settings, simulator_api_key=config.api_key)
             start(settings)
-            tctx.configure(settings, responses_stored_max_bytes="1000", prompt_cache_max_bytes="4000",
-                           retry_hints_max_bytes="1600", images_stored_max_bytes="2000",
-                           doc_intelligence_results_max_bytes="3000", recording_pending_max_bytes="5000",
-                           recording_cache_max_bytes="6000", metrics_max_deployment_labels="7")
-            assert config.bounds == Bounds(responses_stored_bytes=1000, prompt_cache_bytes=4000,
-                                           retry_hints_bytes=1600, images_stored_bytes=2000,
-                                           doc_intelligence_results_bytes=3000, recording_pending_bytes=5000,
-                                           recording_cache_bytes=6000, metrics_deployment_labels=7)
+            tctx.configure(
+                settings,
+                responses_stored_max_bytes="1000",
+                prompt_cache_max_bytes="4000",
+                retry_hints_max_bytes="1600",
+                images_stored_max_bytes="2000",
+                doc_intelligence_results_max_bytes="3000",
+                recording_pending_max_bytes="5000",
+                recording_cache_max_bytes="6000",
+                metrics_max_deployment_labels="7",
+            )
+            assert config.bounds == Bounds(
+                responses_stored_bytes=1000,
+                prompt_cache_bytes=4000,
+                retry_hints_bytes=1600,
+                images_stored_bytes=2000,
+                doc_intelligence_results_bytes=3000,
+                recording_pending_bytes=5000,
+                recording_cache_bytes=6000,
+                metrics_deployment_labels=7,
+            )
             flow = make_flow("GET", "/++/limits", key=config.api_key)
             admit(flow, config)
             management.request(flow)
@@ -460,8 +540,14 @@ def test_the_settings_bound_every_store(monkeypatch):
     finally:
         media.images.max_bytes, docintel.SERVICE.store.max_bytes = saved
     assert {name: stores[name]["maxBytes"] for name in stores if "maxBytes" in stores[name]} == {
-        "responses": 1000, "images": 2000, "documentIntelligenceResults": 3000, "promptCache": 4000,
-        "retryHints": 1600, "pendingRecordings": 5000, "recordingCache": 6000}
+        "responses": 1000,
+        "images": 2000,
+        "documentIntelligenceResults": 3000,
+        "promptCache": 4000,
+        "retryHints": 1600,
+        "pendingRecordings": 5000,
+        "recordingCache": 6000,
+    }
     assert stores["responses"]["settings"] == {"maxCount": "RESPONSES_STORED", "maxBytes": "RESPONSES_STORED_MAX_BYTES"}
     assert stores["undefinedDeploymentLabels"]["maxCount"] == 7
     assert stores["retryHints"]["maxCount"] == 10 and stores["promptCache"]["maxCount"] == 20

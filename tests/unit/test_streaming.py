@@ -7,15 +7,20 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from mitmproxy.test import taddons
+from unit_support import chat_path, make_flow, run
+
 from aoai.runtime.state import context_of
 from aoai.runtime.streams import PLAN_HEADER, StreamPlan, StreamServer
 from aoai.stages import streaming
 from aoai.stages.streaming import Streaming
-from mitmproxy.test import taddons
-from unit_support import chat_path, make_flow, run
 
-FRAMES = [(0.0, b"data: {\"a\":1}\n\n"), (0.05, b"data: {\"b\":2}\n\n"), (0.10, b"data: {\"c\":3}\n\n"),
-          (0.10, b"data: [DONE]\n\n")]
+FRAMES = [
+    (0.0, b'data: {"a":1}\n\n'),
+    (0.05, b'data: {"b":2}\n\n'),
+    (0.10, b'data: {"c":3}\n\n'),
+    (0.10, b"data: [DONE]\n\n"),
+]
 
 
 def planned_flow(server: StreamServer, frames=FRAMES) -> tuple:
@@ -93,7 +98,7 @@ def test_a_plan_is_written_to_the_clients_connection_frame_by_frame(monkeypatch)
 def test_a_client_that_goes_away_ends_its_stream_early(monkeypatch):
     server = StreamServer()
     stage = Streaming(server)
-    frames = [(i * 0.02, b"data: {\"n\":%d}\n\n" % i) for i in range(50)]
+    frames = [(i * 0.02, b'data: {"n":%d}\n\n' % i) for i in range(50)]
     flow, plan = planned_flow(server, frames)
 
     async def main():
@@ -110,7 +115,7 @@ def test_a_client_that_goes_away_ends_its_stream_early(monkeypatch):
     assert took < 0.2  # not the 1 s the rest of the stream would have taken
     assert not plan.completed and 0 < plan.sent < len(frames)
     assert server.active == 0
-    assert flow.response.content == b"".join(data for _, data in frames[:plan.sent])
+    assert flow.response.content == b"".join(data for _, data in frames[: plan.sent])
 
 
 def test_without_a_plain_client_connection_the_flow_goes_to_the_loopback_server():
@@ -197,7 +202,7 @@ def test_a_client_gone_before_its_stream_ends_is_not_remembered(monkeypatch):
 
     server = StreamServer()
     stage = Streaming(server)
-    flow, plan = planned_flow(server)
+    flow, _plan = planned_flow(server)
 
     async def main():
         reader, writer = await connected_pair()

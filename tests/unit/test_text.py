@@ -1,6 +1,7 @@
 import random
 
 import pytest
+
 from aoai.openai import text, tokens
 
 

@@ -2,6 +2,7 @@ import hashlib
 import os
 
 import pytest
+
 from aoai.openai import tokens
 
 HELLO = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "Hello!"}]
@@ -33,10 +34,24 @@ def test_content_parts_count_text_and_images(enc):
     as_string = [{"role": "user", "content": "Hello!"}]
     as_parts = [{"role": "user", "content": [{"type": "text", "text": "Hello!"}]}]
     assert tokens.count_chat_prompt(as_parts, enc) == tokens.count_chat_prompt(as_string, enc)
-    low = [{"role": "user", "content": [{"type": "text", "text": "Hello!"},
-                                        {"type": "image_url", "image_url": {"url": "x", "detail": "low"}}]}]
-    high = [{"role": "user", "content": [{"type": "text", "text": "Hello!"},
-                                         {"type": "image_url", "image_url": {"url": "x", "detail": "high"}}]}]
+    low = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Hello!"},
+                {"type": "image_url", "image_url": {"url": "x", "detail": "low"}},
+            ],
+        }
+    ]
+    high = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Hello!"},
+                {"type": "image_url", "image_url": {"url": "x", "detail": "high"}},
+            ],
+        }
+    ]
     base = tokens.count_chat_prompt(as_string, enc)
     assert tokens.count_chat_prompt(low, enc) == base + 85
     assert tokens.count_chat_prompt(high, enc) == base + 255
@@ -53,9 +68,16 @@ def test_assistant_tool_calls_are_counted(enc):
 
 
 def test_tools_add_their_rendering(enc):
-    tools = [{"type": "function", "function": {
-        "name": "get_weather", "description": "Weather of a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather of a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+        }
+    ]
     with_tools = tokens.count_chat_prompt(HELLO, enc, tools)
     assert with_tools == 19 + tokens.count_tools(tools, enc)
     assert tokens.count_tools(tools, enc) > 9  # the namespace text plus 9 overhead tokens
@@ -65,12 +87,15 @@ def test_special_token_text_is_counted_as_text(enc):
     assert tokens.count("<|endoftext|>", enc) > 1
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("Hello!", 2),
-    (["Hello!", "Hello!"], 4),
-    ([1, 2, 3, 4, 5], 5),
-    ([[1, 2, 3], [4, 5]], 5),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("Hello!", 2),
+        (["Hello!", "Hello!"], 4),
+        ([1, 2, 3, 4, 5], 5),
+        ([[1, 2, 3], [4, 5]], 5),
+    ],
+)
 def test_embedding_input_forms(enc, value, expected):
     assert tokens.count_embedding_input(value, enc) == expected
 

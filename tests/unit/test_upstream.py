@@ -7,12 +7,13 @@ import ssl
 
 import httpx
 import pytest
+from mitmproxy import exceptions
+
 from aoai.runtime import upstream
 from aoai.runtime.config import SimulatorConfig
 from aoai.runtime.startup import Startup
 from aoai.runtime.streams import StreamPlan, StreamServer
 from aoai.stages.record import ForwardTarget
-from mitmproxy import exceptions
 
 ENDPOINT = "https://myres.openai.azure.com"
 
@@ -31,28 +32,62 @@ def test_origin_and_endpoint_checks():
     assert not upstream.is_endpoint("https://")
 
 
-@pytest.mark.parametrize("error, status, message", [
-    (httpx.ConnectTimeout("timed out"), 504, f"could not connect to {ENDPOINT}: no answer within 60 s"),
-    (httpx.ReadTimeout("timed out"), 504, f"{ENDPOINT} did not answer within 60 s"),
-    # anyio reports a refused connection as "All connection attempts failed", caused by a group.
-    (caused(httpx.ConnectError("All connection attempts failed"),
-            caused(OSError("All connection attempts failed"),
-                   ExceptionGroup("attempts", [ConnectionRefusedError(111, "Connect call failed ('1.2.3.4', 443)")]))),
-     502, f"could not connect to {ENDPOINT}: connection refused"),
-    (caused(httpx.ConnectError("[Errno -2] Name or service not known"),
-            socket.gaierror(-2, "Name or service not known")),
-     502, f"could not connect to {ENDPOINT}: name or service not known"),
-    (caused(httpx.ConnectError("[SSL] ..."), ssl.SSLCertVerificationError(
-        1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate (_ssl.c:1000)")),
-     502, f"TLS handshake with {ENDPOINT} failed: certificate verify failed: self-signed certificate"),
-    (caused(httpx.ConnectError("[SSL] ..."), ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number "
-                                                             "(_ssl.c:1000)")),
-     502, f"TLS handshake with {ENDPOINT} failed: wrong version number"),
-    (caused(httpx.ReadError("reset"), ConnectionResetError(104, "Connection reset by peer")),
-     502, f"{ENDPOINT} broke off the answer: connection reset by peer"),
-    (httpx.RemoteProtocolError("Server disconnected without sending a response."),
-     502, f"{ENDPOINT} broke off the answer: it closed the connection"),
-])
+@pytest.mark.parametrize(
+    "error, status, message",
+    [
+        (httpx.ConnectTimeout("timed out"), 504, f"could not connect to {ENDPOINT}: no answer within 60 s"),
+        (httpx.ReadTimeout("timed out"), 504, f"{ENDPOINT} did not answer within 60 s"),
+        # anyio reports a refused connection as "All connection attempts failed", caused by a group.
+        (
+            caused(
+                httpx.ConnectError("All connection attempts failed"),
+                caused(
+                    OSError("All connection attempts failed"),
+                    ExceptionGroup("attempts", [ConnectionRefusedError(111, "Connect call failed ('1.2.3.4', 443)")]),
+                ),
+            ),
+            502,
+            f"could not connect to {ENDPOINT}: connection refused",
+        ),
+        (
+            caused(
+                httpx.ConnectError("[Errno -2] Name or service not known"),
+                socket.gaierror(-2, "Name or service not known"),
+            ),
+            502,
+            f"could not connect to {ENDPOINT}: name or service not known",
+        ),
+        (
+            caused(
+                httpx.ConnectError("[SSL] ..."),
+                ssl.SSLCertVerificationError(
+                    1,
+                    "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate (_ssl.c:1000)",
+                ),
+            ),
+            502,
+            f"TLS handshake with {ENDPOINT} failed: certificate verify failed: self-signed certificate",
+        ),
+        (
+            caused(
+                httpx.ConnectError("[SSL] ..."),
+                ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1000)"),
+            ),
+            502,
+            f"TLS handshake with {ENDPOINT} failed: wrong version number",
+        ),
+        (
+            caused(httpx.ReadError("reset"), ConnectionResetError(104, "Connection reset by peer")),
+            502,
+            f"{ENDPOINT} broke off the answer: connection reset by peer",
+        ),
+        (
+            httpx.RemoteProtocolError("Server disconnected without sending a response."),
+            502,
+            f"{ENDPOINT} broke off the answer: it closed the connection",
+        ),
+    ],
+)
 def test_each_fault_names_its_cause(error, status, message):
     fault = upstream.failed(error, ENDPOINT, 60)
     assert (fault.status, fault.message) == (status, message)
@@ -66,14 +101,17 @@ def test_a_verify_failure_names_what_was_wrong():
     assert fault.message == f"TLS handshake with {ENDPOINT} failed: certificate verify failed: self-signed certificate"
 
 
-@pytest.mark.parametrize("status, content_type, body, passes", [
-    (200, "text/plain", b"fine", True),  # not a server error: not judged
-    (404, "text/html", b"<html/>", True),
-    (500, "application/json", b'{"error": {"code": "InternalServerError", "message": "x"}}', True),
-    (503, "text/html", b"<html>Service Unavailable</html>", False),
-    (502, "application/json", b"[1, 2]", False),  # JSON, but not an error object
-    (504, "", b"", False),
-])
+@pytest.mark.parametrize(
+    "status, content_type, body, passes",
+    [
+        (200, "text/plain", b"fine", True),  # not a server error: not judged
+        (404, "text/html", b"<html/>", True),
+        (500, "application/json", b'{"error": {"code": "InternalServerError", "message": "x"}}', True),
+        (503, "text/html", b"<html>Service Unavailable</html>", False),
+        (502, "application/json", b"[1, 2]", False),  # JSON, but not an error object
+        (504, "", b"", False),
+    ],
+)
 def test_only_server_errors_that_are_not_json_objects_are_replaced(status, content_type, body, passes):
     fault = upstream.bad_answer(status, content_type, body, ENDPOINT, "Service Unavailable")
     assert (fault is None) == passes
@@ -88,24 +126,43 @@ def test_an_html_gateway_page_is_named_by_status_and_type():
 
 
 def test_request_headers_drop_credentials_and_framing_and_keep_the_clients_encoding():
-    sent = [("Host", "localhost:8000"), ("api-key", "simulator-key"), ("Authorization", "Bearer t"),
-            ("Content-Type", "application/json"), ("Content-Length", "12"), ("Connection", "keep-alive"),
-            ("x-ms-client-request-id", "abc"), ("Accept-Encoding", "gzip")]
+    sent = [
+        ("Host", "localhost:8000"),
+        ("api-key", "simulator-key"),
+        ("Authorization", "Bearer t"),
+        ("Content-Type", "application/json"),
+        ("Content-Length", "12"),
+        ("Connection", "keep-alive"),
+        ("x-ms-client-request-id", "abc"),
+        ("Accept-Encoding", "gzip"),
+    ]
     out = upstream.request_headers(sent, ("api-key", "authorization"))
-    assert out == [("Content-Type", "application/json"), ("x-ms-client-request-id", "abc"),
-                   ("accept-encoding", "gzip")]
+    assert out == [("Content-Type", "application/json"), ("x-ms-client-request-id", "abc"), ("accept-encoding", "gzip")]
     # No accept-encoding from the client: ask for none, rather than httpx's default gzip.
     assert upstream.request_headers([("content-type", "application/json")]) == [
-        ("content-type", "application/json"), ("accept-encoding", "identity")]
+        ("content-type", "application/json"),
+        ("accept-encoding", "identity"),
+    ]
 
 
 def test_response_headers_drop_framing_and_with_decoded_bodies_the_encoding():
-    raw = [(b"Content-Type", b"application/json"), (b"Content-Length", b"5"), (b"Transfer-Encoding", b"chunked"),
-           (b"Content-Encoding", b"gzip"), (b"apim-request-id", b"r1"), (b"Connection", b"close")]
-    assert upstream.response_headers(raw) == [(b"Content-Type", b"application/json"), (b"Content-Encoding", b"gzip"),
-                                              (b"apim-request-id", b"r1")]
-    assert upstream.response_headers(raw, decoded=True) == [(b"Content-Type", b"application/json"),
-                                                            (b"apim-request-id", b"r1")]
+    raw = [
+        (b"Content-Type", b"application/json"),
+        (b"Content-Length", b"5"),
+        (b"Transfer-Encoding", b"chunked"),
+        (b"Content-Encoding", b"gzip"),
+        (b"apim-request-id", b"r1"),
+        (b"Connection", b"close"),
+    ]
+    assert upstream.response_headers(raw) == [
+        (b"Content-Type", b"application/json"),
+        (b"Content-Encoding", b"gzip"),
+        (b"apim-request-id", b"r1"),
+    ]
+    assert upstream.response_headers(raw, decoded=True) == [
+        (b"Content-Type", b"application/json"),
+        (b"apim-request-id", b"r1"),
+    ]
 
 
 class Source:
@@ -161,7 +218,7 @@ def test_record_mode_needs_an_endpoint_or_a_forwarder():
     startup = Startup()
     startup.running = True  # at run time a refusal is an option error (PATCH /++/config: 400)
     target = ForwardTarget(config, startup)
-    with pytest.raises(exceptions.OptionsError, match="^AZURE_OPENAI_ENDPOINT: record mode forwards"):
+    with pytest.raises(exceptions.OptionsError, match=r"^AZURE_OPENAI_ENDPOINT: record mode forwards"):
         target.configure({"simulator_mode"})
     target.configure({"log_level"})  # unrelated options: not checked
     config.recording.forwarders.append(lambda context: None)

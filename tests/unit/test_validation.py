@@ -1,4 +1,5 @@
 import pytest
+
 from aoai.openai import catalogue, validation
 from aoai.openai.validation import Invalid
 
@@ -24,15 +25,27 @@ CHAT_CASES = [
     ({"messages": ["hi"]}, "messages[0]", "invalid_type", "expected an object, but got a string"),
     ({"messages": [{"content": "x"}]}, "messages[0].role", "missing_required_parameter", "'messages[0].role'"),
     ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role", "invalid_value", "'robot'"),
-    ({"messages": [USER[0], {"role": "user"}]}, "messages[1].content", "missing_required_parameter",
-     "'messages[1].content'"),
+    (
+        {"messages": [USER[0], {"role": "user"}]},
+        "messages[1].content",
+        "missing_required_parameter",
+        "'messages[1].content'",
+    ),
     ({"messages": [{"role": "assistant"}]}, "messages[0].content", "missing_required_parameter", "content"),
     ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content", "invalid_type", "got an integer"),
     ({"messages": [{"role": "user", "content": ["x"]}]}, "messages[0].content[0]", "invalid_type", "a string"),
-    ({"messages": [{"role": "user", "content": [{"text": "x"}]}]}, "messages[0].content[0]", "invalid_type",
-     "an object"),
-    ({"messages": [{"role": "tool", "content": "42"}]}, "messages[0].tool_call_id", "missing_required_parameter",
-     "tool_call_id"),
+    (
+        {"messages": [{"role": "user", "content": [{"text": "x"}]}]},
+        "messages[0].content[0]",
+        "invalid_type",
+        "an object",
+    ),
+    (
+        {"messages": [{"role": "tool", "content": "42"}]},
+        "messages[0].tool_call_id",
+        "missing_required_parameter",
+        "tool_call_id",
+    ),
     (chat(n=0), "n", "integer_out_of_range", "between 1 and 128, got 0"),
     (chat(n=129), "n", "integer_out_of_range", "got 129"),
     (chat(n="2"), "n", "invalid_type", "expected an integer, but got a string"),
@@ -53,45 +66,115 @@ CHAT_CASES = [
     (chat(max_completion_tokens=-1), "max_completion_tokens", "integer_out_of_range", "at least 1"),
     (chat(tools={}), "tools", "invalid_type", "expected an array"),
     (chat(tools=[{"type": "function"}]), "tools[0].function.name", "missing_required_parameter", "name"),
-    (chat(tools=[TOOL, {"type": "function", "function": {"name": "g", "parameters": "x"}}]),
-     "tools[1].function.parameters", "invalid_type", "expected an object"),
+    (
+        chat(tools=[TOOL, {"type": "function", "function": {"name": "g", "parameters": "x"}}]),
+        "tools[1].function.parameters",
+        "invalid_type",
+        "expected an object",
+    ),
     (chat(tool_choice="sometimes"), "tool_choice", "invalid_value", "'sometimes'"),
     (chat(tool_choice="required"), "tool_choice", None, "only allowed when 'tools'"),
     (chat(tools=[TOOL], tool_choice={"type": "function"}), "tool_choice", "invalid_type", "expected 'none'"),
-    (chat(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "g"}}), "tool_choice", None,
-     "function 'g' is not in 'tools'"),
+    (
+        chat(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "g"}}),
+        "tool_choice",
+        None,
+        "function 'g' is not in 'tools'",
+    ),
     (chat(response_format="json_object"), "response_format", None, "is not of type 'object' - 'response_format'"),
     (chat(response_format={"type": "xml"}), "response_format", "invalid_value", "'xml'"),
-    (chat(response_format={"type": "json_schema"}), "response_format.json_schema.name",
-     "missing_required_parameter", "json_schema.name"),
-    (chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": []}}),
-     "response_format.json_schema.schema", "invalid_type", "expected an object"),
+    (
+        chat(response_format={"type": "json_schema"}),
+        "response_format.json_schema.name",
+        "missing_required_parameter",
+        "json_schema.name",
+    ),
+    (
+        chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": []}}),
+        "response_format.json_schema.schema",
+        "invalid_type",
+        "expected an object",
+    ),
     # Every field that token counting or generation reads has its type checked.
-    ({"messages": [{"role": {}, "content": "x"}]}, "messages[0].role", "invalid_type",
-     "expected one of 'system', 'assistant', 'user', 'function', 'tool', or 'developer', but got an object"),
+    (
+        {"messages": [{"role": {}, "content": "x"}]},
+        "messages[0].role",
+        "invalid_type",
+        "expected one of 'system', 'assistant', 'user', 'function', 'tool', or 'developer', but got an object",
+    ),
     ({"messages": [{"role": "user", "content": []}]}, "messages[0].content", "empty_array", "empty array"),
-    ({"messages": [{"role": "user", "content": [{"type": "video"}]}]}, "messages[0].content[0].type",
-     "invalid_value", "Invalid value: 'video'. Supported values are: 'text', 'image_url', 'input_audio', and 'file'."),
-    ({"messages": [{"role": "assistant", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
-     "messages[0].content[0].type", "invalid_value", "Supported values are: 'text' and 'refusal'."),
-    ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages[0].content[0].text",
-     "missing_required_parameter", "Missing required parameter: 'messages[0].content[0].text'."),
-    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
-     "messages[0].content[0].image_url.url", "missing_required_parameter", "image_url.url"),
-    ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "",
-                                                                                       "format": "ogg"}}]}]},
-     "messages[0].content[0].input_audio.format", "invalid_value", "'wav' and 'mp3'"),
-    ({"messages": [{"role": "assistant", "content": "x", "tool_calls": "c"}]}, "messages[0].tool_calls",
-     "invalid_type", "expected an array, but got a string"),
-    ({"messages": [{"role": "assistant", "content": None, "tool_calls": [{"id": "c", "function": {}}]}]},
-     "messages[0].tool_calls[0].type", "missing_required_parameter", "tool_calls[0].type"),
-    ({"messages": [{"role": "assistant", "content": None,
-                    "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": {}}}]}]},
-     "messages[0].tool_calls[0].function.arguments", "invalid_type", "expected a string, but got an object"),
-    ({"messages": [{"role": "assistant", "content": None, "function_call": {"name": 1, "arguments": "{}"}}]},
-     "messages[0].function_call.name", "invalid_type", "expected a string"),
-    ({"messages": [{"role": "function", "content": "42"}]}, "messages[0].name", "missing_required_parameter",
-     "'messages[0].name'"),
+    (
+        {"messages": [{"role": "user", "content": [{"type": "video"}]}]},
+        "messages[0].content[0].type",
+        "invalid_value",
+        "Invalid value: 'video'. Supported values are: 'text', 'image_url', 'input_audio', and 'file'.",
+    ),
+    (
+        {"messages": [{"role": "assistant", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+        "messages[0].content[0].type",
+        "invalid_value",
+        "Supported values are: 'text' and 'refusal'.",
+    ),
+    (
+        {"messages": [{"role": "user", "content": [{"type": "text"}]}]},
+        "messages[0].content[0].text",
+        "missing_required_parameter",
+        "Missing required parameter: 'messages[0].content[0].text'.",
+    ),
+    (
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+        "messages[0].content[0].image_url.url",
+        "missing_required_parameter",
+        "image_url.url",
+    ),
+    (
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "", "format": "ogg"}}]}
+            ]
+        },
+        "messages[0].content[0].input_audio.format",
+        "invalid_value",
+        "'wav' and 'mp3'",
+    ),
+    (
+        {"messages": [{"role": "assistant", "content": "x", "tool_calls": "c"}]},
+        "messages[0].tool_calls",
+        "invalid_type",
+        "expected an array, but got a string",
+    ),
+    (
+        {"messages": [{"role": "assistant", "content": None, "tool_calls": [{"id": "c", "function": {}}]}]},
+        "messages[0].tool_calls[0].type",
+        "missing_required_parameter",
+        "tool_calls[0].type",
+    ),
+    (
+        {
+            "messages": [
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": {}}}],
+                }
+            ]
+        },
+        "messages[0].tool_calls[0].function.arguments",
+        "invalid_type",
+        "expected a string, but got an object",
+    ),
+    (
+        {"messages": [{"role": "assistant", "content": None, "function_call": {"name": 1, "arguments": "{}"}}]},
+        "messages[0].function_call.name",
+        "invalid_type",
+        "expected a string",
+    ),
+    (
+        {"messages": [{"role": "function", "content": "42"}]},
+        "messages[0].name",
+        "missing_required_parameter",
+        "'messages[0].name'",
+    ),
     (chat(reasoning_effort=1), "reasoning_effort", "invalid_type", "expected one of 'minimal', 'low'"),
     (chat(reasoning_effort="max"), "reasoning_effort", "invalid_value", "'max'"),
     (chat(logit_bias=[]), "logit_bias", "invalid_type", "expected an object, but got an array"),
@@ -101,22 +184,50 @@ CHAT_CASES = [
     (chat(max_completion_tokens=5, max_tokens=0), "max_tokens", "integer_out_of_range", "at least 1"),
     (chat(logprobs=1), "logprobs", "invalid_type", "expected a boolean"),
     (chat(top_logprobs=21), "top_logprobs", "integer_out_of_range", "between 0 and 20"),
-    (chat(stream=True, stream_options={"include_usage": "yes"}), "stream_options.include_usage", "invalid_type",
-     "expected a boolean"),
+    (
+        chat(stream=True, stream_options={"include_usage": "yes"}),
+        "stream_options.include_usage",
+        "invalid_type",
+        "expected a boolean",
+    ),
     (chat(tools=[7]), "tools[0]", "invalid_type", "expected an object, but got an integer"),
     (chat(tools=[{"function": {"name": "f"}}]), "tools[0].type", "missing_required_parameter", "tools[0].type"),
-    (chat(tools=[{"type": "retrieval", "function": {"name": "f"}}]), "tools[0].type", "invalid_value",
-     "Supported values are: 'function'."),
-    (chat(tools=[{"type": "function", "function": {"name": 1}}]), "tools[0].function.name", "invalid_type",
-     "expected a string, but got an integer"),
-    (chat(tools=[{"type": "function", "function": {"name": "f", "description": ["d"]}}]),
-     "tools[0].function.description", "invalid_type", "expected a string"),
-    (chat(tools=[TOOL], tool_choice={"type": "function", "function": 1}), "tool_choice", "invalid_type",
-     "expected 'none'"),
-    (chat(response_format={"type": 1}), "response_format.type", "invalid_type",
-     "expected one of 'text', 'json_object', or 'json_schema', but got an integer"),
-    (chat(response_format={"type": "json_schema", "json_schema": "x"}), "response_format.json_schema",
-     "invalid_type", "expected an object, but got a string"),
+    (
+        chat(tools=[{"type": "retrieval", "function": {"name": "f"}}]),
+        "tools[0].type",
+        "invalid_value",
+        "Supported values are: 'function'.",
+    ),
+    (
+        chat(tools=[{"type": "function", "function": {"name": 1}}]),
+        "tools[0].function.name",
+        "invalid_type",
+        "expected a string, but got an integer",
+    ),
+    (
+        chat(tools=[{"type": "function", "function": {"name": "f", "description": ["d"]}}]),
+        "tools[0].function.description",
+        "invalid_type",
+        "expected a string",
+    ),
+    (
+        chat(tools=[TOOL], tool_choice={"type": "function", "function": 1}),
+        "tool_choice",
+        "invalid_type",
+        "expected 'none'",
+    ),
+    (
+        chat(response_format={"type": 1}),
+        "response_format.type",
+        "invalid_type",
+        "expected one of 'text', 'json_object', or 'json_schema', but got an integer",
+    ),
+    (
+        chat(response_format={"type": "json_schema", "json_schema": "x"}),
+        "response_format.json_schema",
+        "invalid_type",
+        "expected an object, but got a string",
+    ),
 ]
 
 
@@ -141,27 +252,53 @@ def test_reasoning_models_refuse_max_tokens():
     validation.check_chat(chat(max_completion_tokens=10), O3)  # the accepted spelling
 
 
-@pytest.mark.parametrize("body", [
-    chat(),
-    chat(n=128, temperature=0, top_p=1, stop=["a", "b", "c", "d"], seed=1, user="u", max_tokens=1),
-    chat(stream=True, stream_options={"include_usage": True}),
-    {"messages": [{"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function",
-                                                                          "function": {"name": "f",
-                                                                                       "arguments": "{}"}}]},
-                  {"role": "tool", "tool_call_id": "c", "content": "ok"},
-                  {"role": "developer", "content": [{"type": "text", "text": "x"}]}]},
-    chat(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "f"}}),
-    chat(tools=[TOOL], tool_choice="required"),
-    chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}),
-    {"messages": [{"role": "user", "name": "ann", "content": [
-        {"type": "text", "text": "x"}, {"type": "image_url", "image_url": {"url": "data:,", "detail": "high"}},
-        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]},
-        {"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}]},
-        {"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": "{}"}},
-        {"role": "function", "name": "f", "content": "ok"}]},
-    chat(logit_bias={"50256": -100, "1": 2.5}, logprobs=True, top_logprobs=3, reasoning_effort=None,
-         max_completion_tokens=None, max_tokens=5, parallel_tool_calls=False),
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        chat(),
+        chat(n=128, temperature=0, top_p=1, stop=["a", "b", "c", "d"], seed=1, user="u", max_tokens=1),
+        chat(stream=True, stream_options={"include_usage": True}),
+        {
+            "messages": [
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+                },
+                {"role": "tool", "tool_call_id": "c", "content": "ok"},
+                {"role": "developer", "content": [{"type": "text", "text": "x"}]},
+            ]
+        },
+        chat(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "f"}}),
+        chat(tools=[TOOL], tool_choice="required"),
+        chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}),
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "name": "ann",
+                    "content": [
+                        {"type": "text", "text": "x"},
+                        {"type": "image_url", "image_url": {"url": "data:,", "detail": "high"}},
+                        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+                    ],
+                },
+                {"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}]},
+                {"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": "{}"}},
+                {"role": "function", "name": "f", "content": "ok"},
+            ]
+        },
+        chat(
+            logit_bias={"50256": -100, "1": 2.5},
+            logprobs=True,
+            top_logprobs=3,
+            reasoning_effort=None,
+            max_completion_tokens=None,
+            max_tokens=5,
+            parallel_tool_calls=False,
+        ),
+    ],
+)
 def test_valid_chat_bodies_pass(body):
     assert validation.check_chat(body, GPT4O) is None
 

@@ -10,16 +10,28 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from unit_support import admit, chat_path, make_config, make_flow
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                  max_size=4), max_leaves=12)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
 BODIES = {
-    chat_path(): {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]},
-                               {"role": "assistant", "content": None, "tool_calls": [
-                                   {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
-                               {"role": "tool", "tool_call_id": "c", "content": "r"}],
-                  "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
-                  "max_tokens": 5, "n": 1, "stop": ["x"], "response_format": {"type": "json_object"}},
+    chat_path(): {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+            },
+            {"role": "tool", "tool_call_id": "c", "content": "r"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+        "max_tokens": 5,
+        "n": 1,
+        "stop": ["x"],
+        "response_format": {"type": "json_object"},
+    },
     "/openai/deployments/gpt-35-turbo-instruct/completions?api-version=2024-10-21": {"prompt": ["a"], "max_tokens": 3},
     "/openai/deployments/text-embedding-3-small/embeddings?api-version=2024-10-21": {"input": ["a"], "dimensions": 8},
 }

@@ -1,6 +1,7 @@
 """Azure's JSON answers stay JSON whatever a client's bytes were."""
 
 import orjson
+
 from aoai import wire
 
 

@@ -11,10 +11,11 @@ import json
 import random
 from typing import Any
 
-from aoai.runtime.config import SimulatorConfig
-from aoai.stages import routing, settings
 from mitmproxy import http
 from mitmproxy.test import tflow
+
+from aoai.runtime.config import SimulatorConfig
+from aoai.stages import routing, settings
 
 API_KEY = "unit-test-key-0123456789"
 VERSION = "2024-10-21"
@@ -25,8 +26,15 @@ def chat_path(deployment: str = "gpt-4o", version: str | None = VERSION) -> str:
     return f"/openai/deployments/{deployment}/chat/completions{query}"
 
 
-def make_flow(method: str = "POST", path: str = "/", body: Any = None, headers: dict[str, str] | None = None,
-              *, key: str | None = API_KEY, raw: bytes | None = None) -> http.HTTPFlow:
+def make_flow(
+    method: str = "POST",
+    path: str = "/",
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    *,
+    key: str | None = API_KEY,
+    raw: bytes | None = None,
+) -> http.HTTPFlow:
     """A flow as it reaches the addons: `body` is sent as JSON, `raw` as it is."""
     f = tflow.tflow()
     f.request.method = method

@@ -75,8 +75,11 @@ def time_value(hour: int, minute: int) -> Value:
 
 
 def currency_value(amount: float) -> Value:
-    return Value("currency", {"valueCurrency": {"currencySymbol": "$", "amount": amount, "currencyCode": "USD"}},
-                 f"${amount:,.2f}")
+    return Value(
+        "currency",
+        {"valueCurrency": {"currencySymbol": "$", "amount": amount, "currencyCode": "USD"}},
+        f"${amount:,.2f}",
+    )
 
 
 def number_value(n: float) -> Value:
@@ -112,15 +115,25 @@ class _Fake:
     def address(self) -> Value:
         number, road = str(self.rng.randint(1, 9999)), f"{self.name()} {self.rng.choice(['St', 'Ave', 'Rd'])}"
         city, state, postal = self.name(), self.rng.choice(["WA", "NY", "CA", "TX"]), f"{self.rng.randrange(10**5):05d}"
-        return Value("address", {"valueAddress": {"houseNumber": number, "road": road, "postalCode": postal,
-                                                  "city": city, "state": state, "streetAddress": f"{number} {road}",
-                                                  "countryRegion": "USA"}},
-                     f"{number} {road}, {city}, {state} {postal}")
+        return Value(
+            "address",
+            {
+                "valueAddress": {
+                    "houseNumber": number,
+                    "road": road,
+                    "postalCode": postal,
+                    "city": city,
+                    "state": state,
+                    "streetAddress": f"{number} {road}",
+                    "countryRegion": "USA",
+                }
+            },
+            f"{number} {road}, {city}, {state} {postal}",
+        )
 
     def phone(self) -> Value:
         digits = f"555{self.rng.randrange(10**7):07d}"
-        return Value("phoneNumber", {"valuePhoneNumber": "+1" + digits},
-                     f"({digits[:3]}) {digits[3:6]}-{digits[6:]}")
+        return Value("phoneNumber", {"valuePhoneNumber": "+1" + digits}, f"({digits[:3]}) {digits[3:6]}-{digits[6:]}")
 
     def confidence(self, low: float = 0.9) -> float:
         return round(self.rng.uniform(low, 0.999), 3)
@@ -172,9 +185,18 @@ class _Builder:
     def new_page(self, number: int) -> None:
         self.end_page()
         width, height = PAGE_INCHES
-        self.pages.append({"pageNumber": number, "angle": 0, "width": round(width * self.scale, 4),
-                           "height": round(height * self.scale, 4), "unit": self.unit,
-                           "words": [], "lines": [], "spans": []})
+        self.pages.append(
+            {
+                "pageNumber": number,
+                "angle": 0,
+                "width": round(width * self.scale, 4),
+                "height": round(height * self.scale, 4),
+                "unit": self.unit,
+                "words": [],
+                "lines": [],
+                "spans": [],
+            }
+        )
         self._page_start = None
         self.y = MARGIN
 
@@ -201,20 +223,30 @@ class _Builder:
         position = 0
         for word in line_text.split(" "):
             if word:
-                page["words"].append({
-                    "content": word,
-                    "polygon": self.box(x + position * CHAR_WIDTH, y, x + (position + len(word)) * CHAR_WIDTH,
-                                        y + LINE_HEIGHT),
-                    "confidence": self.fake.confidence(), "span": {"offset": offset + position, "length": len(word)}})
+                page["words"].append(
+                    {
+                        "content": word,
+                        "polygon": self.box(
+                            x + position * CHAR_WIDTH, y, x + (position + len(word)) * CHAR_WIDTH, y + LINE_HEIGHT
+                        ),
+                        "confidence": self.fake.confidence(),
+                        "span": {"offset": offset + position, "length": len(word)},
+                    }
+                )
             position += len(word) + 1
         whole = _Place(offset, len(line_text), self.box(x, y, x + len(line_text) * CHAR_WIDTH, y + LINE_HEIGHT))
-        page["lines"].append({"content": line_text, "polygon": whole.polygon,
-                              "spans": [{"offset": offset, "length": len(line_text)}]})
+        page["lines"].append(
+            {"content": line_text, "polygon": whole.polygon, "spans": [{"offset": offset, "length": len(line_text)}]}
+        )
         places, start = [], 0
         for part in parts:
-            places.append(_Place(offset + start, len(part),
-                                 self.box(x + start * CHAR_WIDTH, y, x + (start + len(part)) * CHAR_WIDTH,
-                                          y + LINE_HEIGHT)))
+            places.append(
+                _Place(
+                    offset + start,
+                    len(part),
+                    self.box(x + start * CHAR_WIDTH, y, x + (start + len(part)) * CHAR_WIDTH, y + LINE_HEIGHT),
+                )
+            )
             start += len(part) + 1
         return whole, places
 
@@ -231,10 +263,15 @@ class _Builder:
         widest = max(len(line_text) for line_text in lines)
         content = "\n".join(lines)
         paragraph: dict[str, Any] = {"role": role} if role else {}
-        paragraph.update({"spans": [{"offset": first, "length": len(content)}],
-                          "boundingRegions": self.region(self.box(MARGIN, top, MARGIN + widest * CHAR_WIDTH,
-                                                                  self.y - LINE_STEP + LINE_HEIGHT)),
-                          "content": content})
+        paragraph.update(
+            {
+                "spans": [{"offset": first, "length": len(content)}],
+                "boundingRegions": self.region(
+                    self.box(MARGIN, top, MARGIN + widest * CHAR_WIDTH, self.y - LINE_STEP + LINE_HEIGHT)
+                ),
+                "content": content,
+            }
+        )
         self.paragraphs.append(paragraph)
         self.y += GAP
         return True
@@ -242,15 +279,25 @@ class _Builder:
     def form_line(self, parts: list[str], x: float = MARGIN) -> tuple[_Place, list[_Place]]:
         """A one-line paragraph of label and values, as forms have."""
         whole, places = self.line(parts, x, self.y)
-        self.paragraphs.append({"spans": [{"offset": whole.offset, "length": whole.length}],
-                                "boundingRegions": self.region(whole.polygon), "content": " ".join(parts)})
+        self.paragraphs.append(
+            {
+                "spans": [{"offset": whole.offset, "length": whole.length}],
+                "boundingRegions": self.region(whole.polygon),
+                "content": " ".join(parts),
+            }
+        )
         self.y += LINE_STEP
         return whole, places
 
     def field(self, value: Value, place: _Place) -> dict:
-        return {"type": value.type, **value.typed, "content": value.content,
-                "boundingRegions": self.region(place.polygon), "confidence": self.fake.confidence(0.8),
-                "spans": [{"offset": place.offset, "length": place.length}]}
+        return {
+            "type": value.type,
+            **value.typed,
+            "content": value.content,
+            "boundingRegions": self.region(place.polygon),
+            "confidence": self.fake.confidence(0.8),
+            "spans": [{"offset": place.offset, "length": place.length}],
+        }
 
     def labelled(self, label: str | None, value: Value) -> dict:
         """A "Label: value" line; the field for its value."""
@@ -260,8 +307,12 @@ class _Builder:
     def row(self, values: list[Value]) -> tuple[dict, list[dict]]:
         """A line of several values (an item row); the object place and each value's field."""
         whole, places = self.form_line([v.content for v in values])
-        element = {"content": " ".join(v.content for v in values), "boundingRegions": self.region(whole.polygon),
-                   "confidence": self.fake.confidence(0.8), "spans": [{"offset": whole.offset, "length": whole.length}]}
+        element = {
+            "content": " ".join(v.content for v in values),
+            "boundingRegions": self.region(whole.polygon),
+            "confidence": self.fake.confidence(0.8),
+            "spans": [{"offset": whole.offset, "length": whole.length}],
+        }
         return element, [self.field(v, p) for v, p in zip(values, places, strict=True)]
 
     def table(self, rows: int, columns: int) -> dict | None:
@@ -285,17 +336,33 @@ class _Builder:
                 first = place.offset if first is None else first
                 end = place.offset + place.length
                 cell_box = self.region(self.box(x, y, x + width, y + CELL_HEIGHT))
-                self.paragraphs.append({"spans": [{"offset": place.offset, "length": place.length}],
-                                        "boundingRegions": cell_box, "content": cell_text})
+                self.paragraphs.append(
+                    {
+                        "spans": [{"offset": place.offset, "length": place.length}],
+                        "boundingRegions": cell_box,
+                        "content": cell_text,
+                    }
+                )
                 cell: dict[str, Any] = {"kind": "columnHeader"} if r == 0 else {}
-                cell.update({"rowIndex": r, "columnIndex": c, "content": cell_text, "boundingRegions": cell_box,
-                             "spans": [{"offset": place.offset, "length": place.length}],
-                             "elements": [f"/paragraphs/{len(self.paragraphs) - 1}"]})
+                cell.update(
+                    {
+                        "rowIndex": r,
+                        "columnIndex": c,
+                        "content": cell_text,
+                        "boundingRegions": cell_box,
+                        "spans": [{"offset": place.offset, "length": place.length}],
+                        "elements": [f"/paragraphs/{len(self.paragraphs) - 1}"],
+                    }
+                )
                 cells.append(cell)
         self.y = top + rows * CELL_HEIGHT + 2 * GAP
-        return {"rowCount": rows, "columnCount": columns, "cells": cells,
-                "boundingRegions": self.region(self.box(MARGIN, top, MARGIN + TEXT_WIDTH, top + rows * CELL_HEIGHT)),
-                "spans": [{"offset": first, "length": end - first}]}
+        return {
+            "rowCount": rows,
+            "columnCount": columns,
+            "cells": cells,
+            "boundingRegions": self.region(self.box(MARGIN, top, MARGIN + TEXT_WIDTH, top + rows * CELL_HEIGHT)),
+            "spans": [{"offset": first, "length": end - first}],
+        }
 
     def fill(self, paragraphs: int) -> None:
         for _ in range(paragraphs):
@@ -308,8 +375,13 @@ def _document(b: _Builder, doc_type: str, write: Callable[[_Builder, _Fake], dic
     start = b.length + (1 if b.length else 0)
     fields = write(b, b.fake)
     width, height = PAGE_INCHES
-    return {"docType": doc_type, "boundingRegions": b.region(b.box(0, 0, width, height)), "fields": fields,
-            "confidence": b.fake.confidence(0.95), "spans": [{"offset": start, "length": b.length - start}]}
+    return {
+        "docType": doc_type,
+        "boundingRegions": b.region(b.box(0, 0, width, height)),
+        "fields": fields,
+        "confidence": b.fake.confidence(0.95),
+        "spans": [{"offset": start, "length": b.length - start}],
+    }
 
 
 def _items(b: _Builder, fake: _Fake, count: int, receipt: bool) -> tuple[list[dict], float]:
@@ -321,11 +393,15 @@ def _items(b: _Builder, fake: _Fake, count: int, receipt: bool) -> tuple[list[di
         subtotal += amount
         description = string_value(fake.words(fake.rng.randint(1, 3)).capitalize())
         if receipt:
-            names, values = ["Quantity", "Description", "TotalPrice"], [number_value(quantity), description,
-                                                                        currency_value(amount)]
+            names, values = (
+                ["Quantity", "Description", "TotalPrice"],
+                [number_value(quantity), description, currency_value(amount)],
+            )
         else:
-            names, values = ["Description", "Quantity", "UnitPrice", "Amount"], [
-                description, number_value(quantity), currency_value(price), currency_value(amount)]
+            names, values = (
+                ["Description", "Quantity", "UnitPrice", "Amount"],
+                [description, number_value(quantity), currency_value(price), currency_value(amount)],
+            )
         element, fields = b.row(values)
         elements.append({"type": "object", "valueObject": dict(zip(names, fields, strict=True)), **element})
     return elements, round(subtotal, 2)
@@ -333,11 +409,13 @@ def _items(b: _Builder, fake: _Fake, count: int, receipt: bool) -> tuple[list[di
 
 def _invoice(b: _Builder, fake: _Fake) -> dict:
     b.form_line(["INVOICE"])
-    fields = {"VendorName": b.labelled("Vendor:", string_value(fake.company())),
-              "VendorAddress": b.labelled("Address:", fake.address()),
-              "CustomerName": b.labelled("Bill to:", string_value(fake.company())),
-              "CustomerId": b.labelled("Customer ID:", string_value(f"CID-{fake.rng.randrange(10**5):05d}")),
-              "InvoiceId": b.labelled("Invoice ID:", string_value(f"INV-{fake.rng.randrange(10**6):06d}"))}
+    fields = {
+        "VendorName": b.labelled("Vendor:", string_value(fake.company())),
+        "VendorAddress": b.labelled("Address:", fake.address()),
+        "CustomerName": b.labelled("Bill to:", string_value(fake.company())),
+        "CustomerId": b.labelled("Customer ID:", string_value(f"CID-{fake.rng.randrange(10**5):05d}")),
+        "InvoiceId": b.labelled("Invoice ID:", string_value(f"INV-{fake.rng.randrange(10**6):06d}")),
+    }
     issued = fake.date()
     fields["InvoiceDate"] = b.labelled("Invoice Date:", date_value(issued))
     fields["DueDate"] = b.labelled("Due Date:", date_value(issued + datetime.timedelta(days=30)))
@@ -354,9 +432,11 @@ def _invoice(b: _Builder, fake: _Fake) -> dict:
 
 
 def _receipt(b: _Builder, fake: _Fake) -> dict:
-    fields = {"MerchantName": b.labelled(None, string_value(fake.company())),
-              "MerchantAddress": b.labelled(None, fake.address()),
-              "MerchantPhoneNumber": b.labelled(None, fake.phone())}
+    fields = {
+        "MerchantName": b.labelled(None, string_value(fake.company())),
+        "MerchantAddress": b.labelled(None, fake.address()),
+        "MerchantPhoneNumber": b.labelled(None, fake.phone()),
+    }
     when = [date_value(fake.date()), time_value(fake.rng.randint(7, 22), fake.rng.randrange(60))]
     _, (date_field, time_field) = b.row(when)
     fields["TransactionDate"], fields["TransactionTime"] = date_field, time_field
@@ -375,15 +455,17 @@ def _receipt(b: _Builder, fake: _Fake) -> dict:
 def _id_document(b: _Builder, fake: _Fake) -> dict:
     b.form_line(["DRIVER", "LICENSE"])
     born = fake.date() - datetime.timedelta(days=365 * fake.rng.randint(18, 70))
-    return {"Region": b.labelled(None, string_value(fake.name())),
-            "DocumentNumber": b.labelled("DL", string_value(f"D{fake.rng.randrange(10**8):08d}")),
-            "LastName": b.labelled("LN", string_value(fake.name())),
-            "FirstName": b.labelled("FN", string_value(fake.name())),
-            "DateOfBirth": b.labelled("DOB", date_value(born)),
-            "DateOfExpiration": b.labelled("EXP", date_value(fake.date() + datetime.timedelta(days=1500))),
-            "Sex": b.labelled("SEX", string_value(fake.rng.choice(["F", "M", "X"]))),
-            "Address": b.labelled(None, fake.address()),
-            "CountryRegion": {"type": "countryRegion", "valueCountryRegion": "USA", "confidence": fake.confidence()}}
+    return {
+        "Region": b.labelled(None, string_value(fake.name())),
+        "DocumentNumber": b.labelled("DL", string_value(f"D{fake.rng.randrange(10**8):08d}")),
+        "LastName": b.labelled("LN", string_value(fake.name())),
+        "FirstName": b.labelled("FN", string_value(fake.name())),
+        "DateOfBirth": b.labelled("DOB", date_value(born)),
+        "DateOfExpiration": b.labelled("EXP", date_value(fake.date() + datetime.timedelta(days=1500))),
+        "Sex": b.labelled("SEX", string_value(fake.rng.choice(["F", "M", "X"]))),
+        "Address": b.labelled(None, fake.address()),
+        "CountryRegion": {"type": "countryRegion", "valueCountryRegion": "USA", "confidence": fake.confidence()},
+    }
 
 
 def _business_card(b: _Builder, fake: _Fake) -> dict:
@@ -393,12 +475,14 @@ def _business_card(b: _Builder, fake: _Fake) -> dict:
     def listed(label: str | None, value: Value) -> dict:
         return {"type": "array", "valueArray": [b.labelled(label, value)]}
 
-    return {"ContactNames": {"type": "array", "valueArray": [contact]},
-            "JobTitles": listed(None, string_value(fake.name(2))),
-            "CompanyNames": listed(None, string_value(fake.company())),
-            "Emails": listed(None, string_value(f"{fake.name().lower()}@example.com")),
-            "MobilePhones": listed("mobile", fake.phone()),
-            "Addresses": listed(None, fake.address())}
+    return {
+        "ContactNames": {"type": "array", "valueArray": [contact]},
+        "JobTitles": listed(None, string_value(fake.name(2))),
+        "CompanyNames": listed(None, string_value(fake.company())),
+        "Emails": listed(None, string_value(f"{fake.name().lower()}@example.com")),
+        "MobilePhones": listed("mobile", fake.phone()),
+        "Addresses": listed(None, fake.address()),
+    }
 
 
 _DOCUMENT_MODELS: dict[str, tuple[str, Callable[[_Builder, _Fake], dict]]] = {
@@ -416,12 +500,21 @@ def _key_value_pairs(b: _Builder, fake: _Fake, count: int) -> list[dict]:
         value = fake.words(fake.rng.randint(1, 4))
         _, (labelled, value_place) = b.form_line([f"{key}:", value])
         key_place = b.trimmed(labelled, 1)  # the key without its colon
-        pairs.append({
-            "key": {"content": key, "boundingRegions": b.region(key_place.polygon),
-                    "spans": [{"offset": key_place.offset, "length": key_place.length}]},
-            "value": {"content": value, "boundingRegions": b.region(value_place.polygon),
-                      "spans": [{"offset": value_place.offset, "length": value_place.length}]},
-            "confidence": fake.confidence(0.5)})
+        pairs.append(
+            {
+                "key": {
+                    "content": key,
+                    "boundingRegions": b.region(key_place.polygon),
+                    "spans": [{"offset": key_place.offset, "length": key_place.length}],
+                },
+                "value": {
+                    "content": value,
+                    "boundingRegions": b.region(value_place.polygon),
+                    "spans": [{"offset": value_place.offset, "length": value_place.length}],
+                },
+                "confidence": fake.confidence(0.5),
+            }
+        )
     return pairs
 
 
@@ -450,9 +543,13 @@ def build_result(analysis: Analysis) -> dict:
                 tables.append(table)
         b.fill(fake.rng.randint(1, 3))
     b.end_page()
-    result: dict[str, Any] = {"apiVersion": analysis.api_version, "modelId": model,
-                              "stringIndexType": analysis.string_index_type, "content": b.content,
-                              "pages": b.pages}
+    result: dict[str, Any] = {
+        "apiVersion": analysis.api_version,
+        "modelId": model,
+        "stringIndexType": analysis.string_index_type,
+        "content": b.content,
+        "pages": b.pages,
+    }
     if with_tables:
         result["tables"] = tables
     result["paragraphs"] = b.paragraphs
@@ -464,5 +561,3 @@ def build_result(analysis: Analysis) -> dict:
     if documents:
         result["documents"] = documents
     return result
-
-

@@ -52,10 +52,17 @@ MAX_PAGE_RANGES = 100  # ranges in the `pages` query ("1-3,5,…")
 
 # api-versions each path family serves; another version there gets the gateway's 404, as in Azure.
 API_VERSIONS = {
-    FORMRECOGNIZER: frozenset({"2021-09-30-preview", "2022-01-30-preview", "2022-06-30-preview", "2022-08-31",
-                               "2023-02-28-preview", "2023-07-31"}),
-    DOCUMENTINTELLIGENCE: frozenset({"2023-10-31-preview", "2024-02-29-preview", "2024-07-31-preview",
-                                     "2024-11-30"}),
+    FORMRECOGNIZER: frozenset(
+        {
+            "2021-09-30-preview",
+            "2022-01-30-preview",
+            "2022-06-30-preview",
+            "2022-08-31",
+            "2023-02-28-preview",
+            "2023-07-31",
+        }
+    ),
+    DOCUMENTINTELLIGENCE: frozenset({"2023-10-31-preview", "2024-02-29-preview", "2024-07-31-preview", "2024-11-30"}),
 }
 STRING_INDEX_TYPES = frozenset({"textElements", "unicodeCodePoint", "utf16CodeUnit"})
 
@@ -67,6 +74,7 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".h
 
 # --- errors ---------------------------------------------------------------------------------
 
+
 class Invalid(Exception):
     """A request Azure would refuse: status, the outer error and the inner one."""
 
@@ -76,8 +84,13 @@ class Invalid(Exception):
         self.inner_code, self.inner_message = inner_code, inner_message
 
     def body(self) -> dict:
-        return {"error": {"code": self.code, "message": self.message,
-                          "innererror": {"code": self.inner_code, "message": self.inner_message}}}
+        return {
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "innererror": {"code": self.inner_code, "message": self.inner_message},
+            }
+        }
 
 
 def model_not_found() -> Invalid:
@@ -85,33 +98,51 @@ def model_not_found() -> Invalid:
 
 
 def result_not_found() -> Invalid:
-    return Invalid(404, "NotFound", "Resource not found.", "OperationNotFound",
-                   "The requested operation was not found. The identifier may be invalid or the operation may "
-                   "have expired.")
+    return Invalid(
+        404,
+        "NotFound",
+        "Resource not found.",
+        "OperationNotFound",
+        "The requested operation was not found. The identifier may be invalid or the operation may have expired.",
+    )
 
 
 def _source_missing() -> Invalid:
-    return Invalid(400, "InvalidArgument", "Invalid argument.", "ParameterMissing",
-                   "The parameter urlSource or base64Source is required.")
+    return Invalid(
+        400,
+        "InvalidArgument",
+        "Invalid argument.",
+        "ParameterMissing",
+        "The parameter urlSource or base64Source is required.",
+    )
 
 
 def _bad_parameter(name: str) -> Invalid:
-    return Invalid(400, "InvalidArgument", "Invalid argument.", "InvalidParameter",
-                   f"The parameter {name} is invalid.")
+    return Invalid(400, "InvalidArgument", "Invalid argument.", "InvalidParameter", f"The parameter {name} is invalid.")
 
 
 def _bad_content() -> Invalid:
-    return Invalid(400, "InvalidRequest", "Invalid request.", "InvalidContent",
-                   "The file is corrupted or format is unsupported. Refer to documentation for the list of "
-                   "supported formats.")
+    return Invalid(
+        400,
+        "InvalidRequest",
+        "Invalid request.",
+        "InvalidContent",
+        "The file is corrupted or format is unsupported. Refer to documentation for the list of supported formats.",
+    )
 
 
 def too_large() -> Invalid:
-    return Invalid(400, "InvalidRequest", "Invalid request.", "InvalidContentLength",
-                   "The input image is too large. Refer to documentation for the maximum file size.")
+    return Invalid(
+        400,
+        "InvalidRequest",
+        "Invalid request.",
+        "InvalidContentLength",
+        "The input image is too large. Refer to documentation for the maximum file size.",
+    )
 
 
 # --- requests ----------------------------------------------------------------------------
+
 
 def parse_pages(spec: str) -> list[int]:
     """The `pages` query ("1-3,5,7-9"), as sorted page numbers; Invalid if malformed."""
@@ -218,6 +249,7 @@ def ready_seconds(size: int, base_s: float, per_10kb_s: float) -> float:
 
 # --- analyses in memory ----------------------------------------------------------------------
 
+
 class ResultStore:
     """Analyses by result id, oldest dropped past `limit` of them or `max_bytes` together
     (DOC_INTELLIGENCE_RESULTS_MAX_BYTES); a dropped one's polls get Azure's 404 for an expired
@@ -257,8 +289,13 @@ class ResultStore:
 def analysis_bytes(analysis: Analysis) -> int:
     """What an analysis takes in memory (measured: about 500 bytes, and 40 a page); the
     result itself is rebuilt on each poll, never kept."""
-    return 512 + 40 * len(analysis.page_numbers) + len(analysis.result_id) + len(analysis.model_id) \
+    return (
+        512
+        + 40 * len(analysis.page_numbers)
+        + len(analysis.result_id)
+        + len(analysis.model_id)
         + len(analysis.api_version)
+    )
 
 
 def iso_time(epoch: float) -> str:
@@ -268,13 +305,21 @@ def iso_time(epoch: float) -> str:
 def status_body(analysis: Analysis, now: float) -> dict:
     """What a poll answers at `now`."""
     if now < analysis.ready:
-        return {"status": "running", "createdDateTime": iso_time(analysis.created),
-                "lastUpdatedDateTime": iso_time(now)}
-    return {"status": "succeeded", "createdDateTime": iso_time(analysis.created),
-            "lastUpdatedDateTime": iso_time(analysis.ready), "analyzeResult": build_result(analysis)}
+        return {
+            "status": "running",
+            "createdDateTime": iso_time(analysis.created),
+            "lastUpdatedDateTime": iso_time(now),
+        }
+    return {
+        "status": "succeeded",
+        "createdDateTime": iso_time(analysis.created),
+        "lastUpdatedDateTime": iso_time(analysis.ready),
+        "analyzeResult": build_result(analysis),
+    }
 
 
 # --- the generator ---------------------------------------------------------------------------
+
 
 def _client_base(flow: http.HTTPFlow) -> str:
     """The scheme and host the client used (the listener keeps the client's Host header)."""
@@ -293,8 +338,13 @@ def _seed(context: RequestContext, source: Source, model_id: str) -> int:
 class DocumentIntelligence:
     """Analyze and poll; timings None read the module's READY_* values at each request."""
 
-    def __init__(self, store: ResultStore | None = None, ready_base_s: float | None = None,
-                 ready_per_10kb_s: float | None = None, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        store: ResultStore | None = None,
+        ready_base_s: float | None = None,
+        ready_per_10kb_s: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.store = store if store is not None else ResultStore()
         self.ready_base_s = ready_base_s
         self.ready_per_10kb_s = ready_per_10kb_s
@@ -337,13 +387,24 @@ class DocumentIntelligence:
             base = READY_BASE_S if self.ready_base_s is None else self.ready_base_s
             per_10kb = READY_PER_10KB_S if self.ready_per_10kb_s is None else self.ready_per_10kb_s
             delay = ready_seconds(source.size, base, per_10kb)
-        analysis = Analysis(str(uuid.uuid4()), family, model_id, version,
-                            index_type if index_type in STRING_INDEX_TYPES else "textElements",
-                            page_numbers, page_unit(source), _seed(context, source, model_id), now, now + delay)
+        analysis = Analysis(
+            str(uuid.uuid4()),
+            family,
+            model_id,
+            version,
+            index_type if index_type in STRING_INDEX_TYPES else "textElements",
+            page_numbers,
+            page_unit(source),
+            _seed(context, source, model_id),
+            now,
+            now + delay,
+        )
         self.store.add(analysis)
         context.extras["result_id"] = analysis.result_id
-        location = (f"{_client_base(context.flow)}/{family}/documentModels/{quote(model_id, safe='')}"
-                    f"/analyzeResults/{analysis.result_id}?api-version={quote(version, safe='')}")
+        location = (
+            f"{_client_base(context.flow)}/{family}/documentModels/{quote(model_id, safe='')}"
+            f"/analyzeResults/{analysis.result_id}?api-version={quote(version, safe='')}"
+        )
         headers = wire.azure_headers(request, context.config.region, "")
         del headers["content-type"]  # the 202 has no body
         headers["Operation-Location"] = location
@@ -359,9 +420,12 @@ class DocumentIntelligence:
         return wire.json_response(200, body, context.request, context.config.region, headers)
 
 
-def make_generator(store: ResultStore | None = None, ready_base_s: float | None = None,
-                   ready_per_10kb_s: float | None = None,
-                   clock: Callable[[], float] = time.time) -> Callable[[RequestContext], http.Response | None]:
+def make_generator(
+    store: ResultStore | None = None,
+    ready_base_s: float | None = None,
+    ready_per_10kb_s: float | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Callable[[RequestContext], http.Response | None]:
     """A generator with its own store and timings, e.g. for
     `config.replace_generator("document_intelligence", make_generator(ready_base_s=5))`."""
     service = DocumentIntelligence(store, ready_base_s, ready_per_10kb_s, clock)

@@ -120,19 +120,20 @@ def _float_field(form: Form, name: str, low: float, high: float, default: float)
     try:
         value = float(raw)
     except ValueError:
-        raise Invalid(f"Invalid type for '{name}': expected a number, but got a string instead.",
-                            name, "invalid_type") from None
+        raise Invalid(
+            f"Invalid type for '{name}': expected a number, but got a string instead.", name, "invalid_type"
+        ) from None
     if not math.isfinite(value) or not low <= value <= high:
-        raise Invalid(f"Invalid '{name}': number must be between {low} and {high}, got {value}.", name,
-                            "decimal_out_of_range")
+        raise Invalid(
+            f"Invalid '{name}': number must be between {low} and {high}, got {value}.", name, "decimal_out_of_range"
+        )
     return value
 
 
 def _boolean(form: Form, name: str) -> bool:
     raw = (form.value(name) or "false").lower()
     if raw not in ("true", "false"):
-        raise Invalid(f"Invalid type for '{name}': expected a boolean, but got a string instead.", name,
-                            "invalid_type")
+        raise Invalid(f"Invalid type for '{name}': expected a boolean, but got a string instead.", name, "invalid_type")
     return raw == "true"
 
 
@@ -155,8 +156,7 @@ def check_upload(form: Form, longest: float = math.inf) -> tuple[Upload, float]:
     if not seconds or seconds <= 0:
         raise Invalid("The audio file could not be decoded or its format is not supported.")
     if seconds > longest:
-        raise Invalid(f"The audio file is too long: it lasts more than the {longest:g} seconds this resource "
-                      "accepts.")
+        raise Invalid(f"The audio file is too long: it lasts more than the {longest:g} seconds this resource accepts.")
     return upload, seconds
 
 
@@ -165,28 +165,48 @@ def check_audio_request(form: Form, model: Model, task: str, longest: float = ma
     response_format = form.value("response_format") or "json"
     _choice(response_format, "response_format", RESPONSE_FORMATS)
     if response_format not in _text_formats(model):
-        raise Invalid(f"response_format '{response_format}' is not compatible with model '{model.name}'. "
-                            f"Use 'json' or 'text'.", "response_format", "unsupported_value")
+        raise Invalid(
+            f"response_format '{response_format}' is not compatible with model '{model.name}'. Use 'json' or 'text'.",
+            "response_format",
+            "unsupported_value",
+        )
     if task == TRANSLATE and model.name != "whisper":
-        raise Invalid(f"The translations operation does not work with the specified model, {model.name}. "
-                            "Please choose a whisper deployment.", "model", "unsupported_value")
+        raise Invalid(
+            f"The translations operation does not work with the specified model, {model.name}. "
+            "Please choose a whisper deployment.",
+            "model",
+            "unsupported_value",
+        )
     granularities = tuple(form.values("timestamp_granularities"))
     for value in granularities:
         _choice(value, "timestamp_granularities[]", GRANULARITIES)
     if granularities and response_format != "verbose_json":
-        raise Invalid("timestamp_granularities[] is only supported with response_format 'verbose_json'.",
-                            "timestamp_granularities[]", "invalid_value")
+        raise Invalid(
+            "timestamp_granularities[] is only supported with response_format 'verbose_json'.",
+            "timestamp_granularities[]",
+            "invalid_value",
+        )
     stream = _boolean(form, "stream")
     if stream and model.name == "whisper":
         raise Invalid("Streaming is not supported for the whisper model.", "stream", "unsupported_value")
     temperature = _float_field(form, "temperature", 0, 1, 0.0)
     upload, seconds = check_upload(form, longest)
     language = form.value("language") if task == TRANSCRIBE else None
-    return AudioRequest(task, upload, seconds, response_format, language or None, form.value("prompt"),
-                        temperature, granularities or ("segment",), stream)
+    return AudioRequest(
+        task,
+        upload,
+        seconds,
+        response_format,
+        language or None,
+        form.value("prompt"),
+        temperature,
+        granularities or ("segment",),
+        stream,
+    )
 
 
 # --- Transcripts ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Word:
@@ -236,8 +256,9 @@ def _word_list(rng: random.Random, count: int) -> list[str]:
     return words
 
 
-def transcript(duration: float, rng: random.Random, language: str = "english",
-               words_per_second: float = WORDS_PER_SECOND) -> Transcript:
+def transcript(
+    duration: float, rng: random.Random, language: str = "english", words_per_second: float = WORDS_PER_SECOND
+) -> Transcript:
     """Made-up speech spread over `duration` seconds: a word every 1/words_per_second."""
     count = max(1, round(duration * words_per_second))
     words = _word_list(rng, count)
@@ -246,15 +267,25 @@ def transcript(duration: float, rng: random.Random, language: str = "english",
     enc = text.corpus("cl100k_base").enc
     segments = []
     for n, start in enumerate(range(0, count, SEGMENT_WORDS)):
-        chunk = timed[start:start + SEGMENT_WORDS]
+        chunk = timed[start : start + SEGMENT_WORDS]
         segment = Segment(n, chunk[0].start, chunk[-1].end, chunk)
         segment.tokens = enc.encode(segment.text, disallowed_special=())
         segments.append(segment)
     return Transcript(round(duration, 2), segments, language)
 
 
-_LANGUAGES = {"en": "english", "de": "german", "fr": "french", "es": "spanish", "it": "italian",
-              "pt": "portuguese", "nl": "dutch", "ja": "japanese", "zh": "chinese", "ko": "korean"}
+_LANGUAGES = {
+    "en": "english",
+    "de": "german",
+    "fr": "french",
+    "es": "spanish",
+    "it": "italian",
+    "pt": "portuguese",
+    "nl": "dutch",
+    "ja": "japanese",
+    "zh": "chinese",
+    "ko": "korean",
+}
 
 
 def language_name(code: str | None) -> str:
@@ -273,8 +304,7 @@ def _clock(seconds: float, separator: str) -> str:
 
 
 def srt(script: Transcript) -> str:
-    cues = [f"{s.id + 1}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text.strip()}\n"
-            for s in script.segments]
+    cues = [f"{s.id + 1}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text.strip()}\n" for s in script.segments]
     return "\n".join(cues) + "\n"
 
 
@@ -290,19 +320,38 @@ def usage(request: AudioRequest, script: Transcript, model: Model) -> dict[str, 
     audio = max(1, math.ceil(request.duration * AUDIO_TOKENS_PER_SECOND))
     prompt = tokens.count(request.prompt or "", text.corpus("cl100k_base").enc)
     output = sum(len(s.tokens) for s in script.segments)
-    return {"type": "tokens", "input_tokens": audio + prompt,
-            "input_token_details": {"text_tokens": prompt, "audio_tokens": audio},
-            "output_tokens": output, "total_tokens": audio + prompt + output}
+    return {
+        "type": "tokens",
+        "input_tokens": audio + prompt,
+        "input_token_details": {"text_tokens": prompt, "audio_tokens": audio},
+        "output_tokens": output,
+        "total_tokens": audio + prompt + output,
+    }
 
 
 def verbose(request: AudioRequest, script: Transcript) -> dict[str, Any]:
-    body: dict[str, Any] = {"task": request.task, "language": script.language, "duration": script.duration,
-                            "text": script.text}
+    body: dict[str, Any] = {
+        "task": request.task,
+        "language": script.language,
+        "duration": script.duration,
+        "text": script.text,
+    }
     if "segment" in request.granularities:
-        body["segments"] = [{"id": s.id, "seek": int(s.start * 100), "start": s.start, "end": s.end,
-                             "text": s.text, "tokens": s.tokens, "temperature": request.temperature,
-                             "avg_logprob": -0.25, "compression_ratio": 1.4, "no_speech_prob": 0.01}
-                            for s in script.segments]
+        body["segments"] = [
+            {
+                "id": s.id,
+                "seek": int(s.start * 100),
+                "start": s.start,
+                "end": s.end,
+                "text": s.text,
+                "tokens": s.tokens,
+                "temperature": request.temperature,
+                "avg_logprob": -0.25,
+                "compression_ratio": 1.4,
+                "no_speech_prob": 0.01,
+            }
+            for s in script.segments
+        ]
     if "word" in request.granularities:
         body["words"] = [{"word": w.word, "start": w.start, "end": w.end} for w in script.words]
     return body
@@ -329,10 +378,16 @@ def render(request: AudioRequest, script: Transcript, model: Model) -> tuple[Any
 def stream_events(request: AudioRequest, script: Transcript, model: Model) -> list[dict[str, Any]]:
     """The events of a streamed transcription: a delta per word, then the whole text."""
     words = [w.word for w in script.words]
-    deltas = [{"type": "transcript.text.delta", "delta": (" " if i else "") + w, "logprobs": None}
-              for i, w in enumerate(words)]
-    done = {"type": "transcript.text.done", "text": script.text, "logprobs": None,
-            "usage": usage(request, script, model)}
+    deltas = [
+        {"type": "transcript.text.delta", "delta": (" " if i else "") + w, "logprobs": None}
+        for i, w in enumerate(words)
+    ]
+    done = {
+        "type": "transcript.text.done",
+        "text": script.text,
+        "logprobs": None,
+        "usage": usage(request, script, model),
+    }
     return deltas + [done]
 
 
@@ -372,12 +427,18 @@ def check_speech(body: dict, model: Model) -> SpeechRequest:
     if text_in is None:
         raise Invalid("Missing required parameter: 'input'.", "input", "missing_required_parameter")
     if not isinstance(text_in, str):
-        raise Invalid("Invalid type for 'input': expected a string, but got "
-                            f"{type(text_in).__name__} instead.", "input", "invalid_type")
+        raise Invalid(
+            f"Invalid type for 'input': expected a string, but got {type(text_in).__name__} instead.",
+            "input",
+            "invalid_type",
+        )
     if len(text_in) > MAX_SPEECH_INPUT:
-        raise Invalid(f"Invalid 'input': string too long. Expected a string with maximum length "
-                            f"{MAX_SPEECH_INPUT}, but got a string with length {len(text_in)} instead.", "input",
-                            "string_above_max_length")
+        raise Invalid(
+            f"Invalid 'input': string too long. Expected a string with maximum length "
+            f"{MAX_SPEECH_INPUT}, but got a string with length {len(text_in)} instead.",
+            "input",
+            "string_above_max_length",
+        )
     voice = body.get("voice")
     if voice is None:
         raise Invalid("Missing required parameter: 'voice'.", "voice", "missing_required_parameter")
@@ -386,14 +447,17 @@ def check_speech(body: dict, model: Model) -> SpeechRequest:
     _choice(str(fmt), "response_format", SPEECH_FORMATS)
     speed = body.get("speed", 1.0)
     if isinstance(speed, bool) or not isinstance(speed, (int, float)):
-        raise Invalid("Invalid type for 'speed': expected a number, but got "
-                            f"{type(speed).__name__} instead.", "speed", "invalid_type")
+        raise Invalid(
+            f"Invalid type for 'speed': expected a number, but got {type(speed).__name__} instead.",
+            "speed",
+            "invalid_type",
+        )
     if not 0.25 <= speed <= 4.0:
-        raise Invalid(f"Invalid 'speed': number must be between 0.25 and 4.0, got {speed}.", "speed",
-                            "decimal_out_of_range")
+        raise Invalid(
+            f"Invalid 'speed': number must be between 0.25 and 4.0, got {speed}.", "speed", "decimal_out_of_range"
+        )
     if body.get("instructions") is not None and model.name != "gpt-4o-mini-tts":
-        raise Invalid(f"instructions are not supported for model '{model.name}'.", "instructions",
-                            "unsupported_value")
+        raise Invalid(f"instructions are not supported for model '{model.name}'.", "instructions", "unsupported_value")
     return SpeechRequest(text_in, str(voice), str(fmt), float(speed))
 
 
@@ -419,13 +483,19 @@ def _pcm(samples: int, rate: int, voice: str) -> list[bytes]:
     share one buffer (joined once, into the answer itself)."""
     second = _second(rate, voice).tobytes()
     whole, rest = divmod(samples, rate)
-    return [second] * whole + ([second[:rest * 2]] if rest else [])
+    return [second] * whole + ([second[: rest * 2]] if rest else [])
 
 
 def _wav_header(data_bytes: int, rate: int) -> bytes:
     """The 44-byte header of a mono 16-bit PCM WAV file."""
-    return b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVEfmt " + \
-        struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16) + b"data" + struct.pack("<I", data_bytes)
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + data_bytes)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
+        + b"data"
+        + struct.pack("<I", data_bytes)
+    )
 
 
 UNCOMPRESSED = ("wav", "pcm")
@@ -458,7 +528,7 @@ def synthesize(request: SpeechRequest) -> tuple[bytes, str]:
         stream = container.add_stream(codec, rate=rate, layout="mono", options=_FAST.get(codec, {}))
         total = int(seconds * rate)
         for start in range(0, total, rate):
-            frame = av.AudioFrame.from_ndarray(second[:, :min(rate, total - start)], format="s16", layout="mono")
+            frame = av.AudioFrame.from_ndarray(second[:, : min(rate, total - start)], format="s16", layout="mono")
             frame.sample_rate, frame.pts = rate, start
             for packet in stream.encode(frame):
                 container.mux(packet)

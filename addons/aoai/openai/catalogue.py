@@ -42,8 +42,7 @@ class Model:
 
 
 def _chat(name, version, encoding, context, output, ttft, itl, reasoning=False) -> Model:
-    return Model(name, CHAT, version, encoding, context, output, reasoning=reasoning,
-                 ttft_ms=ttft, itl_ms=itl)
+    return Model(name, CHAT, version, encoding, context, output, reasoning=reasoning, ttft_ms=ttft, itl_ms=itl)
 
 
 MODELS: dict[str, Model] = {
@@ -60,31 +59,92 @@ MODELS: dict[str, Model] = {
         _chat("gpt-5-mini", "gpt-5-mini-2025-08-07", "o200k_base", 400000, 128000, 800, 8, reasoning=True),
         _chat("o3-mini", "o3-mini-2025-01-31", "o200k_base", 200000, 100000, 1000, 8, reasoning=True),
         _chat("o4-mini", "o4-mini-2025-04-16", "o200k_base", 200000, 100000, 1000, 8, reasoning=True),
-        Model("gpt-35-turbo-instruct", COMPLETION, "gpt-35-turbo-instruct", "cl100k_base", 4097, 4096,
-              ttft_ms=200, itl_ms=10),
-        Model("text-embedding-ada-002", EMBEDDING, "text-embedding-ada-002", "cl100k_base", 8191,
-              embedding_size=1536, request_ms=60),
-        Model("text-embedding-3-small", EMBEDDING, "text-embedding-3-small", "cl100k_base", 8191,
-              embedding_size=1536, supports_dimensions=True, request_ms=50),
-        Model("text-embedding-3-large", EMBEDDING, "text-embedding-3-large", "cl100k_base", 8191,
-              embedding_size=3072, supports_dimensions=True, request_ms=80),
+        Model(
+            "gpt-35-turbo-instruct",
+            COMPLETION,
+            "gpt-35-turbo-instruct",
+            "cl100k_base",
+            4097,
+            4096,
+            ttft_ms=200,
+            itl_ms=10,
+        ),
+        Model(
+            "text-embedding-ada-002",
+            EMBEDDING,
+            "text-embedding-ada-002",
+            "cl100k_base",
+            8191,
+            embedding_size=1536,
+            request_ms=60,
+        ),
+        Model(
+            "text-embedding-3-small",
+            EMBEDDING,
+            "text-embedding-3-small",
+            "cl100k_base",
+            8191,
+            embedding_size=1536,
+            supports_dimensions=True,
+            request_ms=50,
+        ),
+        Model(
+            "text-embedding-3-large",
+            EMBEDDING,
+            "text-embedding-3-large",
+            "cl100k_base",
+            8191,
+            embedding_size=3072,
+            supports_dimensions=True,
+            request_ms=80,
+        ),
         # Azure's default quotas: Whisper and the TTS models 3 requests a minute; DALL-E 3 two
         # capacity units (6 a minute); the gpt-4o audio and gpt-image-1 models are sold in
         # requests too here, 6 a minute where Azure gives new deployments little more.
-        Model("whisper", TRANSCRIPTION, "whisper-001", "cl100k_base", 0, request_ms=400,
-              requests_per_minute=3, audio_pace=0.12),
-        Model("gpt-4o-transcribe", TRANSCRIPTION, "gpt-4o-transcribe-2025-03-20", "o200k_base", 16000,
-              request_ms=300, requests_per_minute=6, audio_pace=0.08),
-        Model("gpt-4o-mini-transcribe", TRANSCRIPTION, "gpt-4o-mini-transcribe-2025-03-20", "o200k_base", 16000,
-              request_ms=250, requests_per_minute=6, audio_pace=0.05),
+        Model(
+            "whisper",
+            TRANSCRIPTION,
+            "whisper-001",
+            "cl100k_base",
+            0,
+            request_ms=400,
+            requests_per_minute=3,
+            audio_pace=0.12,
+        ),
+        Model(
+            "gpt-4o-transcribe",
+            TRANSCRIPTION,
+            "gpt-4o-transcribe-2025-03-20",
+            "o200k_base",
+            16000,
+            request_ms=300,
+            requests_per_minute=6,
+            audio_pace=0.08,
+        ),
+        Model(
+            "gpt-4o-mini-transcribe",
+            TRANSCRIPTION,
+            "gpt-4o-mini-transcribe-2025-03-20",
+            "o200k_base",
+            16000,
+            request_ms=250,
+            requests_per_minute=6,
+            audio_pace=0.05,
+        ),
         Model("tts", SPEECH, "tts-001", "cl100k_base", 0, request_ms=300, requests_per_minute=3, audio_pace=0.1),
-        Model("tts-hd", SPEECH, "tts-hd-001", "cl100k_base", 0, request_ms=500, requests_per_minute=3,
-              audio_pace=0.2),
-        Model("gpt-4o-mini-tts", SPEECH, "gpt-4o-mini-tts-2025-03-20", "o200k_base", 2000, request_ms=300,
-              requests_per_minute=6, audio_pace=0.08),
+        Model("tts-hd", SPEECH, "tts-hd-001", "cl100k_base", 0, request_ms=500, requests_per_minute=3, audio_pace=0.2),
+        Model(
+            "gpt-4o-mini-tts",
+            SPEECH,
+            "gpt-4o-mini-tts-2025-03-20",
+            "o200k_base",
+            2000,
+            request_ms=300,
+            requests_per_minute=6,
+            audio_pace=0.08,
+        ),
         Model("dall-e-3", IMAGE, "3.0", "cl100k_base", 0, request_ms=8000, requests_per_minute=6),
-        Model("gpt-image-1", IMAGE, "gpt-image-1-2025-04-15", "o200k_base", 0, request_ms=15000,
-              requests_per_minute=6),
+        Model("gpt-image-1", IMAGE, "gpt-image-1-2025-04-15", "o200k_base", 0, request_ms=15000, requests_per_minute=6),
     )
 }
 
@@ -92,9 +152,14 @@ MODELS: dict[str, Model] = {
 ALIASES = {"gpt-3.5-turbo": "gpt-35-turbo", "gpt-3.5-turbo-instruct": "gpt-35-turbo-instruct"}
 
 # The model an undefined deployment runs, by the kind of operation called on it.
-DEFAULT_MODEL_FOR_KIND = {CHAT: "gpt-4o", COMPLETION: "gpt-35-turbo-instruct",
-                          EMBEDDING: "text-embedding-3-small", TRANSCRIPTION: "whisper", SPEECH: "tts",
-                          IMAGE: "dall-e-3"}
+DEFAULT_MODEL_FOR_KIND = {
+    CHAT: "gpt-4o",
+    COMPLETION: "gpt-35-turbo-instruct",
+    EMBEDDING: "text-embedding-3-small",
+    TRANSCRIPTION: "whisper",
+    SPEECH: "tts",
+    IMAGE: "dall-e-3",
+}
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,12 @@ class ChatAnswer:
         return sum(c.tokens for c in self.choices) + self.reasoning_tokens
 
     def usage(self) -> dict:
-        return shapes.usage(self.prompt_tokens, self.completion_tokens, self.reasoning_tokens,
-                            min(self.cached_tokens, self.prompt_tokens))
+        return shapes.usage(
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.reasoning_tokens,
+            min(self.cached_tokens, self.prompt_tokens),
+        )
 
     def body(self) -> dict:
         choices = []
@@ -60,15 +64,31 @@ class ChatAnswer:
             message = {"role": "assistant", "content": c.content, "refusal": None, "annotations": []}
             if c.tool_calls:
                 message["tool_calls"] = c.tool_calls
-            filters = c.filter_results if c.filter_results is not None else \
-                shapes.CONTENT_FILTER_FINAL if c.content is not None else {}
-            choices.append({"index": c.index, "finish_reason": c.finish_reason, "logprobs": None,
-                            "message": message, "content_filter_results": filters})
+            filters = (
+                c.filter_results
+                if c.filter_results is not None
+                else shapes.CONTENT_FILTER_FINAL
+                if c.content is not None
+                else {}
+            )
+            choices.append(
+                {
+                    "index": c.index,
+                    "finish_reason": c.finish_reason,
+                    "logprobs": None,
+                    "message": message,
+                    "content_filter_results": filters,
+                }
+            )
         return {
-            "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model_version,
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model_version,
             "system_fingerprint": shapes.fingerprint(self.model_version),
             "prompt_filter_results": shapes.prompt_filter_results(1, self.prompt_filter),
-            "choices": choices, "usage": self.usage(),
+            "choices": choices,
+            "usage": self.usage(),
         }
 
     def stream_events(self, include_usage: bool) -> list[dict]:
@@ -77,33 +97,65 @@ class ChatAnswer:
 
     def stream_timeline(self, include_usage: bool) -> list[tuple[int, dict]]:
         """The stream's frames, each with the token step it belongs to (-1: sent at once)."""
-        head = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.model_version, "system_fingerprint": shapes.fingerprint(self.model_version)}
+        head = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model_version,
+            "system_fingerprint": shapes.fingerprint(self.model_version),
+        }
         if include_usage:
             head["usage"] = None
 
         def frame(index: int, delta: dict, finish: str | None = None, filters: dict | None = None) -> dict:
-            return {**head, "choices": [{"index": index, "delta": delta, "finish_reason": finish,
-                                         "logprobs": None, "content_filter_results": filters or {}}]}
+            return {
+                **head,
+                "choices": [
+                    {
+                        "index": index,
+                        "delta": delta,
+                        "finish_reason": finish,
+                        "logprobs": None,
+                        "content_filter_results": filters or {},
+                    }
+                ],
+            }
 
-        first = {"id": "", "object": "", "created": 0, "model": "",
-                 "prompt_filter_results": shapes.prompt_filter_results(1, self.prompt_filter), "choices": []}
+        first = {
+            "id": "",
+            "object": "",
+            "created": 0,
+            "model": "",
+            "prompt_filter_results": shapes.prompt_filter_results(1, self.prompt_filter),
+            "choices": [],
+        }
         per_choice: list[list[dict]] = []
         for c in self.choices:
             frames: list[dict] = []
             if c.tool_calls:
                 for i, call in enumerate(c.tool_calls):
-                    header = {"index": i, "id": call["id"], "type": "function",
-                              "function": {"name": call["function"]["name"], "arguments": ""}}
-                    delta = {"role": "assistant", "content": None, "tool_calls": [header]} if i == 0 else \
-                        {"tool_calls": [header]}
+                    header = {
+                        "index": i,
+                        "id": call["id"],
+                        "type": "function",
+                        "function": {"name": call["function"]["name"], "arguments": ""},
+                    }
+                    delta = (
+                        {"role": "assistant", "content": None, "tool_calls": [header]}
+                        if i == 0
+                        else {"tool_calls": [header]}
+                    )
                     frames.append(frame(c.index, delta))
-                    frames.extend(frame(c.index, {"tool_calls": [{"index": i, "function": {"arguments": p}}]})
-                                  for p in self.corpus.pieces(c.tool_call_ids[i]))
+                    frames.extend(
+                        frame(c.index, {"tool_calls": [{"index": i, "function": {"arguments": p}}]})
+                        for p in self.corpus.pieces(c.tool_call_ids[i])
+                    )
             else:
                 frames.append(frame(c.index, {"role": "assistant", "content": "", "refusal": None}))
-                frames.extend(frame(c.index, {"content": p}, filters=shapes.CONTENT_FILTER)
-                              for p in self.corpus.pieces(c.token_ids))
+                frames.extend(
+                    frame(c.index, {"content": p}, filters=shapes.CONTENT_FILTER)
+                    for p in self.corpus.pieces(c.token_ids)
+                )
             # A filtered answer's last frame says which category stopped it.
             frames.append(frame(c.index, {}, c.finish_reason, c.filter_results))
             per_choice.append(frames)
@@ -147,8 +199,9 @@ def generate(body: dict, model: Model, prompt_tokens: int, rng: random.Random, s
             choices.append(_tool_choice(index, tool, corpus, rng, budget))
         else:
             choices.append(_text_choice(index, body, corpus, rng, limit, settings, budget))
-    return ChatAnswer(shapes.make_id("chatcmpl-", rng), int(time.time()), model.version, choices, prompt_tokens,
-                      corpus, reasoning * n)
+    return ChatAnswer(
+        shapes.make_id("chatcmpl-", rng), int(time.time()), model.version, choices, prompt_tokens, corpus, reasoning * n
+    )
 
 
 def fixed(content: str, body: dict, model: Model, prompt_tokens: int, rng: random.Random) -> ChatAnswer:
@@ -163,8 +216,7 @@ def fixed(content: str, body: dict, model: Model, prompt_tokens: int, rng: rando
             choices.append(Choice(index, corpus.enc.decode(cut), cut, finish_reason="length", tokens=limit))
         else:
             choices.append(Choice(index, content, ids, tokens=len(ids)))
-    return ChatAnswer(shapes.make_id("chatcmpl-", rng), int(time.time()), model.version, choices, prompt_tokens,
-                      corpus)
+    return ChatAnswer(shapes.make_id("chatcmpl-", rng), int(time.time()), model.version, choices, prompt_tokens, corpus)
 
 
 def filter_answers(answer: ChatAnswer, answers: content_filter.AnswerFilter) -> list[str]:
@@ -180,8 +232,7 @@ def filter_answers(answer: ChatAnswer, answers: content_filter.AnswerFilter) -> 
             c.filter_results = verdict.results()
         if not verdict.blocked:
             continue
-        ids = content_filter.kept_ids(c.token_ids, c.content, verdict,
-                                      lambda t: enc.encode(t, disallowed_special=()))
+        ids = content_filter.kept_ids(c.token_ids, c.content, verdict, lambda t: enc.encode(t, disallowed_special=()))
         c.token_ids, c.content, c.tokens, c.finish_reason = ids, enc.decode(ids), len(ids), "content_filter"
         blocked += verdict.filtered
     return blocked
@@ -223,15 +274,26 @@ def json_answer(schema: dict, corpus: text.Corpus, rng: random.Random, budget: i
 
 def _tool_choice(index: int, tool: dict, corpus: text.Corpus, rng: random.Random, budget: int) -> Choice:
     name_tokens = tokens.count(tool.get("name", ""), corpus.enc) + 3
-    arguments, ids, cut = json_answer(tool.get("parameters") or {"type": "object"}, corpus, rng,
-                                      max(0, budget - name_tokens))
-    call = {"id": shapes.make_id("call_", rng)[:29], "type": "function",
-            "function": {"name": tool.get("name", ""), "arguments": arguments}}
+    arguments, ids, cut = json_answer(
+        tool.get("parameters") or {"type": "object"}, corpus, rng, max(0, budget - name_tokens)
+    )
+    call = {
+        "id": shapes.make_id("call_", rng)[:29],
+        "type": "function",
+        "function": {"name": tool.get("name", ""), "arguments": arguments},
+    }
     return Choice(index, None, [], [call], [ids], "length" if cut else "tool_calls", name_tokens + len(ids))
 
 
-def _text_choice(index: int, body: dict, corpus: text.Corpus, rng: random.Random, limit: int | None,
-                 settings: ChatSettings, budget: int) -> Choice:
+def _text_choice(
+    index: int,
+    body: dict,
+    corpus: text.Corpus,
+    rng: random.Random,
+    limit: int | None,
+    settings: ChatSettings,
+    budget: int,
+) -> Choice:
     fmt = (body.get("response_format") or {}).get("type")
     if fmt in ("json_object", "json_schema"):
         if fmt == "json_schema":
@@ -246,5 +308,10 @@ def _text_choice(index: int, body: dict, corpus: text.Corpus, rng: random.Random
     if cut is not None:
         ids = corpus.enc.encode(cut, disallowed_special=())
         return Choice(index, cut, ids, tokens=len(ids))
-    return Choice(index, answer.text, answer.token_ids,
-                  finish_reason="length" if answer.truncated else "stop", tokens=answer.tokens)
+    return Choice(
+        index,
+        answer.text,
+        answer.token_ids,
+        finish_reason="length" if answer.truncated else "stop",
+        tokens=answer.tokens,
+    )

@@ -41,12 +41,21 @@ class CompletionAnswer:
 
     def body(self) -> dict:
         return {
-            "id": self.id, "object": "text_completion", "created": self.created, "model": self.model_version,
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model_version,
             "prompt_filter_results": shapes.prompt_filter_results(self.prompts, self.prompt_filter),
-            "choices": [{"text": c.prefix + c.text, "index": c.index, "finish_reason": c.finish_reason,
-                         "logprobs": None, "content_filter_results": shapes.CONTENT_FILTER
-                         if c.filter_results is None else c.filter_results}
-                        for c in self.choices],
+            "choices": [
+                {
+                    "text": c.prefix + c.text,
+                    "index": c.index,
+                    "finish_reason": c.finish_reason,
+                    "logprobs": None,
+                    "content_filter_results": shapes.CONTENT_FILTER if c.filter_results is None else c.filter_results,
+                }
+                for c in self.choices
+            ],
             "usage": self.usage(),
         }
 
@@ -60,17 +69,33 @@ class CompletionAnswer:
             head["usage"] = None
 
         def frame(index: int, piece: str, finish: str | None, filters: dict | None = None) -> dict:
-            return {**head, "choices": [{"text": piece, "index": index, "finish_reason": finish, "logprobs": None,
-                                         "content_filter_results": shapes.CONTENT_FILTER if piece else
-                                         filters or {}}]}
+            return {
+                **head,
+                "choices": [
+                    {
+                        "text": piece,
+                        "index": index,
+                        "finish_reason": finish,
+                        "logprobs": None,
+                        "content_filter_results": shapes.CONTENT_FILTER if piece else filters or {},
+                    }
+                ],
+            }
 
-        first = {"id": "", "object": "", "created": 0, "model": "", "choices": [],
-                 "prompt_filter_results": shapes.prompt_filter_results(self.prompts, self.prompt_filter)}
+        first = {
+            "id": "",
+            "object": "",
+            "created": 0,
+            "model": "",
+            "choices": [],
+            "prompt_filter_results": shapes.prompt_filter_results(self.prompts, self.prompt_filter),
+        }
         per_choice = []
         for c in self.choices:
             pieces = ([c.prefix] if c.prefix else []) + self.corpus.pieces(c.token_ids)
-            per_choice.append([frame(c.index, p, None) for p in pieces]
-                              + [frame(c.index, "", c.finish_reason, c.filter_results)])
+            per_choice.append(
+                [frame(c.index, p, None) for p in pieces] + [frame(c.index, "", c.finish_reason, c.filter_results)]
+            )
         usage = {**head, "choices": [], "usage": self.usage()} if include_usage else None
         return shapes.timeline(first, per_choice, usage, opener=False)
 
@@ -86,8 +111,9 @@ def filter_answers(answer: CompletionAnswer, answers: content_filter.AnswerFilte
             c.filter_results = verdict.results()
         if not verdict.blocked:
             continue
-        c.token_ids = content_filter.kept_ids(c.token_ids, c.text, verdict,
-                                              lambda t: enc.encode(t, disallowed_special=()))
+        c.token_ids = content_filter.kept_ids(
+            c.token_ids, c.text, verdict, lambda t: enc.encode(t, disallowed_special=())
+        )
         c.text, c.finish_reason = enc.decode(c.token_ids), "content_filter"
         blocked += verdict.filtered
     return blocked
@@ -116,8 +142,9 @@ def _text_of(token_ids: list[int], corpus: text.Corpus) -> str:
         return b"".join(known).decode("utf-8", "replace")
 
 
-def generate(body: dict, model: Model, prompt_tokens: int, rng: random.Random,
-             settings: ChatSettings) -> CompletionAnswer:
+def generate(
+    body: dict, model: Model, prompt_tokens: int, rng: random.Random, settings: ChatSettings
+) -> CompletionAnswer:
     corpus = text.corpus(model.encoding)
     limit = body.get("max_tokens")
     limit = 16 if limit is None else limit  # the completions API's default
@@ -143,5 +170,6 @@ def generate(body: dict, model: Model, prompt_tokens: int, rng: random.Random,
             if cut is not None:
                 content, ids, truncated = cut, corpus.enc.encode(cut, disallowed_special=()), False
             choices.append(CompletionChoice(p * n + j, content, ids, "length" if truncated else "stop", echo))
-    return CompletionAnswer(shapes.make_id("cmpl-", rng), int(time.time()), model.version, choices,
-                            prompt_tokens, len(prompts), corpus)
+    return CompletionAnswer(
+        shapes.make_id("cmpl-", rng), int(time.time()), model.version, choices, prompt_tokens, len(prompts), corpus
+    )

@@ -30,11 +30,15 @@ PROMPT, COMPLETION = "prompt", "completion"
 DETECTED = {PROMPT: ("jailbreak",), COMPLETION: ("protected_material_code", "protected_material_text")}
 CATEGORIES = {side: tuple(sorted(HARM + DETECTED[side])) for side in (PROMPT, COMPLETION)}
 
-PROMPT_MESSAGE = ("The response was filtered due to the prompt triggering Azure OpenAI's content management "
-                  "policy. Please modify your prompt and retry. To learn more about our content filtering "
-                  "policies please read our documentation: https://go.microsoft.com/fwlink/?linkid=2198766")
-IMAGE_MESSAGE = ("Your request was rejected as a result of our safety system. Your prompt may contain text that "
-                 "is not allowed by our safety system.")
+PROMPT_MESSAGE = (
+    "The response was filtered due to the prompt triggering Azure OpenAI's content management "
+    "policy. Please modify your prompt and retry. To learn more about our content filtering "
+    "policies please read our documentation: https://go.microsoft.com/fwlink/?linkid=2198766"
+)
+IMAGE_MESSAGE = (
+    "Your request was rejected as a result of our safety system. Your prompt may contain text that "
+    "is not allowed by our safety system."
+)
 HEADER = "x-ms-simulator-content-filter"
 
 
@@ -184,12 +188,12 @@ def _rule(category: str, spec: Any, where: str) -> Rule:
     if isinstance(spec, str):
         spec = {"term": spec}
     if not isinstance(spec, dict):
-        raise FilterSpecError(f"{where}: expected a term or {{\"term\"|\"regex\": …, \"severity\": …}}")
+        raise FilterSpecError(f'{where}: expected a term or {{"term"|"regex": …, "severity": …}}')
     unknown = set(spec) - {"term", "regex", "severity"}
     if unknown:
         raise FilterSpecError(f"{where}: unknown field {sorted(unknown)[0]!r}; use term or regex, and severity")
     if ("term" in spec) == ("regex" in spec):
-        raise FilterSpecError(f"{where}: give either \"term\" or \"regex\"")
+        raise FilterSpecError(f'{where}: give either "term" or "regex"')
     key = "term" if "term" in spec else "regex"
     value = spec[key]
     if not isinstance(value, str) or not value.strip():
@@ -208,8 +212,10 @@ def _rule(category: str, spec: Any, where: str) -> Rule:
             quick_any_case, quick_lowered = (re2.compile(words, _options(any_case=c)) for c in (True, False))
     except re2.error as e:
         reason = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else str(e)
-        raise FilterSpecError(f"{where}.regex: not a valid regular expression ({reason}); rules use RE2 syntax, "
-                              "without backreferences or lookarounds") from None
+        raise FilterSpecError(
+            f"{where}.regex: not a valid regular expression ({reason}); rules use RE2 syntax, "
+            "without backreferences or lookarounds"
+        ) from None
     severity = spec.get("severity")
     if category in HARM:
         severity = "high" if severity is None else severity
@@ -229,8 +235,9 @@ def _side(spec: Any, side: str, where: str) -> tuple[Rule, ...]:
     rules = []
     for category, listed in spec.items():
         if category not in CATEGORIES[side]:
-            raise FilterSpecError(f"{where}: unknown category {category!r}; for {side}s use "
-                                  f"{', '.join(CATEGORIES[side])}")
+            raise FilterSpecError(
+                f"{where}: unknown category {category!r}; for {side}s use {', '.join(CATEGORIES[side])}"
+            )
         if isinstance(listed, (str, dict)):
             listed = [listed]
         if not isinstance(listed, list):
@@ -253,23 +260,28 @@ def parse_policy(spec: Any, where: str) -> Policy:
         raise FilterSpecError(f"{where}: expected an object with blockAt, randomShare, prompt, completion")
     unknown = set(spec) - {"blockAt", "randomShare", PROMPT, COMPLETION}
     if unknown:
-        raise FilterSpecError(f"{where}: unknown field {sorted(unknown)[0]!r}; use blockAt, randomShare, prompt, "
-                              "completion")
+        raise FilterSpecError(
+            f"{where}: unknown field {sorted(unknown)[0]!r}; use blockAt, randomShare, prompt, completion"
+        )
     block_at = spec.get("blockAt", "medium")
     if block_at not in BLOCK_AT:
         raise FilterSpecError(f"{where}.blockAt: expected one of {', '.join(BLOCK_AT)}, got {block_at!r}")
     shares = spec.get("randomShare", {})
     if not isinstance(shares, dict) or set(shares) - {PROMPT, COMPLETION}:
-        raise FilterSpecError(f"{where}.randomShare: expected {{\"prompt\": share, \"completion\": share}}, "
-                              "each from 0 to 1")
-    return Policy(block_at,
-                  _side(spec.get(PROMPT, {}), PROMPT, f"{where}.{PROMPT}"),
-                  _side(spec.get(COMPLETION, {}), COMPLETION, f"{where}.{COMPLETION}"),
-                  _share(shares.get(PROMPT, 0), f"{where}.randomShare.{PROMPT}"),
-                  _share(shares.get(COMPLETION, 0), f"{where}.randomShare.{COMPLETION}"))
+        raise FilterSpecError(
+            f'{where}.randomShare: expected {{"prompt": share, "completion": share}}, each from 0 to 1'
+        )
+    return Policy(
+        block_at,
+        _side(spec.get(PROMPT, {}), PROMPT, f"{where}.{PROMPT}"),
+        _side(spec.get(COMPLETION, {}), COMPLETION, f"{where}.{COMPLETION}"),
+        _share(shares.get(PROMPT, 0), f"{where}.randomShare.{PROMPT}"),
+        _share(shares.get(COMPLETION, 0), f"{where}.randomShare.{COMPLETION}"),
+    )
 
 
 # --- Verdicts -------------------------------------------------------------------------------------
+
 
 @dataclass
 class Verdict:
@@ -318,8 +330,7 @@ class Verdict:
         out = {}
         for category in CATEGORIES[self.side]:
             if category in HARM:
-                out[category] = {"filtered": self.filters(category),
-                                 "severity": self.severities.get(category, "safe")}
+                out[category] = {"filtered": self.filters(category), "severity": self.severities.get(category, "safe")}
             else:
                 out[category] = {"filtered": self.filters(category), "detected": category in self.detected}
         return out
@@ -354,8 +365,9 @@ class Dice:
         key = (deployment, side)
         rng = self._streams.get(key)
         if rng is None:
-            rng = self._streams[key] = random.Random(f"{self.seed}:{deployment}:{side}") \
-                if self.seed is not None else random.Random()
+            rng = self._streams[key] = (
+                random.Random(f"{self.seed}:{deployment}:{side}") if self.seed is not None else random.Random()
+            )
         return rng
 
     def hit(self, deployment: str, side: str, share: float) -> str | None:
@@ -367,6 +379,7 @@ class Dice:
 
 
 # --- The forcing header ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Forced:
@@ -387,12 +400,12 @@ def parse_forced(value: str) -> Forced:
         side, sep, what = item.partition("=")
         side, what = side.strip().lower(), what.strip().lower()
         if not sep or side not in sides:
-            raise FilterSpecError(f"{HEADER}: {item!r}: expected prompt=CATEGORY[:SEVERITY] or "
-                                  "completion=CATEGORY[:SEVERITY]")
+            raise FilterSpecError(
+                f"{HEADER}: {item!r}: expected prompt=CATEGORY[:SEVERITY] or completion=CATEGORY[:SEVERITY]"
+            )
         category, _, severity = (p.strip() for p in what.partition(":"))
         if category not in CATEGORIES[side]:
-            raise FilterSpecError(f"{HEADER}: unknown {side} category {category!r}; use "
-                                  f"{', '.join(CATEGORIES[side])}")
+            raise FilterSpecError(f"{HEADER}: unknown {side} category {category!r}; use {', '.join(CATEGORIES[side])}")
         if category in HARM:
             severity = severity or "high"
             if severity not in SEVERITIES:
@@ -404,6 +417,7 @@ def parse_forced(value: str) -> Forced:
 
 
 # --- Answers: what a filtered answer keeps --------------------------------------------------------
+
 
 @dataclass
 class AnswerFilter:
@@ -425,11 +439,12 @@ def kept_ids(token_ids: list[int], text: str, verdict: Verdict, encode) -> list[
     """The tokens a blocked answer keeps: those before the match that blocked it, or, when
     nothing in the text told where (a random or forced verdict), the first half."""
     if verdict.cut_at is None:
-        return token_ids[:len(token_ids) // 2]
-    return encode(text[:verdict.cut_at].rstrip()) if verdict.cut_at else []
+        return token_ids[: len(token_ids) // 2]
+    return encode(text[: verdict.cut_at].rstrip()) if verdict.cut_at else []
 
 
 # --- Prompts: the texts a request's prompt is judged on -------------------------------------------
+
 
 def _content_text(content: Any) -> str:
     if isinstance(content, str):
@@ -469,17 +484,33 @@ def image_texts(body: dict) -> list[str]:
 
 # --- Azure's bodies -------------------------------------------------------------------------------
 
+
 def prompt_error(verdict: Verdict) -> dict:
     """The 400 a blocked prompt gets (chat, completions, Responses)."""
-    return {"error": {"message": PROMPT_MESSAGE, "type": None, "param": "prompt", "code": "content_filter",
-                      "status": 400, "innererror": {"code": "ResponsibleAIPolicyViolation",
-                                                    "content_filter_result": verdict.results()}}}
+    return {
+        "error": {
+            "message": PROMPT_MESSAGE,
+            "type": None,
+            "param": "prompt",
+            "code": "content_filter",
+            "status": 400,
+            "innererror": {"code": "ResponsibleAIPolicyViolation", "content_filter_result": verdict.results()},
+        }
+    }
 
 
 def image_error(verdict: Verdict) -> dict:
     """The 400 a blocked image prompt gets: image generation words it its own way."""
     results = verdict.results()
     results["profanity"] = {"filtered": False, "detected": False}
-    return {"error": {"code": "content_policy_violation", "message": IMAGE_MESSAGE, "type": "invalid_request_error",
-                      "inner_error": {"code": "ResponsibleAIPolicyViolation",
-                                      "content_filter_results": dict(sorted(results.items()))}}}
+    return {
+        "error": {
+            "code": "content_policy_violation",
+            "message": IMAGE_MESSAGE,
+            "type": "invalid_request_error",
+            "inner_error": {
+                "code": "ResponsibleAIPolicyViolation",
+                "content_filter_results": dict(sorted(results.items())),
+            },
+        }
+    }

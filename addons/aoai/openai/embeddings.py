@@ -92,13 +92,18 @@ def encode_base64(vec: array) -> str:
     return base64.b64encode(vec.tobytes()).decode()
 
 
-def response_json(items: list, model: str, model_version: str, dims: int, encoding_format: str,
-                  prompt_tokens: int) -> bytes:
+def response_json(
+    items: list, model: str, model_version: str, dims: int, encoding_format: str, prompt_tokens: int
+) -> bytes:
     """`response_body` as JSON, written a vector at a time: the same bytes, without every
     number of a large answer alive at once as a float object (2,048 vectors of 3,072: 6
     million), and without one serializing call that holds the interpreter for 150 ms."""
-    head = {"object": "list", "model": model_version, "data": [],
-            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
+    head = {
+        "object": "list",
+        "model": model_version,
+        "data": [],
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }
     opening, _, closing = orjson.dumps(head).partition(b'"data":[]')
     out = io.BytesIO()
     out.write(opening + b'"data":[')
@@ -110,12 +115,22 @@ def response_json(items: list, model: str, model_version: str, dims: int, encodi
     return out.getvalue()  # the buffer itself, not a copy
 
 
-def response_body(items: list, model: str, model_version: str, dims: int, encoding_format: str,
-                  prompt_tokens: int) -> dict:
+def response_body(
+    items: list, model: str, model_version: str, dims: int, encoding_format: str, prompt_tokens: int
+) -> dict:
     data = []
     for index, key in enumerate(keys_of(model, dims, items)):
         vec = vector(key, dims)
-        data.append({"object": "embedding", "index": index,
-                     "embedding": encode_base64(vec) if encoding_format == "base64" else vec.tolist()})
-    return {"object": "list", "model": model_version, "data": data,
-            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
+        data.append(
+            {
+                "object": "embedding",
+                "index": index,
+                "embedding": encode_base64(vec) if encoding_format == "base64" else vec.tolist(),
+            }
+        )
+    return {
+        "object": "list",
+        "model": model_version,
+        "data": data,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }

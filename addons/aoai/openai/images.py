@@ -32,8 +32,7 @@ class Rules:
 
 RULES = {
     DALL_E_3: Rules(("1024x1024", "1792x1024", "1024x1792"), ("standard", "hd"), 1, 4000),
-    GPT_IMAGE_1: Rules(("1024x1024", "1536x1024", "1024x1536", "auto"), ("low", "medium", "high", "auto"), 10,
-                       32000),
+    GPT_IMAGE_1: Rules(("1024x1024", "1536x1024", "1024x1536", "auto"), ("low", "medium", "high", "auto"), 10, 32000),
 }
 STYLES = ("vivid", "natural")
 RESPONSE_FORMATS = ("url", "b64_json")
@@ -98,15 +97,24 @@ def _prompt(value: Any, rules: Rules) -> str:
     if value is None:
         raise Invalid("Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter")
     if not isinstance(value, str):
-        raise Invalid(f"Invalid type for 'prompt': expected a string, but got {type(value).__name__} instead.",
-                      "prompt", "invalid_type")
+        raise Invalid(
+            f"Invalid type for 'prompt': expected a string, but got {type(value).__name__} instead.",
+            "prompt",
+            "invalid_type",
+        )
     if not value:
-        raise Invalid("Invalid 'prompt': empty string. Expected a string with minimum length 1, but got an empty "
-                      "string instead.", "prompt", "empty_string")
+        raise Invalid(
+            "Invalid 'prompt': empty string. Expected a string with minimum length 1, but got an empty string instead.",
+            "prompt",
+            "empty_string",
+        )
     if len(value) > rules.max_prompt:
-        raise Invalid(f"Invalid 'prompt': string too long. Expected a string with maximum length "
-                      f"{rules.max_prompt}, but got a string with length {len(value)} instead.", "prompt",
-                      "string_above_max_length")
+        raise Invalid(
+            f"Invalid 'prompt': string too long. Expected a string with maximum length "
+            f"{rules.max_prompt}, but got a string with length {len(value)} instead.",
+            "prompt",
+            "string_above_max_length",
+        )
     return value
 
 
@@ -114,13 +122,15 @@ def _count(value: Any, rules: Rules, model: Model) -> int:
     if value is None:
         return 1
     if isinstance(value, bool) or not isinstance(value, int):
-        raise Invalid(f"Invalid type for 'n': expected an integer, but got {type(value).__name__} instead.", "n",
-                      "invalid_type")
+        raise Invalid(
+            f"Invalid type for 'n': expected an integer, but got {type(value).__name__} instead.", "n", "invalid_type"
+        )
     if rules.max_n == 1 and value != 1:
         raise Invalid(f"You must provide n=1 for the model {model.name}.", "n", "invalid_value")
     if not 1 <= value <= rules.max_n:
-        raise Invalid(f"Invalid 'n': integer must be between 1 and {rules.max_n}, got {value}.", "n",
-                      "integer_out_of_range")
+        raise Invalid(
+            f"Invalid 'n': integer must be between 1 and {rules.max_n}, got {value}.", "n", "integer_out_of_range"
+        )
     return value
 
 
@@ -128,20 +138,27 @@ def _gpt_image_only(fields: dict[str, Any], model: Model) -> None:
     """Options the two models do not share are refused by name, as Azure refuses them."""
     if model.name == GPT_IMAGE_1:
         if fields.get("response_format") is not None:
-            raise Invalid(f"Unknown parameter: 'response_format'. It is not supported with {model.name}; "
-                          "images are always returned as b64_json.", "response_format", "unknown_parameter")
+            raise Invalid(
+                f"Unknown parameter: 'response_format'. It is not supported with {model.name}; "
+                "images are always returned as b64_json.",
+                "response_format",
+                "unknown_parameter",
+            )
         if fields.get("style") is not None:
-            raise Invalid(f"Unknown parameter: 'style'. It is not supported with {model.name}.", "style",
-                          "unknown_parameter")
+            raise Invalid(
+                f"Unknown parameter: 'style'. It is not supported with {model.name}.", "style", "unknown_parameter"
+            )
     else:
         for name in ("output_format", "output_compression", "background", "moderation"):
             if fields.get(name) is not None:
-                raise Invalid(f"Unknown parameter: '{name}'. It is only supported with gpt-image-1.", name,
-                              "unknown_parameter")
+                raise Invalid(
+                    f"Unknown parameter: '{name}'. It is only supported with gpt-image-1.", name, "unknown_parameter"
+                )
 
 
-def _request(fields: dict[str, Any], model: Model, inputs: tuple[Upload, ...] = (),
-             input_size: tuple[int, int] | None = None) -> ImageRequest:
+def _request(
+    fields: dict[str, Any], model: Model, inputs: tuple[Upload, ...] = (), input_size: tuple[int, int] | None = None
+) -> ImageRequest:
     rules = _rules(model)
     prompt = _prompt(fields.get("prompt"), rules)
     _gpt_image_only(fields, model)
@@ -160,8 +177,9 @@ def _request(fields: dict[str, Any], model: Model, inputs: tuple[Upload, ...] = 
         output_format = _choice(fields.get("output_format") or "png", "output_format", OUTPUT_FORMATS)
         background = _choice(fields.get("background") or "auto", "background", BACKGROUNDS)
         if background == "transparent" and output_format == "jpeg":
-            raise Invalid("Transparent background is not supported for output_format 'jpeg'.", "background",
-                          "invalid_value")
+            raise Invalid(
+                "Transparent background is not supported for output_format 'jpeg'.", "background", "invalid_value"
+            )
         return ImageRequest(model.name, prompt, n, size, quality, None, "b64_json", output_format, background, inputs)
     style = _choice(fields.get("style") or "vivid", "style", STYLES)
     response_format = _choice(fields.get("response_format") or "url", "response_format", RESPONSE_FORMATS)
@@ -196,29 +214,43 @@ def check_edit(form: Form, model: Model, max_pixels: int = DEFAULT_MAX_PIXELS) -
     """An images/edits form: one or more images (and a mask) to change with a prompt; an image
     of more than `max_pixels` pixels is refused from its header, before anything decodes it."""
     if model.name != GPT_IMAGE_1:
-        raise Invalid(f"The images edit operation does not work with the specified model, {model.name}.",
-                      "model", "unsupported_value")
+        raise Invalid(
+            f"The images edit operation does not work with the specified model, {model.name}.",
+            "model",
+            "unsupported_value",
+        )
     uploads = tuple(form.uploads("image"))
     if not uploads:
         raise Invalid("Missing required parameter: 'image'.", "image", "missing_required_parameter")
     if len(uploads) > MAX_EDIT_IMAGES:
-        raise Invalid(f"Invalid 'image': array too long. Expected an array with maximum length {MAX_EDIT_IMAGES}, "
-                      f"but got an array with length {len(uploads)} instead.", "image", "array_above_max_length")
+        raise Invalid(
+            f"Invalid 'image': array too long. Expected an array with maximum length {MAX_EDIT_IMAGES}, "
+            f"but got an array with length {len(uploads)} instead.",
+            "image",
+            "array_above_max_length",
+        )
     first_size = None
     for index, upload in enumerate(uploads):
         size = image_size(upload.data) if len(upload.data) <= MAX_IMAGE_BYTES else None
         if size is None:
-            raise Invalid(f"Invalid image file or mode for image {index + 1}, please check your image file.",
-                          "image", "invalid_image_format")
+            raise Invalid(
+                f"Invalid image file or mode for image {index + 1}, please check your image file.",
+                "image",
+                "invalid_image_format",
+            )
         if size[0] * size[1] > max_pixels:
-            raise Invalid(f"Invalid image file or mode for image {index + 1}, please check your image file: it has "
-                          f"{size[0]}x{size[1]} pixels, more than the {max_pixels} accepted.", "image",
-                          "invalid_image_format")
+            raise Invalid(
+                f"Invalid image file or mode for image {index + 1}, please check your image file: it has "
+                f"{size[0]}x{size[1]} pixels, more than the {max_pixels} accepted.",
+                "image",
+                "invalid_image_format",
+            )
         first_size = first_size or size
     mask = form.file("mask")
     if mask is not None and image_size(mask.data) != first_size:
-        raise Invalid("Invalid mask image: it must be a PNG of the same size as the image.", "mask",
-                      "invalid_image_format")
+        raise Invalid(
+            "Invalid mask image: it must be a PNG of the same size as the image.", "mask", "invalid_image_format"
+        )
     fields: dict[str, Any] = {k: form.value(k) for k in form.fields if not k.endswith("[]")}
     fields["n"] = _form_number(form, "n")
     return _request(fields, model, uploads, first_size)
@@ -240,6 +272,7 @@ def image_size(data: bytes) -> tuple[int, int] | None:
 
 # --- Drawing -------------------------------------------------------------------------------
 
+
 def draw(request: ImageRequest, index: int, seed: str) -> bytes:
     """One image of the requested size and format: a gradient and shapes chosen by the prompt,
     so different prompts look different and the same one looks the same."""
@@ -252,7 +285,7 @@ def draw(request: ImageRequest, index: int, seed: str) -> bytes:
     bottom = tuple(digest[3:6])
     # A vertical gradient drawn on a one-pixel column and stretched: fast at any size.
     column = Image.new("RGB", (1, 256))
-    column.putdata([tuple(int(a + (b - a) * y / 255) for a, b in zip(top, bottom)) for y in range(256)])
+    column.putdata([tuple(int(a + (b - a) * y / 255) for a, b in zip(top, bottom, strict=False)) for y in range(256)])
     image = column.resize((width, height))
     pen = ImageDraw.Draw(image)
     for _ in range(6):
@@ -273,8 +306,10 @@ def draw(request: ImageRequest, index: int, seed: str) -> bytes:
 
 def revised_prompt(prompt: str) -> str:
     """dall-e-3 rewrites every prompt into a fuller description before drawing."""
-    return (f"{prompt.rstrip('.')}. The scene is rendered in rich detail with balanced composition, soft natural "
-            "light and a clear focal point.")
+    return (
+        f"{prompt.rstrip('.')}. The scene is rendered in rich detail with balanced composition, soft natural "
+        "light and a clear focal point."
+    )
 
 
 _SAFE = {"filtered": False, "severity": "safe"}
@@ -285,8 +320,11 @@ def content_filter_results() -> dict[str, Any]:
 
 
 def prompt_filter_results() -> dict[str, Any]:
-    return {**content_filter_results(), "profanity": {"filtered": False, "detected": False},
-            "jailbreak": {"filtered": False, "detected": False}}
+    return {
+        **content_filter_results(),
+        "profanity": {"filtered": False, "detected": False},
+        "jailbreak": {"filtered": False, "detected": False},
+    }
 
 
 def usage(request: ImageRequest, prompt_tokens: int) -> dict[str, Any]:
@@ -294,13 +332,22 @@ def usage(request: ImageRequest, prompt_tokens: int) -> dict[str, Any]:
     per_image = OUTPUT_TOKENS[request.quality].get(request.size, OUTPUT_TOKENS[request.quality]["1024x1024"])
     image_tokens = IMAGE_TOKENS_PER_INPUT * len(request.inputs)
     output = per_image * request.n
-    return {"input_tokens": prompt_tokens + image_tokens, "output_tokens": output,
-            "total_tokens": prompt_tokens + image_tokens + output,
-            "input_tokens_details": {"text_tokens": prompt_tokens, "image_tokens": image_tokens}}
+    return {
+        "input_tokens": prompt_tokens + image_tokens,
+        "output_tokens": output,
+        "total_tokens": prompt_tokens + image_tokens + output,
+        "input_tokens_details": {"text_tokens": prompt_tokens, "image_tokens": image_tokens},
+    }
 
 
-def answer(request: ImageRequest, images: list[bytes], urls: list[str] | None, created: int,
-           prompt_tokens: int, prompt_filter: dict[str, Any] | None = None) -> dict[str, Any]:
+def answer(
+    request: ImageRequest,
+    images: list[bytes],
+    urls: list[str] | None,
+    created: int,
+    prompt_tokens: int,
+    prompt_filter: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The response body: each image as base64 or a URL, with what the model adds;
     `prompt_filter`: the prompt's content-filter results, when a rule scored it."""
     data = []
@@ -317,6 +364,11 @@ def answer(request: ImageRequest, images: list[bytes], urls: list[str] | None, c
         data.append(item)
     body: dict[str, Any] = {"created": created, "data": data}
     if request.model == GPT_IMAGE_1:
-        body.update(background=request.background, output_format=request.output_format, quality=request.quality,
-                    size=request.size, usage=usage(request, prompt_tokens))
+        body.update(
+            background=request.background,
+            output_format=request.output_format,
+            quality=request.quality,
+            size=request.size,
+            usage=usage(request, prompt_tokens),
+        )
     return body

@@ -35,11 +35,24 @@ from .validation import (
 INPUT_ROLES = ("user", "system", "developer", "assistant")
 ITEM_TYPES = ("message", "function_call", "function_call_output", "reasoning", "item_reference")
 # Content part types each role may send in an input message.
-INPUT_PARTS = {"user": ("input_text", "input_image", "input_file"), "system": ("input_text",),
-               "developer": ("input_text",), "assistant": ("output_text", "refusal")}
+INPUT_PARTS = {
+    "user": ("input_text", "input_image", "input_file"),
+    "system": ("input_text",),
+    "developer": ("input_text",),
+    "assistant": ("output_text", "refusal"),
+}
 # Tools Azure offers that the simulator does not run.
-BUILT_IN_TOOLS = ("web_search_preview", "web_search", "file_search", "code_interpreter", "computer_use_preview",
-                  "image_generation", "mcp", "local_shell", "custom")
+BUILT_IN_TOOLS = (
+    "web_search_preview",
+    "web_search",
+    "file_search",
+    "code_interpreter",
+    "computer_use_preview",
+    "image_generation",
+    "mcp",
+    "local_shell",
+    "custom",
+)
 TEXT_FORMATS = ("text", "json_object", "json_schema")
 SUMMARIES = ("auto", "concise", "detailed")
 TRUNCATIONS = ("auto", "disabled")
@@ -49,6 +62,7 @@ MIN_OUTPUT_TOKENS = 16
 
 # --- Request checks -----------------------------------------------------------------------------
 
+
 def check_responses(body: dict, model: Model) -> None:
     """Azure's 400 for what is wrong with a Responses request (raises `Invalid`)."""
     if "input" not in body:
@@ -57,8 +71,12 @@ def check_responses(body: dict, model: Model) -> None:
     _expect(body, "instructions", (str,), "a string")
     limit = _integer(body, "max_output_tokens", 1)
     if limit is not None and limit < MIN_OUTPUT_TOKENS:
-        raise Invalid(f"Invalid 'max_output_tokens': integer below minimum value. Expected a value >= "
-                      f"{MIN_OUTPUT_TOKENS}, but got {limit} instead.", "max_output_tokens", "integer_below_min_value")
+        raise Invalid(
+            f"Invalid 'max_output_tokens': integer below minimum value. Expected a value >= "
+            f"{MIN_OUTPUT_TOKENS}, but got {limit} instead.",
+            "max_output_tokens",
+            "integer_below_min_value",
+        )
     _number(body, "temperature", 0, 2)
     _number(body, "top_p", 0, 1)
     _integer(body, "top_logprobs", 0, 20)
@@ -68,8 +86,11 @@ def check_responses(body: dict, model: Model) -> None:
         _expect(body, key, (bool,), "a boolean")
     if body.get("background"):
         # Answering at once while claiming background mode would mislead a client that polls.
-        raise Invalid("Background mode is not supported by this simulator; responses are answered at once.",
-                      "background", "unsupported_value")
+        raise Invalid(
+            "Background mode is not supported by this simulator; responses are answered at once.",
+            "background",
+            "unsupported_value",
+        )
     for key in ("previous_response_id", "user"):
         _expect(body, key, (str,), "a string")
     _check_metadata(body)
@@ -100,8 +121,11 @@ def _check_item(item: Any, where: str) -> None:
     if kind is None:
         raise _missing(f"{where}.type")
     if not isinstance(kind, str) or kind not in ITEM_TYPES:
-        raise Invalid(f"Invalid value: '{kind}'. Supported values are: {_listed(ITEM_TYPES, 'and')}.",
-                      f"{where}.type", "invalid_value")
+        raise Invalid(
+            f"Invalid value: '{kind}'. Supported values are: {_listed(ITEM_TYPES, 'and')}.",
+            f"{where}.type",
+            "invalid_value",
+        )
     if kind == "message":
         role = _choice(item, "role", where, INPUT_ROLES, required=True)
         _check_content(item, role, where)
@@ -112,8 +136,11 @@ def _check_item(item: Any, where: str) -> None:
         _field(item, "call_id", where, (str,), "a string", required=True)
         output = item.get("output")
         if not isinstance(output, (str, list)):
-            raise _wrong_type(f"{where}.output", "a string", output) if output is not None \
+            raise (
+                _wrong_type(f"{where}.output", "a string", output)
+                if output is not None
                 else _missing(f"{where}.output")
+            )
     elif kind == "item_reference":
         _field(item, "id", where, (str,), "a string", required=True)
 
@@ -129,8 +156,11 @@ def _check_content(item: dict, role: str, where: str) -> None:
     for j, part in enumerate(content):
         at = f"{param}[{j}]"
         if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-            raise Invalid(f"Invalid type for '{at}': expected an object with a 'type', but got {type_name(part)} "
-                          "instead.", at, "invalid_type")
+            raise Invalid(
+                f"Invalid type for '{at}': expected an object with a 'type', but got {type_name(part)} instead.",
+                at,
+                "invalid_type",
+            )
         kind = _choice(part, "type", at, INPUT_PARTS[role], required=True)
         if kind in ("input_text", "output_text"):
             _field(part, "text", at, (str,), "a string", required=True)
@@ -151,9 +181,12 @@ def _check_metadata(body: dict) -> None:
     if metadata is None:
         return
     if len(metadata) > 16:
-        raise Invalid("Invalid 'metadata': too many properties. Expected an object with at most 16 properties, "
-                      f"but got an object with {len(metadata)} properties instead.", "metadata",
-                      "object_above_max_length")
+        raise Invalid(
+            "Invalid 'metadata': too many properties. Expected an object with at most 16 properties, "
+            f"but got an object with {len(metadata)} properties instead.",
+            "metadata",
+            "object_above_max_length",
+        )
     for key, value in metadata.items():
         if not isinstance(value, str):
             raise _wrong_type(f"metadata.{key}", "a string", value)
@@ -169,8 +202,11 @@ def _check_tools(body: dict) -> set[str]:
             raise _wrong_type(where, "an object", tool)
         kind = tool.get("type")
         if isinstance(kind, str) and kind in BUILT_IN_TOOLS:
-            raise Invalid(f"The tool type '{kind}' is not supported by this simulator; only 'function' tools are "
-                          "answered.", f"{where}.type", "unsupported_value")
+            raise Invalid(
+                f"The tool type '{kind}' is not supported by this simulator; only 'function' tools are answered.",
+                f"{where}.type",
+                "unsupported_value",
+            )
         _choice(tool, "type", where, ("function",), required=True)
         names.add(_field(tool, "name", where, (str,), "a string", required=True))
         _field(tool, "description", where, (str,), "a string")
@@ -190,11 +226,15 @@ def _check_tool_choice(body: dict, names: set[str]) -> None:
         return
     name = choice.get("name") if isinstance(choice, dict) else None
     if not isinstance(choice, dict) or choice.get("type") != "function" or not isinstance(name, str):
-        raise Invalid("Invalid 'tool_choice': expected 'none', 'auto', 'required' or "
-                      "{\"type\": \"function\", \"name\": ...}.", "tool_choice", "invalid_type")
+        raise Invalid(
+            "Invalid 'tool_choice': expected 'none', 'auto', 'required' or {\"type\": \"function\", \"name\": ...}.",
+            "tool_choice",
+            "invalid_type",
+        )
     if name not in names:
-        raise Invalid(f"Tool choice 'function' set, but function '{name}' was not found in 'tools'.",
-                      "tool_choice", None)
+        raise Invalid(
+            f"Tool choice 'function' set, but function '{name}' was not found in 'tools'.", "tool_choice", None
+        )
 
 
 def _check_text(body: dict) -> None:
@@ -217,11 +257,15 @@ def _check_reasoning(body: dict, model: Model) -> None:
     _choice(reasoning, "summary", "reasoning", SUMMARIES)
     _choice(reasoning, "generate_summary", "reasoning", SUMMARIES)
     if effort is not None and not model.reasoning:
-        raise Invalid("Unsupported parameter: 'reasoning.effort' is not supported with this model.",
-                      "reasoning.effort", "unsupported_parameter")
+        raise Invalid(
+            "Unsupported parameter: 'reasoning.effort' is not supported with this model.",
+            "reasoning.effort",
+            "unsupported_parameter",
+        )
 
 
 # --- Input as items -----------------------------------------------------------------------------
+
 
 def input_items(body: dict, rng: random.Random) -> list[dict]:
     """The request's input as the items `input_items` lists: a string is one user message;
@@ -234,12 +278,20 @@ def input_items(body: dict, rng: random.Random) -> list[dict]:
             if isinstance(content, str):
                 part = "output_text" if item["role"] == "assistant" else "input_text"
                 content = [{"type": part, "text": content}]
-            items.append({"type": "message", "id": item.get("id") or shapes.make_id("msg_", rng),
-                          "status": "completed", "role": item["role"], "content": content})
+            items.append(
+                {
+                    "type": "message",
+                    "id": item.get("id") or shapes.make_id("msg_", rng),
+                    "status": "completed",
+                    "role": item["role"],
+                    "content": content,
+                }
+            )
         else:
             prefix = {"function_call": "fc_", "function_call_output": "fco_", "reasoning": "rs_"}.get(kind, "item_")
-            items.append({"status": "completed", **item, "type": kind,
-                          "id": item.get("id") or shapes.make_id(prefix, rng)})
+            items.append(
+                {"status": "completed", **item, "type": kind, "id": item.get("id") or shapes.make_id(prefix, rng)}
+            )
     return items
 
 
@@ -258,25 +310,41 @@ def as_messages(items: list[dict], instructions: str | None = None) -> list[dict
         if kind == "message":
             content = item["content"]
             if isinstance(content, list) and any(p.get("type") == "input_image" for p in content):
-                content = [{"type": "image_url", "image_url": {"url": p.get("image_url") or "",
-                                                               "detail": p.get("detail") or "auto"}}
-                           if p.get("type") == "input_image" else {"type": "text", "text": _text_of([p])}
-                           for p in content]
+                content = [
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": p.get("image_url") or "", "detail": p.get("detail") or "auto"},
+                    }
+                    if p.get("type") == "input_image"
+                    else {"type": "text", "text": _text_of([p])}
+                    for p in content
+                ]
             else:
                 content = _text_of(content)
             messages.append({"role": item["role"], "content": content})
         elif kind == "function_call":
-            messages.append({"role": "assistant", "content": None, "tool_calls": [
-                {"id": item["call_id"], "type": "function",
-                 "function": {"name": item["name"], "arguments": item["arguments"]}}]})
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": item["call_id"],
+                            "type": "function",
+                            "function": {"name": item["name"], "arguments": item["arguments"]},
+                        }
+                    ],
+                }
+            )
         elif kind == "function_call_output":
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": _text_of(item["output"])})
     return messages
 
 
 def chat_tools(body: dict) -> list[dict]:
-    return [{"type": "function", "function": {k: v for k, v in t.items() if k != "type"}}
-            for t in body.get("tools") or []]
+    return [
+        {"type": "function", "function": {k: v for k, v in t.items() if k != "type"}} for t in body.get("tools") or []
+    ]
 
 
 def given_items(body: dict) -> list[dict]:
@@ -307,12 +375,15 @@ def _as_chat(body: dict, history: list[dict], reasoning: bool) -> dict:
     if body.get("tools"):
         out["tools"] = chat_tools(body)
         choice = body.get("tool_choice", "auto")
-        out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}} \
-            if isinstance(choice, dict) else choice
+        out["tool_choice"] = (
+            {"type": "function", "function": {"name": choice["name"]}} if isinstance(choice, dict) else choice
+        )
     fmt = (body.get("text") or {}).get("format") or {}
     if fmt.get("type") == "json_schema":
-        out["response_format"] = {"type": "json_schema", "json_schema": {"name": fmt.get("name"),
-                                                                         "schema": fmt.get("schema")}}
+        out["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": fmt.get("name"), "schema": fmt.get("schema")},
+        }
     elif fmt.get("type") == "json_object":
         out["response_format"] = {"type": "json_object"}
     if body.get("max_output_tokens") is not None:
@@ -327,6 +398,7 @@ def effort_of(body: dict) -> str:
 
 
 # --- The answer ---------------------------------------------------------------------------------
+
 
 @dataclass
 class OutputItem:
@@ -360,18 +432,25 @@ class ResponseAnswer:
         return max(1, sum(len(o.token_ids) for o in self.output))
 
     def usage(self) -> dict:
-        return {"input_tokens": self.input_tokens, "input_tokens_details": {"cached_tokens": self.cached_tokens},
-                "output_tokens": self.output_tokens,
-                "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
-                "total_tokens": self.input_tokens + self.output_tokens}
+        return {
+            "input_tokens": self.input_tokens,
+            "input_tokens_details": {"cached_tokens": self.cached_tokens},
+            "output_tokens": self.output_tokens,
+            "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+            "total_tokens": self.input_tokens + self.output_tokens,
+        }
 
     def body(self, status: str | None = None) -> dict:
         """The response object; `status` "in_progress" gives it as a stream opens (no output yet)."""
         done = status is None
         status = status or ("incomplete" if self.incomplete else "completed")
         return {
-            "id": self.id, "object": "response", "created_at": self.created_at, "status": status,
-            "background": False, "error": None,
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status,
+            "background": False,
+            "error": None,
             "incomplete_details": {"reason": self.incomplete_reason} if done and self.incomplete else None,
             "model": self.model_version,
             "output": [o.item for o in self.output] if done else [],
@@ -382,9 +461,10 @@ class ResponseAnswer:
     def stream_timeline(self) -> list[tuple[int, dict]]:
         """The stream's events in Azure's order, each with the token step it is due at (-1: at
         once) and its `sequence_number`."""
-        events: list[tuple[int, dict]] = [(-1, {"type": "response.created", "response": self.body("in_progress")}),
-                                          (-1, {"type": "response.in_progress",
-                                                "response": self.body("in_progress")})]
+        events: list[tuple[int, dict]] = [
+            (-1, {"type": "response.created", "response": self.body("in_progress")}),
+            (-1, {"type": "response.in_progress", "response": self.body("in_progress")}),
+        ]
         step = 0
         for index, output in enumerate(self.output):
             events.extend(_item_events(output, index, step, self.corpus))
@@ -404,34 +484,78 @@ def _item_events(output: OutputItem, index: int, first: int, corpus) -> list[tup
     if kind == "message":
         opened = {**item, "status": "in_progress", "content": []}
         part = item["content"][0]
-        events = [(first, {"type": "response.output_item.added", "output_index": index, "item": opened}),
-                  (first, {"type": "response.content_part.added", **ref, "content_index": 0,
-                           "part": {**part, "text": ""}})]
-        events += [(first + k, {"type": "response.output_text.delta", **ref, "content_index": 0, "delta": piece,
-                                "logprobs": []}) for k, piece in enumerate(corpus.pieces(ids))]
-        events += [(last, {"type": "response.output_text.done", **ref, "content_index": 0, "text": part["text"],
-                           "logprobs": []}),
-                   (last, {"type": "response.content_part.done", **ref, "content_index": 0, "part": part})]
+        events = [
+            (first, {"type": "response.output_item.added", "output_index": index, "item": opened}),
+            (first, {"type": "response.content_part.added", **ref, "content_index": 0, "part": {**part, "text": ""}}),
+        ]
+        events += [
+            (
+                first + k,
+                {"type": "response.output_text.delta", **ref, "content_index": 0, "delta": piece, "logprobs": []},
+            )
+            for k, piece in enumerate(corpus.pieces(ids))
+        ]
+        events += [
+            (
+                last,
+                {"type": "response.output_text.done", **ref, "content_index": 0, "text": part["text"], "logprobs": []},
+            ),
+            (last, {"type": "response.content_part.done", **ref, "content_index": 0, "part": part}),
+        ]
     elif kind == "function_call":
         opened = {**item, "status": "in_progress", "arguments": ""}
         events = [(first, {"type": "response.output_item.added", "output_index": index, "item": opened})]
-        events += [(first + k, {"type": "response.function_call_arguments.delta", **ref, "delta": piece})
-                   for k, piece in enumerate(corpus.pieces(ids))]
-        events.append((last, {"type": "response.function_call_arguments.done", **ref, "name": item["name"],
-                              "arguments": item["arguments"]}))
+        events += [
+            (first + k, {"type": "response.function_call_arguments.delta", **ref, "delta": piece})
+            for k, piece in enumerate(corpus.pieces(ids))
+        ]
+        events.append(
+            (
+                last,
+                {
+                    "type": "response.function_call_arguments.done",
+                    **ref,
+                    "name": item["name"],
+                    "arguments": item["arguments"],
+                },
+            )
+        )
     else:  # reasoning: no visible tokens; its summary arrives whole
-        events = [(first, {"type": "response.output_item.added", "output_index": index,
-                           "item": {**item, "summary": []}})]
+        events = [
+            (first, {"type": "response.output_item.added", "output_index": index, "item": {**item, "summary": []}})
+        ]
         for k, summary in enumerate(item.get("summary") or []):
             part = {"type": "summary_text", "text": summary["text"]}
-            events += [(first, {"type": "response.reasoning_summary_part.added", **ref, "summary_index": k,
-                                "part": {**part, "text": ""}}),
-                       (first, {"type": "response.reasoning_summary_text.delta", **ref, "summary_index": k,
-                                "delta": summary["text"]}),
-                       (first, {"type": "response.reasoning_summary_text.done", **ref, "summary_index": k,
-                                "text": summary["text"]}),
-                       (first, {"type": "response.reasoning_summary_part.done", **ref, "summary_index": k,
-                                "part": part})]
+            events += [
+                (
+                    first,
+                    {
+                        "type": "response.reasoning_summary_part.added",
+                        **ref,
+                        "summary_index": k,
+                        "part": {**part, "text": ""},
+                    },
+                ),
+                (
+                    first,
+                    {
+                        "type": "response.reasoning_summary_text.delta",
+                        **ref,
+                        "summary_index": k,
+                        "delta": summary["text"],
+                    },
+                ),
+                (
+                    first,
+                    {
+                        "type": "response.reasoning_summary_text.done",
+                        **ref,
+                        "summary_index": k,
+                        "text": summary["text"],
+                    },
+                ),
+                (first, {"type": "response.reasoning_summary_part.done", **ref, "summary_index": k, "part": part}),
+            ]
     events.append((last, {"type": "response.output_item.done", "output_index": index, "item": item}))
     return events
 
@@ -448,8 +572,10 @@ def echoed_settings(body: dict, model: Model) -> dict:
         "metadata": body.get("metadata") or {},
         "parallel_tool_calls": body.get("parallel_tool_calls", True),
         "previous_response_id": body.get("previous_response_id"),
-        "reasoning": {"effort": effort_of(body) if model.reasoning else None,
-                      "summary": reasoning.get("summary") if model.reasoning else None},
+        "reasoning": {
+            "effort": effort_of(body) if model.reasoning else None,
+            "summary": reasoning.get("summary") if model.reasoning else None,
+        },
         "prompt": None,
         "store": body.get("store", True),
         "temperature": body.get("temperature", 1.0),
@@ -466,9 +592,16 @@ def echoed_settings(body: dict, model: Model) -> dict:
 _UNIQUE = random.SystemRandom()
 
 
-def generate(body: dict, model: Model, input_tokens: int, history: list[dict], rng: random.Random,
-             settings: chat.ChatSettings, cached_tokens: int = 0,
-             answers: content_filter.AnswerFilter | None = None) -> ResponseAnswer:
+def generate(
+    body: dict,
+    model: Model,
+    input_tokens: int,
+    history: list[dict],
+    rng: random.Random,
+    settings: chat.ChatSettings,
+    cached_tokens: int = 0,
+    answers: content_filter.AnswerFilter | None = None,
+) -> ResponseAnswer:
     """A made-up answer to a Responses request whose earlier turns are `history`; `answers`
     judges its text (a blocked answer ends `incomplete`, reason `content_filter`)."""
     answer = chat.generate(_as_chat(body, history, model.reasoning), model, input_tokens, rng, settings)
@@ -478,8 +611,14 @@ def generate(body: dict, model: Model, input_tokens: int, history: list[dict], r
     return out
 
 
-def fixed(content: str, body: dict, model: Model, input_tokens: int, rng: random.Random,
-          answers: content_filter.AnswerFilter | None = None) -> ResponseAnswer:
+def fixed(
+    content: str,
+    body: dict,
+    model: Model,
+    input_tokens: int,
+    rng: random.Random,
+    answers: content_filter.AnswerFilter | None = None,
+) -> ResponseAnswer:
     """An answer with the given text: for generators in extensions that choose their own words."""
     answer = chat.fixed(content, {"max_completion_tokens": body.get("max_output_tokens")}, model, input_tokens, rng)
     blocked = chat.filter_answers(answer, answers) if answers is not None else []
@@ -488,8 +627,9 @@ def fixed(content: str, body: dict, model: Model, input_tokens: int, rng: random
     return out
 
 
-def _from_chat(answer: chat.ChatAnswer, body: dict, model: Model, rng: random.Random,
-               cached_tokens: int) -> ResponseAnswer:
+def _from_chat(
+    answer: chat.ChatAnswer, body: dict, model: Model, rng: random.Random, cached_tokens: int
+) -> ResponseAnswer:
     choice = answer.choices[0]
     output: list[OutputItem] = []
     if model.reasoning:
@@ -498,22 +638,49 @@ def _from_chat(answer: chat.ChatAnswer, body: dict, model: Model, rng: random.Ra
             summary = [{"type": "summary_text", "text": answer.corpus.words(rng, 12)}]
         output.append(OutputItem({"id": shapes.make_id("rs_", rng), "type": "reasoning", "summary": summary}))
     incomplete = choice.finish_reason in ("length", "content_filter")
-    for call, ids in zip(choice.tool_calls, choice.tool_call_ids):
-        output.append(OutputItem({"id": shapes.make_id("fc_", rng), "type": "function_call",
-                                  "status": "incomplete" if incomplete else "completed",
-                                  "arguments": call["function"]["arguments"], "call_id": call["id"],
-                                  "name": call["function"]["name"]}, ids))
+    for call, ids in zip(choice.tool_calls, choice.tool_call_ids, strict=False):
+        output.append(
+            OutputItem(
+                {
+                    "id": shapes.make_id("fc_", rng),
+                    "type": "function_call",
+                    "status": "incomplete" if incomplete else "completed",
+                    "arguments": call["function"]["arguments"],
+                    "call_id": call["id"],
+                    "name": call["function"]["name"],
+                },
+                ids,
+            )
+        )
     if choice.content:
         text = {"type": "output_text", "text": choice.content, "annotations": [], "logprobs": []}
-        output.append(OutputItem({"id": shapes.make_id("msg_", rng), "type": "message",
-                                  "status": "incomplete" if incomplete else "completed", "role": "assistant",
-                                  "content": [text]}, choice.token_ids))
+        output.append(
+            OutputItem(
+                {
+                    "id": shapes.make_id("msg_", rng),
+                    "type": "message",
+                    "status": "incomplete" if incomplete else "completed",
+                    "role": "assistant",
+                    "content": [text],
+                },
+                choice.token_ids,
+            )
+        )
     # Not from the request's (perhaps seeded) generator: two equal requests are two stored responses.
-    return ResponseAnswer(shapes.make_id("resp_", _UNIQUE), int(time.time()), model.version,
-                          echoed_settings(body, model), output, answer.prompt_tokens,
-                          min(cached_tokens, answer.prompt_tokens), answer.completion_tokens,
-                          answer.reasoning_tokens, incomplete, answer.corpus,
-                          "content_filter" if choice.finish_reason == "content_filter" else "max_output_tokens")
+    return ResponseAnswer(
+        shapes.make_id("resp_", _UNIQUE),
+        int(time.time()),
+        model.version,
+        echoed_settings(body, model),
+        output,
+        answer.prompt_tokens,
+        min(cached_tokens, answer.prompt_tokens),
+        answer.completion_tokens,
+        answer.reasoning_tokens,
+        incomplete,
+        answer.corpus,
+        "content_filter" if choice.finish_reason == "content_filter" else "max_output_tokens",
+    )
 
 
 def conversation(history: list[dict], items: list[dict], answer_body: dict) -> list[dict]:
@@ -529,17 +696,24 @@ def item_page(items: list[dict], order: str, limit: str | None, after: str | Non
     try:
         count = 20 if limit is None else int(limit)
     except ValueError:
-        raise Invalid(f"Invalid 'limit': expected an integer, but got '{limit}' instead.", "limit",
-                      "invalid_type") from None
+        raise Invalid(
+            f"Invalid 'limit': expected an integer, but got '{limit}' instead.", "limit", "invalid_type"
+        ) from None
     if not 1 <= count <= 100:
-        raise Invalid(f"Invalid 'limit': integer must be between 1 and 100, got {count}.", "limit",
-                      "integer_out_of_range")
+        raise Invalid(
+            f"Invalid 'limit': integer must be between 1 and 100, got {count}.", "limit", "integer_out_of_range"
+        )
     ordered = items if order == "asc" else items[::-1]
     ids = [item["id"] for item in ordered]
     if after in ids:
-        ordered = ordered[ids.index(after) + 1:]
+        ordered = ordered[ids.index(after) + 1 :]
     elif before in ids:
-        ordered = ordered[:ids.index(before)]
+        ordered = ordered[: ids.index(before)]
     page = ordered[:count]
-    return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None, "has_more": len(ordered) > count}
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": len(ordered) > count,
+    }

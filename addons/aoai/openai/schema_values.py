@@ -22,8 +22,9 @@ import orjson
 Words = Callable[[random.Random, int], str]
 
 _FORMATS = {
-    "date-time": lambda rng: f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:"
-                             f"{rng.randint(0, 59):02d}:00Z",
+    "date-time": lambda rng: (
+        f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00Z"
+    ),
     "date": lambda rng: f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
     "time": lambda rng: f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00",
     "email": lambda rng: f"user{rng.randint(1, 999)}@example.com",
@@ -45,6 +46,7 @@ _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 @dataclass
 class _Walk:
     """One generation: the schema's root (for $ref) and the values still allowed."""
+
     rng: random.Random
     words: Words
     root: Any
@@ -94,8 +96,9 @@ def _value(schema: Any, walk: _Walk, depth: int) -> Any:
     rng = walk.rng
     if "$ref" in schema:
         ref = schema["$ref"]
-        return _value(_once(walk, ref if isinstance(ref, str) else id(ref), lambda: _resolve(ref, walk.root)), walk,
-                      depth + 1)
+        return _value(
+            _once(walk, ref if isinstance(ref, str) else id(ref), lambda: _resolve(ref, walk.root)), walk, depth + 1
+        )
     if "const" in schema:
         return walk.spend(schema["const"])
     enum = schema.get("enum")
@@ -163,16 +166,18 @@ def _whole(value: Any, default: int, cap: int) -> int:
 
 
 def _bound(value: Any) -> float | None:
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
-        else None
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
 def _object(schema, walk, depth):
     props = schema.get("properties")
     props = props if isinstance(props, dict) else {}
     required = schema.get("required")
-    required = _once(walk, id(required), lambda: {r for r in required if isinstance(r, str)}) \
-        if isinstance(required, list) else set()
+    required = (
+        _once(walk, id(required), lambda: {r for r in required if isinstance(r, str)})
+        if isinstance(required, list)
+        else set()
+    )
     out = {}
     walk.room -= 2
     for name, sub in props.items():
@@ -217,9 +222,9 @@ def _string(schema, walk, depth):
             length += len(more)
         text = "".join(parts)
         if length >= walk.room:
-            text = text[:max(walk.room, 1)]
+            text = text[: max(walk.room, 1)]
     high = schema.get("maxLength")
-    return walk.spend(text[:_whole(high, len(text), len(text))] if high is not None else text)
+    return walk.spend(text[: _whole(high, len(text), len(text))] if high is not None else text)
 
 
 def _number(schema, walk, depth):
@@ -239,9 +244,11 @@ def _number(schema, walk, depth):
         lo, hi = (min(max(bound, _INT_MIN), _INT_MAX) for bound in (lo, hi))
         return walk.spend(rng.randint(lo, max(lo, hi)))
     value = round(rng.uniform(low, high), 2)
-    return walk.spend(min(max(value, low), high) if value not in (schema.get("exclusiveMinimum"),
-                                                                  schema.get("exclusiveMaximum"))
-                      else (low + high) / 2)
+    return walk.spend(
+        min(max(value, low), high)
+        if value not in (schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum"))
+        else (low + high) / 2
+    )
 
 
 _BUILDERS = {

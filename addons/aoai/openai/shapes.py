@@ -9,8 +9,11 @@ import random
 
 _SAFE = {"filtered": False, "severity": "safe"}
 PROMPT_FILTER = {
-    "hate": _SAFE, "jailbreak": {"filtered": False, "detected": False}, "self_harm": _SAFE,
-    "sexual": _SAFE, "violence": _SAFE,
+    "hate": _SAFE,
+    "jailbreak": {"filtered": False, "detected": False},
+    "self_harm": _SAFE,
+    "sexual": _SAFE,
+    "violence": _SAFE,
 }
 CONTENT_FILTER = {"hate": _SAFE, "self_harm": _SAFE, "sexual": _SAFE, "violence": _SAFE}
 CONTENT_FILTER_FINAL = {
@@ -45,16 +48,19 @@ def fingerprint(model_version: str) -> str:
 def usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0, cached_tokens: int = 0) -> dict:
     return {
         "completion_tokens": completion_tokens,
-        "completion_tokens_details": {"accepted_prediction_tokens": 0, "audio_tokens": 0,
-                                      "reasoning_tokens": reasoning_tokens, "rejected_prediction_tokens": 0},
+        "completion_tokens_details": {
+            "accepted_prediction_tokens": 0,
+            "audio_tokens": 0,
+            "reasoning_tokens": reasoning_tokens,
+            "rejected_prediction_tokens": 0,
+        },
         "prompt_tokens": prompt_tokens,
         "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": cached_tokens},
         "total_tokens": prompt_tokens + completion_tokens,
     }
 
 
-def timeline(first: dict, per_choice: list[list[dict]], usage: dict | None,
-             opener: bool) -> list[tuple[int, dict]]:
+def timeline(first: dict, per_choice: list[list[dict]], usage: dict | None, opener: bool) -> list[tuple[int, dict]]:
     """Order a stream's frames and give each the token step it is due at.
 
     `first` (the prompt-filter frame) leaves at once (step -1). In each choice's frames, the

@@ -80,7 +80,7 @@ def cut_at_stop(content: str, stop: str | list[str] | None) -> str | None:
     writing one, and it is not returned), or None when none occurs."""
     sequences = [stop] if isinstance(stop, str) else stop or []
     found = [i for i in (content.find(s) for s in sequences if s) if i >= 0]
-    return content[:min(found)] if found else None
+    return content[: min(found)] if found else None
 
 
 @functools.cache

@@ -219,6 +219,8 @@ def prompt_ids(messages: list[dict], enc, tools: list | None = None) -> list[int
     """A prompt as one token sequence, tools first and then the messages in order: what prompt
     caching compares (two prompts share a cached prefix when these sequences do)."""
     rendered = orjson.dumps(tools or []).decode() + "".join(
-        f"\n{m.get('role')}: " + orjson.dumps({k: v for k, v in m.items() if k != "role"},
-                                              option=orjson.OPT_SORT_KEYS).decode() for m in messages)
+        f"\n{m.get('role')}: "
+        + orjson.dumps({k: v for k, v in m.items() if k != "role"}, option=orjson.OPT_SORT_KEYS).decode()
+        for m in messages
+    )
     return encode(rendered, enc)

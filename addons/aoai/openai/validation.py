@@ -21,12 +21,22 @@ IMAGE_DETAILS = ("auto", "low", "high")
 AUDIO_FORMATS = ("wav", "mp3")
 # The content part types each role may send.
 PART_TYPES = {
-    "system": ("text",), "developer": ("text",), "tool": ("text",), "function": ("text",),
+    "system": ("text",),
+    "developer": ("text",),
+    "tool": ("text",),
+    "function": ("text",),
     "user": ("text", "image_url", "input_audio", "file"),
     "assistant": ("text", "refusal"),
 }
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
-               list: "an array", dict: "an object", type(None): "null"}
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "a boolean",
+    list: "an array",
+    dict: "an object",
+    type(None): "null",
+}
 
 
 class Invalid(Exception):
@@ -64,6 +74,7 @@ def type_name(value: Any) -> str:
 
 # --- Building blocks --------------------------------------------------------------------------
 
+
 def _listed(values: Sequence[str], conjunction: str) -> str:
     """'a', 'b', and 'c' — as Azure lists choices."""
     quoted = [f"'{v}'" for v in values]
@@ -86,8 +97,9 @@ def _is(value: Any, types: tuple) -> bool:
 
 
 def _wrong_type(param: str, expected: str, value: Any) -> Invalid:
-    return Invalid(f"Invalid type for '{param}': expected {expected}, but got {type_name(value)} instead.",
-                   param, "invalid_type")
+    return Invalid(
+        f"Invalid type for '{param}': expected {expected}, but got {type_name(value)} instead.", param, "invalid_type"
+    )
 
 
 def _missing(param: str) -> Invalid:
@@ -95,8 +107,11 @@ def _missing(param: str) -> Invalid:
 
 
 def _empty_array(param: str) -> Invalid:
-    return Invalid(f"Invalid '{param}': empty array. Expected an array with minimum length 1, but got an empty "
-                   "array instead.", param, "empty_array")
+    return Invalid(
+        f"Invalid '{param}': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+        param,
+        "empty_array",
+    )
 
 
 def _field(obj: dict, key: str, where: str, types: tuple, expected: str, required: bool = False) -> Any:
@@ -114,12 +129,15 @@ def _field(obj: dict, key: str, where: str, types: tuple, expected: str, require
 def _choice(obj: dict, key: str, where: str, values: Sequence[str], required: bool = False) -> str | None:
     """An enumeration: a string of `values`."""
     value = obj.get(key)
-    if value.__class__ is str and value in values or value is None and not required:
+    if (value.__class__ is str and value in values) or (value is None and not required):
         return value  # the usual cases, without building messages
     value = _field(obj, key, where, (str,), _one_of(values), required)
     if value is not None and value not in values:
-        raise Invalid(f"Invalid value: '{value}'. Supported values are: {_listed(values, 'and')}.",
-                      _path(where, key), "invalid_value")
+        raise Invalid(
+            f"Invalid value: '{value}'. Supported values are: {_listed(values, 'and')}.",
+            _path(where, key),
+            "invalid_value",
+        )
     return value
 
 
@@ -143,8 +161,9 @@ def _integer(body: dict, key: str, low: int, high: int | None = None) -> int | N
 def _number(body: dict, key: str, low: float, high: float) -> None:
     value = _expect(body, key, (int, float), "a number")
     if value is not None and not low <= value <= high:
-        raise Invalid(f"Invalid '{key}': number must be between {low} and {high}, got {value}.", key,
-                      "decimal_out_of_range")
+        raise Invalid(
+            f"Invalid '{key}': number must be between {low} and {high}, got {value}.", key, "decimal_out_of_range"
+        )
 
 
 def _require(body: dict, key: str) -> Any:
@@ -154,6 +173,7 @@ def _require(body: dict, key: str) -> Any:
 
 
 # --- Options shared by chat and completions ---------------------------------------------------
+
 
 def _common(body: dict) -> None:
     _integer(body, "n", 1, 128)
@@ -165,14 +185,16 @@ def _common(body: dict) -> None:
     _expect(body, "seed", (int,), "an integer")
     _expect(body, "user", (str,), "a string")
     stop = body.get("stop")
-    if stop is not None and not (isinstance(stop, str) or (isinstance(stop, list) and len(stop) <= 4
-                                                           and all(isinstance(s, str) for s in stop))):
+    if stop is not None and not (
+        isinstance(stop, str) or (isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop))
+    ):
         raise Invalid("Invalid 'stop': expected a string or an array of up to 4 strings.", "stop", "invalid_type")
     _check_logit_bias(body)
     options = _expect(body, "stream_options", (dict,), "an object")
     if options is not None and not body.get("stream"):
-        raise Invalid("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-                      "stream_options", None)
+        raise Invalid(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.", "stream_options", None
+        )
     if options is not None:
         _field(options, "include_usage", "stream_options", (bool,), "a boolean")
 
@@ -182,14 +204,23 @@ def _check_logit_bias(body: dict) -> None:
     bias = _expect(body, "logit_bias", (dict,), "an object")
     for token, value in (bias or {}).items():
         if not (token.isascii() and token.isdigit()):
-            raise Invalid(f"Invalid key in 'logit_bias': {token}. You should only be submitting non-negative "
-                          "integers.", "logit_bias", None)
+            raise Invalid(
+                f"Invalid key in 'logit_bias': {token}. You should only be submitting non-negative integers.",
+                "logit_bias",
+                None,
+            )
         if not _is(value, (int, float)):
-            raise Invalid(f"Invalid type for 'logit_bias.{token}': expected a number, but got {type_name(value)} "
-                          "instead.", "logit_bias", "invalid_type")
+            raise Invalid(
+                f"Invalid type for 'logit_bias.{token}': expected a number, but got {type_name(value)} instead.",
+                "logit_bias",
+                "invalid_type",
+            )
         if not -100 <= value <= 100:
-            raise Invalid(f"Invalid 'logit_bias.{token}': number must be between -100 and 100, got {value}.",
-                          "logit_bias", "decimal_out_of_range")
+            raise Invalid(
+                f"Invalid 'logit_bias.{token}': number must be between -100 and 100, got {value}.",
+                "logit_bias",
+                "decimal_out_of_range",
+            )
 
 
 # --- Reasoning models ---------------------------------------------------------------------------
@@ -203,17 +234,26 @@ def check_sampling(body: dict) -> None:
     for key, default in SAMPLING_DEFAULTS.items():
         value = body.get(key)
         if value is not None and _is(value, (int, float)) and value != default:
-            raise Invalid(f"Unsupported value: '{key}' does not support {value} with this model. Only the default "
-                          f"({default}) value is supported.", key, "unsupported_value")
+            raise Invalid(
+                f"Unsupported value: '{key}' does not support {value} with this model. Only the default "
+                f"({default}) value is supported.",
+                key,
+                "unsupported_value",
+            )
 
 
 # --- Chat ---------------------------------------------------------------------------------------
 
+
 def max_output(body: dict, model: Model) -> int | None:
     """The request's output limit after checking it, or None when it sets none."""
     if model.reasoning and body.get("max_tokens") is not None:
-        raise Invalid("Unsupported parameter: 'max_tokens' is not supported with this model. Use "
-                      "'max_completion_tokens' instead.", "max_tokens", "unsupported_parameter")
+        raise Invalid(
+            "Unsupported parameter: 'max_tokens' is not supported with this model. Use "
+            "'max_completion_tokens' instead.",
+            "max_tokens",
+            "unsupported_parameter",
+        )
     # Both are checked: generation falls back to max_tokens when max_completion_tokens is null.
     tokens = _integer(body, "max_tokens", 1)
     completion = _integer(body, "max_completion_tokens", 1)
@@ -221,8 +261,11 @@ def max_output(body: dict, model: Model) -> int | None:
 
 
 # The fields that limit an answer's length, by operation, in the order Azure reads them.
-LIMIT_FIELDS = {"chat": ("max_completion_tokens", "max_tokens"), "completions": ("max_tokens",),
-                "responses": ("max_output_tokens",)}
+LIMIT_FIELDS = {
+    "chat": ("max_completion_tokens", "max_tokens"),
+    "completions": ("max_tokens",),
+    "responses": ("max_output_tokens",),
+}
 
 
 def answer_limit(operation: str, body: dict, *, named: bool = False):
@@ -257,8 +300,12 @@ def check_output_ceiling(body: dict, model: Model, operation: str = "chat") -> N
     limit, key = answer_limit(operation, body, named=True)
     ceiling = model.max_output_tokens
     if limit is not None and ceiling and ceiling < model.context_window and limit > ceiling:
-        raise Invalid(f"{key} is too large: {limit}. This model supports at most {ceiling} completion tokens, "
-                      f"whereas you provided {limit}.", key, "invalid_value")
+        raise Invalid(
+            f"{key} is too large: {limit}. This model supports at most {ceiling} completion tokens, "
+            f"whereas you provided {limit}.",
+            key,
+            "invalid_value",
+        )
 
 
 def check_chat(body: dict, model: Model) -> None:
@@ -290,8 +337,11 @@ def _check_message(message: Any, where: str) -> None:
     if not isinstance(role, str):
         raise _wrong_type(f"{where}.role", _one_of(ROLE_ORDER), role)
     if role not in ROLES:
-        raise Invalid(f"Invalid value: '{role}'. Supported values are: {_listed(ROLE_ORDER, 'and')}.",
-                      f"{where}.role", "invalid_value")
+        raise Invalid(
+            f"Invalid value: '{role}'. Supported values are: {_listed(ROLE_ORDER, 'and')}.",
+            f"{where}.role",
+            "invalid_value",
+        )
     calls = _field(message, "tool_calls", where, (list,), "an array")
     if calls is not None:
         _check_tool_calls(calls, f"{where}.tool_calls")
@@ -309,7 +359,7 @@ def _check_content(message: dict, role: str, where: str) -> None:
     content, param = message.get("content"), f"{where}.content"
     if content is None:
         # An assistant message that calls tools (or a function) may have no text.
-        if role != "assistant" or not message.get("tool_calls") and "function_call" not in message:
+        if role != "assistant" or (not message.get("tool_calls") and "function_call" not in message):
             raise _missing(param)
         return
     if isinstance(content, str):
@@ -324,8 +374,11 @@ def _check_content(message: dict, role: str, where: str) -> None:
 
 def _check_part(part: Any, role: str, where: str) -> None:
     if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-        raise Invalid(f"Invalid type for '{where}': expected an object with a 'type', but got {type_name(part)} "
-                      "instead.", where, "invalid_type")
+        raise Invalid(
+            f"Invalid type for '{where}': expected an object with a 'type', but got {type_name(part)} instead.",
+            where,
+            "invalid_type",
+        )
     kind = _choice(part, "type", where, PART_TYPES[role], required=True)
     if kind in ("text", "refusal"):
         _field(part, kind, where, (str,), "a string", required=True)
@@ -363,8 +416,12 @@ MAX_TOOLS = 128
 def _check_tools(body: dict) -> None:
     tools = _expect(body, "tools", (list,), "an array")
     if tools is not None and len(tools) > MAX_TOOLS:
-        raise Invalid(f"Invalid 'tools': array too long. Expected an array with maximum length {MAX_TOOLS}, but got "
-                      f"an array with length {len(tools)} instead.", "tools", "array_above_max_length")
+        raise Invalid(
+            f"Invalid 'tools': array too long. Expected an array with maximum length {MAX_TOOLS}, but got "
+            f"an array with length {len(tools)} instead.",
+            "tools",
+            "array_above_max_length",
+        )
     names = set()
     for i, tool in enumerate(tools or []):
         names.add(_check_tool(tool, f"tools[{i}]"))
@@ -373,17 +430,27 @@ def _check_tools(body: dict) -> None:
         return
     if isinstance(choice, str):
         if choice not in ("none", "auto", "required"):
-            raise Invalid(f"Invalid value: '{choice}'. Supported values are: 'none', 'auto', and 'required'.",
-                          "tool_choice", "invalid_value")
+            raise Invalid(
+                f"Invalid value: '{choice}'. Supported values are: 'none', 'auto', and 'required'.",
+                "tool_choice",
+                "invalid_value",
+            )
         if choice == "required" and not tools:
-            raise Invalid("Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are "
-                          "specified.", "tool_choice", None)
+            raise Invalid(
+                "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.",
+                "tool_choice",
+                None,
+            )
         return
     fn = choice.get("function") if isinstance(choice, dict) else None
     name = fn.get("name") if isinstance(fn, dict) else None
     if not isinstance(name, str):
-        raise Invalid("Invalid 'tool_choice': expected 'none', 'auto', 'required' or "
-                      "{\"type\": \"function\", \"function\": {\"name\": ...}}.", "tool_choice", "invalid_type")
+        raise Invalid(
+            "Invalid 'tool_choice': expected 'none', 'auto', 'required' or "
+            '{"type": "function", "function": {"name": ...}}.',
+            "tool_choice",
+            "invalid_type",
+        )
     if name not in names:
         raise Invalid(f"Invalid 'tool_choice': function '{name}' is not in 'tools'.", "tool_choice", None)
 
@@ -415,8 +482,11 @@ def _check_response_format(body: dict) -> None:
         raise Invalid(f"{fmt!r} is not of type 'object' - 'response_format'", "response_format", None)
     kind = _field(fmt, "type", "response_format", (str,), _one_of(RESPONSE_FORMATS), required=True)
     if kind not in RESPONSE_FORMATS:
-        raise Invalid(f"Invalid value: '{kind}'. Supported values are: {_listed(RESPONSE_FORMATS, 'and')}.",
-                      "response_format", "invalid_value")
+        raise Invalid(
+            f"Invalid value: '{kind}'. Supported values are: {_listed(RESPONSE_FORMATS, 'and')}.",
+            "response_format",
+            "invalid_value",
+        )
     if kind != "json_schema":
         return
     spec = fmt.get("json_schema")
@@ -434,9 +504,11 @@ def _check_response_format(body: dict) -> None:
 
 # --- Completions and embeddings -----------------------------------------------------------------
 
+
 def _is_token_array(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(t, int) and not isinstance(t, bool)
-                                                             for t in value)
+    return (
+        isinstance(value, list) and bool(value) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+    )
 
 
 def _check_text_input(value: Any, key: str, allow_empty_string: bool) -> None:
@@ -456,8 +528,12 @@ def _check_text_input(value: Any, key: str, allow_empty_string: bool) -> None:
             return
     if isinstance(value, list) and not value:
         raise Invalid(f"'$.{key}' is invalid: it must not be an empty array.", key, "invalid_value")
-    raise Invalid(f"Invalid type for '{key}': expected a string, an array of strings, an array of tokens or an "
-                  f"array of token arrays, but got {type_name(value)} instead.", key, "invalid_type")
+    raise Invalid(
+        f"Invalid type for '{key}': expected a string, an array of strings, an array of tokens or an "
+        f"array of token arrays, but got {type_name(value)} instead.",
+        key,
+        "invalid_type",
+    )
 
 
 def check_completions(body: dict, model: Model) -> None:
@@ -477,13 +553,17 @@ def check_embeddings(body: dict, model: Model) -> None:
         raise Invalid("Too many inputs. The max number of inputs is 2048.", "input", "invalid_value")
     fmt = _expect(body, "encoding_format", (str,), "a string")
     if fmt is not None and fmt not in ("float", "base64"):
-        raise Invalid(f"Invalid value: '{fmt}'. Supported values are: 'float' and 'base64'.", "encoding_format",
-                      "invalid_value")
+        raise Invalid(
+            f"Invalid value: '{fmt}'. Supported values are: 'float' and 'base64'.", "encoding_format", "invalid_value"
+        )
     _expect(body, "user", (str,), "a string")
     dims = _integer(body, "dimensions", 1)
     if dims is not None:
         if not model.supports_dimensions:
             raise Invalid("This model does not support specifying dimensions.", "dimensions", "invalid_value")
         if dims > model.embedding_size:
-            raise Invalid(f"Invalid 'dimensions': must be at most {model.embedding_size}, got {dims}.",
-                          "dimensions", "integer_out_of_range")
+            raise Invalid(
+                f"Invalid 'dimensions': must be at most {model.embedding_size}, got {dims}.",
+                "dimensions",
+                "integer_out_of_range",
+            )

@@ -30,50 +30,120 @@ class Bound:
 
 BOUNDS: tuple[Bound, ...] = (
     # What a request may bring, judged before its body is read.
-    Bound("SIMULATOR_MAX_BODY_BYTES", "max_body_bytes", 10 * MiB,
-          "Largest JSON request body, in bytes (decoded); larger bodies get Azure's 413 before they are read."),
-    Bound("DOC_INTELLIGENCE_MAX_BODY_BYTES", "doc_intelligence_body_bytes", 50 * MiB,
-          "Document Intelligence: largest analyze body (a document, or JSON holding one), in bytes; larger gets "
-          "Azure's 400 InvalidContentLength before it is read. (Azure's S0 tier takes up to 500 MB.)"),
-    Bound("SIMULATOR_MAX_HEADER_BYTES", "max_header_bytes", 64 * KiB,
-          "Largest request line and headers together, in bytes; a larger head closes the connection with a 431."),
-    Bound("SIMULATOR_HEADER_TIMEOUT_SECONDS", "header_timeout_s", 30.0,
-          "Seconds a client may take to send a request's line and headers once it has begun.",
-          low=0.1, integer=False),
-    Bound("SIMULATOR_BODY_TIMEOUT_SECONDS", "body_timeout_s", 120.0,
-          "Seconds a client may take to send a request's whole body after its headers; slower gets a 408.",
-          low=0.1, integer=False),
+    Bound(
+        "SIMULATOR_MAX_BODY_BYTES",
+        "max_body_bytes",
+        10 * MiB,
+        "Largest JSON request body, in bytes (decoded); larger bodies get Azure's 413 before they are read.",
+    ),
+    Bound(
+        "DOC_INTELLIGENCE_MAX_BODY_BYTES",
+        "doc_intelligence_body_bytes",
+        50 * MiB,
+        "Document Intelligence: largest analyze body (a document, or JSON holding one), in bytes; larger gets "
+        "Azure's 400 InvalidContentLength before it is read. (Azure's S0 tier takes up to 500 MB.)",
+    ),
+    Bound(
+        "SIMULATOR_MAX_HEADER_BYTES",
+        "max_header_bytes",
+        64 * KiB,
+        "Largest request line and headers together, in bytes; a larger head closes the connection with a 431.",
+    ),
+    Bound(
+        "SIMULATOR_HEADER_TIMEOUT_SECONDS",
+        "header_timeout_s",
+        30.0,
+        "Seconds a client may take to send a request's line and headers once it has begun.",
+        low=0.1,
+        integer=False,
+    ),
+    Bound(
+        "SIMULATOR_BODY_TIMEOUT_SECONDS",
+        "body_timeout_s",
+        120.0,
+        "Seconds a client may take to send a request's whole body after its headers; slower gets a 408.",
+        low=0.1,
+        integer=False,
+    ),
     # Stores, in bytes (and the counts they already had).
-    Bound("RESPONSES_STORED_MAX_BYTES", "responses_stored_bytes", 64 * MiB,
-          "Responses API: bytes the stored responses may take together; the oldest leave first."),
-    Bound("IMAGES_STORED_MAX_BYTES", "images_stored_bytes", 64 * MiB,
-          "Bytes the images answered as URLs may take together; the oldest leave first."),
-    Bound("DOC_INTELLIGENCE_RESULTS_MAX_BYTES", "doc_intelligence_results_bytes", 32 * MiB,
-          "Document Intelligence: bytes the analyze results awaiting their polls may take; the oldest leave first."),
-    Bound("RECORDING_PENDING_MAX_BYTES", "recording_pending_bytes", 64 * MiB,
-          "Record mode without autosave: bytes of recorded interactions held for /++/save-recordings; past "
-          "this they are saved at once."),
-    Bound("PROMPT_CACHE_MAX_BYTES", "prompt_cache_bytes", 20 * MiB,
-          "Bytes the prompt cache's prefix digests may take (about 200 each); the least recently used leave first."),
-    Bound("RETRY_HINTS_MAX_BYTES", "retry_hints_bytes", 8 * MiB,
-          "Bytes the early-retry hints of throttled clients may take (about 160 each, the client's identity "
-          "hashed); past this the oldest are forgotten."),
-    Bound("RECORDING_CACHE_MAX_BYTES", "recording_cache_bytes", 64 * MiB,
-          "Bytes of recorded interactions kept parsed in memory for replay (as their YAML sizes); the least "
-          "recently used are read from their files again."),
-    Bound("SIMULATOR_WEB_MAX_FLOW_BYTES", "web_flow_bytes", 256 * MiB,
-          "Under mitmweb, bytes the flows kept for its view may take (bodies and heads); the oldest go first."),
-    Bound("METRICS_MAX_DEPLOYMENT_LABELS", "metrics_deployment_labels", 200,
-          "Distinct undefined deployment names counted under their own label in /++/metrics; the rest share "
-          "the label '(other)'."),
+    Bound(
+        "RESPONSES_STORED_MAX_BYTES",
+        "responses_stored_bytes",
+        64 * MiB,
+        "Responses API: bytes the stored responses may take together; the oldest leave first.",
+    ),
+    Bound(
+        "IMAGES_STORED_MAX_BYTES",
+        "images_stored_bytes",
+        64 * MiB,
+        "Bytes the images answered as URLs may take together; the oldest leave first.",
+    ),
+    Bound(
+        "DOC_INTELLIGENCE_RESULTS_MAX_BYTES",
+        "doc_intelligence_results_bytes",
+        32 * MiB,
+        "Document Intelligence: bytes the analyze results awaiting their polls may take; the oldest leave first.",
+    ),
+    Bound(
+        "RECORDING_PENDING_MAX_BYTES",
+        "recording_pending_bytes",
+        64 * MiB,
+        "Record mode without autosave: bytes of recorded interactions held for /++/save-recordings; past "
+        "this they are saved at once.",
+    ),
+    Bound(
+        "PROMPT_CACHE_MAX_BYTES",
+        "prompt_cache_bytes",
+        20 * MiB,
+        "Bytes the prompt cache's prefix digests may take (about 200 each); the least recently used leave first.",
+    ),
+    Bound(
+        "RETRY_HINTS_MAX_BYTES",
+        "retry_hints_bytes",
+        8 * MiB,
+        "Bytes the early-retry hints of throttled clients may take (about 160 each, the client's identity "
+        "hashed); past this the oldest are forgotten.",
+    ),
+    Bound(
+        "RECORDING_CACHE_MAX_BYTES",
+        "recording_cache_bytes",
+        64 * MiB,
+        "Bytes of recorded interactions kept parsed in memory for replay (as their YAML sizes); the least "
+        "recently used are read from their files again.",
+    ),
+    Bound(
+        "SIMULATOR_WEB_MAX_FLOW_BYTES",
+        "web_flow_bytes",
+        256 * MiB,
+        "Under mitmweb, bytes the flows kept for its view may take (bodies and heads); the oldest go first.",
+    ),
+    Bound(
+        "METRICS_MAX_DEPLOYMENT_LABELS",
+        "metrics_deployment_labels",
+        200,
+        "Distinct undefined deployment names counted under their own label in /++/metrics; the rest share "
+        "the label '(other)'.",
+    ),
     # Work a request asks for, judged before it is done.
-    Bound("IMAGE_MAX_PIXELS", "image_max_pixels", 36_000_000,
-          "Pixels an uploaded image may have (width x height) before it is decoded; more is Azure's 400."),
-    Bound("AUDIO_MAX_SECONDS", "audio_max_seconds", 3 * 3600,
-          "Longest audio upload, in seconds, as the bytes can hold it; longer is Azure's 400."),
-    Bound("JSON_ANSWER_MAX_TOKENS", "json_answer_tokens", 131_072,
-          "Tokens a request's JSON answers (structured output, tool arguments) may hold together, all "
-          "choices; a schema asking for more gets answers cut there, with finish_reason length."),
+    Bound(
+        "IMAGE_MAX_PIXELS",
+        "image_max_pixels",
+        36_000_000,
+        "Pixels an uploaded image may have (width x height) before it is decoded; more is Azure's 400.",
+    ),
+    Bound(
+        "AUDIO_MAX_SECONDS",
+        "audio_max_seconds",
+        3 * 3600,
+        "Longest audio upload, in seconds, as the bytes can hold it; longer is Azure's 400.",
+    ),
+    Bound(
+        "JSON_ANSWER_MAX_TOKENS",
+        "json_answer_tokens",
+        131_072,
+        "Tokens a request's JSON answers (structured output, tool arguments) may hold together, all "
+        "choices; a schema asking for more gets answers cut there, with finish_reason length.",
+    ),
 )
 BY_ENV = {b.env: b for b in BOUNDS}
 

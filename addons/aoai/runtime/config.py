@@ -117,8 +117,7 @@ class Deployment:
 
 def default_deployments() -> dict[str, Deployment]:
     """A chat, an instruct and an embedding deployment, named after their models."""
-    names = ("gpt-4o", "gpt-4o-mini", "gpt-35-turbo-instruct", "text-embedding-3-small",
-             "text-embedding-ada-002")
+    names = ("gpt-4o", "gpt-4o-mini", "gpt-35-turbo-instruct", "text-embedding-3-small", "text-embedding-ada-002")
     return {n: Deployment(n, catalogue.MODELS[n]) for n in names}
 
 
@@ -135,8 +134,11 @@ MAX_TPM_PER_PTU = 1_000_000_000
 def _number(where: str, value: Any, *, integer: bool = False, high: float | None = None) -> Any:
     """A non-negative number (whole with `integer`) no larger than `high` (a 64-bit integer's
     largest, for whole numbers, when not given); raises ConfigError naming `where`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            (isinstance(value, float) and not math.isfinite(value)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (isinstance(value, float) and not math.isfinite(value))
+    ):
         raise ConfigError(f"{where}: expected a number, got {_shown(value)}")
     if value < 0:
         raise ConfigError(f"{where}: must not be negative, got {_shown(value)}")
@@ -159,31 +161,47 @@ def _shown(value: Any) -> str:
 
 def _normal(where: str, value: Any) -> Normal:
     if not isinstance(value, dict) or "mean" not in value:
-        raise ConfigError(f"{where}: expected {{\"mean\": ms, \"stdDev\": ms}}")
+        raise ConfigError(f'{where}: expected {{"mean": ms, "stdDev": ms}}')
     unknown = set(value) - {"mean", "stdDev"}
     if unknown:
         raise ConfigError(f"{where}: unknown field {sorted(unknown)[0]!r}")
-    return Normal(_number(f"{where}.mean", value["mean"], high=MAX_MS),
-                  _number(f"{where}.stdDev", value.get("stdDev", 0), high=MAX_MS))
+    return Normal(
+        _number(f"{where}.mean", value["mean"], high=MAX_MS),
+        _number(f"{where}.stdDev", value.get("stdDev", 0), high=MAX_MS),
+    )
 
 
-_DEPLOYMENT_FIELDS = {"model", "tokensPerMinute", "requestsPerMinute", "embeddingSize", "latency",
-                      "maxConcurrentRequests", "audioPace", "sku", "ptu", "inputTpmPerPtu",
-                      "contentFilter", "faults"}
-_LATENCY_FIELDS = {"timeToFirstTokenMs": "time_to_first_token_ms", "interTokenMs": "inter_token_ms",
-                   "requestMs": "request_ms"}
+_DEPLOYMENT_FIELDS = {
+    "model",
+    "tokensPerMinute",
+    "requestsPerMinute",
+    "embeddingSize",
+    "latency",
+    "maxConcurrentRequests",
+    "audioPace",
+    "sku",
+    "ptu",
+    "inputTpmPerPtu",
+    "contentFilter",
+    "faults",
+}
+_LATENCY_FIELDS = {
+    "timeToFirstTokenMs": "time_to_first_token_ms",
+    "interTokenMs": "inter_token_ms",
+    "requestMs": "request_ms",
+}
 
 
 def parse_deployment(name: str, spec: Any, where: str) -> Deployment:
     """One entry of the deployments file; `where` prefixes every error message."""
     if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: expected an object with at least \"model\"")
+        raise ConfigError(f'{where}: expected an object with at least "model"')
     unknown = set(spec) - _DEPLOYMENT_FIELDS
     if unknown:
         raise ConfigError(f"{where}: unknown field {sorted(unknown)[0]!r}")
     model_name = spec.get("model")
     if not isinstance(model_name, str):
-        raise ConfigError(f"{where}.model: required, the name of a model such as \"gpt-4o\"")
+        raise ConfigError(f'{where}.model: required, the name of a model such as "gpt-4o"')
     model = catalogue.find_model(model_name)
     if model is None:
         raise ConfigError(f"{where}.model: unknown model {model_name!r}; known: {', '.join(catalogue.MODELS)}")
@@ -201,8 +219,9 @@ def parse_deployment(name: str, spec: Any, where: str) -> Deployment:
             raise ConfigError(f"{where}.audioPace: {model.name} is not an audio model")
         dep.audio_pace = _number(f"{where}.audioPace", spec["audioPace"], high=MAX_AUDIO_PACE)
     if "maxConcurrentRequests" in spec:
-        dep.max_concurrent_requests = _number(f"{where}.maxConcurrentRequests", spec["maxConcurrentRequests"],
-                                              integer=True)
+        dep.max_concurrent_requests = _number(
+            f"{where}.maxConcurrentRequests", spec["maxConcurrentRequests"], integer=True
+        )
     if "embeddingSize" in spec:
         size = _number(f"{where}.embeddingSize", spec["embeddingSize"], integer=True)
         if model.kind != catalogue.EMBEDDING:
@@ -221,10 +240,12 @@ def parse_deployment(name: str, spec: Any, where: str) -> Deployment:
         if unknown:
             raise ConfigError(f"{where}.latency: unknown field {sorted(unknown)[0]!r}")
         base = model_latency(model)
-        dep.latency = Latency(**{
-            attr: _normal(f"{where}.latency.{key}", lat[key]) if key in lat else getattr(base, attr)
-            for key, attr in _LATENCY_FIELDS.items()
-        })
+        dep.latency = Latency(
+            **{
+                attr: _normal(f"{where}.latency.{key}", lat[key]) if key in lat else getattr(base, attr)
+                for key, attr in _LATENCY_FIELDS.items()
+            }
+        )
     return dep
 
 
@@ -232,21 +253,24 @@ def _parse_sku(dep: Deployment, spec: dict, where: str) -> None:
     """`sku`, `ptu` and `inputTpmPerPtu`: a provisioned deployment has PTUs instead of TPM/RPM."""
     sku = spec.get("sku", "Standard")
     if sku not in STANDARD_SKUS + PROVISIONED_SKUS:
-        raise ConfigError(f"{where}.sku: unknown SKU {json.dumps(sku)}; use one of "
-                          f"{', '.join(STANDARD_SKUS + PROVISIONED_SKUS)}")
+        raise ConfigError(
+            f"{where}.sku: unknown SKU {json.dumps(sku)}; use one of {', '.join(STANDARD_SKUS + PROVISIONED_SKUS)}"
+        )
     dep.sku = sku
     if not dep.provisioned:
         for key in ("ptu", "inputTpmPerPtu"):
             if key in spec:
-                raise ConfigError(f"{where}.{key}: only for a provisioned SKU (\"sku\": \"ProvisionedManaged\")")
+                raise ConfigError(f'{where}.{key}: only for a provisioned SKU ("sku": "ProvisionedManaged")')
         return
     if dep.model.kind not in catalogue.PROVISIONED_KINDS:
-        raise ConfigError(f"{where}.sku: {dep.model.name} has no provisioned deployments; they run chat and "
-                          "completions models")
+        raise ConfigError(
+            f"{where}.sku: {dep.model.name} has no provisioned deployments; they run chat and completions models"
+        )
     for key in ("tokensPerMinute", "requestsPerMinute"):
         if key in spec:
-            raise ConfigError(f"{where}.{key}: a provisioned deployment has no {key} quota; its throughput "
-                              "comes from \"ptu\"")
+            raise ConfigError(
+                f'{where}.{key}: a provisioned deployment has no {key} quota; its throughput comes from "ptu"'
+            )
     dep.tokens_per_minute, dep.requests_per_minute = 0, None
     if "ptu" not in spec:
         raise ConfigError(f"{where}.ptu: required for a provisioned SKU, the number of PTUs (e.g. 15)")
@@ -255,16 +279,21 @@ def _parse_sku(dep: Deployment, spec: dict, where: str) -> None:
         raise ConfigError(f"{where}.ptu: must be at least 1, got {ptu}")
     dep.ptu = ptu
     if "inputTpmPerPtu" in spec:
-        per_ptu = _number(f"{where}.inputTpmPerPtu", spec["inputTpmPerPtu"], integer=True,
-                          high=MAX_TPM_PER_PTU)
+        per_ptu = _number(f"{where}.inputTpmPerPtu", spec["inputTpmPerPtu"], integer=True, high=MAX_TPM_PER_PTU)
         if per_ptu < 1:
             raise ConfigError(f"{where}.inputTpmPerPtu: must be at least 1, got {per_ptu}")
         dep.input_tpm_per_ptu = per_ptu
     sizes = catalogue.provisioned(dep.model)
     if ptu < sizes.minimum_ptu or ptu % sizes.ptu_increment:
         # Azure would refuse to create it; the simulator runs it anyway (a test may want a small one).
-        logger.warning("%s.ptu: Azure deploys %s with at least %d PTUs, in steps of %d; %d is used as given",
-                       where, dep.model.name, sizes.minimum_ptu, sizes.ptu_increment, ptu)
+        logger.warning(
+            "%s.ptu: Azure deploys %s with at least %d PTUs, in steps of %d; %d is used as given",
+            where,
+            dep.model.name,
+            sizes.minimum_ptu,
+            sizes.ptu_increment,
+            ptu,
+        )
 
 
 def parse_content_filter(spec: Any, where: str) -> Policy:
@@ -287,7 +316,7 @@ DEFAULTS_KEY = "*"  # the deployments file's entry for what every deployment wit
 def parse_defaults(spec: Any, where: str) -> FaultProfile | None:
     """The `"*"` entry: `{"faults": [...]}` for every deployment that declares none."""
     if not isinstance(spec, dict) or set(spec) - {"faults"}:
-        raise ConfigError(f"{where}: the \"*\" entry holds only {{\"faults\": [...]}}, the default faults")
+        raise ConfigError(f'{where}: the "*" entry holds only {{"faults": [...]}}, the default faults')
     return faults_of(spec["faults"], f"{where}.faults") if "faults" in spec else None
 
 
@@ -296,8 +325,9 @@ def parse_deployments(data: Any, where: str) -> dict[str, Deployment]:
         raise ConfigError(f"{where}: expected a JSON object mapping deployment names to settings")
     if DEFAULTS_KEY in data:
         parse_defaults(data[DEFAULTS_KEY], f"{where}: {DEFAULTS_KEY}")  # checked; load_deployments keeps it
-    return {name: parse_deployment(name, spec, f"{where}: {name}") for name, spec in data.items()
-            if name != DEFAULTS_KEY}
+    return {
+        name: parse_deployment(name, spec, f"{where}: {name}") for name, spec in data.items() if name != DEFAULTS_KEY
+    }
 
 
 def load_deployments_file(path: str) -> dict[str, Deployment]:
@@ -320,8 +350,11 @@ def load_deployments(path: str) -> tuple[dict[str, Deployment], FaultProfile | N
 
 def model_latency(model: Model) -> Latency:
     """A model's catalogue latency, used where the deployment sets none."""
-    return Latency(Normal(model.ttft_ms, model.ttft_ms / 6), Normal(model.itl_ms, model.itl_ms / 4),
-                   Normal(model.request_ms, model.request_ms / 5))
+    return Latency(
+        Normal(model.ttft_ms, model.ttft_ms / 6),
+        Normal(model.itl_ms, model.itl_ms / 4),
+        Normal(model.request_ms, model.request_ms / 5),
+    )
 
 
 @dataclass

@@ -31,8 +31,13 @@ MODES = ("off", "claims", "signature")
 COGNITIVE_SERVICES_APP_ID = "7d312290-28c8-473c-a0ed-8e53749b6d6d"
 # What Azure OpenAI accepts as `aud`: the resource URI with and without its trailing slash,
 # the newer ai.azure.com scope, and the application id.
-AZURE_AUDIENCES = ("https://cognitiveservices.azure.com", "https://cognitiveservices.azure.com/",
-                   "https://ai.azure.com", "https://ai.azure.com/", COGNITIVE_SERVICES_APP_ID)
+AZURE_AUDIENCES = (
+    "https://cognitiveservices.azure.com",
+    "https://cognitiveservices.azure.com/",
+    "https://ai.azure.com",
+    "https://ai.azure.com/",
+    COGNITIVE_SERVICES_APP_ID,
+)
 # Microsoft's token validation allows five minutes of clock skew.
 LEEWAY_S = 300
 # Entra signs with RS256; the other asymmetric algorithms serve keys users make themselves.
@@ -77,13 +82,25 @@ def judge(token: str, policy: TokenPolicy) -> Verdict:
     """Whether `token` is accepted under `policy`, and why not."""
     if not policy.enabled:
         return Verdict(False, "Entra ID tokens are not accepted (SIMULATOR_ENTRA_TOKENS is off)")
-    options = {"verify_signature": policy.mode == "signature", "verify_exp": True, "verify_nbf": True,
-               "verify_aud": True, "verify_iat": False, "require": ["exp", "aud"]}
+    options = {
+        "verify_signature": policy.mode == "signature",
+        "verify_exp": True,
+        "verify_nbf": True,
+        "verify_aud": True,
+        "verify_iat": False,
+        "require": ["exp", "aud"],
+    }
     try:
         if policy.mode == "signature":
             key, algorithm = _signing_key(token, policy.keys)
-            claims = jwt.decode(token, key.key, algorithms=[algorithm], audience=list(policy.audiences),
-                                options=options, leeway=policy.leeway_s)
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=[algorithm],
+                audience=list(policy.audiences),
+                options=options,
+                leeway=policy.leeway_s,
+            )
         else:
             claims = jwt.decode(token, options=options, audience=list(policy.audiences), leeway=policy.leeway_s)
     except jwt.ExpiredSignatureError:
@@ -108,10 +125,17 @@ def judge(token: str, policy: TokenPolicy) -> Verdict:
     tenant = claims.get("tid")
     if policy.tenants and tenant not in policy.tenants:
         return Verdict(False, f"tenant {tenant!r} is not in SIMULATOR_ENTRA_TENANTS", principal, claims=claims)
-    if policy.principals and not {str(claims.get(c)) for c in ("oid", "appid", "azp") if claims.get(c)} \
-            & policy.principals:
-        return Verdict(False, f"principal {principal!r} is not in SIMULATOR_ENTRA_PRINCIPALS", principal,
-                       denied=True, claims=claims)
+    if (
+        policy.principals
+        and not {str(claims.get(c)) for c in ("oid", "appid", "azp") if claims.get(c)} & policy.principals
+    ):
+        return Verdict(
+            False,
+            f"principal {principal!r} is not in SIMULATOR_ENTRA_PRINCIPALS",
+            principal,
+            denied=True,
+            claims=claims,
+        )
     return Verdict(True, principal=principal, claims=claims)
 
 
@@ -140,8 +164,9 @@ def _signing_key(token: str, keys: tuple[jwt.PyJWK, ...]) -> tuple[jwt.PyJWK, st
     header = jwt.get_unverified_header(token)
     algorithm = header.get("alg")
     if algorithm not in SIGNATURE_ALGORITHMS:
-        raise _NoKey(f"the token's algorithm {algorithm!r} is not accepted; use one of "
-                     f"{', '.join(SIGNATURE_ALGORITHMS)}")
+        raise _NoKey(
+            f"the token's algorithm {algorithm!r} is not accepted; use one of {', '.join(SIGNATURE_ALGORITHMS)}"
+        )
     kid = header.get("kid")
     if kid is not None:
         found = [k for k in keys if k.key_id == kid]
@@ -162,7 +187,7 @@ def load_jwks(path: str) -> tuple[jwt.PyJWK, ...]:
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
-        raise ValueError(f"{path}: expected a JWKS, a JSON object with a \"keys\" list")
+        raise ValueError(f'{path}: expected a JWKS, a JSON object with a "keys" list')
     keys = []
     for i, entry in enumerate(data["keys"]):
         try:
@@ -183,20 +208,35 @@ def _public_only(key: Any) -> bool:
 
 # Minting: tokens shaped as Entra v1 access tokens, for tests that use keyless code paths.
 
+
 @lru_cache(maxsize=1)
 def _throwaway_key() -> rsa.RSAPrivateKey:
     # Claims mode checks no signature; a real RS256 one keeps the token shaped as Entra's.
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def token_claims(*, audience: str = AZURE_AUDIENCES[0], tenant: str = DEFAULT_TENANT, oid: str = DEFAULT_OID,
-                 appid: str | None = None, lifetime_s: float = DEFAULT_LIFETIME_S, now: float | None = None,
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def token_claims(
+    *,
+    audience: str = AZURE_AUDIENCES[0],
+    tenant: str = DEFAULT_TENANT,
+    oid: str = DEFAULT_OID,
+    appid: str | None = None,
+    lifetime_s: float = DEFAULT_LIFETIME_S,
+    now: float | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The claims of an Entra ID access token for Azure AI services."""
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {
-        "aud": audience, "iss": f"https://sts.windows.net/{tenant}/", "iat": issued, "nbf": issued,
-        "exp": issued + int(lifetime_s), "tid": tenant, "oid": oid, "sub": oid, "ver": "1.0",
+        "aud": audience,
+        "iss": f"https://sts.windows.net/{tenant}/",
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + int(lifetime_s),
+        "tid": tenant,
+        "oid": oid,
+        "sub": oid,
+        "ver": "1.0",
         "uti": uuid.uuid4().hex[:22],
     }
     if appid:
@@ -210,8 +250,12 @@ def mint(claims: dict[str, Any], private_key: Any = None, kid: str | None = None
     throwaway key that only claims mode accepts."""
     key = private_key if private_key is not None else _throwaway_key()
     algorithm = "RS256" if isinstance(key, rsa.RSAPrivateKey) else _ec_algorithm(key)
-    return jwt.encode(claims, key, algorithm=algorithm,
-                      headers={"kid": kid or (MINT_KID if private_key is None else key_id(key)), "typ": "JWT"})
+    return jwt.encode(
+        claims,
+        key,
+        algorithm=algorithm,
+        headers={"kid": kid or (MINT_KID if private_key is None else key_id(key)), "typ": "JWT"},
+    )
 
 
 def _ec_algorithm(key: Any) -> str:
@@ -248,8 +292,9 @@ def jwks_of(private_key: Any, kid: str | None = None) -> dict[str, Any]:
 def new_private_key_pem() -> bytes:
     """A new RSA key in PEM, for a JWKS of one's own."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def load_private_key(pem: bytes) -> Any:

@@ -35,12 +35,21 @@ def describe(function) -> str:
 def internal_error(flow: http.HTTPFlow, where: str, error: BaseException) -> http.Response:
     """Azure's 500 for a request the simulator failed on; the traceback goes to the log."""
     request_id = wire.new_request_id()
-    logger.error("%s failed on %s %.200s (request id %s)", where, flow.request.method, flow.request.path, request_id,
-                 exc_info=error)
-    response = wire.azure_error(500, "InternalServerError",
-                                f"The simulator failed on this request (request id {request_id}): "
-                                f"{type(error).__name__} in {where}. The simulator's log has the details.",
-                                flow.request)
+    logger.error(
+        "%s failed on %s %.200s (request id %s)",
+        where,
+        flow.request.method,
+        flow.request.path,
+        request_id,
+        exc_info=error,
+    )
+    response = wire.azure_error(
+        500,
+        "InternalServerError",
+        f"The simulator failed on this request (request id {request_id}): "
+        f"{type(error).__name__} in {where}. The simulator's log has the details.",
+        flow.request,
+    )
     response.headers["apim-request-id"] = response.headers["x-request-id"] = request_id
     return response
 

@@ -93,13 +93,25 @@ class FaultProfile:
 
 # --- Parsing --------------------------------------------------------------------------------
 
-def _number(where: str, value: Any, low: float, high: float | None = None, *, above: bool = False,
-            whole: bool = False, cap: float | None = None) -> float:
+
+def _number(
+    where: str,
+    value: Any,
+    low: float,
+    high: float | None = None,
+    *,
+    above: bool = False,
+    whole: bool = False,
+    cap: float | None = None,
+) -> float:
     """A number from `low` to `high` (the range the field means), no larger than `cap` (a
     sanity limit, far beyond any useful value); raises FaultError naming `where`."""
     kind = "a whole number" if whole else "a number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            (isinstance(value, float) and not math.isfinite(value)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (isinstance(value, float) and not math.isfinite(value))
+    ):
         bad = True
     else:
         bad = value <= low if above else value < low
@@ -107,8 +119,11 @@ def _number(where: str, value: Any, low: float, high: float | None = None, *, ab
         if not bad and cap is not None and value > cap:
             raise FaultError(f"{where}: expected {kind} of at most {_plain(cap)}, got {_shown(value)}")
     if bad:
-        span = f"from {_plain(low)} to {_plain(high)}" if high is not None else \
-            (f"above {_plain(low)}" if above else f"of at least {_plain(low)}")
+        span = (
+            f"from {_plain(low)} to {_plain(high)}"
+            if high is not None
+            else (f"above {_plain(low)}" if above else f"of at least {_plain(low)}")
+        )
         raise FaultError(f"{where}: expected {kind} {span}, got {_shown(value)}")
     return int(value) if whole else float(value)
 
@@ -126,7 +141,7 @@ def parse_fault(spec: Any, where: str) -> Fault:
     """One entry of a `faults` list; `where` (e.g. `deployments.json: gpt-4o.faults[2]`)
     prefixes every error message."""
     if not isinstance(spec, dict):
-        raise FaultError(f"{where}: expected an object such as {{\"kind\": \"503\", \"share\": 0.1}}")
+        raise FaultError(f'{where}: expected an object such as {{"kind": "503", "share": 0.1}}')
     kind = spec.get("kind")
     if kind not in _FIELDS:
         raise FaultError(f"{where}.kind: expected one of {', '.join(KINDS)}, got {json.dumps(kind)}")
@@ -179,8 +194,9 @@ def parse_fault(spec: Any, where: str) -> Fault:
         for name in ("tokensPerMinute", "forS"):
             if name not in spec:
                 raise FaultError(f"{where}.{name}: required for a quotaCut")
-        args["tokens_per_minute"] = _number(f"{where}.tokensPerMinute", spec["tokensPerMinute"], 1, cap=MAX_WHOLE,
-                                            whole=True)
+        args["tokens_per_minute"] = _number(
+            f"{where}.tokensPerMinute", spec["tokensPerMinute"], 1, cap=MAX_WHOLE, whole=True
+        )
         args["for_s"] = _number(f"{where}.forS", spec["forS"], 0, cap=MAX_SECONDS, above=True)
     return Fault(**args)
 
@@ -188,13 +204,14 @@ def parse_fault(spec: Any, where: str) -> Fault:
 def parse_profile(value: Any, where: str) -> FaultProfile:
     """A `faults` list (`where` names it, e.g. `deployments.json: gpt-4o.faults`)."""
     if not isinstance(value, list):
-        raise FaultError(f"{where}: expected a list of faults such as [{{\"kind\": \"503\", \"share\": 0.1}}]")
+        raise FaultError(f'{where}: expected a list of faults such as [{{"kind": "503", "share": 0.1}}]')
     if len(value) > MAX_FAULTS:
         raise FaultError(f"{where}: at most {MAX_FAULTS} faults, got {len(value)}")
     return FaultProfile(tuple(parse_fault(spec, f"{where}[{i}]") for i, spec in enumerate(value)))
 
 
 # --- Choosing --------------------------------------------------------------------------------
+
 
 def draw(profile: FaultProfile, rng: random.Random) -> list[Fault]:
     """The faults that strike one request: one draw per fault with a share, in order, whether
@@ -301,8 +318,10 @@ class FaultBook:
             profile = self.profile_for(deployment)
             if profile is None:
                 continue
-            entry: dict[str, Any] = {"faults": profile.to_json(),
-                                     "from": "deployment" if deployment.faults is not None else "default"}
+            entry: dict[str, Any] = {
+                "faults": profile.to_json(),
+                "from": "deployment" if deployment.faults is not None else "default",
+            }
             tokens = self.tokens_per_minute(deployment, seed)
             if tokens != deployment.tokens_per_minute:
                 entry["tokensPerMinuteNow"] = tokens
@@ -310,11 +329,17 @@ class FaultBook:
         injected: dict[str, dict[str, int]] = {}
         for (name, kind), n in sorted(self.injected.items()):
             injected.setdefault(name, {})[kind] = n
-        return {"seed": seed, "default": self.default.to_json() if self.default is not None else None,
-                "deployments": shown, "injected": injected, "hanging": self.hanging}
+        return {
+            "seed": seed,
+            "default": self.default.to_json() if self.default is not None else None,
+            "deployments": shown,
+            "injected": injected,
+            "hanging": self.hanging,
+        }
 
 
 # --- Shaping answers --------------------------------------------------------------------------
+
 
 def shape_stream(plan: StreamPlan, shapes: list[Fault]) -> list[str]:
     """Apply slow first bytes, trickles and cuts to a paced stream's plan; returns the kinds
@@ -331,8 +356,7 @@ def shape_stream(plan: StreamPlan, shapes: list[Fault]) -> list[str]:
         elif fault.kind == "trickle" and fault.factor != 1:
             first = next((frames[i][0] for i, t in enumerate(tokens) if t), None)
             if first is not None:
-                frames = [(due if due <= first else first + (due - first) * fault.factor, data)
-                          for due, data in frames]
+                frames = [(due if due <= first else first + (due - first) * fault.factor, data) for due, data in frames]
                 applied.append(fault.kind)
     for fault in shapes:
         if fault.kind != "streamCut" or plan.cut:

@@ -7,7 +7,6 @@ compressed body decoded within the route's limit (a small gzip body can claim gi
 
 from __future__ import annotations
 
-import io
 import zlib
 from collections.abc import Iterable
 
@@ -88,33 +87,44 @@ def too_large(route: Route | None, limit: int, request: http.Request | None, rea
         return wire.json_response(error.status, error.body(), request)
     if route is not None and route.body == FORM_BODY:
         size = f"{read} bytes read" if read is not None else "more bytes"
-        return wire.openai_error(413, f"Maximum content size limit ({limit}) exceeded ({size})",
-                                 type="server_error", request=request)
-    return wire.azure_error(413, "RequestEntityTooLarge", f"The request body is larger than the {limit} bytes allowed.",
-                            request)
+        return wire.openai_error(
+            413, f"Maximum content size limit ({limit}) exceeded ({size})", type="server_error", request=request
+        )
+    return wire.azure_error(
+        413, "RequestEntityTooLarge", f"The request body is larger than the {limit} bytes allowed.", request
+    )
 
 
 def head_too_large(limit: int) -> http.Response:
-    return wire.azure_error(431, "RequestHeaderFieldsTooLarge",
-                            f"The request line and headers are larger than the {limit} bytes allowed.")
+    return wire.azure_error(
+        431, "RequestHeaderFieldsTooLarge", f"The request line and headers are larger than the {limit} bytes allowed."
+    )
 
 
 def too_slow(what: str, seconds: float) -> http.Response:
     """Azure's 408 for a request whose `what` ("headers", "body") did not arrive in time."""
-    return wire.azure_error(408, "RequestTimeout",
-                            f"The request {what} did not arrive within {seconds:g} seconds; the connection is closed.")
+    return wire.azure_error(
+        408,
+        "RequestTimeout",
+        f"The request {what} did not arrive within {seconds:g} seconds; the connection is closed.",
+    )
 
 
 def unsupported_coding(coding: str, request: http.Request | None) -> http.Response:
     """415 names the codings taken (RFC 9110 15.5.16: with Accept-Encoding)."""
-    return wire.azure_error(415, "UnsupportedMediaType",
-                            f"Content-Encoding '{coding[:40]}' is not supported; send the body uncompressed or as "
-                            f"{', '.join(CODINGS)}.", request, headers={"accept-encoding": ", ".join(CODINGS)})
+    return wire.azure_error(
+        415,
+        "UnsupportedMediaType",
+        f"Content-Encoding '{coding[:40]}' is not supported; send the body uncompressed or as {', '.join(CODINGS)}.",
+        request,
+        headers={"accept-encoding": ", ".join(CODINGS)},
+    )
 
 
 def undecodable(coding: str, detail: str, request: http.Request | None) -> http.Response:
-    return wire.openai_error(400, f"We could not decode the body of your request as {coding}: {detail}.",
-                             request=request)
+    return wire.openai_error(
+        400, f"We could not decode the body of your request as {coding}: {detail}.", request=request
+    )
 
 
 class BodyTooLarge(Exception):

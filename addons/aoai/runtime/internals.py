@@ -141,7 +141,7 @@ _LINGERING: set[asyncio.Task] = set()
 class GuardLimits:
     """The bounds every client connection is read within (shared: a change applies to all)."""
 
-    __slots__ = ("max_head", "header_timeout", "body_timeout")
+    __slots__ = ("body_timeout", "header_timeout", "max_head")
 
     def __init__(self, max_head: int = 64 * 1024, header_timeout: float = 30.0, body_timeout: float = 120.0):
         self.max_head, self.header_timeout, self.body_timeout = max_head, header_timeout, body_timeout
@@ -157,9 +157,27 @@ class ClientGuard:
 
     Idle keep-alive connections have no deadline: the head's clock starts with its first byte."""
 
-    __slots__ = ("reader", "handler", "io", "client", "limits", "conn", "http_layer", "h1", "plain", "seen",
-                 "phase", "deadline", "ending", "discarding", "discard_until", "discarded", "streams_due",
-                 "read_before", "tls_first")
+    __slots__ = (
+        "client",
+        "conn",
+        "deadline",
+        "discard_until",
+        "discarded",
+        "discarding",
+        "ending",
+        "h1",
+        "handler",
+        "http_layer",
+        "io",
+        "limits",
+        "phase",
+        "plain",
+        "read_before",
+        "reader",
+        "seen",
+        "streams_due",
+        "tls_first",
+    )
 
     def __init__(self, handler, io, limits: GuardLimits):
         self.reader: asyncio.StreamReader = io.reader
@@ -203,8 +221,9 @@ class ClientGuard:
             buffered = len(conn.buf)
             if self.phase == HEAD:
                 if buffered > self.limits.max_head:
-                    logger.debug("431 to %s: the request head passed %d bytes", _peer(self.client),
-                                 self.limits.max_head)
+                    logger.debug(
+                        "431 to %s: the request head passed %d bytes", _peer(self.client), self.limits.max_head
+                    )
                     self.answer_and_close(intake.head_too_large(self.limits.max_head))
                 # Never read past the bound: the head it holds stays within it.
                 n = max(1, min(n, self.limits.max_head + 1 - buffered))
@@ -253,16 +272,21 @@ class ClientGuard:
                 return
         if self.ending or not self.h1:
             # The answer could not leave in its grace time; or the handshake was too slow.
-            logger.info("closing %s: %s", _peer(self.client),
-                        "its answer could not leave" if self.ending else "its request did not begin in time")
+            logger.info(
+                "closing %s: %s",
+                _peer(self.client),
+                "its answer could not leave" if self.ending else "its request did not begin in time",
+            )
             self.abort()
         elif self.phase == HEAD:
-            logger.debug("408 to %s: the request head took longer than %g s", _peer(self.client),
-                         self.limits.header_timeout)
+            logger.debug(
+                "408 to %s: the request head took longer than %g s", _peer(self.client), self.limits.header_timeout
+            )
             self.answer_and_close(intake.too_slow("headers", self.limits.header_timeout))
         elif self.phase == BODY:
-            logger.debug("408 to %s: the request body took longer than %g s", _peer(self.client),
-                         self.limits.body_timeout)
+            logger.debug(
+                "408 to %s: the request body took longer than %g s", _peer(self.client), self.limits.body_timeout
+            )
             flow = self.current_flow()
             if flow is None:
                 self.abort()
@@ -375,7 +399,7 @@ class ClientGuard:
         return max(bound, 64 * 1024) if self.tls_first else bound
 
     async def _until_found(self):
-        while (conn := self._find()) is None and not self.io.writer.transport.is_closing():
+        while (conn := self._find()) is None and not self.io.writer.transport.is_closing():  # noqa: ASYNC110 (no event tells when it is found)
             await asyncio.sleep(0.005)
         return conn
 
@@ -423,7 +447,7 @@ class ClientGuard:
 
     async def _until_answered(self) -> None:
         conn, state = self.conn, self.conn.state
-        while conn.state is state and not self.io.writer.transport.is_closing():
+        while conn.state is state and not self.io.writer.transport.is_closing():  # noqa: ASYNC110 (no event tells when the state moves)
             await asyncio.sleep(0.02)
 
     async def _discard(self) -> bytes:
@@ -564,7 +588,6 @@ def guard_client(client, limits: GuardLimits) -> ClientGuard | None:
     return guard
 
 
-
 LISTENING_LOG_TEXT = "HTTP(S) proxy"  # in mitmproxy's "HTTP(S) proxy listening at …" line
 LISTENER_LOGGERS = ("mitmproxy.addons.proxyserver", "mitmproxy.proxy.mode_servers")
 
@@ -589,8 +612,10 @@ def missing() -> list[str]:
 
     checks = [
         ("writer" in {f.name for f in dataclasses.fields(server.ConnectionIO)}, "ConnectionIO.writer"),
-        ("writer.is_closing()" in _source(server.ConnectionHandler),
-         "ConnectionHandler writes only while writer.is_closing() is false (silencing a second response)"),
+        (
+            "writer.is_closing()" in _source(server.ConnectionHandler),
+            "ConnectionHandler writes only while writer.is_closing() is false (silencing a second response)",
+        ),
         ("self._store" in _source(view.View.__init__), "View._store (flows in arrival order)"),
         ("listening at" in _source(mode_servers), "the 'HTTP(S) proxy listening at' log line"),
     ]
@@ -603,8 +628,10 @@ def _connections_missing() -> list[str]:
     from mitmproxy.proxy import server
 
     checks = [
-        ("self.connections" in _source(proxyserver.Proxyserver.__init__),
-         "Proxyserver.connections (client handlers by connection id)"),
+        (
+            "self.connections" in _source(proxyserver.Proxyserver.__init__),
+            "Proxyserver.connections (client handlers by connection id)",
+        ),
         ("self.transports" in _source(server.ConnectionHandler.__init__), "ConnectionHandler.transports"),
         ("self.client" in _source(server.ConnectionHandler.__init__), "ConnectionHandler.client"),
     ]
@@ -617,15 +644,24 @@ def missing_for_guard() -> list[str]:
     from mitmproxy.proxy.layers import http as http_layers
 
     checks = [
-        ("reader = self.transports[connection].reader" in _source(server.ConnectionHandler.handle_connection),
-         "ConnectionHandler reads a client through transports[client].reader (the intake guard)"),
-        ("self.buf" in _source(Http1Connection.__init__) and "self.body_reader(self.buf)" in _source(Http1Connection),
-         "Http1Connection.buf and .body_reader (heads bounded, bodies ended early)"),
+        (
+            "reader = self.transports[connection].reader" in _source(server.ConnectionHandler.handle_connection),
+            "ConnectionHandler reads a client through transports[client].reader (the intake guard)",
+        ),
+        (
+            "self.buf" in _source(Http1Connection.__init__)
+            and "self.body_reader(self.buf)" in _source(Http1Connection),
+            "Http1Connection.buf and .body_reader (heads bounded, bodies ended early)",
+        ),
         ("self.stream_id += 2" in _source(Http1Connection), "Http1Server.stream_id (the request being read)"),
-        ("self.connections" in _source(HttpLayer.__init__) and "self.streams" in _source(HttpLayer.__init__),
-         "HttpLayer.connections and .streams"),
-        ("self.request_body_buf += event.data" in _source(http_layers.HttpStream.state_consume_request_body),
-         "HttpStream.request_body_buf (request bodies capped)"),
+        (
+            "self.connections" in _source(HttpLayer.__init__) and "self.streams" in _source(HttpLayer.__init__),
+            "HttpLayer.connections and .streams",
+        ),
+        (
+            "self.request_body_buf += event.data" in _source(http_layers.HttpStream.state_consume_request_body),
+            "HttpStream.request_body_buf (request bodies capped)",
+        ),
         ("layers" in _source(context.Context.__init__), "Context.layers (a connection's layers)"),
         ("self._len" in _source(ReceiveBuffer), "ReceiveBuffer._len"),
         ("async def server_event" in _source(server.ConnectionHandler), "ConnectionHandler.server_event"),

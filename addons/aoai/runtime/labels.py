@@ -22,7 +22,7 @@ def capped(value: str) -> str:
     if len(value) <= MAX_LABEL_CHARS:
         return value
     digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=_DIGEST_CHARS // 2).hexdigest()
-    return value[:MAX_LABEL_CHARS - _DIGEST_CHARS - 1] + "~" + digest
+    return value[: MAX_LABEL_CHARS - _DIGEST_CHARS - 1] + "~" + digest
 
 
 class DeploymentLabels:

@@ -20,8 +20,12 @@ from .state import context_for
 _rng = random.Random()
 
 # Responses are chat answers in another shape: the chat latency settings time them too.
-_OPTION_NAMES = {"chat": "chat_completions", "responses": "chat_completions", "completions": "completions",
-                 "embeddings": "embeddings"}
+_OPTION_NAMES = {
+    "chat": "chat_completions",
+    "responses": "chat_completions",
+    "completions": "completions",
+    "embeddings": "embeddings",
+}
 
 
 def profile(deployment: Deployment, operation: Route, config: SimulatorConfig) -> Latency:
@@ -108,5 +112,3 @@ class Gates:
         if gate is None:
             gate = self._gates[key] = asyncio.Semaphore(limit)
         return gate
-
-

@@ -48,6 +48,7 @@ Clock = Callable[[], float]
 
 # --- Quotas -------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Quota:
     """What one window key allows: tokens per 60 s and requests per short window (0: no limit)."""
@@ -92,8 +93,15 @@ def per_second_quota(per_second: float) -> Quota:
 
 # --- Token cost ---------------------------------------------------------------------------
 
-def estimate_tokens(operation: str, body: dict, prompt_tokens: int, *,
-                    default_reservation: int = DEFAULT_RESERVATION, max_output_tokens: int = 0) -> int:
+
+def estimate_tokens(
+    operation: str,
+    body: dict,
+    prompt_tokens: int,
+    *,
+    default_reservation: int = DEFAULT_RESERVATION,
+    max_output_tokens: int = 0,
+) -> int:
     """Azure's up-front estimate of what a request may use, counted against the TPM quota.
 
     `operation` is "chat", "completions", "embeddings" or "responses"; `prompt_tokens` the prompt counted
@@ -106,12 +114,14 @@ def estimate_tokens(operation: str, body: dict, prompt_tokens: int, *,
     tokens, which is then the most they can write. Embeddings cost their input.
 
     Everything that decides the estimate is in this one function, so it is easy to retune."""
-    return prompt_tokens + estimate_output_tokens(operation, body, default_reservation=default_reservation,
-                                                  max_output_tokens=max_output_tokens)
+    return prompt_tokens + estimate_output_tokens(
+        operation, body, default_reservation=default_reservation, max_output_tokens=max_output_tokens
+    )
 
 
-def estimate_output_tokens(operation: str, body: dict, *, default_reservation: int = DEFAULT_RESERVATION,
-                           max_output_tokens: int = 0) -> int:
+def estimate_output_tokens(
+    operation: str, body: dict, *, default_reservation: int = DEFAULT_RESERVATION, max_output_tokens: int = 0
+) -> int:
     """The answer's share of `estimate_tokens`: the most the request may generate."""
     if operation not in ("chat", "completions", "responses"):
         return 0  # embeddings cost their input; audio and images are limited in requests
@@ -130,6 +140,7 @@ def estimate_output_tokens(operation: str, body: dict, *, default_reservation: i
 
 
 # --- Windows ------------------------------------------------------------------------------
+
 
 class SlidingWindow:
     """Amounts added over time; an amount stops counting `span` seconds after it was added.
@@ -179,20 +190,28 @@ class Verdict:
     at: float = 0.0  # when the windows were checked, in the store's clock
 
 
-def verdict(quota: Quota, token_wait: float, request_wait: float, tokens_used: int, requests_used: int,
-            admitted: bool, at: float) -> Verdict:
+def verdict(
+    quota: Quota,
+    token_wait: float,
+    request_wait: float,
+    tokens_used: int,
+    requests_used: int,
+    admitted: bool,
+    at: float,
+) -> Verdict:
     """Shape a store's findings; the longer wait names the reason (both must pass)."""
     remaining_tokens = max(0, quota.tokens - tokens_used)
     remaining_requests = max(0, quota.requests - requests_used)
     if admitted:
         return Verdict(True, remaining_tokens=remaining_tokens, remaining_requests=remaining_requests, at=at)
     reason = TOKENS if token_wait >= request_wait else REQUESTS
-    return Verdict(False, reason, max(token_wait, request_wait), token_wait, request_wait,
-                   remaining_tokens, remaining_requests, at)
+    return Verdict(
+        False, reason, max(token_wait, request_wait), token_wait, request_wait, remaining_tokens, remaining_requests, at
+    )
 
 
 class _Pair:
-    __slots__ = ("tokens", "requests")
+    __slots__ = ("requests", "tokens")
 
     def __init__(self) -> None:
         self.tokens = SlidingWindow()
@@ -457,8 +476,7 @@ class RedisWindows:
     def from_url(cls, url: str, prefix: str = REDIS_PREFIX, server_time: bool = True) -> RedisWindows:
         import redis.asyncio
 
-        return cls(redis.asyncio.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5), prefix,
-                   server_time)
+        return cls(redis.asyncio.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5), prefix, server_time)
 
     def keys(self, key: str) -> list[str]:
         base = f"{self.prefix}{{{key}}}"  # one hash slot per key, for Redis Cluster
@@ -468,14 +486,24 @@ class RedisWindows:
         self._serial += 1
         allowed, twait, rwait, used, count, at = await self.script(
             keys=self.keys(key),
-            args=["" if self.server_time else repr(now), cost, quota.tokens, TOKEN_WINDOW, quota.requests,
-                  quota.request_window, f"{self._origin}{self._serial}", GRACE])
+            args=[
+                "" if self.server_time else repr(now),
+                cost,
+                quota.tokens,
+                TOKEN_WINDOW,
+                quota.requests,
+                quota.request_window,
+                f"{self._origin}{self._serial}",
+                GRACE,
+            ],
+        )
         return verdict(quota, float(twait), float(rwait), int(used), int(count), bool(int(allowed)), float(at))
 
     async def fill(self, key: str, capacity: Capacity, cost: int, now: float) -> Fill:
         allowed, level, wait, at = await self.ptu_script(
             keys=[f"{self.prefix}{{{key}}}:u"],
-            args=["" if self.server_time else repr(now), capacity.per_second, capacity.bucket, cost, GRACE])
+            args=["" if self.server_time else repr(now), capacity.per_second, capacity.bucket, cost, GRACE],
+        )
         return Fill(bool(int(allowed)), float(level) / capacity.bucket, float(wait), float(at))
 
     async def utilization(self, key: str, capacity: Capacity, now: float) -> float:
@@ -500,6 +528,7 @@ class RedisWindows:
 
 
 # --- What the answers say -----------------------------------------------------------------
+
 
 def whole_ms(seconds: float) -> int:
     """Milliseconds rounded up, at least 1: waiting this long is always long enough (within
@@ -553,8 +582,11 @@ def utilization_headers(fill: Fill) -> dict[str, str]:
 def utilization_throttled_headers(fill: Fill) -> dict[str, str]:
     """A provisioned deployment's 429: when to retry, and none of the pay-as-you-go
     x-ratelimit-* headers (it has no TPM or RPM quota)."""
-    return {"retry-after": str(retry_seconds(fill.retry_after)), "retry-after-ms": str(whole_ms(fill.retry_after)),
-            **utilization_headers(fill)}
+    return {
+        "retry-after": str(retry_seconds(fill.retry_after)),
+        "retry-after-ms": str(whole_ms(fill.retry_after)),
+        **utilization_headers(fill),
+    }
 
 
 def _seconds(n: int) -> str:
@@ -565,17 +597,21 @@ def throttled_message(operation: str, api_version: str | None, reason: str, seco
     """Azure's 429 text, e.g. for `ChatCompletions_Create` and a token limit."""
     kind = "call rate limit" if reason == REQUESTS else "token rate limit"
     version = f" version {api_version}" if api_version else ""
-    return (f"Requests to the {operation} Operation under Azure OpenAI API{version} have exceeded {kind} of "
-            f"your current OpenAI S0 pricing tier. Please retry after {_seconds(seconds)}. Please go here: "
-            "https://aka.ms/oai/quotaincrease if you would like to further increase the default rate limit.")
+    return (
+        f"Requests to the {operation} Operation under Azure OpenAI API{version} have exceeded {kind} of "
+        f"your current OpenAI S0 pricing tier. Please retry after {_seconds(seconds)}. Please go here: "
+        "https://aka.ms/oai/quotaincrease if you would like to further increase the default rate limit."
+    )
 
 
 def utilization_message(operation: str, api_version: str | None, seconds: int) -> str:
     """The 429 text of a provisioned deployment over 100 % utilization (Azure publishes no
     wording for it; this one follows its other 429 texts)."""
     version = f" version {api_version}" if api_version else ""
-    return (f"Requests to the {operation} Operation under Azure OpenAI API{version} have exceeded the provisioned "
-            f"throughput of this deployment: its utilization is above 100%. Please retry after {_seconds(seconds)}.")
+    return (
+        f"Requests to the {operation} Operation under Azure OpenAI API{version} have exceeded the provisioned "
+        f"throughput of this deployment: its utilization is above 100%. Please retry after {_seconds(seconds)}."
+    )
 
 
 # A request that can never fit: Azure answers it with a retry time of a day, which SDKs refuse
@@ -584,21 +620,26 @@ NEVER_SECONDS = 86400
 
 
 def too_large_message(operation: str, api_version: str | None, deployment: str, cost: int, limit: int) -> str:
-    return (throttled_message(operation, api_version, TOKENS, NEVER_SECONDS)
-            + f" This request is estimated at {cost} tokens (prompt plus max_tokens times n), more than the "
-              f"{limit} tokens per minute deployment {deployment} allows, so it can never be accepted: lower "
-              "max_tokens or n, shorten the prompt, or raise tokensPerMinute.")
+    return (
+        throttled_message(operation, api_version, TOKENS, NEVER_SECONDS)
+        + f" This request is estimated at {cost} tokens (prompt plus max_tokens times n), more than the "
+        f"{limit} tokens per minute deployment {deployment} allows, so it can never be accepted: lower "
+        "max_tokens or n, shorten the prompt, or raise tokensPerMinute."
+    )
 
 
 def doc_intelligence_message(operation: str, api_version: str | None, seconds: int) -> str:
     """Document Intelligence's 429 text (the Cognitive Services gateway's wording)."""
     version = f" ({api_version})" if api_version else ""
-    return (f"Requests to the {operation} Operation under Document Intelligence API{version} have exceeded rate "
-            f"limit of your current FormRecognizer S0 pricing tier. Please retry after {_seconds(seconds)}. "
-            "Please contact Azure support service if you would like to further increase the default rate limit.")
+    return (
+        f"Requests to the {operation} Operation under Document Intelligence API{version} have exceeded rate "
+        f"limit of your current FormRecognizer S0 pricing tier. Please retry after {_seconds(seconds)}. "
+        "Please contact Azure support service if you would like to further increase the default rate limit."
+    )
 
 
 # --- Who was throttled, and who came back too soon ----------------------------------------
+
 
 @dataclass
 class Counters:
@@ -653,7 +694,7 @@ class RetryHints:
         if len(self.due) >= capacity:
             self.due = {k: t for k, t in self.due.items() if t > now}
             if len(self.due) >= capacity:  # all still pending: keep the newest half
-                self.due = dict(list(self.due.items())[len(self.due) - capacity // 2:])
+                self.due = dict(list(self.due.items())[len(self.due) - capacity // 2 :])
         self.due[identity] = due
 
     def arrived(self, identity: bytes, now: float) -> float:
@@ -689,8 +730,16 @@ class Limiter:
         """The verdict, or for shared windows an awaitable of it. A cost above the whole token
         quota is refused at once: no window could ever hold it."""
         if quota.tokens and cost > quota.tokens:
-            return Verdict(False, TOO_LARGE, float(NEVER_SECONDS), float(NEVER_SECONDS), 0.0,
-                           quota.tokens, quota.requests, self.clock())
+            return Verdict(
+                False,
+                TOO_LARGE,
+                float(NEVER_SECONDS),
+                float(NEVER_SECONDS),
+                0.0,
+                quota.tokens,
+                quota.requests,
+                self.clock(),
+            )
         return self.store.check(key, quota, cost, self.clock())
 
     def fill(self, key: str, capacity: Capacity, cost: int):

@@ -41,8 +41,12 @@ class ImageStore:
         name = f"{os.urandom(16).hex()}.{extension}"
         image = StoredImage(data, content_type, self.clock() + self.ttl)
         if len(data) > self.max_bytes:
-            logger.warning("image %s not kept: its %d bytes are more than IMAGES_STORED_MAX_BYTES (%d); its URL "
-                           "answers 404", name, len(data), self.max_bytes)
+            logger.warning(
+                "image %s not kept: its %d bytes are more than IMAGES_STORED_MAX_BYTES (%d); its URL answers 404",
+                name,
+                len(data),
+                self.max_bytes,
+            )
             return name, image.expires_at
         with self._lock:
             self._expire()

@@ -123,18 +123,26 @@ class Outcome:
     body: bytes = b""
 
 
-async def ask_all(config: SimulatorConfig, method: str, path: str, content: bytes, step: str = "",
-                  peers: tuple[str, ...] | None = None) -> dict[str, Outcome]:
+async def ask_all(
+    config: SimulatorConfig,
+    method: str,
+    path: str,
+    content: bytes,
+    step: str = "",
+    peers: tuple[str, ...] | None = None,
+) -> dict[str, Outcome]:
     """Send the same request to every peer (or those given); each one's outcome by address."""
     headers = _headers(config, **{"content-type": "application/json"})
     if step:
         headers[CHANGE_HEADER] = step
     targets = config.peers if peers is None else peers
     client = LINK.client()
-    answers = await asyncio.gather(*(client.request(method, peer + path, content=content, headers=headers)
-                                     for peer in targets), return_exceptions=True)
+    answers = await asyncio.gather(
+        *(client.request(method, peer + path, content=content, headers=headers) for peer in targets),
+        return_exceptions=True,
+    )
     out: dict[str, Outcome] = {}
-    for peer, answer in zip(targets, answers):
+    for peer, answer in zip(targets, answers, strict=False):
         if isinstance(answer, BaseException):
             logger.warning("worker %s did not answer %s %s: %s", peer, method, path, answer)
             out[address(peer)] = Outcome(None, f"{type(answer).__name__}: {answer}".rstrip(": "))
@@ -167,10 +175,11 @@ async def scrape(config: SimulatorConfig) -> dict[str, str]:
     """Each reachable peer's own metrics text by its address (one that does not answer is left out)."""
     client = LINK.client()
     headers = {PEER_HEADER: config.peer_secret}
-    answers = await asyncio.gather(*(client.get(peer + "/++/metrics", headers=headers) for peer in config.peers),
-                                   return_exceptions=True)
+    answers = await asyncio.gather(
+        *(client.get(peer + "/++/metrics", headers=headers) for peer in config.peers), return_exceptions=True
+    )
     texts = {}
-    for peer, answer in zip(config.peers, answers):
+    for peer, answer in zip(config.peers, answers, strict=False):
         if isinstance(answer, BaseException) or answer.status_code != 200:
             logger.warning("worker %s gave no metrics: %s", peer, answer)
             continue
@@ -184,8 +193,10 @@ async def relay(config: SimulatorConfig, method: str, path: str) -> httpx.Respon
     if LINK.misses.recent(method, path):
         return None
     client = LINK.client()
-    answers = await asyncio.gather(*(client.request(method, peer + path, headers=_headers(config))
-                                     for peer in config.peers), return_exceptions=True)
+    answers = await asyncio.gather(
+        *(client.request(method, peer + path, headers=_headers(config)) for peer in config.peers),
+        return_exceptions=True,
+    )
     found = next((a for a in answers if not isinstance(a, BaseException) and a.status_code != 404), None)
     if found is None and not any(isinstance(a, BaseException) for a in answers):
         LINK.misses.add(method, path)  # every worker said it has none

@@ -24,8 +24,7 @@ DEFAULT_MAX_BYTES = 20 * 1024 * 1024  # PROMPT_CACHE_MAX_BYTES's default: about 
 
 
 class PromptCache:
-    def __init__(self, idle_s: float = DEFAULT_IDLE_S, capacity: int | None = None,
-                 max_bytes: int = DEFAULT_MAX_BYTES):
+    def __init__(self, idle_s: float = DEFAULT_IDLE_S, capacity: int | None = None, max_bytes: int = DEFAULT_MAX_BYTES):
         self.idle_s = idle_s
         # Entries are all the same size: the byte budget is a count (`capacity` sets it directly).
         self.max_bytes = max_bytes if capacity is None else capacity * ENTRY_BYTES

@@ -43,11 +43,17 @@ except ImportError:  # pragma: no cover
     from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
-SECRET_HEADERS = {"api-key", "authorization", "ocp-apim-subscription-key", "cookie", "set-cookie",
-                  "proxy-authorization", "x-api-key"}
+SECRET_HEADERS = {
+    "api-key",
+    "authorization",
+    "ocp-apim-subscription-key",
+    "cookie",
+    "set-cookie",
+    "proxy-authorization",
+    "x-api-key",
+}
 # Not worth keeping: framing the replay recomputes, and quota state that replay's own limits set.
-SKIP_RESPONSE_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive", "date",
-                          "content-encoding"}
+SKIP_RESPONSE_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive", "date", "content-encoding"}
 _INDEX_VERSION = 4  # 3: keys use the route's spelling of the path; 4: forms keyed by fields and file hashes
 _DOC_SPLIT = re.compile(rb"^---[ \t]*\r?\n", re.M)
 _BOUNDARY = re.compile(r"boundary=\"?([^\";]+)\"?")
@@ -98,15 +104,25 @@ def _form_fingerprint(content: bytes, content_type: str, rules: KeyRules, form: 
     except forms.NotAForm:
         m = _BOUNDARY.search(content_type)
         return content.replace(m.group(1).encode(), b"BOUNDARY") if m else content
-    files = {name: [[u.filename, hashlib.sha256(u.data).hexdigest()] for u in uploads]
-             for name, uploads in form.files.items()}
+    files = {
+        name: [[u.filename, hashlib.sha256(u.data).hexdigest()] for u in uploads]
+        for name, uploads in form.files.items()
+    }
     return _canonical_json({**form.fields, "(files)": files}, rules)
 
 
-def request_key(method: str, path: str, query: list[tuple[str, str]], content: bytes, content_type: str,
-                rules: KeyRules, form: forms.Form | None = None) -> str:
-    kept = sorted((k, v) for k, v in query
-                  if (rules.match_api_version or k != "api-version") and not secret_query_name(k))
+def request_key(
+    method: str,
+    path: str,
+    query: list[tuple[str, str]],
+    content: bytes,
+    content_type: str,
+    rules: KeyRules,
+    form: forms.Form | None = None,
+) -> str:
+    kept = sorted(
+        (k, v) for k, v in query if (rules.match_api_version or k != "api-version") and not secret_query_name(k)
+    )
     target = path + ("?" + urlencode(kept) if kept else "")
     digest = hashlib.sha1(body_fingerprint(content, content_type, rules, form)).hexdigest()[:20]
     return f"{method} {target} {digest}"
@@ -131,6 +147,7 @@ def _slug(text: str) -> str:
 
 # ---- the document format ----
 
+
 def _body_to_yaml(content: bytes, content_type: str) -> dict:
     """A body as the most readable YAML it can be: structure, text or base64."""
     if not content:
@@ -142,7 +159,7 @@ def _body_to_yaml(content: bytes, content_type: str) -> dict:
             pass
     try:
         text = content.decode("utf-8")
-        if "multipart/" not in (content_type or "") and text.isprintable() or "\n" in text:
+        if ("multipart/" not in (content_type or "") and text.isprintable()) or "\n" in text:
             return {"body_text": text}
     except UnicodeDecodeError:
         pass
@@ -151,7 +168,7 @@ def _body_to_yaml(content: bytes, content_type: str) -> dict:
     # Encoded a slice at a time: one call on 5 MiB holds the GIL (and the event loop) 8 ms.
     step = 3 * 256 * 1024  # whole groups of 3 bytes: the slices' base64 joins without padding
     view = memoryview(content)  # slices of it are not copies
-    return {"body_base64": Verbatim(tuple(base64.b64encode(view[i:i + step]) for i in range(0, len(content), step)))}
+    return {"body_base64": Verbatim(tuple(base64.b64encode(view[i : i + step]) for i in range(0, len(content), step)))}
 
 
 @dataclass(frozen=True)
@@ -212,8 +229,14 @@ class Interaction:
     def key(self, rules: KeyRules, table: RouteTable = TABLE) -> str:
         if self.known_key is not None and self.known_key[0] == rules and self.known_key[1] is table:
             return self.known_key[2]
-        return request_key(self.method, table.canonical_path(self.method, self.path), self.query,
-                           self.request_body, self.content_type, rules)
+        return request_key(
+            self.method,
+            table.canonical_path(self.method, self.path),
+            self.query,
+            self.request_body,
+            self.content_type,
+            rules,
+        )
 
     def to_document(self) -> dict:
         request: dict[str, Any] = {"method": self.method, "path": self.path}
@@ -261,8 +284,9 @@ def document_pieces(interaction: Interaction) -> list[bytes]:
     value is not copied into one whole)."""
     large: list[tuple[bytes, ...]] = []
     document = _set_aside(interaction.to_document(), large)
-    text = yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True,
-                     default_flow_style=False, width=120).encode("utf-8")
+    text = yaml.dump(
+        document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=120
+    ).encode("utf-8")
     if not large:
         return [b"---\n", text]
     # Each long value goes where its placeholder was, double-quoted as the emitter would
@@ -336,6 +360,7 @@ def sse_bytes(data: Any) -> bytes:
 
 # ---- the store ----
 
+
 @dataclass(frozen=True)
 class Ref:
     file: str
@@ -356,13 +381,13 @@ def _documents(data: bytes) -> list[tuple[int, int]]:
     if not starts or starts[0] != 0:
         starts.insert(0, 0)
     ends = starts[1:] + [len(data)]
-    return [(s, e - s) for s, e in zip(starts, ends) if data[s:e].strip(b"-\n\r\t ")]
+    return [(s, e - s) for s, e in zip(starts, ends, strict=False) if data[s:e].strip(b"-\n\r\t ")]
 
 
 def _request_part(doc: bytes) -> dict | None:
     """Parse only the `request:` part of a document: the response may be large."""
     cut = re.search(rb"^response:", doc, re.M)
-    head = doc[:cut.start()] if cut else doc
+    head = doc[: cut.start()] if cut else doc
     loaded = _load_plain(head)
     return loaded.get("request") if isinstance(loaded, dict) else None
 
@@ -397,8 +422,11 @@ def _plain_value(node: yaml.Node, loader: Any) -> Any:
         return node.value
     if tag == _SEQ and kind is yaml.SequenceNode:
         return [_plain_value(item, loader) for item in node.value]
-    if tag == _MAP and kind is yaml.MappingNode and all(
-            key.tag == _STR and type(key) is yaml.ScalarNode for key, _ in node.value):
+    if (
+        tag == _MAP
+        and kind is yaml.MappingNode
+        and all(key.tag == _STR and type(key) is yaml.ScalarNode for key, _ in node.value)
+    ):
         return {key.value: _plain_value(value, loader) for key, value in node.value}
     return loader.construct_object(node, deep=True)
 
@@ -406,9 +434,14 @@ def _plain_value(node: yaml.Node, loader: Any) -> Any:
 def _key_of_request(request: dict, rules: KeyRules, table: RouteTable) -> str:
     headers = {str(k).lower(): str(v) for k, v in (request.get("headers") or {}).items()}
     method = str(request.get("method", "POST")).upper()
-    return request_key(method, table.canonical_path(method, str(request["path"])),
-                       [(str(k), str(v)) for k, v in (request.get("query") or {}).items()],
-                       body_from_yaml(request), headers.get("content-type", ""), rules)
+    return request_key(
+        method,
+        table.canonical_path(method, str(request["path"])),
+        [(str(k), str(v)) for k, v in (request.get("query") or {}).items()],
+        body_from_yaml(request),
+        headers.get("content-type", ""),
+        rules,
+    )
 
 
 def interaction_bytes(interaction: Interaction) -> int:
@@ -416,8 +449,11 @@ def interaction_bytes(interaction: Interaction) -> int:
     streamed event's JSON (serialized only here, for record mode without autosave)."""
     size = 512 + len(interaction.path) + len(interaction.request_body) + len(interaction.response_body)
     size += sum(len(k) + len(v) for k, v in interaction.query)
-    size += sum(len(k) + len(v) for headers in (interaction.request_headers, interaction.response_headers)
-                for k, v in headers.items())
+    size += sum(
+        len(k) + len(v)
+        for headers in (interaction.request_headers, interaction.response_headers)
+        for k, v in headers.items()
+    )
     for event in interaction.events or ():
         data = event.data
         size += 64 + (len(data) if isinstance(data, str) else len(orjson.dumps(data)))
@@ -482,9 +518,10 @@ class RecordingStore:
 
     def usage(self) -> dict[str, dict]:
         """For /++/limits: the recordings waiting to be saved, and those kept parsed."""
-        return {"pending": {"count": len(self.pending), "bytes": self.pending_bytes,
-                            "maxBytes": self.pending_max_bytes},
-                "cache": {"count": len(self._cache), "bytes": self.cache_bytes, "maxBytes": self.cache_max_bytes}}
+        return {
+            "pending": {"count": len(self.pending), "bytes": self.pending_bytes, "maxBytes": self.pending_max_bytes},
+            "cache": {"count": len(self._cache), "bytes": self.cache_bytes, "maxBytes": self.cache_max_bytes},
+        }
 
     # loading
 
@@ -525,8 +562,7 @@ class RecordingStore:
         started = time.perf_counter()
         entries = entries + self._build_index(path, indexed)
         self._write_index(path, stamp, size, entries)
-        logger.info("indexed %s: %d interactions in %.1f s", path.name, len(entries),
-                    time.perf_counter() - started)
+        logger.info("indexed %s: %d interactions in %.1f s", path.name, len(entries), time.perf_counter() - started)
         return entries
 
     def _build_index(self, path: Path, start: int = 0) -> list[IndexEntry]:
@@ -535,7 +571,7 @@ class RecordingStore:
             data = f.read()
         entries = []
         for offset, length in _documents(data):
-            doc = data[offset:offset + length]
+            doc = data[offset : offset + length]
             try:
                 request = _request_part(doc)
                 if request is None:
@@ -547,10 +583,13 @@ class RecordingStore:
                 # The last document may be torn by a crash while it was appended: always skipped.
                 # One before it is a bad edit: refused, unless RECORDING_SKIP_BROKEN says skip it.
                 if offset + length < len(data) and not self.skip_broken:
-                    raise BrokenRecording(f"{path}: line {line}: a recorded interaction does not parse ({reason}); "
-                                          "fix it, or set RECORDING_SKIP_BROKEN=true to skip such documents") from None
-                logger.warning("%s: line %d: skipped a recorded interaction that does not parse (%s)", path, line,
-                               reason)
+                    raise BrokenRecording(
+                        f"{path}: line {line}: a recorded interaction does not parse ({reason}); "
+                        "fix it, or set RECORDING_SKIP_BROKEN=true to skip such documents"
+                    ) from None
+                logger.warning(
+                    "%s: line %d: skipped a recorded interaction that does not parse (%s)", path, line, reason
+                )
         return entries
 
     def save_indexes(self) -> None:
@@ -626,8 +665,9 @@ class RecordingStore:
         """The recorded request most like this one (same method and path first), and the
         top-level body fields where they differ."""
         prefix = f"{method} {self.canonical_path(method, path)}"
-        candidates = [refs[-1] for key, refs in self.index.items() if key.startswith(prefix + " ")
-                      or key.startswith(prefix + "?")]
+        candidates = [
+            refs[-1] for key, refs in self.index.items() if key.startswith(prefix + " ") or key.startswith(prefix + "?")
+        ]
         if not candidates:
             candidates = [refs[-1] for key, refs in self.index.items() if key.startswith(method + " ")]
         best: tuple[int, Interaction, list[str]] | None = None
@@ -661,8 +701,11 @@ class RecordingStore:
             return []
         if not self._said_pending:
             self._said_pending = True
-            logger.warning("recordings waiting to be saved passed RECORDING_PENDING_MAX_BYTES (%d bytes): saving "
-                           "them now, and whenever they pass it again", self.pending_max_bytes)
+            logger.warning(
+                "recordings waiting to be saved passed RECORDING_PENDING_MAX_BYTES (%d bytes): saving "
+                "them now, and whenever they pass it again",
+                self.pending_max_bytes,
+            )
         return self._take_pending()
 
     def _take_pending(self) -> list[tuple[str, Interaction]]:
@@ -678,8 +721,11 @@ class RecordingStore:
         except OSError as e:
             if file not in self._unwritable:
                 self._unwritable.add(file)
-                logger.error("cannot write recordings to %s: %s; the answers still reach the clients, unrecorded",
-                             self.directory / file, e.strerror or e)
+                logger.error(
+                    "cannot write recordings to %s: %s; the answers still reach the clients, unrecorded",
+                    self.directory / file,
+                    e.strerror or e,
+                )
             return False
         if file in self._unwritable:
             self._unwritable.discard(file)

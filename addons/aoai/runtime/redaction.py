@@ -13,11 +13,32 @@ from mitmproxy import http
 
 # Names that carry a credential in the services the simulator stands in for, and in the
 # usual OAuth and signed-URL forms.
-SECRET_NAMES = frozenset({
-    "api-key", "api_key", "apikey", "key", "subscription-key", "subscription_key", "ocp-apim-subscription-key",
-    "x-api-key", "sig", "signature", "code", "token", "access_token", "accesstoken", "id_token", "refresh_token",
-    "client_secret", "secret", "password", "pwd", "auth", "authorization",
-})
+SECRET_NAMES = frozenset(
+    {
+        "api-key",
+        "api_key",
+        "apikey",
+        "key",
+        "subscription-key",
+        "subscription_key",
+        "ocp-apim-subscription-key",
+        "x-api-key",
+        "sig",
+        "signature",
+        "code",
+        "token",
+        "access_token",
+        "accesstoken",
+        "id_token",
+        "refresh_token",
+        "client_secret",
+        "secret",
+        "password",
+        "pwd",
+        "auth",
+        "authorization",
+    }
+)
 SECRET_SUFFIXES = ("key", "_token", "-token", "secret", "password", "signature")
 # A cheap look at the raw query first (its bytes, not decoded): most requests carry only
 # api-version. A "%" may hide a name, so a query with one is read in full.

@@ -73,8 +73,7 @@ class Route:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "regex", _compile(self.pattern))
-        object.__setattr__(self, "choices", frozenset(m.group(1) for m in _PARAM.finditer(self.pattern)
-                                                      if m.group(2)))
+        object.__setattr__(self, "choices", frozenset(m.group(1) for m in _PARAM.finditer(self.pattern) if m.group(2)))
 
     @property
     def name(self) -> str:
@@ -105,7 +104,7 @@ _PARAM = re.compile(r"\{(\w+)(?::([^}]*))?\}")
 def _compile(pattern: str) -> re.Pattern:
     out, pos = [], 0
     for m in _PARAM.finditer(pattern):
-        out.append(re.escape(pattern[pos:m.start()]))
+        out.append(re.escape(pattern[pos : m.start()]))
         choices = m.group(2)
         out.append(f"(?P<{m.group(1)}>{choices})" if choices else f"(?P<{m.group(1)}>[^/]+?)")
         pos = m.end()
@@ -157,17 +156,44 @@ def _image_edit(form, model, bounds: Bounds):
     return images.check_edit(form, model, bounds.image_max_pixels)
 
 
-def _openai(operation: str, path: str, generator: str, azure_operation: str, kind: str, verb: str,
-            check, prompt, body: str = JSON_BODY, max_body: int = 0, texts=None) -> list[Route]:
+def _openai(
+    operation: str,
+    path: str,
+    generator: str,
+    azure_operation: str,
+    kind: str,
+    verb: str,
+    check,
+    prompt,
+    body: str = JSON_BODY,
+    max_body: int = 0,
+    texts=None,
+) -> list[Route]:
     """An OpenAI operation on its deployment path and on the v1 path (deployment in `model`)."""
-    common = dict(family=OPENAI, generator=generator, azure_operation=azure_operation, model_kind=kind,
-                  verb=verb, quota=DEPLOYMENT_QUOTA, check=check, prompt_tokens=prompt, body=body,
-                  max_body=max_body, prompt_texts=texts,
-                  data_action=f"Microsoft.CognitiveServices/accounts/OpenAI/deployments/{path}/action")
+    common = dict(
+        family=OPENAI,
+        generator=generator,
+        azure_operation=azure_operation,
+        model_kind=kind,
+        verb=verb,
+        quota=DEPLOYMENT_QUOTA,
+        check=check,
+        prompt_tokens=prompt,
+        body=body,
+        max_body=max_body,
+        prompt_texts=texts,
+        data_action=f"Microsoft.CognitiveServices/accounts/OpenAI/deployments/{path}/action",
+    )
     file = path.replace("/", "-")
     return [
-        Route(operation, ("POST",), "/openai/deployments/{deployment}/" + path, api_version=REQUIRED,
-              recording="{deployment}." + file, **common),
+        Route(
+            operation,
+            ("POST",),
+            "/openai/deployments/{deployment}/" + path,
+            api_version=REQUIRED,
+            recording="{deployment}." + file,
+            **common,
+        ),
         Route(operation, ("POST",), "/openai/v1/" + path, api_version=OPTIONAL, recording="v1." + file, **common),
     ]
 
@@ -179,21 +205,31 @@ def _responses_prompt(body: dict, enc) -> int:
 def _responses() -> list[Route]:
     """The Responses API on the v1 path (no api-version needed) and on the preview path
     (api-version 2025-04-01-preview or later); the deployment is in the body's `model`."""
-    create = {"family": OPENAI, "generator": "openai_responses", "azure_operation": "Responses_Create",
-              "model_kind": catalogue.CHAT, "verb": "responses", "quota": DEPLOYMENT_QUOTA,
-              "check": responses.check_responses, "prompt_tokens": _responses_prompt,
-              "prompt_texts": content_filter.responses_texts}
+    create = {
+        "family": OPENAI,
+        "generator": "openai_responses",
+        "azure_operation": "Responses_Create",
+        "model_kind": catalogue.CHAT,
+        "verb": "responses",
+        "quota": DEPLOYMENT_QUOTA,
+        "check": responses.check_responses,
+        "prompt_tokens": _responses_prompt,
+        "prompt_texts": content_filter.responses_texts,
+    }
     stored = {"family": OPENAI, "generator": "openai_responses"}
     routes = []
-    for prefix, policy, since, file in (("/openai/v1/", OPTIONAL, "", "v1.responses"),
-                                        ("/openai/", REQUIRED, "2025-04-01-preview", "responses")):
+    for prefix, policy, since, file in (
+        ("/openai/v1/", OPTIONAL, "", "v1.responses"),
+        ("/openai/", REQUIRED, "2025-04-01-preview", "responses"),
+    ):
         versions = {"api_version": policy, "since": since, "recording": file}
         routes += [
             Route("responses", ("POST",), prefix + "responses", **versions, **create),
             Route("responses_retrieve", ("GET",), prefix + "responses/{response_id}", **versions, **stored),
             Route("responses_delete", ("DELETE",), prefix + "responses/{response_id}", **versions, **stored),
-            Route("responses_input_items", ("GET",), prefix + "responses/{response_id}/input_items", **versions,
-                  **stored),
+            Route(
+                "responses_input_items", ("GET",), prefix + "responses/{response_id}/input_items", **versions, **stored
+            ),
         ]
     return routes
 
@@ -201,39 +237,131 @@ def _responses() -> list[Route]:
 _DI_FAMILY = "{family:formrecognizer|documentintelligence}"
 
 ROUTES: list[Route] = [
-    *_openai("chat", "chat/completions", "openai_chat", "ChatCompletions_Create", catalogue.CHAT,
-             "chatCompletion", validation.check_chat, _chat_prompt, texts=content_filter.chat_texts),
-    *_openai("completions", "completions", "openai_completions", "Completions_Create", catalogue.COMPLETION,
-             "completion", validation.check_completions, _completions_prompt,
-             texts=content_filter.completion_texts),
-    *_openai("embeddings", "embeddings", "openai_embeddings", "Embeddings_Create", catalogue.EMBEDDING,
-             "embeddings", validation.check_embeddings, _embeddings_prompt),
-    *_openai("transcriptions", "audio/transcriptions", "openai_transcriptions", "Transcriptions_Create",
-             catalogue.TRANSCRIPTION, "audioTranscription", _transcription, _no_prompt, FORM_BODY,
-             audio.MAX_BODY_BYTES),
-    *_openai("translations", "audio/translations", "openai_transcriptions", "Translations_Create",
-             catalogue.TRANSCRIPTION, "audioTranslation", _translation, _no_prompt, FORM_BODY,
-             audio.MAX_BODY_BYTES),
-    *_openai("speech", "audio/speech", "openai_speech", "Speech_Create", catalogue.SPEECH, "audioSpeech",
-             audio.check_speech, _no_prompt),
-    *_openai("images", "images/generations", "openai_images", "ImageGenerations_Create", catalogue.IMAGE,
-             "imagesGeneration", images.check_generation, _image_prompt, texts=content_filter.image_texts),
-    *_openai("image_edits", "images/edits", "openai_images", "ImageEdits_Create", catalogue.IMAGE,
-             "imagesEdit", _image_edit, _image_prompt, FORM_BODY, images.MAX_EDIT_BODY_BYTES,
-             texts=content_filter.image_texts),
+    *_openai(
+        "chat",
+        "chat/completions",
+        "openai_chat",
+        "ChatCompletions_Create",
+        catalogue.CHAT,
+        "chatCompletion",
+        validation.check_chat,
+        _chat_prompt,
+        texts=content_filter.chat_texts,
+    ),
+    *_openai(
+        "completions",
+        "completions",
+        "openai_completions",
+        "Completions_Create",
+        catalogue.COMPLETION,
+        "completion",
+        validation.check_completions,
+        _completions_prompt,
+        texts=content_filter.completion_texts,
+    ),
+    *_openai(
+        "embeddings",
+        "embeddings",
+        "openai_embeddings",
+        "Embeddings_Create",
+        catalogue.EMBEDDING,
+        "embeddings",
+        validation.check_embeddings,
+        _embeddings_prompt,
+    ),
+    *_openai(
+        "transcriptions",
+        "audio/transcriptions",
+        "openai_transcriptions",
+        "Transcriptions_Create",
+        catalogue.TRANSCRIPTION,
+        "audioTranscription",
+        _transcription,
+        _no_prompt,
+        FORM_BODY,
+        audio.MAX_BODY_BYTES,
+    ),
+    *_openai(
+        "translations",
+        "audio/translations",
+        "openai_transcriptions",
+        "Translations_Create",
+        catalogue.TRANSCRIPTION,
+        "audioTranslation",
+        _translation,
+        _no_prompt,
+        FORM_BODY,
+        audio.MAX_BODY_BYTES,
+    ),
+    *_openai(
+        "speech",
+        "audio/speech",
+        "openai_speech",
+        "Speech_Create",
+        catalogue.SPEECH,
+        "audioSpeech",
+        audio.check_speech,
+        _no_prompt,
+    ),
+    *_openai(
+        "images",
+        "images/generations",
+        "openai_images",
+        "ImageGenerations_Create",
+        catalogue.IMAGE,
+        "imagesGeneration",
+        images.check_generation,
+        _image_prompt,
+        texts=content_filter.image_texts,
+    ),
+    *_openai(
+        "image_edits",
+        "images/edits",
+        "openai_images",
+        "ImageEdits_Create",
+        catalogue.IMAGE,
+        "imagesEdit",
+        _image_edit,
+        _image_prompt,
+        FORM_BODY,
+        images.MAX_EDIT_BODY_BYTES,
+        texts=content_filter.image_texts,
+    ),
     *_responses(),
     # Images answered as URLs are fetched here, without a key, as from Azure's signed blob URLs.
     Route("image_file", ("GET",), "/++/images/{image}", MANAGEMENT, open=True),
-    Route("models", ("GET",), "/openai/v1/models", OPENAI, generator="openai_models", api_version=OPTIONAL,
-          recording="v1.models", data_action="Microsoft.CognitiveServices/accounts/OpenAI/models/read"),
-    Route(DOCUMENT_INTELLIGENCE, ("POST",), f"/{_DI_FAMILY}/documentModels/{{model}}:analyze",
-          DOCUMENT_INTELLIGENCE, generator="document_intelligence", azure_operation="Analyze Document",
-          quota=DI_ANALYZE_QUOTA, recording="{family}.{model}",
-          data_action="Microsoft.CognitiveServices/accounts/FormRecognizer/documentmodels:analyze/action"),
-    Route(DOCUMENT_INTELLIGENCE, ("GET",), f"/{_DI_FAMILY}/documentModels/{{model}}/analyzeResults/{{result}}",
-          DOCUMENT_INTELLIGENCE, generator="document_intelligence", azure_operation="Get Analyze Result",
-          quota=DI_POLL_QUOTA, recording="{family}.{model}",
-          data_action="Microsoft.CognitiveServices/accounts/FormRecognizer/documentmodels/analyzeresults/read"),
+    Route(
+        "models",
+        ("GET",),
+        "/openai/v1/models",
+        OPENAI,
+        generator="openai_models",
+        api_version=OPTIONAL,
+        recording="v1.models",
+        data_action="Microsoft.CognitiveServices/accounts/OpenAI/models/read",
+    ),
+    Route(
+        DOCUMENT_INTELLIGENCE,
+        ("POST",),
+        f"/{_DI_FAMILY}/documentModels/{{model}}:analyze",
+        DOCUMENT_INTELLIGENCE,
+        generator="document_intelligence",
+        azure_operation="Analyze Document",
+        quota=DI_ANALYZE_QUOTA,
+        recording="{family}.{model}",
+        data_action="Microsoft.CognitiveServices/accounts/FormRecognizer/documentmodels:analyze/action",
+    ),
+    Route(
+        DOCUMENT_INTELLIGENCE,
+        ("GET",),
+        f"/{_DI_FAMILY}/documentModels/{{model}}/analyzeResults/{{result}}",
+        DOCUMENT_INTELLIGENCE,
+        generator="document_intelligence",
+        azure_operation="Get Analyze Result",
+        quota=DI_POLL_QUOTA,
+        recording="{family}.{model}",
+        data_action="Microsoft.CognitiveServices/accounts/FormRecognizer/documentmodels/analyzeresults/read",
+    ),
     Route("health", ("GET",), "/++/health", MANAGEMENT, open=True),
     Route("metrics", ("GET",), "/++/metrics", MANAGEMENT, open=True),
     Route("config", ("GET", "PATCH"), "/++/config", MANAGEMENT),

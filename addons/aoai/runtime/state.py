@@ -85,9 +85,11 @@ class RequestContext:
 
     def __deepcopy__(self, memo) -> dict:
         # Flows copy their metadata when saved or duplicated (mitmweb); keep a plain summary.
-        return {"operation": self.route.operation if self.route else None,
-                "deployment": self.deployment.name if self.deployment else None,
-                **{k: v for k, v in self.values.items() if isinstance(v, (str, int, float, bool))}}
+        return {
+            "operation": self.route.operation if self.route else None,
+            "deployment": self.deployment.name if self.deployment else None,
+            **{k: v for k, v in self.values.items() if isinstance(v, (str, int, float, bool))},
+        }
 
 
 def _deployment(c: RequestContext) -> str | None:
@@ -102,19 +104,28 @@ def _model(c: RequestContext) -> str | None:
 VALUES: dict[str, tuple[Any, str | None, str]] = {
     "deployment": (_deployment, None, "the deployment's name"),
     "model": (_model, None, "the deployment's model"),
-    "operation": (lambda c: c.route.operation if c.route else None, None,
-                  "chat, completions, embeddings, responses, models, document_intelligence, …"),
+    "operation": (
+        lambda c: c.route.operation if c.route else None,
+        None,
+        "chat, completions, embeddings, responses, models, document_intelligence, …",
+    ),
     "api_version": (lambda c: c.api_version, None, "the request's api-version"),
     "prompt_tokens": (lambda c: c.prompt_tokens, "prompt_tokens", "tokens in the prompt, counted as Azure does"),
     "cached_tokens": (lambda c: c.cached_tokens, None, "prompt tokens the prompt cache had seen"),
     "completion_tokens": (lambda c: c.completion_tokens, "completion_tokens", "tokens in the answer, once made"),
     "estimated_tokens": (lambda c: c.estimated_tokens, None, "what the token quota was charged up front"),
     "quota_checked_at": (lambda c: c.quota_checked_at, None, "when the quota was checked (its windows' clock)"),
-    "audio_seconds": (lambda c: getattr(c.checked, "duration", None), None,
-                      "seconds of audio: the upload's (transcriptions, translations) or the speech made"),
+    "audio_seconds": (
+        lambda c: getattr(c.checked, "duration", None),
+        None,
+        "seconds of audio: the upload's (transcriptions, translations) or the speech made",
+    ),
     "latency_s": (lambda c: c.latency_s, "latency_s", "seconds a non-streamed answer is held after arrival"),
-    "stream_cut_after": (lambda c: c.stream_cut_after, "stream_cut_after",
-                         "set it to N to break a generated stream after N token steps"),
+    "stream_cut_after": (
+        lambda c: c.stream_cut_after,
+        "stream_cut_after",
+        "set it to N to break a generated stream after N token steps",
+    ),
 }
 
 

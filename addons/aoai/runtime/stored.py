@@ -44,8 +44,12 @@ class ResponseStore:
         with self._lock:
             self._drop(key)
             if stored.size > self.max_bytes:
-                logger.info("response %s not stored: its %d bytes are more than RESPONSES_STORED_MAX_BYTES (%d)",
-                            key, stored.size, self.max_bytes)
+                logger.info(
+                    "response %s not stored: its %d bytes are more than RESPONSES_STORED_MAX_BYTES (%d)",
+                    key,
+                    stored.size,
+                    self.max_bytes,
+                )
                 return False
             self._items[key] = stored
             self.bytes += stored.size

@@ -22,12 +22,14 @@ from mitmproxy import http
 from mitmproxy.http import status_codes
 
 from .state import context_for, context_of
+from .tasks import background
 
 logger = logging.getLogger(__name__)
 
 PLAN_HEADER = "x-simulator-stream"
 _DONE = b"data: [DONE]\n\n"
 DIRECT, LOOPBACK = "direct", "loopback"  # how a stream was played: onto the client's socket, or via mitmproxy
+
 
 class LiveSource(Protocol):
     """Chunks of a stream as they arrive from elsewhere; `aclose` lets go of it, read or not."""
@@ -62,8 +64,10 @@ class StreamPlan:
 
     def head(self) -> bytes:
         """The response's status line and headers, for a chunked body."""
-        lines = [f"HTTP/1.1 {self.status} {status_codes.RESPONSES.get(self.status, 'Unknown')}",
-                 "transfer-encoding: chunked"]
+        lines = [
+            f"HTTP/1.1 {self.status} {status_codes.RESPONSES.get(self.status, 'Unknown')}",
+            "transfer-encoding: chunked",
+        ]
         lines += [f"{k}: {v}" for k, v in self.headers.items()]
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
@@ -72,9 +76,18 @@ class StreamPlan:
         headers = http.Headers(transfer_encoding="chunked")
         for k, v in self.headers.items():
             headers.add(k, v)
-        body = b"".join(data for _, data in self.frames[:self.sent]) if self.keep_body else b""
-        return http.Response(b"HTTP/1.1", self.status, status_codes.RESPONSES.get(self.status, "").encode(),
-                             headers, body, None, started, time.time())
+        body = b"".join(data for _, data in self.frames[: self.sent]) if self.keep_body else b""
+        return http.Response(
+            b"HTTP/1.1",
+            self.status,
+            status_codes.RESPONSES.get(self.status, "").encode(),
+            headers,
+            body,
+            None,
+            started,
+            time.time(),
+        )
+
 
 def sse_frames(timeline: list[tuple[int, bytes]], offsets: list[float], done: bool = True) -> list[tuple[float, bytes]]:
     """Pair each encoded frame with its due time: step -1 at once, step k at offsets[k]."""
@@ -85,6 +98,7 @@ def sse_frames(timeline: list[tuple[int, bytes]], offsets: list[float], done: bo
     if done:
         out.append((out[-1][0] if out else 0.0, _DONE))
     return out
+
 
 class StreamServer:
     """Keeps the planned streams and plays them: onto a client's own connection (`play_to`),
@@ -104,8 +118,7 @@ class StreamServer:
             # A burst of new streams opens as many loopback connections at once. With asyncio's
             # default backlog (100) the kernel drops the excess handshakes, and each retry costs
             # those streams a 1 s retransmission; the kernel caps this at net.core.somaxconn.
-            self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=1 << 20,
-                                                      backlog=4096)
+            self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=1 << 20, backlog=4096)
             self.port = self._server.sockets[0].getsockname()[1]
             logger.debug("stream server on 127.0.0.1:%d", self.port)
 
@@ -142,7 +155,7 @@ class StreamServer:
         if context is not None and context.stream is not None:
             plan = self.plans.pop(context.stream.id, None)
             if plan is not None and plan.source is not None:
-                asyncio.ensure_future(plan.source.aclose())  # never played: let go of the upstream
+                background(plan.source.aclose())  # never played: let go of the upstream
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -203,8 +216,7 @@ class _Player:
     """Writes a plan's frames at their deadlines from timer callbacks: one timer and one write
     per frame, with no task switch (a sleeping coroutine per stream cost twice as much)."""
 
-    def __init__(self, plan: StreamPlan, writer: asyncio.StreamWriter, start: float,
-                 loop: asyncio.AbstractEventLoop):
+    def __init__(self, plan: StreamPlan, writer: asyncio.StreamWriter, start: float, loop: asyncio.AbstractEventLoop):
         self.plan, self.writer, self.start, self.loop = plan, writer, start, loop
         self.next = 0  # index of the next frame to write
         self.ended: asyncio.Future = loop.create_future()
@@ -283,8 +295,14 @@ async def _relay(plan: StreamPlan, writer: asyncio.StreamWriter) -> None:
 
 
 # Events (Responses API, streamed transcriptions) that carry generated text or tool-call arguments.
-TOKEN_EVENTS = frozenset({"response.output_text.delta", "response.function_call_arguments.delta",
-                          "response.refusal.delta", "transcript.text.delta"})
+TOKEN_EVENTS = frozenset(
+    {
+        "response.output_text.delta",
+        "response.function_call_arguments.delta",
+        "response.refusal.delta",
+        "transcript.text.delta",
+    }
+)
 
 
 def event_frame(event: dict) -> bytes:

@@ -25,8 +25,19 @@ import orjson
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 # Headers about one connection, not the message: never passed on in either direction.
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
-                        "te", "trailer", "transfer-encoding", "upgrade"})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
 # Request headers the upstream client sets itself.
 _SET_BY_CLIENT = HOP_BY_HOP | {"host", "content-length", "accept-encoding"}
 
@@ -156,8 +167,8 @@ class Upstream:
         if self._client is None:
             # No cap on connections: a burst of forwarded requests must not queue behind the pool.
             self._client = httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
-                follow_redirects=False)
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=100), follow_redirects=False
+            )
         return self._client
 
     def warm(self) -> None:
@@ -166,8 +177,9 @@ class Upstream:
         self.client()
         anyio.Event()  # imports anyio's asyncio backend, as the first request's pool would
 
-    async def send(self, method: str, url: str, headers: list[tuple[str, str]], body: bytes,
-                   timeout_s: float) -> httpx.Response:
+    async def send(
+        self, method: str, url: str, headers: list[tuple[str, str]], body: bytes, timeout_s: float
+    ) -> httpx.Response:
         """The answer once its headers are in; the caller reads (or streams) the body and closes it."""
         client = self.client()
         request = client.build_request(method, url, headers=headers, content=body, timeout=timeout_s)

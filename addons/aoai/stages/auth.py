@@ -23,17 +23,25 @@ from ..runtime.state import context_of
 
 logger = logging.getLogger(__name__)
 
-INVALID_KEY = ("Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid "
-               "key for an active subscription and use a correct regional API endpoint for your resource.")
-MISSING_KEY = ("Access denied due to missing subscription key. Make sure to include subscription key when making "
-               "requests to an API.")
-INVALID_TOKEN = ("Unauthorized. Access token is missing, invalid, audience is incorrect "
-                 "(https://cognitiveservices.azure.com), or have expired.")
+INVALID_KEY = (
+    "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid "
+    "key for an active subscription and use a correct regional API endpoint for your resource."
+)
+MISSING_KEY = (
+    "Access denied due to missing subscription key. Make sure to include subscription key when making "
+    "requests to an API."
+)
+INVALID_TOKEN = (
+    "Unauthorized. Access token is missing, invalid, audience is incorrect "
+    "(https://cognitiveservices.azure.com), or have expired."
+)
 
 
-MANAGEMENT_ONLY = ("The simulator's management endpoints take only its API key (api-key, "
-                   "Ocp-Apim-Subscription-Key or Authorization: Bearer), or in signature mode an Entra ID token "
-                   "of a principal SIMULATOR_ENTRA_PRINCIPALS names.")
+MANAGEMENT_ONLY = (
+    "The simulator's management endpoints take only its API key (api-key, "
+    "Ocp-Apim-Subscription-Key or Authorization: Bearer), or in signature mode an Entra ID token "
+    "of a principal SIMULATOR_ENTRA_PRINCIPALS names."
+)
 
 
 def _same(given: str, expected: str) -> bool:
@@ -54,14 +62,24 @@ ADMITTED = Admission()
 PASSED_THROUGH = Admission(passed_through=True)
 
 
-def check(headers, config: SimulatorConfig, route: Route | None = None, params: dict[str, str] | None = None,
-          method: str = "POST") -> http.Response | None:
+def check(
+    headers,
+    config: SimulatorConfig,
+    route: Route | None = None,
+    params: dict[str, str] | None = None,
+    method: str = "POST",
+) -> http.Response | None:
     """None when the request may pass, else Azure's 401 for what was wrong with it."""
     return admit(headers, config, route, params, method).refusal
 
 
-def admit(headers, config: SimulatorConfig, route: Route | None = None, params: dict[str, str] | None = None,
-          method: str = "POST") -> Admission:
+def admit(
+    headers,
+    config: SimulatorConfig,
+    route: Route | None = None,
+    params: dict[str, str] | None = None,
+    method: str = "POST",
+) -> Admission:
     if route is not None and route.family == MANAGEMENT:
         refusal = check_management(headers, config)
         return ADMITTED if refusal is None else Admission(refusal)
@@ -127,21 +145,27 @@ _PARAM_NAMES = {"deployment": "deployment-id", "model": "modelId", "result": "re
 
 
 def permission_denied(principal: str, route: Route | None, params: dict[str, str], method: str) -> http.Response:
-    action = route.data_action if route is not None and route.data_action else \
-        "Microsoft.CognitiveServices/accounts/OpenAI/*"
+    action = (
+        route.data_action
+        if route is not None and route.data_action
+        else "Microsoft.CognitiveServices/accounts/OpenAI/*"
+    )
     operation = f"{method} {azure_path(route, params)}" if route is not None else method
-    message = (f"The principal `{principal}` lacks the required data action `{action}` to perform "
-               f"`{operation}` operation.")
+    message = (
+        f"The principal `{principal}` lacks the required data action `{action}` to perform `{operation}` operation."
+    )
     return wire.azure_error(PERMISSION_DENIED_STATUS, "PermissionDenied", message)
 
 
 def azure_path(route: Route, params: dict[str, str]) -> str:
     """The route's path as Azure's messages spell it: `/openai/deployments/{deployment-id}/…`."""
+
     def name(m: re.Match) -> str:
         param, choices = m.group(1), m.group(2)
         if choices:  # a fixed word spelled by the request (formrecognizer, documentintelligence)
             return params.get(param, choices.split("|")[0])
         return "{" + _PARAM_NAMES.get(param, param) + "}"
+
     return re.sub(r"\{(\w+)(?::([^}]*))?\}", name, route.pattern)
 
 
@@ -159,8 +183,9 @@ class Auth:
         route = found.route if found is not None else None
         if route is not None and route.open:
             return
-        flow.response = check(flow.request.headers, self.config, route, found.params if found else None,
-                              flow.request.method)
+        flow.response = check(
+            flow.request.headers, self.config, route, found.params if found else None, flow.request.method
+        )
         if flow.response is not None:
             redaction.take_query_secrets(flow.request)  # refused here, it never reaches routing's scrub
 
@@ -168,8 +193,13 @@ class Auth:
         context = context_of(flow)
         if flow.response or (context is not None and context.route is not None and context.route.open):
             return
-        admission = admit(flow.request.headers, self.config, context.route if context else None,
-                          context.params if context else None, flow.request.method)
+        admission = admit(
+            flow.request.headers,
+            self.config,
+            context.route if context else None,
+            context.params if context else None,
+            flow.request.method,
+        )
         if admission.refusal is not None:
             logger.debug("401 for %s %.200s", flow.request.method, flow.request.path.partition("?")[0])
             flow.response = admission.refusal

@@ -87,9 +87,13 @@ def check(context: RequestContext) -> http.Response | None:
     if context.route is None:
         if context.allowed_methods:
             path = request.path.partition("?")[0]
-            return wire.azure_error(405, "405", f"Method {request.method} is not allowed on {path}; use "
-                                                f"{' or '.join(context.allowed_methods)}.", request,
-                                    headers={"allow": ", ".join(context.allowed_methods)})
+            return wire.azure_error(
+                405,
+                "405",
+                f"Method {request.method} is not allowed on {path}; use {' or '.join(context.allowed_methods)}.",
+                request,
+                headers={"allow": ", ".join(context.allowed_methods)},
+            )
         return None
     route, config = context.route, context.config
     if route.api_version != OPTIONAL and route.api_version != REQUIRED:
@@ -97,8 +101,9 @@ def check(context: RequestContext) -> http.Response | None:
     version = query_value(request.path, "api-version")
     if version is None and route.api_version == REQUIRED:
         return wire.not_found(request)
-    if version is not None and (not version_supported(version, route.api_version == OPTIONAL)
-                                or not _since(version, route.since)):
+    if version is not None and (
+        not version_supported(version, route.api_version == OPTIONAL) or not _since(version, route.since)
+    ):
         return wire.azure_error(400, "BadRequest", "API version not supported", request)
     context.api_version = version
     if not route.needs_deployment:
@@ -113,20 +118,32 @@ def check(context: RequestContext) -> http.Response | None:
     if name is None:
         name = body.get("model")
         if not isinstance(name, str) or not name:
-            return wire.openai_error(400, "Missing required parameter: 'model'.", param="model",
-                                     code="missing_required_parameter", request=request)
+            return wire.openai_error(
+                400,
+                "Missing required parameter: 'model'.",
+                param="model",
+                code="missing_required_parameter",
+                request=request,
+            )
     deployment = config.deployment(name, route.model_kind)
     if deployment is None:
-        return wire.azure_error(404, "DeploymentNotFound",
-                                "The API deployment for this resource does not exist. If you created the deployment "
-                                "within the last 5 minutes, please wait a moment and try again.", request)
+        return wire.azure_error(
+            404,
+            "DeploymentNotFound",
+            "The API deployment for this resource does not exist. If you created the deployment "
+            "within the last 5 minutes, please wait a moment and try again.",
+            request,
+        )
     model = deployment.model
     if model.kind != route.model_kind:
         return wire.azure_error(
-            400, "OperationNotSupported",
+            400,
+            "OperationNotSupported",
             f"The {route.verb} operation does not work with the specified model, {model.name}. Please choose "
             "different model and try again. You can learn more about which models can be used with each operation "
-            "here: https://go.microsoft.com/fwlink/?linkid=2197993.", request)
+            "here: https://go.microsoft.com/fwlink/?linkid=2197993.",
+            request,
+        )
     try:
         if route.body == FORM_BODY:  # uploads: their media are judged by the bounds too
             context.checked = route.check(context.form, model, config.bounds)
@@ -142,9 +159,13 @@ def check(context: RequestContext) -> http.Response | None:
     if previous is not None and config.mode == "generate":
         stored = config.stored_responses.get(previous)
         if stored is None:
-            return wire.openai_error(400, f"Previous response with id '{previous}' not found.",
-                                     param="previous_response_id", code="previous_response_not_found",
-                                     request=request)
+            return wire.openai_error(
+                400,
+                f"Previous response with id '{previous}' not found.",
+                param="previous_response_id",
+                code="previous_response_not_found",
+                request=request,
+            )
         # The earlier turns are read again: they are input tokens of this one, as on Azure.
         context.history = _fitted(stored.conversation, body, model, used, enc)
         used += responses.count_history(context.history, enc)
@@ -164,8 +185,9 @@ def check(context: RequestContext) -> http.Response | None:
 def _too_large(request: http.Request, limit: int) -> http.Response | None:
     if len(request.raw_content or b"") <= limit:
         return None
-    return wire.azure_error(413, "RequestEntityTooLarge",
-                            f"The request body is larger than the {limit} bytes allowed.", request)
+    return wire.azure_error(
+        413, "RequestEntityTooLarge", f"The request body is larger than the {limit} bytes allowed.", request
+    )
 
 
 def _read_json(context: RequestContext) -> dict | http.Response:
@@ -179,11 +201,17 @@ def _read_json(context: RequestContext) -> dict | http.Response:
     except (orjson.JSONDecodeError, ValueError) as e:
         return wire.bad_json(request, str(e) if request.content else "The body was empty.")
     if not isinstance(body, dict):
-        return wire.openai_error(400, "Invalid type for body: expected a JSON object, but got "
-                                      f"{validation.type_name(body)} instead.", request=request)
+        return wire.openai_error(
+            400,
+            f"Invalid type for body: expected a JSON object, but got {validation.type_name(body)} instead.",
+            request=request,
+        )
     if validation.nested_too_deep(request.content or b"", body):
-        return wire.openai_error(400, f"Invalid body: arrays and objects are nested more than "
-                                      f"{validation.MAX_NESTING} levels deep.", request=request)
+        return wire.openai_error(
+            400,
+            f"Invalid body: arrays and objects are nested more than {validation.MAX_NESTING} levels deep.",
+            request=request,
+        )
     return body
 
 
@@ -192,16 +220,24 @@ def _read_form(context: RequestContext) -> dict | http.Response:
     request, limit = context.request, context.route.max_body
     size = len(request.raw_content or b"")
     if size > limit:  # Azure counts the whole body, and refuses it before reading the form
-        return wire.openai_error(413, f"Maximum content size limit ({limit}) exceeded ({size} bytes read)",
-                                 type="server_error", request=request)
+        return wire.openai_error(
+            413,
+            f"Maximum content size limit ({limit}) exceeded ({size} bytes read)",
+            type="server_error",
+            request=request,
+        )
     content_type = request.headers.get("content-type", "")
     try:
         context.form = forms.parse(request.content or b"", content_type)
     except forms.NotAForm as e:
         if forms.boundary_of(content_type) is None:
-            return wire.openai_error(400, f"Invalid Content-Type header ({content_type or 'none'}), expected "
-                                          "multipart/form-data. (HINT: If you're using curl, you can pass -H "
-                                          "'Content-Type: multipart/form-data')", request=request)
+            return wire.openai_error(
+                400,
+                f"Invalid Content-Type header ({content_type or 'none'}), expected "
+                "multipart/form-data. (HINT: If you're using curl, you can pass -H "
+                "'Content-Type: multipart/form-data')",
+                request=request,
+            )
         return wire.openai_error(400, f"Could not parse multipart form: {e}", request=request)
     return context.form.summary()
 
@@ -246,19 +282,31 @@ def too_long(context: RequestContext, window: int, used: int, wanted: int) -> ht
     prompt (the longest input, for embeddings) and `wanted` with the answers' room."""
     request, operation = context.request, context.route.operation
     if operation == "embeddings":
-        return wire.openai_error(400, f"This model's maximum context length is {window} tokens, "
-                                      f"however you requested {wanted} tokens. Please reduce your prompt.",
-                                 param="input", code="context_length_exceeded", request=request)
+        return wire.openai_error(
+            400,
+            f"This model's maximum context length is {window} tokens, "
+            f"however you requested {wanted} tokens. Please reduce your prompt.",
+            param="input",
+            code="context_length_exceeded",
+            request=request,
+        )
     if operation == "responses":
         return wire.openai_error(
-            400, "Your input exceeds the context window of this model. Please adjust your input and try again.",
-            param="input", code="context_length_exceeded", request=request)
+            400,
+            "Your input exceeds the context window of this model. Please adjust your input and try again.",
+            param="input",
+            code="context_length_exceeded",
+            request=request,
+        )
     return wire.openai_error(
-        400, f"This model's maximum context length is {window} tokens. However, you requested "
-             f"{wanted} tokens ({used} in the messages, {wanted - used} in the completion). Please reduce the "
-             "length of the messages or completion.",
-        param="messages" if operation == "chat" else "prompt", code="context_length_exceeded",
-        request=request)
+        400,
+        f"This model's maximum context length is {window} tokens. However, you requested "
+        f"{wanted} tokens ({used} in the messages, {wanted - used} in the completion). Please reduce the "
+        "length of the messages or completion.",
+        param="messages" if operation == "chat" else "prompt",
+        code="context_length_exceeded",
+        request=request,
+    )
 
 
 class Checks:
@@ -270,9 +318,14 @@ class Checks:
         # prompt), and so is a Responses follow-up, whose earlier turns (any length) are counted
         # again; the usual small request here, with no thread hop.
         route = context.route
-        if route is not None and route.needs_deployment and (
-                offload.heavy(flow.request) or (route.operation == "responses"
-                                                and b"previous_response_id" in (flow.request.raw_content or b""))):
+        if (
+            route is not None
+            and route.needs_deployment
+            and (
+                offload.heavy(flow.request)
+                or (route.operation == "responses" and b"previous_response_id" in (flow.request.raw_content or b""))
+            )
+        ):
             return self._check_off_loop(flow, context)
         self._answer(flow, check(context))
         return None

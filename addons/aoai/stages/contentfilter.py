@@ -36,8 +36,14 @@ class ContentFilter:
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         context = context_of(flow)
-        if flow.response or context is None or context.route is None or context.route.prompt_texts is None \
-                or context.deployment is None or self.config.mode == "record":
+        if (
+            flow.response
+            or context is None
+            or context.route is None
+            or context.route.prompt_texts is None
+            or context.deployment is None
+            or self.config.mode == "record"
+        ):
             return None
         policy = context.deployment.content_filter or filters.DEFAULT
         header = flow.request.headers.get(filters.HEADER)
@@ -46,8 +52,9 @@ class ContentFilter:
         try:
             forced = filters.parse_forced(header) if header else _NOT_FORCED
         except filters.FilterSpecError as e:
-            flow.response = wire.openai_error(400, str(e), param=filters.HEADER, code="invalid_header",
-                                              request=flow.request)
+            flow.response = wire.openai_error(
+                400, str(e), param=filters.HEADER, code="invalid_header", request=flow.request
+            )
             return None
         if self.dice.seed != self.config.seed:
             self.dice = filters.Dice(self.config.seed)  # a new seed starts the draws afresh
@@ -56,20 +63,26 @@ class ContentFilter:
         self._decide(flow, context, policy, forced, self.judge_texts(context, policy))
         return None
 
-    async def _judge_off_loop(self, flow: http.HTTPFlow, context: RequestContext, policy: filters.Policy,
-                              forced: filters.Forced) -> None:
+    async def _judge_off_loop(
+        self, flow: http.HTTPFlow, context: RequestContext, policy: filters.Policy, forced: filters.Forced
+    ) -> None:
         verdicts = await asyncio.to_thread(self.judge_texts, context, policy)
         self._decide(flow, context, policy, forced, verdicts)
 
-    def _decide(self, flow: http.HTTPFlow, context: RequestContext, policy: filters.Policy,
-                forced: filters.Forced, verdicts: list[filters.Verdict]) -> None:
+    def _decide(
+        self,
+        flow: http.HTTPFlow,
+        context: RequestContext,
+        policy: filters.Policy,
+        forced: filters.Forced,
+        verdicts: list[filters.Verdict],
+    ) -> None:
         self.add_draws(context, policy, forced, verdicts)
         blocked = next((v for v in verdicts if v.blocked), None)
         if blocked is not None:
             context.filtered = [(filters.PROMPT, category) for category in blocked.filtered]
             flow.response = self.refusal(context, blocked)
-            logger.info("content filter: %s prompt blocked (%s)", context.deployment.label,
-                        ", ".join(blocked.filtered))
+            logger.info("content filter: %s prompt blocked (%s)", context.deployment.label, ", ".join(blocked.filtered))
             return
         if any(v.scored for v in verdicts):
             context.prompt_filter = [v.results() for v in verdicts]
@@ -82,8 +95,9 @@ class ContentFilter:
         texts = context.route.prompt_texts(context.body) or [""]
         return [filters.judge(policy.prompt, text, filters.PROMPT, policy.block_at) for text in texts]
 
-    def add_draws(self, context: RequestContext, policy: filters.Policy, forced: filters.Forced,
-                  verdicts: list[filters.Verdict]) -> None:
+    def add_draws(
+        self, context: RequestContext, policy: filters.Policy, forced: filters.Forced, verdicts: list[filters.Verdict]
+    ) -> None:
         """What the header forces and the random share draws, on the first prompt's verdict."""
         for category, severity in forced.prompt:
             verdicts[0].score(category, severity)
@@ -91,8 +105,9 @@ class ContentFilter:
         if drawn is not None:
             verdicts[0].score(drawn)
 
-    def answer_filter(self, context: RequestContext, policy: filters.Policy,
-                      forced: filters.Forced) -> filters.AnswerFilter | None:
+    def answer_filter(
+        self, context: RequestContext, policy: filters.Policy, forced: filters.Forced
+    ) -> filters.AnswerFilter | None:
         """How the answers are judged: the rules, and a verdict decided now for all of them."""
         preset = list(forced.completion)
         drawn = self.dice.hit(context.deployment.name, filters.COMPLETION, policy.completion_share)

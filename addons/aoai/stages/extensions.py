@@ -26,8 +26,6 @@ from .settings import extensions_paths
 logger = logging.getLogger(__name__)
 
 
-
-
 def import_extension(path: str) -> ModuleType:
     """Import a `.py` file or a package folder under a name of its own; ConfigError if it
     cannot be, naming the path."""
@@ -36,8 +34,9 @@ def import_extension(path: str) -> ModuleType:
         init = target / "__init__.py"
         if not init.is_file():
             raise ConfigError(f"EXTENSION_PATH: {path}: a folder needs an __init__.py to be an extension package")
-        spec = importlib.util.spec_from_file_location(f"aoai_ext_{_name(target)}", init,
-                                                      submodule_search_locations=[str(target)])
+        spec = importlib.util.spec_from_file_location(
+            f"aoai_ext_{_name(target)}", init, submodule_search_locations=[str(target)]
+        )
     elif target.is_file():
         spec = importlib.util.spec_from_file_location(f"aoai_ext_{_name(target)}", target)
     else:
@@ -88,8 +87,9 @@ class Extensions:
             return
         if self.loaded_paths:
             # initialize() has changed the shared config; that cannot be undone.
-            raise exceptions.OptionsError("EXTENSION_PATH: extensions cannot be changed while the simulator "
-                                          "runs; restart it")
+            raise exceptions.OptionsError(
+                "EXTENSION_PATH: extensions cannot be changed while the simulator runs; restart it"
+            )
         try:
             for path in paths:
                 self._load(path)

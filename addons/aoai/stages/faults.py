@@ -34,23 +34,27 @@ HANG_POLL_S = 0.2  # how often a hung request looks whether its client is still 
 # Operations whose requests can be too long for the model's window.
 _CONTEXT_OPERATIONS = frozenset({"chat", "completions", "responses", "embeddings"})
 
-SERVER_ERROR = ("The server had an error while processing your request. Sorry about that! You can retry your "
-                "request, or contact us through an Azure support request at: "
-                "https://go.microsoft.com/fwlink/?linkid=2213926 if the error persists. (Please include the "
-                "request ID {request_id} in your message.)")
+SERVER_ERROR = (
+    "The server had an error while processing your request. Sorry about that! You can retry your "
+    "request, or contact us through an Azure support request at: "
+    "https://go.microsoft.com/fwlink/?linkid=2213926 if the error persists. (Please include the "
+    "request ID {request_id} in your message.)"
+)
 # Azure's gateway texts for an overloaded service and its timeouts.
 UNAVAILABLE = "The service is temporarily unable to process your request. Please try again later."
 TIMEOUT = "The operation was timeout."
-GATEWAY_TIMEOUT = ("The gateway did not receive a response from 'Microsoft.CognitiveServices' within the "
-                   "specified time period.")
+GATEWAY_TIMEOUT = (
+    "The gateway did not receive a response from 'Microsoft.CognitiveServices' within the specified time period."
+)
 
 
 def server_error(request: http.Request, retry_after: int | None) -> http.Response:
     """Azure's 500, naming its request id as Azure's does."""
     request_id = wire.new_request_id()
     headers = {"retry-after": str(retry_after)} if retry_after is not None else None
-    response = wire.openai_error(500, SERVER_ERROR.format(request_id=request_id), type="server_error",
-                                 request=request, headers=headers)
+    response = wire.openai_error(
+        500, SERVER_ERROR.format(request_id=request_id), type="server_error", request=request, headers=headers
+    )
     response.headers["apim-request-id"] = response.headers["x-request-id"] = request_id
     return response
 
@@ -86,8 +90,14 @@ class Faults:
     def request(self, flow: http.HTTPFlow):
         context = context_of(flow)
         config = self.config
-        if flow.response or context is None or context.deployment is None or config.mode == "record" \
-                or context.route is None or context.route.family != OPENAI:
+        if (
+            flow.response
+            or context is None
+            or context.deployment is None
+            or config.mode == "record"
+            or context.route is None
+            or context.route.family != OPENAI
+        ):
             return None
         book = config.faults
         if book.default is None and context.deployment.faults is None:
@@ -124,7 +134,7 @@ class Faults:
         try:
             # The client leaving shows as its connection's state (mitmproxy reads EOF at once);
             # the hook holds the flow until then, so a short poll is all it costs.
-            while flow.client_conn.connected and loop.time() < deadline:
+            while flow.client_conn.connected and loop.time() < deadline:  # noqa: ASYNC110 (no event tells when the client leaves)
                 await asyncio.sleep(min(HANG_POLL_S, max(0.0, deadline - loop.time())))
         finally:
             book.hanging -= 1
@@ -150,8 +160,13 @@ class FaultTiming:
     def response(self, flow: http.HTTPFlow) -> None:
         # Before the Pacing stage's own response hook, which holds the answer.
         context = context_of(flow)
-        if context is None or not context.fault_shapes or flow.response is None \
-                or flow.response.status_code >= 400 or context.stream is not None:
+        if (
+            context is None
+            or not context.fault_shapes
+            or flow.response is None
+            or flow.response.status_code >= 400
+            or context.stream is not None
+        ):
             return
         held = context.hold
         seconds, applied = faults.shape_wait(held.seconds if held is not None else 0.0, list(context.fault_shapes))

@@ -38,9 +38,13 @@ class FlowCap:
 
     def load(self, loader):
         default = os.environ.get("SIMULATOR_WEB_MAX_FLOWS", "10000")
-        loader.add_option("simulator_web_max_flows", int, int(default) if default.isdigit() else 10000,
-                          "Under mitmweb, keep at most this many flows, dropping the oldest; 0 keeps all "
-                          "(env SIMULATOR_WEB_MAX_FLOWS).")
+        loader.add_option(
+            "simulator_web_max_flows",
+            int,
+            int(default) if default.isdigit() else 10000,
+            "Under mitmweb, keep at most this many flows, dropping the oldest; 0 keeps all "
+            "(env SIMULATOR_WEB_MAX_FLOWS).",
+        )
 
     def running(self):
         if ctx.master.addons.get("view") is None:

@@ -91,8 +91,9 @@ def _hold(context: RequestContext, steps: int, hidden: int) -> None:
         context.latency_s = latency.generation_seconds(timing, steps, hidden)
 
 
-def _stream(context: RequestContext, timeline: list[tuple[int, dict]], encode, hidden: int,
-            done: bool) -> http.Response | StreamPlan:
+def _stream(
+    context: RequestContext, timeline: list[tuple[int, dict]], encode, hidden: int, done: bool
+) -> http.Response | StreamPlan:
     """A stream of `timeline`'s events (each at its token step, -1: at once): paced by the
     deployment's latency, or all at once when latency is off. `done` ends it with [DONE]."""
     config = context.config
@@ -109,8 +110,9 @@ def _stream(context: RequestContext, timeline: list[tuple[int, dict]], encode, h
     encoded = [(step, encode(event)) for step, event in timeline]
     frames = sse_frames(encoded, latency.token_offsets(timing, steps, hidden), done=ends)
     token_frames = [carries_tokens(event) for _, event in timeline] + ([False] if ends else [])
-    return StreamPlan(stream_headers(context), frames, cut=cut is not None, token_frames=token_frames,
-                      labels=stream_labels(context))
+    return StreamPlan(
+        stream_headers(context), frames, cut=cut is not None, token_frames=token_frames, labels=stream_labels(context)
+    )
 
 
 def _prompt_cache(context: RequestContext, messages: list[dict], tools: list | None) -> int:
@@ -128,8 +130,9 @@ def openai_chat(context: RequestContext) -> http.Response | StreamPlan | None:
     if context.route is None or context.route.operation != "chat":
         return None
     body = context.body
-    answer = chat.generate(body, context.deployment.model, context.prompt_tokens,
-                           rng_for(context), _settings(context.config))
+    answer = chat.generate(
+        body, context.deployment.model, context.prompt_tokens, rng_for(context), _settings(context.config)
+    )
     answer.cached_tokens = _prompt_cache(context, body["messages"], body.get("tools"))
     return _answer(context, answer)
 
@@ -137,8 +140,9 @@ def openai_chat(context: RequestContext) -> http.Response | StreamPlan | None:
 def openai_completions(context: RequestContext) -> http.Response | StreamPlan | None:
     if context.route is None or context.route.operation != "completions":
         return None
-    answer = completions.generate(context.body, context.deployment.model, context.prompt_tokens,
-                                  rng_for(context), _settings(context.config))
+    answer = completions.generate(
+        context.body, context.deployment.model, context.prompt_tokens, rng_for(context), _settings(context.config)
+    )
     return _answer(context, answer)
 
 
@@ -152,14 +156,23 @@ def openai_responses(context: RequestContext) -> http.Response | StreamPlan | No
         rng = rng_for(context)
         messages = responses.prompt_messages(body, context.history)
         cached = _prompt_cache(context, messages, responses.chat_tools(body) or None)
-        answer = responses.generate(body, model, context.prompt_tokens, context.history, rng,
-                                    _settings(context.config), cached, context.answer_filter)
+        answer = responses.generate(
+            body,
+            model,
+            context.prompt_tokens,
+            context.history,
+            rng,
+            _settings(context.config),
+            cached,
+            context.answer_filter,
+        )
         return responses_answer(context, answer, rng)
     return _stored_response(context, context.params["response_id"])
 
 
-def responses_answer(context: RequestContext, answer: responses.ResponseAnswer,
-                     rng: random.Random | None = None) -> http.Response | StreamPlan:
+def responses_answer(
+    context: RequestContext, answer: responses.ResponseAnswer, rng: random.Random | None = None
+) -> http.Response | StreamPlan:
     """The response for a Responses answer: stored (unless `store` is false), then JSON or a
     stream of events, timed like chat."""
     body = context.body
@@ -169,8 +182,13 @@ def responses_answer(context: RequestContext, answer: responses.ResponseAnswer,
         items = responses.input_items(body, rng or rng_for(context))
         finished = answer.body()
         context.config.stored_responses.put(
-            StoredResponse(finished, items, responses.conversation(context.history, items, finished),
-                           stored_size(context, answer.completion_tokens, items)))
+            StoredResponse(
+                finished,
+                items,
+                responses.conversation(context.history, items, finished),
+                stored_size(context, answer.completion_tokens, items),
+            )
+        )
     if body.get("stream"):
         return _stream(context, answer.stream_timeline(), event_frame, answer.reasoning_tokens, done=False)
     _hold(context, answer.steps, answer.reasoning_tokens)
@@ -221,14 +239,20 @@ def _stored_response(context: RequestContext, response_id: str) -> http.Response
     operation = context.route.operation
     if operation == "responses_delete":
         store.delete(response_id)
-        return wire.json_response(200, {"id": response_id, "object": "response.deleted", "deleted": True},
-                                  request, region)
+        return wire.json_response(
+            200, {"id": response_id, "object": "response.deleted", "deleted": True}, request, region
+        )
     if operation == "responses_retrieve":
         return wire.json_response(200, stored.body, request, region)
     query = request.query
     try:
-        page = responses.item_page(stored.input_items, query.get("order") or "desc", query.get("limit"),
-                                   query.get("after"), query.get("before"))
+        page = responses.item_page(
+            stored.input_items,
+            query.get("order") or "desc",
+            query.get("limit"),
+            query.get("after"),
+            query.get("before"),
+        )
     except responses.Invalid as e:
         return wire.openai_error(400, e.message, param=e.param, code=e.code, request=request)
     return wire.json_response(200, page, request, region)
@@ -239,8 +263,9 @@ async def _stored_at_a_peer(context: RequestContext, response_id: str) -> http.R
     found = await peers.relay(context.config, request.method, request.path)
     if found is None:
         return wire.openai_error(404, f"Response with id '{response_id}' not found.", request=request)
-    return wire.plain_response(found.status_code, found.content,
-                               wire.azure_headers(request, context.config.region, "application/json"))
+    return wire.plain_response(
+        found.status_code, found.content, wire.azure_headers(request, context.config.region, "application/json")
+    )
 
 
 # Embedding answers of more numbers than this are made in a worker thread: 2,048 inputs of
@@ -261,8 +286,14 @@ def openai_embeddings(context: RequestContext) -> http.Response | Awaitable[http
 
 def _embeddings(context: RequestContext, items: list, dims: int) -> http.Response:
     deployment, body, config = context.deployment, context.body, context.config
-    answer = embeddings.response_json(items, deployment.model.name, deployment.model.version, dims,
-                                      body.get("encoding_format") or "float", context.prompt_tokens)
+    answer = embeddings.response_json(
+        items,
+        deployment.model.name,
+        deployment.model.version,
+        dims,
+        body.get("encoding_format") or "float",
+        context.prompt_tokens,
+    )
     if config.latency_enabled:
         context.latency_s = latency.profile(deployment, context.route, config).request_ms.draw() / 1000
     return wire.plain_response(200, answer, wire.azure_headers(context.request, config.region, "application/json"))
@@ -273,15 +304,18 @@ def openai_models(context: RequestContext) -> http.Response | None:
     request = context.request
     if context.route is None or context.route.operation != "models":
         return None
-    data = [{"id": d.name, "object": "model", "created": 0, "owned_by": "system", "model": d.model.version}
-            for d in context.config.deployments.values()]
+    data = [
+        {"id": d.name, "object": "model", "created": 0, "owned_by": "system", "model": d.model.version}
+        for d in context.config.deployments.values()
+    ]
     return wire.json_response(200, {"object": "list", "data": data}, request, context.config.region)
 
 
 def response_with_text(context: RequestContext, content: str) -> http.Response | StreamPlan:
     """A Responses answer with the given text, stored, streamed and timed like a generated one."""
-    answer = responses.fixed(content, context.body, context.deployment.model, context.prompt_tokens,
-                             rng_for(context), context.answer_filter)
+    answer = responses.fixed(
+        content, context.body, context.deployment.model, context.prompt_tokens, rng_for(context), context.answer_filter
+    )
     return responses_answer(context, answer)
 
 
@@ -289,8 +323,9 @@ def _work_seconds(context: RequestContext) -> float:
     """How long an audio or image answer takes (0 with latency off)."""
     if not context.config.latency_enabled:
         return 0.0
-    return latency.media_seconds(context.deployment, context.route, context.config,
-                                 getattr(context.checked, "duration", 0.0))
+    return latency.media_seconds(
+        context.deployment, context.route, context.config, getattr(context.checked, "duration", 0.0)
+    )
 
 
 def _text_response(context: RequestContext, content: str, content_type: str) -> http.Response:
@@ -324,8 +359,12 @@ def _transcription(context: RequestContext) -> http.Response | StreamPlan:
         first = seconds * 0.3
         step = (seconds - first) / max(1, len(events) - 1)
         frames = [(first + i * step, b"data: " + wire.dumps(e) + b"\n\n") for i, e in enumerate(events)]
-        return StreamPlan(stream_headers(context), frames, token_frames=[carries_tokens(e) for e in events],
-                          labels=stream_labels(context))
+        return StreamPlan(
+            stream_headers(context),
+            frames,
+            token_frames=[carries_tokens(e) for e in events],
+            labels=stream_labels(context),
+        )
     context.latency_s = seconds
     body, content_type = audio.render(request, script, model)
     if isinstance(body, dict):
@@ -370,8 +409,7 @@ def _speech_stream(context: RequestContext, request: audio.SpeechRequest) -> Str
             yield piece
 
     headers = wire.azure_headers(context.request, context.config.region, content_type)
-    return StreamPlan(headers, [], source=chunks(), keep_body=False,
-                      labels=stream_labels(context))
+    return StreamPlan(headers, [], source=chunks(), keep_body=False, labels=stream_labels(context))
 
 
 def _speech(context: RequestContext, request: audio.SpeechRequest) -> http.Response:
@@ -403,8 +441,7 @@ def openai_images(context: RequestContext) -> Awaitable[http.Response] | None:
 async def _images_answer(context: RequestContext, request: images.ImageRequest) -> http.Response:
     seed = context.config.seed if context.config.seed is not None else random.random()
     # Drawing and encoding take 7 to 70 ms an image, up to ten a request: in a worker thread.
-    pictures = await asyncio.to_thread(lambda: [images.draw(request, index, str(seed))
-                                                for index in range(request.n)])
+    pictures = await asyncio.to_thread(lambda: [images.draw(request, index, str(seed)) for index in range(request.n)])
     urls = None
     if request.response_format == "url":
         urls = [image_url(context, p, request.content_type, request.output_format) for p in pictures]
@@ -417,13 +454,21 @@ async def _images_answer(context: RequestContext, request: images.ImageRequest) 
 def chat_response(context: RequestContext, content: str) -> http.Response | StreamPlan:
     """A chat answer with the given text, shaped, counted, streamed and timed like a generated
     one: for generators in extensions that choose their own words."""
-    answer = chat.fixed(content, context.body, context.deployment.model, context.prompt_tokens,
-                        rng_for(context))
+    answer = chat.fixed(content, context.body, context.deployment.model, context.prompt_tokens, rng_for(context))
     return _answer(context, answer)
 
 
-BUILT_IN = [openai_chat, openai_completions, openai_embeddings, openai_responses, openai_transcriptions,
-            openai_speech, openai_images, openai_models, docintel.document_intelligence]
+BUILT_IN = [
+    openai_chat,
+    openai_completions,
+    openai_embeddings,
+    openai_responses,
+    openai_transcriptions,
+    openai_speech,
+    openai_images,
+    openai_models,
+    docintel.document_intelligence,
+]
 
 
 # Answers longer than this, all choices together, are made off the event loop (a few ms of
@@ -445,8 +490,9 @@ def answer_tokens(context: RequestContext) -> int:
     ceiling = deployment.model.max_output_tokens
     if not isinstance(limit, int):
         natural = context.config.completion_tokens
-        limit = (ceiling or chat.DEFAULT_OUTPUT_TOKENS) if _writes_json(body) else \
-            int(natural.mean + 3 * natural.std_dev)
+        limit = (
+            (ceiling or chat.DEFAULT_OUTPUT_TOKENS) if _writes_json(body) else int(natural.mean + 3 * natural.std_dev)
+        )
     n = body.get("n") if isinstance(body.get("n"), int) else 1
     # Completions answer n choices for each prompt of a list.
     prompt = body.get("prompt") if context.route is not None and context.route.operation == "completions" else None
@@ -488,12 +534,15 @@ class Generate:
         # or one that replaced a built-in) are asked in turn.
         wanted = route.generator if route is not None else None
         generators = [g for g in self.config.generators if g not in self._built_in or g.__name__ == wanted]
-        if answer_tokens(context) > HEAVY_TOKENS or context.prompt_tokens > HEAVY_PROMPT_TOKENS \
-                or offload.heavy(flow.request):
+        if (
+            answer_tokens(context) > HEAVY_TOKENS
+            or context.prompt_tokens > HEAVY_PROMPT_TOKENS
+            or offload.heavy(flow.request)
+        ):
             return self._walk_in_thread(context, generators)
         index, answer = self._walk(context, generators)
         if inspect.isawaitable(answer):
-            return self._finish(context, generators[index], answer, generators[index + 1:])
+            return self._finish(context, generators[index], answer, generators[index + 1 :])
         if answer is not None:
             return self._deliver(context, answer)
         return None
@@ -511,7 +560,7 @@ class Generate:
         worker thread, so the event loop keeps answering everyone else meanwhile."""
         index, answer = await asyncio.to_thread(self._walk, context, generators)
         if inspect.isawaitable(answer):
-            await self._finish(context, generators[index], answer, generators[index + 1:])
+            await self._finish(context, generators[index], answer, generators[index + 1 :])
         elif answer is not None:
             waiting = self._deliver(context, answer)
             if waiting is not None:
@@ -547,10 +596,12 @@ class Generate:
         """A broken generator costs one request a 500, never the proxy."""
         flow, where = context.flow, describe(generator)
         # A warning, not an error: mitmproxy stops when an error is logged during start-up.
-        logger.warning("generator %s failed on %s %.200s", where, flow.request.method, flow.request.path,
-                       exc_info=error)
-        return wire.azure_error(500, "InternalServerError",
-                                f"The generator {where} failed: {type(error).__name__}: {error}", flow.request)
+        logger.warning(
+            "generator %s failed on %s %.200s", where, flow.request.method, flow.request.path, exc_info=error
+        )
+        return wire.azure_error(
+            500, "InternalServerError", f"The generator {where} failed: {type(error).__name__}: {error}", flow.request
+        )
 
     def _deliver(self, context: RequestContext, answer: http.Response | StreamPlan) -> Awaitable[None] | None:
         flow = context.flow

@@ -33,7 +33,7 @@ import time
 from mitmproxy import connection, ctx, http
 from mitmproxy.utils import human
 
-from ..runtime import internals, intake
+from ..runtime import intake, internals
 from ..runtime.config import SimulatorConfig
 from ..runtime.routes import TABLE, Route, RouteTable
 from ..runtime.state import context_of
@@ -72,8 +72,12 @@ class Intake:
 
     async def running(self) -> None:
         if self.gone:
-            logger.warning("request heads and bodies are not guarded (this mitmproxy lacks %s): bodies are read, "
-                           "up to %d bytes, before they are refused", "; ".join(self.gone), self.largest)
+            logger.warning(
+                "request heads and bodies are not guarded (this mitmproxy lacks %s): bodies are read, "
+                "up to %d bytes, before they are refused",
+                "; ".join(self.gone),
+                self.largest,
+            )
         elif self._sweeper is None:
             self._sweeper = asyncio.ensure_future(self._sweep())
 
@@ -109,8 +113,13 @@ class Intake:
             return None
         if length <= limit:
             return None
-        logger.debug("413 from the head of %s %.200s: %d bytes declared, %d allowed", request.method,
-                     _logged(request.path), length, limit)
+        logger.debug(
+            "413 from the head of %s %.200s: %d bytes declared, %d allowed",
+            request.method,
+            _logged(request.path),
+            length,
+            limit,
+        )
         return self._answer_early(flow, intake.too_large(route, limit, request, length))
 
     def request(self, flow: http.HTTPFlow):
@@ -143,8 +152,9 @@ class Intake:
 
     def _cut_off(self, flow: http.HTTPFlow, route: Route | None, limit: int, read: int) -> None:
         """A body of undeclared length passed the limit: answered now, the rest dropped."""
-        logger.debug("413 for %s %.200s: the body passed %d bytes", flow.request.method, _logged(flow.request.path),
-                     limit)
+        logger.debug(
+            "413 for %s %.200s: the body passed %d bytes", flow.request.method, _logged(flow.request.path), limit
+        )
         answer = intake.too_large(route, limit, flow.request, read)
         guard = self.guards.get(flow.client_conn.id)
         if guard is None:
@@ -178,8 +188,12 @@ class Intake:
         try:
             data = await asyncio.to_thread(intake.decode, request.raw_content or b"", codings, limit)
         except intake.BodyTooLarge:
-            logger.debug("413 for %s %.200s: the body decodes to more than %d bytes", request.method,
-                         _logged(request.path), limit)
+            logger.debug(
+                "413 for %s %.200s: the body decodes to more than %d bytes",
+                request.method,
+                _logged(request.path),
+                limit,
+            )
             flow.response = intake.too_large(route, limit, request)
             request.raw_content = b""  # nobody decodes it again (mitmweb would)
             return

@@ -52,8 +52,12 @@ def config_view(config: SimulatorConfig) -> dict:
         "deployments": {name: d.to_json() for name, d in config.deployments.items()},
         "faults": config.faults.default.to_json() if config.faults.default is not None else None,
         "recording": {"dir": config.recording.dir, "autosave": config.recording.autosave},
-        "entraTokens": {"mode": config.entra.mode, "audiences": list(config.entra.audiences),
-                        "tenants": sorted(config.entra.tenants), "principals": sorted(config.entra.principals)},
+        "entraTokens": {
+            "mode": config.entra.mode,
+            "audiences": list(config.entra.audiences),
+            "tenants": sorted(config.entra.tenants),
+            "principals": sorted(config.entra.principals),
+        },
     }
 
 
@@ -93,8 +97,9 @@ def patch_plan(config: SimulatorConfig, patch: Any) -> PatchPlan:
                 raise ConfigError(f"mode: expected one of {', '.join(cfg.MODES)}")
             options["simulator_mode"] = value
         elif key == "seed":
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                      or not SEED_LOW <= value <= SEED_HIGH):
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or not SEED_LOW <= value <= SEED_HIGH
+            ):
                 raise ConfigError(f"seed: expected a whole number from {SEED_LOW} to {SEED_HIGH}, or null")
             options["simulator_seed"] = "" if value is None else str(value)
         elif key == "allowUndefinedDeployments":
@@ -128,8 +133,10 @@ def patch_plan(config: SimulatorConfig, patch: Any) -> PatchPlan:
         elif key == "faults":
             plan.faults[cfg.DEFAULTS_KEY] = _profile(value, "faults")
         else:
-            raise ConfigError(f"{key}: unknown field; use mode, seed, allowUndefinedDeployments, latency, "
-                              "deployments, faults, contentFilter")
+            raise ConfigError(
+                f"{key}: unknown field; use mode, seed, allowUndefinedDeployments, latency, "
+                "deployments, faults, contentFilter"
+            )
     if "contentFilter" in patch:
         _content_filters(config, patch["contentFilter"], deployments)
     added = sum(1 for name, d in deployments.items() if d is not None and name not in config.deployments)
@@ -139,7 +146,7 @@ def patch_plan(config: SimulatorConfig, patch: Any) -> PatchPlan:
     return plan
 
 
-SEED_LOW, SEED_HIGH = -2**63, 2**63 - 1  # a signed 64-bit integer, as SIMULATOR_SEED
+SEED_LOW, SEED_HIGH = -(2**63), 2**63 - 1  # a signed 64-bit integer, as SIMULATOR_SEED
 MAX_DEPLOYMENTS = 1000  # every view, scrape and limits check walks them
 MAX_NAME_CHARS = 256
 
@@ -147,8 +154,10 @@ MAX_NAME_CHARS = 256
 def _deployment_name(name: str) -> None:
     # A name no request path could carry would only ever sit in the views.
     if not name or len(name) > MAX_NAME_CHARS or "/" in name or not name.isprintable():
-        raise ConfigError(f"deployments: a deployment name is 1 to {MAX_NAME_CHARS} printable characters "
-                          f"without '/', got {cfg._shown(name)}")
+        raise ConfigError(
+            f"deployments: a deployment name is 1 to {MAX_NAME_CHARS} printable characters "
+            f"without '/', got {cfg._shown(name)}"
+        )
 
 
 def read_patch(config: SimulatorConfig, content: bytes) -> PatchPlan:
@@ -164,11 +173,16 @@ def read_patch(config: SimulatorConfig, content: bytes) -> PatchPlan:
         raise ConfigError("resetLimits: expected true or false")
     plan = patch_plan(config, patch)
     plan.reset, plan.fields = reset, tuple(patch)
-    if plan.options.get("simulator_mode") == "record" and not config.azure_openai_endpoint \
-            and not config.recording.forwarders:
+    if (
+        plan.options.get("simulator_mode") == "record"
+        and not config.azure_openai_endpoint
+        and not config.recording.forwarders
+    ):
         # What the record stage refuses when the option changes, told before anything changes.
-        raise ConfigError("AZURE_OPENAI_ENDPOINT: record mode forwards to Azure OpenAI; set it to the "
-                          "resource's endpoint, such as https://NAME.openai.azure.com")
+        raise ConfigError(
+            "AZURE_OPENAI_ENDPOINT: record mode forwards to Azure OpenAI; set it to the "
+            "resource's endpoint, such as https://NAME.openai.azure.com"
+        )
     return plan
 
 
@@ -184,8 +198,9 @@ class Snapshot:
 def apply_plan(config: SimulatorConfig, plan: PatchPlan) -> Snapshot:
     """Apply a checked plan; returns what it replaced. An option a stage refuses raises
     OptionsError with nothing changed (mitmproxy rolls the options back)."""
-    snapshot = Snapshot({name: getattr(ctx.options, name) for name in plan.options}, dict(config.deployments),
-                        config.faults.default)
+    snapshot = Snapshot(
+        {name: getattr(ctx.options, name) for name in plan.options}, dict(config.deployments), config.faults.default
+    )
     if plan.options:
         ctx.options.update(**plan.options)
     for name, deployment in plan.deployments.items():
@@ -232,7 +247,7 @@ def _plain(value: Any, depth: int = 0) -> Any:
         return [_plain(v, depth + 1) for v in value]
     if value is None or isinstance(value, (str, bool, float)):
         return value
-    if isinstance(value, int) and -2**63 <= value < 2**64:
+    if isinstance(value, int) and -(2**63) <= value < 2**64:
         return value
     return str(value)
 
@@ -253,15 +268,18 @@ def _content_filters(config: SimulatorConfig, value: Any, deployments: dict[str,
 def stores_view(config: SimulatorConfig, recordings: RecordingStore | None, limits: Limits | None) -> dict:
     """What each store that grows with clients' requests holds (count, bytes) and may hold,
     with the settings that bound it; for GET /++/limits."""
+
     def store(usage: dict, **settings: str) -> dict:
         return {**usage, "settings": settings} if settings else usage
 
     stores = {
-        "responses": store(config.stored_responses.usage(), maxCount="RESPONSES_STORED",
-                           maxBytes="RESPONSES_STORED_MAX_BYTES"),
+        "responses": store(
+            config.stored_responses.usage(), maxCount="RESPONSES_STORED", maxBytes="RESPONSES_STORED_MAX_BYTES"
+        ),
         "images": store(media.images.usage(), maxBytes="IMAGES_STORED_MAX_BYTES"),
-        "documentIntelligenceResults": store(docintel.SERVICE.store.usage(),
-                                             maxBytes="DOC_INTELLIGENCE_RESULTS_MAX_BYTES"),
+        "documentIntelligenceResults": store(
+            docintel.SERVICE.store.usage(), maxBytes="DOC_INTELLIGENCE_RESULTS_MAX_BYTES"
+        ),
         "promptCache": store(config.prompt_cache.usage(), maxBytes="PROMPT_CACHE_MAX_BYTES"),
         "routeCache": routes.TABLE.usage(),  # a fixed bound: paths longer than maxPathChars are never kept
         "undefinedDeploymentLabels": store(config.deployment_labels.usage(), maxCount="METRICS_MAX_DEPLOYMENT_LABELS"),
@@ -282,8 +300,13 @@ UNDO_KEPT = 16  # changes a worker can still undo when another worker failed to 
 
 
 class Management:
-    def __init__(self, config: SimulatorConfig, streams: StreamServer | None = None, limits: Limits | None = None,
-                 recordings: RecordingStore | None = None):
+    def __init__(
+        self,
+        config: SimulatorConfig,
+        streams: StreamServer | None = None,
+        limits: Limits | None = None,
+        recordings: RecordingStore | None = None,
+    ):
         self.config = config
         self.streams = streams
         self.limits_stage = limits
@@ -455,11 +478,16 @@ class Management:
             peer, outcome = next(iter(refused.items()))
             workers = {this: "not applied", **{p: _outcome_text(o, "not applied") for p, o in checked.items()}}
             if outcome.status == 400:
-                return wire.azure_error(400, "BadRequest", f"worker {peer}: {outcome.message}; no worker changed",
-                                        request, workers=workers)
-            return wire.azure_error(503, "ServiceUnavailable",
-                                    f"worker {peer} could not check the change ({_outcome_text(outcome, '')}); "
-                                    "no worker changed", request, workers=workers)
+                return wire.azure_error(
+                    400, "BadRequest", f"worker {peer}: {outcome.message}; no worker changed", request, workers=workers
+                )
+            return wire.azure_error(
+                503,
+                "ServiceUnavailable",
+                f"worker {peer} could not check the change ({_outcome_text(outcome, '')}); no worker changed",
+                request,
+                workers=workers,
+            )
         try:
             snapshot = apply_plan(self.config, plan)
         except exceptions.OptionsError as e:
@@ -472,8 +500,9 @@ class Management:
             return await answer if inspect.isawaitable(answer) else answer
         # Someone could not take it: put back what the others took.
         left = restore(self.config, snapshot)
-        took = tuple(peer for peer in self.config.peers if peers.address(peer) in applied
-                     and peers.address(peer) not in failed)
+        took = tuple(
+            peer for peer in self.config.peers if peers.address(peer) in applied and peers.address(peer) not in failed
+        )
         undone = await peers.ask_all(self.config, "PATCH", "/++/config", b"", f"undo {change}", took) if took else {}
         workers = {this: f"applied; could not be rolled back: {left}" if left else "rolled back"}
         for peer, outcome in applied.items():
@@ -486,9 +515,14 @@ class Management:
         peer, outcome = next(iter(failed.items()))
         logger.warning("configuration change rolled back: worker %s did not take it", peer)
         status, code = (400, "BadRequest") if outcome.status == 400 else (503, "ServiceUnavailable")
-        return wire.azure_error(status, code, f"worker {peer} did not take the change "
-                                f"({_outcome_text(outcome, '')}); it was rolled back where it was taken",
-                                request, workers=workers)
+        return wire.azure_error(
+            status,
+            code,
+            f"worker {peer} did not take the change "
+            f"({_outcome_text(outcome, '')}); it was rolled back where it was taken",
+            request,
+            workers=workers,
+        )
 
     async def _reset_then(self, answer: http.Response) -> http.Response:
         await self.limits_stage.reset()
@@ -530,16 +564,25 @@ class Management:
         keyless code paths. Body (all optional): oid, tid, appid, aud, expiresIn (seconds;
         negative for an expired token), claims (more claims). Only the API key may ask."""
         request = flow.request
-        key = request.headers.get("api-key") or request.headers.get("ocp-apim-subscription-key") or \
-            request.headers.get("authorization", "")[7:].strip()
+        key = (
+            request.headers.get("api-key")
+            or request.headers.get("ocp-apim-subscription-key")
+            or request.headers.get("authorization", "")[7:].strip()
+        )
         if not hmac.compare_digest(key.encode("utf-8", "surrogateescape"), self.config.api_key.encode()):
-            return wire.azure_error(401, "401", "POST /++/token needs the simulator's API key (api-key header)",
-                                    request)
+            return wire.azure_error(
+                401, "401", "POST /++/token needs the simulator's API key (api-key header)", request
+            )
         mode = self.config.entra.mode
         if mode != "claims":
-            why = ("the simulator holds only the JWKS's public keys: sign tokens with the private key, e.g. "
-                   "scripts/mint_token.py --key KEY.pem") if mode == "signature" else \
-                "SIMULATOR_ENTRA_TOKENS is off, so no token would be accepted; set it to claims"
+            why = (
+                (
+                    "the simulator holds only the JWKS's public keys: sign tokens with the private key, e.g. "
+                    "scripts/mint_token.py --key KEY.pem"
+                )
+                if mode == "signature"
+                else "SIMULATOR_ENTRA_TOKENS is off, so no token would be accepted; set it to claims"
+            )
             return wire.azure_error(409, "Conflict", f"no token minted: {why}", request)
         try:
             body = wire.loads(request.content) if request.content else {}
@@ -547,9 +590,16 @@ class Management:
         except (ValueError, ConfigError) as e:
             return wire.azure_error(400, "BadRequest", str(e), request)
         token = entra.mint(claims)
-        return wire.json_response(200, {"access_token": token, "token_type": "Bearer",
-                                        "expires_in": claims["exp"] - claims["iat"], "expires_on": claims["exp"]},
-                                  request)
+        return wire.json_response(
+            200,
+            {
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": claims["exp"] - claims["iat"],
+                "expires_on": claims["exp"],
+            },
+            request,
+        )
 
 
 def _content(request: http.Request) -> bytes:
@@ -586,8 +636,13 @@ def _token_request(body: Any) -> dict[str, Any]:
         if field in body:
             kwargs[arg] = _claim_text(field, body[field])
     if "expiresIn" in body:
-        kwargs["lifetime_s"] = _whole(body["expiresIn"], "expiresIn", -TOKEN_MAX_LIFETIME_S, TOKEN_MAX_LIFETIME_S,
-                                      "a whole number of seconds (negative for an expired token)")
+        kwargs["lifetime_s"] = _whole(
+            body["expiresIn"],
+            "expiresIn",
+            -TOKEN_MAX_LIFETIME_S,
+            TOKEN_MAX_LIFETIME_S,
+            "a whole number of seconds (negative for an expired token)",
+        )
     extra = body.get("claims", {})
     if not isinstance(extra, dict):
         raise ConfigError("claims: expected an object of claim names to values")
@@ -618,8 +673,11 @@ def _claim_text(field: str, value: Any) -> str:
 
 
 def _whole(value: Any, field: str, low: int, high: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            (isinstance(value, float) and (not value.is_integer())):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (isinstance(value, float) and (not value.is_integer()))
+    ):
         raise ConfigError(f"{field}: expected {what}")
     if not low <= value <= high:
         raise ConfigError(f"{field}: expected {what} from {low} to {high}")

@@ -34,9 +34,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_LATENCY_BUCKETS = (.01, .025, .05, .1, .25, .5, .75, 1, 1.5, 2, 3, 5, 7.5, 10, 15, 30, 60)
-_TOKEN_GAP_BUCKETS = (.001, .0025, .005, .01, .015, .02, .03, .05, .075, .1, .2, .5)
-_OVERHEAD_BUCKETS = (.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25)
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10, 15, 30, 60)
+_TOKEN_GAP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5)
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 
 
 _REQUEST = ("deployment", "operation", "mode")
@@ -48,17 +48,27 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...], tuple[float, ...]]] = {
     "prompt_tokens": (COUNTER, "Prompt tokens of answered requests.", _REQUEST, ()),
     "completion_tokens": (COUNTER, "Completion tokens generated.", _REQUEST, ()),
     "rate_limited": (COUNTER, "Requests answered 429, by reason.", ("deployment", "reason"), ()),
-    "content_filtered": (COUNTER, "Prompts (400) and answers (cut) the content filter blocked, by category.",
-                         ("deployment", "source", "category"), ()),
+    "content_filtered": (
+        COUNTER,
+        "Prompts (400) and answers (cut) the content filter blocked, by category.",
+        ("deployment", "source", "category"),
+        (),
+    ),
     "request_duration_seconds": (HISTOGRAM, "Arrival to last byte.", _REQUEST, _LATENCY_BUCKETS),
-    "time_to_first_token_seconds": (HISTOGRAM, "Arrival to first content frame, streams.", _REQUEST,
-                                    _LATENCY_BUCKETS),
-    "inter_token_seconds": (HISTOGRAM, "Gaps between content frames as sent, streams.", _REQUEST,
-                            _TOKEN_GAP_BUCKETS),
-    "overhead_seconds": (HISTOGRAM, "Time a request spent in the simulator beyond its simulated wait.", _REQUEST,
-                         _OVERHEAD_BUCKETS),
-    "event_loop_lag_seconds": (HISTOGRAM, "How late the event loop ran a timer: what every answer waits beyond "
-                                          "its due time when the process is busy.", (), _OVERHEAD_BUCKETS),
+    "time_to_first_token_seconds": (HISTOGRAM, "Arrival to first content frame, streams.", _REQUEST, _LATENCY_BUCKETS),
+    "inter_token_seconds": (HISTOGRAM, "Gaps between content frames as sent, streams.", _REQUEST, _TOKEN_GAP_BUCKETS),
+    "overhead_seconds": (
+        HISTOGRAM,
+        "Time a request spent in the simulator beyond its simulated wait.",
+        _REQUEST,
+        _OVERHEAD_BUCKETS,
+    ),
+    "event_loop_lag_seconds": (
+        HISTOGRAM,
+        "How late the event loop ran a timer: what every answer waits beyond its due time when the process is busy.",
+        (),
+        _OVERHEAD_BUCKETS,
+    ),
 }
 
 
@@ -105,7 +115,9 @@ class SimulatorMetrics:
                 family = HistogramMetricFamily(f"aoai_{name}", doc, labels=label_names)
                 for labels, series in self.histograms[name].items():
                     cumulative = list(itertools.accumulate(series[:-1]))
-                    buckets = [(_bound(b), n) for b, n in zip(bounds, cumulative)] + [("+Inf", cumulative[-1])]
+                    buckets = [(_bound(b), n) for b, n in zip(bounds, cumulative, strict=False)] + [
+                        ("+Inf", cumulative[-1])
+                    ]
                     family.add_metric(labels, buckets, series[-1])
             yield family
 
@@ -139,7 +151,7 @@ class OtlpMirror:
 
     def add(self, name: str, labels: tuple, value: float) -> None:
         instrument, names, histogram = self.instruments[name]
-        attributes = dict(zip(names, labels))
+        attributes = dict(zip(names, labels, strict=False))
         if histogram:
             instrument.record(value, attributes)
         else:
@@ -174,9 +186,10 @@ class EarlyRetries:
         self.limits = limits
 
     def collect(self):
-        family = CounterMetricFamily("aoai_early_retries", "Retries sent before the retry-after had passed.",
-                                     labels=("deployment",))
-        for deployment, count in (self.limits.counters.early_retries.items() if self.limits is not None else ()):
+        family = CounterMetricFamily(
+            "aoai_early_retries", "Retries sent before the retry-after had passed.", labels=("deployment",)
+        )
+        for deployment, count in self.limits.counters.early_retries.items() if self.limits is not None else ():
             family.add_metric((deployment,), count)
         yield family
 
@@ -189,8 +202,9 @@ class FaultsInjected:
         self.config = config
 
     def collect(self):
-        family = CounterMetricFamily("aoai_faults_injected", "Declared faults injected, by deployment and kind.",
-                                     labels=("deployment", "kind"))
+        family = CounterMetricFamily(
+            "aoai_faults_injected", "Declared faults injected, by deployment and kind.", labels=("deployment", "kind")
+        )
         for (deployment, kind), count in sorted(self.config.faults.injected.items()):
             family.add_metric((deployment, kind), count)
         yield family
@@ -215,8 +229,13 @@ LAG_PERIOD_S = 0.1
 
 
 class Metrics:
-    def __init__(self, config: SimulatorConfig, streams: StreamServer, limits: Limits | None = None,
-                 metrics: SimulatorMetrics | None = None):
+    def __init__(
+        self,
+        config: SimulatorConfig,
+        streams: StreamServer,
+        limits: Limits | None = None,
+        metrics: SimulatorMetrics | None = None,
+    ):
         self.config = config
         self.metrics = metrics or SimulatorMetrics()
         self.metrics.registry.register(EarlyRetries(limits))
@@ -227,8 +246,13 @@ class Metrics:
 
     def request(self, flow: http.HTTPFlow) -> None:
         context = context_of(flow)
-        if flow.response is None and context is not None and context.route is not None \
-                and context.route.operation == "metrics" and context.route.family == MANAGEMENT:
+        if (
+            flow.response is None
+            and context is not None
+            and context.route is not None
+            and context.route.operation == "metrics"
+            and context.route.family == MANAGEMENT
+        ):
             if self.config.peers and not peers.from_peer(flow.request.headers, self.config.peer_secret):
                 return self._every_worker(flow)
             flow.response = http.Response.make(200, self.metrics.text(), {"content-type": CONTENT_TYPE_LATEST})

@@ -89,8 +89,7 @@ def redis_unreachable(url: str) -> str | None:
 
 
 class Limits:
-    def __init__(self, config: SimulatorConfig, limiter: limits.Limiter | None = None,
-                 startup: Startup | None = None):
+    def __init__(self, config: SimulatorConfig, limiter: limits.Limiter | None = None, startup: Startup | None = None):
         self.config = config
         self.startup = startup or Startup()
         self.limiter = limiter or limits.Limiter()
@@ -140,9 +139,12 @@ class Limits:
             if quota.unlimited:
                 return None
             cost = context.estimated_tokens = limits.estimate_tokens(
-                route.operation, context.body, context.prompt_tokens,
+                route.operation,
+                context.body,
+                context.prompt_tokens,
                 default_reservation=config.rate_limit_default_reservation,
-                max_output_tokens=deployment.model.max_output_tokens)
+                max_output_tokens=deployment.model.max_output_tokens,
+            )
             # By label: an undefined deployment's window is never keyed by the whole name a client sent.
             label = deployment.label
             return Ask("d:" + label, label, quota, context, cost)
@@ -155,16 +157,21 @@ class Limits:
         return None if quota.unlimited else Ask(route.quota, route.quota, quota, context)
 
     def capacity(self, deployment: Deployment) -> limits.Capacity:
-        return limits.ptu_capacity(deployment.ptu, self.config.input_tpm_per_ptu(deployment),
-                                   catalogue.provisioned(deployment.model).output_weight)
+        return limits.ptu_capacity(
+            deployment.ptu,
+            self.config.input_tpm_per_ptu(deployment),
+            catalogue.provisioned(deployment.model).output_weight,
+        )
 
     def ask_provisioned(self, context: RequestContext) -> Ask:
         deployment = context.deployment
         capacity = self.capacity(deployment)
         output = limits.estimate_output_tokens(
-            context.route.operation, context.body,
+            context.route.operation,
+            context.body,
             default_reservation=self.config.rate_limit_default_reservation,
-            max_output_tokens=deployment.model.max_output_tokens)
+            max_output_tokens=deployment.model.max_output_tokens,
+        )
         cost = context.estimated_tokens = capacity.cost(context.prompt_tokens, output)
         label = deployment.label
         return Ask("p:" + label, label, UNLIMITED, context, cost, capacity)
@@ -195,8 +202,9 @@ class Limits:
             identity = client_identity(flow, ask.key)
             early = limiter.early(ask.name, identity)
             if early:
-                logger.warning("early retry: a client retried %s %.0f ms before its retry-after had passed",
-                               ask.name, early * 1000)
+                logger.warning(
+                    "early retry: a client retried %s %.0f ms before its retry-after had passed", ask.name, early * 1000
+                )
         if ask.capacity is not None:
             result = limiter.fill(ask.key, ask.capacity, ask.cost)
         else:
@@ -213,13 +221,15 @@ class Limits:
             # Redis went away: let traffic through rather than fail it, and say so (every 10 s).
             if time.monotonic() - self._redis_failed_at > 10:
                 self._redis_failed_at = time.monotonic()
-                logger.error("rate limits not applied: Redis at %s failed (%s); requests pass unchecked",
-                             self.redis_url, e)
+                logger.error(
+                    "rate limits not applied: Redis at %s failed (%s); requests pass unchecked", self.redis_url, e
+                )
             return
         self.decide(flow, ask, verdict, identity)
 
-    def decide(self, flow: http.HTTPFlow, ask: Ask, verdict: limits.Verdict | limits.Fill,
-               identity: bytes | None) -> None:
+    def decide(
+        self, flow: http.HTTPFlow, ask: Ask, verdict: limits.Verdict | limits.Fill, identity: bytes | None
+    ) -> None:
         # When the quota was checked (the windows' clock: monotonic, or Redis's wall clock).
         ask.context.quota_checked_at = verdict.at
         if isinstance(verdict, limits.Fill):
@@ -229,27 +239,43 @@ class Limits:
             if ask.key.startswith("d:"):  # deployments' answers carry their quota
                 ask.context.quota_headers = limits.success_headers(ask.quota, verdict)
             return
-        self.limiter.throttled(ask.name, verdict.reason, identity or client_identity(flow, ask.key),
-                               verdict.retry_after)
+        self.limiter.throttled(
+            ask.name, verdict.reason, identity or client_identity(flow, ask.key), verdict.retry_after
+        )
         flow.response = self.throttled(flow, ask, verdict)
-        logger.info("429 %s: %s, retry after %d ms%s", ask.name,
-                    {limits.TOKENS: "token rate limit", limits.REQUESTS: "call rate limit",
-                     limits.TOO_LARGE: "request larger than the token rate limit"}[verdict.reason],
-                    limits.whole_ms(verdict.retry_after), f" (cost {ask.cost} tokens)" if ask.cost else "")
+        logger.info(
+            "429 %s: %s, retry after %d ms%s",
+            ask.name,
+            {
+                limits.TOKENS: "token rate limit",
+                limits.REQUESTS: "call rate limit",
+                limits.TOO_LARGE: "request larger than the token rate limit",
+            }[verdict.reason],
+            limits.whole_ms(verdict.retry_after),
+            f" (cost {ask.cost} tokens)" if ask.cost else "",
+        )
 
     def decide_provisioned(self, flow: http.HTTPFlow, ask: Ask, fill: limits.Fill, identity: bytes | None) -> None:
         if fill.allowed:
             ask.context.quota_headers = limits.utilization_headers(fill)
             return
-        self.limiter.throttled(ask.name, limits.UTILIZATION, identity or client_identity(flow, ask.key),
-                               fill.retry_after)
+        self.limiter.throttled(
+            ask.name, limits.UTILIZATION, identity or client_identity(flow, ask.key), fill.retry_after
+        )
         context = ask.context
-        message = limits.utilization_message(context.route.azure_operation, context.api_version,
-                                             limits.retry_seconds(fill.retry_after))
-        flow.response = too_many_requests(message, flow.request, limits.utilization_throttled_headers(fill),
-                                          self.config.region)
-        logger.info("429 %s: provisioned utilization %.1f%%, retry after %d ms (cost %d tokens)", ask.name,
-                    fill.utilization * 100, limits.whole_ms(fill.retry_after), ask.cost)
+        message = limits.utilization_message(
+            context.route.azure_operation, context.api_version, limits.retry_seconds(fill.retry_after)
+        )
+        flow.response = too_many_requests(
+            message, flow.request, limits.utilization_throttled_headers(fill), self.config.region
+        )
+        logger.info(
+            "429 %s: provisioned utilization %.1f%%, retry after %d ms (cost %d tokens)",
+            ask.name,
+            fill.utilization * 100,
+            limits.whole_ms(fill.retry_after),
+            ask.cost,
+        )
 
     def throttled(self, flow: http.HTTPFlow, ask: Ask, verdict: limits.Verdict) -> http.Response:
         request = flow.request
@@ -307,9 +333,12 @@ class Limits:
                 # Values are checked where they are set; a view still never fails on one.
                 logger.warning("cannot show %s's limits: %s: %s", name, type(e).__name__, e)
                 deployments[name] = {"error": f"cannot be shown ({type(e).__name__})"}
-        view = {"windows": "redis" if store.shared else "memory",
-                "defaultReservation": config.rate_limit_default_reservation,
-                "deployments": deployments, **self.limiter.counters.to_json()}
+        view = {
+            "windows": "redis" if store.shared else "memory",
+            "defaultReservation": config.rate_limit_default_reservation,
+            "deployments": deployments,
+            **self.limiter.counters.to_json(),
+        }
         if store.shared and provisioned:
             return self._with_utilization(view, provisioned)
         return view
@@ -319,18 +348,26 @@ class Limits:
         if d.provisioned:
             capacity = self.capacity(d)
             provisioned[name] = capacity
-            deployments[name] = {"sku": d.sku, "ptu": d.ptu, "inputTpmPerPtu": config.input_tpm_per_ptu(d),
-                                 "outputTokenWeight": capacity.output_weight,
-                                 "capacityPerMinute": round(capacity.per_minute)}
+            deployments[name] = {
+                "sku": d.sku,
+                "ptu": d.ptu,
+                "inputTpmPerPtu": config.input_tpm_per_ptu(d),
+                "outputTokenWeight": capacity.output_weight,
+                "capacityPerMinute": round(capacity.per_minute),
+            }
             if not store.shared:
                 deployments[name]["utilization"] = _percent(
-                    store.utilization("p:" + d.label, capacity, self.limiter.clock()))
+                    store.utilization("p:" + d.label, capacity, self.limiter.clock())
+                )
             return
         quota = self.quota_now(d)
         if quota.unlimited:
             return
-        entry = {"tokensPerMinute": quota.tokens, "requestsPerWindow": quota.requests,
-                 "requestWindowSeconds": quota.request_window}
+        entry = {
+            "tokensPerMinute": quota.tokens,
+            "requestsPerWindow": quota.requests,
+            "requestWindowSeconds": quota.request_window,
+        }
         if not store.shared:
             used_tokens, used_requests = store.usage("d:" + d.label, quota, self.limiter.clock())
             entry["usedTokens"], entry["usedRequests"] = used_tokens, used_requests

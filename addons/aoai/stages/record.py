@@ -22,8 +22,8 @@ from mitmproxy import http
 
 from .. import wire
 from ..openai import content_filter as filters
-from ..runtime.config import SimulatorConfig
 from ..runtime import offload, redaction
+from ..runtime.config import SimulatorConfig
 from ..runtime.failures import describe
 from ..runtime.recording import SKIP_RESPONSE_HEADERS, Event, Interaction, RecordingStore, clean_headers, parse_sse
 from ..runtime.routes import MANAGEMENT
@@ -89,8 +89,11 @@ def as_response(result: Any) -> tuple[http.Response | None, bool]:
     status = getattr(result, "status_code", None)
     if status is None:
         raise TypeError(f"a forwarder returned {type(result).__name__}, not a response")
-    headers = [(k, v) for k, v in result.headers.items()
-               if k.lower() not in ("content-length", "transfer-encoding", "content-encoding", "connection")]
+    headers = [
+        (k, v)
+        for k, v in result.headers.items()
+        if k.lower() not in ("content-length", "transfer-encoding", "content-encoding", "connection")
+    ]
     return http.Response.make(status, result.content, headers), persist
 
 
@@ -111,8 +114,11 @@ class Relayed:
                 self.capture(chunk)
                 yield chunk
         except httpx.HTTPError as e:
-            logger.warning("the stream from %s broke off (%s); the client's stream ends there, unrecorded",
-                           self.endpoint, failed(e, self.endpoint, self.timeout_s).message)
+            logger.warning(
+                "the stream from %s broke off (%s); the client's stream ends there, unrecorded",
+                self.endpoint,
+                failed(e, self.endpoint, self.timeout_s).message,
+            )
             raise
         # Saved here, not in the response hook: a client that closes as soon as it reads [DONE]
         # ends its flow before mitmproxy would call that hook, yet the exchange is complete.
@@ -135,10 +141,15 @@ class ForwardTarget:
     def configure(self, updated: set[str]) -> None:
         if not updated & {"simulator_mode", "azure_openai_endpoint", "extension_path"}:
             return
-        if self.config.mode == "record" and not self.config.azure_openai_endpoint \
-                and not self.config.recording.forwarders:
-            self.startup.refuse("AZURE_OPENAI_ENDPOINT: record mode forwards to Azure OpenAI; set it to the "
-                                "resource's endpoint, such as https://NAME.openai.azure.com")
+        if (
+            self.config.mode == "record"
+            and not self.config.azure_openai_endpoint
+            and not self.config.recording.forwarders
+        ):
+            self.startup.refuse(
+                "AZURE_OPENAI_ENDPOINT: record mode forwards to Azure OpenAI; set it to the "
+                "resource's endpoint, such as https://NAME.openai.azure.com"
+            )
 
 
 class Record:
@@ -178,10 +189,12 @@ class Record:
             except Exception as e:
                 # A broken forwarder costs one request a 500, never the proxy.
                 where = describe(forwarder)
-                logger.warning("forwarder %s failed on %s %.200s", where, flow.request.method, flow.request.path,
-                               exc_info=True)
-                flow.response = wire.azure_error(500, "InternalServerError",
-                                                 f"The forwarder {where} failed: {type(e).__name__}: {e}", flow.request)
+                logger.warning(
+                    "forwarder %s failed on %s %.200s", where, flow.request.method, flow.request.path, exc_info=True
+                )
+                flow.response = wire.azure_error(
+                    500, "InternalServerError", f"The forwarder {where} failed: {type(e).__name__}: {e}", flow.request
+                )
                 return
             if response is not None:
                 flow.response = response
@@ -192,15 +205,24 @@ class Record:
     async def _to_azure(self, context: RequestContext) -> None:
         flow = context.flow
         if not self.config.azure_openai_endpoint:
-            flow.response = wire.azure_error(502, "NoUpstream", "Record mode needs AZURE_OPENAI_ENDPOINT: the Azure "
-                                                                "OpenAI endpoint to forward to.", flow.request)
+            flow.response = wire.azure_error(
+                502,
+                "NoUpstream",
+                "Record mode needs AZURE_OPENAI_ENDPOINT: the Azure OpenAI endpoint to forward to.",
+                flow.request,
+            )
             return
         endpoint = origin(self.config.azure_openai_endpoint)
         timeout_s = self.config.azure_openai_timeout_s
         request = flow.request
         try:
-            answer = await self.upstream.send(request.method, endpoint + self._path(context), self._headers(request),
-                                              request.raw_content or b"", timeout_s)
+            answer = await self.upstream.send(
+                request.method,
+                endpoint + self._path(context),
+                self._headers(request),
+                request.raw_content or b"",
+                timeout_s,
+            )
         except httpx.HTTPError as e:
             self._fail(flow, failed(e, endpoint, timeout_s))
             return
@@ -217,8 +239,13 @@ class Record:
         response = http.Response.make(answer.status_code, b"", http.Headers(response_headers(answer.headers.raw)))
         response.raw_content = raw
         response.headers["content-length"] = str(len(raw))
-        fault = bad_answer(answer.status_code, answer.headers.get("content-type", ""),
-                           response.get_content(strict=False) or b"", endpoint, answer.reason_phrase)
+        fault = bad_answer(
+            answer.status_code,
+            answer.headers.get("content-type", ""),
+            response.get_content(strict=False) or b"",
+            endpoint,
+            answer.reason_phrase,
+        )
         if fault is not None:
             self._fail(flow, fault)
             return
@@ -243,8 +270,9 @@ class Record:
     def _relay(self, context: RequestContext, answer: httpx.Response, endpoint: str, timeout_s: float) -> None:
         """Hand Azure's stream to the streaming stage, which passes each chunk on as it comes."""
         # The chunks are relayed decoded, so the encoding header goes.
-        headers = {k.decode("latin-1"): v.decode("latin-1")
-                   for k, v in response_headers(answer.headers.raw, decoded=True)}
+        headers = {
+            k.decode("latin-1"): v.decode("latin-1") for k, v in response_headers(answer.headers.raw, decoded=True)
+        }
         plan = StreamPlan(headers=headers, frames=[], status=answer.status_code)
         plan.source = Relayed(answer, endpoint, timeout_s, lambda relayed: self._stream_ended(context, plan, relayed))
         self.streams.route(context.flow, plan)
@@ -254,8 +282,15 @@ class Record:
         if not context.recording:
             return
         request = context.flow.request
-        self._save(request, plan.status, list(plan.headers.items()), b"",
-                   relayed.capture.events(request.timestamp_start), time.time(), context.recording_key)
+        self._save(
+            request,
+            plan.status,
+            list(plan.headers.items()),
+            b"",
+            relayed.capture.events(request.timestamp_start),
+            time.time(),
+            context.recording_key,
+        )
 
     @staticmethod
     def _fail(flow: http.HTTPFlow, fault: Fault) -> None:
@@ -269,11 +304,26 @@ class Record:
         if context.stream is not None and isinstance(context.stream.source, Relayed):
             return  # saved when Azure's stream ended, if it did
         response = flow.response
-        self._save(flow.request, response.status_code, list(response.headers.items(multi=True)),
-                   response.content or b"", None, response.timestamp_end or time.time(), context.recording_key)
+        self._save(
+            flow.request,
+            response.status_code,
+            list(response.headers.items(multi=True)),
+            response.content or b"",
+            None,
+            response.timestamp_end or time.time(),
+            context.recording_key,
+        )
 
-    def _save(self, request: http.Request, status: int, headers: list[tuple[str, str]], body: bytes,
-              events: list[Event] | None, ended: float, key: str | None = None) -> None:
+    def _save(
+        self,
+        request: http.Request,
+        status: int,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        events: list[Event] | None,
+        ended: float,
+        key: str | None = None,
+    ) -> None:
         """Keep the exchange (`key`: the request's, as the replay stage worked it out)."""
         # Throttling and server errors are moments, not answers worth replaying; a refused
         # credential says who asked, not what was asked.

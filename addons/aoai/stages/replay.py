@@ -43,11 +43,20 @@ def key_of(flow: http.HTTPFlow, store: RecordingStore) -> str:
     request, context = flow.request, context_of(flow)
     # The checks read an upload's form already: used when it was read from these very bytes
     # (not when they were encoded, or an extension replaced them since).
-    form = context.form if context is not None and context.form is not None \
-        and context.form.body is request.raw_content else None
-    return request_key(request.method, store.canonical_path(request.method, request.path),
-                       list(request.query.items(multi=True)), request.raw_content or b"",
-                       request.headers.get("content-type", ""), store.rules, form)
+    form = (
+        context.form
+        if context is not None and context.form is not None and context.form.body is request.raw_content
+        else None
+    )
+    return request_key(
+        request.method,
+        store.canonical_path(request.method, request.path),
+        list(request.query.items(multi=True)),
+        request.raw_content or b"",
+        request.headers.get("content-type", ""),
+        store.rules,
+        form,
+    )
 
 
 def replay_headers(interaction: Interaction, flow: http.HTTPFlow) -> dict[str, str]:
@@ -70,27 +79,30 @@ def replay_headers(interaction: Interaction, flow: http.HTTPFlow) -> dict[str, s
     return headers
 
 
-def stream_plan(interaction: Interaction, headers: dict[str, str], timing: str,
-                context: RequestContext | None) -> StreamPlan:
+def stream_plan(
+    interaction: Interaction, headers: dict[str, str], timing: str, context: RequestContext | None
+) -> StreamPlan:
     events = interaction.events or []
     if timing == "model" and context is not None and context.deployment is not None:
         content = [i for i, e in enumerate(events) if carries_tokens(e.data)]
-        offsets = latency.token_offsets(latency.profile(context.deployment, context.operation, context.config),
-                                        max(1, len(content)))
+        offsets = latency.token_offsets(
+            latency.profile(context.deployment, context.operation, context.config), max(1, len(content))
+        )
         due, step = [], 0
         for i, _ in enumerate(events):
             due.append(offsets[min(step, len(offsets) - 1)] if i >= (content[0] if content else 0) else 0.0)
             if i in content:
                 step += 1
-        frames = [(d, sse_bytes(e.data)) for d, e in zip(due, events)]
+        frames = [(d, sse_bytes(e.data)) for d, e in zip(due, events, strict=False)]
     else:
         scale = 0.0 if timing == "none" else 1.0
         frames = [(e.at_ms / 1000 * scale, sse_bytes(e.data)) for e in events]
     labels = {}
     if context is not None and context.deployment is not None:
         labels = {"deployment": context.deployment.label, "operation": context.route.operation}
-    return StreamPlan(headers, frames, status=interaction.status,
-                      token_frames=[carries_tokens(e.data) for e in events], labels=labels)
+    return StreamPlan(
+        headers, frames, status=interaction.status, token_frames=[carries_tokens(e.data) for e in events], labels=labels
+    )
 
 
 def miss_response(flow: http.HTTPFlow, store: RecordingStore, key: str, status: int) -> http.Response:
@@ -112,13 +124,20 @@ def miss_response(flow: http.HTTPFlow, store: RecordingStore, key: str, status: 
     return wire.azure_error(status, "RecordingNotFound", message, request, **details)
 
 
-_RECORDING_OPTIONS = {"simulator_mode", "recording_dir", "recording_ignore_fields", "recording_match_api_version",
-                      "recording_file_suffix", "recording_skip_broken"}
+_RECORDING_OPTIONS = {
+    "simulator_mode",
+    "recording_dir",
+    "recording_ignore_fields",
+    "recording_match_api_version",
+    "recording_file_suffix",
+    "recording_skip_broken",
+}
 
 
 class Replay:
-    def __init__(self, config: SimulatorConfig, store: RecordingStore, streams: StreamServer,
-                 startup: Startup | None = None):
+    def __init__(
+        self, config: SimulatorConfig, store: RecordingStore, streams: StreamServer, startup: Startup | None = None
+    ):
         self.config = config
         self.store = store
         self.streams = streams
@@ -152,8 +171,13 @@ class Replay:
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         mode, context = self.config.mode, context_of(flow)
-        if flow.response or mode == "generate" or context is None or context.stream is not None \
-                or (context.route is not None and context.route.family == MANAGEMENT):
+        if (
+            flow.response
+            or mode == "generate"
+            or context is None
+            or context.stream is not None
+            or (context.route is not None and context.route.family == MANAGEMENT)
+        ):
             return None
         if offload.heavy(flow.request):
             return self._answer_in_thread(flow, context)
@@ -210,14 +234,20 @@ class Replay:
         wait = 0.0
         if timing == "recorded":
             wait = interaction.duration_ms / 1000
-        elif timing == "model" and context is not None and context.deployment is not None \
-                and context.route.model_kind in MEDIA_KINDS:
-            wait = latency.media_seconds(context.deployment, context.operation, context.config,
-                                         getattr(context.checked, "duration", 0.0))
+        elif (
+            timing == "model"
+            and context is not None
+            and context.deployment is not None
+            and context.route.model_kind in MEDIA_KINDS
+        ):
+            wait = latency.media_seconds(
+                context.deployment, context.operation, context.config, getattr(context.checked, "duration", 0.0)
+            )
         elif timing == "model" and context is not None and context.deployment is not None:
             steps = int(context.completion_tokens or _completion_tokens(interaction) or 1)
-            wait = latency.generation_seconds(latency.profile(context.deployment, context.operation,
-                                                              context.config), steps)
+            wait = latency.generation_seconds(
+                latency.profile(context.deployment, context.operation, context.config), steps
+            )
         if wait > 0:
             latency.hold(flow, wait)  # the Pacing stage sends it when due
         flow.response = http.Response.make(interaction.status, body, headers)

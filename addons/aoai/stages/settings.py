@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from mitmproxy import ctx, exceptions
 
 from ..openai import catalogue, text, tokens
-from ..runtime import config as cfg
 from ..runtime import bounds as limits_table
+from ..runtime import config as cfg
 from ..runtime import entra, internals, upstream
 from ..runtime.config import ConfigError, SimulatorConfig
 from ..runtime.startup import Startup
@@ -52,9 +52,13 @@ class Setting:
 
 
 def _latency(op: str, what: str, unit: str) -> Setting:
-    return Setting(f"LATENCY_OPENAI_{op}_{what}", str, "",
-                   f"{'Mean' if what == 'MEAN' else 'Standard deviation'} of the simulated latency of "
-                   f"{op.lower().replace('_', ' ')}, milliseconds {unit}. Empty: the model's default.")
+    return Setting(
+        f"LATENCY_OPENAI_{op}_{what}",
+        str,
+        "",
+        f"{'Mean' if what == 'MEAN' else 'Standard deviation'} of the simulated latency of "
+        f"{op.lower().replace('_', ' ')}, milliseconds {unit}. Empty: the model's default.",
+    )
 
 
 SETTINGS = [
@@ -65,80 +69,161 @@ SETTINGS = [
     Setting("RECORDING_AUTOSAVE", bool, True, "Save each recorded interaction as it completes."),
     Setting("RECORDING_IGNORE_FIELDS", str, "", "Body fields, comma-separated, that do not tell recordings apart."),
     Setting("RECORDING_MATCH_API_VERSION", bool, False, "Tell recordings apart by api-version too."),
-    Setting("RECORDING_SKIP_BROKEN", bool, False,
-            "Skip recorded interactions that do not parse, with a warning, instead of refusing to start."),
-    Setting("RECORDING_FILE_SUFFIX", str, "",
-            "Added to recording file names ({hostname} is this machine's name), so replicas recording "
-            "to one shared folder never write the same file."),
-    Setting("REPLAY_TIMING", str, "recorded",
-            "Replay pace: recorded (as recorded), model (the latency model) or none."),
+    Setting(
+        "RECORDING_SKIP_BROKEN",
+        bool,
+        False,
+        "Skip recorded interactions that do not parse, with a warning, instead of refusing to start.",
+    ),
+    Setting(
+        "RECORDING_FILE_SUFFIX",
+        str,
+        "",
+        "Added to recording file names ({hostname} is this machine's name), so replicas recording "
+        "to one shared folder never write the same file.",
+    ),
+    Setting(
+        "REPLAY_TIMING", str, "recorded", "Replay pace: recorded (as recorded), model (the latency model) or none."
+    ),
     Setting("REPLAY_MISS_STATUS", str, "404", "HTTP status of the answer to a request with no recording."),
     Setting("EXTENSION_PATH", str, "", "Extension files or packages to load, separated by commas."),
     Setting("AZURE_OPENAI_ENDPOINT", str, "", "The Azure OpenAI endpoint to record from."),
     Setting("AZURE_OPENAI_KEY", str, "", "The Azure OpenAI key used when recording."),
-    Setting("AZURE_OPENAI_TIMEOUT_SECONDS", str, "300",
-            "Record mode: seconds Azure may take to accept the connection, and then to send each part of "
-            "its answer, before the client gets a 504."),
+    Setting(
+        "AZURE_OPENAI_TIMEOUT_SECONDS",
+        str,
+        "300",
+        "Record mode: seconds Azure may take to accept the connection, and then to send each part of "
+        "its answer, before the client gets a 504.",
+    ),
     Setting("OPENAI_DEPLOYMENT_CONFIG_PATH", str, "", "JSON file describing the deployments."),
-    Setting("ALLOW_UNDEFINED_OPENAI_DEPLOYMENTS", bool, True,
-            "Answer for deployment names the deployments file does not define."),
+    Setting(
+        "ALLOW_UNDEFINED_OPENAI_DEPLOYMENTS",
+        bool,
+        True,
+        "Answer for deployment names the deployments file does not define.",
+    ),
     Setting("DOC_INTELLIGENCE_RPS", str, "15", "Document Intelligence analyze requests per second; <= 0: no limit."),
     Setting("LOG_LEVEL", str, "INFO", "Log level of the simulator's own messages."),
     Setting("SIMULATOR_LATENCY", bool, True, "Simulate latency; off answers as fast as possible."),
-    Setting("SIMULATOR_COMPLETION_TOKENS_MEAN", str, "150",
-            "Mean length in tokens of an answer whose request sets no limit."),
+    Setting(
+        "SIMULATOR_COMPLETION_TOKENS_MEAN",
+        str,
+        "150",
+        "Mean length in tokens of an answer whose request sets no limit.",
+    ),
     Setting("SIMULATOR_COMPLETION_TOKENS_STD_DEV", str, "50", "Standard deviation of that length."),
-    Setting("SIMULATOR_TOOL_CALL_SHARE", str, "1",
-            "Share (0 to 1) of tool_choice=auto requests that get a tool call instead of text."),
+    Setting(
+        "SIMULATOR_TOOL_CALL_SHARE",
+        str,
+        "1",
+        "Share (0 to 1) of tool_choice=auto requests that get a tool call instead of text.",
+    ),
     _latency("CHAT_COMPLETIONS", "MEAN", "per completion token"),
     _latency("CHAT_COMPLETIONS", "STD_DEV", "per completion token"),
     _latency("COMPLETIONS", "MEAN", "per completion token"),
     _latency("COMPLETIONS", "STD_DEV", "per completion token"),
     _latency("EMBEDDINGS", "MEAN", "per request"),
     _latency("EMBEDDINGS", "STD_DEV", "per request"),
-    Setting("RATE_LIMIT_REDIS_URL", str, "",
-            "Redis URL (redis://host:port/db) where replicas keep one shared quota; empty: each process alone."),
-    Setting("RATE_LIMIT_DEFAULT_RESERVATION", str, "4096",
-            "Tokens a chat request without max_tokens reserves against the tokens-per-minute quota."),
-    Setting("RATE_LIMIT_REQUEST_WINDOW_SECONDS", str, "10",
-            "Window of the request limit: 10 (RPM/6 per 10 s) or 1 (RPM/60 per second)."),
-    Setting("DOC_INTELLIGENCE_POLL_RPS", str, "50",
-            "Document Intelligence result polls per second; <= 0: no limit."),
-    Setting("SIMULATOR_PEERS", str, "",
-            "Base URLs of the other workers (comma-separated): configuration changes, saves, resets and "
-            "/++/metrics reach them too. Set by scripts/workers.py."),
-    Setting("SIMULATOR_WORKER", str, "", "This worker's address (host:port), its name in /++/metrics and /++/health "
-            "(scripts/workers.py)."),
-    Setting("SIMULATOR_PEER_SECRET", str, "",
-            "The secret calls between workers carry (at least 16 characters; required with SIMULATOR_PEERS). "
-            "scripts/workers.py makes a new one for each launch."),
-    Setting("SIMULATOR_ENTRA_TOKENS", str, "off",
-            "How Entra ID bearer tokens are judged: off (not accepted), claims (audience, expiry, tenant, "
-            "principal; no signature check) or signature (claims and a signature by a SIMULATOR_ENTRA_JWKS key)."),
-    Setting("SIMULATOR_ENTRA_AUDIENCES", str, "",
-            "Accepted token audiences (aud), comma-separated; empty: those Azure AI services accept."),
+    Setting(
+        "RATE_LIMIT_REDIS_URL",
+        str,
+        "",
+        "Redis URL (redis://host:port/db) where replicas keep one shared quota; empty: each process alone.",
+    ),
+    Setting(
+        "RATE_LIMIT_DEFAULT_RESERVATION",
+        str,
+        "4096",
+        "Tokens a chat request without max_tokens reserves against the tokens-per-minute quota.",
+    ),
+    Setting(
+        "RATE_LIMIT_REQUEST_WINDOW_SECONDS",
+        str,
+        "10",
+        "Window of the request limit: 10 (RPM/6 per 10 s) or 1 (RPM/60 per second).",
+    ),
+    Setting("DOC_INTELLIGENCE_POLL_RPS", str, "50", "Document Intelligence result polls per second; <= 0: no limit."),
+    Setting(
+        "SIMULATOR_PEERS",
+        str,
+        "",
+        "Base URLs of the other workers (comma-separated): configuration changes, saves, resets and "
+        "/++/metrics reach them too. Set by scripts/workers.py.",
+    ),
+    Setting(
+        "SIMULATOR_WORKER",
+        str,
+        "",
+        "This worker's address (host:port), its name in /++/metrics and /++/health (scripts/workers.py).",
+    ),
+    Setting(
+        "SIMULATOR_PEER_SECRET",
+        str,
+        "",
+        "The secret calls between workers carry (at least 16 characters; required with SIMULATOR_PEERS). "
+        "scripts/workers.py makes a new one for each launch.",
+    ),
+    Setting(
+        "SIMULATOR_ENTRA_TOKENS",
+        str,
+        "off",
+        "How Entra ID bearer tokens are judged: off (not accepted), claims (audience, expiry, tenant, "
+        "principal; no signature check) or signature (claims and a signature by a SIMULATOR_ENTRA_JWKS key).",
+    ),
+    Setting(
+        "SIMULATOR_ENTRA_AUDIENCES",
+        str,
+        "",
+        "Accepted token audiences (aud), comma-separated; empty: those Azure AI services accept.",
+    ),
     Setting("SIMULATOR_ENTRA_TENANTS", str, "", "Accepted tenant ids (tid), comma-separated; empty: any."),
-    Setting("SIMULATOR_ENTRA_PRINCIPALS", str, "",
-            "Allowed object or application ids (oid, appid), comma-separated; empty: any. Others get "
-            "Azure's PermissionDenied."),
+    Setting(
+        "SIMULATOR_ENTRA_PRINCIPALS",
+        str,
+        "",
+        "Allowed object or application ids (oid, appid), comma-separated; empty: any. Others get "
+        "Azure's PermissionDenied.",
+    ),
     Setting("SIMULATOR_ENTRA_JWKS", str, "", "JWKS file whose public keys sign accepted tokens (signature mode)."),
-    Setting("SIMULATOR_TLS_CERT", str, "",
-            "PEM certificate (and chain) HTTPS clients are shown for the host names it names, instead of one "
-            "signed by the simulator's CA."),
+    Setting(
+        "SIMULATOR_TLS_CERT",
+        str,
+        "",
+        "PEM certificate (and chain) HTTPS clients are shown for the host names it names, instead of one "
+        "signed by the simulator's CA.",
+    ),
     Setting("SIMULATOR_TLS_KEY", str, "", "PEM private key of SIMULATOR_TLS_CERT, when that file does not hold it."),
-    Setting("PTU_INPUT_TPM_PER_PTU", str, "",
-            "Input tokens per minute one PTU gives, by model, replacing the built-in figures of provisioned "
-            "deployments: model=tokens, comma-separated (gpt-4o=3000,gpt-4.1=2800)."),
-    Setting("RESPONSES_STORED", str, "1000",
-            "Responses API: how many stored responses are kept (the newest) for retrieve and previous_response_id."),
-    Setting("PROMPT_CACHE_IDLE_SECONDS", str, "300",
-            "Seconds after which an unused prompt prefix leaves the prompt cache (cached_tokens)."),
+    Setting(
+        "PTU_INPUT_TPM_PER_PTU",
+        str,
+        "",
+        "Input tokens per minute one PTU gives, by model, replacing the built-in figures of provisioned "
+        "deployments: model=tokens, comma-separated (gpt-4o=3000,gpt-4.1=2800).",
+    ),
+    Setting(
+        "RESPONSES_STORED",
+        str,
+        "1000",
+        "Responses API: how many stored responses are kept (the newest) for retrieve and previous_response_id.",
+    ),
+    Setting(
+        "PROMPT_CACHE_IDLE_SECONDS",
+        str,
+        "300",
+        "Seconds after which an unused prompt prefix leaves the prompt cache (cached_tokens).",
+    ),
     # Every bound on what a client can make the simulator spend (runtime/bounds.py).
     *(Setting(b.env, str, str(b.default), b.help) for b in limits_table.BOUNDS),
 ]
 BY_OPTION = {s.option: s for s in SETTINGS}
-ENTRA_OPTIONS = {"simulator_entra_tokens", "simulator_entra_audiences", "simulator_entra_tenants",
-                 "simulator_entra_principals", "simulator_entra_jwks"}
+ENTRA_OPTIONS = {
+    "simulator_entra_tokens",
+    "simulator_entra_audiences",
+    "simulator_entra_tenants",
+    "simulator_entra_principals",
+    "simulator_entra_jwks",
+}
 TLS_OPTIONS = {"simulator_tls_cert", "simulator_tls_key"}
 CA_FILE = "mitmproxy-ca-cert.pem"  # the CA clients trust, in mitmproxy's confdir
 TLS_FILE = "simulator-tls.pem"  # SIMULATOR_TLS_CERT and its key in one file, as mitmproxy reads them
@@ -180,8 +265,10 @@ def ptu_input_tpm(raw: str) -> dict[str, int]:
         name, sep, value = (part.strip() for part in pair.partition("="))
         model = catalogue.find_model(name)
         if not sep or not re.fullmatch(r"[0-9]{1,10}", value) or not 1 <= int(value) <= cfg.MAX_TPM_PER_PTU:
-            raise ConfigError(f"PTU_INPUT_TPM_PER_PTU: expected model=tokens with a whole number of tokens "
-                              f"from 1 to {cfg.MAX_TPM_PER_PTU}, got {pair!r}")
+            raise ConfigError(
+                f"PTU_INPUT_TPM_PER_PTU: expected model=tokens with a whole number of tokens "
+                f"from 1 to {cfg.MAX_TPM_PER_PTU}, got {pair!r}"
+            )
         if model is None:
             raise ConfigError(f"PTU_INPUT_TPM_PER_PTU: unknown model {name!r}")
         figures[model.name] = int(value)
@@ -197,8 +284,9 @@ def entra_policy(options) -> entra.TokenPolicy:
     mode = options.simulator_entra_tokens.strip().lower()
     mode = {"": "off", "on": "claims", "true": "claims", "false": "off"}.get(mode, mode)
     if mode not in entra.MODES:
-        raise ConfigError(f"SIMULATOR_ENTRA_TOKENS: unknown mode {options.simulator_entra_tokens!r}; "
-                          f"use off, claims or signature")
+        raise ConfigError(
+            f"SIMULATOR_ENTRA_TOKENS: unknown mode {options.simulator_entra_tokens!r}; use off, claims or signature"
+        )
     audiences = tuple(a.strip() for a in options.simulator_entra_audiences.split(",") if a.strip())
     jwks_path = options.simulator_entra_jwks.strip()
     keys: tuple = ()
@@ -210,11 +298,14 @@ def entra_policy(options) -> entra.TokenPolicy:
         except ValueError as e:
             raise ConfigError(f"SIMULATOR_ENTRA_JWKS: {e}") from None
     elif jwks_path:
-        raise ConfigError(f"SIMULATOR_ENTRA_JWKS: used only when SIMULATOR_ENTRA_TOKENS=signature "
-                          f"(it is {mode})")
-    return entra.TokenPolicy(mode=mode, audiences=audiences or entra.AZURE_AUDIENCES,
-                             tenants=_names(options.simulator_entra_tenants),
-                             principals=_names(options.simulator_entra_principals), keys=keys)
+        raise ConfigError(f"SIMULATOR_ENTRA_JWKS: used only when SIMULATOR_ENTRA_TOKENS=signature (it is {mode})")
+    return entra.TokenPolicy(
+        mode=mode,
+        audiences=audiences or entra.AZURE_AUDIENCES,
+        tenants=_names(options.simulator_entra_tenants),
+        principals=_names(options.simulator_entra_principals),
+        keys=keys,
+    )
 
 
 @dataclass(frozen=True)
@@ -252,11 +343,14 @@ def tls_certificate(options) -> TlsCertificate | None:
         key = serialization.load_pem_private_key(_pem_key_block(key_pem), password=None)
     except (ValueError, TypeError):
         variable = "SIMULATOR_TLS_KEY" if key_path else "SIMULATOR_TLS_CERT"
-        raise ConfigError(f"{variable}: {key_source}: no unencrypted PEM private key in it"
-                          + ("" if key_path else "; give the key with SIMULATOR_TLS_KEY")) from None
+        raise ConfigError(
+            f"{variable}: {key_source}: no unencrypted PEM private key in it"
+            + ("" if key_path else "; give the key with SIMULATOR_TLS_KEY")
+        ) from None
     if key.public_key() != chain[0].public_key():
-        raise ConfigError(f"SIMULATOR_TLS_KEY: {key_source}: the key is not the certificate's "
-                          f"(SIMULATOR_TLS_CERT {cert_path})")
+        raise ConfigError(
+            f"SIMULATOR_TLS_KEY: {key_source}: the key is not the certificate's (SIMULATOR_TLS_CERT {cert_path})"
+        )
     names: list[str] = []
     try:
         san = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -267,7 +361,8 @@ def tls_certificate(options) -> TlsCertificate | None:
     if not names:
         raise ConfigError(f"SIMULATOR_TLS_CERT: {cert_path}: the certificate names no host")
     pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain) + key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return TlsCertificate(pem, tuple(dict.fromkeys(names)))
 
 
@@ -285,8 +380,8 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     seed = options.simulator_seed.strip()
     if seed and not re.fullmatch(r"-?[0-9]+", seed):
         raise ConfigError(f"SIMULATOR_SEED: expected a whole number, got {seed[:40]!r}")
-    if seed and not (len(seed) <= 20 and -2**63 <= int(seed) < 2**63):
-        raise ConfigError(f"SIMULATOR_SEED: expected a whole number from {-2**63} to {2**63 - 1}, got {seed[:40]!r}")
+    if seed and not (len(seed) <= 20 and -(2**63) <= int(seed) < 2**63):
+        raise ConfigError(f"SIMULATOR_SEED: expected a whole number from {-(2**63)} to {2**63 - 1}, got {seed[:40]!r}")
     level = options.log_level.strip().upper()
     if level not in ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"):
         raise ConfigError(f"LOG_LEVEL: unknown level {options.log_level!r}; use DEBUG, INFO, WARNING or ERROR")
@@ -308,8 +403,9 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
         raise ConfigError(f"REPLAY_MISS_STATUS: expected an HTTP error status (400-599), got {miss!r}")
     reservation = _float("rate_limit_default_reservation", options.rate_limit_default_reservation)
     if reservation is not None and reservation != int(reservation):
-        raise ConfigError(f"RATE_LIMIT_DEFAULT_RESERVATION: expected a whole number, got "
-                          f"{options.rate_limit_default_reservation!r}")
+        raise ConfigError(
+            f"RATE_LIMIT_DEFAULT_RESERVATION: expected a whole number, got {options.rate_limit_default_reservation!r}"
+        )
     window = _float("rate_limit_request_window_seconds", options.rate_limit_request_window_seconds, high=60.0)
     if window is not None and window <= 0:
         raise ConfigError("RATE_LIMIT_REQUEST_WINDOW_SECONDS: must be above 0 (Azure uses 10 or 1)")
@@ -321,15 +417,17 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     cache_idle = _float("prompt_cache_idle_seconds", options.prompt_cache_idle_seconds)
     endpoint = options.azure_openai_endpoint.strip()
     if endpoint and not upstream.is_endpoint(endpoint):
-        raise ConfigError(f"AZURE_OPENAI_ENDPOINT: expected an http(s) URL such as https://NAME.openai.azure.com, "
-                          f"got {endpoint!r}")
+        raise ConfigError(
+            f"AZURE_OPENAI_ENDPOINT: expected an http(s) URL such as https://NAME.openai.azure.com, got {endpoint!r}"
+        )
     upstream_timeout = _float("azure_openai_timeout_seconds", options.azure_openai_timeout_seconds)
     if upstream_timeout is not None and upstream_timeout <= 0:
         raise ConfigError("AZURE_OPENAI_TIMEOUT_SECONDS: must be above 0")
     redis_url = options.rate_limit_redis_url.strip()
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"RATE_LIMIT_REDIS_URL: expected redis://host:port/db, rediss://… or unix://…, "
-                          f"got {redis_url!r}")
+        raise ConfigError(
+            f"RATE_LIMIT_REDIS_URL: expected redis://host:port/db, rediss://… or unix://…, got {redis_url!r}"
+        )
     file_suffix = options.recording_file_suffix.strip().replace("{hostname}", socket.gethostname())
     if file_suffix and not re.fullmatch(r"[A-Za-z0-9._-]+", file_suffix):
         raise ConfigError(f"RECORDING_FILE_SUFFIX: letters, digits, '.', '_' and '-' only, got {file_suffix!r}")
@@ -339,8 +437,10 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
             raise ConfigError(f"SIMULATOR_PEERS: expected base URLs such as http://127.0.0.1:8001, got {peer!r}")
     peer_secret = options.simulator_peer_secret.strip()
     if peers and len(peer_secret) < PEER_SECRET_MIN:
-        raise ConfigError(f"SIMULATOR_PEER_SECRET: workers (SIMULATOR_PEERS) need a secret of at least "
-                          f"{PEER_SECRET_MIN} characters for their calls to each other; scripts/workers.py makes one")
+        raise ConfigError(
+            f"SIMULATOR_PEER_SECRET: workers (SIMULATOR_PEERS) need a secret of at least "
+            f"{PEER_SECRET_MIN} characters for their calls to each other; scripts/workers.py makes one"
+        )
     try:
         bounds = limits_table.parse_bounds({b.env: getattr(options, b.option) for b in limits_table.BOUNDS})
     except limits_table.BoundError as e:
@@ -364,8 +464,9 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     config.azure_openai_key = options.azure_openai_key
     config.azure_openai_timeout_s = 300.0 if upstream_timeout is None else upstream_timeout
     config.doc_intelligence_rps = 15.0 if rps is None else rps
-    config.completion_tokens = cfg.Normal(150.0 if completion_mean is None else completion_mean,
-                                          50.0 if completion_std is None else completion_std)
+    config.completion_tokens = cfg.Normal(
+        150.0 if completion_mean is None else completion_mean, 50.0 if completion_std is None else completion_std
+    )
     config.tool_call_share = 1.0 if share is None else share
     config.latency_enabled = options.simulator_latency
     config.latency_defaults = latency
@@ -486,8 +587,11 @@ class Settings:
         self.startup.running = True
         gone = internals.missing()
         if gone:
-            logger.warning("this mitmproxy lacks what the simulator's fast paths use (%s): streams go through "
-                           "the slower loopback path", "; ".join(gone))
+            logger.warning(
+                "this mitmproxy lacks what the simulator's fast paths use (%s): streams go through "
+                "the slower loopback path",
+                "; ".join(gone),
+            )
         # Encodings and filler text are made before the first request, so it is as fast as the
         # rest; not at load, so a start that fails on its settings says so at once (mitmproxy
         # exits before `running` when an error was logged).
@@ -522,8 +626,10 @@ def banner(config: SimulatorConfig, addresses: list, ca: str = "", tls_specs: li
     deployments = ", ".join(f"{d.name} ({d.model.name})" for d in config.deployments.values()) or "none"
     body = '{"messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 20}'
     url = f"{base}/openai/deployments/{name}/chat/completions?api-version=2024-10-21"
-    curl = (f"curl {shlex.quote(url)} "
-            f"-H 'api-key: {config.api_key}' -H 'content-type: application/json' -d {shlex.quote(body)}")
+    curl = (
+        f"curl {shlex.quote(url)} "
+        f"-H 'api-key: {config.api_key}' -H 'content-type: application/json' -d {shlex.quote(body)}"
+    )
     lines = [
         f"Azure OpenAI simulator: mode {config.mode}, listening on {base}",
         f"  API key:     {config.api_key}",
@@ -537,6 +643,8 @@ def banner(config: SimulatorConfig, addresses: list, ca: str = "", tls_specs: li
         names = ", ".join(spec.split("=", 1)[0] for spec in tls_specs)
         lines.append(f"               SIMULATOR_TLS_CERT serves {names}")
     if config.entra.enabled:
-        lines.append(f"  Entra ID:    bearer tokens judged by {config.entra.mode}; a token for tests: "
-                     f"POST /++/token with the API key")
+        lines.append(
+            f"  Entra ID:    bearer tokens judged by {config.entra.mode}; a token for tests: "
+            f"POST /++/token with the API key"
+        )
     return "\n".join(lines)
