@@ -91,14 +91,12 @@ def test_guarding_twice_wraps_once():
 
 @pytest.mark.parametrize("hook", ["requestheaders", "request", "responseheaders", "response"])
 def test_every_flow_hook_of_the_stages_is_guarded(hook):
-    import importlib.util
-    import pathlib
+    from aoai.runtime.config import SimulatorConfig
+    from aoai.runtime.services import Services
+    from aoai.stack import build_addons
 
-    path = pathlib.Path(__file__).resolve().parents[2] / "addons" / "simulator.py"
-    spec = importlib.util.spec_from_file_location("simulator_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    for stage in module.addons:
+    config = SimulatorConfig()
+    for stage in build_addons(config, Services.build(config)):
         method = getattr(stage, hook, None)
         if callable(method):
             assert getattr(method, "guarded", False), f"{type(stage).__name__}.{hook}"

@@ -1,0 +1,72 @@
+"""The simulator's stages, stacked in request order.
+
+A request passes the stages below in this order, one module each in `aoai/stages/`; the
+first stage to set a response ends the walk (later stages see `flow.response` and step
+aside). Routing resolves the request against the route table (`aoai/runtime/routes.py`)
+once, into a typed `RequestContext` that every later stage reads. Each stage's flow hooks
+are guarded: an exception ends that request with Azure's 500 instead of sending it upstream.
+
+`build_addons` is all `addons/simulator.py` runs; tests build the same stack in-process.
+"""
+
+from __future__ import annotations
+
+from .runtime.config import SimulatorConfig
+from .runtime.failures import guard
+from .runtime.services import Services
+from .runtime.startup import Startup
+from .stages.auth import Auth
+from .stages.checks import Checks
+from .stages.contentfilter import ContentFilter
+from .stages.extensions import Extensions
+from .stages.faults import Faults, FaultTiming
+from .stages.flowcap import FlowCap
+from .stages.generate import Generate
+from .stages.intake import Intake
+from .stages.management import Management
+from .stages.metrics import Metrics
+from .stages.notfound import NotFound
+from .stages.pacing import Pacing
+from .stages.ratelimit import Limits
+from .stages.reclaim import Reclaim
+from .stages.record import ForwardTarget, Record
+from .stages.replay import Replay
+from .stages.routing import Routing
+from .stages.settings import Settings
+from .stages.streaming import Streaming
+
+
+def build_addons(config: SimulatorConfig, services: Services, startup: Startup | None = None) -> list[object]:
+    """Every stage, in request order, each guarded (fail closed). `config` is what extensions
+    receive in `initialize(config)`; `startup` decides what a bad setting at start-up does
+    (stop the process, or raise for a test)."""
+    startup = startup or Startup()
+    streams, recordings = services.streams, services.recordings
+    limits = Limits(config, startup=startup)
+    extensions = Extensions(config, startup)
+    addons: list[object] = [
+        Settings(config, startup),  # options and environment -> config; the listener
+        Routing(config),  # the request's route (operation, path parameters) -> its RequestContext
+        Auth(config),  # api-key / Ocp-Apim-Subscription-Key / Bearer, or 401 (open routes: none needed)
+        Intake(config),  # bodies, heads and their time bounded before they are read: 413, 431, 408; bodies decoded
+        Checks(),  # what Azure refuses first: 405, api-version, body, deployment, fields, context length
+        limits,  # Azure's quotas, before anything answers or forwards: 429, or quota headers (a quota cut lowers them)
+        ContentFilter(config),  # prompts the deployment's content filter blocks: Azure's 400 (not in record mode)
+        Faults(config),  # declared faults that answer an admitted request: 500, 503, timeouts, hangs, too long
+        extensions,  # EXTENSION_PATH: user addons run here; initialize(config) shapes the rest
+        ForwardTarget(config, startup),  # record mode needs AZURE_OPENAI_ENDPOINT or an extension's forwarder
+        Replay(config, recordings, streams, startup),  # record and replay modes: answer what is recorded
+        Record(config, recordings, streams),  # record mode: forward the rest to Azure and save it
+        Generate(config, streams, services.gates),  # generate mode: made-up answers, on time
+        FaultTiming(config),  # declared faults that reshape an answer: slow first byte, trickle, stream cut
+        Streaming(streams, lambda: extensions.sees_streams),  # plays paced streams token by token
+        Pacing(),  # holds other answers until due, after every hook that may change them
+        Management(config, streams, limits, recordings),  # /++/health, /++/config, /++/limits, /++/reset-limits, …
+        Metrics(config, streams, limits),  # /++/metrics; counts and times every flow as it ends
+        NotFound(config),  # nothing answered: 404, so generate and replay never go upstream
+        FlowCap(config),  # under mitmweb: keep only the newest flows in memory (by count and bytes)
+        Reclaim(),  # the memory of large requests goes back to the system soon after they end
+    ]
+    for stage in addons:
+        guard(stage)
+    return addons
