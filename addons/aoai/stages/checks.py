@@ -24,6 +24,7 @@ from mitmproxy import http
 from .. import wire
 from ..openai import catalogue, embeddings, forms, responses, tokens, validation
 from ..runtime import offload
+from ..runtime.context_window import too_long
 from ..runtime.routes import FORM_BODY, OPTIONAL, REQUIRED
 from ..runtime.state import RequestContext, context_of
 
@@ -275,38 +276,6 @@ def _context_length_error(context: RequestContext, model: catalogue.Model, used:
         return too_long(context, model.context_window, longest, longest) if longest > model.context_window else None
     wanted = used + validation.answers_room(context.route.operation, body)
     return too_long(context, model.context_window, used, wanted) if wanted > model.context_window else None
-
-
-def too_long(context: RequestContext, window: int, used: int, wanted: int) -> http.Response:
-    """Azure's context_length_exceeded 400 in the words of the route's API: `used` tokens of
-    prompt (the longest input, for embeddings) and `wanted` with the answers' room."""
-    request, operation = context.request, context.route.operation
-    if operation == "embeddings":
-        return wire.openai_error(
-            400,
-            f"This model's maximum context length is {window} tokens, "
-            f"however you requested {wanted} tokens. Please reduce your prompt.",
-            param="input",
-            code="context_length_exceeded",
-            request=request,
-        )
-    if operation == "responses":
-        return wire.openai_error(
-            400,
-            "Your input exceeds the context window of this model. Please adjust your input and try again.",
-            param="input",
-            code="context_length_exceeded",
-            request=request,
-        )
-    return wire.openai_error(
-        400,
-        f"This model's maximum context length is {window} tokens. However, you requested "
-        f"{wanted} tokens ({used} in the messages, {wanted - used} in the completion). Please reduce the "
-        "length of the messages or completion.",
-        param="messages" if operation == "chat" else "prompt",
-        code="context_length_exceeded",
-        request=request,
-    )
 
 
 class Checks:

@@ -24,9 +24,9 @@ from .. import wire
 from ..openai import validation
 from ..runtime import faults, latency
 from ..runtime.config import SimulatorConfig
+from ..runtime.context_window import too_long
 from ..runtime.routes import OPENAI
 from ..runtime.state import RequestContext, context_of
-from .checks import too_long
 
 logger = logging.getLogger(__name__)
 

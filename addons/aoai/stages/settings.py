@@ -27,6 +27,7 @@ from ..runtime import bounds as limits_table
 from ..runtime import config as cfg
 from ..runtime import entra, internals, upstream
 from ..runtime.config import ConfigError, SimulatorConfig
+from ..runtime.extensions import extensions_paths
 from ..runtime.startup import Startup
 
 logger = logging.getLogger(__name__)
@@ -509,11 +510,6 @@ def preflight(startup: Startup) -> None:
                 raise ConfigError(f"EXTENSION_PATH: {path}: no such file or folder")
     except ConfigError as e:
         startup.refuse(str(e))
-
-
-def extensions_paths(value: str) -> list[str]:
-    """EXTENSION_PATH: paths separated by commas or the OS path separator."""
-    return [p.strip() for p in re.split(rf"[,{re.escape(os.pathsep)}]", value) if p.strip()]
 
 
 class Settings:
