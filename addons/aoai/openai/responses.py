@@ -1,7 +1,8 @@
-"""The Responses API: its request checks, its input as items, the response object and its
-event stream. Pure functions of the request body, the model, the earlier turns and a random
-generator; the answer's words come from the chat generator, so text, tool calls and
-structured output behave alike on both APIs.
+"""The Responses API: its input as items, the response object and its event stream. Pure
+functions of the request body, the model, the earlier turns and a random generator; the
+answer's words come from the chat generator, so text, tool calls and structured output behave
+alike on both APIs. The request checks are in responses_checks.py (`check_responses` is also
+importable from here).
 
 Field names and event types follow Azure's v1 OpenAPI file (`/responses`) and, where it says
 less, the OpenAI Responses API as its Python SDK types it.
@@ -12,262 +13,24 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import chat, content_filter, shapes, tokens
 from .catalogue import Model
-from .validation import (
-    REASONING_EFFORTS,
-    Invalid,
-    _choice,
-    _empty_array,
-    _expect,
-    _field,
-    _integer,
-    _listed,
-    _missing,
-    _number,
-    _wrong_type,
-    check_sampling,
-    type_name,
-)
 
-INPUT_ROLES = ("user", "system", "developer", "assistant")
-ITEM_TYPES = ("message", "function_call", "function_call_output", "reasoning", "item_reference")
-# Content part types each role may send in an input message.
-INPUT_PARTS = {
-    "user": ("input_text", "input_image", "input_file"),
-    "system": ("input_text",),
-    "developer": ("input_text",),
-    "assistant": ("output_text", "refusal"),
-}
-# Tools Azure offers that the simulator does not run.
-BUILT_IN_TOOLS = (
-    "web_search_preview",
-    "web_search",
-    "file_search",
-    "code_interpreter",
-    "computer_use_preview",
-    "image_generation",
-    "mcp",
-    "local_shell",
-    "custom",
-)
-TEXT_FORMATS = ("text", "json_object", "json_schema")
-SUMMARIES = ("auto", "concise", "detailed")
-TRUNCATIONS = ("auto", "disabled")
-# `max_output_tokens` below this is refused, as OpenAI refuses it.
-MIN_OUTPUT_TOKENS = 16
+# Re-exported: the checks and their error were imported from here before they had a module.
+from .responses_checks import check_responses as check_responses
+from .validation import Invalid as Invalid
 
+if TYPE_CHECKING:
+    from tiktoken import Encoding
 
-# --- Request checks -----------------------------------------------------------------------------
-
-
-def check_responses(body: dict, model: Model) -> None:
-    """Azure's 400 for what is wrong with a Responses request (raises `Invalid`)."""
-    if "input" not in body:
-        raise _missing("input")
-    _check_input(body["input"])
-    _expect(body, "instructions", (str,), "a string")
-    limit = _integer(body, "max_output_tokens", 1)
-    if limit is not None and limit < MIN_OUTPUT_TOKENS:
-        raise Invalid(
-            f"Invalid 'max_output_tokens': integer below minimum value. Expected a value >= "
-            f"{MIN_OUTPUT_TOKENS}, but got {limit} instead.",
-            "max_output_tokens",
-            "integer_below_min_value",
-        )
-    _number(body, "temperature", 0, 2)
-    _number(body, "top_p", 0, 1)
-    _integer(body, "top_logprobs", 0, 20)
-    if model.reasoning:
-        check_sampling(body)
-    for key in ("stream", "store", "parallel_tool_calls", "background"):
-        _expect(body, key, (bool,), "a boolean")
-    if body.get("background"):
-        # Answering at once while claiming background mode would mislead a client that polls.
-        raise Invalid(
-            "Background mode is not supported by this simulator; responses are answered at once.",
-            "background",
-            "unsupported_value",
-        )
-    for key in ("previous_response_id", "user"):
-        _expect(body, key, (str,), "a string")
-    _check_metadata(body)
-    _choice(body, "truncation", "", TRUNCATIONS)
-    names = _check_tools(body)
-    _check_tool_choice(body, names)
-    _check_text(body)
-    _check_reasoning(body, model)
-
-
-def _check_input(value: Any) -> None:
-    if isinstance(value, str):
-        return
-    if not isinstance(value, list):
-        raise _wrong_type("input", "one of a string or array of input items", value)
-    if not value:
-        raise _empty_array("input")
-    for i, item in enumerate(value):
-        _check_item(item, f"input[{i}]")
-
-
-def _check_item(item: Any, where: str) -> None:
-    if not isinstance(item, dict):
-        raise _wrong_type(where, "an object", item)
-    kind = item.get("type")
-    if kind is None and "role" in item:
-        kind = "message"  # the short form: {"role": …, "content": …}
-    if kind is None:
-        raise _missing(f"{where}.type")
-    if not isinstance(kind, str) or kind not in ITEM_TYPES:
-        raise Invalid(
-            f"Invalid value: '{kind}'. Supported values are: {_listed(ITEM_TYPES, 'and')}.",
-            f"{where}.type",
-            "invalid_value",
-        )
-    if kind == "message":
-        role = _choice(item, "role", where, INPUT_ROLES, required=True)
-        _check_content(item, role, where)
-    elif kind == "function_call":
-        for key in ("call_id", "name", "arguments"):
-            _field(item, key, where, (str,), "a string", required=True)
-    elif kind == "function_call_output":
-        _field(item, "call_id", where, (str,), "a string", required=True)
-        output = item.get("output")
-        if not isinstance(output, (str, list)):
-            raise (
-                _wrong_type(f"{where}.output", "a string", output)
-                if output is not None
-                else _missing(f"{where}.output")
-            )
-    elif kind == "item_reference":
-        _field(item, "id", where, (str,), "a string", required=True)
-
-
-def _check_content(item: dict, role: str, where: str) -> None:
-    content, param = item.get("content"), f"{where}.content"
-    if content is None:
-        raise _missing(param)
-    if isinstance(content, str):
-        return
-    if not isinstance(content, list):
-        raise _wrong_type(param, "one of a string or array of input content parts", content)
-    for j, part in enumerate(content):
-        at = f"{param}[{j}]"
-        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-            raise Invalid(
-                f"Invalid type for '{at}': expected an object with a 'type', but got {type_name(part)} instead.",
-                at,
-                "invalid_type",
-            )
-        kind = _choice(part, "type", at, INPUT_PARTS[role], required=True)
-        if kind in ("input_text", "output_text"):
-            _field(part, "text", at, (str,), "a string", required=True)
-        elif kind == "refusal":
-            _field(part, "refusal", at, (str,), "a string", required=True)
-        elif kind == "input_image":
-            if part.get("image_url") is None and part.get("file_id") is None:
-                raise _missing(f"{at}.image_url")
-            _field(part, "image_url", at, (str,), "a string")
-            _choice(part, "detail", at, ("auto", "low", "high"))
-        elif kind == "input_file":
-            for key in ("file_data", "file_id", "filename", "file_url"):
-                _field(part, key, at, (str,), "a string")
-
-
-def _check_metadata(body: dict) -> None:
-    metadata = _expect(body, "metadata", (dict,), "an object")
-    if metadata is None:
-        return
-    if len(metadata) > 16:
-        raise Invalid(
-            "Invalid 'metadata': too many properties. Expected an object with at most 16 properties, "
-            f"but got an object with {len(metadata)} properties instead.",
-            "metadata",
-            "object_above_max_length",
-        )
-    for key, value in metadata.items():
-        if not isinstance(value, str):
-            raise _wrong_type(f"metadata.{key}", "a string", value)
-
-
-def _check_tools(body: dict) -> set[str]:
-    """Function tools (the names); a built-in tool the simulator does not run is refused."""
-    tools = _expect(body, "tools", (list,), "an array")
-    names: set[str] = set()
-    for i, tool in enumerate(tools or []):
-        where = f"tools[{i}]"
-        if not isinstance(tool, dict):
-            raise _wrong_type(where, "an object", tool)
-        kind = tool.get("type")
-        if isinstance(kind, str) and kind in BUILT_IN_TOOLS:
-            raise Invalid(
-                f"The tool type '{kind}' is not supported by this simulator; only 'function' tools are answered.",
-                f"{where}.type",
-                "unsupported_value",
-            )
-        _choice(tool, "type", where, ("function",), required=True)
-        names.add(_field(tool, "name", where, (str,), "a string", required=True))
-        _field(tool, "description", where, (str,), "a string")
-        _field(tool, "parameters", where, (dict,), "an object")
-        _field(tool, "strict", where, (bool,), "a boolean")
-    return names
-
-
-def _check_tool_choice(body: dict, names: set[str]) -> None:
-    choice = body.get("tool_choice")
-    if choice is None:
-        return
-    if isinstance(choice, str):
-        _choice(body, "tool_choice", "", ("none", "auto", "required"))
-        if choice == "required" and not names:
-            raise Invalid("Tool choice 'required' must be specified with 'tools' parameter.", "tool_choice", None)
-        return
-    name = choice.get("name") if isinstance(choice, dict) else None
-    if not isinstance(choice, dict) or choice.get("type") != "function" or not isinstance(name, str):
-        raise Invalid(
-            "Invalid 'tool_choice': expected 'none', 'auto', 'required' or {\"type\": \"function\", \"name\": ...}.",
-            "tool_choice",
-            "invalid_type",
-        )
-    if name not in names:
-        raise Invalid(
-            f"Tool choice 'function' set, but function '{name}' was not found in 'tools'.", "tool_choice", None
-        )
-
-
-def _check_text(body: dict) -> None:
-    text = _expect(body, "text", (dict,), "an object")
-    fmt = _field(text, "format", "text", (dict,), "an object") if text is not None else None
-    if fmt is None:
-        return
-    kind = _choice(fmt, "type", "text.format", TEXT_FORMATS, required=True)
-    if kind == "json_schema":
-        _field(fmt, "name", "text.format", (str,), "a string", required=True)
-        _field(fmt, "schema", "text.format", (dict,), "an object", required=True)
-        _field(fmt, "strict", "text.format", (bool,), "a boolean")
-
-
-def _check_reasoning(body: dict, model: Model) -> None:
-    reasoning = _expect(body, "reasoning", (dict,), "an object")
-    if reasoning is None:
-        return
-    effort = _choice(reasoning, "effort", "reasoning", REASONING_EFFORTS)
-    _choice(reasoning, "summary", "reasoning", SUMMARIES)
-    _choice(reasoning, "generate_summary", "reasoning", SUMMARIES)
-    if effort is not None and not model.reasoning:
-        raise Invalid(
-            "Unsupported parameter: 'reasoning.effort' is not supported with this model.",
-            "reasoning.effort",
-            "unsupported_parameter",
-        )
-
+    from .text import Corpus
 
 # --- Input as items -----------------------------------------------------------------------------
 
 
-def input_items(body: dict, rng: random.Random) -> list[dict]:
+def input_items(body: dict[str, Any], rng: random.Random) -> list[dict[str, Any]]:
     """The request's input as the items `input_items` lists: a string is one user message;
     each item gets an id when it has none."""
     items = []
@@ -301,10 +64,10 @@ def _text_of(content: Any) -> str:
     return "".join(str(p.get("text") or p.get("refusal") or "") for p in content if isinstance(p, dict))
 
 
-def as_messages(items: list[dict], instructions: str | None = None) -> list[dict]:
+def as_messages(items: list[dict[str, Any]], instructions: str | None = None) -> list[dict[str, Any]]:
     """Items as the chat messages a model reads: what tokens are counted on, and what the
     chat generator answers."""
-    messages = [{"role": "developer", "content": instructions}] if instructions else []
+    messages: list[dict[str, Any]] = [{"role": "developer", "content": instructions}] if instructions else []
     for item in items:
         kind = item.get("type") or "message"
         if kind == "message":
@@ -341,35 +104,35 @@ def as_messages(items: list[dict], instructions: str | None = None) -> list[dict
     return messages
 
 
-def chat_tools(body: dict) -> list[dict]:
+def chat_tools(body: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {"type": "function", "function": {k: v for k, v in t.items() if k != "type"}} for t in body.get("tools") or []
     ]
 
 
-def given_items(body: dict) -> list[dict]:
+def given_items(body: dict[str, Any]) -> list[dict[str, Any]]:
     """The request's input as a list of items (a string is one user message)."""
     raw = body["input"]
     return [{"role": "user", "content": raw}] if isinstance(raw, str) else raw
 
 
-def prompt_messages(body: dict, history: list[dict]) -> list[dict]:
+def prompt_messages(body: dict[str, Any], history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """What the model reads: the instructions, the earlier turns and this input, as messages."""
     return as_messages(history + given_items(body), body.get("instructions"))
 
 
-def count_input(body: dict, history: list[dict], enc) -> int:
+def count_input(body: dict[str, Any], history: list[dict[str, Any]], enc: Encoding) -> int:
     """Input tokens: the earlier turns, the instructions, this input and the tools, counted
     as the chat messages they become."""
     return tokens.count_chat_prompt(prompt_messages(body, history), enc, chat_tools(body) or None)
 
 
-def count_history(history: list[dict], enc) -> int:
+def count_history(history: list[dict[str, Any]], enc: Encoding) -> int:
     """What earlier turns add to a request's input tokens."""
     return tokens.count_chat_prompt(as_messages(history), enc) - tokens.count_chat_prompt([], enc)
 
 
-def _as_chat(body: dict, history: list[dict], reasoning: bool) -> dict:
+def _as_chat(body: dict[str, Any], history: list[dict[str, Any]], reasoning: bool) -> dict[str, Any]:
     """The chat request the model answers, with this request's settings."""
     out: dict[str, Any] = {"messages": prompt_messages(body, history)}
     if body.get("tools"):
@@ -393,7 +156,7 @@ def _as_chat(body: dict, history: list[dict], reasoning: bool) -> dict:
     return out
 
 
-def effort_of(body: dict) -> str:
+def effort_of(body: dict[str, Any]) -> str:
     return (body.get("reasoning") or {}).get("effort") or "medium"
 
 
@@ -402,7 +165,7 @@ def effort_of(body: dict) -> str:
 
 @dataclass
 class OutputItem:
-    item: dict  # the item as the completed response lists it
+    item: dict[str, Any]  # the item as the completed response lists it
     token_ids: list[int] = field(default_factory=list)  # text or argument tokens, one per stream delta
 
 
@@ -411,14 +174,14 @@ class ResponseAnswer:
     id: str
     created_at: int
     model_version: str
-    settings: dict  # the request's settings, echoed
+    settings: dict[str, Any]  # the request's settings, echoed
     output: list[OutputItem]
     input_tokens: int
     cached_tokens: int
     output_tokens: int
     reasoning_tokens: int
     incomplete: bool
-    corpus: Any
+    corpus: Corpus
     incomplete_reason: str = "max_output_tokens"  # or content_filter
     filtered: list[str] = field(default_factory=list)  # the content-filter categories that cut it
 
@@ -431,7 +194,7 @@ class ResponseAnswer:
         """Token steps of the visible answer (at least one, for timing)."""
         return max(1, sum(len(o.token_ids) for o in self.output))
 
-    def usage(self) -> dict:
+    def usage(self) -> dict[str, Any]:
         return {
             "input_tokens": self.input_tokens,
             "input_tokens_details": {"cached_tokens": self.cached_tokens},
@@ -440,7 +203,7 @@ class ResponseAnswer:
             "total_tokens": self.input_tokens + self.output_tokens,
         }
 
-    def body(self, status: str | None = None) -> dict:
+    def body(self, status: str | None = None) -> dict[str, Any]:
         """The response object; `status` "in_progress" gives it as a stream opens (no output yet)."""
         done = status is None
         status = status or ("incomplete" if self.incomplete else "completed")
@@ -458,10 +221,10 @@ class ResponseAnswer:
             "usage": self.usage() if done else None,
         }
 
-    def stream_timeline(self) -> list[tuple[int, dict]]:
+    def stream_timeline(self) -> list[tuple[int, dict[str, Any]]]:
         """The stream's events in Azure's order, each with the token step it is due at (-1: at
         once) and its `sequence_number`."""
-        events: list[tuple[int, dict]] = [
+        events: list[tuple[int, dict[str, Any]]] = [
             (-1, {"type": "response.created", "response": self.body("in_progress")}),
             (-1, {"type": "response.in_progress", "response": self.body("in_progress")}),
         ]
@@ -475,7 +238,7 @@ class ResponseAnswer:
         return [(at, {**event, "sequence_number": n}) for n, (at, event) in enumerate(events)]
 
 
-def _item_events(output: OutputItem, index: int, first: int, corpus) -> list[tuple[int, dict]]:
+def _item_events(output: OutputItem, index: int, first: int, corpus: Corpus) -> list[tuple[int, dict[str, Any]]]:
     """One output item's events: added, its deltas (one token each), done."""
     item, ids = output.item, output.token_ids
     last = first + max(len(ids) - 1, 0)
@@ -560,7 +323,7 @@ def _item_events(output: OutputItem, index: int, first: int, corpus) -> list[tup
     return events
 
 
-def echoed_settings(body: dict, model: Model) -> dict:
+def echoed_settings(body: dict[str, Any], model: Model) -> dict[str, Any]:
     """The request's settings as the response object repeats them, defaults filled in (the
     fields of Azure's `AzureResponse`, and `store`)."""
     fmt = (body.get("text") or {}).get("format") or {"type": "text"}
@@ -593,10 +356,10 @@ _UNIQUE = random.SystemRandom()
 
 
 def generate(
-    body: dict,
+    body: dict[str, Any],
     model: Model,
     input_tokens: int,
-    history: list[dict],
+    history: list[dict[str, Any]],
     rng: random.Random,
     settings: chat.ChatSettings,
     cached_tokens: int = 0,
@@ -613,7 +376,7 @@ def generate(
 
 def fixed(
     content: str,
-    body: dict,
+    body: dict[str, Any],
     model: Model,
     input_tokens: int,
     rng: random.Random,
@@ -628,7 +391,7 @@ def fixed(
 
 
 def _from_chat(
-    answer: chat.ChatAnswer, body: dict, model: Model, rng: random.Random, cached_tokens: int
+    answer: chat.ChatAnswer, body: dict[str, Any], model: Model, rng: random.Random, cached_tokens: int
 ) -> ResponseAnswer:
     choice = answer.choices[0]
     output: list[OutputItem] = []
@@ -683,13 +446,17 @@ def _from_chat(
     )
 
 
-def conversation(history: list[dict], items: list[dict], answer_body: dict) -> list[dict]:
+def conversation(
+    history: list[dict[str, Any]], items: list[dict[str, Any]], answer_body: dict[str, Any]
+) -> list[dict[str, Any]]:
     """The turns a later response that names this one continues from: the earlier turns,
     this input, and this output (reasoning items stay out: the model does not reread them)."""
     return history + items + [o for o in answer_body["output"] if o.get("type") != "reasoning"]
 
 
-def item_page(items: list[dict], order: str, limit: str | None, after: str | None, before: str | None) -> dict:
+def item_page(
+    items: list[dict[str, Any]], order: str, limit: str | None, after: str | None, before: str | None
+) -> dict[str, Any]:
     """A page of a stored response's input items, as `GET …/input_items` lists them."""
     if order not in ("asc", "desc"):
         raise Invalid(f"Invalid value: '{order}'. Supported values are: 'asc' and 'desc'.", "order", "invalid_value")

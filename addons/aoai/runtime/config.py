@@ -21,6 +21,7 @@ from .bounds import Bounds
 from .entra import TokenPolicy
 from .faults import FaultBook, FaultError, FaultProfile, parse_profile
 from .labels import MAX_LABEL_CHARS, DeploymentLabels, capped
+from .limits.quota import DEFAULT_DOC_INTELLIGENCE_POLL_RPS, DEFAULT_REQUEST_WINDOW, DEFAULT_RESERVATION
 from .prompt_cache import PromptCache
 from .stored import ResponseStore
 
@@ -399,11 +400,11 @@ class SimulatorConfig:
     entra: TokenPolicy = field(default_factory=TokenPolicy)
     # Rate limits: windows shared through Redis when a URL is set, else in this process.
     rate_limit_redis_url: str = ""
-    # Tokens a chat request without max_tokens / max_completion_tokens reserves (limits.py).
-    rate_limit_default_reservation: int = 4096
+    # Tokens a chat request without max_tokens / max_completion_tokens reserves (limits/quota.py).
+    rate_limit_default_reservation: int = DEFAULT_RESERVATION
     # Length of the request-limit window: 10 s (RPM/6 each) or 1 s (RPM/60 each).
-    rate_limit_request_window_s: float = 10.0
-    doc_intelligence_poll_rps: float = 50.0
+    rate_limit_request_window_s: float = DEFAULT_REQUEST_WINDOW
+    doc_intelligence_poll_rps: float = DEFAULT_DOC_INTELLIGENCE_POLL_RPS
     # Input tokens per minute per PTU by model, replacing the catalogue's (PTU_INPUT_TPM_PER_PTU).
     ptu_input_tpm: dict[str, int] = field(default_factory=dict)
     # Other workers of the same simulator (scripts/workers.py): management changes reach them too.

@@ -6,7 +6,7 @@ provisioned deployment's: against its utilization bucket); Document
 Intelligence analyze submissions and result polls against their own per-second limits. A
 refused request gets Azure's 429; an admitted one gets the quota headers on its response,
 whoever makes it (a generator, a replay, the streaming stage or Azure itself). The windows and
-the arithmetic live in limits.py.
+the arithmetic live in runtime/limits/.
 """
 
 from __future__ import annotations

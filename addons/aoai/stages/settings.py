@@ -25,7 +25,7 @@ from mitmproxy import ctx, exceptions
 from ..openai import catalogue, text, tokens
 from ..runtime import bounds as limits_table
 from ..runtime import config as cfg
-from ..runtime import entra, internals, upstream
+from ..runtime import entra, internals, limits, upstream
 from ..runtime.config import ConfigError, SimulatorConfig
 from ..runtime.extensions import extensions_paths
 from ..runtime.startup import Startup
@@ -135,16 +135,21 @@ SETTINGS = [
     Setting(
         "RATE_LIMIT_DEFAULT_RESERVATION",
         str,
-        "4096",
+        str(limits.DEFAULT_RESERVATION),
         "Tokens a chat request without max_tokens reserves against the tokens-per-minute quota.",
     ),
     Setting(
         "RATE_LIMIT_REQUEST_WINDOW_SECONDS",
         str,
-        "10",
+        f"{limits.DEFAULT_REQUEST_WINDOW:g}",
         "Window of the request limit: 10 (RPM/6 per 10 s) or 1 (RPM/60 per second).",
     ),
-    Setting("DOC_INTELLIGENCE_POLL_RPS", str, "50", "Document Intelligence result polls per second; <= 0: no limit."),
+    Setting(
+        "DOC_INTELLIGENCE_POLL_RPS",
+        str,
+        f"{limits.DEFAULT_DOC_INTELLIGENCE_POLL_RPS:g}",
+        "Document Intelligence result polls per second; <= 0: no limit.",
+    ),
     Setting(
         "SIMULATOR_PEERS",
         str,
@@ -480,9 +485,9 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     config.recording.replay_timing = timing
     config.recording.miss_status = int(miss)
     config.rate_limit_redis_url = redis_url
-    config.rate_limit_default_reservation = 4096 if reservation is None else int(reservation)
-    config.rate_limit_request_window_s = 10.0 if window is None else window
-    config.doc_intelligence_poll_rps = 50.0 if poll_rps is None else poll_rps
+    config.rate_limit_default_reservation = limits.DEFAULT_RESERVATION if reservation is None else int(reservation)
+    config.rate_limit_request_window_s = limits.DEFAULT_REQUEST_WINDOW if window is None else window
+    config.doc_intelligence_poll_rps = limits.DEFAULT_DOC_INTELLIGENCE_POLL_RPS if poll_rps is None else poll_rps
     config.ptu_input_tpm = per_ptu
     config.peers = peers
     config.worker = options.simulator_worker.strip()

@@ -1,0 +1,148 @@
+"""The limiter the `Limits` stage uses: the store of windows (in memory or Redis), the clock,
+and what was refused (counters, and the retry times clients were given, to catch early
+retries)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..bounds import Bounds
+from .headers import whole_ms
+from .ptu import Capacity, Fill
+from .quota import GRACE, NEVER_SECONDS, TOO_LARGE, Clock, Quota, Verdict
+from .redis import RedisWindows
+from .windows import MemoryWindows
+
+# A throttled client's identity, hashed by the caller (see ratelimit.client_identity).
+Identity = bytes
+
+
+@dataclass
+class Counters:
+    """429s by (deployment, reason) and early retries by deployment, for logs and metrics."""
+
+    throttled: Counter[tuple[str, str]] = field(default_factory=Counter)
+    early_retries: Counter[str] = field(default_factory=Counter)
+
+    def to_json(self) -> dict[str, Any]:
+        throttled: dict[str, dict[str, int]] = {}
+        for (name, reason), n in sorted(self.throttled.items()):
+            throttled.setdefault(name, {})[reason] = n
+        return {"throttled": throttled, "earlyRetries": dict(sorted(self.early_retries.items()))}
+
+    def clear(self) -> None:
+        self.throttled.clear()
+        self.early_retries.clear()
+
+
+class RetryHints:
+    """When each throttled client was told it may retry, to catch those that come back early.
+
+    A client is recognised by an identity the caller derives from the request and hashes
+    (see ratelimit.client_identity): every hint takes the same few bytes, however long the
+    request id a client sends, and at most `max_bytes` of them are kept (past that, the hints
+    already due go, then the oldest half). A hint is used once, by the next request with that
+    identity."""
+
+    ENTRY_BYTES = 160  # a 16-byte digest, its due time and its dict slot, measured
+    DEFAULT_MAX_BYTES = Bounds.retry_hints_bytes  # RETRY_HINTS_MAX_BYTES's default
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.due: dict[Identity, float] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.due)
+
+    def __len__(self) -> int:
+        return len(self.due)
+
+    @property
+    def capacity(self) -> int:
+        return max(1, self.max_bytes // self.ENTRY_BYTES)
+
+    @property
+    def bytes(self) -> int:
+        return len(self.due) * self.ENTRY_BYTES
+
+    def told(self, identity: Identity, due: float, now: float) -> None:
+        capacity = self.capacity
+        if len(self.due) >= capacity:
+            self.due = {k: t for k, t in self.due.items() if t > now}
+            if len(self.due) >= capacity:  # all still pending: keep the newest half
+                self.due = dict(list(self.due.items())[len(self.due) - capacity // 2 :])
+        self.due[identity] = due
+
+    def arrived(self, identity: Identity, now: float) -> float:
+        """How many seconds too early this request came back (0.0: on time or no hint)."""
+        due = self.due.pop(identity, None)
+        return due - now if due is not None and due - now > GRACE else 0.0
+
+    def clear(self) -> None:
+        self.due.clear()
+
+    def usage(self) -> dict[str, int]:
+        """For /++/limits: what the hints hold and may hold."""
+        return {"count": len(self.due), "maxCount": self.capacity, "bytes": self.bytes, "maxBytes": self.max_bytes}
+
+
+class Limiter:
+    """The windows (in memory or Redis), the clock, and what was refused."""
+
+    def __init__(self, store: MemoryWindows | RedisWindows | None = None, clock: Clock | None = None) -> None:
+        self.store: MemoryWindows | RedisWindows = store or MemoryWindows()
+        # Memory windows need only a steady clock; shared ones need the wall clock all
+        # replicas agree on.
+        self.clock: Clock = clock or (time.time if self.store.shared else time.monotonic)
+        self.counters = Counters()
+        self.hints = RetryHints()
+
+    def use(self, store: MemoryWindows | RedisWindows, clock: Clock | None = None) -> None:
+        self.store = store
+        self.clock = clock or (time.time if store.shared else time.monotonic)
+        self.hints.clear()
+
+    def check(self, key: str, quota: Quota, cost: int) -> Verdict | Awaitable[Verdict]:
+        """The verdict, or for shared windows an awaitable of it. A cost above the whole token
+        quota is refused at once: no window could ever hold it."""
+        if quota.tokens and cost > quota.tokens:
+            return Verdict(
+                False,
+                TOO_LARGE,
+                float(NEVER_SECONDS),
+                float(NEVER_SECONDS),
+                0.0,
+                quota.tokens,
+                quota.requests,
+                self.clock(),
+            )
+        return self.store.check(key, quota, cost, self.clock())
+
+    def fill(self, key: str, capacity: Capacity, cost: int) -> Fill | Awaitable[Fill]:
+        """A provisioned deployment's verdict (a Fill), or for shared windows an awaitable of it."""
+        return self.store.fill(key, capacity, cost, self.clock())
+
+    def throttled(self, name: str, reason: str, identity: Identity | None, wait: float) -> None:
+        self.counters.throttled[(name, reason)] += 1
+        if identity is not None and reason != TOO_LARGE:
+            now = self.clock()
+            # The client may retry once the rounded-up wait it was given has passed.
+            self.hints.told(identity, now + whole_ms(wait) / 1000, now)
+
+    def early(self, name: str, identity: Identity) -> float:
+        """Seconds this request came before its retry time (0.0: it did not); counted."""
+        early = self.hints.arrived(identity, self.clock())
+        if early > 0:
+            self.counters.early_retries[name] += 1
+        return early
+
+    async def reset(self) -> None:
+        if isinstance(self.store, RedisWindows):
+            await self.store.reset()
+        else:
+            self.store.reset()
+        self.hints.clear()
