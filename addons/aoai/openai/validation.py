@@ -128,6 +128,10 @@ def _field(
     return value
 
 
+@overload
+def _choice(obj: dict[str, Any], key: str, where: str, values: Sequence[str], required: Literal[True]) -> str: ...
+@overload
+def _choice(obj: dict[str, Any], key: str, where: str, values: Sequence[str], required: bool = False) -> str | None: ...
 def _choice(obj: dict[str, Any], key: str, where: str, values: Sequence[str], required: bool = False) -> str | None:
     """An enumeration: a string of `values`."""
     value: str | None = obj.get(key)

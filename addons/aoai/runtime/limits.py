@@ -26,7 +26,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..openai.validation import answer_limit, whole
 
@@ -221,7 +221,7 @@ class _Pair:
 class MemoryWindows:
     """Windows of this process only, keyed by deployment (or other limited thing)."""
 
-    shared = False
+    shared: Literal[False] = False  # a literal, so a check of `shared` tells the two kinds apart
 
     def __init__(self) -> None:
         self.pairs: dict[str, _Pair] = {}
@@ -461,7 +461,7 @@ class RedisWindows:
     for the last room nor disagree about time, however long their round trips take. With
     `server_time` off, the caller's `now` is used instead (tests drive it)."""
 
-    shared = True
+    shared: Literal[True] = True
 
     def __init__(self, client: Any, prefix: str = REDIS_PREFIX, server_time: bool = True):
         self.client = client
