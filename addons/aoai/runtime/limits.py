@@ -19,6 +19,7 @@ deployment (see "Provisioned throughput" below).
 
 from __future__ import annotations
 
+import builtins
 import functools
 import math
 import os
@@ -689,7 +690,7 @@ class RetryHints:
     def bytes(self) -> int:
         return len(self.due) * self.ENTRY_BYTES
 
-    def told(self, identity: bytes, due: float, now: float) -> None:
+    def told(self, identity: builtins.bytes, due: float, now: float) -> None:
         capacity = self.capacity
         if len(self.due) >= capacity:
             self.due = {k: t for k, t in self.due.items() if t > now}
@@ -697,7 +698,7 @@ class RetryHints:
                 self.due = dict(list(self.due.items())[len(self.due) - capacity // 2 :])
         self.due[identity] = due
 
-    def arrived(self, identity: bytes, now: float) -> float:
+    def arrived(self, identity: builtins.bytes, now: float) -> float:
         """How many seconds too early this request came back (0.0: on time or no hint)."""
         due = self.due.pop(identity, None)
         return due - now if due is not None and due - now > GRACE else 0.0
