@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { echo $$p; break; }; done)
 
-.PHONY: install run web test fuzz hostile bench bench-latency bench-limits bench-replay bench-soak clean
+.PHONY: install run web test typecheck fuzz hostile bench bench-latency bench-limits bench-replay bench-soak clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,10 @@ web: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# mypy over addons/aoai with the settings in pyproject.toml (strict for openai/), as CI runs it.
+typecheck: install
+	$(BIN)/mypy
 
 # Longer runs of the contract tests (Azure's OpenAPI files) and of hostile request bodies.
 fuzz: install

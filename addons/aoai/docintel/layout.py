@@ -315,13 +315,15 @@ class _Builder:
         }
         return element, [self.field(v, p) for v, p in zip(values, places, strict=True)]
 
-    def table(self, rows: int, columns: int) -> dict | None:
+    def table(self, rows: int, columns: int) -> dict[str, Any] | None:
         """A grid of cells, a header row first; each cell is a line and a paragraph."""
         if not self.room_for(int(rows * CELL_HEIGHT / LINE_STEP) + 1):
             return None
         top, width = self.y, TEXT_WIDTH / columns
         fit = int((width - 0.1) / CHAR_WIDTH)
-        cells, first, end = [], None, 0
+        cells: list[dict[str, Any]] = []
+        first: int | None = None
+        end = 0
         for r in range(rows):
             for c in range(columns):
                 if r == 0:
@@ -356,6 +358,8 @@ class _Builder:
                 )
                 cells.append(cell)
         self.y = top + rows * CELL_HEIGHT + 2 * GAP
+        if first is None:  # no cells: no table
+            return None
         return {
             "rowCount": rows,
             "columnCount": columns,

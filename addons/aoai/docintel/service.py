@@ -34,6 +34,7 @@ from .. import wire
 from .layout import DOCUMENTINTELLIGENCE, FORMRECOGNIZER, MODELS, Analysis, build_result
 
 if TYPE_CHECKING:
+    from ..runtime.config import SimulatorConfig
     from ..runtime.state import RequestContext
 
 # Analysis is due READY_BASE_S after the request plus READY_PER_10KB_S per 10 KB of document.
@@ -327,12 +328,18 @@ def _client_base(flow: http.HTTPFlow) -> str:
     return f"{scheme}://{flow.request.host_header or flow.request.pretty_host}"
 
 
+def _config(context: RequestContext) -> SimulatorConfig:
+    # The routing stage gives every request its configuration before a generator sees it.
+    assert context.config is not None
+    return context.config
+
+
 def _seed(context: RequestContext, source: Source, model_id: str) -> int:
     """SIMULATOR_SEED makes a document's result reproducible; else every analysis differs."""
-    if context.config.seed is None:
+    if _config(context).seed is None:
         return random.getrandbits(64)
     digest = zlib.crc32(source.data if source.data is not None else (source.url or "").encode())
-    return random.Random(f"{context.config.seed}:{digest}:{model_id}").getrandbits(64)
+    return random.Random(f"{_config(context).seed}:{digest}:{model_id}").getrandbits(64)
 
 
 class DocumentIntelligence:
@@ -368,7 +375,7 @@ class DocumentIntelligence:
                 return self.analyze(context, family, model_id, version)
             return self.poll(context, model_id, params["result"])
         except Invalid as e:
-            return wire.json_response(e.status, e.body(), request, context.config.region)
+            return wire.json_response(e.status, e.body(), request, _config(context).region)
 
     def analyze(self, context: RequestContext, family: str, model_id: str, version: str) -> http.Response:
         request = context.request
@@ -383,7 +390,7 @@ class DocumentIntelligence:
         index_type = request.query.get("stringIndexType")
         now = self.clock()
         delay = 0.0
-        if context.config.latency_enabled:
+        if _config(context).latency_enabled:
             base = READY_BASE_S if self.ready_base_s is None else self.ready_base_s
             per_10kb = READY_PER_10KB_S if self.ready_per_10kb_s is None else self.ready_per_10kb_s
             delay = ready_seconds(source.size, base, per_10kb)
@@ -405,7 +412,7 @@ class DocumentIntelligence:
             f"{_client_base(context.flow)}/{family}/documentModels/{quote(model_id, safe='')}"
             f"/analyzeResults/{analysis.result_id}?api-version={quote(version, safe='')}"
         )
-        headers = wire.azure_headers(request, context.config.region, "")
+        headers = wire.azure_headers(request, _config(context).region, "")
         del headers["content-type"]  # the 202 has no body
         headers["Operation-Location"] = location
         headers["Retry-After"] = str(RETRY_AFTER_S)
@@ -417,7 +424,7 @@ class DocumentIntelligence:
             raise result_not_found()
         body = status_body(analysis, self.clock())
         headers = {"Retry-After": str(RETRY_AFTER_S)} if body["status"] == "running" else None
-        return wire.json_response(200, body, context.request, context.config.region, headers)
+        return wire.json_response(200, body, context.request, _config(context).region, headers)
 
 
 def make_generator(

@@ -16,7 +16,7 @@ import math
 import random
 import struct
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import text, tokens
 from .catalogue import Model
@@ -25,6 +25,8 @@ from .validation import Invalid
 
 if TYPE_CHECKING:
     import numpy as np
+    from av.audio.stream import AudioStream
+    from av.container import InputContainer
 
 # PyAV and NumPy are imported by the functions that use them: together they take half a
 # second to import, which every start would pay, and only audio requests need them.
@@ -62,8 +64,9 @@ def duration_of(data: bytes, longest: float = math.inf) -> float | None:
             if not container.streams.audio:
                 return None
             stream = container.streams.audio[0]
-            pcm = stream.codec_context.name.startswith("pcm_") and (stream.codec_context.bit_rate or 0) > 0
-            room = len(data) * 8 / (stream.codec_context.bit_rate if pcm else MIN_BITS_PER_SECOND)
+            bit_rate = stream.codec_context.bit_rate or 0
+            pcm = stream.codec_context.name.startswith("pcm_") and bit_rate > 0
+            room = len(data) * 8 / (bit_rate if pcm else MIN_BITS_PER_SECOND)
             if stream.duration is not None and stream.time_base is not None:
                 claimed = float(stream.duration * stream.time_base)
             elif container.duration:
@@ -79,7 +82,7 @@ def duration_of(data: bytes, longest: float = math.inf) -> float | None:
     return claimed if claimed <= room else None
 
 
-def _packet_seconds(container, stream, enough: float) -> float:
+def _packet_seconds(container: InputContainer, stream: AudioStream, enough: float) -> float:
     """The stream's packets' lengths added up, stopping once past `enough` seconds."""
     total, base = 0.0, stream.time_base
     for packet in container.demux(stream):
@@ -421,7 +424,7 @@ class SpeechRequest:
         return speech_seconds(len(self.input.split()), self.speed)
 
 
-def check_speech(body: dict, model: Model) -> SpeechRequest:
+def check_speech(body: dict[str, Any], model: Model) -> SpeechRequest:
     """A speech body, checked as Azure checks it."""
     text_in = body.get("input")
     if text_in is None:
@@ -525,7 +528,10 @@ def synthesize(request: SpeechRequest) -> tuple[bytes, str]:
     second = _second(rate, request.voice).reshape(1, -1)
     out = io.BytesIO()
     with av.open(out, mode="w", format=container_format) as container:
-        stream = container.add_stream(codec, rate=rate, layout="mono", options=_FAST.get(codec, {}))
+        # Every codec in _ENCODINGS is an audio codec.
+        stream = cast(
+            "AudioStream", container.add_stream(codec, rate=rate, layout="mono", options=_FAST.get(codec, {}))
+        )
         total = int(seconds * rate)
         for start in range(0, total, rate):
             frame = av.AudioFrame.from_ndarray(second[:, : min(rate, total - start)], format="s16", layout="mono")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
 CHAT = "chat"
 COMPLETION = "completion"
@@ -41,7 +42,16 @@ class Model:
     audio_pace: float = 0.0
 
 
-def _chat(name, version, encoding, context, output, ttft, itl, reasoning=False) -> Model:
+def _chat(
+    name: str,
+    version: str,
+    encoding: str,
+    context: int,
+    output: int,
+    ttft: float,
+    itl: float,
+    reasoning: bool = False,
+) -> Model:
     return Model(name, CHAT, version, encoding, context, output, reasoning=reasoning, ttft_ms=ttft, itl_ms=itl)
 
 
@@ -221,5 +231,5 @@ class Normal:
             return max(0.0, self.mean)
         return max(0.0, (rng or random).gauss(self.mean, self.std_dev))
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"mean": self.mean, "stdDev": self.std_dev}

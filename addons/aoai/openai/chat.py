@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -27,11 +28,11 @@ class Choice:
     index: int
     content: str | None
     token_ids: list[int]  # the content's tokens, streamed one per frame
-    tool_calls: list[dict] = field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
     tool_call_ids: list[list[int]] = field(default_factory=list)  # each call's argument tokens
     finish_reason: str = "stop"
     tokens: int = 0
-    filter_results: dict | None = None  # what the content filter scored (None: all safe)
+    filter_results: dict[str, Any] | None = None  # what the content filter scored (None: all safe)
 
 
 @dataclass
@@ -44,13 +45,13 @@ class ChatAnswer:
     corpus: text.Corpus
     reasoning_tokens: int = 0
     cached_tokens: int = 0  # of the prompt tokens, those the prompt cache had seen
-    prompt_filter: list[dict] | None = None  # the prompt's content-filter results, when scored
+    prompt_filter: list[dict[str, Any]] | None = None  # the prompt's content-filter results, when scored
 
     @property
     def completion_tokens(self) -> int:
         return sum(c.tokens for c in self.choices) + self.reasoning_tokens
 
-    def usage(self) -> dict:
+    def usage(self) -> dict[str, Any]:
         return shapes.usage(
             self.prompt_tokens,
             self.completion_tokens,
@@ -58,10 +59,10 @@ class ChatAnswer:
             min(self.cached_tokens, self.prompt_tokens),
         )
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, Any]:
         choices = []
         for c in self.choices:
-            message = {"role": "assistant", "content": c.content, "refusal": None, "annotations": []}
+            message: dict[str, Any] = {"role": "assistant", "content": c.content, "refusal": None, "annotations": []}
             if c.tool_calls:
                 message["tool_calls"] = c.tool_calls
             filters = (
@@ -91,11 +92,11 @@ class ChatAnswer:
             "usage": self.usage(),
         }
 
-    def stream_events(self, include_usage: bool) -> list[dict]:
+    def stream_events(self, include_usage: bool) -> list[dict[str, Any]]:
         """The frames of Azure's chat stream, without the closing [DONE]."""
         return [event for _, event in self.stream_timeline(include_usage)]
 
-    def stream_timeline(self, include_usage: bool) -> list[tuple[int, dict]]:
+    def stream_timeline(self, include_usage: bool) -> list[tuple[int, dict[str, Any]]]:
         """The stream's frames, each with the token step it belongs to (-1: sent at once)."""
         head = {
             "id": self.id,
@@ -107,7 +108,9 @@ class ChatAnswer:
         if include_usage:
             head["usage"] = None
 
-        def frame(index: int, delta: dict, finish: str | None = None, filters: dict | None = None) -> dict:
+        def frame(
+            index: int, delta: dict[str, Any], finish: str | None = None, filters: dict[str, Any] | None = None
+        ) -> dict[str, Any]:
             return {
                 **head,
                 "choices": [
@@ -129,9 +132,9 @@ class ChatAnswer:
             "prompt_filter_results": shapes.prompt_filter_results(1, self.prompt_filter),
             "choices": [],
         }
-        per_choice: list[list[dict]] = []
+        per_choice: list[list[dict[str, Any]]] = []
         for c in self.choices:
-            frames: list[dict] = []
+            frames: list[dict[str, Any]] = []
             if c.tool_calls:
                 for i, call in enumerate(c.tool_calls):
                     header = {
@@ -170,12 +173,14 @@ class ChatSettings:
     json_answer_tokens: int = 131_072  # JSON_ANSWER_MAX_TOKENS: a request's JSON answers together
 
 
-def limit_of(body: dict) -> int | None:
+def limit_of(body: dict[str, Any]) -> int | None:
     value = body.get("max_completion_tokens")
     return value if value is not None else body.get("max_tokens")
 
 
-def generate(body: dict, model: Model, prompt_tokens: int, rng: random.Random, settings: ChatSettings) -> ChatAnswer:
+def generate(
+    body: dict[str, Any], model: Model, prompt_tokens: int, rng: random.Random, settings: ChatSettings
+) -> ChatAnswer:
     corpus = text.corpus(model.encoding)
     limit = limit_of(body)
     reasoning = 0
@@ -204,7 +209,7 @@ def generate(body: dict, model: Model, prompt_tokens: int, rng: random.Random, s
     )
 
 
-def fixed(content: str, body: dict, model: Model, prompt_tokens: int, rng: random.Random) -> ChatAnswer:
+def fixed(content: str, body: dict[str, Any], model: Model, prompt_tokens: int, rng: random.Random) -> ChatAnswer:
     """An answer with the given text for every choice, cut at the request's limit."""
     corpus = text.corpus(model.encoding)
     ids = tokens.encode(content, corpus.enc)
@@ -238,7 +243,7 @@ def filter_answers(answer: ChatAnswer, answers: content_filter.AnswerFilter) -> 
     return blocked
 
 
-def _chosen_tool(body: dict, rng: random.Random, settings: ChatSettings) -> dict | None:
+def _chosen_tool(body: dict[str, Any], rng: random.Random, settings: ChatSettings) -> dict[str, Any] | None:
     tools = [t.get("function") or {} for t in body.get("tools") or []]
     if not tools:
         return None
@@ -256,7 +261,9 @@ def _chosen_tool(body: dict, rng: random.Random, settings: ChatSettings) -> dict
     return rng.choice(tools)
 
 
-def json_answer(schema: dict, corpus: text.Corpus, rng: random.Random, budget: int) -> tuple[str, list[int], bool]:
+def json_answer(
+    schema: dict[str, Any], corpus: text.Corpus, rng: random.Random, budget: int
+) -> tuple[str, list[int], bool]:
     """JSON for `schema` in at most `budget` tokens: its text, its tokens, and whether the
     budget cut it (a value longer than the budget is built only as far as the budget reaches)."""
     room = budget * CHARS_PER_TOKEN
@@ -272,7 +279,7 @@ def json_answer(schema: dict, corpus: text.Corpus, rng: random.Random, budget: i
     return corpus.enc.decode(ids), ids, True
 
 
-def _tool_choice(index: int, tool: dict, corpus: text.Corpus, rng: random.Random, budget: int) -> Choice:
+def _tool_choice(index: int, tool: dict[str, Any], corpus: text.Corpus, rng: random.Random, budget: int) -> Choice:
     name_tokens = tokens.count(tool.get("name", ""), corpus.enc) + 3
     arguments, ids, cut = json_answer(
         tool.get("parameters") or {"type": "object"}, corpus, rng, max(0, budget - name_tokens)
@@ -287,7 +294,7 @@ def _tool_choice(index: int, tool: dict, corpus: text.Corpus, rng: random.Random
 
 def _text_choice(
     index: int,
-    body: dict,
+    body: dict[str, Any],
     corpus: text.Corpus,
     rng: random.Random,
     limit: int | None,
@@ -304,10 +311,10 @@ def _text_choice(
         return Choice(index, content, ids, finish_reason="length" if cut else "stop", tokens=len(ids))
     natural = max(1, int(settings.completion_tokens.draw(rng)))
     answer = corpus.answer(rng, natural, limit)
-    cut = text.cut_at_stop(answer.text, body.get("stop"))
-    if cut is not None:
-        ids = corpus.enc.encode(cut, disallowed_special=())
-        return Choice(index, cut, ids, tokens=len(ids))
+    stopped = text.cut_at_stop(answer.text, body.get("stop"))
+    if stopped is not None:
+        ids = corpus.enc.encode(stopped, disallowed_special=())
+        return Choice(index, stopped, ids, tokens=len(ids))
     return Choice(
         index,
         answer.text,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from . import content_filter, shapes, text
 from .catalogue import Model
@@ -18,7 +19,7 @@ class CompletionChoice:
     token_ids: list[int]
     finish_reason: str
     prefix: str = ""  # the echoed prompt, sent before the generated text
-    filter_results: dict | None = None  # what the content filter scored (None: all safe)
+    filter_results: dict[str, Any] | None = None  # what the content filter scored (None: all safe)
 
 
 @dataclass
@@ -30,16 +31,16 @@ class CompletionAnswer:
     prompt_tokens: int
     prompts: int
     corpus: text.Corpus
-    prompt_filter: list[dict] | None = None  # each prompt's content-filter results, when scored
+    prompt_filter: list[dict[str, Any]] | None = None  # each prompt's content-filter results, when scored
 
     @property
     def completion_tokens(self) -> int:
         return sum(len(c.token_ids) for c in self.choices)
 
-    def usage(self) -> dict:
+    def usage(self) -> dict[str, Any]:
         return shapes.usage(self.prompt_tokens, self.completion_tokens)
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "object": "text_completion",
@@ -59,16 +60,16 @@ class CompletionAnswer:
             "usage": self.usage(),
         }
 
-    def stream_events(self, include_usage: bool) -> list[dict]:
+    def stream_events(self, include_usage: bool) -> list[dict[str, Any]]:
         return [event for _, event in self.stream_timeline(include_usage)]
 
-    def stream_timeline(self, include_usage: bool) -> list[tuple[int, dict]]:
+    def stream_timeline(self, include_usage: bool) -> list[tuple[int, dict[str, Any]]]:
         """The stream's frames, each with the token step it belongs to (-1: sent at once)."""
         head = {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model_version}
         if include_usage:
             head["usage"] = None
 
-        def frame(index: int, piece: str, finish: str | None, filters: dict | None = None) -> dict:
+        def frame(index: int, piece: str, finish: str | None, filters: dict[str, Any] | None = None) -> dict[str, Any]:
             return {
                 **head,
                 "choices": [
@@ -119,7 +120,7 @@ def filter_answers(answer: CompletionAnswer, answers: content_filter.AnswerFilte
     return blocked
 
 
-def prompts_of(body: dict) -> list:
+def prompts_of(body: dict[str, Any]) -> list[str | list[int]]:
     """`prompt` as a list of prompts (each a string or a token array)."""
     prompt = body.get("prompt", "")
     if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):
@@ -143,7 +144,7 @@ def _text_of(token_ids: list[int], corpus: text.Corpus) -> str:
 
 
 def generate(
-    body: dict, model: Model, prompt_tokens: int, rng: random.Random, settings: ChatSettings
+    body: dict[str, Any], model: Model, prompt_tokens: int, rng: random.Random, settings: ChatSettings
 ) -> CompletionAnswer:
     corpus = text.corpus(model.encoding)
     limit = body.get("max_tokens")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,8 +140,8 @@ def _word_before(data: bytes, at: int) -> bool:
     return char.isalnum() or char == "_"
 
 
-def _side_spec(rules: Iterable[Rule]) -> dict[str, list]:
-    out: dict[str, list] = {}
+def _side_spec(rules: Iterable[Rule]) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
     for rule in rules:
         out.setdefault(rule.category, []).append(rule.spec)
     return out
@@ -162,7 +162,7 @@ class Policy:
         """Nothing to judge: no rules and no random share (a forcing header may still ask)."""
         return not (self.prompt or self.completion or self.prompt_share or self.completion_share)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"blockAt": self.block_at}
         if self.prompt_share or self.completion_share:
             out["randomShare"] = {PROMPT: self.prompt_share, COMPLETION: self.completion_share}
@@ -232,7 +232,7 @@ def _rule(category: str, spec: Any, where: str) -> Rule:
 def _side(spec: Any, side: str, where: str) -> tuple[Rule, ...]:
     if not isinstance(spec, dict):
         raise FilterSpecError(f"{where}: expected an object of category to rules")
-    rules = []
+    rules: list[Rule] = []
     for category, listed in spec.items():
         if category not in CATEGORIES[side]:
             raise FilterSpecError(
@@ -325,9 +325,9 @@ class Verdict:
         if at is not None and self.filters(category):
             self.cut_at = at if self.cut_at is None else min(self.cut_at, at)
 
-    def results(self) -> dict[str, dict]:
+    def results(self) -> dict[str, dict[str, Any]]:
         """`content_filter_results` as Azure reports them for this side."""
-        out = {}
+        out: dict[str, dict[str, Any]] = {}
         for category in CATEGORIES[self.side]:
             if category in HARM:
                 out[category] = {"filtered": self.filters(category), "severity": self.severities.get(category, "safe")}
@@ -435,7 +435,7 @@ class AnswerFilter:
         return verdict
 
 
-def kept_ids(token_ids: list[int], text: str, verdict: Verdict, encode) -> list[int]:
+def kept_ids(token_ids: list[int], text: str, verdict: Verdict, encode: Callable[[str], list[int]]) -> list[int]:
     """The tokens a blocked answer keeps: those before the match that blocked it, or, when
     nothing in the text told where (a random or forced verdict), the first half."""
     if verdict.cut_at is None:
@@ -454,19 +454,19 @@ def _content_text(content: Any) -> str:
     return ""
 
 
-def chat_texts(body: dict) -> list[str]:
+def chat_texts(body: dict[str, Any]) -> list[str]:
     """A chat request's prompt: its messages' text, as one prompt (prompt_index 0)."""
     return ["\n".join(_content_text(m.get("content")) for m in body.get("messages") or () if isinstance(m, dict))]
 
 
-def completion_texts(body: dict) -> list[str]:
+def completion_texts(body: dict[str, Any]) -> list[str]:
     """A completions request's prompts, each judged alone (token-array prompts hold no text here)."""
     prompt = body.get("prompt", "")
     prompts = [prompt] if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)) else list(prompt)
     return [p if isinstance(p, str) else "" for p in prompts]
 
 
-def responses_texts(body: dict) -> list[str]:
+def responses_texts(body: dict[str, Any]) -> list[str]:
     """A Responses request's prompt: its instructions and this input."""
     raw = body.get("input")
     items = [{"content": raw}] if isinstance(raw, str) else raw or []
@@ -477,7 +477,7 @@ def responses_texts(body: dict) -> list[str]:
     return ["\n".join(p for p in parts if p)]
 
 
-def image_texts(body: dict) -> list[str]:
+def image_texts(body: dict[str, Any]) -> list[str]:
     prompt = body.get("prompt") if isinstance(body, dict) else None
     return [prompt if isinstance(prompt, str) else ""]
 
@@ -485,7 +485,7 @@ def image_texts(body: dict) -> list[str]:
 # --- Azure's bodies -------------------------------------------------------------------------------
 
 
-def prompt_error(verdict: Verdict) -> dict:
+def prompt_error(verdict: Verdict) -> dict[str, Any]:
     """The 400 a blocked prompt gets (chat, completions, Responses)."""
     return {
         "error": {
@@ -499,7 +499,7 @@ def prompt_error(verdict: Verdict) -> dict:
     }
 
 
-def image_error(verdict: Verdict) -> dict:
+def image_error(verdict: Verdict) -> dict[str, Any]:
     """The 400 a blocked image prompt gets: image generation words it its own way."""
     results = verdict.results()
     results["profanity"] = {"filtered": False, "detected": False}

@@ -9,13 +9,14 @@ import io
 import math
 import sys
 from array import array
+from typing import Any
 
 import orjson
 
 from . import catalogue, tokens
 
 
-def vector(key: bytes, dims: int) -> array:
+def vector(key: bytes, dims: int) -> array[float]:
     """A float32 unit vector derived from `key` alone."""
     raw = array("h", hashlib.shake_256(key).digest(dims * 2))
     # The squares are whole numbers: sumprod adds them exactly, as fsum did, in C.
@@ -28,7 +29,7 @@ def _key(model: str, dims: int, item: str | list[int]) -> bytes:
     return f"{model}|{dims}|".encode() + text
 
 
-def keys_of(model: str, dims: int, items: list) -> list[bytes]:
+def keys_of(model: str, dims: int, items: list[str | list[int]]) -> list[bytes]:
     """`_key` of every input, the token arrays among them decoded in one call: decoded one by
     one, each brief call into tiktoken lets go of the interpreter and takes it straight back,
     and a thread that does that a thousand times in a row keeps the event loop's thread from
@@ -45,7 +46,8 @@ def _texts_of(model: str, arrays: list[list[int]]) -> list[bytes]:
     try:
         whole = tokens.encoding(name).decode_bytes([t for array in arrays for t in array])
         widths = _token_widths(name)
-        texts, start = [], 0
+        texts: list[bytes] = []
+        start = 0
         for array in arrays:
             end = start + sum(widths[t] for t in array)
             texts.append(whole[start:end])
@@ -56,7 +58,7 @@ def _texts_of(model: str, arrays: list[list[int]]) -> list[bytes]:
 
 
 @functools.lru_cache(maxsize=4)
-def _token_widths(name: str) -> array:
+def _token_widths(name: str) -> array[int]:
     """How many bytes each token id of an encoding decodes to."""
     enc = tokens.encoding(name)
     widths = array("H", bytes(2 * (enc.max_token_value + 1)))
@@ -77,14 +79,14 @@ def _text_of(model: str, token_ids: list[int]) -> bytes:
         return ",".join(map(str, token_ids)).encode()
 
 
-def items_of(value) -> list:
+def items_of(value: Any) -> list[str | list[int]]:
     """`input` as a list of inputs (each a string or a token array)."""
     if isinstance(value, str) or (value and isinstance(value[0], int)):
         return [value]
     return list(value)
 
 
-def encode_base64(vec: array) -> str:
+def encode_base64(vec: array[float]) -> str:
     # The SDK decodes little-endian float32.
     if sys.byteorder != "little":
         vec = array("f", vec)
@@ -93,7 +95,7 @@ def encode_base64(vec: array) -> str:
 
 
 def response_json(
-    items: list, model: str, model_version: str, dims: int, encoding_format: str, prompt_tokens: int
+    items: list[str | list[int]], model: str, model_version: str, dims: int, encoding_format: str, prompt_tokens: int
 ) -> bytes:
     """`response_body` as JSON, written a vector at a time: the same bytes, without every
     number of a large answer alive at once as a float object (2,048 vectors of 3,072: 6
@@ -116,8 +118,8 @@ def response_json(
 
 
 def response_body(
-    items: list, model: str, model_version: str, dims: int, encoding_format: str, prompt_tokens: int
-) -> dict:
+    items: list[str | list[int]], model: str, model_version: str, dims: int, encoding_format: str, prompt_tokens: int
+) -> dict[str, Any]:
     data = []
     for index, key in enumerate(keys_of(model, dims, items)):
         vec = vector(key, dims)

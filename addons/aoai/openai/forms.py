@@ -76,7 +76,8 @@ def parse(content: bytes, content_type: str) -> Form:
     try:
         # Leaving the block checks that the form ended (a missing end marker is an error).
         with multipart.PushMultipartParser(boundary, len(content), max_segment_count=MAX_PARTS) as parser:
-            segment, data = None, []
+            segment: multipart.MultipartSegment | None = None
+            data: list[bytes] = []
             for event in parser.parse(content):
                 if isinstance(event, multipart.MultipartSegment):
                     segment, data = event, []

@@ -195,7 +195,7 @@ def _closest_size(size: tuple[int, int]) -> str:
     return "1024x1024"
 
 
-def check_generation(body: dict, model: Model) -> ImageRequest:
+def check_generation(body: dict[str, Any], model: Model) -> ImageRequest:
     """An images/generations body, checked as Azure checks it."""
     return _request(body, model)
 

@@ -21,7 +21,7 @@ import orjson
 
 Words = Callable[[random.Random, int], str]
 
-_FORMATS = {
+_FORMATS: dict[str, Callable[[random.Random], str]] = {
     "date-time": lambda rng: (
         f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00Z"
     ),
@@ -54,7 +54,7 @@ class _Walk:
     room: int = sys.maxsize  # characters of JSON the answer may still take
     # What each $ref and allOf came to, worked out once: a node visited a thousand times (the
     # items of an array) would otherwise walk a long path or merge many parts each time.
-    seen: dict = field(default_factory=dict)
+    seen: dict[str | int, Any] = field(default_factory=dict)
 
     @property
     def full(self) -> bool:
@@ -130,9 +130,9 @@ def _once(walk: _Walk, key: str | int, work: Callable[[], Any]) -> Any:
     return found
 
 
-def _merged(parts: list, root: Any) -> dict:
+def _merged(parts: list[Any], root: Any) -> dict[str, Any]:
     """The schemas of an allOf as one: their properties and required lists joined."""
-    merged: dict = {}
+    merged: dict[str, Any] = {}
     for part in parts:
         part = _resolve(part["$ref"], root) if isinstance(part, dict) and "$ref" in part else part
         for k, v in (part if isinstance(part, dict) else {}).items():
@@ -169,7 +169,7 @@ def _bound(value: Any) -> float | None:
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
-def _object(schema, walk, depth):
+def _object(schema: dict[str, Any], walk: _Walk, depth: int) -> dict[str, Any]:
     props = schema.get("properties")
     props = props if isinstance(props, dict) else {}
     required = schema.get("required")
@@ -178,7 +178,7 @@ def _object(schema, walk, depth):
         if isinstance(required, list)
         else set()
     )
-    out = {}
+    out: dict[str, Any] = {}
     walk.room -= 2
     for name, sub in props.items():
         if walk.full:
@@ -190,14 +190,14 @@ def _object(schema, walk, depth):
     return out
 
 
-def _array(schema, walk, depth):
+def _array(schema: dict[str, Any], walk: _Walk, depth: int) -> list[Any]:
     # Deep arrays hold at most one item beyond their minimum, so recursive schemas end.
     low = _whole(schema.get("minItems"), 1 if depth < 3 else 0, _MAX_ITEMS)
     high = _whole(schema.get("maxItems"), max(low, 3) if depth < 3 else low + 1, _MAX_ITEMS)
     low = min(low, high)
     count = walk.rng.randint(low, min(high, low + 3))
     items = schema.get("items") or {}
-    out = []
+    out: list[Any] = []
     walk.room -= 2
     for _ in range(count):
         if walk.full:
@@ -206,7 +206,7 @@ def _array(schema, walk, depth):
     return out
 
 
-def _string(schema, walk, depth):
+def _string(schema: dict[str, Any], walk: _Walk, depth: int) -> Any:
     rng, words = walk.rng, walk.words
     fmt = schema.get("format", "")
     fmt = _FORMATS.get(fmt) if isinstance(fmt, str) else None
@@ -227,7 +227,7 @@ def _string(schema, walk, depth):
     return walk.spend(text[: _whole(high, len(text), len(text))] if high is not None else text)
 
 
-def _number(schema, walk, depth):
+def _number(schema: dict[str, Any], walk: _Walk, depth: int) -> Any:
     rng = walk.rng
     low = _bound(schema.get("minimum"))
     low = _bound(schema.get("exclusiveMinimum")) if low is None else low
@@ -251,7 +251,8 @@ def _number(schema, walk, depth):
     )
 
 
-_BUILDERS = {
+# What a value of each JSON type is built by, from its schema.
+_BUILDERS: dict[str, Callable[[dict[str, Any], _Walk, int], Any]] = {
     "object": _object,
     "array": _array,
     "string": _string,

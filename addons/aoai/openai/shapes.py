@@ -6,6 +6,7 @@ import base64
 import functools
 import hashlib
 import random
+from typing import Any
 
 _SAFE = {"filtered": False, "severity": "safe"}
 PROMPT_FILTER = {
@@ -23,7 +24,7 @@ CONTENT_FILTER_FINAL = {
 }
 
 
-def prompt_filter_results(prompts: int = 1, scored: list[dict] | None = None) -> list[dict]:
+def prompt_filter_results(prompts: int = 1, scored: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Each prompt's filter results: all safe, or those the content filter `scored`."""
     if scored:
         return [{"prompt_index": i, "content_filter_results": r} for i, r in enumerate(scored)]
@@ -45,7 +46,9 @@ def fingerprint(model_version: str) -> str:
     return "fp_" + hashlib.sha1(model_version.encode()).hexdigest()[:10]
 
 
-def usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0, cached_tokens: int = 0) -> dict:
+def usage(
+    prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0, cached_tokens: int = 0
+) -> dict[str, Any]:
     return {
         "completion_tokens": completion_tokens,
         "completion_tokens_details": {
@@ -60,7 +63,9 @@ def usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0,
     }
 
 
-def timeline(first: dict, per_choice: list[list[dict]], usage: dict | None, opener: bool) -> list[tuple[int, dict]]:
+def timeline(
+    first: dict[str, Any], per_choice: list[list[dict[str, Any]]], usage: dict[str, Any] | None, opener: bool
+) -> list[tuple[int, dict[str, Any]]]:
     """Order a stream's frames and give each the token step it is due at.
 
     `first` (the prompt-filter frame) leaves at once (step -1). In each choice's frames, the

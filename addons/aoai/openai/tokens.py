@@ -15,9 +15,12 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from tiktoken import Encoding
 
 _URLS = {
     "cl100k_base": "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
@@ -56,7 +59,7 @@ def install_offline_encodings(directory: str | None = None) -> str:
 
 
 @functools.cache
-def encoding(name: str):
+def encoding(name: str) -> Encoding:
     import tiktoken
 
     install_offline_encodings()
@@ -87,7 +90,7 @@ def slices(text: str, size: int = SLICE_CHARS) -> Iterable[str]:
     yield text[start:]
 
 
-def encode(text: str, enc) -> list[int]:
+def encode(text: str, enc: Encoding) -> list[int]:
     """The tokens of `text` (user text: special-token text counts as text); long text in slices."""
     if len(text) <= LONG_TEXT:
         try:
@@ -101,7 +104,7 @@ def encode(text: str, enc) -> list[int]:
     return ids
 
 
-def count(text: str, enc) -> int:
+def count(text: str, enc: Encoding) -> int:
     if len(text) <= LONG_TEXT:
         try:
             return len(enc.encode(text, disallowed_special=()))
@@ -110,7 +113,7 @@ def count(text: str, enc) -> int:
     return sum(len(enc.encode(piece, disallowed_special=())) for piece in slices(text))
 
 
-def _content_tokens(content: Any, enc) -> int:
+def _content_tokens(content: Any, enc: Encoding) -> int:
     if content is None:
         return 0
     if isinstance(content, str):
@@ -132,7 +135,9 @@ def _content_tokens(content: Any, enc) -> int:
     return total
 
 
-def count_chat_prompt(messages: Iterable[dict], enc, tools: list | None = None) -> int:
+def count_chat_prompt(
+    messages: Iterable[dict[str, Any]], enc: Encoding, tools: list[dict[str, Any]] | None = None
+) -> int:
     """Prompt tokens of a chat request: 3 per message, its values, 1 per name, 3 to prime."""
     total = 3
     for message in messages:
@@ -153,7 +158,7 @@ def count_chat_prompt(messages: Iterable[dict], enc, tools: list | None = None) 
     return total
 
 
-def count_tools(tools: list, enc) -> int:
+def count_tools(tools: list[dict[str, Any]], enc: Encoding) -> int:
     """Tools are shown to the model as a typed namespace; count that rendering."""
     lines = ["# Tools", "", "## functions", "", "namespace functions {", ""]
     for tool in tools:
@@ -181,14 +186,14 @@ def count_tools(tools: list, enc) -> int:
     return count("\n".join(lines), enc) + 9
 
 
-def _object(value: Any) -> dict:
+def _object(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
 _MAX_NESTING = 32  # arrays of arrays deeper than this are rendered as `any`
 
 
-def _type_name(schema: dict, depth: int = 0) -> str:
+def _type_name(schema: dict[str, Any], depth: int = 0) -> str:
     enum = schema.get("enum")
     if isinstance(enum, list):
         return " | ".join(f'"{v}"' if isinstance(v, str) else str(v) for v in enum)
@@ -200,7 +205,7 @@ def _type_name(schema: dict, depth: int = 0) -> str:
     return kind if isinstance(kind, str) else "any"
 
 
-def count_embedding_input(value: Any, enc) -> int:
+def count_embedding_input(value: Any, enc: Encoding) -> int:
     """Tokens of an embeddings `input`: a string, strings, a token array or token arrays."""
     if isinstance(value, str):
         return count(value, enc)
@@ -215,7 +220,7 @@ def count_embedding_input(value: Any, enc) -> int:
     return total
 
 
-def prompt_ids(messages: list[dict], enc, tools: list | None = None) -> list[int]:
+def prompt_ids(messages: list[dict[str, Any]], enc: Encoding, tools: list[dict[str, Any]] | None = None) -> list[int]:
     """A prompt as one token sequence, tools first and then the messages in order: what prompt
     caching compares (two prompts share a cached prefix when these sequences do)."""
     rendered = orjson.dumps(tools or []).decode() + "".join(

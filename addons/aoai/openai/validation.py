@@ -8,7 +8,7 @@ token counting or generation reads is checked here first, so those never meet a 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 from .catalogue import Model
 
@@ -91,7 +91,7 @@ def _path(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
-def _is(value: Any, types: tuple) -> bool:
+def _is(value: Any, types: tuple[type, ...]) -> bool:
     # JSON true is a Python int: a boolean is only an integer or number where booleans are allowed.
     return isinstance(value, types) and (bool in types or not isinstance(value, bool))
 
@@ -114,7 +114,9 @@ def _empty_array(param: str) -> Invalid:
     )
 
 
-def _field(obj: dict, key: str, where: str, types: tuple, expected: str, required: bool = False) -> Any:
+def _field(
+    obj: dict[str, Any], key: str, where: str, types: tuple[type, ...], expected: str, required: bool = False
+) -> Any:
     """`obj[key]` after checking its type; None when it is absent or null and not required."""
     value = obj.get(key)
     if value is None:
@@ -126,9 +128,13 @@ def _field(obj: dict, key: str, where: str, types: tuple, expected: str, require
     return value
 
 
-def _choice(obj: dict, key: str, where: str, values: Sequence[str], required: bool = False) -> str | None:
+@overload
+def _choice(obj: dict[str, Any], key: str, where: str, values: Sequence[str], required: Literal[True]) -> str: ...
+@overload
+def _choice(obj: dict[str, Any], key: str, where: str, values: Sequence[str], required: bool = False) -> str | None: ...
+def _choice(obj: dict[str, Any], key: str, where: str, values: Sequence[str], required: bool = False) -> str | None:
     """An enumeration: a string of `values`."""
-    value = obj.get(key)
+    value: str | None = obj.get(key)
     if (value.__class__ is str and value in values) or (value is None and not required):
         return value  # the usual cases, without building messages
     value = _field(obj, key, where, (str,), _one_of(values), required)
@@ -141,15 +147,15 @@ def _choice(obj: dict, key: str, where: str, values: Sequence[str], required: bo
     return value
 
 
-def _expect(body: dict, key: str, types: tuple, expected: str) -> Any:
+def _expect(body: dict[str, Any], key: str, types: tuple[type, ...], expected: str) -> Any:
     value = body.get(key)
     if value is None:  # most options are absent: no second call for them
         return None
     return _field(body, key, "", types, expected)
 
 
-def _integer(body: dict, key: str, low: int, high: int | None = None) -> int | None:
-    value = _expect(body, key, (int,), "an integer")
+def _integer(body: dict[str, Any], key: str, low: int, high: int | None = None) -> int | None:
+    value: int | None = _expect(body, key, (int,), "an integer")
     if value is None:
         return None
     if value < low or (high is not None and value > high):
@@ -158,7 +164,7 @@ def _integer(body: dict, key: str, low: int, high: int | None = None) -> int | N
     return value
 
 
-def _number(body: dict, key: str, low: float, high: float) -> None:
+def _number(body: dict[str, Any], key: str, low: float, high: float) -> None:
     value = _expect(body, key, (int, float), "a number")
     if value is not None and not low <= value <= high:
         raise Invalid(
@@ -166,7 +172,7 @@ def _number(body: dict, key: str, low: float, high: float) -> None:
         )
 
 
-def _require(body: dict, key: str) -> Any:
+def _require(body: dict[str, Any], key: str) -> Any:
     if key not in body:
         raise _missing(key)
     return body[key]
@@ -175,7 +181,7 @@ def _require(body: dict, key: str) -> Any:
 # --- Options shared by chat and completions ---------------------------------------------------
 
 
-def _common(body: dict) -> None:
+def _common(body: dict[str, Any]) -> None:
     _integer(body, "n", 1, 128)
     _number(body, "temperature", 0, 2)
     _number(body, "top_p", 0, 1)
@@ -199,7 +205,7 @@ def _common(body: dict) -> None:
         _field(options, "include_usage", "stream_options", (bool,), "a boolean")
 
 
-def _check_logit_bias(body: dict) -> None:
+def _check_logit_bias(body: dict[str, Any]) -> None:
     """An object of token ids (as strings) to biases between -100 and 100."""
     bias = _expect(body, "logit_bias", (dict,), "an object")
     for token, value in (bias or {}).items():
@@ -229,7 +235,7 @@ def _check_logit_bias(body: dict) -> None:
 SAMPLING_DEFAULTS = {"temperature": 1, "top_p": 1, "presence_penalty": 0, "frequency_penalty": 0}
 
 
-def check_sampling(body: dict) -> None:
+def check_sampling(body: dict[str, Any]) -> None:
     """Azure's 400 for a sampling setting a reasoning model cannot change."""
     for key, default in SAMPLING_DEFAULTS.items():
         value = body.get(key)
@@ -245,7 +251,7 @@ def check_sampling(body: dict) -> None:
 # --- Chat ---------------------------------------------------------------------------------------
 
 
-def max_output(body: dict, model: Model) -> int | None:
+def max_output(body: dict[str, Any], model: Model) -> int | None:
     """The request's output limit after checking it, or None when it sets none."""
     if model.reasoning and body.get("max_tokens") is not None:
         raise Invalid(
@@ -268,7 +274,11 @@ LIMIT_FIELDS = {
 }
 
 
-def answer_limit(operation: str, body: dict, *, named: bool = False):
+@overload
+def answer_limit(operation: str, body: dict[str, Any]) -> int | None: ...
+@overload
+def answer_limit(operation: str, body: dict[str, Any], *, named: Literal[True]) -> tuple[int | None, str]: ...
+def answer_limit(operation: str, body: dict[str, Any], *, named: bool = False) -> int | tuple[int | None, str] | None:
     """The most tokens the request lets one answer have, from the operation's own fields (a
     field another API uses means nothing here); None where it sets none. With `named`, the
     pair (limit, field)."""
@@ -279,7 +289,7 @@ def answer_limit(operation: str, body: dict, *, named: bool = False):
     return (None, "") if named else None
 
 
-def answers_room(operation: str, body: dict) -> int:
+def answers_room(operation: str, body: dict[str, Any]) -> int:
     """The tokens a request's answers may add to its prompt: its answer limit times its `n`
     (0 where it sets no limit), as Azure counts it against the context window."""
     limit = answer_limit(operation, body) or 0
@@ -293,7 +303,7 @@ def whole(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def check_output_ceiling(body: dict, model: Model, operation: str = "chat") -> None:
+def check_output_ceiling(body: dict[str, Any], model: Model, operation: str = "chat") -> None:
     """A limit above what the model can write, asked once the request fits the context window
     (Azure answers context_length_exceeded first). Models whose answer may fill the window have
     no other ceiling."""
@@ -308,7 +318,7 @@ def check_output_ceiling(body: dict, model: Model, operation: str = "chat") -> N
         )
 
 
-def check_chat(body: dict, model: Model) -> None:
+def check_chat(body: dict[str, Any], model: Model) -> None:
     messages = _require(body, "messages")
     if not isinstance(messages, list):
         raise _wrong_type("messages", "an array", messages)
@@ -355,7 +365,7 @@ def _check_message(message: Any, where: str) -> None:
     _field(message, "name", where, (str,), "a string", required=role == "function")
 
 
-def _check_content(message: dict, role: str, where: str) -> None:
+def _check_content(message: dict[str, Any], role: str, where: str) -> None:
     content, param = message.get("content"), f"{where}.content"
     if content is None:
         # An assistant message that calls tools (or a function) may have no text.
@@ -396,7 +406,7 @@ def _check_part(part: Any, role: str, where: str) -> None:
             _field(file, key, f"{where}.file", (str,), "a string")
 
 
-def _check_tool_calls(calls: list, where: str) -> None:
+def _check_tool_calls(calls: list[Any], where: str) -> None:
     if not calls:
         raise _empty_array(where)
     for k, call in enumerate(calls):
@@ -413,7 +423,7 @@ def _check_tool_calls(calls: list, where: str) -> None:
 MAX_TOOLS = 128
 
 
-def _check_tools(body: dict) -> None:
+def _check_tools(body: dict[str, Any]) -> None:
     tools = _expect(body, "tools", (list,), "an array")
     if tools is not None and len(tools) > MAX_TOOLS:
         raise Invalid(
@@ -461,9 +471,11 @@ def _check_tool(tool: Any, where: str) -> str:
         raise _wrong_type(where, "an object", tool)
     _choice(tool, "type", where, ("function",), required=True)
     fn = tool.get("function")
-    if fn is not None and not isinstance(fn, dict):
+    if fn is None:
+        raise _missing(f"{where}.function.name")
+    if not isinstance(fn, dict):
         raise _wrong_type(f"{where}.function", "an object", fn)
-    name = (fn or {}).get("name")
+    name = fn.get("name")
     if name is None:
         raise _missing(f"{where}.function.name")
     if not isinstance(name, str):
@@ -474,7 +486,7 @@ def _check_tool(tool: Any, where: str) -> str:
     return name
 
 
-def _check_response_format(body: dict) -> None:
+def _check_response_format(body: dict[str, Any]) -> None:
     fmt = body.get("response_format")
     if fmt is None:
         return
@@ -490,9 +502,11 @@ def _check_response_format(body: dict) -> None:
     if kind != "json_schema":
         return
     spec = fmt.get("json_schema")
-    if spec is not None and not isinstance(spec, dict):
+    if spec is None:
+        raise _missing("response_format.json_schema.name")
+    if not isinstance(spec, dict):
         raise _wrong_type("response_format.json_schema", "an object", spec)
-    name = (spec or {}).get("name")
+    name = spec.get("name")
     if name is None:
         raise _missing("response_format.json_schema.name")
     if not isinstance(name, str):
@@ -536,7 +550,7 @@ def _check_text_input(value: Any, key: str, allow_empty_string: bool) -> None:
     )
 
 
-def check_completions(body: dict, model: Model) -> None:
+def check_completions(body: dict[str, Any], model: Model) -> None:
     _check_text_input(_require(body, "prompt"), "prompt", allow_empty_string=True)
     _common(body)
     _integer(body, "max_tokens", 0)
@@ -546,7 +560,7 @@ def check_completions(body: dict, model: Model) -> None:
     _expect(body, "suffix", (str,), "a string")
 
 
-def check_embeddings(body: dict, model: Model) -> None:
+def check_embeddings(body: dict[str, Any], model: Model) -> None:
     value = _require(body, "input")
     _check_text_input(value, "input", allow_empty_string=False)
     if isinstance(value, list) and len(value) > 2048 and not _is_token_array(value):

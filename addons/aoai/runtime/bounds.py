@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import Any
 
 KiB, MiB = 1024, 1024 * 1024
 
@@ -205,7 +206,7 @@ def parse_bound(bound: Bound, raw: str) -> int | float:
 
 def parse_bounds(raw_by_env: dict[str, str]) -> Bounds:
     """The settings given (missing ones keep their defaults) as `Bounds`; raises BoundError."""
-    values = {b.field: parse_bound(b, raw_by_env[b.env]) for b in BOUNDS if b.env in raw_by_env}
+    values: dict[str, Any] = {b.field: parse_bound(b, raw_by_env[b.env]) for b in BOUNDS if b.env in raw_by_env}
     known = {f.name for f in fields(Bounds)}
     assert set(values) <= known
     return Bounds(**values)

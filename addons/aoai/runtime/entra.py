@@ -82,7 +82,7 @@ def judge(token: str, policy: TokenPolicy) -> Verdict:
     """Whether `token` is accepted under `policy`, and why not."""
     if not policy.enabled:
         return Verdict(False, "Entra ID tokens are not accepted (SIMULATOR_ENTRA_TOKENS is off)")
-    options = {
+    options: jwt.types.Options = {
         "verify_signature": policy.mode == "signature",
         "verify_exp": True,
         "verify_nbf": True,

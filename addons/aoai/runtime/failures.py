@@ -29,7 +29,11 @@ def describe(function) -> str:
     name = getattr(function, "__qualname__", repr(function))
     module = sys.modules.get(getattr(function, "__module__", ""))
     file = getattr(module, "__file__", None)
-    return f"{name} in {file}" if file and module.__name__.startswith("aoai_ext_") else f"{function.__module__}.{name}"
+    return (
+        f"{name} in {file}"
+        if file and module and module.__name__.startswith("aoai_ext_")
+        else f"{function.__module__}.{name}"
+    )
 
 
 def internal_error(flow: http.HTTPFlow, where: str, error: BaseException) -> http.Response:

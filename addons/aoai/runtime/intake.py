@@ -7,14 +7,16 @@ compressed body decoded within the route's limit (a small gzip body can claim gi
 
 from __future__ import annotations
 
+import sys
 import zlib
 from collections.abc import Iterable
 
 import brotli
 
-try:  # Python 3.14's zstd module, or its backport (which mitmproxy itself uses)
+# Python 3.14's zstd module, or its backport (which mitmproxy itself uses) before it.
+if sys.version_info >= (3, 14):
     from compression import zstd
-except ImportError:
+else:
     from backports import zstd
 from mitmproxy import http
 

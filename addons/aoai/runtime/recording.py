@@ -22,6 +22,7 @@ import re
 import threading
 import time
 from collections import OrderedDict, defaultdict
+from collections.abc import Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,7 +190,7 @@ def body_from_yaml(part: dict) -> bytes:
     return b""
 
 
-def clean_headers(headers: list[tuple[str, str]], skip: set[str] = frozenset()) -> dict[str, str]:
+def clean_headers(headers: list[tuple[str, str]], skip: Set[str] = frozenset()) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in headers:
         lower = name.lower()

@@ -15,7 +15,7 @@ encoded `/` inside a deployment name stays inside it).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -205,7 +205,7 @@ def _responses_prompt(body: dict, enc) -> int:
 def _responses() -> list[Route]:
     """The Responses API on the v1 path (no api-version needed) and on the preview path
     (api-version 2025-04-01-preview or later); the deployment is in the body's `model`."""
-    create = {
+    create: dict[str, Any] = {
         "family": OPENAI,
         "generator": "openai_responses",
         "azure_operation": "Responses_Create",
@@ -216,13 +216,13 @@ def _responses() -> list[Route]:
         "prompt_tokens": _responses_prompt,
         "prompt_texts": content_filter.responses_texts,
     }
-    stored = {"family": OPENAI, "generator": "openai_responses"}
+    stored: dict[str, Any] = {"family": OPENAI, "generator": "openai_responses"}
     routes = []
     for prefix, policy, since, file in (
         ("/openai/v1/", OPTIONAL, "", "v1.responses"),
         ("/openai/", REQUIRED, "2025-04-01-preview", "responses"),
     ):
-        versions = {"api_version": policy, "since": since, "recording": file}
+        versions: dict[str, Any] = {"api_version": policy, "since": since, "recording": file}
         routes += [
             Route("responses", ("POST",), prefix + "responses", **versions, **create),
             Route("responses_retrieve", ("GET",), prefix + "responses/{response_id}", **versions, **stored),
@@ -410,7 +410,7 @@ class RouteTable:
         return {"count": len(self._recent), "maxCount": self.CACHED, "maxPathChars": self.CACHED_PATH_CHARS}
 
     def _match(self, method: str, path: str) -> Match | None:
-        candidates = self._by_head.get(_head(path))
+        candidates: Sequence[Route] | None = self._by_head.get(_head(path))
         if candidates is None:
             candidates = self._by_head.get("", ())  # routes whose first segment is a parameter
         allowed: list[str] = []

@@ -20,6 +20,7 @@ import random
 import time
 import zlib
 from collections.abc import Awaitable, Sequence
+from typing import Any
 
 from mitmproxy import http
 
@@ -146,7 +147,7 @@ def openai_completions(context: RequestContext) -> http.Response | StreamPlan | 
     return _answer(context, answer)
 
 
-def openai_responses(context: RequestContext) -> http.Response | StreamPlan | None:
+def openai_responses(context: RequestContext) -> http.Response | StreamPlan | Awaitable[http.Response] | None:
     """The Responses API: create, and retrieve, delete and list the input of a stored response."""
     route = context.route
     if route is None or not route.operation.startswith("responses"):
@@ -228,7 +229,7 @@ def stored_size(context: RequestContext, completion_tokens: int, items: Sequence
     return size
 
 
-def _stored_response(context: RequestContext, response_id: str) -> http.Response:
+def _stored_response(context: RequestContext, response_id: str) -> http.Response | Awaitable[http.Response]:
     """GET or DELETE /responses/{id}, or GET its input_items; Azure's 404 for an unknown id."""
     request, region, store = context.request, context.config.region, context.config.stored_responses
     stored = store.get(response_id)
@@ -253,7 +254,7 @@ def _stored_response(context: RequestContext, response_id: str) -> http.Response
             query.get("after"),
             query.get("before"),
         )
-    except responses.Invalid as e:
+    except validation.Invalid as e:
         return wire.openai_error(400, e.message, param=e.param, code=e.code, request=request)
     return wire.json_response(200, page, request, region)
 
@@ -547,7 +548,7 @@ class Generate:
             return self._deliver(context, answer)
         return None
 
-    def _walk(self, context: RequestContext, generators: list) -> tuple[int, object]:
+    def _walk(self, context: RequestContext, generators: list) -> tuple[int, Any]:
         """The first generator's answer (or what it returned to await) and its place; (-1, None)."""
         for index, generator in enumerate(generators):
             answer = self._call(generator, context)

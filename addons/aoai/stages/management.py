@@ -16,6 +16,7 @@ import inspect
 import logging
 import secrets
 from collections import OrderedDict
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from mitmproxy import ctx, exceptions, http
@@ -333,19 +334,20 @@ class Management:
     async def done(self) -> None:
         await peers.LINK.close()
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         context = context_of(flow)
         if flow.response or context is None or context.route is None or context.route.family != MANAGEMENT:
-            return
+            return None
         handler = self.handlers.get((context.route.operation, flow.request.method))
         if handler is None:
-            return  # /++/metrics: the metrics stage answers it
+            return None  # /++/metrics: the metrics stage answers it
         answer = handler(flow)
         if self.config.peers and context.route.operation in PASSED_ON and not self._from_peer(flow):
             return self._pass_on(flow, answer)
         if inspect.isawaitable(answer):  # a handler that waits (shared rate-limit windows, other workers)
             return self._answer_later(flow, answer)
         flow.response = answer
+        return None
 
     def _from_peer(self, flow: http.HTTPFlow) -> bool:
         return peers.from_peer(flow.request.headers, self.config.peer_secret)
@@ -534,7 +536,7 @@ class Management:
         view = self.config.faults.view(self.config.deployments, self.config.seed)
         return view_response(200, view, flow.request)
 
-    def limits(self, flow: http.HTTPFlow) -> http.Response:
+    def limits(self, flow: http.HTTPFlow) -> http.Response | Awaitable[http.Response]:
         """Quotas, what the windows hold, the 429 and early-retry counts, and what the stores
         hold against their bounds."""
         view = self.limits_stage.view() if self.limits_stage is not None else {}

@@ -16,6 +16,7 @@ import bisect
 import itertools
 import logging
 import os
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from mitmproxy import http
@@ -244,7 +245,7 @@ class Metrics:
         streams.observers.append(self.stream_played)
         self._lag: asyncio.Task | None = None  # the loop-lag watch, from running()
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         context = context_of(flow)
         if (
             flow.response is None

@@ -180,7 +180,8 @@ class Limits:
         """The deployment's quota, lowered while a declared quota cut lasts (as Azure does under
         load: x-ratelimit-limit-tokens shows it). Azure's own in record mode."""
         config = self.config
-        tokens, rpm = deployment.tokens_per_minute, deployment.requests_per_minute
+        tokens = deployment.tokens_per_minute
+        rpm: float | None = deployment.requests_per_minute
         if config.mode != "record" and (deployment.faults is not None or config.faults.default is not None):
             tokens = config.faults.tokens_per_minute(deployment, config.seed)
             if tokens != deployment.tokens_per_minute and rpm is None:
@@ -340,7 +341,7 @@ class Limits:
             **self.limiter.counters.to_json(),
         }
         if store.shared and provisioned:
-            return self._with_utilization(view, provisioned)
+            return self._with_utilization(store, view, provisioned)
         return view
 
     def _view_one(self, name: str, d: Deployment, deployments: dict, provisioned: dict) -> None:
@@ -373,8 +374,9 @@ class Limits:
             entry["usedTokens"], entry["usedRequests"] = used_tokens, used_requests
         deployments[name] = entry
 
-    async def _with_utilization(self, view: dict, provisioned: dict[str, limits.Capacity]) -> dict:
-        store = self.limiter.store
+    async def _with_utilization(
+        self, store: limits.RedisWindows, view: dict, provisioned: dict[str, limits.Capacity]
+    ) -> dict:
         for name, capacity in provisioned.items():
             try:
                 used = await store.utilization("p:" + capped(name), capacity, self.limiter.clock())

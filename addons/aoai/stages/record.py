@@ -57,7 +57,7 @@ def _large(interaction: Interaction) -> bool:
 class StreamCapture:
     """Notes when each chunk of a stream came (called with each chunk as it passes)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.chunks: list[tuple[float, bytes]] = []
 
     def __call__(self, data: bytes) -> bytes:
@@ -67,7 +67,8 @@ class StreamCapture:
 
     def events(self, started: float) -> list[Event]:
         """Complete SSE events, each stamped with the arrival of the chunk that completed it."""
-        events, buffer = [], b""
+        events: list[Event] = []
+        buffer = b""
         for arrived, data in self.chunks:
             buffer += data.replace(b"\r\n", b"\n")
             while b"\n\n" in buffer:

@@ -510,7 +510,7 @@ def preflight(startup: Startup) -> None:
     try:
         values = {s.option: env_default(s) for s in SETTINGS}
         apply(SimpleNamespace(**values), SimulatorConfig(), set(BY_OPTION))
-        for path in extensions_paths(values["extension_path"]):
+        for path in extensions_paths(str(values["extension_path"])):
             if not os.path.exists(os.path.expanduser(path)):
                 raise ConfigError(f"EXTENSION_PATH: {path}: no such file or folder")
     except ConfigError as e:
