@@ -8,7 +8,7 @@ Responses API as its Python SDK types it.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from .catalogue import Model
 from .validation import (
@@ -119,7 +119,7 @@ def _check_item(item: Any, where: str) -> None:
             "invalid_value",
         )
     if kind == "message":
-        role = cast(str, _choice(item, "role", where, INPUT_ROLES, required=True))  # required: never None
+        role = _choice(item, "role", where, INPUT_ROLES, required=True)
         _check_content(item, role, where)
     elif kind == "function_call":
         for key in ("call_id", "name", "arguments"):

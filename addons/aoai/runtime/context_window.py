@@ -12,6 +12,7 @@ from .state import RequestContext
 def too_long(context: RequestContext, window: int, used: int, wanted: int) -> http.Response:
     """Azure's context_length_exceeded 400 in the words of the route's API: `used` tokens of
     prompt (the longest input, for embeddings) and `wanted` with the answers' room."""
+    assert context.route is not None  # only a routed request is measured against a window
     request, operation = context.request, context.route.operation
     if operation == "embeddings":
         return wire.openai_error(

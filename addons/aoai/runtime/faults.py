@@ -373,11 +373,12 @@ def shape_stream(plan: StreamPlan, shapes: list[Fault]) -> list[str]:
                 continue  # the answer ends before the cut
             frames, tokens = frames[:keep], tokens[:keep]
         else:
-            keep = sum(1 for due, _ in frames if due < fault.after_s)
+            after_s = fault.after_s if fault.after_s is not None else 0.0  # the profile sets one of the two
+            keep = sum(1 for due, _ in frames if due < after_s)
             if keep == len(frames):
                 continue
             # An empty last frame at the cut's time: the connection drops then, not at the last frame.
-            frames, tokens = frames[:keep] + [(fault.after_s, b"")], tokens[:keep] + [False]
+            frames, tokens = frames[:keep] + [(after_s, b"")], tokens[:keep] + [False]
         plan.cut = True
         applied.append(fault.kind)
     plan.frames = frames

@@ -33,6 +33,7 @@ import logging
 import socket
 import struct
 import time
+from typing import Any
 
 import h11
 from mitmproxy import ctx, http
@@ -125,7 +126,11 @@ def stored_flows(view) -> list:
 
 # What a client connection is doing, as its reader sees it (ints: compared on every read).
 HANDSHAKE, HEAD, BODY, WAITING, OTHER = range(5)  # HANDSHAKE: before the HTTP layer exists (TLS, first bytes)
-_H1_PHASES = {Http1Server.read_headers: HEAD, Http1Connection.read_body: BODY, Http1Connection.wait: WAITING}
+_H1_PHASES: dict[Any, int] = {
+    Http1Server.read_headers: HEAD,
+    Http1Connection.read_body: BODY,
+    Http1Connection.wait: WAITING,
+}
 
 # After an early answer the client may still be sending its body: it is read and dropped for
 # this long (or this much) before the socket closes, so the close does not reset the
@@ -135,7 +140,7 @@ LINGER_BYTES = 256 * 1024 * 1024
 # An answer set while the client still sends its body leaves within this long, or the
 # connection is dropped (TLS: the answer needs one more record from the client to leave).
 ANSWER_GRACE_SECONDS = 2.0
-_LINGERING: set[asyncio.Task] = set()
+_LINGERING: set[asyncio.Future[Any]] = set()
 
 
 class GuardLimits:
@@ -182,8 +187,10 @@ class ClientGuard:
     def __init__(self, handler, io, limits: GuardLimits):
         self.reader: asyncio.StreamReader = io.reader
         self.handler, self.io, self.client, self.limits = handler, io, handler.client, limits
-        self.conn = None  # mitmproxy's parser of this client's requests, once it exists
-        self.http_layer = None
+        # mitmproxy's parser of this client's requests and its HTTP layer, once they exist (typed
+        # loosely: the attributes read are mitmproxy's internals, checked by `missing()`).
+        self.conn: Any = None
+        self.http_layer: Any = None
         self.h1 = False
         self.plain = False  # HTTP/1 without TLS: answers can be written straight onto the socket
         self.seen = None  # the parser state last seen (mitmproxy assigns a new bound method per change)
@@ -287,14 +294,14 @@ class ClientGuard:
             logger.debug(
                 "408 to %s: the request body took longer than %g s", _peer(self.client), self.limits.body_timeout
             )
-            flow = self.current_flow()
-            if flow is None:
+            current = self.current_flow()
+            if current is None:
                 self.abort()
             else:
                 response = intake.too_slow("body", self.limits.body_timeout)
-                if flow.response is not None:
-                    response = flow.response  # an answer was already due; it leaves now
-                self.end_body(flow, response)
+                if current.response is not None:
+                    response = current.response  # an answer was already due; it leaves now
+                self.end_body(current, response)
         else:
             self.deadline = None
 
@@ -564,7 +571,7 @@ class Lingering:
         return getattr(self.writer, name)
 
 
-def _keep(task: asyncio.Future) -> None:
+def _keep(task: asyncio.Future[Any]) -> None:
     _LINGERING.add(task)
     task.add_done_callback(_LINGERING.discard)
 
