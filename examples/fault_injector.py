@@ -1,7 +1,7 @@
 """Fault injector: an example of writing your own faults as an extension. The simulator has
 declared fault profiles built in (a deployment's `faults` in the deployments file: 500s, 503s,
 timeouts, hangs, stream cuts, slow first bytes, trickles, quota cuts, context-length errors,
-seeded and counted; see the README's "Faults" section); reach for an extension like this one
+seeded and counted; see docs/faults.md); reach for an extension like this one
 when you need a failure of your own. This one is driven by options of its own (set with --set
 or in mitmweb's Options, or with the environment variables below):
 
