@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { echo $$p; break; }; done)
 
-.PHONY: install run web test typecheck fuzz hostile bench bench-latency bench-limits bench-replay bench-soak clean
+.PHONY: install run web test typecheck docs fuzz hostile bench bench-latency bench-limits bench-replay bench-soak clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,12 @@ test: install
 # mypy over addons/aoai with the settings in pyproject.toml (strict for openai/), as CI runs it.
 typecheck: install
 	$(BIN)/mypy
+
+# The documentation as a site in site/, offline; --strict: a broken link or a warning fails.
+# The configuration reference is written from the option declarations first.
+docs: install
+	$(BIN)/python scripts/options_reference.py
+	$(BIN)/mkdocs build --strict --site-dir site
 
 # Longer runs of the contract tests (Azure's OpenAPI files) and of hostile request bodies.
 fuzz: install
@@ -74,7 +80,7 @@ bench-soak: install
 	$(BIN)/python scripts/bench_soak.py $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache site
 
 # The load-test driver against a running simulator (`make run`, or a deployed one); the report
 # lands in bench-results/. More driver flags: LOADTEST_ARGS="--duration 60 --concurrency 16".

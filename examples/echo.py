@@ -1,7 +1,7 @@
 """Echo: serve a path of your own. `POST /echo` answers with the body it was sent.
 
 EXTENSION_PATH=examples/echo.py make run
-curl localhost:8000/echo -H "api-key: $KEY" -d 'hello'   ->   Echo: hello
+curl localhost:8000/echo -H "api-key: my-key" -d hello   ->   Echo: hello  (SIMULATOR_API_KEY=my-key)
 """
 
 from mitmproxy import http

@@ -1,7 +1,7 @@
 """Fault injector: an example of writing your own faults as an extension. The simulator has
 declared fault profiles built in (a deployment's `faults` in the deployments file: 500s, 503s,
 timeouts, hangs, stream cuts, slow first bytes, trickles, quota cuts, context-length errors,
-seeded and counted; see the README's "Faults" section); reach for an extension like this one
+seeded and counted; see docs/faults.md); reach for an extension like this one
 when you need a failure of your own. This one is driven by options of its own (set with --set
 or in mitmweb's Options, or with the environment variables below):
 
@@ -10,7 +10,7 @@ or in mitmweb's Options, or with the environment variables below):
 - fault_cut_after_tokens: streamed answers break after this many tokens (0: never);
 - fault_slow_first_byte_ms: every answer starts this much later.
 
-    EXTENSION_PATH=examples/fault_injector.py make run -- --set fault_error_share=0.2
+    EXTENSION_PATH=examples/fault_injector.py make run ARGS="--set fault_error_share=0.2"
 """
 
 import asyncio

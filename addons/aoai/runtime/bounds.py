@@ -3,7 +3,7 @@
 Each bound is a setting (environment variable and mitmproxy option of the same name in lower
 case) with a default chosen so one request can never take more than a small share of the
 process: bodies and headers before they are read, stores in bytes, work before it is done.
-`BOUNDS` is the one table: the settings, the README's Limits table and `/++/limits` read it.
+`BOUNDS` is the one table: the settings, the Limits table of docs/limits.md and `/++/limits` read it.
 """
 
 from __future__ import annotations

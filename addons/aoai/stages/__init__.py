@@ -1,4 +1,3 @@
-"""The stages, one module each, in the order `addons/simulator.py` stacks them: settings,
-routing, auth, checks, ratelimit, extensions, replay, record, generate, streaming, pacing,
-management, metrics, notfound, flowcap. A stage is a small mitmproxy addon whose hooks stay
-short; the logic it calls lives in the runtime and the domains."""
+"""The stages, one module each. Their order is the `addons` list of `addons/simulator.py` (the
+one place it is written). A stage is a small mitmproxy addon whose hooks stay short; the logic
+it calls lives in the runtime and the domains."""
