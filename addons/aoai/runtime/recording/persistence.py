@@ -143,24 +143,26 @@ def build_index(
     """The keys and byte ranges of the file's documents from byte `start` on.
 
     A document that does not parse stops it with BrokenRecording (a bad edit), unless
-    `skip_broken`. One a crash may have cut off is always skipped with a warning, since
-    refusing it would stop every start after a crash: the file's last, or one followed by
-    CUT_OFF."""
+    `skip_broken`. One a crash may have cut off is read whole, and skipped with a warning
+    when it does not parse, since refusing it would stop every start after a crash: the
+    file's last, or one followed by CUT_OFF."""
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read()
     entries = []
     for offset, length in documents(data):
         doc = data[offset : offset + length]
+        cut_off = offset + length == len(data) or doc.endswith(CUT_OFF)
         try:
             request = request_part(doc)
             if request is None:
                 continue
+            if cut_off:  # cut off after its request, it would fail when replayed: read it whole
+                Interaction.from_document(load_document(doc))
             entries.append(IndexEntry(key_of_request_part(request, rules, table), start + offset, length))
-        except (yaml.YAMLError, KeyError, TypeError, ValueError) as e:
+        except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as e:
             line = _line_at(path, start + offset)
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            cut_off = offset + length == len(data) or doc.endswith(CUT_OFF)
             if not cut_off and not skip_broken:
                 raise BrokenRecording(
                     f"{path}: line {line}: a recorded interaction does not parse ({reason}); "
