@@ -32,7 +32,7 @@ def imported(path: Path) -> set[str]:
 
 
 def files(folder: str) -> list[Path]:
-    return sorted((PACKAGE / folder).glob("*.py"))
+    return sorted((PACKAGE / folder).rglob("*.py"))  # packages inside a folder too (runtime/recording)
 
 
 @pytest.mark.parametrize("domain", DOMAINS)
