@@ -8,7 +8,7 @@ import subprocess
 
 from conftest import API_VERSION, start_simulator
 from fake_azure import UPSTREAM_KEY, FakeAzure
-from openai import AzureOpenAI
+from openai import AzureOpenAI, NotFoundError
 
 MESSAGES = [{"role": "user", "content": "Hello!"}]
 
@@ -72,3 +72,38 @@ def test_a_hand_broken_recording_stops_replay_start_up_naming_file_and_line(tmp_
     line = failed_start(tmp_path, {"SIMULATOR_MODE": "replay"})
     assert "gpt-4o.chat-completions.yaml: line 9: a recorded interaction does not parse" in line
     assert "RECORDING_SKIP_BROKEN=true" in line
+
+
+def test_a_recording_cut_off_by_a_crash_costs_only_itself(simulator_factory, tmp_path):
+    folder = tmp_path / "recordings"
+    record = {
+        "SIMULATOR_MODE": "record",
+        "AZURE_OPENAI_KEY": UPSTREAM_KEY,
+        "RECORDING_DIR": str(folder),
+    }
+    file = folder / "gpt-4o.chat-completions.yaml"
+
+    def ask(sim, user: str) -> int:
+        client = AzureOpenAI(azure_endpoint=sim.url, api_key=sim.key, api_version=API_VERSION, max_retries=0)
+        try:
+            client.chat.completions.create(model="gpt-4o", messages=MESSAGES, user=user)
+        except NotFoundError:
+            return 404
+        return 200
+
+    with FakeAzure() as upstream:
+        sim = simulator_factory({**record, "AZURE_OPENAI_ENDPOINT": upstream.url})
+        assert ask(sim, "first") == ask(sim, "second") == 200
+        sim.stop()
+        data = file.read_bytes()
+        # As a crash while the second was written leaves it: cut off inside its answer's text.
+        file.write_bytes(data[: data.rindex(b"content: 'Upstream") + len(b"content: 'Upstr")])
+        sim = simulator_factory({**record, "AZURE_OPENAI_ENDPOINT": upstream.url})
+        assert ask(sim, "third") == 200
+        assert "skipped a recorded interaction that does not parse" in sim.log()
+        sim.stop()
+    for index in (folder / ".index").iterdir():
+        index.unlink()  # as a fresh copy of the folder has it: read anew, the cut-off one now in the middle
+    sim = simulator_factory({"SIMULATOR_MODE": "replay", "RECORDING_DIR": str(folder)})
+    assert [ask(sim, user) for user in ("first", "second", "third")] == [200, 404, 200]
+    assert "a crash may have cut it off while it was written" in sim.log()

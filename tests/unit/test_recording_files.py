@@ -10,12 +10,14 @@ import threading
 import weakref
 
 import pytest
+import yaml
 from mitmproxy.test import tflow
 from unit_support import VERSION, chat_path, make_config, make_flow
 
 from aoai.openai import forms
 from aoai.runtime import recording
-from aoai.runtime.recording import BrokenRecording, Interaction, RecordingStore, dump_document
+from aoai.runtime.recording import BrokenRecording, Interaction, RecordingStore, dump_document, persistence
+from aoai.runtime.routes import TABLE
 from aoai.runtime.state import context_of
 from aoai.runtime.streams import StreamServer
 from aoai.stages import routing
@@ -105,8 +107,8 @@ def upload(n: int, size: int = 3 * 1024 * 1024) -> Interaction:
 def test_the_yaml_emitter_never_sees_a_long_value(monkeypatch):
     # libyaml's emitter held the GIL ~7 ms a MiB of one value: such values are written by hand.
     emitted = []
-    dump = recording.yaml.dump
-    monkeypatch.setattr(recording.yaml, "dump", lambda doc, **kw: emitted.append(doc) or dump(doc, **kw))
+    dump = yaml.dump
+    monkeypatch.setattr(yaml, "dump", lambda doc, **kw: emitted.append(doc) or dump(doc, **kw))
     image = "data:image/png;base64," + base64.b64encode(os.urandom(200_000)).decode()
     responses = Interaction(
         "POST",
@@ -206,7 +208,7 @@ def test_saving_lets_each_recording_go_once_written(tmp_path, monkeypatch):
         seen.append([ref() is not None for ref in alive])
         return pieces(interaction)
 
-    monkeypatch.setattr(recording, "document_pieces", watched)
+    monkeypatch.setattr(persistence, "document_pieces", watched)
     batch = [(store.file_for(i.method, i.path), i) for i in uploads]
     del uploads
     assert store.save(batch) == 3
@@ -217,10 +219,10 @@ def test_a_key_worked_out_before_is_not_worked_out_again(monkeypatch):
     one = upload(1)
     rules = recording.KeyRules()
     key = one.key(rules)
-    one.known_key = (rules, recording.TABLE, key)
+    one.known_key = (rules, TABLE, key)
     parsed = []
     parse = forms.parse
-    monkeypatch.setattr(recording.forms, "parse", lambda *a: parsed.append(1) or parse(*a))
+    monkeypatch.setattr(forms, "parse", lambda *a: parsed.append(1) or parse(*a))
     assert one.key(rules) == key and parsed == []
     one.key(recording.KeyRules(ignore_fields=("user",)))  # other rules: worked out again
     assert parsed == [1]
@@ -333,7 +335,7 @@ def test_the_form_the_checks_read_gives_the_key_only_for_the_bytes_it_was_read_f
     expected = one.key(store.rules)
     parsed = []
     parse = forms.parse
-    monkeypatch.setattr(recording.forms, "parse", lambda *a: parsed.append(1) or parse(*a))
+    monkeypatch.setattr(forms, "parse", lambda *a: parsed.append(1) or parse(*a))
     assert key_of(flow, store) == expected and parsed == []  # not read again
     flow.request.content = one.request_body.replace(b"a.wav", b"b.wav")  # an extension changed it
     assert key_of(flow, store) != expected and parsed == [1]

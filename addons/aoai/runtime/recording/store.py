@@ -1,0 +1,266 @@
+"""The recordings the record and replay stages share: found by key in constant time however
+many there are, added as they are recorded (written at once, or kept until saved), and on a
+miss the closest recorded request, to say where a request differs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict, defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from ..routes import TABLE, RouteTable
+from . import persistence
+from .matchers import KeyRules, as_json, differing_fields
+from .persistence import IndexEntry, Ref, file_name_for, with_suffix
+from .serialisation import Interaction
+
+logger = logging.getLogger(__name__)
+
+PENDING_MAX_BYTES = 64 * 1024 * 1024  # RECORDING_PENDING_MAX_BYTES's default
+# A just-written interaction stays parsed in memory only when its document is at most this: a
+# large upload's recording is read back from its file if it is asked for (rarely at once),
+# rather than keeping its body in memory after its flow is gone.
+REMEMBER_WRITTEN_BYTES = 1024 * 1024
+CACHE_MAX_BYTES = 64 * 1024 * 1024  # RECORDING_CACHE_MAX_BYTES's default
+_ANY_API_VERSION = KeyRules()  # the default rules: every field counts, api-version does not
+
+
+def interaction_bytes(interaction: Interaction) -> int:
+    """About what an interaction takes in memory: its bodies, path and headers, and each
+    streamed event's JSON (serialized only here, for record mode without autosave)."""
+    size = 512 + len(interaction.path) + len(interaction.request_body) + len(interaction.response_body)
+    size += sum(len(k) + len(v) for k, v in interaction.query)
+    size += sum(
+        len(k) + len(v)
+        for headers in (interaction.request_headers, interaction.response_headers)
+        for k, v in headers.items()
+    )
+    for event in interaction.events or ():
+        data = event.data
+        size += 64 + (len(data) if isinstance(data, str) else len(orjson.dumps(data)))
+    return size
+
+
+class RecordingStore:
+    def __init__(
+        self, directory: str | os.PathLike[str], rules: KeyRules = _ANY_API_VERSION, table: RouteTable = TABLE
+    ):
+        self.directory = Path(directory)
+        self.rules = rules
+        self.table = table
+        self.file_suffix = ""  # new recordings go to NAME.SUFFIX.yaml (replicas sharing a folder)
+        self.skip_broken = False  # a document that does not parse: skipped with a warning, else refused
+        self._unwritable: set[str] = set()  # files whose last write failed (said once each)
+        self.index: dict[str, list[Ref]] = defaultdict(list)
+        self.cursors: dict[str, int] = {}
+        self.pending: list[tuple[str, Interaction]] = []
+        # Without autosave, recordings wait in memory for /++/save-recordings; past this many
+        # bytes they are saved at once (RECORDING_PENDING_MAX_BYTES), so none is lost.
+        self.pending_bytes = 0
+        self.pending_max_bytes = PENDING_MAX_BYTES
+        self._said_pending = False
+        # Interactions parsed (or just written), the least recently used first: at most
+        # `cache_max_bytes` of them, as their documents' sizes (RECORDING_CACHE_MAX_BYTES).
+        self._cache: OrderedDict[Ref, Interaction] = OrderedDict()
+        self.cache_bytes = 0
+        self.cache_max_bytes = CACHE_MAX_BYTES
+        # Pending recordings past their bound are written by a worker thread (see overflow).
+        self._cache_lock = threading.Lock()
+        self._cursor_lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one append at a time: each knows where it landed
+
+    def canonical_path(self, method: str, path: str) -> str:
+        """The path as its route spells it: the variants of one request share recordings."""
+        return self.table.canonical_path(method, path)
+
+    def file_for(self, method: str, path: str) -> str:
+        """The file that holds a request's recordings: its route names it (one file per
+        deployment and operation, or per Document Intelligence model); else its path does."""
+        found = self.table.resolve(method, path)
+        name = found.route.recording_file(found.params) if found is not None and found.route is not None else None
+        return with_suffix(name or file_name_for(path.partition("?")[0]), self.file_suffix)
+
+    @property
+    def count(self) -> int:
+        return sum(len(refs) for refs in self.index.values())
+
+    def usage(self) -> dict[str, dict[str, int]]:
+        """For /++/limits: the recordings waiting to be saved, and those kept parsed."""
+        return {
+            "pending": {"count": len(self.pending), "bytes": self.pending_bytes, "maxBytes": self.pending_max_bytes},
+            "cache": {"count": len(self._cache), "bytes": self.cache_bytes, "maxBytes": self.cache_max_bytes},
+        }
+
+    # loading
+
+    def load(self) -> int:
+        """Index every recording file in the folder (from their cached indexes where they are
+        up to date); how many interactions. Raises BrokenRecording."""
+        self.index.clear()
+        self.cursors.clear()
+        self._cache.clear()
+        self.cache_bytes = 0
+        for path in persistence.recording_files(self.directory):
+            for entry in persistence.file_index(path, self.rules, self.table, self.skip_broken):
+                self.index[entry.key].append(Ref(path.name, entry.offset, entry.length))
+        return self.count
+
+    def save_indexes(self) -> None:
+        """Bring the cached indexes up to date with what was appended, for a fast next start."""
+        by_file: dict[str, list[IndexEntry]] = defaultdict(list)
+        for key, refs in self.index.items():
+            for ref in refs:
+                by_file[ref.file].append(IndexEntry(key, ref.offset, ref.length))
+        for file, entries in by_file.items():
+            path = self.directory / file
+            if path.exists():
+                entries.sort(key=lambda e: e.offset)
+                persistence.write_index(path, self.rules, path.stat().st_size, entries)
+
+    # finding
+
+    def get(self, ref: Ref) -> Interaction:
+        with self._cache_lock:
+            interaction = self._cache.get(ref)
+            if interaction is not None:
+                self._cache.move_to_end(ref)
+                return interaction
+        interaction = persistence.read_interaction(self.directory / ref.file, ref.offset, ref.length)
+        self._remember(ref, interaction)
+        return interaction
+
+    def _remember(self, ref: Ref, interaction: Interaction) -> None:
+        """Keep a parsed interaction, forgetting the least recently used past the budget (an
+        interaction larger than it all is read from its file each time)."""
+        with self._cache_lock:
+            if ref.length > self.cache_max_bytes or ref in self._cache:
+                return
+            self._cache[ref] = interaction
+            self.cache_bytes += ref.length
+            while self.cache_bytes > self.cache_max_bytes:
+                self.cache_bytes -= self._cache.popitem(last=False)[0].length
+
+    def find(self, key: str) -> Interaction | None:
+        """The next recording for `key`: in recorded order, then the last one again."""
+        ref = self.next_ref(key)
+        return None if ref is None else self.get(ref)
+
+    def next_ref(self, key: str) -> Ref | None:
+        """Where the next recording for `key` is (`get` reads it), as `find` takes them."""
+        refs = self.index.get(key)
+        if not refs:
+            return None
+        with self._cursor_lock:  # large requests look up from worker threads
+            position = self.cursors.get(key, 0)
+            self.cursors[key] = position + 1
+        return refs[min(position, len(refs) - 1)]
+
+    def parsed(self, ref: Ref) -> bool:
+        """Whether `get(ref)` answers from memory (else it reads and parses the document)."""
+        return ref in self._cache
+
+    def closest(self, method: str, path: str, body: bytes, limit: int = 200) -> tuple[Interaction, list[str]] | None:
+        """The recorded request most like this one (same method and path first), and the
+        top-level body fields where they differ."""
+        prefix = f"{method} {self.canonical_path(method, path)}"
+        candidates = [
+            refs[-1] for key, refs in self.index.items() if key.startswith(prefix + " ") or key.startswith(prefix + "?")
+        ]
+        if not candidates:
+            candidates = [refs[-1] for key, refs in self.index.items() if key.startswith(method + " ")]
+        best: tuple[int, Interaction, list[str]] | None = None
+        wanted: Any = as_json(body)
+        for ref in candidates[-limit:]:
+            try:
+                other = self.get(ref)
+            except (OSError, yaml.YAMLError, KeyError):
+                continue
+            fields = differing_fields(wanted, as_json(other.request_body), self.rules)
+            score = len(fields) + (0 if other.path == path else 100)
+            if best is None or score < best[0]:
+                best = (score, other, fields)
+        return (best[1], best[2]) if best else None
+
+    # saving
+
+    def add(self, interaction: Interaction, autosave: bool) -> bool:
+        """Keep an interaction (written at once with autosave); False when writing it failed."""
+        file = self.file_for(interaction.method, interaction.path)
+        if not autosave:
+            self.pending.append((file, interaction))
+            self.pending_bytes += interaction_bytes(interaction)
+            return True
+        return self._write(file, [interaction])
+
+    def overflow(self) -> list[tuple[str, Interaction]]:
+        """The pending recordings, taken to be saved at once (`save(batch)`), when they have
+        passed RECORDING_PENDING_MAX_BYTES; else none. Said once, as a warning."""
+        if self.pending_bytes <= self.pending_max_bytes:
+            return []
+        if not self._said_pending:
+            self._said_pending = True
+            logger.warning(
+                "recordings waiting to be saved passed RECORDING_PENDING_MAX_BYTES (%d bytes): saving "
+                "them now, and whenever they pass it again",
+                self.pending_max_bytes,
+            )
+        return self._take_pending()
+
+    def _take_pending(self) -> list[tuple[str, Interaction]]:
+        batch, self.pending, self.pending_bytes = self.pending, [], 0
+        return batch
+
+    def save(self, batch: list[tuple[str, Interaction]] | None = None) -> int:
+        """Write the pending recordings (or a batch `overflow` took from them, which is emptied);
+        how many. Each is let go once written, so a batch of large uploads leaves memory as it
+        is saved, not when the last is."""
+        taken = self._take_pending() if batch is None else batch
+        by_file: dict[str, list[Interaction]] = defaultdict(list)
+        for file, interaction in taken:
+            by_file[file].append(interaction)
+        taken.clear()
+        saved = 0
+        while by_file:
+            file, interactions = by_file.popitem()
+            count = len(interactions)
+            if self._write(file, interactions):
+                saved += count
+        return saved
+
+    def _write(self, file: str, interactions: list[Interaction]) -> bool:
+        """Append, saying once per file when the disk refuses (full, read-only, gone) and once
+        when it takes writes again; what was written before stays loadable."""
+        try:
+            with self._write_lock:
+                self._append(file, interactions)
+        except OSError as e:
+            if file not in self._unwritable:
+                self._unwritable.add(file)
+                logger.error(
+                    "cannot write recordings to %s: %s; the answers still reach the clients, unrecorded",
+                    self.directory / file,
+                    e.strerror or e,
+                )
+            return False
+        if file in self._unwritable:
+            self._unwritable.discard(file)
+            logger.info("writing recordings to %s again", self.directory / file)
+        return True
+
+    def _append(self, file: str, interactions: list[Interaction]) -> None:
+        """Append to the file, each interaction indexed (and kept parsed, when small) once written."""
+
+        def written(interaction: Interaction, offset: int, length: int) -> None:
+            ref = Ref(file, offset, length)
+            self.index[interaction.key(self.rules, self.table)].append(ref)
+            if length <= REMEMBER_WRITTEN_BYTES:
+                self._remember(ref, interaction)
+
+        persistence.append(self.directory / file, interactions, written)
