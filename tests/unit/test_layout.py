@@ -1,5 +1,5 @@
-"""The layout shows the design: imports point one way, and simulator.py lists the stages
-folder exactly."""
+"""The layout shows the design: imports point one way, and the stack (stack.py) lists the
+stages folder exactly."""
 
 import ast
 import importlib
@@ -48,13 +48,8 @@ def test_the_runtime_does_not_import_the_stages():
         assert not bad, f"{path.relative_to(PACKAGE)} imports {sorted(bad)}"
 
 
-def test_the_stages_folder_holds_exactly_the_stages_simulator_py_stacks():
-    source = (PACKAGE.parent / "simulator.py").read_text()
-    stacked = {
-        line.split("from aoai.stages.")[1].split()[0]
-        for line in source.splitlines()
-        if line.startswith("from aoai.stages.") and " import " in line
-    }
+def test_the_stages_folder_holds_exactly_the_stages_the_stack_builds():
+    stacked = {n.split(".")[2] for n in imported(PACKAGE / "stack.py") if n.startswith("aoai.stages.")}
     on_disk = {p.stem for p in files("stages") if p.stem != "__init__"}
     assert stacked == on_disk
 
