@@ -21,16 +21,19 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 
 # WORKERS=N: N simulator processes behind HAProxy on the same port, one quota through Redis.
 WORKERS ?=
+# ARGS: mitmproxy options for the simulator, e.g. ARGS="--set confdir=certs -p 9000" (with
+# WORKERS, each worker gets them; the listen address is HAProxy's).
+ARGS ?=
 
 run: install
 ifeq ($(strip $(WORKERS)),)
-	$(BIN)/mitmdump -s addons/simulator.py
+	$(BIN)/mitmdump -s addons/simulator.py $(ARGS)
 else
-	$(BIN)/python scripts/workers.py --workers $(WORKERS)
+	$(BIN)/python scripts/workers.py --workers $(WORKERS) -- $(ARGS)
 endif
 
 web: install
-	$(BIN)/mitmweb -s addons/simulator.py
+	$(BIN)/mitmweb -s addons/simulator.py $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest

@@ -10,7 +10,7 @@ or in mitmweb's Options, or with the environment variables below):
 - fault_cut_after_tokens: streamed answers break after this many tokens (0: never);
 - fault_slow_first_byte_ms: every answer starts this much later.
 
-    EXTENSION_PATH=examples/fault_injector.py make run -- --set fault_error_share=0.2
+    EXTENSION_PATH=examples/fault_injector.py make run ARGS="--set fault_error_share=0.2"
 """
 
 import asyncio

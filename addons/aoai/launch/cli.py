@@ -55,35 +55,15 @@ def parse(argv: list[str], default_workers: str | None = None) -> Launch:
         raise UsageError(f"--workers: expected a whole number, got {count!r}") from None
     if launch.workers < 1:
         raise UsageError("--workers: at least 1")
-    launch.mitmdump_args = rest if launch.workers == 1 else _take_listen_address(launch, rest)
+    if launch.workers == 1:
+        launch.mitmdump_args = rest
+        return launch
+    try:
+        address, launch.mitmdump_args = workers.take_listen_address(rest)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    launch.listen_host, launch.port = address.host, address.port
     return launch
-
-
-def _take_listen_address(launch: Launch, args: list[str]) -> list[str]:
-    """mitmdump's listen options become HAProxy's address: each worker has its own loopback port."""
-    rest: list[str] = []
-    items = iter(args)
-    for arg in items:
-        name, equals, value = arg.partition("=")
-        if name in ("-p", "--listen-port", "--listen-host"):
-            value = value if equals else next(items, "")
-        elif arg == "--set":
-            option = next(items, "")
-            name, _, value = option.partition("=")
-            if name not in ("listen_port", "listen_host"):
-                rest += [arg, option]
-                continue
-        else:
-            rest.append(arg)
-            continue
-        if name.endswith("host"):
-            launch.listen_host = value
-        else:
-            try:
-                launch.port = int(value)
-            except ValueError:
-                raise UsageError(f"listen port: expected a number, got {value!r}") from None
-    return rest
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -183,6 +183,44 @@ class Workers:
             stop(self.redis)
 
 
+@dataclass
+class ListenAddress:
+    """HAProxy's address, when mitmdump's arguments name it; None: the default."""
+
+    host: str | None = None
+    port: int | None = None
+
+
+def take_listen_address(mitmdump_args: list[str]) -> tuple[ListenAddress, list[str]]:
+    """mitmdump's listen options (`-p`, `--listen-port`, `--listen-host`, or the same as
+    `--set`) taken out of the arguments every worker gets: they name HAProxy's address, as
+    each worker has a loopback port of its own. Raises ValueError with one line."""
+    address = ListenAddress()
+    rest: list[str] = []
+    items = iter(mitmdump_args)
+    for arg in items:
+        name, equals, value = arg.partition("=")
+        if name in ("-p", "--listen-port", "--listen-host"):
+            value = value if equals else next(items, "")
+        elif arg == "--set":
+            option = next(items, "")
+            name, _, value = option.partition("=")
+            if name not in ("listen_port", "listen_host"):
+                rest += [arg, option]
+                continue
+        else:
+            rest.append(arg)
+            continue
+        if name.endswith("host"):
+            address.host = value
+        else:
+            try:
+                address.port = int(value)
+            except ValueError:
+                raise ValueError(f"listen port: expected a number, got {value!r}") from None
+    return address, rest
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -211,7 +249,11 @@ def main(argv: list[str] | None = None) -> int:
             *args.mitmdump_args,
         ]
         os.execv(command[0], command)
-    return run(args.workers, args.listen_host, args.port, args.mitmdump_args)
+    try:
+        address, mitmdump_args = take_listen_address(args.mitmdump_args)
+    except ValueError as e:
+        parser.error(str(e))
+    return run(args.workers, address.host or args.listen_host, address.port or args.port, mitmdump_args)
 
 
 def run(count: int, listen_host: str, port: int, mitmdump_args: list[str]) -> int:
