@@ -86,3 +86,14 @@ def test_the_fault_injectors_own_command_works(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def test_install_says_what_it_does_and_shows_pips_progress():
+    done = subprocess.run(
+        ["make", "-n", "-B", "install"], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
+    )
+    steps = done.stdout.splitlines()
+    install = next(s for s in steps if "-r requirements.txt" in s)
+    assert "--quiet" not in install
+    assert steps.index(install) > next(i for i, s in enumerate(steps) if s.startswith('echo "Creating .venv'))
+    assert "about a minute" in done.stdout
