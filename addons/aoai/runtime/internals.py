@@ -605,7 +605,7 @@ class HideNotALeafWarning(logging.Filter):
     one file: it judges by the CA flag alone (which `openssl req -x509` sets on a certificate
     made to serve) and repeats it at every load of the `certs` option (twice at start-up)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str) -> None:
         super().__init__()
         self.text = f'"{os.path.abspath(path)}" is a certificate authority'
 
