@@ -14,23 +14,29 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-test.txt
 	@test -n "$(PYTHON)" || { echo "Python 3.12 or newer is needed (mitmproxy 12 requires it); none was found on PATH." >&2; exit 1; }
+	@echo "Creating $(VENV) with $(PYTHON), then installing what the simulator and its tests need"
+	@echo "(requirements.txt, requirements-test.txt): about a minute the first time, less after that."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt -r requirements-test.txt
+	$(BIN)/python -m pip install --progress-bar on -r requirements.txt -r requirements-test.txt
 	@touch $@
+	@echo "Installed in $(VENV). make run starts the simulator; make test runs the tests."
 
 # WORKERS=N: N simulator processes behind HAProxy on the same port, one quota through Redis.
 WORKERS ?=
+# ARGS: mitmproxy options for the simulator, e.g. ARGS="--set confdir=certs -p 9000" (with
+# WORKERS, each worker gets them; the listen address is HAProxy's).
+ARGS ?=
 
 run: install
 ifeq ($(strip $(WORKERS)),)
-	$(BIN)/mitmdump -s addons/simulator.py
+	$(BIN)/mitmdump -s addons/simulator.py $(ARGS)
 else
-	$(BIN)/python scripts/workers.py --workers $(WORKERS)
+	$(BIN)/python scripts/workers.py --workers $(WORKERS) -- $(ARGS)
 endif
 
 web: install
-	$(BIN)/mitmweb -s addons/simulator.py
+	$(BIN)/mitmweb -s addons/simulator.py $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest

@@ -20,7 +20,8 @@ Measured, from writing the request:
 The report goes to stdout and to PREFIX.txt, the figures to PREFIX.json, and a chart to
 PREFIX.png (TTFT and ITL histograms against the expected values, requests per second over
 time with the 429s). The expected TTFT and ITL are --expected-ttft-ms/--expected-itl-ms, or
-else the first chat deployment's latency from the simulator's GET /++/config when it has one.
+else the first chat deployment's latency as the simulator's GET /++/config describes it (its own, the
+LATENCY_OPENAI_CHAT_COMPLETIONS_* setting, or its model's defaults).
 
 The driver shares the machine with what it measures, so it stays cheap: asyncio streams, a
 hand-written HTTP/1.1 request, and a byte scan of SSE frames instead of JSON parsing. Only
@@ -400,17 +401,48 @@ async def configured_latency(settings: Settings) -> tuple[float | None, float | 
             status, _, body = await conn.request("GET", "/++/config", {"api-key": settings.key})
         if status != 200:
             return None, None
-        config = json.loads(body)
-        if not config.get("latency", {}).get("enabled", True):
-            return 0.0, 0.0
-        latency = config.get("deployments", {}).get(settings.deployments[0], {}).get("latency") or {}
-        ttft = (latency.get("timeToFirstTokenMs") or {}).get("mean")
-        itl = (latency.get("interTokenMs") or {}).get("mean")
-        return ttft, itl
+        return expected_latency(json.loads(body), settings.deployments[0])
     except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError, AttributeError):
         return None, None
     finally:
         conn.close()
+
+
+def expected_latency(config: dict, deployment: str) -> tuple[float | None, float | None]:
+    """A chat deployment's TTFT and ITL means as the simulator's GET /++/config describes
+    them: its own latency, else the LATENCY_OPENAI_CHAT_COMPLETIONS_* setting (milliseconds a
+    token, the first one too), else its model's defaults. /++/config shows only what was set,
+    so the defaults come from the simulator's model catalogue beside this folder."""
+    latency = config.get("latency") or {}
+    if not latency.get("enabled", True):
+        return 0.0, 0.0
+    entry = (config.get("deployments") or {}).get(deployment)
+    if entry is None and not config.get("allowUndefinedDeployments"):
+        return None, None
+    own = (entry or {}).get("latency")
+    if own:
+        return (own.get("timeToFirstTokenMs") or {}).get("mean"), (own.get("interTokenMs") or {}).get("mean")
+    setting = (latency.get("chatCompletions") or {}).get("mean")
+    if setting is not None:
+        return setting, setting
+    model = catalogue_chat_model(entry["model"] if entry else deployment)
+    return (model.ttft_ms, model.itl_ms) if model is not None else (None, None)
+
+
+def catalogue_chat_model(name: str):
+    """The simulator's catalogue entry for a chat model (its default chat model for another
+    name, as it does for an undefined deployment); None without the simulator's sources."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "addons"))
+    try:
+        from aoai.openai import catalogue  # standard library only
+    except ImportError:
+        return None
+    finally:
+        del sys.path[0]
+    model = catalogue.find_model(name)
+    if model is None or model.kind != catalogue.CHAT:
+        model = catalogue.MODELS[catalogue.DEFAULT_MODEL_FOR_KIND[catalogue.CHAT]]
+    return model
 
 
 # --- The report -------------------------------------------------------------------------------

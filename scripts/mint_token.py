@@ -22,7 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "addons"))
 
-from aoai.runtime import entra
+try:
+    from aoai.runtime import entra
+except ModuleNotFoundError as missing:  # a python without the simulator's packages
+    from project_python import rerun_in_venv
+
+    rerun_in_venv(missing)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "addons"))
 
-from aoai.openai.tokens import ENCODINGS, cache_file_name, install_offline_encodings
+try:
+    from aoai.openai.tokens import ENCODINGS, cache_file_name, install_offline_encodings
+except ModuleNotFoundError as missing:  # a python without the simulator's packages
+    from project_python import rerun_in_venv
+
+    rerun_in_venv(missing)
 
 
 def main() -> None:

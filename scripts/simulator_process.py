@@ -14,18 +14,46 @@ way.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
+# The launchers' helpers live in the package (the installed `aoai-simulator` uses them too).
+if str(ROOT / "addons") not in sys.path:
+    sys.path.insert(0, str(ROOT / "addons"))
+
+from aoai.launch.processes import (  # noqa: E402
+    LOG_TAIL_LINES,
+    Process,
+    StartError,
+    free_port,
+    program_path,
+    start_redis,
+    stop,
+    wait_ready,
+)
+
+__all__ = [
+    "LOG_TAIL_LINES",
+    "ROOT",
+    "SETTINGS_PREFIXES",
+    "SIMULATOR",
+    "WORKERS_BANNER",
+    "Process",
+    "StartError",
+    "clean_env",
+    "free_port",
+    "program_path",
+    "start",
+    "start_redis",
+    "start_workers",
+    "stop",
+    "wait_ready",
+]
+
 SIMULATOR = ROOT / "addons" / "simulator.py"
 # The simulator's settings: the caller's own (a developer's shell, a CI job) must not leak
 # into a run that sets what it measures or tests.
@@ -40,26 +68,6 @@ SETTINGS_PREFIXES = (
     "DOC_INTELLIGENCE_",
     "OTEL_",
 )
-LOG_TAIL_LINES = 60  # of the log quoted when a start fails
-
-
-class StartError(RuntimeError):
-    """The process exited or did not become ready in time; the message ends with its log."""
-
-
-def free_port() -> int:
-    """A port free on the loopback interface now (another process may take it before use)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def program_path(program: str = "mitmdump") -> Path:
-    """The program beside the running interpreter (the venv's), else the one on PATH."""
-    beside = Path(sys.executable).with_name(program)
-    if beside.exists():
-        return beside
-    return Path(shutil.which(program) or beside)
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -67,31 +75,6 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(SETTINGS_PREFIXES)}
     env.update(extra or {})
     return env
-
-
-@dataclass
-class Process:
-    process: subprocess.Popen
-    port: int
-    key: str  # SIMULATOR_API_KEY it was given ("" for none)
-    log_path: Path  # its stdout and stderr
-    label: str  # names it in errors
-    started: float  # time.perf_counter() just before launch
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self, tail: int | None = None) -> str:
-        """Its output so far; with `tail`, only the last lines."""
-        text = self.log_path.read_text(errors="replace")
-        return "\n".join(text.splitlines()[-tail:]) if tail else text
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, timeout: float = 10) -> None:
-        stop(self.process, timeout)
 
 
 def start(
@@ -127,49 +110,6 @@ def start(
     return Process(process, port, full_env.get("SIMULATOR_API_KEY", ""), log_path, label, started)
 
 
-def wait_ready(
-    server: Process,
-    path: str | None = "/++/health",
-    *,
-    timeout: float = 30,
-    poll: float = 0.1,
-    after_log: str | None = None,
-    settle: float = 0.0,
-) -> None:
-    """Wait until GET `path` answers 200 (the simulator's health says 503 until its stages
-    have started), or with path None until the port accepts (a bare mitmdump). With
-    `after_log`, nothing is sent before that text is in the log, and then not for `settle`
-    seconds more: for load that must not meet the end of start-up, when a request that logs
-    an error makes mitmdump exit with "Errors logged during startup". Raises StartError,
-    with the log's tail, if the process exits or is not ready within `timeout` seconds (it
-    is then stopped)."""
-    deadline = time.monotonic() + timeout
-
-    def check() -> None:
-        if not server.alive():
-            raise StartError(f"{server.label} exited with {server.process.returncode}:\n{server.log(LOG_TAIL_LINES)}")
-        if time.monotonic() > deadline:
-            server.stop()
-            raise StartError(f"{server.label} was not ready after {timeout:g} s:\n{server.log(LOG_TAIL_LINES)}")
-
-    if after_log is not None:
-        while after_log not in server.log():
-            check()
-            time.sleep(min(poll, 0.05))
-        time.sleep(settle)
-    while True:
-        check()
-        try:
-            if path is None:
-                with socket.create_connection(("127.0.0.1", server.port), timeout=1):
-                    return
-            elif httpx.get(server.url + path, timeout=1).status_code == 200:
-                return
-        except (OSError, httpx.HTTPError):
-            pass
-        time.sleep(poll)
-
-
 WORKERS_BANNER = "behind HAProxy"  # in scripts/workers.py's start-up lines, once it serves
 
 
@@ -203,46 +143,3 @@ def start_workers(
         started = time.perf_counter()
         process = subprocess.Popen(command, cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     return Process(process, port, full_env.get("SIMULATOR_API_KEY", ""), log_path, "workers", started)
-
-
-def stop(process: subprocess.Popen | Process, timeout: float = 10) -> None:
-    """SIGTERM, as a service manager would; SIGKILL if it has not exited after `timeout` s."""
-    if isinstance(process, Process):
-        process = process.process
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def start_redis(timeout: float = 10) -> tuple[subprocess.Popen, str] | None:
-    """A throwaway redis-server on a free loopback port, saving nothing: the process and its
-    URL, once it answers PING; None where redis-server is not installed."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        return None
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise StartError(f"redis-server exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return process, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            stop(process)
-            raise StartError(f"redis-server did not answer within {timeout:g} s")
-        time.sleep(0.05)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import socket
 import struct
 import time
@@ -601,6 +602,22 @@ LISTENER_LOGGERS = ("mitmproxy.addons.proxyserver", "mitmproxy.proxy.mode_server
 
 def hide_listening_line(record: logging.LogRecord) -> bool:
     return LISTENING_LOG_TEXT not in record.getMessage()
+
+
+CERTS_LOGGER = "mitmproxy.certs"  # warns that a served certificate is a CA each time it loads `certs`
+
+
+class HideNotALeafWarning(logging.Filter):
+    """Drops mitmproxy's "is a certificate authority and not a leaf certificate" warning for
+    one file: it judges by the CA flag alone (which `openssl req -x509` sets on a certificate
+    made to serve) and repeats it at every load of the `certs` option (twice at start-up)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.text = f'"{os.path.abspath(path)}" is a certificate authority'
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 def _source(thing) -> str:

@@ -318,6 +318,30 @@ def entra_policy(options) -> entra.TokenPolicy:
 class TlsCertificate:
     pem: bytes  # the certificate chain, then its private key
     names: tuple[str, ...]  # the host names and addresses it serves
+    ca_only: bool = False  # a CA certificate its own extensions keep from serving TLS (see signs_only)
+
+
+def signs_only(cert: x509.Certificate) -> bool:
+    """A CA certificate not meant to serve: its key usage lacks digital signature and key
+    encipherment, or its extended key usage lacks server authentication. `openssl req -x509`
+    marks the certificates it makes CA but restricts neither, and they serve well."""
+    extensions = cert.extensions
+    try:
+        if not extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            return False
+    except x509.ExtensionNotFound:
+        return False
+    try:
+        usage = extensions.get_extension_for_class(x509.KeyUsage).value
+        if not (usage.digital_signature or usage.key_encipherment):
+            return True
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        purposes = extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        return x509.ExtendedKeyUsageOID.SERVER_AUTH not in purposes
+    except x509.ExtensionNotFound:
+        return False
 
 
 def tls_certificate(options) -> TlsCertificate | None:
@@ -369,7 +393,7 @@ def tls_certificate(options) -> TlsCertificate | None:
     pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain) + key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    return TlsCertificate(pem, tuple(dict.fromkeys(names)))
+    return TlsCertificate(pem, tuple(dict.fromkeys(names)), signs_only(chain[0]))
 
 
 def _pem_key_block(pem: bytes) -> bytes:
@@ -524,6 +548,8 @@ class Settings:
         self.env_error: str | None = None
         self.replace_default_listener = False
         self.tls_specs: list[str] = []  # what SIMULATOR_TLS_CERT added to mitmproxy's certs option
+        self.warned_ca: bytes | None = None  # the certificate last warned about as a CA (once each)
+        self.ca_warning_filter: logging.Filter | None = None  # hides mitmproxy's for that file
 
     def load(self, loader):
         for s in SETTINGS:
@@ -579,6 +605,18 @@ class Settings:
             with os.fdopen(fd, "wb") as f:
                 f.write(certificate.pem)
             specs = [f"{name}={path}" for name in certificate.names]
+            # mitmproxy's own warning goes by the CA flag alone, at every load: this one, once.
+            certs_logger = logging.getLogger(internals.CERTS_LOGGER)
+            certs_logger.removeFilter(self.ca_warning_filter)
+            self.ca_warning_filter = internals.HideNotALeafWarning(path)
+            certs_logger.addFilter(self.ca_warning_filter)
+            if certificate.ca_only and certificate.pem != self.warned_ca:
+                self.warned_ca = certificate.pem
+                logger.warning(
+                    "SIMULATOR_TLS_CERT: %s is a CA certificate whose key usage leaves out serving TLS; "
+                    "HTTPS clients may refuse it: use one issued for the host names",
+                    ctx.options.simulator_tls_cert,
+                )
         others = [spec for spec in ctx.options.certs if spec not in self.tls_specs]
         if specs or self.tls_specs:
             self.tls_specs = specs
@@ -644,8 +682,11 @@ def banner(config: SimulatorConfig, addresses: list, ca: str = "", tls_specs: li
         names = ", ".join(spec.split("=", 1)[0] for spec in tls_specs)
         lines.append(f"               SIMULATOR_TLS_CERT serves {names}")
     if config.entra.enabled:
-        lines.append(
-            f"  Entra ID:    bearer tokens judged by {config.entra.mode}; a token for tests: "
-            f"POST /++/token with the API key"
+        # Only claims mode mints: in signature mode the simulator has no private key.
+        minting = (
+            "POST /++/token with the API key"
+            if config.entra.mode == "claims"
+            else "scripts/mint_token.py --key KEY.pem (the JWKS's private key)"
         )
+        lines.append(f"  Entra ID:    bearer tokens judged by {config.entra.mode}; a token for tests: {minting}")
     return "\n".join(lines)
