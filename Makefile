@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { echo $$p; break; }; done)
 
-.PHONY: install run web test typecheck docs fuzz hostile bench bench-latency bench-limits bench-replay bench-soak clean
+.PHONY: install run web test lint typecheck docs fuzz hostile bench bench-latency bench-limits bench-replay bench-soak clean
 
 install: $(VENV)/.installed
 
@@ -40,6 +40,13 @@ web: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# What CI checks besides the tests: ruff's lint and format, the types, the generated
+# configuration page up to date. `ruff format .` and `ruff check --fix .` repair most of it.
+lint: install typecheck
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/options_reference.py --check
 
 # mypy over addons/aoai with the settings in pyproject.toml (strict for openai/), as CI runs it.
 typecheck: install
