@@ -15,6 +15,7 @@ from mitmproxy import http
 from mitmproxy.test import tflow
 
 from aoai.runtime.config import SimulatorConfig
+from aoai.stack import declared_options
 from aoai.stages import routing, settings
 
 API_KEY = "unit-test-key-0123456789"
@@ -79,8 +80,8 @@ def rng(seed: int = 1) -> random.Random:
 
 def clear_settings_env(monkeypatch) -> None:
     """No simulator setting comes from the caller's environment (restored after the test)."""
-    for s in settings.SETTINGS:
-        monkeypatch.delenv(s.env, raising=False)
+    for option in declared_options():
+        monkeypatch.delenv(option.env, raising=False)
 
 
 def proxy_options():
