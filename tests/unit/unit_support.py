@@ -99,7 +99,37 @@ def settings_context(config: SimulatorConfig, *addons):
     from mitmproxy.test import taddons
 
     s = settings.Settings(config)
-    return taddons.context(proxyserver.Proxyserver(), s, *addons, options=proxy_options()), s
+    return taddons.context(
+        proxyserver.Proxyserver(), s, StageOptions(config, s.startup), *addons, options=proxy_options()
+    ), s
+
+
+class StageOptions:
+    """The options of the other stages, declared and applied to the config as those stages do,
+    without the stages themselves (a test adds the one it is about)."""
+
+    def __init__(self, config: SimulatorConfig, startup) -> None:
+        from aoai.stages import auth, extensions, flowcap, generate, intake, ratelimit, record, replay
+
+        self.config, self.startup = config, startup
+        self.owners = (auth, intake, ratelimit, extensions, record, replay, generate, flowcap)
+
+    def load(self, loader) -> None:
+        from aoai.runtime.options import declare
+
+        self.env_errors = {owner: declare(loader, owner.OPTIONS) for owner in self.owners}
+
+    def configure(self, updated: set[str]) -> None:
+        from mitmproxy import ctx
+
+        from aoai.runtime.options import check, names
+
+        for owner in self.owners:
+            apply = getattr(owner, "apply", None) or (
+                lambda options, _, updated: check(options, owner.OPTIONS, updated)
+            )
+            if updated & names(owner.OPTIONS):
+                self.startup.applying(lambda: apply(ctx.options, self.config, updated), self.env_errors[owner])  # noqa: B023
 
 
 def start(settings_addon) -> None:
