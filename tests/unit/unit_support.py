@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from functools import partial
 from typing import Any
 
 from mitmproxy import http
@@ -120,16 +121,21 @@ class StageOptions:
         self.env_errors = {owner: declare(loader, owner.OPTIONS) for owner in self.owners}
 
     def configure(self, updated: set[str]) -> None:
-        from mitmproxy import ctx
-
-        from aoai.runtime.options import check, names
+        from aoai.runtime.options import names
 
         for owner in self.owners:
-            apply = getattr(owner, "apply", None) or (
-                lambda options, _, updated: check(options, owner.OPTIONS, updated)
-            )
             if updated & names(owner.OPTIONS):
-                self.startup.applying(lambda: apply(ctx.options, self.config, updated), self.env_errors[owner])  # noqa: B023
+                self.startup.applying(partial(self._apply, owner, updated), self.env_errors[owner])
+
+    def _apply(self, owner, updated: set[str]) -> None:
+        from mitmproxy import ctx
+
+        from aoai.runtime.options import check
+
+        if hasattr(owner, "apply"):
+            owner.apply(ctx.options, self.config, updated)
+        else:
+            check(ctx.options, owner.OPTIONS, updated)
 
 
 def start(settings_addon) -> None:
