@@ -18,16 +18,14 @@ from dotenv import load_dotenv
 # .env in the working directory fills in what the environment does not set.
 load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
 
-from aoai.runtime.startup import Startup  # noqa: E402
-from aoai.stages.settings import preflight  # noqa: E402
-
-# A bad setting stops the process at once, before the rest loads (mitmproxy is already listening).
-startup = Startup(exit_process=True)
-preflight(startup)
-
 from aoai.runtime.config import SimulatorConfig  # noqa: E402
 from aoai.runtime.services import Services  # noqa: E402
-from aoai.stack import build_addons  # noqa: E402
+from aoai.runtime.startup import Startup, preflight  # noqa: E402
+from aoai.stack import build_addons, declared_options  # noqa: E402
+
+# A bad setting stops the process at once, before the stack is built (mitmproxy is already listening).
+startup = Startup(exit_process=True)
+preflight(startup, declared_options())
 
 config = SimulatorConfig()  # the configuration; extensions receive it in initialize(config)
 addons = build_addons(config, Services.build(config), startup)

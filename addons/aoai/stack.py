@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from .runtime.config import SimulatorConfig
 from .runtime.failures import guard
+from .runtime.options import Option
 from .runtime.services import Services
 from .runtime.startup import Startup
+from .stages import auth, extensions, flowcap, generate, intake, ratelimit, record, replay, settings
 from .stages.auth import Auth
 from .stages.checks import Checks
 from .stages.contentfilter import ContentFilter
@@ -43,30 +45,43 @@ def build_addons(config: SimulatorConfig, services: Services, startup: Startup |
     startup = startup or Startup()
     streams, recordings = services.streams, services.recordings
     limits = Limits(config, startup=startup)
-    extensions = Extensions(config, startup)
+    forward_target = ForwardTarget(config, startup)
+    replay = Replay(config, recordings, streams, startup)
+    generate = Generate(config, streams, services.gates, startup)
+    # mitmproxy configures the stages in this order: the settings of those after the extensions
+    # are copied into the config before extensions are initialized with it.
+    extensions = Extensions(config, startup, settle=(forward_target.settle, replay.settle, generate.settle))
     addons: list[object] = [
         Settings(config, startup),  # options and environment -> config; the listener
         Routing(config),  # the request's route (operation, path parameters) -> its RequestContext
-        Auth(config),  # api-key / Ocp-Apim-Subscription-Key / Bearer, or 401 (open routes: none needed)
-        Intake(config),  # bodies, heads and their time bounded before they are read: 413, 431, 408; bodies decoded
+        Auth(config, startup),  # api-key / Ocp-Apim-Subscription-Key / Bearer, or 401 (open routes: none needed)
+        Intake(
+            config, startup=startup
+        ),  # bodies, heads and their time bounded before they are read: 413, 431, 408; bodies decoded
         Checks(),  # what Azure refuses first: 405, api-version, body, deployment, fields, context length
         limits,  # Azure's quotas, before anything answers or forwards: 429, or quota headers (a quota cut lowers them)
         ContentFilter(config),  # prompts the deployment's content filter blocks: Azure's 400 (not in record mode)
         Faults(config),  # declared faults that answer an admitted request: 500, 503, timeouts, hangs, too long
         extensions,  # EXTENSION_PATH: user addons run here; initialize(config) shapes the rest
-        ForwardTarget(config, startup),  # record mode needs AZURE_OPENAI_ENDPOINT or an extension's forwarder
-        Replay(config, recordings, streams, startup),  # record and replay modes: answer what is recorded
+        forward_target,  # record mode needs AZURE_OPENAI_ENDPOINT or an extension's forwarder
+        replay,  # record and replay modes: answer what is recorded
         Record(config, recordings, streams),  # record mode: forward the rest to Azure and save it
-        Generate(config, streams, services.gates),  # generate mode: made-up answers, on time
+        generate,  # generate mode: made-up answers, on time
         FaultTiming(config),  # declared faults that reshape an answer: slow first byte, trickle, stream cut
         Streaming(streams, lambda: extensions.sees_streams),  # plays paced streams token by token
         Pacing(),  # holds other answers until due, after every hook that may change them
         Management(config, streams, limits, recordings),  # /++/health, /++/config, /++/limits, /++/reset-limits, …
         Metrics(config, streams, limits),  # /++/metrics; counts and times every flow as it ends
         NotFound(config),  # nothing answered: 404, so generate and replay never go upstream
-        FlowCap(config),  # under mitmweb: keep only the newest flows in memory (by count and bytes)
+        FlowCap(config, startup),  # under mitmweb: keep only the newest flows in memory (by count and bytes)
         Reclaim(),  # the memory of large requests goes back to the system soon after they end
     ]
     for stage in addons:
         guard(stage)
     return addons
+
+
+def declared_options() -> tuple[Option, ...]:
+    """Every setting the stages declare: the environment variables the simulator reads."""
+    owners = (settings, auth, intake, ratelimit, extensions, record, replay, generate, flowcap)
+    return tuple(option for owner in owners for option in owner.OPTIONS)

@@ -5,7 +5,6 @@ import base64
 import datetime
 import json
 import logging
-from types import SimpleNamespace
 
 import jwt
 import pytest
@@ -25,10 +24,11 @@ from unit_support import (
     start,
 )
 
-from aoai.runtime import entra
+from aoai.runtime import entra, tls
 from aoai.runtime.config import ConfigError, SimulatorConfig
+from aoai.runtime.entra_policy import entra_mode, entra_policy
 from aoai.runtime.state import context_of
-from aoai.stages import auth, settings
+from aoai.stages import auth
 from aoai.stages.auth import Auth
 from aoai.stages.management import Management
 
@@ -251,62 +251,67 @@ def test_record_mode_with_the_policy_on_judges_tokens_itself():
 # Settings.
 
 
-def options(**values):
-    base = {s.option: s.default for s in settings.SETTINGS}
-    base.update(values)
-    return SimpleNamespace(**base)
+def policy(mode="off", audiences=(), tenants=(), principals=(), jwks=None):
+    return entra_policy(mode, audiences, tenants, principals, jwks)
 
 
 def test_the_policy_comes_from_the_settings(signer):
     _, _, path = signer
-    policy = settings.entra_policy(
-        options(
-            simulator_entra_tokens="Claims",
-            simulator_entra_tenants="t1, t2",
-            simulator_entra_principals="o1",
-            simulator_entra_audiences="",
-        )
-    )
-    assert policy.mode == "claims" and policy.tenants == {"t1", "t2"} and policy.principals == {"o1"}
-    assert policy.audiences == entra.AZURE_AUDIENCES
-    signed = settings.entra_policy(options(simulator_entra_tokens="signature", simulator_entra_jwks=str(path)))
-    assert len(signed.keys) == 1
-    assert settings.entra_policy(options()).mode == "off"
+    claims = policy(entra_mode("Claims"), tenants=["t1", " t2"], principals=["o1"])
+    assert claims.mode == "claims" and claims.tenants == {"t1", "t2"} and claims.principals == {"o1"}
+    assert claims.audiences == entra.AZURE_AUDIENCES
+    assert len(policy("signature", jwks=str(path)).keys) == 1
+    assert policy().mode == "off"
+    assert [entra_mode(t) for t in ("", "on", "TRUE", "false", " signature ")] == [
+        "off",
+        "claims",
+        "claims",
+        "off",
+        "signature",
+    ]
 
 
 @pytest.mark.parametrize(
     "values, message",
     [
+        (dict(mode="maybe"), "SIMULATOR_ENTRA_TOKENS: unknown mode 'maybe'; use off, claims or signature"),
+        (dict(mode="signature"), "SIMULATOR_ENTRA_JWKS: signature mode needs the JWKS file"),
         (
-            dict(simulator_entra_tokens="maybe"),
-            "SIMULATOR_ENTRA_TOKENS: unknown mode 'maybe'; use off, claims or signature",
-        ),
-        (dict(simulator_entra_tokens="signature"), "SIMULATOR_ENTRA_JWKS: signature mode needs the JWKS file"),
-        (
-            dict(simulator_entra_tokens="signature", simulator_entra_jwks="/nowhere/jwks.json"),
+            dict(mode="signature", jwks="/nowhere/jwks.json"),
             "SIMULATOR_ENTRA_JWKS: /nowhere/jwks.json: cannot read the JWKS file (No such file or directory)",
         ),
         (
-            dict(simulator_entra_tokens="claims", simulator_entra_jwks="jwks.json"),
+            dict(mode="claims", jwks="jwks.json"),
             "SIMULATOR_ENTRA_JWKS: used only when SIMULATOR_ENTRA_TOKENS=signature (it is claims)",
         ),
     ],
 )
 def test_bad_token_settings_name_the_variable(values, message):
     with pytest.raises(ConfigError) as caught:
-        settings.entra_policy(options(**values))
+        policy(**values)
     assert str(caught.value).startswith(message)
     assert "\n" not in str(caught.value)
+
+
+def test_an_unknown_entra_mode_in_the_environment_stops_the_start(monkeypatch, caplog):
+    clear_settings_env(monkeypatch)
+    monkeypatch.setenv("SIMULATOR_ENTRA_TOKENS", "maybe")
+    tctx, _ = settings_context(make_config())
+    with tctx, caplog.at_level(logging.ERROR):
+        tctx.master.addons.trigger(hooks.ConfigureHook(set(tctx.options.keys())))
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        "Cannot start the simulator: SIMULATOR_ENTRA_TOKENS: expected off, claims or signature, got 'maybe'"
+    ]
 
 
 def test_a_bad_jwks_stops_the_start_with_one_line(monkeypatch, tmp_path, caplog):
     clear_settings_env(monkeypatch)
     monkeypatch.setenv("SIMULATOR_ENTRA_TOKENS", "signature")
     monkeypatch.setenv("SIMULATOR_ENTRA_JWKS", str(tmp_path / "missing.json"))
-    tctx, addon = settings_context(make_config())
+    tctx, _ = settings_context(make_config())
     with tctx, caplog.at_level(logging.ERROR):
         # What mitmproxy does once the script is loaded: configure with every option.
-        tctx.master.addons.invoke_addon_sync(addon, hooks.ConfigureHook(set(tctx.options.keys())))
+        tctx.master.addons.trigger(hooks.ConfigureHook(set(tctx.options.keys())))
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
         f"Cannot start the simulator: SIMULATOR_ENTRA_JWKS: {tmp_path / 'missing.json'}: cannot read the JWKS "
         f"file (No such file or directory)"
@@ -339,11 +344,11 @@ def self_signed(tmp_path, names=("aoai.example.test",), *, key_in_cert=False):
 
 def test_the_users_certificate_is_read_with_its_names(tmp_path):
     cert, key = self_signed(tmp_path, ("aoai.example.test", "*.openai.example.test"))
-    found = settings.tls_certificate(options(simulator_tls_cert=str(cert), simulator_tls_key=str(key)))
+    found = tls.tls_certificate(str(cert), str(key))
     assert found.names == ("aoai.example.test", "*.openai.example.test")
     assert b"PRIVATE KEY" in found.pem and b"CERTIFICATE" in found.pem
     together, _ = self_signed(tmp_path, key_in_cert=True)
-    assert settings.tls_certificate(options(simulator_tls_cert=str(together))).names == ("aoai.example.test",)
+    assert tls.tls_certificate(str(together)).names == ("aoai.example.test",)
 
 
 def test_bad_certificate_settings_name_the_variable(tmp_path):
@@ -352,15 +357,15 @@ def test_bad_certificate_settings_name_the_variable(tmp_path):
     other_dir.mkdir()
     _, other_key = self_signed(other_dir)
     cases = [
-        (dict(simulator_tls_cert=str(cert)), "SIMULATOR_TLS_CERT: "),  # no key in it, none given
-        (dict(simulator_tls_cert=str(cert), simulator_tls_key=str(other_key)), "SIMULATOR_TLS_KEY: "),
-        (dict(simulator_tls_cert=str(tmp_path / "none.pem")), "SIMULATOR_TLS_CERT: "),
-        (dict(simulator_tls_cert=str(key), simulator_tls_key=str(key)), "SIMULATOR_TLS_CERT: "),
-        (dict(simulator_tls_key=str(key)), "SIMULATOR_TLS_KEY: set SIMULATOR_TLS_CERT too"),
+        (dict(cert_file=str(cert)), "SIMULATOR_TLS_CERT: "),  # no key in it, none given
+        (dict(cert_file=str(cert), key_file=str(other_key)), "SIMULATOR_TLS_KEY: "),
+        (dict(cert_file=str(tmp_path / "none.pem")), "SIMULATOR_TLS_CERT: "),
+        (dict(cert_file=str(key), key_file=str(key)), "SIMULATOR_TLS_CERT: "),
+        (dict(cert_file=None, key_file=str(key)), "SIMULATOR_TLS_KEY: set SIMULATOR_TLS_CERT too"),
     ]
     for values, prefix in cases:
         with pytest.raises(ConfigError) as caught:
-            settings.tls_certificate(options(**values))
+            tls.tls_certificate(**values)
         assert str(caught.value).startswith(prefix), (values, str(caught.value))
 
 
@@ -371,10 +376,10 @@ def test_the_certificate_reaches_mitmproxys_certs_option(monkeypatch, tmp_path):
     with tctx:
         tctx.options.confdir = str(tmp_path / "conf")
         tctx.configure(addon, simulator_api_key=API_KEY, simulator_tls_cert=str(cert), simulator_tls_key=str(key))
-        combined = tmp_path / "conf" / settings.TLS_FILE
+        combined = tmp_path / "conf" / tls.TLS_FILE
         assert tctx.options.certs == [f"aoai.example.test={combined}", f"other.example.test={combined}"]
         assert combined.stat().st_mode & 0o077 == 0  # the key is private
-        tctx.configure(addon, simulator_tls_cert="", simulator_tls_key="")
+        tctx.configure(addon, simulator_tls_cert=None, simulator_tls_key=None)
         assert tctx.options.certs == []
 
 

@@ -521,14 +521,15 @@ def test_settings_check_the_new_values():
     from types import SimpleNamespace
 
     from aoai.runtime.config import ConfigError
-    from aoai.stages import settings
+    from aoai.runtime.options import environment_value
+    from aoai.stages import ratelimit
 
     def apply(**changes):
-        options = SimpleNamespace(**{s.option: s.default for s in settings.SETTINGS})
+        options = SimpleNamespace(**{o.name: o.default for o in ratelimit.OPTIONS})
         for name, value in changes.items():
             setattr(options, name, value)
         config = SimulatorConfig()
-        settings.apply(options, config, set())
+        ratelimit.apply(options, config, set(changes))
         return config
 
     config = apply()
@@ -540,8 +541,8 @@ def test_settings_check_the_new_values():
     ) == (10.0, 4096, 50.0, "")
     config = apply(
         rate_limit_request_window_seconds="1",
-        rate_limit_default_reservation="1000",
-        doc_intelligence_poll_rps="20",
+        rate_limit_default_reservation=1000,
+        doc_intelligence_poll_rps=20.0,
         rate_limit_redis_url="redis://127.0.0.1:6390/0",
     )
     assert (
@@ -551,13 +552,18 @@ def test_settings_check_the_new_values():
         config.rate_limit_redis_url,
     ) == (1.0, 1000, 20.0, "redis://127.0.0.1:6390/0")
     for option, value, text in [
-        ("rate_limit_request_window_seconds", "0", "RATE_LIMIT_REQUEST_WINDOW_SECONDS"),
-        ("rate_limit_request_window_seconds", "61", "RATE_LIMIT_REQUEST_WINDOW_SECONDS"),
-        ("rate_limit_default_reservation", "1.5", "RATE_LIMIT_DEFAULT_RESERVATION"),
+        ("rate_limit_request_window_seconds", "5", "RATE_LIMIT_REQUEST_WINDOW_SECONDS: expected 10 or 1, got '5'"),
+        ("rate_limit_default_reservation", -1, "RATE_LIMIT_DEFAULT_RESERVATION: must not be below 0"),
         ("rate_limit_redis_url", "localhost:6379", "RATE_LIMIT_REDIS_URL"),
     ]:
         with pytest.raises(ConfigError, match=text):
             apply(**{option: value})
+    # The environment takes Azure's two windows only, written as numbers.
+    window = next(o for o in ratelimit.OPTIONS if o.env == "RATE_LIMIT_REQUEST_WINDOW_SECONDS")
+    assert [environment_value(window, {window.env: t}) for t in ("10", "1.0", " 1", "")] == ["10", "1", "1", "10"]
+    for text in ("0", "61", "5", "soon"):
+        with pytest.raises(ConfigError, match=r"^RATE_LIMIT_REQUEST_WINDOW_SECONDS: "):
+            environment_value(window, {window.env: text})
 
 
 def test_the_estimate_reads_only_the_operations_own_limit_fields_and_whole_numbers():

@@ -88,9 +88,14 @@ def test_get_config(managed):
     _, management, _ = managed
     view = json_of(call(management, "GET", "/++/config"))
     assert view["mode"] == "generate"
-    assert view["seed"] is None
+    assert view["seed"] == 1  # make_config's
     assert view["allowUndefinedDeployments"] is True
-    assert view["latency"] == {"enabled": True, "chatCompletions": None, "completions": None, "embeddings": None}
+    assert view["latency"] == {
+        "enabled": False,
+        "chatCompletions": None,
+        "completions": None,
+        "embeddings": None,
+    }  # make_config's
     assert view["deployments"]["gpt-4o"] == {"model": "gpt-4o"}
     assert set(view["deployments"]) == set(cfg.default_deployments())
     assert view["recording"] == {"dir": "recordings", "autosave": True}
@@ -121,7 +126,7 @@ def test_patch_config_changes_options_and_deployments(managed):
     assert (config.mode, config.seed, config.latency_enabled) == ("replay", 5, False)
     assert config.latency_defaults["chat_completions"] == cfg.Normal(20.0, 2.0)
     assert tctx.options.simulator_mode == "replay"
-    assert tctx.options.simulator_seed == "5"
+    assert tctx.options.simulator_seed == 5
 
 
 def test_patch_can_clear_seed_and_latency(managed):
@@ -371,7 +376,10 @@ def peer(clean_env):
     tctx, settings = settings_context(config, management)
     with tctx:
         tctx.configure(
-            settings, simulator_api_key=API_KEY, simulator_peers="http://127.0.0.1:1", simulator_peer_secret=PEER_SECRET
+            settings,
+            simulator_api_key=API_KEY,
+            simulator_peers=["http://127.0.0.1:1"],
+            simulator_peer_secret=PEER_SECRET,
         )
         start(settings)
         yield config, management, tctx
@@ -402,7 +410,7 @@ def test_an_applied_step_can_be_undone(peer):
     assert config.faults.default is not None
     undone = peer_call(management, None, "undo c1")
     assert undone.status_code == 200
-    assert tctx.options.simulator_seed == "" and config.seed is None
+    assert tctx.options.simulator_seed is None and config.seed is None
     assert "x" not in config.deployments and "gpt-4o" in config.deployments and config.faults.default is None
     assert peer_call(management, None, "undo c1").status_code == 404  # once only
 
@@ -447,7 +455,7 @@ def coordinator(clean_env):
         tctx.configure(
             settings,
             simulator_api_key=API_KEY,
-            simulator_peers="http://w1:1,http://w2:2",
+            simulator_peers=["http://w1:1", "http://w2:2"],
             simulator_peer_secret=PEER_SECRET,
             simulator_worker="w0:0",
         )
@@ -494,7 +502,7 @@ def test_a_worker_that_fails_while_applying_has_the_others_undo_it(coordinator, 
     error = json_of(response)["error"]
     assert error["workers"] == {"w0:0": "rolled back", "w1:1": "rolled back", "w2:2": "unreachable: ReadTimeout"}
     assert "did not take the change" in error["message"]
-    assert config.seed is None and "x" not in config.deployments and tctx.options.simulator_seed == ""
+    assert config.seed is None and "x" not in config.deployments and tctx.options.simulator_seed is None
     assert workers.asked[-1] == ("undo", ("http://w1:1",))  # only the worker that took it
 
 

@@ -21,7 +21,7 @@ from aoai.runtime import config as cfg
 from aoai.runtime import limits
 from aoai.runtime.config import ConfigError, Deployment, SimulatorConfig
 from aoai.runtime.state import context_of
-from aoai.stages import settings
+from aoai.stages import ratelimit
 from aoai.stages.ratelimit import Limits
 
 KEY = "unit-key"
@@ -238,16 +238,16 @@ def test_sizes_azure_would_refuse_are_warned_about_and_used(caplog):
 
 
 def apply_settings(**changes) -> SimulatorConfig:
-    options = SimpleNamespace(**{s.option: s.default for s in settings.SETTINGS})
+    options = SimpleNamespace(**{o.name: o.default for o in ratelimit.OPTIONS})
     for name, value in changes.items():
         setattr(options, name, value)
     config = SimulatorConfig()
-    settings.apply(options, config, set())
+    ratelimit.apply(options, config, set(changes))
     return config
 
 
 def test_the_setting_replaces_the_catalogue_and_a_deployment_replaces_both():
-    config = apply_settings(ptu_input_tpm_per_ptu="gpt-4o=3000, gpt-3.5-turbo=9000")
+    config = apply_settings(ptu_input_tpm_per_ptu=["gpt-4o=3000", " gpt-3.5-turbo=9000"])
     assert config.ptu_input_tpm == {"gpt-4o": 3000, "gpt-35-turbo": 9000}
     plain = parse({"model": "gpt-4o", "sku": "ProvisionedManaged", "ptu": 15})
     own = parse({"model": "gpt-4o", "sku": "ProvisionedManaged", "ptu": 15, "inputTpmPerPtu": 4000})
@@ -259,7 +259,7 @@ def test_the_setting_replaces_the_catalogue_and_a_deployment_replaces_both():
 @pytest.mark.parametrize("value", ["gpt-4o", "gpt-4o=", "gpt-4o=0", "gpt-4o=2.5", "nope=3000"])
 def test_the_setting_refuses_what_it_cannot_read(value):
     with pytest.raises(ConfigError, match=r"^PTU_INPUT_TPM_PER_PTU: "):
-        apply_settings(ptu_input_tpm_per_ptu=value)
+        apply_settings(ptu_input_tpm_per_ptu=[value])
 
 
 # --- the Limits stage on flows --------------------------------------------------------------

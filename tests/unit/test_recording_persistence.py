@@ -252,9 +252,9 @@ def test_the_hostname_in_a_file_suffix_is_this_machines_name(monkeypatch, tmp_pa
     monkeypatch.setattr(socket, "gethostname", lambda: "sim-host-7")
     monkeypatch.setenv("RECORDING_FILE_SUFFIX", "{hostname}")
     config = cfg.SimulatorConfig()
-    tctx, addon = settings_context(config)
+    tctx, _ = settings_context(config)
     with tctx:
-        tctx.master.addons.invoke_addon_sync(addon, hooks.ConfigureHook(set(tctx.options.keys())))
+        tctx.master.addons.trigger(hooks.ConfigureHook(set(tctx.options.keys())))
     assert config.recording.file_suffix == "sim-host-7"
     store = RecordingStore(tmp_path)
     store.file_suffix = config.recording.file_suffix

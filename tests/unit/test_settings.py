@@ -1,13 +1,18 @@
 import json
 import logging
+from collections.abc import Sequence
 
 import pytest
-from mitmproxy import exceptions, hooks
+from mitmproxy import exceptions, hooks, optmanager
 from mitmproxy.addons import proxyserver
 from mitmproxy.test import taddons
-from unit_support import API_KEY, clear_settings_env, make_config, settings_context, start
+from unit_support import API_KEY, clear_settings_env, make_config, proxy_options, settings_context, start
 
 from aoai.runtime import config as cfg
+from aoai.runtime.banner import DEFAULT_PORT, banner
+from aoai.runtime.services import Services
+from aoai.runtime.startup import Startup, preflight
+from aoai.stack import build_addons, declared_options
 from aoai.stages import settings
 from aoai.stages.settings import Settings
 
@@ -18,9 +23,9 @@ def clean_env(monkeypatch):
     return monkeypatch
 
 
-def configure_all(tctx, addon):
-    """What mitmproxy does once the script is loaded: configure with every option."""
-    tctx.master.addons.invoke_addon_sync(addon, hooks.ConfigureHook(set(tctx.options.keys())))
+def configure_all(tctx, addon=None):
+    """What mitmproxy does once the script is loaded: configure every stage with every option."""
+    tctx.master.addons.trigger(hooks.ConfigureHook(set(tctx.options.keys())))
 
 
 def errors(caplog):
@@ -58,7 +63,7 @@ def test_the_generated_key_is_kept_across_changes(fresh):
     config, addon, tctx = fresh
     configure_all(tctx, addon)
     key = config.api_key
-    tctx.configure(addon, simulator_seed="3")
+    tctx.configure(addon, simulator_seed=3)
     assert config.api_key == key and config.seed == 3
 
 
@@ -77,6 +82,10 @@ def test_environment_variables_are_the_option_defaults(clean_env, tmp_path):
         "LATENCY_OPENAI_EMBEDDINGS_STD_DEV": "4",
         "SIMULATOR_COMPLETION_TOKENS_MEAN": "10",
         "RECORDING_IGNORE_FIELDS": "user, seed,,",
+        "SIMULATOR_PEERS": "http://127.0.0.1:8001/, http://127.0.0.1:8002",
+        "SIMULATOR_PEER_SECRET": "s" * 16,
+        "SIMULATOR_ENTRA_TOKENS": "on",
+        "RATE_LIMIT_REQUEST_WINDOW_SECONDS": "1.0",
         "OPENAI_DEPLOYMENT_CONFIG_PATH": str(deployments),
         "REPLAY_MISS_STATUS": "500",
     }.items():
@@ -84,9 +93,16 @@ def test_environment_variables_are_the_option_defaults(clean_env, tmp_path):
     config = cfg.SimulatorConfig()
     tctx, addon = settings_context(config)
     with tctx:
-        assert tctx.options.simulator_mode == "Replay"
+        assert tctx.options.simulator_mode == "replay"
+        assert tctx.options.simulator_seed == 42
         assert tctx.options.recording_autosave is False
         assert tctx.options.simulator_latency is False
+        assert tctx.options.doc_intelligence_rps == -1.0
+        assert tctx.options.recording_ignore_fields == ["user", "seed"]
+        assert tctx.options.simulator_peers == ["http://127.0.0.1:8001/", "http://127.0.0.1:8002"]
+        assert tctx.options.simulator_entra_tokens == "claims"
+        assert tctx.options.rate_limit_request_window_seconds == "1"
+        assert tctx.options.replay_miss_status == 500
         configure_all(tctx, addon)
     assert (config.mode, config.api_key, config.seed) == ("replay", "k", 42)
     assert config.recording.autosave is False
@@ -98,6 +114,8 @@ def test_environment_variables_are_the_option_defaults(clean_env, tmp_path):
     assert config.recording.ignore_fields == ("user", "seed")
     assert config.recording.miss_status == 500
     assert list(config.deployments) == ["only"]
+    assert config.peers == ("http://127.0.0.1:8001", "http://127.0.0.1:8002")
+    assert config.entra.mode == "claims" and config.rate_limit_request_window_s == 1.0
 
 
 def test_a_bad_environment_value_stops_the_start_with_one_line(clean_env, caplog):
@@ -109,6 +127,7 @@ def test_a_bad_environment_value_stops_the_start_with_one_line(clean_env, caplog
         with caplog.at_level(logging.ERROR):
             configure_all(tctx, addon)
     assert errors(caplog) == ["Cannot start the simulator: RECORDING_AUTOSAVE: expected true or false, got 'maybe'"]
+    assert config.recording.autosave is True
 
 
 def test_a_bad_value_at_start_up_logs_one_error_and_changes_nothing(fresh, caplog):
@@ -116,7 +135,7 @@ def test_a_bad_value_at_start_up_logs_one_error_and_changes_nothing(fresh, caplo
     with caplog.at_level(logging.ERROR):
         tctx.configure(addon, simulator_mode="bogus")
     assert errors(caplog) == [
-        "Cannot start the simulator: SIMULATOR_MODE: unknown mode 'bogus'; use generate, record or replay"
+        "Cannot start the simulator: SIMULATOR_MODE: expected generate, record or replay, got 'bogus'"
     ]
     assert config.mode == "generate"
     assert config.api_key == ""  # nothing was applied
@@ -135,56 +154,53 @@ def test_a_missing_deployments_file_at_start_up_names_the_file(clean_env, tmp_pa
 
 
 BAD_VALUES = [
-    ("simulator_mode", "bogus", "SIMULATOR_MODE: unknown mode 'bogus'; use generate, record or replay"),
-    ("simulator_seed", "1.5", "SIMULATOR_SEED: expected a whole number, got '1.5'"),
-    ("simulator_seed", "--5", "SIMULATOR_SEED: expected a whole number, got '--5'"),
-    ("log_level", "loud", "LOG_LEVEL: unknown level 'loud'; use DEBUG, INFO, WARNING or ERROR"),
-    ("doc_intelligence_rps", "fast", "DOC_INTELLIGENCE_RPS: expected a number, got 'fast'"),
-    ("simulator_completion_tokens_mean", "-1", "SIMULATOR_COMPLETION_TOKENS_MEAN: must not be below 0, got -1"),
-    ("simulator_completion_tokens_std_dev", "x", "SIMULATOR_COMPLETION_TOKENS_STD_DEV: expected a number, got 'x'"),
-    ("simulator_tool_call_share", "1.5", "SIMULATOR_TOOL_CALL_SHARE: must not be above 1, got 1.5"),
+    ("simulator_mode", "bogus", "SIMULATOR_MODE: expected generate, record or replay, got 'bogus'"),
+    ("log_level", "loud", "LOG_LEVEL: expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got 'loud'"),
+    ("simulator_completion_tokens_mean", -1.0, "SIMULATOR_COMPLETION_TOKENS_MEAN: must not be below 0, got -1"),
+    ("simulator_tool_call_share", 1.5, "SIMULATOR_TOOL_CALL_SHARE: must not be above 1, got 1.5"),
+    ("simulator_tool_call_share", float("nan"), "SIMULATOR_TOOL_CALL_SHARE: expected a number, got nan"),
     ("latency_openai_chat_completions_mean", "-3", "LATENCY_OPENAI_CHAT_COMPLETIONS_MEAN: must not be below 0, got -3"),
     ("latency_openai_completions_mean", "inf", "LATENCY_OPENAI_COMPLETIONS_MEAN: expected a number, got 'inf'"),
-    ("simulator_tool_call_share", "nan", "SIMULATOR_TOOL_CALL_SHARE: expected a number, got 'nan'"),
-    ("latency_openai_embeddings_std_dev", "slow", "LATENCY_OPENAI_EMBEDDINGS_STD_DEV: expected a number, got 'slow'"),
-    ("replay_timing", "later", "REPLAY_TIMING: unknown timing 'later'; use recorded, model or none"),
-    ("replay_miss_status", "200", "REPLAY_MISS_STATUS: expected an HTTP error status (400-599), got '200'"),
+    ("latency_openai_embeddings_std_dev", -2.0, "LATENCY_OPENAI_EMBEDDINGS_STD_DEV: must not be below 0, got -2"),
+    ("replay_timing", "later", "REPLAY_TIMING: expected recorded, model or none, got 'later'"),
+    ("replay_miss_status", 200, "REPLAY_MISS_STATUS: expected an HTTP error status (400-599), got 200"),
     ("recording_file_suffix", "a/b", "RECORDING_FILE_SUFFIX: letters, digits, '.', '_' and '-' only, got 'a/b'"),
+    ("rate_limit_request_window_seconds", "5", "RATE_LIMIT_REQUEST_WINDOW_SECONDS: expected 10 or 1, got '5'"),
+    ("simulator_entra_tokens", "maybe", "SIMULATOR_ENTRA_TOKENS: expected off, claims or signature, got 'maybe'"),
     (
         "simulator_peers",
-        "127.0.0.1:8001",
+        ["127.0.0.1:8001"],
         "SIMULATOR_PEERS: expected base URLs such as http://127.0.0.1:8001, got '127.0.0.1:8001'",
     ),
     (
         "simulator_peers",
-        "http://127.0.0.1:8001",
+        ["http://127.0.0.1:8001"],
         "SIMULATOR_PEER_SECRET: workers (SIMULATOR_PEERS) need a secret "
         "of at least 16 characters for their calls to each other; "
         "scripts/workers.py makes one",
     ),
     (
         "simulator_seed",
-        "9223372036854775808",
+        2**63,
         "SIMULATOR_SEED: expected a whole number from -9223372036854775808 to "
-        "9223372036854775807, got '9223372036854775808'",
+        "9223372036854775807, got 9223372036854775808",
     ),
     (
         "ptu_input_tpm_per_ptu",
-        "gpt-4o=99999999999",
+        ["gpt-4o=99999999999"],
         "PTU_INPUT_TPM_PER_PTU: expected model=tokens with a whole "
         "number of tokens from 1 to 1000000000, got 'gpt-4o=99999999999'",
     ),
-    ("responses_stored", "2.5", "RESPONSES_STORED: expected a whole number, got '2.5'"),
-    ("responses_stored", "-1", "RESPONSES_STORED: must not be below 0, got -1"),
-    ("prompt_cache_idle_seconds", "soon", "PROMPT_CACHE_IDLE_SECONDS: expected a number, got 'soon'"),
+    ("responses_stored", -1, "RESPONSES_STORED: must not be below 0, got -1"),
+    ("prompt_cache_idle_seconds", -5.0, "PROMPT_CACHE_IDLE_SECONDS: must not be below 0, got -5"),
     (
         "azure_openai_endpoint",
         "myres.openai.azure.com",
         "AZURE_OPENAI_ENDPOINT: expected an http(s) URL such as "
         "https://NAME.openai.azure.com, got 'myres.openai.azure.com'",
     ),
-    ("azure_openai_timeout_seconds", "0", "AZURE_OPENAI_TIMEOUT_SECONDS: must be above 0"),
-    ("azure_openai_timeout_seconds", "soon", "AZURE_OPENAI_TIMEOUT_SECONDS: expected a number, got 'soon'"),
+    ("azure_openai_timeout_seconds", 0.0, "AZURE_OPENAI_TIMEOUT_SECONDS: must be above 0"),
+    ("simulator_max_body_bytes", 0, "SIMULATOR_MAX_BODY_BYTES: must not be below 1, got 0"),
 ]
 
 
@@ -194,10 +210,11 @@ def test_a_bad_value_while_running_raises_and_changes_nothing(fresh, option, val
     tctx.configure(addon, simulator_api_key=API_KEY)
     start(addon)
     before = (config.mode, config.seed, config.completion_tokens, config.latency_defaults, config.tool_call_share)
+    default = tctx.options._options[option].default
     with pytest.raises(exceptions.OptionsError) as caught:
         tctx.configure(addon, **{option: value})
     assert str(caught.value) == message
-    assert getattr(tctx.options, option) == settings.BY_OPTION[option].default  # rolled back
+    assert getattr(tctx.options, option) == default  # rolled back
     assert (
         config.mode,
         config.seed,
@@ -207,16 +224,142 @@ def test_a_bad_value_while_running_raises_and_changes_nothing(fresh, option, val
     ) == before
 
 
+BAD_ENVIRONMENT = [
+    ("SIMULATOR_SEED", "1.5", "SIMULATOR_SEED: expected a whole number, got '1.5'"),
+    ("SIMULATOR_SEED", "--5", "SIMULATOR_SEED: expected a whole number, got '--5'"),
+    ("DOC_INTELLIGENCE_RPS", "fast", "DOC_INTELLIGENCE_RPS: expected a number, got 'fast'"),
+    ("SIMULATOR_COMPLETION_TOKENS_STD_DEV", "x", "SIMULATOR_COMPLETION_TOKENS_STD_DEV: expected a number, got 'x'"),
+    ("SIMULATOR_TOOL_CALL_SHARE", "nan", "SIMULATOR_TOOL_CALL_SHARE: expected a number, got 'nan'"),
+    ("REPLAY_MISS_STATUS", "200", "REPLAY_MISS_STATUS: expected an HTTP error status (400-599), got 200"),
+    ("RESPONSES_STORED", "2.5", "RESPONSES_STORED: expected a whole number, got '2.5'"),
+    ("PROMPT_CACHE_IDLE_SECONDS", "soon", "PROMPT_CACHE_IDLE_SECONDS: expected a number, got 'soon'"),
+    ("AZURE_OPENAI_TIMEOUT_SECONDS", "soon", "AZURE_OPENAI_TIMEOUT_SECONDS: expected a number, got 'soon'"),
+    ("RATE_LIMIT_REQUEST_WINDOW_SECONDS", "60", "RATE_LIMIT_REQUEST_WINDOW_SECONDS: expected 10 or 1, got '60'"),
+    ("LOG_LEVEL", "loud", "LOG_LEVEL: expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got 'LOUD'"),
+    ("SIMULATOR_WEB_MAX_FLOWS", "-1", "SIMULATOR_WEB_MAX_FLOWS: must not be below 0, got -1"),
+]
+
+
+@pytest.mark.parametrize("env, text, message", BAD_ENVIRONMENT)
+def test_a_bad_environment_value_is_named_by_preflight(clean_env, env, text, message):
+    refused = []
+    clean_env.setenv(env, text)
+    startup = Startup()
+    startup.refuse = refused.append
+    preflight(startup, declared_options())
+    assert refused == [message]
+
+
+def test_preflight_passes_a_good_environment(clean_env):
+    refused = []
+    startup = Startup()
+    startup.refuse = refused.append
+    clean_env.setenv("SIMULATOR_MODE", " Replay ")
+    clean_env.setenv("EXTENSION_PATH", "")
+    preflight(startup, declared_options())
+    assert refused == []
+
+
+def test_every_option_has_its_type_and_choices_for_the_options_editor(clean_env):
+    """mitmweb's options editor shows each option's type (and a list for choices)."""
+    config = make_config()
+    stack = build_addons(config, Services.build(config))
+    with taddons.context(proxyserver.Proxyserver(), *stack, options=proxy_options()) as tctx:
+        o = tctx.options._options
+        expected = {
+            "simulator_mode": (str, ("generate", "record", "replay")),
+            "replay_timing": (str, ("recorded", "model", "none")),
+            "log_level": (str, ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
+            "simulator_entra_tokens": (str, ("off", "claims", "signature")),
+            "rate_limit_request_window_seconds": (str, ("10", "1")),
+            "simulator_seed": (int | None, None),
+            "simulator_api_key": (str | None, None),
+            "simulator_peers": (Sequence[str], None),
+            "recording_ignore_fields": (Sequence[str], None),
+            "extension_path": (Sequence[str], None),
+            "simulator_entra_audiences": (Sequence[str], None),
+            "ptu_input_tpm_per_ptu": (Sequence[str], None),
+            "recording_autosave": (bool, None),
+            "replay_miss_status": (int, None),
+            "responses_stored": (int, None),
+            "rate_limit_default_reservation": (int, None),
+            "simulator_max_body_bytes": (int, None),
+            "simulator_header_timeout_seconds": (float, None),
+            "simulator_tool_call_share": (float, None),
+            "doc_intelligence_rps": (float, None),
+            "azure_openai_timeout_seconds": (float, None),
+            "simulator_web_max_flows": (int, None),
+        }
+        assert {name: (o[name].typespec, o[name].choices) for name in expected} == expected
+        # Every setting is an option, and mitmweb can describe each (its editor reads this).
+        assert {option.name for option in declared_options()} <= set(o)
+        shown = optmanager.dump_dicts(tctx.options, [option.name for option in declared_options()])
+        assert shown["simulator_seed"]["type"] == "optional int"
+        assert shown["simulator_peers"]["type"] == "sequence of str"
+        assert shown["doc_intelligence_rps"]["type"] == "float"
+        assert shown["simulator_mode"]["choices"] == ("generate", "record", "replay")
+
+
+def test_a_float_option_can_be_set_on_the_command_line(clean_env):
+    """mitmproxy reads `--set` text for str, int, bool and sequence options only; float
+    options take it as their environment variable would."""
+    config = make_config()
+    stack = build_addons(config, Services.build(config))
+    opts = proxy_options()
+    opts.set("simulator_tool_call_share=0.25", "doc_intelligence_rps=2.5", "simulator_seed=7", defer=True)
+    with taddons.context(proxyserver.Proxyserver(), *stack, options=opts) as tctx:
+        assert tctx.options.simulator_tool_call_share == 0.25
+        assert tctx.options.doc_intelligence_rps == 2.5
+        assert tctx.options.simulator_seed == 7
+        configure_all(tctx)
+    assert config.tool_call_share == 0.25 and config.doc_intelligence_rps == 2.5 and config.seed == 7
+
+
+def test_a_wrong_float_on_the_command_line_stops_the_start(clean_env, caplog):
+    config = make_config()
+    stack = build_addons(config, Services.build(config))
+    opts = proxy_options()
+    opts.set("simulator_tool_call_share=lots", defer=True)
+    with taddons.context(proxyserver.Proxyserver(), *stack, options=opts) as tctx, caplog.at_level(logging.ERROR):
+        configure_all(tctx)
+    assert errors(caplog) == ["Cannot start the simulator: SIMULATOR_TOOL_CALL_SHARE: expected a number, got 'lots'"]
+
+
+def test_extensions_are_initialized_with_every_setting_applied(clean_env, tmp_path):
+    """mitmproxy configures the stages in order; the extensions stage comes before replay and
+    generate, whose settings an extension's initialize(config) still sees."""
+    seen = tmp_path / "seen.txt"
+    extension = tmp_path / "peek.py"
+    extension.write_text(
+        "def initialize(config):\n"
+        f"    open({str(seen)!r}, 'w').write(repr((config.tool_call_share, config.recording.miss_status, "
+        "config.azure_openai_timeout_s, config.mode)))\n"
+    )
+    for env, text in {
+        "EXTENSION_PATH": str(extension),
+        "SIMULATOR_TOOL_CALL_SHARE": "0.5",
+        "REPLAY_MISS_STATUS": "503",
+        "AZURE_OPENAI_TIMEOUT_SECONDS": "12",
+    }.items():
+        clean_env.setenv(env, text)
+    config = make_config()
+    stack = build_addons(config, Services.build(config))
+    with taddons.context(proxyserver.Proxyserver(), *stack, options=proxy_options()) as tctx:
+        configure_all(tctx)
+    assert seen.read_text() == repr((0.5, 503, 12.0, "generate"))
+
+
 def test_good_values_while_running_apply(fresh):
     config, addon, tctx = fresh
     tctx.configure(addon, simulator_api_key=API_KEY)
     start(addon)
     tctx.configure(
         addon,
-        simulator_mode=" RECORD ",
+        simulator_mode="record",
+        azure_openai_endpoint="https://example.openai.azure.com",
         latency_openai_chat_completions_mean="20",
-        simulator_tool_call_share="0.25",
-        simulator_seed="-7",
+        simulator_tool_call_share=0.25,
+        simulator_seed=-7,
     )
     assert config.mode == "record"
     assert config.latency_defaults == {"chat_completions": cfg.Normal(20.0, 0.0)}
@@ -229,7 +372,7 @@ def test_the_responses_store_and_prompt_cache_settings_apply(fresh):
     tctx.configure(addon, simulator_api_key=API_KEY)
     start(addon)
     assert (config.stored_responses.capacity, config.prompt_cache.idle_s) == (1000, 300.0)
-    tctx.configure(addon, responses_stored="5", prompt_cache_idle_seconds="60")
+    tctx.configure(addon, responses_stored=5, prompt_cache_idle_seconds=60.0)
     assert (config.stored_responses.capacity, config.prompt_cache.idle_s) == (5, 60.0)
 
 
@@ -251,7 +394,7 @@ def test_deployments_file_errors_while_running_name_the_file(fresh, tmp_path):
     good.write_text(json.dumps({"a": {"model": "gpt-4o"}, "b": {"model": "text-embedding-3-large"}}))
     tctx.configure(addon, openai_deployment_config_path=str(good))
     assert {n: d.model.name for n, d in config.deployments.items()} == {"a": "gpt-4o", "b": "text-embedding-3-large"}
-    tctx.configure(addon, openai_deployment_config_path="")
+    tctx.configure(addon, openai_deployment_config_path=None)
     assert set(config.deployments) == set(cfg.default_deployments())
 
 
@@ -260,7 +403,7 @@ def test_a_bare_mitmdump_gets_the_simulators_listener(clean_env):
     addon = Settings(make_config())
     with taddons.context(proxyserver.Proxyserver(), addon) as tctx:
         assert tctx.options.mode == ["reverse:https://my-resource.openai.azure.com"]
-        assert tctx.options.listen_port == settings.DEFAULT_PORT
+        assert tctx.options.listen_port == DEFAULT_PORT
         assert tctx.options.connection_strategy == "lazy"
         assert tctx.options.keep_host_header is True
         assert tctx.options.store_streamed_bodies is True
@@ -307,7 +450,7 @@ def test_the_banner_shows_how_to_call(fresh, caplog):
 
 
 def test_banner_with_a_bound_address():
-    text = settings.banner(make_config(allow_undefined_deployments=False), [("0.0.0.0", 9000)])
+    text = banner(make_config(allow_undefined_deployments=False), [("0.0.0.0", 9000)])
     assert text.splitlines()[0] == "Azure OpenAI simulator: mode generate, listening on http://localhost:9000"
     assert "answered too" not in text
-    assert "http://127.0.0.1:9001" in settings.banner(make_config(), [("127.0.0.1", 9001)])
+    assert "http://127.0.0.1:9001" in banner(make_config(), [("127.0.0.1", 9001)])

@@ -514,14 +514,14 @@ def test_the_settings_bound_every_store(monkeypatch):
             start(settings)
             tctx.configure(
                 settings,
-                responses_stored_max_bytes="1000",
-                prompt_cache_max_bytes="4000",
-                retry_hints_max_bytes="1600",
-                images_stored_max_bytes="2000",
-                doc_intelligence_results_max_bytes="3000",
-                recording_pending_max_bytes="5000",
-                recording_cache_max_bytes="6000",
-                metrics_max_deployment_labels="7",
+                responses_stored_max_bytes=1000,
+                prompt_cache_max_bytes=4000,
+                retry_hints_max_bytes=1600,
+                images_stored_max_bytes=2000,
+                doc_intelligence_results_max_bytes=3000,
+                recording_pending_max_bytes=5000,
+                recording_cache_max_bytes=6000,
+                metrics_max_deployment_labels=7,
             )
             assert config.bounds == Bounds(
                 responses_stored_bytes=1000,

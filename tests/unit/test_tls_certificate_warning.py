@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mitmproxy.addons.tlsconfig import TlsConfig
 from unit_support import API_KEY, clear_settings_env, make_config, settings_context
 
-from aoai.stages import settings
+from aoai.runtime import tls
 
 EKU = x509.oid.ExtendedKeyUsageOID
 
@@ -67,7 +67,7 @@ def certificate(*, ca: bool | None, usage: x509.KeyUsage | None = None, purposes
 )
 def test_which_certificates_are_cas_not_meant_to_serve(extensions, signs_only):
     cert, _ = certificate(**extensions)
-    assert settings.signs_only(cert) is signs_only
+    assert tls.signs_only(cert) is signs_only
 
 
 def write(tmp_path, cert, key):

@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from functools import partial
 from typing import Any
 
 from mitmproxy import http
 from mitmproxy.test import tflow
 
 from aoai.runtime.config import SimulatorConfig
+from aoai.stack import declared_options
 from aoai.stages import routing, settings
 
 API_KEY = "unit-test-key-0123456789"
@@ -79,8 +81,8 @@ def rng(seed: int = 1) -> random.Random:
 
 def clear_settings_env(monkeypatch) -> None:
     """No simulator setting comes from the caller's environment (restored after the test)."""
-    for s in settings.SETTINGS:
-        monkeypatch.delenv(s.env, raising=False)
+    for option in declared_options():
+        monkeypatch.delenv(option.env, raising=False)
 
 
 def proxy_options():
@@ -98,7 +100,42 @@ def settings_context(config: SimulatorConfig, *addons):
     from mitmproxy.test import taddons
 
     s = settings.Settings(config)
-    return taddons.context(proxyserver.Proxyserver(), s, *addons, options=proxy_options()), s
+    return taddons.context(
+        proxyserver.Proxyserver(), s, StageOptions(config, s.startup), *addons, options=proxy_options()
+    ), s
+
+
+class StageOptions:
+    """The options of the other stages, declared and applied to the config as those stages do,
+    without the stages themselves (a test adds the one it is about)."""
+
+    def __init__(self, config: SimulatorConfig, startup) -> None:
+        from aoai.stages import auth, extensions, flowcap, generate, intake, ratelimit, record, replay
+
+        self.config, self.startup = config, startup
+        self.owners = (auth, intake, ratelimit, extensions, record, replay, generate, flowcap)
+
+    def load(self, loader) -> None:
+        from aoai.runtime.options import declare
+
+        self.env_errors = {owner: declare(loader, owner.OPTIONS) for owner in self.owners}
+
+    def configure(self, updated: set[str]) -> None:
+        from aoai.runtime.options import names
+
+        for owner in self.owners:
+            if updated & names(owner.OPTIONS):
+                self.startup.applying(partial(self._apply, owner, updated), self.env_errors[owner])
+
+    def _apply(self, owner, updated: set[str]) -> None:
+        from mitmproxy import ctx
+
+        from aoai.runtime.options import check
+
+        if hasattr(owner, "apply"):
+            owner.apply(ctx.options, self.config, updated)
+        else:
+            check(ctx.options, owner.OPTIONS, updated)
 
 
 def start(settings_addon) -> None:

@@ -177,7 +177,7 @@ class Bounds:
 
 
 # Whole numbers above this are refused: every bound fits a 64-bit integer with room to add.
-_LARGEST = 2**62
+LARGEST = 2**62
 
 
 class BoundError(ValueError):
@@ -199,8 +199,8 @@ def parse_bound(bound: Bound, raw: str) -> int | float:
         if value != int(value):
             raise BoundError(f"{bound.env}: expected a whole number, got {raw!r}")
         value = int(value)
-    if value < bound.low or value > _LARGEST:
-        raise BoundError(f"{bound.env}: expected a number from {bound.low:g} to {_LARGEST}, got {raw.strip()}")
+    if value < bound.low or value > LARGEST:
+        raise BoundError(f"{bound.env}: expected a number from {bound.low:g} to {LARGEST}, got {raw.strip()}")
     return value
 
 

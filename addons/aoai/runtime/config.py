@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from .prompt_cache import PromptCache
 from .stored import ResponseStore
 
 MODES = ("generate", "record", "replay")
+REQUEST_WINDOWS = ("10", "1")  # seconds of Azure's request-limit windows (RATE_LIMIT_REQUEST_WINDOW_SECONDS)
 STANDARD_SKUS = ("Standard", "GlobalStandard", "DataZoneStandard")
 PROVISIONED_SKUS = ("ProvisionedManaged", "GlobalProvisionedManaged", "DataZoneProvisionedManaged")
 
@@ -130,6 +132,23 @@ MAX_MS = 3_600_000  # a latency: one hour, in milliseconds
 MAX_AUDIO_PACE = 1000  # seconds of work per second of audio
 MAX_PTU = 100_000
 MAX_TPM_PER_PTU = 1_000_000_000
+
+
+def ptu_input_tpm(pairs: Sequence[str]) -> dict[str, int]:
+    """PTU_INPUT_TPM_PER_PTU: `model=tokens` pairs, by model; raises ConfigError."""
+    figures: dict[str, int] = {}
+    for pair in (p.strip() for p in pairs if p.strip()):
+        name, sep, value = (part.strip() for part in pair.partition("="))
+        model = catalogue.find_model(name)
+        if not sep or not re.fullmatch(r"[0-9]{1,10}", value) or not 1 <= int(value) <= MAX_TPM_PER_PTU:
+            raise ConfigError(
+                f"PTU_INPUT_TPM_PER_PTU: expected model=tokens with a whole number of tokens "
+                f"from 1 to {MAX_TPM_PER_PTU}, got {pair!r}"
+            )
+        if model is None:
+            raise ConfigError(f"PTU_INPUT_TPM_PER_PTU: unknown model {name!r}")
+        figures[model.name] = int(value)
+    return figures
 
 
 def _number(where: str, value: Any, *, integer: bool = False, high: float | None = None) -> Any:

@@ -11,14 +11,21 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from mitmproxy import http
+from mitmproxy import ctx, http
 
 from .. import wire
 from ..runtime import entra, intake, redaction
 from ..runtime.config import SimulatorConfig
+from ..runtime.entra_policy import entra_mode, entra_policy
+from ..runtime.options import Option, declare, names
+from ..runtime.options import check as check_options
 from ..runtime.routes import MANAGEMENT, TABLE, Route
+from ..runtime.startup import Startup
 from ..runtime.state import context_of
 
 logger = logging.getLogger(__name__)
@@ -169,9 +176,74 @@ def azure_path(route: Route, params: dict[str, str]) -> str:
     return re.sub(r"\{(\w+)(?::([^}]*))?\}", name, route.pattern)
 
 
+OPTIONS = (
+    Option(
+        "SIMULATOR_API_KEY",
+        str | None,
+        None,
+        "The key clients must send; unset: one is generated and printed at start.",
+    ),
+    Option(
+        "SIMULATOR_ENTRA_TOKENS",
+        str,
+        "off",
+        "How Entra ID bearer tokens are judged: off (not accepted), claims (audience, expiry, tenant, "
+        "principal; no signature check) or signature (claims and a signature by a SIMULATOR_ENTRA_JWKS key).",
+        choices=entra.MODES,
+        parse=entra_mode,
+    ),
+    Option(
+        "SIMULATOR_ENTRA_AUDIENCES",
+        Sequence[str],
+        [],
+        "Accepted token audiences (aud); empty: those Azure AI services accept.",
+    ),
+    Option("SIMULATOR_ENTRA_TENANTS", Sequence[str], [], "Accepted tenant ids (tid); empty: any."),
+    Option(
+        "SIMULATOR_ENTRA_PRINCIPALS",
+        Sequence[str],
+        [],
+        "Allowed object or application ids (oid, appid); empty: any. Others get Azure's PermissionDenied.",
+    ),
+    Option(
+        "SIMULATOR_ENTRA_JWKS",
+        str | None,
+        None,
+        "JWKS file whose public keys sign accepted tokens (signature mode).",
+    ),
+)
+NAMES = names(OPTIONS)
+ENTRA_OPTIONS = NAMES - {"simulator_api_key"}
+
+
+def apply(options: Any, config: SimulatorConfig, updated: set[str]) -> None:
+    """Check the key and Entra settings and copy them into `config`; raises ConfigError, changing nothing."""
+    check_options(options, OPTIONS, updated)
+    policy = config.entra
+    if updated & ENTRA_OPTIONS:
+        policy = entra_policy(
+            options.simulator_entra_tokens,
+            options.simulator_entra_audiences,
+            options.simulator_entra_tenants,
+            options.simulator_entra_principals,
+            options.simulator_entra_jwks,
+        )
+    config.api_key = options.simulator_api_key or config.api_key or secrets.token_urlsafe(24)
+    config.entra = policy
+
+
 class Auth:
-    def __init__(self, config: SimulatorConfig):
+    def __init__(self, config: SimulatorConfig, startup: Startup | None = None):
         self.config = config
+        self.startup = startup or Startup()
+        self.env_error: str | None = None
+
+    def load(self, loader: Any) -> None:
+        self.env_error = declare(loader, OPTIONS)
+
+    def configure(self, updated: set[str]) -> None:
+        if updated & NAMES:
+            self.startup.applying(lambda: apply(ctx.options, self.config, updated), self.env_error)
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         # A large body is not read for a request that cannot pass: the 401 leaves from its head

@@ -8,13 +8,15 @@ more than thousands of small chats). mitmdump keeps no flows and is unaffected.
 
 from __future__ import annotations
 
-import os
+from typing import Any
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import ctx, http
 
 from ..runtime import internals
 from ..runtime.bounds import Bounds
 from ..runtime.config import SimulatorConfig
+from ..runtime.options import Option, check, declare
+from ..runtime.startup import Startup
 
 
 def flow_bytes(flow: http.HTTPFlow) -> int:
@@ -26,9 +28,22 @@ def flow_bytes(flow: http.HTTPFlow) -> int:
     return size + len(flow.request.path)
 
 
+OPTIONS = (
+    Option(
+        "SIMULATOR_WEB_MAX_FLOWS",
+        int,
+        10000,
+        "Under mitmweb, keep at most this many flows, dropping the oldest; 0 keeps all.",
+        low=0,
+    ),
+)
+
+
 class FlowCap:
-    def __init__(self, config: SimulatorConfig | None = None):
+    def __init__(self, config: SimulatorConfig | None = None, startup: Startup | None = None):
         self.config = config
+        self.startup = startup or Startup()
+        self.env_error: str | None = None
         self.bytes = 0  # of the flows kept, as measured when each finished
         self._sizes: dict[str, int] = {}  # flow id -> its bytes
 
@@ -36,24 +51,17 @@ class FlowCap:
     def max_bytes(self) -> int:
         return (self.config.bounds if self.config is not None else Bounds()).web_flow_bytes
 
-    def load(self, loader):
-        default = os.environ.get("SIMULATOR_WEB_MAX_FLOWS", "10000")
-        loader.add_option(
-            "simulator_web_max_flows",
-            int,
-            int(default) if default.isdigit() else 10000,
-            "Under mitmweb, keep at most this many flows, dropping the oldest; 0 keeps all "
-            "(env SIMULATOR_WEB_MAX_FLOWS).",
-        )
+    def load(self, loader: Any) -> None:
+        self.env_error = declare(loader, OPTIONS)
 
     def running(self):
         if ctx.master.addons.get("view") is None:
             # No flows are kept (mitmdump): take the hooks away, so no request pays for them.
             self.response = self.error = None
 
-    def configure(self, updated):
-        if "simulator_web_max_flows" in updated and ctx.options.simulator_web_max_flows < 0:
-            raise exceptions.OptionsError("simulator_web_max_flows: must be 0 (keep all) or more")
+    def configure(self, updated: set[str]) -> None:
+        if "simulator_web_max_flows" in updated:
+            self.startup.applying(lambda: check(ctx.options, OPTIONS, updated), self.env_error)
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._measure(flow)

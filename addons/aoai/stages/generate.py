@@ -19,18 +19,21 @@ import logging
 import random
 import time
 import zlib
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from mitmproxy import http
+from mitmproxy import ctx, http
 
 from .. import wire
 from ..docintel import service as docintel
 from ..openai import audio, chat, completions, embeddings, images, responses, tokens, validation
+from ..openai.catalogue import Normal
 from ..runtime import latency, media, offload, peers
-from ..runtime.config import SimulatorConfig
+from ..runtime.config import MAX_WHOLE, ConfigError, SimulatorConfig
 from ..runtime.failures import describe
+from ..runtime.options import Option, check, declare, names, text_number
 from ..runtime.routes import MANAGEMENT
+from ..runtime.startup import Startup
 from ..runtime.state import RequestContext, context_for
 from ..runtime.stored import StoredResponse
 from ..runtime.streams import StreamPlan, StreamServer, carries_tokens, event_frame, sse_frames
@@ -509,15 +512,128 @@ def _writes_json(body: dict) -> bool:
     return bool(body.get("tools")) or (isinstance(fmt, dict) and fmt.get("type") in ("json_schema", "json_object"))
 
 
+# The operations whose latency the LATENCY_OPENAI_* settings set, and what their figures are per.
+LATENCY_OPERATIONS = {
+    "CHAT_COMPLETIONS": "per completion token",
+    "COMPLETIONS": "per completion token",
+    "EMBEDDINGS": "per request",
+}
+
+
+def _milliseconds(env: str) -> Callable[[str], str | None]:
+    """A latency mean's text, checked (a number, not below 0); empty: not set."""
+
+    def parse(text: str) -> str | None:
+        text = text.strip()
+        if text:
+            value = text_number(env, text)
+            if value < 0:
+                raise ConfigError(f"{env}: must not be below 0, got {text}")
+        return text or None
+
+    return parse
+
+
+def _latency_options(op: str, per: str) -> tuple[Option, Option]:
+    what = op.lower().replace("_", " ")
+    mean = f"LATENCY_OPENAI_{op}_MEAN"
+    return (
+        Option(
+            mean,
+            str | None,
+            None,
+            f"Mean of the simulated latency of {what}, milliseconds {per}; unset: each model's own.",
+            parse=_milliseconds(mean),
+            check=lambda text: _milliseconds(mean)(text or ""),
+        ),
+        Option(
+            f"LATENCY_OPENAI_{op}_STD_DEV",
+            float,
+            0.0,
+            f"Standard deviation of the simulated latency of {what}, milliseconds {per} (with its mean).",
+            low=0,
+        ),
+    )
+
+
+OPTIONS = (
+    Option("SIMULATOR_LATENCY", bool, True, "Simulate latency; off answers as fast as possible."),
+    Option(
+        "SIMULATOR_COMPLETION_TOKENS_MEAN",
+        float,
+        150.0,
+        "Mean length in tokens of an answer whose request sets no limit.",
+        low=0,
+    ),
+    Option("SIMULATOR_COMPLETION_TOKENS_STD_DEV", float, 50.0, "Standard deviation of that length.", low=0),
+    Option(
+        "SIMULATOR_TOOL_CALL_SHARE",
+        float,
+        1.0,
+        "Share (0 to 1) of tool_choice=auto requests that get a tool call instead of text.",
+        low=0,
+        high=1,
+    ),
+    *(option for op, per in LATENCY_OPERATIONS.items() for option in _latency_options(op, per)),
+    Option(
+        "RESPONSES_STORED",
+        int,
+        1000,
+        "Responses API: how many stored responses are kept (the newest) for retrieve and previous_response_id.",
+        low=0,
+        high=MAX_WHOLE,
+    ),
+    Option(
+        "PROMPT_CACHE_IDLE_SECONDS",
+        float,
+        300.0,
+        "Seconds after which an unused prompt prefix leaves the prompt cache (cached_tokens).",
+        low=0,
+    ),
+)
+NAMES = names(OPTIONS)
+
+
+def apply(options: Any, config: SimulatorConfig, updated: set[str]) -> None:
+    """Check the settings of made-up answers and copy them into `config`; raises ConfigError."""
+    check(options, OPTIONS, updated)
+    defaults = {}
+    for op in LATENCY_OPERATIONS:
+        mean = getattr(options, f"latency_openai_{op.lower()}_mean")
+        if mean:
+            defaults[op.lower()] = Normal(float(mean), float(getattr(options, f"latency_openai_{op.lower()}_std_dev")))
+    config.latency_enabled = options.simulator_latency
+    config.latency_defaults = defaults
+    config.completion_tokens = Normal(
+        float(options.simulator_completion_tokens_mean), float(options.simulator_completion_tokens_std_dev)
+    )
+    config.tool_call_share = float(options.simulator_tool_call_share)
+    config.stored_responses.capacity = options.responses_stored
+    config.prompt_cache.idle_s = float(options.prompt_cache_idle_seconds)
+
+
 class Generate:
-    def __init__(self, config: SimulatorConfig, streams: StreamServer, gates: latency.Gates):
+    def __init__(
+        self, config: SimulatorConfig, streams: StreamServer, gates: latency.Gates, startup: Startup | None = None
+    ):
         self.config = config
+        self.startup = startup or Startup()
+        self.env_error: str | None = None
         self.streams = streams
         self.gates = gates
         config.generators.extend(BUILT_IN)
         self._built_in = frozenset(BUILT_IN)
 
+    def load(self, loader: Any) -> None:
+        self.env_error = declare(loader, OPTIONS)
+
+    def settle(self) -> None:
+        """Copy these settings into the config now (for extensions, configured before this stage)."""
+        apply(ctx.options, self.config, set(NAMES))
+
     def configure(self, updated: set[str]) -> None:
+        if updated & NAMES:
+            self.startup.applying(lambda: apply(ctx.options, self.config, updated), self.env_error)
         # The stores the built-in generators fill, bounded as the settings say.
         media.images.max_bytes = self.config.bounds.images_stored_bytes
         docintel.SERVICE.store.max_bytes = self.config.bounds.doc_intelligence_results_bytes

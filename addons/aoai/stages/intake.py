@@ -29,21 +29,58 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from mitmproxy import connection, ctx, http
 from mitmproxy.utils import human
 
-from ..runtime import intake, internals
-from ..runtime.config import SimulatorConfig
+from ..runtime import bounds, intake, internals
+from ..runtime.config import ConfigError, SimulatorConfig
+from ..runtime.options import Option, check, declare, names
 from ..runtime.routes import TABLE, Route, RouteTable
+from ..runtime.startup import Startup
 from ..runtime.state import context_of
 
 logger = logging.getLogger(__name__)
 
 
+def _bound_option(bound: bounds.Bound) -> Option:
+    def parse(text: str) -> int | float:
+        try:
+            return bounds.parse_bound(bound, text)
+        except bounds.BoundError as e:
+            raise ConfigError(str(e)) from None
+
+    return Option(
+        bound.env,
+        int if bound.integer else float,
+        bound.default,
+        bound.help,
+        low=bound.low,
+        high=bounds.LARGEST,
+        parse=parse,
+    )
+
+
+# Every bound on what a client can make the simulator spend (runtime/bounds.py).
+OPTIONS = tuple(_bound_option(b) for b in bounds.BOUNDS)
+NAMES = names(OPTIONS)
+
+
+def apply(options: Any, config: SimulatorConfig, updated: set[str]) -> None:
+    """Check the bounds and put them in `config`; raises ConfigError, changing nothing."""
+    check(options, OPTIONS, updated)
+    config.bounds = bounds.Bounds(**{b.field: getattr(options, b.option) for b in bounds.BOUNDS})
+    config.stored_responses.max_bytes = config.bounds.responses_stored_bytes
+    config.prompt_cache.max_bytes = config.bounds.prompt_cache_bytes
+    config.deployment_labels.limit = config.bounds.metrics_deployment_labels
+
+
 class Intake:
-    def __init__(self, config: SimulatorConfig, table: RouteTable = TABLE):
+    def __init__(self, config: SimulatorConfig, table: RouteTable = TABLE, startup: Startup | None = None):
         self.config = config
+        self.startup = startup or Startup()
+        self.env_error: str | None = None
         self.table = table
         self.limits = internals.GuardLimits()  # shared by every connection's guard
         self.guards: dict[str, internals.ClientGuard] = {}  # by client connection id
@@ -53,14 +90,19 @@ class Intake:
         self._body_size_limit: str | None = None  # what this stage set mitmproxy's option to
         self._sweeper: asyncio.Task | None = None
 
+    def load(self, loader: Any) -> None:
+        self.env_error = declare(loader, OPTIONS)
+
     def configure(self, updated: set[str]) -> None:
-        bounds = self.config.bounds
-        self.limits.max_head = bounds.max_header_bytes
-        self.limits.header_timeout = bounds.header_timeout_s
-        self.limits.body_timeout = bounds.body_timeout_s
-        extensions = getattr(ctx.options, "extension_path", "")  # they may serve paths no route has
-        self.unknown_limit = bounds.max_body_bytes if str(extensions).strip() else intake.SMALL_BODY
-        self.largest = intake.largest_limit(self.table.routes, bounds)
+        if updated & NAMES:
+            self.startup.applying(lambda: apply(ctx.options, self.config, updated), self.env_error)
+        in_force = self.config.bounds
+        self.limits.max_head = in_force.max_header_bytes
+        self.limits.header_timeout = in_force.header_timeout_s
+        self.limits.body_timeout = in_force.body_timeout_s
+        extensions = getattr(ctx.options, "extension_path", [])  # they may serve paths no route has
+        self.unknown_limit = in_force.max_body_bytes if extensions else intake.SMALL_BODY
+        self.largest = intake.largest_limit(self.table.routes, in_force)
         # Without the guard, mitmproxy refuses (HTML 413) a body larger than any route takes.
         # A smaller limit the user set is kept.
         if self.gone and "body_size_limit" in ctx.options:

@@ -102,7 +102,7 @@ def patch_plan(config: SimulatorConfig, patch: Any) -> PatchPlan:
                 not isinstance(value, int) or isinstance(value, bool) or not SEED_LOW <= value <= SEED_HIGH
             ):
                 raise ConfigError(f"seed: expected a whole number from {SEED_LOW} to {SEED_HIGH}, or null")
-            options["simulator_seed"] = "" if value is None else str(value)
+            options["simulator_seed"] = value
         elif key == "allowUndefinedDeployments":
             options["allow_undefined_openai_deployments"] = _bool(key, value)
         elif key == "latency":
@@ -114,11 +114,12 @@ def patch_plan(config: SimulatorConfig, patch: Any) -> PatchPlan:
                 elif lkey in _LATENCY_OPS:
                     op = _LATENCY_OPS[lkey]
                     if lvalue is None:
-                        options[f"latency_openai_{op}_mean"] = options[f"latency_openai_{op}_std_dev"] = ""
+                        options[f"latency_openai_{op}_mean"] = None
+                        options[f"latency_openai_{op}_std_dev"] = 0.0
                         continue
                     normal = cfg._normal(f"latency.{lkey}", lvalue)
                     options[f"latency_openai_{op}_mean"] = str(normal.mean)
-                    options[f"latency_openai_{op}_std_dev"] = str(normal.std_dev)
+                    options[f"latency_openai_{op}_std_dev"] = float(normal.std_dev)
                 else:
                     raise ConfigError(f"latency.{lkey}: unknown field; use enabled, {', '.join(_LATENCY_OPS)}")
         elif key == "deployments":

@@ -14,15 +14,19 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from mitmproxy import http
+from mitmproxy import ctx, http
 
 from .. import wire
 from ..openai import catalogue
+from ..runtime import config as cfg
 from ..runtime import limits
-from ..runtime.config import Deployment, SimulatorConfig
+from ..runtime.config import ConfigError, Deployment, SimulatorConfig
 from ..runtime.labels import capped
+from ..runtime.options import Option, check, declare, names, text_number
 from ..runtime.routes import DEPLOYMENT_QUOTA, DI_ANALYZE_QUOTA, DI_POLL_QUOTA
 from ..runtime.startup import Startup
 from ..runtime.state import RequestContext, context_of
@@ -88,9 +92,75 @@ def redis_unreachable(url: str) -> str | None:
     return None
 
 
+def _window(text: str) -> str:
+    """RATE_LIMIT_REQUEST_WINDOW_SECONDS as one of its choices ("10.0" is 10)."""
+    value = text_number("RATE_LIMIT_REQUEST_WINDOW_SECONDS", text) if text.strip() else 10
+    return f"{value:g}"
+
+
+def _redis_url(url: str | None) -> None:
+    if url and not url.strip().startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"RATE_LIMIT_REDIS_URL: expected redis://host:port/db, rediss://… or unix://…, got {url!r}")
+
+
+OPTIONS = (
+    Option(
+        "RATE_LIMIT_REDIS_URL",
+        str | None,
+        None,
+        "Redis URL (redis://host:port/db) where replicas keep one shared quota; unset: each process alone.",
+        check=_redis_url,
+    ),
+    Option(
+        "RATE_LIMIT_DEFAULT_RESERVATION",
+        int,
+        cfg.DEFAULT_RESERVATION,
+        "Tokens a chat request without max_tokens reserves against the tokens-per-minute quota.",
+        low=0,
+        high=cfg.MAX_WHOLE,
+    ),
+    Option(
+        "RATE_LIMIT_REQUEST_WINDOW_SECONDS",
+        str,
+        cfg.REQUEST_WINDOWS[0],
+        "Window of the request limit, in seconds: 10 (RPM/6 per 10 s) or 1 (RPM/60 per second), as Azure's.",
+        choices=cfg.REQUEST_WINDOWS,
+        parse=_window,
+    ),
+    Option("DOC_INTELLIGENCE_RPS", float, 15.0, "Document Intelligence analyze requests per second; <= 0: no limit."),
+    Option(
+        "DOC_INTELLIGENCE_POLL_RPS",
+        float,
+        cfg.DEFAULT_DOC_INTELLIGENCE_POLL_RPS,
+        "Document Intelligence result polls per second; <= 0: no limit.",
+    ),
+    Option(
+        "PTU_INPUT_TPM_PER_PTU",
+        Sequence[str],
+        [],
+        "Input tokens per minute one PTU gives, by model, replacing the built-in figures of provisioned "
+        "deployments: model=tokens (comma-separated in the environment: gpt-4o=3000,gpt-4.1=2800).",
+        check=cfg.ptu_input_tpm,
+    ),
+)
+NAMES = names(OPTIONS)
+
+
+def apply(options: Any, config: SimulatorConfig, updated: set[str]) -> None:
+    """Check the quota settings and copy them into `config`; raises ConfigError, changing nothing."""
+    check(options, OPTIONS, updated)
+    config.rate_limit_redis_url = (options.rate_limit_redis_url or "").strip()
+    config.rate_limit_default_reservation = options.rate_limit_default_reservation
+    config.rate_limit_request_window_s = float(options.rate_limit_request_window_seconds)
+    config.doc_intelligence_rps = options.doc_intelligence_rps
+    config.doc_intelligence_poll_rps = options.doc_intelligence_poll_rps
+    config.ptu_input_tpm = cfg.ptu_input_tpm(options.ptu_input_tpm_per_ptu)
+
+
 class Limits:
     def __init__(self, config: SimulatorConfig, limiter: limits.Limiter | None = None, startup: Startup | None = None):
         self.config = config
+        self.env_error: str | None = None
         self.startup = startup or Startup()
         self.limiter = limiter or limits.Limiter()
         self.redis_url = ""
@@ -103,7 +173,12 @@ class Limits:
 
     # --- set-up ---------------------------------------------------------------------------
 
+    def load(self, loader: Any) -> None:
+        self.env_error = declare(loader, OPTIONS)
+
     def configure(self, updated: set[str]) -> None:
+        if updated & NAMES:
+            self.startup.applying(lambda: apply(ctx.options, self.config, updated), self.env_error)
         self.limiter.hints.max_bytes = self.config.bounds.retry_hints_bytes
         url = self.config.rate_limit_redis_url
         if url == self.redis_url:

@@ -18,19 +18,29 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
-from mitmproxy import http
+from mitmproxy import ctx, http
 
 from .. import wire
 from ..openai import content_filter as filters
 from ..runtime import offload, redaction
-from ..runtime.config import SimulatorConfig
+from ..runtime.config import ConfigError, SimulatorConfig
 from ..runtime.failures import describe
+from ..runtime.options import Option, check, declare, names
 from ..runtime.recording import SKIP_RESPONSE_HEADERS, Event, Interaction, RecordingStore, clean_headers, parse_sse
 from ..runtime.routes import MANAGEMENT
 from ..runtime.startup import Startup
 from ..runtime.state import RequestContext, context_for, context_of
 from ..runtime.streams import StreamPlan, StreamServer
-from ..runtime.upstream import Fault, Upstream, bad_answer, failed, origin, request_headers, response_headers
+from ..runtime.upstream import (
+    Fault,
+    Upstream,
+    bad_answer,
+    failed,
+    is_endpoint,
+    origin,
+    request_headers,
+    response_headers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +139,47 @@ class Relayed:
         await self.answer.aclose()
 
 
+def _endpoint(endpoint: str | None) -> None:
+    if endpoint and endpoint.strip() and not is_endpoint(endpoint.strip()):
+        raise ConfigError(
+            f"AZURE_OPENAI_ENDPOINT: expected an http(s) URL such as https://NAME.openai.azure.com, got {endpoint!r}"
+        )
+
+
+def _above_zero(seconds: float) -> None:
+    if seconds <= 0:
+        raise ConfigError("AZURE_OPENAI_TIMEOUT_SECONDS: must be above 0")
+
+
+OPTIONS = (
+    Option(
+        "AZURE_OPENAI_ENDPOINT",
+        str | None,
+        None,
+        "The Azure OpenAI endpoint to record from (https://NAME.openai.azure.com).",
+        check=_endpoint,
+    ),
+    Option("AZURE_OPENAI_KEY", str | None, None, "The Azure OpenAI key used when recording."),
+    Option(
+        "AZURE_OPENAI_TIMEOUT_SECONDS",
+        float,
+        300.0,
+        "Record mode: seconds Azure may take to accept the connection, and then to send each part of "
+        "its answer, before the client gets a 504.",
+        check=_above_zero,
+    ),
+)
+NAMES = names(OPTIONS)
+
+
+def apply(options: Any, config: SimulatorConfig, updated: set[str]) -> None:
+    """Check where record mode forwards to and copy it into `config`; raises ConfigError."""
+    check(options, OPTIONS, updated)
+    config.azure_openai_endpoint = (options.azure_openai_endpoint or "").strip()
+    config.azure_openai_key = options.azure_openai_key or ""
+    config.azure_openai_timeout_s = float(options.azure_openai_timeout_seconds)
+
+
 class ForwardTarget:
     """Record mode needs somewhere to forward to: AZURE_OPENAI_ENDPOINT, or an extension's
     forwarder. Without either it refuses to start, or to switch to record mode at run time.
@@ -138,8 +189,18 @@ class ForwardTarget:
     def __init__(self, config: SimulatorConfig, startup: Startup | None = None):
         self.config = config
         self.startup = startup or Startup()
+        self.env_error: str | None = None
+
+    def load(self, loader: Any) -> None:
+        self.env_error = declare(loader, OPTIONS)
+
+    def settle(self) -> None:
+        """Copy these settings into the config now (for extensions, configured before this stage)."""
+        apply(ctx.options, self.config, set(NAMES))
 
     def configure(self, updated: set[str]) -> None:
+        if updated & NAMES:
+            self.startup.applying(lambda: apply(ctx.options, self.config, updated), self.env_error)
         if not updated & {"simulator_mode", "azure_openai_endpoint", "extension_path"}:
             return
         if (

@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import socket
 import tempfile
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
+from typing import Any
 
-from mitmproxy import http
+from mitmproxy import ctx, http
 
 from .. import wire
 from ..openai.catalogue import MEDIA_KINDS
 from ..runtime import latency, offload
-from ..runtime.config import SimulatorConfig
+from ..runtime.config import ConfigError, SimulatorConfig
+from ..runtime.options import Option, check, declare, names
 from ..runtime.recording import BrokenRecording, Interaction, KeyRules, RecordingStore, Ref, request_key, sse_bytes
 from ..runtime.routes import MANAGEMENT
 from ..runtime.startup import Startup
@@ -124,6 +128,73 @@ def miss_response(flow: http.HTTPFlow, store: RecordingStore, key: str, status: 
     return wire.azure_error(status, "RecordingNotFound", message, request, **details)
 
 
+def _suffix(text: str) -> str:
+    return text.strip().replace("{hostname}", socket.gethostname())
+
+
+def _check_suffix(suffix: str) -> None:
+    if _suffix(suffix) and not re.fullmatch(r"[A-Za-z0-9._-]+", _suffix(suffix)):
+        raise ConfigError(f"RECORDING_FILE_SUFFIX: letters, digits, '.', '_' and '-' only, got {_suffix(suffix)!r}")
+
+
+def _miss_status(status: int) -> None:
+    if not 400 <= status <= 599:
+        raise ConfigError(f"REPLAY_MISS_STATUS: expected an HTTP error status (400-599), got {status}")
+
+
+OPTIONS = (
+    Option("RECORDING_DIR", str, "recordings", "Folder of the recording files."),
+    Option("RECORDING_AUTOSAVE", bool, True, "Save each recorded interaction as it completes."),
+    Option(
+        "RECORDING_IGNORE_FIELDS",
+        Sequence[str],
+        [],
+        "Body fields that do not tell recordings apart (comma-separated in the environment).",
+    ),
+    Option("RECORDING_MATCH_API_VERSION", bool, False, "Tell recordings apart by api-version too."),
+    Option(
+        "RECORDING_SKIP_BROKEN",
+        bool,
+        False,
+        "Skip recorded interactions that do not parse, with a warning, instead of refusing to start.",
+    ),
+    Option(
+        "RECORDING_FILE_SUFFIX",
+        str,
+        "",
+        "Added to recording file names ({hostname} is this machine's name), so replicas recording "
+        "to one shared folder never write the same file.",
+        check=_check_suffix,
+    ),
+    Option(
+        "REPLAY_TIMING",
+        str,
+        "recorded",
+        "Replay pace: recorded (as recorded), model (the latency model) or none.",
+        choices=("recorded", "model", "none"),
+        parse=lambda t: t.strip().lower(),
+    ),
+    Option(
+        "REPLAY_MISS_STATUS", int, 404, "HTTP status of the answer to a request with no recording.", check=_miss_status
+    ),
+)
+NAMES = names(OPTIONS)
+
+
+def apply(options: Any, config: SimulatorConfig, updated: set[str]) -> None:
+    """Check the recording settings and copy them into `config.recording`; raises ConfigError."""
+    check(options, OPTIONS, updated)
+    recording = config.recording
+    recording.dir = options.recording_dir
+    recording.autosave = options.recording_autosave
+    recording.ignore_fields = tuple(f.strip() for f in options.recording_ignore_fields if f.strip())
+    recording.match_api_version = options.recording_match_api_version
+    recording.file_suffix = _suffix(options.recording_file_suffix)
+    recording.skip_broken = options.recording_skip_broken
+    recording.replay_timing = options.replay_timing
+    recording.miss_status = options.replay_miss_status
+
+
 _RECORDING_OPTIONS = {
     "simulator_mode",
     "recording_dir",
@@ -143,8 +214,18 @@ class Replay:
         self.streams = streams
         self.startup = startup or Startup()
         self.loaded: tuple | None = None
+        self.env_error: str | None = None
+
+    def load(self, loader: Any) -> None:
+        self.env_error = declare(loader, OPTIONS)
+
+    def settle(self) -> None:
+        """Copy these settings into the config now (for extensions, configured before this stage)."""
+        apply(ctx.options, self.config, set(NAMES))
 
     def configure(self, updated: set[str]) -> None:
+        if updated & NAMES:
+            self.startup.applying(lambda: apply(ctx.options, self.config, updated), self.env_error)
         if not updated & _RECORDING_OPTIONS or self.config.mode == "generate":
             return
         recording = self.config.recording
