@@ -6,11 +6,14 @@ aside). Routing resolves the request against the route table (`aoai/runtime/rout
 once, into a typed `RequestContext` that every later stage reads. Each stage's flow hooks
 are guarded: an exception ends that request with Azure's 500 instead of sending it upstream.
 
-`build_addons` is all `addons/simulator.py` runs; tests build the same stack in-process.
+`build_addons` is all `addons/simulator.py` runs; tests build the same stack in-process. The
+stages receive what they use as constructor arguments: the configuration (values) and the
+services (what has state, runtime/services.py).
 """
 
 from __future__ import annotations
 
+from .generators import BUILT_IN
 from .runtime.config import SimulatorConfig
 from .runtime.failures import guard
 from .runtime.services import Services
@@ -36,33 +39,48 @@ from .stages.settings import Settings
 from .stages.streaming import Streaming
 
 
+class Stores:
+    """Bounds the services' stores as the settings say, each time they change (it comes right
+    after the Settings stage, which applies them to the configuration)."""
+
+    def __init__(self, config: SimulatorConfig, services: Services):
+        self.config = config
+        self.services = services
+
+    def configure(self, updated: set[str]) -> None:
+        self.services.configure(self.config)
+
+
 def build_addons(config: SimulatorConfig, services: Services, startup: Startup | None = None) -> list[object]:
     """Every stage, in request order, each guarded (fail closed). `config` is what extensions
     receive in `initialize(config)`; `startup` decides what a bad setting at start-up does
     (stop the process, or raise for a test)."""
     startup = startup or Startup()
-    streams, recordings = services.streams, services.recordings
-    limits = Limits(config, startup=startup)
+    streams, recordings, book = services.streams, services.recordings, services.faults
+    # The built-in generators come first; an extension's initialize(config) may replace or remove them.
+    config.generators[:0] = [g for g in BUILT_IN if g not in config.generators]
+    limits = Limits(config, services.limiter, startup, book)
     extensions = Extensions(config, startup)
     addons: list[object] = [
         Settings(config, startup),  # options and environment -> config; the listener
-        Routing(config),  # the request's route (operation, path parameters) -> its RequestContext
+        Stores(config, services),  # the stores bounded as the settings say; the random generator seeded
+        Routing(config, services),  # the request's route (operation, path parameters) -> its RequestContext
         Auth(config),  # api-key / Ocp-Apim-Subscription-Key / Bearer, or 401 (open routes: none needed)
         Intake(config),  # bodies, heads and their time bounded before they are read: 413, 431, 408; bodies decoded
-        Checks(),  # what Azure refuses first: 405, api-version, body, deployment, fields, context length
+        Checks(services.labels, services.responses),  # what Azure refuses first: 405, api-version, body, deployment, …
         limits,  # Azure's quotas, before anything answers or forwards: 429, or quota headers (a quota cut lowers them)
         ContentFilter(config),  # prompts the deployment's content filter blocks: Azure's 400 (not in record mode)
-        Faults(config),  # declared faults that answer an admitted request: 500, 503, timeouts, hangs, too long
+        Faults(config, book),  # declared faults that answer an admitted request: 500, 503, timeouts, hangs, too long
         extensions,  # EXTENSION_PATH: user addons run here; initialize(config) shapes the rest
         ForwardTarget(config, startup),  # record mode needs AZURE_OPENAI_ENDPOINT or an extension's forwarder
-        Replay(config, recordings, streams, startup),  # record and replay modes: answer what is recorded
+        Replay(config, recordings, streams, startup, services.rng),  # record and replay modes: answer what is recorded
         Record(config, recordings, streams),  # record mode: forward the rest to Azure and save it
-        Generate(config, streams, services.gates),  # generate mode: made-up answers, on time
-        FaultTiming(config),  # declared faults that reshape an answer: slow first byte, trickle, stream cut
+        Generate(config, services),  # generate mode: made-up answers, on time
+        FaultTiming(config, book),  # declared faults that reshape an answer: slow first byte, trickle, stream cut
         Streaming(streams, lambda: extensions.sees_streams),  # plays paced streams token by token
         Pacing(),  # holds other answers until due, after every hook that may change them
-        Management(config, streams, limits, recordings),  # /++/health, /++/config, /++/limits, /++/reset-limits, …
-        Metrics(config, streams, limits),  # /++/metrics; counts and times every flow as it ends
+        Management(config, services, limits),  # /++/health, /++/config, /++/limits, /++/reset-limits, …
+        Metrics(config, streams, services.limiter, book, services.peers),  # /++/metrics; counts and times every flow
         NotFound(config),  # nothing answered: 404, so generate and replay never go upstream
         FlowCap(config),  # under mitmweb: keep only the newest flows in memory (by count and bytes)
         Reclaim(),  # the memory of large requests goes back to the system soon after they end

@@ -22,6 +22,7 @@ from .. import wire
 from ..openai import catalogue
 from ..runtime import limits
 from ..runtime.config import Deployment, SimulatorConfig
+from ..runtime.fault_book import FaultBook
 from ..runtime.labels import capped
 from ..runtime.routes import DEPLOYMENT_QUOTA, DI_ANALYZE_QUOTA, DI_POLL_QUOTA
 from ..runtime.startup import Startup
@@ -89,10 +90,17 @@ def redis_unreachable(url: str) -> str | None:
 
 
 class Limits:
-    def __init__(self, config: SimulatorConfig, limiter: limits.Limiter | None = None, startup: Startup | None = None):
+    def __init__(
+        self,
+        config: SimulatorConfig,
+        limiter: limits.Limiter | None = None,
+        startup: Startup | None = None,
+        faults: FaultBook | None = None,
+    ):
         self.config = config
         self.startup = startup or Startup()
         self.limiter = limiter or limits.Limiter()
+        self.faults = faults if faults is not None else FaultBook()  # quota cuts in force
         self.redis_url = ""
         self._redis_failed_at = -1e9  # when a Redis failure was last logged
 
@@ -181,8 +189,8 @@ class Limits:
         load: x-ratelimit-limit-tokens shows it). Azure's own in record mode."""
         config = self.config
         tokens, rpm = deployment.tokens_per_minute, deployment.requests_per_minute
-        if config.mode != "record" and (deployment.faults is not None or config.faults.default is not None):
-            tokens = config.faults.tokens_per_minute(deployment, config.seed)
+        if config.mode != "record" and (deployment.faults is not None or config.default_faults is not None):
+            tokens = self.faults.tokens_per_minute(deployment, config.default_faults, config.seed)
             if tokens != deployment.tokens_per_minute and rpm is None:
                 # The request quota stays what the normal token quota gives.
                 rpm = deployment.tokens_per_minute * limits.REQUESTS_PER_1000_TPM / 1000

@@ -449,7 +449,7 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     policy = entra_policy(options) if updated & ENTRA_OPTIONS else config.entra
     if updated & TLS_OPTIONS:
         tls_certificate(options)  # checked here; the Settings stage hands it to mitmproxy
-    deployments, default_faults = config.deployments, config.faults.default
+    deployments, default_faults = config.deployments, config.default_faults
     if "openai_deployment_config_path" in updated:
         path = options.openai_deployment_config_path.strip()
         deployments, default_faults = cfg.load_deployments(path) if path else (cfg.default_deployments(), None)
@@ -459,7 +459,7 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     config.api_key = options.simulator_api_key or config.api_key or secrets.token_urlsafe(24)
     config.seed = int(seed) if seed else None
     config.deployments = deployments
-    config.faults.default = default_faults
+    config.default_faults = default_faults
     config.allow_undefined_deployments = options.allow_undefined_openai_deployments
     config.azure_openai_endpoint = endpoint
     config.azure_openai_key = options.azure_openai_key
@@ -489,11 +489,8 @@ def apply(options, config: SimulatorConfig, updated: set[str]) -> None:
     config.peer_secret = peer_secret
     config.entra = policy
     config.bounds = bounds
-    config.stored_responses.capacity = 1000 if stored is None else int(stored)
-    config.stored_responses.max_bytes = bounds.responses_stored_bytes
-    config.prompt_cache.max_bytes = bounds.prompt_cache_bytes
-    config.deployment_labels.limit = bounds.metrics_deployment_labels
-    config.prompt_cache.idle_s = 300.0 if cache_idle is None else cache_idle
+    config.responses_stored = 1000 if stored is None else int(stored)
+    config.prompt_cache_idle_s = 300.0 if cache_idle is None else cache_idle
     logging.getLogger("aoai").setLevel(level)
 
 
