@@ -4,7 +4,7 @@ import time
 
 from mitmproxy import http
 from mitmproxy.test import taddons
-from unit_support import admit, chat_path, json_of, make_config, make_flow, make_services, run
+from unit_support import admit, chat_path, json_of, make_config, make_flow, run, services_for
 
 from aoai import generators
 from aoai.runtime import config as cfg
@@ -24,7 +24,7 @@ def answer(flow, config=None, streams=None, before=()):
     """Route the flow, then let Generate answer it; `before` are generators put ahead of the
     built-in ones."""
     config = config or make_config()
-    services = make_services(config, streams)
+    services = services_for(config, streams)
     addon = Generate(config, services)
     config.generators[:0] = list(before)
 

@@ -117,6 +117,18 @@ def make_services(config: SimulatorConfig, streams: StreamServer | None = None) 
     return services
 
 
+_SERVICES: dict[int, tuple[SimulatorConfig, Services]] = {}
+
+
+def services_for(config: SimulatorConfig, streams: StreamServer | None = None) -> Services:
+    """The services of the stack `config` belongs to: made on first use (with `streams`, when
+    given), the same ones after that, as one stack keeps them."""
+    kept = _SERVICES.get(id(config))
+    if kept is None or kept[0] is not config or (streams is not None and kept[1].streams is not streams):
+        kept = _SERVICES[id(config)] = (config, make_services(config, streams))
+    return kept[1]
+
+
 def admit(flow: http.HTTPFlow, config: SimulatorConfig, services: Services | None = None) -> http.Response | None:
     """Run the routing and checks stages on a flow, as the proxy does first: the error Azure
     would answer, or None with the flow's context filled in."""
@@ -124,6 +136,7 @@ def admit(flow: http.HTTPFlow, config: SimulatorConfig, services: Services | Non
 
     if flow.response is not None:
         return None
+    services = services or services_for(config)
     context = routing.resolve(flow, config, services=services)
     flow.response = checks.check(
         context, services.labels if services else None, services.responses if services else None
