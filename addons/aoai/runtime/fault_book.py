@@ -91,7 +91,9 @@ class FaultBook:
         """One more fault of `kind` on the deployment with this label (Deployment.label)."""
         self.injected[(label, kind)] += 1
 
-    def view(self, deployments: dict[str, Deployment], default: FaultProfile | None, seed: int | None) -> dict:
+    def view(
+        self, deployments: dict[str, Deployment], default: FaultProfile | None, seed: int | None
+    ) -> dict[str, Any]:
         """GET /++/faults: the profile in force per deployment, quota cuts now, counts."""
         shown: dict[str, Any] = {}
         for name, deployment in deployments.items():

@@ -103,7 +103,7 @@ class StreamServer:
     """Keeps the planned streams and plays them: onto a client's own connection (`play_to`),
     or as a loopback HTTP/1.1 server that mitmproxy fetches them from, chunk by chunk."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.plans: dict[str, StreamPlan] = {}
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
