@@ -1,6 +1,7 @@
 """The Azure OpenAI simulator's addons, as `addons/simulator.py` stacks them.
 
     stages/    one module per stage, in the order simulator.py lists them
+    generators/  the built-in generators, one module per API (the Generate stage calls them)
     runtime/   what the stages share: configuration, the route table and request state,
                latency, rate limits, recordings, streams, failures, and every use of
                mitmproxy internals (runtime/internals.py)
@@ -9,7 +10,9 @@
     wire.py    Azure's wire format: headers, JSON answers and error bodies
     extension.py  what extensions import
 
-Imports point one way: stages use the runtime and the domains; the domains use neither.
+Imports point one way: stages use the generators, the runtime and the domains; the generators
+use the runtime and the domains; the domains use neither. No module imports a stage but the
+stack, and there is no import circle.
 
 The flat module paths of earlier versions (`aoai.config`, `aoai.generate`, …) still import,
 with a DeprecationWarning naming the new place.
@@ -27,7 +30,7 @@ import warnings
 # Old flat module -> where its names live now, tried in order.
 MOVED: dict[str, tuple[str, ...]] = {
     "config": ("aoai.extension", "aoai.runtime.config", "aoai.runtime.state"),
-    "generate": ("aoai.stages.generate",),
+    "generate": ("aoai.generators", "aoai.stages.generate"),
     "streaming": ("aoai.runtime.streams", "aoai.stages.streaming"),
     "client_socket": ("aoai.runtime.internals",),
     **{
@@ -44,7 +47,8 @@ MOVED: dict[str, tuple[str, ...]] = {
             "validation",
         )
     },
-    **{name: (f"aoai.runtime.{name}",) for name in ("latency", "limits", "recording")},
+    "latency": ("aoai.runtime.latency", "aoai.runtime.gates"),
+    **{name: (f"aoai.runtime.{name}",) for name in ("limits", "recording")},
     **{
         name: (f"aoai.stages.{name}",)
         for name in (

@@ -19,12 +19,7 @@ shared `SimulatorConfig`, where it can:
 what the stages know, some may be set, and any other key is yours.
 """
 
-from .docintel.service import make_generator as document_intelligence_generator
-from .openai.catalogue import MODELS, Model, Normal
-from .runtime.config import ConfigError, Deployment, Latency, RecordingConfig, SimulatorConfig
-from .runtime.state import VALUES, RequestContext, context_of
-from .runtime.streams import StreamPlan
-from .stages.generate import (
+from .generators import (
     chat_response,
     openai_chat,
     openai_completions,
@@ -36,6 +31,11 @@ from .stages.generate import (
     response_with_text,
     rng_for,
 )
+from .generators import make_generator as document_intelligence_generator
+from .openai.catalogue import MODELS, Model, Normal
+from .runtime.config import ConfigError, Deployment, Latency, RecordingConfig, SimulatorConfig
+from .runtime.state import VALUES, RequestContext, context_of
+from .runtime.streams import StreamPlan
 from .wire import azure_error, json_response, not_found, openai_error
 
 __all__ = [

@@ -6,11 +6,14 @@ aside). Routing resolves the request against the route table (`aoai/runtime/rout
 once, into a typed `RequestContext` that every later stage reads. Each stage's flow hooks
 are guarded: an exception ends that request with Azure's 500 instead of sending it upstream.
 
-`build_addons` is all `addons/simulator.py` runs; tests build the same stack in-process.
+`build_addons` is all `addons/simulator.py` runs; tests build the same stack in-process. The
+stages receive what they use as constructor arguments: the configuration (values) and the
+services (what has state, runtime/services.py).
 """
 
 from __future__ import annotations
 
+from .generators import BUILT_IN
 from .runtime.config import SimulatorConfig
 from .runtime.failures import guard
 from .runtime.options import Option
@@ -38,43 +41,57 @@ from .stages.settings import Settings
 from .stages.streaming import Streaming
 
 
+class Stores:
+    """Bounds the services' stores as the settings say, each time they change (it comes after
+    the stages that apply their settings to the configuration)."""
+
+    def __init__(self, config: SimulatorConfig, services: Services):
+        self.config = config
+        self.services = services
+
+    def configure(self, updated: set[str]) -> None:
+        self.services.configure(self.config)
+
+
 def build_addons(config: SimulatorConfig, services: Services, startup: Startup | None = None) -> list[object]:
     """Every stage, in request order, each guarded (fail closed). `config` is what extensions
     receive in `initialize(config)`; `startup` decides what a bad setting at start-up does
     (stop the process, or raise for a test)."""
     startup = startup or Startup()
-    streams, recordings = services.streams, services.recordings
-    limits = Limits(config, startup=startup)
+    streams, recordings, book = services.streams, services.recordings, services.faults
+    # The built-in generators come first; an extension's initialize(config) may replace or remove them.
+    config.generators[:0] = [g for g in BUILT_IN if g not in config.generators]
+    limits = Limits(config, services.limiter, startup, book)
     forward_target = ForwardTarget(config, startup)
-    replay = Replay(config, recordings, streams, startup)
-    generate = Generate(config, streams, services.gates, startup)
+    replay = Replay(config, recordings, streams, startup, services.rng)
+    generate = Generate(config, services, startup)
     # mitmproxy configures the stages in this order: the settings of those after the extensions
     # are copied into the config before extensions are initialized with it.
     extensions = Extensions(config, startup, settle=(forward_target.settle, replay.settle, generate.settle))
     addons: list[object] = [
         Settings(config, startup),  # options and environment -> config; the listener
-        Routing(config),  # the request's route (operation, path parameters) -> its RequestContext
+        Routing(config, services),  # the request's route (operation, path parameters) -> its RequestContext
         Auth(config, startup),  # api-key / Ocp-Apim-Subscription-Key / Bearer, or 401 (open routes: none needed)
-        Intake(
-            config, startup=startup
-        ),  # bodies, heads and their time bounded before they are read: 413, 431, 408; bodies decoded
-        Checks(),  # what Azure refuses first: 405, api-version, body, deployment, fields, context length
+        Intake(config, startup=startup),  # bodies, heads and their time bounded before they are read: 413, 431, 408
+        Checks(services.labels, services.responses),  # what Azure refuses first: 405, api-version, body, deployment, …
         limits,  # Azure's quotas, before anything answers or forwards: 429, or quota headers (a quota cut lowers them)
         ContentFilter(config),  # prompts the deployment's content filter blocks: Azure's 400 (not in record mode)
-        Faults(config),  # declared faults that answer an admitted request: 500, 503, timeouts, hangs, too long
+        Faults(config, book),  # declared faults that answer an admitted request: 500, 503, timeouts, hangs, too long
         extensions,  # EXTENSION_PATH: user addons run here; initialize(config) shapes the rest
         forward_target,  # record mode needs AZURE_OPENAI_ENDPOINT or an extension's forwarder
         replay,  # record and replay modes: answer what is recorded
         Record(config, recordings, streams),  # record mode: forward the rest to Azure and save it
         generate,  # generate mode: made-up answers, on time
-        FaultTiming(config),  # declared faults that reshape an answer: slow first byte, trickle, stream cut
+        FaultTiming(config, book),  # declared faults that reshape an answer: slow first byte, trickle, stream cut
         Streaming(streams, lambda: extensions.sees_streams),  # plays paced streams token by token
         Pacing(),  # holds other answers until due, after every hook that may change them
-        Management(config, streams, limits, recordings),  # /++/health, /++/config, /++/limits, /++/reset-limits, …
-        Metrics(config, streams, limits),  # /++/metrics; counts and times every flow as it ends
+        Management(config, services, limits),  # /++/health, /++/config, /++/limits, /++/reset-limits, …
+        Metrics(config, streams, services.limiter, book, services.peers),  # /++/metrics; counts and times every flow
         NotFound(config),  # nothing answered: 404, so generate and replay never go upstream
         FlowCap(config, startup),  # under mitmweb: keep only the newest flows in memory (by count and bytes)
         Reclaim(),  # the memory of large requests goes back to the system soon after they end
+        # Last, so every stage has applied its settings to the config first (no request hooks).
+        Stores(config, services),  # the stores bounded as the settings say; the random generator seeded
     ]
     for stage in addons:
         guard(stage)

@@ -278,7 +278,7 @@ def test_an_audio_answer_takes_its_request_time_plus_a_share_of_the_audio():
         "w", {"model": "whisper", "audioPace": 0.5, "latency": {"requestMs": {"mean": 100}}}, "w"
     )
     route = TABLE.first("transcriptions")
-    assert latency.media_seconds(deployment, route, cfg.SimulatorConfig(), 4.0) == pytest.approx(2.1)
+    assert latency.media_seconds(deployment, route, cfg.SimulatorConfig(), 4.0, random.Random()) == pytest.approx(2.1)
     assert audio.SpeechRequest("one two three four five", "alloy", "mp3", 2.0).duration == 1.0
 
 

@@ -198,12 +198,11 @@ def test_relays_share_one_client_carry_the_secret_and_remember_misses(monkeypatc
 
     monkeypatch.setattr(peers.httpx, "AsyncClient", client)
     link = peers.Link()
-    monkeypatch.setattr(peers, "LINK", link)
 
     async def scenario():
         for _ in range(5):
-            assert await peers.relay(config, "GET", "/++/images/missing.png") is None
-        await peers.relay(config, "GET", "/++/images/other.png")
+            assert await peers.relay(link, config, "GET", "/++/images/missing.png") is None
+        await peers.relay(link, config, "GET", "/++/images/other.png")
         await link.close()
 
     asyncio.run(scenario())

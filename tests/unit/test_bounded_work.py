@@ -19,8 +19,10 @@ import orjson
 import pytest
 from media import decoded_seconds, png, tone
 from mitmproxy.test import taddons
-from unit_support import chat_path, json_of, make_config, make_flow
+from unit_support import chat_path, json_of, make_config, make_flow, make_services
 
+from aoai import generators
+from aoai.generators import answer_tokens
 from aoai.openai import audio, catalogue, chat, content_filter, images, schema_values, text, tokens
 from aoai.openai.catalogue import Normal
 from aoai.openai.forms import Form, Upload
@@ -28,13 +30,10 @@ from aoai.openai.validation import Invalid
 from aoai.runtime import offload
 from aoai.runtime.bounds import Bounds
 from aoai.runtime.config import ConfigError
-from aoai.runtime.latency import Gates
 from aoai.runtime.state import context_of
-from aoai.runtime.streams import StreamServer
-from aoai.stages import generate as generate_module
 from aoai.stages.checks import Checks
 from aoai.stages.contentfilter import ContentFilter
-from aoai.stages.generate import Generate, answer_tokens
+from aoai.stages.generate import Generate
 from aoai.stages.management import patch_plan
 from aoai.stages.routing import Routing
 
@@ -334,11 +333,11 @@ def test_long_wav_speech_is_a_stream_of_one_shared_second():
     config = make_config()
     body = {"model": "tts", "input": " ".join(["a"] * 2048), "voice": "alloy", "response_format": "wav", "speed": 0.25}
     flow = make_flow("POST", "/openai/deployments/tts/audio/speech?api-version=2024-10-21", body)
-    routing, checking = Routing(config), Checks()
+    routing, checking = Routing(config, make_services(config)), Checks()
     with taddons.context(routing, checking):
         routing.request(flow)
         checking.request(flow)
-    plan = generate_module.openai_speech(context_of(flow))
+    plan = generators.openai_speech(context_of(flow))
     assert plan.keep_body is False and plan.headers["content-type"] == "audio/wav"
 
     async def read():
@@ -516,7 +515,7 @@ def test_long_speech_is_made_off_the_loop():
     body = {"model": "tts", "input": " ".join(["a"] * 2048), "voice": "alloy", "response_format": "flac", "speed": 0.25}
     flow = make_flow("POST", "/openai/deployments/tts/audio/speech?api-version=2024-10-21", body)
     routing, checking = Routing(config), Checks()
-    generate = Generate(config, StreamServer(), Gates())
+    generate = Generate(config, make_services(config))
     with taddons.context(routing, checking, generate):
         routing.request(flow)
         checking.request(flow)

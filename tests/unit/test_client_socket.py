@@ -9,6 +9,7 @@ from mitmproxy.test import taddons, tflow
 
 from aoai.runtime import internals as client_socket
 from aoai.runtime import latency
+from aoai.runtime.state import context_for
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_INFO's layout is Linux's")
 
@@ -56,14 +57,15 @@ def test_outside_a_running_proxy_the_arrival_is_mitmproxys_stamp():
     flow.request.timestamp_start = time.time() - 0.5
     with taddons.context():
         assert client_socket.received_at(flow) is None
-        assert latency.arrived_at(flow) == flow.request.timestamp_start
-        assert 0.5 <= latency.since_arrival(flow) < 0.6
+        context = context_for(flow)
+        assert latency.arrived_at(context) == flow.request.timestamp_start
+        assert 0.5 <= latency.since_arrival(context) < 0.6
 
 
 def test_the_arrival_is_taken_once_per_flow():
     flow = tflow.tflow()
     flow.request.timestamp_start = 1000.0
     with taddons.context():
-        first = latency.arrived_at(flow)
+        first = latency.arrived_at(context_for(flow))
         flow.request.timestamp_start = 2000.0
-        assert latency.arrived_at(flow) == first == 1000.0
+        assert latency.arrived_at(context_for(flow)) == first == 1000.0

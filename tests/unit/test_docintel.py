@@ -4,10 +4,12 @@ import json
 import pytest
 from mitmproxy.test import tflow
 
+from aoai import generators
 from aoai.docintel import layout as layout_engine
 from aoai.docintel import service as docintel
+from aoai.generators import docintel as docintel_generator
 from aoai.runtime.config import SimulatorConfig
-from aoai.stages import generate, routing
+from aoai.stages import routing
 
 HOST = "myresource.cognitiveservices.azure.com"
 DI_VERSION = "2024-11-30"
@@ -32,11 +34,11 @@ class Clock:
         return self.now
 
 
-def service(**kwargs) -> tuple[docintel.DocumentIntelligence, Clock]:
+def service(**kwargs) -> tuple[docintel_generator.DocumentIntelligence, Clock]:
     clock = Clock()
     kwargs.setdefault("ready_base_s", 1.0)
     kwargs.setdefault("ready_per_10kb_s", 0.05)
-    return docintel.DocumentIntelligence(clock=clock, **kwargs), clock
+    return docintel_generator.DocumentIntelligence(clock=clock, **kwargs), clock
 
 
 def json_of(response):
@@ -101,7 +103,7 @@ def spanned(node, found=None):
     return found
 
 
-@pytest.mark.parametrize("model", sorted(docintel.MODELS))
+@pytest.mark.parametrize("model", sorted(layout_engine.MODELS))
 @pytest.mark.parametrize("seed", range(4))
 def test_every_span_indexes_its_own_content(model, seed):
     result = layout_engine.build_result(analysis(model, seed=seed))
@@ -114,7 +116,7 @@ def test_every_span_indexes_its_own_content(model, seed):
         assert content[span["offset"] : span["offset"] + span["length"]] == node["content"], node
 
 
-@pytest.mark.parametrize("model", sorted(docintel.MODELS))
+@pytest.mark.parametrize("model", sorted(layout_engine.MODELS))
 def test_pages_span_their_lines_and_words_sit_inside_lines(model):
     result = layout_engine.build_result(analysis(model, pages=(1, 2, 3)))
     content = result["content"]
@@ -129,7 +131,7 @@ def test_pages_span_their_lines_and_words_sit_inside_lines(model):
         assert words == " ".join(line["content"] for line in page["lines"])
 
 
-@pytest.mark.parametrize("model", sorted(docintel.MODELS))
+@pytest.mark.parametrize("model", sorted(layout_engine.MODELS))
 @pytest.mark.parametrize("unit", ["inch", "pixel"])
 def test_polygons_have_eight_numbers_on_the_page(model, unit):
     result = layout_engine.build_result(analysis(model, unit=unit))
@@ -253,8 +255,16 @@ def test_store_drops_the_oldest():
 
 
 def test_the_generator_runs_in_the_built_in_chain():
-    assert docintel.document_intelligence in generate.BUILT_IN
-    assert call(docintel.SERVICE, "POST", "/openai/deployments/gpt-4o/chat/completions?api-version=x", body={}) is None
+    assert docintel_generator.document_intelligence in generators.BUILT_IN
+    assert (
+        call(
+            docintel_generator.document_intelligence,
+            "POST",
+            "/openai/deployments/gpt-4o/chat/completions?api-version=x",
+            body={},
+        )
+        is None
+    )
 
 
 def test_analyze_answers_202_pointing_at_the_client_host_then_running_then_succeeded():
@@ -497,11 +507,11 @@ def test_other_methods_pass():
 
 def test_make_generator_has_its_own_store_and_timing():
     clock = Clock()
-    generator = docintel.make_generator(ready_base_s=5, ready_per_10kb_s=0, clock=clock)
+    generator = docintel_generator.make_generator(ready_base_s=5, ready_per_10kb_s=0, clock=clock)
     assert generator.__name__ == "document_intelligence"
     response = call(generator, "POST", analyze_path(), raw=b"doc", content_type="application/pdf")
     clock.now += 4.9
     assert json_of(call(generator, "GET", result_path(response)))["status"] == "running"
     clock.now += 0.2
     assert json_of(call(generator, "GET", result_path(response)))["status"] == "succeeded"
-    assert call(docintel.SERVICE, "GET", result_path(response)).status_code == 404
+    assert call(service()[0], "GET", result_path(response)).status_code == 404

@@ -12,7 +12,8 @@ from aoai.openai import catalogue
 from aoai.runtime import config as cfg
 from aoai.runtime import faults
 from aoai.runtime.config import ConfigError, Deployment
-from aoai.runtime.faults import FaultBook, FaultError, parse_fault, parse_profile
+from aoai.runtime.fault_book import FaultBook
+from aoai.runtime.faults import FaultError, parse_fault, parse_profile
 from aoai.runtime.streams import StreamPlan
 
 
@@ -109,11 +110,9 @@ def test_deployments_file_faults_and_the_default_entry(tmp_path):
     assert set(deployments) == {"gpt-4o", "quiet", "plain"}  # "*" is no deployment
     assert default.to_json() == [{"kind": "503", "share": 0.1}]
     assert deployments["gpt-4o"].to_json()["faults"] == [{"kind": "500", "share": 1}]
-    book = FaultBook()
-    book.default = default
-    assert book.profile_for(deployments["plain"]) is default
-    assert book.profile_for(deployments["quiet"]) is None  # an empty list: no faults, not the default
-    assert book.profile_for(deployments["gpt-4o"]) is deployments["gpt-4o"].faults
+    assert FaultBook.profile_for(deployments["plain"], default) is default
+    assert FaultBook.profile_for(deployments["quiet"], default) is None  # an empty list: no faults, not the default
+    assert FaultBook.profile_for(deployments["gpt-4o"], default) is deployments["gpt-4o"].faults
     assert cfg.load_deployments_file(str(path)).keys() == deployments.keys()
 
 
@@ -161,7 +160,7 @@ def test_a_share_strikes_about_that_often():
 def sequence(book: FaultBook, deployment: Deployment, seed, n=200) -> list:
     out = []
     for _ in range(n):
-        choice = book.choose(deployment, seed)
+        choice = book.choose(deployment, None, seed)
         out.append((choice.answer.kind if choice.answer else None, tuple(f.kind for f in choice.shapes)))
     return out
 
@@ -185,8 +184,8 @@ def test_the_same_seed_gives_the_same_sequence():
     other.name = "other"
     interleaved = []
     for _ in range(200):
-        book.choose(other, 42)
-        choice = book.choose(dep, 42)
+        book.choose(other, None, 42)
+        choice = book.choose(dep, None, 42)
         interleaved.append((choice.answer.kind if choice.answer else None, tuple(f.kind for f in choice.shapes)))
     assert interleaved == first
 
@@ -225,13 +224,13 @@ def test_a_quota_cut_lowers_the_quota_for_its_period():
     book = FaultBook(clock)
     dep = Deployment("d", catalogue.MODELS["gpt-4o"], tokens_per_minute=30000)
     dep.faults = profile({"kind": "quotaCut", "share": 1, "tokensPerMinute": 1000, "forS": 30})
-    assert book.tokens_per_minute(dep, 1) == 30000
-    book.choose(dep, 1)  # strikes: a cut begins
-    assert book.tokens_per_minute(dep, 1) == 1000
+    assert book.tokens_per_minute(dep, None, 1) == 30000
+    book.choose(dep, None, 1)  # strikes: a cut begins
+    assert book.tokens_per_minute(dep, None, 1) == 1000
     clock.now += 20
-    book.choose(dep, 1)  # strikes again, but a cut is on: it does not stretch it
+    book.choose(dep, None, 1)  # strikes again, but a cut is on: it does not stretch it
     clock.now += 10.5
-    assert book.tokens_per_minute(dep, 1) == 30000
+    assert book.tokens_per_minute(dep, None, 1) == 30000
     assert book.injected[("d", "quotaCut")] == 1
 
 
@@ -241,12 +240,12 @@ def test_a_periodic_quota_cut_counts_from_when_the_profile_was_declared():
     clock = Clock()
     clock.now = dep.faults.since + 0.5
     book = FaultBook(clock)
-    assert book.tokens_per_minute(dep, None) == 500
+    assert book.tokens_per_minute(dep, None, None) == 500
     clock.now += 2.5
-    assert book.tokens_per_minute(dep, None) == 0
+    assert book.tokens_per_minute(dep, None, None) == 0
     clock.now += 8
-    assert book.tokens_per_minute(dep, None) == 500
-    assert not book.choose(dep, None).shapes  # no draw for a periodic cut
+    assert book.tokens_per_minute(dep, None, None) == 500
+    assert not book.choose(dep, None, None).shapes  # no draw for a periodic cut
 
 
 def plan(due: list[float], tokens: list[bool]) -> StreamPlan:
@@ -302,7 +301,7 @@ def test_waits_of_answers_sent_at_once():
 def test_the_view_shows_profiles_cuts_and_counts():
     clock = Clock()
     book = FaultBook(clock)
-    book.default = profile({"kind": "503", "share": 1})
+    default = profile({"kind": "503", "share": 1})
     own = Deployment("own", catalogue.MODELS["gpt-4o"], tokens_per_minute=9000)
     own.faults = profile({"kind": "quotaCut", "everyS": 60, "tokensPerMinute": 100, "forS": 5})
     clock.now = own.faults.since
@@ -310,7 +309,7 @@ def test_the_view_shows_profiles_cuts_and_counts():
     quiet = Deployment("quiet", catalogue.MODELS["gpt-4o"])
     quiet.faults = profile()
     book.count("plain", "503")
-    view = book.view({"own": own, "plain": plain, "quiet": quiet}, 7)
+    view = book.view({"own": own, "plain": plain, "quiet": quiet}, default, 7)
     assert view == {
         "seed": 7,
         "default": [{"kind": "503", "share": 1}],

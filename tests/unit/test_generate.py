@@ -4,14 +4,13 @@ import time
 
 from mitmproxy import http
 from mitmproxy.test import taddons
-from unit_support import admit, chat_path, json_of, make_config, make_flow, run
+from unit_support import admit, chat_path, json_of, make_config, make_flow, run, services_for
 
+from aoai import generators
 from aoai.runtime import config as cfg
 from aoai.runtime import latency
-from aoai.runtime.latency import Gates
 from aoai.runtime.state import RequestContext, context_of
 from aoai.runtime.streams import StreamServer
-from aoai.stages import generate
 from aoai.stages.generate import Generate
 
 HELLO = {
@@ -25,12 +24,13 @@ def answer(flow, config=None, streams=None, before=()):
     """Route the flow, then let Generate answer it; `before` are generators put ahead of the
     built-in ones."""
     config = config or make_config()
-    addon = Generate(config, streams or StreamServer(), Gates())
+    services = services_for(config, streams)
+    addon = Generate(config, services)
     config.generators[:0] = list(before)
 
     async def main():
         with taddons.context(addon):
-            admit(flow, config)
+            admit(flow, config, services)
             # As mitmproxy does: a hook may answer at once or return something to await.
             pending = addon.request(flow)
             if pending is not None:
@@ -99,7 +99,7 @@ def test_a_paced_stream_is_handed_to_the_stream_server():
     assert flow.response is None
     plan = context_of(flow).stream
     assert streams.plans[plan.id] is plan
-    assert streams.planned(flow) is plan
+    assert streams.planned(context_of(flow).stream) is plan
     assert plan.frames[-1][1] == b"data: [DONE]\n\n"
     assert plan.frames[0][0] == 0.0  # the prompt-filter frame leaves at once
     times = [t for t, _ in plan.frames]
@@ -243,7 +243,7 @@ def test_rng_for_uses_the_request_seed_first():
     same = RequestContext(
         make_flow("POST", chat_path(), {**HELLO, "seed": 2}), make_config(seed=9), body={**HELLO, "seed": 2}
     )
-    assert generate.rng_for(context).random() == generate.rng_for(same).random()
+    assert generators.rng_for(context).random() == generators.rng_for(same).random()
 
 
 def test_latency_settings_are_per_token_for_the_whole_answer_as_in_the_seed():

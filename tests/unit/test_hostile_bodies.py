@@ -15,11 +15,9 @@ import re
 from typing import Any
 
 import pytest
-from unit_support import admit, chat_path, json_of, make_config, make_flow
+from unit_support import admit, chat_path, json_of, make_config, make_flow, make_services
 
-from aoai.runtime.latency import Gates
 from aoai.runtime.state import context_of
-from aoai.runtime.streams import StreamServer
 from aoai.stages.generate import Generate
 
 COMPLETIONS = "/openai/deployments/gpt-35-turbo-instruct/completions?api-version=2024-10-21"
@@ -302,7 +300,7 @@ def related(a: Path, b: Path) -> bool:
 @pytest.fixture(scope="module")
 def generate():
     config = make_config()
-    return config, Generate(config, StreamServer(), Gates())
+    return config, Generate(config, make_services(config))
 
 
 def outcome(path: str, body: dict, generate) -> tuple[int, dict | bytes]:

@@ -11,6 +11,7 @@ from unit_support import (
     json_of,
     make_config,
     make_flow,
+    make_services,
     run,
     settings_context,
     start,
@@ -18,7 +19,6 @@ from unit_support import (
 
 from aoai.runtime import config as cfg
 from aoai.runtime import peers
-from aoai.runtime.streams import StreamServer
 from aoai.stages import management as management_stage
 from aoai.stages.management import Management
 from aoai.stages.ratelimit import Limits
@@ -34,8 +34,7 @@ def clean_env(monkeypatch):
 def managed(clean_env):
     """(config, management addon, taddons context) with Settings running, as in the proxy."""
     config = make_config()
-    streams = StreamServer()
-    management = Management(config, streams)
+    management = Management(config, make_services(config))
     tctx, settings = settings_context(config, management)
     with tctx:
         tctx.configure(settings, simulator_api_key=API_KEY)
@@ -48,7 +47,7 @@ def managed(clean_env):
 def limited(clean_env):
     """A running management addon that shows a Limits stage's views too."""
     config = make_config()
-    management = Management(config, StreamServer(), Limits(config))
+    management = Management(config, make_services(config), Limits(config))
     tctx, settings = settings_context(config, management)
     with tctx:
         tctx.configure(settings, simulator_api_key=API_KEY)
@@ -73,7 +72,7 @@ def test_health(managed):
 
 
 def test_health_says_starting_until_the_stages_have_started(clean_env):
-    management = Management(make_config(), StreamServer())
+    management = Management(make_config())
     response = call(management, "GET", "/++/health")
     assert response.status_code == 503 and json_of(response)["status"] == "starting"
 
@@ -228,12 +227,12 @@ def test_other_paths_are_left_for_later_stages(managed):
     assert call(management, "GET", "/openai/v1/models") is None
 
 
-def test_health_without_a_stream_server():
+def test_health_in_replay_mode():
     management = Management(make_config(mode="replay"))
     management.running()
     flow = make_flow("GET", "/++/health/")
     management.request(flow)
-    assert json_of(flow.response) == {"status": "healthy", "mode": "replay"}
+    assert json_of(flow.response) == {"status": "healthy", "mode": "replay", "streams": {"active": 0, "pending": 0}}
 
 
 # Numbers out of range, and odd types: every one a 400 naming the field, nothing applied, and
@@ -372,7 +371,7 @@ def peer_call(management, body, step=None, secret=PEER_SECRET):
 @pytest.fixture
 def peer(clean_env):
     config = make_config()
-    management = Management(config, StreamServer())
+    management = Management(config, make_services(config))
     tctx, settings = settings_context(config, management)
     with tctx:
         tctx.configure(
@@ -407,11 +406,11 @@ def test_an_applied_step_can_be_undone(peer):
     )
     assert applied.status_code == 200
     assert config.seed == 9 and "x" in config.deployments and "gpt-4o" not in config.deployments
-    assert config.faults.default is not None
+    assert config.default_faults is not None
     undone = peer_call(management, None, "undo c1")
     assert undone.status_code == 200
     assert tctx.options.simulator_seed is None and config.seed is None
-    assert "x" not in config.deployments and "gpt-4o" in config.deployments and config.faults.default is None
+    assert "x" not in config.deployments and "gpt-4o" in config.deployments and config.default_faults is None
     assert peer_call(management, None, "undo c1").status_code == 404  # once only
 
 
@@ -437,7 +436,7 @@ class FakeWorkers:
         self.outcomes, self.asked = outcomes, []
         monkeypatch.setattr(peers, "ask_all", self.ask_all)
 
-    async def ask_all(self, config, method, path, content, step="", targets=None):
+    async def ask_all(self, link, config, method, path, content, step="", targets=None):
         kind = step.partition(" ")[0]
         self.asked.append((kind, targets))
         return {
@@ -449,7 +448,7 @@ class FakeWorkers:
 @pytest.fixture
 def coordinator(clean_env):
     config = make_config()
-    management = Management(config, StreamServer())
+    management = Management(config, make_services(config))
     tctx, settings = settings_context(config, management)
     with tctx:
         tctx.configure(

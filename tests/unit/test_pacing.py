@@ -8,14 +8,14 @@ from mitmproxy.test import taddons, tflow
 from unit_support import run
 
 from aoai.runtime import latency
-from aoai.runtime.state import context_of
+from aoai.runtime.state import context_for, context_of
 from aoai.stages.pacing import Pacing
 
 
 def held_flow(seconds: float, gate=None, arrived_ago: float = 0.0) -> http.HTTPFlow:
     flow = tflow.tflow(resp=True)
     flow.request.timestamp_start = time.time() - arrived_ago
-    latency.hold(flow, seconds, gate)
+    latency.hold(context_for(flow), seconds, gate)
     return flow
 
 

@@ -81,9 +81,13 @@ def workers(running):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         gone = f"http://127.0.0.1:{s.getsockname()[1]}"  # closed again: nobody listens there
-    peers.LINK.misses.clear()
+    LINK.misses.clear()
     yield *running, gone
-    peers.LINK.misses.clear()
+    LINK.misses.clear()
+
+
+# The pooled client the tests call through, as the simulator's services hold one.
+LINK = peers.Link()
 
 
 def config_for(*urls: str):
@@ -97,7 +101,7 @@ def run(coro):
         try:
             return await coro
         finally:
-            await peers.LINK.close()
+            await LINK.close()
 
     return asyncio.run(main())
 
@@ -114,7 +118,7 @@ def test_ask_all_gives_each_workers_outcome_by_its_address(workers):
     one.answers["/++/config"] = (200, b'{"ok": true}')
     two.answers["/++/config"] = (400, b'{"error": {"code": "BadRequest", "message": "deployments.x: no such thing"}}')
     config = config_for(one.url, two.url, gone)
-    outcomes = run(peers.ask_all(config, "PATCH", "/++/config", b'{"a": 1}', step="check"))
+    outcomes = run(peers.ask_all(LINK, config, "PATCH", "/++/config", b'{"a": 1}', step="check"))
     assert set(outcomes) == {name(one.url), name(two.url), name(gone)}
     assert outcomes[name(one.url)] == peers.Outcome(200, "", b'{"ok": true}')
     assert outcomes[name(two.url)].status == 400
@@ -126,7 +130,7 @@ def test_a_call_to_a_worker_carries_the_key_the_launch_secret_and_the_step(worke
     one, _, _ = workers
     one.answers["/++/config"] = (200, b"{}")
     config = config_for(one.url)
-    run(peers.ask_all(config, "PATCH", "/++/config", b'{"a": 1}', step="apply 7"))
+    run(peers.ask_all(LINK, config, "PATCH", "/++/config", b'{"a": 1}', step="apply 7"))
     (request,) = one.seen
     assert (request["method"], request["path"], request["body"]) == ("PATCH", "/++/config", b'{"a": 1}')
     headers = request["headers"]
@@ -138,13 +142,13 @@ def test_a_call_to_a_worker_carries_the_key_the_launch_secret_and_the_step(worke
 
 def test_without_a_step_no_step_header_is_sent(workers):
     one, _, _ = workers
-    run(peers.ask_all(config_for(one.url), "POST", "/++/save-recordings", b""))
+    run(peers.ask_all(LINK, config_for(one.url), "POST", "/++/save-recordings", b""))
     assert peers.CHANGE_HEADER not in one.seen[0]["headers"]
 
 
 def test_ask_all_can_ask_only_some_workers(workers):
     one, two, _ = workers
-    outcomes = run(peers.ask_all(config_for(one.url, two.url), "POST", "/++/x", b"", peers=(two.url,)))
+    outcomes = run(peers.ask_all(LINK, config_for(one.url, two.url), "POST", "/++/x", b"", peers=(two.url,)))
     assert list(outcomes) == [name(two.url)] and one.seen == [] and len(two.seen) == 1
 
 
@@ -152,7 +156,7 @@ def test_pass_on_gives_each_workers_status_or_what_went_wrong(workers):
     one, two, gone = workers
     one.answers["/++/save-recordings"] = (200, b'{"saved": 3}')
     two.answers["/++/save-recordings"] = (500, b"")
-    said = run(peers.pass_on(config_for(one.url, two.url, gone), "POST", "/++/save-recordings", b""))
+    said = run(peers.pass_on(LINK, config_for(one.url, two.url, gone), "POST", "/++/save-recordings", b""))
     assert said[name(one.url)] == 200 and said[name(two.url)] == 500
     assert isinstance(said[name(gone)], str) and said[name(gone)].startswith("ConnectError")
 
@@ -176,7 +180,7 @@ def test_scrape_collects_the_metrics_of_each_worker_that_gives_them(workers):
     one, two, gone = workers
     one.answers["/++/metrics"] = (200, (METRICS % 3).encode())
     two.answers["/++/metrics"] = (503, b"busy")
-    texts = run(peers.scrape(config_for(one.url, two.url, gone)))
+    texts = run(peers.scrape(LINK, config_for(one.url, two.url, gone)))
     assert texts == {name(one.url): METRICS % 3}
     assert one.seen[0]["headers"][peers.PEER_HEADER] == SECRET and "api-key" not in one.seen[0]["headers"]
 
@@ -199,7 +203,7 @@ IMAGE = "/++/images/abc.png"
 def test_a_relay_gives_the_answer_of_the_worker_that_holds_it(workers):
     one, two, _ = workers
     two.answers[IMAGE] = (200, b"\x89PNG...")
-    found = run(peers.relay(config_for(one.url, two.url), "GET", IMAGE))
+    found = run(peers.relay(LINK, config_for(one.url, two.url), "GET", IMAGE))
     assert found is not None and found.status_code == 200 and found.content == b"\x89PNG..."
     assert one.requests_to(IMAGE) == two.requests_to(IMAGE) == 1
     assert one.seen[0]["headers"][peers.PEER_HEADER] == SECRET
@@ -208,24 +212,24 @@ def test_a_relay_gives_the_answer_of_the_worker_that_holds_it(workers):
 def test_a_relay_that_no_worker_answers_is_remembered_briefly(workers, monkeypatch):
     one, two, _ = workers
     now = [0.0]
-    monkeypatch.setattr(peers.LINK, "misses", peers.Misses(seconds=5, clock=lambda: now[0]))
+    monkeypatch.setattr(LINK, "misses", peers.Misses(seconds=5, clock=lambda: now[0]))
     config = config_for(one.url, two.url)
-    assert run(peers.relay(config, "GET", IMAGE)) is None
-    assert run(peers.relay(config, "GET", IMAGE)) is None  # remembered: no worker asked again
+    assert run(peers.relay(LINK, config, "GET", IMAGE)) is None
+    assert run(peers.relay(LINK, config, "GET", IMAGE)) is None  # remembered: no worker asked again
     assert one.requests_to(IMAGE) == two.requests_to(IMAGE) == 1
-    assert run(peers.relay(config, "GET", "/++/images/other.png")) is None  # another name is asked for
+    assert run(peers.relay(LINK, config, "GET", "/++/images/other.png")) is None  # another name is asked for
     assert one.requests_to("/++/images/other.png") == 1
     now[0] = 6.0  # past the time it is remembered
     two.answers[IMAGE] = (200, b"made since")
-    found = run(peers.relay(config, "GET", IMAGE))
+    found = run(peers.relay(LINK, config, "GET", IMAGE))
     assert found is not None and found.content == b"made since"
 
 
 def test_a_relay_is_not_remembered_as_a_miss_when_a_worker_could_not_be_asked(workers):
     one, _, gone = workers
     config = config_for(one.url, gone)
-    assert run(peers.relay(config, "GET", IMAGE)) is None
-    assert run(peers.relay(config, "GET", IMAGE)) is None
+    assert run(peers.relay(LINK, config, "GET", IMAGE)) is None
+    assert run(peers.relay(LINK, config, "GET", IMAGE)) is None
     assert one.requests_to(IMAGE) == 2  # the worker that was not there may hold it
 
 
@@ -257,5 +261,5 @@ def test_address_is_host_and_port():
 def test_workers_answer_json_the_way_the_tests_read_it(workers):
     # The stand-in itself: an unknown path is a 404 with an Azure-shaped body.
     one, _, _ = workers
-    outcome = run(peers.ask_all(config_for(one.url), "GET", "/nothing", b""))[name(one.url)]
+    outcome = run(peers.ask_all(LINK, config_for(one.url), "GET", "/nothing", b""))[name(one.url)]
     assert outcome.status == 404 and json.loads(outcome.body) == {"error": {"message": "no"}}

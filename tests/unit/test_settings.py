@@ -371,9 +371,9 @@ def test_the_responses_store_and_prompt_cache_settings_apply(fresh):
     config, addon, tctx = fresh
     tctx.configure(addon, simulator_api_key=API_KEY)
     start(addon)
-    assert (config.stored_responses.capacity, config.prompt_cache.idle_s) == (1000, 300.0)
+    assert (config.responses_stored, config.prompt_cache_idle_s) == (1000, 300.0)
     tctx.configure(addon, responses_stored=5, prompt_cache_idle_seconds=60.0)
-    assert (config.stored_responses.capacity, config.prompt_cache.idle_s) == (5, 60.0)
+    assert (config.responses_stored, config.prompt_cache_idle_s) == (5, 60.0)
 
 
 def test_deployments_file_errors_while_running_name_the_file(fresh, tmp_path):

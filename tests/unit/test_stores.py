@@ -12,7 +12,7 @@ import tracemalloc
 import pytest
 from mitmproxy.test import taddons, tflow
 from test_generate import answer
-from unit_support import admit, chat_path, json_of, make_config, make_flow
+from unit_support import admit, chat_path, json_of, make_config, make_flow, services_for
 
 from aoai.docintel import layout
 from aoai.docintel import service as docintel
@@ -20,7 +20,8 @@ from aoai.openai import catalogue
 from aoai.runtime import labels, limits, media, recording
 from aoai.runtime.bounds import Bounds
 from aoai.runtime.config import Deployment, SimulatorConfig
-from aoai.runtime.faults import FaultBook, parse_profile
+from aoai.runtime.fault_book import FaultBook
+from aoai.runtime.faults import parse_profile
 from aoai.runtime.prompt_cache import ENTRY_BYTES, PromptCache
 from aoai.runtime.routes import ROUTES, RouteTable
 from aoai.runtime.stored import ResponseStore, StoredResponse
@@ -91,7 +92,7 @@ def test_a_stored_response_counts_its_request_its_answer_and_the_turns_it_carrie
         config,
     )
     first_id = json_of(first.response)["id"]
-    first_size = config.stored_responses.get(first_id).size
+    first_size = services_for(config).responses.get(first_id).size
     assert len(first.request.content) < first_size < len(first.request.content) + 2048 + 20 * 8 + 3 * 400
     second = answer(
         responses_flow(
@@ -99,10 +100,10 @@ def test_a_stored_response_counts_its_request_its_answer_and_the_turns_it_carrie
         ),
         config,
     )
-    second_size = config.stored_responses.get(json_of(second.response)["id"]).size
+    second_size = services_for(config).responses.get(json_of(second.response)["id"]).size
     # The earlier turns (and their image) are held by the new response too: counted with it.
     assert second_size > first_size + len(second.request.content)
-    assert config.stored_responses.bytes == first_size + second_size
+    assert services_for(config).responses.bytes == first_size + second_size
 
 
 def deep_size(value, seen: set[int]) -> int:
@@ -123,7 +124,7 @@ def test_a_stored_response_of_many_small_items_counts_what_they_take_as_objects(
     config = make_config()
     body = {"model": "gpt-4o", "max_output_tokens": 16, "input": [{"role": "user", "content": content}] * 20_000}
     made = answer(responses_flow(body), config)
-    stored = config.stored_responses.get(json_of(made.response)["id"])
+    stored = services_for(config).responses.get(json_of(made.response)["id"])
     seen: set[int] = set()
     held = sum(deep_size(part, seen) for part in (stored.body, stored.input_items, stored.conversation))
     # Counted by its 0.7 MB body alone, it held 12 MB.
@@ -132,7 +133,7 @@ def test_a_stored_response_of_many_small_items_counts_what_they_take_as_objects(
 
 def test_a_response_too_large_to_keep_answers_404_when_retrieved():
     config = make_config()
-    config.stored_responses.max_bytes = 10_000
+    services_for(config).responses.max_bytes = 10_000
     made = answer(responses_flow({"model": "gpt-4o", "input": "x " * 20_000, "max_output_tokens": 16}), config)
     assert made.response.status_code == 200
     response_id = json_of(made.response)["id"]
@@ -418,22 +419,21 @@ def test_label_values_are_capped_and_long_names_stay_apart():
 
 
 def test_undefined_deployments_beyond_the_limit_share_one_label():
-    config = SimulatorConfig()
-    config.deployment_labels.limit = 3
+    config, known = SimulatorConfig(), labels.DeploymentLabels(limit=3)
     names = [f"undefined-{n}" for n in range(5)]
-    got = [config.deployment(name, catalogue.CHAT).label for name in names]
+    got = [config.deployment(name, catalogue.CHAT, known).label for name in names]
     assert got == names[:3] + [labels.OTHER, labels.OTHER]
-    assert config.deployment(names[1], catalogue.CHAT).label == names[1]  # still its own
-    assert config.deployment("gpt-4o", catalogue.CHAT).label == "gpt-4o"  # defined: always its own
+    assert config.deployment(names[1], catalogue.CHAT, known).label == names[1]  # still its own
+    assert config.deployment("gpt-4o", catalogue.CHAT, known).label == "gpt-4o"  # defined: always its own
     long_name = "L" * 20_000
     config.deployments[long_name] = Deployment(long_name, GPT4O)
-    assert len(config.deployment(long_name, catalogue.CHAT).label) == labels.MAX_LABEL_CHARS
-    assert config.deployment_labels.usage() == {"count": 3, "maxCount": 3, "maxLabelChars": labels.MAX_LABEL_CHARS}
+    assert len(config.deployment(long_name, catalogue.CHAT, known).label) == labels.MAX_LABEL_CHARS
+    assert known.usage() == {"count": 3, "maxCount": 3, "maxLabelChars": labels.MAX_LABEL_CHARS}
 
 
 def test_metrics_count_undefined_deployments_beyond_the_limit_as_other():
     config = make_config()
-    config.deployment_labels.limit = 5
+    services_for(config).labels.limit = 5
     metrics = Metrics(config, StreamServer())
     with taddons.context(metrics):
         for n in range(50):
@@ -454,14 +454,12 @@ def test_metrics_count_undefined_deployments_beyond_the_limit_as_other():
 
 
 def test_the_fault_book_keeps_undefined_deployments_by_label():
-    config = SimulatorConfig(seed=1)
-    config.deployment_labels.limit = 2
-    config.faults.default = parse_profile([{"kind": "500", "share": 1.0}], "faults")
+    config, known, book = SimulatorConfig(seed=1), labels.DeploymentLabels(limit=2), FaultBook()
+    config.default_faults = parse_profile([{"kind": "500", "share": 1.0}], "faults")
     for n in range(100):
-        deployment = config.deployment("x" * 5000 + str(n), catalogue.CHAT)
-        config.faults.choose(deployment, 1)
-        config.faults.count(deployment.label, "500")
-    book: FaultBook = config.faults
+        deployment = config.deployment("x" * 5000 + str(n), catalogue.CHAT, known)
+        book.choose(deployment, config.default_faults, 1)
+        book.count(deployment.label, "500")
     assert len(book._tracks) == 3 and len(book.injected) == 3
     assert book.injected[(labels.OTHER, "500")] == 98
     assert all(len(name) <= labels.MAX_LABEL_CHARS for name, _ in book.injected)
@@ -469,11 +467,11 @@ def test_the_fault_book_keeps_undefined_deployments_by_label():
 
 def test_throttled_undefined_deployments_share_windows_and_counters_by_label():
     config = SimulatorConfig(api_key="k")
-    config.deployment_labels.limit = 2
-    config.faults.default = parse_profile(
+    services_for(config).labels.limit = 2
+    config.default_faults = parse_profile(
         [{"kind": "quotaCut", "tokensPerMinute": 10, "forS": 60, "everyS": 60}], "faults"
     )
-    stage = Limits(config)
+    stage = Limits(config, faults=services_for(config).faults)
     with taddons.context(stage):
         for n in range(20):
             flow = make_flow("POST", chat_path("n" * 3000 + str(n)), HELLO, key="k")
@@ -494,51 +492,52 @@ def test_throttled_undefined_deployments_share_windows_and_counters_by_label():
 def test_the_settings_bound_every_store(monkeypatch):
     from unit_support import clear_settings_env, settings_context, start
 
-    from aoai.runtime.latency import Gates
+    from aoai.stack import Stores
     from aoai.stages.generate import Generate
     from aoai.stages.management import Management
     from aoai.stages.record import Record
 
     clear_settings_env(monkeypatch)
     config = make_config()
-    recordings = recording.RecordingStore("unused")
-    limits_stage = Limits(config)
-    management = Management(config, StreamServer(), limits_stage, recordings)
+    services = services_for(config)
+    limits_stage = Limits(config, services.limiter)
+    management = Management(config, services, limits_stage)
     tctx, settings = settings_context(
-        config, limits_stage, Generate(config, StreamServer(), Gates()), Record(config, recordings), management
+        config,
+        Stores(config, services),
+        limits_stage,
+        Generate(config, services),
+        Record(config, services.recordings),
+        management,
     )
-    saved = (media.images.max_bytes, docintel.SERVICE.store.max_bytes)
-    try:
-        with tctx:
-            tctx.configure(settings, simulator_api_key=config.api_key)
-            start(settings)
-            tctx.configure(
-                settings,
-                responses_stored_max_bytes=1000,
-                prompt_cache_max_bytes=4000,
-                retry_hints_max_bytes=1600,
-                images_stored_max_bytes=2000,
-                doc_intelligence_results_max_bytes=3000,
-                recording_pending_max_bytes=5000,
-                recording_cache_max_bytes=6000,
-                metrics_max_deployment_labels=7,
-            )
-            assert config.bounds == Bounds(
-                responses_stored_bytes=1000,
-                prompt_cache_bytes=4000,
-                retry_hints_bytes=1600,
-                images_stored_bytes=2000,
-                doc_intelligence_results_bytes=3000,
-                recording_pending_bytes=5000,
-                recording_cache_bytes=6000,
-                metrics_deployment_labels=7,
-            )
-            flow = make_flow("GET", "/++/limits", key=config.api_key)
-            admit(flow, config)
-            management.request(flow)
-            stores = json_of(flow.response)["stores"]
-    finally:
-        media.images.max_bytes, docintel.SERVICE.store.max_bytes = saved
+    with tctx:
+        tctx.configure(settings, simulator_api_key=config.api_key)
+        start(settings)
+        tctx.configure(
+            settings,
+            responses_stored_max_bytes=1000,
+            prompt_cache_max_bytes=4000,
+            retry_hints_max_bytes=1600,
+            images_stored_max_bytes=2000,
+            doc_intelligence_results_max_bytes=3000,
+            recording_pending_max_bytes=5000,
+            recording_cache_max_bytes=6000,
+            metrics_max_deployment_labels=7,
+        )
+        assert config.bounds == Bounds(
+            responses_stored_bytes=1000,
+            prompt_cache_bytes=4000,
+            retry_hints_bytes=1600,
+            images_stored_bytes=2000,
+            doc_intelligence_results_bytes=3000,
+            recording_pending_bytes=5000,
+            recording_cache_bytes=6000,
+            metrics_deployment_labels=7,
+        )
+        flow = make_flow("GET", "/++/limits", key=config.api_key)
+        admit(flow, config)
+        management.request(flow)
+        stores = json_of(flow.response)["stores"]
     assert {name: stores[name]["maxBytes"] for name in stores if "maxBytes" in stores[name]} == {
         "responses": 1000,
         "images": 2000,
@@ -565,6 +564,6 @@ def test_a_conversation_cut_to_its_newest_turns_counts_only_those():
         made = answer(responses_flow(body), config)
         assert made.response.status_code == 200, made.response.content[:300]
         previous = json_of(made.response)["id"]
-        sizes.append(config.stored_responses.get(previous).size)
+        sizes.append(services_for(config).responses.get(previous).size)
     # gpt-4o's window holds four such turns: the older ones are dropped, and no longer counted.
     assert sizes[1] > 1.9 * sizes[0] and max(sizes[4:]) <= sizes[3], sizes

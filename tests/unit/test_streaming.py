@@ -10,7 +10,7 @@ import pytest
 from mitmproxy.test import taddons
 from unit_support import chat_path, make_flow, run
 
-from aoai.runtime.state import context_of
+from aoai.runtime.state import context_for, context_of
 from aoai.runtime.streams import PLAN_HEADER, StreamPlan, StreamServer
 from aoai.stages import streaming
 from aoai.stages.streaming import Streaming
@@ -26,7 +26,8 @@ FRAMES = [
 def planned_flow(server: StreamServer, frames=FRAMES) -> tuple:
     flow = make_flow("POST", chat_path(), {"messages": [], "stream": True})
     plan = StreamPlan({"content-type": "text/event-stream; charset=utf-8", "apim-request-id": "r1"}, list(frames))
-    server.route(flow, plan)
+    server.route(plan)
+    context_for(flow).stream = plan
     return flow, plan
 
 

@@ -15,7 +15,11 @@ from typing import Any
 from mitmproxy import http
 from mitmproxy.test import tflow
 
+from aoai.generators import BUILT_IN
 from aoai.runtime.config import SimulatorConfig
+from aoai.runtime.recording import RecordingStore
+from aoai.runtime.services import Services
+from aoai.runtime.streams import StreamServer
 from aoai.stack import declared_options
 from aoai.stages import routing, settings
 
@@ -65,7 +69,7 @@ def json_of(response: http.Response) -> Any:
 def make_config(**changes: Any) -> SimulatorConfig:
     """A generate-mode configuration with the test key, no latency and a fixed seed (so no test
     depends on a rare random draw)."""
-    config = SimulatorConfig(api_key=API_KEY, latency_enabled=False, seed=1)
+    config = SimulatorConfig(api_key=API_KEY, latency_enabled=False, seed=1, generators=list(BUILT_IN))
     for name, value in changes.items():
         setattr(config, name, value)
     return config
@@ -143,12 +147,35 @@ def start(settings_addon) -> None:
     asyncio.run(settings_addon.running())
 
 
-def admit(flow: http.HTTPFlow, config: SimulatorConfig) -> http.Response | None:
+def make_services(config: SimulatorConfig, streams: StreamServer | None = None) -> Services:
+    """The services a stack would build for `config` (with `streams`, when given), bounded as it says."""
+    services = Services(streams=streams or StreamServer(), recordings=RecordingStore(config.recording.dir))
+    services.configure(config)
+    return services
+
+
+_SERVICES: dict[int, tuple[SimulatorConfig, Services]] = {}
+
+
+def services_for(config: SimulatorConfig, streams: StreamServer | None = None) -> Services:
+    """The services of the stack `config` belongs to: made on first use (with `streams`, when
+    given), the same ones after that, as one stack keeps them."""
+    kept = _SERVICES.get(id(config))
+    if kept is None or kept[0] is not config or (streams is not None and kept[1].streams is not streams):
+        kept = _SERVICES[id(config)] = (config, make_services(config, streams))
+    return kept[1]
+
+
+def admit(flow: http.HTTPFlow, config: SimulatorConfig, services: Services | None = None) -> http.Response | None:
     """Run the routing and checks stages on a flow, as the proxy does first: the error Azure
     would answer, or None with the flow's context filled in."""
     from aoai.stages import checks, routing
 
     if flow.response is not None:
         return None
-    flow.response = checks.check(routing.resolve(flow, config))
+    services = services or services_for(config)
+    context = routing.resolve(flow, config, services=services)
+    flow.response = checks.check(
+        context, services.labels if services else None, services.responses if services else None
+    )
     return flow.response

@@ -1,6 +1,7 @@
-"""Azure AI Document Intelligence (and its Form Recognizer paths): `service` answers analyze
-and poll requests; `layout` makes up results shaped like each prebuilt model's."""
+"""Azure AI Document Intelligence (and its Form Recognizer paths): `service` reads analyze
+requests and keeps the analyses; `layout` makes up results shaped like each prebuilt model's.
+The generator answering the requests is aoai/generators/docintel.py."""
 
-from .service import DocumentIntelligence, ResultStore, document_intelligence, make_generator
+from .service import ResultStore
 
-__all__ = ["DocumentIntelligence", "ResultStore", "document_intelligence", "make_generator"]
+__all__ = ["ResultStore"]

@@ -16,26 +16,14 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
-import random
 import re
-import time
-import uuid
-import zlib
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import orjson
-from mitmproxy import http
 
-from .. import wire
-from .layout import DOCUMENTINTELLIGENCE, FORMRECOGNIZER, MODELS, Analysis, build_result
-
-if TYPE_CHECKING:
-    from ..runtime.config import SimulatorConfig
-    from ..runtime.state import RequestContext
+from .layout import DOCUMENTINTELLIGENCE, FORMRECOGNIZER, Analysis, build_result
 
 # Analysis is due READY_BASE_S after the request plus READY_PER_10KB_S per 10 KB of document.
 # Small on purpose: the SDK waits 1 s before its first poll, so most tests see one poll.
@@ -320,133 +308,3 @@ def status_body(analysis: Analysis, now: float) -> dict:
 
 
 # --- the generator ---------------------------------------------------------------------------
-
-
-def _client_base(flow: http.HTTPFlow) -> str:
-    """The scheme and host the client used (the listener keeps the client's Host header)."""
-    scheme = "https" if flow.client_conn.tls_established else "http"
-    return f"{scheme}://{flow.request.host_header or flow.request.pretty_host}"
-
-
-def _config(context: RequestContext) -> SimulatorConfig:
-    # The routing stage gives every request its configuration before a generator sees it.
-    assert context.config is not None
-    return context.config
-
-
-def _seed(context: RequestContext, source: Source, model_id: str) -> int:
-    """SIMULATOR_SEED makes a document's result reproducible; else every analysis differs."""
-    if _config(context).seed is None:
-        return random.getrandbits(64)
-    digest = zlib.crc32(source.data if source.data is not None else (source.url or "").encode())
-    return random.Random(f"{_config(context).seed}:{digest}:{model_id}").getrandbits(64)
-
-
-class DocumentIntelligence:
-    """Analyze and poll; timings None read the module's READY_* values at each request."""
-
-    def __init__(
-        self,
-        store: ResultStore | None = None,
-        ready_base_s: float | None = None,
-        ready_per_10kb_s: float | None = None,
-        clock: Callable[[], float] = time.time,
-    ):
-        self.store = store if store is not None else ResultStore()
-        self.ready_base_s = ready_base_s
-        self.ready_per_10kb_s = ready_per_10kb_s
-        self.clock = clock
-
-    def __call__(self, context: RequestContext) -> http.Response | None:
-        """Answer an analyze or poll request the routing stage matched (path parameters family,
-        model and, for polls, result); None for anything else."""
-        route, params = context.route, context.params
-        if route is None or route.family != "document_intelligence":
-            return None
-        request = context.request
-        family, model_id = params["family"].lower(), params["model"]
-        version = request.query.get("api-version")
-        if version not in API_VERSIONS[family]:
-            return wire.not_found(request)
-        try:
-            if model_id not in MODELS:
-                raise model_not_found()
-            if "result" not in params:
-                return self.analyze(context, family, model_id, version)
-            return self.poll(context, model_id, params["result"])
-        except Invalid as e:
-            return wire.json_response(e.status, e.body(), request, _config(context).region)
-
-    def analyze(self, context: RequestContext, family: str, model_id: str, version: str) -> http.Response:
-        request = context.request
-        body = request.raw_content or b""
-        if len(body) > MAX_DOCUMENT_BYTES:
-            raise too_large()
-        source = read_source(request.headers.get("content-type", ""), request.content or b"")
-        if source.data is not None and len(source.data) > MAX_DOCUMENT_BYTES:
-            raise too_large()
-        pages = request.query.get("pages")
-        page_numbers = parse_pages(pages) if pages else list(range(1, estimate_pages(source) + 1))
-        index_type = request.query.get("stringIndexType")
-        now = self.clock()
-        delay = 0.0
-        if _config(context).latency_enabled:
-            base = READY_BASE_S if self.ready_base_s is None else self.ready_base_s
-            per_10kb = READY_PER_10KB_S if self.ready_per_10kb_s is None else self.ready_per_10kb_s
-            delay = ready_seconds(source.size, base, per_10kb)
-        analysis = Analysis(
-            str(uuid.uuid4()),
-            family,
-            model_id,
-            version,
-            index_type if index_type in STRING_INDEX_TYPES else "textElements",
-            page_numbers,
-            page_unit(source),
-            _seed(context, source, model_id),
-            now,
-            now + delay,
-        )
-        self.store.add(analysis)
-        context.extras["result_id"] = analysis.result_id
-        location = (
-            f"{_client_base(context.flow)}/{family}/documentModels/{quote(model_id, safe='')}"
-            f"/analyzeResults/{analysis.result_id}?api-version={quote(version, safe='')}"
-        )
-        headers = wire.azure_headers(request, _config(context).region, "")
-        del headers["content-type"]  # the 202 has no body
-        headers["Operation-Location"] = location
-        headers["Retry-After"] = str(RETRY_AFTER_S)
-        return http.Response.make(202, b"", headers)
-
-    def poll(self, context: RequestContext, model_id: str, result_id: str) -> http.Response:
-        analysis = self.store.get(result_id)
-        if analysis is None or analysis.model_id != model_id:
-            raise result_not_found()
-        body = status_body(analysis, self.clock())
-        headers = {"Retry-After": str(RETRY_AFTER_S)} if body["status"] == "running" else None
-        return wire.json_response(200, body, context.request, _config(context).region, headers)
-
-
-def make_generator(
-    store: ResultStore | None = None,
-    ready_base_s: float | None = None,
-    ready_per_10kb_s: float | None = None,
-    clock: Callable[[], float] = time.time,
-) -> Callable[[RequestContext], http.Response | None]:
-    """A generator with its own store and timings, e.g. for
-    `config.replace_generator("document_intelligence", make_generator(ready_base_s=5))`."""
-    service = DocumentIntelligence(store, ready_base_s, ready_per_10kb_s, clock)
-
-    def document_intelligence(context: RequestContext) -> http.Response | None:
-        return service(context)
-
-    document_intelligence.service = service  # type: ignore[attr-defined]
-    return document_intelligence
-
-
-SERVICE = DocumentIntelligence()
-
-
-def document_intelligence(context: RequestContext) -> http.Response | None:
-    """The built-in generator: Document Intelligence analyze and poll requests, else None."""
-    return SERVICE(context)

@@ -2,7 +2,8 @@
 
 `SimulatorConfig` is the object extensions receive in `initialize(config)`. It is built from
 the mitmproxy options (which default to the environment) by the `Settings` addon and read by
-every other stage; nothing here touches mitmproxy's hooks.
+every other stage; nothing here touches mitmproxy's hooks. It holds values only: what the
+simulator keeps while it runs (stores, counters, draws) is in runtime/services.py.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from ..openai.catalogue import Model, Normal
 from ..openai.content_filter import FilterSpecError, Policy, parse_policy
 from .bounds import Bounds
 from .entra import TokenPolicy
-from .faults import FaultBook, FaultError, FaultProfile, parse_profile
+from .faults import FaultError, FaultProfile, parse_profile
 from .labels import MAX_LABEL_CHARS, DeploymentLabels, capped
 from .limits.quota import DEFAULT_DOC_INTELLIGENCE_POLL_RPS, DEFAULT_REQUEST_WINDOW, DEFAULT_RESERVATION
-from .prompt_cache import PromptCache
-from .stored import ResponseStore
+from .prompt_cache import DEFAULT_IDLE_S
+from .stored import DEFAULT_CAPACITY
 
 MODES = ("generate", "record", "replay")
 REQUEST_WINDOWS = ("10", "1")  # seconds of Azure's request-limit windows (RATE_LIMIT_REQUEST_WINDOW_SECONDS)
@@ -430,14 +431,12 @@ class SimulatorConfig:
     peers: tuple[str, ...] = ()
     worker: str = ""  # this worker's name, when there are several
     peer_secret: str = ""  # SIMULATOR_PEER_SECRET: what calls between workers carry (a client cannot)
-    # Responses kept for retrieve, input_items and previous_response_id (the newest N).
-    stored_responses: ResponseStore = field(default_factory=ResponseStore)
-    # Prompts seen recently, per deployment: what cached_tokens reports.
-    prompt_cache: PromptCache = field(default_factory=PromptCache)
-    # Declared faults: the default profile, each deployment's draws and quota cuts, the counts.
-    faults: FaultBook = field(default_factory=FaultBook)
-    # Undefined deployment names counted under their own label (METRICS_MAX_DEPLOYMENT_LABELS).
-    deployment_labels: DeploymentLabels = field(default_factory=DeploymentLabels)
+    # Responses kept for retrieve, input_items and previous_response_id (RESPONSES_STORED, the newest N).
+    responses_stored: int = DEFAULT_CAPACITY
+    # How long a prompt prefix stays in the prompt cache unused (PROMPT_CACHE_IDLE_SECONDS).
+    prompt_cache_idle_s: float = DEFAULT_IDLE_S
+    # The faults of every deployment that declares none (the deployments file's "*" entry).
+    default_faults: FaultProfile | None = None
 
     @property
     def max_body_bytes(self) -> int:
@@ -466,13 +465,14 @@ class SimulatorConfig:
         model = deployment.model
         return self.ptu_input_tpm.get(model.name) or catalogue.provisioned(model).input_tpm_per_ptu
 
-    def deployment(self, name: str, kind: str) -> Deployment | None:
+    def deployment(self, name: str, kind: str, labels: DeploymentLabels | None = None) -> Deployment | None:
         """The deployment called `name`; for an undefined name, a stand-in of the right kind
-        when undefined deployments are allowed, else None."""
+        when undefined deployments are allowed (counted under a label `labels` gives), else None."""
         dep = self.deployments.get(name)
         if dep is not None or not self.allow_undefined_deployments:
             return dep
         model = catalogue.find_model(name)
         if model is None or model.kind != kind:
             model = catalogue.MODELS[catalogue.DEFAULT_MODEL_FOR_KIND[kind]]
-        return Deployment(name, model, defined=False, undefined_label=self.deployment_labels.undefined(name))
+        label = labels.undefined(name) if labels is not None else None
+        return Deployment(name, model, defined=False, undefined_label=label)

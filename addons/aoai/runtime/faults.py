@@ -7,8 +7,8 @@ changes at run time through `PATCH /++/config`. Every request draws once per fau
 random generator of its deployment, made from the seed and the deployment's name: the same
 seed and the same sequence of requests give the same faults, so a failing test replays.
 
-Nothing here touches mitmproxy; the fault stages (stages/faults.py) apply the choices, and
-the Limits stage asks `FaultBook.tokens_per_minute` for a deployment's quota of the moment.
+Nothing here touches mitmproxy or holds state: the draws, quota cuts and counts are kept in
+the fault book (runtime/fault_book.py); the fault stages (stages/faults.py) apply the choices.
 """
 
 from __future__ import annotations
@@ -17,13 +17,10 @@ import json
 import math
 import random
 import time
-from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .config import Deployment
     from .streams import StreamPlan
 
 # Kinds that answer the request themselves, instead of the generator or the recording.
@@ -241,101 +238,6 @@ def split(hits: list[Fault]) -> Choice:
         elif fault.kind in SHAPES:
             choice.shapes.append(fault)
     return choice
-
-
-@dataclass
-class _Track:
-    """One deployment's draws and quota cuts under its current profile and seed."""
-
-    profile: FaultProfile
-    seed: int | None
-    rng: random.Random
-    cut_until: float = 0.0  # a cut started by a draw lasts until then
-    cut_tokens: int = 0
-
-
-class FaultBook:
-    """The profiles in force and their state: each deployment's draws, quota cuts, and the
-    counts of faults injected (for metrics and GET /++/faults). Kept by each deployment's
-    label (runtime/labels.py), so undefined deployment names beyond the labels' limit share
-    one track and one count, and a client's endless names cannot grow the book."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
-        self.default: FaultProfile | None = None  # for deployments that declare none
-        self.clock = clock
-        self._tracks: dict[str, _Track] = {}
-        self.injected: Counter[tuple[str, str]] = Counter()  # (deployment, kind) -> count
-        self.hanging = 0  # requests hung right now
-
-    def profile_for(self, deployment: Deployment) -> FaultProfile | None:
-        own = deployment.faults
-        profile = own if own is not None else self.default
-        return profile if profile is not None and profile.faults else None
-
-    def _track(self, name: str, profile: FaultProfile, seed: int | None) -> _Track:
-        track = self._tracks.get(name)
-        if track is None or track.profile is not profile or track.seed != seed:
-            rng = random.Random(f"{seed}:{name}") if seed is not None else random.Random()
-            track = self._tracks[name] = _Track(profile, seed, rng)
-        return track
-
-    def choose(self, deployment: Deployment, seed: int | None) -> Choice:
-        """Draw for one request on `deployment`; starts a quota cut when one strikes."""
-        profile = self.profile_for(deployment)
-        if profile is None:
-            return Choice()
-        track = self._track(deployment.label, profile, seed)
-        hits = draw(profile, track.rng)
-        now = self.clock()
-        for fault in hits:
-            if fault.kind == QUOTA_CUT and now >= track.cut_until:
-                track.cut_until, track.cut_tokens = now + fault.for_s, fault.tokens_per_minute
-                self.count(deployment.label, QUOTA_CUT)
-        return split(hits)
-
-    def tokens_per_minute(self, deployment: Deployment, seed: int | None) -> int:
-        """The deployment's token quota now: its own, or the lowest quota cut in force."""
-        normal = deployment.tokens_per_minute
-        profile = self.profile_for(deployment)
-        if profile is None:
-            return normal
-        track = self._track(deployment.label, profile, seed)
-        now = self.clock()
-        cuts = [track.cut_tokens] if now < track.cut_until else []
-        for fault in profile.faults:
-            if fault.every_s is not None and (now - profile.since) % fault.every_s < fault.for_s:
-                cuts.append(fault.tokens_per_minute)
-        return min(cuts) if cuts else normal
-
-    def count(self, label: str, kind: str) -> None:
-        """One more fault of `kind` on the deployment with this label (Deployment.label)."""
-        self.injected[(label, kind)] += 1
-
-    def view(self, deployments: dict[str, Deployment], seed: int | None) -> dict:
-        """GET /++/faults: the profile in force per deployment, quota cuts now, counts."""
-        shown: dict[str, Any] = {}
-        for name, deployment in deployments.items():
-            profile = self.profile_for(deployment)
-            if profile is None:
-                continue
-            entry: dict[str, Any] = {
-                "faults": profile.to_json(),
-                "from": "deployment" if deployment.faults is not None else "default",
-            }
-            tokens = self.tokens_per_minute(deployment, seed)
-            if tokens != deployment.tokens_per_minute:
-                entry["tokensPerMinuteNow"] = tokens
-            shown[name] = entry
-        injected: dict[str, dict[str, int]] = {}
-        for (name, kind), n in sorted(self.injected.items()):
-            injected.setdefault(name, {})[kind] = n
-        return {
-            "seed": seed,
-            "default": self.default.to_json() if self.default is not None else None,
-            "deployments": shown,
-            "injected": injected,
-            "hanging": self.hanging,
-        }
 
 
 # --- Shaping answers --------------------------------------------------------------------------

@@ -83,6 +83,3 @@ class ImageStore:
 
     def _drop(self, name: str) -> None:
         self.bytes -= len(self._images.pop(name).data)
-
-
-images = ImageStore()  # the simulator's one store: generators put, the management stage serves

@@ -9,7 +9,7 @@ or an image one worker made is found through any (`relay`).
 
 Calls between workers carry the launch's secret (SIMULATOR_PEER_SECRET) in `x-simulator-peer`;
 a request whose header does not hold it is a client's like any other. They share one pooled
-client (`LINK`), closed when the simulator stops, and a relay that found nothing anywhere is
+client (a `Link`, kept with the services), closed when the simulator stops, and a relay that found nothing anywhere is
 remembered for a few seconds, so a client asking again and again for a name no worker holds
 costs one round of calls, not one per request.
 """
@@ -107,9 +107,6 @@ class Link:
             await client.aclose()
 
 
-LINK = Link()
-
-
 def _headers(config: SimulatorConfig, **more: str) -> dict[str, str]:
     return {"api-key": config.api_key, PEER_HEADER: config.peer_secret, **more}
 
@@ -124,6 +121,7 @@ class Outcome:
 
 
 async def ask_all(
+    link: Link,
     config: SimulatorConfig,
     method: str,
     path: str,
@@ -136,7 +134,7 @@ async def ask_all(
     if step:
         headers[CHANGE_HEADER] = step
     targets = config.peers if peers is None else peers
-    client = LINK.client()
+    client = link.client()
     answers = await asyncio.gather(
         *(client.request(method, peer + path, content=content, headers=headers) for peer in targets),
         return_exceptions=True,
@@ -160,9 +158,9 @@ def _error_message(content: bytes) -> str:
         return ""
 
 
-async def pass_on(config: SimulatorConfig, method: str, path: str, content: bytes) -> dict[str, int | str]:
+async def pass_on(link: Link, config: SimulatorConfig, method: str, path: str, content: bytes) -> dict[str, int | str]:
     """Send the same request to every peer; each peer's status, or what went wrong."""
-    outcomes = await ask_all(config, method, path, content)
+    outcomes = await ask_all(link, config, method, path, content)
     return {peer: o.status if o.status is not None else o.message for peer, o in outcomes.items()}
 
 
@@ -171,9 +169,9 @@ def address(peer: str) -> str:
     return peer.partition("//")[2]
 
 
-async def scrape(config: SimulatorConfig) -> dict[str, str]:
+async def scrape(link: Link, config: SimulatorConfig) -> dict[str, str]:
     """Each reachable peer's own metrics text by its address (one that does not answer is left out)."""
-    client = LINK.client()
+    client = link.client()
     headers = {PEER_HEADER: config.peer_secret}
     answers = await asyncio.gather(
         *(client.get(peer + "/++/metrics", headers=headers) for peer in config.peers), return_exceptions=True
@@ -187,19 +185,19 @@ async def scrape(config: SimulatorConfig) -> dict[str, str]:
     return texts
 
 
-async def relay(config: SimulatorConfig, method: str, path: str) -> httpx.Response | None:
+async def relay(link: Link, config: SimulatorConfig, method: str, path: str) -> httpx.Response | None:
     """Ask every peer the same request about something only one of them holds (a stored
     response, an image it made); the first answer that is not a 404, or None."""
-    if LINK.misses.recent(method, path):
+    if link.misses.recent(method, path):
         return None
-    client = LINK.client()
+    client = link.client()
     answers = await asyncio.gather(
         *(client.request(method, peer + path, headers=_headers(config)) for peer in config.peers),
         return_exceptions=True,
     )
     found = next((a for a in answers if not isinstance(a, BaseException) and a.status_code != 404), None)
     if found is None and not any(isinstance(a, BaseException) for a in answers):
-        LINK.misses.add(method, path)  # every worker said it has none
+        link.misses.add(method, path)  # every worker said it has none
     return found
 
 

@@ -1,27 +1,65 @@
-"""What the simulator keeps while it runs, apart from its configuration: the stores and
-servers the stages share.
+"""What the simulator keeps while it runs, apart from its configuration: the stores, counters,
+servers and random generators the stages share.
 
 `SimulatorConfig` holds values (what the options and the deployments file say); `Services`
 holds the objects with state. Both are built once, where the stack is built
-(`aoai.stack.build_addons`), and passed to each stage that needs them.
+(`aoai.stack.build_addons`), and passed to each stage that needs them; the built-in generators
+reach them through the request's context (`context.services`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 
+from ..docintel.service import ResultStore
 from .config import SimulatorConfig
-from .latency import Gates
+from .fault_book import FaultBook
+from .gates import Gates
+from .labels import DeploymentLabels
+from .limits import Limiter
+from .media import ImageStore
+from .peers import Link
+from .prompt_cache import PromptCache
 from .recording import RecordingStore
+from .stored import ResponseStore
 from .streams import StreamServer
+
+_UNSEEDED = object()  # what `seeded_with` holds before the first configure
 
 
 @dataclass
 class Services:
     streams: StreamServer  # plays paced streams (and serves those that go through mitmproxy's layers)
     recordings: RecordingStore  # the recorded interactions, their index and the pending saves
-    gates: Gates  # the queues in front of deployments with limited concurrency
+    gates: Gates = field(default_factory=Gates)  # the queues in front of deployments with limited concurrency
+    limiter: Limiter = field(default_factory=Limiter)  # rate-limit windows, 429 counters, retry hints
+    responses: ResponseStore = field(default_factory=ResponseStore)  # stored Responses API responses
+    prompt_cache: PromptCache = field(default_factory=PromptCache)  # prompt prefixes seen recently (cached_tokens)
+    faults: FaultBook = field(default_factory=FaultBook)  # fault draws, quota cuts, counts, hanging requests
+    labels: DeploymentLabels = field(default_factory=DeploymentLabels)  # undefined deployments' metric labels
+    images: ImageStore = field(default_factory=ImageStore)  # images answered as URLs, served at /++/images/
+    documents: ResultStore = field(default_factory=ResultStore)  # Document Intelligence analyses
+    peers: Link = field(default_factory=Link)  # the pooled client other workers are reached with
+    # Latency draws, and answers of requests without a seed; seeded by SIMULATOR_SEED when set.
+    rng: random.Random = field(default_factory=random.Random)
+    seeded_with: object = field(default=_UNSEEDED, repr=False)
 
     @classmethod
     def build(cls, config: SimulatorConfig) -> Services:
-        return cls(streams=StreamServer(), recordings=RecordingStore(config.recording.dir), gates=Gates())
+        return cls(streams=StreamServer(), recordings=RecordingStore(config.recording.dir))
+
+    def configure(self, config: SimulatorConfig) -> None:
+        """Bound the stores as the settings say, and seed the random generator when the seed
+        changed; the `Stores` addon calls this each time the settings change."""
+        bounds = config.bounds
+        self.responses.capacity = config.responses_stored
+        self.responses.max_bytes = bounds.responses_stored_bytes
+        self.prompt_cache.max_bytes = bounds.prompt_cache_bytes
+        self.prompt_cache.idle_s = config.prompt_cache_idle_s
+        self.labels.limit = bounds.metrics_deployment_labels
+        self.images.max_bytes = bounds.images_stored_bytes
+        self.documents.max_bytes = bounds.doc_intelligence_results_bytes
+        if config.seed != self.seeded_with:
+            self.seeded_with = config.seed
+            self.rng.seed(f"latency:{config.seed}" if config.seed is not None else None)

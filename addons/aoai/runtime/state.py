@@ -8,6 +8,7 @@ where marked, set) the typed fields, and any other key is the extension's own.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,11 +20,19 @@ if TYPE_CHECKING:
     from ..openai.forms import Form
     from .config import Deployment, SimulatorConfig
     from .faults import Fault
-    from .latency import Hold
     from .routes import Route
+    from .services import Services
     from .streams import StreamPlan
 
 METADATA_KEY = "aoai"  # the one flow.metadata entry the simulator uses
+
+
+@dataclass
+class Hold:
+    """When the pacing stage sends a ready answer (runtime/latency.py's `hold`)."""
+
+    seconds: float  # counted from the request's arrival, or from entering the gate
+    gate: asyncio.Semaphore | None = None  # the deployment's concurrency queue, if any
 
 
 @dataclass(eq=False)
@@ -66,6 +75,8 @@ class RequestContext:
     filtered: list[tuple[str, str]] = field(default_factory=list)
     fault_shapes: tuple[Fault, ...] = ()  # declared faults that change how the answer leaves
     extras: dict[str, Any] = field(default_factory=dict)  # extensions' own values
+    # The stores and servers the simulator keeps (runtime/services.py): what generators fill and read.
+    services: Services | None = field(default=None, repr=False)
     _values: ExtensionValues | None = field(default=None, init=False, repr=False)
 
     @property
@@ -176,9 +187,11 @@ def context_of(flow: http.HTTPFlow) -> RequestContext | None:
     return context if isinstance(context, RequestContext) else None
 
 
-def context_for(flow: http.HTTPFlow, config: SimulatorConfig | None = None) -> RequestContext:
+def context_for(
+    flow: http.HTTPFlow, config: SimulatorConfig | None = None, services: Services | None = None
+) -> RequestContext:
     """The flow's context, made (and attached) if it has none yet."""
     context = flow.metadata.get(METADATA_KEY)
     if not isinstance(context, RequestContext):
-        context = flow.metadata[METADATA_KEY] = RequestContext(flow, config)
+        context = flow.metadata[METADATA_KEY] = RequestContext(flow, config, services=services)
     return context

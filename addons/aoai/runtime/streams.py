@@ -21,7 +21,6 @@ import orjson
 from mitmproxy import http
 from mitmproxy.http import status_codes
 
-from .state import context_for, context_of
 from .tasks import background
 
 logger = logging.getLogger(__name__)
@@ -104,7 +103,7 @@ class StreamServer:
     """Keeps the planned streams and plays them: onto a client's own connection (`play_to`),
     or as a loopback HTTP/1.1 server that mitmproxy fetches them from, chunk by chunk."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.plans: dict[str, StreamPlan] = {}
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
@@ -127,33 +126,30 @@ class StreamServer:
             self._server.close()
             self._server = None
 
-    def route(self, flow: http.HTTPFlow, plan: StreamPlan) -> None:
-        """Give the flow `plan` as its response; the Streaming stage plays it."""
+    def route(self, plan: StreamPlan) -> None:
+        """Take `plan` to be played (the caller gives it to the request's context; the Streaming
+        stage plays it)."""
         plan.id = str(next(self._ids))
         plan.routed_at = time.monotonic()
         self.plans[plan.id] = plan
-        context_for(flow).stream = plan
 
-    def planned(self, flow: http.HTTPFlow) -> StreamPlan | None:
-        """The plan routed to this flow and not yet played."""
-        context = context_of(flow)
-        plan = context.stream if context is not None else None
+    def planned(self, plan: StreamPlan | None) -> StreamPlan | None:
+        """`plan` if it was routed and is not yet played."""
         return plan if plan is not None and plan.id in self.plans else None
 
-    def to_loopback(self, flow: http.HTTPFlow) -> None:
-        """Point the flow at this server, which plays its plan when mitmproxy asks for it."""
-        request = flow.request
+    def to_loopback(self, request: http.Request, plan: StreamPlan) -> None:
+        """Point the request at this server, which plays `plan` when mitmproxy asks for it."""
         request.scheme, request.host, request.port = "http", "127.0.0.1", self.port
-        request.headers[PLAN_HEADER] = context_of(flow).stream.id
+        request.headers[PLAN_HEADER] = plan.id
 
-    async def play_to(self, flow: http.HTTPFlow, writer: asyncio.StreamWriter) -> None:
-        """Play the flow's plan onto `writer` (the client's own connection)."""
-        await self._play(self.plans.pop(context_of(flow).stream.id), writer, DIRECT)
+    async def play_to(self, plan: StreamPlan, writer: asyncio.StreamWriter) -> None:
+        """Play `plan` onto `writer` (the client's own connection)."""
+        await self._play(self.plans.pop(plan.id), writer, DIRECT)
 
-    def forget(self, flow: http.HTTPFlow) -> None:
-        context = context_of(flow)
-        if context is not None and context.stream is not None:
-            plan = self.plans.pop(context.stream.id, None)
+    def forget(self, plan: StreamPlan | None) -> None:
+        """Drop a plan that will not be played (its request ended first)."""
+        if plan is not None:
+            plan = self.plans.pop(plan.id, None)
             if plan is not None and plan.source is not None:
                 background(plan.source.aclose())  # never played: let go of the upstream
 

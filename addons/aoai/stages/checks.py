@@ -25,8 +25,10 @@ from .. import wire
 from ..openai import catalogue, embeddings, forms, responses, tokens, validation
 from ..runtime import offload
 from ..runtime.context_window import too_long
+from ..runtime.labels import DeploymentLabels
 from ..runtime.routes import FORM_BODY, OPTIONAL, REQUIRED
 from ..runtime.state import RequestContext, context_of
+from ..runtime.stored import ResponseStore
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +84,12 @@ def _latest_version_day() -> datetime.date:
     return _latest_day_for(int(time.time() // 86400))
 
 
-def check(context: RequestContext) -> http.Response | None:
-    """Azure's error for what is wrong with the request, or None; fills the context."""
+def check(
+    context: RequestContext, labels: DeploymentLabels | None = None, stored_responses: ResponseStore | None = None
+) -> http.Response | None:
+    """Azure's error for what is wrong with the request, or None; fills the context. An
+    undefined deployment is counted under the label `labels` gives it; a Responses follow-up's
+    earlier turns are read from `stored_responses`."""
     request = context.request
     if context.route is None:
         if context.allowed_methods:
@@ -126,7 +132,7 @@ def check(context: RequestContext) -> http.Response | None:
                 code="missing_required_parameter",
                 request=request,
             )
-    deployment = config.deployment(name, route.model_kind)
+    deployment = config.deployment(name, route.model_kind, labels)
     if deployment is None:
         return wire.azure_error(
             404,
@@ -158,7 +164,7 @@ def check(context: RequestContext) -> http.Response | None:
     previous = body.get("previous_response_id") if route.operation == "responses" else None
     # Generated responses are stored here; recorded ones live at Azure, which answers for them.
     if previous is not None and config.mode == "generate":
-        stored = config.stored_responses.get(previous)
+        stored = stored_responses.get(previous) if stored_responses is not None else None
         if stored is None:
             return wire.openai_error(
                 400,
@@ -279,6 +285,10 @@ def _context_length_error(context: RequestContext, model: catalogue.Model, used:
 
 
 class Checks:
+    def __init__(self, labels: DeploymentLabels | None = None, responses: ResponseStore | None = None):
+        self.labels = labels  # undefined deployments' labels
+        self.responses = responses  # stored responses a follow-up continues
+
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         context = context_of(flow)
         if flow.response or context is None:
@@ -296,11 +306,11 @@ class Checks:
             )
         ):
             return self._check_off_loop(flow, context)
-        self._answer(flow, check(context))
+        self._answer(flow, check(context, self.labels, self.responses))
         return None
 
     async def _check_off_loop(self, flow: http.HTTPFlow, context: RequestContext) -> None:
-        self._answer(flow, await asyncio.to_thread(check, context))
+        self._answer(flow, await asyncio.to_thread(check, context, self.labels, self.responses))
 
     @staticmethod
     def _answer(flow: http.HTTPFlow, error: http.Response | None) -> None:

@@ -25,8 +25,9 @@ from ..openai import validation
 from ..runtime import faults, latency
 from ..runtime.config import SimulatorConfig
 from ..runtime.context_window import too_long
+from ..runtime.fault_book import FaultBook
 from ..runtime.routes import OPENAI
-from ..runtime.state import RequestContext, context_of
+from ..runtime.state import Hold, RequestContext, context_of
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +85,9 @@ def context_too_long(context: RequestContext) -> http.Response:
 class Faults:
     """Draws each admitted request's faults and answers those that answer it."""
 
-    def __init__(self, config: SimulatorConfig):
+    def __init__(self, config: SimulatorConfig, book: FaultBook | None = None):
         self.config = config
+        self.book = book if book is not None else FaultBook()  # draws, quota cuts, counts, hanging requests
 
     def request(self, flow: http.HTTPFlow):
         context = context_of(flow)
@@ -99,10 +101,10 @@ class Faults:
             or context.route.family != OPENAI
         ):
             return None
-        book = config.faults
-        if book.default is None and context.deployment.faults is None:
+        book = self.book
+        if config.default_faults is None and context.deployment.faults is None:
             return None  # nothing declared: the usual case costs one test
-        choice = book.choose(context.deployment, config.seed)
+        choice = book.choose(context.deployment, config.default_faults, config.seed)
         context.fault_shapes = tuple(choice.shapes)
         fault = choice.answer
         if fault is None or (fault.kind == "contextLength" and context.route.operation not in _CONTEXT_OPERATIONS):
@@ -119,17 +121,17 @@ class Faults:
             flow.response = context_too_long(context)
         elif fault.kind == "timeout":
             flow.response = timed_out(request, fault.status)
-            latency.hold(flow, fault.after_s)  # the Pacing stage sends it when due
+            latency.hold(context, fault.after_s)  # the Pacing stage sends it when due
         else:
-            return self._hang(flow, fault)
+            return self._hang(context, fault)
         return None
 
-    async def _hang(self, flow: http.HTTPFlow, fault: faults.Fault) -> None:
+    async def _hang(self, context: RequestContext, fault: faults.Fault) -> None:
         """No answer until the client gives up (then the flow ends and is forgotten), or a 408
         after the fault's maxS."""
-        book = self.config.faults
+        book, flow = self.book, context.flow
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + fault.max_s - latency.since_arrival(flow)
+        deadline = loop.time() + fault.max_s - latency.since_arrival(context)
         book.hanging += 1
         try:
             # The client leaving shows as its connection's state (mitmproxy reads EOF at once);
@@ -147,8 +149,9 @@ class Faults:
 class FaultTiming:
     """Reshapes answers that a slow first byte, a trickle or a stream cut struck."""
 
-    def __init__(self, config: SimulatorConfig):
+    def __init__(self, config: SimulatorConfig, book: FaultBook | None = None):
         self.config = config
+        self.book = book if book is not None else FaultBook()  # where the faults that struck are counted
 
     def request(self, flow: http.HTTPFlow) -> None:
         context = context_of(flow)
@@ -172,9 +175,9 @@ class FaultTiming:
         seconds, applied = faults.shape_wait(held.seconds if held is not None else 0.0, list(context.fault_shapes))
         context.fault_shapes = ()
         if applied:
-            context.hold = latency.Hold(seconds, held.gate if held is not None else None)
+            context.hold = Hold(seconds, held.gate if held is not None else None)
             self._count(context, applied)
 
     def _count(self, context: RequestContext, applied: list[str]) -> None:
         for kind in applied:
-            self.config.faults.count(context.deployment.label, kind)
+            self.book.count(context.deployment.label, kind)

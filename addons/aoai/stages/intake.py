@@ -70,10 +70,8 @@ NAMES = names(OPTIONS)
 def apply(options: Any, config: SimulatorConfig, updated: set[str]) -> None:
     """Check the bounds and put them in `config`; raises ConfigError, changing nothing."""
     check(options, OPTIONS, updated)
+    # The stores are bounded from these by the services (runtime/services.py).
     config.bounds = bounds.Bounds(**{b.field: getattr(options, b.option) for b in bounds.BOUNDS})
-    config.stored_responses.max_bytes = config.bounds.responses_stored_bytes
-    config.prompt_cache.max_bytes = config.bounds.prompt_cache_bytes
-    config.deployment_labels.limit = config.bounds.metrics_deployment_labels
 
 
 class Intake:

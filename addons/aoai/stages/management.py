@@ -17,23 +17,28 @@ import logging
 import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from mitmproxy import ctx, exceptions, http
 
 from .. import wire
-from ..docintel import service as docintel
 from ..runtime import config as cfg
-from ..runtime import entra, media, offload, peers, routes
+from ..runtime import entra, offload, peers, routes
 from ..runtime.config import ConfigError, SimulatorConfig
 from ..runtime.faults import FaultProfile
-from ..runtime.recording import RecordingStore
 from ..runtime.routes import MANAGEMENT
+from ..runtime.services import Services
 from ..runtime.state import context_of
-from ..runtime.streams import StreamServer
 
-if TYPE_CHECKING:
-    from .ratelimit import Limits
+
+class RateLimits(Protocol):
+    """What the endpoints ask of the Limits stage (the stack passes it in): its view of the
+    quotas and windows (an awaitable of it for shared windows), and emptying the windows."""
+
+    def view(self) -> Any: ...
+
+    async def reset(self) -> None: ...
+
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +56,7 @@ def config_view(config: SimulatorConfig) -> dict:
         "allowUndefinedDeployments": config.allow_undefined_deployments,
         "latency": latency,
         "deployments": {name: d.to_json() for name, d in config.deployments.items()},
-        "faults": config.faults.default.to_json() if config.faults.default is not None else None,
+        "faults": config.default_faults.to_json() if config.default_faults is not None else None,
         "recording": {"dir": config.recording.dir, "autosave": config.recording.autosave},
         "entraTokens": {
             "mode": config.entra.mode,
@@ -201,7 +206,7 @@ def apply_plan(config: SimulatorConfig, plan: PatchPlan) -> Snapshot:
     """Apply a checked plan; returns what it replaced. An option a stage refuses raises
     OptionsError with nothing changed (mitmproxy rolls the options back)."""
     snapshot = Snapshot(
-        {name: getattr(ctx.options, name) for name in plan.options}, dict(config.deployments), config.faults.default
+        {name: getattr(ctx.options, name) for name in plan.options}, dict(config.deployments), config.default_faults
     )
     if plan.options:
         ctx.options.update(**plan.options)
@@ -212,7 +217,7 @@ def apply_plan(config: SimulatorConfig, plan: PatchPlan) -> Snapshot:
             config.deployments[name] = deployment
     for name, profile in plan.faults.items():
         if name == cfg.DEFAULTS_KEY:
-            config.faults.default = profile
+            config.default_faults = profile
         elif name in config.deployments:
             config.deployments[name] = dataclasses.replace(config.deployments[name], faults=profile)
     return snapshot
@@ -222,7 +227,7 @@ def restore(config: SimulatorConfig, snapshot: Snapshot) -> str:
     """Put back what a change replaced; "" when all of it is back, else what is not."""
     config.deployments.clear()
     config.deployments.update(snapshot.deployments)
-    config.faults.default = snapshot.default_faults
+    config.default_faults = snapshot.default_faults
     try:
         if snapshot.options:
             ctx.options.update(**snapshot.options)
@@ -267,7 +272,7 @@ def _content_filters(config: SimulatorConfig, value: Any, deployments: dict[str,
         deployments[name] = dataclasses.replace(base, content_filter=policy)
 
 
-def stores_view(config: SimulatorConfig, recordings: RecordingStore | None, limits: Limits | None) -> dict:
+def stores_view(services: Services) -> dict:
     """What each store that grows with clients' requests holds (count, bytes) and may hold,
     with the settings that bound it; for GET /++/limits."""
 
@@ -276,20 +281,17 @@ def stores_view(config: SimulatorConfig, recordings: RecordingStore | None, limi
 
     stores = {
         "responses": store(
-            config.stored_responses.usage(), maxCount="RESPONSES_STORED", maxBytes="RESPONSES_STORED_MAX_BYTES"
+            services.responses.usage(), maxCount="RESPONSES_STORED", maxBytes="RESPONSES_STORED_MAX_BYTES"
         ),
-        "images": store(media.images.usage(), maxBytes="IMAGES_STORED_MAX_BYTES"),
-        "documentIntelligenceResults": store(
-            docintel.SERVICE.store.usage(), maxBytes="DOC_INTELLIGENCE_RESULTS_MAX_BYTES"
-        ),
-        "promptCache": store(config.prompt_cache.usage(), maxBytes="PROMPT_CACHE_MAX_BYTES"),
+        "images": store(services.images.usage(), maxBytes="IMAGES_STORED_MAX_BYTES"),
+        "documentIntelligenceResults": store(services.documents.usage(), maxBytes="DOC_INTELLIGENCE_RESULTS_MAX_BYTES"),
+        "promptCache": store(services.prompt_cache.usage(), maxBytes="PROMPT_CACHE_MAX_BYTES"),
         "routeCache": routes.TABLE.usage(),  # a fixed bound: paths longer than maxPathChars are never kept
-        "undefinedDeploymentLabels": store(config.deployment_labels.usage(), maxCount="METRICS_MAX_DEPLOYMENT_LABELS"),
+        "undefinedDeploymentLabels": store(services.labels.usage(), maxCount="METRICS_MAX_DEPLOYMENT_LABELS"),
+        "retryHints": store(services.limiter.hints.usage(), maxBytes="RETRY_HINTS_MAX_BYTES"),
     }
-    if limits is not None:
-        stores["retryHints"] = store(limits.limiter.hints.usage(), maxBytes="RETRY_HINTS_MAX_BYTES")
-    if recordings is not None:
-        usage = recordings.usage()
+    if services.recordings is not None:
+        usage = services.recordings.usage()
         stores["pendingRecordings"] = store(usage["pending"], maxBytes="RECORDING_PENDING_MAX_BYTES")
         stores["recordingCache"] = store(usage["cache"], maxBytes="RECORDING_CACHE_MAX_BYTES")
     return stores
@@ -305,14 +307,14 @@ class Management:
     def __init__(
         self,
         config: SimulatorConfig,
-        streams: StreamServer | None = None,
-        limits: Limits | None = None,
-        recordings: RecordingStore | None = None,
+        services: Services | None = None,
+        limits: RateLimits | None = None,
     ):
         self.config = config
-        self.streams = streams
+        self.services = services if services is not None else Services.build(config)
+        self.streams = self.services.streams
         self.limits_stage = limits
-        self.recordings = recordings
+        self.recordings = self.services.recordings
         # mitmproxy listens before the stages' `running` hooks are done (the listener swap,
         # the stream server); until then health says "starting", so probes and tests wait.
         self.ready = False
@@ -333,7 +335,7 @@ class Management:
         self.ready = True  # the stages before this one in the chain have finished starting
 
     async def done(self) -> None:
-        await peers.LINK.close()
+        await self.services.peers.close()
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         context = context_of(flow)
@@ -363,7 +365,9 @@ class Management:
             answer = await answer
         if answer.status_code == 200:
             request = flow.request
-            taken = await peers.pass_on(self.config, request.method, request.path, request.content or b"")
+            taken = await peers.pass_on(
+                self.services.peers, self.config, request.method, request.path, request.content or b""
+            )
             body = wire.loads(answer.content)
             body["workers"] = {self.config.worker or "this": 200, **taken}
             answer.content = wire.dumps(body)
@@ -384,7 +388,7 @@ class Management:
         """An image answered as a URL, until it expires (then 404, as an expired blob URL).
         With workers, the one that made it may be another: it is asked."""
         name = context_of(flow).params.get("image", "")
-        image = media.images.get(name)
+        image = self.services.images.get(name)
         if image is None:
             if self.config.peers and not self._from_peer(flow):
                 return self._image_from_peers(flow)
@@ -392,7 +396,7 @@ class Management:
         return self._image(flow, image.data, image.content_type)
 
     async def _image_from_peers(self, flow: http.HTTPFlow) -> http.Response:
-        found = await peers.relay(self.config, "GET", flow.request.path)
+        found = await peers.relay(self.services.peers, self.config, "GET", flow.request.path)
         if found is None or found.status_code != 200:
             return wire.azure_error(404, "BlobNotFound", "The specified blob does not exist.", flow.request)
         return self._image(flow, found.content, found.headers.get("content-type", "application/octet-stream"))
@@ -475,7 +479,7 @@ class Management:
         """Every worker takes the change or none does; the answer's `workers` says which."""
         request, this = flow.request, self.config.worker or "this"
         content = _content(request)
-        checked = await peers.ask_all(self.config, "PATCH", "/++/config", content, "check")
+        checked = await peers.ask_all(self.services.peers, self.config, "PATCH", "/++/config", content, "check")
         refused = {peer: o for peer, o in checked.items() if o.status != 200}
         if refused:
             peer, outcome = next(iter(refused.items()))
@@ -496,7 +500,9 @@ class Management:
         except exceptions.OptionsError as e:
             return wire.azure_error(400, "BadRequest", f"{e}; no worker changed", request)
         change = secrets.token_hex(8)
-        applied = await peers.ask_all(self.config, "PATCH", "/++/config", content, f"apply {change}")
+        applied = await peers.ask_all(
+            self.services.peers, self.config, "PATCH", "/++/config", content, f"apply {change}"
+        )
         failed = {peer: o for peer, o in applied.items() if o.status != 200}
         if not failed:
             answer = self._applied(plan, request, {this: "applied", **{peer: "applied" for peer in applied}})
@@ -506,7 +512,11 @@ class Management:
         took = tuple(
             peer for peer in self.config.peers if peers.address(peer) in applied and peers.address(peer) not in failed
         )
-        undone = await peers.ask_all(self.config, "PATCH", "/++/config", b"", f"undo {change}", took) if took else {}
+        undone = (
+            await peers.ask_all(self.services.peers, self.config, "PATCH", "/++/config", b"", f"undo {change}", took)
+            if took
+            else {}
+        )
         workers = {this: f"applied; could not be rolled back: {left}" if left else "rolled back"}
         for peer, outcome in applied.items():
             if peer in failed:
@@ -534,7 +544,8 @@ class Management:
     def faults(self, flow: http.HTTPFlow) -> http.Response:
         """The fault profile in force per deployment and by default, quota cuts now, and the
         faults injected so far by deployment and kind."""
-        view = self.config.faults.view(self.config.deployments, self.config.seed)
+        config = self.config
+        view = self.services.faults.view(config.deployments, config.default_faults, config.seed)
         return view_response(200, view, flow.request)
 
     def limits(self, flow: http.HTTPFlow) -> http.Response | Awaitable[http.Response]:
@@ -543,12 +554,12 @@ class Management:
         view = self.limits_stage.view() if self.limits_stage is not None else {}
         if inspect.isawaitable(view):  # shared windows: utilization is read from Redis
             return self._limits_later(flow, view)
-        view["stores"] = stores_view(self.config, self.recordings, self.limits_stage)
+        view["stores"] = stores_view(self.services)
         return view_response(200, view, flow.request)
 
     async def _limits_later(self, flow: http.HTTPFlow, view) -> http.Response:
         view = await view
-        view["stores"] = stores_view(self.config, self.recordings, self.limits_stage)
+        view["stores"] = stores_view(self.services)
         return view_response(200, view, flow.request)
 
     async def reset_limits(self, flow: http.HTTPFlow) -> http.Response:

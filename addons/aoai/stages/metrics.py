@@ -17,7 +17,6 @@ import itertools
 import logging
 import os
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
 
 from mitmproxy import http
 from prometheus_client import CollectorRegistry, generate_latest
@@ -26,12 +25,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..runtime import limits, peers
 from ..runtime.config import SimulatorConfig
+from ..runtime.fault_book import FaultBook
 from ..runtime.routes import MANAGEMENT
 from ..runtime.state import context_of
 from ..runtime.streams import StreamPlan, StreamServer
-
-if TYPE_CHECKING:
-    from .ratelimit import Limits
 
 logger = logging.getLogger(__name__)
 
@@ -183,14 +180,14 @@ class EarlyRetries:
     """`aoai_early_retries_total`: clients that came back before their retry-after had passed,
     read from the rate limiter's own count when scraped."""
 
-    def __init__(self, limits: Limits | None):
-        self.limits = limits
+    def __init__(self, limiter: limits.Limiter | None):
+        self.limiter = limiter
 
     def collect(self):
         family = CounterMetricFamily(
             "aoai_early_retries", "Retries sent before the retry-after had passed.", labels=("deployment",)
         )
-        for deployment, count in self.limits.counters.early_retries.items() if self.limits is not None else ():
+        for deployment, count in self.limiter.counters.early_retries.items() if self.limiter is not None else ():
             family.add_metric((deployment,), count)
         yield family
 
@@ -199,14 +196,14 @@ class FaultsInjected:
     """`aoai_faults_injected_total`: declared faults that struck, by deployment and kind (a
     quota cut counts once, when it begins), read from the fault book when scraped."""
 
-    def __init__(self, config: SimulatorConfig):
-        self.config = config
+    def __init__(self, book: FaultBook | None):
+        self.book = book
 
     def collect(self):
         family = CounterMetricFamily(
             "aoai_faults_injected", "Declared faults injected, by deployment and kind.", labels=("deployment", "kind")
         )
-        for (deployment, kind), count in sorted(self.config.faults.injected.items()):
+        for (deployment, kind), count in sorted(self.book.injected.items()) if self.book is not None else ():
             family.add_metric((deployment, kind), count)
         yield family
 
@@ -234,14 +231,17 @@ class Metrics:
         self,
         config: SimulatorConfig,
         streams: StreamServer,
-        limits: Limits | None = None,
+        limiter: limits.Limiter | None = None,
+        faults: FaultBook | None = None,
+        link: peers.Link | None = None,
         metrics: SimulatorMetrics | None = None,
     ):
         self.config = config
+        self.link = link if link is not None else peers.Link()  # other workers' metrics are scraped through it
         self.metrics = metrics or SimulatorMetrics()
-        self.metrics.registry.register(EarlyRetries(limits))
+        self.metrics.registry.register(EarlyRetries(limiter))
         self.metrics.registry.register(StreamsPlayed(streams))
-        self.metrics.registry.register(FaultsInjected(config))
+        self.metrics.registry.register(FaultsInjected(faults))
         streams.observers.append(self.stream_played)
         self._lag: asyncio.Task | None = None  # the loop-lag watch, from running()
 
@@ -262,7 +262,7 @@ class Metrics:
     async def _every_worker(self, flow: http.HTTPFlow) -> None:
         """One scrape for all workers: each sample labelled with its worker."""
         texts = {self.config.worker or "this": self.metrics.text().decode()}
-        texts.update(await peers.scrape(self.config))
+        texts.update(await peers.scrape(self.link, self.config))
         flow.response = http.Response.make(200, peers.merge_metrics(texts), {"content-type": CONTENT_TYPE_LATEST})
 
     def response(self, flow: http.HTTPFlow) -> None:

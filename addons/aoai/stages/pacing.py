@@ -15,7 +15,7 @@ import time
 from mitmproxy import http
 
 from ..runtime import latency
-from ..runtime.state import context_of
+from ..runtime.state import Hold, RequestContext, context_of
 
 
 class Pacing:
@@ -25,12 +25,13 @@ class Pacing:
         if held is None or flow.response is None:
             return None
         context.hold = None
-        return self._hold(flow, held)
+        return self._hold(context, held)
 
     @staticmethod
-    async def _hold(flow: http.HTTPFlow, held: latency.Hold) -> None:
+    async def _hold(context: RequestContext, held: Hold) -> None:
+        flow = context.flow
         if held.gate is None:
-            wait = held.seconds - latency.since_arrival(flow)
+            wait = held.seconds - latency.since_arrival(context)
             if wait > 0:
                 await asyncio.sleep(wait)
         else:

@@ -25,6 +25,7 @@ from ..openai import catalogue
 from ..runtime import config as cfg
 from ..runtime import limits
 from ..runtime.config import ConfigError, Deployment, SimulatorConfig
+from ..runtime.fault_book import FaultBook
 from ..runtime.labels import capped
 from ..runtime.options import Option, check, declare, names, text_number
 from ..runtime.routes import DEPLOYMENT_QUOTA, DI_ANALYZE_QUOTA, DI_POLL_QUOTA
@@ -158,11 +159,18 @@ def apply(options: Any, config: SimulatorConfig, updated: set[str]) -> None:
 
 
 class Limits:
-    def __init__(self, config: SimulatorConfig, limiter: limits.Limiter | None = None, startup: Startup | None = None):
+    def __init__(
+        self,
+        config: SimulatorConfig,
+        limiter: limits.Limiter | None = None,
+        startup: Startup | None = None,
+        faults: FaultBook | None = None,
+    ):
         self.config = config
         self.env_error: str | None = None
         self.startup = startup or Startup()
         self.limiter = limiter or limits.Limiter()
+        self.faults = faults if faults is not None else FaultBook()  # quota cuts in force
         self.redis_url = ""
         self._redis_failed_at = -1e9  # when a Redis failure was last logged
 
@@ -257,8 +265,8 @@ class Limits:
         config = self.config
         tokens = deployment.tokens_per_minute
         rpm: float | None = deployment.requests_per_minute
-        if config.mode != "record" and (deployment.faults is not None or config.faults.default is not None):
-            tokens = config.faults.tokens_per_minute(deployment, config.seed)
+        if config.mode != "record" and (deployment.faults is not None or config.default_faults is not None):
+            tokens = self.faults.tokens_per_minute(deployment, config.default_faults, config.seed)
             if tokens != deployment.tokens_per_minute and rpm is None:
                 # The request quota stays what the normal token quota gives.
                 rpm = deployment.tokens_per_minute * limits.REQUESTS_PER_1000_TPM / 1000

@@ -337,7 +337,8 @@ class Record:
         }
         plan = StreamPlan(headers=headers, frames=[], status=answer.status_code)
         plan.source = Relayed(answer, endpoint, timeout_s, lambda relayed: self._stream_ended(context, plan, relayed))
-        self.streams.route(context.flow, plan)
+        self.streams.route(plan)
+        context.stream = plan
         _save_unless_recorded(context)
 
     def _stream_ended(self, context: RequestContext, plan: StreamPlan, relayed: Relayed) -> None:

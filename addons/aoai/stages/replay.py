@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 import socket
 import tempfile
@@ -24,7 +25,7 @@ from ..runtime.options import Option, check, declare, names
 from ..runtime.recording import BrokenRecording, Interaction, KeyRules, RecordingStore, Ref, request_key, sse_bytes
 from ..runtime.routes import MANAGEMENT
 from ..runtime.startup import Startup
-from ..runtime.state import RequestContext, context_of
+from ..runtime.state import RequestContext, context_for, context_of
 from ..runtime.streams import StreamPlan, StreamServer, carries_tokens
 
 logger = logging.getLogger(__name__)
@@ -84,13 +85,19 @@ def replay_headers(interaction: Interaction, flow: http.HTTPFlow) -> dict[str, s
 
 
 def stream_plan(
-    interaction: Interaction, headers: dict[str, str], timing: str, context: RequestContext | None
+    interaction: Interaction,
+    headers: dict[str, str],
+    timing: str,
+    context: RequestContext | None,
+    rng: random.Random | None = None,
 ) -> StreamPlan:
     events = interaction.events or []
     if timing == "model" and context is not None and context.deployment is not None:
         content = [i for i, e in enumerate(events) if carries_tokens(e.data)]
         offsets = latency.token_offsets(
-            latency.profile(context.deployment, context.operation, context.config), max(1, len(content))
+            latency.profile(context.deployment, context.operation, context.config),
+            max(1, len(content)),
+            rng or random.Random(),
         )
         due, step = [], 0
         for i, _ in enumerate(events):
@@ -207,12 +214,18 @@ _RECORDING_OPTIONS = {
 
 class Replay:
     def __init__(
-        self, config: SimulatorConfig, store: RecordingStore, streams: StreamServer, startup: Startup | None = None
+        self,
+        config: SimulatorConfig,
+        store: RecordingStore,
+        streams: StreamServer,
+        startup: Startup | None = None,
+        rng: random.Random | None = None,
     ):
         self.config = config
         self.store = store
         self.streams = streams
         self.startup = startup or Startup()
+        self.rng = rng or random.Random()  # latency draws when replay_timing is "model"
         self.loaded: tuple | None = None
         self.env_error: str | None = None
 
@@ -302,11 +315,12 @@ class Replay:
     def _answer(self, flow: http.HTTPFlow, interaction: Interaction) -> None:
         timing = self.config.recording.replay_timing if self.config.latency_enabled else "none"
         headers = replay_headers(interaction, flow)
-        context = context_of(flow)
+        context = context_for(flow, self.config)
         if interaction.events is not None and timing != "none":
-            plan = stream_plan(interaction, headers, timing, context)
-            plan.arrived_ago = latency.since_arrival(flow)
-            self.streams.route(flow, plan)
+            plan = stream_plan(interaction, headers, timing, context, self.rng)
+            plan.arrived_ago = latency.since_arrival(context)
+            self.streams.route(plan)
+            context.stream = plan
             return
         if interaction.events is not None:
             body = b"".join(sse_bytes(e.data) for e in interaction.events)
@@ -322,15 +336,19 @@ class Replay:
             and context.route.model_kind in MEDIA_KINDS
         ):
             wait = latency.media_seconds(
-                context.deployment, context.operation, context.config, getattr(context.checked, "duration", 0.0)
+                context.deployment,
+                context.operation,
+                context.config,
+                getattr(context.checked, "duration", 0.0),
+                self.rng,
             )
         elif timing == "model" and context is not None and context.deployment is not None:
             steps = int(context.completion_tokens or _completion_tokens(interaction) or 1)
             wait = latency.generation_seconds(
-                latency.profile(context.deployment, context.operation, context.config), steps
+                latency.profile(context.deployment, context.operation, context.config), steps, self.rng
             )
         if wait > 0:
-            latency.hold(flow, wait)  # the Pacing stage sends it when due
+            latency.hold(context, wait)  # the Pacing stage sends it when due
         flow.response = http.Response.make(interaction.status, body, headers)
 
 

@@ -14,11 +14,14 @@ from mitmproxy import http
 from ..runtime import redaction
 from ..runtime.config import SimulatorConfig
 from ..runtime.routes import TABLE, RouteTable
+from ..runtime.services import Services
 from ..runtime.state import METADATA_KEY, RequestContext
 
 
-def resolve(flow: http.HTTPFlow, config: SimulatorConfig, table: RouteTable = TABLE) -> RequestContext:
-    context = RequestContext(flow, config)
+def resolve(
+    flow: http.HTTPFlow, config: SimulatorConfig, table: RouteTable = TABLE, services: Services | None = None
+) -> RequestContext:
+    context = RequestContext(flow, config, services=services)
     found = table.resolve(flow.request.method, flow.request.path)
     if found is not None:
         context.route, context.params, context.allowed_methods = found.route, found.params, found.allowed
@@ -27,14 +30,15 @@ def resolve(flow: http.HTTPFlow, config: SimulatorConfig, table: RouteTable = TA
 
 
 class Routing:
-    def __init__(self, config: SimulatorConfig, table: RouteTable = TABLE):
+    def __init__(self, config: SimulatorConfig, services: Services | None = None, table: RouteTable = TABLE):
         self.config = config
+        self.services = services  # every request's context carries them, for the generators
         self.table = table
 
     def request(self, flow: http.HTTPFlow) -> None:
         # Keys in the query leave the request first: nothing after this stage (logs,
         # recordings, mitmproxy's own flow lines) sees them.
         secrets = redaction.take_query_secrets(flow.request)
-        context = resolve(flow, self.config, self.table)
+        context = resolve(flow, self.config, self.table, self.services)
         if secrets:
             context.query_secrets = secrets

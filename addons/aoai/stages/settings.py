@@ -147,7 +147,7 @@ def apply(options: Any, config: SimulatorConfig, updated: set[str]) -> TlsCertif
     certificate = None
     if updated & TLS_OPTIONS:
         certificate = tls_certificate(options.simulator_tls_cert, options.simulator_tls_key)
-    deployments, default_faults = config.deployments, config.faults.default
+    deployments, default_faults = config.deployments, config.default_faults
     if "openai_deployment_config_path" in updated:
         path = (options.openai_deployment_config_path or "").strip()
         deployments, default_faults = cfg.load_deployments(path) if path else (cfg.default_deployments(), None)
@@ -156,7 +156,7 @@ def apply(options: Any, config: SimulatorConfig, updated: set[str]) -> TlsCertif
     config.mode = options.simulator_mode
     config.seed = options.simulator_seed
     config.deployments = deployments
-    config.faults.default = default_faults
+    config.default_faults = default_faults
     config.allow_undefined_deployments = options.allow_undefined_openai_deployments
     config.peers = peers
     config.worker = options.simulator_worker.strip()

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from mitmproxy import connection, http
 
 from ..runtime import internals
-from ..runtime.state import context_of
+from ..runtime.state import RequestContext, context_of
 from ..runtime.streams import StreamPlan, StreamServer
 
 
@@ -63,23 +63,25 @@ class Streaming:
         self._unsilence(client.id)
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
-        plan = None if flow.response else self.server.planned(flow)
+        context = context_of(flow)
+        if flow.response or context is None:
+            return None
+        plan = self.server.planned(context.stream)
         if plan is None:
             return None
         io = None if self.hooks_see_streams() else client_connection(flow)
         if io is None:
-            self.server.to_loopback(flow)
+            self.server.to_loopback(flow.request, plan)
             return None
-        return self._play_to_client(flow, plan, io)
+        return self._play_to_client(context, plan, io)
 
-    async def _play_to_client(self, flow: http.HTTPFlow, plan: StreamPlan, io) -> None:
-        writer = io.writer
-        context = context_of(flow)
+    async def _play_to_client(self, context: RequestContext, plan: StreamPlan, io) -> None:
+        writer, flow = io.writer, context.flow
         plan.headers.update(context.quota_headers or {})
         context.quota_headers = None
         started = context.played_at = time.time()
         try:
-            await self.server.play_to(flow, writer)
+            await self.server.play_to(plan, writer)
         finally:
             flow.response = plan.response(started)
             io.writer = internals.Silenced(writer)
@@ -107,4 +109,6 @@ class Streaming:
             flow.response.stream = True  # from the loopback server: pass chunks on as they come
 
     def error(self, flow: http.HTTPFlow) -> None:
-        self.server.forget(flow)
+        context = context_of(flow)
+        if context is not None:
+            self.server.forget(context.stream)

@@ -1,0 +1,28 @@
+"""Chat completions: made-up answers, and the helper for extensions that choose their own words."""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+from ..openai import chat
+from ..runtime.state import RequestContext
+from ..runtime.streams import StreamPlan
+from .common import chat_settings, prompt_cache_hits, rng_for, text_answer
+
+
+def openai_chat(context: RequestContext) -> http.Response | StreamPlan | None:
+    if context.route is None or context.route.operation != "chat":
+        return None
+    body = context.body
+    answer = chat.generate(
+        body, context.deployment.model, context.prompt_tokens, rng_for(context), chat_settings(context.config)
+    )
+    answer.cached_tokens = prompt_cache_hits(context, body["messages"], body.get("tools"))
+    return text_answer(context, answer)
+
+
+def chat_response(context: RequestContext, content: str) -> http.Response | StreamPlan:
+    """A chat answer with the given text, shaped, counted, streamed and timed like a generated
+    one: for generators in extensions that choose their own words."""
+    answer = chat.fixed(content, context.body, context.deployment.model, context.prompt_tokens, rng_for(context))
+    return text_answer(context, answer)

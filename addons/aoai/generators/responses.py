@@ -1,0 +1,151 @@
+"""The Responses API: create (stored unless `store` is false), retrieve, delete and list the
+input of a stored response; with workers, a response another worker stored is asked of it."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from mitmproxy import http
+
+from .. import wire
+from ..openai import responses
+from ..runtime import peers
+from ..runtime.state import RequestContext
+from ..runtime.stored import StoredResponse
+from ..runtime.streams import StreamPlan, event_frame
+from .common import chat_settings, hold_answer, paced_stream, prompt_cache_hits, rng_for, services_of
+
+
+def openai_responses(context: RequestContext) -> http.Response | StreamPlan | None:
+    """The Responses API: create, and retrieve, delete and list the input of a stored response."""
+    route = context.route
+    if route is None or not route.operation.startswith("responses"):
+        return None
+    if route.operation == "responses":
+        body, model = context.body, context.deployment.model
+        rng = rng_for(context)
+        messages = responses.prompt_messages(body, context.history)
+        cached = prompt_cache_hits(context, messages, responses.chat_tools(body) or None)
+        answer = responses.generate(
+            body,
+            model,
+            context.prompt_tokens,
+            context.history,
+            rng,
+            chat_settings(context.config),
+            cached,
+            context.answer_filter,
+        )
+        return responses_answer(context, answer, rng)
+    return _stored_response(context, context.params["response_id"])
+
+
+def responses_answer(
+    context: RequestContext, answer: responses.ResponseAnswer, rng: random.Random | None = None
+) -> http.Response | StreamPlan:
+    """The response for a Responses answer: stored (unless `store` is false), then JSON or a
+    stream of events, timed like chat."""
+    body = context.body
+    context.completion_tokens = answer.completion_tokens
+    context.filtered += [("completion", c) for c in answer.filtered]
+    if body.get("store", True):
+        items = responses.input_items(body, rng or rng_for(context))
+        finished = answer.body()
+        services_of(context).responses.put(
+            StoredResponse(
+                finished,
+                items,
+                responses.conversation(context.history, items, finished),
+                stored_size(context, answer.completion_tokens, items),
+            )
+        )
+    if body.get("stream"):
+        return paced_stream(context, answer.stream_timeline(), event_frame, answer.reasoning_tokens, done=False)
+    hold_answer(context, answer.steps, answer.reasoning_tokens)
+    return wire.json_response(200, answer.body(), context.request, context.config.region)
+
+
+# What a stored response holds beyond its request's body and its answer's text, and what a
+# token of that text takes in it (about 4 characters of text, more for tool arguments in JSON).
+STORED_OVERHEAD_BYTES = 1024
+
+
+STORED_BYTES_PER_TOKEN = 6
+
+
+# What each input item and content part takes as Python objects beyond its text: ~320 bytes
+# measured (its dictionaries, id and list). 20,000 one-word messages, 0.7 MB of JSON, held
+# 12 MB: counted by the body alone, a store of 64 MiB could have held a gigabyte of them.
+STORED_BYTES_PER_ITEM = 400
+
+
+def stored_size(context: RequestContext, completion_tokens: int, items: Sequence[dict] = ()) -> int:
+    """The bytes a stored response holds, measured without serializing anything: the request's
+    body (its input items, and the settings the response echoes) and the objects its `items`
+    became, the answer's text (by its tokens), and the earlier turns it carries on (the size of
+    the response it continues)."""
+    request = context.request
+    encoded = "content-encoding" in request.headers  # the decoded body is what is kept
+    size = len((request.content if encoded else request.raw_content) or b"")
+    size += STORED_OVERHEAD_BYTES + completion_tokens * STORED_BYTES_PER_TOKEN
+    parts = sum(len(item["content"]) for item in items if isinstance(item.get("content"), list))
+    size += (len(items) + parts) * STORED_BYTES_PER_ITEM
+    history = context.history
+    if history:
+        previous = services_of(context).responses.get(context.body.get("previous_response_id") or "")
+        if previous is not None and len(previous.conversation) == len(history):
+            size += previous.size  # all of the conversation it continues
+        else:
+            # Only the newest turns (truncation "auto"), or the response has gone since the
+            # request was checked: measured.
+            size += len(wire.dumps(history)) + len(history) * STORED_BYTES_PER_ITEM
+    return size
+
+
+def _stored_response(context: RequestContext, response_id: str) -> http.Response:
+    """GET or DELETE /responses/{id}, or GET its input_items; Azure's 404 for an unknown id."""
+    request, region, store = context.request, context.config.region, services_of(context).responses
+    stored = store.get(response_id)
+    if stored is None and context.config.peers and not peers.from_peer(request.headers, context.config.peer_secret):
+        return _stored_at_a_peer(context, response_id)  # with workers, another may hold it
+    if stored is None:
+        return wire.openai_error(404, f"Response with id '{response_id}' not found.", request=request)
+    operation = context.route.operation
+    if operation == "responses_delete":
+        store.delete(response_id)
+        return wire.json_response(
+            200, {"id": response_id, "object": "response.deleted", "deleted": True}, request, region
+        )
+    if operation == "responses_retrieve":
+        return wire.json_response(200, stored.body, request, region)
+    query = request.query
+    try:
+        page = responses.item_page(
+            stored.input_items,
+            query.get("order") or "desc",
+            query.get("limit"),
+            query.get("after"),
+            query.get("before"),
+        )
+    except responses.Invalid as e:
+        return wire.openai_error(400, e.message, param=e.param, code=e.code, request=request)
+    return wire.json_response(200, page, request, region)
+
+
+async def _stored_at_a_peer(context: RequestContext, response_id: str) -> http.Response:
+    request = context.request
+    found = await peers.relay(services_of(context).peers, context.config, request.method, request.path)
+    if found is None:
+        return wire.openai_error(404, f"Response with id '{response_id}' not found.", request=request)
+    return wire.plain_response(
+        found.status_code, found.content, wire.azure_headers(request, context.config.region, "application/json")
+    )
+
+
+def response_with_text(context: RequestContext, content: str) -> http.Response | StreamPlan:
+    """A Responses answer with the given text, stored, streamed and timed like a generated one."""
+    answer = responses.fixed(
+        content, context.body, context.deployment.model, context.prompt_tokens, rng_for(context), context.answer_filter
+    )
+    return responses_answer(context, answer)
