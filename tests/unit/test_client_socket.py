@@ -52,6 +52,15 @@ def test_bytes_after_mitmproxys_stamp_do_not_move_the_arrival_later():
         assert client_socket.kernel_received_at(server, stamped=stamped) == stamped
 
 
+def test_without_tcp_info_the_kernel_time_is_unknown(monkeypatch):
+    # Not Linux: no TCP_INFO to ask for, so no answer (rather than a TypeError from getsockopt).
+    monkeypatch.setattr(client_socket, "_TCP_INFO", None)
+    client, server = tcp_pair()
+    with client, server:
+        client.sendall(b"x")
+        assert client_socket.kernel_received_at(server, stamped=time.time()) is None
+
+
 def test_outside_a_running_proxy_the_arrival_is_mitmproxys_stamp():
     flow = tflow.tflow()
     flow.request.timestamp_start = time.time() - 0.5

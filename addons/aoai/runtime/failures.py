@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 FLOW_HOOKS = ("requestheaders", "request", "responseheaders", "response")
 
 
-def describe(function) -> str:
+def describe(function: object) -> str:
     """A function's name, with the extension file it comes from."""
     name = getattr(function, "__qualname__", repr(function))
     module = sys.modules.get(getattr(function, "__module__", ""))
@@ -58,7 +58,7 @@ def internal_error(flow: http.HTTPFlow, where: str, error: BaseException) -> htt
     return response
 
 
-def guard(addon, where: str | None = None) -> None:
+def guard(addon: object, where: str | None = None) -> None:
     """Wrap the addon's flow hooks (and its child addons') in place."""
     for child in getattr(addon, "addons", None) or ():
         guard(child, where)
@@ -69,9 +69,9 @@ def guard(addon, where: str | None = None) -> None:
             setattr(addon, name, _guarded(hook, f"{label} ({name} hook)"))
 
 
-def _guarded(hook: Callable, where: str) -> Callable:
+def _guarded(hook: Callable[[http.HTTPFlow], object], where: str) -> Callable[[http.HTTPFlow], object]:
     @functools.wraps(hook)
-    def call(flow: http.HTTPFlow):
+    def call(flow: http.HTTPFlow) -> object:
         try:
             result = hook(flow)
         except Exception as e:
@@ -85,7 +85,7 @@ def _guarded(hook: Callable, where: str) -> Callable:
     return call
 
 
-async def _awaited(pending: Awaitable, flow: http.HTTPFlow, where: str) -> None:
+async def _awaited(pending: Awaitable[object], flow: http.HTTPFlow, where: str) -> None:
     try:
         await pending
     except Exception as e:

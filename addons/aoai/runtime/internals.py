@@ -34,27 +34,32 @@ import os
 import socket
 import struct
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from types import ModuleType
+from typing import Any, Protocol, Self, cast
 
 import h11
-from mitmproxy import ctx, http
+from mitmproxy import connection, ctx, flow, http
+from mitmproxy.addons.proxyserver import Proxyserver
+from mitmproxy.addons.view import View
 from mitmproxy.net.http.http1 import assemble_response
 from mitmproxy.proxy import events as proxy_events
-from mitmproxy.proxy.layers.http import HttpLayer
+from mitmproxy.proxy.layers.http import HttpLayer, HttpStream
 from mitmproxy.proxy.layers.http._http1 import Http1Connection, Http1Server
+from mitmproxy.proxy.server import ConnectionHandler, ConnectionIO
 from mitmproxy.proxy.utils import ReceiveBuffer
 
 from . import intake
 
 logger = logging.getLogger(__name__)
 
-_TCP_INFO = getattr(socket, "TCP_INFO", None) if hasattr(socket, "IPPROTO_TCP") else None
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None) if hasattr(socket, "IPPROTO_TCP") else None
 _LAST_DATA_RECV = 52  # offset of tcpi_last_data_recv (ms, u32) in Linux's struct tcp_info
 _TCP_INFO_SIZE = 104
 _PLAUSIBLE_S = 5.0  # a kernel time further before mitmproxy's stamp than this is not trusted
 
 
-def client_io(flow: http.HTTPFlow):
+def client_io(flow: http.HTTPFlow) -> ConnectionIO | None:
     """mitmproxy's record of the client's connection (its reader and writer), or None outside
     a running proxy or for connections that are not plain TCP sockets."""
     found = _handler_and_io(flow.client_conn)
@@ -62,12 +67,13 @@ def client_io(flow: http.HTTPFlow):
     return io if isinstance(getattr(io, "writer", None), asyncio.StreamWriter) else None
 
 
-def _handler_and_io(client):
+def _handler_and_io(client: connection.Client) -> tuple[ConnectionHandler, ConnectionIO] | None:
     """mitmproxy's handler of a plain TCP client connection and its reader and writer, or None."""
     if client.transport_protocol != "tcp":
         return None
     try:
-        handler = ctx.master.addons.get("proxyserver").connections[client.id]
+        proxyserver: Proxyserver = ctx.master.addons.get("proxyserver")
+        handler = proxyserver.connections[client.id]
         return handler, handler.transports[handler.client]
     except (AttributeError, KeyError):
         return None
@@ -79,16 +85,19 @@ def received_at(flow: http.HTTPFlow) -> float | None:
     if _TCP_INFO is None:
         return None
     io = client_io(flow)
-    sock = io.writer.get_extra_info("socket") if io is not None else None
+    writer = io.writer if io is not None else None
+    sock = writer.get_extra_info("socket") if isinstance(writer, asyncio.StreamWriter) else None
     if sock is None:
         return None
     return kernel_received_at(sock, flow.request.timestamp_start)
 
 
-def kernel_received_at(sock, stamped: float | None) -> float | None:
+def kernel_received_at(sock: socket.socket, stamped: float | None) -> float | None:
+    if _TCP_INFO is None:  # not Linux: the kernel does not say
+        return None
     try:
         info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _TCP_INFO_SIZE)
-        ago_ms = struct.unpack_from("=I", info, _LAST_DATA_RECV)[0]
+        ago_ms: int = struct.unpack_from("=I", info, _LAST_DATA_RECV)[0]
     except (OSError, struct.error):
         return None
     at = time.time() - ago_ms / 1000
@@ -114,11 +123,11 @@ class Silenced:
     def write(self, data: bytes) -> None:
         pass
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:  # the rest is the StreamWriter's, whatever its type
         return getattr(self.writer, name)
 
 
-def stored_flows(view) -> list:
+def stored_flows(view: View) -> list[flow.Flow]:
     """mitmweb's flows in arrival order (the view itself may be sorted otherwise)."""
     return list(view._store.values())
 
@@ -185,16 +194,18 @@ class ClientGuard:
         "tls_first",
     )
 
-    def __init__(self, handler, io, limits: GuardLimits):
-        self.reader: asyncio.StreamReader = io.reader
+    def __init__(self, handler: ConnectionHandler, io: ConnectionIO, limits: GuardLimits) -> None:
+        # guard_client guards a connection only while its reader is asyncio's.
+        self.reader = cast(asyncio.StreamReader, io.reader)
         self.handler, self.io, self.client, self.limits = handler, io, handler.client, limits
-        # mitmproxy's parser of this client's requests and its HTTP layer, once they exist (typed
-        # loosely: the attributes read are mitmproxy's internals, checked by `missing()`).
+        # mitmproxy's parser of this client's requests and its HTTP layer, once they exist (the
+        # parser is typed loosely: its classes are private to mitmproxy, and the attributes read
+        # are checked by `missing()`).
         self.conn: Any = None
-        self.http_layer: Any = None
+        self.http_layer: HttpLayer | None = None
         self.h1 = False
         self.plain = False  # HTTP/1 without TLS: answers can be written straight onto the socket
-        self.seen = None  # the parser state last seen (mitmproxy assigns a new bound method per change)
+        self.seen: object = None  # the parser state last seen (mitmproxy assigns a new bound method per change)
         self.phase = HANDSHAKE
         self.deadline: float | None = None  # time.monotonic() by which the phase must be over
         self.ending = False  # an answer was set before the body ended; it leaves, then the connection closes
@@ -255,7 +266,7 @@ class ClientGuard:
                 return await self._discard()
         return data
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:  # the rest is the StreamReader's, whatever its type
         return getattr(self.reader, name)
 
     # -- what the intake stage calls -----------------------------------------------------
@@ -306,7 +317,7 @@ class ClientGuard:
         else:
             self.deadline = None
 
-    def end_body(self, flow: http.HTTPFlow, response: http.Response, in_hook: bool = False):
+    def end_body(self, flow: http.HTTPFlow, response: http.Response, in_hook: bool = False) -> Awaitable[None] | None:
         """Answer `flow` before its body has arrived, without reading the rest of it. HTTP/1: the
         request ends at the parser, the answer says connection: close, and what the client
         still sends is dropped. HTTP/2: the rest of the stream's body is dropped as it comes and
@@ -334,7 +345,7 @@ class ClientGuard:
         self._end_at_parser()
         return None
 
-    def cap_body(self, flow: http.HTTPFlow, limit: int, over) -> None:
+    def cap_body(self, flow: http.HTTPFlow, limit: int, over: Callable[[int], object]) -> None:
         """Keep at most `limit` bytes of the flow's body (one whose length the head does not
         say); past it, `over(bytes_read)` is called once and the rest is dropped."""
         stream = self._stream_of(flow)
@@ -358,9 +369,9 @@ class ClientGuard:
 
     def linger_on_close(self) -> None:
         """The answer to a request ended early has left: the close waits for the client."""
-        writer = self.io.writer
+        writer = self._writer()
         if not isinstance(writer, Lingering):
-            self.io.writer = Lingering(writer, self)
+            self._set_writer(Lingering(writer, self))
 
     def answer_and_close(self, response: http.Response) -> None:
         """Write `response` straight onto the socket (plain HTTP/1 only; else just close) and
@@ -373,21 +384,22 @@ class ClientGuard:
         if self.h1:
             self.conn.buf.maybe_extract_at_most(len(self.conn.buf))  # nothing of it is kept (or logged)
         response.headers["connection"] = "close"
-        transport = self.io.writer.transport
+        transport = self._writer().transport
         if not transport.is_closing():
             transport.write(assemble_response(response))
             if transport.can_write_eof():
                 transport.write_eof()
-        writer = self.io.writer
-        self.io.writer = writer if isinstance(writer, Lingering) else Lingering(writer, self)
-        self.io.writer.silent = True
+        writer = self._writer()
+        lingering = writer if isinstance(writer, Lingering) else Lingering(writer, self)
+        self._set_writer(lingering)
+        lingering.silent = True
         self.deadline = None
         self.discarding = True
 
     def abort(self) -> None:
         self.deadline = None
         self.discarding = False
-        transport = self.io.writer.transport
+        transport = self._writer().transport
         if not transport.is_closing():
             transport.abort()
 
@@ -395,7 +407,7 @@ class ClientGuard:
         """HTTP/1: the flow of the request being read."""
         if self.conn is None:
             self._find()
-        stream = self.http_layer.streams.get(self.conn.stream_id) if self.h1 else None
+        stream = self.http_layer.streams.get(self.conn.stream_id) if self.h1 and self.http_layer is not None else None
         return getattr(stream, "flow", None)
 
     # -- inside -----------------------------------------------------------------------------
@@ -406,12 +418,21 @@ class ClientGuard:
         bound = self.limits.max_head + 1
         return max(bound, 64 * 1024) if self.tls_first else bound
 
-    async def _until_found(self):
-        while (conn := self._find()) is None and not self.io.writer.transport.is_closing():  # noqa: ASYNC110 (no event tells when it is found)
+    def _writer(self) -> asyncio.StreamWriter:
+        # asyncio's, or a stand-in for it (Lingering, Silenced) that passes on what it does not
+        # change: guard_client guards a connection only while its writer is asyncio's.
+        return cast(asyncio.StreamWriter, self.io.writer)
+
+    def _set_writer(self, writer: Lingering) -> None:
+        # mitmproxy's ConnectionIO admits only its own writers; a Lingering stands in for one.
+        self.io.writer = cast(asyncio.StreamWriter, writer)
+
+    async def _until_found(self) -> Any:  # mitmproxy's parser of the client's requests (private: see `conn`)
+        while (conn := self._find()) is None and not self._writer().transport.is_closing():  # noqa: ASYNC110 (no event tells when it is found)
             await asyncio.sleep(0.005)
         return conn
 
-    def _find(self):
+    def _find(self) -> Any:  # mitmproxy's parser of the client's requests (private: see `conn`), or None
         for layer in reversed(self.handler.layer.context.layers):
             if isinstance(layer, HttpLayer):
                 conn = layer.connections.get(self.client)
@@ -426,7 +447,7 @@ class ClientGuard:
                 return conn
         return None
 
-    def _entered(self, state) -> None:
+    def _entered(self, state: object) -> None:
         """The parser moved to another state: the deadline that goes with it."""
         self.seen = state
         phase = _H1_PHASES.get(getattr(state, "__func__", None), OTHER)
@@ -455,7 +476,7 @@ class ClientGuard:
 
     async def _until_answered(self) -> None:
         conn, state = self.conn, self.conn.state
-        while conn.state is state and not self.io.writer.transport.is_closing():  # noqa: ASYNC110 (no event tells when the state moves)
+        while conn.state is state and not self._writer().transport.is_closing():  # noqa: ASYNC110 (no event tells when the state moves)
             await asyncio.sleep(0.02)
 
     async def _discard(self) -> bytes:
@@ -480,7 +501,7 @@ class ClientGuard:
             now = time.monotonic()
         return b""
 
-    async def _linger(self, writer) -> None:
+    async def _linger(self, writer: asyncio.StreamWriter) -> None:
         """The socket closes once the client has stopped sending, or the linger time is over."""
         try:
             now = time.monotonic()
@@ -498,7 +519,7 @@ class ClientGuard:
         finally:
             writer.close()
 
-    def _stream_of(self, flow: http.HTTPFlow):
+    def _stream_of(self, flow: http.HTTPFlow) -> HttpStream | None:
         if self.conn is None:
             self._find()
         if self.http_layer is None:
@@ -509,13 +530,21 @@ class ClientGuard:
         return None
 
 
+class _ParserBuffer(Protocol):
+    """What is used of the HTTP/1 parser's buffer (h11's, whose class h11 keeps private)."""
+
+    def __len__(self) -> int: ...
+
+    def maybe_extract_at_most(self, count: int) -> bytearray | None: ...
+
+
 class _BodyEnded:
     """An HTTP/1 body reader that ends the body at once, dropping what the parser holds of it."""
 
     def __init__(self, guard: ClientGuard):
         self.guard = guard
 
-    def __call__(self, buf) -> h11.EndOfMessage:
+    def __call__(self, buf: _ParserBuffer) -> h11.EndOfMessage:
         buf.maybe_extract_at_most(len(buf))
         self.guard.discarding = True
         return h11.EndOfMessage()
@@ -528,28 +557,29 @@ class CappedBody(ReceiveBuffer):
     """A request body buffer that keeps at most `limit` bytes: past it, what it held is let go,
     `over(bytes_read)` is called once, and the rest is counted and dropped."""
 
-    def __init__(self, limit: int, over=None):
-        super().__init__()
+    def __init__(self, limit: int, over: Callable[[int], object] | None = None) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]  # mitmproxy leaves ReceiveBuffer unannotated
         self.limit, self.over, self.exceeded, self.read = limit, over, limit == 0, 0
 
-    def __iadd__(self, other: bytes):
+    def __iadd__(self, other: bytes) -> Self:
         self.read += len(other)
         if self.exceeded:
             return self
         if self.read > self.limit:
             self.exceeded = True
-            self.clear()
+            self.clear()  # type: ignore[no-untyped-call]  # (as above)
             if self.over is not None:
                 self.over(self.read)
             return self
-        return super().__iadd__(other)
+        super().__iadd__(other)
+        return self
 
 
 class Lingering:
     """A client connection's writer whose close waits until the client stops sending (see
     LINGER_SECONDS); `silent`: what mitmproxy writes is dropped (the answer is on the wire)."""
 
-    def __init__(self, writer, guard: ClientGuard, silent: bool = False):
+    def __init__(self, writer: asyncio.StreamWriter, guard: ClientGuard, silent: bool = False) -> None:
         self.writer, self.guard, self.silent = writer, guard, silent
 
     def write(self, data: bytes) -> None:
@@ -568,7 +598,7 @@ class Lingering:
             return
         _keep(asyncio.ensure_future(self.guard._linger(self.writer)))
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:  # the rest is the StreamWriter's, whatever its type
         return getattr(self.writer, name)
 
 
@@ -577,12 +607,12 @@ def _keep(task: asyncio.Future[Any]) -> None:
     task.add_done_callback(_LINGERING.discard)
 
 
-def _peer(client) -> str:
+def _peer(client: connection.Client) -> str:
     peer = client.peername
     return f"{peer[0]}:{peer[1]}" if peer else "a client"
 
 
-def guard_client(client, limits: GuardLimits) -> ClientGuard | None:
+def guard_client(client: connection.Client, limits: GuardLimits) -> ClientGuard | None:
     """Read this client's connection through a `ClientGuard` (from the client_connected hook,
     before mitmproxy starts reading it); None where that cannot be done."""
     found = _handler_and_io(client)
@@ -592,7 +622,7 @@ def guard_client(client, limits: GuardLimits) -> ClientGuard | None:
     if not isinstance(io.reader, asyncio.StreamReader):
         return None
     guard = ClientGuard(handler, io, limits)
-    io.reader = guard
+    io.reader = cast(asyncio.StreamReader, guard)  # a stand-in: it reads through asyncio's
     return guard
 
 
@@ -620,7 +650,7 @@ class HideNotALeafWarning(logging.Filter):
         return self.text not in record.getMessage()
 
 
-def _source(thing) -> str:
+def _source(thing: ModuleType | type[object] | Callable[..., object]) -> str:
     try:
         return inspect.getsource(thing)
     except (OSError, TypeError):

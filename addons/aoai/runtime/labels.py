@@ -45,6 +45,6 @@ class DeploymentLabels:
     def __len__(self) -> int:
         return len(self._undefined)
 
-    def usage(self) -> dict:
+    def usage(self) -> dict[str, int]:
         """For /++/limits: the undefined names with labels of their own, and the most there may be."""
         return {"count": len(self._undefined), "maxCount": self.limit, "maxLabelChars": MAX_LABEL_CHARS}

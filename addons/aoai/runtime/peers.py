@@ -22,6 +22,7 @@ import hmac
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,7 +44,7 @@ MISS_SECONDS = 5.0  # how long a relay that found nothing is remembered
 MISS_ENTRIES = 1024
 
 
-def from_peer(headers, secret: str) -> bool:
+def from_peer(headers: Mapping[str, str], secret: str) -> bool:
     """Whether another worker of this launch made the request (it holds the secret)."""
     given = headers.get(PEER_HEADER)
     if given is None or not secret:
@@ -55,7 +56,9 @@ class Misses:
     """Paths no worker held a moment ago, by hash (a client chooses them: only their digests
     are kept, at most `limit`, each for `seconds`)."""
 
-    def __init__(self, seconds: float = MISS_SECONDS, limit: int = MISS_ENTRIES, clock=time.monotonic):
+    def __init__(
+        self, seconds: float = MISS_SECONDS, limit: int = MISS_ENTRIES, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.seconds, self.limit, self.clock = seconds, limit, clock
         self._until: OrderedDict[bytes, float] = OrderedDict()
 
@@ -88,7 +91,7 @@ class Link:
     """One pooled HTTP client for every call to the other workers, made when first needed (on
     the running loop), and the misses remembered."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._client: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.misses = Misses()
@@ -207,7 +210,7 @@ class _Merged:
     def __init__(self, families: list[Metric]):
         self.families = families
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         return iter(self.families)
 
 

@@ -17,11 +17,19 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from ..openai import audio, catalogue, completions, content_filter, images, responses, tokens, validation
 from .bounds import Bounds
+
+if TYPE_CHECKING:
+    from tiktoken import Encoding
+
+    from ..openai.audio import AudioRequest
+    from ..openai.catalogue import Model
+    from ..openai.forms import Form
+    from ..openai.images import ImageRequest
 
 # Which quota a route draws from (ratelimit stage).
 NO_QUOTA = "none"
@@ -65,10 +73,10 @@ class Route:
     # what it returns is kept for the generator (audio and image routes return the checked
     # request), None elsewhere.
     check: Callable[..., Any] | None = None
-    prompt_tokens: Callable[[dict, Any], int] | None = None
+    prompt_tokens: Callable[[dict[str, Any], Encoding], int] | None = None
     # The texts the content filter judges as the prompt(s); None: the route is not filtered.
-    prompt_texts: Callable[[dict], list[str]] | None = None
-    regex: re.Pattern = field(init=False, repr=False)
+    prompt_texts: Callable[[dict[str, Any]], list[str]] | None = None
+    regex: re.Pattern[str] = field(init=False, repr=False)
     choices: frozenset[str] = field(init=False, repr=False)  # parameters spelled in lower case
 
     def __post_init__(self) -> None:
@@ -101,8 +109,9 @@ class Match:
 _PARAM = re.compile(r"\{(\w+)(?::([^}]*))?\}")
 
 
-def _compile(pattern: str) -> re.Pattern:
-    out, pos = [], 0
+def _compile(pattern: str) -> re.Pattern[str]:
+    out: list[str] = []
+    pos = 0
     for m in _PARAM.finditer(pattern):
         out.append(re.escape(pattern[pos : m.start()]))
         choices = m.group(2)
@@ -124,35 +133,35 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:80] or "_"
 
 
-def _chat_prompt(body: dict, enc) -> int:
+def _chat_prompt(body: dict[str, Any], enc: Encoding) -> int:
     return tokens.count_chat_prompt(body["messages"], enc, body.get("tools"))
 
 
-def _completions_prompt(body: dict, enc) -> int:
+def _completions_prompt(body: dict[str, Any], enc: Encoding) -> int:
     return sum(tokens.count(p, enc) if isinstance(p, str) else len(p) for p in completions.prompts_of(body))
 
 
-def _embeddings_prompt(body: dict, enc) -> int:
+def _embeddings_prompt(body: dict[str, Any], enc: Encoding) -> int:
     return tokens.count_embedding_input(body["input"], enc)
 
 
-def _image_prompt(body: dict, enc) -> int:
+def _image_prompt(body: dict[str, Any], enc: Encoding) -> int:
     return tokens.count(body.get("prompt") or "", enc)
 
 
-def _no_prompt(body: Any, enc) -> int:
+def _no_prompt(body: Any, enc: Encoding) -> int:
     return 0  # counted in requests, not tokens
 
 
-def _transcription(form, model, bounds: Bounds):
+def _transcription(form: Form, model: Model, bounds: Bounds) -> AudioRequest:
     return audio.check_audio_request(form, model, audio.TRANSCRIBE, bounds.audio_max_seconds)
 
 
-def _translation(form, model, bounds: Bounds):
+def _translation(form: Form, model: Model, bounds: Bounds) -> AudioRequest:
     return audio.check_audio_request(form, model, audio.TRANSLATE, bounds.audio_max_seconds)
 
 
-def _image_edit(form, model, bounds: Bounds):
+def _image_edit(form: Form, model: Model, bounds: Bounds) -> ImageRequest:
     return images.check_edit(form, model, bounds.image_max_pixels)
 
 
@@ -163,14 +172,14 @@ def _openai(
     azure_operation: str,
     kind: str,
     verb: str,
-    check,
-    prompt,
+    check: Callable[..., Any],
+    prompt: Callable[[dict[str, Any], Encoding], int],
     body: str = JSON_BODY,
     max_body: int = 0,
-    texts=None,
+    texts: Callable[[dict[str, Any]], list[str]] | None = None,
 ) -> list[Route]:
     """An OpenAI operation on its deployment path and on the v1 path (deployment in `model`)."""
-    common = dict(
+    common: dict[str, Any] = dict(
         family=OPENAI,
         generator=generator,
         azure_operation=azure_operation,
@@ -198,7 +207,7 @@ def _openai(
     ]
 
 
-def _responses_prompt(body: dict, enc) -> int:
+def _responses_prompt(body: dict[str, Any], enc: Encoding) -> int:
     return responses.count_input(body, [], enc)
 
 
@@ -405,7 +414,7 @@ class RouteTable:
             self._recent[key] = found
         return found
 
-    def usage(self) -> dict:
+    def usage(self) -> dict[str, int]:
         """For /++/limits: the paths remembered, and the most that may be."""
         return {"count": len(self._recent), "maxCount": self.CACHED, "maxPathChars": self.CACHED_PATH_CHARS}
 

@@ -160,7 +160,7 @@ def _os_reason(error: BaseException) -> str | None:
 class Upstream:
     """One pooled httpx client for every forwarded request, made when first needed."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._client: httpx.AsyncClient | None = None
 
     def client(self) -> httpx.AsyncClient:
