@@ -4,7 +4,7 @@ input of a stored response; with workers, a response another worker stored is as
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from mitmproxy import http
 
@@ -17,7 +17,7 @@ from ..runtime.streams import StreamPlan, event_frame
 from .common import chat_settings, hold_answer, paced_stream, prompt_cache_hits, rng_for, services_of
 
 
-def openai_responses(context: RequestContext) -> http.Response | StreamPlan | None:
+def openai_responses(context: RequestContext) -> http.Response | StreamPlan | Awaitable[http.Response] | None:
     """The Responses API: create, and retrieve, delete and list the input of a stored response."""
     route = context.route
     if route is None or not route.operation.startswith("responses"):
@@ -103,7 +103,7 @@ def stored_size(context: RequestContext, completion_tokens: int, items: Sequence
     return size
 
 
-def _stored_response(context: RequestContext, response_id: str) -> http.Response:
+def _stored_response(context: RequestContext, response_id: str) -> http.Response | Awaitable[http.Response]:
     """GET or DELETE /responses/{id}, or GET its input_items; Azure's 404 for an unknown id."""
     request, region, store = context.request, context.config.region, services_of(context).responses
     stored = store.get(response_id)

@@ -47,7 +47,7 @@ class Latency:
     inter_token_ms: Normal
     request_ms: Normal
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "timeToFirstTokenMs": self.time_to_first_token_ms.to_json(),
             "interTokenMs": self.inter_token_ms.to_json(),
@@ -83,7 +83,7 @@ class Deployment:
         name = self.name
         return name if len(name) <= MAX_LABEL_CHARS else capped(name)  # asked for every request
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model.name}
         if self.tokens_per_minute:
             out["tokensPerMinute"] = self.tokens_per_minute
@@ -270,7 +270,7 @@ def parse_deployment(name: str, spec: Any, where: str) -> Deployment:
     return dep
 
 
-def _parse_sku(dep: Deployment, spec: dict, where: str) -> None:
+def _parse_sku(dep: Deployment, spec: dict[str, Any], where: str) -> None:
     """`sku`, `ptu` and `inputTpmPerPtu`: a provisioned deployment has PTUs instead of TPM/RPM."""
     sku = spec.get("sku", "Standard")
     if sku not in STANDARD_SKUS + PROVISIONED_SKUS:
@@ -383,7 +383,7 @@ class RecordingConfig:
     dir: str = "recordings"
     autosave: bool = True
     # Functions tried in order to forward a request in record mode (extension contract).
-    forwarders: list[Callable] = field(default_factory=list)
+    forwarders: list[Callable[..., Any]] = field(default_factory=list)
     ignore_fields: tuple[str, ...] = ()  # body fields that do not tell requests apart
     match_api_version: bool = False  # whether api-version tells requests apart
     file_suffix: str = ""  # in file names, so replicas sharing a folder write files of their own
@@ -414,7 +414,7 @@ class SimulatorConfig:
     region: str = "eastus"
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     # Generators tried in order in generate mode: f(RequestContext) -> Response | None.
-    generators: list[Callable] = field(default_factory=list)
+    generators: list[Callable[..., Any]] = field(default_factory=list)
     bearer_tokens: set[str] = field(default_factory=set)
     # How bearer JWTs (Entra ID tokens) are judged: SIMULATOR_ENTRA_* settings.
     entra: TokenPolicy = field(default_factory=TokenPolicy)
@@ -446,7 +446,7 @@ class SimulatorConfig:
         """Accept `Authorization: Bearer <token>` as well as the API key (extension contract)."""
         self.bearer_tokens.add(token)
 
-    def replace_generator(self, name: str, generator: Callable) -> None:
+    def replace_generator(self, name: str, generator: Callable[..., Any]) -> None:
         """Put `generator` where the generator called `name` was (e.g. "openai_chat")."""
         for i, existing in enumerate(self.generators):
             if getattr(existing, "__name__", None) == name:

@@ -18,7 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -270,8 +270,8 @@ def key_id(private_key: Any) -> str:
 
 def _public_jwk(private_key: Any) -> dict[str, Any]:
     if isinstance(private_key, rsa.RSAPrivateKey):
-        return json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private_key.public_key()))
-    return json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private_key.public_key()))
+        return cast(dict[str, Any], json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private_key.public_key())))
+    return cast(dict[str, Any], json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private_key.public_key())))
 
 
 def _thumbprint(jwk: dict[str, Any]) -> str:

@@ -70,9 +70,9 @@ class Fault:
     tokens_per_minute: int = 0  # quotaCut: the quota while the cut lasts
     for_s: float = 0.0  # quotaCut: how long a cut lasts
     every_s: float | None = None  # quotaCut: a cut at the start of every period this long
-    spec: dict = field(default_factory=dict, compare=False)  # as declared, for views
+    spec: dict[str, Any] = field(default_factory=dict, compare=False)  # as declared, for views
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return dict(self.spec)
 
 
@@ -84,7 +84,7 @@ class FaultProfile:
     faults: tuple[Fault, ...] = ()
     since: float = field(default_factory=time.monotonic)  # when declared: periodic quota cuts count from it
 
-    def to_json(self) -> list[dict]:
+    def to_json(self) -> list[dict[str, Any]]:
         return [f.to_json() for f in self.faults]
 
 

@@ -14,7 +14,9 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 DEFAULT_TTL = 24 * 3600.0  # Azure keeps generated images for 24 hours
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -30,7 +32,9 @@ class StoredImage:
 
 
 class ImageStore:
-    def __init__(self, ttl: float = DEFAULT_TTL, max_bytes: int = DEFAULT_MAX_BYTES, clock=time.time):
+    def __init__(
+        self, ttl: float = DEFAULT_TTL, max_bytes: int = DEFAULT_MAX_BYTES, clock: Callable[[], float] = time.time
+    ):
         self.ttl, self.max_bytes, self.clock = ttl, max_bytes, clock
         self._images: OrderedDict[str, StoredImage] = OrderedDict()
         self.bytes = 0
@@ -69,7 +73,7 @@ class ImageStore:
     def __len__(self) -> int:
         return len(self._images)
 
-    def usage(self) -> dict:
+    def usage(self) -> dict[str, Any]:
         """For /++/limits: what the store holds and may hold."""
         return {"count": len(self._images), "bytes": self.bytes, "maxBytes": self.max_bytes}
 

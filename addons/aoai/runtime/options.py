@@ -34,7 +34,7 @@ class Option:
     low: float | None = None  # numbers: the smallest accepted
     high: float | None = None  # numbers: the largest accepted
     parse: Callable[[str], Any] | None = None  # the environment's text -> the value, when the type's is not enough
-    check: Callable[[Any], None] | None = None  # more than type, choices and range; raises ConfigError
+    check: Callable[[Any], object] | None = None  # more than type, choices and range; raises ConfigError
 
     @property
     def name(self) -> str:

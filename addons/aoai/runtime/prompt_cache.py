@@ -15,6 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 MIN_TOKENS = 1024
 STEP = 128
@@ -73,7 +74,7 @@ class PromptCache:
     def __len__(self) -> int:
         return len(self._seen)
 
-    def usage(self) -> dict:
+    def usage(self) -> dict[str, Any]:
         """For /++/limits: what the cache holds and may hold."""
         return {"count": len(self._seen), "maxCount": self.capacity, "bytes": self.bytes, "maxBytes": self.max_bytes}
 

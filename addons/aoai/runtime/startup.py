@@ -40,7 +40,7 @@ class Startup:
 
     def refuse(self, message: str) -> None:
         if self.running:
-            raise exceptions.OptionsError(message)
+            raise exceptions.OptionsError(message)  # type: ignore[no-untyped-call]  # mitmproxy's, unannotated
         line = f"Cannot start the simulator: {message}"
         if not self.exit_process:
             logger.error(line)

@@ -51,7 +51,9 @@ class RequestContext:
     checked: Any = None  # what the route's check made of the body (audio and image requests)
     prompt_tokens: int = 0
     cached_tokens: int = 0  # of the prompt tokens, those the prompt cache had seen (prompt caching)
-    history: list[dict] = field(default_factory=list)  # Responses: the earlier turns previous_response_id names
+    history: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # Responses: the earlier turns previous_response_id names
     completion_tokens: int = 0
     estimated_tokens: int = 0  # the up-front estimate charged against the token quota (or PTU bucket)
     quota_checked_at: float | None = None  # the windows' clock when the quota was checked
@@ -70,7 +72,7 @@ class RequestContext:
     stream_cut_after: int | None = None  # token steps after which a stream breaks (fault injection)
     # Content filter: each prompt's results when a rule scored something (None: all safe), how
     # answers are judged (generate mode), and what it blocked, as (prompt|completion, category).
-    prompt_filter: list[dict] | None = None
+    prompt_filter: list[dict[str, Any]] | None = None
     answer_filter: AnswerFilter | None = None
     filtered: list[tuple[str, str]] = field(default_factory=list)
     fault_shapes: tuple[Fault, ...] = ()  # declared faults that change how the answer leaves
@@ -94,7 +96,7 @@ class RequestContext:
             self._values = ExtensionValues(self)
         return self._values
 
-    def __deepcopy__(self, memo) -> dict:
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
         # Flows copy their metadata when saved or duplicated (mitmweb); keep a plain summary.
         return {
             "operation": self.route.operation if self.route else None,
@@ -140,7 +142,7 @@ VALUES: dict[str, tuple[Any, str | None, str]] = {
 }
 
 
-class ExtensionValues(MutableMapping):
+class ExtensionValues(MutableMapping[str, Any]):
     """`context.values`: the documented keys read the typed fields (those with a field are
     writable); other keys hold an extension's own values."""
 

@@ -11,6 +11,7 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -20,9 +21,9 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 @dataclass(frozen=True)
 class StoredResponse:
-    body: dict  # the response object as it was answered
-    input_items: list[dict]  # this request's input, as items with ids
-    conversation: list[dict]  # the earlier turns, this input and this output: what a follow-up continues
+    body: dict[str, Any]  # the response object as it was answered
+    input_items: list[dict[str, Any]]  # this request's input, as items with ids
+    conversation: list[dict[str, Any]]  # the earlier turns, this input and this output: what a follow-up continues
     # What it holds, in bytes, as measured when it was made (stages/generate.py, stored_size): counted
     # against RESPONSES_STORED_MAX_BYTES. It includes the earlier turns it carries, so the
     # budget is never smaller than what the kept responses hold together.
@@ -75,6 +76,6 @@ class ResponseStore:
     def __len__(self) -> int:
         return len(self._items)
 
-    def usage(self) -> dict:
+    def usage(self) -> dict[str, Any]:
         """For /++/limits: what the store holds and may hold."""
         return {"count": len(self._items), "maxCount": self.capacity, "bytes": self.bytes, "maxBytes": self.max_bytes}

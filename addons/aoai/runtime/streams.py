@@ -13,9 +13,9 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 from mitmproxy import http
@@ -109,7 +109,7 @@ class StreamServer:
         self._server: asyncio.Server | None = None
         self.port = 0
         self.active = 0  # streams being played now
-        self.observers: list = []  # called with each plan once played, e.g. by metrics
+        self.observers: list[Callable[[StreamPlan], object]] = []  # called with each plan once played, e.g. by metrics
         self.played = {DIRECT: 0, LOOPBACK: 0}  # streams played each way (a fallback shows here)
 
     async def start(self) -> None:
@@ -160,7 +160,7 @@ class StreamServer:
                 plan_id, length = _parse_head(head)
                 if length:
                     await reader.readexactly(length)
-                plan = self.plans.pop(plan_id, None)
+                plan = self.plans.pop(plan_id, None) if plan_id is not None else None
                 if plan is None:
                     writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
                     await writer.drain()
@@ -215,7 +215,7 @@ class _Player:
     def __init__(self, plan: StreamPlan, writer: asyncio.StreamWriter, start: float, loop: asyncio.AbstractEventLoop):
         self.plan, self.writer, self.start, self.loop = plan, writer, start, loop
         self.next = 0  # index of the next frame to write
-        self.ended: asyncio.Future = loop.create_future()
+        self.ended: asyncio.Future[None] = loop.create_future()
 
     def schedule(self) -> None:
         frames = self.plan.frames
@@ -301,12 +301,12 @@ TOKEN_EVENTS = frozenset(
 )
 
 
-def event_frame(event: dict) -> bytes:
+def event_frame(event: dict[str, Any]) -> bytes:
     """A Responses API event as Azure frames it: an `event:` line naming its type, then its data."""
-    return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+    return b"event: " + str(event["type"]).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
-def carries_tokens(event) -> bool:
+def carries_tokens(event: dict[str, Any]) -> bool:
     """Whether an SSE event (parsed JSON) carries generated text or tool-call arguments: what
     load tools time as tokens."""
     if not isinstance(event, dict):

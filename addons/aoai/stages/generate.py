@@ -187,7 +187,7 @@ class Generate:
             return self._deliver(context, answer)
         return None
 
-    def _walk(self, context: RequestContext, generators: list) -> tuple[int, object]:
+    def _walk(self, context: RequestContext, generators: list) -> tuple[int, Any]:
         """The first generator's answer (or what it returned to await) and its place; (-1, None)."""
         for index, generator in enumerate(generators):
             answer = self._call(generator, context)

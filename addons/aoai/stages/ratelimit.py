@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from ..runtime import limits
 from ..runtime.config import ConfigError, Deployment, SimulatorConfig
 from ..runtime.fault_book import FaultBook
 from ..runtime.labels import capped
+from ..runtime.limits.quota import DEFAULT_DOC_INTELLIGENCE_POLL_RPS, DEFAULT_RESERVATION
 from ..runtime.options import Option, check, declare, names, text_number
 from ..runtime.routes import DEPLOYMENT_QUOTA, DI_ANALYZE_QUOTA, DI_POLL_QUOTA
 from ..runtime.startup import Startup
@@ -115,7 +116,7 @@ OPTIONS = (
     Option(
         "RATE_LIMIT_DEFAULT_RESERVATION",
         int,
-        cfg.DEFAULT_RESERVATION,
+        DEFAULT_RESERVATION,
         "Tokens a chat request without max_tokens reserves against the tokens-per-minute quota.",
         low=0,
         high=cfg.MAX_WHOLE,
@@ -132,7 +133,7 @@ OPTIONS = (
     Option(
         "DOC_INTELLIGENCE_POLL_RPS",
         float,
-        cfg.DEFAULT_DOC_INTELLIGENCE_POLL_RPS,
+        DEFAULT_DOC_INTELLIGENCE_POLL_RPS,
         "Document Intelligence result polls per second; <= 0: no limit.",
     ),
     Option(
@@ -202,7 +203,7 @@ class Limits:
             logger.info("Rate limits shared through Redis at %s", url)
 
     async def done(self) -> None:
-        if self.limiter.store.shared:
+        if isinstance(self.limiter.store, limits.RedisWindows):
             await self.limiter.store.close()
 
     # --- requests -------------------------------------------------------------------------
@@ -289,6 +290,7 @@ class Limits:
                 logger.warning(
                     "early retry: a client retried %s %.0f ms before its retry-after had passed", ask.name, early * 1000
                 )
+        result: limits.Verdict | limits.Fill | Awaitable[limits.Verdict] | Awaitable[limits.Fill]
         if ask.capacity is not None:
             result = limiter.fill(ask.key, ask.capacity, ask.cost)
         else:
@@ -439,7 +441,7 @@ class Limits:
                 "outputTokenWeight": capacity.output_weight,
                 "capacityPerMinute": round(capacity.per_minute),
             }
-            if not store.shared:
+            if isinstance(store, limits.MemoryWindows):
                 deployments[name]["utilization"] = _percent(
                     store.utilization("p:" + d.label, capacity, self.limiter.clock())
                 )
@@ -452,7 +454,7 @@ class Limits:
             "requestsPerWindow": quota.requests,
             "requestWindowSeconds": quota.request_window,
         }
-        if not store.shared:
+        if isinstance(store, limits.MemoryWindows):
             used_tokens, used_requests = store.usage("d:" + d.label, quota, self.limiter.clock())
             entry["usedTokens"], entry["usedRequests"] = used_tokens, used_requests
         deployments[name] = entry
