@@ -19,10 +19,10 @@ EXTENSION = textwrap.dedent("""
     _check = checks.check
 
 
-    def check(context):
+    def check(context, *stores):
         if context.request.headers.get("x-test-raise") == "stage":
             raise RuntimeError("a stage broke")
-        return _check(context)
+        return _check(context, *stores)
 
 
     def initialize(config):
