@@ -1,13 +1,16 @@
-"""Shared fixtures: a real `mitmdump -s addons/simulator.py` on a free loopback port."""
+"""Shared fixtures: a real `mitmdump -s addons/simulator.py` on a free loopback port, or the\nsame stack of stages in this process (tests/inprocess.py)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import inprocess
 import pytest
 import simulator_process
-from simulator_process import ROOT, free_port  # noqa: F401  (for the test modules)
+from simulator_process import ROOT, SETTINGS_PREFIXES, free_port  # noqa: F401  (for the test modules)
 from simulator_process import Process as Simulator
 
 API_KEY = "test-key-0123456789"
@@ -64,3 +67,56 @@ def simulator(tmp_path_factory) -> Iterator[Simulator]:
     sim = start_simulator(tmp_path_factory.mktemp("sim"), {"SIMULATOR_LATENCY": "false"})
     yield sim
     sim.stop()
+
+
+# --- the whole stack in this process (tests/inprocess.py) ---------------------------------------
+
+
+@contextlib.contextmanager
+def stack_environment(folder: Path, env: dict[str, str] | None) -> Iterator[None]:
+    """The environment and working folder an end-to-end simulator gets, for as long as the
+    in-process stack runs: the caller's simulator settings removed, then the tests' own."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith(SETTINGS_PREFIXES):
+                patch.delenv(name)
+        for name, value in inprocess.simulator_environment(env, str(folder / "recordings")).items():
+            patch.setenv(name, value)
+        patch.chdir(folder)
+        yield
+
+
+@pytest.fixture
+def stack_factory(tmp_path) -> Iterator:
+    """Start in-process stacks with given environment variables (latency off unless set), each
+    in its own folder; all are stopped after the test."""
+    started: list[tuple[inprocess.Stack, contextlib.ExitStack]] = []
+
+    def factory(env: dict[str, str] | None = None) -> inprocess.Stack:
+        folder = tmp_path / f"stack{len(started)}"
+        folder.mkdir()
+        exits = contextlib.ExitStack()
+        exits.enter_context(stack_environment(folder, env))
+        try:
+            stack = inprocess.Stack.start()
+        except BaseException:
+            exits.close()
+            raise
+        started.append((stack, exits))
+        return stack
+
+    yield factory
+    for stack, exits in reversed(started):
+        try:
+            stack.stop()
+        finally:
+            exits.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator[inprocess.Stack]:
+    """One in-process simulator (generate mode, latency off) shared by a test module."""
+    with stack_environment(tmp_path_factory.mktemp("stack"), None):
+        running = inprocess.Stack.start()
+        yield running
+        running.stop()
