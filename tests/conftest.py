@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,3 +122,43 @@ def stack(tmp_path_factory) -> Iterator[inprocess.Stack]:
         running = inprocess.Stack.start()
         yield running
         running.stop()
+
+
+# --- markers by folder, and tests that run alone -----------------------------------------------
+
+FOLDER_MARKS = {"unit": "unit", "stack": "stack", "e2e": "e2e", "contract": "contract", "packaging": "packaging"}
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        folder = Path(item.path).resolve().relative_to(TESTS).parts[0]
+        mark = FOLDER_MARKS.get(folder)
+        if mark is not None:
+            item.add_marker(mark)
+
+
+@pytest.fixture(autouse=True)
+def _alone_when_serial(request, tmp_path_factory) -> Iterator[None]:
+    """Under pytest-xdist, a test marked `serial` runs with no other test beside it: it holds
+    an exclusive lock that every other test holds shared. A serial test waiting raises a flag
+    first, so the others stop taking the lock and it is not starved."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    shared = tmp_path_factory.getbasetemp().parent  # one folder for all the workers of a run
+    lock_path, waiting = shared / "serial.lock", shared / "serial.waiting"
+    serial = request.node.get_closest_marker("serial") is not None
+    with open(lock_path, "a+") as lock:
+        if serial:
+            waiting.touch()
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            waiting.unlink(missing_ok=True)
+        else:
+            while waiting.exists():
+                time.sleep(0.05)
+            fcntl.flock(lock, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

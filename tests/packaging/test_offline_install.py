@@ -17,9 +17,12 @@ import textwrap
 import pytest
 from conftest import ROOT
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare for a network namespace"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare for a network namespace"
+    ),
+    pytest.mark.serial,  # a fixed port, and pip building wheels takes both cores
+]
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
