@@ -167,7 +167,10 @@ ORDER_SCHEMA = {
 
 
 def scrape(sim) -> dict[tuple[str, tuple], float]:
-    r = httpx.get(f"{sim.url}/++/metrics")  # open to scrapers: no key
+    if isinstance(sim, Stack):
+        r = sim.get("/++/metrics", key=None)
+    else:
+        r = httpx.get(f"{sim.url}/++/metrics")  # open to scrapers: no key
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     samples = {}
     for family in text_string_to_metric_families(r.text):
