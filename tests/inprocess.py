@@ -145,6 +145,10 @@ class Stack:
             logging.getLogger().removeHandler(errors)
 
     def stop(self) -> None:
+        """Stop every stage (their `done` hooks: saving what autosave left, closing servers);
+        once, however often it is called."""
+        if self.loop.is_closed() or not self.thread.is_alive():
+            return
         try:
             self.call(self._stop())
         finally:

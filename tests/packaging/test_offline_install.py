@@ -17,12 +17,9 @@ import textwrap
 import pytest
 from conftest import ROOT
 
-pytestmark = [
-    pytest.mark.skipif(
-        os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare for a network namespace"
-    ),
-    pytest.mark.serial,  # a fixed port, and pip building wheels takes both cores
-]
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare for a network namespace"
+)
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
