@@ -1,5 +1,5 @@
 """Extensions loaded through EXTENSION_PATH into a real mitmdump: the examples, and mistakes.
-(Those whose assertions are about answers only: tests/stack/test_extensions.py.)"""
+(Those whose assertions are about answers only: tests/stack/test_stack_extensions.py.)"""
 
 from __future__ import annotations
 

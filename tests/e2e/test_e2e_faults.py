@@ -1,7 +1,7 @@
 """Declared faults end to end: a real mitmdump with a deployments file that gives each
 deployment one fault at share 1, the real openai SDK and httpx. Each kind is provoked with
 its status, body, headers and timing; the SDK's own retries honour a 503's retry-after; a
-seeded run, GET /++/faults, PATCH and the metrics counter: tests/stack/test_faults.py.
+seeded run, GET /++/faults, PATCH and the metrics counter: tests/stack/test_stack_faults.py.
 
 Timing bounds are generous (two shared cores): delays are a second or more and checked
 against a floor, with a ceiling several times the delay.

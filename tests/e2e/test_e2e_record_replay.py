@@ -1,5 +1,5 @@
 """Record through the simulator from a fake Azure on loopback, then replay offline: streams,
-the SDK, concurrency and kills. (Matching, misses, edits and saving: tests/stack/test_record_replay.py.)"""
+the SDK, concurrency and kills. (Matching, misses, edits and saving: tests/stack/test_stack_record_replay.py.)"""
 
 from __future__ import annotations
 

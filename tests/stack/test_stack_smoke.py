@@ -1,4 +1,4 @@
-"""The in-process stack answers as the simulator does."""
+"""The in-process stack (tests/inprocess.py) answers as the simulator does, through every hook."""
 
 from conftest import API_VERSION
 
@@ -21,3 +21,38 @@ def test_a_stream(stack):
 def test_no_key(stack):
     r = stack.post(CHAT, json={"messages": [{"role": "user", "content": "Hello!"}]}, key=None)
     assert r.status_code == 401
+
+
+HOOKS_SEEN = """
+seen = {}
+
+
+def requestheaders(flow):
+    seen[flow.id] = ["requestheaders"]
+
+
+def request(flow):
+    seen[flow.id].append("request")
+
+
+def responseheaders(flow):
+    seen[flow.id].append("responseheaders")
+
+
+def response(flow):
+    seen[flow.id].append("response")
+    flow.response.headers["x-hooks"] = ",".join(seen.pop(flow.id))
+"""
+
+
+def test_every_hook_runs_once_in_the_proxys_order(stack_factory, tmp_path):
+    extension = tmp_path / "hooks_seen.py"
+    extension.write_text(HOOKS_SEEN)
+    stack = stack_factory({"EXTENSION_PATH": str(extension)})
+    for sent in ({"max_tokens": 2}, {"max_tokens": 2, "stream": True}):
+        r = stack.post(CHAT, json={"messages": [{"role": "user", "content": "Hello!"}], **sent})
+        assert r.status_code == 200, r.text
+        assert r.headers["x-hooks"] == "requestheaders,request,responseheaders,response"
+    # A request a stage refuses from its head passes the same hooks.
+    r = stack.post(CHAT, json={"messages": []}, key=None)
+    assert r.status_code == 401 and r.headers["x-hooks"] == "requestheaders,request,responseheaders,response"
