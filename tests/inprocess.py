@@ -50,7 +50,8 @@ API_KEY = "test-key-0123456789"
 ADDRESS = ("127.0.0.1", 8000)
 # The upstream of a bare `mitmdump -s addons/simulator.py` without AZURE_OPENAI_ENDPOINT.
 PLACEHOLDER_ENDPOINT = "https://azure-openai-endpoint.invalid"
-CALL_TIMEOUT_S = 60  # a stage that never finishes fails its test instead of hanging the run
+CALL_TIMEOUT_S = 60
+LOGGERS = ("aoai", "mitmproxy")  # a stage that never finishes fails its test instead of hanging the run
 
 
 class StartError(RuntimeError):
@@ -101,6 +102,9 @@ class Stack:
         self.upstream: tuple[str, str, int]  # scheme, host, port of the reverse-proxy target
         self.mode = ""
         self._client: httpx.AsyncClient | None = None
+        # LOG_LEVEL sets the level of the simulator's loggers for the process; put back at the
+        # end, so a later test in this process sees them as it would alone.
+        self._log_levels = {name: logging.getLogger(name).level for name in LOGGERS}
 
     # -- life ----------------------------------------------------------------------------------
 
@@ -114,6 +118,7 @@ class Stack:
         try:
             stack.call(stack._start())
         except BaseException:
+            stack._restore_log_levels()
             stack._end_loop()
             raise
         return stack
@@ -155,9 +160,16 @@ class Stack:
             self._end_loop()
 
     async def _stop(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-        await self.context.master.done()
+        try:
+            if self._client is not None:
+                await self._client.aclose()
+            await self.context.master.done()
+        finally:
+            self._restore_log_levels()
+
+    def _restore_log_levels(self) -> None:
+        for name, level in self._log_levels.items():
+            logging.getLogger(name).setLevel(level)
 
     def _end_loop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)

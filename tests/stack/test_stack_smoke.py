@@ -1,5 +1,7 @@
 """The in-process stack (tests/inprocess.py) answers as the simulator does, through every hook."""
 
+import inprocess
+import pytest
 from conftest import API_VERSION
 
 CHAT = f"/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}"
@@ -56,3 +58,9 @@ def test_every_hook_runs_once_in_the_proxys_order(stack_factory, tmp_path):
     # A request a stage refuses from its head passes the same hooks.
     r = stack.post(CHAT, json={"messages": []}, key=None)
     assert r.status_code == 401 and r.headers["x-hooks"] == "requestheaders,request,responseheaders,response"
+
+
+def test_a_bad_setting_stops_the_stack_with_the_simulators_line(stack_factory):
+    with pytest.raises(inprocess.StartError) as refused:
+        stack_factory({"SIMULATOR_MODE": "banana"})
+    assert str(refused.value).startswith("Cannot start the simulator: SIMULATOR_MODE:")
