@@ -3,13 +3,14 @@ into mitmproxy's test master, with requests driven through their hooks as mitmpr
 drives them. No mitmdump starts and no socket carries a request, so a test of what the
 simulator answers costs milliseconds instead of a process start.
 
-    stack = Stack.start({"ALLOW_UNDEFINED_OPENAI_DEPLOYMENTS": "false"})
-    r = stack.post("/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21", json={...})
-    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
-    stack.stop()
+    def test_a_chat(stack_factory):  # or the module's shared `stack` fixture
+        stack = stack_factory({"ALLOW_UNDEFINED_OPENAI_DEPLOYMENTS": "false"})
+        r = stack.post("/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21", json={...})
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
 
-The settings come from environment variables, as a real process reads them (the caller's own
-simulator settings are removed first). The stack runs on an event loop of its own, in a
+The settings come from environment variables, as a real process reads them: the fixtures
+(tests/conftest.py) remove the caller's own simulator settings, set the tests' ones and work in
+the test's folder, for as long as the stack runs. The stack runs on an event loop of its own, in a
 thread, so background work (windows, sweeps, deferred saves) goes on between requests as it
 does in a running proxy, and tests stay plain functions.
 
@@ -109,7 +110,7 @@ class Stack:
     # -- life ----------------------------------------------------------------------------------
 
     @classmethod
-    def start(cls, env: Mapping[str, str] | None = None) -> Stack:
+    def start(cls) -> Stack:
         """Build and start the stack with the environment as it is now (settings, cwd)."""
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="in-process simulator", daemon=True)
