@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { echo $$p; break; }; done)
 
-.PHONY: install run web test lint typecheck docs fuzz hostile bench bench-latency bench-limits bench-replay bench-soak clean
+.PHONY: install run web test coverage lint typecheck docs fuzz hostile bench bench-latency bench-limits bench-replay bench-soak clean
 
 install: $(VENV)/.installed
 
@@ -38,8 +38,15 @@ endif
 web: install
 	$(BIN)/mitmweb -s addons/simulator.py $(ARGS)
 
+# Both cores: test files are shared out between pytest-xdist workers, a file's tests in one
+# worker (they share its simulator); tests marked `serial` run alone.
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
+
+# The same with coverage of addons/aoai, the mitmdump processes the tests start included
+# ([tool.coverage.run] patch = subprocess); the report in the terminal and htmlcov/.
+coverage: install
+	$(BIN)/python -m pytest -n auto --dist loadfile --cov --cov-report=term --cov-report=html
 
 # What CI checks besides the tests: ruff's lint and format, the types, the generated
 # configuration page up to date. `ruff format .` and `ruff check --fix .` repair most of it.

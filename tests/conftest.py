@@ -1,13 +1,18 @@
-"""Shared fixtures: a real `mitmdump -s addons/simulator.py` on a free loopback port."""
+"""Shared fixtures: a real `mitmdump -s addons/simulator.py` on a free loopback port, or the\nsame stack of stages in this process (tests/inprocess.py)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import inprocess
 import pytest
 import simulator_process
-from simulator_process import ROOT, free_port  # noqa: F401  (for the test modules)
+from simulator_process import ROOT, SETTINGS_PREFIXES, free_port  # noqa: F401  (for the test modules)
 from simulator_process import Process as Simulator
 
 API_KEY = "test-key-0123456789"
@@ -64,3 +69,96 @@ def simulator(tmp_path_factory) -> Iterator[Simulator]:
     sim = start_simulator(tmp_path_factory.mktemp("sim"), {"SIMULATOR_LATENCY": "false"})
     yield sim
     sim.stop()
+
+
+# --- the whole stack in this process (tests/inprocess.py) ---------------------------------------
+
+
+@contextlib.contextmanager
+def stack_environment(folder: Path, env: dict[str, str] | None) -> Iterator[None]:
+    """The environment and working folder an end-to-end simulator gets, for as long as the
+    in-process stack runs: the caller's simulator settings removed, then the tests' own."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith(SETTINGS_PREFIXES):
+                patch.delenv(name)
+        for name, value in inprocess.simulator_environment(env, str(folder / "recordings")).items():
+            patch.setenv(name, value)
+        patch.chdir(folder)
+        yield
+
+
+@pytest.fixture
+def stack_factory(tmp_path) -> Iterator:
+    """Start in-process stacks with given environment variables (latency off unless set), each
+    in its own folder; all are stopped after the test."""
+    started: list[tuple[inprocess.Stack, contextlib.ExitStack]] = []
+
+    def factory(env: dict[str, str] | None = None) -> inprocess.Stack:
+        folder = tmp_path / f"stack{len(started)}"
+        folder.mkdir()
+        exits = contextlib.ExitStack()
+        exits.enter_context(stack_environment(folder, env))
+        try:
+            stack = inprocess.Stack.start()
+        except BaseException:
+            exits.close()
+            raise
+        started.append((stack, exits))
+        return stack
+
+    yield factory
+    for stack, exits in reversed(started):
+        try:
+            stack.stop()
+        finally:
+            exits.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator[inprocess.Stack]:
+    """One in-process simulator (generate mode, latency off) shared by a test module."""
+    with stack_environment(tmp_path_factory.mktemp("stack"), None):
+        running = inprocess.Stack.start()
+        yield running
+        running.stop()
+
+
+# --- markers by folder, and tests that run alone -----------------------------------------------
+
+FOLDER_MARKS = {"unit": "unit", "stack": "stack", "e2e": "e2e", "contract": "contract", "packaging": "packaging"}
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        folder = Path(item.path).resolve().relative_to(TESTS).parts[0]
+        mark = FOLDER_MARKS.get(folder)
+        if mark is not None:
+            item.add_marker(mark)
+
+
+@pytest.fixture(autouse=True)
+def _alone_when_serial(request, tmp_path_factory) -> Iterator[None]:
+    """Under pytest-xdist, a test marked `serial` runs with no other test beside it: it holds
+    an exclusive lock that every other test holds shared. A serial test waiting raises a flag
+    first, so the others stop taking the lock and it is not starved."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    shared = tmp_path_factory.getbasetemp().parent  # one folder for all the workers of a run
+    lock_path, waiting = shared / "serial.lock", shared / "serial.waiting"
+    serial = request.node.get_closest_marker("serial") is not None
+    with open(lock_path, "a+") as lock:
+        if serial:
+            waiting.touch()
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            waiting.unlink(missing_ok=True)
+        else:
+            while waiting.exists():
+                time.sleep(0.05)
+            fcntl.flock(lock, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

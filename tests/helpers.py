@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 from conftest import API_VERSION
+from inprocess import Stack
+from mitmproxy import http
 from openai import AsyncAzureOpenAI, AzureOpenAI, OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -37,9 +39,13 @@ def encode(text: str, encoding: str = "o200k_base") -> list[int]:
     return tokens.encoding(encoding).encode(text, disallowed_special=())
 
 
-def deployment_url(sim, deployment: str, operation: str = "chat/completions", version: str | None = API_VERSION) -> str:
+def deployment_path(deployment: str, operation: str = "chat/completions", version: str | None = API_VERSION) -> str:
     query = f"?api-version={version}" if version is not None else ""
-    return f"{sim.url}/openai/deployments/{deployment}/{operation}{query}"
+    return f"/openai/deployments/{deployment}/{operation}{query}"
+
+
+def deployment_url(sim, deployment: str, operation: str = "chat/completions", version: str | None = API_VERSION) -> str:
+    return sim.url + deployment_path(deployment, operation, version)
 
 
 def post(
@@ -50,15 +56,24 @@ def post(
     *,
     content: bytes | None = None,
     headers: dict[str, str] | None = None,
-) -> httpx.Response:
+) -> httpx.Response | http.Response:
+    """POST to a deployment of a running simulator (an httpx response) or of an in-process
+    stack (tests/inprocess.py: mitmproxy's response, read the same way)."""
     sent = {"api-key": sim.key, "content-type": "application/json", **(headers or {})}
+    if isinstance(sim, Stack):
+        path = deployment_path(deployment, operation)
+        return (
+            sim.post(path, json=body, headers=sent)
+            if content is None
+            else sim.post(path, content=content, headers=sent)
+        )
     if content is None:
         return httpx.post(deployment_url(sim, deployment, operation), json=body, headers=sent, timeout=30)
     return httpx.post(deployment_url(sim, deployment, operation), content=content, headers=sent, timeout=30)
 
 
 def assert_azure_error(
-    response: httpx.Response, status: int, code: str | None = None, message_start: str | None = None
+    response: httpx.Response | http.Response, status: int, code: str | None = None, message_start: str | None = None
 ) -> dict:
     """The response is Azure's JSON error with this status (and code, and message opening)."""
     assert response.status_code == status, response.text
@@ -152,7 +167,10 @@ ORDER_SCHEMA = {
 
 
 def scrape(sim) -> dict[tuple[str, tuple], float]:
-    r = httpx.get(f"{sim.url}/++/metrics")  # open to scrapers: no key
+    if isinstance(sim, Stack):
+        r = sim.get("/++/metrics", key=None)
+    else:
+        r = httpx.get(f"{sim.url}/++/metrics")  # open to scrapers: no key
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     samples = {}
     for family in text_string_to_metric_families(r.text):

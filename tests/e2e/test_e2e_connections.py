@@ -8,7 +8,10 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from helpers import deployment_url
+
+pytestmark = pytest.mark.serial  # it times answers beside 2,000 idle connections
 
 IDLE = 2000
 

@@ -1,7 +1,7 @@
 """Declared faults end to end: a real mitmdump with a deployments file that gives each
 deployment one fault at share 1, the real openai SDK and httpx. Each kind is provoked with
 its status, body, headers and timing; the SDK's own retries honour a 503's retry-after; a
-seeded run gives the same sequence twice; GET /++/faults, PATCH and the metrics counter.
+seeded run, GET /++/faults, PATCH and the metrics counter: tests/stack/test_stack_faults.py.
 
 Timing bounds are generous (two shared cores): delays are a second or more and checked
 against a floor, with a ceiling several times the delay.
@@ -100,18 +100,6 @@ def test_500_is_azures_server_error_naming_its_request_id(sim):
     assert e.value.status_code == 500
 
 
-def test_503_says_when_to_retry(sim):
-    r = chat(sim, "err503")
-    assert_azure_error(
-        r,
-        503,
-        "ServiceUnavailable",
-        "The service is temporarily unable to process your request. Please try again later.",
-    )
-    assert r.headers["retry-after"] == "2"
-    assert r.headers["x-ms-region"] and r.headers["x-request-id"]
-
-
 def test_the_sdks_own_retries_wait_the_retry_after(sim):
     before = value(scrape(sim), "aoai_requests_total", deployment="err503", status="503")
     started = time.monotonic()
@@ -142,6 +130,10 @@ def test_timeouts_answer_after_their_delay(sim, deployment, status, code, messag
     assert r.json() == {"error": {"code": code, "message": message}}
     assert r.status_code == status
     assert 1.15 <= took < 5, took
+
+
+def patch(sim, body) -> httpx.Response:
+    return httpx.patch(f"{sim.url}/++/config", json=body, headers={"api-key": sim.key})
 
 
 def faults_view(sim) -> dict:
@@ -258,93 +250,6 @@ def test_context_length_exceeded(sim):
     with pytest.raises(openai.BadRequestError) as e:
         client(sim).chat.completions.create(model="too-long", messages=HELLO, max_tokens=5)
     assert e.value.code == "context_length_exceeded"
-
-
-def test_the_default_covers_undefined_names(sim):
-    r = chat(sim, "not-in-the-file")
-    assert_azure_error(r, 503, "ServiceUnavailable")
-    assert r.headers["retry-after"] == "1"
-    assert chat(sim, "steady").status_code == 200  # an empty list: no faults, not the default
-
-
-def test_faults_view_and_metrics(sim):
-    chat(sim, "err500")
-    view = faults_view(sim)
-    assert view["seed"] == 1
-    assert view["default"] == [{"kind": "503", "share": 1, "retryAfter": 1}]
-    assert view["deployments"]["err500"] == {"faults": [{"kind": "500", "share": 1}], "from": "deployment"}
-    assert "steady" not in view["deployments"]
-    assert view["injected"]["err500"]["500"] >= 1
-    samples = scrape(sim)
-    assert (
-        value(samples, "aoai_faults_injected_total", deployment="err500", kind="500")
-        == view["injected"]["err500"]["500"]
-    )
-    config = httpx.get(f"{sim.url}/++/config", headers={"api-key": sim.key}).json()
-    assert config["faults"] == view["default"]
-    assert config["deployments"]["err500"]["faults"] == [{"kind": "500", "share": 1}]
-
-
-def patch(sim, body) -> httpx.Response:
-    return httpx.patch(f"{sim.url}/++/config", json=body, headers={"api-key": sim.key})
-
-
-def test_patch_changes_faults_at_run_time(sim):
-    assert chat(sim, "patched").status_code == 503  # the default
-    r = patch(sim, {"deployments": {"patched": {"faults": [{"kind": "500", "share": 1}]}}})
-    assert r.status_code == 200, r.text
-    assert chat(sim, "patched").status_code == 500
-    assert faults_view(sim)["deployments"]["patched"]["from"] == "deployment"
-    # Only the faults changed: the deployment keeps its latency.
-    assert httpx.get(f"{sim.url}/++/config", headers={"api-key": sim.key}).json()["deployments"]["patched"]["latency"][
-        "timeToFirstTokenMs"
-    ] == {"mean": 20, "stdDev": 0}
-    r = patch(sim, {"deployments": {"patched": {"faults": [{"kind": "500", "share": 2}]}}})
-    assert_azure_error(r, 400, "BadRequest", "deployments.patched.faults[0].share: expected a number from 0 to 1")
-    assert chat(sim, "patched").status_code == 500  # unchanged by the refused PATCH
-    assert patch(sim, {"deployments": {"patched": {"faults": None}}}).status_code == 200
-    assert chat(sim, "patched").status_code == 503  # back to the default
-    assert patch(sim, {"faults": []}).status_code == 200
-    try:
-        assert chat(sim, "patched").status_code == 200
-        assert faults_view(sim)["default"] == []
-    finally:
-        assert patch(sim, {"faults": DEPLOYMENTS["*"]["faults"]}).status_code == 200
-
-
-SEEDED = {
-    "flaky": {
-        "model": "gpt-4o",
-        "latency": FAST,
-        "faults": [
-            {"kind": "503", "share": 0.4},
-            {"kind": "500", "share": 0.2},
-            {"kind": "contextLength", "share": 0.1},
-        ],
-    }
-}
-
-
-def statuses(folder, seed: str) -> list[int]:
-    s = start_simulator(
-        folder,
-        {
-            "OPENAI_DEPLOYMENT_CONFIG_PATH": deployments_file(folder, SEEDED),
-            "SIMULATOR_SEED": seed,
-            "SIMULATOR_LATENCY": "false",
-        },
-    )
-    try:
-        return [chat(s, "flaky").status_code for _ in range(40)]
-    finally:
-        s.stop()
-
-
-def test_a_seeded_run_gives_the_same_sequence_twice(tmp_path):
-    first = statuses(tmp_path, "11")
-    assert statuses(tmp_path, "11") == first
-    assert {200, 503, 500, 400} <= set(first)
-    assert statuses(tmp_path, "12") != first
 
 
 def test_a_refused_deployments_file_names_the_field(tmp_path):

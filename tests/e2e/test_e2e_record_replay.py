@@ -1,4 +1,5 @@
-"""Record through the simulator from a fake Azure on loopback, then replay offline."""
+"""Record through the simulator from a fake Azure on loopback, then replay offline: streams,
+the SDK, concurrency and kills. (Matching, misses, edits and saving: tests/stack/test_stack_record_replay.py.)"""
 
 from __future__ import annotations
 
@@ -100,109 +101,6 @@ def test_record_then_replay_offline(simulator_factory, tmp_path):
     assert abs(replay_spread - live_spread) <= 0.1 * live_spread + 0.03
 
 
-def test_replay_miss_names_the_closest_recording(simulator_factory, tmp_path):
-    folder = tmp_path / "rec"
-    with FakeAzure() as upstream:
-        sim = simulator_factory(record_env(upstream, folder))
-        client(sim).chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=10, temperature=0.2)
-        sim.stop()
-    sim = simulator_factory({"SIMULATOR_MODE": "replay", "RECORDING_DIR": str(folder)})
-    with pytest.raises(NotFoundError) as e:
-        client(sim).chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=10, temperature=0.7)
-    error = e.value.body
-    assert error["code"] == "RecordingNotFound"
-    assert error["closest"]["differs"] == ["temperature"]
-    assert error["file"].endswith("gpt-4o.chat-completions.yaml")
-    assert "would be recorded in" in sim.log()
-    # The proxy keeps serving after a miss, and JSON key order does not matter for a hit.
-    body = (
-        '{"model": "gpt-4o", "max_tokens": 10, "temperature": 0.2, '
-        '"messages": [{"content": "hello there", "role": "user"}]}'
-    )
-    r = httpx.post(
-        f"{sim.url}/openai/deployments/gpt-4o/chat/completions?api-version=2023-05-15",
-        content=body,
-        headers={"api-key": sim.key, "content-type": "application/json"},
-    )
-    assert r.status_code == 200, r.text  # api-version is ignored by default
-
-
-def test_miss_status_is_configurable(simulator_factory, tmp_path):
-    sim = simulator_factory(
-        {"SIMULATOR_MODE": "replay", "RECORDING_DIR": str(tmp_path / "empty"), "REPLAY_MISS_STATUS": "501"}
-    )
-    r = httpx.post(
-        f"{sim.url}/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}",
-        json={"messages": MESSAGES},
-        headers={"api-key": sim.key},
-    )
-    assert r.status_code == 501
-    assert "Nothing like it is recorded" in r.json()["error"]["message"]
-
-
-def test_identical_requests_replay_in_recorded_order_then_the_last(simulator_factory, tmp_path):
-    folder = tmp_path / "rec"
-    doc = {
-        "request": {
-            "method": "POST",
-            "path": "/openai/deployments/gpt-4o/chat/completions",
-            "headers": {"content-type": "application/json"},
-            "body": {"messages": MESSAGES, "model": "gpt-4o"},
-        },
-        "response": {"status": 200, "headers": {"content-type": "application/json"}, "duration_ms": 5},
-    }
-    docs = []
-    for word in ("first", "second"):
-        d = yaml.safe_load(yaml.safe_dump(doc))
-        from fake_azure import chat_body
-
-        d["response"]["body"] = chat_body(word)
-        docs.append(d)
-    folder.mkdir()
-    (folder / "gpt-4o.chat-completions.yaml").write_text(yaml.safe_dump_all(docs, explicit_start=True))
-    sim = simulator_factory({"SIMULATOR_MODE": "replay", "RECORDING_DIR": str(folder)})
-    c = client(sim)
-    answers = [
-        c.chat.completions.create(model="gpt-4o", messages=MESSAGES).choices[0].message.content for _ in range(3)
-    ]
-    assert answers == ["first", "second", "second"]
-
-
-def test_an_edited_recording_changes_the_replayed_answer(simulator_factory, tmp_path):
-    folder = tmp_path / "rec"
-    with FakeAzure() as upstream:
-        sim = simulator_factory(record_env(upstream, folder))
-        original = client(sim).chat.completions.create(model="gpt-4o", messages=MESSAGES)
-        sim.stop()
-    path = folder / "gpt-4o.chat-completions.yaml"
-    assert original.choices[0].message.content in path.read_text()
-    # Start once so the index is cached, then edit: the cache must notice.
-    simulator_factory({"SIMULATOR_MODE": "replay", "RECORDING_DIR": str(folder)}).stop()
-    path.write_text(path.read_text().replace(original.choices[0].message.content, "An edited answer."))
-    sim = simulator_factory({"SIMULATOR_MODE": "replay", "RECORDING_DIR": str(folder)})
-    assert (
-        client(sim).chat.completions.create(model="gpt-4o", messages=MESSAGES).choices[0].message.content
-        == "An edited answer."
-    )
-
-
-def test_replay_never_opens_an_upstream_connection(simulator_factory, tmp_path):
-    with FakeAzure() as upstream:
-        sim = simulator_factory(
-            {
-                "SIMULATOR_MODE": "replay",
-                "RECORDING_DIR": str(tmp_path / "none"),
-                "AZURE_OPENAI_ENDPOINT": upstream.url,
-                "AZURE_OPENAI_KEY": UPSTREAM_KEY,
-            }
-        )
-        with pytest.raises(NotFoundError):
-            client(sim).chat.completions.create(model="gpt-4o", messages=MESSAGES)
-        r = httpx.get(f"{sim.url}/some/other/path", headers={"api-key": sim.key})
-        assert r.status_code == 404
-        assert upstream.requests == []
-
-
 def test_concurrent_recording_loses_nothing(simulator_factory, tmp_path):
     folder = tmp_path / "rec"
     with FakeAzure() as upstream:
@@ -260,36 +158,6 @@ def test_kill_during_recording_leaves_loadable_files(simulator_factory, tmp_path
         .message.content
     )
     assert content.startswith("Upstream says")
-
-
-def test_autosave_off_saves_on_request_and_at_shutdown(simulator_factory, tmp_path):
-    folder = tmp_path / "rec"
-    with FakeAzure() as upstream:
-        sim = simulator_factory(record_env(upstream, folder, RECORDING_AUTOSAVE="false"))
-        client(sim).chat.completions.create(model="gpt-4o", messages=MESSAGES)
-        assert recorded_files(folder) == []
-        r = httpx.post(f"{sim.url}/++/save-recordings", headers={"api-key": sim.key})
-        assert r.json() == {"saved": 1}
-        client(sim).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "later"}])
-        sim.stop()  # a clean shutdown saves the rest
-    docs = list(yaml.safe_load_all((folder / "gpt-4o.chat-completions.yaml").read_text()))
-    assert len(docs) == 2
-
-
-def test_entra_bearer_passes_through_when_no_azure_key(simulator_factory, tmp_path):
-    with FakeAzure() as upstream:
-        sim = simulator_factory(
-            {"SIMULATOR_MODE": "record", "AZURE_OPENAI_ENDPOINT": upstream.url, "RECORDING_DIR": str(tmp_path / "rec")}
-        )
-        r = httpx.post(
-            f"{sim.url}/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}",
-            json={"messages": MESSAGES},
-            headers={"authorization": "Bearer entra-token-123"},
-        )
-        # The fake Azure wants its api-key, so it refuses; what matters is what it was sent.
-        assert r.status_code == 401
-        assert upstream.requests[0]["headers"].get("authorization") == "Bearer entra-token-123"
-        assert "api-key" not in {k.lower() for k in upstream.requests[0]["headers"]}
 
 
 def test_a_transcription_and_an_image_generation_record_and_replay(simulator_factory, tmp_path):

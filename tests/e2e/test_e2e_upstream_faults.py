@@ -1,7 +1,9 @@
 """Record mode when Azure misbehaves: refused, silent, reset mid-stream, a gateway's HTML 503,
 Azure's own 500, a certificate nobody vouches for. The client always gets Azure's JSON error
 naming the cause (or, mid-stream, a stream that breaks off as it would against Azure), nothing
-half-done is recorded, and the next request is forwarded and recorded as usual."""
+half-done is recorded, and the next request is forwarded and recorded as usual. (A refused connection,
+a compressed answer, a forwarder without an endpoint and switching to record mode without
+one: tests/stack/test_stack_upstream_faults.py.)"""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from conftest import API_VERSION, ROOT, free_port, start_simulator
+from conftest import API_VERSION, start_simulator
 from fake_azure import CUT_STREAM, HANG, HTML_503, JSON_500, UPSTREAM_KEY, FakeAzure, self_signed
 from helpers import assert_azure_error, azure, deployment_url
 
@@ -152,17 +154,6 @@ def test_azures_own_json_server_error_passes_through_unrecorded(faulty):
     assert_recorded_after(sim, folder)
 
 
-def test_a_refused_connection_is_a_502_and_recording_resumes_when_azure_is_back(simulator_factory, tmp_path):
-    folder = tmp_path / "recordings"
-    port = free_port()  # nothing listens here yet
-    sim = simulator_factory(record_env(f"http://127.0.0.1:{port}", folder))
-    error = assert_azure_error(chat(sim, "gpt-4o"), 502, "BadGateway")
-    assert error["message"] == f"could not connect to http://127.0.0.1:{port}: connection refused"
-    assert recorded(folder) == []
-    with FakeAzure(port=port):
-        assert_recorded_after(sim, folder)
-
-
 def test_a_certificate_nobody_vouches_for_is_a_502_naming_the_tls_failure(simulator_factory, tmp_path):
     folder = tmp_path / "recordings"
     cert, key = self_signed(tmp_path)
@@ -178,31 +169,6 @@ def test_a_certificate_nobody_vouches_for_is_a_502_naming_the_tls_failure(simula
         # Trusting that certificate (SSL_CERT_FILE, as for a private CA) makes the same upstream work.
         trusting = simulator_factory(record_env(upstream.url, folder, SSL_CERT_FILE=str(cert)))
         assert_recorded_after(trusting, folder)
-
-
-def test_a_compressed_answer_reaches_the_client_as_sent_and_is_recorded_decoded(simulator_factory, tmp_path):
-    folder = tmp_path / "recordings"
-    with FakeAzure() as upstream:
-        upstream.compress = True
-        sim = simulator_factory(record_env(upstream.url, folder))
-        r = httpx.post(
-            deployment_url(sim, "gpt-4o"),
-            json={"messages": MESSAGES},
-            headers={"api-key": sim.key, "accept-encoding": "gzip"},
-        )
-        assert r.headers["content-encoding"] == "gzip"  # relayed as Azure sent it
-        assert r.json()["choices"][0]["message"]["content"] == "Upstream says: hello there"
-        # A client that asks for no encoding gets none, whatever the upstream client would like.
-        r = httpx.post(
-            deployment_url(sim, "gpt-4o"),
-            json={"messages": MESSAGES, "user": "plain"},
-            headers={"api-key": sim.key, "accept-encoding": "identity"},
-        )
-        assert "content-encoding" not in r.headers and r.json()["object"] == "chat.completion"
-        sent = [{k.lower(): v for k, v in req["headers"].items()} for req in upstream.requests]
-        assert [h.get("accept-encoding") for h in sent] == ["gzip", "identity"]
-    text = saved(folder, "gpt-4o")
-    assert "content: 'Upstream says: hello there'" in text and "gzip" not in text
 
 
 def failed_start(tmp_path: Path, env: dict[str, str]) -> str:
@@ -227,25 +193,3 @@ def test_an_endpoint_that_is_not_an_http_url_stops_start_up_with_one_line(tmp_pa
         "Cannot start the simulator: AZURE_OPENAI_ENDPOINT: expected an http(s) URL such as "
         "https://NAME.openai.azure.com, got 'ftp://myres.example'"
     )
-
-
-def test_an_extension_with_its_own_forwarder_records_without_an_endpoint(simulator_factory, tmp_path):
-    sim = simulator_factory(
-        {
-            "SIMULATOR_MODE": "record",
-            "RECORDING_DIR": str(tmp_path / "recordings"),
-            "EXTENSION_PATH": str(ROOT / "examples" / "docintel_forwarder.py"),
-        }
-    )
-    assert httpx.get(f"{sim.url}/++/health").json()["mode"] == "record"
-    # What no forwarder takes has nowhere to go: Azure's JSON error says why.
-    assert_azure_error(chat(sim, "gpt-4o"), 502, "NoUpstream")
-
-
-def test_switching_to_record_mode_without_an_endpoint_is_refused(simulator_factory):
-    sim = simulator_factory({"SIMULATOR_LATENCY": "false"})
-    r = httpx.patch(f"{sim.url}/++/config", json={"mode": "record"}, headers={"api-key": sim.key})
-    error = assert_azure_error(r, 400, "BadRequest")
-    assert error["message"].startswith("AZURE_OPENAI_ENDPOINT: record mode forwards to Azure OpenAI")
-    assert httpx.get(f"{sim.url}/++/config", headers={"api-key": sim.key}).json()["mode"] == "generate"
-    assert chat(sim, "gpt-4o", max_tokens=3).status_code == 200  # still generating

@@ -14,6 +14,8 @@ import pytest
 from conftest import ROOT
 from workers import haproxy_path
 
+pytestmark = pytest.mark.serial  # it measures memory and event-loop lag under load
+
 SCRIPT = ROOT / "scripts" / "hostile.py"
 
 
