@@ -401,10 +401,10 @@ class SimulatorConfig:
     azure_openai_endpoint: str = ""
     azure_openai_key: str = ""
     azure_openai_timeout_s: float = 300.0  # record mode: wait at most this for Azure to connect, or for each read
-    doc_intelligence_rps: float = 15
+    doc_intelligence_rps: float = 15.0
     seed: int | None = None
     # Answer length when the request sets no limit (tokens).
-    completion_tokens: Normal = field(default_factory=lambda: Normal(150, 50))
+    completion_tokens: Normal = field(default_factory=lambda: Normal(150.0, 50.0))
     # Share of `tool_choice: auto` requests that get a tool call rather than text.
     tool_call_share: float = 1.0
     latency_enabled: bool = True

@@ -37,6 +37,8 @@ from ..runtime.streams import StreamPlan
 
 logger = logging.getLogger(__name__)
 
+DEFAULTS = SimulatorConfig()  # each option's default is the configuration's, written once there
+
 
 # The operations whose latency the LATENCY_OPENAI_* settings set, and what their figures are per.
 LATENCY_OPERATIONS = {
@@ -83,19 +85,25 @@ def _latency_options(op: str, per: str) -> tuple[Option, Option]:
 
 
 OPTIONS = (
-    Option("SIMULATOR_LATENCY", bool, True, "Simulate latency; off answers as fast as possible."),
+    Option("SIMULATOR_LATENCY", bool, DEFAULTS.latency_enabled, "Simulate latency; off answers as fast as possible."),
     Option(
         "SIMULATOR_COMPLETION_TOKENS_MEAN",
         float,
-        150.0,
+        DEFAULTS.completion_tokens.mean,
         "Mean length in tokens of an answer whose request sets no limit.",
         low=0,
     ),
-    Option("SIMULATOR_COMPLETION_TOKENS_STD_DEV", float, 50.0, "Standard deviation of that length.", low=0),
+    Option(
+        "SIMULATOR_COMPLETION_TOKENS_STD_DEV",
+        float,
+        DEFAULTS.completion_tokens.std_dev,
+        "Standard deviation of that length.",
+        low=0,
+    ),
     Option(
         "SIMULATOR_TOOL_CALL_SHARE",
         float,
-        1.0,
+        DEFAULTS.tool_call_share,
         "Share (0 to 1) of tool_choice=auto requests that get a tool call instead of text.",
         low=0,
         high=1,
@@ -104,7 +112,7 @@ OPTIONS = (
     Option(
         "RESPONSES_STORED",
         int,
-        1000,
+        DEFAULTS.responses_stored,
         "Responses API: how many stored responses are kept (the newest) for retrieve and previous_response_id.",
         low=0,
         high=MAX_WHOLE,
@@ -112,7 +120,7 @@ OPTIONS = (
     Option(
         "PROMPT_CACHE_IDLE_SECONDS",
         float,
-        300.0,
+        DEFAULTS.prompt_cache_idle_s,
         "Seconds after which an unused prompt prefix leaves the prompt cache (cached_tokens).",
         low=0,
     ),

@@ -129,7 +129,12 @@ OPTIONS = (
         choices=cfg.REQUEST_WINDOWS,
         parse=_window,
     ),
-    Option("DOC_INTELLIGENCE_RPS", float, 15.0, "Document Intelligence analyze requests per second; <= 0: no limit."),
+    Option(
+        "DOC_INTELLIGENCE_RPS",
+        float,
+        SimulatorConfig.doc_intelligence_rps,
+        "Document Intelligence analyze requests per second; <= 0: no limit.",
+    ),
     Option(
         "DOC_INTELLIGENCE_POLL_RPS",
         float,

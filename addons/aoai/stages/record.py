@@ -163,7 +163,7 @@ OPTIONS = (
     Option(
         "AZURE_OPENAI_TIMEOUT_SECONDS",
         float,
-        300.0,
+        SimulatorConfig.azure_openai_timeout_s,
         "Record mode: seconds Azure may take to accept the connection, and then to send each part of "
         "its answer, before the client gets a 504.",
         check=_above_zero,

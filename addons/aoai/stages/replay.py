@@ -20,7 +20,7 @@ from mitmproxy import ctx, http
 from .. import wire
 from ..openai.catalogue import MEDIA_KINDS
 from ..runtime import latency, offload
-from ..runtime.config import ConfigError, SimulatorConfig
+from ..runtime.config import ConfigError, RecordingConfig, SimulatorConfig
 from ..runtime.options import Option, check, declare, names
 from ..runtime.recording import BrokenRecording, Interaction, KeyRules, RecordingStore, Ref, request_key, sse_bytes
 from ..runtime.routes import MANAGEMENT
@@ -149,20 +149,24 @@ def _miss_status(status: int) -> None:
         raise ConfigError(f"REPLAY_MISS_STATUS: expected an HTTP error status (400-599), got {status}")
 
 
+DEFAULTS = RecordingConfig()  # each option's default is the configuration's, written once there
+
 OPTIONS = (
-    Option("RECORDING_DIR", str, "recordings", "Folder of the recording files."),
-    Option("RECORDING_AUTOSAVE", bool, True, "Save each recorded interaction as it completes."),
+    Option("RECORDING_DIR", str, DEFAULTS.dir, "Folder of the recording files."),
+    Option("RECORDING_AUTOSAVE", bool, DEFAULTS.autosave, "Save each recorded interaction as it completes."),
     Option(
         "RECORDING_IGNORE_FIELDS",
         Sequence[str],
         [],
         "Body fields that do not tell recordings apart (comma-separated in the environment).",
     ),
-    Option("RECORDING_MATCH_API_VERSION", bool, False, "Tell recordings apart by api-version too."),
+    Option(
+        "RECORDING_MATCH_API_VERSION", bool, DEFAULTS.match_api_version, "Tell recordings apart by api-version too."
+    ),
     Option(
         "RECORDING_SKIP_BROKEN",
         bool,
-        False,
+        DEFAULTS.skip_broken,
         "Skip recorded interactions that do not parse, with a warning, instead of refusing to start.",
     ),
     Option(
@@ -176,13 +180,17 @@ OPTIONS = (
     Option(
         "REPLAY_TIMING",
         str,
-        "recorded",
+        DEFAULTS.replay_timing,
         "Replay pace: recorded (as recorded), model (the latency model) or none.",
         choices=("recorded", "model", "none"),
         parse=lambda t: t.strip().lower(),
     ),
     Option(
-        "REPLAY_MISS_STATUS", int, 404, "HTTP status of the answer to a request with no recording.", check=_miss_status
+        "REPLAY_MISS_STATUS",
+        int,
+        DEFAULTS.miss_status,
+        "HTTP status of the answer to a request with no recording.",
+        check=_miss_status,
     ),
 )
 NAMES = names(OPTIONS)

@@ -60,7 +60,7 @@ OPTIONS = (
     Option(
         "SIMULATOR_MODE",
         str,
-        "generate",
+        SimulatorConfig.mode,
         "How requests are answered: made up (generate), forwarded to Azure and saved (record), or from the "
         "recordings (replay).",
         choices=cfg.MODES,
@@ -83,7 +83,7 @@ OPTIONS = (
     Option(
         "ALLOW_UNDEFINED_OPENAI_DEPLOYMENTS",
         bool,
-        True,
+        SimulatorConfig.allow_undefined_deployments,
         "Answer for deployment names the deployments file does not define.",
     ),
     Option(
