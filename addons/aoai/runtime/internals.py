@@ -657,10 +657,31 @@ def _source(thing: ModuleType | type[object] | Callable[..., object]) -> str:
         return ""
 
 
+def deferred_text(loader: Any, name: str) -> str | None:
+    """The text `--set name=text` gave for an option not yet declared when the command line was
+    read (mitmproxy keeps it unparsed in `OptManager.deferred`); None when there is none."""
+    deferred = getattr(getattr(getattr(loader, "master", None), "options", None), "deferred", None)
+    if not deferred or name not in deferred:
+        return None
+    texts = getattr(deferred[name], "val", None)  # an _UnconvertedStrings: the texts, unparsed
+    return texts[0] if isinstance(texts, list) and len(texts) == 1 and isinstance(texts[0], str) else None
+
+
+def set_deferred(loader: Any, name: str, value: Any) -> None:
+    """Put the parsed value in place of the deferred text (mitmproxy sets it once the option is
+    declared); None drops it."""
+    deferred = loader.master.options.deferred
+    if value is None:
+        deferred.pop(name, None)
+    else:
+        deferred[name] = value
+
+
 def missing() -> list[str]:
     """What this module uses that the installed mitmproxy no longer offers (empty: all there)."""
     import dataclasses
 
+    from mitmproxy import optmanager
     from mitmproxy.addons import view
     from mitmproxy.proxy import mode_servers, server
 
@@ -672,6 +693,10 @@ def missing() -> list[str]:
         ),
         ("self._store" in _source(view.View.__init__), "View._store (flows in arrival order)"),
         ("listening at" in _source(mode_servers), "the 'HTTP(S) proxy listening at' log line"),
+        (
+            "self.deferred" in _source(optmanager.OptManager.__init__) and "value.val" in _source(optmanager),
+            "OptManager.deferred holding --set texts as _UnconvertedStrings.val (float options)",
+        ),
     ]
     gone = _connections_missing() + [what for present, what in checks if not present] + missing_for_guard()
     return list(dict.fromkeys(gone))

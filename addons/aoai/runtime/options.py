@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import internals
 from .config import ConfigError
 
 TRUE = frozenset({"1", "true", "yes", "on"})
@@ -133,31 +134,30 @@ def declare(loader: Any, options: Iterable[Option], environ: Mapping[str, str] =
     environment value that is wrong (its option keeps the declared default meanwhile), for the
     stage to refuse at start-up."""
     error = None
-    deferred = getattr(getattr(loader, "master", None), "options", None)
     for option in options:
         try:
             default = environment_value(option, environ)
         except ConfigError as e:
             error = error or str(e)
             default = option.default
-        error = _command_line(option, getattr(deferred, "deferred", None)) or error
+        error = _command_line(option, loader) or error
         loader.add_option(option.name, option.typespec, default, f"{option.help} (env {option.env})", option.choices)
     return error
 
 
-def _command_line(option: Option, deferred: dict[str, Any] | None) -> str | None:
+def _command_line(option: Option, loader: Any) -> str | None:
     """`--set name=text` for a float option: mitmproxy parses command-line text for str, int,
     bool and sequence options only, so the text waiting for this option is parsed here, as
     its environment variable's would be. Returns the error, if the text is wrong."""
-    if option.typespec is not float or not deferred or option.name not in deferred:
+    if option.typespec is not float:
         return None
-    texts = getattr(deferred[option.name], "val", None)  # mitmproxy keeps the unparsed text there
-    if not isinstance(texts, list) or len(texts) != 1:
+    text = internals.deferred_text(loader, option.name)
+    if text is None:
         return None
     try:
-        deferred[option.name] = option.checked(option.from_text(texts[0]))
+        internals.set_deferred(loader, option.name, option.checked(option.from_text(text)))
     except ConfigError as e:
-        del deferred[option.name]
+        internals.set_deferred(loader, option.name, None)
         return str(e)
     return None
 
