@@ -125,9 +125,6 @@ class Stack:
         return stack
 
     async def _start(self) -> None:
-        # Garbage an earlier test left (an unclosed client of a closed loop) complains when
-        # collected: collected now, before this stack listens for errors or freezes what exists.
-        gc.collect()
         errors = _Errors()
         logging.getLogger().addHandler(errors)
         try:
