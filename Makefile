@@ -38,15 +38,19 @@ endif
 web: install
 	$(BIN)/mitmweb -s addons/simulator.py $(ARGS)
 
-# Both cores: test files are shared out between pytest-xdist workers, a file's tests in one
-# worker (they share its simulator); tests marked `serial` run alone.
+# Test files are shared out between pytest-xdist workers, a file's tests in one worker (they
+# share its simulator), in the order tests/conftest.py gives them; tests marked `serial` run
+# alone. One worker more than the cores: most tests wait on a simulator process.
+# TEST_WORKERS=N to choose.
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
+
 test: install
-	$(BIN)/python -m pytest -n auto --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The same with coverage of addons/aoai, the mitmdump processes the tests start included
 # ([tool.coverage.run] patch = subprocess); the report in the terminal and htmlcov/.
 coverage: install
-	$(BIN)/python -m pytest -n auto --dist loadfile --cov --cov-report=term --cov-report=html
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --cov --cov-report=term --cov-report=html
 
 # What CI checks besides the tests: ruff's lint and format, the types, the generated
 # configuration page up to date. `ruff format .` and `ruff check --fix .` repair most of it.

@@ -130,12 +130,28 @@ FOLDER_MARKS = {"unit": "unit", "stack": "stack", "e2e": "e2e", "contract": "con
 TESTS = Path(__file__).resolve().parent
 
 
+# The order files are handed out to pytest-xdist workers (make test passes --no-loadscope-reorder,
+# which keeps it): files with a `serial` test first, so that no worker idles at the end waiting
+# for one; then the folders whose tests wait on processes; the many short unit files last, to
+# even out the workers' finish.
+FOLDER_ORDER = {"e2e": 1, "packaging": 1, "stack": 2, "contract": 2, "unit": 3}
+
+
 def pytest_collection_modifyitems(items) -> None:
+    folders: dict[Path, str] = {}
     for item in items:
-        folder = Path(item.path).resolve().relative_to(TESTS).parts[0]
+        folder = folders.setdefault(item.path, Path(item.path).resolve().relative_to(TESTS).parts[0])
         mark = FOLDER_MARKS.get(folder)
         if mark is not None:
             item.add_marker(mark)
+    with_serial = {item.path for item in items if item.get_closest_marker("serial") is not None}
+    position = {path: index for index, path in enumerate(dict.fromkeys(item.path for item in items))}
+
+    def rank(item) -> tuple[int, int]:
+        first = 0 if item.path in with_serial else FOLDER_ORDER.get(folders[item.path], 2)
+        return first, position[item.path]
+
+    items.sort(key=rank)  # stable: a file's own tests keep their order
 
 
 @pytest.fixture(autouse=True)
@@ -147,7 +163,9 @@ def _alone_when_serial(request, tmp_path_factory) -> Iterator[None]:
         yield
         return
     shared = tmp_path_factory.getbasetemp().parent  # one folder for all the workers of a run
-    lock_path, waiting = shared / "serial.lock", shared / "serial.waiting"
+    lock_path = shared / "serial.lock"
+    # One flag per waiting worker: while any serial test waits, no other test starts.
+    waiting = shared / f"serial.waiting.{os.environ['PYTEST_XDIST_WORKER']}"
     serial = request.node.get_closest_marker("serial") is not None
     with open(lock_path, "a+") as lock:
         if serial:
@@ -155,7 +173,7 @@ def _alone_when_serial(request, tmp_path_factory) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_EX)
             waiting.unlink(missing_ok=True)
         else:
-            while waiting.exists():
+            while any(shared.glob("serial.waiting.*")):
                 time.sleep(0.05)
             fcntl.flock(lock, fcntl.LOCK_SH)
         try:
