@@ -16,6 +16,13 @@ from aoai.openai import tokens
 
 HELLO = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "Hello!"}]
 HELLO_PROMPT_TOKENS = 19
+# A deployment's latency that answers quickly but still paced (deployments files in the tests).
+FAST = {"timeToFirstTokenMs": {"mean": 20}, "interTokenMs": {"mean": 10}, "requestMs": {"mean": 10}}
+
+
+def only(**fault) -> list[dict]:
+    """A deployment's faults: this one, on every request."""
+    return [{"share": 1, **fault}]
 
 
 def azure(sim, **kwargs) -> AzureOpenAI:

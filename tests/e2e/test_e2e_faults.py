@@ -19,15 +19,10 @@ import openai
 import pytest
 from conftest import API_VERSION, start_simulator
 from fake_azure import UPSTREAM_KEY, FakeAzure
-from helpers import HELLO, assert_azure_error, scrape, value
+from helpers import FAST, HELLO, assert_azure_error, only, scrape, value
 from openai import AzureOpenAI
 
-FAST = {"timeToFirstTokenMs": {"mean": 20}, "interTokenMs": {"mean": 10}, "requestMs": {"mean": 10}}
 PACED = {"timeToFirstTokenMs": {"mean": 50}, "interTokenMs": {"mean": 30}, "requestMs": {"mean": 10}}
-
-
-def only(**fault) -> list[dict]:
-    return [{"share": 1, **fault}]
 
 
 DEPLOYMENTS = {

@@ -10,15 +10,8 @@ import json
 
 import pytest
 from conftest import API_VERSION, stack_environment
-from helpers import HELLO, assert_azure_error, scrape, value
+from helpers import FAST, HELLO, assert_azure_error, only, scrape, value
 from inprocess import Stack
-
-FAST = {"timeToFirstTokenMs": {"mean": 20}, "interTokenMs": {"mean": 10}, "requestMs": {"mean": 10}}
-
-
-def only(**fault) -> list[dict]:
-    return [{"share": 1, **fault}]
-
 
 # The deployments of tests/e2e/test_e2e_faults.py these tests call.
 DEPLOYMENTS = {
