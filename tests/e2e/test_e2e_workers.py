@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -153,9 +154,6 @@ def test_every_worker_or_none_takes_a_change_and_a_client_cannot_pose_as_a_worke
     assert second_log.count("/++/images/nowhere") == 1, second_log[-2000:]  # (mitmdump cuts long URLs)
 
 
-# Alone: on a loaded machine the worker started again may accept a connection before its
-# stages are loaded (mitmproxy listens before it loads the script), and that one is dropped.
-@pytest.mark.serial
 def test_a_killed_worker_is_taken_out_of_rotation_and_started_again(pool):
     p = pool()
     victim = p.workers[0]
@@ -166,7 +164,17 @@ def test_a_killed_worker_is_taken_out_of_rotation_and_started_again(pool):
         if f"-p {victim.rpartition(':')[2]}" in line and "mitmdump" in line
     )
     os.kill(pid, signal.SIGKILL)
-    # Nothing was in flight: every request after the kill is answered.
+    # The kill takes effect as the kernel tears the process down: until then its listening
+    # socket still takes connections (and drops them). Once the port refuses them, nothing is
+    # in flight, and every request after that is answered.
+    port = int(victim.rpartition(":")[2])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        except OSError:
+            break
+        time.sleep(0.005)
     assert [chat(p.url).status_code for _ in range(10)] == [200] * 10
     deadline = time.monotonic() + 60
     while True:
