@@ -454,3 +454,41 @@ def test_banner_with_a_bound_address():
     assert text.splitlines()[0] == "Azure OpenAI simulator: mode generate, listening on http://localhost:9000"
     assert "answered too" not in text
     assert "http://127.0.0.1:9001" in banner(make_config(), [("127.0.0.1", 9001)])
+
+
+def hello_offering(*offers: bytes):
+    """What the tls_clienthello hook is given, reduced to what the settings stage reads."""
+    from types import SimpleNamespace
+
+    from mitmproxy.test import tflow
+
+    client = tflow.tclient_conn()
+    client.alpn = None
+    return SimpleNamespace(
+        client_hello=SimpleNamespace(alpn_protocols=list(offers)), context=SimpleNamespace(client=client)
+    )
+
+
+@pytest.mark.parametrize(
+    ("preferred", "http2", "offers", "chosen"),
+    [
+        (True, True, (b"http/1.1", b"h2"), b"h2"),  # httpx's order: h2 wins all the same
+        (True, True, (b"http/1.1",), None),  # not offered: mitmproxy's own choice stands
+        (False, True, (b"http/1.1", b"h2"), None),  # off: the client's order decides
+        (True, False, (b"http/1.1", b"h2"), None),  # mitmproxy's http2=false: never h2
+    ],
+)
+def test_http2_preferred_when_offered(fresh, preferred, http2, offers, chosen):
+    _, addon, tctx = fresh
+    configure_all(tctx, addon)
+    tctx.options.update(simulator_http2_preferred=preferred, http2=http2)
+    hello = hello_offering(*offers)
+    addon.tls_clienthello(hello)
+    assert hello.context.client.alpn == chosen
+
+
+def test_http2_preferred_from_the_environment(clean_env):
+    clean_env.setenv("SIMULATOR_HTTP2_PREFERRED", "false")
+    tctx, _ = settings_context(cfg.SimulatorConfig())
+    with tctx:
+        assert tctx.options.simulator_http2_preferred is False

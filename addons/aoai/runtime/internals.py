@@ -7,6 +7,9 @@ mitmproxy's addon API, and a check that the installed mitmproxy still offers it.
 * mitmweb's flow store (`view._store`), in arrival order, for trimming the oldest flows.
 * The text of mitmproxy's "listening" log line, hidden while the default listener is
   replaced.
+* The protocol (ALPN) a TLS client is answered with: mitmproxy's TLS addon answers with the
+  client connection's `alpn` when it is set before the handshake (as mitmproxy does to keep
+  its regular proxy's clients on HTTP/1.1); the settings stage sets it to prefer HTTP/2.
 * The client's side of each connection as mitmproxy reads it (intake stage): the reader it
   loops on, replaced by a `ClientGuard` that bounds the request head's size and time and the
   body's time; the HTTP/1 parser's state, buffer and body reader (a request refused from its
@@ -14,7 +17,7 @@ mitmproxy's addon API, and a check that the installed mitmproxy still offers it.
   dropping what comes); and a way to hand the parser an empty read, so that it acts at once.
 
 If mitmproxy moves any of these, streams silently fall back to the slower loopback path,
-flows are no longer trimmed, and a request refused from its head has its body read (up to
+flows are no longer trimmed, clients get HTTP/2 only when they list it first, and a request refused from its head has its body read (up to
 mitmproxy's `body_size_limit`) before the answer: `missing()` says what is gone, a start-up
 warning repeats it, and a contract test fails.
 
@@ -44,6 +47,7 @@ from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.addons.view import View
 from mitmproxy.net.http.http1 import assemble_response
 from mitmproxy.proxy import events as proxy_events
+from mitmproxy.proxy.layers import tls
 from mitmproxy.proxy.layers.http import HttpLayer, HttpStream
 from mitmproxy.proxy.layers.http._http1 import Http1Connection, Http1Server
 from mitmproxy.proxy.server import ConnectionHandler, ConnectionIO
@@ -626,6 +630,18 @@ def guard_client(client: connection.Client, limits: GuardLimits) -> ClientGuard 
     return guard
 
 
+H2 = b"h2"
+
+
+def prefer_http2(hello: tls.ClientHelloData) -> bool:
+    """Answer this TLS client with HTTP/2 when it offers it, whatever its order of preference
+    (from the tls_clienthello hook, before mitmproxy picks the protocol). True when chosen."""
+    if H2 not in hello.client_hello.alpn_protocols:
+        return False
+    hello.context.client.alpn = H2
+    return True
+
+
 LISTENING_LOG_TEXT = "HTTP(S) proxy"  # in mitmproxy's "HTTP(S) proxy listening at …" line
 LISTENER_LOGGERS = ("mitmproxy.addons.proxyserver", "mitmproxy.proxy.mode_servers")
 
@@ -682,7 +698,7 @@ def missing() -> list[str]:
     import dataclasses
 
     from mitmproxy import optmanager
-    from mitmproxy.addons import view
+    from mitmproxy.addons import tlsconfig, view
     from mitmproxy.proxy import mode_servers, server
 
     checks = [
@@ -696,6 +712,11 @@ def missing() -> list[str]:
         (
             "self.deferred" in _source(optmanager.OptManager.__init__) and "value.val" in _source(optmanager),
             "OptManager.deferred holding --set texts as _UnconvertedStrings.val (float options)",
+        ),
+        (
+            "client_alpn = client.alpn" in _source(tlsconfig.TlsConfig.tls_start_client)
+            and "return client_alpn" in _source(tlsconfig.alpn_select_callback),
+            "TlsConfig answering a TLS client with Client.alpn when set before the handshake (HTTP/2 preferred)",
         ),
     ]
     gone = _connections_missing() + [what for present, what in checks if not present] + missing_for_guard()

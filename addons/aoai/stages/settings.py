@@ -1,5 +1,5 @@
 """Settings: what belongs to no single stage (mode, seed, deployments file, log level, the
-TLS certificate, the workers), and the listener.
+TLS certificate and protocol, the workers), and the listener.
 
 Every other setting is declared by the stage that uses it (`runtime/options.py` says how).
 This stage also makes a bare `mitmdump -s addons/simulator.py` a simulator: reverse mode on
@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mitmproxy import ctx, exceptions
+from mitmproxy.proxy.layers import tls
 
 from ..openai import text, tokens
 from ..runtime import config as cfg
@@ -106,6 +107,13 @@ OPTIONS = (
         str | None,
         None,
         "PEM private key of SIMULATOR_TLS_CERT, when that file does not hold it.",
+    ),
+    Option(
+        "SIMULATOR_HTTP2_PREFERRED",
+        bool,
+        True,
+        "Answer HTTPS clients that offer HTTP/2 with it, as Azure does, even when they list HTTP/1.1 first "
+        "(httpx and the Python SDKs with http2=True); false: the client's order decides.",
     ),
     Option(
         "SIMULATOR_PEERS",
@@ -239,6 +247,11 @@ class Settings:
         if specs or self.tls_specs:
             self.tls_specs = specs
             ctx.options.update(certs=others + specs)
+
+    def tls_clienthello(self, hello: tls.ClientHelloData) -> None:
+        # Azure's front door picks h2 whenever it is offered; mitmproxy follows the client's order.
+        if ctx.options.simulator_http2_preferred and ctx.options.http2:
+            internals.prefer_http2(hello)
 
     async def running(self):
         self.startup.running = True
