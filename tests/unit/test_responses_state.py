@@ -170,3 +170,16 @@ def test_parallel_calls_stream_with_their_own_output_index():
         assert args == output.item["arguments"] and all(
             e["item_id"] == output.item["id"] for e in timeline if e.get("output_index") == index and "item_id" in e
         )
+
+
+def test_workers_sharing_a_secret_read_each_others_encrypted_reasoning():
+    before = sealed_reasoning._KEY
+    try:
+        sealed_reasoning.share_key("a secret the workers share")
+        sealed = sealed_reasoning.seal(42)
+        sealed_reasoning._KEY = b"another process's own key......."
+        assert sealed_reasoning.unseal(sealed) is None
+        sealed_reasoning.share_key("a secret the workers share")
+        assert sealed_reasoning.unseal(sealed) == 42
+    finally:
+        sealed_reasoning._KEY = before

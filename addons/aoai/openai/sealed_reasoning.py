@@ -10,10 +10,17 @@ import hashlib
 import hmac
 import secrets
 
-# Keyed per process: the simulator reads back what it sealed; anything else fails to verify.
+# Keyed per process (or per set of workers, from their shared secret): the simulator reads back
+# what it sealed; anything else fails to verify.
 _KEY = secrets.token_bytes(32)
 _SEAL_VERSION = b"\x01"
 _TAG_BYTES = 16
+
+
+def share_key(secret: str) -> None:
+    """Key sealing by a secret the workers share, so any of them reads what another sealed."""
+    global _KEY
+    _KEY = hashlib.sha256(b"encrypted reasoning\x00" + secret.encode()).digest()
 
 
 def seal(reasoning_tokens: int) -> str:
