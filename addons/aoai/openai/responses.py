@@ -20,6 +20,7 @@ from .catalogue import Model
 
 # Re-exported: the checks and their error were imported from here before they had a module.
 from .responses_checks import check_responses as check_responses
+from .sealed_reasoning import seal, unseal
 from .validation import Invalid as Invalid
 
 if TYPE_CHECKING:
@@ -124,7 +125,53 @@ def prompt_messages(body: dict[str, Any], history: list[dict[str, Any]]) -> list
 def count_input(body: dict[str, Any], history: list[dict[str, Any]], enc: Encoding) -> int:
     """Input tokens: the earlier turns, the instructions, this input and the tools, counted
     as the chat messages they become."""
-    return tokens.count_chat_prompt(prompt_messages(body, history), enc, chat_tools(body) or None)
+    counted = tokens.count_chat_prompt(prompt_messages(body, history), enc, chat_tools(body) or None)
+    return counted + carried_reasoning(body)
+
+
+def carried_reasoning(body: dict[str, Any]) -> int:
+    """The reasoning tokens that reasoning items passed back with their `encrypted_content`
+    stand for: the model rereads them, so they are input tokens."""
+    raw = body.get("input")
+    if not isinstance(raw, list):
+        return 0
+    total = 0
+    for item in raw:
+        if isinstance(item, dict) and item.get("type") == "reasoning" and item.get("encrypted_content"):
+            total += unseal(item["encrypted_content"]) or 0
+    return total
+
+
+# --- Log probabilities --------------------------------------------------------------------------
+
+
+def token_logprobs(token_ids: list[int], corpus: Corpus, rng: random.Random, top: int) -> list[dict[str, Any]]:
+    """Log probabilities of the answer's tokens: each the token as text, its UTF-8 bytes and
+    `top` alternatives (real tokens of the encoding) sorted most likely first, the chosen
+    token the most likely of them."""
+    enc = corpus.enc
+    out = []
+    for token_id in token_ids:
+        chosen = _token_entry(token_id, enc, -round(rng.expovariate(4.0), 6))
+        alternatives = [chosen]
+        seen = {token_id}
+        for _ in range(top * 4):  # a few tries: a small corpus may not have `top` others
+            if len(alternatives) >= top:
+                break
+            other = rng.choice(rng.choice(corpus.next_ids))
+            if other not in seen:
+                seen.add(other)
+                alternatives.append(_token_entry(other, enc, 0.0))
+        lowered = sorted(chosen["logprob"] - round(rng.uniform(0.5, 8.0), 6) for _ in alternatives[1:])[::-1]
+        for entry, logprob in zip(alternatives[1:], lowered, strict=True):
+            entry["logprob"] = logprob
+        out.append({**chosen, "top_logprobs": alternatives[:top]})
+    return out
+
+
+def _token_entry(token_id: int, enc: Encoding, logprob: float) -> dict[str, Any]:
+    raw = enc.decode_single_token_bytes(token_id)
+    return {"token": raw.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(raw)}
 
 
 def count_history(history: list[dict[str, Any]], enc: Encoding) -> int:
@@ -249,19 +296,39 @@ def _item_events(output: OutputItem, index: int, first: int, corpus: Corpus) -> 
         part = item["content"][0]
         events = [
             (first, {"type": "response.output_item.added", "output_index": index, "item": opened}),
-            (first, {"type": "response.content_part.added", **ref, "content_index": 0, "part": {**part, "text": ""}}),
+            (
+                first,
+                {
+                    "type": "response.content_part.added",
+                    **ref,
+                    "content_index": 0,
+                    "part": {**part, "text": "", "logprobs": []},
+                },
+            ),
         ]
         events += [
             (
                 first + k,
-                {"type": "response.output_text.delta", **ref, "content_index": 0, "delta": piece, "logprobs": []},
+                {
+                    "type": "response.output_text.delta",
+                    **ref,
+                    "content_index": 0,
+                    "delta": piece,
+                    "logprobs": _delta_logprobs(part, k),
+                },
             )
             for k, piece in enumerate(corpus.pieces(ids))
         ]
         events += [
             (
                 last,
-                {"type": "response.output_text.done", **ref, "content_index": 0, "text": part["text"], "logprobs": []},
+                {
+                    "type": "response.output_text.done",
+                    **ref,
+                    "content_index": 0,
+                    "text": part["text"],
+                    "logprobs": part.get("logprobs") or [],
+                },
             ),
             (last, {"type": "response.content_part.done", **ref, "content_index": 0, "part": part}),
         ]
@@ -321,6 +388,21 @@ def _item_events(output: OutputItem, index: int, first: int, corpus: Corpus) -> 
             ]
     events.append((last, {"type": "response.output_item.done", "output_index": index, "item": item}))
     return events
+
+
+def _delta_logprobs(part: dict[str, Any], k: int) -> list[dict[str, Any]]:
+    """The k-th token's log probabilities as a delta event carries them (no `bytes`)."""
+    logprobs = part.get("logprobs")
+    if not logprobs or k >= len(logprobs):
+        return []
+    entry = logprobs[k]
+    return [
+        {
+            "token": entry["token"],
+            "logprob": entry["logprob"],
+            "top_logprobs": [{"token": t["token"], "logprob": t["logprob"]} for t in entry["top_logprobs"]],
+        }
+    ]
 
 
 def echoed_settings(body: dict[str, Any], model: Model) -> dict[str, Any]:
@@ -395,12 +477,19 @@ def _from_chat(
 ) -> ResponseAnswer:
     choice = answer.choices[0]
     output: list[OutputItem] = []
+    includes = body.get("include") or ()
     if model.reasoning:
         summary = []
         if (body.get("reasoning") or {}).get("summary"):
             summary = [{"type": "summary_text", "text": answer.corpus.words(rng, 12)}]
-        output.append(OutputItem({"id": shapes.make_id("rs_", rng), "type": "reasoning", "summary": summary}))
+        reasoning: dict[str, Any] = {"id": shapes.make_id("rs_", rng), "type": "reasoning", "summary": summary}
+        if "reasoning.encrypted_content" in includes:
+            reasoning["encrypted_content"] = seal(answer.reasoning_tokens)
+        output.append(OutputItem(reasoning))
     incomplete = choice.finish_reason in ("length", "content_filter")
+    extra_tokens = 0
+    if choice.tool_calls and not incomplete and parallel_calls_allowed(body, model):
+        extra_tokens = _more_calls(choice, body, answer.corpus, rng)
     for call, ids in zip(choice.tool_calls, choice.tool_call_ids, strict=False):
         output.append(
             OutputItem(
@@ -416,7 +505,13 @@ def _from_chat(
             )
         )
     if choice.content:
-        text = {"type": "output_text", "text": choice.content, "annotations": [], "logprobs": []}
+        logprobs = []
+        if "message.output_text.logprobs" in includes:
+            # Drawn apart from the answer's generator: asking for them leaves the answer as it was.
+            logprobs = token_logprobs(
+                choice.token_ids, answer.corpus, random.Random(rng.random()), body.get("top_logprobs") or 0
+            )
+        text = {"type": "output_text", "text": choice.content, "annotations": [], "logprobs": logprobs}
         output.append(
             OutputItem(
                 {
@@ -438,12 +533,57 @@ def _from_chat(
         output,
         answer.prompt_tokens,
         min(cached_tokens, answer.prompt_tokens),
-        answer.completion_tokens,
+        answer.completion_tokens + extra_tokens,
         answer.reasoning_tokens,
         incomplete,
         answer.corpus,
         "content_filter" if choice.finish_reason == "content_filter" else "max_output_tokens",
     )
+
+
+# The most function calls one answer makes when parallel calls are allowed (a seeded draw from
+# one up to this); there is no deployment setting for it.
+MAX_PARALLEL_CALLS = 3
+
+
+def parallel_calls_allowed(body: dict[str, Any], model: Model) -> bool:
+    """Several calls in one answer: not when the request turns them off or forces one
+    function, nor on reasoning models (Azure: o-series do not make parallel calls)."""
+    return (
+        body.get("parallel_tool_calls", True) is not False
+        and not isinstance(body.get("tool_choice"), dict)
+        and not model.reasoning
+    )
+
+
+def _more_calls(choice: chat.Choice, body: dict[str, Any], corpus: Corpus, rng: random.Random) -> int:
+    """Add the parallel calls a seeded draw asks for to `choice` (within the output limit);
+    returns the tokens they take."""
+    tools = body.get("tools") or []
+    limit = body.get("max_output_tokens")
+    added = 0
+    for _ in range(rng.randint(1, MAX_PARALLEL_CALLS) - 1):
+        tool = rng.choice(tools)
+        name = tool.get("name", "")
+        name_tokens = tokens.count(name, corpus.enc) + 3
+        room = None if limit is None else limit - choice.tokens - added - name_tokens
+        if room is not None and room <= 0:
+            break
+        arguments, ids, cut = chat.json_answer(
+            tool.get("parameters") or {"type": "object"}, corpus, rng, room or chat.DEFAULT_OUTPUT_TOKENS
+        )
+        if cut:  # a call the limit would cut is not made
+            break
+        choice.tool_calls.append(
+            {
+                "id": shapes.make_id("call_", rng)[:29],
+                "type": "function",
+                "function": {"name": name, "arguments": arguments},
+            }
+        )
+        choice.tool_call_ids.append(ids)
+        added += name_tokens + len(ids)
+    return added
 
 
 def conversation(

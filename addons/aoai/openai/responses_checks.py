@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .catalogue import Model
+from .sealed_reasoning import unseal
 from .validation import (
     REASONING_EFFORTS,
     Invalid,
@@ -51,6 +52,16 @@ BUILT_IN_TOOLS = (
 TEXT_FORMATS = ("text", "json_object", "json_schema")
 SUMMARIES = ("auto", "concise", "detailed")
 TRUNCATIONS = ("auto", "disabled")
+# `include` values Azure's v1 spec lists (`OpenAI.Includable`). Those naming a built-in tool's
+# items ask for nothing here: the tools are refused, so no such item is ever answered.
+INCLUDABLE = (
+    "code_interpreter_call.outputs",
+    "computer_call_output.output.image_url",
+    "file_search_call.results",
+    "message.input_image.image_url",
+    "message.output_text.logprobs",
+    "reasoning.encrypted_content",
+)
 # `max_output_tokens` below this is refused, as OpenAI refuses it.
 MIN_OUTPUT_TOKENS = 16
 
@@ -59,7 +70,7 @@ def check_responses(body: dict[str, Any], model: Model) -> None:
     """Azure's 400 for what is wrong with a Responses request (raises `Invalid`)."""
     if "input" not in body:
         raise _missing("input")
-    _check_input(body["input"])
+    _check_input(body["input"], body.get("store", True) is not False)
     _expect(body, "instructions", (str,), "a string")
     limit = _integer(body, "max_output_tokens", 1)
     if limit is not None and limit < MIN_OUTPUT_TOKENS:
@@ -74,6 +85,7 @@ def check_responses(body: dict[str, Any], model: Model) -> None:
     _integer(body, "top_logprobs", 0, 20)
     if model.reasoning:
         check_sampling(body)
+    _check_include(body, model)
     for key in ("stream", "store", "parallel_tool_calls", "background"):
         _expect(body, key, (bool,), "a boolean")
     if body.get("background"):
@@ -93,7 +105,32 @@ def check_responses(body: dict[str, Any], model: Model) -> None:
     _check_reasoning(body, model)
 
 
-def _check_input(value: Any) -> None:
+def _check_include(body: dict[str, Any], model: Model) -> None:
+    include = _expect(body, "include", (list,), "an array")
+    for i, value in enumerate(include or []):
+        if not isinstance(value, str):
+            raise _wrong_type(f"include[{i}]", "a string", value)
+        if value not in INCLUDABLE:
+            raise Invalid(
+                f"Invalid value: '{value}'. Supported values are: {_listed(INCLUDABLE, 'and')}.",
+                f"include[{i}]",
+                "invalid_value",
+            )
+        if value == "message.output_text.logprobs" and model.reasoning:
+            raise Invalid(
+                "Unsupported parameter: 'message.output_text.logprobs' is not supported with this model.",
+                f"include[{i}]",
+                "unsupported_parameter",
+            )
+    if model.reasoning and body.get("top_logprobs") is not None:
+        raise Invalid(
+            "Unsupported parameter: 'top_logprobs' is not supported with this model.",
+            "top_logprobs",
+            "unsupported_parameter",
+        )
+
+
+def _check_input(value: Any, stored: bool = True) -> None:
     if isinstance(value, str):
         return
     if not isinstance(value, list):
@@ -102,6 +139,8 @@ def _check_input(value: Any) -> None:
         raise _empty_array("input")
     for i, item in enumerate(value):
         _check_item(item, f"input[{i}]")
+        if isinstance(item, dict) and item.get("type") == "reasoning":
+            _check_reasoning_item(item, f"input[{i}]", stored)
 
 
 def _check_item(item: Any, where: str) -> None:
@@ -135,6 +174,28 @@ def _check_item(item: Any, where: str) -> None:
             )
     elif kind == "item_reference":
         _field(item, "id", where, (str,), "a string", required=True)
+
+
+def _check_reasoning_item(item: dict[str, Any], where: str, stored: bool) -> None:
+    """A reasoning item given back: with its `encrypted_content` (which must be one this
+    service sealed), or by id alone, which only a stored response can resolve."""
+    item_id = _field(item, "id", where, (str,), "a string") or ""
+    sealed = _field(item, "encrypted_content", where, (str,), "a string")
+    if sealed is not None:
+        if unseal(sealed) is None:
+            raise Invalid(
+                f"The encrypted content for item {item_id} could not be verified.",
+                f"{where}.encrypted_content",
+                "invalid_encrypted_content",
+            )
+    elif not stored:
+        raise Invalid(
+            f"Item with id '{item_id}' not found. Items are not persisted when `store` is set to false. "
+            "Try again with `store` set to true, or remove this item from your input.",
+            "input",
+            None,
+            404,
+        )
 
 
 def _check_content(item: dict[str, Any], role: str, where: str) -> None:

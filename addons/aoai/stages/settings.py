@@ -18,7 +18,7 @@ from typing import Any
 from mitmproxy import ctx, exceptions
 from mitmproxy.proxy.layers import tls
 
-from ..openai import text, tokens
+from ..openai import sealed_reasoning, text, tokens
 from ..runtime import config as cfg
 from ..runtime import internals
 from ..runtime.banner import DEFAULT_PORT, banner
@@ -169,6 +169,8 @@ def apply(options: Any, config: SimulatorConfig, updated: set[str]) -> TlsCertif
     config.peers = peers
     config.worker = options.simulator_worker.strip()
     config.peer_secret = peer_secret
+    if peer_secret:  # workers read each other's encrypted reasoning
+        sealed_reasoning.share_key(peer_secret)
     logging.getLogger("aoai").setLevel(options.log_level)
     return certificate
 
