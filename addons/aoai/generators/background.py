@@ -34,7 +34,7 @@ def start(
     services_of(context).responses.put(replace(stored, body=run.final, run=run))
     if streamed:
         return _events(context, run, -1)
-    return wire.json_response(200, run.body(run.started), context.request, config.region)
+    return wire.json_response(200, run.created(), context.request, config.region)
 
 
 def stored_run(context: RequestContext, stored: StoredResponse) -> http.Response | StreamPlan | None:

@@ -52,6 +52,10 @@ class BackgroundRun:
             return self.final
         return _unfinished(self.final, status)
 
+    def created(self) -> dict[str, Any]:
+        """The response object the create call answers: always `queued`, however soon it ends."""
+        return _unfinished(self.final, QUEUED)
+
     def cancel(self, now: float) -> bool:
         """Cancel it if it is still queued or in progress; False when it had already ended
         (a repeated cancel changes nothing)."""
