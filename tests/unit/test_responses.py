@@ -123,7 +123,7 @@ def test_effort_changes_reasoning_tokens():
         ({"input": "x", "reasoning": {"effort": "high"}}, "reasoning.effort", "unsupported_parameter"),
         ({"input": "x", "truncation": "sometimes"}, "truncation", "invalid_value"),
         ({"input": "x", "metadata": {"k": 1}}, "metadata.k", "invalid_type"),
-        ({"input": "x", "background": True}, "background", "unsupported_value"),
+        ({"input": "x", "background": True, "store": False}, "background", "invalid_value"),
     ],
 )
 def test_bad_requests_name_the_field(body, param, code):

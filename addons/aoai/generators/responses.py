@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Sequence
+from functools import partial
 
 from mitmproxy import http
 
@@ -14,6 +15,7 @@ from ..runtime import peers
 from ..runtime.state import RequestContext
 from ..runtime.stored import StoredResponse
 from ..runtime.streams import StreamPlan, event_frame
+from . import background
 from .common import chat_settings, hold_answer, paced_stream, prompt_cache_hits, rng_for, services_of
 
 
@@ -52,16 +54,22 @@ def responses_answer(
     if body.get("store", True):
         items = responses.input_items(body, rng or rng_for(context))
         finished = answer.body()
-        services_of(context).responses.put(
-            StoredResponse(
-                finished,
-                items,
-                responses.conversation(context.history, items, finished),
-                stored_size(context, answer.completion_tokens, items),
-            )
+        stored = StoredResponse(
+            finished,
+            items,
+            responses.conversation(context.history, items, finished),
+            stored_size(context, answer.completion_tokens, items),
         )
+        if body.get("background"):
+            return background.start(context, answer, stored)
+        services_of(context).responses.put(stored)
     if body.get("stream"):
-        return paced_stream(context, answer.stream_timeline(), event_frame, answer.reasoning_tokens, done=False)
+        plan = paced_stream(context, answer.stream_timeline(), event_frame, answer.reasoning_tokens, done=False)
+        if body.get("store", True) and isinstance(plan, StreamPlan):
+            plan.on_cut = partial(background.mark_cut, context, answer.id)
+            if plan.cut:
+                plan.on_cut()
+        return plan
     hold_answer(context, answer.steps, answer.reasoning_tokens)
     return wire.json_response(200, answer.body(), context.request, context.config.region)
 
@@ -103,14 +111,19 @@ def stored_size(context: RequestContext, completion_tokens: int, items: Sequence
     return size
 
 
-def _stored_response(context: RequestContext, response_id: str) -> http.Response | Awaitable[http.Response]:
-    """GET or DELETE /responses/{id}, or GET its input_items; Azure's 404 for an unknown id."""
+def _stored_response(
+    context: RequestContext, response_id: str
+) -> http.Response | StreamPlan | Awaitable[http.Response]:
+    """GET or DELETE /responses/{id}, GET its input_items, or cancel it; Azure's 404 for an unknown id."""
     request, region, store = context.request, context.config.region, services_of(context).responses
     stored = store.get(response_id)
     if stored is None and context.config.peers and not peers.from_peer(request.headers, context.config.peer_secret):
         return _stored_at_a_peer(context, response_id)  # with workers, another may hold it
     if stored is None:
         return wire.openai_error(404, f"Response with id '{response_id}' not found.", request=request)
+    ran = background.stored_run(context, stored)
+    if ran is not None:
+        return ran
     operation = context.route.operation
     if operation == "responses_delete":
         store.delete(response_id)

@@ -88,13 +88,9 @@ def check_responses(body: dict[str, Any], model: Model) -> None:
     _check_include(body, model)
     for key in ("stream", "store", "parallel_tool_calls", "background"):
         _expect(body, key, (bool,), "a boolean")
-    if body.get("background"):
-        # Answering at once while claiming background mode would mislead a client that polls.
-        raise Invalid(
-            "Background mode is not supported by this simulator; responses are answered at once.",
-            "background",
-            "unsupported_value",
-        )
+    if body.get("background") and body.get("store") is False:
+        # A background response is only ever read back from the store.
+        raise Invalid("Background mode requires 'store' to be true.", "background", "invalid_value")
     for key in ("previous_response_id", "user"):
         _expect(body, key, (str,), "a string")
     _check_metadata(body)

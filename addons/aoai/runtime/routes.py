@@ -239,6 +239,7 @@ def _responses() -> list[Route]:
             Route(
                 "responses_input_items", ("GET",), prefix + "responses/{response_id}/input_items", **versions, **stored
             ),
+            Route("responses_cancel", ("POST",), prefix + "responses/{response_id}/cancel", **versions, **stored),
         ]
     return routes
 

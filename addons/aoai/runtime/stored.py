@@ -13,6 +13,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from .background import BackgroundRun
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_CAPACITY = 1000
@@ -28,6 +30,7 @@ class StoredResponse:
     # against RESPONSES_STORED_MAX_BYTES. It includes the earlier turns it carries, so the
     # budget is never smaller than what the kept responses hold together.
     size: int = 0
+    run: BackgroundRun | None = None  # a background response: its status and events by the clock
 
 
 class ResponseStore:

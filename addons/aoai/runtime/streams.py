@@ -52,6 +52,7 @@ class StreamPlan:
     labels: dict[str, str] = field(default_factory=dict)  # deployment and operation, for metrics
     id: str = ""  # set when routed: the loopback server finds the plan by it
     source: LiveSource | None = None  # relay these chunks as they come, instead of `frames` (which they fill)
+    on_cut: Callable[[], None] | None = None  # told when a fault cuts the stream (the stored response then failed)
     keep_body: bool = True  # False: a long binary answer (speech) is sent, never held; the flow shows none of it
     # Set by the server: how it went, for tests and metrics.
     completed: bool = False

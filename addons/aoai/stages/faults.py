@@ -157,8 +157,11 @@ class FaultTiming:
         context = context_of(flow)
         if context is None or not context.fault_shapes or context.stream is None or flow.response:
             return
-        self._count(context, faults.shape_stream(context.stream, list(context.fault_shapes)))
+        plan = context.stream
+        self._count(context, faults.shape_stream(plan, list(context.fault_shapes)))
         context.fault_shapes = ()
+        if plan.cut and plan.on_cut is not None:
+            plan.on_cut()
 
     def response(self, flow: http.HTTPFlow) -> None:
         # Before the Pacing stage's own response hook, which holds the answer.
