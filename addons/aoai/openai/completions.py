@@ -201,13 +201,13 @@ def generate(
             if cut is not None:
                 content, ids, truncated = cut, corpus.enc.encode(cut, disallowed_special=()), False
             choices.append(CompletionChoice(p * n + j, content, ids, "length" if truncated else "stop", echo))
-    answer = CompletionAnswer(
+    result = CompletionAnswer(
         shapes.make_id("cmpl-", rng), int(time.time()), model.version, choices, prompt_tokens, len(prompts), corpus
     )
     top = body.get("logprobs")
     if isinstance(top, int) and not isinstance(top, bool):
-        answer.top_logprobs = top
+        result.top_logprobs = top
         for c in choices:
             prompt = prompts[c.index // n]
             c.prompt = prompt if isinstance(prompt, str) else _text_of(prompt, corpus)
-    return answer
+    return result
