@@ -397,12 +397,13 @@ def test_required_tool_choice_calls_a_tool_with_valid_arguments(simulator):
         choice = r.choices[0]
         assert choice.finish_reason == "tool_calls"
         assert choice.message.content is None
-        (call,) = choice.message.tool_calls
-        assert call.id.startswith("call_") and call.type == "function"
-        assert call.function.name == "book_hotel"
-        jsonschema.validate(
-            json.loads(call.function.arguments), BOOKING_PARAMETERS, format_checker=jsonschema.FormatChecker()
-        )
+        assert choice.message.tool_calls  # one or several: parallel calls are allowed
+        for call in choice.message.tool_calls:
+            assert call.id.startswith("call_") and call.type == "function"
+            assert call.function.name == "book_hotel"
+            jsonschema.validate(
+                json.loads(call.function.arguments), BOOKING_PARAMETERS, format_checker=jsonschema.FormatChecker()
+            )
 
 
 def test_named_tool_choice_calls_that_tool(simulator):
@@ -420,7 +421,12 @@ def test_named_tool_choice_calls_that_tool(simulator):
 
 def test_streamed_tool_call_assembles_to_valid_arguments(simulator):
     stream = azure(simulator).chat.completions.create(
-        model="gpt-4o", messages=USER, tools=[BOOKING_TOOL], tool_choice="required", stream=True
+        model="gpt-4o",
+        messages=USER,
+        tools=[BOOKING_TOOL],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        stream=True,
     )
     calls: dict[int, dict] = {}
     finish = None

@@ -14,9 +14,9 @@ def openai_chat(context: RequestContext) -> http.Response | StreamPlan | None:
     if context.route is None or context.route.operation != "chat":
         return None
     body = context.body
-    answer = chat.generate(
-        body, context.deployment.model, context.prompt_tokens, rng_for(context), chat_settings(context.config)
-    )
+    deployment = context.deployment
+    settings = chat_settings(context.config, deployment.max_parallel_tool_calls)
+    answer = chat.generate(body, deployment.model, context.prompt_tokens, rng_for(context), settings)
     answer.cached_tokens = prompt_cache_hits(context, body["messages"], body.get("tools"))
     return text_answer(context, answer)
 

@@ -35,8 +35,10 @@ def rng_for(context: RequestContext) -> random.Random:
     return random.Random(f"{seed}:{zlib.crc32(context.request.raw_content or b'')}")
 
 
-def chat_settings(config: SimulatorConfig) -> chat.ChatSettings:
-    return chat.ChatSettings(config.completion_tokens, config.tool_call_share, config.bounds.json_answer_tokens)
+def chat_settings(config: SimulatorConfig, most_tool_calls: int = 1) -> chat.ChatSettings:
+    return chat.ChatSettings(
+        config.completion_tokens, config.tool_call_share, config.bounds.json_answer_tokens, most_tool_calls
+    )
 
 
 def stream_labels(context: RequestContext) -> dict[str, str]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from . import content_filter, shapes, text, tokens
+from . import content_filter, logprobs, shapes, text, tokens
 from .catalogue import Model, Normal
 from .schema_values import value_within
 
@@ -46,6 +46,7 @@ class ChatAnswer:
     reasoning_tokens: int = 0
     cached_tokens: int = 0  # of the prompt tokens, those the prompt cache had seen
     prompt_filter: list[dict[str, Any]] | None = None  # the prompt's content-filter results, when scored
+    top_logprobs: int | None = None  # alternatives per token when `logprobs` is asked for, else None
 
     @property
     def completion_tokens(self) -> int:
@@ -76,7 +77,7 @@ class ChatAnswer:
                 {
                     "index": c.index,
                     "finish_reason": c.finish_reason,
-                    "logprobs": None,
+                    "logprobs": self._choice_logprobs(c),
                     "message": message,
                     "content_filter_results": filters,
                 }
@@ -91,6 +92,16 @@ class ChatAnswer:
             "choices": choices,
             "usage": self.usage(),
         }
+
+    def _choice_logprobs(self, c: Choice) -> dict[str, Any] | None:
+        """A choice's `logprobs` when asked for: its text's tokens (null content for tool calls,
+        which have no text)."""
+        if self.top_logprobs is None:
+            return None
+        if c.content is None:
+            return {"content": None, "refusal": None}
+        rng = logprobs.token_rng(self.id, c.index)
+        return {"content": logprobs.chat_content(self.corpus, c.token_ids, self.top_logprobs, rng), "refusal": None}
 
     def stream_events(self, include_usage: bool) -> list[dict[str, Any]]:
         """The frames of Azure's chat stream, without the closing [DONE]."""
@@ -109,7 +120,11 @@ class ChatAnswer:
             head["usage"] = None
 
         def frame(
-            index: int, delta: dict[str, Any], finish: str | None = None, filters: dict[str, Any] | None = None
+            index: int,
+            delta: dict[str, Any],
+            finish: str | None = None,
+            filters: dict[str, Any] | None = None,
+            probs: dict[str, Any] | None = None,
         ) -> dict[str, Any]:
             return {
                 **head,
@@ -118,7 +133,7 @@ class ChatAnswer:
                         "index": index,
                         "delta": delta,
                         "finish_reason": finish,
-                        "logprobs": None,
+                        "logprobs": probs,
                         "content_filter_results": filters or {},
                     }
                 ],
@@ -155,10 +170,21 @@ class ChatAnswer:
                     )
             else:
                 frames.append(frame(c.index, {"role": "assistant", "content": "", "refusal": None}))
-                frames.extend(
-                    frame(c.index, {"content": p}, filters=shapes.CONTENT_FILTER)
-                    for p in self.corpus.pieces(c.token_ids)
-                )
+                pieces = self.corpus.pieces(c.token_ids)
+                if self.top_logprobs is None:
+                    frames.extend(frame(c.index, {"content": p}, filters=shapes.CONTENT_FILTER) for p in pieces)
+                else:
+                    # Each frame carries one token, and the log probabilities of that token.
+                    rng, top = logprobs.token_rng(self.id, c.index), self.top_logprobs
+                    frames.extend(
+                        frame(
+                            c.index,
+                            {"content": p},
+                            filters=shapes.CONTENT_FILTER,
+                            probs={"content": [logprobs.chat_entry(self.corpus, t, top, rng)], "refusal": None},
+                        )
+                        for p, t in zip(pieces, c.token_ids, strict=True)
+                    )
             # A filtered answer's last frame says which category stopped it.
             frames.append(frame(c.index, {}, c.finish_reason, c.filter_results))
             per_choice.append(frames)
@@ -171,6 +197,7 @@ class ChatSettings:
     completion_tokens: Normal  # natural answer length when nothing stops it earlier
     tool_call_share: float  # share of tool_choice "auto" requests that call a tool
     json_answer_tokens: int = 131_072  # JSON_ANSWER_MAX_TOKENS: a request's JSON answers together
+    max_parallel_tool_calls: int = 1  # the deployment's maxParallelToolCalls: most calls in one answer
 
 
 def limit_of(body: dict[str, Any]) -> int | None:
@@ -191,7 +218,7 @@ def generate(
             reasoning = min(reasoning, limit)
             limit -= reasoning
     n = body.get("n") or 1
-    tool = _chosen_tool(body, rng, settings)
+    called = _chosen_tools(body, rng, settings)
     # Without a limit the model writes until its own output limit stops it. JSON a schema makes
     # as long as that, n times over, is held to the bound on a request's JSON answers.
     budget = limit if limit is not None else model.max_output_tokens or DEFAULT_OUTPUT_TOKENS
@@ -200,13 +227,15 @@ def generate(
     for index in range(n):
         if limit == 0:
             choices.append(Choice(index, "", [], finish_reason="length"))
-        elif tool is not None:
-            choices.append(_tool_choice(index, tool, corpus, rng, budget))
+        elif called:
+            choices.append(_tool_choice(index, called, corpus, rng, budget))
         else:
             choices.append(_text_choice(index, body, corpus, rng, limit, settings, budget))
-    return ChatAnswer(
+    answer = ChatAnswer(
         shapes.make_id("chatcmpl-", rng), int(time.time()), model.version, choices, prompt_tokens, corpus, reasoning * n
     )
+    answer.top_logprobs = logprobs.asked_top(body)
+    return answer
 
 
 def fixed(content: str, body: dict[str, Any], model: Model, prompt_tokens: int, rng: random.Random) -> ChatAnswer:
@@ -221,7 +250,11 @@ def fixed(content: str, body: dict[str, Any], model: Model, prompt_tokens: int, 
             choices.append(Choice(index, corpus.enc.decode(cut), cut, finish_reason="length", tokens=limit))
         else:
             choices.append(Choice(index, content, ids, tokens=len(ids)))
-    return ChatAnswer(shapes.make_id("chatcmpl-", rng), int(time.time()), model.version, choices, prompt_tokens, corpus)
+    answer = ChatAnswer(
+        shapes.make_id("chatcmpl-", rng), int(time.time()), model.version, choices, prompt_tokens, corpus
+    )
+    answer.top_logprobs = logprobs.asked_top(body)
+    return answer
 
 
 def filter_answers(answer: ChatAnswer, answers: content_filter.AnswerFilter) -> list[str]:
@@ -243,22 +276,27 @@ def filter_answers(answer: ChatAnswer, answers: content_filter.AnswerFilter) -> 
     return blocked
 
 
-def _chosen_tool(body: dict[str, Any], rng: random.Random, settings: ChatSettings) -> dict[str, Any] | None:
+def _chosen_tools(body: dict[str, Any], rng: random.Random, settings: ChatSettings) -> list[dict[str, Any]]:
+    """The functions the answer calls, in order (none: it answers in words)."""
     tools = [t.get("function") or {} for t in body.get("tools") or []]
     if not tools:
-        return None
+        return []
     choice = body.get("tool_choice", "auto")
     if choice == "none":
-        return None
+        return []
     if isinstance(choice, dict):
         name = choice["function"]["name"]
-        return next(t for t in tools if t.get("name") == name)
+        return [next(t for t in tools if t.get("name") == name)]
     if choice == "auto":
         messages = body.get("messages") or []
         # After a tool result a model answers in words; otherwise it calls a tool this often.
         if (messages and messages[-1].get("role") == "tool") or rng.random() >= settings.tool_call_share:
-            return None
-    return rng.choice(tools)
+            return []
+    most = settings.max_parallel_tool_calls if body.get("parallel_tool_calls") is not False else 1
+    # Several calls may name the same function (with other arguments), as a model fanning
+    # out one lookup over several places does. One call costs no extra draw.
+    count = rng.randint(1, most) if most > 1 else 1
+    return [rng.choice(tools) for _ in range(count)]
 
 
 def json_answer(
@@ -279,17 +317,30 @@ def json_answer(
     return corpus.enc.decode(ids), ids, True
 
 
-def _tool_choice(index: int, tool: dict[str, Any], corpus: text.Corpus, rng: random.Random, budget: int) -> Choice:
-    name_tokens = tokens.count(tool.get("name", ""), corpus.enc) + 3
-    arguments, ids, cut = json_answer(
-        tool.get("parameters") or {"type": "object"}, corpus, rng, max(0, budget - name_tokens)
-    )
-    call = {
-        "id": shapes.make_id("call_", rng)[:29],
-        "type": "function",
-        "function": {"name": tool.get("name", ""), "arguments": arguments},
-    }
-    return Choice(index, None, [], [call], [ids], "length" if cut else "tool_calls", name_tokens + len(ids))
+def _tool_choice(
+    index: int, called: list[dict[str, Any]], corpus: text.Corpus, rng: random.Random, budget: int
+) -> Choice:
+    """An answer calling each of `called`; the budget runs across them, and a call it cuts is the last."""
+    calls: list[dict[str, Any]] = []
+    call_ids: list[list[int]] = []
+    spent, cut = 0, False
+    for tool in called:
+        name_tokens = tokens.count(tool.get("name", ""), corpus.enc) + 3
+        arguments, ids, cut = json_answer(
+            tool.get("parameters") or {"type": "object"}, corpus, rng, max(0, budget - spent - name_tokens)
+        )
+        calls.append(
+            {
+                "id": shapes.make_id("call_", rng)[:29],
+                "type": "function",
+                "function": {"name": tool.get("name", ""), "arguments": arguments},
+            }
+        )
+        call_ids.append(ids)
+        spent += name_tokens + len(ids)
+        if cut or spent >= budget:
+            break
+    return Choice(index, None, [], calls, call_ids, "length" if cut else "tool_calls", spent)
 
 
 def _text_choice(

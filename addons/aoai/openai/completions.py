@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import content_filter, shapes, text
+from . import content_filter, logprobs, shapes, text
 from .catalogue import Model
 from .chat import ChatSettings
 
@@ -19,6 +19,7 @@ class CompletionChoice:
     token_ids: list[int]
     finish_reason: str
     prefix: str = ""  # the echoed prompt, sent before the generated text
+    prompt: str = ""  # the prompt's text, known only when log probabilities are asked for
     filter_results: dict[str, Any] | None = None  # what the content filter scored (None: all safe)
 
 
@@ -32,6 +33,17 @@ class CompletionAnswer:
     prompts: int
     corpus: text.Corpus
     prompt_filter: list[dict[str, Any]] | None = None  # each prompt's content-filter results, when scored
+    top_logprobs: int | None = None  # the request's `logprobs`: alternatives per token, None when not asked
+
+    def choice_logprobs(self, c: CompletionChoice) -> dict[str, Any] | None:
+        """A choice's `logprobs` when asked for: its tokens (the echoed prompt's first), their
+        offsets counted from the start of the prompt."""
+        if self.top_logprobs is None:
+            return None
+        echoed = self.corpus.enc.encode(c.prefix, disallowed_special=()) if c.prefix else None
+        rng = logprobs.token_rng(self.id, c.index)
+        offset = 0 if c.prefix else len(c.prompt)
+        return logprobs.completion_logprobs(self.corpus, c.token_ids, self.top_logprobs, rng, offset, echoed)
 
     @property
     def completion_tokens(self) -> int:
@@ -52,7 +64,7 @@ class CompletionAnswer:
                     "text": c.prefix + c.text,
                     "index": c.index,
                     "finish_reason": c.finish_reason,
-                    "logprobs": None,
+                    "logprobs": self.choice_logprobs(c),
                     "content_filter_results": shapes.CONTENT_FILTER if c.filter_results is None else c.filter_results,
                 }
                 for c in self.choices
@@ -69,7 +81,13 @@ class CompletionAnswer:
         if include_usage:
             head["usage"] = None
 
-        def frame(index: int, piece: str, finish: str | None, filters: dict[str, Any] | None = None) -> dict[str, Any]:
+        def frame(
+            index: int,
+            piece: str,
+            finish: str | None,
+            filters: dict[str, Any] | None = None,
+            probs: dict[str, Any] | None = None,
+        ) -> dict[str, Any]:
             return {
                 **head,
                 "choices": [
@@ -77,7 +95,7 @@ class CompletionAnswer:
                         "text": piece,
                         "index": index,
                         "finish_reason": finish,
-                        "logprobs": None,
+                        "logprobs": probs,
                         "content_filter_results": shapes.CONTENT_FILTER if piece else filters or {},
                     }
                 ],
@@ -94,9 +112,21 @@ class CompletionAnswer:
         per_choice = []
         for c in self.choices:
             pieces = ([c.prefix] if c.prefix else []) + self.corpus.pieces(c.token_ids)
-            per_choice.append(
-                [frame(c.index, p, None) for p in pieces] + [frame(c.index, "", c.finish_reason, c.filter_results)]
-            )
+            whole = self.choice_logprobs(c)
+            if whole is None:
+                frames = [frame(c.index, p, None) for p in pieces]
+            else:
+                # Each frame carries the log probabilities of its own tokens: the echo frame the
+                # prompt's, every other frame one token's.
+                echoed = len(whole["tokens"]) - len(c.token_ids)
+                bounds = ([(0, echoed)] if c.prefix else []) + [
+                    (echoed + i, echoed + i + 1) for i in range(len(c.token_ids))
+                ]
+                frames = [
+                    frame(c.index, p, None, probs={key: values[a:b] for key, values in whole.items()})
+                    for p, (a, b) in zip(pieces, bounds, strict=True)
+                ]
+            per_choice.append(frames + [frame(c.index, "", c.finish_reason, c.filter_results)])
         usage = {**head, "choices": [], "usage": self.usage()} if include_usage else None
         return shapes.timeline(first, per_choice, usage, opener=False)
 
@@ -171,6 +201,13 @@ def generate(
             if cut is not None:
                 content, ids, truncated = cut, corpus.enc.encode(cut, disallowed_special=()), False
             choices.append(CompletionChoice(p * n + j, content, ids, "length" if truncated else "stop", echo))
-    return CompletionAnswer(
+    result = CompletionAnswer(
         shapes.make_id("cmpl-", rng), int(time.time()), model.version, choices, prompt_tokens, len(prompts), corpus
     )
+    top = body.get("logprobs")
+    if isinstance(top, int) and not isinstance(top, bool):
+        result.top_logprobs = top
+        for c in choices:
+            prompt = prompts[c.index // n]
+            c.prompt = prompt if isinstance(prompt, str) else _text_of(prompt, corpus)
+    return result

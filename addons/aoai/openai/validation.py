@@ -331,11 +331,29 @@ def check_chat(body: dict[str, Any], model: Model) -> None:
     if model.reasoning:
         check_sampling(body)
     _choice(body, "reasoning_effort", "", REASONING_EFFORTS)
-    _expect(body, "logprobs", (bool,), "a boolean")
-    _integer(body, "top_logprobs", 0, 20)
+    _check_logprobs(body, model)
     _expect(body, "parallel_tool_calls", (bool,), "a boolean")
     _check_tools(body)
     _check_response_format(body)
+
+
+def _check_logprobs(body: dict[str, Any], model: Model) -> None:
+    asked = _expect(body, "logprobs", (bool,), "a boolean")
+    top = _integer(body, "top_logprobs", 0, 20)
+    if model.reasoning:
+        # Reasoning models write no log probabilities; Azure refuses the parameters as it does
+        # the sampling settings they ignore.
+        for key, value in (("logprobs", asked), ("top_logprobs", top)):
+            if value:
+                raise Invalid(
+                    f"Unsupported parameter: '{key}' is not supported with this model.", key, "unsupported_parameter"
+                )
+    if top is not None and asked is not True:
+        raise Invalid(
+            "Invalid value for 'top_logprobs': 'top_logprobs' is only allowed when 'logprobs' is true.",
+            "top_logprobs",
+            "invalid_value",
+        )
 
 
 def _check_message(message: Any, where: str) -> None:

@@ -55,6 +55,11 @@ class Latency:
         }
 
 
+# A chat answer calls up to this many tools at once unless its deployment says otherwise.
+DEFAULT_PARALLEL_TOOL_CALLS = 3
+MAX_PARALLEL_TOOL_CALLS = 128  # Azure takes at most 128 tools in a request
+
+
 @dataclass
 class Deployment:
     name: str
@@ -71,6 +76,8 @@ class Deployment:
     defined: bool = True  # False for a deployment made up for an undefined name
     content_filter: Policy | None = None  # None: Azure's default policy, no rules
     faults: FaultProfile | None = None  # None: the default profile (the file's "*" entry)
+    # Most tool calls one chat answer makes when the request allows parallel calls.
+    max_parallel_tool_calls: int = DEFAULT_PARALLEL_TOOL_CALLS
     # An undefined deployment's label, given by SimulatorConfig.deployment (see `label`).
     undefined_label: str | None = field(default=None, compare=False, repr=False)
 
@@ -107,6 +114,8 @@ class Deployment:
             out["contentFilter"] = self.content_filter.to_json()
         if self.faults is not None:
             out["faults"] = self.faults.to_json()
+        if self.max_parallel_tool_calls != DEFAULT_PARALLEL_TOOL_CALLS:
+            out["maxParallelToolCalls"] = self.max_parallel_tool_calls
         return out
 
     @property
@@ -205,6 +214,7 @@ _DEPLOYMENT_FIELDS = {
     "inputTpmPerPtu",
     "contentFilter",
     "faults",
+    "maxParallelToolCalls",
 }
 _LATENCY_FIELDS = {
     "timeToFirstTokenMs": "time_to_first_token_ms",
@@ -239,6 +249,11 @@ def parse_deployment(name: str, spec: Any, where: str) -> Deployment:
         if not model.audio_pace:
             raise ConfigError(f"{where}.audioPace: {model.name} is not an audio model")
         dep.audio_pace = _number(f"{where}.audioPace", spec["audioPace"], high=MAX_AUDIO_PACE)
+    if "maxParallelToolCalls" in spec:
+        most = _number(f"{where}.maxParallelToolCalls", spec["maxParallelToolCalls"], integer=True)
+        if not 1 <= most <= MAX_PARALLEL_TOOL_CALLS:
+            raise ConfigError(f"{where}.maxParallelToolCalls: must be between 1 and {MAX_PARALLEL_TOOL_CALLS}")
+        dep.max_parallel_tool_calls = most
     if "maxConcurrentRequests" in spec:
         dep.max_concurrent_requests = _number(
             f"{where}.maxConcurrentRequests", spec["maxConcurrentRequests"], integer=True
