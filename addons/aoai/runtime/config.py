@@ -68,6 +68,7 @@ class Deployment:
     sku: str = "Standard"  # a provisioned SKU is limited by its utilization, not by TPM/RPM
     ptu: int = 0  # provisioned throughput units, for a provisioned SKU
     input_tpm_per_ptu: int | None = None  # None: PTU_INPUT_TPM_PER_PTU, else the catalogue's
+    spillover: str | None = None  # a provisioned deployment: the standard deployment its overflow goes to
     defined: bool = True  # False for a deployment made up for an undefined name
     content_filter: Policy | None = None  # None: Azure's default policy, no rules
     faults: FaultProfile | None = None  # None: the default profile (the file's "*" entry)
@@ -103,6 +104,8 @@ class Deployment:
             out["ptu"] = self.ptu
             if self.input_tpm_per_ptu is not None:
                 out["inputTpmPerPtu"] = self.input_tpm_per_ptu
+            if self.spillover is not None:
+                out["spillover"] = self.spillover
         if self.content_filter is not None:
             out["contentFilter"] = self.content_filter.to_json()
         if self.faults is not None:
@@ -203,6 +206,7 @@ _DEPLOYMENT_FIELDS = {
     "sku",
     "ptu",
     "inputTpmPerPtu",
+    "spillover",
     "contentFilter",
     "faults",
 }
@@ -279,7 +283,7 @@ def _parse_sku(dep: Deployment, spec: dict[str, Any], where: str) -> None:
         )
     dep.sku = sku
     if not dep.provisioned:
-        for key in ("ptu", "inputTpmPerPtu"):
+        for key in ("ptu", "inputTpmPerPtu", "spillover"):
             if key in spec:
                 raise ConfigError(f'{where}.{key}: only for a provisioned SKU ("sku": "ProvisionedManaged")')
         return
@@ -304,6 +308,12 @@ def _parse_sku(dep: Deployment, spec: dict[str, Any], where: str) -> None:
         if per_ptu < 1:
             raise ConfigError(f"{where}.inputTpmPerPtu: must be at least 1, got {per_ptu}")
         dep.input_tpm_per_ptu = per_ptu
+    if "spillover" in spec:
+        if not isinstance(spec["spillover"], str) or not spec["spillover"]:
+            raise ConfigError(
+                f"{where}.spillover: expected the name of a standard deployment, got {_shown(spec['spillover'])}"
+            )
+        dep.spillover = spec["spillover"]
     sizes = catalogue.provisioned(dep.model)
     if ptu < sizes.minimum_ptu or ptu % sizes.ptu_increment:
         # Azure would refuse to create it; the simulator runs it anyway (a test may want a small one).
@@ -346,9 +356,23 @@ def parse_deployments(data: Any, where: str) -> dict[str, Deployment]:
         raise ConfigError(f"{where}: expected a JSON object mapping deployment names to settings")
     if DEFAULTS_KEY in data:
         parse_defaults(data[DEFAULTS_KEY], f"{where}: {DEFAULTS_KEY}")  # checked; load_deployments keeps it
-    return {
+    deployments = {
         name: parse_deployment(name, spec, f"{where}: {name}") for name, spec in data.items() if name != DEFAULTS_KEY
     }
+    check_spillover(deployments, where)
+    return deployments
+
+
+def check_spillover(deployments: dict[str, Deployment], where: str) -> None:
+    """Every provisioned deployment's `spillover` names a standard deployment that can take its
+    overflow (runtime/spillover.py says what can); raises ConfigError."""
+    from .spillover import unfit  # it reads Deployment from here
+
+    for name, dep in deployments.items():
+        if dep.spillover is not None:
+            problem = unfit(dep, deployments.get(dep.spillover), dep.spillover)
+            if problem is not None:
+                raise ConfigError(f"{where}: {name}.spillover: {problem}")
 
 
 def load_deployments_file(path: str) -> dict[str, Deployment]:
