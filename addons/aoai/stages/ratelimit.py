@@ -331,7 +331,7 @@ class Limits:
         if verdict.allowed:
             if ask.key.startswith("d:"):  # deployments' answers carry their quota
                 ask.context.quota_headers = limits.success_headers(ask.quota, verdict)
-            return
+            return None
         self.limiter.throttled(
             ask.name, verdict.reason, identity or client_identity(flow, ask.key), verdict.retry_after
         )
