@@ -6,10 +6,12 @@ deployment's 429 with x-ms-spillover-error when that quota is used up too."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 from mitmproxy.test import taddons, tflow
+from redis_server import redis_url  # noqa: F401
 from unit_support import admit
 
 from aoai.openai import catalogue
@@ -252,3 +254,30 @@ def test_metrics_count_spilled_requests(stage):
     assert [(s.name, s.labels, s.value) for s in family.samples] == [
         ("aoai_spillover_requests_total", {"deployment": "ptu", "to": "paygo"}, 2)
     ]
+
+
+def test_shared_windows_spill_the_same(redis_url):  # noqa: F811
+    """With RATE_LIMIT_REDIS_URL both the bucket and the standard deployment's windows are in
+    Redis: the decision comes later, the same."""
+    deployments = {d.name: d for d in (ptu("ptu"), standard("paygo"))}
+    config = SimulatorConfig(api_key=KEY, deployments=deployments)
+    windows = limits.RedisWindows.from_url(redis_url, prefix="unit-test-spillover:", server_time=False)
+    addon = Limits(config, limits.Limiter(windows, clock=Clock()))
+
+    async def run():
+        await windows.reset()
+        flows = [flow(config, max_tokens=2000), flow(config, spill="paygo")]
+        for f in flows:
+            pending = addon.request(f)
+            assert pending is not None  # Redis answers later
+            await pending
+        await windows.reset()
+        await windows.close()
+        return flows[1]
+
+    with taddons.context(addon):
+        spilled = asyncio.run(run())
+    assert spilled.response is None
+    assert context_of(spilled).deployment.name == "paygo"
+    assert context_of(spilled).quota_headers["x-ms-spillover-from-ptu"] == "ptu"
+    assert addon.limiter.counters.spilled[("ptu", "paygo")] == 1

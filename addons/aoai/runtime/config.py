@@ -363,14 +363,34 @@ def parse_deployments(data: Any, where: str) -> dict[str, Deployment]:
     return deployments
 
 
+# The standard SKU with the same data-processing level as each provisioned one.
+SPILLOVER_SKU = {
+    "ProvisionedManaged": "Standard",
+    "GlobalProvisionedManaged": "GlobalStandard",
+    "DataZoneProvisionedManaged": "DataZoneStandard",
+}
+
+
+def spillover_unfit(provisioned: Deployment, standard: Deployment | None, name: str) -> str | None:
+    """Why `standard` (the deployment called `name`) cannot take `provisioned`'s overflow, or None."""
+    if standard is None or not standard.defined:
+        return f"no deployment {name!r} is defined"
+    if standard.provisioned:
+        return f"{name!r} is a provisioned deployment; spillover goes to a standard one"
+    if standard.model.name != provisioned.model.name:
+        return f"{name!r} runs {standard.model.name}, not {provisioned.model.name}"
+    wanted = SPILLOVER_SKU[provisioned.sku]
+    if standard.sku != wanted:
+        return f"{name!r} is {standard.sku}; a {provisioned.sku} deployment spills to a {wanted} one"
+    return None
+
+
 def check_spillover(deployments: dict[str, Deployment], where: str) -> None:
     """Every provisioned deployment's `spillover` names a standard deployment that can take its
-    overflow (runtime/spillover.py says what can); raises ConfigError."""
-    from .spillover import unfit  # it reads Deployment from here
-
+    overflow (spillover_unfit says what can); raises ConfigError."""
     for name, dep in deployments.items():
         if dep.spillover is not None:
-            problem = unfit(dep, deployments.get(dep.spillover), dep.spillover)
+            problem = spillover_unfit(dep, deployments.get(dep.spillover), dep.spillover)
             if problem is not None:
                 raise ConfigError(f"{where}: {name}.spillover: {problem}")
 

@@ -18,34 +18,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from .config import Deployment
+from .config import Deployment, spillover_unfit
 
 REQUEST_HEADER = "x-ms-spillover-deployment"
 ERROR_HEADER = "x-ms-spillover-error"
 SERVED_BY_HEADER = "x-ms-deployment-name"
 NO_SPILLOVER_OPERATIONS = frozenset({"responses"})  # Azure offers no spillover to the Responses API
 
-# The standard SKU with the same data-processing level as each provisioned one.
-STANDARD_FOR = {
-    "ProvisionedManaged": "Standard",
-    "GlobalProvisionedManaged": "GlobalStandard",
-    "DataZoneProvisionedManaged": "DataZoneStandard",
-}
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # what an HTTP header name may hold
-
-
-def unfit(provisioned: Deployment, standard: Deployment | None, name: str) -> str | None:
-    """Why `standard` (the deployment called `name`) cannot take `provisioned`'s overflow, or None."""
-    if standard is None or not standard.defined:
-        return f"no deployment {name!r} is defined"
-    if standard.provisioned:
-        return f"{name!r} is a provisioned deployment; spillover goes to a standard one"
-    if standard.model.name != provisioned.model.name:
-        return f"{name!r} runs {standard.model.name}, not {provisioned.model.name}"
-    wanted = STANDARD_FOR[provisioned.sku]
-    if standard.sku != wanted:
-        return f"{name!r} is {standard.sku}; a {provisioned.sku} deployment spills to a {wanted} one"
-    return None
 
 
 def target(
@@ -60,7 +40,7 @@ def target(
     if not name:
         return None
     standard = deployments.get(name)
-    if standard is None or unfit(provisioned, standard, name) is not None:
+    if standard is None or spillover_unfit(provisioned, standard, name) is not None:
         return None  # a deployment removed or changed since start-up, or a header naming nothing usable
     return standard
 
