@@ -273,6 +273,7 @@ def _fault(**fields):
         ({"deployments": {"w": {"model": "whisper", "audioPace": 1e300}}}, "deployments.w.audioPace"),
         (_ptu(ptu=10**9), "deployments.ptu.ptu"),
         (_ptu(inputTpmPerPtu=10**15), "deployments.ptu.inputTpmPerPtu"),
+        (_ptu(spillover="nowhere"), "deployments: ptu.spillover"),
         ({"latency": {"chatCompletions": {"mean": 1e300}}}, "latency.chatCompletions.mean"),
         ({"seed": 2**63}, "seed"),
         ({"seed": -(2**63) - 1}, "seed"),

@@ -73,6 +73,7 @@ class Deployment:
     sku: str = "Standard"  # a provisioned SKU is limited by its utilization, not by TPM/RPM
     ptu: int = 0  # provisioned throughput units, for a provisioned SKU
     input_tpm_per_ptu: int | None = None  # None: PTU_INPUT_TPM_PER_PTU, else the catalogue's
+    spillover: str | None = None  # a provisioned deployment: the standard deployment its overflow goes to
     defined: bool = True  # False for a deployment made up for an undefined name
     content_filter: Policy | None = None  # None: Azure's default policy, no rules
     faults: FaultProfile | None = None  # None: the default profile (the file's "*" entry)
@@ -110,6 +111,8 @@ class Deployment:
             out["ptu"] = self.ptu
             if self.input_tpm_per_ptu is not None:
                 out["inputTpmPerPtu"] = self.input_tpm_per_ptu
+            if self.spillover is not None:
+                out["spillover"] = self.spillover
         if self.content_filter is not None:
             out["contentFilter"] = self.content_filter.to_json()
         if self.faults is not None:
@@ -212,6 +215,7 @@ _DEPLOYMENT_FIELDS = {
     "sku",
     "ptu",
     "inputTpmPerPtu",
+    "spillover",
     "contentFilter",
     "faults",
     "maxParallelToolCalls",
@@ -294,7 +298,7 @@ def _parse_sku(dep: Deployment, spec: dict[str, Any], where: str) -> None:
         )
     dep.sku = sku
     if not dep.provisioned:
-        for key in ("ptu", "inputTpmPerPtu"):
+        for key in ("ptu", "inputTpmPerPtu", "spillover"):
             if key in spec:
                 raise ConfigError(f'{where}.{key}: only for a provisioned SKU ("sku": "ProvisionedManaged")')
         return
@@ -319,6 +323,12 @@ def _parse_sku(dep: Deployment, spec: dict[str, Any], where: str) -> None:
         if per_ptu < 1:
             raise ConfigError(f"{where}.inputTpmPerPtu: must be at least 1, got {per_ptu}")
         dep.input_tpm_per_ptu = per_ptu
+    if "spillover" in spec:
+        if not isinstance(spec["spillover"], str) or not spec["spillover"]:
+            raise ConfigError(
+                f"{where}.spillover: expected the name of a standard deployment, got {_shown(spec['spillover'])}"
+            )
+        dep.spillover = spec["spillover"]
     sizes = catalogue.provisioned(dep.model)
     if ptu < sizes.minimum_ptu or ptu % sizes.ptu_increment:
         # Azure would refuse to create it; the simulator runs it anyway (a test may want a small one).
@@ -361,9 +371,43 @@ def parse_deployments(data: Any, where: str) -> dict[str, Deployment]:
         raise ConfigError(f"{where}: expected a JSON object mapping deployment names to settings")
     if DEFAULTS_KEY in data:
         parse_defaults(data[DEFAULTS_KEY], f"{where}: {DEFAULTS_KEY}")  # checked; load_deployments keeps it
-    return {
+    deployments = {
         name: parse_deployment(name, spec, f"{where}: {name}") for name, spec in data.items() if name != DEFAULTS_KEY
     }
+    check_spillover(deployments, where)
+    return deployments
+
+
+# The standard SKU with the same data-processing level as each provisioned one.
+SPILLOVER_SKU = {
+    "ProvisionedManaged": "Standard",
+    "GlobalProvisionedManaged": "GlobalStandard",
+    "DataZoneProvisionedManaged": "DataZoneStandard",
+}
+
+
+def spillover_unfit(provisioned: Deployment, standard: Deployment | None, name: str) -> str | None:
+    """Why `standard` (the deployment called `name`) cannot take `provisioned`'s overflow, or None."""
+    if standard is None or not standard.defined:
+        return f"no deployment {name!r} is defined"
+    if standard.provisioned:
+        return f"{name!r} is a provisioned deployment; spillover goes to a standard one"
+    if standard.model.name != provisioned.model.name:
+        return f"{name!r} runs {standard.model.name}, not {provisioned.model.name}"
+    wanted = SPILLOVER_SKU[provisioned.sku]
+    if standard.sku != wanted:
+        return f"{name!r} is {standard.sku}; a {provisioned.sku} deployment spills to a {wanted} one"
+    return None
+
+
+def check_spillover(deployments: dict[str, Deployment], where: str) -> None:
+    """Every provisioned deployment's `spillover` names a standard deployment that can take its
+    overflow (spillover_unfit says what can); raises ConfigError."""
+    for name, dep in deployments.items():
+        if dep.spillover is not None:
+            problem = spillover_unfit(dep, deployments.get(dep.spillover), dep.spillover)
+            if problem is not None:
+                raise ConfigError(f"{where}: {name}.spillover: {problem}")
 
 
 def load_deployments_file(path: str) -> dict[str, Deployment]:

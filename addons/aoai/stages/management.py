@@ -150,6 +150,10 @@ def patch_plan(config: SimulatorConfig, patch: Any) -> PatchPlan:
     removed = sum(1 for name, d in deployments.items() if d is None and name in config.deployments)
     if len(config.deployments) + added - removed > MAX_DEPLOYMENTS:
         raise ConfigError(f"deployments: at most {MAX_DEPLOYMENTS} deployments may be defined")
+    if deployments:
+        # A spillover deployment is checked against the deployments as they will be.
+        after = {**config.deployments, **deployments}
+        cfg.check_spillover({n: d for n, d in after.items() if d is not None}, "deployments")
     return plan
 
 

@@ -2,7 +2,7 @@
 
 Counted when a flow ends: requests by deployment, operation, mode and status; tokens; 429s
 by reason; retries that came before their retry-after; streams by the path they took; declared
-faults injected, by deployment and kind. Timed:
+faults injected, by deployment and kind; requests spilled from a provisioned deployment. Timed:
 the whole request, and for streams the time to first token and the gaps between tokens as they
 were really sent; the simulator's own overhead, the part of a request's time that was not a
 simulated wait; and the event loop's lag. With workers, one scrape answers for all of them.
@@ -192,6 +192,26 @@ class EarlyRetries:
         yield family
 
 
+class Spillover:
+    """`aoai_spillover_requests_total`: requests a provisioned deployment at its limit passed to
+    its spillover deployment, by both, read from the rate limiter's own count when scraped."""
+
+    def __init__(self, limiter: limits.Limiter | None):
+        self.limiter = limiter
+
+    def collect(self):
+        family = CounterMetricFamily(
+            "aoai_spillover_requests",
+            "Requests a provisioned deployment at its limit spilled to a standard deployment.",
+            labels=("deployment", "to"),
+        )
+        for (deployment, to), count in (
+            sorted(self.limiter.counters.spilled.items()) if self.limiter is not None else ()
+        ):
+            family.add_metric((deployment, to), count)
+        yield family
+
+
 class FaultsInjected:
     """`aoai_faults_injected_total`: declared faults that struck, by deployment and kind (a
     quota cut counts once, when it begins), read from the fault book when scraped."""
@@ -240,6 +260,7 @@ class Metrics:
         self.link = link if link is not None else peers.Link()  # other workers' metrics are scraped through it
         self.metrics = metrics or SimulatorMetrics()
         self.metrics.registry.register(EarlyRetries(limiter))
+        self.metrics.registry.register(Spillover(limiter))
         self.metrics.registry.register(StreamsPlayed(streams))
         self.metrics.registry.register(FaultsInjected(faults))
         streams.observers.append(self.stream_played)

@@ -23,7 +23,7 @@ from mitmproxy import ctx, http
 from .. import wire
 from ..openai import catalogue
 from ..runtime import config as cfg
-from ..runtime import limits
+from ..runtime import limits, spillover
 from ..runtime.config import ConfigError, Deployment, SimulatorConfig
 from ..runtime.fault_book import FaultBook
 from ..runtime.labels import capped
@@ -301,8 +301,9 @@ class Limits:
         else:
             result = limiter.check(ask.key, ask.quota, ask.cost)
         if isinstance(result, (limits.Verdict, limits.Fill)):
-            self.decide(flow, ask, result, identity)
-            return None
+            return self.decide(
+                flow, ask, result, identity
+            )  # an awaitable only when a shared window must be asked again
         return self._decide_later(flow, ask, result, identity)
 
     async def _decide_later(self, flow: http.HTTPFlow, ask: Ask, pending, identity: bytes | None) -> None:
@@ -316,20 +317,21 @@ class Limits:
                     "rate limits not applied: Redis at %s failed (%s); requests pass unchecked", self.redis_url, e
                 )
             return
-        self.decide(flow, ask, verdict, identity)
+        spill = self.decide(flow, ask, verdict, identity)
+        if spill is not None:
+            await spill
 
     def decide(
         self, flow: http.HTTPFlow, ask: Ask, verdict: limits.Verdict | limits.Fill, identity: bytes | None
-    ) -> None:
+    ) -> Awaitable[None] | None:
         # When the quota was checked (the windows' clock: monotonic, or Redis's wall clock).
         ask.context.quota_checked_at = verdict.at
         if isinstance(verdict, limits.Fill):
-            self.decide_provisioned(flow, ask, verdict, identity)
-            return
+            return self.decide_provisioned(flow, ask, verdict, identity)
         if verdict.allowed:
             if ask.key.startswith("d:"):  # deployments' answers carry their quota
                 ask.context.quota_headers = limits.success_headers(ask.quota, verdict)
-            return
+            return None
         self.limiter.throttled(
             ask.name, verdict.reason, identity or client_identity(flow, ask.key), verdict.retry_after
         )
@@ -345,11 +347,29 @@ class Limits:
             limits.whole_ms(verdict.retry_after),
             f" (cost {ask.cost} tokens)" if ask.cost else "",
         )
+        return None
 
-    def decide_provisioned(self, flow: http.HTTPFlow, ask: Ask, fill: limits.Fill, identity: bytes | None) -> None:
+    def decide_provisioned(
+        self, flow: http.HTTPFlow, ask: Ask, fill: limits.Fill, identity: bytes | None
+    ) -> Awaitable[None] | None:
         if fill.allowed:
             ask.context.quota_headers = limits.utilization_headers(fill)
-            return
+            return None
+        context = ask.context
+        standard = spillover.target(
+            context.deployment,
+            context.route.operation,
+            flow.request.headers.get(spillover.REQUEST_HEADER),
+            self.config.deployments,
+        )
+        if standard is not None:
+            return self.spill(flow, ask, fill, identity, standard)
+        self.refuse_provisioned(flow, ask, fill, identity)
+        return None
+
+    def refuse_provisioned(
+        self, flow: http.HTTPFlow, ask: Ask, fill: limits.Fill, identity: bytes | None, spill_status: int = 0
+    ) -> None:
         self.limiter.throttled(
             ask.name, limits.UTILIZATION, identity or client_identity(flow, ask.key), fill.retry_after
         )
@@ -357,9 +377,10 @@ class Limits:
         message = limits.utilization_message(
             context.route.azure_operation, context.api_version, limits.retry_seconds(fill.retry_after)
         )
-        flow.response = too_many_requests(
-            message, flow.request, limits.utilization_throttled_headers(fill), self.config.region
-        )
+        headers = limits.utilization_throttled_headers(fill)
+        if spill_status:
+            headers[spillover.ERROR_HEADER] = str(spill_status)  # why the spillover did not help
+        flow.response = too_many_requests(message, flow.request, headers, self.config.region)
         logger.info(
             "429 %s: provisioned utilization %.1f%%, retry after %d ms (cost %d tokens)",
             ask.name,
@@ -367,6 +388,78 @@ class Limits:
             limits.whole_ms(fill.retry_after),
             ask.cost,
         )
+
+    def spill(
+        self, flow: http.HTTPFlow, ask: Ask, fill: limits.Fill, identity: bytes | None, standard: Deployment
+    ) -> Awaitable[None] | None:
+        """The throttled provisioned deployment's request charged to its spillover deployment's
+        own quota instead; an awaitable when that quota is in shared windows."""
+        context = ask.context
+        quota = self.quota_now(standard)
+        cost = limits.estimate_tokens(
+            context.route.operation,
+            context.body,
+            context.prompt_tokens,
+            default_reservation=self.config.rate_limit_default_reservation,
+            max_output_tokens=standard.model.max_output_tokens,
+        )
+        if quota.unlimited:
+            self.spilled(flow, ask, fill, identity, standard, quota, None, cost)
+            return None
+        result = self.limiter.check("d:" + standard.label, quota, cost)
+        if isinstance(result, limits.Verdict):
+            self.spilled(flow, ask, fill, identity, standard, quota, result, cost)
+            return None
+        return self._spilled_later(flow, ask, fill, identity, standard, quota, result, cost)
+
+    async def _spilled_later(
+        self,
+        flow: http.HTTPFlow,
+        ask: Ask,
+        fill: limits.Fill,
+        identity: bytes | None,
+        standard: Deployment,
+        quota: limits.Quota,
+        pending: Awaitable[limits.Verdict],
+        cost: int,
+    ) -> None:
+        try:
+            verdict = await pending
+        except Exception as e:  # Redis went away: as for any request, let it through
+            logger.error("rate limits not applied: Redis at %s failed (%s); requests pass unchecked", self.redis_url, e)
+            verdict = None
+        self.spilled(flow, ask, fill, identity, standard, quota, verdict, cost)
+
+    def spilled(
+        self,
+        flow: http.HTTPFlow,
+        ask: Ask,
+        fill: limits.Fill,
+        identity: bytes | None,
+        standard: Deployment,
+        quota: limits.Quota,
+        verdict: limits.Verdict | None,
+        cost: int,
+    ) -> None:
+        """Served by `standard` when its quota admits the request (None: no quota to ask);
+        else the provisioned deployment's 429 naming the spillover's status, as Azure answers."""
+        context = ask.context
+        if verdict is not None and not verdict.allowed:
+            self.limiter.counters.throttled[(standard.label, verdict.reason)] += 1
+            self.refuse_provisioned(flow, ask, fill, identity, 429)
+            logger.info("429 %s: provisioned utilization full and spillover to %s throttled", ask.name, standard.name)
+            return
+        # The provisioned deployment still counts its 429, as Azure's metrics show; the client,
+        # answered, is given no retry time.
+        self.limiter.counters.throttled[(ask.name, limits.UTILIZATION)] += 1
+        self.limiter.counters.spilled[(ask.name, standard.label)] += 1
+        provisioned = context.deployment.name
+        context.deployment = standard  # it answers: its latency, its faults, its metrics
+        context.estimated_tokens = cost
+        headers = limits.success_headers(quota, verdict) if verdict is not None else {}
+        headers.update(spillover.served_headers(provisioned, standard.name))
+        context.quota_headers = headers
+        logger.info("spillover %s -> %s: provisioned utilization full (cost %d tokens)", ask.name, standard.name, cost)
 
     def throttled(self, flow: http.HTTPFlow, ask: Ask, verdict: limits.Verdict) -> http.Response:
         request = flow.request

@@ -23,20 +23,26 @@ Identity = bytes
 
 @dataclass
 class Counters:
-    """429s by (deployment, reason) and early retries by deployment, for logs and metrics."""
+    """429s by (deployment, reason), early retries by deployment and spilled requests by
+    (provisioned deployment, standard deployment), for logs and metrics."""
 
     throttled: Counter[tuple[str, str]] = field(default_factory=Counter)
     early_retries: Counter[str] = field(default_factory=Counter)
+    spilled: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def to_json(self) -> dict[str, Any]:
         throttled: dict[str, dict[str, int]] = {}
         for (name, reason), n in sorted(self.throttled.items()):
             throttled.setdefault(name, {})[reason] = n
-        return {"throttled": throttled, "earlyRetries": dict(sorted(self.early_retries.items()))}
+        view: dict[str, Any] = {"throttled": throttled, "earlyRetries": dict(sorted(self.early_retries.items()))}
+        for (name, to), n in sorted(self.spilled.items()):  # shown once something spilled
+            view.setdefault("spilledOver", {}).setdefault(name, {})[to] = n
+        return view
 
     def clear(self) -> None:
         self.throttled.clear()
         self.early_retries.clear()
+        self.spilled.clear()
 
 
 class RetryHints:
