@@ -13,7 +13,7 @@ from aoai.openai.validation import Invalid
 
 GPT4O = catalogue.MODELS["gpt-4o"]
 O4 = catalogue.MODELS["o4-mini"]
-SETTINGS = chat.ChatSettings(Normal(30, 0), 1.0)
+SETTINGS = chat.ChatSettings(Normal(30, 0), 1.0, max_parallel_tool_calls=3)  # a deployment allowing 3 calls
 TOOL = {
     "type": "function",
     "name": "lookup",
@@ -129,7 +129,7 @@ def test_encrypted_content_the_simulator_did_not_seal_is_refused():
     assert sealed_reasoning.unseal(sealed) == 100
 
 
-def test_parallel_tool_calls_give_several_calls_bounded_by_the_constant():
+def test_parallel_tool_calls_give_several_calls_bounded_by_the_deployments_setting():
     counts = set()
     for seed in range(30):
         a = answer({"input": "Hi", "tools": [TOOL], "tool_choice": "required"}, seed=seed)
@@ -137,7 +137,7 @@ def test_parallel_tool_calls_give_several_calls_bounded_by_the_constant():
         counts.add(len(calls))
         assert len({c.item["call_id"] for c in calls}) == len(calls)
         assert a.output_tokens >= sum(len(c.token_ids) for c in calls)
-    assert counts == set(range(1, responses.MAX_PARALLEL_CALLS + 1))
+    assert counts == set(range(1, SETTINGS.max_parallel_tool_calls + 1))
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,7 @@ def openai_responses(context: RequestContext) -> http.Response | StreamPlan | Aw
             context.prompt_tokens,
             context.history,
             rng,
-            chat_settings(context.config),
+            chat_settings(context.config, context.deployment.max_parallel_tool_calls),
             cached,
             context.answer_filter,
         )

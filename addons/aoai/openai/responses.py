@@ -10,6 +10,7 @@ less, the OpenAI Responses API as its Python SDK types it.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from dataclasses import dataclass, field
@@ -449,9 +450,11 @@ def generate(
 ) -> ResponseAnswer:
     """A made-up answer to a Responses request whose earlier turns are `history`; `answers`
     judges its text (a blocked answer ends `incomplete`, reason `content_filter`)."""
-    answer = chat.generate(_as_chat(body, history, model.reasoning), model, input_tokens, rng, settings)
+    # The chat answer makes one call; the Responses answer adds its parallel ones as items.
+    one_call = dataclasses.replace(settings, max_parallel_tool_calls=1)
+    answer = chat.generate(_as_chat(body, history, model.reasoning), model, input_tokens, rng, one_call)
     blocked = chat.filter_answers(answer, answers) if answers is not None else []
-    out = _from_chat(answer, body, model, rng, cached_tokens)
+    out = _from_chat(answer, body, model, rng, cached_tokens, settings.max_parallel_tool_calls)
     out.filtered = blocked
     return out
 
@@ -473,7 +476,12 @@ def fixed(
 
 
 def _from_chat(
-    answer: chat.ChatAnswer, body: dict[str, Any], model: Model, rng: random.Random, cached_tokens: int
+    answer: chat.ChatAnswer,
+    body: dict[str, Any],
+    model: Model,
+    rng: random.Random,
+    cached_tokens: int,
+    most_calls: int = 1,
 ) -> ResponseAnswer:
     choice = answer.choices[0]
     output: list[OutputItem] = []
@@ -489,7 +497,7 @@ def _from_chat(
     incomplete = choice.finish_reason in ("length", "content_filter")
     extra_tokens = 0
     if choice.tool_calls and not incomplete and parallel_calls_allowed(body, model):
-        extra_tokens = _more_calls(choice, body, answer.corpus, rng)
+        extra_tokens = _more_calls(choice, body, answer.corpus, rng, most_calls)
     for call, ids in zip(choice.tool_calls, choice.tool_call_ids, strict=False):
         output.append(
             OutputItem(
@@ -541,11 +549,6 @@ def _from_chat(
     )
 
 
-# The most function calls one answer makes when parallel calls are allowed (a seeded draw from
-# one up to this); there is no deployment setting for it.
-MAX_PARALLEL_CALLS = 3
-
-
 def parallel_calls_allowed(body: dict[str, Any], model: Model) -> bool:
     """Several calls in one answer: not when the request turns them off or forces one
     function, nor on reasoning models (Azure: o-series do not make parallel calls)."""
@@ -556,13 +559,13 @@ def parallel_calls_allowed(body: dict[str, Any], model: Model) -> bool:
     )
 
 
-def _more_calls(choice: chat.Choice, body: dict[str, Any], corpus: Corpus, rng: random.Random) -> int:
-    """Add the parallel calls a seeded draw asks for to `choice` (within the output limit);
-    returns the tokens they take."""
+def _more_calls(choice: chat.Choice, body: dict[str, Any], corpus: Corpus, rng: random.Random, most_calls: int) -> int:
+    """Add the parallel calls a seeded draw asks for to `choice`, up to `most_calls` in all (the
+    deployment's maxParallelToolCalls) and within the output limit; returns the tokens they take."""
     tools = body.get("tools") or []
     limit = body.get("max_output_tokens")
     added = 0
-    for _ in range(rng.randint(1, MAX_PARALLEL_CALLS) - 1):
+    for _ in range(rng.randint(1, max(1, most_calls)) - 1):
         tool = rng.choice(tools)
         name = tool.get("name", "")
         name_tokens = tokens.count(name, corpus.enc) + 3
