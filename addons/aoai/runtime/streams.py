@@ -254,7 +254,10 @@ class _Player:
             self.schedule()
             return
         if plan.cut:
-            writer.transport.abort()  # as a network fault looks: no end of body, no [DONE]
+            # As a network fault looks: no end of body, no [DONE]. Closed, not reset: a reset
+            # makes the client's kernel drop what it has received but not yet handed over, so
+            # a late stream (its frames sent in one go just before) would lose them.
+            writer.close()
         else:
             writer.write(b"0\r\n\r\n")
             plan.completed = True
