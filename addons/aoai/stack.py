@@ -76,7 +76,9 @@ def build_addons(config: SimulatorConfig, services: Services, startup: Startup |
         Checks(services.labels, services.responses),  # what Azure refuses first: 405, api-version, body, deployment, …
         limits,  # Azure's quotas, before anything answers or forwards: 429, or quota headers (a quota cut lowers them)
         ContentFilter(config),  # prompts the deployment's content filter blocks: Azure's 400 (not in record mode)
-        Faults(config, book),  # declared faults that answer an admitted request: 500, 503, timeouts, hangs, too long
+        Faults(
+            config, book, services.limiter.counters
+        ),  # declared faults that answer an admitted request: 500, 503, timeouts, hangs, too long
         extensions,  # EXTENSION_PATH: user addons run here; initialize(config) shapes the rest
         forward_target,  # record mode needs AZURE_OPENAI_ENDPOINT or an extension's forwarder
         replay,  # record and replay modes: answer what is recorded

@@ -22,10 +22,11 @@ from mitmproxy import http
 
 from .. import wire
 from ..openai import validation
-from ..runtime import faults, latency
+from ..runtime import faults, latency, spillover
 from ..runtime.config import SimulatorConfig
 from ..runtime.context_window import too_long
 from ..runtime.fault_book import FaultBook
+from ..runtime.limits import Counters
 from ..runtime.routes import OPENAI
 from ..runtime.state import Hold, RequestContext, context_of
 
@@ -82,12 +83,18 @@ def context_too_long(context: RequestContext) -> http.Response:
     return too_long(context, window, used, wanted)
 
 
+# The injected failures Azure would spill to a provisioned deployment's spillover deployment:
+# the service's own (a request too long for the model would fail there too).
+SPILLED_FAULTS = frozenset({"500", "503", "timeout", "hang"})
+
+
 class Faults:
     """Draws each admitted request's faults and answers those that answer it."""
 
-    def __init__(self, config: SimulatorConfig, book: FaultBook | None = None):
+    def __init__(self, config: SimulatorConfig, book: FaultBook | None = None, counters: Counters | None = None):
         self.config = config
         self.book = book if book is not None else FaultBook()  # draws, quota cuts, counts, hanging requests
+        self.counters = counters if counters is not None else Counters()  # spilled requests, for metrics
 
     def request(self, flow: http.HTTPFlow):
         context = context_of(flow)
@@ -112,6 +119,8 @@ class Faults:
         book.count(context.deployment.label, fault.kind)
         logger.info("fault %s injected on %s %.200s", fault.kind, flow.request.method, flow.request.path)
         context.fault_shapes = ()
+        if fault.kind in SPILLED_FAULTS and context.deployment.provisioned and self._spill(context):
+            return None  # the spillover deployment answers instead
         request = flow.request
         if fault.kind == "500":
             flow.response = server_error(request, fault.retry_after_s)
@@ -125,6 +134,27 @@ class Faults:
         else:
             return self._hang(context, fault)
         return None
+
+    def _spill(self, context: RequestContext) -> bool:
+        """A provisioned deployment's server-side failure goes to its spillover deployment, as
+        Azure spills any non-200 answer of the provisioned one (its quota was charged already)."""
+        assert context.deployment is not None and context.route is not None
+        standard = spillover.target(
+            context.deployment,
+            context.route.operation,
+            context.request.headers.get(spillover.REQUEST_HEADER),
+            self.config.deployments,
+        )
+        if standard is None:
+            return False
+        provisioned = context.deployment
+        self.counters.spilled[(provisioned.label, standard.label)] += 1
+        context.deployment = standard  # it answers: its latency, its metrics
+        context.quota_headers = {
+            **(context.quota_headers or {}),
+            **spillover.served_headers(provisioned.name, standard.name),
+        }
+        return True
 
     async def _hang(self, context: RequestContext, fault: faults.Fault) -> None:
         """No answer until the client gives up (then the flow ends and is forgotten), or a 408
