@@ -65,6 +65,15 @@ class ResponseStore:
         with self._lock:
             return self._items.get(response_id)
 
+    def holds_item(self, item_id: str) -> bool:
+        """Whether a stored response's output has an item with this id (a reasoning item given
+        back by id alone). A scan of the store: only such a rare request pays for it."""
+        return any(
+            isinstance(item, dict) and item.get("id") == item_id
+            for stored in self._items.values()
+            for item in stored.body.get("output") or ()
+        )
+
     def delete(self, response_id: str) -> bool:
         with self._lock:
             return self._drop(response_id)

@@ -16,6 +16,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable
+from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
@@ -176,6 +177,10 @@ def check(
         # The earlier turns are read again: they are input tokens of this one, as on Azure.
         context.history = _fitted(stored.conversation, body, model, used, enc)
         used += responses.count_history(context.history, enc)
+    if route.operation == "responses" and config.mode == "generate" and stored_responses is not None:
+        unknown = _unknown_reasoning_item(body, stored_responses)
+        if unknown is not None:
+            return wire.openai_error(404, f"Item with id '{unknown}' not found.", param="input", request=request)
     context.prompt_tokens = used
     if route.operation not in _WINDOWED:
         return None
@@ -269,6 +274,23 @@ def _since(version: str, first: str) -> bool:
         return True
     day, first_day = _version_day(version), _version_day(first)
     return day is not None and first_day is not None and day >= first_day
+
+
+def _unknown_reasoning_item(body: dict[str, Any], stored_responses: ResponseStore) -> str | None:
+    """The id of a reasoning item given back by id alone (no encrypted_content) that no stored
+    response holds; with `store: false` the body checks refuse such items already."""
+    items = body.get("input")
+    if not isinstance(items, list) or body.get("store") is False:
+        return None
+    for item in items:
+        if (
+            isinstance(item, dict)
+            and item.get("type") == "reasoning"
+            and item.get("encrypted_content") is None
+            and not stored_responses.holds_item(str(item.get("id")))
+        ):
+            return str(item.get("id"))
+    return None
 
 
 def _context_length_error(context: RequestContext, model: catalogue.Model, used: int) -> http.Response | None:
