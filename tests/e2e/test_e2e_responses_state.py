@@ -72,7 +72,8 @@ def test_parallel_function_calls_stream_each_with_its_output_index(simulator):
     assert added == list(range(len(final.output)))
 
 
-def test_agents_sdk_carries_encrypted_reasoning_without_store(simulator):
+def researcher(simulator, model: str, instructions: str, **settings):
+    """An Agents SDK agent with one lookup tool against the simulator, and the queries it ran."""
     agents = pytest.importorskip("agents")
     from openai import AsyncOpenAI
 
@@ -88,9 +89,20 @@ def test_agents_sdk_carries_encrypted_reasoning_without_store(simulator):
     client = AsyncOpenAI(base_url=simulator.url + "/openai/v1/", api_key=simulator.key, max_retries=0)
     agent = agents.Agent(
         name="Researcher",
-        instructions="Look it up, then answer.",
+        instructions=instructions,
         tools=[lookup],
-        model=agents.OpenAIResponsesModel(model="o4-mini", openai_client=client),
+        model=agents.OpenAIResponsesModel(model=model, openai_client=client),
+        **settings,
+    )
+    return agents, agent, called
+
+
+def test_agents_sdk_carries_encrypted_reasoning_without_store(simulator):
+    agents = pytest.importorskip("agents")
+    agents, agent, called = researcher(
+        simulator,
+        "o4-mini",
+        "Look it up, then answer.",
         model_settings=agents.ModelSettings(store=False, response_include=["reasoning.encrypted_content"]),
     )
     first = agents.Runner.run_sync(agent, "What is the tallest tree?")
@@ -104,23 +116,10 @@ def test_agents_sdk_carries_encrypted_reasoning_without_store(simulator):
 
 def test_agents_sdk_runs_parallel_function_calls(simulator):
     agents = pytest.importorskip("agents")
-    from openai import AsyncOpenAI
-
-    agents.set_tracing_disabled(True)
-    called: list[str] = []
-
-    @agents.function_tool
-    def lookup(q: str) -> str:
-        """Look something up."""
-        called.append(q)
-        return f"Found {q}."
-
-    client = AsyncOpenAI(base_url=simulator.url + "/openai/v1/", api_key=simulator.key, max_retries=0)
-    agent = agents.Agent(
-        name="Researcher",
-        instructions="Look things up, then answer.",
-        tools=[lookup],
-        model=agents.OpenAIResponsesModel(model="gpt-4o", openai_client=client),
+    agents, agent, called = researcher(
+        simulator,
+        "gpt-4o",
+        "Look things up, then answer.",
         model_settings=agents.ModelSettings(tool_choice="required", parallel_tool_calls=True, max_tokens=400),
         tool_use_behavior="stop_on_first_tool",
     )

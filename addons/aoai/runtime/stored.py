@@ -65,14 +65,18 @@ class ResponseStore:
         with self._lock:
             return self._items.get(response_id)
 
-    def holds_item(self, item_id: str) -> bool:
-        """Whether a stored response's output has an item with this id (a reasoning item given
-        back by id alone). A scan of the store: only such a rare request pays for it."""
-        return any(
-            isinstance(item, dict) and item.get("id") == item_id
-            for stored in self._items.values()
-            for item in stored.body.get("output") or ()
-        )
+    def missing_items(self, item_ids: set[str]) -> set[str]:
+        """Which of these output item ids no stored response holds (reasoning items given back
+        by id alone). One scan of the store for a request however many ids it names; only
+        such rare requests pay for it."""
+        missing = set(item_ids)
+        for stored in self._items.values():
+            if not missing:
+                break
+            for item in stored.body.get("output") or ():
+                if isinstance(item, dict):
+                    missing.discard(item.get("id"))
+        return missing
 
     def delete(self, response_id: str) -> bool:
         with self._lock:

@@ -282,15 +282,15 @@ def _unknown_reasoning_item(body: dict[str, Any], stored_responses: ResponseStor
     items = body.get("input")
     if not isinstance(items, list) or body.get("store") is False:
         return None
-    for item in items:
-        if (
-            isinstance(item, dict)
-            and item.get("type") == "reasoning"
-            and item.get("encrypted_content") is None
-            and not stored_responses.holds_item(str(item.get("id")))
-        ):
-            return str(item.get("id"))
-    return None
+    ids = [
+        str(item.get("id"))
+        for item in items
+        if isinstance(item, dict) and item.get("type") == "reasoning" and item.get("encrypted_content") is None
+    ]
+    if not ids:
+        return None
+    missing = stored_responses.missing_items(set(ids))
+    return next((i for i in ids if i in missing), None)
 
 
 def _context_length_error(context: RequestContext, model: catalogue.Model, used: int) -> http.Response | None:
