@@ -52,6 +52,9 @@ class Stores:
     def configure(self, updated: set[str]) -> None:
         self.services.configure(self.config)
 
+    async def done(self) -> None:
+        await self.services.shared.close()
+
 
 def build_addons(config: SimulatorConfig, services: Services, startup: Startup | None = None) -> list[object]:
     """Every stage, in request order, each guarded (fail closed). `config` is what extensions

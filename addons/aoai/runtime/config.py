@@ -477,7 +477,9 @@ class SimulatorConfig:
     bearer_tokens: set[str] = field(default_factory=set)
     # How bearer JWTs (Entra ID tokens) are judged: SIMULATOR_ENTRA_* settings.
     entra: TokenPolicy = field(default_factory=TokenPolicy)
-    # Rate limits: windows shared through Redis when a URL is set, else in this process.
+    # The Redis replicas share state through (SIMULATOR_REDIS_URL), and the older spelling that
+    # shared only the rate-limit windows (RATE_LIMIT_REDIS_URL); either shares everything now.
+    simulator_redis_url: str = ""
     rate_limit_redis_url: str = ""
     # Tokens a chat request without max_tokens / max_completion_tokens reserves (limits/quota.py).
     rate_limit_default_reservation: int = DEFAULT_RESERVATION
@@ -496,6 +498,16 @@ class SimulatorConfig:
     prompt_cache_idle_s: float = DEFAULT_IDLE_S
     # The faults of every deployment that declares none (the deployments file's "*" entry).
     default_faults: FaultProfile | None = None
+
+    @property
+    def redis_url(self) -> str:
+        """The Redis replicas share state and quotas through; "" when each process is alone."""
+        return self.simulator_redis_url or self.rate_limit_redis_url
+
+    @property
+    def redis_variable(self) -> str:
+        """The setting `redis_url` comes from, for messages."""
+        return "SIMULATOR_REDIS_URL" if self.simulator_redis_url else "RATE_LIMIT_REDIS_URL"
 
     @property
     def max_body_bytes(self) -> int:

@@ -22,6 +22,7 @@ from .media import ImageStore
 from .peers import Link
 from .prompt_cache import PromptCache
 from .recording import RecordingStore
+from .shared import Shared
 from .stored import ResponseStore
 from .streams import StreamServer
 
@@ -41,6 +42,7 @@ class Services:
     images: ImageStore = field(default_factory=ImageStore)  # images answered as URLs, served at /++/images/
     documents: ResultStore = field(default_factory=ResultStore)  # Document Intelligence analyses
     peers: Link = field(default_factory=Link)  # the pooled client other workers are reached with
+    shared: Shared = field(default_factory=Shared)  # the Redis replicas share state through, when one is set
     # Latency draws, and answers of requests without a seed; seeded by SIMULATOR_SEED when set.
     rng: random.Random = field(default_factory=random.Random)
     seeded_with: object = field(default=_UNSEEDED, repr=False)
@@ -52,6 +54,7 @@ class Services:
     def configure(self, config: SimulatorConfig) -> None:
         """Bound the stores as the settings say, and seed the random generator when the seed
         changed; the `Stores` addon calls this each time the settings change."""
+        self.shared.use(config.redis_url)
         bounds = config.bounds
         self.responses.capacity = config.responses_stored
         self.responses.max_bytes = bounds.responses_stored_bytes

@@ -24,6 +24,7 @@ from .. import wire
 from ..openai import catalogue
 from ..runtime import config as cfg
 from ..runtime import limits, spillover
+from ..runtime.shared import redis_unreachable, redis_url_check
 from ..runtime.config import ConfigError, Deployment, SimulatorConfig
 from ..runtime.fault_book import FaultBook
 from ..runtime.labels import capped
@@ -80,29 +81,10 @@ def too_many_requests(message: str, request: http.Request, extra: dict[str, str]
     return http.Response(b"HTTP/1.1", 429, b"Too Many Requests", http.Headers(fields), content, None, now, now)
 
 
-def redis_unreachable(url: str) -> str | None:
-    """Why Redis at `url` cannot be used, or None. Asked once at start-up, before the port opens."""
-    import redis
-
-    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3)
-    try:
-        client.ping()
-    except Exception as e:
-        return str(e) or type(e).__name__
-    finally:
-        client.close()
-    return None
-
-
 def _window(text: str) -> str:
     """RATE_LIMIT_REQUEST_WINDOW_SECONDS as one of its choices ("10.0" is 10)."""
     value = text_number("RATE_LIMIT_REQUEST_WINDOW_SECONDS", text) if text.strip() else 10
     return f"{value:g}"
-
-
-def _redis_url(url: str | None) -> None:
-    if url and not url.strip().startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"RATE_LIMIT_REDIS_URL: expected redis://host:port/db, rediss://… or unix://…, got {url!r}")
 
 
 OPTIONS = (
@@ -110,8 +92,8 @@ OPTIONS = (
         "RATE_LIMIT_REDIS_URL",
         str | None,
         None,
-        "Redis URL (redis://host:port/db) where replicas keep one shared quota; unset: each process alone.",
-        check=_redis_url,
+        "The older name of SIMULATOR_REDIS_URL (it shares everything SIMULATOR_REDIS_URL shares).",
+        check=lambda url: redis_url_check("RATE_LIMIT_REDIS_URL", url),
     ),
     Option(
         "RATE_LIMIT_DEFAULT_RESERVATION",
@@ -156,7 +138,12 @@ NAMES = names(OPTIONS)
 def apply(options: Any, config: SimulatorConfig, updated: set[str]) -> None:
     """Check the quota settings and copy them into `config`; raises ConfigError, changing nothing."""
     check(options, OPTIONS, updated)
-    config.rate_limit_redis_url = (options.rate_limit_redis_url or "").strip()
+    url = (options.rate_limit_redis_url or "").strip()
+    if url and config.simulator_redis_url and url != config.simulator_redis_url:
+        raise ConfigError(
+            "RATE_LIMIT_REDIS_URL: names another Redis than SIMULATOR_REDIS_URL; set only SIMULATOR_REDIS_URL"
+        )
+    config.rate_limit_redis_url = url
     config.rate_limit_default_reservation = options.rate_limit_default_reservation
     config.rate_limit_request_window_s = float(options.rate_limit_request_window_seconds)
     config.doc_intelligence_rps = options.doc_intelligence_rps
@@ -194,13 +181,13 @@ class Limits:
         if updated & NAMES:
             self.startup.applying(lambda: apply(ctx.options, self.config, updated), self.env_error)
         self.limiter.hints.max_bytes = self.config.bounds.retry_hints_bytes
-        url = self.config.rate_limit_redis_url
+        url = self.config.redis_url
         if url == self.redis_url:
             return
         if url and not self.startup.running:
             problem = redis_unreachable(url)
             if problem is not None:
-                self.startup.refuse(f"RATE_LIMIT_REDIS_URL: cannot reach Redis at {url} ({problem})")
+                self.startup.refuse(f"{self.config.redis_variable}: cannot reach Redis at {url} ({problem})")
                 return
         self.redis_url = url
         self.limiter.use(limits.RedisWindows.from_url(url) if url else limits.MemoryWindows())

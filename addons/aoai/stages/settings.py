@@ -24,6 +24,7 @@ from ..runtime import internals
 from ..runtime.banner import DEFAULT_PORT, banner
 from ..runtime.config import ConfigError, SimulatorConfig
 from ..runtime.options import Option, check, declare, names
+from ..runtime.shared import redis_url_check
 from ..runtime.startup import Startup
 from ..runtime.tls import CA_FILE, TLS_FILE, TlsCertificate, tls_certificate
 
@@ -116,6 +117,14 @@ OPTIONS = (
         "(httpx and the Python SDKs with http2=True); false: the client's order decides.",
     ),
     Option(
+        "SIMULATOR_REDIS_URL",
+        str | None,
+        None,
+        "Redis URL (redis://host:port/db) through which replicas share one resource: quotas, stored "
+        "responses, images, analyses, the prompt cache and configuration changes; unset: each process alone.",
+        check=lambda url: redis_url_check("SIMULATOR_REDIS_URL", url),
+    ),
+    Option(
         "SIMULATOR_PEERS",
         Sequence[str],
         [],
@@ -166,6 +175,7 @@ def apply(options: Any, config: SimulatorConfig, updated: set[str]) -> TlsCertif
     config.deployments = deployments
     config.default_faults = default_faults
     config.allow_undefined_deployments = options.allow_undefined_openai_deployments
+    config.simulator_redis_url = (options.simulator_redis_url or "").strip()
     config.peers = peers
     config.worker = options.simulator_worker.strip()
     config.peer_secret = peer_secret
