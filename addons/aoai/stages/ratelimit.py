@@ -24,13 +24,13 @@ from .. import wire
 from ..openai import catalogue
 from ..runtime import config as cfg
 from ..runtime import limits, spillover
-from ..runtime.shared import redis_unreachable, redis_url_check
 from ..runtime.config import ConfigError, Deployment, SimulatorConfig
 from ..runtime.fault_book import FaultBook
 from ..runtime.labels import capped
 from ..runtime.limits.quota import DEFAULT_DOC_INTELLIGENCE_POLL_RPS, DEFAULT_RESERVATION
 from ..runtime.options import Option, check, declare, names, text_number
 from ..runtime.routes import DEPLOYMENT_QUOTA, DI_ANALYZE_QUOTA, DI_POLL_QUOTA
+from ..runtime.shared import redis_unreachable, redis_url_check
 from ..runtime.startup import Startup
 from ..runtime.state import RequestContext, context_of
 
