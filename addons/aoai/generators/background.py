@@ -9,7 +9,7 @@ from mitmproxy import http
 
 from .. import wire
 from ..openai import responses
-from ..runtime import background, latency
+from ..runtime import background, latency, tasks
 from ..runtime.state import RequestContext
 from ..runtime.stored import StoredResponse
 from ..runtime.streams import StreamPlan, carries_tokens, event_frame
@@ -81,4 +81,7 @@ def mark_cut(context: RequestContext, response_id: str) -> None:
     store = services_of(context).responses
     stored = store.get(response_id)
     if stored is not None and stored.run is None:
-        store.put(replace(stored, body=background.stream_cut_body(stored.body)))
+        failed = replace(stored, body=background.stream_cut_body(stored.body))
+        store.put(failed)
+        if store.shared:  # the stream is already under way: the shared copy follows as it can
+            tasks.background(store.share(failed))

@@ -1,5 +1,6 @@
 """The Responses API: create (stored unless `store` is false), retrieve, delete and list the
-input of a stored response; with workers, a response another worker stored is asked of it."""
+input of a stored response; with replicas sharing a Redis, the shared copy is read first and
+written before the answer leaves, so the next request may reach any replica."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from mitmproxy import http
 
 from .. import wire
 from ..openai import responses
-from ..runtime import peers
 from ..runtime.state import RequestContext
 from ..runtime.stored import StoredResponse
 from ..runtime.streams import StreamPlan, event_frame
@@ -19,7 +19,9 @@ from . import background
 from .common import chat_settings, hold_answer, paced_stream, prompt_cache_hits, rng_for, services_of
 
 
-def openai_responses(context: RequestContext) -> http.Response | StreamPlan | Awaitable[http.Response] | None:
+def openai_responses(
+    context: RequestContext,
+) -> http.Response | StreamPlan | Awaitable[http.Response | StreamPlan] | None:
     """The Responses API: create, and retrieve, delete and list the input of a stored response."""
     route = context.route
     if route is None or not route.operation.startswith("responses"):
@@ -45,9 +47,27 @@ def openai_responses(context: RequestContext) -> http.Response | StreamPlan | Aw
 
 def responses_answer(
     context: RequestContext, answer: responses.ResponseAnswer, rng: random.Random | None = None
-) -> http.Response | StreamPlan:
+) -> http.Response | StreamPlan | Awaitable[http.Response | StreamPlan]:
     """The response for a Responses answer: stored (unless `store` is false), then JSON or a
-    stream of events, timed like chat."""
+    stream of events, timed like chat. With a shared store, the answer waits for the shared
+    copy to be written."""
+    store = services_of(context).responses
+    if not store.shared or not context.body.get("store", True):
+        return _answer(context, answer, rng)
+    made = _answer(context, answer, rng)  # stores it here first
+    stored = store.get(answer.id)
+    return made if stored is None else after(store.share(stored), made)
+
+
+async def after[Answer](writing: Awaitable[None], answer: Answer) -> Answer:
+    """`answer`, once `writing` is done."""
+    await writing
+    return answer
+
+
+def _answer(
+    context: RequestContext, answer: responses.ResponseAnswer, rng: random.Random | None = None
+) -> http.Response | StreamPlan:
     body = context.body
     context.completion_tokens = answer.completion_tokens
     context.filtered += [("completion", c) for c in answer.filtered]
@@ -113,12 +133,33 @@ def stored_size(context: RequestContext, completion_tokens: int, items: Sequence
 
 def _stored_response(
     context: RequestContext, response_id: str
-) -> http.Response | StreamPlan | Awaitable[http.Response]:
+) -> http.Response | StreamPlan | Awaitable[http.Response | StreamPlan]:
     """GET or DELETE /responses/{id}, GET its input_items, or cancel it; Azure's 404 for an unknown id."""
+    store = services_of(context).responses
+    if store.shared:
+        return _shared_response(context, response_id)
+    return _stored_answer(context, response_id, store.get(response_id))
+
+
+async def _shared_response(context: RequestContext, response_id: str) -> http.Response | StreamPlan:
+    """The same, read from the shared store; a delete or a cancel is written back to it."""
+    store = services_of(context).responses
+    stored = await store.fetch(response_id)
+    answer = _stored_answer(context, response_id, stored)
+    status = answer.status if isinstance(answer, StreamPlan) else answer.status_code
+    if stored is not None and status == 200:
+        operation = context.route.operation
+        if operation == "responses_delete":
+            await store.remove(response_id)
+        elif operation == "responses_cancel":
+            await store.share(stored)  # its run now says cancelled
+    return answer
+
+
+def _stored_answer(
+    context: RequestContext, response_id: str, stored: StoredResponse | None
+) -> http.Response | StreamPlan:
     request, region, store = context.request, context.config.region, services_of(context).responses
-    stored = store.get(response_id)
-    if stored is None and context.config.peers and not peers.from_peer(request.headers, context.config.peer_secret):
-        return _stored_at_a_peer(context, response_id)  # with workers, another may hold it
     if stored is None:
         return wire.openai_error(404, f"Response with id '{response_id}' not found.", request=request)
     ran = background.stored_run(context, stored)
@@ -146,17 +187,9 @@ def _stored_response(
     return wire.json_response(200, page, request, region)
 
 
-async def _stored_at_a_peer(context: RequestContext, response_id: str) -> http.Response:
-    request = context.request
-    found = await peers.relay(services_of(context).peers, context.config, request.method, request.path)
-    if found is None:
-        return wire.openai_error(404, f"Response with id '{response_id}' not found.", request=request)
-    return wire.plain_response(
-        found.status_code, found.content, wire.azure_headers(request, context.config.region, "application/json")
-    )
-
-
-def response_with_text(context: RequestContext, content: str) -> http.Response | StreamPlan:
+def response_with_text(
+    context: RequestContext, content: str
+) -> http.Response | StreamPlan | Awaitable[http.Response | StreamPlan]:
     """A Responses answer with the given text, stored, streamed and timed like a generated one."""
     answer = responses.fixed(
         content, context.body, context.deployment.model, context.prompt_tokens, rng_for(context), context.answer_filter

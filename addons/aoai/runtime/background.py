@@ -18,8 +18,9 @@ from typing import Any
 QUEUED, IN_PROGRESS, CANCELLED = "queued", "in_progress", "cancelled"
 ACTIVE = (QUEUED, IN_PROGRESS)
 
-# The clock runs are read by; tests replace it.
-clock: Callable[[], float] = time.monotonic
+# The clock runs are read by: wall-clock time, so a replica on another machine reading a run
+# from the shared store sees it where it is. Tests replace it.
+clock: Callable[[], float] = time.time
 
 # Share of the time to the first token a run waits `queued` before it is `in_progress`.
 QUEUED_SHARE = 0.5
@@ -34,6 +35,29 @@ class BackgroundRun:
     final: dict[str, Any]  # the response object when it is done
     streamed: bool  # created with `stream: true`
     cancelled_at: float | None = None  # seconds after `started`
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "started": self.started,
+            "queuedS": self.queued_s,
+            "doneS": self.done_s,
+            "events": self.events,
+            "final": self.final,
+            "streamed": self.streamed,
+            "cancelledAt": self.cancelled_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BackgroundRun:
+        return cls(
+            float(data["started"]),
+            float(data["queuedS"]),
+            float(data["doneS"]),
+            [(float(due), event) for due, event in data["events"]],
+            data["final"],
+            bool(data["streamed"]),
+            data["cancelledAt"],
+        )
 
     def status(self, now: float) -> str:
         elapsed = now - self.started

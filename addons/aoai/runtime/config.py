@@ -39,6 +39,12 @@ class ConfigError(ValueError):
     """A configuration value is wrong; the message names the value and the problem."""
 
 
+def redis_url_check(variable: str, url: str | None) -> None:
+    """Refuse a Redis URL in one line naming the variable; raises ConfigError."""
+    if url and not url.strip().startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{variable}: expected redis://host:port/db, rediss://… or unix://…, got {url!r}")
+
+
 @dataclass
 class Latency:
     """Timing of one deployment: time to first token, gap between tokens, whole request."""

@@ -22,8 +22,8 @@ from .media import ImageStore
 from .peers import Link
 from .prompt_cache import PromptCache
 from .recording import RecordingStore
-from .shared import Shared
-from .stored import ResponseStore
+from .shared import Bag, Shared
+from .stored import SHARED_TTL_S, ResponseStore
 from .streams import StreamServer
 
 _UNSEEDED = object()  # what `seeded_with` holds before the first configure
@@ -47,6 +47,14 @@ class Services:
     rng: random.Random = field(default_factory=random.Random)
     seeded_with: object = field(default=_UNSEEDED, repr=False)
 
+    def __post_init__(self) -> None:
+        # Shared copies go to the bags whenever a Redis is set (Shared.use); bounded as the stores.
+        self.responses.share_through(
+            Bag(self.shared, "responses", SHARED_TTL_S, self.responses.max_bytes),
+            Bag(self.shared, "response-items", SHARED_TTL_S, self.responses.max_bytes),
+        )
+        self.shared.on_return(self.responses.catch_up)
+
     @classmethod
     def build(cls, config: SimulatorConfig) -> Services:
         return cls(streams=StreamServer(), recordings=RecordingStore(config.recording.dir))
@@ -58,6 +66,7 @@ class Services:
         bounds = config.bounds
         self.responses.capacity = config.responses_stored
         self.responses.max_bytes = bounds.responses_stored_bytes
+        self.responses.bounds_changed()
         self.prompt_cache.max_bytes = bounds.prompt_cache_bytes
         self.prompt_cache.idle_s = config.prompt_cache_idle_s
         self.labels.limit = bounds.metrics_deployment_labels

@@ -106,14 +106,6 @@ def unpack(data: bytes) -> Any:
     return orjson.loads(data[1:])
 
 
-def redis_url_check(variable: str, url: str | None) -> None:
-    """Refuse a Redis URL in one line naming the variable; raises ConfigError."""
-    from .config import ConfigError
-
-    if url and not url.strip().startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"{variable}: expected redis://host:port/db, rediss://… or unix://…, got {url!r}")
-
-
 def redis_unreachable(url: str) -> str | None:
     """Why Redis at `url` cannot be used, or None. Asked once at start-up, before the port opens."""
     import redis

@@ -306,6 +306,32 @@ def _context_length_error(context: RequestContext, model: catalogue.Model, used:
     return too_long(context, model.context_window, used, wanted) if wanted > model.context_window else None
 
 
+def _may_name_stored(raw: bytes) -> bool:
+    return b"previous_response_id" in raw or b"reasoning" in raw
+
+
+def _names_stored(request: http.Request) -> tuple[str, set[str]]:
+    """The previous response and the reasoning items (given back by id alone) a Responses
+    request names; nothing when its body cannot be read (the checks then say why)."""
+    try:
+        body = orjson.loads(request.content or b"")
+    except ValueError:
+        return "", set()
+    if not isinstance(body, dict):
+        return "", set()
+    previous = body.get("previous_response_id")
+    items = body.get("input")
+    ids = {
+        item["id"]
+        for item in (items if isinstance(items, list) else ())
+        if isinstance(item, dict)
+        and item.get("type") == "reasoning"
+        and item.get("encrypted_content") is None
+        and isinstance(item.get("id"), str)
+    }
+    return (previous if isinstance(previous, str) else ""), ids
+
+
 class Checks:
     def __init__(self, labels: DeploymentLabels | None = None, responses: ResponseStore | None = None):
         self.labels = labels  # undefined deployments' labels
@@ -321,6 +347,14 @@ class Checks:
         route = context.route
         if (
             route is not None
+            and route.operation == "responses"
+            and self.responses is not None
+            and self.responses.shared
+            and _may_name_stored(flow.request.raw_content or b"")
+        ):
+            return self._check_shared(flow, context)
+        if (
+            route is not None
             and route.needs_deployment
             and (
                 offload.heavy(flow.request)
@@ -330,6 +364,20 @@ class Checks:
             return self._check_off_loop(flow, context)
         self._answer(flow, check(context, self.labels, self.responses))
         return None
+
+    async def _check_shared(self, flow: http.HTTPFlow, context: RequestContext) -> None:
+        """A request that names stored responses or items: what the shared store holds of
+        them is brought here first (any replica may have made them), then it is checked."""
+        assert self.responses is not None
+        request = flow.request
+        previous, item_ids = (
+            await asyncio.to_thread(_names_stored, request) if offload.heavy(request) else _names_stored(request)
+        )
+        if previous:
+            await self.responses.fetch(previous)
+        if item_ids:
+            await self.responses.fetch_items(item_ids)
+        await self._check_off_loop(flow, context)
 
     async def _check_off_loop(self, flow: http.HTTPFlow, context: RequestContext) -> None:
         self._answer(flow, await asyncio.to_thread(check, context, self.labels, self.responses))

@@ -30,7 +30,7 @@ from ..runtime.labels import capped
 from ..runtime.limits.quota import DEFAULT_DOC_INTELLIGENCE_POLL_RPS, DEFAULT_RESERVATION
 from ..runtime.options import Option, check, declare, names, text_number
 from ..runtime.routes import DEPLOYMENT_QUOTA, DI_ANALYZE_QUOTA, DI_POLL_QUOTA
-from ..runtime.shared import redis_unreachable, redis_url_check
+from ..runtime.shared import redis_unreachable
 from ..runtime.startup import Startup
 from ..runtime.state import RequestContext, context_of
 
@@ -93,7 +93,7 @@ OPTIONS = (
         str | None,
         None,
         "The older name of SIMULATOR_REDIS_URL (it shares everything SIMULATOR_REDIS_URL shares).",
-        check=lambda url: redis_url_check("RATE_LIMIT_REDIS_URL", url),
+        check=lambda url: cfg.redis_url_check("RATE_LIMIT_REDIS_URL", url),
     ),
     Option(
         "RATE_LIMIT_DEFAULT_RESERVATION",

@@ -24,7 +24,6 @@ from ..runtime import internals
 from ..runtime.banner import DEFAULT_PORT, banner
 from ..runtime.config import ConfigError, SimulatorConfig
 from ..runtime.options import Option, check, declare, names
-from ..runtime.shared import redis_url_check
 from ..runtime.startup import Startup
 from ..runtime.tls import CA_FILE, TLS_FILE, TlsCertificate, tls_certificate
 
@@ -122,7 +121,7 @@ OPTIONS = (
         None,
         "Redis URL (redis://host:port/db) through which replicas share one resource: quotas, stored "
         "responses, images, analyses, the prompt cache and configuration changes; unset: each process alone.",
-        check=lambda url: redis_url_check("SIMULATOR_REDIS_URL", url),
+        check=lambda url: cfg.redis_url_check("SIMULATOR_REDIS_URL", url),
     ),
     Option(
         "SIMULATOR_PEERS",
