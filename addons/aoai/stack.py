@@ -52,6 +52,9 @@ class Stores:
     def configure(self, updated: set[str]) -> None:
         self.services.configure(self.config)
 
+    async def running(self) -> None:
+        await self.services.start()
+
     async def done(self) -> None:
         await self.services.shared.close()
 

@@ -10,9 +10,12 @@ reach them through the request's context (`context.services`).
 from __future__ import annotations
 
 import random
+import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..docintel.service import ResultStore
+from ..openai import sealed_reasoning
 from .config import SimulatorConfig
 from .fault_book import FaultBook
 from .gates import Gates
@@ -58,6 +61,22 @@ class Services:
     @classmethod
     def build(cls, config: SimulatorConfig) -> Services:
         return cls(streams=StreamServer(), recordings=RecordingStore(config.recording.dir))
+
+    async def start(self) -> None:
+        """Once the simulator runs: with a Redis, every replica seals encrypted reasoning with
+        one key kept there, so any replica reads what another sealed (on any machine)."""
+        if not self.shared.enabled:
+            return
+        key = self.shared.key("sealed-reasoning-key")
+
+        async def one_key(client: Any) -> bytes | None:
+            await client.set(key, secrets.token_hex(32), nx=True)
+            found: bytes | None = await client.get(key)
+            return found
+
+        found = await self.shared.call("reading the reasoning key", one_key, None)
+        if found is not None:
+            sealed_reasoning.share_key(found.decode())
 
     def configure(self, config: SimulatorConfig) -> None:
         """Bound the stores as the settings say, and seed the random generator when the seed

@@ -178,7 +178,8 @@ def apply(options: Any, config: SimulatorConfig, updated: set[str]) -> TlsCertif
     config.peers = peers
     config.worker = options.simulator_worker.strip()
     config.peer_secret = peer_secret
-    if peer_secret:  # workers read each other's encrypted reasoning
+    if peer_secret and not (options.simulator_redis_url or options.rate_limit_redis_url):
+        # Workers read each other's encrypted reasoning (with a Redis, the key kept there: Services.start).
         sealed_reasoning.share_key(peer_secret)
     logging.getLogger("aoai").setLevel(options.log_level)
     return certificate
