@@ -297,13 +297,16 @@ class Limits:
         try:
             verdict = await pending
         except Exception as e:
-            # Redis went away: let traffic through rather than fail it, and say so (every 10 s).
+            # Redis went away: this replica counts alone for a while rather than fail anyone,
+            # and says so (every 10 s).
+            self.limiter.lost()
             if time.monotonic() - self._redis_failed_at > 10:
                 self._redis_failed_at = time.monotonic()
-                logger.error(
-                    "rate limits not applied: Redis at %s failed (%s); requests pass unchecked", self.redis_url, e
-                )
-            return
+                logger.error("rate limits counted by each replica alone: Redis at %s failed (%s)", self.redis_url, e)
+            if ask.capacity is not None:
+                verdict = self.limiter.fill_locally(ask.key, ask.capacity, ask.cost)
+            else:
+                verdict = self.limiter.check_locally(ask.key, ask.quota, ask.cost)
         spill = self.decide(flow, ask, verdict, identity)
         if spill is not None:
             await spill

@@ -96,6 +96,9 @@ class RetryHints:
         return {"count": len(self.due), "maxCount": self.capacity, "bytes": self.bytes, "maxBytes": self.max_bytes}
 
 
+SHARED_RETRY_S = 1.0  # after shared windows failed, how long each replica counts alone before asking again
+
+
 class Limiter:
     """The windows (in memory or Redis), the clock, and what was refused."""
 
@@ -106,6 +109,25 @@ class Limiter:
         self.clock: Clock = clock or (time.time if self.store.shared else time.monotonic)
         self.counters = Counters()
         self.hints = RetryHints()
+        # While shared windows cannot be reached, each replica counts alone in these (looser
+        # than one shared quota, but a quota all the same), and asks Redis again after a while.
+        self.local = MemoryWindows()
+        self.away_until = 0.0
+
+    def lost(self) -> None:
+        """The shared windows failed a call: count in the local ones for a while."""
+        self.away_until = time.monotonic() + SHARED_RETRY_S
+
+    def _windows(self) -> MemoryWindows | RedisWindows:
+        if self.store.shared and time.monotonic() < self.away_until:
+            return self.local
+        return self.store
+
+    def check_locally(self, key: str, quota: Quota, cost: int) -> Verdict:
+        return self.local.check(key, quota, cost, self.clock())
+
+    def fill_locally(self, key: str, capacity: Capacity, cost: int) -> Fill:
+        return self.local.fill(key, capacity, cost, self.clock())
 
     def use(self, store: MemoryWindows | RedisWindows, clock: Clock | None = None) -> None:
         self.store = store
@@ -126,11 +148,11 @@ class Limiter:
                 quota.requests,
                 self.clock(),
             )
-        return self.store.check(key, quota, cost, self.clock())
+        return self._windows().check(key, quota, cost, self.clock())
 
     def fill(self, key: str, capacity: Capacity, cost: int) -> Fill | Awaitable[Fill]:
         """A provisioned deployment's verdict (a Fill), or for shared windows an awaitable of it."""
-        return self.store.fill(key, capacity, cost, self.clock())
+        return self._windows().fill(key, capacity, cost, self.clock())
 
     def throttled(self, name: str, reason: str, identity: Identity | None, wait: float) -> None:
         self.counters.throttled[(name, reason)] += 1
@@ -151,4 +173,5 @@ class Limiter:
             await self.store.reset()
         else:
             self.store.reset()
+        self.local.reset()
         self.hints.clear()
