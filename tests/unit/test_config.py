@@ -175,3 +175,46 @@ def test_bearer_tokens_are_added():
     cfg = config.SimulatorConfig()
     cfg.auth_bearer_token("tok")
     assert cfg.bearer_tokens == {"tok"}
+
+
+def test_a_deployment_round_trips_through_its_json():
+    # What replicas share is each deployment's to_json(): read again, it is the same deployment.
+    specs = {
+        "std": {
+            "model": "gpt-4o",
+            "tokensPerMinute": 1000,
+            "requestsPerMinute": 10,
+            "latency": {"requestMs": {"mean": 5, "stdDev": 1}},
+            "maxConcurrentRequests": 3,
+            "maxParallelToolCalls": 5,
+            "contentFilter": {
+                "blockAt": "medium",
+                "randomShare": {"prompt": 0.1, "completion": 0.2},
+                "prompt": {"hate": ["bad", {"regex": "x+y", "severity": "low"}]},
+                "completion": {"violence": ["kill"]},
+            },
+            "faults": [
+                {"kind": "503", "share": 0.5},
+                {"kind": "quotaCut", "tokensPerMinute": 10, "forS": 5, "share": 0.1},
+                {"kind": "quotaCut", "tokensPerMinute": 10, "forS": 5, "everyS": 60},
+            ],
+        },
+        "ptu": {
+            "model": "gpt-4o",
+            "sku": "GlobalProvisionedManaged",
+            "ptu": 15,
+            "inputTpmPerPtu": 2500,
+            "spillover": "std",
+        },
+        "emb": {"model": "text-embedding-3-small", "embeddingSize": 100},
+        "audio": {"model": "whisper", "audioPace": 0.5},
+        "image": {"model": "dall-e-3"},
+    }
+    for name, spec in specs.items():
+        first = config.parse_deployment(name, spec, name)
+        again = config.parse_deployment(name, first.to_json(), name)
+        if first.faults is not None:  # profiles compare by identity (a new one draws afresh)
+            assert again.faults.faults == first.faults.faults
+            again.faults = first.faults
+        assert again == first, name
+        assert again.to_json() == first.to_json()

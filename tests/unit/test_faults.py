@@ -234,6 +234,28 @@ def test_a_quota_cut_lowers_the_quota_for_its_period():
     assert book.injected[("d", "quotaCut")] == 1
 
 
+def test_a_quota_cut_is_told_to_the_other_replicas_and_one_from_them_is_taken():
+    clock, wall = Clock(), Clock()
+    wall.now = 1_700_000_000.0
+    book, told = FaultBook(clock, wall), []
+    book.on_cut = lambda *cut: told.append(cut)
+    dep = Deployment("d", catalogue.MODELS["gpt-4o"], tokens_per_minute=30000)
+    dep.faults = profile({"kind": "quotaCut", "share": 1, "tokensPerMinute": 1000, "forS": 30})
+    book.choose(dep, None, 1)
+    assert told == [("d", wall.now + 30, 1000)]  # until on the wall clock the replicas share
+    # Another replica's cut, on a book that drew none: in force until its end, as its own.
+    other = FaultBook(clock, wall)
+    other.on_cut = lambda *cut: told.append(cut)
+    other.take_cut("d", wall.now + 10, 700)
+    assert other.tokens_per_minute(dep, None, 1) == 700
+    other.choose(dep, None, 1)  # a strike while the shared cut is on starts none here
+    assert len(told) == 1 and other.injected[("d", "quotaCut")] == 0
+    clock.now += 10.5
+    assert other.tokens_per_minute(dep, None, 1) == 30000
+    other.take_cut("d", wall.now - 1, 5)  # over already: ignored
+    assert other.tokens_per_minute(dep, None, 1) == 30000
+
+
 def test_a_periodic_quota_cut_counts_from_when_the_profile_was_declared():
     dep = Deployment("d", catalogue.MODELS["gpt-4o"])  # no quota of its own: the cut sets one
     dep.faults = profile({"kind": "quotaCut", "everyS": 10, "tokensPerMinute": 500, "forS": 2})

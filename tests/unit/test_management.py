@@ -4,6 +4,7 @@ from types import SimpleNamespace
 
 import orjson
 import pytest
+from redis_server import redis_url  # noqa: F401
 from unit_support import (
     API_KEY,
     admit,
@@ -18,7 +19,6 @@ from unit_support import (
 )
 
 from aoai.runtime import config as cfg
-from aoai.runtime import peers
 from aoai.stages import management as management_stage
 from aoai.stages.management import Management
 from aoai.stages.ratelimit import Limits
@@ -352,179 +352,238 @@ def test_a_failed_option_change_leaves_deployments_alone(managed):
     assert "x" not in config.deployments and tctx.options.simulator_mode == "generate"
 
 
-# A change coordinated between workers: the steps one worker asks of another.
-
-PEER_SECRET = "peer-secret-0123456789abcdef"
+# Replicas sharing a Redis: the configuration state, written and taken.
 
 
-def peer_call(management, body, step=None, secret=PEER_SECRET):
-    headers = {"x-simulator-peer": secret}
-    if step is not None:
-        headers["x-simulator-change"] = step
-    flow = make_flow("PATCH", "/++/config", body, headers=headers)
-    if admit(flow, management.config) is None:
-        pending = management.request(flow)
-        if pending is not None:  # coordinated with the other workers
-            run(pending)
-    return flow.response
-
-
-@pytest.fixture
-def peer(clean_env):
-    config = make_config()
-    management = Management(config, make_services(config))
-    tctx, settings = settings_context(config, management)
-    with tctx:
-        tctx.configure(
-            settings,
-            simulator_api_key=API_KEY,
-            simulator_peers=["http://127.0.0.1:1"],
-            simulator_peer_secret=PEER_SECRET,
-        )
-        start(settings)
-        yield config, management, tctx
-
-
-def test_a_check_step_changes_nothing(peer):
-    config, management, _tctx = peer
-    response = peer_call(management, {"seed": 9, "deployments": {"x": {"model": "gpt-4o"}}}, "check")
-    assert response.status_code == 200 and json_of(response) == {"valid": True}
-    assert config.seed is None and "x" not in config.deployments
-    refused = peer_call(management, _tight(tokensPerMinute=1e300), "check")
-    assert refused.status_code == 400
-
-
-def test_an_applied_step_can_be_undone(peer):
-    config, management, tctx = peer
-    applied = peer_call(
-        management,
-        {
-            "seed": 9,
-            "deployments": {"x": {"model": "gpt-4o"}, "gpt-4o": None},
-            "faults": [{"kind": "503", "share": 0.5}],
+def test_the_shared_state_sets_everything_patch_can_and_makes_another_config_the_same(managed):
+    config, management, _ = managed
+    management.starting = frozenset(config.deployments)
+    body = {
+        "seed": 9,
+        "allowUndefinedDeployments": False,
+        "latency": {"chatCompletions": {"mean": 20, "stdDev": 2}},
+        "deployments": {
+            "gpt-4o": None,
+            "std": {"model": "gpt-4o", "tokensPerMinute": 1000, "faults": [{"kind": "503", "share": 0.5}]},
+            "ptu": {"model": "gpt-4o", "sku": "ProvisionedManaged", "ptu": 15, "spillover": "std"},
         },
-        "apply c1",
-    )
-    assert applied.status_code == 200
-    assert config.seed == 9 and "x" in config.deployments and "gpt-4o" not in config.deployments
-    assert config.default_faults is not None
-    undone = peer_call(management, None, "undo c1")
-    assert undone.status_code == 200
-    assert tctx.options.simulator_seed is None and config.seed is None
-    assert "x" not in config.deployments and "gpt-4o" in config.deployments and config.default_faults is None
-    assert peer_call(management, None, "undo c1").status_code == 404  # once only
+        "contentFilter": {"std": {"blockAt": "medium", "prompt": {"hate": ["bad"]}}},
+        "faults": [{"kind": "500", "share": 0.1}],
+    }
+    assert call(management, "PATCH", "/++/config", body).status_code == 200
+    state = management_stage.state_of(config, management.starting)
+    assert state["deployments"]["gpt-4o"] is None  # removed from the starting configuration
+    assert set(state) == {"mode", "seed", "allowUndefinedDeployments", "latency", "deployments", "faults"}
+    view = management_stage.config_view(config)
+    # Another replica, as it started: the state makes it the same.
+    other = make_config(deployments={**cfg.default_deployments(), "extra": config.deployments["std"]})
+    kept = other.deployments["gpt-4o-mini"]
+    plan = management_stage.state_plan(other, state)
+    assert "gpt-4o-mini" not in plan.deployments  # the same already: left alone
+    management_stage.apply_plan(other, plan)
+    assert other.deployments["gpt-4o-mini"] is kept
+    assert "extra" not in other.deployments and "gpt-4o" not in other.deployments
+    assert management_stage.config_view(other)["deployments"] == view["deployments"]
+    assert other.default_faults.to_json() == view["faults"]
 
 
-def test_steps_without_the_secret_are_a_clients_request(peer):
-    config, management, _tctx = peer
-    # A client's "check" is no check: it is a change like any other, coordinated with the
-    # other worker, which cannot be reached here, so nothing changes anywhere.
-    for secret in ("wrong", ""):
-        response = peer_call(management, {"seed": 9}, "check", secret=secret)
-        assert response.status_code == 503
-        error = json_of(response)["error"]
-        assert error["message"].startswith("worker 127.0.0.1:1 could not check the change (unreachable: ")
-        assert error["workers"]["127.0.0.1:1"].startswith("unreachable: ")
-        assert config.seed is None
-    # A client's "undo" is a PATCH whose body is read (and here is missing).
-    assert peer_call(management, None, "undo c1", secret="wrong").status_code == 400
-
-
-class FakeWorkers:
-    """The other workers as `peers.ask_all` sees them: an outcome per step and worker."""
-
-    def __init__(self, monkeypatch, outcomes):
-        self.outcomes, self.asked = outcomes, []
-        monkeypatch.setattr(peers, "ask_all", self.ask_all)
-
-    async def ask_all(self, link, config, method, path, content, step="", targets=None):
-        kind = step.partition(" ")[0]
-        self.asked.append((kind, targets))
-        return {
-            peers.address(p): self.outcomes.get((kind, peers.address(p)), peers.Outcome(200))
-            for p in (config.peers if targets is None else targets)
-        }
-
-
-@pytest.fixture
-def coordinator(clean_env):
-    config = make_config()
+def shared_management(config, url, tctx, settings):
+    """A management stage of a replica sharing Redis at `url`, its settings running."""
+    tctx.configure(settings, simulator_api_key=API_KEY, simulator_redis_url=url)
+    start(settings)
     management = Management(config, make_services(config))
-    tctx, settings = settings_context(config, management)
-    with tctx:
-        tctx.configure(
-            settings,
-            simulator_api_key=API_KEY,
-            simulator_peers=["http://w1:1", "http://w2:2"],
-            simulator_peer_secret=PEER_SECRET,
-            simulator_worker="w0:0",
-        )
-        start(settings)
-        yield config, management, tctx
+    return management
 
 
-def client_patch(management, body):
+def other_replica(management, name="other"):
+    """Another replica as Redis sees it: a ConfigSync of its own that applies nothing."""
+    from aoai.runtime import config_sync as cs
+    from aoai.runtime.shared import Shared
+
+    shared = Shared(prefix=management.services.shared.prefix)
+    shared.use(management.services.shared.url)
+    taken = []
+    sync = cs.ConfigSync(
+        shared,
+        lambda: name,
+        cs.Hooks(state=dict, apply=lambda s: taken.append(s) or "", reset=lambda: None, cut=lambda *a: None),
+    )
+    return sync, taken
+
+
+async def patch_async(management, body):
     flow = make_flow("PATCH", "/++/config", body)
-    if admit(flow, management.config) is None:
-        run(management.request(flow))
+    assert admit(flow, management.config) is None
+    pending = management.request(flow)
+    if pending is not None:
+        await pending
     return flow.response
 
 
-def test_every_worker_takes_a_change(coordinator, monkeypatch):
-    config, management, _ = coordinator
-    workers = FakeWorkers(monkeypatch, {})
-    response = client_patch(management, {"seed": 4})
-    assert response.status_code == 200
-    assert json_of(response)["workers"] == {"w0:0": "applied", "w1:1": "applied", "w2:2": "applied"}
-    assert config.seed == 4 and [k for k, _ in workers.asked] == ["check", "apply"]
+@pytest.fixture
+def shared_replica(clean_env, redis_url):  # noqa: F811
+    config = make_config()
+    tctx, settings = settings_context(config)
+    with tctx:
+        management = shared_management(config, redis_url, tctx, settings)
+        management.services.shared.prefix = f"t-mgmt-{id(management)}:"
+        yield config, management
 
 
-def test_a_change_one_worker_refuses_is_taken_by_none(coordinator, monkeypatch):
-    config, management, _ = coordinator
-    FakeWorkers(monkeypatch, {("check", "w2:2"): peers.Outcome(400, "deployments.x: no such thing")})
-    response = client_patch(management, {"seed": 4})
-    assert response.status_code == 400
-    error = json_of(response)["error"]
-    assert error["message"] == "worker w2:2: deployments.x: no such thing; no worker changed"
-    assert error["workers"] == {
-        "w0:0": "not applied",
-        "w1:1": "not applied",
-        "w2:2": "400: deployments.x: no such thing",
-    }
-    assert config.seed is None
+def test_a_change_is_shared_and_the_answer_says_which_replicas_have_it(shared_replica):
+    config, management = shared_replica
+
+    async def go():
+        other, taken = other_replica(management)
+        await other.start()
+        await management.running()
+        assert management.ready
+        response = await patch_async(management, {"seed": 4, "deployments": {"x": {"model": "gpt-4o"}}})
+        assert response.status_code == 200, response.content
+        body = json_of(response)
+        me = management.services.shared.replica
+        assert body["replicas"] == {me: "applied", "other": "applied"} and "workers" not in body
+        assert taken[-1]["seed"] == 4 and taken[-1]["deployments"]["x"] == {"model": "gpt-4o"}
+        version, state = await other.read()
+        assert version == 1 and state == management_stage.state_of(config, management.starting)
+        await other.stop()
+        await other.shared.close()
+        await management.done()
+        await management.services.shared.close()
+
+    run(go())
 
 
-def test_a_worker_that_fails_while_applying_has_the_others_undo_it(coordinator, monkeypatch):
-    config, management, tctx = coordinator
-    workers = FakeWorkers(monkeypatch, {("apply", "w2:2"): peers.Outcome(None, "ReadTimeout")})
-    response = client_patch(management, {"seed": 4, "deployments": {"x": {"model": "gpt-4o"}}})
-    assert response.status_code == 503
-    error = json_of(response)["error"]
-    assert error["workers"] == {"w0:0": "rolled back", "w1:1": "rolled back", "w2:2": "unreachable: ReadTimeout"}
-    assert "did not take the change" in error["message"]
-    assert config.seed is None and "x" not in config.deployments and tctx.options.simulator_seed is None
-    assert workers.asked[-1] == ("undo", ("http://w1:1",))  # only the worker that took it
+def test_a_change_meeting_a_newer_version_goes_on_top_of_it(shared_replica):
+    config, management = shared_replica
+
+    async def go():
+        await management.running()
+        other, _ = other_replica(management)
+        state = management_stage.state_of(config, management.starting)
+        state["seed"] = 7
+        state["deployments"]["theirs"] = {"model": "gpt-4o-mini"}
+        assert (await other.write(state)).written
+        await management.sync.stop()  # not listening: the write itself meets version 1
+        response = await patch_async(management, {"deployments": {"mine": {"model": "gpt-4o"}}})
+        assert response.status_code == 200, response.content
+        assert config.seed == 7 and {"theirs", "mine"} <= set(config.deployments)
+        version, shared = await other.read()
+        assert version == 2 and shared["seed"] == 7 and {"theirs", "mine"} <= set(shared["deployments"])
+        await other.shared.close()
+        await management.done()
+        await management.services.shared.close()
+
+    run(go())
 
 
-def test_a_worker_that_cannot_undo_is_named(coordinator, monkeypatch):
-    _, management, _ = coordinator
-    FakeWorkers(
-        monkeypatch,
-        {("apply", "w2:2"): peers.Outcome(400, "bad"), ("undo", "w1:1"): peers.Outcome(None, "ConnectError")},
-    )
-    error = json_of(client_patch(management, {"seed": 4}))["error"]
-    assert error["workers"]["w1:1"] == "applied; could not be rolled back: unreachable: ConnectError"
-    assert error["workers"]["w2:2"] == "400: bad"
+def test_a_replica_starting_later_takes_the_shared_state_before_it_is_healthy(shared_replica):
+    config, management = shared_replica
+
+    async def go():
+        other, _ = other_replica(management)
+        state = management_stage.state_of(config)
+        state["seed"] = 11
+        del state["deployments"]["gpt-4o-mini"]  # not in the state: removed here too
+        assert (await other.write(state)).written
+        pending = management.running()
+        assert not management.ready
+        await pending
+        assert management.ready and config.seed == 11 and "gpt-4o-mini" not in config.deployments
+        assert management.sync.version == 1
+        await other.shared.close()
+        await management.done()
+        await management.services.shared.close()
+
+    run(go())
 
 
-def test_an_undo_that_cannot_restore_an_option_says_so(peer, monkeypatch):
-    config, management, _tctx = peer
-    assert peer_call(management, {"seed": 9, "deployments": {"x": {"model": "gpt-4o"}}}, "apply c2").status_code == 200
-    snapshot = management.undo["c2"]
-    snapshot.options["simulator_mode"] = "bogus"  # a value the settings refuse
-    response = peer_call(management, None, "undo c2")
-    assert response.status_code == 409 and "SIMULATOR_MODE" in json_of(response)["error"]["message"]
-    assert "x" not in config.deployments  # the rest is back
+def test_with_redis_away_a_change_is_taken_here_and_shared_when_it_is_back(shared_replica):
+    config, management = shared_replica
+
+    async def go():
+        await management.running()
+        management.services.shared.up = False
+        response = await patch_async(management, {"seed": 5})
+        assert response.status_code == 200
+        body = json_of(response)
+        assert body["replicas"] == {management.services.shared.replica: "applied"}
+        assert "not reached" in body["note"] and config.seed == 5 and management.sync.unpublished
+        management.services.shared.up = True
+        await management.sync.caught_up()
+        other, _ = other_replica(management)
+        version, state = await other.read()
+        assert version == 1 and state["seed"] == 5 and not management.sync.unpublished
+        await other.shared.close()
+        await management.done()
+        await management.services.shared.close()
+
+    run(go())
+
+
+def test_a_reset_of_the_limits_reaches_every_replica(shared_replica):
+    _config, management = shared_replica
+
+    async def go():
+        from aoai.runtime.config_sync import ConfigSync, Hooks
+        from aoai.runtime.shared import Shared
+
+        resets = []
+        shared = Shared(prefix=management.services.shared.prefix)
+        shared.use(management.services.shared.url)
+        other = ConfigSync(
+            shared,
+            lambda: "other",
+            Hooks(state=dict, apply=lambda s: "", reset=lambda: resets.append(1), cut=lambda *a: None),
+        )
+        await other.start()
+        await management.running()
+        management.services.limiter.hints.due[b"x" * 16] = 1.0
+        flow = make_flow("POST", "/++/reset-limits")
+        assert admit(flow, management.config) is None
+        await management.request(flow)
+        body = json_of(flow.response)
+        assert body["reset"] is True
+        assert body["replicas"] == {management.services.shared.replica: "applied", "other": "applied"}
+        assert resets == [1] and not management.services.limiter.hints
+        await other.stop()
+        await shared.close()
+        await management.done()
+        await management.services.shared.close()
+
+    run(go())
+
+
+def test_a_quota_cut_a_draw_starts_is_shared(shared_replica):
+    _config, management = shared_replica
+
+    async def go():
+        from aoai.runtime.config_sync import ConfigSync, Hooks
+        from aoai.runtime.shared import Shared
+
+        cuts = []
+        shared = Shared(prefix=management.services.shared.prefix)
+        shared.use(management.services.shared.url)
+        other = ConfigSync(
+            shared,
+            lambda: "other",
+            Hooks(state=dict, apply=lambda s: "", reset=lambda: None, cut=lambda *a: cuts.append(a)),
+        )
+        await other.start()
+        await management.running()
+        assert management.services.faults.on_cut is not None
+        management.services.faults.on_cut("gpt-4o", 2e9, 10)
+        for _ in range(100):
+            if cuts:
+                break
+            await asyncio.sleep(0.02)
+        assert cuts == [("gpt-4o", 2e9, 10)]
+        await other.stop()
+        await shared.close()
+        await management.done()
+        await management.services.shared.close()
+
+    run(go())
 
 
 def test_a_large_patch_is_read_in_a_worker_thread_and_applied(managed, monkeypatch):

@@ -118,7 +118,7 @@ def test_ask_all_gives_each_workers_outcome_by_its_address(workers):
     one.answers["/++/config"] = (200, b'{"ok": true}')
     two.answers["/++/config"] = (400, b'{"error": {"code": "BadRequest", "message": "deployments.x: no such thing"}}')
     config = config_for(one.url, two.url, gone)
-    outcomes = run(peers.ask_all(LINK, config, "PATCH", "/++/config", b'{"a": 1}', step="check"))
+    outcomes = run(peers.ask_all(LINK, config, "PATCH", "/++/config", b'{"a": 1}'))
     assert set(outcomes) == {name(one.url), name(two.url), name(gone)}
     assert outcomes[name(one.url)] == peers.Outcome(200, "", b'{"ok": true}')
     assert outcomes[name(two.url)].status == 400
@@ -126,24 +126,17 @@ def test_ask_all_gives_each_workers_outcome_by_its_address(workers):
     assert outcomes[name(gone)].status is None and outcomes[name(gone)].message.startswith("ConnectError")
 
 
-def test_a_call_to_a_worker_carries_the_key_the_launch_secret_and_the_step(workers):
+def test_a_call_to_a_worker_carries_the_key_and_the_launch_secret(workers):
     one, _, _ = workers
     one.answers["/++/config"] = (200, b"{}")
     config = config_for(one.url)
-    run(peers.ask_all(LINK, config, "PATCH", "/++/config", b'{"a": 1}', step="apply 7"))
+    run(peers.ask_all(LINK, config, "PATCH", "/++/config", b'{"a": 1}'))
     (request,) = one.seen
     assert (request["method"], request["path"], request["body"]) == ("PATCH", "/++/config", b'{"a": 1}')
     headers = request["headers"]
     assert headers[peers.PEER_HEADER] == SECRET and peers.from_peer(headers, SECRET)
     assert headers["api-key"] == config.api_key
-    assert headers[peers.CHANGE_HEADER] == "apply 7"
     assert headers["content-type"] == "application/json"
-
-
-def test_without_a_step_no_step_header_is_sent(workers):
-    one, _, _ = workers
-    run(peers.ask_all(LINK, config_for(one.url), "POST", "/++/save-recordings", b""))
-    assert peers.CHANGE_HEADER not in one.seen[0]["headers"]
 
 
 def test_ask_all_can_ask_only_some_workers(workers):

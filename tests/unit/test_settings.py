@@ -84,6 +84,7 @@ def test_environment_variables_are_the_option_defaults(clean_env, tmp_path):
         "RECORDING_IGNORE_FIELDS": "user, seed,,",
         "SIMULATOR_PEERS": "http://127.0.0.1:8001/, http://127.0.0.1:8002",
         "SIMULATOR_PEER_SECRET": "s" * 16,
+        "SIMULATOR_REDIS_URL": "redis://127.0.0.1:1/0",
         "SIMULATOR_ENTRA_TOKENS": "on",
         "RATE_LIMIT_REQUEST_WINDOW_SECONDS": "1.0",
         "OPENAI_DEPLOYMENT_CONFIG_PATH": str(deployments),
@@ -222,6 +223,23 @@ def test_a_bad_value_while_running_raises_and_changes_nothing(fresh, option, val
         config.latency_defaults,
         config.tool_call_share,
     ) == before
+
+
+def test_workers_without_redis_are_refused_in_one_line(fresh, caplog):
+    _config, addon, tctx = fresh
+    tctx.configure(addon, simulator_api_key=API_KEY)
+    start(addon)
+    with pytest.raises(exceptions.OptionsError) as caught:
+        tctx.configure(addon, simulator_peers=["http://127.0.0.1:8001"], simulator_peer_secret="s" * 16)
+    assert str(caught.value) == (
+        "SIMULATOR_PEERS: workers share configuration changes through Redis; set SIMULATOR_REDIS_URL "
+        "(scripts/workers.py starts one)"
+    )
+    for url in ("simulator_redis_url", "rate_limit_redis_url"):  # either spelling will do
+        tctx.configure(
+            addon, simulator_peers=["http://127.0.0.1:8001"], simulator_peer_secret="s" * 16, **{url: "redis://h:1/0"}
+        )
+        tctx.configure(addon, simulator_peers=[], **{url: None})
 
 
 BAD_ENVIRONMENT = [

@@ -39,9 +39,14 @@ class FaultBook:
     label (runtime/labels.py), so undefined deployment names beyond the labels' limit share
     one track and one count, and a client's endless names cannot grow the book."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
+    def __init__(self, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+        self.clock, self.wall = clock, wall
         self._tracks: dict[str, _Track] = {}
+        # Quota cuts other replicas' draws started, by label: (until on `clock`, tokens).
+        self._cuts_elsewhere: dict[str, tuple[float, int]] = {}
+        # Told of each cut a draw here starts (label, until on the wall clock, tokens): the
+        # other replicas cut the quota too.
+        self.on_cut: Callable[[str, float, int], None] | None = None
         self.injected: Counter[tuple[str, str]] = Counter()  # (deployment, kind) -> count
         self.hanging = 0  # requests hung right now
 
@@ -68,10 +73,27 @@ class FaultBook:
         hits = draw(profile, track.rng)
         now = self.clock()
         for fault in hits:
-            if fault.kind == QUOTA_CUT and now >= track.cut_until:
+            if fault.kind == QUOTA_CUT and now >= max(track.cut_until, self._elsewhere_until(deployment.label)):
                 track.cut_until, track.cut_tokens = now + fault.for_s, fault.tokens_per_minute
                 self.count(deployment.label, QUOTA_CUT)
+                if self.on_cut is not None:
+                    self.on_cut(deployment.label, self.wall() + fault.for_s, fault.tokens_per_minute)
         return split(hits)
+
+    def take_cut(self, label: str, until: float, tokens: int) -> None:
+        """A quota cut another replica's draw started on the deployment with this label, until
+        `until` (wall clock, seconds since 1970)."""
+        now = self.clock()
+        ends = now + (until - self.wall())
+        if ends <= now:
+            return
+        # Bounded by the labels there are; those past their time go as others come.
+        self._cuts_elsewhere = {k: v for k, v in self._cuts_elsewhere.items() if v[0] > now}
+        self._cuts_elsewhere[label] = (ends, tokens)
+
+    def _elsewhere_until(self, label: str) -> float:
+        cut = self._cuts_elsewhere.get(label)
+        return cut[0] if cut is not None else 0.0
 
     def tokens_per_minute(self, deployment: Deployment, default: FaultProfile | None, seed: int | None) -> int:
         """The deployment's token quota now: its own, or the lowest quota cut in force."""
@@ -82,6 +104,9 @@ class FaultBook:
         track = self._track(deployment.label, profile, seed)
         now = self.clock()
         cuts = [track.cut_tokens] if now < track.cut_until else []
+        elsewhere = self._cuts_elsewhere.get(deployment.label)
+        if elsewhere is not None and now < elsewhere[0]:
+            cuts.append(elsewhere[1])
         for fault in profile.faults:
             if fault.every_s is not None and (now - profile.since) % fault.every_s < fault.for_s:
                 cuts.append(fault.tokens_per_minute)

@@ -1,9 +1,9 @@
 """Workers of one simulator reaching each other (scripts/workers.py runs several behind a
 load balancer, which sends each request to one of them).
 
-A save of recordings or a reset of the rate limits that reaches one worker is passed on to
-the others (`pass_on`); a configuration change is checked by every worker before any takes it
-(`ask_all`, the management stage runs the steps); a scrape of /++/metrics collects every
+A save of recordings that reaches one worker is passed on to the others (`pass_on`; changes
+of the configuration and resets of the rate limits reach them through Redis instead, see
+config_sync.py); a scrape of /++/metrics collects every
 worker's metrics, each sample labelled with its worker (`merge_metrics`); a stored response
 or an image one worker made is found through any (`relay`).
 
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PEER_HEADER = "x-simulator-peer"  # on requests one worker makes of another: the launch's secret
-CHANGE_HEADER = "x-simulator-change"  # a configuration change's step: check, apply ID or undo ID
 TIMEOUT_S = 5.0
 MISS_SECONDS = 5.0  # how long a relay that found nothing is remembered
 MISS_ENTRIES = 1024
@@ -129,13 +128,10 @@ async def ask_all(
     method: str,
     path: str,
     content: bytes,
-    step: str = "",
     peers: tuple[str, ...] | None = None,
 ) -> dict[str, Outcome]:
     """Send the same request to every peer (or those given); each one's outcome by address."""
     headers = _headers(config, **{"content-type": "application/json"})
-    if step:
-        headers[CHANGE_HEADER] = step
     targets = config.peers if peers is None else peers
     client = link.client()
     answers = await asyncio.gather(

@@ -3,9 +3,9 @@ rate limits, test tokens). Auth admits only the simulator's key to them (health,
 image URLs are open).
 
 A PATCH of /++/config is checked whole before anything is applied (`read_patch`), so a later
-view can never fail on what it set. With workers, the worker a client reaches has every other
-check the change first, then applies it and has them apply it; if one fails, those that took it
-undo it, and the answer's `workers` says how each ended."""
+view can never fail on what it set. With replicas sharing a Redis, the replica a client reaches
+writes the whole configuration as the next shared version (runtime/config_sync.py), and the
+others take it within a second; the answer's `replicas` says which have it already."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ import dataclasses
 import hmac
 import inspect
 import logging
-import secrets
-from collections import OrderedDict
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
@@ -25,6 +23,7 @@ from .. import wire
 from ..runtime import config as cfg
 from ..runtime import entra, offload, peers, routes
 from ..runtime.config import ConfigError, SimulatorConfig
+from ..runtime.config_sync import APPLIED, WRITE_TRIES, ConfigSync, Hooks
 from ..runtime.faults import FaultProfile
 from ..runtime.routes import MANAGEMENT
 from ..runtime.services import Services
@@ -199,7 +198,8 @@ def read_patch(config: SimulatorConfig, content: bytes) -> PatchPlan:
 
 @dataclasses.dataclass
 class Snapshot:
-    """What a change replaced, to put back (a worker that failed to take it undoes the rest)."""
+    """What a change replaced, to put back (a replica whose write met a newer shared version
+    puts its change back before it takes that one)."""
 
     options: dict[str, Any]
     deployments: dict[str, cfg.Deployment]
@@ -239,6 +239,42 @@ def restore(config: SimulatorConfig, snapshot: Snapshot) -> str:
         logger.error("a configuration change could not be fully undone: %s", e)
         return str(e)
     return ""
+
+
+def state_of(config: SimulatorConfig, starting: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """What PATCH can change, as a PATCH body that sets all of it: what replicas share. A
+    deployment of the starting configuration that was removed is `null`."""
+    view = config_view(config)
+    deployments: dict[str, Any] = {name: None for name in sorted(starting) if name not in config.deployments}
+    deployments.update(view["deployments"])
+    return {
+        "mode": view["mode"],
+        "seed": view["seed"],
+        "allowUndefinedDeployments": view["allowUndefinedDeployments"],
+        "latency": view["latency"],
+        "deployments": deployments,
+        "faults": view["faults"],
+    }
+
+
+def state_plan(config: SimulatorConfig, state: dict[str, Any]) -> PatchPlan:
+    """The plan that makes this configuration the shared `state`: deployments it does not hold
+    are removed; what is the same already is left alone (with its fault draws). Raises ConfigError."""
+    body = dict(state)
+    given = body.get("deployments")
+    given = given if isinstance(given, dict) else {}
+    body["deployments"] = {**{name: None for name in config.deployments if name not in given}, **given}
+    plan = read_patch(config, wire.dumps(body))
+    for name, deployment in list(plan.deployments.items()):
+        old = config.deployments.get(name)
+        same = old is None if deployment is None else old is not None and old.to_json() == deployment.to_json()
+        if same:
+            del plan.deployments[name]
+    default = plan.faults.get(cfg.DEFAULTS_KEY)
+    if (default.to_json() if default else None) == (config.default_faults.to_json() if config.default_faults else None):
+        plan.faults.pop(cfg.DEFAULTS_KEY, None)
+    plan.options = {name: v for name, v in plan.options.items() if getattr(ctx.options, name) != v}
+    return plan
 
 
 def view_response(status: int, view: dict, request: http.Request | None) -> http.Response:
@@ -301,10 +337,10 @@ def stores_view(services: Services) -> dict:
     return stores
 
 
-# Management actions every worker takes (scripts/workers.py runs several); a configuration
-# change is coordinated apart (every worker checks it before any takes it).
-PASSED_ON = frozenset({"save-recordings", "reset-limits"})
-UNDO_KEPT = 16  # changes a worker can still undo when another worker failed to take them
+# Management actions every worker takes (scripts/workers.py runs several), passed on over HTTP;
+# configuration changes and resets reach the others through Redis.
+PASSED_ON = frozenset({"save-recordings"})
+AWAY_NOTE = "Redis is away: the other replicas are not reached; the change is shared when it is back"
 
 
 class Management:
@@ -322,7 +358,18 @@ class Management:
         # mitmproxy listens before the stages' `running` hooks are done (the listener swap,
         # the stream server); until then health says "starting", so probes and tests wait.
         self.ready = False
-        self.undo: OrderedDict[str, Snapshot] = OrderedDict()  # by change id, changes taken for another worker
+        self.starting: frozenset[str] = frozenset()  # the deployments before any change
+        self.sync = ConfigSync(
+            self.services.shared,
+            self.replica,
+            Hooks(
+                state=lambda: state_of(self.config, self.starting),
+                apply=self._take_state,
+                reset=self.services.limiter.hints.clear,
+                cut=self.services.faults.take_cut,
+            ),
+        )
+        self.services.faults.on_cut = self.sync.cut_started
         self.handlers = {
             ("health", "GET"): self.health,
             ("config", "GET"): self.get_config,
@@ -335,11 +382,37 @@ class Management:
             ("image_file", "GET"): self.image_file,
         }
 
-    def running(self) -> None:
-        self.ready = True  # the stages before this one in the chain have finished starting
+    def running(self) -> Awaitable[None] | None:
+        self.starting = frozenset(self.config.deployments)
+        if not self.sync.enabled:
+            self.ready = True  # the stages before this one in the chain have finished starting
+            return None
+        return self._start_sharing()
+
+    async def _start_sharing(self) -> None:
+        """Take the configuration the other replicas share before health says healthy."""
+        try:
+            await self.sync.start()
+        except Exception:  # never keeps the simulator from starting: it serves what it has
+            logger.exception("the shared configuration could not be read; this replica starts with its own")
+        self.ready = True
 
     async def done(self) -> None:
+        await self.sync.stop()
         await self.services.peers.close()
+
+    def replica(self) -> str:
+        """This replica's name among the others: its worker address, else a random one."""
+        return self.config.worker or self.services.shared.replica
+
+    def _take_state(self, state: dict[str, Any]) -> str:
+        """Apply the shared state another replica wrote; "" when taken, else why not."""
+        try:
+            plan = state_plan(self.config, state)
+            apply_plan(self.config, plan)
+        except (ConfigError, exceptions.OptionsError) as e:
+            return str(e)
+        return ""
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         context = context_of(flow)
@@ -417,133 +490,114 @@ class Management:
     # --- PATCH /++/config ---------------------------------------------------------------------
 
     def patch_config(self, flow: http.HTTPFlow):
-        """Check the whole body, then apply it. With workers, the one a client reaches checks
-        it, has every other check it, then applies it and has the others apply it; a worker
-        that fails to take it has the others undo it (`_patch_everywhere`)."""
+        """Check the whole body, then apply it; with replicas, share it (`_patch_shared`)."""
         request = flow.request
-        step = request.headers.get(peers.CHANGE_HEADER, "") if self._from_peer(flow) else ""
-        kind, _, change = step.partition(" ")
-        if kind == "undo":
-            return self._undo(change, request)
         if offload.heavy(request) or b"contentFilter" in (request.raw_content or b""):
             # A large change, or content-filter rules to compile (about 2 ms each), is read and
             # checked in a worker thread; it is applied here, on the event loop, as any other.
-            return self._patch_read_off_loop(flow, kind, change)
+            return self._patch_read_off_loop(flow)
         try:
             plan = read_patch(self.config, _content(request))
         except ConfigError as e:
             return wire.azure_error(400, "BadRequest", str(e), request)
-        return self._patch_with(flow, plan, kind, change)
+        return self._patch_with(flow, plan)
 
-    async def _patch_read_off_loop(self, flow: http.HTTPFlow, kind: str, change: str):
+    async def _patch_read_off_loop(self, flow: http.HTTPFlow):
         try:
             plan = await asyncio.to_thread(read_patch, self.config, _content(flow.request))
         except ConfigError as e:
             return wire.azure_error(400, "BadRequest", str(e), flow.request)
-        answer = self._patch_with(flow, plan, kind, change)
+        answer = self._patch_with(flow, plan)
         return await answer if inspect.isawaitable(answer) else answer
 
-    def _patch_with(self, flow: http.HTTPFlow, plan: PatchPlan, kind: str, change: str):
-        request = flow.request
-        if kind == "check":
-            return wire.json_response(200, {"valid": True}, request)
-        if self.config.peers and not self._from_peer(flow):
-            return self._patch_everywhere(flow, plan)
+    def _patch_with(self, flow: http.HTTPFlow, plan: PatchPlan):
+        if self.sync.enabled:
+            return self._patch_shared(flow, plan)
         try:
-            snapshot = apply_plan(self.config, plan)
+            apply_plan(self.config, plan)
         except exceptions.OptionsError as e:
-            return wire.azure_error(400, "BadRequest", str(e), request)
-        if kind == "apply" and change:
-            self.undo[change] = snapshot
-            while len(self.undo) > UNDO_KEPT:
-                self.undo.popitem(last=False)
-        return self._applied(plan, request)
+            return wire.azure_error(400, "BadRequest", str(e), flow.request)
+        return self._applied(plan, flow.request)
 
-    def _applied(self, plan: PatchPlan, request: http.Request, workers: dict[str, str] | None = None):
+    async def _patch_shared(self, flow: http.HTTPFlow, plan: PatchPlan) -> http.Response:
+        """Apply the change and write the whole configuration as the next shared version. If
+        another replica wrote one first, take that, apply the change on top and try again."""
+        request, sync = flow.request, self.sync
+        async with sync.lock:
+            for attempt in range(WRITE_TRIES):
+                if attempt:  # checked again against the configuration as the others left it
+                    try:
+                        plan = read_patch(self.config, _content(request))
+                    except ConfigError as e:
+                        return wire.azure_error(400, "BadRequest", f"{e} (after another replica's change)", request)
+                try:
+                    snapshot = apply_plan(self.config, plan)
+                except exceptions.OptionsError as e:
+                    return wire.azure_error(400, "BadRequest", str(e), request)
+                written = await sync.write(state_of(self.config, self.starting))
+                if written.written:
+                    break
+                if written.away:
+                    sync.unpublished = True
+                    logger.warning("configuration changed here only: %s", AWAY_NOTE)
+                    return await self._applied_shared(plan, request, {self.replica(): APPLIED}, AWAY_NOTE)
+                restore(self.config, snapshot)
+                sync.take(written.version, written.state)
+            else:
+                return wire.azure_error(
+                    409,
+                    "Conflict",
+                    "the configuration kept changing on other replicas; nothing changed, try again",
+                    request,
+                )
+        replicas = await sync.wait_for_version(written.version)
+        return await self._applied_shared(plan, request, replicas)
+
+    async def _applied_shared(
+        self, plan: PatchPlan, request: http.Request, replicas: dict[str, str], note: str = ""
+    ) -> http.Response:
         logger.info("configuration changed: %s", ", ".join(plan.fields))
         view = config_view(self.config)
-        if workers is not None:
-            view["workers"] = workers
-        answer = view_response(200, view, request)
+        view["replicas"] = replicas
+        if note:
+            view["note"] = note
+        if plan.reset:
+            await self._reset_everywhere()
+        return view_response(200, view, request)
+
+    def _applied(self, plan: PatchPlan, request: http.Request):
+        logger.info("configuration changed: %s", ", ".join(plan.fields))
+        answer = view_response(200, config_view(self.config), request)
         if plan.reset and self.limits_stage is not None:
             return self._reset_then(answer)
         return answer
 
-    def _undo(self, change: str, request: http.Request) -> http.Response:
-        snapshot = self.undo.pop(change, None)
-        if snapshot is None:
-            return wire.azure_error(404, "NotFound", f"no change {change!r} to undo", request)
-        left = restore(self.config, snapshot)
-        if left:
-            return wire.azure_error(409, "Conflict", f"undone but for the options: {left}", request)
-        logger.warning("configuration change undone: another worker could not take it")
-        return wire.json_response(200, {"undone": True}, request)
-
-    async def _patch_everywhere(self, flow: http.HTTPFlow, plan: PatchPlan) -> http.Response:
-        """Every worker takes the change or none does; the answer's `workers` says which."""
-        request, this = flow.request, self.config.worker or "this"
-        content = _content(request)
-        checked = await peers.ask_all(self.services.peers, self.config, "PATCH", "/++/config", content, "check")
-        refused = {peer: o for peer, o in checked.items() if o.status != 200}
-        if refused:
-            peer, outcome = next(iter(refused.items()))
-            workers = {this: "not applied", **{p: _outcome_text(o, "not applied") for p, o in checked.items()}}
-            if outcome.status == 400:
-                return wire.azure_error(
-                    400, "BadRequest", f"worker {peer}: {outcome.message}; no worker changed", request, workers=workers
-                )
-            return wire.azure_error(
-                503,
-                "ServiceUnavailable",
-                f"worker {peer} could not check the change ({_outcome_text(outcome, '')}); no worker changed",
-                request,
-                workers=workers,
-            )
-        try:
-            snapshot = apply_plan(self.config, plan)
-        except exceptions.OptionsError as e:
-            return wire.azure_error(400, "BadRequest", f"{e}; no worker changed", request)
-        change = secrets.token_hex(8)
-        applied = await peers.ask_all(
-            self.services.peers, self.config, "PATCH", "/++/config", content, f"apply {change}"
-        )
-        failed = {peer: o for peer, o in applied.items() if o.status != 200}
-        if not failed:
-            answer = self._applied(plan, request, {this: "applied", **{peer: "applied" for peer in applied}})
-            return await answer if inspect.isawaitable(answer) else answer
-        # Someone could not take it: put back what the others took.
-        left = restore(self.config, snapshot)
-        took = tuple(
-            peer for peer in self.config.peers if peers.address(peer) in applied and peers.address(peer) not in failed
-        )
-        undone = (
-            await peers.ask_all(self.services.peers, self.config, "PATCH", "/++/config", b"", f"undo {change}", took)
-            if took
-            else {}
-        )
-        workers = {this: f"applied; could not be rolled back: {left}" if left else "rolled back"}
-        for peer, outcome in applied.items():
-            if peer in failed:
-                workers[peer] = _outcome_text(outcome, "not applied")
-            elif undone[peer].status == 200:
-                workers[peer] = "rolled back"
-            else:
-                workers[peer] = "applied; could not be rolled back: " + _outcome_text(undone[peer], "")
-        peer, outcome = next(iter(failed.items()))
-        logger.warning("configuration change rolled back: worker %s did not take it", peer)
-        status, code = (400, "BadRequest") if outcome.status == 400 else (503, "ServiceUnavailable")
-        return wire.azure_error(
-            status,
-            code,
-            f"worker {peer} did not take the change "
-            f"({_outcome_text(outcome, '')}); it was rolled back where it was taken",
-            request,
-            workers=workers,
-        )
-
     async def _reset_then(self, answer: http.Response) -> http.Response:
-        await self.limits_stage.reset()
+        await self._reset_windows()
         return answer
+
+    async def _reset_windows(self) -> str:
+        """Empty the rate-limit windows (shared ones once, for every replica); "" when done,
+        else what went wrong (the local state is emptied all the same)."""
+        if self.limits_stage is None:
+            self.services.limiter.hints.clear()
+            return ""
+        try:
+            await self.limits_stage.reset()
+        except Exception as e:  # Redis away: the shared windows stay as they are
+            self.services.limiter.hints.clear()
+            logger.error("the shared rate-limit windows could not be emptied: %s", e)
+            return f"the shared rate-limit windows could not be emptied: {type(e).__name__}: {e}".rstrip(": ")
+        return ""
+
+    async def _reset_everywhere(self) -> tuple[dict[str, str], str]:
+        """Empty the windows, and have every replica empty its own state; which replicas did,
+        and a note when something could not be done."""
+        note = await self._reset_windows()
+        replicas = await self.sync.reset_everywhere()
+        if replicas is None:
+            return {self.replica(): APPLIED}, note or "Redis is away: the other replicas are not reached"
+        return replicas, note
 
     def faults(self, flow: http.HTTPFlow) -> http.Response:
         """The fault profile in force per deployment and by default, quota cuts now, and the
@@ -567,10 +621,16 @@ class Management:
         return view_response(200, view, flow.request)
 
     async def reset_limits(self, flow: http.HTTPFlow) -> http.Response:
-        """Empty every rate-limit window, so a test starts from a full quota."""
-        if self.limits_stage is not None:
-            await self.limits_stage.reset()
-        return wire.json_response(200, {"reset": True}, flow.request)
+        """Empty every rate-limit window, so a test starts from a full quota; with replicas,
+        each empties what it holds itself, and `replicas` says which did."""
+        body: dict[str, Any] = {"reset": True}
+        if self.sync.enabled:
+            body["replicas"], note = await self._reset_everywhere()
+        else:
+            note = await self._reset_windows()
+        if note:
+            body["note"] = note
+        return wire.json_response(200, body, flow.request)
 
     async def save_recordings(self, flow: http.HTTPFlow) -> http.Response:
         # In a worker thread: 64 MiB of recordings waiting take seconds of YAML to write.
@@ -625,15 +685,6 @@ def _content(request: http.Request) -> bytes:
         return request.content or b""
     except ValueError:  # a Content-Encoding its bytes are not in
         raise ConfigError("body: cannot be decoded as its Content-Encoding says") from None
-
-
-def _outcome_text(outcome: peers.Outcome, ok: str) -> str:
-    """How one worker took a step, for the answer's `workers`."""
-    if outcome.status is None:
-        return f"unreachable: {outcome.message}"
-    if outcome.status == 200:
-        return ok or "200"
-    return f"{outcome.status}: {outcome.message}" if outcome.message else str(outcome.status)
 
 
 _TOKEN_FIELDS = {"oid": "oid", "tid": "tenant", "appid": "appid", "aud": "audience"}

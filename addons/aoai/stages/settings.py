@@ -127,8 +127,9 @@ OPTIONS = (
         "SIMULATOR_PEERS",
         Sequence[str],
         [],
-        "Base URLs of the other workers (comma-separated in the environment): configuration changes, saves, "
-        "resets and /++/metrics reach them too. Set by scripts/workers.py.",
+        "Base URLs of the other workers (comma-separated in the environment): saves of recordings and "
+        "/++/metrics reach them too (configuration changes reach them through SIMULATOR_REDIS_URL, which "
+        "they need). Set by scripts/workers.py.",
         check=_peers,
     ),
     Option(
@@ -160,6 +161,11 @@ def apply(options: Any, config: SimulatorConfig, updated: set[str]) -> TlsCertif
             f"SIMULATOR_PEER_SECRET: workers (SIMULATOR_PEERS) need a secret of at least "
             f"{PEER_SECRET_MIN} characters for their calls to each other; scripts/workers.py makes one"
         )
+    if peers and not ((options.simulator_redis_url or "").strip() or _rate_limit_redis_url(options)):
+        raise ConfigError(
+            "SIMULATOR_PEERS: workers share configuration changes through Redis; set SIMULATOR_REDIS_URL "
+            "(scripts/workers.py starts one)"
+        )
     certificate = None
     if updated & TLS_OPTIONS:
         certificate = tls_certificate(options.simulator_tls_cert, options.simulator_tls_key)
@@ -183,6 +189,14 @@ def apply(options: Any, config: SimulatorConfig, updated: set[str]) -> TlsCertif
         sealed_reasoning.share_key(peer_secret)
     logging.getLogger("aoai").setLevel(options.log_level)
     return certificate
+
+
+def _rate_limit_redis_url(options: Any) -> str:
+    # Declared by the rate-limit stage, which may not be loaded (a test of this stage alone).
+    try:
+        return (options.rate_limit_redis_url or "").strip()
+    except AttributeError:
+        return ""
 
 
 class Settings:
