@@ -4,9 +4,9 @@
 One mitmdump is one event loop on one core. This starts N of them on loopback ports, each
 told the others' addresses (SIMULATOR_PEERS, so a PATCH of /++/config, a save or a reset
 reaches all of them, and /++/metrics answers for all) and a secret made for this launch that
-their calls to each other carry (SIMULATOR_PEER_SECRET), one Redis for the shared rate-limit
-windows (unless RATE_LIMIT_REDIS_URL names one), and HAProxy on the usual port in front:
-TCP mode, so TLS and HTTP/2 still reach the workers as they are, least-connections balancing,
+their calls to each other carry (SIMULATOR_PEER_SECRET), one Redis for the state they
+share (unless SIMULATOR_REDIS_URL, or its older name RATE_LIMIT_REDIS_URL, names one), and
+HAProxy on the usual port in front: TCP mode, so TLS and HTTP/2 still reach the workers as they are, least-connections balancing,
 and a health check on /++/health every second that takes a worker out of rotation while it
 is down. A worker that exits is started again on its port. Ctrl-C or SIGTERM stops them all.
 
@@ -107,13 +107,16 @@ class Workers:
             self.env["SIMULATOR_API_KEY"] = secrets.token_urlsafe(24)  # one key for every worker
         # New for each launch: only these workers' calls to each other carry it.
         self.env["SIMULATOR_PEER_SECRET"] = secrets.token_urlsafe(32)
-        if not self.env.get("RATE_LIMIT_REDIS_URL"):
+        # A Redis named by either spelling is used; only with neither is one started here.
+        redis_url = self.env.get("SIMULATOR_REDIS_URL") or self.env.get("RATE_LIMIT_REDIS_URL")
+        if not redis_url:
             started = start_redis()
             if started is None:
                 raise StartError(
-                    "WORKERS needs Redis for one shared quota: set RATE_LIMIT_REDIS_URL or install redis-server"
+                    "WORKERS needs Redis for the state workers share: set SIMULATOR_REDIS_URL or install redis-server"
                 )
-            self.redis, self.env["RATE_LIMIT_REDIS_URL"] = started
+            self.redis, redis_url = started
+            self.env["SIMULATOR_REDIS_URL"] = redis_url
         ports = [free_port() for _ in range(self.count)]
         # The first worker starts alone: on a first start it makes mitmproxy's CA in the shared
         # confdir, which the others then load, so every worker's TLS chains to the same CA.
@@ -134,7 +137,7 @@ class Workers:
         print(
             f"Azure OpenAI simulator: {self.count} workers behind HAProxy on http://{host}:{self.port}\n"
             f"  API key:     {self.env['SIMULATOR_API_KEY']}\n"
-            f"  Quota:       shared through Redis at {self.env['RATE_LIMIT_REDIS_URL']}\n"
+            f"  Shared:      quota and state through Redis at {redis_url}\n"
             f"  Workers:     {', '.join(w.url for w in self.workers)} (logs in {self.folder})",
             flush=True,
         )
