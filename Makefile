@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { echo $$p; break; }; done)
 
-.PHONY: install run web test coverage lint typecheck docs fuzz hostile bench bench-latency bench-limits bench-replay bench-soak clean
+.PHONY: install run web test coverage lint typecheck docs fuzz hostile bench bench-latency bench-limits bench-replay bench-shared bench-soak clean
 
 install: $(VENV)/.installed
 
@@ -96,6 +96,13 @@ bench-limits: install
 
 bench-replay: install
 	$(BIN)/python scripts/bench_replay.py
+
+# What sharing state through Redis adds to each request: one simulator in memory against one
+# with SIMULATOR_REDIS_URL (a local redis-server). BENCH_SHARED_ARGS="--concurrency 8".
+BENCH_SHARED_ARGS ?=
+
+bench-shared: install
+	$(BIN)/python scripts/bench_shared.py $(BENCH_SHARED_ARGS)
 
 # SOAK_ARGS="--minutes 5": shorter than the default 30 minutes.
 SOAK_ARGS ?=

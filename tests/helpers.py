@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from conftest import API_VERSION
 from inprocess import Stack
 from mitmproxy import http
-from openai import AsyncAzureOpenAI, AzureOpenAI, OpenAI
+from openai import AsyncAzureOpenAI, AsyncOpenAI, AzureOpenAI, OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
 from aoai.openai import tokens
@@ -35,6 +36,31 @@ def async_azure(sim) -> AsyncAzureOpenAI:
 
 def v1(sim) -> OpenAI:
     return OpenAI(base_url=sim.url + "/openai/v1/", api_key=sim.key, max_retries=0)
+
+
+def researcher(simulator, model: str, instructions: str, client=None, **settings):
+    """An Agents SDK agent with one lookup tool against the simulator (through `client`, an
+    AsyncOpenAI, when given), and the queries it ran."""
+    agents = pytest.importorskip("agents")
+    agents.set_tracing_disabled(True)
+    called: list[str] = []
+
+    @agents.function_tool
+    def lookup(q: str) -> str:
+        """Look something up."""
+        called.append(q)
+        return f"Found {q}."
+
+    if client is None:
+        client = AsyncOpenAI(base_url=simulator.url + "/openai/v1/", api_key=simulator.key, max_retries=0)
+    agent = agents.Agent(
+        name="Researcher",
+        instructions=instructions,
+        tools=[lookup],
+        model=agents.OpenAIResponsesModel(model=model, openai_client=client),
+        **settings,
+    )
+    return agents, agent, called
 
 
 def count(text: str, encoding: str = "o200k_base") -> int:

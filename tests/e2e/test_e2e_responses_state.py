@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import openai
 import pytest
-from helpers import v1
+from helpers import researcher, v1
 
 LOOKUP = {
     "type": "function",
@@ -70,31 +70,6 @@ def test_parallel_function_calls_stream_each_with_its_output_index(simulator):
         added = [e.output_index for e in stream if e.type == "response.output_item.added"]
         final = stream.get_final_response()
     assert added == list(range(len(final.output)))
-
-
-def researcher(simulator, model: str, instructions: str, **settings):
-    """An Agents SDK agent with one lookup tool against the simulator, and the queries it ran."""
-    agents = pytest.importorskip("agents")
-    from openai import AsyncOpenAI
-
-    agents.set_tracing_disabled(True)
-    called: list[str] = []
-
-    @agents.function_tool
-    def lookup(q: str) -> str:
-        """Look something up."""
-        called.append(q)
-        return f"Found {q}."
-
-    client = AsyncOpenAI(base_url=simulator.url + "/openai/v1/", api_key=simulator.key, max_retries=0)
-    agent = agents.Agent(
-        name="Researcher",
-        instructions=instructions,
-        tools=[lookup],
-        model=agents.OpenAIResponsesModel(model=model, openai_client=client),
-        **settings,
-    )
-    return agents, agent, called
 
 
 def test_agents_sdk_carries_encrypted_reasoning_without_store(simulator):

@@ -2,12 +2,11 @@
 `aoai-simulator --workers N`.
 
 One mitmdump is one event loop on one core. This starts N of them on loopback ports, each
-told the others' addresses (SIMULATOR_PEERS, so a save of recordings reaches all of them,
-and /++/metrics answers for all) and a secret made for this launch that their calls to each
-other carry (SIMULATOR_PEER_SECRET), one Redis through which they share the rate-limit
-windows, configuration changes and resets (SIMULATOR_REDIS_URL, unless it or
-RATE_LIMIT_REDIS_URL names one already), and HAProxy on the usual port in front:
-TCP mode, so TLS and HTTP/2 still reach the workers as they are, least-connections balancing,
+told the others' addresses (SIMULATOR_PEERS, so a PATCH of /++/config, a save or a reset
+reaches all of them, and /++/metrics answers for all) and a secret made for this launch that
+their calls to each other carry (SIMULATOR_PEER_SECRET), one Redis for the state they
+share (unless SIMULATOR_REDIS_URL, or its older name RATE_LIMIT_REDIS_URL, names one), and
+HAProxy on the usual port in front: TCP mode, so TLS and HTTP/2 still reach the workers as they are, least-connections balancing,
 and a health check on /++/health every second that takes a worker out of rotation while it
 is down. A worker that exits is started again on its port. Ctrl-C or SIGTERM stops them all.
 
@@ -136,7 +135,7 @@ class Workers:
         print(
             f"Azure OpenAI simulator: {self.count} workers behind HAProxy on http://{host}:{self.port}\n"
             f"  API key:     {self.env['SIMULATOR_API_KEY']}\n"
-            f"  Quota:       shared through Redis at {self.redis_url}\n"
+            f"  Shared:      quota and state through Redis at {self.redis_url}\n"
             f"  Workers:     {', '.join(w.url for w in self.workers)} (logs in {self.folder})",
             flush=True,
         )
