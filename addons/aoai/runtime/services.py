@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from ..docintel.service import ResultStore
+from .analyses import SharedResults
 from .config import SimulatorConfig
 from .fault_book import FaultBook
 from .gates import Gates
@@ -40,12 +40,19 @@ class Services:
     faults: FaultBook = field(default_factory=FaultBook)  # fault draws, quota cuts, counts, hanging requests
     labels: DeploymentLabels = field(default_factory=DeploymentLabels)  # undefined deployments' metric labels
     images: ImageStore = field(default_factory=ImageStore)  # images answered as URLs, served at /++/images/
-    documents: ResultStore = field(default_factory=ResultStore)  # Document Intelligence analyses
+    documents: SharedResults = field(default_factory=SharedResults)  # Document Intelligence analyses
     peers: Link = field(default_factory=Link)  # the pooled client other workers are reached with
     shared: Shared = field(default_factory=Shared)  # the Redis replicas share state through, when one is set
     # Latency draws, and answers of requests without a seed; seeded by SIMULATOR_SEED when set.
     rng: random.Random = field(default_factory=random.Random)
     seeded_with: object = field(default=_UNSEEDED, repr=False)
+
+    def __post_init__(self) -> None:
+        # The stores that replicas share through Redis, when SIMULATOR_REDIS_URL names one.
+        self.images.share_through(self.shared)
+        self.documents.share_through(self.shared)
+        self.prompt_cache.share_through(self.shared)
+        self.limiter.hints.share_through(self.shared)
 
     @classmethod
     def build(cls, config: SimulatorConfig) -> Services:
