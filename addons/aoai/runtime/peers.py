@@ -5,7 +5,7 @@ A save of recordings or a reset of the rate limits that reaches one worker is pa
 the others (`pass_on`); a configuration change is checked by every worker before any takes it
 (`ask_all`, the management stage runs the steps); a scrape of /++/metrics collects every
 worker's metrics, each sample labelled with its worker (`merge_metrics`); a stored response
-or an image one worker made is found through any (`relay`).
+one worker made is found through any (`relay`); images are shared through Redis instead.
 
 Calls between workers carry the launch's secret (SIMULATOR_PEER_SECRET) in `x-simulator-peer`;
 a request whose header does not hold it is a client's like any other. They share one pooled
@@ -190,7 +190,7 @@ async def scrape(link: Link, config: SimulatorConfig) -> dict[str, str]:
 
 async def relay(link: Link, config: SimulatorConfig, method: str, path: str) -> httpx.Response | None:
     """Ask every peer the same request about something only one of them holds (a stored
-    response, an image it made); the first answer that is not a 404, or None."""
+    response); the first answer that is not a 404, or None."""
     if link.misses.recent(method, path):
         return None
     client = link.client()

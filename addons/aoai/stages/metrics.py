@@ -2,7 +2,8 @@
 
 Counted when a flow ends: requests by deployment, operation, mode and status; tokens; 429s
 by reason; retries that came before their retry-after; streams by the path they took; declared
-faults injected, by deployment and kind; requests spilled from a provisioned deployment. Timed:
+faults injected, by deployment and kind; requests spilled from a provisioned deployment; with
+SIMULATOR_REDIS_URL, whether the shared-state Redis answers and its failed calls. Timed:
 the whole request, and for streams the time to first token and the gaps between tokens as they
 were really sent; the simulator's own overhead, the part of a request's time that was not a
 simulated wait; and the event loop's lag. With workers, one scrape answers for all of them.
