@@ -94,7 +94,9 @@ def build_addons(config: SimulatorConfig, services: Services, startup: Startup |
         Streaming(streams, lambda: extensions.sees_streams),  # plays paced streams token by token
         Pacing(),  # holds other answers until due, after every hook that may change them
         Management(config, services, limits),  # /++/health, /++/config, /++/limits, /++/reset-limits, …
-        Metrics(config, streams, services.limiter, book, services.peers),  # /++/metrics; counts and times every flow
+        Metrics(
+            config, streams, services.limiter, book, services.peers, shared=services.shared
+        ),  # /++/metrics; counts and times every flow
         NotFound(config),  # nothing answered: 404, so generate and replay never go upstream
         FlowCap(config, startup),  # under mitmweb: keep only the newest flows in memory (by count and bytes)
         Reclaim(),  # the memory of large requests goes back to the system soon after they end

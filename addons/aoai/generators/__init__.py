@@ -16,7 +16,7 @@ from .common import answer_tokens, rng_for, stream_headers, stream_labels
 from .completions import openai_completions
 from .docintel import document_intelligence, make_generator
 from .embeddings import openai_embeddings, openai_models
-from .images import image_url, openai_images
+from .images import image_url, openai_images, share_images
 from .responses import openai_responses, response_with_text, responses_answer, stored_size
 
 # In the order the Generate stage tries them (each answers only the routes that name it).
@@ -50,6 +50,7 @@ __all__ = [
     "response_with_text",
     "responses_answer",
     "rng_for",
+    "share_images",
     "stored_size",
     "stream_headers",
     "stream_labels",

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from mitmproxy import http
 
 from ..openai import chat
 from ..runtime.state import RequestContext
 from ..runtime.streams import StreamPlan
-from .common import chat_settings, prompt_cache_hits, rng_for, text_answer
+from .common import chat_settings, rng_for, text_answer, with_prompt_cache
 
 
-def openai_chat(context: RequestContext) -> http.Response | StreamPlan | None:
+def openai_chat(context: RequestContext) -> http.Response | StreamPlan | Awaitable[http.Response | StreamPlan] | None:
     if context.route is None or context.route.operation != "chat":
         return None
     body = context.body
     deployment = context.deployment
     settings = chat_settings(context.config, deployment.max_parallel_tool_calls)
     answer = chat.generate(body, deployment.model, context.prompt_tokens, rng_for(context), settings)
-    answer.cached_tokens = prompt_cache_hits(context, body["messages"], body.get("tools"))
-    return text_answer(context, answer)
+
+    def answered(cached: int) -> http.Response | StreamPlan:
+        answer.cached_tokens = cached
+        return text_answer(context, answer)
+
+    return with_prompt_cache(context, body["messages"], body.get("tools"), answered)
 
 
 def chat_response(context: RequestContext, content: str) -> http.Response | StreamPlan:

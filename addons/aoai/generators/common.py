@@ -3,8 +3,12 @@ and how a chat-like answer becomes a response (JSON held until due, or a paced s
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import random
 import zlib
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from mitmproxy import http
 
@@ -15,6 +19,8 @@ from ..runtime.config import SimulatorConfig
 from ..runtime.services import Services
 from ..runtime.state import RequestContext
 from ..runtime.streams import StreamPlan, carries_tokens, sse_frames
+
+T = TypeVar("T")
 
 
 def services_of(context: RequestContext) -> Services:
@@ -104,14 +110,48 @@ def paced_stream(
 
 
 def prompt_cache_hits(context: RequestContext, messages: list[dict], tools: list | None) -> int:
-    """Prompt tokens the deployment's prompt cache had seen; long prompts only (Azure caches
-    from 1,024 tokens), so short ones cost nothing."""
+    """Prompt tokens this replica's prompt cache had seen; long prompts only (Azure caches
+    from 1,024 tokens), so short ones cost nothing. `with_prompt_cache` asks the shared one too."""
     if context.prompt_tokens < 1024:
         return 0
-    enc = tokens.encoding(context.deployment.model.encoding)
-    seen = services_of(context).prompt_cache.use(context.deployment.name, tokens.prompt_ids(messages, enc, tools))
+    cache = services_of(context).prompt_cache
+    seen = cache.remember(cache.digests(context.deployment.name, _prompt_ids(context, messages, tools)))
     context.cached_tokens = min(seen, context.prompt_tokens)
     return context.cached_tokens
+
+
+def with_prompt_cache[T](
+    context: RequestContext, messages: list[dict], tools: list | None, then: Callable[[int], T | Awaitable[T]]
+) -> T | Awaitable[T]:
+    """`then(cached tokens)`: at once from this replica's prompt cache, or, when replicas share
+    one (SIMULATOR_REDIS_URL) and the prompt is long enough to be cached, an awaitable of it
+    once Redis has answered (what this replica alone knows, when Redis is away)."""
+    if context.prompt_tokens < 1024:
+        return then(0)
+    cache = services_of(context).prompt_cache
+    digests = cache.digests(context.deployment.name, _prompt_ids(context, messages, tools))
+    local = cache.remember(digests)
+    if not cache.sharing or not digests:
+        context.cached_tokens = min(local, context.prompt_tokens)
+        return then(context.cached_tokens)
+    return _shared_prompt_cache(context, digests, local, then)
+
+
+async def _shared_prompt_cache[T](
+    context: RequestContext, digests, local: int, then: Callable[[int], T | Awaitable[T]]
+) -> T:
+    seen = await services_of(context).prompt_cache.use_shared(digests, local)
+    context.cached_tokens = min(seen, context.prompt_tokens)
+    if answer_tokens(context) > HEAVY_TOKENS:  # a long answer is made off the event loop, as it would have been
+        answer = await asyncio.to_thread(then, context.cached_tokens)
+    else:
+        answer = then(context.cached_tokens)
+    # `then` may wait for something of its own (a stored response being shared).
+    return await answer if inspect.isawaitable(answer) else answer
+
+
+def _prompt_ids(context: RequestContext, messages: list[dict], tools: list | None) -> list[int]:
+    return tokens.prompt_ids(messages, tokens.encoding(context.deployment.model.encoding), tools)
 
 
 def text_response(context: RequestContext, content: str, content_type: str) -> http.Response:

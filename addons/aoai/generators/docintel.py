@@ -7,7 +7,7 @@ import random
 import time
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 from mitmproxy import http
@@ -33,8 +33,11 @@ from ..docintel.service import (
     status_body,
     too_large,
 )
+from ..runtime.analyses import SharedResults
 from ..runtime.state import RequestContext
 from .common import services_of
+
+Answer = http.Response | Awaitable[http.Response]
 
 
 def _client_base(flow: http.HTTPFlow) -> str:
@@ -66,7 +69,7 @@ class DocumentIntelligence:
         self.ready_per_10kb_s = ready_per_10kb_s
         self.clock = clock
 
-    def __call__(self, context: RequestContext) -> http.Response | None:
+    def __call__(self, context: RequestContext) -> Answer | None:
         """Answer an analyze or poll request the routing stage matched (path parameters family,
         model and, for polls, result); None for anything else."""
         route, params = context.route, context.params
@@ -86,7 +89,7 @@ class DocumentIntelligence:
         except Invalid as e:
             return wire.json_response(e.status, e.body(), request, context.config.region)
 
-    def analyze(self, context: RequestContext, family: str, model_id: str, version: str) -> http.Response:
+    def analyze(self, context: RequestContext, family: str, model_id: str, version: str) -> Answer:
         request = context.request
         body = request.raw_content or b""
         if len(body) > MAX_DOCUMENT_BYTES:
@@ -125,12 +128,37 @@ class DocumentIntelligence:
         del headers["content-type"]  # the 202 has no body
         headers["Operation-Location"] = location
         headers["Retry-After"] = str(RETRY_AFTER_S)
-        return http.Response.make(202, b"", headers)
+        answer = http.Response.make(202, b"", headers)
+        if isinstance(self.store, SharedResults) and self.store.sharing:
+            return self._shared_then(self.store, analysis.result_id, answer)
+        return answer
 
-    def poll(self, context: RequestContext, model_id: str, result_id: str) -> http.Response:
+    @staticmethod
+    async def _shared_then(store: SharedResults, result_id: str, answer: http.Response) -> http.Response:
+        """The 202 once the analysis is in the shared store: a poll reaching another replica finds it."""
+        await store.share(result_id)
+        return answer
+
+    def poll(self, context: RequestContext, model_id: str, result_id: str) -> Answer:
         analysis = self.store.get(result_id)
+        if analysis is None and isinstance(self.store, SharedResults) and self.store.sharing:
+            return self._poll_shared(context, self.store, model_id, result_id)
+        return self.status(context, analysis, model_id)
+
+    async def _poll_shared(
+        self, context: RequestContext, store: SharedResults, model_id: str, result_id: str
+    ) -> http.Response:
+        """A poll for an analysis another replica made: read from the shared store."""
+        analysis = await store.fetch(result_id)
+        try:
+            return self.status(context, analysis, model_id)
+        except Invalid as e:
+            return wire.json_response(e.status, e.body(), context.request, context.config.region)
+
+    def status(self, context: RequestContext, analysis: Analysis | None, model_id: str) -> http.Response:
         if analysis is None or analysis.model_id != model_id:
             raise result_not_found()
+        # Wall-clock times, the same on every replica: any of them judges the status alike.
         body = status_body(analysis, self.clock())
         headers = {"Retry-After": str(RETRY_AFTER_S)} if body["status"] == "running" else None
         return wire.json_response(200, body, context.request, context.config.region, headers)
@@ -141,21 +169,21 @@ def make_generator(
     ready_base_s: float | None = None,
     ready_per_10kb_s: float | None = None,
     clock: Callable[[], float] = time.time,
-) -> Callable[[RequestContext], http.Response | None]:
+) -> Callable[[RequestContext], Answer | None]:
     """A generator with its own store and timings, e.g. for
     `config.replace_generator("document_intelligence", make_generator(ready_base_s=5))`."""
     service = DocumentIntelligence(store, ready_base_s, ready_per_10kb_s, clock)
 
-    def document_intelligence(context: RequestContext) -> http.Response | None:
+    def document_intelligence(context: RequestContext) -> Answer | None:
         return service(context)
 
     document_intelligence.service = service  # type: ignore[attr-defined]
     return document_intelligence
 
 
-def document_intelligence(context: RequestContext) -> http.Response | None:
+def document_intelligence(context: RequestContext) -> Answer | None:
     """The built-in generator: Document Intelligence analyze and poll requests, else None; the
-    analyses are kept in the services' result store."""
+    analyses are kept in the services' result store (and shared with the other replicas)."""
     route = context.route
     if route is None or route.family != "document_intelligence":
         return None

@@ -18,8 +18,10 @@ from .common import services_of, work_seconds
 
 def image_url(context: RequestContext, data: bytes, content_type: str, extension: str) -> str:
     """Where a client downloads an image answered as a URL: back at this simulator, with an
-    expiry in the query as Azure's signed blob URLs carry one."""
+    expiry in the query as Azure's signed blob URLs carry one. With replicas sharing state,
+    `share_images` must run before the URL is answered."""
     name, expires = services_of(context).images.put(data, content_type, extension)
+    context.extras.setdefault("image_names", []).append(name)
     request = context.request
     host = request.host_header or f"{request.host}:{request.port}"
     # The scheme the client used to reach us (request.scheme is the upstream's in reverse mode).
@@ -42,7 +44,16 @@ async def _images_answer(context: RequestContext, request: images.ImageRequest) 
     urls = None
     if request.response_format == "url":
         urls = [image_url(context, p, request.content_type, request.output_format) for p in pictures]
+        await share_images(context)
     scored = context.prompt_filter[0] if context.prompt_filter else None
     body = images.answer(request, pictures, urls, int(time.time()), context.prompt_tokens, scored)
     context.latency_s = work_seconds(context)
     return wire.json_response(200, body, context.request, context.config.region)
+
+
+async def share_images(context: RequestContext) -> None:
+    """Write the images this request kept to the replicas' shared store (nothing when none is
+    set), so whichever replica a download reaches serves it."""
+    store = services_of(context).images
+    names = context.extras.pop("image_names", [])
+    await asyncio.gather(*(store.share(name) for name in names))

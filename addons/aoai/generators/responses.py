@@ -16,7 +16,7 @@ from ..runtime.state import RequestContext
 from ..runtime.stored import StoredResponse
 from ..runtime.streams import StreamPlan, event_frame
 from . import background
-from .common import chat_settings, hold_answer, paced_stream, prompt_cache_hits, rng_for, services_of
+from .common import chat_settings, hold_answer, paced_stream, rng_for, services_of, with_prompt_cache
 
 
 def openai_responses(
@@ -30,18 +30,21 @@ def openai_responses(
         body, model = context.body, context.deployment.model
         rng = rng_for(context)
         messages = responses.prompt_messages(body, context.history)
-        cached = prompt_cache_hits(context, messages, responses.chat_tools(body) or None)
-        answer = responses.generate(
-            body,
-            model,
-            context.prompt_tokens,
-            context.history,
-            rng,
-            chat_settings(context.config, context.deployment.max_parallel_tool_calls),
-            cached,
-            context.answer_filter,
-        )
-        return responses_answer(context, answer, rng)
+
+        def answered(cached: int) -> http.Response | StreamPlan | Awaitable[http.Response | StreamPlan]:
+            answer = responses.generate(
+                body,
+                model,
+                context.prompt_tokens,
+                context.history,
+                rng,
+                chat_settings(context.config, context.deployment.max_parallel_tool_calls),
+                cached,
+                context.answer_filter,
+            )
+            return responses_answer(context, answer, rng)
+
+        return with_prompt_cache(context, messages, responses.chat_tools(body) or None, answered)
     return _stored_response(context, context.params["response_id"])
 
 

@@ -5,7 +5,7 @@ A save of recordings that reaches one worker is passed on to the others (`pass_o
 of the configuration and resets of the rate limits reach them through Redis instead, see
 config_sync.py); a scrape of /++/metrics collects every
 worker's metrics, each sample labelled with its worker (`merge_metrics`); a stored response
-or an image one worker made is found through any (`relay`).
+one worker made is found through any (`relay`); images are shared through Redis instead.
 
 Calls between workers carry the launch's secret (SIMULATOR_PEER_SECRET) in `x-simulator-peer`;
 a request whose header does not hold it is a client's like any other. They share one pooled
@@ -186,7 +186,7 @@ async def scrape(link: Link, config: SimulatorConfig) -> dict[str, str]:
 
 async def relay(link: Link, config: SimulatorConfig, method: str, path: str) -> httpx.Response | None:
     """Ask every peer the same request about something only one of them holds (a stored
-    response, an image it made); the first answer that is not a 404, or None."""
+    response); the first answer that is not a 404, or None."""
     if link.misses.recent(method, path):
         return None
     client = link.client()

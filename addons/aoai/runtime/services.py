@@ -14,8 +14,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..docintel.service import ResultStore
 from ..openai import sealed_reasoning
+from .analyses import SharedResults
 from .config import SimulatorConfig
 from .fault_book import FaultBook
 from .gates import Gates
@@ -43,7 +43,7 @@ class Services:
     faults: FaultBook = field(default_factory=FaultBook)  # fault draws, quota cuts, counts, hanging requests
     labels: DeploymentLabels = field(default_factory=DeploymentLabels)  # undefined deployments' metric labels
     images: ImageStore = field(default_factory=ImageStore)  # images answered as URLs, served at /++/images/
-    documents: ResultStore = field(default_factory=ResultStore)  # Document Intelligence analyses
+    documents: SharedResults = field(default_factory=SharedResults)  # Document Intelligence analyses
     peers: Link = field(default_factory=Link)  # the pooled client other workers are reached with
     shared: Shared = field(default_factory=Shared)  # the Redis replicas share state through, when one is set
     # Latency draws, and answers of requests without a seed; seeded by SIMULATOR_SEED when set.
@@ -57,6 +57,10 @@ class Services:
             Bag(self.shared, "response-items", SHARED_TTL_S, self.responses.max_bytes),
         )
         self.shared.on_return(self.responses.catch_up)
+        self.images.share_through(self.shared)
+        self.documents.share_through(self.shared)
+        self.prompt_cache.share_through(self.shared)
+        self.limiter.hints.share_through(self.shared)
 
     @classmethod
     def build(cls, config: SimulatorConfig) -> Services:

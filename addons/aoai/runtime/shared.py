@@ -283,6 +283,10 @@ class Bag:
         done = await self.shared.call(f"sharing a {self.kind} value", lambda _c: script(keys=keys, args=args), missing)
         return done is not missing
 
+    def key(self, name: str) -> str:
+        """The Redis key of the value `name` (for a script that reads it along with other work)."""
+        return self._keys(name)[3]
+
     async def get(self, name: str) -> bytes | None:
         key = self._keys(name)[3]
         found: bytes | None = await self.shared.call(f"reading a {self.kind} value", lambda c: c.get(key), None)

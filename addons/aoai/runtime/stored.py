@@ -208,6 +208,11 @@ class ResponseStore:
         there = await self.bag.delete(response_id) if self.bag is not None and self.bag.enabled else False
         return here or there
 
+    async def shared_usage(self) -> dict[str, int] | None:
+        """What Redis holds of the shared responses (count, bytes); None without one or while it is away."""
+        bag = self.bag
+        return await bag.usage() if bag is not None and bag.enabled else None
+
     async def catch_up(self) -> None:
         """Redis is back: share what was stored while it was away (what this store still holds)."""
         while self._unshared:

@@ -337,6 +337,22 @@ def stores_view(services: Services) -> dict:
     return stores
 
 
+async def shared_stores_view(services: Services) -> dict:
+    """`stores_view`, and for each store the replicas share through Redis what Redis holds of
+    it (`shared`: count, bytes; null when Redis cannot say)."""
+    stores = stores_view(services)
+    shared = {
+        "responses": services.responses.shared_usage(),
+        "images": services.images.shared_usage(),
+        "documentIntelligenceResults": services.documents.shared_usage(),
+        "promptCache": services.prompt_cache.shared_usage(),
+        "retryHints": services.limiter.hints.shared_usage(),
+    }
+    for name, usage in zip(shared, await asyncio.gather(*shared.values()), strict=True):
+        stores[name]["shared"] = usage
+    return stores
+
+
 # Management actions every worker takes (scripts/workers.py runs several), passed on over HTTP;
 # configuration changes and resets reach the others through Redis.
 PASSED_ON = frozenset({"save-recordings"})
@@ -463,20 +479,21 @@ class Management:
 
     def image_file(self, flow: http.HTTPFlow):
         """An image answered as a URL, until it expires (then 404, as an expired blob URL).
-        With workers, the one that made it may be another: it is asked."""
+        One another replica made is read from the shared store (SIMULATOR_REDIS_URL)."""
         name = context_of(flow).params.get("image", "")
-        image = self.services.images.get(name)
+        images = self.services.images
+        image = images.get(name)
         if image is None:
-            if self.config.peers and not self._from_peer(flow):
-                return self._image_from_peers(flow)
+            if images.bag is not None and images.bag.enabled:
+                return self._shared_image(flow, name)
             return wire.azure_error(404, "BlobNotFound", "The specified blob does not exist.", flow.request)
         return self._image(flow, image.data, image.content_type)
 
-    async def _image_from_peers(self, flow: http.HTTPFlow) -> http.Response:
-        found = await peers.relay(self.services.peers, self.config, "GET", flow.request.path)
-        if found is None or found.status_code != 200:
+    async def _shared_image(self, flow: http.HTTPFlow, name: str) -> http.Response:
+        image = await self.services.images.fetch(name)
+        if image is None:
             return wire.azure_error(404, "BlobNotFound", "The specified blob does not exist.", flow.request)
-        return self._image(flow, found.content, found.headers.get("content-type", "application/octet-stream"))
+        return self._image(flow, image.data, image.content_type)
 
     @staticmethod
     def _image(flow: http.HTTPFlow, data: bytes, content_type: str) -> http.Response:
@@ -610,14 +627,18 @@ class Management:
         """Quotas, what the windows hold, the 429 and early-retry counts, and what the stores
         hold against their bounds."""
         view = self.limits_stage.view() if self.limits_stage is not None else {}
-        if inspect.isawaitable(view):  # shared windows: utilization is read from Redis
+        # Shared windows and stores: utilization and what the stores hold are read from Redis.
+        if inspect.isawaitable(view) or self.services.shared.enabled:
             return self._limits_later(flow, view)
         view["stores"] = stores_view(self.services)
         return view_response(200, view, flow.request)
 
     async def _limits_later(self, flow: http.HTTPFlow, view) -> http.Response:
-        view = await view
-        view["stores"] = stores_view(self.services)
+        if inspect.isawaitable(view):
+            view = await view
+        view["stores"] = (
+            await shared_stores_view(self.services) if self.services.shared.enabled else stores_view(self.services)
+        )
         return view_response(200, view, flow.request)
 
     async def reset_limits(self, flow: http.HTTPFlow) -> http.Response:

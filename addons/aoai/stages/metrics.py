@@ -2,7 +2,8 @@
 
 Counted when a flow ends: requests by deployment, operation, mode and status; tokens; 429s
 by reason; retries that came before their retry-after; streams by the path they took; declared
-faults injected, by deployment and kind; requests spilled from a provisioned deployment. Timed:
+faults injected, by deployment and kind; requests spilled from a provisioned deployment; with
+SIMULATOR_REDIS_URL, whether the shared-state Redis answers and its failed calls. Timed:
 the whole request, and for streams the time to first token and the gaps between tokens as they
 were really sent; the simulator's own overhead, the part of a request's time that was not a
 simulated wait; and the event loop's lag. With workers, one scrape answers for all of them.
@@ -20,13 +21,14 @@ from collections.abc import Awaitable
 
 from mitmproxy import http
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..runtime import limits, peers
 from ..runtime.config import SimulatorConfig
 from ..runtime.fault_book import FaultBook
 from ..runtime.routes import MANAGEMENT
+from ..runtime.shared import Shared
 from ..runtime.state import context_of
 from ..runtime.streams import StreamPlan, StreamServer
 
@@ -228,6 +230,29 @@ class FaultsInjected:
         yield family
 
 
+class SharedState:
+    """`aoai_shared_state_up` and `aoai_shared_state_failures_total`: whether Redis, through
+    which the replicas share state, answers now, and the calls that failed because it did not
+    (each replica then serves from its own memory). Without a Redis set, no samples."""
+
+    def __init__(self, shared: Shared | None):
+        self.shared = shared
+
+    def collect(self):
+        up = GaugeMetricFamily(
+            "aoai_shared_state_up", "Whether the Redis replicas share state through answers (1) or not (0)."
+        )
+        failures = CounterMetricFamily(
+            "aoai_shared_state_failures", "Calls to the shared-state Redis that failed; memory served instead."
+        )
+        shared = self.shared
+        if shared is not None and shared.enabled:
+            up.add_metric((), 1 if shared.up else 0)
+            failures.add_metric((), shared.failures)
+        yield up
+        yield failures
+
+
 class StreamsPlayed:
     """`aoai_streams_total`: paced streams by how they were played, `direct` (onto the client's
     socket) or `loopback` (through mitmproxy's layers, several times the CPU per frame); a
@@ -255,6 +280,7 @@ class Metrics:
         faults: FaultBook | None = None,
         link: peers.Link | None = None,
         metrics: SimulatorMetrics | None = None,
+        shared: Shared | None = None,
     ):
         self.config = config
         self.link = link if link is not None else peers.Link()  # other workers' metrics are scraped through it
@@ -263,6 +289,7 @@ class Metrics:
         self.metrics.registry.register(Spillover(limiter))
         self.metrics.registry.register(StreamsPlayed(streams))
         self.metrics.registry.register(FaultsInjected(faults))
+        self.metrics.registry.register(SharedState(shared))
         streams.observers.append(self.stream_played)
         self._lag: asyncio.Task | None = None  # the loop-lag watch, from running()
 

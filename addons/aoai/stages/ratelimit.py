@@ -48,6 +48,7 @@ class Ask:
     context: RequestContext
     cost: int = 0
     capacity: limits.Capacity | None = None  # a provisioned deployment: its bucket instead of the quota
+    early: float = 0.0  # seconds before its retry time this client came back, by this replica's hint
 
 
 def client_identity(flow: http.HTTPFlow, key: str) -> bytes:
@@ -65,6 +66,10 @@ def client_identity(flow: http.HTTPFlow, key: str) -> bytes:
     identity.update(request.path.encode("utf-8", "surrogatepass") + b"\0")
     identity.update(request.raw_content or b"")
     return identity.digest()
+
+
+def early_retry(name: str, early: float) -> None:
+    logger.warning("early retry: a client retried %s %.0f ms before its retry-after had passed", name, early * 1000)
 
 
 def too_many_requests(message: str, request: http.Request, extra: dict[str, str], region: str) -> http.Response:
@@ -275,18 +280,20 @@ class Limits:
             return None
         limiter = self.limiter
         identity = None
-        if limiter.hints:
+        # With shared windows, every limited request is recognised: the window check takes a
+        # hint another replica gave it in the same round trip.
+        sharing = limiter.shares_hints
+        if limiter.hints or sharing:
             identity = client_identity(flow, ask.key)
-            early = limiter.early(ask.name, identity)
-            if early:
-                logger.warning(
-                    "early retry: a client retried %s %.0f ms before its retry-after had passed", ask.name, early * 1000
-                )
+            ask.early = limiter.early(ask.name, identity) if limiter.hints else 0.0
+            if ask.early:
+                early_retry(ask.name, ask.early)
+        shared_identity = identity if sharing else None
         result: limits.Verdict | limits.Fill | Awaitable[limits.Verdict] | Awaitable[limits.Fill]
         if ask.capacity is not None:
-            result = limiter.fill(ask.key, ask.capacity, ask.cost)
+            result = limiter.fill(ask.key, ask.capacity, ask.cost, shared_identity)
         else:
-            result = limiter.check(ask.key, ask.quota, ask.cost)
+            result = limiter.check(ask.key, ask.quota, ask.cost, shared_identity)
         if isinstance(result, (limits.Verdict, limits.Fill)):
             return self.decide(
                 flow, ask, result, identity
@@ -316,14 +323,18 @@ class Limits:
     ) -> Awaitable[None] | None:
         # When the quota was checked (the windows' clock: monotonic, or Redis's wall clock).
         ask.context.quota_checked_at = verdict.at
+        if verdict.hinted and not ask.early:  # told to wait by another replica
+            early = self.limiter.early_elsewhere(ask.name, verdict.hinted)
+            if early:
+                early_retry(ask.name, early)
         if isinstance(verdict, limits.Fill):
             return self.decide_provisioned(flow, ask, verdict, identity)
         if verdict.allowed:
             if ask.key.startswith("d:"):  # deployments' answers carry their quota
                 ask.context.quota_headers = limits.success_headers(ask.quota, verdict)
             return None
-        self.limiter.throttled(
-            ask.name, verdict.reason, identity or client_identity(flow, ask.key), verdict.retry_after
+        sharing = self.limiter.throttled(
+            ask.name, verdict.reason, identity or client_identity(flow, ask.key), verdict.retry_after, ask.key
         )
         flow.response = self.throttled(flow, ask, verdict)
         logger.info(
@@ -337,7 +348,7 @@ class Limits:
             limits.whole_ms(verdict.retry_after),
             f" (cost {ask.cost} tokens)" if ask.cost else "",
         )
-        return None
+        return sharing  # the hint in Redis before the 429 leaves, so any replica sees the retry
 
     def decide_provisioned(
         self, flow: http.HTTPFlow, ask: Ask, fill: limits.Fill, identity: bytes | None
@@ -354,14 +365,15 @@ class Limits:
         )
         if standard is not None:
             return self.spill(flow, ask, fill, identity, standard)
-        self.refuse_provisioned(flow, ask, fill, identity)
-        return None
+        return self.refuse_provisioned(flow, ask, fill, identity)
 
     def refuse_provisioned(
         self, flow: http.HTTPFlow, ask: Ask, fill: limits.Fill, identity: bytes | None, spill_status: int = 0
-    ) -> None:
-        self.limiter.throttled(
-            ask.name, limits.UTILIZATION, identity or client_identity(flow, ask.key), fill.retry_after
+    ) -> Awaitable[None] | None:
+        """The provisioned deployment's 429; an awaitable that shares the retry hint with
+        shared windows."""
+        sharing = self.limiter.throttled(
+            ask.name, limits.UTILIZATION, identity or client_identity(flow, ask.key), fill.retry_after, ask.key
         )
         context = ask.context
         message = limits.utilization_message(
@@ -378,6 +390,7 @@ class Limits:
             limits.whole_ms(fill.retry_after),
             ask.cost,
         )
+        return sharing
 
     def spill(
         self, flow: http.HTTPFlow, ask: Ask, fill: limits.Fill, identity: bytes | None, standard: Deployment
@@ -394,12 +407,10 @@ class Limits:
             max_output_tokens=standard.model.max_output_tokens,
         )
         if quota.unlimited:
-            self.spilled(flow, ask, fill, identity, standard, quota, None, cost)
-            return None
+            return self.spilled(flow, ask, fill, identity, standard, quota, None, cost)
         result = self.limiter.check("d:" + standard.label, quota, cost)
         if isinstance(result, limits.Verdict):
-            self.spilled(flow, ask, fill, identity, standard, quota, result, cost)
-            return None
+            return self.spilled(flow, ask, fill, identity, standard, quota, result, cost)
         return self._spilled_later(flow, ask, fill, identity, standard, quota, result, cost)
 
     async def _spilled_later(
@@ -418,7 +429,9 @@ class Limits:
         except Exception as e:  # Redis went away: as for any request, let it through
             logger.error("rate limits not applied: Redis at %s failed (%s); requests pass unchecked", self.redis_url, e)
             verdict = None
-        self.spilled(flow, ask, fill, identity, standard, quota, verdict, cost)
+        sharing = self.spilled(flow, ask, fill, identity, standard, quota, verdict, cost)
+        if sharing is not None:
+            await sharing
 
     def spilled(
         self,
@@ -430,15 +443,16 @@ class Limits:
         quota: limits.Quota,
         verdict: limits.Verdict | None,
         cost: int,
-    ) -> None:
+    ) -> Awaitable[None] | None:
         """Served by `standard` when its quota admits the request (None: no quota to ask);
-        else the provisioned deployment's 429 naming the spillover's status, as Azure answers."""
+        else the provisioned deployment's 429 naming the spillover's status, as Azure answers
+        (an awaitable that shares its retry hint, with shared windows)."""
         context = ask.context
         if verdict is not None and not verdict.allowed:
             self.limiter.counters.throttled[(standard.label, verdict.reason)] += 1
-            self.refuse_provisioned(flow, ask, fill, identity, 429)
+            sharing = self.refuse_provisioned(flow, ask, fill, identity, 429)
             logger.info("429 %s: provisioned utilization full and spillover to %s throttled", ask.name, standard.name)
-            return
+            return sharing
         # The provisioned deployment still counts its 429, as Azure's metrics show; the client,
         # answered, is given no retry time.
         self.limiter.counters.throttled[(ask.name, limits.UTILIZATION)] += 1
@@ -450,6 +464,7 @@ class Limits:
         headers.update(spillover.served_headers(provisioned, standard.name))
         context.quota_headers = headers
         logger.info("spillover %s -> %s: provisioned utilization full (cost %d tokens)", ask.name, standard.name, cost)
+        return None
 
     def throttled(self, flow: http.HTTPFlow, ask: Ask, verdict: limits.Verdict) -> http.Response:
         request = flow.request

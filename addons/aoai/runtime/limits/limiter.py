@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..bounds import Bounds
+from ..shared import Bag, Shared
 from .headers import whole_ms
 from .ptu import Capacity, Fill
 from .quota import GRACE, NEVER_SECONDS, TOO_LARGE, Clock, Quota, Verdict
@@ -19,6 +20,9 @@ from .windows import MemoryWindows
 
 # A throttled client's identity, hashed by the caller (see ratelimit.client_identity).
 Identity = bytes
+
+# How long a hint is kept in Redis: past the token window, the longest retry time most 429s give.
+SHARED_TTL_S = 120.0
 
 
 @dataclass
@@ -60,6 +64,33 @@ class RetryHints:
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_bytes = max_bytes
         self.due: dict[Identity, float] = {}
+        self.bag: Bag | None = None
+
+    def share_through(self, shared: Shared) -> None:
+        # Every hint kept for as long as the longest retry time worth catching; the count bound
+        # is the local one, so Redis holds no more hints than one replica may.
+        self.bag = Bag(shared, "retry-hints", SHARED_TTL_S, self.max_bytes, self.capacity)
+
+    @property
+    def sharing(self) -> bool:
+        return self.bag is not None and self.bag.enabled
+
+    def key(self, quota_key: str, identity: Identity) -> str:
+        """Where a client's hint is kept in Redis, for the window check that takes it."""
+        assert self.bag is not None
+        return self.bag.key(f"{quota_key}:{identity.hex()}")
+
+    async def share(self, quota_key: str, identity: Identity, due: float) -> None:
+        """Write a hint to Redis; skipped while Redis is away (a retry reaching this replica
+        still finds its own copy)."""
+        bag = self.bag
+        if bag is None or not bag.enabled:
+            return
+        bag.max_bytes, bag.max_count = self.max_bytes, self.capacity
+        await bag.put(f"{quota_key}:{identity.hex()}", repr(due).encode())
+
+    async def shared_usage(self) -> dict[str, int] | None:
+        return await self.bag.usage() if self.bag is not None and self.bag.enabled else None
 
     def __bool__(self) -> bool:
         return bool(self.due)
@@ -134,8 +165,11 @@ class Limiter:
         self.clock = clock or (time.time if store.shared else time.monotonic)
         self.hints.clear()
 
-    def check(self, key: str, quota: Quota, cost: int) -> Verdict | Awaitable[Verdict]:
-        """The verdict, or for shared windows an awaitable of it. A cost above the whole token
+    def check(
+        self, key: str, quota: Quota, cost: int, identity: Identity | None = None
+    ) -> Verdict | Awaitable[Verdict]:
+        """The verdict, or for shared windows an awaitable of it (with `identity`, carrying the
+        retry hint another replica gave that client: `hinted`). A cost above the whole token
         quota is refused at once: no window could ever hold it."""
         if quota.tokens and cost > quota.tokens:
             return Verdict(
@@ -148,18 +182,40 @@ class Limiter:
                 quota.requests,
                 self.clock(),
             )
-        return self._windows().check(key, quota, cost, self.clock())
+        windows = self._windows()
+        if isinstance(windows, RedisWindows):
+            return windows.check(key, quota, cost, self.clock(), self._hint_key(key, identity))
+        return windows.check(key, quota, cost, self.clock())
 
-    def fill(self, key: str, capacity: Capacity, cost: int) -> Fill | Awaitable[Fill]:
+    def fill(self, key: str, capacity: Capacity, cost: int, identity: Identity | None = None) -> Fill | Awaitable[Fill]:
         """A provisioned deployment's verdict (a Fill), or for shared windows an awaitable of it."""
-        return self._windows().fill(key, capacity, cost, self.clock())
+        windows = self._windows()
+        if isinstance(windows, RedisWindows):
+            return windows.fill(key, capacity, cost, self.clock(), self._hint_key(key, identity))
+        return windows.fill(key, capacity, cost, self.clock())
 
-    def throttled(self, name: str, reason: str, identity: Identity | None, wait: float) -> None:
+    @property
+    def shares_hints(self) -> bool:
+        """Whether retry hints go to Redis (the windows are there too)."""
+        return self.store.shared and self.hints.sharing
+
+    def _hint_key(self, key: str, identity: Identity | None) -> str:
+        return self.hints.key(key, identity) if identity is not None and self.hints.sharing else ""
+
+    def throttled(
+        self, name: str, reason: str, identity: Identity | None, wait: float, key: str = ""
+    ) -> Awaitable[None] | None:
+        """Count a 429 and keep the client's retry hint; with shared windows and the quota's
+        `key`, an awaitable that writes the hint to Redis (to await before the 429 is sent)."""
         self.counters.throttled[(name, reason)] += 1
         if identity is not None and reason != TOO_LARGE:
             now = self.clock()
             # The client may retry once the rounded-up wait it was given has passed.
-            self.hints.told(identity, now + whole_ms(wait) / 1000, now)
+            due = now + whole_ms(wait) / 1000
+            self.hints.told(identity, due, now)
+            if key and self.shares_hints:
+                return self.hints.share(key, identity, due)
+        return None
 
     def early(self, name: str, identity: Identity) -> float:
         """Seconds this request came before its retry time (0.0: it did not); counted."""
@@ -167,6 +223,15 @@ class Limiter:
         if early > 0:
             self.counters.early_retries[name] += 1
         return early
+
+    def early_elsewhere(self, name: str, due: float) -> float:
+        """Seconds this request came before the retry time another replica gave it (`due`, from
+        the shared windows; 0.0: none); counted."""
+        early = due - self.clock() if due else 0.0
+        if early > GRACE:
+            self.counters.early_retries[name] += 1
+            return early
+        return 0.0
 
     async def reset(self) -> None:
         if isinstance(self.store, RedisWindows):

@@ -57,6 +57,7 @@ class Fill:
     utilization: float  # level / bucket: after this request when admitted, else as it stands
     retry_after: float = 0.0  # seconds until the utilization is back at 100 %
     at: float = 0.0  # when the bucket was checked, in the store's clock
+    hinted: float = 0.0  # shared buckets: when another replica told this client to retry (0.0: it did not)
 
 
 def drained(level: float, since: float, now: float, per_second: float) -> float:

@@ -156,6 +156,7 @@ class Verdict:
     remaining_tokens: int = 0
     remaining_requests: int = 0
     at: float = 0.0  # when the windows were checked, in the store's clock
+    hinted: float = 0.0  # shared windows: when another replica told this client to retry (0.0: it did not)
 
 
 def verdict(

@@ -13,6 +13,12 @@ from .quota import GRACE, TOKEN_WINDOW, Quota, Verdict, verdict
 # "<id>:<cost>" of a sorted set scored by arrival time, with their total kept beside them;
 # request entries are "<id>" members of another. Keys expire once their window has passed.
 REDIS_SCRIPT = """
+-- A retry hint another replica gave this client (KEYS[4]), taken once: read with the check.
+local hinted = ''
+if #KEYS >= 4 then
+  hinted = redis.call('GET', KEYS[4]) or ''
+  if hinted ~= '' then redis.call('DEL', KEYS[4]) end
+end
 local now
 if ARGV[1] == '' then
   local t = redis.call('TIME')
@@ -84,9 +90,9 @@ if twait == 0 and rwait == 0 then
     redis.call('PEXPIRE', KEYS[3], rttl)
     count = count + 1
   end
-  return {1, '0', '0', used, count, string.format('%.6f', now)}
+  return {1, '0', '0', used, count, string.format('%.6f', now), hinted}
 end
-return {0, tostring(twait), tostring(rwait), used, count, string.format('%.6f', now)}
+return {0, tostring(twait), tostring(rwait), used, count, string.format('%.6f', now), hinted}
 """
 
 REDIS_PREFIX = "aoai-sim:"
@@ -94,6 +100,12 @@ REDIS_PREFIX = "aoai-sim:"
 # A provisioned deployment's bucket, drained, checked and filled in one atomic step: a hash
 # of its level and when that was. The key expires once the level would have drained to 0.
 PTU_SCRIPT = """
+-- A retry hint another replica gave this client (KEYS[2]), taken once: read with the check.
+local hinted = ''
+if #KEYS >= 2 then
+  hinted = redis.call('GET', KEYS[2]) or ''
+  if hinted ~= '' then redis.call('DEL', KEYS[2]) end
+end
 local now
 if ARGV[1] == '' then
   local t = redis.call('TIME')
@@ -111,12 +123,12 @@ local at = tonumber(state[2]) or now
 level = math.max(0, level - math.max(0, now - at) * rate)
 local wait = (level - bucket) / rate
 if wait > grace then
-  return {0, string.format('%.17g', level), string.format('%.17g', wait), string.format('%.6f', now)}
+  return {0, string.format('%.17g', level), string.format('%.17g', wait), string.format('%.6f', now), hinted}
 end
 level = level + cost
 redis.call('HSET', KEYS[1], 'level', string.format('%.17g', level), 'at', string.format('%.6f', now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(level / rate * 1000) + 1000)
-return {1, string.format('%.17g', level), '0', string.format('%.6f', now)}
+return {1, string.format('%.17g', level), '0', string.format('%.6f', now), hinted}
 """
 
 
@@ -148,10 +160,12 @@ class RedisWindows:
         base = f"{self.prefix}{{{key}}}"  # one hash slot per key, for Redis Cluster
         return [base + ":t", base + ":tsum", base + ":r"]
 
-    async def check(self, key: str, quota: Quota, cost: int, now: float) -> Verdict:
+    async def check(self, key: str, quota: Quota, cost: int, now: float, hint: str = "") -> Verdict:
+        """The verdict; with `hint` (a retry hint's key), the hint is taken in the same step
+        and its due time given as the verdict's `hinted`."""
         self._serial += 1
-        allowed, twait, rwait, used, count, at = await self.script(
-            keys=self.keys(key),
+        allowed, twait, rwait, used, count, at, *hinted = await self.script(
+            keys=self.keys(key) + ([hint] if hint else []),
             args=[
                 "" if self.server_time else repr(now),
                 cost,
@@ -163,14 +177,16 @@ class RedisWindows:
                 GRACE,
             ],
         )
-        return verdict(quota, float(twait), float(rwait), int(used), int(count), bool(int(allowed)), float(at))
+        found = verdict(quota, float(twait), float(rwait), int(used), int(count), bool(int(allowed)), float(at))
+        found.hinted = _due(hinted)
+        return found
 
-    async def fill(self, key: str, capacity: Capacity, cost: int, now: float) -> Fill:
-        allowed, level, wait, at = await self.ptu_script(
-            keys=[f"{self.prefix}{{{key}}}:u"],
+    async def fill(self, key: str, capacity: Capacity, cost: int, now: float, hint: str = "") -> Fill:
+        allowed, level, wait, at, *hinted = await self.ptu_script(
+            keys=[f"{self.prefix}{{{key}}}:u"] + ([hint] if hint else []),
             args=["" if self.server_time else repr(now), capacity.per_second, capacity.bucket, cost, GRACE],
         )
-        return Fill(bool(int(allowed)), float(level) / capacity.bucket, float(wait), float(at))
+        return Fill(bool(int(allowed)), float(level) / capacity.bucket, float(wait), float(at), _due(hinted))
 
     async def utilization(self, key: str, capacity: Capacity, now: float) -> float:
         # A cost of 0 changes nothing but the moment the level was drained to.
@@ -191,3 +207,11 @@ class RedisWindows:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _due(hinted: list[Any]) -> float:
+    """A hint's due time as the script gave it back (0.0: none)."""
+    try:
+        return float(hinted[0]) if hinted and hinted[0] else 0.0
+    except ValueError:
+        return 0.0
