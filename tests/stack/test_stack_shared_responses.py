@@ -118,3 +118,12 @@ def test_with_redis_gone_each_replica_serves_its_own_and_shares_it_when_redis_is
         assert b.get(f"{CHAT}/{made_id}").status_code == 200
     finally:
         stop(process)
+
+
+def test_a_reset_of_the_rate_limits_empties_only_the_windows(pair):
+    a, b = pair
+    made = create(a, input="Keep me.").json()
+    assert a.post("/++/reset-limits").status_code == 200
+    assert b.get(f"{CHAT}/{made['id']}").status_code == 200  # the shared responses are still there
+    r = b.patch("/++/config", json={"seed": 5})
+    assert r.status_code == 200 and len(r.json()["replicas"]) == 2  # the replicas' heartbeats too

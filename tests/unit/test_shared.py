@@ -112,3 +112,17 @@ def test_names_are_kept_as_given(redis_url, name):  # noqa: F811
         await state.close()
 
     run(go())
+
+
+def test_clear_empties_one_bag_only(redis_url):  # noqa: F811
+    async def go():
+        state = fresh(redis_url, "t-clear:")
+        one, other = sh.Bag(state, "one", 60, 1000), sh.Bag(state, "other", 60, 1000)
+        await one.put("a", b"1")
+        await other.put("a", b"2")
+        await one.clear()
+        assert await one.get("a") is None and await one.usage() == {"count": 0, "bytes": 0}
+        assert await other.get("a") == b"2"
+        await state.close()
+
+    run(go())

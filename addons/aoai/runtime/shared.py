@@ -300,6 +300,22 @@ class Bag:
         gone = await self.shared.call(f"deleting a {self.kind} value", lambda _c: script(keys=keys, args=[name]), 0)
         return bool(gone)
 
+    async def clear(self) -> None:
+        """Forget every value of the bag (a reset of the rate limits forgets the retry hints)."""
+        pattern = self.shared.key("{" + self.kind + "}", "*")
+
+        async def unlink_all(client: Any) -> None:
+            batch: list[Any] = []
+            async for name in client.scan_iter(match=pattern, count=500):
+                batch.append(name)
+                if len(batch) >= 500:
+                    await client.unlink(*batch)
+                    batch = []
+            if batch:
+                await client.unlink(*batch)
+
+        await self.shared.call(f"emptying the {self.kind} bag", unlink_all, None)
+
     async def usage(self) -> dict[str, int] | None:
         """What the bag holds in Redis (count, bytes); None when Redis cannot say."""
         keys = self._keys("")

@@ -240,3 +240,5 @@ class Limiter:
             self.store.reset()
         self.local.reset()
         self.hints.clear()
+        if self.hints.bag is not None and self.hints.sharing:
+            await self.hints.bag.clear()

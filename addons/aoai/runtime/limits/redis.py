@@ -95,7 +95,7 @@ end
 return {0, tostring(twait), tostring(rwait), used, count, string.format('%.6f', now), hinted}
 """
 
-REDIS_PREFIX = "aoai-sim:"
+REDIS_PREFIX = "aoai-sim:quota:"  # apart from the other shared state: a reset empties only these
 
 # A provisioned deployment's bucket, drained, checked and filled in one atomic step: a hash
 # of its level and when that was. The key expires once the level would have drained to 0.
