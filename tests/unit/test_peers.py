@@ -1,5 +1,5 @@
 """Calls between workers, against real HTTP servers on the loopback: each worker's outcome,
-what the calls carry, relays and the misses they remember, metrics merged across workers."""
+what the calls carry, metrics merged across workers."""
 
 import asyncio
 import json
@@ -81,9 +81,7 @@ def workers(running):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         gone = f"http://127.0.0.1:{s.getsockname()[1]}"  # closed again: nobody listens there
-    LINK.misses.clear()
     yield *running, gone
-    LINK.misses.clear()
 
 
 # The pooled client the tests call through, as the simulator's services hold one.
@@ -186,44 +184,6 @@ def test_merged_metrics_label_every_sample_with_its_worker():
     assert values == {"w1:1": 3.0, "w2:2": 5.0}
     assert all(s.labels["deployment"] == "gpt-4o" for s in family.samples)
     assert merged.count("# TYPE aoai_requests_total counter") == 1  # one family, not one per worker
-
-
-# --- relays --------------------------------------------------------------------------------------
-
-IMAGE = "/++/images/abc.png"
-
-
-def test_a_relay_gives_the_answer_of_the_worker_that_holds_it(workers):
-    one, two, _ = workers
-    two.answers[IMAGE] = (200, b"\x89PNG...")
-    found = run(peers.relay(LINK, config_for(one.url, two.url), "GET", IMAGE))
-    assert found is not None and found.status_code == 200 and found.content == b"\x89PNG..."
-    assert one.requests_to(IMAGE) == two.requests_to(IMAGE) == 1
-    assert one.seen[0]["headers"][peers.PEER_HEADER] == SECRET
-
-
-def test_a_relay_that_no_worker_answers_is_remembered_briefly(workers, monkeypatch):
-    one, two, _ = workers
-    now = [0.0]
-    monkeypatch.setattr(LINK, "misses", peers.Misses(seconds=5, clock=lambda: now[0]))
-    config = config_for(one.url, two.url)
-    assert run(peers.relay(LINK, config, "GET", IMAGE)) is None
-    assert run(peers.relay(LINK, config, "GET", IMAGE)) is None  # remembered: no worker asked again
-    assert one.requests_to(IMAGE) == two.requests_to(IMAGE) == 1
-    assert run(peers.relay(LINK, config, "GET", "/++/images/other.png")) is None  # another name is asked for
-    assert one.requests_to("/++/images/other.png") == 1
-    now[0] = 6.0  # past the time it is remembered
-    two.answers[IMAGE] = (200, b"made since")
-    found = run(peers.relay(LINK, config, "GET", IMAGE))
-    assert found is not None and found.content == b"made since"
-
-
-def test_a_relay_is_not_remembered_as_a_miss_when_a_worker_could_not_be_asked(workers):
-    one, _, gone = workers
-    config = config_for(one.url, gone)
-    assert run(peers.relay(LINK, config, "GET", IMAGE)) is None
-    assert run(peers.relay(LINK, config, "GET", IMAGE)) is None
-    assert one.requests_to(IMAGE) == 2  # the worker that was not there may hold it
 
 
 # --- the shared client ---------------------------------------------------------------------------

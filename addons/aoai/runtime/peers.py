@@ -1,28 +1,22 @@
 """Workers of one simulator reaching each other (scripts/workers.py runs several behind a
 load balancer, which sends each request to one of them).
 
-A save of recordings that reaches one worker is passed on to the others (`pass_on`; changes
-of the configuration and resets of the rate limits reach them through Redis instead, see
-config_sync.py); a scrape of /++/metrics collects every
-worker's metrics, each sample labelled with its worker (`merge_metrics`); a stored response
-one worker made is found through any (`relay`); images are shared through Redis instead.
+A save of recordings that reaches one worker is passed on to the others (`pass_on`), and a
+scrape of /++/metrics collects every worker's metrics, each sample labelled with its worker
+(`merge_metrics`). Everything else the workers share (configuration changes, resets, stored
+responses, images, analyses) goes through Redis instead (shared.py, config_sync.py).
 
 Calls between workers carry the launch's secret (SIMULATOR_PEER_SECRET) in `x-simulator-peer`;
 a request whose header does not hold it is a client's like any other. They share one pooled
-client (a `Link`, kept with the services), closed when the simulator stops, and a relay that found nothing anywhere is
-remembered for a few seconds, so a client asking again and again for a name no worker holds
-costs one round of calls, not one per request.
+client (a `Link`, kept with the services), closed when the simulator stops.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import logging
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -51,41 +45,6 @@ def from_peer(headers: Mapping[str, str], secret: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), secret.encode())
 
 
-class Misses:
-    """Paths no worker held a moment ago, by hash (a client chooses them: only their digests
-    are kept, at most `limit`, each for `seconds`)."""
-
-    def __init__(
-        self, seconds: float = MISS_SECONDS, limit: int = MISS_ENTRIES, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.seconds, self.limit, self.clock = seconds, limit, clock
-        self._until: OrderedDict[bytes, float] = OrderedDict()
-
-    @staticmethod
-    def _key(method: str, path: str) -> bytes:
-        return hashlib.sha256(f"{method} {path}".encode("utf-8", "surrogateescape")).digest()[:16]
-
-    def recent(self, method: str, path: str) -> bool:
-        key = self._key(method, path)
-        until = self._until.get(key)
-        if until is None:
-            return False
-        if until <= self.clock():
-            del self._until[key]
-            return False
-        return True
-
-    def add(self, method: str, path: str) -> None:
-        key = self._key(method, path)
-        self._until[key] = self.clock() + self.seconds
-        self._until.move_to_end(key)
-        while len(self._until) > self.limit:
-            self._until.popitem(last=False)
-
-    def clear(self) -> None:
-        self._until.clear()
-
-
 class Link:
     """One pooled HTTP client for every call to the other workers, made when first needed (on
     the running loop), and the misses remembered."""
@@ -93,7 +52,6 @@ class Link:
     def __init__(self) -> None:
         self._client: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.misses = Misses()
 
     def client(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
@@ -182,22 +140,6 @@ async def scrape(link: Link, config: SimulatorConfig) -> dict[str, str]:
             continue
         texts[address(peer)] = answer.text
     return texts
-
-
-async def relay(link: Link, config: SimulatorConfig, method: str, path: str) -> httpx.Response | None:
-    """Ask every peer the same request about something only one of them holds (a stored
-    response); the first answer that is not a 404, or None."""
-    if link.misses.recent(method, path):
-        return None
-    client = link.client()
-    answers = await asyncio.gather(
-        *(client.request(method, peer + path, headers=_headers(config)) for peer in config.peers),
-        return_exceptions=True,
-    )
-    found = next((a for a in answers if not isinstance(a, BaseException) and a.status_code != 404), None)
-    if found is None and not any(isinstance(a, BaseException) for a in answers):
-        link.misses.add(method, path)  # every worker said it has none
-    return found
 
 
 class _Merged:
