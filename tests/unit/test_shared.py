@@ -126,3 +126,27 @@ def test_clear_empties_one_bag_only(redis_url):  # noqa: F811
         await state.close()
 
     run(go())
+
+
+def test_replicas_agree_on_one_reasoning_key_even_when_one_started_without_redis(redis_url):  # noqa: F811
+    from aoai.openai import sealed_reasoning
+    from aoai.runtime.config import SimulatorConfig
+    from aoai.runtime.services import Services
+
+    async def go():
+        first, late = Services.build(SimulatorConfig()), Services.build(SimulatorConfig())
+        first.shared.prefix = late.shared.prefix = "t-key:"
+        first.shared.use(redis_url)
+        await first.start()
+        late.shared.use("redis://127.0.0.1:1/0")  # Redis away when it starts: its own key
+        await late.start()
+        assert late.reasoning_secret and late.reasoning_secret != first.reasoning_secret
+        sealed_alone = sealed_reasoning.seal(42)
+        late.shared.use(redis_url)
+        await late._agree_on_reasoning_key()  # what runs when Redis is back
+        assert late.reasoning_secret == first.reasoning_secret
+        assert sealed_reasoning.unseal(sealed_alone) == 42  # sealed before agreeing: still read
+        await first.shared.close()
+        await late.shared.close()
+
+    run(go())

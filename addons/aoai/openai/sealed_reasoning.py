@@ -10,23 +10,25 @@ import hashlib
 import hmac
 import secrets
 
-# Keyed per process (or per set of workers, from their shared secret): the simulator reads back
-# what it sealed; anything else fails to verify.
-_KEY = secrets.token_bytes(32)
+# Keyed per process (or per set of replicas, from the secret they share): the simulator reads
+# back what it sealed; anything else fails to verify. The first key seals; the ones it replaced
+# still unseal, so what was sealed before replicas agreed on one key stays readable.
+_KEYS = [secrets.token_bytes(32)]
+KEYS_KEPT = 4
 _SEAL_VERSION = b"\x01"
 _TAG_BYTES = 16
 
 
 def share_key(secret: str) -> None:
-    """Key sealing by a secret the workers share, so any of them reads what another sealed."""
-    global _KEY
-    _KEY = hashlib.sha256(b"encrypted reasoning\x00" + secret.encode()).digest()
+    """Key sealing by a secret the replicas share, so any of them reads what another sealed."""
+    key = hashlib.sha256(b"encrypted reasoning\x00" + secret.encode()).digest()
+    _KEYS[:] = [key, *(k for k in _KEYS if k != key)][:KEYS_KEPT]
 
 
 def seal(reasoning_tokens: int) -> str:
     """An opaque `encrypted_content` standing for `reasoning_tokens` tokens of reasoning."""
     payload = _SEAL_VERSION + secrets.token_bytes(12) + reasoning_tokens.to_bytes(4, "big")
-    tag = hmac.new(_KEY, payload, hashlib.sha256).digest()[:_TAG_BYTES]
+    tag = hmac.new(_KEYS[0], payload, hashlib.sha256).digest()[:_TAG_BYTES]
     return "gAAAAA" + base64.urlsafe_b64encode(payload + tag).decode()
 
 
@@ -42,5 +44,7 @@ def unseal(content: str) -> int | None:
     payload, tag = raw[:-_TAG_BYTES], raw[-_TAG_BYTES:]
     if len(payload) != 17 or payload[:1] != _SEAL_VERSION:
         return None
-    expected = hmac.new(_KEY, payload, hashlib.sha256).digest()[:_TAG_BYTES]
-    return int.from_bytes(payload[-4:], "big") if hmac.compare_digest(tag, expected) else None
+    for key in _KEYS:
+        if hmac.compare_digest(tag, hmac.new(key, payload, hashlib.sha256).digest()[:_TAG_BYTES]):
+            return int.from_bytes(payload[-4:], "big")
+    return None

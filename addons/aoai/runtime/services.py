@@ -49,6 +49,7 @@ class Services:
     # Latency draws, and answers of requests without a seed; seeded by SIMULATOR_SEED when set.
     rng: random.Random = field(default_factory=random.Random)
     seeded_with: object = field(default=_UNSEEDED, repr=False)
+    reasoning_secret: str = ""  # what encrypted reasoning is sealed with, when replicas share a Redis
 
     def __post_init__(self) -> None:
         # Shared copies go to the bags whenever a Redis is set (Shared.use); bounded as the stores.
@@ -71,16 +72,27 @@ class Services:
         one key kept there, so any replica reads what another sealed (on any machine)."""
         if not self.shared.enabled:
             return
-        key = self.shared.key("sealed-reasoning-key")
+        self.shared.on_return(self._agree_on_reasoning_key)
+        await self._agree_on_reasoning_key()
+
+    async def _agree_on_reasoning_key(self) -> None:
+        """Offer this replica's key; take the one Redis holds (the first offered). While Redis
+        is away a replica seals with its own, and agrees once it is back (what it sealed
+        meanwhile still reads here)."""
+        if not self.reasoning_secret:
+            self.reasoning_secret = secrets.token_hex(32)
+            sealed_reasoning.share_key(self.reasoning_secret)
+        key, offered = self.shared.key("sealed-reasoning-key"), self.reasoning_secret
 
         async def one_key(client: Any) -> bytes | None:
-            await client.set(key, secrets.token_hex(32), nx=True)
+            await client.set(key, offered, nx=True)
             found: bytes | None = await client.get(key)
             return found
 
-        found = await self.shared.call("reading the reasoning key", one_key, None)
-        if found is not None:
-            sealed_reasoning.share_key(found.decode())
+        found = await self.shared.call("agreeing on the reasoning key", one_key, None)
+        if found is not None and found.decode() != self.reasoning_secret:
+            self.reasoning_secret = found.decode()
+            sealed_reasoning.share_key(self.reasoning_secret)
 
     def configure(self, config: SimulatorConfig) -> None:
         """Bound the stores as the settings say, and seed the random generator when the seed
