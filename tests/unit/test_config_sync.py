@@ -122,6 +122,7 @@ def test_a_lost_notice_is_made_up_by_the_poll(redis_url):  # noqa: F811
 def test_a_replica_that_starts_later_takes_the_shared_state_and_cuts(redis_url):  # noqa: F811
     async def go():
         a, late = replicas(redis_url, "a", "late")
+        await a.sync.start()
         await a.change(seed=5)
         until = time.time() + 30
         await a.sync.share_cut("gpt-4o", until, 100)
@@ -133,6 +134,21 @@ def test_a_replica_that_starts_later_takes_the_shared_state_and_cuts(redis_url):
         assert 25_000 < ttl <= 30_001  # the cuts key lives as long as its longest cut
         await a.close()
         await late.close()
+
+    asyncio.run(go())
+
+
+def test_a_launch_with_no_replica_alive_replaces_what_an_earlier_launch_left(redis_url):  # noqa: F811
+    async def go():
+        earlier, fresh = replicas(redis_url, "earlier", "fresh")
+        await earlier.change(seed=5)  # an earlier launch's change; that launch is gone:
+        await earlier.shared.client.hdel(earlier.sync.key("replicas"), "earlier")  # no heartbeat
+        fresh.state = {"seed": 11}  # this launch's own starting configuration
+        await fresh.sync.start()
+        assert fresh.state == {"seed": 11}
+        assert await fresh.sync.read() == (2, {"seed": 11})
+        await earlier.close()
+        await fresh.close()
 
     asyncio.run(go())
 

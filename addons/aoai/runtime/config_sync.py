@@ -136,11 +136,30 @@ class ConfigSync:
         except Exception as e:  # Redis lost: the listener subscribes once it is back
             await self._close_pubsub()
             self._lost("subscribing to configuration changes", e)
+        await self._replace_an_earlier_launch()
         await self.follow()
         await self._read_cuts()
         await self.heartbeat()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._listen())
+
+    async def _replace_an_earlier_launch(self) -> None:
+        """With no other replica alive, a configuration in Redis is an earlier launch's (Redis
+        outlived it): this replica's own starting configuration replaces it, as a launch
+        without Redis would start. With others alive, theirs is taken (`follow`)."""
+        alive = await self.replicas()
+        if alive is None or set(alive) - {self.name()}:
+            return
+        found = await self.read()
+        if found is None or found[0] == 0:
+            return
+        self.version = found[0]
+        if (await self.write(self.hooks.state())).written:
+            logger.info(
+                "no other replica is running: the configuration an earlier launch left in Redis "
+                "(version %d) is replaced by this one's",
+                found[0],
+            )
 
     async def stop(self) -> None:
         task, self._task = self._task, None
