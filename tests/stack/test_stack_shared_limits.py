@@ -22,8 +22,10 @@ def test_with_redis_gone_the_quota_is_still_kept_by_the_replica_alone(stack_fact
     stack = stack_factory({"SIMULATOR_REDIS_URL": url})
     r = stack.patch("/++/config", json={"deployments": {"tiny": {"model": "gpt-4o", "tokensPerMinute": 1000}}})
     assert r.status_code == 200, r.text
+    assert stack.get("/++/health").json()["sharedState"] == "up"
     stop(process)
     statuses = [ask(stack).status_code for _ in range(12)]
     assert 500 not in statuses and statuses.count(200) >= 1
     assert 429 in statuses  # 1,000 tokens a minute hold a few requests of ~110 tokens, not twelve
-    assert stack.get("/++/health").json()["status"] == "healthy"
+    health = stack.get("/++/health").json()
+    assert health["status"] == "healthy" and health["sharedState"] == "away"

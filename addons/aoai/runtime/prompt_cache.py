@@ -22,6 +22,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+from .shared import Shared
+
 MIN_TOKENS = 1024
 STEP = 128
 DEFAULT_IDLE_S = 300.0
@@ -77,12 +79,10 @@ class PromptCache:
         self.max_bytes = max_bytes if capacity is None else capacity * ENTRY_BYTES
         self._seen: OrderedDict[bytes, float] = OrderedDict()  # prefix digest -> last used
         self._lock = threading.Lock()
-        # The runtime.shared.Shared to share through; not imported here, as the configuration
-        # imports this module and shared.py imports the configuration.
-        self.shared: Any = None
+        self.shared: Shared | None = None  # the Redis replicas share the cache through, if any
         self._away_since: float | None = None  # (monotonic) the first use Redis did not see
 
-    def share_through(self, shared: Any) -> None:
+    def share_through(self, shared: Shared) -> None:
         """Share the cache through `shared` (when it names a Redis); catch up when it returns."""
         self.shared = shared
         shared.on_return(self.catch_up)

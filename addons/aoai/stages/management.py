@@ -475,6 +475,10 @@ class Management:
             health["workers"] = len(self.config.peers) + 1
         if self.streams is not None:
             health["streams"] = {"active": self.streams.active, "pending": len(self.streams.plans)}
+        shared = self.services.shared
+        if shared.enabled:  # still healthy while Redis is away: each replica serves from memory
+            health["replica"] = self.replica()
+            health["sharedState"] = "up" if shared.up else "away"
         return wire.json_response(200, health, flow.request)
 
     def image_file(self, flow: http.HTTPFlow):
