@@ -3,11 +3,8 @@ Azure reads no recording, and calls between workers need the launch's secret."""
 
 from __future__ import annotations
 
-import asyncio
-
-import httpx
 import pytest
-from unit_support import API_KEY, chat_path, make_config, make_flow
+from unit_support import chat_path, make_config, make_flow
 
 from aoai.runtime import peers, redaction
 from aoai.runtime.recording import Interaction, KeyRules, RecordingStore, dump_document, request_key
@@ -161,55 +158,6 @@ def test_only_the_launch_secret_makes_a_peer():
     assert not peers.from_peer({}, SECRET)
     assert not peers.from_peer({"x-simulator-peer": ""}, "")  # no secret set: nobody is a peer
     assert not peers.from_peer({"x-simulator-peer": "\udcff"}, SECRET)  # undecodable bytes
-
-
-def test_misses_are_remembered_briefly_and_boundedly():
-    now = [0.0]
-    misses = peers.Misses(seconds=5, limit=3, clock=lambda: now[0])
-    misses.add("GET", "/++/images/a")
-    assert misses.recent("GET", "/++/images/a") and not misses.recent("GET", "/++/images/b")
-    for name in "bcd":
-        misses.add("GET", f"/++/images/{name}")
-    assert not misses.recent("GET", "/++/images/a")  # the oldest left past the limit
-    now[0] = 6.0
-    assert not misses.recent("GET", "/++/images/d")  # expired
-    assert all(len(key) == 16 for key in misses._until)  # digests, never the names
-
-
-class Peer:
-    """Another worker on loopback that answers 404 to everything and counts what it got."""
-
-    def __init__(self):
-        self.requests: list[httpx.Request] = []
-
-    def handler(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return httpx.Response(404, json={"error": {"code": "BlobNotFound", "message": "none"}})
-
-
-def test_relays_share_one_client_carry_the_secret_and_remember_misses(monkeypatch):
-    peer = Peer()
-    config = make_config(peers=("http://w1:1", "http://w2:2"), peer_secret=SECRET)
-    made, real = [], httpx.AsyncClient
-
-    def client(**kwargs):
-        made.append(kwargs)
-        return real(transport=httpx.MockTransport(peer.handler), **kwargs)
-
-    monkeypatch.setattr(peers.httpx, "AsyncClient", client)
-    link = peers.Link()
-
-    async def scenario():
-        for _ in range(5):
-            assert await peers.relay(link, config, "GET", "/++/images/missing.png") is None
-        await peers.relay(link, config, "GET", "/++/images/other.png")
-        await link.close()
-
-    asyncio.run(scenario())
-    assert len(made) == 1  # one pooled client for every relay
-    assert len(peer.requests) == 4  # each name asked of both workers once, then remembered
-    assert {r.headers["x-simulator-peer"] for r in peer.requests} == {SECRET}
-    assert {r.headers["api-key"] for r in peer.requests} == {API_KEY}
 
 
 def test_an_encoded_key_name_is_found_too():

@@ -173,13 +173,13 @@ def test_parallel_calls_stream_with_their_own_output_index():
 
 
 def test_workers_sharing_a_secret_read_each_others_encrypted_reasoning():
-    before = sealed_reasoning._KEY
+    before = list(sealed_reasoning._KEYS)
     try:
         sealed_reasoning.share_key("a secret the workers share")
         sealed = sealed_reasoning.seal(42)
-        sealed_reasoning._KEY = b"another process's own key......."
+        sealed_reasoning._KEYS[:] = [b"another process's own key......."]
         assert sealed_reasoning.unseal(sealed) is None
         sealed_reasoning.share_key("a secret the workers share")
         assert sealed_reasoning.unseal(sealed) == 42
     finally:
-        sealed_reasoning._KEY = before
+        sealed_reasoning._KEYS[:] = before
