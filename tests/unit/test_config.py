@@ -218,3 +218,13 @@ def test_a_deployment_round_trips_through_its_json():
             again.faults = first.faults
         assert again == first, name
         assert again.to_json() == first.to_json()
+
+
+def test_a_global_batch_deployment_has_an_enqueued_token_quota():
+    dep = config.parse_deployment("batch", {"model": "gpt-4o", "sku": "GlobalBatch"}, "d")
+    assert dep.global_batch and dep.enqueued_limit == 200_000_000
+    own = config.parse_deployment("batch", {"model": "gpt-4o-mini", "sku": "GlobalBatch", "enqueuedTokens": 5000}, "d")
+    assert own.enqueued_limit == 5000 and own.to_json()["enqueuedTokens"] == 5000
+    assert config.parse_deployment("batch", own.to_json(), "d").enqueued_tokens == 5000
+    with pytest.raises(ConfigError, match="only for a batch SKU"):
+        config.parse_deployment("x", {"model": "gpt-4o", "enqueuedTokens": 5}, "d")

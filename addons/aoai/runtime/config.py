@@ -31,6 +31,12 @@ MODES = ("generate", "record", "replay")
 REQUEST_WINDOWS = ("10", "1")  # seconds of Azure's request-limit windows (RATE_LIMIT_REQUEST_WINDOW_SECONDS)
 STANDARD_SKUS = ("Standard", "GlobalStandard", "DataZoneStandard")
 PROVISIONED_SKUS = ("ProvisionedManaged", "GlobalProvisionedManaged", "DataZoneProvisionedManaged")
+BATCH_SKUS = ("GlobalBatch", "DataZoneBatch")  # answer batch jobs, under an enqueued-token quota
+# Enqueued tokens a batch deployment holds at most (Azure's Default tier, global-batch-limits);
+# a model not listed gets the smallest of them.
+ENQUEUED_TOKENS = {"gpt-4o": 200_000_000, "gpt-4o-mini": 1_000_000_000, "gpt-4.1": 200_000_000, "gpt-5": 200_000_000}
+DEFAULT_ENQUEUED_TOKENS = 200_000_000
+MAX_ENQUEUED_TOKENS = 10**15
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +86,7 @@ class Deployment:
     ptu: int = 0  # provisioned throughput units, for a provisioned SKU
     input_tpm_per_ptu: int | None = None  # None: PTU_INPUT_TPM_PER_PTU, else the catalogue's
     spillover: str | None = None  # a provisioned deployment: the standard deployment its overflow goes to
+    enqueued_tokens: int | None = None  # a batch deployment's enqueued-token quota (None: the model's default)
     defined: bool = True  # False for a deployment made up for an undefined name
     content_filter: Policy | None = None  # None: Azure's default policy, no rules
     faults: FaultProfile | None = None  # None: the default profile (the file's "*" entry)
@@ -119,6 +126,8 @@ class Deployment:
                 out["inputTpmPerPtu"] = self.input_tpm_per_ptu
             if self.spillover is not None:
                 out["spillover"] = self.spillover
+        if self.enqueued_tokens is not None:
+            out["enqueuedTokens"] = self.enqueued_tokens
         if self.content_filter is not None:
             out["contentFilter"] = self.content_filter.to_json()
         if self.faults is not None:
@@ -130,6 +139,17 @@ class Deployment:
     @property
     def provisioned(self) -> bool:
         return self.sku in PROVISIONED_SKUS
+
+    @property
+    def global_batch(self) -> bool:
+        return self.sku in BATCH_SKUS
+
+    @property
+    def enqueued_limit(self) -> int:
+        """The tokens this batch deployment's unfinished jobs may hold together."""
+        if self.enqueued_tokens is not None:
+            return self.enqueued_tokens
+        return ENQUEUED_TOKENS.get(self.model.name, DEFAULT_ENQUEUED_TOKENS)
 
     @property
     def pace(self) -> float:
@@ -222,6 +242,7 @@ _DEPLOYMENT_FIELDS = {
     "ptu",
     "inputTpmPerPtu",
     "spillover",
+    "enqueuedTokens",
     "contentFilter",
     "faults",
     "maxParallelToolCalls",
@@ -298,11 +319,17 @@ def parse_deployment(name: str, spec: Any, where: str) -> Deployment:
 def _parse_sku(dep: Deployment, spec: dict[str, Any], where: str) -> None:
     """`sku`, `ptu` and `inputTpmPerPtu`: a provisioned deployment has PTUs instead of TPM/RPM."""
     sku = spec.get("sku", "Standard")
-    if sku not in STANDARD_SKUS + PROVISIONED_SKUS:
-        raise ConfigError(
-            f"{where}.sku: unknown SKU {json.dumps(sku)}; use one of {', '.join(STANDARD_SKUS + PROVISIONED_SKUS)}"
-        )
+    skus = STANDARD_SKUS + PROVISIONED_SKUS + BATCH_SKUS
+    if sku not in skus:
+        raise ConfigError(f"{where}.sku: unknown SKU {json.dumps(sku)}; use one of {', '.join(skus)}")
     dep.sku = sku
+    if "enqueuedTokens" in spec:
+        if not dep.global_batch:
+            raise ConfigError(f'{where}.enqueuedTokens: only for a batch SKU ("sku": "GlobalBatch")')
+        tokens = _number(f"{where}.enqueuedTokens", spec["enqueuedTokens"], integer=True, high=MAX_ENQUEUED_TOKENS)
+        if tokens < 1:
+            raise ConfigError(f"{where}.enqueuedTokens: must be at least 1, got {tokens}")
+        dep.enqueued_tokens = tokens
     if not dep.provisioned:
         for key in ("ptu", "inputTpmPerPtu", "spillover"):
             if key in spec:
