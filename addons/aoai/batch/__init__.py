@@ -1,0 +1,1 @@
+"""Batch and Files APIs: stored files, batch input validation, batch objects and their jobs."""
