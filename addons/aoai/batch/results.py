@@ -263,8 +263,15 @@ def to_completed(
 
 def to_failed(batch: dict[str, Any], now: int, errors: list[dict[str, Any]]) -> dict[str, Any]:
     """Validation failed (or the enqueued-token quota was full): `errors` become `errors.data`.
-    From in_progress too (ours): a job whose input file vanished cannot go on."""
-    return _move(batch, ("validating", "in_progress"), "failed", now, errors={"object": "list", "data": list(errors)})
+    From in_progress too (ours): a job whose input file vanished cannot go on; and from
+    finalizing (ours): its results could not be stored (the data folder is full)."""
+    return _move(
+        batch,
+        ("validating", "in_progress", "finalizing"),
+        "failed",
+        now,
+        errors={"object": "list", "data": list(errors)},
+    )
 
 
 def to_cancelling(batch: dict[str, Any], now: int) -> dict[str, Any]:
