@@ -19,8 +19,9 @@ from .runtime.failures import guard
 from .runtime.options import Option
 from .runtime.services import Services
 from .runtime.startup import Startup
-from .stages import auth, extensions, flowcap, generate, intake, ratelimit, record, replay, settings
+from .stages import auth, batches, extensions, flowcap, generate, intake, ratelimit, record, replay, settings
 from .stages.auth import Auth
+from .stages.batches import Batches
 from .stages.checks import Checks
 from .stages.contentfilter import ContentFilter
 from .stages.extensions import Extensions
@@ -89,6 +90,7 @@ def build_addons(config: SimulatorConfig, services: Services, startup: Startup |
         forward_target,  # record mode needs AZURE_OPENAI_ENDPOINT or an extension's forwarder
         replay,  # record and replay modes: answer what is recorded
         Record(config, recordings, streams),  # record mode: forward the rest to Azure and save it
+        Batches(config, services, startup),  # generate and replay modes: the Files API, from the data folder
         generate,  # generate mode: made-up answers, on time
         FaultTiming(config, book),  # declared faults that reshape an answer: slow first byte, trickle, stream cut
         Streaming(streams, lambda: extensions.sees_streams),  # plays paced streams token by token
@@ -110,5 +112,5 @@ def build_addons(config: SimulatorConfig, services: Services, startup: Startup |
 
 def declared_options() -> tuple[Option, ...]:
     """Every setting the stages declare: the environment variables the simulator reads."""
-    owners = (settings, auth, intake, ratelimit, extensions, record, replay, generate, flowcap)
+    owners = (settings, auth, intake, ratelimit, extensions, record, replay, batches, generate, flowcap)
     return tuple(option for owner in owners for option in owner.OPTIONS)

@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..openai import catalogue
@@ -28,6 +29,10 @@ from .prompt_cache import DEFAULT_IDLE_S
 from .stored import DEFAULT_CAPACITY
 
 MODES = ("generate", "record", "replay")
+DATA_FOLDER_NAME = "simulator-data"  # the data folder's name beside the recordings, unless SIMULATOR_DATA_DIR says
+# The files of the Files and Batch APIs together: fifty of Azure's largest (200 MB) files. Azure
+# bounds the count, not the bytes; a simulator sharing a disk with its host needs both.
+DEFAULT_DATA_MAX_BYTES = 10 * 1024**3
 REQUEST_WINDOWS = ("10", "1")  # seconds of Azure's request-limit windows (RATE_LIMIT_REQUEST_WINDOW_SECONDS)
 STANDARD_SKUS = ("Standard", "GlobalStandard", "DataZoneStandard")
 PROVISIONED_SKUS = ("ProvisionedManaged", "GlobalProvisionedManaged", "DataZoneProvisionedManaged")
@@ -531,6 +536,10 @@ class SimulatorConfig:
     prompt_cache_idle_s: float = DEFAULT_IDLE_S
     # The faults of every deployment that declares none (the deployments file's "*" entry).
     default_faults: FaultProfile | None = None
+    # Where uploaded files and batch jobs are kept (SIMULATOR_DATA_DIR; "": beside the recordings),
+    # and the most bytes their files may take together (SIMULATOR_DATA_MAX_BYTES).
+    data_dir: str = ""
+    data_max_bytes: int = DEFAULT_DATA_MAX_BYTES
 
     @property
     def redis_url(self) -> str:
@@ -541,6 +550,13 @@ class SimulatorConfig:
     def redis_variable(self) -> str:
         """The setting `redis_url` comes from, for messages."""
         return "SIMULATOR_REDIS_URL" if self.simulator_redis_url else "RATE_LIMIT_REDIS_URL"
+
+    @property
+    def data_folder(self) -> Path:
+        """The data folder: SIMULATOR_DATA_DIR, else `simulator-data` beside the recordings folder."""
+        if self.data_dir:
+            return Path(self.data_dir)
+        return Path(self.recording.dir).parent / DATA_FOLDER_NAME
 
     @property
     def max_body_bytes(self) -> int:

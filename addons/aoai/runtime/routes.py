@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from ..batch.files import MAX_UPLOAD_BODY
 from ..openai import audio, catalogue, completions, content_filter, images, responses, tokens, validation
 from .bounds import Bounds
 
@@ -68,6 +69,9 @@ class Route:
     data_action: str = ""
     body: str = JSON_BODY
     max_body: int = 0  # bytes a form body may have (0: the configured limit for JSON bodies)
+    # Answered from the data folder (files, batch jobs) in generate and replay modes, never from
+    # recordings: what they answer is state the client made here.
+    from_data_folder: bool = False
     # Body checks (raise validation.Invalid) and the prompt's token count, for OpenAI routes.
     # A check gets the JSON body (or the parsed form, and the bounds its media are judged by);
     # what it returns is kept for the generator (audio and image routes return the checked
@@ -244,6 +248,110 @@ def _responses() -> list[Route]:
     return routes
 
 
+def _files_and_batches() -> list[Route]:
+    """The Files and Batch APIs: on the dated path (api-version 2024-10-21 or later) and on
+    the v1 path; no deployment in the path or body (a batch's lines name theirs)."""
+    action = "Microsoft.CognitiveServices/accounts/OpenAI/"
+    routes = []
+    for prefix, policy, since, file in (
+        ("/openai/v1/", OPTIONAL, "", "v1."),
+        ("/openai/", REQUIRED, "2024-10-21", ""),
+    ):
+        common: dict[str, Any] = {
+            "family": OPENAI,
+            "api_version": policy,
+            "since": since,
+            "from_data_folder": True,
+        }
+        files, batches = prefix + "files", prefix + "batches"
+        routes += [
+            Route(
+                "files",
+                ("POST",),
+                files,
+                azure_operation="Files_Upload",
+                body=FORM_BODY,
+                max_body=MAX_UPLOAD_BODY,
+                recording=file + "files",
+                data_action=action + "files/write",
+                **common,
+            ),
+            Route(
+                "files_list",
+                ("GET",),
+                files,
+                azure_operation="Files_List",
+                recording=file + "files",
+                data_action=action + "files/read",
+                **common,
+            ),
+            Route(
+                "file",
+                ("GET",),
+                files + "/{file_id}",
+                azure_operation="Files_Get",
+                recording=file + "files.{file_id}",
+                data_action=action + "files/read",
+                **common,
+            ),
+            Route(
+                "file_delete",
+                ("DELETE",),
+                files + "/{file_id}",
+                azure_operation="Files_Delete",
+                recording=file + "files.{file_id}",
+                data_action=action + "files/delete",
+                **common,
+            ),
+            Route(
+                "file_content",
+                ("GET",),
+                files + "/{file_id}/content",
+                azure_operation="Files_GetContent",
+                recording=file + "files.{file_id}",
+                data_action=action + "files/read",
+                **common,
+            ),
+            Route(
+                "batches",
+                ("POST",),
+                batches,
+                azure_operation="Batch_Create",
+                recording=file + "batches",
+                data_action=action + "batches/write",
+                **common,
+            ),
+            Route(
+                "batches_list",
+                ("GET",),
+                batches,
+                azure_operation="Batch_List",
+                recording=file + "batches",
+                data_action=action + "batches/read",
+                **common,
+            ),
+            Route(
+                "batch",
+                ("GET",),
+                batches + "/{batch_id}",
+                azure_operation="Batch_Get",
+                recording=file + "batches.{batch_id}",
+                data_action=action + "batches/read",
+                **common,
+            ),
+            Route(
+                "batch_cancel",
+                ("POST",),
+                batches + "/{batch_id}/cancel",
+                azure_operation="Batch_Cancel",
+                recording=file + "batches.{batch_id}",
+                data_action=action + "batches/write",
+                **common,
+            ),
+        ]
+    return routes
+
+
 _DI_FAMILY = "{family:formrecognizer|documentintelligence}"
 
 ROUTES: list[Route] = [
@@ -338,6 +446,7 @@ ROUTES: list[Route] = [
         texts=content_filter.image_texts,
     ),
     *_responses(),
+    *_files_and_batches(),
     # Images answered as URLs are fetched here, without a key, as from Azure's signed blob URLs.
     Route("image_file", ("GET",), "/++/images/{image}", MANAGEMENT, open=True),
     Route(

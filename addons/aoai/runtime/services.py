@@ -9,11 +9,14 @@ reach them through the request's context (`context.services`).
 
 from __future__ import annotations
 
+import logging
 import random
 import secrets
+import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..batch.store import DataStore
 from ..openai import sealed_reasoning
 from .analyses import SharedResults
 from .config import SimulatorConfig
@@ -28,6 +31,8 @@ from .recording import RecordingStore
 from .shared import Bag, Shared
 from .stored import SHARED_TTL_S, ResponseStore
 from .streams import StreamServer
+
+logger = logging.getLogger(__name__)
 
 _UNSEEDED = object()  # what `seeded_with` holds before the first configure
 
@@ -50,6 +55,9 @@ class Services:
     rng: random.Random = field(default_factory=random.Random)
     seeded_with: object = field(default=_UNSEEDED, repr=False)
     reasoning_secret: str = ""  # what encrypted reasoning is sealed with, when replicas share a Redis
+    # Uploaded files and batch jobs, in the data folder every worker shares (None: not opened, in
+    # record mode, where Azure keeps them; or the folder cannot be used).
+    data: DataStore | None = None
 
     def __post_init__(self) -> None:
         # Shared copies go to the bags whenever a Redis is set (Shared.use); bounded as the stores.
@@ -94,6 +102,20 @@ class Services:
             self.reasoning_secret = found.decode()
             sealed_reasoning.share_key(self.reasoning_secret)
 
+    def _open_data(self, config: SimulatorConfig) -> None:
+        """Open the data folder (once; again when it moves); record mode leaves it closed until needed."""
+        folder = config.data_folder
+        if self.data is not None and self.data.folder == folder:
+            self.data.max_bytes = config.data_max_bytes
+            return
+        if config.mode == "record":
+            return
+        try:
+            self.data = DataStore(folder, config.data_max_bytes)
+        except (OSError, sqlite3.Error) as e:
+            logger.error("SIMULATOR_DATA_DIR: cannot keep files and batches in %s: %s", folder, e)
+            self.data = None
+
     def configure(self, config: SimulatorConfig) -> None:
         """Bound the stores as the settings say, and seed the random generator when the seed
         changed; the `Stores` addon calls this each time the settings change."""
@@ -107,6 +129,7 @@ class Services:
         self.labels.limit = bounds.metrics_deployment_labels
         self.images.max_bytes = bounds.images_stored_bytes
         self.documents.max_bytes = bounds.doc_intelligence_results_bytes
+        self._open_data(config)
         if config.seed != self.seeded_with:
             self.seeded_with = config.seed
             self.rng.seed(f"latency:{config.seed}" if config.seed is not None else None)

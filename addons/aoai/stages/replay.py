@@ -278,7 +278,7 @@ class Replay:
             or mode == "generate"
             or context is None
             or context.stream is not None
-            or (context.route is not None and context.route.family == MANAGEMENT)
+            or (context.route is not None and (context.route.family == MANAGEMENT or context.route.from_data_folder))
         ):
             return None
         if offload.heavy(flow.request):
