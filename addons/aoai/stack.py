@@ -16,6 +16,7 @@ from __future__ import annotations
 from .generators import BUILT_IN
 from .runtime.config import SimulatorConfig
 from .runtime.failures import guard
+from .runtime.lines import LineDriver
 from .runtime.options import Option
 from .runtime.services import Services
 from .runtime.startup import Startup
@@ -75,22 +76,27 @@ def build_addons(config: SimulatorConfig, services: Services, startup: Startup |
     # mitmproxy configures the stages in this order: the settings of those after the extensions
     # are copied into the config before extensions are initialized with it.
     extensions = Extensions(config, startup, settle=(forward_target.settle, replay.settle, generate.settle))
+    routing, checks = Routing(config, services), Checks(services.labels, services.responses)
+    content_filter, faults = ContentFilter(config), Faults(config, book, services.limiter.counters)
+    # A batch job's lines meet the stages an online request meets, bar the client's connection,
+    # the online quota, pacing and metrics (runtime/lines.py).
+    lines = LineDriver((routing, checks, content_filter, faults, extensions, replay, generate), lambda: config.api_key)
     addons: list[object] = [
         Settings(config, startup),  # options and environment -> config; the listener
-        Routing(config, services),  # the request's route (operation, path parameters) -> its RequestContext
+        routing,  # the request's route (operation, path parameters) -> its RequestContext
         Auth(config, startup),  # api-key / Ocp-Apim-Subscription-Key / Bearer, or 401 (open routes: none needed)
         Intake(config, startup=startup),  # bodies, heads and their time bounded before they are read: 413, 431, 408
-        Checks(services.labels, services.responses),  # what Azure refuses first: 405, api-version, body, deployment, …
+        checks,  # what Azure refuses first: 405, api-version, body, deployment, …
         limits,  # Azure's quotas, before anything answers or forwards: 429, or quota headers (a quota cut lowers them)
-        ContentFilter(config),  # prompts the deployment's content filter blocks: Azure's 400 (not in record mode)
-        Faults(
-            config, book, services.limiter.counters
-        ),  # declared faults that answer an admitted request: 500, 503, timeouts, hangs, too long
+        content_filter,  # prompts the deployment's content filter blocks: Azure's 400 (not in record mode)
+        faults,  # declared faults that answer an admitted request: 500, 503, timeouts, hangs, too long
         extensions,  # EXTENSION_PATH: user addons run here; initialize(config) shapes the rest
         forward_target,  # record mode needs AZURE_OPENAI_ENDPOINT or an extension's forwarder
         replay,  # record and replay modes: answer what is recorded
         Record(config, recordings, streams),  # record mode: forward the rest to Azure and save it
-        Batches(config, services, startup),  # generate and replay modes: the Files API, from the data folder
+        Batches(
+            config, services, startup, lines
+        ),  # generate and replay modes: files and batch jobs, from the data folder
         generate,  # generate mode: made-up answers, on time
         FaultTiming(config, book),  # declared faults that reshape an answer: slow first byte, trickle, stream cut
         Streaming(streams, lambda: extensions.sees_streams),  # plays paced streams token by token

@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS batches (
     tokens INTEGER NOT NULL,
     owner TEXT,
     lease_until REAL NOT NULL DEFAULT 0,
-    progress TEXT NOT NULL DEFAULT '{}'
+    progress TEXT NOT NULL DEFAULT '{}',
+    skip_s REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS batches_active ON batches (terminal, lease_until);
 """
@@ -369,20 +370,71 @@ class DataStore:
         rows = db.execute(f"SELECT body FROM batches {where} ORDER BY n DESC LIMIT ?", (*args, limit + 1)).fetchall()
         return [_loads(r["body"]) for r in rows[:limit]], len(rows) > limit
 
-    def save_batch(self, batch: dict[str, Any], progress: dict[str, Any] | None = None) -> None:
-        """Store the job's new state (and, when given, its progress: where a resumed run goes on)."""
+    def save_batch(
+        self,
+        batch: dict[str, Any],
+        progress: dict[str, Any] | None = None,
+        expect: str | None = None,
+        deployment: str | None = None,
+        tokens: int | None = None,
+    ) -> bool:
+        """Store the job's new state (and, when given, its progress: where a resumed run goes
+        on; the deployment and tokens its unfinished job holds of the enqueued quota). With
+        `expect`, only while its status is still that one: False when another replica moved
+        it meanwhile (a cancel), and nothing is written."""
         status = str(batch["status"])
+        sets, args = ["body = ?", "status = ?", "terminal = ?"], [json.dumps(batch), status, int(status in TERMINAL)]
+        if progress is not None:
+            sets.append("progress = ?")
+            args.append(json.dumps(progress))
+        if deployment is not None:
+            sets.append("deployment = ?")
+            args.append(deployment)
+        if tokens is not None:
+            sets.append("tokens = ?")
+            args.append(tokens)
+        where, args = "id = ?", [*args, batch["id"]]
+        if expect is not None:
+            where += " AND status = ?"
+            args.append(expect)
         with self._write() as db:
-            if progress is None:
-                db.execute(
-                    "UPDATE batches SET body = ?, status = ?, terminal = ? WHERE id = ?",
-                    (json.dumps(batch), status, int(status in TERMINAL), batch["id"]),
-                )
-            else:
-                db.execute(
-                    "UPDATE batches SET body = ?, status = ?, terminal = ?, progress = ? WHERE id = ?",
-                    (json.dumps(batch), status, int(status in TERMINAL), json.dumps(progress), batch["id"]),
-                )
+            changed = db.execute(f"UPDATE batches SET {', '.join(sets)} WHERE {where}", args).rowcount
+        return changed == 1
+
+    def fast_forward(self, batch_id: str, seconds: float) -> bool:
+        """Run the job's clock `seconds` ahead (waits end sooner, its window may end); False
+        when there is no such job."""
+        with self._write() as db:
+            changed = db.execute("UPDATE batches SET skip_s = skip_s + ? WHERE id = ?", (seconds, batch_id)).rowcount
+        return changed == 1
+
+    def skipped(self, batch_id: str) -> float:
+        """How far the job's clock was run ahead (fast_forward)."""
+        row = self._connection().execute("SELECT skip_s FROM batches WHERE id = ?", (batch_id,)).fetchone()
+        return float(row["skip_s"]) if row is not None else 0.0
+
+    def active_batches(self) -> list[dict[str, Any]]:
+        """Every unfinished job with its progress, holder and lease (for /++/batches)."""
+        rows = (
+            self._connection()
+            .execute("SELECT body, progress, owner, lease_until, skip_s FROM batches WHERE terminal = 0 ORDER BY n")
+            .fetchall()
+        )
+        return [
+            {
+                "batch": _loads(r["body"]),
+                "progress": _loads(r["progress"]),
+                "owner": r["owner"],
+                "leaseUntil": r["lease_until"],
+                "skippedSeconds": r["skip_s"],
+            }
+            for r in rows
+        ]
+
+    def count_by_status(self) -> dict[str, int]:
+        """How many jobs are kept in each status (for the metrics)."""
+        rows = self._connection().execute("SELECT status, COUNT(*) AS n FROM batches GROUP BY status").fetchall()
+        return {str(r["status"]): int(r["n"]) for r in rows}
 
     def progress(self, batch_id: str) -> dict[str, Any]:
         """What `save_batch` last kept as the job's progress ({} when none)."""

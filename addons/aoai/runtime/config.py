@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..batch.runner import Pace
 from ..openai import catalogue
 from ..openai.catalogue import Model, Normal
 from ..openai.content_filter import FilterSpecError, Policy, parse_policy
@@ -540,6 +541,7 @@ class SimulatorConfig:
     # and the most bytes their files may take together (SIMULATOR_DATA_MAX_BYTES).
     data_dir: str = ""
     data_max_bytes: int = DEFAULT_DATA_MAX_BYTES
+    batch_pace: Pace = field(default_factory=Pace)  # BATCH_*_SECONDS: how long a job's steps take
 
     @property
     def redis_url(self) -> str:

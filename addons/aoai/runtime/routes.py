@@ -447,6 +447,9 @@ ROUTES: list[Route] = [
     ),
     *_responses(),
     *_files_and_batches(),
+    # Batch jobs as the simulator runs them: their progress, and a job's clock run ahead.
+    Route("batch_jobs", ("GET",), "/++/batches", MANAGEMENT),
+    Route("batch_job_fast_forward", ("POST",), "/++/batches/{batch_id}/fast-forward", MANAGEMENT),
     # Images answered as URLs are fetched here, without a key, as from Azure's signed blob URLs.
     Route("image_file", ("GET",), "/++/images/{image}", MANAGEMENT, open=True),
     Route(
@@ -523,6 +526,10 @@ class RouteTable:
                 self._recent.clear()
             self._recent[key] = found
         return found
+
+    def operation(self, name: str) -> Route | None:
+        """The first route of an operation (its dated form where there are two)."""
+        return next((r for r in self.routes if r.operation == name), None)
 
     def usage(self) -> dict[str, int]:
         """For /++/limits: the paths remembered, and the most that may be."""

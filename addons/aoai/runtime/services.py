@@ -16,6 +16,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..batch.runner import Counts
 from ..batch.store import DataStore
 from ..openai import sealed_reasoning
 from .analyses import SharedResults
@@ -58,6 +59,7 @@ class Services:
     # Uploaded files and batch jobs, in the data folder every worker shares (None: not opened, in
     # record mode, where Azure keeps them; or the folder cannot be used).
     data: DataStore | None = None
+    batch_counts: Counts = field(default_factory=Counts)  # lines and tokens batch jobs answered here (metrics)
 
     def __post_init__(self) -> None:
         # Shared copies go to the bags whenever a Redis is set (Shared.use); bounded as the stores.

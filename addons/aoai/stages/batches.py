@@ -1,8 +1,14 @@
-"""Batches: Azure OpenAI's Files API (and the data folder it keeps them in), in generate and
-replay modes. Uploads, lists, retrievals, contents and deletions are answered from the data
-folder the services hold (`Services.data`, aoai/batch/store.py), which every worker pointing at
-the same folder shares and which outlives restarts. In record mode these requests are left to
-the Record stage, which forwards them to Azure.
+"""Batches: Azure OpenAI's Files and Batch APIs (and the data folder they are kept in), in
+generate and replay modes. Uploads, lists, retrievals, contents and deletions of files, and the
+creation, retrieval, listing and cancelling of batch jobs, are answered from the data folder the
+services hold (`Services.data`, aoai/batch/store.py), which every worker pointing at the same
+folder shares and which outlives restarts. The jobs themselves are run by a runner each replica
+starts (aoai/batch/runner.py): their lines are answered by the simulator's own stages
+(runtime/lines.py). In record mode these requests are left to the Record stage, which forwards
+them to Azure, and no job runs here.
+
+`/++/batches` shows the jobs not finished (progress, holder), and
+`POST /++/batches/{id}/fast-forward` runs a job's clock ahead.
 
 Every call to the store blocks (SQLite, disk), and a large upload is parsed and written in a
 worker thread: nothing here runs on the event loop longer than a dictionary lookup.
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -20,12 +27,14 @@ from typing import Any
 from mitmproxy import ctx, http
 
 from .. import wire
-from ..batch import files
+from ..batch import files, jsonl, results
+from ..batch.runner import Pace, Runner, Setup
 from ..batch.store import DataStore, FileRecord, Full
-from ..openai import forms
-from ..runtime.config import DATA_FOLDER_NAME, DEFAULT_DATA_MAX_BYTES, SimulatorConfig
+from ..openai import forms, tokens, validation
+from ..runtime.config import DATA_FOLDER_NAME, DEFAULT_DATA_MAX_BYTES, ConfigError, SimulatorConfig
+from ..runtime.lines import LineDriver
 from ..runtime.options import Option, check, declare, names
-from ..runtime.routes import REQUIRED
+from ..runtime.routes import REQUIRED, TABLE
 from ..runtime.services import Services
 from ..runtime.startup import Startup
 from ..runtime.state import RequestContext, context_of
@@ -33,6 +42,19 @@ from ..runtime.state import RequestContext, context_of
 logger = logging.getLogger(__name__)
 
 FILE_OPERATIONS = frozenset({"files", "files_list", "file", "file_delete", "file_content"})
+BATCH_OPERATIONS = frozenset({"batches", "batches_list", "batch", "batch_cancel"})
+JOB_OPERATIONS = frozenset({"batch_jobs", "batch_job_fast_forward"})
+# The online operation a batch endpoint's lines are, and its path (dated, then v1).
+LINE_OPERATIONS = {"/chat/completions": "chat", "/embeddings": "embeddings", "/responses": "responses"}
+LINE_PATHS = {
+    "/chat/completions": (
+        "/openai/deployments/{deployment}/chat/completions?api-version={version}",
+        "/openai/v1/chat/completions",
+    ),
+    "/embeddings": ("/openai/deployments/{deployment}/embeddings?api-version={version}", "/openai/v1/embeddings"),
+    "/responses": ("/openai/responses?api-version={version}", "/openai/v1/responses"),
+}
+LIST_DEFAULT, LIST_MOST = 20, 100
 
 OPTIONS = (
     Option(
@@ -41,6 +63,24 @@ OPTIONS = (
         "",
         f"Folder where uploaded files and batch jobs are kept, shared by every worker and kept across "
         f"restarts; empty: a folder '{DATA_FOLDER_NAME}' beside RECORDING_DIR.",
+    ),
+    Option(
+        "BATCH_VALIDATING_SECONDS",
+        float,
+        Pace.validating_s,
+        "Seconds a batch job stays validating before its input file is checked.",
+    ),
+    Option(
+        "BATCH_LINE_SECONDS",
+        float,
+        Pace.line_s,
+        "Seconds between one line of a batch job and the next (0: as fast as the lines are answered).",
+    ),
+    Option(
+        "BATCH_FINALIZING_SECONDS",
+        float,
+        Pace.finalizing_s,
+        "Seconds a batch job stays finalizing before its output and error files are made.",
     ),
     Option(
         "SIMULATOR_DATA_MAX_BYTES",
@@ -57,8 +97,21 @@ NAMES = names(OPTIONS)
 def apply(options: Any, config: SimulatorConfig, updated: set[str]) -> None:
     """Check the data folder's settings and copy them into `config`; raises ConfigError."""
     check(options, OPTIONS, updated)
+    for name in ("batch_validating_seconds", "batch_line_seconds", "batch_finalizing_seconds"):
+        if getattr(options, name) < 0 or getattr(options, name) > MAX_WAIT_S:
+            raise ConfigError(
+                f"{name.upper()}: expected seconds from 0 to {MAX_WAIT_S:g}, got {getattr(options, name)}"
+            )
     config.data_dir = options.simulator_data_dir.strip()
     config.data_max_bytes = options.simulator_data_max_bytes
+    config.batch_pace = Pace(
+        validating_s=options.batch_validating_seconds,
+        line_s=options.batch_line_seconds,
+        finalizing_s=options.batch_finalizing_seconds,
+    )
+
+
+MAX_WAIT_S = 7 * 86_400.0  # a job's waits: a week is more than any test sits through
 
 
 def unusable(folder: Path) -> str | None:
@@ -87,11 +140,55 @@ def _endpoint(flow: http.HTTPFlow) -> str:
 
 
 class Batches:
-    def __init__(self, config: SimulatorConfig, services: Services, startup: Startup | None = None):
+    def __init__(
+        self,
+        config: SimulatorConfig,
+        services: Services,
+        startup: Startup | None = None,
+        lines: LineDriver | None = None,
+    ):
         self.config = config
         self.services = services
         self.startup = startup or Startup()
         self.env_error: str | None = None
+        self.lines = lines  # answers a job's lines through the stages an online request meets
+        self.runner: Runner | None = None
+
+    def running(self) -> None:
+        store = self.services.data
+        if store is None or self.lines is None:
+            return
+        self.runner = Runner(store, self.lines.answer, self._setup(), counts=self.services.batch_counts)
+        self.runner.start()
+
+    async def done(self) -> None:
+        if self.runner is not None:
+            await self.runner.stop()
+            self.runner = None
+
+    def _setup(self) -> Setup:
+        config = self.config
+        return Setup(
+            pace=lambda: config.batch_pace,
+            deployment=self._deployment,
+            enqueued_limit=lambda name: config.deployments[name].enqueued_limit if name in config.deployments else None,
+            line_path=_line_path,
+            active=lambda: config.mode != "record" and self.services.data is not None,
+        )
+
+    def _deployment(self, name: str) -> jsonl.BatchDeployment | None:
+        deployment = self.config.deployments.get(name)
+        if deployment is None:
+            return None
+        encoding = tokens.encoding(deployment.model.encoding)
+
+        def count(endpoint: str, body: dict[str, Any]) -> int:
+            route = TABLE.operation(LINE_OPERATIONS.get(endpoint, "chat"))
+            if route is None or route.prompt_tokens is None:
+                return 0
+            return route.prompt_tokens(body, encoding)
+
+        return jsonl.BatchDeployment(name, deployment.global_batch, deployment.model.name, count)
 
     def load(self, loader: Any) -> None:
         self.env_error = declare(loader, OPTIONS)
@@ -109,9 +206,107 @@ class Batches:
         if flow.response or self.config.mode == "record":
             return None
         context = context_of(flow)
-        if context is None or context.route is None or context.route.operation not in FILE_OPERATIONS:
+        if context is None or context.route is None:
             return None
-        return self._answer(flow, context)
+        operation = context.route.operation
+        if operation in FILE_OPERATIONS:
+            return self._answer(flow, context)
+        if operation in BATCH_OPERATIONS:
+            return self._batch(flow, context)
+        if operation in JOB_OPERATIONS:
+            return self._jobs(flow, context)
+        return None
+
+    # --- the Batch API --------------------------------------------------------------------------
+
+    async def _batch(self, flow: http.HTTPFlow, context: RequestContext) -> None:
+        store, request = self.services.data, flow.request
+        if store is None:
+            flow.response = _no_folder(self.config, request)
+            return
+        operation, batch_id = context.route.operation, context.params.get("batch_id", "")
+        try:
+            if operation == "batches":
+                flow.response = await self._create(context, store)
+            elif operation == "batches_list":
+                after, limit = request.query.get("after") or None, _limit(request.query.get("limit"))
+                found, more = await asyncio.to_thread(store.list_batches, after, limit)
+                flow.response = wire.json_response(200, _list_body(found, more), request)
+            elif operation == "batch":
+                batch = await asyncio.to_thread(store.get_batch, batch_id)
+                if batch is None:
+                    raise _batch_not_found(batch_id)
+                flow.response = wire.json_response(200, batch, request)
+            elif operation == "batch_cancel":
+                flow.response = wire.json_response(200, await asyncio.to_thread(_cancel, store, batch_id), request)
+        except validation.Invalid as e:
+            flow.response = wire.openai_error(e.status, e.message, param=e.param, code=e.code, request=request)
+        except Full as e:
+            flow.response = _full(e, request)
+
+    async def _create(self, context: RequestContext, store: DataStore) -> http.Response:
+        request = context.request
+        try:
+            body = wire.loads(request.content or b"")
+        except ValueError as e:
+            return wire.bad_json(request, str(e))
+        asked = results.check_create(body)
+        source = await asyncio.to_thread(store.get_file, asked.input_file_id)
+        if source is None:
+            raise validation.Invalid(
+                f"File with id '{asked.input_file_id}' was not found.", "input_file_id", "fileNotFound", status=404
+            )
+        if source.purpose != "batch":
+            raise validation.Invalid(
+                f"The file '{asked.input_file_id}' has purpose '{source.purpose}'; a batch's input file needs purpose 'batch'.",
+                "input_file_id",
+                "invalid_request",
+                status=400,
+            )
+        batch = results.new_batch(
+            results.new_batch_id(),
+            asked.input_file_id,
+            asked.endpoint,
+            asked.completion_window,
+            asked.metadata,
+            asked.output_expires_after,
+            int(time.time()),
+        )
+        version = context.api_version if context.route.api_version == REQUIRED else ""
+        await asyncio.to_thread(_add_batch, store, batch, version)
+        logger.info("batch %s created: %s lines of %s", batch["id"], source.filename, asked.endpoint)
+        return wire.json_response(200, batch, request)
+
+    # --- /++/batches ------------------------------------------------------------------------
+
+    async def _jobs(self, flow: http.HTTPFlow, context: RequestContext) -> None:
+        store, request = self.services.data, flow.request
+        if store is None:
+            flow.response = _no_folder(self.config, request)
+            return
+        if context.route.operation == "batch_jobs":
+            jobs = await asyncio.to_thread(store.active_batches)
+            counts = await asyncio.to_thread(store.count_by_status)
+            flow.response = wire.json_response(200, {"jobs": jobs, "byStatus": counts}, request)
+            return
+        batch_id = context.params.get("batch_id", "")
+        try:
+            asked = wire.loads(request.content or b"{}")
+            seconds = asked.get("seconds") if isinstance(asked, dict) else None
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= MAX_SKIP_S:
+                raise ValueError
+        except ValueError:
+            flow.response = wire.azure_error(
+                400, "BadRequest", f'body: expected {{"seconds": N}}, N from 0 to {MAX_SKIP_S:g}', request
+            )
+            return
+        if not await asyncio.to_thread(store.fast_forward, batch_id, float(seconds)):
+            flow.response = wire.azure_error(404, "NotFound", f"no batch {batch_id!r}", request)
+            return
+        batch = await asyncio.to_thread(store.get_batch, batch_id)
+        flow.response = wire.json_response(
+            200, {"batch": batch, "skippedSeconds": await asyncio.to_thread(store.skipped, batch_id)}, request
+        )
 
     async def _answer(self, flow: http.HTTPFlow, context: RequestContext) -> None:
         store = self.services.data
@@ -173,6 +368,74 @@ class Batches:
                 location += f"?api-version={context.api_version}"
             return wire.json_response(201, record.to_json(), request, headers={"location": location})
         return wire.json_response(200, record.to_json(), request)
+
+
+MAX_SKIP_S = 366 * 86_400.0
+
+
+def _no_folder(config: SimulatorConfig, request: http.Request) -> http.Response:
+    return wire.azure_error(
+        503,
+        "ServiceUnavailable",
+        f"Files and batches cannot be kept: the data folder {config.data_folder} cannot be used.",
+        request,
+    )
+
+
+def _batch_not_found(batch_id: str) -> validation.Invalid:
+    return validation.Invalid(f"Batch with id '{batch_id}' was not found.", "batch_id", "batchNotFound", status=404)
+
+
+def _limit(text: str | None) -> int:
+    if not text:
+        return LIST_DEFAULT
+    try:
+        limit = int(text)
+    except ValueError:
+        raise validation.Invalid(
+            f"Invalid 'limit': expected an integer, got '{text[:50]}'.", "limit", "invalid_value"
+        ) from None
+    if not 1 <= limit <= LIST_MOST:
+        raise validation.Invalid(
+            f"Invalid 'limit': expected a value from 1 to {LIST_MOST}, got {limit}.", "limit", "invalid_value"
+        )
+    return limit
+
+
+def _list_body(found: list[dict[str, Any]], more: bool) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": found,
+        "first_id": found[0]["id"] if found else None,
+        "last_id": found[-1]["id"] if found else None,
+        "has_more": more,
+    }
+
+
+def _add_batch(store: DataStore, batch: dict[str, Any], version: str) -> None:
+    store.add_batch(batch, "", 0)
+    # How its lines are asked online: the dated path at this api-version, or the v1 path.
+    store.save_batch(batch, {"api_version": version})
+
+
+def _cancel(store: DataStore, batch_id: str) -> dict[str, Any]:
+    """Cancel the job, whichever replica runs it (it sees the status at its next step)."""
+    for _ in range(8):
+        batch = store.get_batch(batch_id)
+        if batch is None:
+            raise _batch_not_found(batch_id)
+        moved = results.cancel(batch, int(time.time()))
+        if moved is batch or moved == batch:
+            return batch
+        if store.save_batch(moved, expect=str(batch["status"])):
+            return moved
+    raise validation.Invalid("The batch is changing; try again.", "batch_id", "conflict", status=409)
+
+
+def _line_path(batch: dict[str, Any], endpoint: str, deployment: str, version: str) -> str:
+    """The online path a line of `batch` is asked on, as the application would ask it."""
+    dated, v1 = LINE_PATHS[jsonl.endpoint_of(endpoint) or "/chat/completions"]
+    return dated.format(deployment=deployment, version=version) if version else v1
 
 
 def _store_upload(store: DataStore, body: bytes, content_type: str) -> FileRecord:
