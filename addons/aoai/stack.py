@@ -103,7 +103,14 @@ def build_addons(config: SimulatorConfig, services: Services, startup: Startup |
         Pacing(),  # holds other answers until due, after every hook that may change them
         Management(config, services, limits),  # /++/health, /++/config, /++/limits, /++/reset-limits, …
         Metrics(
-            config, streams, services.limiter, book, services.peers, shared=services.shared
+            config,
+            streams,
+            services.limiter,
+            book,
+            services.peers,
+            shared=services.shared,
+            batch_counts=services.batch_counts,
+            batch_jobs=services.batch_jobs_by_status,
         ),  # /++/metrics; counts and times every flow
         NotFound(config),  # nothing answered: 404, so generate and replay never go upstream
         FlowCap(config, startup),  # under mitmweb: keep only the newest flows in memory (by count and bytes)

@@ -123,3 +123,19 @@ def test_cancel_and_fast_forward_past_the_window(stack_factory):
     r = stack.post(f"/++/batches/{late['id']}/fast-forward", json={"seconds": 86_400})
     assert r.status_code == 200, r.text
     assert wait(stack, late["id"])["status"] == "expired"
+
+
+def test_metrics_count_jobs_lines_and_tokens(stack):
+    wait(stack, submit(stack, lines(5))["id"])
+    text = stack.get("/++/metrics").text
+    assert 'aoai_batch_jobs{status="completed"} 1.0' in text
+    assert 'aoai_batch_lines_total{deployment="gpt-4o-batch",outcome="completed"} 5.0' in text
+    assert 'aoai_batch_tokens_total{deployment="gpt-4o-batch",kind="prompt"}' in text
+
+
+def test_limits_show_what_the_data_folder_holds(stack):
+    upload(stack, f"{V1}/files", {"purpose": "batch"}, lines(2))
+    folder = stack.get("/++/limits").json()["stores"]["dataFolder"]
+    assert (
+        folder["count"] == 1 and folder["bytes"] > 0 and folder["settings"] == {"maxBytes": "SIMULATOR_DATA_MAX_BYTES"}
+    )

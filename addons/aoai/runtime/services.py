@@ -104,6 +104,10 @@ class Services:
             self.reasoning_secret = found.decode()
             sealed_reasoning.share_key(self.reasoning_secret)
 
+    def batch_jobs_by_status(self) -> dict[str, int]:
+        """Batch jobs kept in the data folder, by status ({} when it is not open)."""
+        return self.data.count_by_status() if self.data is not None else {}
+
     def _open_data(self, config: SimulatorConfig) -> None:
         """Open the data folder (once; again when it moves); record mode leaves it closed until needed."""
         folder = config.data_folder

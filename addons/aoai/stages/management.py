@@ -330,6 +330,8 @@ def stores_view(services: Services) -> dict:
         "undefinedDeploymentLabels": store(services.labels.usage(), maxCount="METRICS_MAX_DEPLOYMENT_LABELS"),
         "retryHints": store(services.limiter.hints.usage(), maxBytes="RETRY_HINTS_MAX_BYTES"),
     }
+    if services.data is not None:  # files and batch jobs in the data folder
+        stores["dataFolder"] = store(services.data.usage(), maxBytes="SIMULATOR_DATA_MAX_BYTES")
     if services.recordings is not None:
         usage = services.recordings.usage()
         stores["pendingRecordings"] = store(usage["pending"], maxBytes="RECORDING_PENDING_MAX_BYTES")

@@ -17,13 +17,14 @@ import bisect
 import itertools
 import logging
 import os
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from mitmproxy import http
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ..batch.runner import Counts
 from ..runtime import limits, peers
 from ..runtime.config import SimulatorConfig
 from ..runtime.fault_book import FaultBook
@@ -253,6 +254,40 @@ class SharedState:
         yield failures
 
 
+class BatchJobs:
+    """`aoai_batch_jobs` (kept in the data folder, by status: every replica sharing the folder
+    sees the same), `aoai_batch_lines_total` (lines this replica answered, by deployment and
+    outcome) and `aoai_batch_tokens_total` (their tokens, prompt and completion)."""
+
+    def __init__(self, counts: Counts | None, by_status: Callable[[], dict[str, int]] | None):
+        self.counts, self.by_status = counts, by_status
+
+    def collect(self):
+        jobs = GaugeMetricFamily("aoai_batch_jobs", "Batch jobs kept, by status.", labels=["status"])
+        lines = CounterMetricFamily(
+            "aoai_batch_lines",
+            "Batch lines answered here, by deployment and outcome.",
+            labels=["deployment", "outcome"],
+        )
+        used = CounterMetricFamily(
+            "aoai_batch_tokens", "Tokens of the batch lines answered here.", labels=["deployment", "kind"]
+        )
+        if self.by_status is not None:
+            try:
+                for status, n in sorted(self.by_status().items()):
+                    jobs.add_metric((status,), n)
+            except Exception as e:  # the data folder went away: the rest of the scrape still helps
+                logger.warning("batch jobs cannot be counted: %s", e)
+        if self.counts is not None:
+            for (deployment, outcome), n in sorted(self.counts.lines.items()):
+                lines.add_metric((deployment, outcome), n)
+            for (deployment, kind), n in sorted(self.counts.tokens.items()):
+                used.add_metric((deployment, kind), n)
+        yield jobs
+        yield lines
+        yield used
+
+
 class StreamsPlayed:
     """`aoai_streams_total`: paced streams by how they were played, `direct` (onto the client's
     socket) or `loopback` (through mitmproxy's layers, several times the CPU per frame); a
@@ -281,6 +316,8 @@ class Metrics:
         link: peers.Link | None = None,
         metrics: SimulatorMetrics | None = None,
         shared: Shared | None = None,
+        batch_counts: Counts | None = None,
+        batch_jobs: Callable[[], dict[str, int]] | None = None,
     ):
         self.config = config
         self.link = link if link is not None else peers.Link()  # other workers' metrics are scraped through it
@@ -290,6 +327,7 @@ class Metrics:
         self.metrics.registry.register(StreamsPlayed(streams))
         self.metrics.registry.register(FaultsInjected(faults))
         self.metrics.registry.register(SharedState(shared))
+        self.metrics.registry.register(BatchJobs(batch_counts, batch_jobs))
         streams.observers.append(self.stream_played)
         self._lag: asyncio.Task | None = None  # the loop-lag watch, from running()
 
