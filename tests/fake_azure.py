@@ -36,6 +36,29 @@ UPSTREAM_KEY = "azure-secret-key-9f8e7d"
 CHUNK_GAP = 0.05
 
 
+# What the fake Azure answers for files and batches (record mode forwards them).
+UPSTREAM_FILE = {
+    "id": "file-upstream0001",
+    "object": "file",
+    "bytes": 10,
+    "created_at": 1700000000,
+    "filename": "in.jsonl",
+    "purpose": "batch",
+    "status": "processed",
+    "expires_at": None,
+}
+UPSTREAM_BATCH = {
+    "id": "batch_upstream0001",
+    "object": "batch",
+    "endpoint": "/chat/completions",
+    "input_file_id": "file-upstream0001",
+    "completion_window": "24h",
+    "output_file_id": "file-upstream-out",
+    "created_at": 1700000000,
+}
+UPSTREAM_RESULTS = b'{"custom_id":"task-0","response":{"status_code":200,"body":{"upstream":true}},"error":null}\n'
+
+
 def chat_body(content: str, model: str = "gpt-4o-2024-11-20") -> dict:
     return {
         "id": "chatcmpl-" + uuid.uuid4().hex[:20],
@@ -175,6 +198,13 @@ class _Handler(BaseHTTPRequestHandler):
         if "/audio/transcriptions" in self.path:
             self._send(200, json.dumps({"text": f"Upstream heard {len(raw)} bytes."}).encode())
             return
+        path = self.path.partition("?")[0].rstrip("/")
+        if path.endswith("/files"):
+            self._send(200, json.dumps(UPSTREAM_FILE).encode())
+            return
+        if path.endswith("/batches"):
+            self._send(200, json.dumps({**UPSTREAM_BATCH, "status": "validating"}).encode())
+            return
         if "/images/generations" in self.path:
             self._send(200, json.dumps(image_body(body.get("response_format") or "url")).encode())
             return
@@ -200,6 +230,19 @@ class _Handler(BaseHTTPRequestHandler):
             return
         time.sleep(0.2)
         self._send(200, json.dumps(chat_body(text)).encode())
+
+    def do_GET(self) -> None:
+        """Files and batches: a batch is in progress when first asked, completed after."""
+        self.server.requests.append({"path": self.path, "headers": dict(self.headers), "body": None})
+        path = self.path.partition("?")[0].rstrip("/")
+        if path.endswith("/content"):
+            self._send(200, UPSTREAM_RESULTS, "application/octet-stream")
+        elif "/batches/" in path:
+            polls = sum(1 for r in self.server.requests if "/batches/" in r["path"] and r["body"] is None)
+            status = "in_progress" if polls == 1 else "completed"
+            self._send(200, json.dumps({**UPSTREAM_BATCH, "status": status}).encode())
+        else:
+            self._send(404, b'{"error":{"code":"404","message":"Resource not found"}}')
 
     def _misbehave(self, fault: str) -> None:
         if fault == HANG:

@@ -152,3 +152,34 @@ def test_entra_bearer_passes_through_when_no_azure_key(stack_factory, tmp_path):
         assert r.status_code == 401
         assert upstream.requests[0]["headers"].get("authorization") == "Bearer entra-token-123"
         assert "api-key" not in {k.lower() for k in upstream.requests[0]["headers"]}
+
+
+def test_files_and_batches_are_forwarded_when_recording_and_replayed_with_the_same_ids(stack_factory, tmp_path):
+    from fake_azure import UPSTREAM_RESULTS
+    from test_stack_files import upload
+
+    folder = tmp_path / "rec"
+    version = f"?api-version={API_VERSION}"
+
+    def session(sim) -> list:
+        made = upload(sim, f"/openai/files{version}", {"purpose": "batch"}).json()
+        batch = sim.post(
+            f"/openai/batches{version}",
+            json={"input_file_id": made["id"], "endpoint": "/chat/completions", "completion_window": "24h"},
+        ).json()
+        polls = [sim.get(f"/openai/batches/{batch['id']}{version}").json()["status"] for _ in range(3)]
+        content = sim.get(f"/openai/files/{batch['output_file_id']}/content{version}").content
+        return [made["id"], batch["id"], polls, content]
+
+    with FakeAzure() as upstream:
+        recorded = session(stack_factory(record_env(upstream, folder)))
+        assert recorded == [
+            "file-upstream0001",
+            "batch_upstream0001",
+            ["in_progress", "completed", "completed"],
+            UPSTREAM_RESULTS,
+        ]
+        forwarded = len(upstream.requests)
+    sim = stack_factory({"SIMULATOR_MODE": "replay", "RECORDING_DIR": str(folder)})
+    assert session(sim) == recorded  # the same ids, the same statuses in order, the same results
+    assert forwarded == 6

@@ -44,6 +44,10 @@ def unwritable(directory: Path) -> str | None:
     return None
 
 
+def _from_data_folder(context: RequestContext) -> bool:
+    return context.route is not None and context.route.from_data_folder
+
+
 def key_of(flow: http.HTTPFlow, store: RecordingStore) -> str:
     request, context = flow.request, context_of(flow)
     # The checks read an upload's form already: used when it was read from these very bytes
@@ -278,7 +282,10 @@ class Replay:
             or mode == "generate"
             or context is None
             or context.stream is not None
-            or (context.route is not None and (context.route.family == MANAGEMENT or context.route.from_data_folder))
+            or (context.route is not None and context.route.family == MANAGEMENT)
+            # Files and batches recording forwards each time (a job's polls must reach Azure);
+            # replaying answers what was recorded of them, else the data folder does.
+            or (mode == "record" and _from_data_folder(context))
         ):
             return None
         if offload.heavy(flow.request):
@@ -316,7 +323,7 @@ class Replay:
                 context.recording = False
             return None
         ref = self.store.next_ref(key)
-        if ref is None and self.config.mode == "replay":
+        if ref is None and self.config.mode == "replay" and not _from_data_folder(context):
             flow.response = miss_response(flow, self.store, key, self.config.recording.miss_status)
         return ref
 

@@ -158,7 +158,10 @@ def _body_to_yaml(content: bytes, content_type: str) -> dict[str, Any]:
     """A body as the most readable YAML it can be: structure, text or base64."""
     if not content:
         return {}
-    if "json" in (content_type or "") or content.lstrip()[:1] in (b"{", b"["):
+    # JSON is kept as structure; a file's bytes (octet-stream, such as a batch's JSONL results)
+    # are kept as they are, so a lone JSON line keeps its newline.
+    sniffed = not content_type and content.lstrip()[:1] in (b"{", b"[")
+    if "json" in (content_type or "") or sniffed:
         try:
             return {"body": orjson.loads(content)}
         except orjson.JSONDecodeError:
