@@ -111,3 +111,15 @@ def test_replay_mode_answers_from_the_data_folder(stack_factory):
     made = upload(stack, V1, {"purpose": "batch"})
     assert made.status_code == 200, made.text
     assert stack.get(f"{V1}/{made.json()['id']}").status_code == 200
+
+
+def test_the_file_counts_are_settings(stack_factory):
+    stack = stack_factory({"FILES_MAX_WITHOUT_EXPIRY": "2", "FILES_MAX": "3"})
+    assert upload(stack, V1, {"purpose": "batch"}).status_code == 200
+    assert upload(stack, V1, {"purpose": "batch"}).status_code == 200
+    r = upload(stack, V1, {"purpose": "batch"})
+    assert r.status_code == 400 and "maximum is 2" in r.json()["error"]["message"]
+    expiring = {"purpose": "batch", "expires_after[seconds]": "1209600", "expires_after[anchor]": "created_at"}
+    assert upload(stack, V1, expiring).status_code == 200
+    r = upload(stack, V1, expiring)
+    assert r.status_code == 400 and "maximum is 3" in r.json()["error"]["message"]

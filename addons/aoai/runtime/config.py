@@ -541,6 +541,8 @@ class SimulatorConfig:
     # and the most bytes their files may take together (SIMULATOR_DATA_MAX_BYTES).
     data_dir: str = ""
     data_max_bytes: int = DEFAULT_DATA_MAX_BYTES
+    files_max: int = 10_000  # files kept at most (Azure: 10,000 when they expire)
+    files_max_without_expiry: int = 500  # of them, files that never expire (Azure: 500)
     batch_pace: Pace = field(default_factory=Pace)  # BATCH_*_SECONDS: how long a job's steps take
 
     @property

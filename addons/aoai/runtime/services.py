@@ -113,11 +113,12 @@ class Services:
         folder = config.data_folder
         if self.data is not None and self.data.folder == folder:
             self.data.max_bytes = config.data_max_bytes
+            self.data.max_files, self.data.max_files_with_expiry = config.files_max_without_expiry, config.files_max
             return
         if config.mode == "record":
             return
         try:
-            self.data = DataStore(folder, config.data_max_bytes)
+            self.data = DataStore(folder, config.data_max_bytes, config.files_max_without_expiry, config.files_max)
         except (OSError, sqlite3.Error) as e:
             logger.error("SIMULATOR_DATA_DIR: cannot keep files and batches in %s: %s", folder, e)
             self.data = None

@@ -83,6 +83,24 @@ OPTIONS = (
         "Seconds a batch job stays finalizing before its output and error files are made.",
     ),
     Option(
+        "FILES_MAX",
+        int,
+        SimulatorConfig.files_max,
+        "Files kept in the data folder at most, uploads and batch outputs (Azure's: 10,000); past it an "
+        "upload gets Azure's quotaExceeded error.",
+        low=1,
+        high=10_000_000,
+    ),
+    Option(
+        "FILES_MAX_WITHOUT_EXPIRY",
+        int,
+        SimulatorConfig.files_max_without_expiry,
+        "Of those, files kept at most that never expire (Azure's: 500); files with expires_after count only "
+        "against FILES_MAX.",
+        low=1,
+        high=10_000_000,
+    ),
+    Option(
         "SIMULATOR_DATA_MAX_BYTES",
         int,
         DEFAULT_DATA_MAX_BYTES,
@@ -104,6 +122,8 @@ def apply(options: Any, config: SimulatorConfig, updated: set[str]) -> None:
             )
     config.data_dir = options.simulator_data_dir.strip()
     config.data_max_bytes = options.simulator_data_max_bytes
+    config.files_max = options.files_max
+    config.files_max_without_expiry = min(options.files_max_without_expiry, options.files_max)
     config.batch_pace = Pace(
         validating_s=options.batch_validating_seconds,
         line_s=options.batch_line_seconds,
