@@ -100,14 +100,17 @@ class Runner:
         self.counts = counts if counts is not None else Counts()
         self.jobs: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._leases: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._claim_forever())
+        if self._leases is None or self._leases.done():
+            self._leases = asyncio.get_running_loop().create_task(self._keep_leases())
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._task, *self.jobs.values()) if t is not None]
-        self._task = None
+        tasks = [t for t in (self._task, self._leases, *self.jobs.values()) if t is not None]
+        self._task = self._leases = None
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -128,6 +131,22 @@ class Runner:
                 logger.exception("batch jobs could not be claimed; trying again")
             await asyncio.sleep(self.setup.pace().poll_s)
 
+    async def _keep_leases(self) -> None:
+        """Renew the lease of every job held here, however long its lines take (a line may wait
+        minutes on a declared hang); a job whose lease another runner took is stopped here."""
+        while True:
+            lease_s = self.setup.pace().lease_s
+            await asyncio.sleep(lease_s / 3)
+            for batch_id, task in list(self.jobs.items()):
+                try:
+                    held = await asyncio.to_thread(self.store.renew, self.owner, batch_id, lease_s)
+                except Exception:
+                    logger.exception("the lease of batch %s could not be renewed", batch_id)
+                    continue
+                if not held:
+                    logger.warning("batch %s is run by another replica now; stopped here", batch_id)
+                    task.cancel()
+
     async def claim(self) -> list[str]:
         """Take the jobs no live runner holds, and start them."""
         if not self.setup.active():
@@ -143,6 +162,8 @@ class Runner:
             await Job(self, batch_id).run()
         except asyncio.CancelledError:
             raise
+        except Lost:
+            logger.info("batch %s is gone or held by another replica; stopped here", batch_id)
         except Exception:
             logger.exception("batch %s stopped on an error; it is taken up again", batch_id)
         finally:
@@ -162,7 +183,6 @@ class Job:
         self.runner, self.store, self.id = runner, runner.store, batch_id
         self.batch: dict[str, Any] = {}
         self.progress: dict[str, Any] = {}
-        self._renewed = 0.0
         self._read = 0.0  # when the batch was last read from the store (runner's clock)
         self.skipped = 0.0  # how far the job was fast-forwarded
 
@@ -173,8 +193,8 @@ class Job:
         return self.runner.clock() + self.skipped
 
     async def refresh(self, at_most_every: float = 0.0) -> None:
-        """Read the batch again (a cancel or fast-forward may come from any replica) and keep
-        the lease; not again within `at_most_every` seconds of the last read."""
+        """Read the batch again (a cancel or fast-forward may come from any replica); not again
+        within `at_most_every` seconds of the last read."""
         if at_most_every and self.runner.clock() - self._read < at_most_every:
             return
         self._read = self.runner.clock()
@@ -184,13 +204,6 @@ class Job:
         self.batch = batch
         self.progress = await asyncio.to_thread(self.store.progress, self.id)
         self.skipped = await asyncio.to_thread(self.store.skipped, self.id)
-        clock = self.runner.clock()
-        if clock - self._renewed > self.runner.setup.pace().lease_s / 3:
-            if not await asyncio.to_thread(
-                self.store.renew, self.runner.owner, self.id, self.runner.setup.pace().lease_s
-            ):
-                raise Lost(self.id)
-            self._renewed = clock
 
     async def until(self, due: float, statuses: frozenset[str]) -> bool:
         """Wait until the job's clock reaches `due`; False when its status left `statuses`
