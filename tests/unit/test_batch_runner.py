@@ -63,7 +63,7 @@ def custom_ids(store: DataStore, file_id: str) -> Counter:
 
 
 def test_two_runners_on_one_folder_answer_each_line_once(tmp_path: Path):
-    pace = Pace(validating_s=0, line_s=0, finalizing_s=0, concurrency=4, lease_s=1, poll_s=0.05)
+    pace = Pace(validating_s=0, line_s=0, finalizing_s=0, concurrency=4, lease_s=2, poll_s=0.05)
     asked: Counter = Counter()
 
     async def answer(method: str, path: str, body: bytes) -> Answered:
@@ -87,12 +87,12 @@ def test_two_runners_on_one_folder_answer_each_line_once(tmp_path: Path):
 
 
 def test_a_long_line_keeps_its_runners_lease(tmp_path: Path):
-    pace = Pace(validating_s=0, line_s=0, finalizing_s=0, concurrency=1, lease_s=0.6, poll_s=0.05)
+    pace = Pace(validating_s=0, line_s=0, finalizing_s=0, concurrency=1, lease_s=1.2, poll_s=0.05)
     runs: Counter = Counter()
 
     async def slow(method: str, path: str, body: bytes) -> Answered:
         runs["slow"] += 1
-        await asyncio.sleep(1.5)  # longer than the lease: renewed meanwhile
+        await asyncio.sleep(2.5)  # twice the lease: renewed meanwhile
         return Answered(200, b"{}", "r")
 
     async def go():
