@@ -293,3 +293,42 @@ def test_two_processes_on_one_data_folder_run_a_job_once(simulator_factory, tmp_
     outputs = results(azure(one), done.output_file_id)
     assert sorted(Counter(r["custom_id"] for r in outputs).values()) == [1] * 200
     assert one.key == API_KEY
+
+
+# --- replay: a job's lines answered from recordings of the same online requests -------------
+
+
+def test_replay_answers_a_jobs_lines_from_recordings_of_the_same_online_requests(simulator_factory, tmp_path):
+    from fake_azure import UPSTREAM_KEY, FakeAzure
+
+    folder = tmp_path / "recordings"
+    messages = [{"role": "user", "content": "Recorded question"}]
+    with FakeAzure() as upstream:
+        recorder = simulator_factory(
+            {
+                "SIMULATOR_MODE": "record",
+                "AZURE_OPENAI_ENDPOINT": upstream.url,
+                "AZURE_OPENAI_KEY": UPSTREAM_KEY,
+                "RECORDING_DIR": str(folder),
+            }
+        )
+        dated = azure(recorder).chat.completions.create(model="gpt-4o-batch", messages=messages, max_tokens=10)
+        on_v1 = v1(recorder).chat.completions.create(model="gpt-4o-batch", messages=messages, max_tokens=10)
+        recorder.stop()
+    assert dated.id != on_v1.id  # two recordings, one per path
+    replayer = simulator_factory(settings(tmp_path, SIMULATOR_MODE="replay", RECORDING_DIR=str(folder)))
+    line = {
+        "custom_id": "from-recording",
+        "method": "POST",
+        "url": "/chat/completions",
+        "body": {"model": "gpt-4o-batch", "messages": messages, "max_tokens": 10},
+    }
+    for client, recorded in ((azure(replayer), dated), (v1(replayer), on_v1)):
+        done = wait(client, submit(client, jsonl([line])).id)
+        assert done.status == "completed" and done.request_counts.completed == 1, (
+            done,
+            results(client, done.error_file_id),
+        )
+        body = results(client, done.output_file_id)[0]["response"]["body"]
+        assert body["id"] == recorded.id
+        assert body["choices"][0]["message"]["content"] == recorded.choices[0].message.content
