@@ -6,8 +6,8 @@ a fresh simulator:
 
 * wall time from the create call to `completed` (the batch polled every 100 ms), and lines
   per second;
-* the simulator process's peak resident memory (VmHWM in /proc/<pid>/status), before the job
-  and after it;
+* the simulator process's peak resident memory (VmHWM in /proc/<pid>/status): before the job,
+  when it completes, and after its output file is downloaded;
 * the event loop's responsiveness meanwhile: `/++/health` asked every 50 ms, p50/p99/max of
   its latency, as an online client beside the job would feel it.
 
@@ -134,6 +134,7 @@ def run_job(sim: Simulator, lines: int) -> dict[str, float]:
         wall = time.perf_counter() - started
         probe.stopping.set()
         probe.join()
+        peak_job = peak_rss_mib(sim.process.pid)
         if batch["status"] != "completed" or batch["request_counts"]["completed"] != lines:
             raise RuntimeError(f"the job did not complete: {json.dumps(batch)[:500]}")
         output = client.get(f"/files/{batch['output_file_id']}/content")
@@ -143,7 +144,8 @@ def run_job(sim: Simulator, lines: int) -> dict[str, float]:
         "wall_s": wall,
         "lines_per_s": lines / wall,
         "rss_before_mib": before,
-        "rss_peak_mib": peak_rss_mib(sim.process.pid),
+        "rss_peak_mib": peak_job,
+        "rss_after_download_mib": peak_rss_mib(sim.process.pid),
         "health_p50_ms": percentile(probe.times, 50),
         "health_p99_ms": percentile(probe.times, 99),
         "health_max_ms": max(probe.times),
@@ -165,13 +167,13 @@ def main() -> int:
     print(machine_line())
     print("chat jobs in generate mode, every batch wait 0, latency off; one fresh simulator per job\n")
     print(
-        f"{'lines':>7} {'wall s':>8} {'lines/s':>8} {'RSS MiB before':>15} {'peak':>6} "
+        f"{'lines':>7} {'wall s':>8} {'lines/s':>8} {'RSS MiB before':>15} {'peak':>6} {'+download':>10} "
         f"{'health p50 ms':>14} {'p99':>6} {'max':>7} {'output MiB':>11}"
     )
     for lines, m in measured.items():
         print(
             f"{lines:>7} {m['wall_s']:>8.1f} {m['lines_per_s']:>8.0f} {m['rss_before_mib']:>15.0f} "
-            f"{m['rss_peak_mib']:>6.0f} {m['health_p50_ms']:>14.1f} {m['health_p99_ms']:>6.1f} "
+            f"{m['rss_peak_mib']:>6.0f} {m['rss_after_download_mib']:>10.0f} {m['health_p50_ms']:>14.1f} {m['health_p99_ms']:>6.1f} "
             f"{m['health_max_ms']:>7.1f} {m['output_mib']:>11.1f}"
         )
     return 0
