@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { echo $$p; break; }; done)
 
-.PHONY: install run web test coverage lint typecheck docs fuzz hostile bench bench-latency bench-limits bench-replay bench-shared bench-soak clean
+.PHONY: install run web test coverage lint typecheck docs fuzz hostile bench bench-latency bench-limits bench-replay bench-shared bench-batch bench-soak clean
 
 install: $(VENV)/.installed
 
@@ -103,6 +103,13 @@ BENCH_SHARED_ARGS ?=
 
 bench-shared: install
 	$(BIN)/python scripts/bench_shared.py $(BENCH_SHARED_ARGS)
+
+# Batch jobs of 10,000 and 50,000 chat lines with every wait at zero: wall time, lines per
+# second, the simulator's peak memory and /++/health latency meanwhile. BENCH_BATCH_ARGS="--lines 1000".
+BENCH_BATCH_ARGS ?=
+
+bench-batch: install
+	$(BIN)/python scripts/bench_batch.py $(BENCH_BATCH_ARGS)
 
 # SOAK_ARGS="--minutes 5": shorter than the default 30 minutes.
 SOAK_ARGS ?=
