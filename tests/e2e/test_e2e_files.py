@@ -23,6 +23,13 @@ def test_upload_list_retrieve_content_delete_with_azure_openai(simulator):
         client.files.retrieve(made.id)
 
 
+def test_a_large_file_downloads_whole_from_disk_on_both_paths(simulator):
+    data = LINES * 40_000  # about 4 MB: sent from disk in pieces
+    made = azure(simulator).files.create(file=("big.jsonl", data), purpose="batch")
+    assert azure(simulator).files.content(made.id).content == data
+    assert v1(simulator).files.content(made.id).content == data
+
+
 def test_the_v1_client_sees_the_same_files_and_expiry(simulator):
     made = azure(simulator).files.create(file=("a.jsonl", LINES), purpose="batch")
     client = v1(simulator)

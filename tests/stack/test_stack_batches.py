@@ -139,3 +139,18 @@ def test_limits_show_what_the_data_folder_holds(stack):
     assert (
         folder["count"] == 1 and folder["bytes"] > 0 and folder["settings"] == {"maxBytes": "SIMULATOR_DATA_MAX_BYTES"}
     )
+
+
+def test_a_large_file_is_sent_from_disk_whole(stack):
+    data = lines(1) * 30_000  # about 5 MB: sent in pieces, never held whole
+    made = upload(stack, f"{V1}/files", {"purpose": "batch"}, data).json()
+    r = stack.get(f"{V1}/files/{made['id']}/content")
+    assert r.status_code == 200 and r.content == data
+
+
+def test_responses_lines_of_an_older_dated_batch_are_asked_on_the_v1_path(stack):
+    from aoai.stages.batches import _line_path
+
+    assert _line_path({}, "/responses", "d", "2024-10-21") == "/openai/v1/responses"
+    assert _line_path({}, "/responses", "d", "2025-04-01-preview") == "/openai/responses?api-version=2025-04-01-preview"
+    assert _line_path({}, "/chat/completions", "d", "2024-10-21").startswith("/openai/deployments/d/chat/completions")

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import tempfile
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from mitmproxy import ctx, http
 
@@ -38,6 +39,7 @@ from ..runtime.routes import REQUIRED, TABLE
 from ..runtime.services import Services
 from ..runtime.startup import Startup
 from ..runtime.state import RequestContext, context_of
+from ..runtime.streams import StreamPlan
 
 logger = logging.getLogger(__name__)
 
@@ -361,11 +363,21 @@ class Batches:
                     raise files.not_found(file_id)
                 flow.response = wire.json_response(200, files.deleted_body(file_id), request)
             elif operation == "file_content":
-                content = await asyncio.to_thread(_content, store, file_id)
-                if content is None:
+                opened = await asyncio.to_thread(_open_content, store, file_id)
+                if opened is None:
                     raise files.not_found(file_id)
                 headers = wire.azure_headers(request, self.config.region, "application/octet-stream")
-                flow.response = wire.plain_response(200, content, headers)
+                file, size = opened
+                if size <= WHOLE_CONTENT_BYTES:
+                    with file:
+                        flow.response = wire.plain_response(200, await asyncio.to_thread(file.read), headers)
+                    return
+                # A large file (a batch's results may be hundreds of MB) is sent from disk a
+                # piece at a time, never held whole.
+                headers["content-length"] = str(size)
+                plan = StreamPlan(headers, [], source=FileChunks(file), keep_body=False)
+                self.services.streams.route(plan)
+                context.stream = plan
         except files.FileError as e:
             flow.response = _error(e, request)
         except Full as e:
@@ -453,9 +465,17 @@ def _cancel(store: DataStore, batch_id: str) -> dict[str, Any]:
 
 
 def _line_path(batch: dict[str, Any], endpoint: str, deployment: str, version: str) -> str:
-    """The online path a line of `batch` is asked on, as the application would ask it."""
-    dated, v1 = LINE_PATHS[jsonl.endpoint_of(endpoint) or "/chat/completions"]
-    return dated.format(deployment=deployment, version=version) if version else v1
+    """The online path a line of `batch` is asked on, as the application would ask it: the
+    dated path at the batch's api-version, or the v1 path (for a v1 batch, and for Responses
+    lines of a version older than the Responses API's first, 2025-04-01-preview)."""
+    named = jsonl.endpoint_of(endpoint) or "/chat/completions"
+    dated, v1 = LINE_PATHS[named]
+    if not version or (named == "/responses" and version[:10] < RESPONSES_SINCE):
+        return v1
+    return dated.format(deployment=deployment, version=version)
+
+
+RESPONSES_SINCE = "2025-04-01"
 
 
 def _store_upload(store: DataStore, body: bytes, content_type: str) -> FileRecord:
@@ -469,12 +489,38 @@ def _store_upload(store: DataStore, body: bytes, content_type: str) -> FileRecor
     return store.add_file(upload.filename, upload.purpose, upload.data, upload.expires_at(created_at))
 
 
-def _content(store: DataStore, file_id: str) -> bytes | None:
+WHOLE_CONTENT_BYTES = 1024 * 1024  # file contents up to this are answered in one piece
+CHUNK_BYTES = 256 * 1024
+
+
+def _open_content(store: DataStore, file_id: str) -> tuple[BinaryIO, int] | None:
+    """The file's contents, open, and their size; None when there is no such file."""
     record = store.get_file(file_id)
     if record is None:
         return None
     try:
-        with open(store.file_path(record.id), "rb") as f:
-            return f.read()
+        file = open(store.file_path(record.id), "rb")  # noqa: SIM115 (closed by whoever reads it)
     except OSError:
         return None  # deleted meanwhile, by another worker
+    return file, os.fstat(file.fileno()).st_size
+
+
+class FileChunks:
+    """A file's contents as the stream server relays them: read a piece at a time in a worker
+    thread, closed once sent (or when the client leaves)."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        try:
+            while chunk := await asyncio.to_thread(self.file.read, CHUNK_BYTES):
+                yield chunk
+        finally:
+            self.file.close()
+
+    async def aclose(self) -> None:
+        self.file.close()
