@@ -242,6 +242,7 @@ def test_limits_shows_every_store_with_its_bound(sim, client):
         "retryHints",
         "pendingRecordings",
         "recordingCache",
+        "dataFolder",
     }
     for name, store in stores.items():
         assert store["count"] <= store.get("maxCount", store["count"]), name

@@ -490,6 +490,7 @@ def test_throttled_undefined_deployments_share_windows_and_counters_by_label():
 
 
 def test_the_settings_bound_every_store(monkeypatch):
+    from aoai.runtime.config import DEFAULT_DATA_MAX_BYTES
     from unit_support import clear_settings_env, settings_context, start
 
     from aoai.stack import Stores
@@ -546,6 +547,7 @@ def test_the_settings_bound_every_store(monkeypatch):
         "retryHints": 1600,
         "pendingRecordings": 5000,
         "recordingCache": 6000,
+        "dataFolder": DEFAULT_DATA_MAX_BYTES,  # SIMULATOR_DATA_MAX_BYTES, the Batches stage's (not here)
     }
     assert stores["responses"]["settings"] == {"maxCount": "RESPONSES_STORED", "maxBytes": "RESPONSES_STORED_MAX_BYTES"}
     assert stores["undefinedDeploymentLabels"]["maxCount"] == 7
