@@ -490,9 +490,9 @@ def test_throttled_undefined_deployments_share_windows_and_counters_by_label():
 
 
 def test_the_settings_bound_every_store(monkeypatch):
-    from aoai.runtime.config import DEFAULT_DATA_MAX_BYTES
     from unit_support import clear_settings_env, settings_context, start
 
+    from aoai.runtime.config import DEFAULT_DATA_MAX_BYTES
     from aoai.stack import Stores
     from aoai.stages.generate import Generate
     from aoai.stages.management import Management
