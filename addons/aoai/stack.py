@@ -18,9 +18,10 @@ from .runtime.config import SimulatorConfig
 from .runtime.failures import guard
 from .runtime.lines import LineDriver
 from .runtime.options import Option
+from .runtime.realtime_server import NoEngine
 from .runtime.services import Services
 from .runtime.startup import Startup
-from .stages import auth, batches, extensions, flowcap, generate, intake, ratelimit, record, replay, settings
+from .stages import auth, batches, extensions, flowcap, generate, intake, ratelimit, realtime, record, replay, settings
 from .stages.auth import Auth
 from .stages.batches import Batches
 from .stages.checks import Checks
@@ -35,6 +36,7 @@ from .stages.metrics import Metrics
 from .stages.notfound import NotFound
 from .stages.pacing import Pacing
 from .stages.ratelimit import Limits
+from .stages.realtime import Realtime
 from .stages.reclaim import Reclaim
 from .stages.record import ForwardTarget, Record
 from .stages.replay import Replay
@@ -92,6 +94,8 @@ def build_addons(config: SimulatorConfig, services: Services, startup: Startup |
         faults,  # declared faults that answer an admitted request: 500, 503, timeouts, hangs, too long
         extensions,  # EXTENSION_PATH: user addons run here; initialize(config) shapes the rest
         forward_target,  # record mode needs AZURE_OPENAI_ENDPOINT or an extension's forwarder
+        # Admitted realtime handshakes: to the loopback session server (record mode: on to Azure).
+        Realtime(config, services.realtime, NoEngine, startup),
         replay,  # record and replay modes: answer what is recorded
         Record(config, recordings, streams),  # record mode: forward the rest to Azure and save it
         Batches(
@@ -125,5 +129,5 @@ def build_addons(config: SimulatorConfig, services: Services, startup: Startup |
 
 def declared_options() -> tuple[Option, ...]:
     """Every setting the stages declare: the environment variables the simulator reads."""
-    owners = (settings, auth, intake, ratelimit, extensions, record, replay, batches, generate, flowcap)
+    owners = (settings, auth, intake, ratelimit, extensions, record, replay, realtime, batches, generate, flowcap)
     return tuple(option for owner in owners for option in owner.OPTIONS)

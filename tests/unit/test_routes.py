@@ -83,12 +83,15 @@ def test_every_route_declares_what_the_stages_read():
         assert route.methods and route.family in (routes.OPENAI, routes.DOCUMENT_INTELLIGENCE, routes.MANAGEMENT)
         if route.family == routes.MANAGEMENT:
             continue
-        assert route.generator or route.from_data_folder, route  # files and batches: the Batches stage
+        # Files and batches: the Batches stage; WebSocket handshakes: the realtime stage.
+        assert route.generator or route.from_data_folder or route.websocket, route
         assert route.recording, route
         if route.quota != routes.NO_QUOTA:
             assert route.azure_operation, route
         if route.needs_deployment:
-            assert route.check and route.prompt_tokens and route.verb and route.quota == routes.DEPLOYMENT_QUOTA
+            assert route.check and route.prompt_tokens and route.verb
+            # A realtime session counts against its quota as it runs, not at the handshake.
+            assert route.quota == (routes.NO_QUOTA if route.websocket else routes.DEPLOYMENT_QUOTA)
 
 
 @pytest.mark.parametrize(

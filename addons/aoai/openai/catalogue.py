@@ -17,6 +17,7 @@ EMBEDDING = "embedding"
 TRANSCRIPTION = "transcription"  # audio in, text out (transcriptions, translations)
 SPEECH = "speech"  # text in, audio out
 IMAGE = "image"  # image generations and edits
+REALTIME = "realtime"  # speech and text sessions over a WebSocket (the Realtime API)
 MEDIA_KINDS = frozenset({TRANSCRIPTION, SPEECH, IMAGE})  # timed per request and per second of audio
 
 
@@ -40,6 +41,8 @@ class Model:
     # the answer).
     requests_per_minute: int = 0
     audio_pace: float = 0.0
+    # Realtime models: Azure's default tokens-per-minute quota for a deployment (0: none here).
+    tokens_per_minute: int = 0
 
 
 def _chat(
@@ -53,6 +56,41 @@ def _chat(
     reasoning: bool = False,
 ) -> Model:
     return Model(name, CHAT, version, encoding, context, output, reasoning=reasoning, ttft_ms=ttft, itl_ms=itl)
+
+
+def _realtime(name: str, version: str, context: int, ttft: float, itl: float) -> Model:
+    return Model(
+        name,
+        REALTIME,
+        version,
+        "o200k_base",
+        context,
+        REALTIME_MAX_OUTPUT_TOKENS,
+        ttft_ms=ttft,
+        itl_ms=itl,
+        requests_per_minute=REALTIME_REQUESTS_PER_MINUTE,
+        tokens_per_minute=REALTIME_TOKENS_PER_MINUTE,
+    )
+
+
+# Realtime models. Azure's quota page gives each gpt-4o-realtime-preview deployment 100K tokens
+# and 1K requests (new WebSocket connections) a minute, whatever the portal shows; no separate
+# figures are published for the others, so they share them. Context windows are the models
+# page's input figures plus the 4,096 output tokens: 128,000 for the previews, and 28,672 +
+# 4,096 for gpt-realtime (gpt-realtime-mini assumed the same). `ttft_ms` is the time to the
+# first audio or text delta, `itl_ms` the gap between text deltas.
+REALTIME_MAX_OUTPUT_TOKENS = 4096
+REALTIME_TOKENS_PER_MINUTE = 100_000
+REALTIME_REQUESTS_PER_MINUTE = 1000
+
+
+def _realtime_models() -> tuple[Model, ...]:
+    return (
+        _realtime("gpt-4o-realtime-preview", "gpt-4o-realtime-preview-2024-12-17", 128000, 500, 20),
+        _realtime("gpt-4o-mini-realtime-preview", "gpt-4o-mini-realtime-preview-2024-12-17", 128000, 400, 12),
+        _realtime("gpt-realtime", "gpt-realtime-2025-08-28", 32768, 450, 15),
+        _realtime("gpt-realtime-mini", "gpt-realtime-mini-2025-10-06", 32768, 350, 10),
+    )
 
 
 MODELS: dict[str, Model] = {
@@ -153,6 +191,7 @@ MODELS: dict[str, Model] = {
             requests_per_minute=6,
             audio_pace=0.08,
         ),
+        *_realtime_models(),
         Model("dall-e-3", IMAGE, "3.0", "cl100k_base", 0, request_ms=8000, requests_per_minute=6),
         Model("gpt-image-1", IMAGE, "gpt-image-1-2025-04-15", "o200k_base", 0, request_ms=15000, requests_per_minute=6),
     )
@@ -169,6 +208,7 @@ DEFAULT_MODEL_FOR_KIND = {
     TRANSCRIPTION: "whisper",
     SPEECH: "tts",
     IMAGE: "dall-e-3",
+    REALTIME: "gpt-realtime",
 }
 
 

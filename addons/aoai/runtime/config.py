@@ -513,6 +513,9 @@ class SimulatorConfig:
     recording: RecordingConfig = field(default_factory=RecordingConfig)
     # Generators tried in order in generate mode: f(RequestContext) -> Response | None.
     generators: list[Callable[..., Any]] = field(default_factory=list)
+    # Realtime sessions: f(SessionTicket, emit) -> a session (runtime/realtime_server.py); None:
+    # the simulator's own. An extension's initialize(config) may set it.
+    realtime_sessions: Callable[..., Any] | None = None
     bearer_tokens: set[str] = field(default_factory=set)
     # How bearer JWTs (Entra ID tokens) are judged: SIMULATOR_ENTRA_* settings.
     entra: TokenPolicy = field(default_factory=TokenPolicy)

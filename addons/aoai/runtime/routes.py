@@ -43,11 +43,13 @@ OPENAI = "openai"
 DOCUMENT_INTELLIGENCE = "document_intelligence"
 MANAGEMENT = "management"
 
-# How an OpenAI route's body is read: JSON, or a multipart/form-data upload (audio, image edits).
-JSON_BODY, FORM_BODY = "json", "form"
+# How an OpenAI route's body is read: JSON, a multipart/form-data upload (audio, image edits),
+# or none at all (a WebSocket handshake: the deployment is in the query).
+JSON_BODY, FORM_BODY, NO_BODY = "json", "form", "none"
 
-# api-version: required in the query (missing: Azure's 404), optional (v1 paths), or ignored.
-REQUIRED, OPTIONAL, IGNORED = "required", "optional", "ignored"
+# api-version: required in the query (missing: Azure's 404), optional (v1 paths), ignored, or
+# refused (the GA realtime path: Azure answers one with 401).
+REQUIRED, OPTIONAL, IGNORED, REFUSED = "required", "optional", "ignored", "refused"
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,12 +65,17 @@ class Route:
     quota: str = NO_QUOTA
     api_version: str = IGNORED
     since: str = ""  # the first api-version that has it ("": every version the policy accepts)
+    previews_only: bool = False  # only `-preview` api-versions have it (the preview realtime path)
     open: bool = False  # answered without a key (probes and scrapers carry none)
     recording: str = ""  # the recording file's name, from the path's parameters ("" : from the path)
     # The Azure RBAC data action a principal needs for it, as Azure's PermissionDenied names it.
     data_action: str = ""
     body: str = JSON_BODY
     max_body: int = 0  # bytes a form body may have (0: the configured limit for JSON bodies)
+    # The query parameter naming the deployment, for routes without a body (WebSocket handshakes);
+    # "": in the path, else the body's `model`.
+    deployment_query: str = ""
+    websocket: bool = False  # a WebSocket handshake: anything else gets a 400
     # Answered from the data folder (files, batch jobs) in generate and replay modes, never from
     # recordings: what they answer is state the client made here.
     from_data_folder: bool = False
@@ -352,6 +359,49 @@ def _files_and_batches() -> list[Route]:
     return routes
 
 
+def _no_check(body: dict[str, Any], model: Model) -> None:
+    return None  # a handshake has no body; the session's own events are checked as they come
+
+
+def _realtime() -> list[Route]:
+    """The Realtime API's WebSocket handshakes: the preview path (beta events; a preview
+    api-version from 2024-10-01-preview, the deployment in `deployment`) and the GA path (GA
+    events; no api-version, the deployment in `model`). Quotas are the session's own business."""
+    common: dict[str, Any] = {
+        "family": OPENAI,
+        "azure_operation": "Realtime_Connect",
+        "model_kind": catalogue.REALTIME,
+        "verb": "realtime",
+        "body": NO_BODY,
+        "websocket": True,
+        "check": _no_check,
+        "prompt_tokens": _no_prompt,
+        "data_action": "Microsoft.CognitiveServices/accounts/OpenAI/deployments/realtime/action",
+    }
+    return [
+        Route(
+            "realtime",
+            ("GET",),
+            "/openai/realtime",
+            api_version=REQUIRED,
+            since="2024-10-01-preview",
+            previews_only=True,
+            deployment_query="deployment",
+            recording="realtime",
+            **common,
+        ),
+        Route(
+            "realtime_v1",
+            ("GET",),
+            "/openai/v1/realtime",
+            api_version=REFUSED,
+            deployment_query="model",
+            recording="v1.realtime",
+            **common,
+        ),
+    ]
+
+
 _DI_FAMILY = "{family:formrecognizer|documentintelligence}"
 
 ROUTES: list[Route] = [
@@ -447,6 +497,7 @@ ROUTES: list[Route] = [
     ),
     *_responses(),
     *_files_and_batches(),
+    *_realtime(),
     # Batch jobs as the simulator runs them: their progress, and a job's clock run ahead.
     Route("batch_jobs", ("GET",), "/++/batches", MANAGEMENT),
     Route("batch_job_fast_forward", ("POST",), "/++/batches/{batch_id}/fast-forward", MANAGEMENT),

@@ -28,6 +28,7 @@ from .limits import Limiter
 from .media import ImageStore
 from .peers import Link
 from .prompt_cache import PromptCache
+from .realtime_server import RealtimeServer
 from .recording import RecordingStore
 from .shared import Bag, Shared
 from .stored import SHARED_TTL_S, ResponseStore
@@ -60,6 +61,7 @@ class Services:
     # record mode, where Azure keeps them; or the folder cannot be used).
     data: DataStore | None = None
     batch_counts: Counts = field(default_factory=Counts)  # lines and tokens batch jobs answered here (metrics)
+    realtime: RealtimeServer = field(default_factory=RealtimeServer)  # where realtime sessions run (loopback)
 
     def __post_init__(self) -> None:
         # Shared copies go to the bags whenever a Redis is set (Shared.use); bounded as the stores.

@@ -69,6 +69,9 @@ class RequestContext:
     # so the request is forwarded even when a recording would answer it.
     passed_through: bool = False
     query_secrets: tuple[tuple[str, str], ...] = ()  # key-like query parameters taken off the request
+    # A WebSocket handed on by the realtime stage: "loopback" (a simulated session) or "azure"
+    # (record mode relays it); the stages that answer requests leave such a flow alone.
+    websocket: str | None = None
     stream_cut_after: int | None = None  # token steps after which a stream breaks (fault injection)
     # Content filter: each prompt's results when a rule scored something (None: all safe), how
     # answers are judged (generate mode), and what it blocked, as (prompt|completion, category).

@@ -26,7 +26,7 @@ from ..runtime.options import Option, declare, names
 from ..runtime.options import check as check_options
 from ..runtime.routes import MANAGEMENT, TABLE, Route
 from ..runtime.startup import Startup
-from ..runtime.state import context_of
+from ..runtime.state import RequestContext, context_of
 
 logger = logging.getLogger(__name__)
 
@@ -86,11 +86,14 @@ def admit(
     route: Route | None = None,
     params: dict[str, str] | None = None,
     method: str = "POST",
+    query_key: str | None = None,
 ) -> Admission:
+    """`query_key`: an `api-key` query parameter, for the routes that take one (WebSocket
+    handshakes: a browser cannot set headers on them); a header wins over it."""
     if route is not None and route.family == MANAGEMENT:
         refusal = check_management(headers, config)
         return ADMITTED if refusal is None else Admission(refusal)
-    key = headers.get("api-key") or headers.get("ocp-apim-subscription-key")
+    key = headers.get("api-key") or headers.get("ocp-apim-subscription-key") or query_key
     if key is not None:
         # openai 1.x sends the key twice (api-key and Bearer); the api-key decides.
         if _same(key, config.api_key):
@@ -116,6 +119,13 @@ def admit(
         return Admission(invalid_token())
     # Azure's gateway text; wrapped in "error" as the direct endpoint's other 401s are.
     return Admission(wire.azure_error(401, "401", MISSING_KEY))
+
+
+def query_key(context: RequestContext) -> str | None:
+    """The `api-key` query parameter routing took off the request, where the route takes one."""
+    if context.route is None or not context.route.websocket:
+        return None
+    return next((value for name, value in context.query_secrets if name.lower() == "api-key"), None)
 
 
 def check_management(headers, config: SimulatorConfig) -> http.Response | None:
@@ -271,6 +281,7 @@ class Auth:
             context.route if context else None,
             context.params if context else None,
             flow.request.method,
+            query_key(context) if context else None,
         )
         if admission.refusal is not None:
             logger.debug("401 for %s %.200s", flow.request.method, flow.request.path.partition("?")[0])

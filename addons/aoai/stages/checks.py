@@ -27,7 +27,7 @@ from ..openai import catalogue, embeddings, forms, responses, tokens, validation
 from ..runtime import offload
 from ..runtime.context_window import too_long
 from ..runtime.labels import DeploymentLabels
-from ..runtime.routes import FORM_BODY, OPTIONAL, REQUIRED
+from ..runtime.routes import FORM_BODY, NO_BODY, OPTIONAL, REFUSED, REQUIRED
 from ..runtime.state import RequestContext, context_of
 from ..runtime.stored import ResponseStore
 
@@ -37,6 +37,25 @@ _VERSION = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(-preview)?$")
 _V1_VERSIONS = {"v1", "preview", "latest"}
 _FIRST_VERSION = datetime.date(2022, 12, 1)
 _WINDOWED = frozenset({"chat", "completions", "embeddings", "responses"})  # operations a context window limits
+
+
+# The GA realtime path takes no api-version; Azure answers one with 401 (its text is not
+# documented: this one says what to change).
+VERSION_REFUSED = (
+    "Access denied: /openai/v1/realtime takes no api-version query parameter. Remove it, or use "
+    "/openai/realtime?api-version=...&deployment=... for the preview API."
+)
+NOT_A_WEBSOCKET = (
+    "The Realtime API is reached over a WebSocket: send this request as a WebSocket handshake "
+    "(Connection: Upgrade, Upgrade: websocket)."
+)
+
+
+def is_websocket_upgrade(request: http.Request) -> bool:
+    """Whether the request asks to become a WebSocket (HTTP/1.1 Upgrade)."""
+    upgrade = request.headers.get("upgrade", "").lower()
+    connection = request.headers.get("connection", "").lower()
+    return upgrade == "websocket" and "upgrade" in connection
 
 
 def query_value(path: str, name: str) -> str | None:
@@ -104,25 +123,43 @@ def check(
             )
         return None
     route, config = context.route, context.config
-    if route.api_version != OPTIONAL and route.api_version != REQUIRED:
+    if route.api_version not in (OPTIONAL, REQUIRED, REFUSED):
         return None
     version = query_value(request.path, "api-version")
+    if version is not None and route.api_version == REFUSED:
+        return wire.azure_error(401, "401", VERSION_REFUSED, request)
     if version is None and route.api_version == REQUIRED:
         return wire.not_found(request)
     if version is not None and (
-        not version_supported(version, route.api_version == OPTIONAL) or not _since(version, route.since)
+        not version_supported(version, route.api_version == OPTIONAL)
+        or not _since(version, route.since)
+        or (route.previews_only and not version.endswith("-preview"))
     ):
         return wire.azure_error(400, "BadRequest", "API version not supported", request)
     context.api_version = version
+    if route.websocket and not is_websocket_upgrade(request):
+        return wire.azure_error(400, "BadRequest", NOT_A_WEBSOCKET, request)
     if not route.needs_deployment:
         return None
-    if route.body == FORM_BODY:
+    if route.body == NO_BODY:
+        body: dict | http.Response = {}
+    elif route.body == FORM_BODY:
         body = _read_form(context)
     else:
         body = _read_json(context)
     if isinstance(body, http.Response):
         return body
     name = context.params.get("deployment")
+    if route.deployment_query:
+        name = query_value(request.path, route.deployment_query)
+        if not name:
+            return wire.openai_error(
+                400,
+                f"Missing required parameter: '{route.deployment_query}'.",
+                param=route.deployment_query,
+                code="missing_required_parameter",
+                request=request,
+            )
     if name is None:
         name = body.get("model")
         if not isinstance(name, str) or not name:

@@ -176,7 +176,7 @@ class Generate:
         if context.services is None:
             context.services = self.services  # a context made before the stack's routing saw it
         route = context.route
-        if route is not None and route.family == MANAGEMENT:
+        if (route is not None and route.family == MANAGEMENT) or context.websocket is not None:
             return None
         # Built-in generators answer only the routes that name them; the others (an extension's,
         # or one that replaced a built-in) are asked in turn.

@@ -20,6 +20,6 @@ class NotFound:
         if flow.response or self.config.mode == "record":
             return
         context = context_of(flow)
-        if context is not None and context.stream is not None:
+        if context is not None and (context.stream is not None or context.websocket is not None):
             return
         flow.response = wire.not_found(flow.request)

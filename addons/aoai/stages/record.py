@@ -236,7 +236,7 @@ class Record:
         if flow.response or self.config.mode != "record":
             return None
         context = context_for(flow, self.config)
-        if context.route is not None and context.route.family == MANAGEMENT:
+        if (context.route is not None and context.route.family == MANAGEMENT) or context.websocket is not None:
             return None
         return self._forward(context)
 

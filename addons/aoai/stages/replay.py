@@ -282,6 +282,7 @@ class Replay:
             or mode == "generate"
             or context is None
             or context.stream is not None
+            or context.websocket is not None
             or (context.route is not None and context.route.family == MANAGEMENT)
             # Files and batches recording forwards each time (a job's polls must reach Azure);
             # replaying answers what was recorded of them, else the data folder does.
