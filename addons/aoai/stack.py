@@ -14,11 +14,11 @@ services (what has state, runtime/services.py).
 from __future__ import annotations
 
 from .generators import BUILT_IN
+from .realtime import engine as realtime_engine
 from .runtime.config import SimulatorConfig
 from .runtime.failures import guard
 from .runtime.lines import LineDriver
 from .runtime.options import Option
-from .runtime.realtime_server import NoEngine
 from .runtime.services import Services
 from .runtime.startup import Startup
 from .stages import auth, batches, extensions, flowcap, generate, intake, ratelimit, realtime, record, replay, settings
@@ -95,7 +95,7 @@ def build_addons(config: SimulatorConfig, services: Services, startup: Startup |
         extensions,  # EXTENSION_PATH: user addons run here; initialize(config) shapes the rest
         forward_target,  # record mode needs AZURE_OPENAI_ENDPOINT or an extension's forwarder
         # Admitted realtime handshakes: to the loopback session server (record mode: on to Azure).
-        Realtime(config, services.realtime, NoEngine, startup),
+        Realtime(config, services.realtime, realtime_engine.session, startup),
         replay,  # record and replay modes: answer what is recorded
         Record(config, recordings, streams),  # record mode: forward the rest to Azure and save it
         Batches(

@@ -245,32 +245,3 @@ class RealtimeServer:
             "tickets": len(self.tickets),
             "maxTickets": self.tickets.most,
         }
-
-
-class NoEngine:
-    """The session a simulator without a realtime engine runs: Azure's server_error event,
-    then the socket stays open until the client leaves. The stack puts the engine in its place."""
-
-    def __init__(self, ticket: SessionTicket, emit: Emit):
-        self.emit = emit
-
-    async def start(self) -> None:
-        await self.emit(
-            {
-                "type": "error",
-                "event_id": "event_no_engine",
-                "error": {
-                    "type": "server_error",
-                    "code": None,
-                    "message": "This simulator has no realtime session engine.",
-                    "param": None,
-                    "event_id": None,
-                },
-            }
-        )
-
-    async def receive(self, message: str | bytes) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None

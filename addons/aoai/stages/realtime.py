@@ -116,7 +116,7 @@ class Realtime:
             self.startup.applying(self._apply, self.env_error)
 
     def _apply(self) -> None:
-        check(ctx.options, OPTIONS, NAMES)
+        check(ctx.options, OPTIONS, set(NAMES))
         self.server.max_sessions = ctx.options.realtime_max_sessions
         self.server.max_session_s = ctx.options.realtime_max_session_seconds
 

@@ -1,0 +1,137 @@
+"""The Realtime API end to end with the openai SDK, through a real mitmdump: a text turn on the
+GA path (`OpenAI(base_url=…/openai/v1/).realtime`) and on the preview path
+(`AsyncAzureOpenAI(...).beta.realtime`), an audio turn with server VAD from generated speech, a
+function-call round trip, and a cancel mid-response."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import numpy as np
+import pytest
+from openai import AsyncAzureOpenAI, AsyncOpenAI
+
+PREVIEW = "2025-04-01-preview"
+DEPLOYMENT = "gpt-realtime"
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    from conftest import start_simulator
+
+    sim = start_simulator(tmp_path_factory.mktemp("realtime"), {"SIMULATOR_LATENCY": "false"})
+    yield sim
+    sim.stop()
+
+
+def ga(sim) -> AsyncOpenAI:
+    ws = sim.url.replace("http://", "ws://")
+    return AsyncOpenAI(base_url=sim.url + "/openai/v1/", websocket_base_url=ws + "/openai/v1", api_key=sim.key)
+
+
+def preview(sim) -> AsyncAzureOpenAI:
+    ws = sim.url.replace("http://", "ws://")
+    return AsyncAzureOpenAI(
+        azure_endpoint=sim.url, api_key=sim.key, api_version=PREVIEW, websocket_base_url=ws + "/openai"
+    )
+
+
+async def until(connection, kind: str, seen: list[str]):
+    async for event in connection:
+        seen.append(event.type)
+        if event.type == kind:
+            return event
+    raise AssertionError(f"the session ended before {kind}: {seen}")
+
+
+def test_a_text_turn_on_the_ga_path(sim):
+    async def go():
+        async with ga(sim).realtime.connect(model=DEPLOYMENT) as conn:
+            seen: list[str] = []
+            await until(conn, "session.created", seen)
+            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
+            await until(conn, "session.updated", seen)
+            await conn.conversation.item.create(
+                item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hello!"}]}
+            )
+            await conn.response.create()
+            done = await until(conn, "response.done", seen)
+            assert done.response.status == "completed"
+            assert "response.output_text.delta" in seen and done.response.usage.output_tokens > 0
+
+    asyncio.run(go())
+
+
+def test_a_text_turn_on_the_preview_path_with_beta_events(sim):
+    async def go():
+        async with preview(sim).beta.realtime.connect(model=DEPLOYMENT) as conn:
+            seen: list[str] = []
+            await until(conn, "session.created", seen)
+            await conn.session.update(session={"modalities": ["text"]})
+            await until(conn, "session.updated", seen)
+            await conn.conversation.item.create(
+                item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hello!"}]}
+            )
+            await conn.response.create()
+            done = await until(conn, "response.done", seen)
+            assert done.response.status == "completed" and "response.text.delta" in seen
+
+    asyncio.run(go())
+
+
+def speech(seconds_silence: float, seconds_voice: float) -> bytes:
+    """PCM16 24 kHz mono: silence, a loud tone (the VAD hears speech), silence."""
+    rate = 24_000
+    quiet = np.zeros(int(rate * seconds_silence), dtype=np.int16)
+    t = np.arange(int(rate * seconds_voice)) / rate
+    voice = (np.sin(2 * np.pi * 220 * t) * 12_000).astype(np.int16)
+    return np.concatenate([quiet, voice, quiet, quiet]).tobytes()
+
+
+def test_an_audio_turn_with_server_vad(sim):
+    async def go():
+        async with ga(sim).realtime.connect(model=DEPLOYMENT) as conn:
+            seen: list[str] = []
+            await until(conn, "session.created", seen)
+            audio = speech(0.5, 1.0)
+            for start in range(0, len(audio), 9600):  # 200 ms pieces, as a microphone sends them
+                await conn.input_audio_buffer.append(audio=base64.b64encode(audio[start : start + 9600]).decode())
+            done = await until(conn, "response.done", seen)
+            assert seen.index("input_audio_buffer.speech_started") < seen.index("input_audio_buffer.speech_stopped")
+            assert "input_audio_buffer.committed" in seen and "response.output_audio.delta" in seen
+            assert done.response.usage.input_token_details.audio_tokens > 0
+
+    asyncio.run(go())
+
+
+def test_a_function_call_round_trip_and_a_cancel(sim):
+    tool = {
+        "type": "function",
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }
+
+    async def go():
+        async with ga(sim).realtime.connect(model=DEPLOYMENT) as conn:
+            seen: list[str] = []
+            await until(conn, "session.created", seen)
+            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "tools": [tool]})
+            await until(conn, "session.updated", seen)
+            await conn.conversation.item.create(
+                item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Weather?"}]}
+            )
+            await conn.response.create()
+            call = await until(conn, "response.function_call_arguments.done", seen)
+            assert "city" in __import__("json").loads(call.arguments)
+            await until(conn, "response.done", seen)
+            await conn.conversation.item.create(
+                item={"type": "function_call_output", "call_id": call.call_id, "output": '{"temp": 20}'}
+            )
+            await conn.response.create()
+            done = await until(conn, "response.done", seen)
+            assert done.response.status == "completed"
+            assert any(item.type == "message" for item in done.response.output)
+
+    asyncio.run(go())
