@@ -95,7 +95,7 @@ def build_addons(config: SimulatorConfig, services: Services, startup: Startup |
         extensions,  # EXTENSION_PATH: user addons run here; initialize(config) shapes the rest
         forward_target,  # record mode needs AZURE_OPENAI_ENDPOINT or an extension's forwarder
         # Admitted realtime handshakes: to the loopback session server (record mode: on to Azure).
-        Realtime(config, services.realtime, realtime_engine.session, startup),
+        Realtime(config, services.realtime, realtime_engine.session, startup, replay.realtime_sessions),
         replay,  # record and replay modes: answer what is recorded
         Record(config, recordings, streams),  # record mode: forward the rest to Azure and save it
         Batches(

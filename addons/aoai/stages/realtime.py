@@ -6,11 +6,12 @@ admitted are handed on instead of answered.
   session is for (deployment, beta or GA events, timing, seed) and points the flow at the
   server; mitmproxy relays the WebSocket between the client and the server, so mitmweb (and
   any addon's `websocket_message` hook) sees every event. The session itself comes from
-  `config.realtime_sessions` when an extension sets one, else from the simulator's engine.
+  `config.realtime_sessions` when an extension sets one, else from the simulator's engine;
+  in replay mode, from the deployment's recorded sessions (the replay stage's `replayer`),
+  and a deployment with none gets the replay miss answer.
 * **Record mode:** the handshake goes on to AZURE_OPENAI_ENDPOINT (with AZURE_OPENAI_KEY in
-  place of the client's key when it is set) and mitmproxy relays the session to Azure. Nothing
-  is saved yet: recording would need the client's and Azure's events with their times, taken
-  from `websocket_message`, and saved when the WebSocket ends.
+  place of the client's key when it is set) and mitmproxy relays the session to Azure; the
+  record stage saves its events with their times when it ends.
 
 A long session's messages would pile up in the flow (mitmproxy keeps every one for its view):
 only the newest FLOW_MESSAGE_BYTES of them are kept there.
@@ -19,6 +20,7 @@ only the newest FLOW_MESSAGE_BYTES of them are kept there.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -68,6 +70,9 @@ OPTIONS = (
     ),
 )
 NAMES = names(OPTIONS)
+# What plays recorded sessions in replay mode: their factory for a handshake, or None when it
+# answered the handshake itself (nothing recorded).
+Replayer = Callable[[http.HTTPFlow, RequestContext], SessionFactory | None]
 TOO_MANY = (
     "This simulator runs at most {most} realtime sessions at once (REALTIME_MAX_SESSIONS); "
     "try again when one has ended."
@@ -100,10 +105,12 @@ class Realtime:
         server: RealtimeServer,
         engine: SessionFactory,
         startup: Startup | None = None,
+        replayer: Replayer | None = None,
     ):
         self.config = config
         self.server = server
         self.engine = engine  # the simulator's sessions, unless an extension sets config.realtime_sessions
+        self.replayer = replayer  # replay mode: the recorded sessions (the replay stage's), or a miss answered
         self.startup = startup or Startup()
         self.env_error: str | None = None
         self._kept: dict[str, int] = {}  # flow id -> bytes of messages its flow keeps
@@ -142,6 +149,10 @@ class Realtime:
             )
             return
         factory = self.config.realtime_sessions or self.engine
+        if self.config.mode == "replay" and self.replayer is not None:
+            factory = self.replayer(flow, context)
+            if factory is None:
+                return  # nothing recorded for it: answered as a replay miss
         name = self.server.admit(ticket_for(context, self.config), factory)
         self.server.to_loopback(flow.request, name)
         context.websocket = LOOPBACK

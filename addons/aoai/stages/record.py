@@ -26,7 +26,18 @@ from ..runtime import offload, redaction
 from ..runtime.config import ConfigError, SimulatorConfig
 from ..runtime.failures import describe
 from ..runtime.options import Option, check, declare, names
-from ..runtime.recording import SKIP_RESPONSE_HEADERS, Event, Interaction, RecordingStore, clean_headers, parse_sse
+from ..runtime.realtime_server import BETA, GA
+from ..runtime.recording import (
+    SKIP_RESPONSE_HEADERS,
+    Event,
+    Interaction,
+    RecordedSession,
+    RecordingStore,
+    SessionRecorder,
+    clean_headers,
+    parse_sse,
+)
+from ..runtime.recording.sessions import Budget
 from ..runtime.routes import MANAGEMENT
 from ..runtime.startup import Startup
 from ..runtime.state import RequestContext, context_for, context_of
@@ -221,11 +232,15 @@ class Record:
         self.streams = streams or StreamServer()
         self.upstream = Upstream()
         self._saving: set[asyncio.Task] = set()  # pending recordings being written past their bound
+        # Realtime sessions relayed to Azure, by flow id: their frames until they end.
+        self._sessions: dict[str, SessionRecorder] = {}
+        self._session_budget = Budget(self.store.pending_max_bytes)
 
     def configure(self, updated: set[str]) -> None:
         bounds = self.config.bounds
         self.store.pending_max_bytes = bounds.recording_pending_bytes
         self.store.cache_max_bytes = bounds.recording_cache_bytes
+        self._session_budget.most = bounds.recording_pending_bytes
 
     def running(self) -> None:
         if self.config.mode == "record" and self.config.azure_openai_endpoint:
@@ -431,7 +446,61 @@ class Record:
         self._saving.add(task)
         task.add_done_callback(self._saving.discard)
 
+    # Realtime sessions relayed to Azure (the realtime stage pointed their handshakes there).
+
+    def websocket_start(self, flow: http.HTTPFlow) -> None:
+        context = context_of(flow)
+        if self.config.mode != "record" or context is None or context.websocket != "azure":
+            return
+        head = RecordedSession(
+            deployment=context.deployment.name,
+            flavour=BETA if context.route.operation == "realtime" else GA,
+            path=flow.request.path.partition("?")[0],
+            query={k: v for k, v in flow.request.query.items() if not redaction.secret_query_name(k)},
+        )
+        self._sessions[flow.id] = SessionRecorder(head, time.time(), self._session_budget)
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        recorder = self._sessions.get(flow.id)
+        if recorder is None or flow.websocket is None or not flow.websocket.messages:
+            return
+        message = flow.websocket.messages[-1]
+        recorder.add(message.from_client, message.timestamp, message.content, message.is_text)
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        recorder = self._sessions.pop(flow.id, None)
+        if recorder is not None:
+            self._save_session(recorder)
+
+    def _save_session(self, recorder: SessionRecorder) -> None:
+        if not recorder.frames:
+            recorder.release()
+            return
+
+        def write() -> None:
+            try:
+                session = recorder.finish(time.time())
+                if self.store.sessions.save(session) is not None:
+                    logger.info(
+                        "recorded a realtime session of %s (%d events)", session.deployment, len(session.messages)
+                    )
+            finally:
+                recorder.release()
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # outside the proxy's loop (tests): at once
+            write()
+            return
+        # Its YAML may hold minutes of audio: written from a worker thread.
+        task = loop.create_task(asyncio.to_thread(write))
+        self._saving.add(task)
+        task.add_done_callback(self._saving.discard)
+
     async def done(self) -> None:
+        for recorder in list(self._sessions.values()):  # sessions still open at shutdown
+            self._save_session(recorder)
+        self._sessions.clear()
         if self._saving:
             await asyncio.gather(*self._saving)
         saved = self.store.save()

@@ -22,7 +22,18 @@ from ..openai.catalogue import MEDIA_KINDS
 from ..runtime import latency, offload
 from ..runtime.config import ConfigError, RecordingConfig, SimulatorConfig
 from ..runtime.options import Option, check, declare, names
-from ..runtime.recording import BrokenRecording, Interaction, KeyRules, RecordingStore, Ref, request_key, sse_bytes
+from ..runtime.realtime_server import BETA, GA, SessionFactory
+from ..runtime.recording import (
+    BrokenRecording,
+    Interaction,
+    KeyRules,
+    RecordingStore,
+    Ref,
+    request_key,
+    sse_bytes,
+)
+from ..runtime.recording.sessions import file_name
+from ..runtime.recording.sessions_replay import replayer
 from ..runtime.routes import MANAGEMENT
 from ..runtime.startup import Startup
 from ..runtime.state import RequestContext, context_for, context_of
@@ -274,6 +285,40 @@ class Replay:
             return
         self.loaded = wanted
         logger.info("%d recorded interactions in %s", count, recording.dir)
+        self._load_sessions(recording)
+
+    def _load_sessions(self, recording: RecordingConfig) -> None:
+        sessions = self.store.sessions
+        sessions.directory, sessions.file_suffix = Path(recording.dir), recording.file_suffix
+        sessions.cache_max_bytes = self.config.bounds.recording_cache_bytes
+        try:
+            count = sessions.load()
+        except OSError as e:
+            self.startup.refuse(f"RECORDING_DIR: cannot read {e.filename or recording.dir}: {e.strerror or e}")
+            return
+        if count:
+            logger.info("%d recorded realtime sessions in %s", count, recording.dir)
+
+    def realtime_sessions(self, flow: http.HTTPFlow, context: RequestContext) -> SessionFactory | None:
+        """Replay mode: the sessions of an admitted realtime handshake, played from its
+        deployment's recordings; with none, the handshake gets the miss answer (None)."""
+        flavour = BETA if context.route.operation == "realtime" else GA
+        name = context.deployment.name
+        sessions = self.store.sessions
+        refs = sessions.refs(name, flavour)
+        if refs:
+            recording = self.config.recording
+            return replayer(sessions, refs, recording.replay_timing, self.store.rules.ignore_fields, self.rng)
+        file = sessions.directory / file_name(name, sessions.file_suffix)
+        message = f"No realtime session of {name} is recorded ({'preview' if flavour == BETA else 'GA'} events)."
+        other = [f for d, f in sessions.index if d == name]
+        if other:
+            message += f" Its sessions were recorded with {'preview' if other[0] == BETA else 'GA'} events."
+        logger.warning("replay miss: a realtime session of %s would be recorded in %s", name, file)
+        flow.response = wire.azure_error(
+            self.config.recording.miss_status, "RecordingNotFound", message, flow.request, file=str(file)
+        )
+        return None
 
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         mode, context = self.config.mode, context_of(flow)

@@ -1,6 +1,8 @@
 """Recordings, split as a cassette library splits them: how requests are matched
 (`matchers`), the file format of one interaction (`serialisation`), recording files and
 their indexes (`persistence`), and the store the record and replay stages share (`store`).
+Realtime sessions: their recordings (`sessions`) and their playback (`sessions_replay`,
+imported from there: it needs the latency model, which needs the services holding the store).
 
 Every name is importable from here as it was before the split.
 """
@@ -29,6 +31,7 @@ from .serialisation import (
 )
 from .serialisation import Loader as _Loader
 from .serialisation import load_document as _load_plain
+from .sessions import RecordedSession, SessionRecorder, SessionRecordings
 from .store import CACHE_MAX_BYTES, PENDING_MAX_BYTES, REMEMBER_WRITTEN_BYTES, RecordingStore, interaction_bytes
 
 __all__ = [
@@ -44,8 +47,11 @@ __all__ = [
     "IndexEntry",
     "Interaction",
     "KeyRules",
+    "RecordedSession",
     "RecordingStore",
     "Ref",
+    "SessionRecorder",
+    "SessionRecordings",
     "Verbatim",
     "_Loader",
     "_load_plain",

@@ -265,7 +265,21 @@ def _end_line(fd: int) -> None:
         os.write(fd, CUT_OFF)
 
 
-def _append_group(fd: int, group: list[tuple[Interaction, list[bytes], int]], written: Written) -> None:
+def append_pieces(path: Path, pieces: list[bytes]) -> tuple[int, int]:
+    """Append one document already made into pieces (a realtime session's) as `append` does
+    an interaction's; where it landed: its offset and length."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    landed: list[tuple[int, int]] = []
+    try:
+        _end_line(fd)
+        _append_group(fd, [(None, pieces, sum(len(p) for p in pieces))], lambda _, o, n: landed.append((o, n)))
+    finally:
+        os.close(fd)
+    return landed[0]
+
+
+def _append_group[T](fd: int, group: list[tuple[T, list[bytes], int]], written: Callable[[T, int, int], None]) -> None:
     # One O_APPEND write per group: concurrent recorders never interleave a document, and
     # a kill loses at most the group being written.
     pieces = _coalesced([p for _, doc, _ in group for p in doc])

@@ -201,8 +201,14 @@ def dump_document(interaction: Interaction) -> bytes:
 def document_pieces(interaction: Interaction) -> list[bytes]:
     """An interaction's YAML document, in pieces that are written one after the other (a long
     value is not copied into one whole)."""
+    return yaml_pieces(interaction.to_document())
+
+
+def yaml_pieces(document: dict[str, Any]) -> list[bytes]:
+    """Any recorded document (an interaction's, a realtime session's) as YAML pieces: each long
+    base64-like value written as it is, not through the emitter."""
     large: list[tuple[bytes, ...]] = []
-    document = _set_aside(interaction.to_document(), large)
+    document = _set_aside(document, large)
     text = yaml.dump(
         document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=120
     ).encode("utf-8")
@@ -256,7 +262,9 @@ def _placeholder(pieces: tuple[bytes, ...], large: list[tuple[bytes, ...]]) -> s
 
 # ---- reading a document ----
 
-_RESPONSE_PART = re.compile(rb"^response:", re.M)
+# Where a document's request part ends: at its response, or at a realtime session's events
+# (a session has no request part, and is not parsed whole to find that out).
+_RESPONSE_PART = re.compile(rb"^(?:response|events):", re.M)
 
 
 def request_part(doc: bytes) -> dict[str, Any] | None:

@@ -20,6 +20,7 @@ from . import persistence
 from .matchers import KeyRules, as_json, differing_fields
 from .persistence import IndexEntry, Ref, file_name_for, with_suffix
 from .serialisation import Interaction
+from .sessions import SessionRecordings
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ class RecordingStore:
         self._cache_lock = threading.Lock()
         self._cursor_lock = threading.Lock()
         self._write_lock = threading.Lock()  # one append at a time: each knows where it landed
+        # Realtime sessions, recorded in files of their own (`<deployment>.realtime.yaml`).
+        self.sessions = SessionRecordings(directory)
 
     def canonical_path(self, method: str, path: str) -> str:
         """The path as its route spells it: the variants of one request share recordings."""
