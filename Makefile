@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { echo $$p; break; }; done)
 
-.PHONY: install run web test coverage lint typecheck docs fuzz hostile bench bench-latency bench-limits bench-replay bench-shared bench-batch bench-soak clean
+.PHONY: install run web test coverage lint typecheck docs fuzz hostile bench bench-latency bench-limits bench-replay bench-shared bench-batch bench-realtime bench-soak clean
 
 install: $(VENV)/.installed
 
@@ -110,6 +110,14 @@ BENCH_BATCH_ARGS ?=
 
 bench-batch: install
 	$(BIN)/python scripts/bench_batch.py $(BENCH_BATCH_ARGS)
+
+# Concurrent realtime voice sessions with latency on: first audio against the deployment's time
+# to first token, audio pacing against real time, events/s, CPU per session-second.
+# BENCH_REALTIME_ARGS="--sessions 10 100".
+BENCH_REALTIME_ARGS ?=
+
+bench-realtime: install
+	$(BIN)/python scripts/bench_realtime.py $(BENCH_REALTIME_ARGS)
 
 # SOAK_ARGS="--minutes 5": shorter than the default 30 minutes.
 SOAK_ARGS ?=

@@ -1,16 +1,21 @@
 """The Realtime API end to end with the openai SDK, through a real mitmdump: a text turn on the
 GA path (`OpenAI(base_url=…/openai/v1/).realtime`) and on the preview path
 (`AsyncAzureOpenAI(...).beta.realtime`), an audio turn with server VAD from generated speech, a
-function-call round trip, and a cancel mid-response."""
+function-call round trip; with latency on, a cancel mid-response; and a plain `websockets`
+client sending garbage frames (not JSON, binary, an unknown type), each answered by an
+`error` event with the session still usable."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import time
 
 import numpy as np
 import pytest
 from openai import AsyncAzureOpenAI, AsyncOpenAI
+from websockets.asyncio.client import connect
 
 PREVIEW = "2025-04-01-preview"
 DEPLOYMENT = "gpt-realtime"
@@ -21,6 +26,16 @@ def sim(tmp_path_factory):
     from conftest import start_simulator
 
     sim = start_simulator(tmp_path_factory.mktemp("realtime"), {"SIMULATOR_LATENCY": "false"})
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture(scope="module")
+def timed_sim(tmp_path_factory):
+    """Latency on: answers wait for their first audio, then play in real time."""
+    from conftest import start_simulator
+
+    sim = start_simulator(tmp_path_factory.mktemp("realtime-timed"), {"SIMULATOR_LATENCY": "true"})
     yield sim
     sim.stop()
 
@@ -133,5 +148,73 @@ def test_a_function_call_round_trip_and_a_cancel(sim):
             done = await until(conn, "response.done", seen)
             assert done.response.status == "completed"
             assert any(item.type == "message" for item in done.response.output)
+
+    asyncio.run(go())
+
+
+def test_a_cancel_mid_response_with_latency_on(timed_sim):
+    async def go():
+        async with ga(timed_sim).realtime.connect(model=DEPLOYMENT) as conn:
+            seen: list[str] = []
+            await until(conn, "session.created", seen)
+            await conn.session.update(session={"type": "realtime", "output_modalities": ["audio"]})
+            await until(conn, "session.updated", seen)
+            await conn.conversation.item.create(
+                item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Tell a story."}]}
+            )
+            asked = time.monotonic()
+            await conn.response.create()
+            await until(conn, "response.output_audio.delta", seen)
+            assert time.monotonic() - asked >= 0.3  # the deployment's time to first audio was waited
+            await conn.response.cancel()
+            before = len(seen)
+            done = await until(conn, "response.done", seen)
+            assert done.response.status == "cancelled"
+            assert done.response.status_details.reason == "client_cancelled"
+            # At most a delta already on its way when the cancel left; a whole answer is many seconds of them.
+            assert seen[before:].count("response.output_audio.delta") <= 1
+            assert done.response.output[0].status == "incomplete"
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await until(conn, "response.output_audio.delta", seen)
+
+    asyncio.run(go())
+
+
+def test_garbage_frames_get_error_events_and_the_session_goes_on(sim):
+    url = sim.url.replace("http://", "ws://") + f"/openai/v1/realtime?model={DEPLOYMENT}"
+
+    async def go():
+        async with connect(url, additional_headers={"api-key": sim.key}) as ws:
+
+            async def next_event() -> dict:
+                async with asyncio.timeout(10):
+                    return json.loads(await ws.recv())
+
+            assert (await next_event())["type"] == "session.created"
+            garbage = ["this is not json", b"\x00\x01binary", "[1, 2]", json.dumps({"event_id": "evt_none"})]
+            codes = ["invalid_json", "invalid_json", "invalid_json", "missing_required_parameter"]
+            for frame, code in zip(garbage, codes, strict=True):
+                await ws.send(frame)
+                event = await next_event()
+                assert event["type"] == "error" and event["error"]["code"] == code, event
+            await ws.send(json.dumps({"type": "no.such.event", "event_id": "evt_1"}))
+            event = await next_event()
+            assert event["type"] == "error"
+            assert (event["error"]["code"], event["error"]["param"], event["error"]["event_id"]) == (
+                "invalid_value",
+                "type",
+                "evt_1",
+            )
+            # Still usable: a text turn.
+            update = {"type": "realtime", "output_modalities": ["text"]}
+            await ws.send(json.dumps({"type": "session.update", "session": update}))
+            assert (await next_event())["type"] == "session.updated"
+            item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]}
+            await ws.send(json.dumps({"type": "conversation.item.create", "item": item}))
+            await ws.send(json.dumps({"type": "response.create"}))
+            while (event := await next_event())["type"] != "response.done":
+                assert event["type"] != "error", event
+            assert event["response"]["status"] == "completed"
 
     asyncio.run(go())

@@ -436,7 +436,8 @@ class Session:
             self._id("resp_"), cfg, conversation == "auto", self._input_tokens(cfg, context), body.get("metadata")
         )
         self.response = running
-        running.task = asyncio.create_task(self._run(running, context))
+        # Timed from here, not from when the task first runs: a busy loop must not add to the first audio.
+        running.task = asyncio.create_task(self._run(running, context, self.clock()))
 
     def _input_tokens(self, cfg: SessionConfig, context: list[dict[str, Any]] | None) -> tuple[int, int, int]:
         """Text, audio and cached input tokens: the instructions, tools and conversation (or the
@@ -486,8 +487,7 @@ class Session:
             shape["usage"] = events.usage(text_in, audio_in, cached, running.text_tokens, audio_out)
         return shape
 
-    async def _run(self, running: Running, context: list[dict[str, Any]] | None) -> None:
-        started = self.clock()
+    async def _run(self, running: Running, context: list[dict[str, Any]] | None, started: float) -> None:
         await self.send({"type": "response.created", "response": self._response_shape(running, "in_progress", None)})
         reserve = running.config.token_limit or 4096
         self.requests_left = max(0, self.requests_left - 1)
