@@ -484,7 +484,20 @@ class Session:
             self._id("resp_"), cfg, conversation == "auto", self._input_tokens(cfg, context), body.get("metadata")
         )
         self.response = running
-        running.task = asyncio.create_task(self._run(running, context))
+        running.task = asyncio.create_task(self._guarded(running, context))
+
+    async def _guarded(self, running: Running, context: list[dict[str, Any]] | None) -> None:
+        """A response's task: a bug in it ends the response with Azure's server_error event,
+        never the session."""
+        try:
+            await self._run(running, context)
+        except Exception:
+            log.exception("realtime response failed")
+            if self.response is running:
+                self.response = None
+            await self._error(
+                Invalid("The server had an error while processing your request.", None, None), None, "server_error"
+            )
 
     def _input_tokens(self, cfg: SessionConfig, context: list[dict[str, Any]] | None) -> tuple[int, int, int]:
         """Text, audio and cached input tokens: the instructions, tools and conversation (or the

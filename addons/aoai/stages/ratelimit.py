@@ -598,7 +598,9 @@ class SessionWindows:
             return 0.0
         # Tokens only: a response is not a new request (its session was).
         found = await self.limits.limiter.peek(self.key, limits.Quota(quota.tokens, 0, quota.request_window), tokens)
-        return 0.0 if found.allowed else max(found.token_wait, 1e-6)
+        if found.allowed:
+            return 0.0
+        return min(max(found.token_wait, 1e-6), float(limits.NEVER_SECONDS))  # larger than the quota: never
 
     async def charge(self, tokens: int) -> None:
         quota = self.limits.quota_now(self.deployment)
