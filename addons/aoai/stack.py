@@ -95,7 +95,15 @@ def build_addons(config: SimulatorConfig, services: Services, startup: Startup |
         extensions,  # EXTENSION_PATH: user addons run here; initialize(config) shapes the rest
         forward_target,  # record mode needs AZURE_OPENAI_ENDPOINT or an extension's forwarder
         # Admitted realtime handshakes: to the loopback session server (record mode: on to Azure).
-        Realtime(config, services.realtime, realtime_engine.session, startup, replay.realtime_sessions),
+        Realtime(
+            config,
+            services.realtime,
+            realtime_engine.session,
+            startup,
+            replay.realtime_sessions,
+            limits.session_quota,
+            book,
+        ),
         replay,  # record and replay modes: answer what is recorded
         Record(config, recordings, streams),  # record mode: forward the rest to Azure and save it
         Batches(
@@ -115,6 +123,7 @@ def build_addons(config: SimulatorConfig, services: Services, startup: Startup |
             shared=services.shared,
             batch_counts=services.batch_counts,
             batch_jobs=services.batch_jobs_by_status,
+            realtime=services.realtime,
         ),  # /++/metrics; counts and times every flow
         NotFound(config),  # nothing answered: 404, so generate and replay never go upstream
         FlowCap(config, startup),  # under mitmweb: keep only the newest flows in memory (by count and bytes)

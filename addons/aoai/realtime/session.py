@@ -9,7 +9,20 @@ Figures the references leave open, chosen here:
 - Input audio costs 10 tokens a second (one per 100 ms, as gpt-4o's audio input) and output
   audio 20 a second (one per 50 ms); an earlier answer's audio counts as input audio later.
 - `rate_limits.updated` is sent at the start of each response, right after `response.created`
-  (the reference's order), with the tokens the response may spend reserved.
+  (the reference's order). With the deployment's quota lent (`Hooks.quota`) it shows what its
+  windows have left (requests: new sessions; tokens: responses, charged when each is done);
+  without one, stand-in figures with the tokens the response may spend reserved.
+- A response the token window has no room for (its input tokens, plus one) ends at once:
+  `response.done` with status `failed` and `status_details.error` {type `tokens`, code
+  `rate_limit_exceeded`, message with the retry time} (OpenAI's realtime service fails a
+  response so when a rate limit is hit; the SDK's status error has `type` and `code`).
+- The content filter (`Hooks.judge`) reads the user's text and input transcripts added since
+  the last response (or the response's own `input`); a blocked prompt ends the response as
+  `incomplete` with `status_details` {type `incomplete`, reason `content_filter`} and no
+  output; its input tokens still count. The session goes on.
+- Faults (`Hooks.disruption`, drawn for each response): a slow first byte delays the first
+  delta (and all after it); a stream cut drops the socket after so many token deltas or so
+  many ms from the response's start (`bind_drop` lends the means), as a network fault does.
 - Text-only answers wait the time to first audio before their first delta and send the rest
   at once; audio answers send 100 ms of audio per delta at the plan's pace.
 - Error codes: a frame that is not a JSON object (binary frames too) `invalid_json`; no `type`
@@ -38,6 +51,7 @@ from ..openai import audio as speech
 from ..openai import shapes, text, tokens
 from ..openai.chat import json_answer
 from ..openai.validation import Invalid
+from ..runtime.realtime_server import SessionQuota
 from . import audio, config, events
 from .config import BETA, GA, SessionConfig
 from .timing import Timing
@@ -82,6 +96,30 @@ class Usage:
     errors: int = 0
     responses: int = 0
     first_audio_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
+    first_audios: int = 0  # first-audio times ever added (the deque keeps the newest)
+
+
+@dataclass(frozen=True)
+class Disruption:
+    """The declared faults that strike one response."""
+
+    first_audio_delay_s: float = 0.0  # slowFirstByte
+    cut_after_tokens: int | None = None  # streamCut: token deltas sent before the socket drops
+    cut_after_s: float | None = None  # streamCut: seconds from the response's start
+
+
+@dataclass
+class Hooks:
+    """What the simulator around a session lends it; each is optional."""
+
+    quota: SessionQuota | None = None  # the deployment's quota windows
+    judge: Callable[[str], str | None] | None = None  # the content filter: the category a prompt is blocked for
+    disruption: Callable[[], Disruption | None] | None = None  # faults drawn for each response
+    struck: Callable[[str], None] | None = None  # counts a fault kind that struck
+
+
+class _Cut(Exception):
+    """A stream cut struck: the socket drops."""
 
 
 @dataclass
@@ -97,6 +135,8 @@ class Running:
     output: list[dict[str, Any]] = field(default_factory=list)
     text_tokens: int = 0
     audio_seconds: float = 0.0
+    disruption: Disruption | None = None
+    first_delta_sent: bool = False
 
 
 class Session:
@@ -107,6 +147,7 @@ class Session:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        hooks: Hooks | None = None,
     ):
         self.plan, self.flavour = plan, plan.flavour
         self._emit, self.clock, self.sleep = emit, clock, sleep
@@ -131,6 +172,9 @@ class Session:
         self.tokens_left = RATE_LIMIT_TOKENS
         self.requests_left = RATE_LIMIT_REQUESTS
         self.usage = Usage()
+        self.hooks = hooks or Hooks()
+        self.judged: set[str] = set()  # user items the content filter has read
+        self._drop: Callable[[], Awaitable[None]] | None = None
         self._sending = asyncio.Lock()
         self._build_detector()
 
@@ -155,6 +199,10 @@ class Session:
     async def _error(self, problem: Invalid, client_event_id: str | None, kind: str = "invalid_request_error") -> None:
         self.usage.errors += 1
         await self.send(events.error(problem.message, problem.code, problem.param, client_event_id, kind))
+
+    def bind_drop(self, drop: Callable[[], Awaitable[None]]) -> None:
+        """The server lends the means to drop the socket (a stream cut)."""
+        self._drop = drop
 
     def _name(self, preview_name: str) -> str:
         return events.name(preview_name, self.flavour)
@@ -437,7 +485,20 @@ class Session:
         )
         self.response = running
         # Timed from here, not from when the task first runs: a busy loop must not add to the first audio.
-        running.task = asyncio.create_task(self._run(running, context, self.clock()))
+        running.task = asyncio.create_task(self._guarded(running, context, self.clock()))
+
+    async def _guarded(self, running: Running, context: list[dict[str, Any]] | None, started: float) -> None:
+        """A response's task: a bug in it ends the response with Azure's server_error event,
+        never the session."""
+        try:
+            await self._run(running, context, started)
+        except Exception:
+            log.exception("realtime response failed")
+            if self.response is running:
+                self.response = None
+            await self._error(
+                Invalid("The server had an error while processing your request.", None, None), None, "server_error"
+            )
 
     def _input_tokens(self, cfg: SessionConfig, context: list[dict[str, Any]] | None) -> tuple[int, int, int]:
         """Text, audio and cached input tokens: the instructions, tools and conversation (or the
@@ -489,6 +550,39 @@ class Session:
 
     async def _run(self, running: Running, context: list[dict[str, Any]] | None, started: float) -> None:
         await self.send({"type": "response.created", "response": self._response_shape(running, "in_progress", None)})
+        wait = await self.hooks.quota.room(sum(running.input_tokens[:2]) + 1) if self.hooks.quota else 0.0
+        if wait > 0:
+            self.response = None
+            await self._finish(running, "failed", _rate_limited(wait), charge=False)
+            return
+        if self._blocked(context):
+            self.response = None
+            await self._finish(running, "incomplete", {"type": "incomplete", "reason": "content_filter"})
+            return
+        await self._rate_limits(running)
+        disruption = running.disruption = self.hooks.disruption() if self.hooks.disruption else None
+        try:
+            async with asyncio.timeout(disruption.cut_after_s if disruption else None):
+                tool = self._tool_to_call(running.config, context)
+                if tool is not None:
+                    cut = await self._call(running, tool, started)
+                else:
+                    cut = await self._say(running, started)
+        except (_Cut, TimeoutError):
+            await self._cut()
+            return
+        self.response = None
+        await self._finish(
+            running,
+            "incomplete" if cut else "completed",
+            {"type": "incomplete", "reason": "max_output_tokens"} if cut else None,
+        )
+
+    async def _rate_limits(self, running: Running) -> None:
+        if self.hooks.quota is not None:
+            requests, quota_tokens = await self.hooks.quota.figures()
+            await self.send(events.rate_limits(requests, quota_tokens))
+            return
         reserve = running.config.token_limit or 4096
         self.requests_left = max(0, self.requests_left - 1)
         await self.send(
@@ -497,25 +591,58 @@ class Session:
                 (RATE_LIMIT_TOKENS, max(0, self.tokens_left - sum(running.input_tokens[:2]) - reserve)),
             )
         )
-        tool = self._tool_to_call(running.config, context)
-        if tool is not None:
-            cut = await self._call(running, tool, started)
-        else:
-            cut = await self._say(running, started)
-        self.response = None
-        await self._finish(
-            running,
-            "incomplete" if cut else "completed",
-            {"type": "incomplete", "reason": "max_output_tokens"} if cut else None,
-        )
 
-    async def _finish(self, running: Running, status: str, details: dict[str, Any] | None) -> None:
+    def _blocked(self, context: list[dict[str, Any]] | None) -> bool:
+        """Whether the content filter blocks the user's words this response reads: those added
+        since the last response, or the response's own input."""
+        judge = self.hooks.judge
+        if judge is None:
+            return False
+        if context is not None:
+            fresh = [i for i in context if i.get("role") == "user"]
+        else:
+            fresh = [i for k, i in self.items.items() if k not in self.judged and i.get("role") == "user"]
+            self.judged.update(i["id"] for i in fresh)
+            if len(self.judged) > 2 * self.plan.max_items:  # forget those gone from the conversation
+                self.judged &= self.items.keys()
+        said = " ".join(_item_text(i) for i in fresh).strip()
+        return bool(said) and judge(said) is not None
+
+    async def _cut(self) -> None:
+        """A stream cut: the socket drops mid-response, with no response.done."""
+        self.response = None
+        if self.hooks.struck:
+            self.hooks.struck("streamCut")
+        if self._drop is not None:
+            await self._drop()
+
+    def _token(self, running: Running) -> None:
+        """One more token delta; a stream cut after so many strikes before it is sent."""
+        running.text_tokens += 1
+        limit = running.disruption.cut_after_tokens if running.disruption else None
+        if limit is not None and running.text_tokens > limit:
+            raise _Cut
+
+    def _paced_from(self, running: Running, started: float) -> float:
+        """When the response's pacing starts: a slow first byte moves every delta later."""
+        delay = running.disruption.first_audio_delay_s if running.disruption else 0.0
+        if delay > 0 and not running.first_delta_sent:
+            running.first_delta_sent = True
+            if self.hooks.struck:
+                self.hooks.struck("slowFirstByte")
+        return started + delay
+
+    async def _finish(self, running: Running, status: str, details: dict[str, Any] | None, charge: bool = True) -> None:
         shape = self._response_shape(running, status, details)
         usage = shape["usage"]
+        if not charge:
+            shape["usage"] = usage = events.usage(0, 0, 0, 0, 0)
         self.usage.responses += 1
         self.usage.input_tokens += usage["input_tokens"]
         self.usage.output_tokens += usage["output_tokens"]
         self.tokens_left = max(0, self.tokens_left - usage["total_tokens"])
+        if charge and self.hooks.quota is not None and usage["total_tokens"]:
+            await self.hooks.quota.charge(usage["total_tokens"])
         await self.send({"type": "response.done", "response": shape})
 
     async def _cancel(self, reason: str) -> None:
@@ -588,11 +715,11 @@ class Session:
             "arguments": "",
         }
         index = await self._open_item(running, item)
-        await self._until(started + self.plan.latency.first_audio)
+        await self._until(self._paced_from(running, started) + self.plan.latency.first_audio)
         where = {"response_id": running.id, "item_id": item["id"], "output_index": index, "call_id": call_id}
         for piece in self.corpus.pieces(ids):
             item["arguments"] += piece
-            running.text_tokens += 1
+            self._token(running)
             await self.send({"type": "response.function_call_arguments.delta", **where, "delta": piece})
         item["arguments"] = arguments
         await self.send({"type": "response.function_call_arguments.done", **where, "arguments": arguments})
@@ -625,10 +752,10 @@ class Session:
             await self.send({"type": self._name("response.audio_transcript.done"), **where, "transcript": answer.text})
         else:
             seconds = 0.0
-            await self._until(started + self.plan.latency.first_audio)
+            await self._until(self._paced_from(running, started) + self.plan.latency.first_audio)
             for piece in pieces:
                 part["text"] += piece
-                running.text_tokens += 1
+                self._token(running)
                 await self.send({"type": self._name("response.text.delta"), **where, "delta": piece})
             await self.send({"type": self._name("response.text.done"), **where, "text": answer.text})
         await self.send({"type": "response.content_part.done", **where, "part": part})
@@ -651,13 +778,14 @@ class Session:
         timing, told = self.plan.latency, 0
         previous_end = 0.0
         for end, data in audio.chunks(seconds, cfg.voice, cfg.output_format):
-            await self._until(started + timing.offset(previous_end))
+            await self._until(self._paced_from(running, started) + timing.offset(previous_end))
             if previous_end == 0.0:
                 self.usage.first_audio_seconds.append(self.clock() - started)
+                self.usage.first_audios += 1
             due = min(len(pieces), round(len(pieces) * end / seconds))
             for piece in pieces[told:due]:
                 part["transcript"] += piece
-                running.text_tokens += 1
+                self._token(running)
                 await self.send({"type": self._name("response.audio_transcript.delta"), **where, "delta": piece})
             told = due
             await self.send(
@@ -687,6 +815,16 @@ _HANDLERS: dict[str, _Handler] = {
     "response.cancel": Session._response_cancel,
     "output_audio_buffer.clear": Session._output_audio_clear,
 }
+
+
+def _rate_limited(wait_s: float) -> dict[str, Any]:
+    """A failed response's status details when the token window is full."""
+    seconds = max(1, int(wait_s + 0.999))
+    message = (
+        "Rate limit reached for this deployment's tokens per minute. "
+        f"Please try again in {seconds}s."  # whole seconds, as Azure's 429 texts give them
+    )
+    return {"type": "failed", "error": {"type": "tokens", "code": "rate_limit_exceeded", "message": message}}
 
 
 def _parse(message: str | bytes | dict[str, Any]) -> dict[str, Any]:

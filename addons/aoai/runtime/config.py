@@ -282,6 +282,8 @@ def parse_deployment(name: str, spec: Any, where: str) -> Deployment:
         dep.requests_per_minute = _number(f"{where}.requestsPerMinute", spec["requestsPerMinute"], integer=True)
     elif model.requests_per_minute:
         dep.requests_per_minute = model.requests_per_minute  # audio and image models: Azure's default quota
+    if "tokensPerMinute" not in spec and model.tokens_per_minute:
+        dep.tokens_per_minute = model.tokens_per_minute  # realtime models: Azure's default token quota
     if "audioPace" in spec:
         if not model.audio_pace:
             raise ConfigError(f"{where}.audioPace: {model.name} is not an audio model")
@@ -602,4 +604,5 @@ class SimulatorConfig:
         if model is None or model.kind != kind:
             model = catalogue.MODELS[catalogue.DEFAULT_MODEL_FOR_KIND[kind]]
         label = labels.undefined(name) if labels is not None else None
-        return Deployment(name, model, defined=False, undefined_label=label)
+        # Realtime models carry Azure's default token quota; other kinds have none unless declared.
+        return Deployment(name, model, tokens_per_minute=model.tokens_per_minute, defined=False, undefined_label=label)

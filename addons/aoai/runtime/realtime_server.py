@@ -18,8 +18,8 @@ import itertools
 import logging
 import secrets
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed
 
 if TYPE_CHECKING:
     from .config import Deployment, Latency
+    from .faults import Fault
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,20 @@ CLOSE_NORMAL, CLOSE_POLICY, CLOSE_ERROR, CLOSE_TRY_LATER = 1000, 1008, 1011, 101
 SESSION_EXPIRED = "Your session hit the maximum duration of {minutes} minutes."
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
+# ((limit, remaining) of requests, (limit, remaining) of tokens): what rate_limits.updated shows.
+RateFigures = tuple[tuple[int, int], tuple[int, int]]
+MAX_PENDING_FIRST_AUDIO = 10_000  # first-audio times waiting for the next scrape, across sessions
+
+
+class SessionQuota(Protocol):
+    """A session's share of its deployment's quota (the Limits stage's windows). Never raises:
+    when shared windows are away, this replica's own windows answer."""
+
+    async def room(self, tokens: int) -> float: ...  # seconds until `tokens` fit the token window (0.0: now)
+
+    async def charge(self, tokens: int) -> None: ...  # tokens a finished response used
+
+    async def figures(self) -> RateFigures: ...  # the deployment's limits and what remains of them
 
 
 class SessionLike(Protocol):
@@ -75,9 +90,39 @@ class SessionTicket:
     seed: int | None  # SIMULATOR_SEED
     headers: dict[str, str] = field(default_factory=dict)  # the handshake's, without credentials
     query: dict[str, str] = field(default_factory=dict)  # the handshake's query, without secrets
+    quota: SessionQuota | None = None  # the deployment's windows (None: no quota)
+    # The deployment's declared faults: a draw for each response, and a count of each that struck.
+    draw_faults: Callable[[], Sequence[Fault]] | None = None
+    count_fault: Callable[[str], None] | None = None
 
 
 SessionFactory = Callable[[SessionTicket, Emit], SessionLike]
+Drop = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Tally:
+    """What a deployment's sessions did, for metrics: sessions started, events and audio
+    seconds each way (in: from the client)."""
+
+    sessions: int = 0
+    events_in: int = 0
+    events_out: int = 0
+    audio_in: float = 0.0
+    audio_out: float = 0.0
+
+    def add(self, usage: Any) -> None:
+        self.events_in += usage.events_in
+        self.events_out += usage.events_out
+        self.audio_in += usage.audio_seconds_in
+        self.audio_out += usage.audio_seconds_out
+
+
+@dataclass
+class _Live:
+    label: str
+    session: SessionLike
+    seen: int = 0  # first-audio times already taken from its usage
 
 
 class Tickets:
@@ -131,6 +176,9 @@ class RealtimeServer:
         self.refused = 0  # connections closed without a session (no ticket, full)
         self._server: Server | None = None
         self._ids = itertools.count(1)
+        self.live: dict[int, _Live] = {}  # sessions running now, for metrics
+        self.ended: dict[str, Tally] = {}  # by deployment label: sessions that ended
+        self.first_audio: deque[tuple[str, float]] = deque(maxlen=MAX_PENDING_FIRST_AUDIO)
 
     @property
     def running(self) -> bool:
@@ -196,7 +244,16 @@ class RealtimeServer:
             # Text frames; `send` waits while a slow client's write buffer is full.
             await connection.send(orjson.dumps(event), text=True)
 
+        async def drop() -> None:
+            # A network fault: the socket goes without a close frame.
+            connection.transport.abort()
+
         session = factory(ticket, emit)
+        bind = getattr(session, "bind_drop", None)  # sessions that can drop their socket (faults)
+        if callable(bind):
+            bind(drop)
+        number = next(self._ids)
+        self.live[number] = _Live(ticket.deployment.label, session)
         code, reason = CLOSE_NORMAL, ""
         try:
             async with asyncio.timeout(self.max_session_s):
@@ -215,6 +272,7 @@ class RealtimeServer:
                 await session.close()
             except Exception:
                 logger.warning("realtime session on %s failed to close", ticket.deployment.name, exc_info=True)
+            self._ended(self.live.pop(number))
             await connection.close(code, reason)
 
     async def _expired(self, emit: Emit) -> None:
@@ -236,6 +294,45 @@ class RealtimeServer:
                 await emit(event)
         except (TimeoutError, ConnectionClosed):
             pass
+
+    # --- Metrics ---------------------------------------------------------------------------
+
+    def _ended(self, live: _Live) -> None:
+        tally = self.ended.setdefault(live.label, Tally())
+        tally.sessions += 1
+        usage = getattr(live.session, "usage", None)
+        if usage is not None:
+            tally.add(usage)
+            self._take_first_audio(live, usage)
+
+    def _take_first_audio(self, live: _Live, usage: Any) -> None:
+        fresh = usage.first_audios - live.seen
+        live.seen = usage.first_audios
+        if fresh > 0:
+            times = usage.first_audio_seconds
+            for seconds in list(times)[max(0, len(times) - fresh) :]:
+                self.first_audio.append((live.label, seconds))
+
+    def tallies(self) -> tuple[dict[str, Tally], dict[str, int]]:
+        """Totals by deployment (ended sessions and those running, whose count is so far) and
+        the sessions open now by deployment; takes the first-audio times not yet taken."""
+        totals = {label: Tally(**vars(t)) for label, t in self.ended.items()}
+        open_now: dict[str, int] = {}
+        for live in self.live.values():
+            open_now[live.label] = open_now.get(live.label, 0) + 1
+            tally = totals.setdefault(live.label, Tally())
+            tally.sessions += 1
+            usage = getattr(live.session, "usage", None)
+            if usage is not None:
+                tally.add(usage)
+                self._take_first_audio(live, usage)
+        return totals, open_now
+
+    def take_first_audio(self) -> list[tuple[str, float]]:
+        """First-audio times (deployment label, seconds) since the last call."""
+        taken = list(self.first_audio)
+        self.first_audio.clear()
+        return taken
 
     def usage(self) -> dict[str, int]:
         """For /++/limits and metrics: sessions now, their most, and tickets waiting."""

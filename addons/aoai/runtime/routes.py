@@ -366,7 +366,8 @@ def _no_check(body: dict[str, Any], model: Model) -> None:
 def _realtime() -> list[Route]:
     """The Realtime API's WebSocket handshakes: the preview path (beta events; a preview
     api-version from 2024-10-01-preview, the deployment in `deployment`) and the GA path (GA
-    events; no api-version, the deployment in `model`). Quotas are the session's own business."""
+    events; no api-version, the deployment in `model`). A handshake is one request against the
+    deployment's request window (no tokens); the session's responses charge its token window."""
     common: dict[str, Any] = {
         "family": OPENAI,
         "azure_operation": "Realtime_Connect",
@@ -377,6 +378,7 @@ def _realtime() -> list[Route]:
         "check": _no_check,
         "prompt_tokens": _no_prompt,
         "data_action": "Microsoft.CognitiveServices/accounts/OpenAI/deployments/realtime/action",
+        "quota": DEPLOYMENT_QUOTA,
     }
     return [
         Route(

@@ -112,7 +112,8 @@ class Faults:
         if config.default_faults is None and context.deployment.faults is None:
             return None  # nothing declared: the usual case costs one test
         choice = book.choose(context.deployment, config.default_faults, config.seed)
-        context.fault_shapes = tuple(choice.shapes)
+        # A realtime session draws its own shapes for each response; its handshake takes none.
+        context.fault_shapes = () if context.route.websocket else tuple(choice.shapes)
         fault = choice.answer
         if fault is None or (fault.kind == "contextLength" and context.route.operation not in _CONTEXT_OPERATIONS):
             return None

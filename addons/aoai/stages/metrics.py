@@ -28,6 +28,7 @@ from ..batch.runner import Counts
 from ..runtime import limits, peers
 from ..runtime.config import SimulatorConfig
 from ..runtime.fault_book import FaultBook
+from ..runtime.realtime_server import RealtimeServer, Tally
 from ..runtime.routes import MANAGEMENT
 from ..runtime.shared import Shared
 from ..runtime.state import context_of
@@ -63,6 +64,12 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...], tuple[float, ...]]] = {
         "Time a request spent in the simulator beyond its simulated wait.",
         _REQUEST,
         _OVERHEAD_BUCKETS,
+    ),
+    "realtime_first_audio_seconds": (
+        HISTOGRAM,
+        "Realtime responses: from response.create (or the end of speech) to the first audio delta.",
+        ("deployment",),
+        _LATENCY_BUCKETS,
     ),
     "event_loop_lag_seconds": (
         HISTOGRAM,
@@ -303,6 +310,50 @@ class StreamsPlayed:
         yield family
 
 
+class RealtimeSessions:
+    """`aoai_realtime_sessions` (open now), `aoai_realtime_sessions_total`,
+    `aoai_realtime_events_total{direction}` and `aoai_realtime_audio_seconds_total{direction}`
+    by deployment, read from the sessions' own usage when scraped (in: from the client); the
+    first-audio times go into `aoai_realtime_first_audio_seconds` then. Nothing per event."""
+
+    def __init__(self, server: RealtimeServer | None, metrics: SimulatorMetrics):
+        self.server, self.metrics = server, metrics
+        self.totals: dict[str, Tally] = {}
+        self.open_now: dict[str, int] = {}
+
+    def harvest(self) -> None:
+        """Before a scrape: the totals now, and the first-audio times since the last one."""
+        if self.server is None:
+            return
+        self.totals, self.open_now = self.server.tallies()
+        for label, seconds in self.server.take_first_audio():
+            self.metrics.observe("realtime_first_audio_seconds", (label,), seconds)
+
+    def collect(self):
+        sessions = GaugeMetricFamily("aoai_realtime_sessions", "Realtime sessions open now.", labels=("deployment",))
+        started = CounterMetricFamily("aoai_realtime_sessions", "Realtime sessions started.", labels=("deployment",))
+        events = CounterMetricFamily(
+            "aoai_realtime_events", "Realtime events, in (from the client) and out.", labels=("deployment", "direction")
+        )
+        audio = CounterMetricFamily(
+            "aoai_realtime_audio_seconds",
+            "Seconds of realtime audio, in (from the client) and out.",
+            labels=("deployment", "direction"),
+        )
+        for label in sorted(set(self.totals) | set(self.open_now)):
+            sessions.add_metric((label,), self.open_now.get(label, 0))
+        for label, tally in sorted(self.totals.items()):
+            started.add_metric((label,), tally.sessions)
+            events.add_metric((label, "in"), tally.events_in)
+            events.add_metric((label, "out"), tally.events_out)
+            audio.add_metric((label, "in"), tally.audio_in)
+            audio.add_metric((label, "out"), tally.audio_out)
+        yield sessions
+        yield started
+        yield events
+        yield audio
+
+
 LAG_PERIOD_S = 0.1
 
 
@@ -318,6 +369,7 @@ class Metrics:
         shared: Shared | None = None,
         batch_counts: Counts | None = None,
         batch_jobs: Callable[[], dict[str, int]] | None = None,
+        realtime: RealtimeServer | None = None,
     ):
         self.config = config
         self.link = link if link is not None else peers.Link()  # other workers' metrics are scraped through it
@@ -328,6 +380,8 @@ class Metrics:
         self.metrics.registry.register(FaultsInjected(faults))
         self.metrics.registry.register(SharedState(shared))
         self.metrics.registry.register(BatchJobs(batch_counts, batch_jobs))
+        self.realtime = RealtimeSessions(realtime, self.metrics)
+        self.metrics.registry.register(self.realtime)
         streams.observers.append(self.stream_played)
         self._lag: asyncio.Task | None = None  # the loop-lag watch, from running()
 
@@ -340,6 +394,7 @@ class Metrics:
             and context.route.operation == "metrics"
             and context.route.family == MANAGEMENT
         ):
+            self.realtime.harvest()
             if self.config.peers and not peers.from_peer(flow.request.headers, self.config.peer_secret):
                 return self._every_worker(flow)
             flow.response = http.Response.make(200, self.metrics.text(), {"content-type": CONTENT_TYPE_LATEST})

@@ -237,6 +237,12 @@ class Limits:
             return None
         return None if quota.unlimited else Ask(route.quota, route.quota, quota, context)
 
+    def session_quota(self, deployment: Deployment) -> SessionWindows | None:
+        """A realtime session's share of its deployment's quota; None when it has none."""
+        if deployment.provisioned or self.quota_now(deployment).unlimited:
+            return None
+        return SessionWindows(self, deployment)
+
     def capacity(self, deployment: Deployment) -> limits.Capacity:
         return limits.ptu_capacity(
             deployment.ptu,
@@ -573,6 +579,38 @@ class Limits:
                 continue
             view["deployments"][name]["utilization"] = _percent(used)
         return view
+
+
+class SessionWindows:
+    """A realtime session's share of its deployment's quota (runtime/realtime_server.py's
+    SessionQuota): whether a response's input fits the token window, the tokens each
+    response used charged when it is done, and the figures rate_limits.updated shows
+    (requests: of the short request window, which new sessions fill; tokens: of the minute).
+    A quota cut in force lowers the token figures, as it does for requests."""
+
+    def __init__(self, limits: Limits, deployment: Deployment):
+        self.limits, self.deployment = limits, deployment
+        self.key = "d:" + deployment.label
+
+    async def room(self, tokens: int) -> float:
+        quota = self.limits.quota_now(self.deployment)
+        if not quota.tokens:
+            return 0.0
+        # Tokens only: a response is not a new request (its session was).
+        found = await self.limits.limiter.peek(self.key, limits.Quota(quota.tokens, 0, quota.request_window), tokens)
+        if found.allowed:
+            return 0.0
+        return min(max(found.token_wait, 1e-6), float(limits.NEVER_SECONDS))  # larger than the quota: never
+
+    async def charge(self, tokens: int) -> None:
+        quota = self.limits.quota_now(self.deployment)
+        if quota.tokens and tokens > 0:
+            await self.limits.limiter.charge(self.key, quota, tokens)
+
+    async def figures(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        quota = self.limits.quota_now(self.deployment)
+        found = await self.limits.limiter.peek(self.key, quota, 0)
+        return (quota.requests, found.remaining_requests), (quota.tokens, found.remaining_tokens)
 
 
 def _percent(utilization: float) -> str:

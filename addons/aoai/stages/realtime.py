@@ -28,7 +28,9 @@ from mitmproxy import ctx, http
 
 from .. import wire
 from ..runtime import latency, redaction
-from ..runtime.config import SimulatorConfig
+from ..runtime.config import Deployment, SimulatorConfig
+from ..runtime.fault_book import FaultBook
+from ..runtime.faults import Fault
 from ..runtime.options import Option, check, declare, names
 from ..runtime.realtime_server import (
     BETA,
@@ -38,6 +40,7 @@ from ..runtime.realtime_server import (
     TICKET_HEADER,
     RealtimeServer,
     SessionFactory,
+    SessionQuota,
     SessionTicket,
 )
 from ..runtime.startup import Startup
@@ -82,10 +85,25 @@ NO_ENDPOINT = (
 )
 
 
-def ticket_for(context: RequestContext, config: SimulatorConfig) -> SessionTicket:
-    """What the session of an admitted handshake is built from."""
+def ticket_for(
+    context: RequestContext,
+    config: SimulatorConfig,
+    quotas: Callable[[Deployment], SessionQuota | None] | None = None,
+    book: FaultBook | None = None,
+) -> SessionTicket:
+    """What the session of an admitted handshake is built from: with `quotas`, the deployment's
+    quota windows; with `book`, its declared faults, drawn for each response."""
     route, deployment, request = context.route, context.deployment, context.request
     assert route is not None and deployment is not None
+    draw = count = None
+    if book is not None and book.profile_for(deployment, config.default_faults) is not None:
+
+        def draw() -> list[Fault]:
+            return book.choose(deployment, config.default_faults, config.seed).shapes
+
+        def count(kind: str) -> None:
+            book.count(deployment.label, kind)
+
     return SessionTicket(
         deployment=deployment,
         flavour=BETA if route.operation == "realtime" else GA,
@@ -95,6 +113,9 @@ def ticket_for(context: RequestContext, config: SimulatorConfig) -> SessionTicke
         seed=config.seed,
         headers={k: v for k, v in request.headers.items() if k.lower() not in _NOT_PASSED},
         query={k: v for k, v in request.query.items()},
+        quota=quotas(deployment) if quotas is not None else None,
+        draw_faults=draw,
+        count_fault=count,
     )
 
 
@@ -106,12 +127,16 @@ class Realtime:
         engine: SessionFactory,
         startup: Startup | None = None,
         replayer: Replayer | None = None,
+        quotas: Callable[[Deployment], SessionQuota | None] | None = None,
+        book: FaultBook | None = None,
     ):
         self.config = config
         self.server = server
         self.engine = engine  # the simulator's sessions, unless an extension sets config.realtime_sessions
         self.replayer = replayer  # replay mode: the recorded sessions (the replay stage's), or a miss answered
         self.startup = startup or Startup()
+        self.quotas = quotas  # the deployment's share of the quota windows, for each session
+        self.book = book  # declared faults: sessions draw theirs for each response
         self.env_error: str | None = None
         self._kept: dict[str, int] = {}  # flow id -> bytes of messages its flow keeps
 
@@ -153,7 +178,7 @@ class Realtime:
             factory = self.replayer(flow, context)
             if factory is None:
                 return  # nothing recorded for it: answered as a replay miss
-        name = self.server.admit(ticket_for(context, self.config), factory)
+        name = self.server.admit(ticket_for(context, self.config, self.quotas, self.book), factory)
         self.server.to_loopback(flow.request, name)
         context.websocket = LOOPBACK
 

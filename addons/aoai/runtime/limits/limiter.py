@@ -187,6 +187,30 @@ class Limiter:
             return windows.check(key, quota, cost, self.clock(), self._hint_key(key, identity))
         return windows.check(key, quota, cost, self.clock())
 
+    async def peek(self, key: str, quota: Quota, cost: int) -> Verdict:
+        """Whether `cost` would fit the windows now, counting nothing (realtime sessions ask
+        before each response). Shared windows that fail: the local ones answer."""
+        windows = self._windows()
+        if isinstance(windows, RedisWindows):
+            try:
+                return await windows.check(key, quota, cost, self.clock(), mode="peek")
+            except Exception:
+                self.lost()
+                windows = self.local
+        return windows.peek(key, quota, cost, self.clock())
+
+    async def charge(self, key: str, quota: Quota, cost: int) -> Verdict:
+        """Count `cost` tokens an admitted answer used, whatever room is left (a realtime
+        response is charged when it is done); the verdict carries what remains."""
+        windows = self._windows()
+        if isinstance(windows, RedisWindows):
+            try:
+                return await windows.check(key, quota, cost, self.clock(), mode="charge")
+            except Exception:
+                self.lost()
+                windows = self.local
+        return windows.charge(key, quota, cost, self.clock())
+
     def fill(self, key: str, capacity: Capacity, cost: int, identity: Identity | None = None) -> Fill | Awaitable[Fill]:
         """A provisioned deployment's verdict (a Fill), or for shared windows an awaitable of it."""
         windows = self._windows()

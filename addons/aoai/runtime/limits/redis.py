@@ -33,6 +33,8 @@ local rlimit = tonumber(ARGV[5])
 local rwin = tonumber(ARGV[6])
 local id = ARGV[7]
 local grace = tonumber(ARGV[8])
+-- 'check' counts what fits; 'peek' only looks; 'charge' counts tokens used, whatever is left.
+local mode = ARGV[9] or 'check'
 local tttl = math.ceil(twin * 1000) + 1000
 local rttl = math.ceil(rwin * 1000) + 1000
 
@@ -78,18 +80,22 @@ if rlimit > 0 then
   end
 end
 
-if twait == 0 and rwait == 0 then
-  if tlimit > 0 then
+if mode == 'charge' then twait, rwait = 0, 0 end
+if twait == 0 and rwait == 0 and mode ~= 'peek' then
+  if tlimit > 0 and cost > 0 then
     redis.call('ZADD', KEYS[1], now, id .. ':' .. cost)
     used = used + cost
     redis.call('SET', KEYS[2], used, 'PX', tttl)
     redis.call('PEXPIRE', KEYS[1], tttl)
   end
-  if rlimit > 0 then
+  if rlimit > 0 and mode == 'check' then
     redis.call('ZADD', KEYS[3], now, id)
     redis.call('PEXPIRE', KEYS[3], rttl)
     count = count + 1
   end
+  return {1, '0', '0', used, count, string.format('%.6f', now), hinted}
+end
+if twait == 0 and rwait == 0 then
   return {1, '0', '0', used, count, string.format('%.6f', now), hinted}
 end
 return {0, tostring(twait), tostring(rwait), used, count, string.format('%.6f', now), hinted}
@@ -160,9 +166,12 @@ class RedisWindows:
         base = f"{self.prefix}{{{key}}}"  # one hash slot per key, for Redis Cluster
         return [base + ":t", base + ":tsum", base + ":r"]
 
-    async def check(self, key: str, quota: Quota, cost: int, now: float, hint: str = "") -> Verdict:
+    async def check(
+        self, key: str, quota: Quota, cost: int, now: float, hint: str = "", mode: str = "check"
+    ) -> Verdict:
         """The verdict; with `hint` (a retry hint's key), the hint is taken in the same step
-        and its due time given as the verdict's `hinted`."""
+        and its due time given as the verdict's `hinted`. `mode` "peek" only looks; "charge"
+        counts `cost` tokens used (no request), whatever room is left."""
         self._serial += 1
         allowed, twait, rwait, used, count, at, *hinted = await self.script(
             keys=self.keys(key) + ([hint] if hint else []),
@@ -175,6 +184,7 @@ class RedisWindows:
                 quota.request_window,
                 f"{self._origin}{self._serial}",
                 GRACE,
+                mode,
             ],
         )
         found = verdict(quota, float(twait), float(rwait), int(used), int(count), bool(int(allowed)), float(at))

@@ -82,6 +82,34 @@ class MemoryWindows:
                 requests.add(now, 1)
         return verdict(quota, token_wait, request_wait, tokens.total, requests.total, admitted, now)
 
+    def peek(self, key: str, quota: Quota, cost: int, now: float) -> Verdict:
+        """Whether `cost` tokens and one request would fit now, counting nothing."""
+        pair = self.pairs.get(key)
+        if pair is None:
+            return verdict(quota, 0.0, 0.0, 0, 0, True, now)
+        tokens, requests = pair.tokens, pair.requests
+        token_wait = request_wait = 0.0
+        if quota.tokens:
+            tokens.expire(now, TOKEN_WINDOW)
+            token_wait = tokens.wait_for(cost, quota.tokens, now, TOKEN_WINDOW)
+        if quota.requests:
+            requests.expire(now, quota.request_window)
+            request_wait = requests.wait_for(1, quota.requests, now, quota.request_window)
+        admitted = token_wait == 0.0 and request_wait == 0.0
+        return verdict(quota, token_wait, request_wait, tokens.total, requests.total, admitted, now)
+
+    def charge(self, key: str, quota: Quota, cost: int, now: float) -> Verdict:
+        """Count `cost` tokens used (not a request), whatever room is left: what an answer
+        that was already admitted turned out to use."""
+        pair = self.pairs.get(key)
+        if pair is None:
+            pair = self.pairs[key] = _Pair()
+        pair.tokens.expire(now, TOKEN_WINDOW)
+        if quota.tokens and cost > 0:
+            pair.tokens.add(now, cost)
+        pair.requests.expire(now, quota.request_window)
+        return verdict(quota, 0.0, 0.0, pair.tokens.total, pair.requests.total, True, now)
+
     def usage(self, key: str, quota: Quota, now: float) -> tuple[int, int]:
         """Tokens and requests counted now in the key's windows."""
         pair = self.pairs.get(key)
