@@ -90,8 +90,9 @@ def test_every_route_declares_what_the_stages_read():
             assert route.azure_operation, route
         if route.needs_deployment:
             assert route.check and route.prompt_tokens and route.verb
-            # A realtime session counts against its quota as it runs, not at the handshake.
-            assert route.quota == (routes.NO_QUOTA if route.websocket else routes.DEPLOYMENT_QUOTA)
+            # A realtime handshake is a request against the deployment's quota; its tokens are
+            # charged as its responses end.
+            assert route.quota == routes.DEPLOYMENT_QUOTA
 
 
 @pytest.mark.parametrize(
