@@ -34,16 +34,15 @@ import random
 import secrets
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import simulator_process
 from bench import OTHERS_BUSY, machine_line, process_cpu_seconds, system_busy_seconds
+from bench_batch import HealthProbe
 from bench_latency import percentile
 from simulator_process import SIMULATOR
 from simulator_process import Process as Simulator
@@ -53,7 +52,6 @@ DEPLOYMENT = "gpt-realtime-bench"
 MODEL = "gpt-realtime"
 BANNER = "Azure OpenAI simulator:"
 STARTUP_SETTLE_S = 1.0
-HEALTH_EVERY_S = 0.05
 PCM16_BYTES_PER_SECOND = 24_000 * 2  # the session's default output: PCM16, 24 kHz, mono
 SESSION_TIMEOUT_S = 180.0
 
@@ -150,25 +148,6 @@ async def one_session(sim: Simulator, delay: float) -> Measured:
     # Each delta is due once the audio before it has played: all but the last span first → last.
     m.pacing = (sum(sizes[:-1]) / PCM16_BYTES_PER_SECOND) / (last - first)
     return m
-
-
-class HealthProbe(threading.Thread):
-    """Asks /++/health every 50 ms on its own connection; keeps each latency in ms."""
-
-    def __init__(self, sim: Simulator):
-        super().__init__(daemon=True)
-        self.url = f"{sim.url}/++/health"
-        self.times: list[float] = []
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        with httpx.Client(timeout=30) as client:
-            while not self.stopping.is_set():
-                started = time.perf_counter()
-                client.get(self.url)
-                spent = time.perf_counter() - started
-                self.times.append(spent * 1000)
-                self.stopping.wait(max(0.0, HEALTH_EVERY_S - spent))
 
 
 def run(sim: Simulator, sessions: int, ramp: float) -> dict:

@@ -63,6 +63,15 @@ class MemoryWindows:
 
     def check(self, key: str, quota: Quota, cost: int, now: float) -> Verdict:
         """Admit the request and count it, or say how long until it would fit."""
+        return self._judge(key, quota, cost, now, count=True)
+
+    def peek(self, key: str, quota: Quota, cost: int, now: float) -> Verdict:
+        """Whether `cost` tokens and one request would fit now, counting nothing."""
+        if key not in self.pairs:
+            return verdict(quota, 0.0, 0.0, 0, 0, True, now)
+        return self._judge(key, quota, cost, now, count=False)
+
+    def _judge(self, key: str, quota: Quota, cost: int, now: float, count: bool) -> Verdict:
         pair = self.pairs.get(key)
         if pair is None:
             pair = self.pairs[key] = _Pair()
@@ -75,27 +84,11 @@ class MemoryWindows:
             requests.expire(now, quota.request_window)
             request_wait = requests.wait_for(1, quota.requests, now, quota.request_window)
         admitted = token_wait == 0.0 and request_wait == 0.0
-        if admitted:
+        if admitted and count:
             if quota.tokens:
                 tokens.add(now, cost)
             if quota.requests:
                 requests.add(now, 1)
-        return verdict(quota, token_wait, request_wait, tokens.total, requests.total, admitted, now)
-
-    def peek(self, key: str, quota: Quota, cost: int, now: float) -> Verdict:
-        """Whether `cost` tokens and one request would fit now, counting nothing."""
-        pair = self.pairs.get(key)
-        if pair is None:
-            return verdict(quota, 0.0, 0.0, 0, 0, True, now)
-        tokens, requests = pair.tokens, pair.requests
-        token_wait = request_wait = 0.0
-        if quota.tokens:
-            tokens.expire(now, TOKEN_WINDOW)
-            token_wait = tokens.wait_for(cost, quota.tokens, now, TOKEN_WINDOW)
-        if quota.requests:
-            requests.expire(now, quota.request_window)
-            request_wait = requests.wait_for(1, quota.requests, now, quota.request_window)
-        admitted = token_wait == 0.0 and request_wait == 0.0
         return verdict(quota, token_wait, request_wait, tokens.total, requests.total, admitted, now)
 
     def charge(self, key: str, quota: Quota, cost: int, now: float) -> Verdict:
