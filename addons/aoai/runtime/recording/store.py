@@ -81,6 +81,9 @@ class RecordingStore:
         self._cache_lock = threading.Lock()
         self._cursor_lock = threading.Lock()
         self._write_lock = threading.Lock()  # one append at a time: each knows where it landed
+        # A switch of cassette against a recording written from a worker thread meanwhile: the
+        # recording is indexed where it belongs, never in the cassette put in.
+        self._switch_lock = threading.Lock()
         # Realtime sessions, recorded in files of their own (`<deployment>.realtime.yaml`).
         self.sessions = SessionRecordings(directory)
         self.cassette: Path | None = None  # the one file read and written instead of the folder's
@@ -124,11 +127,13 @@ class RecordingStore:
             for entry in persistence.file_index(path, self.rules, self.table, self.skip_broken):
                 index[entry.key].append(Ref(path.name, entry.offset, entry.length))
         count = sum(len(refs) for refs in index.values())
-        if self.cassette is None:
-            self.index, self.cursors = index, {}
-        else:
-            self._home = (index, {})
-            self.index, self.cursors = self.read_cassette(self.cassette), {}
+        cassette = self.read_cassette(self.cassette) if self.cassette is not None else None
+        with self._switch_lock:
+            if cassette is None:
+                self.index, self.cursors = index, {}
+            else:
+                self._home = (index, {})
+                self.index, self.cursors = cassette, {}
         self._forget_parsed()
         return count
 
@@ -148,15 +153,16 @@ class RecordingStore:
         """Read and write every recording in the cassette at `path` (absolute), whose index
         `read_cassette` built (None: it starts empty); `path` None: the folder's files again.
         Quick, for the event loop: the pending recordings are saved before (`take_pending`)."""
-        if path is None:
-            if self._home is not None:
-                self.index, self.cursors = self._home
-            self._home = None
-        else:
-            if self._home is None:
-                self._home = (self.index, self.cursors)
-            self.index, self.cursors = index if index is not None else defaultdict(list), {}
-        self.cassette = path
+        with self._switch_lock:
+            if path is None:
+                if self._home is not None:
+                    self.index, self.cursors = self._home
+                self._home = None
+            else:
+                if self._home is None:
+                    self._home = (self.index, self.cursors)
+                self.index, self.cursors = index if index is not None else defaultdict(list), {}
+            self.cassette = path
         self._forget_parsed()  # a cassette written anew reuses its byte ranges
 
     def _forget_parsed(self) -> None:
@@ -329,10 +335,12 @@ class RecordingStore:
 
         def written(interaction: Interaction, offset: int, length: int) -> None:
             ref = Ref(file, offset, length)
-            index = self._index_for(file)
-            if index is None:
-                return
-            index[interaction.key(self.rules, self.table)].append(ref)
+            key = interaction.key(self.rules, self.table)
+            with self._switch_lock:
+                index = self._index_for(file)
+                if index is None:
+                    return
+                index[key].append(ref)
             if length <= REMEMBER_WRITTEN_BYTES:
                 self._remember(ref, interaction)
 
