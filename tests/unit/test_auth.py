@@ -93,6 +93,7 @@ MANAGED = [
     ("GET", "/++/faults"),
     ("POST", "/++/reset-limits"),
     ("POST", "/++/save-recordings"),
+    ("PUT", "/++/cassette"),
     ("POST", "/++/token"),
 ]
 

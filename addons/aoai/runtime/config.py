@@ -478,6 +478,31 @@ def model_latency(model: Model) -> Latency:
     )
 
 
+CASSETTE_MODES = ("none", "once", "new_episodes", "all")  # as vcrpy names its record modes
+
+
+@dataclass
+class Cassette:
+    """One file every interaction is read from and written to, in place of RECORDING_DIR's
+    (PUT /++/cassette), and what its record mode makes of it when it is put in."""
+
+    path: Path
+    record_mode: str  # one of CASSETTE_MODES
+    recording: bool  # forwards what it does not hold upstream, and appends it
+    answers: bool  # answers from what it holds ("all": never, it is being written anew)
+    home_mode: str  # SIMULATOR_MODE, back in force when the cassette is taken out
+
+    @classmethod
+    def put_in(cls, path: Path, record_mode: str, home_mode: str) -> Cassette:
+        recording = record_mode in ("new_episodes", "all") or (record_mode == "once" and not path.is_file())
+        return cls(path, record_mode, recording, record_mode != "all", home_mode)
+
+    @property
+    def mode(self) -> str:
+        """The simulator's mode while it is in: record or replay."""
+        return "record" if self.recording else "replay"
+
+
 @dataclass
 class RecordingConfig:
     dir: str = "recordings"
@@ -549,6 +574,14 @@ class SimulatorConfig:
     files_max: int = 10_000  # files kept at most (Azure: 10,000 when they expire)
     files_max_without_expiry: int = 500  # of them, files that never expire (Azure: 500)
     batch_pace: Pace = field(default_factory=Pace)  # BATCH_*_SECONDS: how long a job's steps take
+    # PUT /++/cassette: while one is in, `mode` is its record or replay mode (SIMULATOR_MODE
+    # waits in `cassette.home_mode`), and its one file holds every recording.
+    cassette: Cassette | None = None
+
+    @property
+    def configured_mode(self) -> str:
+        """SIMULATOR_MODE (as PATCH /++/config last set it), whether or not a cassette is in."""
+        return self.cassette.home_mode if self.cassette is not None else self.mode
 
     @property
     def redis_url(self) -> str:

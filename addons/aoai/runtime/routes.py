@@ -544,6 +544,7 @@ ROUTES: list[Route] = [
     Route("faults", ("GET",), "/++/faults", MANAGEMENT),
     Route("reset-limits", ("POST",), "/++/reset-limits", MANAGEMENT),
     Route("save-recordings", ("POST",), "/++/save-recordings", MANAGEMENT),
+    Route("cassette", ("PUT",), "/++/cassette", MANAGEMENT),
     Route("token", ("POST",), "/++/token", MANAGEMENT),
 ]
 

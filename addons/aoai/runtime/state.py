@@ -65,6 +65,9 @@ class RequestContext:
     played_at: float | None = None  # when a stream written straight to the client began
     recording: bool | None = None  # record mode: forwarded; True when the exchange is to be saved
     recording_key: str | None = None  # record and replay modes: the request's key among the recordings
+    # Record mode: the file its exchange is saved to, chosen when it came (a cassette put in
+    # meanwhile does not move it).
+    recording_file: str | None = None
     # Record mode without AZURE_OPENAI_KEY: a bearer passed to Azure unchecked (Azure judges it),
     # so the request is forwarded even when a recording would answer it.
     passed_through: bool = False

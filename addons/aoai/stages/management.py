@@ -22,6 +22,7 @@ from mitmproxy import ctx, exceptions, http
 from .. import wire
 from ..runtime import config as cfg
 from ..runtime import entra, offload, peers, routes
+from ..runtime.cassettes import CassetteSwitch, read_request
 from ..runtime.config import ConfigError, SimulatorConfig
 from ..runtime.config_sync import APPLIED, WRITE_TRIES, ConfigSync, Hooks
 from ..runtime.faults import FaultProfile
@@ -248,7 +249,7 @@ def state_of(config: SimulatorConfig, starting: frozenset[str] = frozenset()) ->
     deployments: dict[str, Any] = {name: None for name in sorted(starting) if name not in config.deployments}
     deployments.update(view["deployments"])
     return {
-        "mode": view["mode"],
+        "mode": config.configured_mode,  # a cassette's mode is this replica's own
         "seed": view["seed"],
         "allowUndefinedDeployments": view["allowUndefinedDeployments"],
         "latency": view["latency"],
@@ -373,6 +374,7 @@ class Management:
         self.streams = self.services.streams
         self.limits_stage = limits
         self.recordings = self.services.recordings
+        self.cassettes = CassetteSwitch(config, self.recordings)
         # mitmproxy listens before the stages' `running` hooks are done (the listener swap,
         # the stream server); until then health says "starting", so probes and tests wait.
         self.ready = False
@@ -393,6 +395,7 @@ class Management:
             ("config", "GET"): self.get_config,
             ("config", "PATCH"): self.patch_config,
             ("save-recordings", "POST"): self.save_recordings,
+            ("cassette", "PUT"): self.put_cassette,
             ("token", "POST"): self.token,
             ("limits", "GET"): self.limits,
             ("faults", "GET"): self.faults,
@@ -663,6 +666,14 @@ class Management:
         # In a worker thread: 64 MiB of recordings waiting take seconds of YAML to write.
         saved = await asyncio.to_thread(self.recordings.save) if self.recordings is not None else 0
         return wire.json_response(200, {"saved": saved}, flow.request)
+
+    async def put_cassette(self, flow: http.HTTPFlow) -> http.Response:
+        """Read and write every recording in one file from now on (runtime/cassettes.py)."""
+        try:
+            answer = await self.cassettes.put(read_request(_content(flow.request)))
+        except ConfigError as e:
+            return wire.azure_error(400, "BadRequest", str(e), flow.request)
+        return wire.json_response(200, answer, flow.request)
 
     def token(self, flow: http.HTTPFlow) -> http.Response:
         """An Entra ID-shaped access token the simulator accepts in claims mode, for tests of

@@ -253,6 +253,7 @@ class Record:
         context = context_for(flow, self.config)
         if (context.route is not None and context.route.family == MANAGEMENT) or context.websocket is not None:
             return None
+        context.recording_file = self.store.file_for(flow.request.method, flow.request.path.partition("?")[0])
         return self._forward(context)
 
     async def _forward(self, context: RequestContext) -> None:
@@ -368,6 +369,7 @@ class Record:
             relayed.capture.events(request.timestamp_start),
             time.time(),
             context.recording_key,
+            context.recording_file,
         )
 
     @staticmethod
@@ -390,6 +392,7 @@ class Record:
             None,
             response.timestamp_end or time.time(),
             context.recording_key,
+            context.recording_file,
         )
 
     def _save(
@@ -401,8 +404,10 @@ class Record:
         events: list[Event] | None,
         ended: float,
         key: str | None = None,
+        file: str | None = None,
     ) -> None:
-        """Keep the exchange (`key`: the request's, as the replay stage worked it out)."""
+        """Keep the exchange (`key`: the request's, as the replay stage worked it out) in
+        `file`, the one chosen when the request came."""
         # Throttling and server errors are moments, not answers worth replaying; a refused
         # credential says who asked, not what was asked.
         if status in (401, 403, 429) or status >= 500:
@@ -423,12 +428,13 @@ class Record:
             known_key=(self.store.rules, self.store.table, key) if key is not None else None,
         )
         autosave = self.config.recording.autosave
+        file = file or self.store.file_for(interaction.method, interaction.path)
         if autosave and _large(interaction):
             # Its YAML takes milliseconds to write (3 MB of embeddings, half a second): appended
             # from a worker thread, as soon as it is free.
-            self._save_off_the_loop([(self.store.file_for(interaction.method, interaction.path), interaction)])
+            self._save_off_the_loop([(file, interaction)])
             logger.info("recorded %s %.200s (%d)", request.method, interaction.path, status)
-        elif self.store.add(interaction, autosave):
+        elif self.store.add(interaction, autosave, file):
             logger.info("recorded %s %.200s (%d)", request.method, interaction.path, status)
         batch = self.store.overflow()
         if batch:

@@ -262,11 +262,11 @@ class Replay:
     def configure(self, updated: set[str]) -> None:
         if updated & NAMES:
             self.startup.applying(lambda: apply(ctx.options, self.config, updated), self.env_error)
-        if not updated & _RECORDING_OPTIONS or self.config.mode == "generate":
+        if not updated & _RECORDING_OPTIONS or self.config.configured_mode == "generate":
             return
         recording = self.config.recording
         self.store.file_suffix, self.store.skip_broken = recording.file_suffix, recording.skip_broken
-        if self.config.mode == "record":
+        if self.config.configured_mode == "record":
             problem = unwritable(Path(recording.dir))
             if problem:
                 self.startup.refuse(f"RECORDING_DIR: cannot record to {recording.dir}: {problem}")
@@ -332,6 +332,8 @@ class Replay:
             # Files and batches recording forwards each time (a job's polls must reach Azure);
             # replaying answers what was recorded of them, else the data folder does.
             or (mode == "record" and _from_data_folder(context))
+            # A cassette being written anew ("all") answers nothing from what it holds.
+            or (self.config.cassette is not None and not self.config.cassette.answers)
         ):
             return None
         if offload.heavy(flow.request):

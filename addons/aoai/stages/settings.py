@@ -175,7 +175,10 @@ def apply(options: Any, config: SimulatorConfig, updated: set[str]) -> TlsCertif
         deployments, default_faults = cfg.load_deployments(path) if path else (cfg.default_deployments(), None)
 
     # Everything checked: now change the shared config.
-    config.mode = options.simulator_mode
+    if config.cassette is None:
+        config.mode = options.simulator_mode
+    else:  # a cassette decides the mode until it is taken out
+        config.cassette.home_mode = options.simulator_mode
     config.seed = options.simulator_seed
     config.deployments = deployments
     config.default_faults = default_faults

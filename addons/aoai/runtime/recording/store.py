@@ -1,6 +1,11 @@
 """The recordings the record and replay stages share: found by key in constant time however
 many there are, added as they are recorded (written at once, or kept until saved), and on a
 miss the closest recorded request, to say where a request differs.
+
+They are RECORDING_DIR's files, or, while a cassette is in (PUT /++/cassette), one file that
+holds every recording whatever its route: its refs name it by its absolute path, so they never
+meet the folder's, and a recording keeps the file chosen when its request came, so one that
+ends after a switch still goes where it began.
 """
 
 from __future__ import annotations
@@ -76,8 +81,14 @@ class RecordingStore:
         self._cache_lock = threading.Lock()
         self._cursor_lock = threading.Lock()
         self._write_lock = threading.Lock()  # one append at a time: each knows where it landed
+        # A switch of cassette against a recording written from a worker thread meanwhile: the
+        # recording is indexed where it belongs, never in the cassette put in.
+        self._switch_lock = threading.Lock()
         # Realtime sessions, recorded in files of their own (`<deployment>.realtime.yaml`).
         self.sessions = SessionRecordings(directory)
+        self.cassette: Path | None = None  # the one file read and written instead of the folder's
+        # The folder's index and cursors while a cassette is in: back when it is taken out.
+        self._home: tuple[dict[str, list[Ref]], dict[str, int]] | None = None
 
     def canonical_path(self, method: str, path: str) -> str:
         """The path as its route spells it: the variants of one request share recordings."""
@@ -85,7 +96,10 @@ class RecordingStore:
 
     def file_for(self, method: str, path: str) -> str:
         """The file that holds a request's recordings: its route names it (one file per
-        deployment and operation, or per Document Intelligence model); else its path does."""
+        deployment and operation, or per Document Intelligence model); else its path does.
+        While a cassette is in, it is the cassette (by its absolute path)."""
+        if self.cassette is not None:
+            return str(self.cassette)
         found = self.table.resolve(method, path)
         name = found.route.recording_file(found.params) if found is not None and found.route is not None else None
         return with_suffix(name or file_name_for(path.partition("?")[0]), self.file_suffix)
@@ -105,21 +119,75 @@ class RecordingStore:
 
     def load(self) -> int:
         """Index every recording file in the folder (from their cached indexes where they are
-        up to date); how many interactions. Raises BrokenRecording."""
-        self.index.clear()
-        self.cursors.clear()
-        self._cache.clear()
-        self.cache_bytes = 0
+        up to date); how many interactions. Raises BrokenRecording. While a cassette is in, the
+        folder's index waits for it to be taken out, and the cassette is indexed anew (the
+        rules may have changed)."""
+        index: dict[str, list[Ref]] = defaultdict(list)
         for path in persistence.recording_files(self.directory):
             for entry in persistence.file_index(path, self.rules, self.table, self.skip_broken):
-                self.index[entry.key].append(Ref(path.name, entry.offset, entry.length))
-        return self.count
+                index[entry.key].append(Ref(path.name, entry.offset, entry.length))
+        count = sum(len(refs) for refs in index.values())
+        cassette = self.read_cassette(self.cassette) if self.cassette is not None else None
+        with self._switch_lock:
+            if cassette is None:
+                self.index, self.cursors = index, {}
+            else:
+                self._home = (index, {})
+                self.index, self.cursors = cassette, {}
+        self._forget_parsed()
+        return count
+
+    # cassettes
+
+    def read_cassette(self, path: Path) -> dict[str, list[Ref]]:
+        """A cassette's index, built from the file (none when it is absent), not cached beside
+        it: a cassette's folder holds cassettes only. Raises BrokenRecording, OSError."""
+        index: dict[str, list[Ref]] = defaultdict(list)
+        if not path.is_file():
+            return index
+        for entry in persistence.build_index(path, self.rules, self.table, self.skip_broken):
+            index[entry.key].append(Ref(str(path), entry.offset, entry.length))
+        return index
+
+    def use_cassette(self, path: Path | None, index: dict[str, list[Ref]] | None = None) -> None:
+        """Read and write every recording in the cassette at `path` (absolute), whose index
+        `read_cassette` built (None: it starts empty); `path` None: the folder's files again.
+        Quick, for the event loop: the pending recordings are saved before (`take_pending`)."""
+        with self._switch_lock:
+            if path is None:
+                if self._home is not None:
+                    self.index, self.cursors = self._home
+                self._home = None
+            else:
+                if self._home is None:
+                    self._home = (self.index, self.cursors)
+                self.index, self.cursors = index if index is not None else defaultdict(list), {}
+            self.cassette = path
+        self._forget_parsed()  # a cassette written anew reuses its byte ranges
+
+    def _forget_parsed(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()
+            self.cache_bytes = 0
+
+    def _index_for(self, file: str) -> dict[str, list[Ref]] | None:
+        """The index a recording just written to `file` belongs in: none when it is a cassette
+        no longer in (its request came before a switch)."""
+        if self.cassette is not None:
+            if file == str(self.cassette):
+                return self.index
+            return self._home[0] if self._home is not None and not os.path.isabs(file) else None
+        return None if os.path.isabs(file) else self.index
 
     def save_indexes(self) -> None:
-        """Bring the cached indexes up to date with what was appended, for a fast next start."""
+        """Bring the cached indexes up to date with what was appended, for a fast next start
+        (the folder's files only: cassettes are indexed when put in)."""
         by_file: dict[str, list[IndexEntry]] = defaultdict(list)
-        for key, refs in self.index.items():
+        index = self._home[0] if self._home is not None else self.index
+        for key, refs in index.items():
             for ref in refs:
+                if os.path.isabs(ref.file):
+                    continue
                 by_file[ref.file].append(IndexEntry(key, ref.offset, ref.length))
         for file, entries in by_file.items():
             path = self.directory / file
@@ -193,9 +261,10 @@ class RecordingStore:
 
     # saving
 
-    def add(self, interaction: Interaction, autosave: bool) -> bool:
-        """Keep an interaction (written at once with autosave); False when writing it failed."""
-        file = self.file_for(interaction.method, interaction.path)
+    def add(self, interaction: Interaction, autosave: bool, file: str | None = None) -> bool:
+        """Keep an interaction (written at once with autosave) in `file` (`file_for` chose it
+        when its request came; None: now); False when writing it failed."""
+        file = file or self.file_for(interaction.method, interaction.path)
         if not autosave:
             self.pending.append((file, interaction))
             self.pending_bytes += interaction_bytes(interaction)
@@ -214,6 +283,10 @@ class RecordingStore:
                 "them now, and whenever they pass it again",
                 self.pending_max_bytes,
             )
+        return self._take_pending()
+
+    def take_pending(self) -> list[tuple[str, Interaction]]:
+        """The pending recordings, taken to be saved (`save(batch)`, in a worker thread)."""
         return self._take_pending()
 
     def _take_pending(self) -> list[tuple[str, Interaction]]:
@@ -262,7 +335,12 @@ class RecordingStore:
 
         def written(interaction: Interaction, offset: int, length: int) -> None:
             ref = Ref(file, offset, length)
-            self.index[interaction.key(self.rules, self.table)].append(ref)
+            key = interaction.key(self.rules, self.table)
+            with self._switch_lock:
+                index = self._index_for(file)
+                if index is None:
+                    return
+                index[key].append(ref)
             if length <= REMEMBER_WRITTEN_BYTES:
                 self._remember(ref, interaction)
 
