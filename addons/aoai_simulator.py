@@ -50,6 +50,7 @@ SETTINGS_PREFIXES = (
 START_TIMEOUT_S = 60
 REFUSED = pytest.StashKey[str]()  # why the simulator refused this test's marker or cassette
 CASSETTE = pytest.StashKey["Cassette"]()
+SETTINGS = pytest.StashKey[dict[str, str]]()
 
 
 class Refused(Exception):
@@ -312,7 +313,7 @@ def aoai_cassette(request: pytest.FixtureRequest, aoai_simulator: Simulator) -> 
 @pytest.fixture(scope="session")
 def aoai_simulator(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
     """One simulator for the session (for each pytest-xdist worker, its own)."""
-    simulator = start(tmp_path_factory.mktemp("aoai-simulator"), settings_of(request.config))
+    simulator = start(tmp_path_factory.mktemp("aoai-simulator"), request.config.stash[SETTINGS])
     yield simulator
     simulator.stop()
 
@@ -341,6 +342,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.stash[SETTINGS] = settings_of(config)  # a mistake is told before any test runs
     config.addinivalue_line(
         "markers",
         "aoai(deployments={...}, faults=[...], content_filter={...}, seed=N): the simulator's "

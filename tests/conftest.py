@@ -15,6 +15,9 @@ import simulator_process
 from simulator_process import ROOT, SETTINGS_PREFIXES, free_port  # noqa: F401  (for the test modules)
 from simulator_process import Process as Simulator
 
+# pytest's own tester, for the pytest plugin's tests (tests/plugin).
+pytest_plugins = ["pytester"]
+
 API_KEY = "test-key-0123456789"
 API_VERSION = "2024-10-21"
 
