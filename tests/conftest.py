@@ -15,6 +15,9 @@ import simulator_process
 from simulator_process import ROOT, SETTINGS_PREFIXES, free_port  # noqa: F401  (for the test modules)
 from simulator_process import Process as Simulator
 
+# pytest's own tester, for the pytest plugin's tests (tests/plugin).
+pytest_plugins = ["pytester"]
+
 API_KEY = "test-key-0123456789"
 API_VERSION = "2024-10-21"
 
@@ -126,7 +129,15 @@ def stack(tmp_path_factory) -> Iterator[inprocess.Stack]:
 
 # --- markers by folder, and tests that run alone -----------------------------------------------
 
-FOLDER_MARKS = {"unit": "unit", "stack": "stack", "e2e": "e2e", "contract": "contract", "packaging": "packaging"}
+FOLDER_MARKS = {
+    "unit": "unit",
+    "stack": "stack",
+    "e2e": "e2e",
+    "contract": "contract",
+    "packaging": "packaging",
+    "plugin": "plugin",
+    "examples": "examples",
+}
 TESTS = Path(__file__).resolve().parent
 
 
@@ -134,13 +145,21 @@ TESTS = Path(__file__).resolve().parent
 # which keeps it): files with a `serial` test first, so that no worker idles at the end waiting
 # for one; then the folders whose tests wait on processes; the many short unit files last, to
 # even out the workers' finish.
-FOLDER_ORDER = {"e2e": 1, "packaging": 1, "stack": 2, "contract": 2, "unit": 3}
+FOLDER_ORDER = {"e2e": 1, "packaging": 1, "plugin": 1, "examples": 1, "stack": 2, "contract": 2, "unit": 3}
+
+
+def folder_of(path: Path) -> str:
+    """tests/<folder>/…, or `examples` for an example application's tests."""
+    path = Path(path).resolve()
+    if path.is_relative_to(TESTS):
+        return path.relative_to(TESTS).parts[0]
+    return "examples" if path.is_relative_to(ROOT / "examples") else ""
 
 
 def pytest_collection_modifyitems(items) -> None:
     folders: dict[Path, str] = {}
     for item in items:
-        folder = folders.setdefault(item.path, Path(item.path).resolve().relative_to(TESTS).parts[0])
+        folder = folders.setdefault(item.path, folder_of(item.path))
         mark = FOLDER_MARKS.get(folder)
         if mark is not None:
             item.add_marker(mark)

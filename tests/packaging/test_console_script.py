@@ -112,3 +112,30 @@ def test_the_installed_command_runs_workers_behind_haproxy(venv, tmp_path):
         assert answer.json()["object"] == "chat.completion"
     finally:
         server.stop(timeout=20)
+
+
+def test_the_installed_pytest_plugin_loads_by_itself_and_starts_the_installed_simulator(venv, tmp_path):
+    """The `pytest11` entry point: a suite outside the checkout gets the fixture without `-p`."""
+    (tmp_path / "test_installed.py").write_text(
+        "import aoai_simulator\n"
+        "from aoai.launch import processes\n\n"
+        "def test_chat(aoai_simulator):\n"
+        "    import aoai_simulator as plugin\n"
+        "    assert str(plugin.__file__).startswith(PREFIX), plugin.__file__\n"
+        "    assert str(processes.SIMULATOR).startswith(PREFIX), processes.SIMULATOR\n"
+        "    client = aoai_simulator.azure_client(max_retries=0)\n"
+        "    answer = client.chat.completions.create(\n"
+        "        model='gpt-4o', messages=[{'role': 'user', 'content': 'Hello!'}], max_tokens=5)\n"
+        "    assert answer.choices[0].message.content\n"
+        f"\nPREFIX = {str(venv)!r}\n"
+    )
+    done = subprocess.run(
+        [venv / "bin" / "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_installed.py"],
+        cwd=tmp_path,
+        env=clean_env({"PYTHONPATH": ""}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
