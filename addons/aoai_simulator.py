@@ -364,7 +364,8 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     cassette = item.stash.get(CASSETTE, None)
-    if cassette is not None and report.failed and "RecordingNotFound" in report.longreprtext:
+    text = report.longreprtext if report.failed else ""
+    if cassette is not None and ("RecordingNotFound" in text or "No recording matches" in text):
         report.sections.append(
             (
                 "aoai cassette",

@@ -97,7 +97,7 @@ def test_a_miss_in_none_fails_the_test_with_the_closest_recordings_differences(p
     result = talk("none", "What is the capital of Spain?", "--aoai-cassette-dir=recorded")
     result.assert_outcomes(failed=1)
     output = result.stdout.str()
-    assert "RecordingNotFound" in output
+    assert "No recording matches" in output
     assert "The closest recorded request is" in output and "differs in:" in output
     assert "messages" in output.partition("differs in:")[2]
     result.stdout.fnmatch_lines(["*aoai cassette*", "*--aoai-record-mode=once*"])
@@ -107,7 +107,7 @@ def test_a_cassette_that_does_not_parse_fails_its_test_in_one_line(pytester, tal
     pytester.makepyfile(test_other="def test_other(aoai_simulator):\n    assert aoai_simulator.config()\n")
     cassette = pytester.path / "cassettes" / "test_talk" / "test_talk.yaml"
     cassette.parent.mkdir(parents=True)
-    cassette.write_text("request: [not, closed\n  : :\n")
+    cassette.write_text("request:\n  method: POST\n  path: [unclosed\n---\nrequest: {}\n")
     result = talk("none", "one")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["aoai_cassette test_talk.yaml: *test_talk.yaml*"])
