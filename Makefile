@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { echo $$p; break; }; done)
 
-.PHONY: install run web test coverage lint typecheck docs fuzz hostile bench bench-latency bench-limits bench-replay bench-shared bench-batch bench-realtime bench-soak clean
+.PHONY: install run web test coverage lint typecheck docs fuzz hostile bench bench-latency bench-limits bench-replay bench-shared bench-batch bench-realtime bench-soak node-sdk clean
 
 install: $(VENV)/.installed
 
@@ -118,6 +118,12 @@ BENCH_REALTIME_ARGS ?=
 
 bench-realtime: install
 	$(BIN)/python scripts/bench_realtime.py $(BENCH_REALTIME_ARGS)
+
+# The openai Node SDK for the Realtime test with a Node client (tests/e2e/test_e2e_realtime_node.py).
+node-sdk:
+	mkdir -p .cache/node-openai
+	cd .cache/node-openai && test -d node_modules/openai || \
+		{ echo '{"name": "node-openai", "private": true}' > package.json && npm install --no-audit --no-fund openai@6 ws@8; }
 
 # SOAK_ARGS="--minutes 5": shorter than the default 30 minutes.
 SOAK_ARGS ?=
