@@ -30,23 +30,12 @@ from typing import Any
 import httpx
 import pytest
 
-from aoai.launch.processes import SIMULATOR, Process, free_port, mitmdump_command, wait_ready
+from aoai.launch.processes import SETTINGS_PREFIXES, SIMULATOR, Process, free_port, mitmdump_command, wait_ready
 
 API_VERSION = "2024-10-21"
 RECORD_MODES = ("none", "once", "new_episodes", "all")
 # The marker's arguments and the PATCH /++/config fields they set.
 MARKER_FIELDS = {"deployments": "deployments", "faults": "faults", "content_filter": "contentFilter", "seed": "seed"}
-# The caller's own simulator settings stay out of the session's simulator; --aoai-env sets them.
-SETTINGS_PREFIXES = (
-    "SIMULATOR_",
-    "AZURE_OPENAI",
-    "LATENCY_",
-    "RECORDING_",
-    "OPENAI_",
-    "RATE_LIMIT_",
-    "EXTENSION_PATH",
-    "DOC_INTELLIGENCE_",
-)
 START_TIMEOUT_S = 60
 REFUSED = pytest.StashKey[str]()  # why the simulator refused this test's marker or cassette
 CASSETTE = pytest.StashKey["Cassette"]()

@@ -26,22 +26,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "addons" / "simulator.py"
 PAGE = ROOT / "docs" / "configuration.md"
-# The simulator's settings in the environment (as the tests clean them): none may shape a default.
-SETTINGS_PREFIXES = (
-    "SIMULATOR_",
-    "AZURE_OPENAI",
-    "LATENCY_",
-    "RECORDING_",
-    "REPLAY_",
-    "OPENAI_",
-    "RATE_LIMIT_",
-    "EXTENSION_PATH",
-    "DOC_INTELLIGENCE_",
-    "PTU_",
-    "RESPONSES_",
-    "PROMPT_CACHE_",
-    "LOG_LEVEL",
-)
+if str(ROOT / "addons") not in sys.path:
+    sys.path.insert(0, str(ROOT / "addons"))
+
+from aoai.launch.processes import SETTINGS_PREFIXES  # noqa: E402  (the simulator's settings, as the tests clean them)
 
 INTRO = """\
 # Configuration reference

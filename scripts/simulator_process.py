@@ -27,6 +27,7 @@ if str(ROOT / "addons") not in sys.path:
 
 from aoai.launch.processes import (  # noqa: E402
     LOG_TAIL_LINES,
+    SETTINGS_PREFIXES,
     Process,
     StartError,
     free_port,
@@ -55,19 +56,6 @@ __all__ = [
 ]
 
 SIMULATOR = ROOT / "addons" / "simulator.py"
-# The simulator's settings: the caller's own (a developer's shell, a CI job) must not leak
-# into a run that sets what it measures or tests.
-SETTINGS_PREFIXES = (
-    "SIMULATOR_",
-    "AZURE_OPENAI",
-    "LATENCY_",
-    "RECORDING_",
-    "OPENAI_",
-    "RATE_LIMIT_",
-    "EXTENSION_PATH",
-    "DOC_INTELLIGENCE_",
-    "OTEL_",
-)
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

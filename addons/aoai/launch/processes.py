@@ -23,6 +23,29 @@ class StartError(RuntimeError):
     """The process exited or did not become ready in time; the message ends with its log."""
 
 
+# The prefixes of the simulator's settings in the environment: a caller's own (a developer's
+# shell, a CI job) are kept out of a simulator started for a test or a benchmark.
+SETTINGS_PREFIXES = (
+    "SIMULATOR_",
+    "AZURE_OPENAI",
+    "LATENCY_",
+    "RECORDING_",
+    "REPLAY_",
+    "OPENAI_",
+    "RATE_LIMIT_",
+    "EXTENSION_PATH",
+    "DOC_INTELLIGENCE_",
+    "PTU_",
+    "RESPONSES_",
+    "PROMPT_CACHE_",
+    "BATCH_",
+    "FILES_",
+    "REALTIME_",
+    "LOG_LEVEL",
+    "OTEL_",
+)
+
+
 def free_port() -> int:
     """A port free on the loopback interface now (another process may take it before use)."""
     with socket.socket() as s:

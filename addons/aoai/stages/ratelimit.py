@@ -310,12 +310,7 @@ class Limits:
         try:
             verdict = await pending
         except Exception as e:
-            # Redis went away: this replica counts alone for a while rather than fail anyone,
-            # and says so (every 10 s).
-            self.limiter.lost()
-            if time.monotonic() - self._redis_failed_at > 10:
-                self._redis_failed_at = time.monotonic()
-                logger.error("rate limits counted by each replica alone: Redis at %s failed (%s)", self.redis_url, e)
+            self._lost(e)
             if ask.capacity is not None:
                 verdict = self.limiter.fill_locally(ask.key, ask.capacity, ask.cost)
             else:
@@ -323,6 +318,14 @@ class Limits:
         spill = self.decide(flow, ask, verdict, identity)
         if spill is not None:
             await spill
+
+    def _lost(self, error: Exception) -> None:
+        """Redis went away: this replica counts alone for a while rather than fail anyone,
+        and says so (every 10 s)."""
+        self.limiter.lost()
+        if time.monotonic() - self._redis_failed_at > 10:
+            self._redis_failed_at = time.monotonic()
+            logger.error("rate limits counted by each replica alone: Redis at %s failed (%s)", self.redis_url, error)
 
     def decide(
         self, flow: http.HTTPFlow, ask: Ask, verdict: limits.Verdict | limits.Fill, identity: bytes | None
@@ -431,10 +434,10 @@ class Limits:
         cost: int,
     ) -> None:
         try:
-            verdict = await pending
-        except Exception as e:  # Redis went away: as for any request, let it through
-            logger.error("rate limits not applied: Redis at %s failed (%s); requests pass unchecked", self.redis_url, e)
-            verdict = None
+            verdict: limits.Verdict | None = await pending
+        except Exception as e:  # Redis went away: the spillover's quota is counted here alone
+            self._lost(e)
+            verdict = self.limiter.check_locally("d:" + standard.label, quota, cost)
         sharing = self.spilled(flow, ask, fill, identity, standard, quota, verdict, cost)
         if sharing is not None:
             await sharing
