@@ -145,3 +145,36 @@ def test_a_moment_after_the_last_large_flow_ends_its_memory_is_collected(monkeyp
     with taddons.context(stage):
         asyncio.run(main())
     assert len(calls) == 1 and stage._timer is None
+
+
+def test_audio_codecs_load_in_a_worker_thread_once_the_simulator_runs():
+    """The first transcription must not load FFmpeg's libraries on the event loop (a stall for
+    everyone, and ~20 MiB that look like that request's): they load as the simulator starts."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    addons = Path(__file__).resolve().parents[2] / "addons"
+    script = """
+import asyncio, sys, threading
+from aoai.runtime.config import SimulatorConfig
+from aoai.runtime.services import Services
+loaded_on = []
+import builtins
+real_import = builtins.__import__
+def spy(name, *args, **kwargs):
+    if name == "av" and "av" not in sys.modules:
+        loaded_on.append(threading.current_thread() is threading.main_thread())
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = spy
+async def main():
+    services = Services.build(SimulatorConfig())
+    await services.start()
+    await services.codecs_loaded
+asyncio.run(main())
+print("av" in sys.modules, loaded_on)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=addons, capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert out.strip() == "True [False]", out

@@ -9,6 +9,7 @@ reach them through the request's context (`context.services`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import secrets
@@ -18,7 +19,7 @@ from typing import Any
 
 from ..batch.runner import Counts
 from ..batch.store import DataStore
-from ..openai import sealed_reasoning
+from ..openai import audio, sealed_reasoning
 from .analyses import SharedResults
 from .config import SimulatorConfig
 from .fault_book import FaultBook
@@ -62,6 +63,7 @@ class Services:
     data: DataStore | None = None
     batch_counts: Counts = field(default_factory=Counts)  # lines and tokens batch jobs answered here (metrics)
     realtime: RealtimeServer = field(default_factory=RealtimeServer)  # where realtime sessions run (loopback)
+    codecs_loaded: asyncio.Future[None] | None = field(default=None, repr=False)  # audio.load_codecs, once running
 
     def __post_init__(self) -> None:
         # Shared copies go to the bags whenever a Redis is set (Shared.use); bounded as the stores.
@@ -80,8 +82,10 @@ class Services:
         return cls(streams=StreamServer(), recordings=RecordingStore(config.recording.dir))
 
     async def start(self) -> None:
-        """Once the simulator runs: with a Redis, every replica seals encrypted reasoning with
+        """Once the simulator runs: the audio codecs load in a worker thread, before the first
+        audio request needs them; with a Redis, every replica seals encrypted reasoning with
         one key kept there, so any replica reads what another sealed (on any machine)."""
+        self.codecs_loaded = asyncio.get_running_loop().run_in_executor(None, audio.load_codecs)
         if not self.shared.enabled:
             return
         self.shared.on_return(self._agree_on_reasoning_key)
