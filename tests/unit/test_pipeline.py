@@ -202,3 +202,22 @@ def test_mitmproxys_message_type_check_is_left_out():
     skip_message_type_checks()
     # A wrong type no longer costs a check on every message made (as under python -O).
     http.Response(b"HTTP/1.1", 200, b"OK", http.Headers(), b"", None, 0, None)  # timestamp_start: an int
+
+
+def test_a_hook_a_stage_drops_when_it_starts_is_no_longer_called():
+    """FlowCap drops its hooks under mitmdump (no flows kept): the pipeline must not keep them."""
+    seen: list[str] = []
+
+    class Drops(Answers):
+        def running(self) -> None:
+            self.response = None  # type: ignore[assignment]
+
+    pipeline = Pipeline([Drops("a", seen), Answers("b", seen)])
+
+    async def main() -> None:
+        with taddons.context(pipeline) as tctx:
+            await tctx.master.running()
+            await tctx.master.addons.handle_lifecycle(layers.http.HttpResponseHook(flow()))
+
+    asyncio.run(main())
+    assert seen == ["b.response"]

@@ -16,7 +16,7 @@ order, awaiting what they return, with what mitmproxy's walk gives them:
 
 Child addons added while the proxy runs (extensions, which the Extensions stage registers when
 it is configured) are dispatched at their parent's position from the next event on: the tables
-are rebuilt after each `configure`, and on `refresh()`.
+are rebuilt after each `configure` and `running`, and on `refresh()`.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ logger = logging.getLogger(__name__)
 # A hook of one stage, and what a failure of it is called in the log and in the 500.
 Call = tuple[Callable[..., Any], str]
 Fail = Callable[[tuple[Any, ...], str, Exception], None]
-# Hooks the pipeline keeps to itself: load runs once per stage as mitmproxy's register would,
-# configure also refreshes the tables.
-OWN_HOOKS = ("load", "configure")
+# Hooks the pipeline keeps to itself: load runs once per stage as mitmproxy's register would;
+# configure and running also refresh the tables.
+OWN_HOOKS = ("load", "configure", "running")
 
 
 def hook_names() -> frozenset[str]:
@@ -139,24 +139,18 @@ class Pipeline:
 
     def __init__(self, stages: Sequence[object]):
         self.stages = tuple(stages)
-        self._members: tuple[object, ...] | None = None
         self._hooks: set[str] = set()  # the event hooks set on this instance
         self._configure: Callable[..., Any] = dispatcher((), log_error)
+        self._running: Callable[..., Any] = dispatcher((), log_error)
         self.refresh()
 
     def refresh(self) -> None:
-        """Rebuild the hook tables if the stages' child addons have changed."""
+        """Rebuild the hook tables from what the stages and their child addons define now. It
+        runs after `configure` (extensions are loaded then) and `running` (a stage may drop a
+        hook it does not need, such as FlowCap's without mitmweb)."""
         current = members(self.stages)
-        known = self._members
-        if (
-            known is not None
-            and len(current) == len(known)
-            and all(a is b for a, b in zip(current, known, strict=True))
-        ):
-            return
-        self._members = current
         tables = {name: hooks_of(current, name) for name in hook_names() - set(OWN_HOOKS)}
-        for name in self._hooks - {name for name, calls in tables.items() if calls}:
+        for name in self._hooks:
             delattr(self, name)
         self._hooks = set()
         for name, calls in tables.items():
@@ -165,6 +159,7 @@ class Pipeline:
                 setattr(self, name, dispatcher(calls, fail))
                 self._hooks.add(name)
         self._configure = dispatcher(hooks_of(current, "configure"), log_error)
+        self._running = dispatcher(hooks_of(current, "running"), log_error)
 
     def load(self, loader: addonmanager.Loader) -> None:
         # Each stage declares its options, in order. mitmproxy collects the commands of the
@@ -180,6 +175,19 @@ class Pipeline:
             self._configure(updated)
         finally:
             self.refresh()  # the Extensions stage loads extensions when it is configured
+
+    def running(self) -> Awaitable[None] | None:
+        started = self._running()
+        if started is None:
+            self.refresh()
+            return None
+        return self._refresh_after(started)
+
+    async def _refresh_after(self, started: Awaitable[None]) -> None:
+        try:
+            await started
+        finally:
+            self.refresh()
 
 
 def skip_message_type_checks() -> None:
