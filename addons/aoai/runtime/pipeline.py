@@ -78,18 +78,18 @@ def hooks_of(chain: Sequence[object], hook: str) -> tuple[Call, ...]:
     return tuple(found)
 
 
-def answer_with_500(args: tuple[Any, ...], where: str, error: Exception) -> None:
+def answer_with_500(args: tuple[Any, ...], label: str, error: Exception) -> None:
     """Fail closed: the request a hook failed on gets Azure's 500 (its traceback is logged)."""
     flow = args[0]
     if isinstance(flow, http.HTTPFlow):
-        flow.response = internal_error(flow, where, error)
+        flow.response = internal_error(flow, label, error)
     else:
-        log_error(args, where, error)
+        log_error(args, label, error)
 
 
-def log_error(args: tuple[Any, ...], where: str, error: Exception) -> None:
+def log_error(args: tuple[Any, ...], label: str, error: Exception) -> None:
     """What mitmproxy does with an addon's exception: log it, and go on with the next addon."""
-    logger.error("Addon error: %s in %s", error, where, exc_info=error)
+    logger.error("Addon error: %s in %s", error, label, exc_info=error)
 
 
 def dispatcher(calls: tuple[Call, ...], fail: Fail) -> Callable[..., Any]:
