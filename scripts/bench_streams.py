@@ -10,7 +10,7 @@ time (Linux /proc, user + system) divided by the number of requests:
 * streams of one token (--tokens 1): a stream's start, its one frame and its end, the cost
   that decides how close a burst comes to its configured TTFT (the first frames wait for
   every start before them on the one event loop);
-* streams of --long-tokens tokens: from the two, the CPU per frame and, by subtracting
+* streams of --long-tokens tokens (51): from the two, the CPU per frame and, by subtracting
   the frames, per stream start;
 * non-streamed requests: the same request answered whole, for comparison;
 
@@ -20,7 +20,7 @@ processes compete for the cores; the TTFT does, so the other processes' share is
 
 This is a benchmark that prints figures, not a test: it exits 0 whatever it measures.
 
-    python scripts/bench_streams.py --streams 500 --rounds 3
+    python scripts/bench_streams.py --streams 500 --rounds 5
 """
 
 from __future__ import annotations
@@ -113,9 +113,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     p.add_argument("--streams", type=int, default=500, help="requests in each burst")
-    p.add_argument("--rounds", type=int, default=3, help="bursts of each kind; the medians are reported")
+    p.add_argument("--rounds", type=int, default=5, help="bursts of each kind; the medians are reported")
     p.add_argument("--tokens", type=int, default=1, help="max_tokens of the short streams")
-    p.add_argument("--long-tokens", type=int, default=21, help="max_tokens of the long streams")
+    p.add_argument("--long-tokens", type=int, default=51, help="max_tokens of the long streams")
     p.add_argument("--ttft-ms", type=float, default=300, help="the deployment's time to first token")
     p.add_argument("--itl-ms", type=float, default=10, help="the deployment's inter-token latency")
     args = p.parse_args(argv)
