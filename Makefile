@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { echo $$p; break; }; done)
 
-.PHONY: install run web test coverage lint typecheck docs fuzz hostile bench bench-latency bench-limits bench-replay bench-shared bench-batch bench-realtime bench-soak node-sdk clean
+.PHONY: install run web test coverage lint typecheck docs fuzz hostile bench bench-latency bench-streams bench-limits bench-replay bench-shared bench-batch bench-realtime bench-soak node-sdk clean
 
 install: $(VENV)/.installed
 
@@ -90,6 +90,12 @@ BENCH_LATENCY_ARGS ?=
 
 bench-latency: install
 	$(BIN)/python scripts/bench_latency.py $(BENCH_LATENCY_ARGS)
+
+# BENCH_STREAMS_ARGS="--streams 1000 --rounds 5": other burst sizes and more rounds.
+BENCH_STREAMS_ARGS ?=
+
+bench-streams: install
+	$(BIN)/python scripts/bench_streams.py $(BENCH_STREAMS_ARGS)
 
 bench-limits: install
 	$(BIN)/python scripts/bench_limits.py

@@ -68,9 +68,10 @@ def declared_defaults() -> Iterator[None]:
 
 
 def stage_addons() -> list[Any]:
-    """The addon list mitmproxy loads from addons/simulator.py."""
+    """The stages addons/simulator.py gives mitmproxy (held by its one Pipeline addon), in order."""
     with declared_defaults():
-        return list(runpy.run_path(str(SCRIPT), run_name="simulator")["addons"])
+        addons = runpy.run_path(str(SCRIPT), run_name="simulator")["addons"]
+    return [stage for addon in addons for stage in getattr(addon, "stages", (addon,))]
 
 
 def declared_options(addons: Sequence[Any]) -> list[tuple[Any, list[Any]]]:

@@ -137,10 +137,13 @@ class Stack:
             scheme = parsed.scheme or "https"
             self.upstream = (scheme, parsed.hostname or "", parsed.port or (443 if scheme == "https" else 80))
             self.config = SimulatorConfig()
-            self.addons = build_addons(self.config, Services.build(self.config), Startup())
+            # mitmproxy holds what the simulator registers (the stages as one Pipeline); tests
+            # reach the stages themselves.
+            registered = build_addons(self.config, Services.build(self.config), Startup())
+            self.addons = [stage for addon in registered for stage in getattr(addon, "stages", (addon,))]
             # The listener is chosen, so the stack leaves it alone and no port is bound.
             options = Options(mode=[self.mode], listen_host=ADDRESS[0], listen_port=ADDRESS[1])
-            self.context = taddons.context(proxyserver.Proxyserver(), *self.addons, options=options)
+            self.context = taddons.context(proxyserver.Proxyserver(), *registered, options=options)
             self.context.master.addons.trigger(hooks.ConfigureHook(set(self.context.options.keys())))
             if errors.lines:
                 raise StartError("; ".join(errors.lines))

@@ -6,6 +6,10 @@ aside). Routing resolves the request against the route table (`aoai/runtime/rout
 once, into a typed `RequestContext` that every later stage reads. Each stage's flow hooks
 are guarded: an exception ends that request with Azure's 500 instead of sending it upstream.
 
+mitmproxy sees one addon, a `Pipeline` (runtime/pipeline.py) holding the stages: for each
+event it calls, in this order, just the stages (and extensions) that define that hook. Each
+stage stays a class of its own with its own hooks, tested alone with mitmproxy's test context.
+
 `build_addons` is all `addons/simulator.py` runs; tests build the same stack in-process. The
 stages receive what they use as constructor arguments: the configuration (values) and the
 services (what has state, runtime/services.py).
@@ -19,6 +23,7 @@ from .runtime.config import SimulatorConfig
 from .runtime.failures import guard
 from .runtime.lines import LineDriver
 from .runtime.options import Option
+from .runtime.pipeline import Pipeline, skip_message_type_checks
 from .runtime.services import Services
 from .runtime.startup import Startup
 from .stages import auth, batches, extensions, flowcap, generate, intake, ratelimit, realtime, record, replay, settings
@@ -64,6 +69,12 @@ class Stores:
 
 
 def build_addons(config: SimulatorConfig, services: Services, startup: Startup | None = None) -> list[object]:
+    """What mitmproxy registers: the stages of `build_stages` as one Pipeline."""
+    skip_message_type_checks()
+    return [Pipeline(build_stages(config, services, startup))]
+
+
+def build_stages(config: SimulatorConfig, services: Services, startup: Startup | None = None) -> list[object]:
     """Every stage, in request order, each guarded (fail closed). `config` is what extensions
     receive in `initialize(config)`; `startup` decides what a bad setting at start-up does
     (stop the process, or raise for a test)."""

@@ -93,10 +93,10 @@ def test_guarding_twice_wraps_once():
 def test_every_flow_hook_of_the_stages_is_guarded(hook):
     from aoai.runtime.config import SimulatorConfig
     from aoai.runtime.services import Services
-    from aoai.stack import build_addons
+    from aoai.stack import build_stages
 
     config = SimulatorConfig()
-    for stage in build_addons(config, Services.build(config)):
+    for stage in build_stages(config, Services.build(config)):
         method = getattr(stage, hook, None)
         if callable(method):
             assert getattr(method, "guarded", False), f"{type(stage).__name__}.{hook}"

@@ -62,7 +62,7 @@ class Extensions:
         # initialize(config) sees all of them (mitmproxy configures the stages in order).
         self.settle = settle
         self.env_error: str | None = None
-        self.addons: list[ModuleType] = []  # mitmproxy calls these right after this addon
+        self.addons: list[ModuleType] = []  # called right after this stage (child addons)
         self.loaded_paths: list[str] = []
         self.running_ = False
         # An extension has a `responseheaders` hook: paced streams then pass through mitmproxy's
