@@ -135,6 +135,13 @@ class Container:
         except httpx.HTTPError:  # the engine's port forwarder answers before the simulator does
             return False
 
+    def wait_log(self, text: str, timeout: float = 30) -> str:
+        """The logs once they hold `text` (a banner printed just after the port opens)."""
+        deadline = time.monotonic() + timeout
+        while text not in (logs := self.logs()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return logs
+
     def wait_exit(self, timeout: float = 60) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
