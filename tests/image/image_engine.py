@@ -71,7 +71,7 @@ class Engine:
 
     def remove(self, *names: str) -> None:
         if names:
-            self("rm", "--force", *names, check=False)
+            self("rm", "--force", "--volumes", *names, check=False)  # its anonymous volumes too
 
     def start(
         self,

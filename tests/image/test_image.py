@@ -1,6 +1,6 @@
 """The container image as a `docker run` user gets it: built (`make image`, each network_type),
 run with its own command and port 8000 published on a free loopback port, and talked to from
-this machine with the openai SDK and httpx. Run by `make image-test` only (AOAI_IMAGE_TEST=1):
+this machine with the openai SDK and httpx; then compose.yaml with two replicas. Run by `make image-test` only (AOAI_IMAGE_TEST=1):
 it builds images, which takes a container engine and minutes.
 
 Where python:3.12-slim cannot be pulled (no registry in reach), the base is a stand-in made
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import ssl
 import subprocess
 import time
@@ -326,3 +327,110 @@ def test_each_network_type_answers_with_no_network_at_all(engine, build, contain
     assert done.returncode == 0, done.stderr + container.logs()
     answer = json.loads(done.stdout)
     assert answer["choices"][0]["message"]["content"] and answer["usage"]["prompt_tokens"] > 5, answer
+
+
+# --- compose.yaml: two replicas, HAProxy and Redis ------------------------------------------------
+# All from the image `make image` builds, which holds haproxy and redis-server and stands in
+# for their own images (REDIS_IMAGE, HAPROXY_IMAGE); `docker compose` with Docker,
+# podman-compose with podman, skipped where neither is installed.
+
+
+def compose_command(engine: Engine) -> list[str] | None:
+    if engine.name == "docker":
+        found = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=60).returncode == 0
+        return ["docker", "compose"] if found else None
+    return ["podman-compose"] if shutil.which("podman-compose") else None
+
+
+@pytest.fixture(scope="module")
+def balancer(engine: Engine, image: str) -> Iterator[str]:
+    command = compose_command(engine)
+    if command is None:
+        pytest.skip(f"no compose for {engine.name} (docker compose, or podman-compose)")
+    port = free_port()
+    project = f"aoai-image-test-{RUN}"
+    env = {
+        **engine.env,
+        "SIMULATOR_API_KEY": KEY,
+        "SIMULATOR_IMAGE": image,
+        "REDIS_IMAGE": image,
+        "HAPROXY_IMAGE": image,
+        "SIMULATOR_REPLICAS": "2",
+        "BALANCER_PORT": f"127.0.0.1:{port}",
+    }
+
+    def compose(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, "--project-name", project, *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    def logs() -> str:
+        done = compose("logs")
+        return done.stdout + done.stderr
+
+    try:
+        started = compose("up", "-d")
+        assert started.returncode == 0, started.stdout + started.stderr
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while not ready(url):
+            assert time.monotonic() < deadline, f"the balancer did not answer in 90 s:\n{logs()}"
+            time.sleep(0.5)
+        yield url
+    finally:
+        compose("down", "--volumes")
+        # podman-compose leaves the project's network (docker compose removes it).
+        engine("network", "rm", f"{project}_default", check=False)
+
+
+def ready(url: str) -> bool:
+    """Both replicas healthy behind the balancer, sharing state through Redis."""
+    try:
+        return len(replicas(url)) == 2
+    except httpx.HTTPError:
+        return False
+
+
+def replicas(url: str, asks: int = 10) -> set[str]:
+    seen = set()
+    for _ in range(asks):  # a connection each: HAProxy hands new ones to the least busy replica
+        health = httpx.get(f"{url}/++/health", timeout=5).json()
+        if health.get("sharedState") == "up":
+            seen.add(health["replica"])
+    return seen
+
+
+def test_two_replicas_answer_behind_the_balancer_sharing_redis(balancer):
+    assert len(replicas(balancer)) == 2
+
+
+def test_chat_and_stream_through_the_balancer(balancer):
+    client = sdk(balancer)
+    completion = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=10)
+    assert completion.choices[0].message.content
+    stream = client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=10, stream=True)
+    chunks = [chunk for chunk in stream if chunk.choices]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks)
+
+
+def test_a_configuration_change_reaches_both_replicas(balancer):
+    # Through Redis: in compose the replicas know nothing else of each other.
+    headers = {"api-key": KEY}
+    added = {"deployments": {"image-test-added": {"model": "gpt-4o-mini", "tokensPerMinute": 60000}}}
+    changed = httpx.patch(f"{balancer}/++/config", json=added, headers=headers, timeout=10)
+    assert changed.status_code == 200, changed.text
+    assert len(changed.json()["replicas"]) == 2, changed.text
+    deadline = time.monotonic() + 10
+    while True:  # each GET a connection of its own: both replicas answer some
+        answers = [httpx.get(f"{balancer}/++/config", headers=headers, timeout=10) for _ in range(10)]
+        knowing = sum("image-test-added" in answer.json().get("deployments", {}) for answer in answers)
+        if knowing == len(answers) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert knowing == len(answers)
