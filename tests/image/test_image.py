@@ -384,6 +384,12 @@ def balancer(engine: Engine, image: str) -> Iterator[str]:
             time.sleep(0.5)
         yield url
     finally:
+        # The project's containers with their anonymous volumes first (podman-compose's down
+        # leaves those), by the label both compose tools give them.
+        listed = engine(
+            "ps", "--all", "--filter", f"label=com.docker.compose.project={project}", "--format", "{{.Names}}"
+        )
+        engine.remove(*listed.stdout.split())
         compose("down", "--volumes")
         # podman-compose leaves the project's network (docker compose removes it).
         engine("network", "rm", f"{project}_default", check=False)
