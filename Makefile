@@ -155,9 +155,12 @@ image:
 # builds each network_type variant (the base too where python:3.12-slim cannot be pulled: from
 # Debian packages, which needs root, debootstrap and podman), runs it on loopback ports and
 # talks to it with the openai SDK. Docker where one answers, else buildah and podman.
+# IMAGE_TEST_ARGS: pytest's, e.g. "-k declares" builds the image and checks only its configuration.
+IMAGE_TEST_ARGS ?=
+
 image-test: install
 	$(BIN)/python scripts/setup_tiktoken.py >/dev/null
-	AOAI_IMAGE_TEST=1 $(BIN)/python -m pytest -p no:cacheprovider --durations=0 tests/image
+	AOAI_IMAGE_TEST=1 $(BIN)/python -m pytest -p no:cacheprovider --durations=0 tests/image $(IMAGE_TEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache site

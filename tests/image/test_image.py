@@ -143,6 +143,16 @@ def sdk(url: str, **client_options) -> openai.AzureOpenAI:
     )
 
 
+def test_the_image_declares_what_a_container_platform_reads(engine, image):
+    """What Kubernetes, Container Apps and `docker run` read from the image before it runs: a
+    user by number (runAsNonRoot), the port, the volumes and a health check."""
+    config = engine.image_config(image)
+    assert config.get("User") == "10001"
+    assert "8000/tcp" in (config.get("ExposedPorts") or {})
+    assert {"/app/recordings", "/app/certs", "/app/simulator-data"} <= set(config.get("Volumes") or {})
+    assert engine.health_check(image).get("Test"), "no HEALTHCHECK"
+
+
 # --- one simulator, as `docker run -p 8000:8000 -e SIMULATOR_API_KEY=… IMAGE` starts it --------
 
 
