@@ -54,7 +54,7 @@ param cpu string = '1.0'
 param memory string = '2Gi'
 
 // One replica by default: each replica keeps its own rate-limit windows unless extraEnv sets
-// RATE_LIMIT_REDIS_URL, and more replicas would multiply the simulated quota.
+// SIMULATOR_REDIS_URL, and more replicas would multiply the simulated quota.
 @description('Fewest replicas.')
 @minValue(0)
 @maxValue(10)

@@ -113,7 +113,7 @@ def test_k8s_simulator_runs_three_replicas_with_a_shared_quota():
     assert sim["spec"]["replicas"] == 3
     c = container(sim)
     env = env_of(c)
-    assert env["RATE_LIMIT_REDIS_URL"]["value"] == "redis://redis:6379/0"
+    assert env["SIMULATOR_REDIS_URL"]["value"] == "redis://redis:6379/0"
     # The URL's host and port are the Redis Service, and that Service reaches the Redis pods.
     redis_service = find("Service", "redis")
     assert [p["port"] for p in redis_service["spec"]["ports"]] == [6379]
