@@ -82,7 +82,7 @@ def test_the_installed_command_runs_the_installed_simulator(venv, tmp_path):
         answer = chat(server)
         assert answer.status_code == 200, answer.text
         assert answer.json()["object"] == "chat.completion"
-        loaded = server.log().split("Loading the simulator from ")[1].split()[0]
+        loaded = server.log().split("Loaded the simulator from ")[1].split()[0]
         assert Path(loaded).is_relative_to(venv) and Path(loaded).name == "aoai", loaded
         assert (certs / "mitmproxy-ca-cert.pem").exists()  # the --set reached mitmproxy
     finally:

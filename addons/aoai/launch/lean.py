@@ -33,7 +33,8 @@ adds its web UI.
 The command line is mitmdump's own parser (`--set name=value`, `-p`, `--listen-host`,
 `--mode`, `-q`, `-v`, ...), read by mitmproxy's `run`; options of addons left out are taken
 and ignored, as mitmproxy does with options no addon declares. The simulator's addons are
-added once the command line is read, as mitmdump loads a script.
+added once the command line is read, as mitmdump loads a script, but before the listener
+opens (mitmdump opens it first): a start the simulator refuses never accepts a connection.
 
 uvloop, where installed, runs the event loop (set SIMULATOR_UVLOOP=false for asyncio's own).
 """
@@ -148,9 +149,10 @@ def add_simulator_after_command_line(
         lean = ctx.master
         if not isinstance(lean, LeanMaster):  # pragma: no cover (mitmproxy changed how run works)
             raise RuntimeError("mitmproxy's run() did not make the lean master current")
-        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        logger.info("Loading the simulator from %s (lean launcher, %s event loop)", package, loop)
         lean.add_simulator(build())
+        # After the simulator's checks, so that a start they refuse prints their one line alone.
+        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        logger.info("Loaded the simulator from %s (lean launcher, %s event loop)", package, loop)
         if args.filter_args:
             return {"dumper_filter": " ".join(args.filter_args)}
         return {}
