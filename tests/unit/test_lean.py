@@ -93,6 +93,65 @@ def test_scripts_follow_the_simulator_and_the_dumper_comes_last_when_asked(tmp_p
         assert names(master) == [*KEPT[:4], "stage_a", "scriptloader", *KEPT[4:], "dumper"]
 
 
+class Counter:
+    """An addon that counts the flow events it sees, and the update events if it has the hook."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.requests = 0
+
+    def request(self, flow) -> None:
+        self.requests += 1
+
+
+class Watcher(Counter):
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.updates = 0
+
+    def update(self, flows) -> None:
+        self.updates += 1
+
+
+def test_the_update_walk_is_made_only_once_an_addon_has_the_hook():
+    from mitmproxy.proxy.layers.http import HttpRequestHook
+    from mitmproxy.test import tflow
+
+    with lean_master() as master:
+        counter = Counter("counter")
+        master.addons.add(counter)
+        flow = tflow.tflow()
+        walks = []
+        trigger = master.addons.trigger_event
+
+        async def counted(event):
+            walks.append(event.name)
+            await trigger(event)
+
+        master.addons.trigger_event = counted
+        run = master.event_loop.run_until_complete
+        run(master.addons.handle_lifecycle(HttpRequestHook(flow)))
+        assert (walks, counter.requests) == (["request"], 1)
+        assert not master.addons.wants_updates()
+        # An addon with an `update` hook (an extension's, a script's) gets it after every event.
+        watcher = Watcher("watcher")
+        master.addons.add(watcher)
+        run(master.addons.handle_lifecycle(HttpRequestHook(flow)))
+        assert walks == ["request", "request", "update"]
+        assert (counter.requests, watcher.requests, watcher.updates) == (2, 1, 1)
+        master.addons.remove(watcher)
+        run(master.addons.handle_lifecycle(HttpRequestHook(flow)))
+        assert walks[-1] == "request" and counter.requests == 3
+
+
+def test_an_update_hook_nested_in_an_addon_counts():
+    with lean_master() as master:
+        holder = Counter("holder")
+        holder.addons = [Watcher("nested")]  # as the extensions stage holds an extension's module
+        master.addons.add(holder)
+        assert master.addons.wants_updates()
+
+
 def test_the_command_line_is_mitmdumps():
     with lean_master() as master:
         parser = lean.parser(master.options)

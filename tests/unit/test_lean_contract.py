@@ -92,6 +92,24 @@ def test_the_master_and_its_addon_manager_offer_what_it_uses():
     assert callable(getattr(errorcheck.ErrorCheck, "finish", None)), why("ErrorCheck.finish")
 
 
+def test_the_update_walk_it_spares_is_the_one_mitmproxy_makes_after_each_flow_event():
+    """LeanAddons overrides handle_lifecycle, through which the proxy hands every flow event to
+    the addons, and which walks them again with an `update` event."""
+    source = inspect.getsource(addonmanager.AddonManager.handle_lifecycle)
+    assert "trigger_event(event)" in source and "UpdateHook" in source, why("AddonManager.handle_lifecycle")
+    from mitmproxy.proxy import mode_servers
+
+    assert "addons.handle_lifecycle(" in inspect.getsource(mode_servers), why("how the proxy hands events to addons")
+    assert callable(addonmanager.traverse), why("addonmanager.traverse")
+
+
+def test_its_terminal_log_is_the_one_master_sets_up():
+    from mitmproxy.addons import termlog
+
+    assert callable(getattr(termlog.TermLog, "uninstall", None)), why("TermLog.uninstall")
+    assert "_termlog_addon" in inspect.getsource(master.Master.done), why("how Master.done ends the terminal log")
+
+
 def test_a_lean_master_is_current_and_keeps_its_chain_in_a_list():
     """`ctx.master` is how `run`'s extra step reaches the master it made, and the chain is the
     list the simulator's addons are placed in."""
