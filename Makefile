@@ -50,11 +50,15 @@ test: install
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The tests' simulators start on the lean launcher; SIMULATOR_TEST_LAUNCHER=mitmdump starts them
-# as `mitmdump -s addons/simulator.py` instead. This runs the end-to-end tests that way
-# (TESTS="..." to choose others).
-TESTS ?= tests/e2e
+# as `mitmdump -s addons/simulator.py`, the compatible path, instead. This runs a representative
+# set that way (about a minute: start-up, SDK, streams, HTTPS and HTTP/2, record and replay,
+# realtime WebSockets, extensions); MITMDUMP_TESTS=tests for the whole suite.
+MITMDUMP_TESTS ?= tests/e2e/test_smoke.py tests/e2e/test_e2e_openai.py tests/e2e/test_e2e_streaming.py \
+	tests/e2e/test_e2e_http2.py tests/e2e/test_e2e_errors.py tests/e2e/test_e2e_record_replay.py \
+	tests/e2e/test_e2e_realtime.py tests/e2e/test_e2e_extensions.py
+
 test-mitmdump: install
-	SIMULATOR_TEST_LAUNCHER=mitmdump $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(TESTS)
+	SIMULATOR_TEST_LAUNCHER=mitmdump $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(MITMDUMP_TESTS)
 
 # The same with coverage of addons/aoai, the mitmdump processes the tests start included
 # ([tool.coverage.run] patch = subprocess); the report in the terminal and htmlcov/.
