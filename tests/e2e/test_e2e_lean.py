@@ -1,7 +1,7 @@
 """The lean launcher as users run it (`python addons/simulator.py`, what `aoai-simulator`,
 `make run` and the container start): mitmdump's command line, a line per request only when
-asked, scripts of one's own with -s, the event loop it says it runs, and a start it refuses
-ending in one line before its port ever opens. (Every other test's simulator runs on it too,
+asked, scripts of one's own with -s, and a start it refuses ending in one line before its
+port ever opens. (Every other test's simulator runs on it too,
 unless SIMULATOR_TEST_LAUNCHER=mitmdump.)"""
 
 from __future__ import annotations
@@ -48,15 +48,6 @@ def test_a_script_of_ones_own_runs_after_the_simulator(simulator_factory, tmp_pa
     assert answer.status_code == 200 and answer.headers["x-stamp"] == "200"
     refused = chat(sim, "not-the-key")
     assert refused.status_code == 401 and refused.headers["x-stamp"] == "401"
-
-
-@pytest.mark.parametrize(("switch", "loop"), [({}, "uvloop"), ({"SIMULATOR_UVLOOP": "false"}, "asyncio")])
-def test_the_start_line_names_the_event_loop(simulator_factory, switch, loop):
-    if loop == "uvloop":
-        pytest.importorskip("uvloop")
-    sim = simulator_factory({"SIMULATOR_LATENCY": "false", **switch}, program=simulator_process.LEAN)
-    assert f"(lean launcher, {loop} event loop)" in sim.log()
-    assert chat(sim, sim.key).status_code == 200
 
 
 def test_a_bad_setting_on_the_command_line_stops_it_in_one_line_before_the_port_opens(tmp_path):

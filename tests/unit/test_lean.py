@@ -173,20 +173,3 @@ def test_verbose_and_quiet_set_the_flow_detail_as_in_mitmdump():
         assert master.options.flow_detail == 2
         mitmproxy_main.process_options(parser, master.options, parser.parse_args(["-q"]))
         assert master.options.flow_detail == 0
-
-
-@pytest.mark.parametrize("value", ["false", "0", "no", "OFF"])
-def test_uvloop_can_be_switched_off(value):
-    assert not lean.wants_uvloop({lean.UVLOOP_SWITCH: value})
-    assert lean.install_uvloop({lean.UVLOOP_SWITCH: value}) == "asyncio"
-
-
-def test_uvloop_runs_the_loop_where_installed():
-    pytest.importorskip("uvloop")
-    assert lean.wants_uvloop({})
-    before = asyncio.get_event_loop_policy()
-    try:
-        assert lean.install_uvloop({}) == "uvloop"
-        assert type(asyncio.new_event_loop()).__module__.startswith("uvloop")
-    finally:
-        asyncio.set_event_loop_policy(before)
