@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
 	&& { echo $$p; break; }; done)
 
-.PHONY: install run web test coverage lint typecheck docs fuzz hostile bench bench-latency bench-streams bench-limits bench-replay bench-shared bench-batch bench-realtime bench-soak node-sdk image image-test clean
+.PHONY: install run web test test-mitmdump coverage lint typecheck docs fuzz hostile bench bench-latency bench-streams bench-limits bench-replay bench-shared bench-batch bench-realtime bench-soak node-sdk image image-test clean
 
 install: $(VENV)/.installed
 
@@ -28,9 +28,11 @@ WORKERS ?=
 # WORKERS, each worker gets them; the listen address is HAProxy's).
 ARGS ?=
 
+# The simulator on its lean launcher (only the mitmproxy addons it needs); `make web`, or
+# `.venv/bin/mitmdump -s addons/simulator.py`, runs the same stages with all of mitmproxy's.
 run: install
 ifeq ($(strip $(WORKERS)),)
-	$(BIN)/mitmdump -s addons/simulator.py $(ARGS)
+	$(BIN)/python addons/simulator.py $(ARGS)
 else
 	$(BIN)/python scripts/workers.py --workers $(WORKERS) -- $(ARGS)
 endif
@@ -46,6 +48,17 @@ TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
 
 test: install
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
+# The tests' simulators start on the lean launcher; SIMULATOR_TEST_LAUNCHER=mitmdump starts them
+# as `mitmdump -s addons/simulator.py`, the compatible path, instead. This runs a representative
+# set that way (about a minute: start-up, SDK, streams, HTTPS and HTTP/2, record and replay,
+# realtime WebSockets, extensions); MITMDUMP_TESTS=tests for the whole suite.
+MITMDUMP_TESTS ?= tests/e2e/test_smoke.py tests/e2e/test_e2e_openai.py tests/e2e/test_e2e_streaming.py \
+	tests/e2e/test_e2e_http2.py tests/e2e/test_e2e_errors.py tests/e2e/test_e2e_record_replay.py \
+	tests/e2e/test_e2e_realtime.py tests/e2e/test_e2e_extensions.py
+
+test-mitmdump: install
+	SIMULATOR_TEST_LAUNCHER=mitmdump $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(MITMDUMP_TESTS)
 
 # The same with coverage of addons/aoai, the mitmdump processes the tests start included
 # ([tool.coverage.run] patch = subprocess); the report in the terminal and htmlcov/.

@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import pytest
 
-from aoai.launch.processes import SETTINGS_PREFIXES, SIMULATOR, Process, free_port, mitmdump_command, wait_ready
+from aoai.launch.processes import SETTINGS_PREFIXES, Process, free_port, lean_command, wait_ready
 
 API_VERSION = "2024-10-21"
 RECORD_MODES = ("none", "once", "new_episodes", "all")
@@ -173,7 +173,7 @@ def start(
     env.update(upstream(environ))
     env.update(settings or {})
     port = free_port()
-    command = [*mitmdump_command(), "-s", str(SIMULATOR), "--listen-host", "127.0.0.1", "-p", str(port)]
+    command = [*lean_command(), "--listen-host", "127.0.0.1", "-p", str(port)]
     log_path = folder / f"aoai-simulator-{port}.log"
     with open(log_path, "wb") as log:
         begun = time.perf_counter()

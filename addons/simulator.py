@@ -1,9 +1,14 @@
 """Azure OpenAI simulator: mitmproxy addons that answer where Azure OpenAI would.
 
-    mitmdump -s addons/simulator.py
+    python addons/simulator.py [mitmdump options]   # the lean launcher (aoai-simulator, make run)
+    mitmdump -s addons/simulator.py [options]       # the same stages in mitmdump
+    mitmweb -s addons/simulator.py [options]        # ... with mitmproxy's web UI
 
-The stages are stacked in request order by `aoai.stack.build_addons`; this script only
-makes the package importable, reads `.env`, checks the settings and builds the stack.
+The stages are stacked in request order by `aoai.stack.build_addons`; as a mitmproxy script,
+this file only makes the package importable and hands mitmproxy what
+`aoai.launch.assembly.simulator_addons` builds (`.env` read, settings checked, the stack).
+Run as a program, it starts the same addons on a master that holds only the mitmproxy addons
+the simulator needs (`aoai.launch.lean`).
 """
 
 import os
@@ -13,19 +18,11 @@ import sys
 # sys.path, so extensions can import it too.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from dotenv import load_dotenv
+if __name__ == "__main__":
+    from aoai.launch.lean import main
 
-# .env in the working directory fills in what the environment does not set.
-load_dotenv(os.path.join(os.getcwd(), ".env"), override=False)
+    sys.exit(main())
+else:
+    from aoai.launch.assembly import simulator_addons
 
-from aoai.runtime.config import SimulatorConfig  # noqa: E402
-from aoai.runtime.services import Services  # noqa: E402
-from aoai.runtime.startup import Startup, preflight  # noqa: E402
-from aoai.stack import build_addons, declared_options  # noqa: E402
-
-# A bad setting stops the process at once, before the stack is built (mitmproxy is already listening).
-startup = Startup(exit_process=True)
-preflight(startup, declared_options())
-
-config = SimulatorConfig()  # the configuration; extensions receive it in initialize(config)
-addons = build_addons(config, Services.build(config), startup)
+    addons = simulator_addons()

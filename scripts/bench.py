@@ -4,9 +4,11 @@ What it measures, in one run:
 
 1. a bare mitmdump (scripts/bench_bare_addon.py: every request answered with one fixed
    chat-completion-like JSON body, nothing else) in reverse mode on a free loopback port;
-2. the simulator (`mitmdump -s addons/simulator.py`, SIMULATOR_LATENCY=false) generating
-   chat completions for {"messages":[{"role":"user","content":"Hello!"}],"max_tokens":10};
-3. with --embeddings, both again with an embeddings request (text-embedding-3-small,
+2. the simulator in mitmdump (`mitmdump -s addons/simulator.py`, SIMULATOR_LATENCY=false)
+   generating chat completions for {"messages":[{"role":"user","content":"Hello!"}],"max_tokens":10};
+3. the same simulator on its lean launcher (`python addons/simulator.py`, what `make run`,
+   `aoai-simulator` and the container run: a master with only the mitmproxy addons it needs);
+4. with --embeddings, all three again with an embeddings request (text-embedding-3-small,
    input "Hello world", encoding_format base64).
 
 Each is loaded with POST /openai/deployments/<name>/<operation>?api-version=2024-10-21 over
@@ -15,9 +17,10 @@ load-generator thread: wrk when it is installed, else a Python asyncio generator
 sockets. For each run it prints requests/s, mean latency, errors (responses that are not 200,
 and socket errors), and from /proc the server's CPU time per request and how busy the server,
 the load generator and everything else on the machine were: a run limited by the load
-generator, or disturbed by other processes, says so. Then the ratio simulator/bare, in
-requests/s and in CPU per request (the latter barely moves when other processes compete).
---rounds N alternates the two servers N times and takes medians, for a noisy machine.
+generator, or disturbed by other processes, says so. Then the ratios simulator/bare and
+lean/mitmdump, in requests/s and in CPU per request (the latter barely moves when other
+processes compete). --rounds N alternates the servers N times and takes medians, for a noisy
+machine.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ from simulator_process import ROOT, SIMULATOR, Process
 BARE_ADDON = ROOT / "scripts" / "bench_bare_addon.py"
 API_KEY = "bench-key-0123456789"
 API_VERSION = "2024-10-21"
-TARGET_RATIO = 0.85
+TARGET_RATIO = 0.85  # the simulator in mitmdump against the bare mitmdump
+TARGET_LEAN = 1.6  # the lean launcher against the simulator in mitmdump
 # A load generator using more of a core than this may be what limits the figures.
 LOADER_SATURATED = 0.85
 
@@ -177,10 +181,12 @@ def mitmdump(
     workdir: Path,
     extra_args: Iterable[str] = (),
     health: str | None = "/++/health",
+    program: str = "mitmdump",
 ) -> Iterator[Process]:
-    """Run mitmdump on a free loopback port until the block ends, once ready (at `health`, or
-    once the port accepts with None) and answering the chat workload with 200."""
-    server = simulator_process.start(script, cwd=workdir, env=env, extra_args=extra_args, label=label)
+    """Run mitmdump (or with program LEAN, the lean launcher) on a free loopback port until the
+    block ends, once ready (at `health`, or once the port accepts with None) and answering the
+    chat workload with 200."""
+    server = simulator_process.start(script, cwd=workdir, env=env, extra_args=extra_args, label=label, program=program)
     try:
         try:
             simulator_process.wait_ready(server, health, timeout=60)
@@ -213,6 +219,10 @@ def worker_pool(count: int, env: dict[str, str], workdir: Path) -> Iterator[Proc
         yield pool
     finally:
         pool.stop(timeout=30)
+
+
+# The servers of one run, in the order of the first round, with their labels.
+KINDS = {"bare": "bare mitmdump", "simulator": "mitmdump -s simulator", "lean": "lean simulator"}
 
 
 # --- load with wrk -----------------------------------------------------------------------
@@ -459,16 +469,16 @@ def result_line(r: Result) -> str:
     )
 
 
-def ratio_line(name: str, simulator: list[Result], bare: list[Result]) -> str:
+def ratio_line(
+    name: str, simulator: list[Result], bare: list[Result], what: str = "simulator/bare", target: float = TARGET_RATIO
+) -> str:
     """simulator/bare in req/s and in server CPU per request (medians when there are rounds)."""
     sim_rps, bare_rps = statistics.median(r.rps for r in simulator), statistics.median(r.rps for r in bare)
     ratio = sim_rps / bare_rps if bare_rps else 0.0
-    verdict = "met" if ratio >= TARGET_RATIO else "NOT met"
+    verdict = "met" if ratio >= target else "NOT met"
     of = f", medians of {len(simulator)} rounds" if len(simulator) > 1 else ""
-    line = (
-        f"ratio simulator/bare ({name}{of}): {ratio:.3f} in req/s ({sim_rps:.0f} / {bare_rps:.0f}; "
-        f"target >= {TARGET_RATIO}: {verdict})"
-    )
+    line = f"ratio {what} ({name}{of}): {ratio:.3f} in req/s ({sim_rps:.0f} / {bare_rps:.0f}"
+    line += f"; target >= {target}: {verdict})" if target else ")"
     sim_cpu = statistics.median(r.cpu_ms_per_request for r in simulator)
     bare_cpu = statistics.median(r.cpu_ms_per_request for r in bare)
     if not math.isnan(sim_cpu + bare_cpu):
@@ -545,7 +555,7 @@ def main() -> None:
         parser.error("--workers takes whole numbers separated by commas, e.g. 1,2")
     if any(n < 1 for n in pools):
         parser.error("--workers: each count must be at least 1")
-    pools = [n for n in pools if n > 1]  # one worker is the simulator row itself
+    pools = [n for n in pools if n > 1]  # one worker is the lean simulator row itself
     if pools and shutil.which("haproxy", path=os.environ.get("PATH", "") + ":/usr/sbin") is None:
         print("note: haproxy is not installed (Debian: apt-get install haproxy): no workers case")
         pools = []
@@ -589,18 +599,22 @@ def main() -> None:
             "RECORDING_DIR": str(workdir / "recordings"),
             **extra_env,
         }
-        # Both run throughout (an idle mitmdump costs nothing); the runs alternate between them.
+        # All run throughout (an idle mitmdump costs nothing); the runs alternate between them.
+        script = args.simulator_script.resolve()
         servers = {
             "bare": stack.enter_context(mitmdump("bare", BARE_ADDON, {}, workdir, bare_args, health=None)),
-            "simulator": stack.enter_context(mitmdump("simulator", args.simulator_script.resolve(), env, workdir)),
+            "simulator": stack.enter_context(mitmdump("simulator", script, env, workdir)),
+            "lean": stack.enter_context(mitmdump("lean", script, env, workdir, program=simulator_process.LEAN)),
         }
         print()
         print(HEADER)
         for round_ in range(args.rounds):
-            kinds = ["bare", "simulator"] if round_ % 2 == 0 else ["simulator", "bare"]
+            # Each round starts with the next server, so none always runs first or last.
+            order = list(KINDS)
+            kinds = order[round_ % len(order) :] + order[: round_ % len(order)]
             for w in workloads:
                 for kind in kinds:
-                    label = f"{'bare mitmdump' if kind == 'bare' else 'simulator'} ({w.name})"
+                    label = f"{KINDS[kind]} ({w.name})"
                     if args.rounds > 1:
                         label += f" #{round_ + 1}"
                     r = measure(label, servers[kind], w, workdir)
@@ -621,12 +635,18 @@ def main() -> None:
 
     print()
     for w in workloads:
-        print(ratio_line(w.name, results["simulator", w.name], results["bare", w.name]))
+        print(ratio_line(w.name, results["simulator", w.name], results["bare", w.name], "mitmdump -s simulator/bare"))
+        print(
+            ratio_line(
+                w.name, results["lean", w.name], results["simulator", w.name], "lean/mitmdump -s simulator", TARGET_LEAN
+            )
+        )
+        print(ratio_line(w.name, results["lean", w.name], results["bare", w.name], "lean/bare", 0))
     for count in pools:
         rps = statistics.median(r.rps for r in results[f"workers{count}", CHAT.name])
-        single = statistics.median(r.rps for r in results["simulator", CHAT.name])
+        single = statistics.median(r.rps for r in results["lean", CHAT.name])
         print(
-            f"{count} worker{'s' if count > 1 else ''} behind HAProxy: {rps:.0f} req/s, {rps / single:.2f}x one "
+            f"{count} worker{'s' if count > 1 else ''} behind HAProxy: {rps:.0f} req/s, {rps / single:.2f}x one lean "
             f"simulator process ({os.cpu_count()} cores, the load generator on the same machine)"
         )
     for line in notes([r for runs in results.values() for r in runs]):

@@ -1,5 +1,6 @@
-"""Start, wait for and stop a mitmdump (or mitmweb) on a free loopback port: the simulator,
-or a bare mitmdump as a baseline. One helper for the tests and the benchmarks, so they all
+"""Start, wait for and stop the simulator on a free loopback port: on its lean master
+(`python addons/simulator.py`, program LEAN), in mitmdump or mitmweb (`-s`), or a bare
+mitmdump as a baseline. One helper for the tests and the benchmarks, so they all
 start it the same way, clean the same settings out of the environment and stop it the same
 way.
 
@@ -31,6 +32,7 @@ from aoai.launch.processes import (  # noqa: E402
     Process,
     StartError,
     free_port,
+    lean_command,
     program_path,
     start_redis,
     stop,
@@ -38,6 +40,7 @@ from aoai.launch.processes import (  # noqa: E402
 )
 
 __all__ = [
+    "LEAN",
     "LOG_TAIL_LINES",
     "ROOT",
     "SETTINGS_PREFIXES",
@@ -56,6 +59,7 @@ __all__ = [
 ]
 
 SIMULATOR = ROOT / "addons" / "simulator.py"
+LEAN = "lean"  # as `program`: the first script run as a program (the lean launcher), the rest with -s
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -75,15 +79,20 @@ def start(
     extra_args: Iterable[str] = (),
     label: str | None = None,
 ) -> Process:
-    """Launch `program -s SCRIPT... --listen-host 127.0.0.1 -p PORT EXTRA_ARGS` in `cwd`, with
-    the cleaned environment plus `env`, its output in `cwd/LABEL-PORT.log`. It does not wait:
-    see wait_ready."""
+    """Launch `program -s SCRIPT... --listen-host 127.0.0.1 -p PORT EXTRA_ARGS` in `cwd` (with
+    program LEAN: `python SCRIPT -s MORE_SCRIPT... ...`), with the cleaned environment plus
+    `env`, its output in `cwd/LABEL-PORT.log`. It does not wait: see wait_ready."""
     scripts = [scripts] if isinstance(scripts, (str, Path)) else list(scripts)
     port = port or free_port()
     label = label or program
     full_env = clean_env(env)
+    if program == LEAN:
+        first, *scripts = scripts
+        start_with = lean_command(Path(first))
+    else:
+        start_with = [str(program_path(program))]
     command = [
-        str(program_path(program)),
+        *start_with,
         *(a for s in scripts for a in ("-s", str(s))),
         "--listen-host",
         "127.0.0.1",

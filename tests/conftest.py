@@ -1,4 +1,6 @@
-"""Shared fixtures: a real `mitmdump -s addons/simulator.py` on a free loopback port, or the\nsame stack of stages in this process (tests/inprocess.py)."""
+"""Shared fixtures: a real simulator process on a free loopback port (its lean launcher,
+`python addons/simulator.py`; with SIMULATOR_TEST_LAUNCHER=mitmdump, `mitmdump -s
+addons/simulator.py`), or the same stack of stages in this process (tests/inprocess.py)."""
 
 from __future__ import annotations
 
@@ -34,6 +36,11 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 
 API_KEY = "test-key-0123456789"
+# How the tests' simulators start: "lean" (the launcher users run) or "mitmdump" (-s), the
+# compatible path; tests of mitmweb or of a given program name it themselves.
+LAUNCHER = os.environ.get("SIMULATOR_TEST_LAUNCHER", "").strip() or simulator_process.LEAN
+if LAUNCHER not in (simulator_process.LEAN, "mitmdump"):
+    raise pytest.UsageError(f"SIMULATOR_TEST_LAUNCHER: expected lean or mitmdump, got {LAUNCHER!r}")
 API_VERSION = "2024-10-21"
 
 
@@ -43,16 +50,16 @@ def start_simulator(
     args: list[str] | None = None,
     script: str = "addons/simulator.py",
     wait: bool = True,
-    program: str = "mitmdump",
+    program: str | None = None,
 ) -> Simulator:
-    """Start mitmdump (or mitmweb) with the simulator; the environment is cleaned of the
-    caller's settings. Answers are seeded so that a test never meets a rare draw (a 3-token
+    """Start the simulator on LAUNCHER (or `program`: "mitmweb", "mitmdump", "lean"); the
+    environment is cleaned of the caller's settings. Answers are seeded so that a test never meets a rare draw (a 3-token
     natural answer to a max_tokens=5 request) by chance; pass SIMULATOR_SEED="" for fresh
     randomness."""
     sim = simulator_process.start(
         ROOT / script,
         cwd=tmp_path,
-        program=program,
+        program=program or LAUNCHER,
         extra_args=args or (),
         env={
             "SIMULATOR_API_KEY": API_KEY,

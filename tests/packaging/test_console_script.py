@@ -1,6 +1,6 @@
 """`pip install .` into a new virtual environment gives the `aoai-simulator` command: the
-simulator as `mitmdump -s addons/simulator.py` runs it, from the installed package (not the
-checkout), with mitmdump's options passed through; `--workers 2` behind HAProxy where
+simulator on its lean launcher, from the installed package (not the checkout), with mitmdump's
+options passed through; `--workers 2` behind HAProxy where
 HAProxy and Redis are installed.
 
 No network: the new environment reaches the project's installed packages (mitmproxy and the
@@ -82,9 +82,9 @@ def test_the_installed_command_runs_the_installed_simulator(venv, tmp_path):
         answer = chat(server)
         assert answer.status_code == 200, answer.text
         assert answer.json()["object"] == "chat.completion"
-        loaded = server.log().split("Loading script ")[1].split()[0]
-        assert Path(loaded).is_relative_to(venv) and Path(loaded).name == "simulator.py", loaded
-        assert (certs / "mitmproxy-ca-cert.pem").exists()  # the --set reached mitmdump
+        loaded = server.log().split("Loaded the simulator from ")[1].split()[0]
+        assert Path(loaded).is_relative_to(venv) and Path(loaded).name == "aoai", loaded
+        assert (certs / "mitmproxy-ca-cert.pem").exists()  # the --set reached mitmproxy
     finally:
         server.stop()
 

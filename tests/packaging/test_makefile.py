@@ -37,7 +37,7 @@ def dry_run(*make_args: str) -> str:
 @pytest.mark.parametrize(
     ("make_args", "command"),
     [
-        (["run"], ".venv/bin/mitmdump -s addons/simulator.py"),
+        (["run"], ".venv/bin/python addons/simulator.py"),
         (["run", "WORKERS=2"], ".venv/bin/python scripts/workers.py --workers 2 --"),
         (["web"], ".venv/bin/mitmweb -s addons/simulator.py"),
     ],
@@ -47,7 +47,7 @@ def test_args_reach_mitmproxy(make_args, command):
 
 
 def test_without_args_the_commands_are_the_usual_ones():
-    assert ".venv/bin/mitmdump -s addons/simulator.py \n" in dry_run("run")  # (ARGS is empty)
+    assert ".venv/bin/python addons/simulator.py \n" in dry_run("run")  # (ARGS is empty)
 
 
 def test_the_fault_injectors_own_command_works(tmp_path):

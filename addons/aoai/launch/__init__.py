@@ -1,3 +1,4 @@
-"""Starting the simulator as processes, outside mitmproxy: the `aoai-simulator` command
-(`cli.py`), workers behind HAProxy (`workers.py`) and the process helpers both use
-(`processes.py`). Nothing here runs inside mitmproxy, and no stage imports it."""
+"""Starting the simulator: the `aoai-simulator` command (`cli.py`), the lean mitmproxy master it
+runs the simulator on (`lean.py`, with the addons `assembly.py` builds, as addons/simulator.py
+gives mitmdump), workers behind HAProxy (`workers.py`) and the process helpers they share
+(`processes.py`). No stage imports anything here."""

@@ -1,12 +1,14 @@
 """The `aoai-simulator` command that `pip install .` puts on PATH.
 
-    aoai-simulator [mitmdump options]                 # = mitmdump -s addons/simulator.py [options]
+    aoai-simulator [mitmdump options]                 # the simulator on its lean master
     aoai-simulator --workers N [mitmdump options]     # N simulators behind HAProxy, one quota
 
-Every argument but `--workers` goes to mitmdump (`--set key=value`, `-p PORT`, ...). With
-several workers, the listen address (`-p`/`--listen-port`, `--listen-host`, or the same as
-`--set`) is HAProxy's, and every other argument reaches each worker. `--workers` defaults to
-$WORKERS, else 1.
+The simulator runs on a mitmproxy master that holds only the mitmproxy addons it needs
+(aoai/launch/lean.py); `mitmdump -s addons/simulator.py` runs the same stages with all of
+mitmdump's. Every argument but `--workers` is read as mitmdump reads its own (`--set
+key=value`, `-p PORT`, `--listen-host`, `--mode`, `-s SCRIPT`, ...). With several workers, the
+listen address (`-p`/`--listen-port`, `--listen-host`, or the same as `--set`) is HAProxy's,
+and every other argument reaches each worker. `--workers` defaults to $WORKERS, else 1.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import sys
 from dataclasses import dataclass, field
 
 from . import workers
-from .processes import SIMULATOR
 
 USAGE = "usage: aoai-simulator [--workers N] [mitmdump options, e.g. --set key=value]"
 
@@ -84,12 +85,11 @@ def main(argv: list[str] | None = None) -> int:
             workers.DEFAULT_PORT if launch.port is None else launch.port,
             launch.mitmdump_args,
         )
-    # One simulator: mitmdump itself, in this process.
-    from mitmproxy.tools.main import mitmdump
+    # One simulator: the lean launcher, in this process.
+    from . import lean
 
-    sys.argv = ["aoai-simulator", "-s", str(SIMULATOR), *launch.mitmdump_args]
-    mitmdump(sys.argv[1:])
-    return 0
+    sys.argv = ["aoai-simulator", *launch.mitmdump_args]
+    return lean.main(launch.mitmdump_args)
 
 
 if __name__ == "__main__":

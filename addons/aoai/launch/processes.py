@@ -1,5 +1,5 @@
 """The process helpers the launchers, the tests and the benchmarks share: a free loopback
-port, mitmdump's command line, waiting until a process serves, stopping it, and a throwaway
+port, the simulator's command line (its lean launcher), waiting until a process serves, stopping it, and a throwaway
 Redis."""
 
 from __future__ import annotations
@@ -61,14 +61,10 @@ def program_path(program: str = "mitmdump") -> Path:
     return Path(shutil.which(program) or beside)
 
 
-def mitmdump_command() -> list[str]:
-    """How to start mitmdump with this interpreter's mitmproxy: the program beside it, or,
-    where the package's scripts are not beside it (mitmproxy reached through another
-    environment's path), mitmproxy's own entry point run by this interpreter."""
-    beside = Path(sys.executable).with_name("mitmdump")
-    if beside.exists():
-        return [str(beside)]
-    return [sys.executable, "-c", "import sys; from mitmproxy.tools.main import mitmdump; sys.exit(mitmdump())"]
+def lean_command(script: Path = SIMULATOR) -> list[str]:
+    """How to start the simulator on its lean master (aoai/launch/lean.py): the simulator's
+    script run as a program by this interpreter, followed by mitmdump's options."""
+    return [sys.executable, str(script)]
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Run the simulator as N worker processes behind HAProxy, sharing one quota: `make run WORKERS=N`,
 `aoai-simulator --workers N`.
 
-One mitmdump is one event loop on one core. This starts N of them on loopback ports, each
+One simulator process is one event loop on one core. This starts N of them on loopback ports, each
 told the others' addresses (SIMULATOR_PEERS, so a PATCH of /++/config, a save or a reset
 reaches all of them, and /++/metrics answers for all) and a secret made for this launch that
 their calls to each other carry (SIMULATOR_PEER_SECRET), one Redis for the state they
@@ -13,7 +13,9 @@ is down. A worker that exits is started again on its port. Ctrl-C or SIGTERM sto
     python scripts/workers.py --workers 4 [--port 8000] [--listen-host 0.0.0.0] [-- mitmdump args]
     aoai-simulator --workers 4 [-p 8000] [--listen-host 0.0.0.0] [mitmdump args]
 
-Every simulator setting comes from the environment (or .env) as for one process.
+Each worker, and the one process of `--workers 1`, is the simulator on its lean master
+(aoai/launch/lean.py), given mitmdump's options. Every simulator setting comes from the
+environment (or .env) as for one process.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
-from .processes import SIMULATOR, Process, StartError, free_port, mitmdump_command, start_redis, stop, wait_ready
+from .processes import Process, StartError, free_port, lean_command, start_redis, stop, wait_ready
 
 DEFAULT_PORT = 8000  # the simulator's own default (a bare mitmdump -s addons/simulator.py)
 DEFAULT_LISTEN_HOST = "0.0.0.0"
@@ -152,16 +154,7 @@ class Workers:
             "SIMULATOR_PEERS": ",".join(f"http://127.0.0.1:{p}" for p in ports if p != port),
         }
         log_path = self.folder / f"worker{index}.log"
-        command = [
-            *mitmdump_command(),
-            "-s",
-            str(SIMULATOR),
-            "--listen-host",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            *self.mitmdump_args,
-        ]
+        command = [*lean_command(), "--listen-host", "127.0.0.1", "-p", str(port), *self.mitmdump_args]
         with open(log_path, "ab") as log:
             process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         return Process(process, port, env["SIMULATOR_API_KEY"], log_path, f"worker{index}", time.perf_counter())
@@ -233,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "--workers",
         type=int,
         default=int(os.environ.get("WORKERS") or 1),
-        help="worker processes (default: $WORKERS, else 1: one mitmdump, no balancer)",
+        help="worker processes (default: $WORKERS, else 1: one simulator process, no balancer)",
     )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"the port clients use (default {DEFAULT_PORT})")
     parser.add_argument(
@@ -243,18 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers: at least 1")
-    if args.workers == 1:  # the simulator as it always runs: this process becomes mitmdump
-        command = [
-            *mitmdump_command(),
-            "-s",
-            str(SIMULATOR),
-            "--listen-host",
-            args.listen_host,
-            "-p",
-            str(args.port),
-            *args.mitmdump_args,
-        ]
-        os.execv(command[0], command)
+    if args.workers == 1:  # the simulator as it always runs, in this process
+        from . import lean
+
+        return lean.main(["--listen-host", args.listen_host, "-p", str(args.port), *args.mitmdump_args])
     try:
         address, mitmdump_args = take_listen_address(args.mitmdump_args)
     except ValueError as e:
