@@ -113,10 +113,14 @@ class Server:
         return self.process.port
 
     def pids(self) -> list[int]:
-        """The simulator processes: the one mitmdump, or each worker's."""
+        """The simulator processes: the one mitmdump, or each worker's (on the lean launcher:
+        the simulator's script run as a program; not HAProxy, not Redis)."""
         if self.kind != "workers":
             return [self.process.process.pid]
-        return [pid for pid, cmdline in _descendants(self.process.process.pid) if "mitmdump" in cmdline]
+        found = [pid for pid, cmdline in _descendants(self.process.process.pid) if "simulator.py" in cmdline]
+        if not found:
+            raise RuntimeError("no worker process found under the workers' launcher: its memory would go unmeasured")
+        return found
 
     def log_size(self) -> int:
         try:
