@@ -111,8 +111,11 @@ def cpu_seconds(sim: Simulator) -> float:
 
 
 @contextmanager
-def simulator(deployments: list[Deployment], extra_args: list[str], workers: int = 1) -> Iterator[Simulator]:
-    """Run mitmdump with the simulator in a temporary folder; stop it on the way out.
+def simulator(
+    deployments: list[Deployment], extra_args: list[str], workers: int = 1, program: str = "mitmdump"
+) -> Iterator[Simulator]:
+    """Run the simulator (mitmdump -s, or `program` simulator_process.LEAN: the lean launcher) in
+    a temporary folder; stop it on the way out.
 
     Nothing is sent before its start-up banner and a short pause after it: the simulator
     opens its listener in its own `running` hook, before mitmproxy's later add-ons (TLS
@@ -135,7 +138,7 @@ def simulator(deployments: list[Deployment], extra_args: list[str], workers: int
             sim = simulator_process.start_workers(workers, cwd=tmp, env=env, extra_args=extra_args)
             banner = simulator_process.WORKERS_BANNER
         else:
-            sim = simulator_process.start(SIMULATOR, cwd=tmp, extra_args=extra_args, env=env)
+            sim = simulator_process.start(SIMULATOR, cwd=tmp, extra_args=extra_args, env=env, program=program)
             banner = BANNER
         try:
             simulator_process.wait_ready(sim, after_log=banner, settle=STARTUP_SETTLE_S, timeout=120)

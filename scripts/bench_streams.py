@@ -33,7 +33,10 @@ from dataclasses import dataclass
 
 from bench import machine_line
 from bench_latency import Deployment, Load, fire, percentile, request_bytes, simulator
+from simulator_process import LEAN
 from simulator_process import Process as Simulator
+
+LAUNCHERS = {"lean": LEAN, "mitmdump": "mitmdump"}
 
 
 @dataclass
@@ -118,9 +121,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--long-tokens", type=int, default=51, help="max_tokens of the long streams")
     p.add_argument("--ttft-ms", type=float, default=300, help="the deployment's time to first token")
     p.add_argument("--itl-ms", type=float, default=10, help="the deployment's inter-token latency")
+    p.add_argument(
+        "--launchers",
+        default="lean,mitmdump",
+        help="which to measure, one after the other: lean (the launcher: aoai-simulator, make run, "
+        "the container) and mitmdump (mitmdump -s addons/simulator.py)",
+    )
     args = p.parse_args(argv)
     if args.long_tokens <= args.tokens:
         p.error("--long-tokens must be more than --tokens")
+    args.launchers = [name.strip() for name in args.launchers.split(",") if name.strip()]
+    if not args.launchers or set(args.launchers) - set(LAUNCHERS):
+        p.error("--launchers takes lean, mitmdump or both, separated by a comma")
     return args
 
 
@@ -128,9 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     deployment = Deployment("paced", args.ttft_ms, args.itl_ms)
     print(machine_line())
-    with simulator([deployment], []) as sim:
-        print(f"simulator: mitmdump on 127.0.0.1:{sim.port} (pid {sim.process.pid})")
-        asyncio.run(run(args, sim, deployment))
+    for name in args.launchers:
+        with simulator([deployment], [], program=LAUNCHERS[name]) as sim:
+            print(f"\n=== simulator: {name} on 127.0.0.1:{sim.port} (pid {sim.process.pid})")
+            asyncio.run(run(args, sim, deployment))
     return 0
 
 
