@@ -50,6 +50,20 @@ def test_a_script_of_ones_own_runs_after_the_simulator(simulator_factory, tmp_pa
     assert refused.status_code == 401 and refused.headers["x-stamp"] == "401"
 
 
+def test_the_simulators_own_script_given_with_s_is_not_loaded_twice(simulator_factory, tmp_path):
+    # As one would start mitmdump: the launcher has the stages already, so a second copy (which
+    # would refuse to start: its options are declared twice) is left out, and said so.
+    script = tmp_path / "stamp.py"
+    script.write_text("def response(flow):\n    flow.response.headers['x-stamp'] = 'own'\n")
+    own = str(simulator_process.ROOT / "addons" / "simulator.py")
+    sim = simulator_factory(
+        {"SIMULATOR_LATENCY": "false"}, program=simulator_process.LEAN, args=["-s", own, "-s", str(script)]
+    )
+    answer = chat(sim, sim.key)
+    assert answer.status_code == 200 and answer.headers["x-stamp"] == "own"
+    assert "that script is not loaded again" in sim.log()
+
+
 def test_a_bad_setting_on_the_command_line_stops_it_in_one_line_before_the_port_opens(tmp_path):
     sim = start_simulator(tmp_path, args=["--set", "simulator_mode=bogus"], wait=False, program=simulator_process.LEAN)
     try:

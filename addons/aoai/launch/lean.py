@@ -68,6 +68,8 @@ from mitmproxy.addons import (
 from mitmproxy.tools import cmdline
 from mitmproxy.tools.main import run
 
+from .processes import SIMULATOR
+
 logger = logging.getLogger(__name__)
 
 FLOW_DETAIL = 0  # no line per request unless asked for: formatting one costs as much as a stage
@@ -166,6 +168,7 @@ def add_simulator_after_command_line(build: Callable[[], Sequence[Any]]) -> Call
         lean = ctx.master
         if not isinstance(lean, LeanMaster):  # pragma: no cover (mitmproxy changed how run works)
             raise RuntimeError("mitmproxy's run() did not make the lean master current")
+        _drop_the_simulators_own_script(lean.options)
         lean.add_simulator(build())
         # After the simulator's checks, so that a start they refuse prints their one line alone.
         package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -175,6 +178,16 @@ def add_simulator_after_command_line(build: Callable[[], Sequence[Any]]) -> Call
         return {}
 
     return extra
+
+
+def _drop_the_simulators_own_script(opts: options.Options) -> None:
+    """`-s addons/simulator.py`, as mitmdump needs it, would load every stage a second time:
+    the launcher has them already, so that script is left out (said once), others kept."""
+    own = os.path.realpath(SIMULATOR)
+    kept = [s for s in opts.scripts if os.path.realpath(os.path.expanduser(s)) != own]
+    if len(kept) != len(opts.scripts):
+        logger.warning("-s %s: the launcher runs the simulator already; that script is not loaded again", own)
+        opts.update(scripts=kept)
 
 
 def main(argv: Sequence[str] | None = None, build: Callable[[], Sequence[Any]] | None = None) -> int:
