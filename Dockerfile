@@ -1,5 +1,5 @@
-# The simulator in a container. mitmdump by default (WORKERS=N: N of them behind HAProxy on the
-# same port, sharing one quota); mitmweb with
+# The simulator in a container, on its lean launcher (WORKERS=N: N of them behind HAProxy on the
+# same port, sharing their state); mitmweb with
 #   docker run -p 8000:8000 -p 8081:8081 IMAGE mitmweb -s addons/simulator.py --set confdir=/app/certs --web-host 0.0.0.0
 #
 # HTTPS is served on the same port, with certificates signed by a CA mitmproxy makes on first
@@ -63,5 +63,5 @@ VOLUME ["/app/recordings", "/app/simulator-data", "/app/certs"]
 EXPOSE 8000 8081
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/++/health', timeout=2)"]
-# One mitmdump, or with WORKERS=N that many behind HAProxy on the same port (one CA for all).
+# One simulator, or with WORKERS=N that many behind HAProxy on the same port (one CA for all).
 CMD ["python", "scripts/workers.py", "--", "--set", "confdir=/app/certs"]
