@@ -36,12 +36,13 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 
 API_KEY = "test-key-0123456789"
+API_VERSION = "2024-10-21"
+
 # How the tests' simulators start: "lean" (the launcher users run) or "mitmdump" (-s), the
 # compatible path; tests of mitmweb or of a given program name it themselves.
 LAUNCHER = os.environ.get("SIMULATOR_TEST_LAUNCHER", "").strip() or simulator_process.LEAN
 if LAUNCHER not in (simulator_process.LEAN, "mitmdump"):
     raise pytest.UsageError(f"SIMULATOR_TEST_LAUNCHER: expected lean or mitmdump, got {LAUNCHER!r}")
-API_VERSION = "2024-10-21"
 
 
 def start_simulator(
@@ -53,9 +54,9 @@ def start_simulator(
     program: str | None = None,
 ) -> Simulator:
     """Start the simulator on LAUNCHER (or `program`: "mitmweb", "mitmdump", "lean"); the
-    environment is cleaned of the caller's settings. Answers are seeded so that a test never meets a rare draw (a 3-token
-    natural answer to a max_tokens=5 request) by chance; pass SIMULATOR_SEED="" for fresh
-    randomness."""
+    environment is cleaned of the caller's settings. Answers are seeded so that a test never
+    meets a rare draw (a 3-token natural answer to a max_tokens=5 request) by chance; pass
+    SIMULATOR_SEED="" for fresh randomness."""
     sim = simulator_process.start(
         ROOT / script,
         cwd=tmp_path,
