@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import sys
+import time
 import tracemalloc
 
 import pytest
@@ -317,7 +318,12 @@ def test_pending_recordings_past_their_bound_are_taken_to_be_saved_with_one_warn
     with caplog.at_level(logging.WARNING, "aoai.runtime.recording"):
         for n in range(4):
             assert store.add(interaction(n), autosave=False) and store.overflow() == []
-        assert store.usage()["pending"] == {"count": 4, "bytes": 4 * one, "maxBytes": store.pending_max_bytes}
+        assert store.usage()["pending"] == {
+            "count": 4,
+            "bytes": 4 * one,
+            "savingBytes": 0,
+            "maxBytes": store.pending_max_bytes,
+        }
         assert not list(tmp_path.glob("*.yaml"))
         store.add(interaction(4), autosave=False)
         batch = store.overflow()  # past the bound: all of them, to be saved now
@@ -329,6 +335,32 @@ def test_pending_recordings_past_their_bound_are_taken_to_be_saved_with_one_warn
     assert caplog.text.count("RECORDING_PENDING_MAX_BYTES") == 1
     store.save()
     assert store.load() == 15
+
+
+def test_recordings_still_being_saved_count_against_the_bound(tmp_path):
+    """While a batch is written, it is still in memory: what arrives meanwhile is taken to be
+    saved at once, not held until pending recordings alone reach the bound again."""
+    import threading
+
+    store = recording.RecordingStore(tmp_path)
+    one = recording.interaction_bytes(interaction(0))
+    store.pending_max_bytes = 2 * one + one // 2
+    for n in range(3):
+        store.add(interaction(n), autosave=False)
+    batch = store.overflow()
+    assert len(batch) == 3
+    with store._write_lock:  # the disk is slow: the batch's save waits here, its bytes held
+        saving = threading.Thread(target=store.save, args=(batch,))
+        saving.start()
+        deadline = time.monotonic() + 10
+        while store.saving_bytes == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert store.saving_bytes == 3 * one
+        store.add(interaction(3), autosave=False)
+        assert [i.request_body for _, i in store.overflow()] == [interaction(3).request_body]
+    saving.join(10)
+    assert store.saving_bytes == 0 and store.usage()["pending"]["savingBytes"] == 0
+    assert store.load() == 3
 
 
 def test_the_record_stage_saves_them_in_a_worker_thread(tmp_path):

@@ -71,6 +71,11 @@ class RecordingStore:
         # bytes they are saved at once (RECORDING_PENDING_MAX_BYTES), so none is lost.
         self.pending_bytes = 0
         self.pending_max_bytes = PENDING_MAX_BYTES
+        # Bytes of recordings being written (by a worker thread) and not written yet: they are
+        # still in memory, so the bound counts them too, and what arrives meanwhile is saved
+        # right after them rather than held up to the bound again.
+        self.saving_bytes = 0
+        self._saving_lock = threading.Lock()
         self._said_pending = False
         # Interactions parsed (or just written), the least recently used first: at most
         # `cache_max_bytes` of them, as their documents' sizes (RECORDING_CACHE_MAX_BYTES).
@@ -111,7 +116,12 @@ class RecordingStore:
     def usage(self) -> dict[str, dict[str, int]]:
         """For /++/limits: the recordings waiting to be saved, and those kept parsed."""
         return {
-            "pending": {"count": len(self.pending), "bytes": self.pending_bytes, "maxBytes": self.pending_max_bytes},
+            "pending": {
+                "count": len(self.pending),
+                "bytes": self.pending_bytes,
+                "savingBytes": self.saving_bytes,
+                "maxBytes": self.pending_max_bytes,
+            },
             "cache": {"count": len(self._cache), "bytes": self.cache_bytes, "maxBytes": self.cache_max_bytes},
         }
 
@@ -273,8 +283,9 @@ class RecordingStore:
 
     def overflow(self) -> list[tuple[str, Interaction]]:
         """The pending recordings, taken to be saved at once (`save(batch)`), when they have
-        passed RECORDING_PENDING_MAX_BYTES; else none. Said once, as a warning."""
-        if self.pending_bytes <= self.pending_max_bytes:
+        passed RECORDING_PENDING_MAX_BYTES, with those still being saved; else none. Said
+        once, as a warning."""
+        if self.pending_bytes + self.saving_bytes <= self.pending_max_bytes:
             return []
         if not self._said_pending:
             self._said_pending = True
@@ -302,13 +313,25 @@ class RecordingStore:
         for file, interaction in taken:
             by_file[file].append(interaction)
         taken.clear()
+        sizes = {file: sum(interaction_bytes(i) for i in interactions) for file, interactions in by_file.items()}
+        self._saving(sum(sizes.values()))
         saved = 0
-        while by_file:
-            file, interactions = by_file.popitem()
-            count = len(interactions)
-            if self._write(file, interactions):
-                saved += count
+        try:
+            while by_file:
+                file, interactions = by_file.popitem()
+                count = len(interactions)
+                try:
+                    if self._write(file, interactions):
+                        saved += count
+                finally:
+                    self._saving(-sizes.pop(file))
+        finally:
+            self._saving(-sum(sizes.values()))  # what an error left unwritten is let go too
         return saved
+
+    def _saving(self, change: int) -> None:
+        with self._saving_lock:
+            self.saving_bytes += change
 
     def _write(self, file: str, interactions: list[Interaction]) -> bool:
         """Append, saying once per file when the disk refuses (full, read-only, gone) and once
