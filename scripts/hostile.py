@@ -4,7 +4,8 @@
 Each case is one hostile request, or a short burst, that a client on the same network could
 send: memory from nothing, work that stalls the event loop, input that made a 500, and
 boundaries (management, recordings, workers, slow clients). It runs against a real
-`mitmdump -s addons/simulator.py` started here with the settings the case needs (small
+simulator on its lean launcher (`python addons/simulator.py`, what users start) started here
+with the settings the case needs (small
 timeouts and stores, so cases stay quick), while a separate process samples the
 simulator's resident memory (/proc/PID/status, every 20 ms) and the latency of a
 `GET /++/health` sent every 20 ms on a kept connection. A case passes when:
@@ -59,7 +60,7 @@ from hostile_inputs import (
     png_bomb,
     words,
 )
-from simulator_process import SIMULATOR
+from simulator_process import LEAN, SIMULATOR
 
 KEY = "hostile-key-0123456789"
 VERSION = "2024-10-21"
@@ -216,7 +217,7 @@ class Servers:
         folder.mkdir(exist_ok=True)
         env = {**self.env(), "RECORDING_DIR": str(folder / "recordings")}
         if kind == "main":
-            process = simulator_process.start(SIMULATOR, cwd=folder, env=env, label="simulator")
+            process = simulator_process.start(SIMULATOR, cwd=folder, env=env, label="simulator", program=LEAN)
             simulator_process.wait_ready(process, timeout=60)
             return Server(kind, process, folder)
         if kind == "record":
@@ -232,7 +233,7 @@ class Servers:
                     "RECORDING_PENDING_MAX_BYTES": str(PENDING_BYTES),
                 }
             )
-            process = simulator_process.start(SIMULATOR, cwd=folder, env=env, label="record")
+            process = simulator_process.start(SIMULATOR, cwd=folder, env=env, label="record", program=LEAN)
             simulator_process.wait_ready(process, timeout=60)
             return Server(kind, process, folder)
         if kind == "workers":
