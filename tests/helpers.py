@@ -34,6 +34,21 @@ def async_azure(sim) -> AsyncAzureOpenAI:
     return AsyncAzureOpenAI(azure_endpoint=sim.url, api_key=sim.key, api_version=API_VERSION, max_retries=0)
 
 
+def realtime_ga(sim) -> AsyncOpenAI:
+    """The openai SDK on the Realtime API's GA path (/openai/v1/realtime), as ws:// to `sim`."""
+    ws = sim.url.replace("http://", "ws://")
+    return AsyncOpenAI(base_url=sim.url + "/openai/v1/", websocket_base_url=ws + "/openai/v1", api_key=sim.key)
+
+
+async def until_event(connection, kind: str, seen: list[str]):
+    """The next realtime event of type `kind`; every event's type on the way goes into `seen`."""
+    async for event in connection:
+        seen.append(event.type)
+        if event.type == kind:
+            return event
+    raise AssertionError(f"the session ended before {kind}: {seen}")
+
+
 def v1(sim) -> OpenAI:
     return OpenAI(base_url=sim.url + "/openai/v1/", api_key=sim.key, max_retries=0)
 

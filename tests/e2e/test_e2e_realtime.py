@@ -14,7 +14,8 @@ import time
 
 import numpy as np
 import pytest
-from openai import AsyncAzureOpenAI, AsyncOpenAI
+from helpers import realtime_ga, until_event
+from openai import AsyncAzureOpenAI
 from websockets.asyncio.client import connect
 
 PREVIEW = "2025-04-01-preview"
@@ -40,11 +41,6 @@ def timed_sim(tmp_path_factory):
     sim.stop()
 
 
-def ga(sim) -> AsyncOpenAI:
-    ws = sim.url.replace("http://", "ws://")
-    return AsyncOpenAI(base_url=sim.url + "/openai/v1/", websocket_base_url=ws + "/openai/v1", api_key=sim.key)
-
-
 def preview(sim) -> AsyncAzureOpenAI:
     ws = sim.url.replace("http://", "ws://")
     return AsyncAzureOpenAI(
@@ -52,26 +48,18 @@ def preview(sim) -> AsyncAzureOpenAI:
     )
 
 
-async def until(connection, kind: str, seen: list[str]):
-    async for event in connection:
-        seen.append(event.type)
-        if event.type == kind:
-            return event
-    raise AssertionError(f"the session ended before {kind}: {seen}")
-
-
 def test_a_text_turn_on_the_ga_path(sim):
     async def go():
-        async with ga(sim).realtime.connect(model=DEPLOYMENT) as conn:
+        async with realtime_ga(sim).realtime.connect(model=DEPLOYMENT) as conn:
             seen: list[str] = []
-            await until(conn, "session.created", seen)
+            await until_event(conn, "session.created", seen)
             await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
-            await until(conn, "session.updated", seen)
+            await until_event(conn, "session.updated", seen)
             await conn.conversation.item.create(
                 item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hello!"}]}
             )
             await conn.response.create()
-            done = await until(conn, "response.done", seen)
+            done = await until_event(conn, "response.done", seen)
             assert done.response.status == "completed"
             assert "response.output_text.delta" in seen and done.response.usage.output_tokens > 0
 
@@ -82,14 +70,14 @@ def test_a_text_turn_on_the_preview_path_with_beta_events(sim):
     async def go():
         async with preview(sim).beta.realtime.connect(model=DEPLOYMENT) as conn:
             seen: list[str] = []
-            await until(conn, "session.created", seen)
+            await until_event(conn, "session.created", seen)
             await conn.session.update(session={"modalities": ["text"]})
-            await until(conn, "session.updated", seen)
+            await until_event(conn, "session.updated", seen)
             await conn.conversation.item.create(
                 item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hello!"}]}
             )
             await conn.response.create()
-            done = await until(conn, "response.done", seen)
+            done = await until_event(conn, "response.done", seen)
             assert done.response.status == "completed" and "response.text.delta" in seen
 
     asyncio.run(go())
@@ -106,13 +94,13 @@ def speech(seconds_silence: float, seconds_voice: float) -> bytes:
 
 def test_an_audio_turn_with_server_vad(sim):
     async def go():
-        async with ga(sim).realtime.connect(model=DEPLOYMENT) as conn:
+        async with realtime_ga(sim).realtime.connect(model=DEPLOYMENT) as conn:
             seen: list[str] = []
-            await until(conn, "session.created", seen)
+            await until_event(conn, "session.created", seen)
             audio = speech(0.5, 1.0)
             for start in range(0, len(audio), 9600):  # 200 ms pieces, as a microphone sends them
                 await conn.input_audio_buffer.append(audio=base64.b64encode(audio[start : start + 9600]).decode())
-            done = await until(conn, "response.done", seen)
+            done = await until_event(conn, "response.done", seen)
             assert seen.index("input_audio_buffer.speech_started") < seen.index("input_audio_buffer.speech_stopped")
             assert "input_audio_buffer.committed" in seen and "response.output_audio.delta" in seen
             assert done.response.usage.input_token_details.audio_tokens > 0
@@ -129,23 +117,23 @@ def test_a_function_call_round_trip_and_a_cancel(sim):
     }
 
     async def go():
-        async with ga(sim).realtime.connect(model=DEPLOYMENT) as conn:
+        async with realtime_ga(sim).realtime.connect(model=DEPLOYMENT) as conn:
             seen: list[str] = []
-            await until(conn, "session.created", seen)
+            await until_event(conn, "session.created", seen)
             await conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "tools": [tool]})
-            await until(conn, "session.updated", seen)
+            await until_event(conn, "session.updated", seen)
             await conn.conversation.item.create(
                 item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Weather?"}]}
             )
             await conn.response.create()
-            call = await until(conn, "response.function_call_arguments.done", seen)
+            call = await until_event(conn, "response.function_call_arguments.done", seen)
             assert "city" in __import__("json").loads(call.arguments)
-            await until(conn, "response.done", seen)
+            await until_event(conn, "response.done", seen)
             await conn.conversation.item.create(
                 item={"type": "function_call_output", "call_id": call.call_id, "output": '{"temp": 20}'}
             )
             await conn.response.create()
-            done = await until(conn, "response.done", seen)
+            done = await until_event(conn, "response.done", seen)
             assert done.response.status == "completed"
             assert any(item.type == "message" for item in done.response.output)
 
@@ -154,21 +142,21 @@ def test_a_function_call_round_trip_and_a_cancel(sim):
 
 def test_a_cancel_mid_response_with_latency_on(timed_sim):
     async def go():
-        async with ga(timed_sim).realtime.connect(model=DEPLOYMENT) as conn:
+        async with realtime_ga(timed_sim).realtime.connect(model=DEPLOYMENT) as conn:
             seen: list[str] = []
-            await until(conn, "session.created", seen)
+            await until_event(conn, "session.created", seen)
             await conn.session.update(session={"type": "realtime", "output_modalities": ["audio"]})
-            await until(conn, "session.updated", seen)
+            await until_event(conn, "session.updated", seen)
             await conn.conversation.item.create(
                 item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Tell a story."}]}
             )
             asked = time.monotonic()
             await conn.response.create()
-            await until(conn, "response.output_audio.delta", seen)
+            await until_event(conn, "response.output_audio.delta", seen)
             assert time.monotonic() - asked >= 0.3  # the deployment's time to first audio was waited
             await conn.response.cancel()
             before = len(seen)
-            done = await until(conn, "response.done", seen)
+            done = await until_event(conn, "response.done", seen)
             assert done.response.status == "cancelled"
             assert done.response.status_details.reason == "client_cancelled"
             # At most a delta already on its way when the cancel left; a whole answer is many seconds of them.
@@ -176,7 +164,7 @@ def test_a_cancel_mid_response_with_latency_on(timed_sim):
             assert done.response.output[0].status == "incomplete"
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(0.5):
-                    await until(conn, "response.output_audio.delta", seen)
+                    await until_event(conn, "response.output_audio.delta", seen)
 
     asyncio.run(go())
 

@@ -13,8 +13,7 @@ import httpx
 import openai
 import pytest
 import websockets
-from helpers import only, scrape, value
-from openai import AsyncOpenAI
+from helpers import only, realtime_ga, scrape, until_event, value
 
 FILTER = {"blockAt": "low", "prompt": {"hate": [{"term": "lighthouses", "severity": "low"}]}}
 DEPLOYMENTS = {
@@ -38,24 +37,11 @@ def sim(tmp_path_factory):
     sim.stop()
 
 
-def ga(sim) -> AsyncOpenAI:
-    ws = sim.url.replace("http://", "ws://")
-    return AsyncOpenAI(base_url=sim.url + "/openai/v1/", websocket_base_url=ws + "/openai/v1", api_key=sim.key)
-
-
-async def until(connection, kind: str, seen: list[str]):
-    async for event in connection:
-        seen.append(event.type)
-        if event.type == kind:
-            return event
-    raise AssertionError(f"the session ended before {kind}: {seen}")
-
-
 async def text_turn(conn, words: dict = SAY):
     seen: list[str] = []
     await conn.conversation.item.create(item=words)
     await conn.response.create(response={"output_modalities": ["text"]})
-    return await until(conn, "response.done", seen), seen
+    return await until_event(conn, "response.done", seen), seen
 
 
 def handshake(sim, deployment: str):
@@ -80,7 +66,7 @@ def test_a_session_over_the_request_quota_gets_azures_429_before_the_upgrade(sim
 
 def test_a_full_token_window_fails_a_response_with_rate_limit_exceeded(sim):
     async def go():
-        async with ga(sim).realtime.connect(model="rt-tpm") as conn:
+        async with realtime_ga(sim).realtime.connect(model="rt-tpm") as conn:
             first, seen = await text_turn(conn)
             assert first.response.status == "completed"
             assert "rate_limits.updated" in seen
@@ -98,24 +84,24 @@ def test_a_full_token_window_fails_a_response_with_rate_limit_exceeded(sim):
 
 def test_rate_limits_updated_shows_the_deployments_remaining_figures(sim):
     async def go():
-        async with ga(sim).realtime.connect(model="gpt-realtime") as conn:
+        async with realtime_ga(sim).realtime.connect(model="gpt-realtime") as conn:
             seen: list[str] = []
             await conn.conversation.item.create(item=SAY)
             await conn.response.create(response={"output_modalities": ["text"]})
-            limits = await until(conn, "rate_limits.updated", seen)
+            limits = await until_event(conn, "rate_limits.updated", seen)
             figures = {f.name: f for f in limits.rate_limits}
             # gpt-realtime: the catalogue's default tokens per minute; requests of the short window,
             # this session's handshake among them
             assert figures["tokens"].limit == 100_000 and figures["tokens"].remaining <= 100_000
             assert 0 < figures["requests"].remaining < figures["requests"].limit
-            await until(conn, "response.done", seen)
+            await until_event(conn, "response.done", seen)
 
     asyncio.run(go())
 
 
 def test_a_filtered_prompt_ends_its_response_and_the_session_goes_on(sim):
     async def go():
-        async with ga(sim).realtime.connect(model="rt-filter") as conn:
+        async with realtime_ga(sim).realtime.connect(model="rt-filter") as conn:
             bad = {**SAY, "content": [{"type": "input_text", "text": "I hate lighthouses."}]}
             done, seen = await text_turn(conn, bad)
             assert done.response.status == "incomplete"
@@ -131,10 +117,10 @@ def test_a_stream_cut_drops_the_socket_mid_response(sim):
     async def go():
         seen: list[str] = []
         with pytest.raises((openai.OpenAIError, websockets.ConnectionClosed, AssertionError)):
-            async with ga(sim).realtime.connect(model="rt-cut") as conn:
+            async with realtime_ga(sim).realtime.connect(model="rt-cut") as conn:
                 await conn.conversation.item.create(item=SAY)
                 await conn.response.create(response={"output_modalities": ["text"]})
-                await until(conn, "response.done", seen)
+                await until_event(conn, "response.done", seen)
         assert seen.count("response.output_text.delta") == 3
         assert "response.done" not in seen
 
@@ -156,10 +142,10 @@ def test_a_503_fault_answers_the_handshake(sim):
 
 def test_metrics_count_sessions_events_audio_and_first_audio(sim):
     async def go():
-        async with ga(sim).realtime.connect(model="gpt-realtime") as conn:
+        async with realtime_ga(sim).realtime.connect(model="gpt-realtime") as conn:
             await conn.conversation.item.create(item=SAY)
             await conn.response.create(response={"output_modalities": ["audio"]})
-            await until(conn, "response.done", [])
+            await until_event(conn, "response.done", [])
 
     asyncio.run(go())
     samples = scrape(sim)

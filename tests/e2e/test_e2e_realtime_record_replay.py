@@ -14,7 +14,7 @@ import pytest
 import websockets
 import yaml
 from fake_azure import UPSTREAM_KEY
-from openai import AsyncOpenAI
+from helpers import realtime_ga
 from websockets.asyncio.server import serve
 
 DEPLOYMENT = "gpt-realtime"
@@ -80,11 +80,6 @@ class FakeRealtime:
                 await send({"type": "response.done", "response": done})
 
 
-def ga(sim) -> AsyncOpenAI:
-    ws = sim.url.replace("http://", "ws://")
-    return AsyncOpenAI(base_url=sim.url + "/openai/v1/", websocket_base_url=ws + "/openai/v1", api_key=sim.key)
-
-
 async def until(connection, kind: str, seen: list) -> object:
     async for event in connection:
         seen.append(event)
@@ -95,7 +90,7 @@ async def until(connection, kind: str, seen: list) -> object:
 
 async def a_text_turn(sim) -> list:
     seen: list = []
-    async with ga(sim).realtime.connect(model=DEPLOYMENT) as conn:
+    async with realtime_ga(sim).realtime.connect(model=DEPLOYMENT) as conn:
         await until(conn, "session.created", seen)
         await conn.session.update(session={"type": "realtime", "output_modalities": ["text"]})
         await until(conn, "session.updated", seen)
@@ -171,7 +166,7 @@ def test_an_event_that_was_not_recorded_gets_the_error_event_and_the_session_goe
 
     async def go():
         seen: list = []
-        async with ga(sim).realtime.connect(model=DEPLOYMENT) as conn:
+        async with realtime_ga(sim).realtime.connect(model=DEPLOYMENT) as conn:
             await until(conn, "session.created", seen)
             await conn.response.create(event_id="mine_1")  # the recording expects session.update first
             error = await until(conn, "error", seen)
