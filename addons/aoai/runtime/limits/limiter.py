@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..bounds import Bounds
 from ..shared import Bag, Shared
@@ -190,26 +190,23 @@ class Limiter:
     async def peek(self, key: str, quota: Quota, cost: int) -> Verdict:
         """Whether `cost` would fit the windows now, counting nothing (realtime sessions ask
         before each response). Shared windows that fail: the local ones answer."""
-        windows = self._windows()
-        if isinstance(windows, RedisWindows):
-            try:
-                return await windows.check(key, quota, cost, self.clock(), mode="peek")
-            except Exception:
-                self.lost()
-                windows = self.local
-        return windows.peek(key, quota, cost, self.clock())
+        return await self._without_admission(key, quota, cost, "peek")
 
     async def charge(self, key: str, quota: Quota, cost: int) -> Verdict:
         """Count `cost` tokens an admitted answer used, whatever room is left (a realtime
         response is charged when it is done); the verdict carries what remains."""
+        return await self._without_admission(key, quota, cost, "charge")
+
+    async def _without_admission(self, key: str, quota: Quota, cost: int, mode: Literal["peek", "charge"]) -> Verdict:
         windows = self._windows()
         if isinstance(windows, RedisWindows):
             try:
-                return await windows.check(key, quota, cost, self.clock(), mode="charge")
+                return await windows.check(key, quota, cost, self.clock(), mode=mode)
             except Exception:
                 self.lost()
                 windows = self.local
-        return windows.charge(key, quota, cost, self.clock())
+        local = windows.peek if mode == "peek" else windows.charge
+        return local(key, quota, cost, self.clock())
 
     def fill(self, key: str, capacity: Capacity, cost: int, identity: Identity | None = None) -> Fill | Awaitable[Fill]:
         """A provisioned deployment's verdict (a Fill), or for shared windows an awaitable of it."""
