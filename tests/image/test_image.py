@@ -218,11 +218,16 @@ def test_runs_as_a_non_root_user(engine, image, simulator):
     assert simulator.exec("id", "-u").stdout.strip() == "10001"
 
 
+# SIGTERM is enough (no SIGKILL after the 30 s grace): it stops in about a second; the bound
+# leaves room for a busy machine, well under the grace.
+STOPPED_WITHIN_S = 8
+
+
 def test_sigterm_stops_it_within_seconds(engine, image, containers):
     container = containers("stop", image=image, env={"SIMULATOR_API_KEY": KEY})
     seconds = container.stop(grace=30)
     state = container.state()
-    assert seconds < 5, f"stopped after {seconds:.1f} s"
+    assert seconds < STOPPED_WITHIN_S, f"stopped after {seconds:.1f} s"
     assert state["ExitCode"] != 137, "killed: SIGTERM was not enough"
 
 
@@ -277,7 +282,7 @@ def test_workers_inside_the_container(image, containers):
     assert len(workers) == 2, workers
 
     seconds = container.stop(grace=30)  # SIGTERM reaches the launcher, which stops them all
-    assert seconds < 5, f"stopped after {seconds:.1f} s"
+    assert seconds < STOPPED_WITHIN_S, f"stopped after {seconds:.1f} s"
     assert container.state()["ExitCode"] == 0
 
 
